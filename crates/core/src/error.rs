@@ -1,0 +1,271 @@
+//! The one error type of the core, and the reference error codes.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::transport::{TransportError, TransportErrorKind};
+
+/// The numeric error codes reported to `on_run_failure` and by [`Error::code`].
+///
+/// Negative codes are client-side, positive ones are transfer codes. The numbers
+/// are those of the reference FileUploader, so error handling ports unchanged;
+/// the codes marked *added* are this project's, for cases the reference lacks.
+pub mod code {
+    /// The URL to upload to is invalid, or the uploading service cannot be reached.
+    pub const INVALID_URL: i32 = -2;
+    /// "Upload cancelled."
+    pub const CANCELLED: i32 = -3;
+    /// The job has no sources.
+    pub const NO_SOURCES: i32 = -4;
+    /// Invalid upload job id.
+    pub const INVALID_JOB: i32 = -5;
+    /// Cannot create an upload job (for example: no async runtime to run it on).
+    pub const CANNOT_CREATE_JOB: i32 = -6;
+    /// A source is empty (an empty source URL).
+    pub const EMPTY_SOURCE: i32 = -7;
+    /// Cancel-all while a job is still being created.
+    pub const CANCEL_ALL_WHILE_CREATING: i32 = -8;
+    /// *Added*: the job is already running; a job runs once at a time.
+    pub const ALREADY_RUNNING: i32 = -9;
+    /// *Added*: a job setting is invalid (block size, thread count, a header or
+    /// header value that cannot be sent).
+    pub const INVALID_OPTION: i32 = -10;
+    /// URL malformed.
+    pub const URL_MALFORMED: i32 = 1;
+    /// Cannot resolve proxy.
+    pub const PROXY: i32 = 2;
+    /// Cannot resolve host.
+    pub const DNS: i32 = 3;
+    /// Cannot connect.
+    pub const CONNECT: i32 = 4;
+    /// Access denied (also: a source file that may not be read).
+    pub const ACCESS_DENIED: i32 = 5;
+    /// Partial file.
+    pub const PARTIAL_FILE: i32 = 6;
+    /// Upload failed (also: the connection was reset or closed mid-request).
+    pub const UPLOAD_FAILED: i32 = 7;
+    /// Read failed (also: a source changed size while it was uploaded).
+    pub const READ_FAILED: i32 = 8;
+    /// Out of memory.
+    pub const OUT_OF_MEMORY: i32 = 9;
+    /// Server disk full.
+    pub const DISK_FULL: i32 = 10;
+    /// Timeout.
+    pub const TIMEOUT: i32 = 11;
+    /// HTTP 404.
+    pub const HTTP_404: i32 = 12;
+    /// HTTP 500.
+    pub const HTTP_500: i32 = 13;
+    /// HTTP 503.
+    pub const HTTP_503: i32 = 14;
+    /// Null pointer.
+    pub const NULL_POINTER: i32 = 21;
+    /// Invalid id.
+    pub const INVALID_ID: i32 = 22;
+    /// Failed (anything else).
+    pub const FAILED: i32 = 23;
+    /// HTTP status above 500 other than 503.
+    pub const HTTP_5XX: i32 = 24;
+    /// HTTP status below 200.
+    pub const HTTP_1XX: i32 = 25;
+    /// HTTP 3xx, or 4xx other than 404 (and 413, see [`TOO_LARGE`]).
+    pub const HTTP_OTHER: i32 = 26;
+    /// Cannot find file.
+    pub const FILE_NOT_FOUND: i32 = 27;
+    /// Aborted.
+    pub const ABORTED: i32 = 28;
+    /// Not finished.
+    pub const NOT_FINISHED: i32 = 29;
+    /// Beyond the maximum size (also: the server answered 413).
+    pub const TOO_LARGE: i32 = 32;
+    /// *Added*: TLS handshake or certificate verification failed.
+    pub const TLS: i32 = 35;
+}
+
+/// What went wrong, in broad classes. Finer detail is in [`Error::code`] and
+/// the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A job setting or its input is invalid; nothing was sent.
+    InvalidJob,
+    /// A source could not be found, opened or read, or changed while it was sent.
+    Source,
+    /// The job was cancelled.
+    Cancelled,
+    /// The server answered with a status that is not a success.
+    Status,
+    /// The transport failed to deliver a request.
+    Transport(TransportErrorKind),
+    /// The job could not be started.
+    Run,
+}
+
+/// An error of the core: an [`ErrorKind`], a reference error [code](code), a
+/// message and an optional source.
+///
+/// `Display` prints the message, which is also the `errorString` given to
+/// `on_run_failure`.
+#[derive(Clone)]
+pub struct Error(Box<Inner>);
+
+#[derive(Clone)]
+struct Inner {
+    kind: ErrorKind,
+    code: i32,
+    message: String,
+    status: Option<http::StatusCode>,
+    source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+impl Error {
+    /// A new error of `kind` with the reference `code` and a message.
+    pub fn new(kind: ErrorKind, code: i32, message: impl Into<String>) -> Self {
+        Error(Box::new(Inner {
+            kind,
+            code,
+            message: message.into(),
+            status: None,
+            source: None,
+        }))
+    }
+
+    /// An invalid-job error ([`code::INVALID_OPTION`] unless another code is given).
+    pub(crate) fn invalid(code: i32, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidJob, code, message)
+    }
+
+    /// The error reported when a job is cancelled: -3, "Upload cancelled.".
+    pub fn cancelled() -> Self {
+        Error::new(ErrorKind::Cancelled, code::CANCELLED, "Upload cancelled.")
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.0.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The error for a non-success HTTP status, by the reference table:
+    /// 404 → 12, 500 → 13, 503 → 14, other 5xx → 24, 1xx → 25, 413 → 32,
+    /// 3xx and other 4xx → 26.
+    pub fn from_status(status: http::StatusCode, context: &str) -> Self {
+        let n = status.as_u16();
+        let code = match n {
+            404 => code::HTTP_404,
+            413 => code::TOO_LARGE,
+            500 => code::HTTP_500,
+            503 => code::HTTP_503,
+            501.. => code::HTTP_5XX,
+            ..200 => code::HTTP_1XX,
+            _ => code::HTTP_OTHER,
+        };
+        let mut error = Error::new(
+            ErrorKind::Status,
+            code,
+            format!("server answered {status}{context}"),
+        );
+        error.0.status = Some(status);
+        error
+    }
+
+    /// The broad class of the error.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+
+    /// The reference error code (see [`code`]).
+    pub fn code(&self) -> i32 {
+        self.0.code
+    }
+
+    /// The message, as given to `on_run_failure`.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The HTTP status, for errors of kind [`ErrorKind::Status`].
+    pub fn status(&self) -> Option<http::StatusCode> {
+        self.0.status
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        let kind = e.kind();
+        let message = e.to_string();
+        Error::new(ErrorKind::Transport(kind), kind.code(), message).with_source(e)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.0.kind)
+            .field("code", &self.0.code)
+            .field("message", &self.0.message);
+        if let Some(source) = &self.0.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn error_stays_one_pointer_wide() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn statuses_map_to_reference_codes() {
+        let cases = [
+            (404, code::HTTP_404),
+            (500, code::HTTP_500),
+            (503, code::HTTP_503),
+            (502, code::HTTP_5XX),
+            (504, code::HTTP_5XX),
+            (599, code::HTTP_5XX),
+            (101, code::HTTP_1XX),
+            (301, code::HTTP_OTHER),
+            (307, code::HTTP_OTHER),
+            (400, code::HTTP_OTHER),
+            (403, code::HTTP_OTHER),
+            (429, code::HTTP_OTHER),
+            (413, code::TOO_LARGE),
+        ];
+        for (status, expected) in cases {
+            let e = Error::from_status(StatusCode::from_u16(status).unwrap(), "");
+            assert_eq!(e.code(), expected, "status {status}");
+            assert_eq!(e.kind(), ErrorKind::Status);
+            assert_eq!(e.status().map(|s| s.as_u16()), Some(status));
+        }
+    }
+
+    #[test]
+    fn cancelled_has_reference_message() {
+        let e = Error::cancelled();
+        assert_eq!(e.code(), -3);
+        assert_eq!(e.to_string(), "Upload cancelled.");
+    }
+}

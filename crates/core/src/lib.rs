@@ -1,0 +1,72 @@
+//! The transport-agnostic core of fileuploader: jobs, block planning and
+//! scheduling, progress, and the wire encoding, behind a [`Transport`] trait.
+//!
+//! A job's sources are cut into blocks of `block_size` bytes; each block is
+//! one `multipart/form-data` `POST` (with `Content-Range` when a source has
+//! more than one block), and up to `thread_num` blocks are in flight at once.
+//! Blocks are read from their source as they are sent, so a running job holds
+//! about `thread_num × block_size` bytes, whatever the file size.
+//!
+//! # The reference API in Rust
+//!
+//! | reference (FileUploader API) | here |
+//! | --- | --- |
+//! | `Dynamsoft.FileUploader.Init(URL, ok, err)` | [`UploadManager::new`] with a transport (the blocking crate has `init` with both callbacks) |
+//! | `UploadManager.CreateJob()` | [`UploadManager::create_job`] |
+//! | `UploadManager.Run(job)` | [`UploadManager::run`] → [`JobHandle`]; [`JobHandle::wait`] awaits the outcome |
+//! | `UploadManager.Cancel(job)` | [`UploadManager::cancel`] |
+//! | `UploadManager.CancelAllUpload()` | [`UploadManager::cancel_all_upload`] |
+//! | `GenerateURLForUploadData()` | [`UploadManager::generate_url_for_upload_data`] (`mem://` URLs) |
+//! | `Job.BlockSize` | [`Job::block_size`] (default 10240) |
+//! | `Job.FileName` | [`Job::file_name`] |
+//! | `Job.FormField.Add(key, value)` | [`Job::form_field`]`.`[`add`](FormField::add) |
+//! | `Job.HttpHeader[name] = value` | [`Job::http_header`]`.`[`insert`](HttpHeader::insert) |
+//! | `Job.HttpVersion` (read-only) | [`Job::http_version`] |
+//! | `Job.ServerUrl` | [`Job::server_url`] |
+//! | `Job.SourceValue.Add(source, name, key?)` | [`Job::source_value`]`.`[`add`](SourceValue::add) |
+//! | `Job.ThreadNum` | [`Job::thread_num`] (default 1, at most [`MAX_THREAD_NUM`]) |
+//! | `Job.Version` (read-only) | [`Job::version`] |
+//! | `Job.OnUploadTransferPercentage` | [`Job::on_upload_transfer_percentage`]; [`Job::progress`] for bytes and rate |
+//! | `Job.OnRunSuccess` | [`Job::on_run_success`] |
+//! | `Job.OnRunFailure` | [`Job::on_run_failure`] with a code of [`code`] |
+//!
+//! # Examples
+//!
+//! ```
+//! use fileuploader_core::{testing::MemoryTransport, UploadManager};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let manager = UploadManager::new(MemoryTransport::new());
+//! let mut job = manager.create_job();
+//! job.server_url = "http://127.0.0.1:8080/upload".into();
+//! job.source_value.add("/no/such/file", "a.bin", None);
+//! let error = manager.run(&job).unwrap_err();
+//! assert_eq!(error.code(), 27);
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod body;
+mod dialect;
+mod error;
+mod job;
+mod manager;
+mod plan;
+mod progress;
+mod source;
+pub mod testing;
+mod transport;
+
+pub use body::UploadBody;
+pub use dialect::{Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, UPLOAD_ID_HEADER};
+pub use error::{code, Error, ErrorKind};
+pub use job::{
+    FormField, HttpHeader, Job, JobId, Progress, SourceEntry, SourceRef, SourceValue,
+    DEFAULT_BLOCK_SIZE, DEFAULT_KEY, MAX_BLOCK_SIZE, MAX_THREAD_NUM,
+};
+pub use manager::{JobHandle, UploadManager};
+pub use plan::{Block, BlockPlan};
+pub use source::{FileSource, MemorySource, Source, MEMORY_URL_PREFIX};
+pub use transport::{Request, Response, Transport, TransportError, TransportErrorKind};

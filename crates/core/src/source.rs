@@ -1,0 +1,320 @@
+//! Where the bytes come from: files read block by block, and registered memory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{code, Error, ErrorKind};
+
+/// The prefix of URLs that name bytes registered with
+/// [`UploadManager::generate_url_for_upload_data`](crate::UploadManager::generate_url_for_upload_data).
+pub const MEMORY_URL_PREFIX: &str = "mem://";
+
+/// Something a job can upload: a known length, and bytes read at any offset.
+///
+/// The core reads a source one block at a time, as the block is sent, and
+/// again if a block must be sent again; it never holds more than the blocks in
+/// flight. Implement it to upload from somewhere other than a file or memory.
+#[async_trait]
+pub trait Source: Send + Sync + fmt::Debug {
+    /// The length of the source in bytes, fixed for the whole upload.
+    fn len(&self) -> u64;
+
+    /// Whether the source has no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name to upload under when the job gives none (a file's own name).
+    fn default_name(&self) -> Option<String> {
+        None
+    }
+
+    /// Reads exactly `len` bytes at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Source`] when the bytes cannot be read, or the source no
+    /// longer has the length it had when the job started.
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error>;
+}
+
+/// A file on disk, read with positional reads on the blocking pool.
+#[derive(Debug)]
+pub struct FileSource {
+    file: Arc<File>,
+    path: PathBuf,
+    len: u64,
+}
+
+impl FileSource {
+    /// Opens `path` for upload.
+    ///
+    /// # Errors
+    ///
+    /// Code 27 if it does not exist or is not a regular file, 5 if it may not
+    /// be read, 8 for other read failures.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| open_error(path, e))?;
+        let meta = file.metadata().map_err(|e| open_error(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::new(
+                ErrorKind::Source,
+                code::FILE_NOT_FOUND,
+                format!("cannot find file: {} is not a regular file", path.display()),
+            ));
+        }
+        Ok(FileSource {
+            file: Arc::new(file),
+            path: path.to_owned(),
+            len: meta.len(),
+        })
+    }
+
+    /// The path the file was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_error(path: &Path, e: io::Error) -> Error {
+    let code = match e.kind() {
+        io::ErrorKind::NotFound => code::FILE_NOT_FOUND,
+        io::ErrorKind::PermissionDenied => code::ACCESS_DENIED,
+        _ => code::READ_FAILED,
+    };
+    Error::new(
+        ErrorKind::Source,
+        code,
+        format!("cannot open {}: {e}", path.display()),
+    )
+    .with_source(e)
+}
+
+fn changed(path: &Path, expected: u64, now: u64) -> Error {
+    Error::new(
+        ErrorKind::Source,
+        code::READ_FAILED,
+        format!(
+            "{} changed during upload: it had {expected} bytes, now {now}",
+            path.display()
+        ),
+    )
+}
+
+#[async_trait]
+impl Source for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn default_name(&self) -> Option<String> {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error> {
+        let file = self.file.clone();
+        let path = self.path.clone();
+        let expected = self.len;
+        let read = tokio::task::spawn_blocking(move || {
+            let now = file.metadata().map_err(|e| open_error(&path, e))?.len();
+            if now != expected {
+                return Err(changed(&path, expected, now));
+            }
+            let mut buf = BytesMut::zeroed(len);
+            read_exact_at(&file, &mut buf, offset).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    changed(&path, expected, offset + len as u64)
+                } else {
+                    open_error(&path, e)
+                }
+            })?;
+            Ok(buf.freeze())
+        });
+        read.await.map_err(|e| {
+            Error::new(
+                ErrorKind::Source,
+                code::READ_FAILED,
+                format!("read of {} did not finish: {e}", self.path.display()),
+            )
+        })?
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes held in memory; reads are slices of the same buffer, never copies.
+#[derive(Debug, Clone)]
+pub struct MemorySource {
+    data: Bytes,
+}
+
+impl MemorySource {
+    /// A source over `data`.
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        MemorySource { data: data.into() }
+    }
+}
+
+#[async_trait]
+impl Source for MemorySource {
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error> {
+        let start = offset as usize;
+        self.data.get(start..start + len).map_or_else(
+            || {
+                Err(Error::new(
+                    ErrorKind::Source,
+                    code::READ_FAILED,
+                    format!("read of {len} bytes at {offset} is past the end of memory data"),
+                ))
+            },
+            |_| Ok(self.data.slice(start..start + len)),
+        )
+    }
+}
+
+/// Bytes registered with the manager, by the number in their `mem://` URL.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryRegistry {
+    next: AtomicU64,
+    entries: Mutex<HashMap<u64, Bytes>>,
+}
+
+impl MemoryRegistry {
+    pub(crate) fn register(&self, data: Bytes) -> String {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.entries).insert(id, data);
+        format!("{MEMORY_URL_PREFIX}{id}")
+    }
+
+    pub(crate) fn remove(&self, url: &str) -> bool {
+        Self::id(url).is_some_and(|id| lock(&self.entries).remove(&id).is_some())
+    }
+
+    fn id(url: &str) -> Option<u64> {
+        url.strip_prefix(MEMORY_URL_PREFIX)?.parse().ok()
+    }
+
+    /// Resolves a source URL: `mem://N`, `file://…`, or a plain path.
+    pub(crate) fn resolve(&self, url: &str) -> Result<Arc<dyn Source>, Error> {
+        if url.is_empty() {
+            return Err(Error::invalid(code::EMPTY_SOURCE, "a source is empty"));
+        }
+        if url.starts_with(MEMORY_URL_PREFIX) {
+            let data = Self::id(url).and_then(|id| lock(&self.entries).get(&id).cloned());
+            return data
+                .map(|d| Arc::new(MemorySource::new(d)) as Arc<dyn Source>)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Source,
+                        code::FILE_NOT_FOUND,
+                        format!("cannot find file: no upload data is registered as {url}"),
+                    )
+                });
+        }
+        let path = if url.starts_with("file:") {
+            url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Source,
+                        code::FILE_NOT_FOUND,
+                        format!("cannot find file: {url} is not a local file URL"),
+                    )
+                })?
+        } else {
+            PathBuf::from(url)
+        };
+        Ok(Arc::new(FileSource::open(path)?))
+    }
+}
+
+/// Locks a mutex, going on with the data if a panicking holder poisoned it:
+/// every critical section here leaves the data consistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn file_reads_are_positional_and_detect_change() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"abcdefghij").unwrap();
+        let src = FileSource::open(f.path()).unwrap();
+        assert_eq!(src.len(), 10);
+        assert_eq!(&src.read_at(3, 4).await.unwrap()[..], b"defg");
+        f.write_all(b"more").unwrap();
+        let e = src.read_at(0, 2).await.unwrap_err();
+        assert_eq!(e.code(), code::READ_FAILED);
+        assert!(e.message().contains("changed during upload"), "{e}");
+    }
+
+    #[test]
+    fn resolve_reports_reference_codes() {
+        let reg = MemoryRegistry::default();
+        assert_eq!(reg.resolve("").unwrap_err().code(), code::EMPTY_SOURCE);
+        assert_eq!(
+            reg.resolve("/no/such/file").unwrap_err().code(),
+            code::FILE_NOT_FOUND
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let e = reg.resolve(dir.path().to_str().unwrap()).unwrap_err();
+        assert_eq!(e.code(), code::FILE_NOT_FOUND);
+        assert!(e.message().contains("not a regular file"), "{e}");
+        assert_eq!(
+            reg.resolve("mem://77").unwrap_err().code(),
+            code::FILE_NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn file_urls_and_memory_urls_resolve() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"xyz").unwrap();
+        let reg = MemoryRegistry::default();
+        let url = url::Url::from_file_path(f.path()).unwrap();
+        assert_eq!(reg.resolve(url.as_str()).unwrap().len(), 3);
+        let mem = reg.register(Bytes::from_static(b"hello"));
+        let src = reg.resolve(&mem).unwrap();
+        assert_eq!(&src.read_at(1, 3).await.unwrap()[..], b"ell");
+        assert!(reg.remove(&mem));
+        assert!(reg.resolve(&mem).is_err());
+    }
+}

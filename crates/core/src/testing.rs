@@ -1,0 +1,184 @@
+//! A transport that keeps requests in memory and answers as scripted, for
+//! deterministic tests of the core and of code built on it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri};
+
+use crate::source::lock;
+use crate::transport::{Request, Response, Transport, TransportError, TransportErrorKind};
+
+/// A request as [`MemoryTransport`] saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// The method.
+    pub method: Method,
+    /// The target URL.
+    pub uri: Uri,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+    /// When the transport received it.
+    pub at: Instant,
+    /// How many requests were in flight, this one included, when it arrived.
+    pub in_flight: usize,
+}
+
+impl RecordedRequest {
+    /// The `Content-Range` header, if any.
+    pub fn content_range(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What [`MemoryTransport`] does with a request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Answer with this status (and body) after the transport's delay.
+    Status(StatusCode, &'static str),
+    /// Fail with a transport error of this kind.
+    Fail(TransportErrorKind),
+    /// Never answer; only dropping the request ends it.
+    Hang,
+}
+
+type Script = dyn Fn(&RecordedRequest, usize) -> Reply + Send + Sync;
+
+/// A [`Transport`] that records every request and answers by script; 200 to
+/// everything unless told otherwise. Clones share the record.
+#[derive(Clone)]
+pub struct MemoryTransport {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    requests: Mutex<Vec<RecordedRequest>>,
+    attempts: Mutex<HashMap<String, usize>>,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    delay: Duration,
+    version: http::Version,
+    script: Box<Script>,
+}
+
+impl fmt::Debug for MemoryTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryTransport")
+            .field("requests", &lock(&self.inner.requests).len())
+            .field("delay", &self.inner.delay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryTransport {
+    /// A transport answering 200 at once to every request.
+    pub fn new() -> Self {
+        Self::scripted(Duration::ZERO, |_, _| Reply::Status(StatusCode::OK, ""))
+    }
+
+    /// A transport that waits `delay` before each answer, and answers what
+    /// `script` says given the request and its attempt number (1 for the first
+    /// request with that `Content-Range`, 2 for the next, …).
+    pub fn scripted(
+        delay: Duration,
+        script: impl Fn(&RecordedRequest, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        MemoryTransport {
+            inner: Arc::new(Shared {
+                requests: Mutex::default(),
+                attempts: Mutex::default(),
+                in_flight: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+                delay,
+                version: http::Version::HTTP_11,
+                script: Box::new(script),
+            }),
+        }
+    }
+
+    /// Every request received so far, in order of arrival.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.requests).clone()
+    }
+
+    /// The most requests that were in flight at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.peak.load(Ordering::SeqCst)
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+struct Flight<'a>(&'a AtomicUsize);
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    async fn send(&self, request: Request) -> Result<Response, TransportError> {
+        let s = &self.inner;
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let _flight = Flight(&s.in_flight);
+        s.peak.fetch_max(now, Ordering::SeqCst);
+        let (parts, body) = request.into_parts();
+        let recorded = RecordedRequest {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body: body.into_frames().into_iter().flatten().collect(),
+            at: Instant::now(),
+            in_flight: now,
+        };
+        let key = format!(
+            "{}|{}",
+            recorded.content_range().unwrap_or(""),
+            recorded
+                .headers
+                .get(crate::UPLOAD_ID_HEADER)
+                .map_or("", |v| v.to_str().unwrap_or(""))
+        );
+        let attempt = {
+            let mut attempts = lock(&s.attempts);
+            let n = attempts.entry(key).or_default();
+            *n += 1;
+            *n
+        };
+        let reply = (s.script)(&recorded, attempt);
+        lock(&s.requests).push(recorded);
+        if !s.delay.is_zero() {
+            tokio::time::sleep(s.delay).await;
+        }
+        match reply {
+            Reply::Status(status, body) => {
+                let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+                *response.status_mut() = status;
+                *response.version_mut() = s.version;
+                Ok(response)
+            }
+            Reply::Fail(kind) => Err(TransportError::new(kind, format!("scripted {kind:?}"))),
+            Reply::Hang => std::future::pending().await,
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! Block plan on the wire, concurrency, progress, terminal events, cancel,
+//! error codes and memory bounds, over the in-memory transport.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fileuploader_core::testing::{MemoryTransport, RecordedRequest, Reply};
+use fileuploader_core::{code, Error, Job, Source, UploadManager};
+use futures_util::stream;
+use http::StatusCode;
+
+const URL: &str = "http://127.0.0.1:9/upload";
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn temp_file(data: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(data).unwrap();
+    f
+}
+
+/// Parses a recorded request with multer: (name, filename, bytes) per part.
+async fn parts(r: &RecordedRequest) -> Vec<(String, Option<String>, Bytes)> {
+    let ct = r.headers["content-type"].to_str().unwrap();
+    let boundary = multer::parse_boundary(ct).unwrap();
+    let body = stream::iter([Ok::<_, std::io::Error>(r.body.clone())]);
+    let mut form = multer::Multipart::new(body, boundary);
+    let mut out = Vec::new();
+    while let Some(f) = form.next_field().await.unwrap() {
+        let name = f.name().unwrap().to_owned();
+        let file = f.file_name().map(str::to_owned);
+        out.push((name, file, f.bytes().await.unwrap()));
+    }
+    out
+}
+
+/// Everything a job's events reported, in order.
+#[derive(Debug, Default, Clone)]
+struct Events(Arc<Mutex<Vec<String>>>);
+
+impl Events {
+    fn attach(&self, job: &mut Job) {
+        let (a, b, c) = (self.clone(), self.clone(), self.clone());
+        job.on_upload_transfer_percentage(move |_, p| a.push(format!("{p}")));
+        job.on_run_success(move |_| b.push("success".into()));
+        job.on_run_failure(move |_, code, msg| c.push(format!("failure {code} {msg}")));
+    }
+    fn push(&self, s: String) {
+        self.0.lock().unwrap().push(s);
+    }
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+    fn percents(&self) -> Vec<u8> {
+        self.all().iter().filter_map(|s| s.parse().ok()).collect()
+    }
+    fn terminals(&self) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .filter(|s| s.parse::<u8>().is_err())
+            .collect()
+    }
+}
+
+fn job(manager: &UploadManager, events: &Events) -> Job {
+    let mut job = manager.create_job();
+    job.server_url = URL.into();
+    events.attach(&mut job);
+    job
+}
+
+#[tokio::test]
+async fn multi_block_file_arrives_in_exact_ranges_and_reassembles() {
+    let data = pattern(25_000);
+    let file = temp_file(&data);
+    let transport = MemoryTransport::new();
+    let manager = UploadManager::new(transport.clone());
+    let events = Events::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10_000;
+    job.form_field.add("customField", "FormFieldValue");
+    job.source_value
+        .add(file.path().to_str().unwrap(), "scan.bin", None);
+    manager.run(&job).unwrap().wait().await.unwrap();
+
+    let requests = transport.requests();
+    let ranges: Vec<_> = requests
+        .iter()
+        .map(|r| r.content_range().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            "bytes 0-9999/25000",
+            "bytes 10000-19999/25000",
+            "bytes 20000-24999/25000"
+        ]
+    );
+    let mut rebuilt = Vec::new();
+    for r in &requests {
+        assert_eq!(r.method, http::Method::POST);
+        assert_eq!(r.uri, URL);
+        let cl: usize = r.headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(cl, r.body.len());
+        let p = parts(r).await;
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].0.as_str(), &p[0].2[..]),
+            ("customField", &b"FormFieldValue"[..])
+        );
+        assert_eq!(
+            (p[1].0.as_str(), p[1].1.as_deref()),
+            ("RemoteFile", Some("scan.bin"))
+        );
+        rebuilt.extend_from_slice(&p[1].2);
+    }
+    assert_eq!(rebuilt, data);
+    let ids: Vec<_> = requests
+        .iter()
+        .map(|r| r.headers["x-upload-id"].clone())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "one upload id per source"
+    );
+    assert_eq!(events.terminals(), ["success"]);
+    assert_eq!(*events.percents().last().unwrap(), 100);
+}
+
+#[tokio::test]
+async fn single_block_and_empty_sources_are_sent_whole() {
+    let transport = MemoryTransport::new();
+    let manager = UploadManager::new(transport.clone());
+    let events = Events::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 100;
+    let small = manager.generate_url_for_upload_data(pattern(100));
+    let empty = temp_file(b"");
+    job.source_value.add(small, "small.bin", "doc");
+    job.source_value
+        .add(empty.path().to_str().unwrap(), "", None);
+    job.file_name = "fallback.txt".into();
+    manager.run(&job).unwrap().wait().await.unwrap();
+
+    let requests = transport.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests.iter().all(|r| r.content_range().is_none()));
+    let p0 = parts(&requests[0]).await;
+    assert_eq!(
+        (p0[0].0.as_str(), p0[0].1.as_deref(), p0[0].2.len()),
+        ("doc", Some("small.bin"), 100)
+    );
+    let p1 = parts(&requests[1]).await;
+    assert_eq!(
+        (p1[0].0.as_str(), p1[0].1.as_deref(), p1[0].2.len()),
+        ("RemoteFile", Some("fallback.txt"), 0)
+    );
+    assert_ne!(
+        requests[0].headers["x-upload-id"],
+        requests[1].headers["x-upload-id"]
+    );
+    // All bytes are acknowledged after the first request, but the empty
+    // source is still outstanding: 99, not 100.
+    assert_eq!(events.all(), ["0", "99", "100", "success"]);
+}
+
+#[tokio::test]
+async fn thread_num_bounds_requests_in_flight() {
+    for threads in [1usize, 3, 4] {
+        let transport = MemoryTransport::scripted(Duration::from_millis(15), |_, _| {
+            Reply::Status(StatusCode::OK, "")
+        });
+        let manager = UploadManager::new(transport.clone());
+        let mut job = job(&manager, &Events::default());
+        job.block_size = 1000;
+        job.thread_num = threads;
+        job.source_value.add(
+            manager.generate_url_for_upload_data(pattern(20_000)),
+            "a",
+            None,
+        );
+        manager.run(&job).unwrap().wait().await.unwrap();
+        assert_eq!(transport.requests().len(), 20);
+        assert_eq!(transport.peak_in_flight(), threads, "thread_num {threads}");
+    }
+}
+
+#[tokio::test]
+async fn progress_starts_at_zero_rises_on_change_and_ends_at_100() {
+    let transport = MemoryTransport::new();
+    let manager = UploadManager::new(transport);
+    let events = Events::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 7;
+    job.thread_num = 3;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(pattern(1000)),
+        "a",
+        None,
+    );
+    manager.run(&job).unwrap().wait().await.unwrap();
+    let p = events.percents();
+    assert_eq!(p[0], 0);
+    assert!(p.windows(2).all(|w| w[0] < w[1]), "strictly rising: {p:?}");
+    assert_eq!(*p.last().unwrap(), 100);
+    assert_eq!(events.all().last().unwrap(), "success");
+    let progress = job.progress();
+    assert_eq!(
+        (progress.bytes_acknowledged, progress.total_bytes),
+        (1000, 1000)
+    );
+    assert_eq!(
+        (progress.blocks_acknowledged, progress.total_blocks),
+        (143, 143)
+    );
+    assert_eq!(progress.bytes_sent, 1000);
+    assert_eq!(job.http_version(), "1.1");
+}
+
+#[tokio::test]
+async fn status_failures_map_to_reference_codes_with_one_terminal_event() {
+    let cases = [
+        (404, 12),
+        (500, 13),
+        (503, 14),
+        (502, 24),
+        (403, 26),
+        (301, 26),
+        (413, 32),
+    ];
+    for (status, expected) in cases {
+        let transport = MemoryTransport::scripted(Duration::ZERO, move |r, _| {
+            if r.content_range() == Some("bytes 30-39/100") {
+                Reply::Status(StatusCode::from_u16(status).unwrap(), "nope")
+            } else {
+                Reply::Status(StatusCode::OK, "")
+            }
+        });
+        let manager = UploadManager::new(transport);
+        let events = Events::default();
+        let mut job = job(&manager, &events);
+        job.block_size = 10;
+        job.thread_num = 2;
+        job.source_value.add(
+            manager.generate_url_for_upload_data(pattern(100)),
+            "f.bin",
+            None,
+        );
+        let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+        assert_eq!(err.code(), expected, "status {status}: {err}");
+        assert!(err.message().contains(&status.to_string()), "{err}");
+        assert!(err.message().contains("block 4 of 10"), "{err}");
+        assert_eq!(
+            events.terminals(),
+            [format!("failure {expected} {}", err.message())]
+        );
+        assert!(!events.percents().contains(&100));
+    }
+}
+
+#[tokio::test]
+async fn transport_errors_map_to_codes() {
+    use fileuploader_core::TransportErrorKind as K;
+    for (kind, expected) in [
+        (K::Connect, 4),
+        (K::Dns, 3),
+        (K::Timeout, 11),
+        (K::Tls, 35),
+        (K::Reset, 7),
+    ] {
+        let transport = MemoryTransport::scripted(Duration::ZERO, move |_, _| Reply::Fail(kind));
+        let manager = UploadManager::new(transport);
+        let mut job = job(&manager, &Events::default());
+        job.source_value
+            .add(manager.generate_url_for_upload_data(pattern(10)), "f", None);
+        let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+        assert_eq!(err.code(), expected, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_jobs_are_refused_with_codes_and_send_nothing() {
+    let transport = MemoryTransport::new();
+    let manager = UploadManager::new(transport.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let file = temp_file(b"x");
+    let path = file.path().to_str().unwrap().to_owned();
+    type Edit = Box<dyn Fn(&mut Job)>;
+    let cases: Vec<(i32, &str, Edit)> = vec![
+        (-4, "no sources", Box::new(|_| {})),
+        (-7, "empty", Box::new(|j| j.source_value.add("", "a", None))),
+        (
+            27,
+            "cannot",
+            Box::new(|j| j.source_value.add("/no/such/file", "a", None)),
+        ),
+        (27, "not a regular file", {
+            let d = dir.path().to_str().unwrap().to_owned();
+            Box::new(move |j| j.source_value.add(d.clone(), "a", None))
+        }),
+        (-2, "invalid", {
+            let p = path.clone();
+            Box::new(move |j| {
+                j.source_value.add(p.clone(), "a", None);
+                j.server_url = "not a url".into();
+            })
+        }),
+        (-2, "ftp", {
+            let p = path.clone();
+            Box::new(move |j| {
+                j.source_value.add(p.clone(), "a", None);
+                j.server_url = "ftp://127.0.0.1/x".into();
+            })
+        }),
+        (-10, "block_size 0", Box::new(|j| j.block_size = 0)),
+        (-10, "thread_num 0", Box::new(|j| j.thread_num = 0)),
+        (-10, "thread_num 17", Box::new(|j| j.thread_num = 17)),
+        (-10, "CR, LF", {
+            let p = path.clone();
+            Box::new(move |j| {
+                j.source_value.add(p.clone(), "a", None);
+                j.http_header.insert("X-Evil", "a\r\nInjected: 1");
+            })
+        }),
+        (-10, "invalid header name", {
+            let p = path.clone();
+            Box::new(move |j| {
+                j.source_value.add(p.clone(), "a", None);
+                j.http_header.insert("Bad Name", "1");
+            })
+        }),
+        (-10, "set by the uploader", {
+            let p = path.clone();
+            Box::new(move |j| {
+                j.source_value.add(p.clone(), "a", None);
+                j.http_header.insert("Content-Length", "1");
+            })
+        }),
+    ];
+    for (expected, words, edit) in cases {
+        let events = Events::default();
+        let mut job = job(&manager, &events);
+        edit(&mut job);
+        let err = manager.run(&job).unwrap_err();
+        assert_eq!(err.code(), expected, "{words}: {err}");
+        assert!(err.message().contains(words), "{words:?} not in {err}");
+        assert_eq!(
+            events.all(),
+            [format!("failure {expected} {}", err.message())]
+        );
+    }
+    assert!(transport.requests().is_empty());
+}
+
+#[test]
+fn run_outside_a_runtime_is_an_error_not_a_panic() {
+    let manager = UploadManager::new(MemoryTransport::new());
+    let mut job = manager.create_job();
+    job.server_url = URL.into();
+    job.source_value
+        .add(manager.generate_url_for_upload_data(&b"x"[..]), "a", None);
+    assert_eq!(
+        manager.run(&job).unwrap_err().code(),
+        code::CANNOT_CREATE_JOB
+    );
+}
+
+#[tokio::test]
+async fn a_running_job_cannot_run_twice() {
+    let manager = UploadManager::new(MemoryTransport::scripted(Duration::ZERO, |_, _| {
+        Reply::Hang
+    }));
+    let mut job = job(&manager, &Events::default());
+    job.source_value
+        .add(manager.generate_url_for_upload_data(&b"x"[..]), "a", None);
+    let handle = manager.run(&job).unwrap();
+    assert_eq!(manager.run(&job).unwrap_err().code(), code::ALREADY_RUNNING);
+    assert!(manager.cancel(&job));
+    assert_eq!(handle.wait().await.unwrap_err().code(), code::CANCELLED);
+}
+
+#[tokio::test]
+async fn cancel_aborts_in_flight_and_starts_nothing_after() {
+    let transport = MemoryTransport::scripted(Duration::from_secs(3600), |_, _| {
+        Reply::Status(StatusCode::OK, "")
+    });
+    let manager = UploadManager::new(transport.clone());
+    let events = Events::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10;
+    job.thread_num = 3;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(pattern(1000)),
+        "a",
+        None,
+    );
+    let handle = manager.run(&job).unwrap();
+    while transport.in_flight() < 3 {
+        tokio::task::yield_now().await;
+    }
+    assert!(manager.cancel(&job));
+    let sent_at_cancel = transport.requests().len();
+    let err = handle.wait().await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (-3, "Upload cancelled."));
+    assert_eq!(transport.in_flight(), 0, "in-flight requests were aborted");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(transport.requests().len(), sent_at_cancel);
+    assert_eq!(sent_at_cancel, 3);
+    assert_eq!(events.all(), ["0", "failure -3 Upload cancelled."]);
+    assert!(!manager.cancel(&job), "no longer running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_from_inside_the_progress_callback() {
+    let transport = MemoryTransport::scripted(Duration::from_millis(2), |_, _| {
+        Reply::Status(StatusCode::OK, "")
+    });
+    let manager = UploadManager::new(transport.clone());
+    let events = Events::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(pattern(1000)),
+        "a",
+        None,
+    );
+    let (m, log, t) = (manager.clone(), events.clone(), transport.clone());
+    let at_cancel = Arc::new(AtomicUsize::new(0));
+    let seen = at_cancel.clone();
+    job.on_upload_transfer_percentage(move |job, p| {
+        log.push(format!("{p}"));
+        if p > 0 {
+            assert!(m.cancel(job));
+            seen.store(t.requests().len(), Ordering::SeqCst);
+        }
+    });
+    let err = tokio::time::timeout(Duration::from_secs(10), async {
+        manager.run(&job).unwrap().wait().await
+    })
+    .await
+    .expect("no deadlock")
+    .unwrap_err();
+    assert_eq!(err.code(), -3);
+    assert_eq!(events.all(), ["0", "1", "failure -3 Upload cancelled."]);
+    // The one worker may have passed its last check the instant before the
+    // flag was set; after that, nothing starts.
+    let at_cancel = at_cancel.load(Ordering::SeqCst);
+    assert!(at_cancel < 100);
+    assert!(
+        transport.requests().len() <= at_cancel + 1,
+        "started after cancel"
+    );
+}
+
+#[tokio::test]
+async fn cancel_all_upload_stops_every_job() {
+    let transport = MemoryTransport::scripted(Duration::ZERO, |_, _| Reply::Hang);
+    let manager = UploadManager::new(transport);
+    assert!(!manager.cancel_all_upload(), "nothing to cancel");
+    let all = Events::default();
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let mut job = job(&manager, &all);
+            job.source_value
+                .add(manager.generate_url_for_upload_data(&b"abc"[..]), "a", None);
+            manager.run(&job).unwrap()
+        })
+        .collect();
+    let m = manager.clone();
+    let mut trigger = job(&manager, &Events::default());
+    trigger
+        .source_value
+        .add(manager.generate_url_for_upload_data(&b"abc"[..]), "a", None);
+    trigger.on_upload_transfer_percentage(move |_, _| {
+        assert!(m.cancel_all_upload());
+    });
+    let trigger = manager.run(&trigger).unwrap();
+    for h in handles.iter().chain([&trigger]) {
+        assert_eq!(h.wait().await.unwrap_err().code(), -3);
+    }
+    assert_eq!(all.terminals().len(), 3);
+    assert!(!manager.cancel_all_upload());
+}
+
+/// A source of generated bytes that counts how many bytes of its blocks are
+/// alive, to show a job's memory is bounded by thread_num × block_size.
+#[derive(Debug)]
+struct Counted {
+    len: u64,
+    live: Arc<AtomicI64>,
+    peak: Arc<AtomicI64>,
+    reads: Arc<AtomicUsize>,
+}
+
+struct Owner {
+    data: Vec<u8>,
+    live: Arc<AtomicI64>,
+}
+
+impl AsRef<[u8]> for Owner {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.live
+            .fetch_sub(self.data.len() as i64, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Source for Counted {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let now = self.live.fetch_add(len as i64, Ordering::SeqCst) + len as i64;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let data = (0..len)
+            .map(|i| ((offset as usize + i) % 251) as u8)
+            .collect();
+        Ok(Bytes::from_owner(Owner {
+            data,
+            live: self.live.clone(),
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_bounded_by_threads_times_block_size() {
+    let transport = MemoryTransport::scripted(Duration::from_millis(1), |_, _| {
+        Reply::Status(StatusCode::OK, "")
+    });
+    let manager = UploadManager::new(transport.clone());
+    let (live, peak, reads) = Default::default();
+    let source = Arc::new(Counted {
+        len: 8 << 20,
+        live: Arc::clone(&live),
+        peak: Arc::clone(&peak),
+        reads: Arc::clone(&reads),
+    });
+    let mut job = job(&manager, &Events::default());
+    job.block_size = 64 << 10;
+    job.thread_num = 4;
+    job.source_value.add_source(source, "big.bin", None);
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        128,
+        "each block read once, as it is sent"
+    );
+    assert_eq!(live.load(Ordering::SeqCst), 0, "every block buffer freed");
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 4 * (64 << 10), "peak {peak} bytes of blocks alive");
+    assert!(peak >= 2 * (64 << 10), "blocks really overlapped: {peak}");
+    let total: usize = transport.requests().iter().map(|r| r.body.len()).sum();
+    assert!(total > 8 << 20);
+}
