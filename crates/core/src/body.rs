@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 /// It implements [`http_body::Body`] with an exact size hint, so HTTP
 /// transports stream it as is; other transports take the frames with
 /// [`UploadBody::into_frames`] and write them in order.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct UploadBody {
     frames: VecDeque<Bytes>,
     len: u64,

@@ -1,0 +1,113 @@
+//! Turning hyper's errors into transport errors with a kind and a message
+//! that names the host.
+
+use std::error::Error as StdError;
+use std::io;
+
+use fileuploader_core::{TransportError, TransportErrorKind as Kind};
+
+/// `host:port` of a URI, for messages.
+pub(crate) fn host(uri: &http::Uri) -> String {
+    let host = uri.host().unwrap_or("?");
+    match uri.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+/// Refuses URIs the transport cannot send to, before any connection.
+pub(crate) fn check_uri(uri: &http::Uri) -> Result<(), TransportError> {
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        other => {
+            return Err(TransportError::new(
+                Kind::UnsupportedScheme,
+                format!("unsupported URL scheme {:?} in {uri}", other.unwrap_or("")),
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(TransportError::new(
+            Kind::InvalidUrl,
+            format!("URL malformed: no host in {uri}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Classifies a hyper or hyper-util error by walking its causes.
+pub(crate) fn classify(error: &(dyn StdError + 'static), uri: &http::Uri) -> TransportError {
+    let host = host(uri);
+    let mut kind = Kind::Other;
+    let mut detail = None;
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if let Some(tls) = rustls_error(e) {
+            kind = Kind::Tls;
+            detail = Some(format!("TLS with {host} failed: {tls}"));
+            break;
+        }
+        if text == "dns error" {
+            kind = Kind::Dns;
+            detail = Some(format!("cannot resolve host {}", uri.host().unwrap_or("?")));
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            let (k, what) = match io.kind() {
+                io::ErrorKind::ConnectionRefused => (Kind::Connect, "connection refused"),
+                io::ErrorKind::TimedOut => (Kind::Timeout, "connect timeout"),
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => (Kind::Reset, "connection reset"),
+                _ if kind == Kind::Dns => (Kind::Dns, "lookup failed"),
+                _ => (Kind::Connect, "cannot connect"),
+            };
+            if k == Kind::Dns {
+                break;
+            }
+            kind = k;
+            detail = Some(match k {
+                Kind::Timeout => {
+                    format!("connect timeout: {host} did not accept a connection in time")
+                }
+                Kind::Reset => format!("connection to {host} was reset or closed: {io}"),
+                _ => format!("connect to {host}: {what}: {io}"),
+            });
+            break;
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                kind = Kind::Reset;
+                detail = Some(format!(
+                    "connection to {host} closed before the response: {h}"
+                ));
+            }
+        }
+        cause = e.source();
+    }
+    let message = detail.unwrap_or_else(|| format!("request to {host} failed: {}", chain(error)));
+    TransportError::new(kind, message).with_source(chain(error))
+}
+
+/// The rustls error behind `e`, looking inside `io::Error`s too: their
+/// `source()` skips the error they wrap.
+fn rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = e.downcast_ref::<io::Error>()?.get_ref()?;
+    rustls_error(inner)
+}
+
+/// The error and its causes on one line.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cause = e.source();
+    }
+    out
+}

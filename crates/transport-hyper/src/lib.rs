@@ -1,0 +1,371 @@
+//! The default transport of fileuploader: hyper 1 with hyper-util's pooled
+//! client and rustls.
+//!
+//! - Connections are kept alive and reused across blocks and jobs.
+//! - TLS is verified against the bundled web PKI roots by default; the
+//!   platform's roots, extra CA files and a client certificate are options.
+//! - HTTP/1.1 by default; with [`HyperTransportBuilder::http2`], HTTP/2 is
+//!   offered by ALPN over TLS and used by prior knowledge over cleartext.
+//! - Connect, request and stall timeouts each fail with code 11 and say which
+//!   one fired.
+//! - Redirects are not followed, as in the reference; following 307 and 308
+//!   is an option.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use fileuploader_core::UploadManager;
+//! use fileuploader_transport_hyper::HyperTransport;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let transport = HyperTransport::builder()
+//!     .http2(true)
+//!     .stall_timeout(std::time::Duration::from_secs(20))
+//!     .build()?;
+//! let manager = UploadManager::new(transport);
+//! let mut job = manager.create_job();
+//! job.server_url = "https://example.com/upload".into();
+//! job.source_value.add("scan.pdf", "scan.pdf", None);
+//! manager.run(&job)?.wait().await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod body;
+mod errors;
+mod tls;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use fileuploader_core::{Request, Response, Transport, TransportError, TransportErrorKind};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{Activity, SlicedBody};
+pub use crate::tls::Roots;
+
+/// How much of a response body is kept; the rest is not read.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// How many 307/308 redirects are followed when following is on.
+const MAX_REDIRECTS: usize = 5;
+
+type HyperClient = Client<HttpsConnector<HttpConnector>, SlicedBody>;
+
+/// A [`Transport`] over hyper and rustls. Cheap to clone; clones share the
+/// connection pool.
+#[derive(Clone)]
+pub struct HyperTransport {
+    /// HTTP/1.1, or HTTP/2 negotiated by ALPN over TLS.
+    client: HyperClient,
+    /// HTTP/2 by prior knowledge, for cleartext URLs when HTTP/2 is asked for.
+    h2c: Option<HyperClient>,
+    options: Options,
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    request_timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
+    follow_redirects: bool,
+}
+
+impl fmt::Debug for HyperTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperTransport")
+            .field("http2", &self.h2c.is_some())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HyperTransport {
+    /// A transport with the defaults: HTTP/1.1, web PKI roots, 10 s connect
+    /// timeout, 30 s stall timeout, no request timeout, no redirects.
+    ///
+    /// # Errors
+    ///
+    /// Only if the TLS set-up fails, which the defaults do not.
+    pub fn new() -> Result<Self, BuildError> {
+        Self::builder().build()
+    }
+
+    /// A builder to choose the options.
+    pub fn builder() -> HyperTransportBuilder {
+        HyperTransportBuilder::default()
+    }
+}
+
+/// Builds a [`HyperTransport`]. `Default` agrees with
+/// [`HyperTransport::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HyperTransportBuilder {
+    tls: tls::TlsOptions,
+    http2: bool,
+    connect_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
+    follow_redirects: bool,
+    pool_idle_timeout: Option<Duration>,
+}
+
+impl Default for HyperTransportBuilder {
+    fn default() -> Self {
+        HyperTransportBuilder {
+            tls: tls::TlsOptions::default(),
+            http2: false,
+            connect_timeout: Some(Duration::from_secs(10)),
+            request_timeout: None,
+            stall_timeout: Some(Duration::from_secs(30)),
+            follow_redirects: false,
+            pool_idle_timeout: Some(Duration::from_secs(90)),
+        }
+    }
+}
+
+impl HyperTransportBuilder {
+    /// Which roots TLS trusts (default: the bundled web PKI roots).
+    pub fn roots(mut self, roots: Roots) -> Self {
+        self.tls.roots = roots;
+        self
+    }
+
+    /// Also trusts the CA certificates in the PEM file at `path`.
+    pub fn add_root_pem(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.extra_roots.push(path.into());
+        self
+    }
+
+    /// Presents a client certificate (mutual TLS): a PEM chain and its PEM
+    /// private key.
+    pub fn identity_pem(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Uses HTTP/2: offered by ALPN over TLS (HTTP/1.1 stays the fallback),
+    /// and by prior knowledge over cleartext. Off by default.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
+    /// How long making a connection may take; `None` waits for the system.
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connect_timeout = timeout.into();
+        self
+    }
+
+    /// How long one whole request may take, response included; `None` (the
+    /// default) sets no bound.
+    pub fn request_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.request_timeout = timeout.into();
+        self
+    }
+
+    /// How long a request may go without moving a byte either way (sending
+    /// the body, or waiting for and reading the response); `None` disables.
+    pub fn stall_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.stall_timeout = timeout.into();
+        self
+    }
+
+    /// Follows 307 and 308 redirects (up to 5), sending the same block again.
+    /// Off by default: a redirect fails the job with code 26.
+    pub fn follow_redirects(mut self, on: bool) -> Self {
+        self.follow_redirects = on;
+        self
+    }
+
+    /// How long an unused pooled connection is kept; `None` keeps it.
+    pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.pool_idle_timeout = timeout.into();
+        self
+    }
+
+    /// Builds the transport.
+    ///
+    /// # Errors
+    ///
+    /// When a CA file or client certificate cannot be read or used, or the
+    /// platform roots are asked for and none can be loaded.
+    pub fn build(self) -> Result<HyperTransport, BuildError> {
+        let tls = self.tls.client_config()?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(self.connect_timeout);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1();
+        let https = if self.http2 {
+            https.enable_http2().wrap_connector(http)
+        } else {
+            https.wrap_connector(http)
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.pool_idle_timeout);
+        let client = builder.build(https.clone());
+        let h2c = self
+            .http2
+            .then(|| builder.clone().http2_only(true).build(https));
+        Ok(HyperTransport {
+            client,
+            h2c,
+            options: Options {
+                request_timeout: self.request_timeout,
+                stall_timeout: self.stall_timeout,
+                follow_redirects: self.follow_redirects,
+            },
+        })
+    }
+}
+
+/// A [`HyperTransportBuilder`] could not build: a certificate or key was
+/// missing or unusable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(String);
+
+impl BuildError {
+    fn new(message: String) -> Self {
+        BuildError(message)
+    }
+}
+
+impl HyperTransport {
+    fn client_for(&self, uri: &http::Uri) -> &HyperClient {
+        match (&self.h2c, uri.scheme_str()) {
+            (Some(h2c), Some("http")) => h2c,
+            _ => &self.client,
+        }
+    }
+
+    /// One exchange: send, then read at most [`MAX_RESPONSE_BODY`] bytes of
+    /// the response.
+    async fn exchange(
+        &self,
+        request: Request,
+        activity: &Activity,
+    ) -> Result<Response, TransportError> {
+        let uri = request.uri().clone();
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, SlicedBody::new(body, activity.clone()));
+        let response = self
+            .client_for(&uri)
+            .request(request)
+            .await
+            .map_err(|e| errors::classify(&e, &uri))?;
+        activity.touch();
+        let (parts, mut body) = response.into_parts();
+        let mut kept = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| errors::classify(&e, &uri))?;
+            activity.touch();
+            if let Ok(data) = frame.into_data() {
+                let room = MAX_RESPONSE_BODY - kept.len();
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+                if kept.len() == MAX_RESPONSE_BODY {
+                    break;
+                }
+            }
+        }
+        Ok(Response::from_parts(parts, kept.freeze()))
+    }
+
+    /// An exchange bounded by the stall timeout.
+    async fn watched(&self, request: Request) -> Result<Response, TransportError> {
+        let activity = Activity::new();
+        let uri = request.uri().clone();
+        let exchange = self.exchange(request, &activity);
+        let Some(stall) = self.options.stall_timeout else {
+            return exchange.await;
+        };
+        tokio::pin!(exchange);
+        loop {
+            let deadline = activity.last() + stall;
+            tokio::select! {
+                result = &mut exchange => return result,
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if activity.last() + stall <= std::time::Instant::now() {
+                        return Err(TransportError::new(
+                            TransportErrorKind::Timeout,
+                            format!("stall timeout: no bytes moved for {stall:?} with {}", errors::host(&uri)),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends, following 307/308 when asked to.
+    async fn send_following(&self, mut request: Request) -> Result<Response, TransportError> {
+        for _ in 0..MAX_REDIRECTS {
+            if !self.options.follow_redirects {
+                break;
+            }
+            let again = clone_request(&request);
+            let response = self.watched(request).await?;
+            let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| resolve_location(again.uri(), l));
+            match (status, location) {
+                (307 | 308, Some(next)) => {
+                    request = again;
+                    *request.uri_mut() = next;
+                }
+                _ => return Ok(response),
+            }
+        }
+        self.watched(request).await
+    }
+}
+
+fn clone_request(request: &Request) -> Request {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+fn resolve_location(base: &http::Uri, location: &str) -> Option<http::Uri> {
+    let base = url::Url::parse(&base.to_string()).ok()?;
+    base.join(location).ok()?.as_str().parse().ok()
+}
+
+#[async_trait]
+impl Transport for HyperTransport {
+    async fn send(&self, request: Request) -> Result<Response, TransportError> {
+        errors::check_uri(request.uri())?;
+        let uri = request.uri().clone();
+        let send = self.send_following(request);
+        match self.options.request_timeout {
+            None => send.await,
+            Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
+                Err(TransportError::new(
+                    TransportErrorKind::Timeout,
+                    format!(
+                        "request timeout: no response within {limit:?} from {}",
+                        errors::host(&uri)
+                    ),
+                ))
+            }),
+        }
+    }
+}

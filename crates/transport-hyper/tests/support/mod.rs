@@ -1,0 +1,176 @@
+//! A hyper test server on 127.0.0.1 (HTTP/1.1 and HTTP/2, cleartext or TLS
+//! with a throwaway CA) that counts connections and records requests.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+/// What the server does with a request once it has read the body.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Status(u16, Option<String>),
+    Hold(Duration),
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub version: Version,
+    pub path: String,
+    pub content_range: Option<String>,
+    pub body_len: usize,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl TestServer {
+    pub async fn start(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        act: impl Fn(&Seen) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let act = Arc::new(act);
+        let (c, s) = (connections.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (s, act, tls) = (s.clone(), act.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| handle(req, s.clone(), act.clone()));
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                        Some(cfg) => {
+                            let Ok(stream) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await
+                            else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        TestServer {
+            addr,
+            connections,
+            seen,
+        }
+    }
+
+    pub fn url(&self, scheme: &str, host: &str) -> String {
+        format!("{scheme}://{host}:{}/upload", self.addr.port())
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    act: Arc<dyn Fn(&Seen) -> Action + Send + Sync>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let version = req.version();
+    let path = req.uri().path().to_owned();
+    let content_range = req
+        .headers()
+        .get("content-range")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = req.into_body().collect().await?.to_bytes();
+    let entry = Seen {
+        version,
+        path,
+        content_range,
+        body_len: body.len(),
+    };
+    let action = act(&entry);
+    seen.lock().unwrap().push(entry);
+    let (status, location) = match action {
+        Action::Status(s, l) => (s, l),
+        Action::Hold(d) => {
+            tokio::time::sleep(d).await;
+            (200, None)
+        }
+        Action::Hang => std::future::pending().await,
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    if let Some(l) = location {
+        response
+            .headers_mut()
+            .insert("location", l.parse().unwrap());
+    }
+    Ok(response)
+}
+
+/// A throwaway certificate authority.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pub pem_file: tempfile::NamedTempFile,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let pem_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(pem_file.path(), cert.pem()).unwrap();
+        TestCa {
+            issuer: Issuer::new(params, key),
+            pem_file,
+        }
+    }
+
+    /// A server config with a certificate for `names`, offering h2 and http/1.1.
+    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}

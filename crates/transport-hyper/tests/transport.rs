@@ -1,0 +1,292 @@
+//! The hyper transport against real servers on 127.0.0.1.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fileuploader_core::{Job, UploadManager};
+use fileuploader_transport_hyper::{HyperTransport, Roots};
+use http::Version;
+use support::{Action, TestCa, TestServer};
+
+fn ok(_: &support::Seen) -> Action {
+    Action::Status(200, None)
+}
+
+fn job(manager: &UploadManager, url: String, len: usize, block: u64, threads: usize) -> Job {
+    let mut job = manager.create_job();
+    job.server_url = url;
+    job.block_size = block;
+    job.thread_num = threads;
+    let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    job.source_value
+        .add(manager.generate_url_for_upload_data(data), "f.bin", None);
+    job
+}
+
+async fn upload(manager: &UploadManager, job: &Job) -> Result<(), fileuploader_core::Error> {
+    manager.run(job)?.wait().await
+}
+
+#[tokio::test]
+async fn uploads_every_block_and_reuses_connections_across_blocks_and_jobs() {
+    let server = TestServer::start(None, ok).await;
+    let manager = UploadManager::new(HyperTransport::new().unwrap());
+    let first = job(&manager, server.url("http", "127.0.0.1"), 40_000, 1000, 2);
+    upload(&manager, &first).await.unwrap();
+    let seen = server.seen();
+    assert_eq!(seen.len(), 40);
+    assert!(seen
+        .iter()
+        .all(|s| s.version == Version::HTTP_11 && s.content_range.is_some()));
+    let after_first = server.connections.load(Ordering::SeqCst);
+    assert!(
+        after_first <= 2,
+        "{after_first} connections for 40 blocks at 2 in flight"
+    );
+
+    let second = job(&manager, server.url("http", "127.0.0.1"), 10_000, 1000, 2);
+    upload(&manager, &second).await.unwrap();
+    assert_eq!(server.seen().len(), 50);
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        after_first,
+        "the pool served the second job"
+    );
+    assert_eq!(second.http_version(), "1.1");
+}
+
+#[tokio::test]
+async fn tls_with_a_trusted_ca_works_and_http2_is_negotiated_by_alpn() {
+    let ca = TestCa::new();
+    let server = TestServer::start(Some(ca.server_config(&["localhost"])), ok).await;
+    for (http2, version, label) in [
+        (false, Version::HTTP_11, "1.1"),
+        (true, Version::HTTP_2, "2"),
+    ] {
+        let transport = HyperTransport::builder()
+            .roots(Roots::None)
+            .add_root_pem(ca.pem_file.path())
+            .http2(http2)
+            .build()
+            .unwrap();
+        let manager = UploadManager::new(transport);
+        let job = job(&manager, server.url("https", "localhost"), 5000, 1000, 3);
+        upload(&manager, &job).await.unwrap();
+        assert_eq!(job.http_version(), label);
+        let seen = server.seen();
+        assert!(seen
+            .iter()
+            .rev()
+            .take(5)
+            .all(|s| s.version == version && s.body_len > 1000));
+    }
+}
+
+#[tokio::test]
+async fn cleartext_http2_by_prior_knowledge() {
+    let server = TestServer::start(None, ok).await;
+    let manager = UploadManager::new(HyperTransport::builder().http2(true).build().unwrap());
+    let job = job(&manager, server.url("http", "127.0.0.1"), 3000, 1000, 3);
+    upload(&manager, &job).await.unwrap();
+    assert!(server.seen().iter().all(|s| s.version == Version::HTTP_2));
+    assert_eq!(job.http_version(), "2");
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        1,
+        "one multiplexed connection"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_certificate_and_wrong_host_are_refused_with_code_35() {
+    let ca = TestCa::new();
+    let server = TestServer::start(Some(ca.server_config(&["localhost"])), ok).await;
+    let untrusted = UploadManager::new(HyperTransport::new().unwrap());
+    let err = upload(
+        &untrusted,
+        &job(&untrusted, server.url("https", "localhost"), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 35, "{err}");
+    assert!(err.message().contains("localhost"), "{err}");
+
+    let trusting = UploadManager::new(
+        HyperTransport::builder()
+            .roots(Roots::None)
+            .add_root_pem(ca.pem_file.path())
+            .build()
+            .unwrap(),
+    );
+    let err = upload(
+        &trusting,
+        &job(&trusting, server.url("https", "127.0.0.1"), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 35, "{err}");
+    assert!(
+        err.message().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert!(
+        server.seen().is_empty(),
+        "nothing was sent over an untrusted connection"
+    );
+}
+
+#[tokio::test]
+async fn refused_connection_and_unknown_host_have_their_codes() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let manager = UploadManager::new(HyperTransport::new().unwrap());
+    let err = upload(
+        &manager,
+        &job(&manager, format!("http://127.0.0.1:{port}/u"), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 4, "{err}");
+    assert!(
+        err.message().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.message().contains("refused"), "{err}");
+
+    let err = upload(
+        &manager,
+        &job(&manager, "http://no-such-host.invalid/u".into(), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 3, "{err}");
+    assert!(err.message().contains("no-such-host.invalid"), "{err}");
+}
+
+#[tokio::test]
+async fn stall_and_request_timeouts_fire_with_code_11_and_say_which() {
+    let server = TestServer::start(None, |_| Action::Hang).await;
+    let stall = HyperTransport::builder()
+        .stall_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let manager = UploadManager::new(stall);
+    let err = upload(
+        &manager,
+        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 11);
+    assert!(err.message().starts_with("stall timeout"), "{err}");
+
+    let whole = HyperTransport::builder()
+        .stall_timeout(None)
+        .request_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let manager = UploadManager::new(whole);
+    let err = upload(
+        &manager,
+        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 11);
+    assert!(err.message().starts_with("request timeout"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reply_held_shorter_than_the_stall_timeout_is_not_a_failure() {
+    let server = TestServer::start(None, |_| Action::Hold(Duration::from_millis(400))).await;
+    let transport = HyperTransport::builder()
+        .stall_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let manager = UploadManager::new(transport);
+    upload(
+        &manager,
+        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn connect_timeout_fires_when_the_peer_never_accepts() {
+    // A listener with a one-slot backlog that never accepts: once the queue
+    // is full the kernel drops further SYNs, so connecting hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let transport = HyperTransport::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let manager = UploadManager::new(transport);
+    let err = upload(
+        &manager,
+        &job(&manager, format!("http://{addr}/u"), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 11, "{err}");
+    assert!(err.message().starts_with("connect timeout"), "{err}");
+}
+
+#[tokio::test]
+async fn redirects_are_refused_by_default_and_307_can_be_followed() {
+    let server = TestServer::start(None, |s| {
+        if s.path == "/upload" {
+            Action::Status(307, Some("/moved".into()))
+        } else {
+            Action::Status(200, None)
+        }
+    })
+    .await;
+    let manager = UploadManager::new(HyperTransport::new().unwrap());
+    let err = upload(
+        &manager,
+        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 26);
+    assert!(err.message().contains("redirect to /moved"), "{err}");
+
+    let following = UploadManager::new(
+        HyperTransport::builder()
+            .follow_redirects(true)
+            .build()
+            .unwrap(),
+    );
+    upload(
+        &following,
+        &job(&following, server.url("http", "127.0.0.1"), 250, 100, 1),
+    )
+    .await
+    .unwrap();
+    let moved: Vec<_> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/moved")
+        .collect();
+    assert_eq!(moved.len(), 3, "every block re-sent to the new place");
+    assert!(moved.iter().all(|s| s.body_len > 100));
+}
