@@ -1,0 +1,302 @@
+//! The fileuploader reference receiver: accepts the segmented multipart
+//! convention (see `docs/PROTOCOL.md`) and lands each upload whole.
+//!
+//! - A request with `Content-Range: bytes first-last/total` is a block: its
+//!   file part is written at `first` into a temporary file for that upload,
+//!   and the received ranges are tracked. When all `total` bytes have
+//!   arrived, the file is fsync'd and atomically renamed into place.
+//! - A request without `Content-Range` is a whole file, landed the same way.
+//! - Uploads are told apart by the `X-Upload-Id` header, or by file name
+//!   for clients that send none.
+//! - File names are reduced to a plain name or refused (400); nothing is
+//!   written outside the directory. Uploads above the maximum size get 413; a
+//!   part whose length disagrees with `Content-Range`, or malformed multipart,
+//!   gets 400 and counts for nothing.
+//! - `GET ?upload_id=ID` answers which byte ranges of an upload have arrived.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let receiver = fileuploader_server::Receiver::new("/srv/uploads")?.max_upload_size(1 << 30);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! receiver.serve(listener).await
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod ranges;
+mod request;
+mod store;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub use crate::ranges::RangeSet;
+pub use crate::request::{plain_name, upload_id, ContentRange};
+use crate::store::{Store, Target};
+
+/// The request header naming an upload (the same one the client sends).
+pub const UPLOAD_ID_HEADER: &str = "x-upload-id";
+/// The longest text form field accepted.
+const MAX_FIELD: usize = 64 * 1024;
+/// The default largest upload: 16 GiB.
+pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 16 << 30;
+
+/// A refused request: the status and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal(what: &str, e: impl fmt::Display) -> Self {
+        Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}"))
+    }
+
+    /// The HTTP status sent back.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message sent back.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// The receiver: a directory, a size limit, and the uploads in progress.
+/// Cheap to clone; clones share the uploads.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    store: Arc<Store>,
+    max_upload_size: u64,
+    discard: bool,
+}
+
+impl Receiver {
+    /// A receiver landing files in `dir` (created if missing). Partial
+    /// uploads live in `dir/.fileuploader-partial/` until complete.
+    ///
+    /// # Errors
+    ///
+    /// When the directories cannot be created.
+    pub fn new(dir: impl AsRef<Path>) -> std::io::Result<Self> {
+        Ok(Receiver {
+            store: Arc::new(Store::new(dir.as_ref())?),
+            max_upload_size: DEFAULT_MAX_UPLOAD_SIZE,
+            discard: false,
+        })
+    }
+
+    /// Refuses uploads larger than `bytes` with 413 (default 16 GiB).
+    #[must_use]
+    pub fn max_upload_size(mut self, bytes: u64) -> Self {
+        self.max_upload_size = bytes;
+        self
+    }
+
+    /// Reads and discards every body, answering 200: a sink for benchmarks.
+    #[must_use]
+    pub fn discard(mut self, on: bool) -> Self {
+        self.discard = on;
+        self
+    }
+
+    /// The directory files land in.
+    pub fn dir(&self) -> &Path {
+        self.store.dir()
+    }
+
+    /// Which byte ranges of upload `id` have arrived, and of how many;
+    /// `None` for an upload not in progress.
+    pub fn status(&self, id: &str) -> Option<(u64, RangeSet)> {
+        self.store.status(id)
+    }
+
+    /// Handles one request: `POST` uploads, `GET ?upload_id=` asks status.
+    /// Mount it in any hyper-compatible service.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let result = match *request.method() {
+            Method::POST => self.receive(request).await,
+            Method::GET => self.status_of(request.uri()),
+            _ => Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST to upload",
+            )),
+        };
+        let (status, body) = match result {
+            Ok(body) => (StatusCode::OK, body),
+            Err(refusal) => {
+                tracing::debug!(%refusal, "refused");
+                (refusal.status, format!("{}\n", refusal.message))
+            }
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 on `listener` until the task is dropped.
+    ///
+    /// # Errors
+    ///
+    /// When accepting connections fails.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            let _ = tcp.set_nodelay(true);
+            let receiver = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let receiver = receiver.clone();
+                    async move { Ok::<_, Infallible>(receiver.handle(req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
+                    tracing::debug!("connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    fn status_of(&self, uri: &http::Uri) -> Result<String, Refusal> {
+        let id = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("upload_id="))
+            .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "ask with ?upload_id=ID"))?;
+        let (total, ranges) = self
+            .store
+            .status(id)
+            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no such upload in progress"))?;
+        let received: Vec<String> = ranges
+            .ranges()
+            .iter()
+            .map(|(s, e)| format!("[{s},{e}]"))
+            .collect();
+        Ok(format!(
+            "{{\"total\":{total},\"received\":[{}],\"covered\":{}}}\n",
+            received.join(","),
+            ranges.covered()
+        ))
+    }
+
+    async fn receive<B>(&self, request: Request<B>) -> Result<String, Refusal>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let headers = request.headers();
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "not multipart/form-data"))?;
+        let range = headers
+            .get(header::CONTENT_RANGE)
+            .map(|v| ContentRange::parse(v.to_str().unwrap_or("")))
+            .transpose()?;
+        let id = upload_id(headers)?;
+        let limit = range.map_or(self.max_upload_size, |r| r.total);
+        if limit > self.max_upload_size {
+            return Err(too_large(self.max_upload_size));
+        }
+        let stream = request.into_body().into_data_stream().map_err(Into::into);
+        let mut form = multer::Multipart::new(stream, boundary);
+        let mut file: Option<(Target, u64)> = None;
+        let mut name_field = None;
+        while let Some(mut field) = form.next_field().await.map_err(malformed)? {
+            match (field.file_name(), &file) {
+                (Some(part_name), None) if !self.discard => {
+                    let name = plain_name(part_name)?;
+                    let target = self.store.open(id.as_deref(), &name, range).await?;
+                    let max = range.map_or(self.max_upload_size, |r| r.len());
+                    let written = target.write_part(&mut field, max, range.is_none()).await?;
+                    file = Some((target, written));
+                }
+                (Some(_), _) => while field.chunk().await.map_err(malformed)?.is_some() {},
+                (None, _) => {
+                    let key = field.name().unwrap_or("").to_owned();
+                    let text = read_small(field).await?;
+                    if key == "filename" {
+                        name_field = Some(plain_name(&text)?);
+                    }
+                }
+            }
+        }
+        if self.discard {
+            return Ok("ok\n".into());
+        }
+        let (target, written) =
+            file.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no file part in the form"))?;
+        if let Some(r) = range {
+            if written != r.len() {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "file part has {written} bytes but Content-Range says {}",
+                        r.len()
+                    ),
+                ));
+            }
+        }
+        self.store.commit(target, name_field).await
+    }
+}
+
+fn too_large(max: u64) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("upload is larger than the maximum of {max} bytes"),
+    )
+}
+
+fn malformed(e: multer::Error) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, format!("malformed multipart: {e}"))
+}
+
+async fn read_small(mut field: multer::Field<'_>) -> Result<String, Refusal> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        if text.len() + chunk.len() > MAX_FIELD {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "form field larger than 64 KiB",
+            ));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text)
+        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "form field is not UTF-8"))
+}
+
+/// Where partial uploads are kept, below the receiver's directory.
+pub fn partial_dir(dir: &Path) -> PathBuf {
+    dir.join(".fileuploader-partial")
+}
