@@ -369,3 +369,8 @@ impl Transport for HyperTransport {
         }
     }
 }
+
+/// The README's Rust examples, compiled and checked as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

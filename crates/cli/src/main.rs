@@ -1,0 +1,216 @@
+//! `fileuploader`: upload files in blocks, run the reference receiver, or try
+//! both end to end with `demo`.
+
+mod demo;
+mod size;
+mod upload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::size::{parse_positive_size, parse_size};
+
+/// Upload files over HTTP in blocks, several at a time.
+#[derive(Debug, Parser)]
+#[command(name = "fileuploader", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Upload FILEs to URL, block by block (exit 0 on success; on failure
+    /// "error CODE: MESSAGE" and exit 1).
+    Upload(UploadArgs),
+    /// Run the reference receiver: land uploads in DIR.
+    Serve(ServeArgs),
+    /// Start a receiver on 127.0.0.1, upload a sample file to it with a
+    /// progress bar, and check that the landed file's SHA-256 matches.
+    Demo(DemoArgs),
+}
+
+/// How blocks are sent; shared by `upload` and `demo`.
+#[derive(Debug, Clone, Args)]
+struct TransferArgs {
+    /// Bytes per block, each block one request; takes suffixes like 64KiB or
+    /// 8MiB. The library's default is 10240; the command's is larger.
+    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = parse_positive_size)]
+    block_size: u64,
+    /// Blocks in flight at once (1 to 16). The library's default is 1.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]
+    threads: u16,
+    /// Use HTTP/2: by ALPN over https, by prior knowledge over http.
+    #[arg(long)]
+    http2: bool,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print a JSON summary per file on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct UploadArgs {
+    /// Where to POST the blocks (http or https).
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// The form name of the file part.
+    #[arg(long, value_name = "NAME", default_value = "RemoteFile")]
+    key: String,
+    /// The remote file name (one FILE only); default: the file's own name.
+    #[arg(long, value_name = "REMOTE_NAME")]
+    name: Option<String>,
+    /// An extra form field sent with every block; repeatable.
+    #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
+    fields: Vec<(String, String)>,
+    /// An extra request header, replacing a default of the same name; repeatable.
+    #[arg(long = "header", value_name = "'Name: value'", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    cacert: Option<PathBuf>,
+    #[command(flatten)]
+    transfer: TransferArgs,
+    /// The files to upload, one job each, in order.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The directory uploads land in (created if missing).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Refuse uploads larger than this with 413.
+    #[arg(long, value_name = "BYTES", default_value = "16GiB", value_parser = parse_size)]
+    max_size: u64,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Upload this file instead of a generated sample.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The size of the generated sample.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
+    size: u64,
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+fn parse_field(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("{text:?} has an empty KEY"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not 'Name: value'"))?;
+    if name.trim().is_empty() {
+        return Err(format!("{text:?} has an empty header name"));
+    }
+    Ok((name.trim().to_owned(), value.trim_start().to_owned()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error -6: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Upload(args) => {
+                if args.name.is_some() && args.files.len() > 1 {
+                    use clap::CommandFactory;
+                    Cli::command()
+                        .error(
+                            clap::error::ErrorKind::ArgumentConflict,
+                            "--name names one remote file, but several FILEs were given",
+                        )
+                        .exit();
+                }
+                upload::run(args).await
+            }
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error {}: {}", e.code, e.message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A failure the command reports: `error <code>: <message>`.
+#[derive(Debug)]
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl From<fileuploader_core::Error> for Failure {
+    fn from(e: fileuploader_core::Error) -> Self {
+        Failure {
+            code: e.code(),
+            message: e.message().to_owned(),
+        }
+    }
+}
+
+impl Failure {
+    fn new(code: i32, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let receiver = fileuploader_server::Receiver::new(&args.dir)
+        .map_err(|e| {
+            Failure::new(
+                fileuploader_core::code::ACCESS_DENIED,
+                format!("cannot use {}: {e}", args.dir.display()),
+            )
+        })?
+        .max_upload_size(args.max_size);
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                fileuploader_core::code::CONNECT,
+                format!("cannot listen on {}: {e}", args.addr),
+            )
+        })?;
+    eprintln!(
+        "receiving on http://{}/ into {}",
+        args.addr,
+        args.dir.display()
+    );
+    tokio::select! {
+        served = receiver.serve(listener) => served.map_err(|e| Failure::new(fileuploader_core::code::FAILED, format!("receiver stopped: {e}"))),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

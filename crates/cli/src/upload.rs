@@ -1,0 +1,146 @@
+//! The `upload` command, and the one upload loop `demo` shares.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fileuploader_core::{Job, Progress, UploadManager};
+use fileuploader_transport_hyper::HyperTransport;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::size::human;
+use crate::{Failure, TransferArgs, UploadArgs};
+
+/// What one file's upload came to.
+#[derive(Debug, Clone)]
+pub(crate) struct Summary {
+    pub(crate) file: PathBuf,
+    pub(crate) progress: Progress,
+    pub(crate) http_version: &'static str,
+}
+
+impl Summary {
+    pub(crate) fn rate(&self) -> String {
+        format!("{}/s", human(self.progress.rate()))
+    }
+
+    fn line(&self) -> String {
+        let p = &self.progress;
+        format!(
+            "uploaded {}: {} in {:.2} s ({}), {} blocks, {} retries, HTTP/{}",
+            self.file.display(),
+            human(p.total_bytes as f64),
+            p.elapsed.as_secs_f64(),
+            self.rate(),
+            p.total_blocks,
+            p.retries,
+            self.http_version,
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let p = &self.progress;
+        serde_json::json!({
+            "file": self.file.display().to_string(),
+            "bytes": p.total_bytes,
+            "seconds": p.elapsed.as_secs_f64(),
+            "bytes_per_second": p.rate(),
+            "blocks": p.total_blocks,
+            "retries": p.retries,
+            "http_version": self.http_version,
+        })
+    }
+
+    /// Prints the summary as the flags ask.
+    pub(crate) fn report(&self, transfer: &TransferArgs) {
+        if transfer.json {
+            println!("{}", self.json());
+        } else if !transfer.quiet {
+            eprintln!("{}", self.line());
+        }
+    }
+}
+
+/// The transport the flags describe.
+pub(crate) fn transport(
+    transfer: &TransferArgs,
+    cacert: Option<&Path>,
+) -> Result<HyperTransport, Failure> {
+    let mut builder = HyperTransport::builder().http2(transfer.http2);
+    if let Some(pem) = cacert {
+        builder = builder.add_root_pem(pem);
+    }
+    builder
+        .build()
+        .map_err(|e| Failure::new(fileuploader_core::code::TLS, e.to_string()))
+}
+
+/// Runs `job`, showing a progress bar on a terminal, until it ends or
+/// Ctrl-C cancels it.
+pub(crate) async fn drive(
+    manager: &UploadManager,
+    job: &Job,
+    file: &Path,
+    transfer: &TransferArgs,
+) -> Result<Summary, Failure> {
+    let handle = manager.run(job)?;
+    let bar = (!transfer.quiet && !transfer.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_message(file.display().to_string());
+        bar
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let outcome = loop {
+        tokio::select! {
+            outcome = handle.wait() => break outcome,
+            _ = tick.tick() => if let Some(bar) = &bar {
+                let p = job.progress();
+                bar.set_length(p.total_bytes);
+                bar.set_position(p.bytes_acknowledged);
+            },
+            _ = tokio::signal::ctrl_c() => { manager.cancel(job); }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    outcome?;
+    Ok(Summary {
+        file: file.to_owned(),
+        progress: job.progress(),
+        http_version: job.http_version(),
+    })
+}
+
+/// `fileuploader upload`: one job per file, in order; stops at the first failure.
+pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
+    let manager = UploadManager::new(transport(&args.transfer, args.cacert.as_deref())?);
+    for file in &args.files {
+        let mut job = manager.create_job();
+        job.server_url = args.url.clone();
+        job.block_size = args.transfer.block_size;
+        job.thread_num = args.transfer.threads.into();
+        for (key, value) in &args.fields {
+            job.form_field.add(key, value);
+        }
+        for (name, value) in &args.headers {
+            job.http_header.insert(name, value);
+        }
+        let path = file.to_string_lossy();
+        job.source_value.add(
+            path,
+            args.name.clone().unwrap_or_default(),
+            args.key.as_str(),
+        );
+        drive(&manager, &job, file, &args.transfer)
+            .await?
+            .report(&args.transfer);
+    }
+    Ok(())
+}

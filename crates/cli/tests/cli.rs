@@ -1,0 +1,231 @@
+//! The `fileuploader` binary end to end, against the receiver on 127.0.0.1.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fileuploader(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fileuploader"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A receiver on its own runtime thread; returns its upload URL.
+fn receiver(dir: &Path) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/upload", listener.local_addr().unwrap());
+    let receiver = fileuploader_server::Receiver::new(dir).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            receiver.serve(listener).await
+        })
+    });
+    url
+}
+
+#[test]
+fn upload_lands_files_with_names_and_prints_json() {
+    let landing = tempfile::tempdir().unwrap();
+    let url = receiver(landing.path());
+    let src = tempfile::tempdir().unwrap();
+    let a: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(src.path().join("a.bin"), &a).unwrap();
+    std::fs::write(src.path().join("b.txt"), b"hello").unwrap();
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "--block-size",
+        "64KiB",
+        "--threads",
+        "3",
+        "--field",
+        "note=x=y",
+        "--header",
+        "X-Trace: 1",
+        "--json",
+        src.path().join("a.bin").to_str().unwrap(),
+        src.path().join("b.txt").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(landing.path().join("a.bin")).unwrap(), a);
+    assert_eq!(
+        std::fs::read(landing.path().join("b.txt")).unwrap(),
+        b"hello"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[0]["bytes"].as_u64(), lines[0]["blocks"].as_u64()),
+        (Some(300_000), Some(5))
+    );
+    assert_eq!(lines[1]["blocks"].as_u64(), Some(1));
+
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "--name",
+        "renamed.bin",
+        "--quiet",
+        src.path().join("b.txt").to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "--quiet prints nothing"
+    );
+    assert_eq!(
+        std::fs::read(landing.path().join("renamed.bin")).unwrap(),
+        b"hello"
+    );
+}
+
+#[test]
+fn plain_output_is_one_line_per_file() {
+    let landing = tempfile::tempdir().unwrap();
+    let url = receiver(landing.path());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![1u8; 1000]).unwrap();
+    let out = fileuploader(&["upload", "--url", &url, file.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = stderr(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("uploaded ") && text.contains("1 blocks"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_code_and_a_message_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let f = file.to_str().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cases: [(&[&str], i32, &str); 9] = [
+        (
+            &[
+                "upload",
+                "--url",
+                "http://127.0.0.1:9/u",
+                "--threads",
+                "0",
+                f,
+            ],
+            2,
+            "--threads",
+        ),
+        (
+            &[
+                "upload",
+                "--url",
+                "http://127.0.0.1:9/u",
+                "--block-size",
+                "0",
+                f,
+            ],
+            2,
+            "--block-size",
+        ),
+        (
+            &[
+                "upload",
+                "--url",
+                "http://127.0.0.1:9/u",
+                "--header",
+                "NoColon",
+                f,
+            ],
+            2,
+            "--header",
+        ),
+        (
+            &[
+                "upload",
+                "--url",
+                "http://127.0.0.1:9/u",
+                "--name",
+                "x",
+                f,
+                f,
+            ],
+            2,
+            "--name",
+        ),
+        (
+            &["upload", "--url", "ftp://127.0.0.1/u", f],
+            1,
+            "error -2: ",
+        ),
+        (
+            &[
+                "upload",
+                "--url",
+                "http://127.0.0.1:9/u",
+                "--header",
+                "X-A: b\r\nc",
+                f,
+            ],
+            1,
+            "error -10: ",
+        ),
+        (
+            &["upload", "--url", "http://127.0.0.1:9/u", "/no/such/file"],
+            1,
+            "error 27: ",
+        ),
+        (
+            &["upload", "--url", "http://127.0.0.1:9/u", d],
+            1,
+            "error 27: ",
+        ),
+        (
+            &["upload", "--url", "http://127.0.0.1:9/u", f],
+            1,
+            "error 4: ",
+        ),
+    ];
+    for (args, code, words) in cases {
+        let out = fileuploader(args);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
+        assert!(text.contains(words), "{words:?} not in {text:?}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+}
+
+#[test]
+fn demo_checks_the_landed_file() {
+    let out = fileuploader(&["demo", "--size", "3MiB", "--block-size", "256KiB"]);
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("12 of 256.0 KiB"), "{text}");
+    assert!(
+        text.contains("ok: the landed file is identical to the source"),
+        "{text}"
+    );
+    let sums: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|w| w.len() == 64)
+        .collect();
+    assert_eq!(sums.len(), 2);
+    assert_eq!(sums[0], sums[1]);
+}
