@@ -2,14 +2,15 @@
 //! error codes and memory bounds, over the in-memory transport.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use fileuploader_core::testing::{MemoryTransport, RecordedRequest, Reply};
-use fileuploader_core::{code, Error, Job, Source, UploadManager};
+use fileuploader_core::testing::{
+    CountedSource, EventLog, MemoryTransport, RecordedRequest, Reply,
+};
+use fileuploader_core::{code, Job, UploadManager};
 use futures_util::stream;
 use http::StatusCode;
 
@@ -40,35 +41,7 @@ async fn parts(r: &RecordedRequest) -> Vec<(String, Option<String>, Bytes)> {
     out
 }
 
-/// Everything a job's events reported, in order.
-#[derive(Debug, Default, Clone)]
-struct Events(Arc<Mutex<Vec<String>>>);
-
-impl Events {
-    fn attach(&self, job: &mut Job) {
-        let (a, b, c) = (self.clone(), self.clone(), self.clone());
-        job.on_upload_transfer_percentage(move |_, p| a.push(format!("{p}")));
-        job.on_run_success(move |_| b.push("success".into()));
-        job.on_run_failure(move |_, code, msg| c.push(format!("failure {code} {msg}")));
-    }
-    fn push(&self, s: String) {
-        self.0.lock().unwrap().push(s);
-    }
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-    fn percents(&self) -> Vec<u8> {
-        self.all().iter().filter_map(|s| s.parse().ok()).collect()
-    }
-    fn terminals(&self) -> Vec<String> {
-        self.all()
-            .into_iter()
-            .filter(|s| s.parse::<u8>().is_err())
-            .collect()
-    }
-}
-
-fn job(manager: &UploadManager, events: &Events) -> Job {
+fn job(manager: &UploadManager, events: &EventLog) -> Job {
     let mut job = manager.create_job();
     job.server_url = URL.into();
     events.attach(&mut job);
@@ -81,7 +54,7 @@ async fn multi_block_file_arrives_in_exact_ranges_and_reassembles() {
     let file = temp_file(&data);
     let transport = MemoryTransport::new();
     let manager = UploadManager::new(transport.clone());
-    let events = Events::default();
+    let events = EventLog::default();
     let mut job = job(&manager, &events);
     job.block_size = 10_000;
     job.form_field.add("customField", "FormFieldValue");
@@ -141,7 +114,7 @@ async fn multi_block_file_arrives_in_exact_ranges_and_reassembles() {
 async fn single_block_and_empty_sources_are_sent_whole() {
     let transport = MemoryTransport::new();
     let manager = UploadManager::new(transport.clone());
-    let events = Events::default();
+    let events = EventLog::default();
     let mut job = job(&manager, &events);
     job.block_size = 100;
     let small = manager.generate_url_for_upload_data(pattern(100));
@@ -181,7 +154,7 @@ async fn thread_num_bounds_requests_in_flight() {
             Reply::Status(StatusCode::OK, "")
         });
         let manager = UploadManager::new(transport.clone());
-        let mut job = job(&manager, &Events::default());
+        let mut job = job(&manager, &EventLog::default());
         job.block_size = 1000;
         job.thread_num = threads;
         job.source_value.add(
@@ -199,7 +172,7 @@ async fn thread_num_bounds_requests_in_flight() {
 async fn progress_starts_at_zero_rises_on_change_and_ends_at_100() {
     let transport = MemoryTransport::new();
     let manager = UploadManager::new(transport);
-    let events = Events::default();
+    let events = EventLog::default();
     let mut job = job(&manager, &events);
     job.block_size = 7;
     job.thread_num = 3;
@@ -247,7 +220,7 @@ async fn status_failures_map_to_reference_codes_with_one_terminal_event() {
             }
         });
         let manager = UploadManager::new(transport);
-        let events = Events::default();
+        let events = EventLog::default();
         let mut job = job(&manager, &events);
         job.block_size = 10;
         job.thread_num = 2;
@@ -280,7 +253,7 @@ async fn transport_errors_map_to_codes() {
     ] {
         let transport = MemoryTransport::scripted(Duration::ZERO, move |_, _| Reply::Fail(kind));
         let manager = UploadManager::new(transport);
-        let mut job = job(&manager, &Events::default());
+        let mut job = job(&manager, &EventLog::default());
         job.source_value
             .add(manager.generate_url_for_upload_data(pattern(10)), "f", None);
         let err = manager.run(&job).unwrap().wait().await.unwrap_err();
@@ -348,7 +321,7 @@ async fn invalid_jobs_are_refused_with_codes_and_send_nothing() {
         }),
     ];
     for (expected, words, edit) in cases {
-        let events = Events::default();
+        let events = EventLog::default();
         let mut job = job(&manager, &events);
         edit(&mut job);
         let err = manager.run(&job).unwrap_err();
@@ -380,7 +353,7 @@ async fn a_running_job_cannot_run_twice() {
     let manager = UploadManager::new(MemoryTransport::scripted(Duration::ZERO, |_, _| {
         Reply::Hang
     }));
-    let mut job = job(&manager, &Events::default());
+    let mut job = job(&manager, &EventLog::default());
     job.source_value
         .add(manager.generate_url_for_upload_data(&b"x"[..]), "a", None);
     let handle = manager.run(&job).unwrap();
@@ -395,7 +368,7 @@ async fn cancel_aborts_in_flight_and_starts_nothing_after() {
         Reply::Status(StatusCode::OK, "")
     });
     let manager = UploadManager::new(transport.clone());
-    let events = Events::default();
+    let events = EventLog::default();
     let mut job = job(&manager, &events);
     job.block_size = 10;
     job.thread_num = 3;
@@ -426,7 +399,7 @@ async fn cancel_from_inside_the_progress_callback() {
         Reply::Status(StatusCode::OK, "")
     });
     let manager = UploadManager::new(transport.clone());
-    let events = Events::default();
+    let events = EventLog::default();
     let mut job = job(&manager, &events);
     job.block_size = 10;
     job.source_value.add(
@@ -467,7 +440,7 @@ async fn cancel_all_upload_stops_every_job() {
     let transport = MemoryTransport::scripted(Duration::ZERO, |_, _| Reply::Hang);
     let manager = UploadManager::new(transport);
     assert!(!manager.cancel_all_upload(), "nothing to cancel");
-    let all = Events::default();
+    let all = EventLog::default();
     let handles: Vec<_> = (0..3)
         .map(|_| {
             let mut job = job(&manager, &all);
@@ -477,7 +450,7 @@ async fn cancel_all_upload_stops_every_job() {
         })
         .collect();
     let m = manager.clone();
-    let mut trigger = job(&manager, &Events::default());
+    let mut trigger = job(&manager, &EventLog::default());
     trigger
         .source_value
         .add(manager.generate_url_for_upload_data(&b"abc"[..]), "a", None);
@@ -492,78 +465,22 @@ async fn cancel_all_upload_stops_every_job() {
     assert!(!manager.cancel_all_upload());
 }
 
-/// A source of generated bytes that counts how many bytes of its blocks are
-/// alive, to show a job's memory is bounded by thread_num × block_size.
-#[derive(Debug)]
-struct Counted {
-    len: u64,
-    live: Arc<AtomicI64>,
-    peak: Arc<AtomicI64>,
-    reads: Arc<AtomicUsize>,
-}
-
-struct Owner {
-    data: Vec<u8>,
-    live: Arc<AtomicI64>,
-}
-
-impl AsRef<[u8]> for Owner {
-    fn as_ref(&self) -> &[u8] {
-        &self.data
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        self.live
-            .fetch_sub(self.data.len() as i64, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl Source for Counted {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        let now = self.live.fetch_add(len as i64, Ordering::SeqCst) + len as i64;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        let data = (0..len)
-            .map(|i| ((offset as usize + i) % 251) as u8)
-            .collect();
-        Ok(Bytes::from_owner(Owner {
-            data,
-            live: self.live.clone(),
-        }))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_is_bounded_by_threads_times_block_size() {
     let transport = MemoryTransport::scripted(Duration::from_millis(1), |_, _| {
         Reply::Status(StatusCode::OK, "")
     });
     let manager = UploadManager::new(transport.clone());
-    let (live, peak, reads) = Default::default();
-    let source = Arc::new(Counted {
-        len: 8 << 20,
-        live: Arc::clone(&live),
-        peak: Arc::clone(&peak),
-        reads: Arc::clone(&reads),
-    });
-    let mut job = job(&manager, &Events::default());
+    let source = CountedSource::new(8 << 20);
+    let mut job = job(&manager, &EventLog::default());
     job.block_size = 64 << 10;
     job.thread_num = 4;
-    job.source_value.add_source(source, "big.bin", None);
+    job.source_value
+        .add_source(Arc::new(source.clone()), "big.bin", None);
     manager.run(&job).unwrap().wait().await.unwrap();
-    assert_eq!(
-        reads.load(Ordering::SeqCst),
-        128,
-        "each block read once, as it is sent"
-    );
-    assert_eq!(live.load(Ordering::SeqCst), 0, "every block buffer freed");
-    let peak = peak.load(Ordering::SeqCst);
+    assert_eq!(source.reads(), 128, "each block read once, as it is sent");
+    assert_eq!(source.live(), 0, "every block buffer freed");
+    let peak = source.peak();
     assert!(peak <= 4 * (64 << 10), "peak {peak} bytes of blocks alive");
     assert!(peak >= 2 * (64 << 10), "blocks really overlapped: {peak}");
     let total: usize = transport.requests().iter().map(|r| r.body.len()).sum();

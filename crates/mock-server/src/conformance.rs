@@ -1,0 +1,624 @@
+//! The conformance suite: public scenarios that upload through a transport to
+//! a [`MockUploadServer`] and check what arrived. Each panics with a clear
+//! message on failure; [`run_all`] runs them all and reports each.
+//!
+//! # Examples
+//!
+//! Checking a transport from your own crate's tests (here the hyper one):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use fileuploader_core::Transport;
+//! use fileuploader_mock_server::conformance;
+//! use fileuploader_transport_hyper::HyperTransport;
+//!
+//! # #[tokio::main] async fn main() {
+//! let factory: conformance::TransportFactory =
+//!     Arc::new(|| Arc::new(HyperTransport::new().unwrap()) as Arc<dyn Transport>);
+//! conformance::assert_all_passed(&conformance::run_all(factory).await);
+//! # }
+//! ```
+
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fileuploader_core::testing::{CountedSource, EventLog};
+use fileuploader_core::{Job, Transport, UploadManager};
+
+use crate::faults::{Action, Attempt, Fault, Target};
+use crate::server::MockUploadServer;
+
+/// Makes a fresh transport for each scenario.
+pub type TransportFactory = Arc<dyn Fn() -> Arc<dyn Transport> + Send + Sync>;
+
+type ScenarioFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One named check.
+#[derive(Clone)]
+pub struct Scenario {
+    /// Its name, as printed in reports.
+    pub name: &'static str,
+    run: fn(TransportFactory) -> ScenarioFuture,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// How one scenario went.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The scenario's name.
+    pub name: &'static str,
+    /// `Err` with the failure message.
+    pub result: Result<(), String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Scenarios may not run longer than this.
+const LIMIT: Duration = Duration::from_secs(60);
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        /// Every scenario of the suite, in order.
+        pub fn scenarios() -> Vec<Scenario> {
+            vec![$(Scenario { name: stringify!($name), run: |t| Box::pin($name(t)) }),*]
+        }
+    };
+}
+
+scenarios![
+    one_block_file,
+    multi_block_file,
+    several_sources,
+    custom_key_and_file_name,
+    form_fields_with_unusual_characters,
+    headers_added_and_replacing_defaults,
+    thread_num_respected,
+    progress_rules,
+    exactly_one_terminal_event,
+    status_code_mapping,
+    cancel_mid_run,
+    cancel_from_progress_callback,
+    cancel_all_upload_with_several_jobs,
+    zero_byte_file,
+    many_blocks_with_bounded_memory,
+    in_memory_source,
+];
+
+/// Runs one scenario on its own task, catching its panic as a failure.
+pub async fn run(scenario: &Scenario, factory: TransportFactory) -> Outcome {
+    let start = Instant::now();
+    let task = tokio::spawn(tokio::time::timeout(LIMIT, (scenario.run)(factory)));
+    let result = match task.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(format!("did not finish within {LIMIT:?}")),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            Err(payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into()))
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    Outcome {
+        name: scenario.name,
+        result,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Runs every scenario against transports from `factory`.
+pub async fn run_all(factory: TransportFactory) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for scenario in scenarios() {
+        outcomes.push(run(&scenario, factory.clone()).await);
+    }
+    outcomes
+}
+
+/// Panics listing every failed scenario, if any failed.
+///
+/// # Panics
+///
+/// When any outcome is a failure.
+pub fn assert_all_passed(outcomes: &[Outcome]) {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().err().map(|e| format!("{}: {e}", o.name)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failed.len(),
+        outcomes.len(),
+        failed.join("\n")
+    );
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn temp_file(data: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("a temporary file");
+    f.write_all(data).expect("write the temporary file");
+    f
+}
+
+fn new_job(
+    manager: &UploadManager,
+    server: &MockUploadServer,
+    block: u64,
+    threads: usize,
+    log: &EventLog,
+) -> Job {
+    let mut job = manager.create_job();
+    job.server_url = server.url();
+    job.block_size = block;
+    job.thread_num = threads;
+    log.attach(&mut job);
+    job
+}
+
+/// Adds `len` pattern bytes, registered in memory, as a source named `name`.
+fn add_memory(job: &mut Job, manager: &UploadManager, len: usize, seed: u8, name: &str) -> Vec<u8> {
+    let data = pattern(len, seed);
+    job.source_value.add(
+        manager.generate_url_for_upload_data(data.clone()),
+        name,
+        None,
+    );
+    data
+}
+
+/// Uploads `data` from a file on disk as `name` to a fresh server, which
+/// it returns with what arrived.
+async fn upload_from_disk(
+    transport: TransportFactory,
+    (block, threads): (u64, usize),
+    data: &[u8],
+    name: &str,
+    log: &EventLog,
+) -> MockUploadServer {
+    let server = MockUploadServer::start().await;
+    let manager = UploadManager::new(transport());
+    let file = temp_file(data);
+    let mut job = new_job(&manager, &server, block, threads, log);
+    job.source_value
+        .add(file.path().to_string_lossy(), name, None);
+    finish(&manager, &job).await.expect("upload succeeds");
+    server
+}
+
+async fn finish(manager: &UploadManager, job: &Job) -> Result<(), fileuploader_core::Error> {
+    manager.run(job)?.wait().await
+}
+
+/// A file within one block: one request, no `Content-Range`, exact bytes.
+pub async fn one_block_file(transport: TransportFactory) {
+    let data = pattern(1000, 1);
+    let server = upload_from_disk(
+        transport,
+        (10240, 1),
+        &data,
+        "one.bin",
+        &EventLog::default(),
+    )
+    .await;
+    let arrivals = server.recording().arrivals();
+    assert_eq!(arrivals.len(), 1, "one request for a one-block file");
+    let a = &arrivals[0];
+    assert!(
+        a.well_formed,
+        "the body parses as multipart with one file part"
+    );
+    assert!(a.range.is_none(), "no Content-Range on a single-block file");
+    assert_eq!(a.key.as_deref(), Some("RemoteFile"));
+    assert_eq!(a.file_name.as_deref(), Some("one.bin"));
+    assert_eq!(&a.data[..], &data[..], "the exact bytes");
+}
+
+/// A file of many blocks: every range exact, the file reassembles.
+pub async fn multi_block_file(transport: TransportFactory) {
+    let data = pattern(100_000, 2);
+    let server = upload_from_disk(
+        transport,
+        (7000, 3),
+        &data,
+        "multi.bin",
+        &EventLog::default(),
+    )
+    .await;
+    let arrivals = server.recording().arrivals();
+    assert_eq!(arrivals.len(), 15, "ceil(100000 / 7000) requests");
+    let mut ranges: Vec<(u64, u64, u64)> = arrivals
+        .iter()
+        .map(|a| {
+            a.range
+                .map(|r| (r.first, r.last, r.total))
+                .expect("every block has Content-Range")
+        })
+        .collect();
+    ranges.sort_unstable();
+    let expected: Vec<(u64, u64, u64)> = (0..15u64)
+        .map(|i| (i * 7000, ((i + 1) * 7000).min(100_000) - 1, 100_000))
+        .collect();
+    assert_eq!(ranges, expected, "every range exact");
+    assert!(
+        arrivals.iter().all(|a| a.well_formed),
+        "every body is well-formed multipart"
+    );
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("multi.bin")
+            .expect("reassembles"),
+        data
+    );
+}
+
+/// Several sources in one job each arrive whole under their own upload id.
+pub async fn several_sources(transport: TransportFactory) {
+    let server = MockUploadServer::start().await;
+    let manager = UploadManager::new(transport());
+    let files: Vec<(Vec<u8>, &str)> = vec![
+        (pattern(25_000, 3), "a.bin"),
+        (pattern(5, 4), "b.bin"),
+        (pattern(12_001, 5), "c.bin"),
+    ];
+    let temps: Vec<_> = files.iter().map(|(d, _)| temp_file(d)).collect();
+    let mut job = new_job(&manager, &server, 4096, 2, &EventLog::default());
+    for (temp, (_, name)) in temps.iter().zip(&files) {
+        job.source_value
+            .add(temp.path().to_string_lossy(), *name, None);
+    }
+    finish(&manager, &job).await.expect("upload succeeds");
+    for (data, name) in &files {
+        assert_eq!(
+            &server.recording().reassembled(name).expect("reassembles"),
+            data,
+            "{name}"
+        );
+    }
+    let ids: std::collections::BTreeSet<_> = server
+        .recording()
+        .arrivals()
+        .iter()
+        .map(|a| a.upload_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 3, "one upload id per source");
+}
+
+/// The key and the remote name given to `source_value.add`, and the job's
+/// `file_name` for a source added without one.
+pub async fn custom_key_and_file_name(transport: TransportFactory) {
+    let server = MockUploadServer::start().await;
+    let manager = UploadManager::new(transport());
+    let file = temp_file(b"png bytes");
+    let mut job = new_job(&manager, &server, 10240, 1, &EventLog::default());
+    job.file_name = "fallback.dat".into();
+    job.source_value
+        .add(file.path().to_string_lossy(), "scan 1.png", "image");
+    job.source_value
+        .add(manager.generate_url_for_upload_data(&b"x"[..]), "", None);
+    finish(&manager, &job).await.expect("upload succeeds");
+    let arrivals = server.recording().arrivals();
+    let named = arrivals
+        .iter()
+        .find(|a| a.file_name.as_deref() == Some("scan 1.png"))
+        .expect("the named source arrived");
+    assert_eq!(named.key.as_deref(), Some("image"));
+    let fallback = arrivals
+        .iter()
+        .find(|a| a.file_name.as_deref() == Some("fallback.dat"))
+        .expect("the job's file_name was used");
+    assert_eq!(fallback.key.as_deref(), Some("RemoteFile"));
+}
+
+/// Field names and values with quotes, line breaks and non-ASCII arrive
+/// intact (names escaped as browsers do) and forge no part.
+pub async fn form_fields_with_unusual_characters(transport: TransportFactory) {
+    let server = MockUploadServer::start().await;
+    let manager = UploadManager::new(transport());
+    let mut job = new_job(&manager, &server, 10240, 1, &EventLog::default());
+    job.form_field.add("customField", "FormFieldValue");
+    job.form_field.add("naïve key", "välue ✓");
+    job.form_field
+        .add("quote\"d", "line1\r\nline2\r\n--not-a-boundary");
+    job.form_field.add("empty", "");
+    job.source_value.add(
+        manager.generate_url_for_upload_data(&b"data"[..]),
+        "f.txt",
+        None,
+    );
+    finish(&manager, &job).await.expect("upload succeeds");
+    let a = &server.recording().arrivals()[0];
+    assert!(a.well_formed);
+    let expected = [
+        ("customField", "FormFieldValue"),
+        ("naïve key", "välue ✓"),
+        ("quote%22d", "line1\r\nline2\r\n--not-a-boundary"),
+        ("empty", ""),
+    ];
+    let got: Vec<(&str, &str)> = a
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(got, expected, "fields arrive in order, intact");
+    assert_eq!(&a.data[..], b"data");
+}
+
+/// `http_header` entries are added, and replace a default of the same name.
+pub async fn headers_added_and_replacing_defaults(transport: TransportFactory) {
+    let server = MockUploadServer::start().await;
+    let manager = UploadManager::new(transport());
+    let mut job = new_job(&manager, &server, 10240, 1, &EventLog::default());
+    job.http_header.insert("X-Custom", "custom value");
+    job.http_header.insert("User-Agent", "scanner/2.0");
+    job.source_value.add(
+        manager.generate_url_for_upload_data(&b"data"[..]),
+        "f.txt",
+        None,
+    );
+    finish(&manager, &job).await.expect("upload succeeds");
+    let a = &server.recording().arrivals()[0];
+    assert_eq!(
+        a.headers.get("x-custom").map(|v| v.as_bytes()),
+        Some(&b"custom value"[..])
+    );
+    let agents: Vec<_> = a.headers.get_all("user-agent").iter().collect();
+    assert_eq!(
+        agents,
+        ["scanner/2.0"],
+        "the default User-Agent was replaced, not doubled"
+    );
+}
+
+/// Peak concurrency equals `thread_num` when blocks are plenty, never more.
+pub async fn thread_num_respected(transport: TransportFactory) {
+    for threads in [1, 2, 4] {
+        let server = MockUploadServer::builder()
+            .delay(Duration::from_millis(40))
+            .start()
+            .await;
+        let manager = UploadManager::new(transport());
+        let mut job = new_job(&manager, &server, 1000, threads, &EventLog::default());
+        add_memory(&mut job, &manager, 16_000, 6, "c.bin");
+        finish(&manager, &job).await.expect("upload succeeds");
+        assert_eq!(server.recording().len(), 16);
+        assert_eq!(
+            server.recording().max_concurrency(),
+            threads,
+            "peak concurrency with thread_num {threads}"
+        );
+    }
+}
+
+/// 0 first, never down, on change only, 100 last, then success.
+pub async fn progress_rules(transport: TransportFactory) {
+    let server = MockUploadServer::start().await;
+    let manager = UploadManager::new(transport());
+    let log = EventLog::default();
+    let mut job = new_job(&manager, &server, 1000, 3, &log);
+    add_memory(&mut job, &manager, 250_000, 7, "p.bin");
+    finish(&manager, &job).await.expect("upload succeeds");
+    let p = log.percents();
+    assert_eq!(p.first(), Some(&0), "0 first: {p:?}");
+    assert!(
+        p.windows(2).all(|w| w[0] < w[1]),
+        "rising, on change only: {p:?}"
+    );
+    assert_eq!(p.last(), Some(&100), "100 last: {p:?}");
+    assert_eq!(
+        log.all().last().map(String::as_str),
+        Some("success"),
+        "success right after 100"
+    );
+}
+
+/// One terminal event per run, success or failure.
+pub async fn exactly_one_terminal_event(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .fault(Fault::new(
+            Target::RangeStart(2000),
+            Attempt::Always,
+            Action::Status(404),
+        ))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    for (len, ok) in [(1500, true), (10_000, false)] {
+        let log = EventLog::default();
+        let mut job = new_job(&manager, &server, 1000, 2, &log);
+        add_memory(&mut job, &manager, len, 8, "t.bin");
+        let outcome = finish(&manager, &job).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(outcome.is_ok(), ok);
+        assert_eq!(
+            log.terminals().len(),
+            1,
+            "one terminal event: {:?}",
+            log.all()
+        );
+    }
+}
+
+/// Each non-success status maps to its reference code.
+pub async fn status_code_mapping(transport: TransportFactory) {
+    for (status, code) in [
+        (404, 12),
+        (500, 13),
+        (503, 14),
+        (502, 24),
+        (403, 26),
+        (413, 32),
+        (301, 26),
+    ] {
+        let server = MockUploadServer::builder()
+            .fault(Fault::new(
+                Target::RangeStart(1000),
+                Attempt::Always,
+                Action::Status(status),
+            ))
+            .start()
+            .await;
+        let manager = UploadManager::new(transport());
+        let log = EventLog::default();
+        let mut job = new_job(&manager, &server, 1000, 1, &log);
+        add_memory(&mut job, &manager, 3000, 9, "s.bin");
+        let err = finish(&manager, &job).await.expect_err("the job fails");
+        assert_eq!(err.code(), code, "HTTP {status}: {err}");
+        assert_eq!(
+            log.terminals(),
+            [format!("failure {code} {}", err.message())]
+        );
+    }
+}
+
+/// After `cancel` returns no block starts; the job fails with -3.
+pub async fn cancel_mid_run(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .delay(Duration::from_millis(150))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let log = EventLog::default();
+    let mut job = new_job(&manager, &server, 1000, 2, &log);
+    add_memory(&mut job, &manager, 50_000, 10, "x.bin");
+    let handle = manager.run(&job).expect("the job starts");
+    while server.recording().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(manager.cancel(&job), "cancel finds the running job");
+    let at_cancel = server.recording().len();
+    let err = handle.wait().await.expect_err("cancelled");
+    assert_eq!((err.code(), err.message()), (-3, "Upload cancelled."));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after = server.recording().len();
+    assert!(
+        after <= at_cancel + 2,
+        "{} blocks arrived after cancel beyond the 2 in flight",
+        after - at_cancel
+    );
+    assert_eq!(log.terminals(), ["failure -3 Upload cancelled."]);
+}
+
+/// `cancel` from inside the progress callback works and does not deadlock.
+pub async fn cancel_from_progress_callback(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .delay(Duration::from_millis(20))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let log = EventLog::default();
+    let mut job = new_job(&manager, &server, 1000, 2, &log);
+    add_memory(&mut job, &manager, 100_000, 11, "x.bin");
+    let m = manager.clone();
+    let l = log.clone();
+    job.on_upload_transfer_percentage(move |job, p| {
+        l.push(p.to_string());
+        if p >= 1 {
+            m.cancel(job);
+        }
+    });
+    let err = finish(&manager, &job).await.expect_err("cancelled");
+    assert_eq!(err.code(), -3);
+    assert_eq!(log.terminals(), ["failure -3 Upload cancelled."]);
+    assert!(server.recording().len() < 100, "the job stopped early");
+}
+
+/// `cancel_all_upload` stops every running job.
+pub async fn cancel_all_upload_with_several_jobs(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .fault(Fault::new(Target::Any, Attempt::Always, Action::Hold))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let log = EventLog::default();
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        let mut job = new_job(&manager, &server, 1000, 1, &log);
+        add_memory(&mut job, &manager, 5000, i, &format!("{i}.bin"));
+        handles.push(manager.run(&job).expect("the job starts"));
+    }
+    while server.recording().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(manager.cancel_all_upload());
+    for handle in handles {
+        let err = handle.wait().await.expect_err("cancelled");
+        assert_eq!(err.code(), -3);
+    }
+    assert_eq!(log.terminals().len(), 3);
+}
+
+/// A zero-byte file is one request with an empty part.
+pub async fn zero_byte_file(transport: TransportFactory) {
+    let log = EventLog::default();
+    let server = upload_from_disk(transport, (1000, 1), b"", "empty.bin", &log).await;
+    let arrivals = server.recording().arrivals();
+    assert_eq!(arrivals.len(), 1);
+    assert!(arrivals[0].well_formed && arrivals[0].range.is_none() && arrivals[0].data.is_empty());
+    assert_eq!(log.all(), ["0", "100", "success"]);
+}
+
+/// Many blocks, with the block buffers alive never above
+/// `thread_num × block_size`.
+pub async fn many_blocks_with_bounded_memory(transport: TransportFactory) {
+    let server = MockUploadServer::start().await;
+    let manager = UploadManager::new(transport());
+    let source = CountedSource::new(2 << 20);
+    let mut job = new_job(&manager, &server, 8192, 4, &EventLog::default());
+    job.source_value
+        .add_source(Arc::new(source.clone()), "big.bin", None);
+    finish(&manager, &job).await.expect("upload succeeds");
+    assert_eq!(server.recording().len(), 256);
+    let peak = source.peak();
+    assert!(
+        peak <= 4 * 8192,
+        "{peak} bytes of blocks alive at once, bound {}",
+        4 * 8192
+    );
+    assert_eq!(source.live(), 0, "the transport kept no block");
+    let file = server
+        .recording()
+        .reassembled("big.bin")
+        .expect("reassembles");
+    assert!(
+        file.iter()
+            .enumerate()
+            .all(|(i, &b)| b == CountedSource::byte_at(i as u64)),
+        "bytes intact"
+    );
+}
+
+/// Bytes registered in memory upload like a file.
+pub async fn in_memory_source(transport: TransportFactory) {
+    let server = MockUploadServer::start().await;
+    let manager = UploadManager::new(transport());
+    let data = pattern(30_000, 12);
+    let url = manager.generate_url_for_upload_data(data.clone());
+    let mut job = new_job(&manager, &server, 10240, 2, &EventLog::default());
+    job.source_value.add(url.clone(), "mem.bin", None);
+    finish(&manager, &job).await.expect("upload succeeds");
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("mem.bin")
+            .expect("reassembles"),
+        data
+    );
+    assert!(manager.release_upload_data(&url));
+}

@@ -1,0 +1,24 @@
+//! The hyper transport passes the whole conformance suite, over HTTP/1.1
+//! and over HTTP/2 by prior knowledge.
+
+use std::sync::Arc;
+
+use fileuploader_core::Transport;
+use fileuploader_mock_server::conformance::{self, TransportFactory};
+use fileuploader_transport_hyper::HyperTransport;
+
+fn factory(http2: bool) -> TransportFactory {
+    Arc::new(move || {
+        Arc::new(HyperTransport::builder().http2(http2).build().unwrap()) as Arc<dyn Transport>
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_http1_passes_the_suite() {
+    conformance::assert_all_passed(&conformance::run_all(factory(false)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_http2_passes_the_suite() {
+    conformance::assert_all_passed(&conformance::run_all(factory(true)).await);
+}

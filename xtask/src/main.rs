@@ -1,0 +1,124 @@
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! - `conformance`: the conformance suite against every transport in the
+//!   repository, as a table.
+
+mod raw_transport;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use fileuploader_core::Transport;
+use fileuploader_mock_server::conformance::{self, Outcome, TransportFactory};
+use fileuploader_transport_hyper::HyperTransport;
+
+use crate::raw_transport::RawHttp1Transport;
+
+const TASKS: &[(&str, &str)] = &[(
+    "conformance",
+    "run the conformance suite against every transport and print a table",
+)];
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None | Some("help" | "--help" | "-h") => {
+            println!("cargo xtask <task>\n\ntasks:");
+            for (name, what) in TASKS {
+                println!("  {name:<12} {what}");
+            }
+            ExitCode::SUCCESS
+        }
+        Some("conformance") => conformance(),
+        Some(other) => {
+            eprintln!("unknown task {other:?}; `cargo xtask` lists the tasks");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The transports in this repository, by name.
+fn transports() -> Vec<(&'static str, TransportFactory)> {
+    fn hyper(http2: bool) -> TransportFactory {
+        Arc::new(
+            move || match HyperTransport::builder().http2(http2).build() {
+                Ok(t) => Arc::new(t) as Arc<dyn Transport>,
+                Err(e) => panic!("the hyper transport does not build: {e}"),
+            },
+        )
+    }
+    vec![
+        ("hyper-http1", hyper(false)),
+        ("hyper-http2", hyper(true)),
+        (
+            "raw-http1",
+            Arc::new(|| Arc::new(RawHttp1Transport) as Arc<dyn Transport>),
+        ),
+    ]
+}
+
+fn conformance() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let results: Vec<(&str, Vec<Outcome>)> = runtime.block_on(async {
+        let mut results = Vec::new();
+        for (name, factory) in transports() {
+            results.push((name, conformance::run_all(factory).await));
+        }
+        results
+    });
+    print!("| scenario |");
+    for (name, _) in &results {
+        print!(" {name} |");
+    }
+    println!("\n|---|{}", "---|".repeat(results.len()));
+    let (mut passed, mut failed) = (0, 0);
+    for (i, scenario) in conformance::scenarios().iter().enumerate() {
+        print!("| {} |", scenario.name);
+        for (_, outcomes) in &results {
+            match &outcomes[i].result {
+                Ok(()) => {
+                    passed += 1;
+                    print!(" pass ({} ms) |", outcomes[i].elapsed.as_millis());
+                }
+                Err(_) => {
+                    failed += 1;
+                    print!(" FAIL |");
+                }
+            }
+        }
+        println!();
+    }
+    for (name, outcomes) in &results {
+        for o in outcomes {
+            if let Err(e) = &o.result {
+                println!("\n{name} / {}: {e}", o.name);
+            }
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_example_raw_transport_passes_the_suite() {
+        let factory: TransportFactory =
+            Arc::new(|| Arc::new(RawHttp1Transport) as Arc<dyn Transport>);
+        conformance::assert_all_passed(&conformance::run_all(factory).await);
+    }
+}
