@@ -51,6 +51,7 @@
 mod body;
 mod dialect;
 mod error;
+mod events;
 mod job;
 mod manager;
 mod plan;
@@ -60,13 +61,16 @@ pub mod testing;
 mod transport;
 
 pub use body::UploadBody;
+/// The shared byte buffer type of block data and registered memory.
+pub use bytes::Bytes;
 pub use dialect::{Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, UPLOAD_ID_HEADER};
 pub use error::{code, Error, ErrorKind};
+pub use events::EventDispatcher;
 pub use job::{
     FormField, HttpHeader, Job, JobId, Progress, SourceEntry, SourceRef, SourceValue,
     DEFAULT_BLOCK_SIZE, DEFAULT_KEY, MAX_BLOCK_SIZE, MAX_THREAD_NUM,
 };
-pub use manager::{JobHandle, UploadManager};
+pub use manager::{JobHandle, UploadManager, UploadManagerBuilder};
 pub use plan::{Block, BlockPlan};
 pub use source::{FileSource, MemorySource, Source, MEMORY_URL_PREFIX};
 pub use transport::{Request, Response, Transport, TransportError, TransportErrorKind};

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::dialect::{Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, UPLOAD_ID_HEADER};
 use crate::error::{code, Error, ErrorKind};
+use crate::events::{EventDispatcher, Events};
 use crate::job::{Job, JobId, JobState, SourceRef, MAX_BLOCK_SIZE, MAX_THREAD_NUM};
 use crate::plan::{Block, BlockPlan};
 use crate::progress::Percentage;
@@ -60,6 +60,7 @@ pub struct UploadManager {
 struct Inner {
     transport: Arc<dyn Transport>,
     dialect: Arc<dyn Dialect>,
+    events: Events,
     memory: MemoryRegistry,
     running: Mutex<HashMap<JobId, Arc<CancelSignal>>>,
 }
@@ -74,21 +75,64 @@ impl fmt::Debug for UploadManager {
     }
 }
 
-impl UploadManager {
-    /// A manager sending over `transport` in the segmented multipart dialect.
-    pub fn new(transport: impl Transport) -> Self {
-        Self::with_dialect(transport, SegmentedMultipart)
+/// Builds an [`UploadManager`].
+#[must_use]
+pub struct UploadManagerBuilder {
+    transport: Arc<dyn Transport>,
+    dialect: Arc<dyn Dialect>,
+    dispatch: Option<EventDispatcher>,
+}
+
+impl fmt::Debug for UploadManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UploadManagerBuilder")
+            .field("transport", &self.transport)
+            .field("dialect", &self.dialect)
+            .field("dispatch", &self.dispatch.is_some())
+            .finish()
+    }
+}
+
+impl UploadManagerBuilder {
+    /// Speaks another wire protocol (default: [`SegmentedMultipart`]).
+    pub fn dialect(mut self, dialect: impl Dialect) -> Self {
+        self.dialect = Arc::new(dialect);
+        self
     }
 
-    /// A manager sending over `transport` in another wire `dialect`.
-    pub fn with_dialect(transport: impl Transport, dialect: impl Dialect) -> Self {
+    /// Runs callbacks through `dispatch` instead of inline.
+    pub fn event_dispatcher(mut self, dispatch: EventDispatcher) -> Self {
+        self.dispatch = Some(dispatch);
+        self
+    }
+
+    /// The manager.
+    pub fn build(self) -> UploadManager {
         UploadManager {
             inner: Arc::new(Inner {
-                transport: Arc::new(transport),
-                dialect: Arc::new(dialect),
+                transport: self.transport,
+                dialect: self.dialect,
+                events: Events::new(self.dispatch),
                 memory: MemoryRegistry::default(),
                 running: Mutex::default(),
             }),
+        }
+    }
+}
+
+impl UploadManager {
+    /// A manager sending over `transport` in the segmented multipart
+    /// dialect, calling callbacks inline.
+    pub fn new(transport: impl Transport) -> Self {
+        Self::builder(transport).build()
+    }
+
+    /// A builder, to choose the wire dialect or where callbacks run.
+    pub fn builder(transport: impl Transport) -> UploadManagerBuilder {
+        UploadManagerBuilder {
+            transport: Arc::new(transport),
+            dialect: Arc::new(SegmentedMultipart),
+            dispatch: None,
         }
     }
 
@@ -135,7 +179,7 @@ impl UploadManager {
         let (runtime, run) = match started {
             Ok(ok) => ok,
             Err(e) => {
-                fire_failure(job, &e);
+                self.inner.events.failure(job, &e);
                 return Err(e);
             }
         };
@@ -161,18 +205,15 @@ impl UploadManager {
             plan: run.plan,
             total_bytes: run.total_bytes,
             cancel,
+            events: self.inner.events.clone(),
         });
         runtime.spawn(async move {
             let outcome = supervise(ctx.clone()).await;
             ctx.job.state.finish();
             lock(&manager.inner.running).remove(&ctx.job.id);
             match &outcome {
-                Ok(()) => {
-                    if let Some(f) = &ctx.job.callbacks.success {
-                        guard_callback(|| f(&ctx.job));
-                    }
-                }
-                Err(e) => fire_failure(&ctx.job, e),
+                Ok(()) => ctx.events.success(&ctx.job),
+                Err(e) => ctx.events.failure(&ctx.job, e),
             }
             tx.send_replace(Some(outcome));
         });
@@ -301,19 +342,6 @@ fn new_upload_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-fn fire_failure(job: &Job, e: &Error) {
-    if let Some(f) = &job.callbacks.failure {
-        guard_callback(|| f(job, e.code(), e.message()));
-    }
-}
-
-/// Runs a user callback; a panic in it is logged, not spread into the job.
-fn guard_callback(f: impl FnOnce()) {
-    if catch_unwind(AssertUnwindSafe(f)).is_err() {
-        tracing::error!("an upload job callback panicked");
-    }
-}
-
 struct PreparedRun {
     sources: Vec<PreparedSource>,
     plan: BlockPlan,
@@ -354,6 +382,7 @@ struct RunContext {
     plan: BlockPlan,
     total_bytes: u64,
     cancel: Arc<CancelSignal>,
+    events: Events,
 }
 
 /// Counts a request in flight for as long as it lives, aborts included.
@@ -379,7 +408,7 @@ async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
     let total_blocks = ctx.plan.total_blocks();
     state.start(ctx.total_bytes, total_blocks);
     let mut percentage = Percentage::NotStarted;
-    report(&ctx.job, percentage.start());
+    ctx.events.percent(&ctx.job, percentage.start());
 
     let (acks, mut acked_rx) = mpsc::unbounded_channel();
     let mut workers = JoinSet::new();
@@ -392,7 +421,8 @@ async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
     let mut acknowledge = |len: u64| {
         let acked = state.acked.fetch_add(len, Ordering::Relaxed) + len;
         state.blocks_acked.fetch_add(1, Ordering::Relaxed);
-        report(&ctx.job, percentage.advance(acked, ctx.total_bytes));
+        ctx.events
+            .percent(&ctx.job, percentage.advance(acked, ctx.total_bytes));
     };
     let outcome = loop {
         tokio::select! {
@@ -421,14 +451,8 @@ async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
         // Workers only stop early when told to.
         return Err(Error::cancelled());
     }
-    report(&ctx.job, percentage.complete());
+    ctx.events.percent(&ctx.job, percentage.complete());
     Ok(())
-}
-
-fn report(job: &Job, percent: Option<u8>) {
-    if let (Some(p), Some(f)) = (percent, &job.callbacks.percent) {
-        guard_callback(|| f(job, p));
-    }
 }
 
 /// Takes blocks from the plan until none is left, the job is cancelled, or a

@@ -486,3 +486,21 @@ async fn memory_is_bounded_by_threads_times_block_size() {
     let total: usize = transport.requests().iter().map(|r| r.body.len()).sum();
     assert!(total > 8 << 20);
 }
+
+#[tokio::test]
+async fn a_panicking_callback_does_not_break_the_job() {
+    let transport = MemoryTransport::new();
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(pattern(100)),
+        "a",
+        None,
+    );
+    job.on_upload_transfer_percentage(|_, p| assert!(p < 50, "a user callback panics at {p}"));
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(transport.requests().len(), 10);
+    assert_eq!(events.terminals(), ["success"]);
+}
