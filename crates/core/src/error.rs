@@ -141,6 +141,12 @@ impl Error {
         Error::new(ErrorKind::Cancelled, code::CANCELLED, "Upload cancelled.")
     }
 
+    /// Appends `more` to the message.
+    pub(crate) fn extend_message(mut self, more: &str) -> Self {
+        self.0.message.push_str(more);
+        self
+    }
+
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.0.source = Some(Arc::new(source));

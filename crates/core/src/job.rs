@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::retry::RetryPolicy;
 use crate::source::{lock, Source};
 
 /// The default block size of the reference API, in bytes.
@@ -300,6 +301,9 @@ pub struct Job {
     /// `ThreadNum`: how many blocks may be in flight at once (default 1, at
     /// most [`MAX_THREAD_NUM`]).
     pub thread_num: usize,
+    /// How failed blocks are retried (not a reference property; the
+    /// reference never retries, [`RetryPolicy::none`] restores that).
+    pub retry: RetryPolicy,
     pub(crate) callbacks: Callbacks,
     pub(crate) id: JobId,
     pub(crate) state: Arc<JobState>,
@@ -317,6 +321,7 @@ impl Default for Job {
             server_url: String::new(),
             source_value: SourceValue::default(),
             thread_num: 1,
+            retry: RetryPolicy::default(),
             callbacks: Callbacks::default(),
             id: JobId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             state: Arc::default(),
@@ -403,6 +408,7 @@ impl fmt::Debug for Job {
             .field("server_url", &self.server_url)
             .field("source_value", &self.source_value)
             .field("thread_num", &self.thread_num)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }

@@ -56,6 +56,7 @@ mod job;
 mod manager;
 mod plan;
 mod progress;
+mod retry;
 mod source;
 pub mod testing;
 mod transport;
@@ -72,5 +73,6 @@ pub use job::{
 };
 pub use manager::{JobHandle, UploadManager, UploadManagerBuilder};
 pub use plan::{Block, BlockPlan};
+pub use retry::RetryPolicy;
 pub use source::{FileSource, MemorySource, Source, MEMORY_URL_PREFIX};
 pub use transport::{Request, Response, Transport, TransportError, TransportErrorKind};

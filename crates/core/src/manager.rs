@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
@@ -16,6 +17,7 @@ use crate::events::{EventDispatcher, Events};
 use crate::job::{Job, JobId, JobState, SourceRef, MAX_BLOCK_SIZE, MAX_THREAD_NUM};
 use crate::plan::{Block, BlockPlan};
 use crate::progress::Percentage;
+use crate::retry;
 use crate::source::{lock, MemoryRegistry, Source};
 use crate::transport::{Response, Transport};
 
@@ -198,6 +200,7 @@ impl UploadManager {
         let (tx, rx) = watch::channel(None);
         let manager = self.clone();
         let job = job.clone();
+        let retries = job.retry.budget_for(run.plan.total_blocks());
         let ctx = Arc::new(RunContext {
             job: job.clone(),
             transport: self.inner.transport.clone(),
@@ -206,6 +209,7 @@ impl UploadManager {
             total_bytes: run.total_bytes,
             cancel,
             events: self.inner.events.clone(),
+            retries_left: AtomicU64::new(retries),
         });
         runtime.spawn(async move {
             let outcome = supervise(ctx.clone()).await;
@@ -383,6 +387,16 @@ struct RunContext {
     total_bytes: u64,
     cancel: Arc<CancelSignal>,
     events: Events,
+    retries_left: AtomicU64,
+}
+
+impl RunContext {
+    /// Takes one retry from the job's budget; false when it is spent.
+    fn take_retry(&self) -> bool {
+        self.retries_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// Counts a request in flight for as long as it lives, aborts included.
@@ -456,33 +470,74 @@ async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
 }
 
 /// Takes blocks from the plan until none is left, the job is cancelled, or a
-/// block fails.
+/// block fails for good.
 async fn worker(ctx: Arc<RunContext>, acks: mpsc::UnboundedSender<u64>) -> Result<(), Error> {
-    let state = &ctx.job.state;
     while !ctx.cancel.is_cancelled() {
         let Some(block) = ctx.plan.next_block() else {
             break;
         };
-        let source = &ctx.sources[block.source];
-        let data = source
-            .source
-            .read_at(block.offset, block.len as usize)
-            .await?;
-        let mut request = source.encoder.encode(&block, data)?;
-        request.body_mut().count_sent(state.sent.clone());
-        if ctx.cancel.is_cancelled() {
-            return Ok(());
+        if !send_block(&ctx, &block).await? {
+            break;
         }
-        let response = {
-            let _in_flight = InFlight::enter(state);
-            ctx.transport.send(request).await?
-        };
-        state.set_version(response.version());
-        check_status(&response, &block, &source.name)?;
         // The receiver is gone only when the run already ended.
         let _ = acks.send(block.len);
     }
     Ok(())
+}
+
+/// Sends one block until it is acknowledged (true), the job is cancelled
+/// (false), or it fails for good. Each attempt reads the block again, so no
+/// copy is kept between attempts.
+async fn send_block(ctx: &RunContext, block: &Block) -> Result<bool, Error> {
+    let state = &ctx.job.state;
+    let policy = &ctx.job.retry;
+    let source = &ctx.sources[block.source];
+    let mut attempt = 1;
+    loop {
+        let data = source
+            .source
+            .read_at(block.offset, block.len as usize)
+            .await?;
+        let mut request = source.encoder.encode(block, data)?;
+        request.body_mut().count_sent(state.sent.clone());
+        if ctx.cancel.is_cancelled() {
+            return Ok(false);
+        }
+        let sent = {
+            let _in_flight = InFlight::enter(state);
+            ctx.transport.send(request).await
+        };
+        let (error, server_wait) = match sent {
+            Ok(response) => {
+                state.set_version(response.version());
+                match check_status(&response, block, &source.name) {
+                    Ok(()) => return Ok(true),
+                    Err(e) if retry::is_retryable_status(response.status()) => {
+                        (e, retry::retry_after(response.headers(), SystemTime::now()))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if e.kind().is_retryable() => (Error::from(e), None),
+            Err(e) => return Err(e.into()),
+        };
+        if attempt >= policy.max_attempts {
+            return Err(error.extend_message(&format!(" (gave up after {attempt} attempts)")));
+        }
+        if server_wait.is_some_and(|w| w > policy.max_retry_after) {
+            return Err(
+                error.extend_message(" (the server asked to wait longer than max_retry_after)")
+            );
+        }
+        if !ctx.take_retry() {
+            return Err(error.extend_message(" (the job's retry budget is spent)"));
+        }
+        state.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(attempt, %error, "retrying block {} of {:?}", block.index, source.name);
+        let wait = policy.backoff(attempt).max(server_wait.unwrap_or_default());
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
 }
 
 fn check_status(response: &Response, block: &Block, name: &str) -> Result<(), Error> {

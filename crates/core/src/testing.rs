@@ -45,6 +45,8 @@ impl RecordedRequest {
 pub enum Reply {
     /// Answer with this status (and body) after the transport's delay.
     Status(StatusCode, &'static str),
+    /// Answer with this status and a `Retry-After` header of this value.
+    RetryAfter(StatusCode, &'static str),
     /// Fail with a transport error of this kind.
     Fail(TransportErrorKind),
     /// Never answer; only dropping the request ends it.
@@ -127,6 +129,13 @@ impl MemoryTransport {
     }
 }
 
+fn response(status: StatusCode, body: &'static str, version: http::Version) -> Response {
+    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    response
+}
+
 struct Flight<'a>(&'a AtomicUsize);
 
 impl Drop for Flight<'_> {
@@ -171,10 +180,13 @@ impl Transport for MemoryTransport {
             tokio::time::sleep(s.delay).await;
         }
         match reply {
-            Reply::Status(status, body) => {
-                let mut response = Response::new(Bytes::from_static(body.as_bytes()));
-                *response.status_mut() = status;
-                *response.version_mut() = s.version;
+            Reply::Status(status, body) => Ok(response(status, body, s.version)),
+            Reply::RetryAfter(status, after) => {
+                let mut response = response(status, "", s.version);
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static(after),
+                );
                 Ok(response)
             }
             Reply::Fail(kind) => Err(TransportError::new(kind, format!("scripted {kind:?}"))),

@@ -44,6 +44,8 @@ async fn parts(r: &RecordedRequest) -> Vec<(String, Option<String>, Bytes)> {
 fn job(manager: &UploadManager, events: &EventLog) -> Job {
     let mut job = manager.create_job();
     job.server_url = URL.into();
+    // Retries have their own tests; here each failure must surface at once.
+    job.retry = fileuploader_core::RetryPolicy::none();
     events.attach(&mut job);
     job
 }
@@ -503,4 +505,94 @@ async fn a_panicking_callback_does_not_break_the_job() {
     manager.run(&job).unwrap().wait().await.unwrap();
     assert_eq!(transport.requests().len(), 10);
     assert_eq!(events.terminals(), ["success"]);
+}
+
+fn retrying(attempts: u32) -> fileuploader_core::RetryPolicy {
+    fileuploader_core::RetryPolicy {
+        max_attempts: attempts,
+        initial_backoff: Duration::from_millis(1),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_retry_reads_the_block_again_and_succeeds() {
+    let transport = MemoryTransport::scripted(Duration::ZERO, |r, attempt| {
+        match (r.content_range(), attempt) {
+            (Some("bytes 10-19/30"), 1 | 2) => Reply::Status(StatusCode::SERVICE_UNAVAILABLE, ""),
+            (Some("bytes 20-29/30"), 1) => {
+                Reply::Fail(fileuploader_core::TransportErrorKind::Reset)
+            }
+            _ => Reply::Status(StatusCode::OK, ""),
+        }
+    });
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10;
+    job.retry = retrying(3);
+    let source = CountedSource::new(30);
+    job.source_value
+        .add_source(Arc::new(source.clone()), "r.bin", None);
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(transport.requests().len(), 6);
+    assert_eq!(source.reads(), 6, "every attempt re-read its block");
+    assert_eq!(source.live(), 0);
+    assert_eq!(job.progress().retries, 3);
+    assert_eq!(job.progress().bytes_sent, 60, "sent counts retries");
+    assert_eq!(events.terminals(), ["success"]);
+}
+
+#[tokio::test]
+async fn attempts_per_block_are_capped_and_other_4xx_fail_fast() {
+    for (status, attempts, expected) in [(503, 3, 14), (429, 2, 26), (404, 1, 12), (400, 1, 26)] {
+        let transport = MemoryTransport::scripted(Duration::ZERO, move |_, _| {
+            Reply::Status(StatusCode::from_u16(status).unwrap(), "")
+        });
+        let manager = UploadManager::new(transport.clone());
+        let mut job = job(&manager, &EventLog::default());
+        job.retry = retrying(attempts);
+        job.source_value
+            .add(manager.generate_url_for_upload_data(pattern(5)), "a", None);
+        let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+        assert_eq!(err.code(), expected, "{status}");
+        assert_eq!(
+            transport.requests().len(),
+            attempts as usize,
+            "{status}: {err}"
+        );
+        if attempts > 1 {
+            assert!(
+                err.message()
+                    .ends_with(&format!("(gave up after {attempts} attempts)")),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_limit_fails_the_block() {
+    let transport = MemoryTransport::scripted(Duration::ZERO, |_, _| {
+        Reply::RetryAfter(StatusCode::SERVICE_UNAVAILABLE, "120")
+    });
+    let manager = UploadManager::new(transport.clone());
+    let mut job = job(&manager, &EventLog::default());
+    job.retry = fileuploader_core::RetryPolicy {
+        max_retry_after: Duration::from_secs(60),
+        ..retrying(5)
+    };
+    job.source_value
+        .add(manager.generate_url_for_upload_data(pattern(5)), "a", None);
+    let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+    assert_eq!(err.code(), 14);
+    assert!(
+        err.message().contains("wait longer than max_retry_after"),
+        "{err}"
+    );
+    assert_eq!(
+        transport.requests().len(),
+        1,
+        "no retry once the server asks for too long"
+    );
 }

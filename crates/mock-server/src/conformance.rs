@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fileuploader_core::testing::{CountedSource, EventLog};
-use fileuploader_core::{Job, Transport, UploadManager};
+use fileuploader_core::{Job, RetryPolicy, Transport, UploadManager};
 
 use crate::faults::{Action, Attempt, Fault, Target};
 use crate::server::MockUploadServer;
@@ -90,6 +90,11 @@ scenarios![
     zero_byte_file,
     many_blocks_with_bounded_memory,
     in_memory_source,
+    retries_503_on_a_fifth_of_first_attempts,
+    retry_after_429_is_honoured,
+    a_held_reply_is_not_a_failure,
+    retries_stop_at_the_budget,
+    thousands_of_blocks_with_ten_percent_failures,
 ];
 
 /// Runs one scenario on its own task, catching its panic as a failure.
@@ -167,6 +172,10 @@ fn new_job(
     job.server_url = server.url();
     job.block_size = block;
     job.thread_num = threads;
+    job.retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(10),
+        ..RetryPolicy::default()
+    };
     log.attach(&mut job);
     job
 }
@@ -477,6 +486,7 @@ pub async fn status_code_mapping(transport: TransportFactory) {
         let manager = UploadManager::new(transport());
         let log = EventLog::default();
         let mut job = new_job(&manager, &server, 1000, 1, &log);
+        job.retry = RetryPolicy::none();
         add_memory(&mut job, &manager, 3000, 9, "s.bin");
         let err = finish(&manager, &job).await.expect_err("the job fails");
         assert_eq!(err.code(), code, "HTTP {status}: {err}");
@@ -621,4 +631,141 @@ pub async fn in_memory_source(transport: TransportFactory) {
         data
     );
     assert!(manager.release_upload_data(&url));
+}
+
+/// 503 on the first attempt of every fifth block: each is retried once,
+/// and the file lands whole.
+pub async fn retries_503_on_a_fifth_of_first_attempts(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .fault(Fault::new(
+            Target::EveryNth(5),
+            Attempt::Nth(1),
+            Action::Status(503),
+        ))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let log = EventLog::default();
+    let mut job = new_job(&manager, &server, 1000, 3, &log);
+    let data = add_memory(&mut job, &manager, 50_000, 13, "r.bin");
+    finish(&manager, &job)
+        .await
+        .expect("the retries carry the upload");
+    assert_eq!(server.recording().fired_faults().len(), 10);
+    assert_eq!(job.progress().retries, 10);
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("r.bin")
+            .expect("reassembles"),
+        data
+    );
+    let p = log.percents();
+    assert!(p.windows(2).all(|w| w[0] < w[1]), "never backwards: {p:?}");
+}
+
+/// 429 with `Retry-After: 1`: the block is sent again no sooner than a
+/// second later.
+pub async fn retry_after_429_is_honoured(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .fault(Fault::block_once(
+            2,
+            1000,
+            Action::RetryAfter(429, "1".into()),
+        ))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let mut job = new_job(&manager, &server, 1000, 1, &EventLog::default());
+    let data = add_memory(&mut job, &manager, 4000, 14, "w.bin");
+    finish(&manager, &job).await.expect("upload succeeds");
+    let tries = server.recording().requests_for_block("w.bin", 2000);
+    assert_eq!(
+        tries.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let waited = tries[1].arrived - tries[0].arrived;
+    assert!(waited >= Duration::from_secs(1), "waited only {waited:?}");
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("w.bin")
+            .expect("reassembles"),
+        data
+    );
+}
+
+/// A reply held for a second and a half is slow, not failed: no retry.
+pub async fn a_held_reply_is_not_a_failure(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .fault(Fault::block_once(
+            1,
+            1000,
+            Action::Delay(Duration::from_millis(1500)),
+        ))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let mut job = new_job(&manager, &server, 1000, 2, &EventLog::default());
+    let data = add_memory(&mut job, &manager, 3000, 15, "h.bin");
+    finish(&manager, &job).await.expect("upload succeeds");
+    assert_eq!(job.progress().retries, 0);
+    assert_eq!(server.recording().len(), 3);
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("h.bin")
+            .expect("reassembles"),
+        data
+    );
+}
+
+/// A server that always answers 503 exhausts the job's retry budget, and
+/// the job fails with 14.
+pub async fn retries_stop_at_the_budget(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .fault(Fault::new(
+            Target::Any,
+            Attempt::Always,
+            Action::Status(503),
+        ))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let log = EventLog::default();
+    let mut job = new_job(&manager, &server, 1000, 1, &log);
+    job.retry.budget = Some(3);
+    add_memory(&mut job, &manager, 10_000, 16, "b.bin");
+    let err = finish(&manager, &job)
+        .await
+        .expect_err("the budget runs out");
+    assert_eq!(err.code(), 14, "{err}");
+    assert!(err.message().contains("retry budget"), "{err}");
+    assert_eq!(server.recording().len(), 4, "one attempt and three retries");
+    assert_eq!(log.terminals().len(), 1);
+}
+
+/// Thousands of blocks with a tenth failing once: the job completes.
+pub async fn thousands_of_blocks_with_ten_percent_failures(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .fault(Fault::new(
+            Target::EveryNth(10),
+            Attempt::Nth(1),
+            Action::Status(500),
+        ))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let mut job = new_job(&manager, &server, 256, 4, &EventLog::default());
+    let data = add_memory(&mut job, &manager, 2000 * 256, 17, "k.bin");
+    finish(&manager, &job).await.expect("upload succeeds");
+    assert_eq!(server.recording().fired_faults().len(), 200);
+    assert_eq!(job.progress().retries, 200);
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("k.bin")
+            .expect("reassembles"),
+        data
+    );
 }

@@ -19,6 +19,8 @@ fn job(manager: &UploadManager, url: String, len: usize, block: u64, threads: us
     job.server_url = url;
     job.block_size = block;
     job.thread_num = threads;
+    // These tests are about how each failure is reported, not retried.
+    job.retry = fileuploader_core::RetryPolicy::none();
     let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
     job.source_value
         .add(manager.generate_url_for_upload_data(data), "f.bin", None);
