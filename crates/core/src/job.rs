@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::dialect::Integrity;
 use crate::retry::RetryPolicy;
 use crate::source::{lock, Source};
 
@@ -304,6 +305,9 @@ pub struct Job {
     /// How failed blocks are retried (not a reference property; the
     /// reference never retries, [`RetryPolicy::none`] restores that).
     pub retry: RetryPolicy,
+    /// Which digests travel with the blocks (not a reference property;
+    /// default: a CRC32C per block).
+    pub integrity: Integrity,
     pub(crate) callbacks: Callbacks,
     pub(crate) id: JobId,
     pub(crate) state: Arc<JobState>,
@@ -322,6 +326,7 @@ impl Default for Job {
             source_value: SourceValue::default(),
             thread_num: 1,
             retry: RetryPolicy::default(),
+            integrity: Integrity::default(),
             callbacks: Callbacks::default(),
             id: JobId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             state: Arc::default(),
@@ -409,6 +414,7 @@ impl fmt::Debug for Job {
             .field("source_value", &self.source_value)
             .field("thread_num", &self.thread_num)
             .field("retry", &self.retry)
+            .field("integrity", &self.integrity)
             .finish_non_exhaustive()
     }
 }

@@ -64,7 +64,10 @@ mod transport;
 pub use body::UploadBody;
 /// The shared byte buffer type of block data and registered memory.
 pub use bytes::Bytes;
-pub use dialect::{Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, UPLOAD_ID_HEADER};
+pub use dialect::{
+    Dialect, Integrity, SegmentedMultipart, SourceEncoder, UploadTarget, BLOCK_CRC32C_HEADER,
+    UPLOAD_ID_HEADER,
+};
 pub use error::{code, Error, ErrorKind};
 pub use events::EventDispatcher;
 pub use job::{

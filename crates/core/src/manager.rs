@@ -11,7 +11,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::dialect::{Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, UPLOAD_ID_HEADER};
+use crate::dialect::{
+    Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, BLOCK_CRC32C_HEADER, UPLOAD_ID_HEADER,
+};
 use crate::error::{code, Error, ErrorKind};
 use crate::events::{EventDispatcher, Events};
 use crate::job::{Job, JobId, JobState, SourceRef, MAX_BLOCK_SIZE, MAX_THREAD_NUM};
@@ -22,12 +24,13 @@ use crate::source::{lock, MemoryRegistry, Source};
 use crate::transport::{Response, Transport};
 
 /// Headers that frame the request; a job may not set them.
-const RESERVED_HEADERS: [&str; 5] = [
+const RESERVED_HEADERS: [&str; 6] = [
     "content-length",
     "content-range",
     "transfer-encoding",
     "host",
     UPLOAD_ID_HEADER,
+    BLOCK_CRC32C_HEADER,
 ];
 
 /// Runs upload jobs over a [`Transport`] (`UploadManager`).
@@ -286,6 +289,7 @@ impl UploadManager {
                 name: &name,
                 total: source.len(),
                 upload_id: &upload_id,
+                integrity: job.integrity,
             })?;
             sources.push(PreparedSource {
                 source,

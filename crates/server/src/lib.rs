@@ -12,6 +12,11 @@
 //!   written outside the directory. Uploads above the maximum size get 413; a
 //!   part whose length disagrees with `Content-Range`, or malformed multipart,
 //!   gets 400 and counts for nothing.
+//! - A block with `X-Block-CRC32C` whose bytes do not match is refused with
+//!   460, so the client sends it again; a block for a range already received
+//!   is read and checked but not written again. When an upload completes,
+//!   the stored file is read back and checked against the acknowledged
+//!   blocks' CRC32Cs before it lands.
 //! - `GET ?upload_id=ID` answers which byte ranges of an upload have arrived.
 //!
 //! # Examples
@@ -43,11 +48,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub use crate::ranges::RangeSet;
-pub use crate::request::{plain_name, upload_id, ContentRange};
+pub use crate::request::{block_crc32c, plain_name, upload_id, ContentRange};
 use crate::store::{Store, Target};
 
 /// The request header naming an upload (the same one the client sends).
 pub const UPLOAD_ID_HEADER: &str = "x-upload-id";
+/// The request header with the CRC32C of the block's bytes (8 hex digits).
+pub const BLOCK_CRC32C_HEADER: &str = "x-block-crc32c";
+/// The status for a block whose bytes do not match its `X-Block-CRC32C`.
+pub const DIGEST_MISMATCH: u16 = 460;
 /// The longest text form field accepted.
 const MAX_FIELD: usize = 64 * 1024;
 /// The default largest upload: 16 GiB.
@@ -223,13 +232,14 @@ impl Receiver {
             .map(|v| ContentRange::parse(v.to_str().unwrap_or("")))
             .transpose()?;
         let id = upload_id(headers)?;
+        let expected_crc = block_crc32c(headers)?;
         let limit = range.map_or(self.max_upload_size, |r| r.total);
         if limit > self.max_upload_size {
             return Err(too_large(self.max_upload_size));
         }
         let stream = request.into_body().into_data_stream().map_err(Into::into);
         let mut form = multer::Multipart::new(stream, boundary);
-        let mut file: Option<(Target, u64)> = None;
+        let mut file: Option<(Target, u64, u32)> = None;
         let mut name_field = None;
         while let Some(mut field) = form.next_field().await.map_err(malformed)? {
             match (field.file_name(), &file) {
@@ -237,8 +247,9 @@ impl Receiver {
                     let name = plain_name(part_name)?;
                     let target = self.store.open(id.as_deref(), &name, range).await?;
                     let max = range.map_or(self.max_upload_size, |r| r.len());
-                    let written = target.write_part(&mut field, max, range.is_none()).await?;
-                    file = Some((target, written));
+                    let (written, crc) =
+                        target.write_part(&mut field, max, range.is_none()).await?;
+                    file = Some((target, written, crc));
                 }
                 (Some(_), _) => while field.chunk().await.map_err(malformed)?.is_some() {},
                 (None, _) => {
@@ -253,8 +264,17 @@ impl Receiver {
         if self.discard {
             return Ok("ok\n".into());
         }
-        let (target, written) =
+        let (target, written, crc) =
             file.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no file part in the form"))?;
+        if expected_crc.is_some_and(|expected| expected != crc) {
+            return Err(Refusal::new(
+                StatusCode::from_u16(DIGEST_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
+                format!(
+                    "block digest mismatch: X-Block-CRC32C says {:08x}, the bytes have {crc:08x}",
+                    expected_crc.unwrap_or(0)
+                ),
+            ));
+        }
         if let Some(r) = range {
             if written != r.len() {
                 return Err(Refusal::new(
@@ -266,7 +286,7 @@ impl Receiver {
                 ));
             }
         }
-        self.store.commit(target, name_field).await
+        self.store.commit(target, name_field, expected_crc).await
     }
 }
 

@@ -22,6 +22,14 @@ impl RangeSet {
         self.ranges.splice(first..last, [(lo, hi)]);
     }
 
+    /// Whether `start..end` is wholly covered.
+    pub fn contains(&self, start: u64, end: u64) -> bool {
+        let i = self.ranges.partition_point(|&(_, e)| e < end);
+        self.ranges
+            .get(i)
+            .is_some_and(|&(s, e)| s <= start && end <= e)
+    }
+
     /// How many bytes the ranges cover.
     pub fn covered(&self) -> u64 {
         self.ranges.iter().map(|&(s, e)| e - s).sum()
@@ -52,6 +60,8 @@ mod tests {
         assert_eq!(set.ranges(), [(0, 30), (35, 50)]);
         set.insert(7, 7);
         assert_eq!(set.covered(), 45);
+        assert!(set.contains(35, 50) && set.contains(0, 30) && set.contains(3, 4));
+        assert!(!set.contains(25, 36) && !set.contains(30, 35) && !set.contains(49, 51));
         set.insert(0, 100);
         assert_eq!(set.ranges(), [(0, 100)]);
     }

@@ -85,6 +85,27 @@ pub fn upload_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     Ok(Some(id.to_owned()))
 }
 
+/// The `X-Block-CRC32C` header: 8 hex digits, if present.
+///
+/// # Errors
+///
+/// 400 for a present but malformed value.
+pub fn block_crc32c(headers: &HeaderMap) -> Result<Option<u32>, Refusal> {
+    let Some(value) = headers.get(crate::BLOCK_CRC32C_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("");
+    if text.len() != 8 {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "malformed X-Block-CRC32C",
+        ));
+    }
+    u32::from_str_radix(text, 16)
+        .map(Some)
+        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "malformed X-Block-CRC32C"))
+}
+
 /// Reduces a client's file name to a plain name: the part after the last
 /// `/` or `\`. Refuses (400) what is left if it is empty, `.`, `..`, starts
 /// with a dot-dot, or holds NUL or other control characters.

@@ -1,8 +1,8 @@
 //! Partial and landed files on disk. All file I/O runs on the blocking pool.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +23,7 @@ pub(crate) struct Store {
 }
 
 /// An upload arriving in segments: its temporary file, its length, and the
-/// ranges received, also appended to a side file so a restarted receiver
+/// blocks received, also appended to a side file so a restarted receiver
 /// knows them.
 #[derive(Debug)]
 pub(crate) struct Upload {
@@ -31,6 +31,8 @@ pub(crate) struct Upload {
     temp: PathBuf,
     total: u64,
     coverage: Mutex<RangeSet>,
+    /// Each acknowledged block: start → (end, CRC32C if the client sent one).
+    blocks: Mutex<BTreeMap<u64, (u64, Option<u32>)>>,
     landed: AtomicBool,
 }
 
@@ -42,6 +44,8 @@ pub(crate) enum Target {
         upload: Arc<Upload>,
         range: ContentRange,
         name: String,
+        /// The range was received already: check the bytes, write nothing.
+        duplicate: bool,
     },
     Whole {
         temp: tempfile::NamedTempFile,
@@ -142,11 +146,13 @@ impl Store {
                 ),
             ));
         }
+        let duplicate = lock(&upload.coverage).contains(range.start, range.end);
         Ok(Target::Segment {
             key,
             upload,
             range,
             name: name.to_owned(),
+            duplicate,
         })
     }
 
@@ -155,6 +161,7 @@ impl Store {
         &self,
         target: Target,
         name_field: Option<String>,
+        crc: Option<u32>,
     ) -> Result<String, Refusal> {
         match target {
             Target::Whole { temp, name, .. } => {
@@ -171,38 +178,23 @@ impl Store {
                 Ok(format!("complete: {name} ({size} bytes)\n"))
             }
             Target::Segment {
+                duplicate: true, ..
+            } => Ok("ok (already received)\n".into()),
+            Target::Segment {
                 key,
                 upload,
                 range,
                 name,
+                ..
             } => {
-                let complete = {
-                    let mut coverage = lock(&upload.coverage);
-                    coverage.insert(range.start, range.end);
-                    coverage.covered() == upload.total
-                };
-                let (temp, start, end) = (upload.temp.clone(), range.start, range.end);
-                blocking("record range", move || {
-                    let mut side = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(ranges_path(&temp))?;
-                    writeln!(side, "{start} {end}")
-                })
-                .await?;
+                let complete = upload.record(range, crc).await?;
                 if !complete || upload.landed.swap(true, Ordering::SeqCst) {
                     return Ok("ok\n".into());
                 }
                 lock(&self.uploads).remove(&key);
                 let name = name_field.unwrap_or(name);
-                let dest = self.dir.join(&name);
                 let total = upload.total;
-                blocking("land file", move || {
-                    upload.file.sync_all()?;
-                    fs::rename(&upload.temp, &dest)?;
-                    fs::remove_file(ranges_path(&upload.temp))
-                })
-                .await?;
+                upload.land(self.dir.join(&name), &name).await?;
                 sync_dir(&self.dir).await?;
                 Ok(format!("complete: {name} ({total} bytes)\n"))
             }
@@ -216,7 +208,7 @@ async fn sync_dir(dir: &Path) -> Result<(), Refusal> {
 }
 
 impl Upload {
-    /// Opens (or creates) the temporary file and reloads the ranges a
+    /// Opens (or creates) the temporary file and reloads the blocks a
     /// previous run of the receiver recorded.
     fn open(temp: PathBuf, total: u64) -> io::Result<Upload> {
         let file = OpenOptions::new()
@@ -226,12 +218,17 @@ impl Upload {
             .truncate(false)
             .open(&temp)?;
         let mut coverage = RangeSet::default();
+        let mut blocks = BTreeMap::new();
         if let Ok(text) = fs::read_to_string(ranges_path(&temp)) {
             for line in text.lines() {
-                let mut nums = line.split(' ').map(str::parse::<u64>);
-                if let (Some(Ok(s)), Some(Ok(e))) = (nums.next(), nums.next()) {
+                let mut fields = line.split(' ');
+                let start = fields.next().and_then(|f| f.parse::<u64>().ok());
+                let end = fields.next().and_then(|f| f.parse::<u64>().ok());
+                let crc = fields.next().and_then(|c| u32::from_str_radix(c, 16).ok());
+                if let (Some(s), Some(e)) = (start, end) {
                     if s < e && e <= total {
                         coverage.insert(s, e);
+                        blocks.insert(s, (e, crc));
                     }
                 }
             }
@@ -241,28 +238,114 @@ impl Upload {
             temp,
             total,
             coverage: Mutex::new(coverage),
+            blocks: Mutex::new(blocks),
             landed: AtomicBool::new(false),
         })
+    }
+
+    /// Records an acknowledged block, on disk first; returns whether the
+    /// upload is now complete.
+    async fn record(&self, range: ContentRange, crc: Option<u32>) -> Result<bool, Refusal> {
+        let (temp, start, end) = (self.temp.clone(), range.start, range.end);
+        blocking("record range", move || {
+            let mut side = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(ranges_path(&temp))?;
+            match crc {
+                Some(crc) => writeln!(side, "{start} {end} {crc:08x}"),
+                None => writeln!(side, "{start} {end}"),
+            }
+        })
+        .await?;
+        lock(&self.blocks).insert(start, (end, crc));
+        let mut coverage = lock(&self.coverage);
+        coverage.insert(start, end);
+        Ok(coverage.covered() == self.total)
+    }
+
+    /// The whole file's CRC32C as the acknowledged blocks say it must be:
+    /// their CRCs combined in order, when every block had one and they tile
+    /// the file exactly.
+    fn expected_crc(&self) -> Option<u32> {
+        let blocks = lock(&self.blocks);
+        let mut at = 0;
+        let mut crc = 0;
+        for (&start, &(end, block_crc)) in blocks.iter() {
+            if start != at {
+                return None;
+            }
+            crc = crc32c::crc32c_combine(crc, block_crc?, (end - start) as usize);
+            at = end;
+        }
+        (at == self.total).then_some(crc)
+    }
+
+    /// Checks the stored bytes against the acknowledged blocks and renames
+    /// the file into place; discards it (422) if they differ.
+    async fn land(self: Arc<Self>, dest: PathBuf, name: &str) -> Result<(), Refusal> {
+        let expected = self.expected_crc();
+        let verified = blocking("land file", move || {
+            self.file.sync_all()?;
+            if expected.is_some_and(|crc| crc_of(&self.file).ok() != Some(crc)) {
+                fs::remove_file(&self.temp)?;
+                fs::remove_file(ranges_path(&self.temp))?;
+                return Ok(false);
+            }
+            fs::rename(&self.temp, &dest)?;
+            fs::remove_file(ranges_path(&self.temp))?;
+            Ok(true)
+        })
+        .await?;
+        if verified {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{name}: the stored bytes do not match the acknowledged blocks; the upload was discarded"),
+            ))
+        }
+    }
+}
+
+/// The CRC32C of a whole file, read from its start in 1 MiB pieces.
+fn crc_of(file: &File) -> io::Result<u32> {
+    let mut file = file.try_clone()?;
+    file.seek(io::SeekFrom::Start(0))?;
+    let mut crc = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(crc),
+            n => crc = crc32c::crc32c_append(crc, &buf[..n]),
+        }
     }
 }
 
 impl Target {
-    fn file_and_start(&self) -> (Arc<File>, u64) {
+    /// Where the part's bytes go: a file and an offset, or nowhere for a
+    /// range already received.
+    fn destination(&self) -> Option<(Arc<File>, u64)> {
         match self {
-            Target::Segment { upload, range, .. } => (upload.file.clone(), range.start),
-            Target::Whole { file, .. } => (file.clone(), 0),
+            Target::Segment {
+                duplicate: true, ..
+            } => None,
+            Target::Segment { upload, range, .. } => Some((upload.file.clone(), range.start)),
+            Target::Whole { file, .. } => Some((file.clone(), 0)),
         }
     }
 
     /// Writes a part's bytes at their offset, in batches; refuses a part
-    /// longer than `max` before writing past it. Returns the bytes written.
+    /// longer than `max` before writing past it. Returns the part's length
+    /// and CRC32C.
     pub(crate) async fn write_part(
         &self,
         field: &mut multer::Field<'_>,
         max: u64,
         whole: bool,
-    ) -> Result<u64, Refusal> {
-        let (file, start) = self.file_and_start();
+    ) -> Result<(u64, u32), Refusal> {
+        let destination = self.destination();
+        let mut crc = 0;
         let mut written = 0u64;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
@@ -280,19 +363,21 @@ impl Target {
                         )
                     });
                 }
+                crc = crc32c::crc32c_append(crc, &chunk);
                 batched += chunk.len();
                 batch.push(chunk);
             }
             if batched >= WRITE_BATCH || (end && batched > 0) {
-                let file = file.clone();
-                let offset = start + written;
                 let chunks = std::mem::take(&mut batch);
-                blocking("write block", move || write_all_at(&file, &chunks, offset)).await?;
+                if let Some((file, start)) = &destination {
+                    let (file, offset) = (file.clone(), start + written);
+                    blocking("write block", move || write_all_at(&file, &chunks, offset)).await?;
+                }
                 written += batched as u64;
                 batched = 0;
             }
             if end {
-                return Ok(written);
+                return Ok((written, crc));
             }
         }
     }

@@ -271,3 +271,165 @@ async fn concurrent_uploads_of_the_same_name_stay_apart_and_land_whole() {
         );
     }
 }
+
+/// The headers of a block with a CRC.
+fn segment<'a>(range: &'a str, id: &'a str, crc: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("content-range", range),
+        ("x-upload-id", id),
+        ("x-block-crc32c", crc),
+    ]
+}
+
+fn crc_hex(data: &[u8]) -> String {
+    format!("{:08x}", crc32c::crc32c(data))
+}
+
+#[tokio::test]
+async fn blocks_failing_their_crc_are_refused_with_460_and_count_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    let good = crc_hex(b"abcd");
+    let send = |range: &'static str, crc: String, data: &'static [u8]| {
+        let receiver = receiver.clone();
+        async move {
+            post(
+                &receiver,
+                &segment(range, "c1", &crc),
+                form(&[("RemoteFile", Some("c.bin"), data)]),
+            )
+            .await
+        }
+    };
+    let (s, text) = send("bytes 0-3/8", good.clone(), b"abXd").await;
+    assert_eq!(s.as_u16(), 460, "{text}");
+    assert!(text.contains("digest mismatch"), "{text}");
+    assert!(
+        receiver.status("c1").unwrap().1.ranges().is_empty(),
+        "nothing counted"
+    );
+    assert_eq!(
+        send("bytes 0-3/8", good.clone(), b"abcd").await.0,
+        StatusCode::OK
+    );
+    // A late duplicate of an acknowledged range is checked but never written.
+    assert_eq!(
+        send("bytes 0-3/8", crc_hex(b"WXYZ"), b"WXYZ").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send("bytes 0-3/8", good.clone(), b"ab!d").await.0.as_u16(),
+        460
+    );
+    let (s, text) = send("bytes 4-7/8", crc_hex(b"efgh"), b"efgh").await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(
+        std::fs::read(dir.path().join("c.bin")).unwrap(),
+        b"abcdefgh"
+    );
+    let (s, _) = post(
+        &receiver,
+        &[("x-block-crc32c", "nothex!!")],
+        form(&[("RemoteFile", Some("z"), b"z")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_completed_upload_is_checked_against_its_blocks_before_it_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    let (first, second) = (crc_hex(b"abcd"), crc_hex(b"efgh"));
+    post(
+        &receiver,
+        &segment("bytes 0-3/8", "d1", &first),
+        form(&[("RemoteFile", Some("d.bin"), b"abcd")]),
+    )
+    .await;
+    // Something damages the stored bytes between blocks.
+    let part = fileuploader_server::partial_dir(dir.path()).join("id-d1.part");
+    std::fs::write(&part, b"abXd").unwrap();
+    let (s, text) = post(
+        &receiver,
+        &segment("bytes 4-7/8", "d1", &second),
+        form(&[("RemoteFile", Some("d.bin"), b"efgh")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert!(
+        text.contains("do not match the acknowledged blocks"),
+        "{text}"
+    );
+    assert!(listing(dir.path()).is_empty(), "nothing damaged lands");
+    assert!(!part.exists(), "the damaged upload was discarded");
+}
+
+/// A transport that flips one byte of the block starting at `at`, the first
+/// time it is sent, keeping the CRC header the client computed.
+#[derive(Debug)]
+struct Corrupting {
+    inner: HyperTransport,
+    at: &'static str,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl fileuploader_core::Transport for Corrupting {
+    async fn send(
+        &self,
+        request: fileuploader_core::Request,
+    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
+        let hit = request
+            .headers()
+            .get("content-range")
+            .is_some_and(|r| r.to_str().unwrap().starts_with(self.at));
+        if !hit || self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return self.inner.send(request).await;
+        }
+        let (parts, body) = request.into_parts();
+        let frames = body.into_frames();
+        let mut corrupted = fileuploader_core::UploadBody::new();
+        corrupted.push(frames[0].clone());
+        let mut data = frames[1].to_vec();
+        data[0] ^= 0xff;
+        corrupted.push_data(data.into());
+        for f in frames.iter().skip(2) {
+            corrupted.push(f.clone());
+        }
+        self.inner
+            .send(fileuploader_core::Request::from_parts(parts, corrupted))
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_corrupted_in_flight_is_refused_resent_and_lands_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/upload", listener.local_addr().unwrap());
+    tokio::spawn(Receiver::new(dir.path()).unwrap().serve(listener));
+    let transport = Corrupting {
+        inner: HyperTransport::new().unwrap(),
+        at: "bytes 2000-",
+        done: Default::default(),
+    };
+    let manager = UploadManager::new(transport);
+    let data: Vec<u8> = (0..5000u32).map(|i| (i % 241) as u8).collect();
+    let mut job = manager.create_job();
+    job.server_url = url;
+    job.block_size = 1000;
+    job.retry.initial_backoff = Duration::from_millis(10);
+    job.source_value.add(
+        manager.generate_url_for_upload_data(data.clone()),
+        "x.bin",
+        None,
+    );
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(
+        job.progress().retries,
+        1,
+        "the corrupted block was sent again"
+    );
+    assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), data);
+}
