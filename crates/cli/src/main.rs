@@ -74,6 +74,13 @@ struct UploadArgs {
     /// Also trust the CA certificates in this PEM file.
     #[arg(long, value_name = "PEM")]
     cacert: Option<PathBuf>,
+    /// Keep a journal of acknowledged blocks, so that running the same
+    /// command again after an interruption sends only the rest. Journals
+    /// live in $FILEUPLOADER_JOURNAL_DIR, else
+    /// $XDG_STATE_HOME/fileuploader/journals, else
+    /// ~/.local/state/fileuploader/journals, and are removed on success.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     transfer: TransferArgs,
     /// The files to upload, one job each, in order.

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fileuploader_core::{Job, Progress, UploadManager};
+use fileuploader_core::{Job, Progress, Resume, UploadManager};
 use fileuploader_transport_hyper::HyperTransport;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -26,8 +26,12 @@ impl Summary {
 
     fn line(&self) -> String {
         let p = &self.progress;
+        let resumed = match p.resumed_blocks {
+            0 => String::new(),
+            n => format!(" ({n} resumed)"),
+        };
         format!(
-            "uploaded {}: {} in {:.2} s ({}), {} blocks, {} retries, HTTP/{}",
+            "uploaded {}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries, HTTP/{}",
             self.file.display(),
             human(p.total_bytes as f64),
             p.elapsed.as_secs_f64(),
@@ -46,6 +50,7 @@ impl Summary {
             "seconds": p.elapsed.as_secs_f64(),
             "bytes_per_second": p.rate(),
             "blocks": p.total_blocks,
+            "resumed_blocks": p.resumed_blocks,
             "retries": p.retries,
             "http_version": self.http_version,
         })
@@ -110,6 +115,11 @@ pub(crate) async fn drive(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    if !transfer.quiet {
+        for notice in job.notices() {
+            eprintln!("note: {notice}");
+        }
+    }
     outcome?;
     Ok(Summary {
         file: file.to_owned(),
@@ -131,6 +141,9 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
         }
         for (name, value) in &args.headers {
             job.http_header.insert(name, value);
+        }
+        if args.resume {
+            job.resume = Resume::on();
         }
         let path = file.to_string_lossy();
         job.source_value.add(

@@ -229,3 +229,68 @@ fn demo_checks_the_landed_file() {
     assert_eq!(sums.len(), 2);
     assert_eq!(sums[0], sums[1]);
 }
+
+#[test]
+fn a_killed_upload_resumes_sending_only_the_rest() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(
+        fileuploader_mock_server::MockUploadServer::builder()
+            .delay(std::time::Duration::from_millis(40))
+            .start(),
+    );
+    let journals = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("big.bin");
+    let data: Vec<u8> = (0..64 * 16384u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let url = server.url();
+    let args = [
+        "upload",
+        "--url",
+        &url,
+        "--block-size",
+        "16KiB",
+        "--threads",
+        "2",
+        "--resume",
+        "--quiet",
+        path.to_str().unwrap(),
+    ];
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_fileuploader"))
+            .args(args)
+            .env("FILEUPLOADER_JOURNAL_DIR", journals.path())
+            .spawn()
+            .unwrap()
+    };
+
+    let mut first = spawn();
+    while server.recording().len() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let before = server.recording().len();
+    assert!(before < 64, "killed mid-upload");
+    assert_eq!(
+        std::fs::read_dir(journals.path()).unwrap().count(),
+        1,
+        "a journal was kept"
+    );
+
+    let second = spawn().wait_with_output().unwrap();
+    assert!(second.status.success());
+    let resent = server.recording().len() - before;
+    // At most the blocks in flight when it was killed are sent twice.
+    assert!(
+        resent <= 64 - before + 2,
+        "{resent} sent again after {before}"
+    );
+    assert!(resent < 64, "the second run did not start over");
+    assert_eq!(server.recording().reassembled("big.bin").unwrap(), data);
+    assert_eq!(
+        std::fs::read_dir(journals.path()).unwrap().count(),
+        0,
+        "journal removed on success"
+    );
+}

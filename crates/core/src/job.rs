@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::dialect::Integrity;
+use crate::journal::Resume;
 use crate::retry::RetryPolicy;
 use crate::source::{lock, Source};
 
@@ -203,6 +204,8 @@ pub struct Progress {
     pub in_flight: u64,
     /// Requests sent again after a failure.
     pub retries: u64,
+    /// Blocks a previous, interrupted run had uploaded, not sent again.
+    pub resumed_blocks: u64,
     /// Time since the run started (to its end, once it ended).
     pub elapsed: Duration,
 }
@@ -230,17 +233,37 @@ pub(crate) struct JobState {
     pub(crate) total_blocks: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) retries: AtomicU64,
+    pub(crate) resumed_blocks: AtomicU64,
+    pub(crate) notices: Mutex<Vec<String>>,
     pub(crate) times: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 impl JobState {
     pub(crate) fn start(&self, total: u64, total_blocks: u64) {
-        for counter in [&*self.sent, &self.acked, &self.blocks_acked, &self.retries] {
+        for counter in [
+            &*self.sent,
+            &self.acked,
+            &self.blocks_acked,
+            &self.retries,
+            &self.resumed_blocks,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
         self.total.store(total, Ordering::Relaxed);
         self.total_blocks.store(total_blocks, Ordering::Relaxed);
         *lock(&self.times) = (Some(Instant::now()), None);
+    }
+
+    /// Forgets the notices of an earlier run.
+    pub(crate) fn clear_notices(&self) {
+        lock(&self.notices).clear();
+    }
+
+    /// Records something the caller should be told, such as a resumed
+    /// source that had changed.
+    pub(crate) fn notice(&self, text: String) {
+        tracing::warn!("{text}");
+        lock(&self.notices).push(text);
     }
 
     pub(crate) fn finish(&self) {
@@ -308,6 +331,9 @@ pub struct Job {
     /// Which digests travel with the blocks (not a reference property;
     /// default: a CRC32C per block).
     pub integrity: Integrity,
+    /// Whether an interrupted run can be resumed (not a reference property;
+    /// default [`Resume::Off`]).
+    pub resume: Resume,
     pub(crate) callbacks: Callbacks,
     pub(crate) id: JobId,
     pub(crate) state: Arc<JobState>,
@@ -327,6 +353,7 @@ impl Default for Job {
             thread_num: 1,
             retry: RetryPolicy::default(),
             integrity: Integrity::default(),
+            resume: Resume::Off,
             callbacks: Callbacks::default(),
             id: JobId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             state: Arc::default(),
@@ -369,10 +396,17 @@ impl Job {
             total_blocks: s.total_blocks.load(Ordering::Relaxed),
             in_flight: s.in_flight.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
+            resumed_blocks: s.resumed_blocks.load(Ordering::Relaxed),
             elapsed: start.map_or(Duration::ZERO, |t| {
                 end.unwrap_or_else(Instant::now).duration_since(t)
             }),
         }
+    }
+
+    /// Notices of the current or last run, such as "the source changed since
+    /// the interrupted upload; starting it over".
+    pub fn notices(&self) -> Vec<String> {
+        lock(&self.state.notices).clone()
     }
 
     /// `OnUploadTransferPercentage`: called with 0 first, then each time the
@@ -415,6 +449,7 @@ impl fmt::Debug for Job {
             .field("thread_num", &self.thread_num)
             .field("retry", &self.retry)
             .field("integrity", &self.integrity)
+            .field("resume", &self.resume)
             .finish_non_exhaustive()
     }
 }

@@ -53,6 +53,7 @@ mod dialect;
 mod error;
 mod events;
 mod job;
+mod journal;
 mod manager;
 mod plan;
 mod progress;
@@ -74,8 +75,9 @@ pub use job::{
     FormField, HttpHeader, Job, JobId, Progress, SourceEntry, SourceRef, SourceValue,
     DEFAULT_BLOCK_SIZE, DEFAULT_KEY, MAX_BLOCK_SIZE, MAX_THREAD_NUM,
 };
+pub use journal::{default_journal_dir, Resume};
 pub use manager::{JobHandle, UploadManager, UploadManagerBuilder};
 pub use plan::{Block, BlockPlan};
 pub use retry::RetryPolicy;
-pub use source::{FileSource, MemorySource, Source, MEMORY_URL_PREFIX};
+pub use source::{FileSource, MemorySource, Source, SourceIdentity, MEMORY_URL_PREFIX};
 pub use transport::{Request, Response, Transport, TransportError, TransportErrorKind};

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -17,10 +18,11 @@ use crate::dialect::{
 use crate::error::{code, Error, ErrorKind};
 use crate::events::{EventDispatcher, Events};
 use crate::job::{Job, JobId, JobState, SourceRef, MAX_BLOCK_SIZE, MAX_THREAD_NUM};
+use crate::journal::{Journal, Resume, Resumed};
 use crate::plan::{Block, BlockPlan};
 use crate::progress::Percentage;
 use crate::retry;
-use crate::source::{lock, MemoryRegistry, Source};
+use crate::source::{lock, MemoryRegistry, Source, SourceIdentity};
 use crate::transport::{Response, Transport};
 
 /// Headers that frame the request; a job may not set them.
@@ -203,24 +205,18 @@ impl UploadManager {
         let (tx, rx) = watch::channel(None);
         let manager = self.clone();
         let job = job.clone();
-        let retries = job.retry.budget_for(run.plan.total_blocks());
-        let ctx = Arc::new(RunContext {
-            job: job.clone(),
-            transport: self.inner.transport.clone(),
-            sources: run.sources,
-            plan: run.plan,
-            total_bytes: run.total_bytes,
-            cancel,
-            events: self.inner.events.clone(),
-            retries_left: AtomicU64::new(retries),
-        });
+        let run_job = job.clone();
         runtime.spawn(async move {
-            let outcome = supervise(ctx.clone()).await;
-            ctx.job.state.finish();
-            lock(&manager.inner.running).remove(&ctx.job.id);
+            let job = run_job;
+            let outcome = match manager.start(&job, run, cancel).await {
+                Ok(ctx) => supervise(ctx).await,
+                Err(e) => Err(e),
+            };
+            job.state.finish();
+            lock(&manager.inner.running).remove(&job.id);
             match &outcome {
-                Ok(()) => ctx.events.success(&ctx.job),
-                Err(e) => ctx.events.failure(&ctx.job, e),
+                Ok(()) => manager.inner.events.success(&job),
+                Err(e) => manager.inner.events.failure(&job, e),
             }
             tx.send_replace(Some(outcome));
         });
@@ -280,30 +276,142 @@ impl UploadManager {
                 .map(str::to_owned)
                 .or_else(|| source.default_name())
                 .unwrap_or_else(|| "upload.bin".to_owned());
-            let upload_id = new_upload_id();
+            sources.push(SourcePlan {
+                source,
+                name,
+                key: entry.key.clone(),
+            });
+        }
+        Ok(PreparedRun {
+            url,
+            headers,
+            sources,
+        })
+    }
+
+    /// Readies a checked job to send: opens resume journals (skipping the
+    /// blocks they hold), and prepares each source's encoder with its upload
+    /// id.
+    async fn start(
+        &self,
+        job: &Job,
+        run: PreparedRun,
+        cancel: Arc<CancelSignal>,
+    ) -> Result<Arc<RunContext>, Error> {
+        job.state.clear_notices();
+        let lens: Vec<u64> = run.sources.iter().map(|s| s.source.len()).collect();
+        let total_bytes = lens.iter().sum();
+        let mut plan = BlockPlan::new(lens, job.block_size);
+        let (mut resumed_bytes, mut resumed_blocks) = (0, 0);
+        let mut sources = Vec::with_capacity(run.sources.len());
+        for (i, s) in run.sources.into_iter().enumerate() {
+            let resumed = match (&job.resume, s.source.identity()) {
+                (Resume::In(dir), Some(identity)) => {
+                    open_journal(job, dir, &*s.source, identity).await
+                }
+                _ => None,
+            };
+            let upload_id = match &resumed {
+                Some(r) => {
+                    for &index in &r.acked {
+                        if let Some(len) = plan.mark_done(i, index) {
+                            resumed_bytes += len;
+                            resumed_blocks += 1;
+                        }
+                    }
+                    r.upload_id.clone()
+                }
+                None => new_upload_id(),
+            };
             let encoder = self.inner.dialect.prepare(&UploadTarget {
-                url: &url,
-                headers: &headers,
+                url: &run.url,
+                headers: &run.headers,
                 fields: &job.form_field,
-                key: &entry.key,
-                name: &name,
-                total: source.len(),
+                key: &s.key,
+                name: &s.name,
+                total: s.source.len(),
                 upload_id: &upload_id,
                 integrity: job.integrity,
             })?;
             sources.push(PreparedSource {
-                source,
+                source: s.source,
                 encoder,
-                name,
+                name: s.name,
+                journal: resumed.map(|r| Arc::new(r.journal)),
             });
         }
-        let lens: Vec<u64> = sources.iter().map(|s| s.source.len()).collect();
-        Ok(PreparedRun {
-            total_bytes: lens.iter().sum(),
-            plan: BlockPlan::new(lens, job.block_size),
+        Ok(Arc::new(RunContext {
+            job: job.clone(),
+            transport: self.inner.transport.clone(),
+            retries_left: AtomicU64::new(job.retry.budget_for(plan.total_blocks())),
             sources,
-        })
+            plan,
+            total_bytes,
+            resumed: (resumed_bytes, resumed_blocks),
+            cancel,
+            events: self.inner.events.clone(),
+        }))
     }
+}
+
+/// Opens the resume journal of one source, noting on the job why it starts
+/// over or why it cannot resume at all.
+async fn open_journal(
+    job: &Job,
+    dir: &Path,
+    source: &dyn Source,
+    identity: SourceIdentity,
+) -> Option<Resumed> {
+    let identity = match sample_crc32c(source, job.block_size).await {
+        Ok(sample_crc32c) => SourceIdentity {
+            sample_crc32c,
+            ..identity
+        },
+        Err(e) => {
+            job.state
+                .notice(format!("cannot resume {}: {e}", identity.path));
+            return None;
+        }
+    };
+    let (dir, url, block_size) = (dir.to_owned(), job.server_url.clone(), job.block_size);
+    let opened = tokio::task::spawn_blocking(move || {
+        let path = identity.path.clone();
+        Journal::open(&dir, &url, &identity, block_size, new_upload_id).map_err(|e| {
+            format!(
+                "cannot use the resume journal for {path} in {}: {e}",
+                dir.display()
+            )
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match opened {
+        Ok(resumed) => {
+            if let Some(note) = &resumed.note {
+                job.state.notice(note.clone());
+            }
+            Some(resumed)
+        }
+        Err(e) => {
+            job.state.notice(e);
+            None
+        }
+    }
+}
+
+/// A CRC32C of up to three 64 KiB samples (start, middle, end) of a source,
+/// so a journal can tell content that changed without a new size or time.
+async fn sample_crc32c(source: &dyn Source, block_size: u64) -> Result<u32, Error> {
+    let len = source.len();
+    let n = len.min(block_size).min(64 * 1024);
+    let mut offsets = vec![0, (len - n) / 2, len - n];
+    offsets.dedup();
+    let mut crc = 0;
+    for offset in offsets {
+        crc = crc32c::crc32c_append(crc, &source.read_at(offset, n as usize).await?);
+    }
+    Ok(crc)
 }
 
 fn parse_server_url(s: &str) -> Result<Uri, Error> {
@@ -350,16 +458,24 @@ fn new_upload_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// A checked job: where it goes and what it sends.
 struct PreparedRun {
-    sources: Vec<PreparedSource>,
-    plan: BlockPlan,
-    total_bytes: u64,
+    url: Uri,
+    headers: HeaderMap,
+    sources: Vec<SourcePlan>,
+}
+
+struct SourcePlan {
+    source: Arc<dyn Source>,
+    name: String,
+    key: String,
 }
 
 struct PreparedSource {
     source: Arc<dyn Source>,
     encoder: Box<dyn SourceEncoder>,
     name: String,
+    journal: Option<Arc<Journal>>,
 }
 
 /// Tells a running job to stop: a flag workers check before each block, and
@@ -389,6 +505,8 @@ struct RunContext {
     sources: Vec<PreparedSource>,
     plan: BlockPlan,
     total_bytes: u64,
+    /// Bytes and blocks an earlier run had acknowledged.
+    resumed: (u64, u64),
     cancel: Arc<CancelSignal>,
     events: Events,
     retries_left: AtomicU64,
@@ -425,12 +543,22 @@ async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
     let state = &ctx.job.state;
     let total_blocks = ctx.plan.total_blocks();
     state.start(ctx.total_bytes, total_blocks);
+    let (resumed_bytes, resumed_blocks) = ctx.resumed;
+    state.acked.store(resumed_bytes, Ordering::Relaxed);
+    state.blocks_acked.store(resumed_blocks, Ordering::Relaxed);
+    state
+        .resumed_blocks
+        .store(resumed_blocks, Ordering::Relaxed);
     let mut percentage = Percentage::NotStarted;
     ctx.events.percent(&ctx.job, percentage.start());
+    if resumed_blocks < total_blocks {
+        ctx.events
+            .percent(&ctx.job, percentage.advance(resumed_bytes, ctx.total_bytes));
+    }
 
     let (acks, mut acked_rx) = mpsc::unbounded_channel();
     let mut workers = JoinSet::new();
-    let width = (ctx.job.thread_num as u64).min(total_blocks);
+    let width = (ctx.job.thread_num as u64).min(total_blocks - resumed_blocks);
     for _ in 0..width {
         workers.spawn(worker(ctx.clone(), acks.clone()));
     }
@@ -469,6 +597,12 @@ async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
         // Workers only stop early when told to.
         return Err(Error::cancelled());
     }
+    for journal in ctx.sources.iter().filter_map(|s| s.journal.clone()) {
+        let removed = tokio::task::spawn_blocking(move || journal.remove()).await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!("cannot remove a finished resume journal: {e}");
+        }
+    }
     ctx.events.percent(&ctx.job, percentage.complete());
     Ok(())
 }
@@ -482,6 +616,13 @@ async fn worker(ctx: Arc<RunContext>, acks: mpsc::UnboundedSender<u64>) -> Resul
         };
         if !send_block(&ctx, &block).await? {
             break;
+        }
+        if let Some(journal) = ctx.sources[block.source].journal.clone() {
+            let index = block.index;
+            // A lost journal line only means the block is sent again.
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.ack(index)).await {
+                tracing::warn!("cannot record block {index} in the resume journal: {e}");
+            }
         }
         // The receiver is gone only when the run already ended.
         let _ = acks.send(block.len);

@@ -46,6 +46,9 @@ pub struct BlockPlan {
     starts: Vec<u64>,
     total_blocks: u64,
     next: AtomicU64,
+    /// Job-wide block numbers already acknowledged in an earlier run, one
+    /// bit each.
+    done: Vec<u64>,
 }
 
 impl BlockPlan {
@@ -68,7 +71,35 @@ impl BlockPlan {
             starts,
             total_blocks,
             next: AtomicU64::new(0),
+            done: Vec::new(),
         }
+    }
+
+    /// Marks block `index` of `source` as acknowledged already: it is not
+    /// handed out. Returns its length, or `None` if there is no such block
+    /// or it was marked before.
+    pub fn mark_done(&mut self, source: usize, index: u64) -> Option<u64> {
+        let start = *self.starts.get(source)?;
+        let total = self.lens[source];
+        if index >= Self::blocks_of(total, self.block_size) {
+            return None;
+        }
+        let n = start + index;
+        if self.done.is_empty() {
+            self.done = vec![0; self.total_blocks.div_ceil(64) as usize];
+        }
+        let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
+        if self.done[word] & bit != 0 {
+            return None;
+        }
+        self.done[word] |= bit;
+        Some(self.block(n).map_or(0, |b| b.len))
+    }
+
+    fn is_done(&self, n: u64) -> bool {
+        self.done
+            .get((n / 64) as usize)
+            .is_some_and(|w| w & (1 << (n % 64)) != 0)
     }
 
     fn blocks_of(len: u64, block_size: u64) -> u64 {
@@ -99,9 +130,14 @@ impl BlockPlan {
         })
     }
 
-    /// The next block nobody has taken yet.
+    /// The next block nobody has taken yet and no earlier run completed.
     pub fn next_block(&self) -> Option<Block> {
-        self.block(self.next.fetch_add(1, Ordering::Relaxed))
+        loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            if !self.is_done(n) {
+                return self.block(n);
+            }
+        }
     }
 }
 
@@ -135,6 +171,18 @@ mod tests {
             ]
         );
         assert_eq!(plan.next_block(), None);
+    }
+
+    #[test]
+    fn blocks_marked_done_are_skipped() {
+        let mut plan = BlockPlan::new(vec![25, 30], 10);
+        assert_eq!(plan.mark_done(0, 2), Some(5));
+        assert_eq!(plan.mark_done(0, 2), None, "counted once");
+        assert_eq!(plan.mark_done(1, 0), Some(10));
+        assert_eq!(plan.mark_done(1, 3), None);
+        assert_eq!(plan.mark_done(2, 0), None);
+        let left: Vec<_> = all(&plan).iter().map(|b| (b.source, b.index)).collect();
+        assert_eq!(left, [(0, 0), (0, 1), (1, 1), (1, 2)]);
     }
 
     #[test]

@@ -37,6 +37,13 @@ pub trait Source: Send + Sync + fmt::Debug {
         None
     }
 
+    /// What identifies this source's content across runs, for resuming an
+    /// interrupted upload; `None` (the default) for sources that cannot be
+    /// resumed. `sample_crc32c` is filled in by the core.
+    fn identity(&self) -> Option<SourceIdentity> {
+        None
+    }
+
     /// Reads exactly `len` bytes at `offset`.
     ///
     /// # Errors
@@ -46,12 +53,26 @@ pub trait Source: Send + Sync + fmt::Debug {
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error>;
 }
 
+/// What a resume journal records of a source, to know it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIdentity {
+    /// Where the content lives (a file's canonical path).
+    pub path: String,
+    /// Its length.
+    pub len: u64,
+    /// Its modification time, in nanoseconds since the Unix epoch.
+    pub modified_ns: u128,
+    /// A CRC32C of a few sampled blocks.
+    pub sample_crc32c: u32,
+}
+
 /// A file on disk, read with positional reads on the blocking pool.
 #[derive(Debug)]
 pub struct FileSource {
     file: Arc<File>,
     path: PathBuf,
     len: u64,
+    modified_ns: u128,
 }
 
 impl FileSource {
@@ -72,10 +93,16 @@ impl FileSource {
                 format!("cannot find file: {} is not a regular file", path.display()),
             ));
         }
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
         Ok(FileSource {
             file: Arc::new(file),
-            path: path.to_owned(),
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
             len: meta.len(),
+            modified_ns,
         })
     }
 
@@ -120,6 +147,15 @@ impl Source for FileSource {
         self.path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
+    }
+
+    fn identity(&self) -> Option<SourceIdentity> {
+        Some(SourceIdentity {
+            path: self.path.to_string_lossy().into_owned(),
+            len: self.len,
+            modified_ns: self.modified_ns,
+            sample_crc32c: 0,
+        })
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error> {

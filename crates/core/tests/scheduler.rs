@@ -596,3 +596,50 @@ async fn a_retry_after_beyond_the_limit_fails_the_block() {
         "no retry once the server asks for too long"
     );
 }
+
+#[tokio::test]
+async fn a_file_that_grows_during_the_upload_fails_instead_of_landing_wrong() {
+    let file = temp_file(&pattern(100));
+    let path = file.path().to_owned();
+    let transport = MemoryTransport::scripted(Duration::ZERO, move |r, _| {
+        if r.content_range() == Some("bytes 30-39/100") {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(b"more").unwrap();
+        }
+        Reply::Status(StatusCode::OK, "")
+    });
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10;
+    job.source_value
+        .add(file.path().to_str().unwrap(), "g.bin", None);
+    let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+    assert_eq!(err.code(), code::READ_FAILED);
+    assert!(err.message().contains("changed during upload"), "{err}");
+    assert_eq!(
+        transport.requests().len(),
+        4,
+        "nothing after the change was sent"
+    );
+    assert_eq!(events.terminals(), [format!("failure 8 {}", err.message())]);
+}
+
+#[tokio::test]
+async fn header_values_with_invisible_bytes_are_refused() {
+    let manager = UploadManager::new(MemoryTransport::new());
+    for value in ["a\u{1}b", "tab\tok\u{7f}", "nul\0"] {
+        let mut job = job(&manager, &EventLog::default());
+        job.source_value
+            .add(manager.generate_url_for_upload_data(pattern(3)), "a", None);
+        job.http_header.insert("X-Thing", value);
+        assert_eq!(
+            manager.run(&job).unwrap_err().code(),
+            code::INVALID_OPTION,
+            "{value:?}"
+        );
+    }
+}

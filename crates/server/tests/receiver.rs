@@ -433,3 +433,69 @@ async fn a_block_corrupted_in_flight_is_refused_resent_and_lands_intact() {
     );
     assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), data);
 }
+
+/// A receiver on its own runtime, so dropping the runtime kills it and
+/// every connection it holds.
+fn receiver_runtime(
+    dir: &std::path::Path,
+    addr: &str,
+) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver::new(dir).unwrap();
+    rt.spawn(async move {
+        receiver
+            .serve(tokio::net::TcpListener::from_std(listener).unwrap())
+            .await
+    });
+    (addr, rt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_restarting_mid_upload_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, first) = receiver_runtime(dir.path(), "127.0.0.1:0");
+    let manager = UploadManager::new(HyperTransport::new().unwrap());
+    let data: Vec<u8> = (0..3000 * 1024u32).map(|i| (i % 239) as u8).collect();
+    let mut job = manager.create_job();
+    job.server_url = format!("http://{addr}/upload");
+    job.block_size = 1024;
+    job.retry.max_attempts = 30;
+    job.retry.initial_backoff = Duration::from_millis(50);
+    job.retry.max_backoff = Duration::from_millis(200);
+    job.source_value.add(
+        manager.generate_url_for_upload_data(data.clone()),
+        "restart.bin",
+        None,
+    );
+    let handle = manager.run(&job).unwrap();
+
+    while job.progress().blocks_acknowledged < 200 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.shutdown_background();
+    let at_restart = job.progress().blocks_acknowledged;
+    assert!(at_restart < 3000, "the restart came mid-upload");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, second) = receiver_runtime(dir.path(), &addr.to_string());
+    let outcome = handle.wait().await;
+    second.shutdown_background();
+    outcome.unwrap();
+    assert!(
+        job.progress().retries >= 1,
+        "the client rode through the restart"
+    );
+    assert_eq!(std::fs::read(dir.path().join("restart.bin")).unwrap(), data);
+    let partial = fileuploader_server::partial_dir(dir.path());
+    assert_eq!(
+        std::fs::read_dir(partial).unwrap().count(),
+        0,
+        "nothing partial left behind"
+    );
+}
