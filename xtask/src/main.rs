@@ -2,6 +2,7 @@
 //!
 //! - `conformance`: the conformance suite against every transport in the
 //!   repository, as a table.
+//! - `fuzz [SECONDS]`: each cargo-fuzz target for SECONDS (default 60).
 
 mod raw_transport;
 
@@ -14,25 +15,77 @@ use fileuploader_transport_hyper::HyperTransport;
 
 use crate::raw_transport::RawHttp1Transport;
 
-const TASKS: &[(&str, &str)] = &[(
-    "conformance",
-    "run the conformance suite against every transport and print a table",
-)];
+const TASKS: &[(&str, &str)] = &[
+    (
+        "conformance",
+        "run the conformance suite against every transport and print a table",
+    ),
+    (
+        "fuzz [SECS]",
+        "run each fuzz target for SECS seconds (default 60); needs cargo-fuzz",
+    ),
+];
+
+/// The targets in `fuzz/fuzz_targets`.
+const FUZZ_TARGETS: &[&str] = &["request_headers", "receiver_request", "job_encoding"];
 
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None | Some("help" | "--help" | "-h") => {
             println!("cargo xtask <task>\n\ntasks:");
             for (name, what) in TASKS {
-                println!("  {name:<12} {what}");
+                println!("  {name:<14} {what}");
             }
             ExitCode::SUCCESS
         }
         Some("conformance") => conformance(),
+        Some("fuzz") => fuzz(std::env::args().nth(2).as_deref()),
         Some(other) => {
             eprintln!("unknown task {other:?}; `cargo xtask` lists the tasks");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Runs every fuzz target for a bounded time. cargo-fuzz needs nightly
+/// features, which the stable toolchain allows with `RUSTC_BOOTSTRAP=1`.
+fn fuzz(seconds: Option<&str>) -> ExitCode {
+    let Ok(seconds) = seconds.unwrap_or("60").parse::<u32>() else {
+        eprintln!("fuzz takes a whole number of seconds per target");
+        return ExitCode::from(2);
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let installed = std::process::Command::new(&cargo)
+        .args(["fuzz", "--version"])
+        .output();
+    if !installed.is_ok_and(|o| o.status.success()) {
+        eprintln!("cargo-fuzz is not installed: cargo install cargo-fuzz");
+        return ExitCode::from(2);
+    }
+    let mut failed = Vec::new();
+    for target in FUZZ_TARGETS {
+        println!("== fuzz {target} for {seconds} s");
+        let status = std::process::Command::new(&cargo)
+            .current_dir(root)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "--fuzz-dir", "fuzz", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            failed.push(*target);
+        }
+    }
+    println!(
+        "\n{} passed, {} failed",
+        FUZZ_TARGETS.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("failing targets: {failed:?}; crash inputs are in fuzz/artifacts/");
+        ExitCode::FAILURE
     }
 }
 

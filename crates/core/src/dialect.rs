@@ -143,15 +143,18 @@ fn put_part_head(buf: &mut BytesMut, boundary: &str, name: &str, filename: Optio
     buf.put_slice(b"\r\n\r\n");
 }
 
-/// Escapes a quoted multipart parameter as browsers do, so a name can neither
-/// end its quotes nor start a line of its own.
+/// Escapes a quoted multipart parameter: `"`, CR and LF as browsers do
+/// (`%22`, `%0D`, `%0A`), so a name can neither end its quotes nor start a
+/// line of its own; `\` as `%5C`, since parsers that read quoted-pairs
+/// would take a trailing one as escaping the closing quote; and every other
+/// control byte but tab (`%1F`), since ordinary parsers refuse part headers
+/// holding them.
 fn put_escaped(buf: &mut BytesMut, s: &str) {
     for &b in s.as_bytes() {
-        match b {
-            b'"' => buf.put_slice(b"%22"),
-            b'\r' => buf.put_slice(b"%0D"),
-            b'\n' => buf.put_slice(b"%0A"),
-            _ => buf.put_u8(b),
+        if b == b'"' || b == b'\\' || (b.is_ascii_control() && b != b'\t') {
+            buf.put_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            buf.put_u8(b);
         }
     }
 }
@@ -216,6 +219,44 @@ mod tests {
         }
     }
 
+    /// A source of `data.len()` bytes sent whole, as one block.
+    fn whole(data: &'static [u8]) -> (Block, Bytes) {
+        let len = data.len() as u64;
+        let block = Block {
+            source: 0,
+            index: 0,
+            count: 1,
+            offset: 0,
+            len,
+            total: len,
+        };
+        (block, Bytes::from_static(data))
+    }
+
+    /// Encodes one block for a source named `name` under form key `key`.
+    fn encode(
+        headers: &HeaderMap,
+        fields: &FormField,
+        name: &str,
+        key: &str,
+        (block, data): (Block, Bytes),
+    ) -> Request {
+        let url: Uri = "http://127.0.0.1/upload".parse().unwrap();
+        let encoder = SegmentedMultipart
+            .prepare(&target(&url, headers, fields, name, key))
+            .unwrap();
+        encoder.encode(&block, data).unwrap()
+    }
+
+    /// Each part's name and file name, as multer reads them.
+    async fn names(request: &Request) -> Vec<(String, Option<String>)> {
+        parse(request)
+            .await
+            .into_iter()
+            .map(|p| (p.0, p.1))
+            .collect()
+    }
+
     /// Parses a request body with multer, an independent parser.
     async fn parse(request: &Request) -> Vec<(String, Option<String>, Option<String>, Vec<u8>)> {
         let ct = request.headers()[CONTENT_TYPE].to_str().unwrap();
@@ -235,14 +276,9 @@ mod tests {
 
     #[tokio::test]
     async fn encodes_fields_then_file_part_with_exact_length() {
-        let url: Uri = "http://127.0.0.1/upload".parse().unwrap();
         let mut fields = FormField::default();
         fields.add("customField", "FormFieldValue");
         fields.add("empty", "");
-        let headers = HeaderMap::new();
-        let enc = SegmentedMultipart
-            .prepare(&target(&url, &headers, &fields, "scan.pdf", "RemoteFile"))
-            .unwrap();
         let block = Block {
             source: 0,
             index: 1,
@@ -251,7 +287,13 @@ mod tests {
             len: 3,
             total: 8,
         };
-        let request = enc.encode(&block, Bytes::from_static(b"cde")).unwrap();
+        let request = encode(
+            &HeaderMap::new(),
+            &fields,
+            "scan.pdf",
+            "RemoteFile",
+            (block, Bytes::from_static(b"cde")),
+        );
 
         assert_eq!(request.method(), Method::POST);
         assert_eq!(request.headers()[CONTENT_RANGE], "bytes 2-4/8");
@@ -280,23 +322,10 @@ mod tests {
 
     #[tokio::test]
     async fn single_block_has_no_range_and_user_headers_replace_defaults() {
-        let url: Uri = "http://127.0.0.1/upload".parse().unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(USER_AGENT, HeaderValue::from_static("scanner/2"));
         headers.insert("x-extra", HeaderValue::from_static("1"));
-        let fields = FormField::default();
-        let enc = SegmentedMultipart
-            .prepare(&target(&url, &headers, &fields, "a.bin", "file"))
-            .unwrap();
-        let block = Block {
-            source: 0,
-            index: 0,
-            count: 1,
-            offset: 0,
-            len: 0,
-            total: 0,
-        };
-        let request = enc.encode(&block, Bytes::new()).unwrap();
+        let request = encode(&headers, &FormField::default(), "a.bin", "file", whole(b""));
         assert!(request.headers().get(CONTENT_RANGE).is_none());
         assert_eq!(request.headers()[USER_AGENT], "scanner/2");
         assert_eq!(request.headers().get_all(USER_AGENT).iter().count(), 1);
@@ -307,24 +336,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn control_bytes_in_names_still_parse() {
+        // Found by the job_encoding fuzz target: a raw 0x1F in a field name
+        // made the whole body unparseable.
+        let mut fields = FormField::default();
+        fields.add("\u{1f}", "");
+        fields.add("a\tb\u{7f}\u{0}", "v");
+        let request = encode(&HeaderMap::new(), &fields, "n\u{1b}.txt", "", whole(b""));
+        let expected = [("%1F", None), ("a\tb%7F%00", None), ("", Some("n%1B.txt"))];
+        assert_eq!(
+            names(&request).await,
+            expected.map(|(n, f)| (n.to_owned(), f.map(str::to_owned)))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trailing_backslash_cannot_swallow_the_closing_quote() {
+        // Found by the job_encoding fuzz target: `name="\"` read as a
+        // quoted-pair ran on into the filename parameter.
+        let mut fields = FormField::default();
+        fields.add("C:\\dir\\", "v");
+        let request = encode(&HeaderMap::new(), &fields, "\\", "\\", whole(b"x"));
+        let expected = [("C:%5Cdir%5C", None), ("%5C", Some("%5C"))];
+        assert_eq!(
+            names(&request).await,
+            expected.map(|(n, f)| (n.to_owned(), f.map(str::to_owned)))
+        );
+    }
+
+    #[tokio::test]
     async fn quotes_and_line_breaks_cannot_forge_parts() {
-        let url: Uri = "http://127.0.0.1/upload".parse().unwrap();
         let mut fields = FormField::default();
         fields.add("a\"\r\n\r\nevil", "v\r\n--not-a-boundary");
-        let headers = HeaderMap::new();
         let name = "x\".txt\"\r\nContent-Type: text/html";
-        let enc = SegmentedMultipart
-            .prepare(&target(&url, &headers, &fields, name, "Remote\"File"))
-            .unwrap();
-        let block = Block {
-            source: 0,
-            index: 0,
-            count: 1,
-            offset: 0,
-            len: 2,
-            total: 2,
-        };
-        let request = enc.encode(&block, Bytes::from_static(b"ok")).unwrap();
+        let request = encode(
+            &HeaderMap::new(),
+            &fields,
+            name,
+            "Remote\"File",
+            whole(b"ok"),
+        );
         let parts = parse(&request).await;
         assert_eq!(parts.len(), 2, "{parts:?}");
         assert_eq!(parts[0].0, "a%22%0D%0A%0D%0Aevil");
