@@ -10,7 +10,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::size::human;
-use crate::upload::{drive, transport};
+use crate::upload::{drive, transport, Route};
 use crate::{DemoArgs, Failure};
 
 fn io_failure(what: &str, path: &Path, e: io::Error) -> Failure {
@@ -94,7 +94,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         );
     }
 
-    let manager = UploadManager::new(transport(t, None)?);
+    let manager = UploadManager::new(transport(t, None, Route::Direct)?);
     let mut job = manager.create_job();
     job.server_url = url;
     job.block_size = t.block_size;

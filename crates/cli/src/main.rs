@@ -74,6 +74,10 @@ struct UploadArgs {
     /// Also trust the CA certificates in this PEM file.
     #[arg(long, value_name = "PEM")]
     cacert: Option<PathBuf>,
+    /// Send through this HTTP proxy (http://[user:pass@]host:port); without
+    /// it, HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
     /// Keep a journal of acknowledged blocks, so that running the same
     /// command again after an interruption sends only the rest. Journals
     /// live in $FILEUPLOADER_JOURNAL_DIR, else

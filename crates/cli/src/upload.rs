@@ -66,18 +66,34 @@ impl Summary {
     }
 }
 
+/// How requests reach the server.
+pub(crate) enum Route<'a> {
+    /// Straight to it, whatever the environment says.
+    Direct,
+    /// Through this proxy.
+    Proxy(&'a str),
+    /// As `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` say.
+    FromEnv,
+}
+
 /// The transport the flags describe.
 pub(crate) fn transport(
     transfer: &TransferArgs,
     cacert: Option<&Path>,
+    route: Route<'_>,
 ) -> Result<HyperTransport, Failure> {
     let mut builder = HyperTransport::builder().http2(transfer.http2);
+    builder = match route {
+        Route::Direct => builder,
+        Route::Proxy(url) => builder.proxy(url),
+        Route::FromEnv => builder.proxy_from_env(true),
+    };
     if let Some(pem) = cacert {
         builder = builder.add_root_pem(pem);
     }
     builder
         .build()
-        .map_err(|e| Failure::new(fileuploader_core::code::TLS, e.to_string()))
+        .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, e.to_string()))
 }
 
 /// Runs `job`, showing a progress bar on a terminal, until it ends or
@@ -130,7 +146,8 @@ pub(crate) async fn drive(
 
 /// `fileuploader upload`: one job per file, in order; stops at the first failure.
 pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
-    let manager = UploadManager::new(transport(&args.transfer, args.cacert.as_deref())?);
+    let route = args.proxy.as_deref().map_or(Route::FromEnv, Route::Proxy);
+    let manager = UploadManager::new(transport(&args.transfer, args.cacert.as_deref(), route)?);
     for file in &args.files {
         let mut job = manager.create_job();
         job.server_url = args.url.clone();

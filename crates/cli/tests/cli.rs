@@ -3,11 +3,24 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The binary, with no proxy variables from the machine in its way.
+fn command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fileuploader"));
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
 fn fileuploader(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fileuploader"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    command().args(args).output().expect("the binary runs")
 }
 
 fn stderr(out: &Output) -> String {
@@ -257,7 +270,7 @@ fn a_killed_upload_resumes_sending_only_the_rest() {
         path.to_str().unwrap(),
     ];
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_fileuploader"))
+        command()
             .args(args)
             .env("FILEUPLOADER_JOURNAL_DIR", journals.path())
             .spawn()
@@ -292,5 +305,56 @@ fn a_killed_upload_resumes_sending_only_the_rest() {
         std::fs::read_dir(journals.path()).unwrap().count(),
         0,
         "journal removed on success"
+    );
+}
+
+#[test]
+fn serve_receives_what_upload_sends() {
+    let landing = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = command()
+        .args([
+            "serve",
+            "--dir",
+            landing.path().to_str().unwrap(),
+            "--addr",
+            &addr,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "serve did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 7) as u8).collect();
+    std::fs::write(file.path(), &data).unwrap();
+    let url = format!("http://{addr}/upload");
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "--block-size",
+        "32KiB",
+        "--name",
+        "served.bin",
+        file.path().to_str().unwrap(),
+    ]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(landing.path().join("served.bin")).unwrap(),
+        data
     );
 }

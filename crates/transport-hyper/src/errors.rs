@@ -43,6 +43,15 @@ pub(crate) fn classify(error: &(dyn StdError + 'static), uri: &http::Uri) -> Tra
     let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = cause {
         let text = e.to_string();
+        if let Some(proxy) = e.downcast_ref::<crate::proxy::ProxyError>() {
+            kind = Kind::Proxy;
+            detail = Some(format!(
+                "cannot use proxy {} for {host}: {}",
+                proxy.proxy,
+                chain(error)
+            ));
+            break;
+        }
         if let Some(tls) = rustls_error(e) {
             kind = Kind::Tls;
             detail = Some(format!("TLS with {host} failed: {tls}"));

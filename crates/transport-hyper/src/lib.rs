@@ -10,6 +10,8 @@
 //!   one fired.
 //! - Redirects are not followed, as in the reference; following 307 and 308
 //!   is an option.
+//! - An explicit HTTP proxy (CONNECT for https), or the conventional
+//!   `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` variables when enabled.
 //!
 //! # Examples
 //!
@@ -34,10 +36,12 @@
 
 mod body;
 mod errors;
+mod proxy;
 mod tls;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,9 +51,11 @@ use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Activity, SlicedBody};
+use crate::proxy::ProxyConnector;
 pub use crate::tls::Roots;
 
 /// How much of a response body is kept; the rest is not read.
@@ -57,7 +63,7 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// How many 307/308 redirects are followed when following is on.
 const MAX_REDIRECTS: usize = 5;
 
-type HyperClient = Client<HttpsConnector<HttpConnector>, SlicedBody>;
+type HyperClient = Client<HttpsConnector<ProxyConnector>, SlicedBody>;
 
 /// A [`Transport`] over hyper and rustls. Cheap to clone; clones share the
 /// connection pool.
@@ -67,6 +73,8 @@ pub struct HyperTransport {
     client: HyperClient,
     /// HTTP/2 by prior knowledge, for cleartext URLs when HTTP/2 is asked for.
     h2c: Option<HyperClient>,
+    /// Which targets go through which proxy, if proxies are set.
+    proxies: Option<Arc<Matcher>>,
     options: Options,
 }
 
@@ -81,6 +89,7 @@ impl fmt::Debug for HyperTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HyperTransport")
             .field("http2", &self.h2c.is_some())
+            .field("proxy", &self.proxies.is_some())
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -115,6 +124,8 @@ pub struct HyperTransportBuilder {
     stall_timeout: Option<Duration>,
     follow_redirects: bool,
     pool_idle_timeout: Option<Duration>,
+    proxy: Option<String>,
+    proxy_from_env: bool,
 }
 
 impl Default for HyperTransportBuilder {
@@ -127,6 +138,8 @@ impl Default for HyperTransportBuilder {
             stall_timeout: Some(Duration::from_secs(30)),
             follow_redirects: false,
             pool_idle_timeout: Some(Duration::from_secs(90)),
+            proxy: None,
+            proxy_from_env: false,
         }
     }
 }
@@ -191,18 +204,44 @@ impl HyperTransportBuilder {
         self
     }
 
+    /// Sends every request through the HTTP proxy at `url`
+    /// (`http://[user:password@]host:port`): https targets through a CONNECT
+    /// tunnel, http targets as absolute-form requests. Failures to reach or
+    /// use the proxy fail with code 2.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
+        self
+    }
+
+    /// Uses the proxies the conventional variables name: `HTTPS_PROXY`
+    /// (or `https_proxy`) for https targets, `HTTP_PROXY` for http ones,
+    /// `ALL_PROXY` for both, except hosts matching `NO_PROXY`. Read when the
+    /// transport is built; off by default. An explicit
+    /// [`proxy`](Self::proxy) takes precedence.
+    pub fn proxy_from_env(mut self, on: bool) -> Self {
+        self.proxy_from_env = on;
+        self
+    }
+
     /// Builds the transport.
     ///
     /// # Errors
     ///
-    /// When a CA file or client certificate cannot be read or used, or the
-    /// platform roots are asked for and none can be loaded.
+    /// When a CA file or client certificate cannot be read or used, the
+    /// platform roots are asked for and none can be loaded, or the proxy URL
+    /// is not an http URL with a host.
     pub fn build(self) -> Result<HyperTransport, BuildError> {
         let tls = self.tls.client_config()?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(self.connect_timeout);
+        let proxies = match (&self.proxy, self.proxy_from_env) {
+            (Some(url), _) => Some(Arc::new(explicit_proxy(url)?)),
+            (None, true) => Some(Arc::new(Matcher::from_env())),
+            (None, false) => None,
+        };
+        let http = ProxyConnector::new(http, proxies.clone());
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -224,6 +263,7 @@ impl HyperTransportBuilder {
         Ok(HyperTransport {
             client,
             h2c,
+            proxies,
             options: Options {
                 request_timeout: self.request_timeout,
                 stall_timeout: self.stall_timeout,
@@ -233,8 +273,20 @@ impl HyperTransportBuilder {
     }
 }
 
-/// A [`HyperTransportBuilder`] could not build: a certificate or key was
-/// missing or unusable.
+fn explicit_proxy(url: &str) -> Result<Matcher, BuildError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| BuildError::new(format!("proxy URL {url:?}: {e}")))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(BuildError::new(format!(
+            "proxy URL {url:?} must be http://host:port"
+        )));
+    }
+    Ok(Matcher::builder().all(url.to_owned()).build())
+}
+
+/// A [`HyperTransportBuilder`] could not build: a certificate, key or proxy
+/// URL was missing or unusable.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct BuildError(String);
@@ -261,7 +313,19 @@ impl HyperTransport {
         activity: &Activity,
     ) -> Result<Response, TransportError> {
         let uri = request.uri().clone();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // A CONNECT tunnel carries its own credentials; an absolute-form
+        // request through the proxy carries them in a header.
+        let proxy_auth = self
+            .proxies
+            .as_ref()
+            .filter(|_| uri.scheme_str() == Some("http"))
+            .and_then(|m| m.intercept(&uri)?.basic_auth().cloned());
+        if let Some(auth) = proxy_auth {
+            parts
+                .headers
+                .insert(http::header::PROXY_AUTHORIZATION, auth);
+        }
         let request = http::Request::from_parts(parts, SlicedBody::new(body, activity.clone()));
         let response = self
             .client_for(&uri)

@@ -292,3 +292,125 @@ async fn redirects_are_refused_by_default_and_307_can_be_followed() {
     assert_eq!(moved.len(), 3, "every block re-sent to the new place");
     assert!(moved.iter().all(|s| s.body_len > 100));
 }
+
+#[tokio::test]
+async fn https_goes_through_an_explicit_proxy_by_connect() {
+    let ca = TestCa::new();
+    let server = TestServer::start(Some(ca.server_config(&["localhost"])), ok).await;
+    let proxy = support::TestProxy::start().await;
+    let transport = HyperTransport::builder()
+        .roots(Roots::None)
+        .add_root_pem(ca.pem_file.path())
+        .proxy(format!("http://user:secret@{}", proxy.addr))
+        .build()
+        .unwrap();
+    let manager = UploadManager::new(transport);
+    upload(
+        &manager,
+        &job(&manager, server.url("https", "localhost"), 3000, 1000, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.seen().len(), 3);
+    let seen = proxy.seen();
+    assert_eq!(
+        seen[0].0,
+        format!("CONNECT localhost:{} HTTP/1.1", server.addr.port())
+    );
+    assert_eq!(
+        seen[0].1.as_deref(),
+        Some("Basic dXNlcjpzZWNyZXQ="),
+        "credentials on the CONNECT"
+    );
+    assert_eq!(seen.len(), 1, "one tunnel, reused");
+}
+
+#[tokio::test]
+async fn http_goes_through_the_proxy_in_absolute_form() {
+    let server = TestServer::start(None, ok).await;
+    let proxy = support::TestProxy::start().await;
+    let transport = HyperTransport::builder()
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    let manager = UploadManager::new(transport);
+    upload(
+        &manager,
+        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
+    )
+    .await
+    .unwrap();
+    let seen = proxy.seen();
+    assert_eq!(
+        seen[0].0,
+        format!(
+            "POST http://127.0.0.1:{}/upload HTTP/1.1",
+            server.addr.port()
+        )
+    );
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn proxies_from_the_environment_honour_no_proxy() {
+    let server = TestServer::start(None, ok).await;
+    let proxy = support::TestProxy::start().await;
+    // This is the only test that reads the proxy variables.
+    std::env::set_var("HTTP_PROXY", proxy.url());
+    std::env::set_var("NO_PROXY", "");
+    let via_env = HyperTransport::builder()
+        .proxy_from_env(true)
+        .build()
+        .unwrap();
+    std::env::set_var("NO_PROXY", "127.0.0.1");
+    let bypassing = HyperTransport::builder()
+        .proxy_from_env(true)
+        .build()
+        .unwrap();
+    std::env::remove_var("HTTP_PROXY");
+    std::env::remove_var("NO_PROXY");
+
+    let manager = UploadManager::new(via_env);
+    upload(
+        &manager,
+        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(proxy.seen().len(), 1, "HTTP_PROXY was used");
+    let manager = UploadManager::new(bypassing);
+    upload(
+        &manager,
+        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(proxy.seen().len(), 1, "NO_PROXY bypassed it");
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_proxy_fails_with_code_2() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let transport = HyperTransport::builder()
+        .proxy(format!("http://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let manager = UploadManager::new(transport);
+    let err = upload(
+        &manager,
+        &job(&manager, "https://localhost:1/u".into(), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 2, "{err}");
+    assert!(
+        err.message().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(HyperTransport::builder().proxy("ftp://x").build().is_err());
+}

@@ -174,3 +174,80 @@ impl TestCa {
         Arc::new(config)
     }
 }
+
+/// A forward HTTP proxy on 127.0.0.1: CONNECT opens a tunnel; any other
+/// request is piped to the host its absolute-form target names. It records
+/// each connection's first request line and `Proxy-Authorization`.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<ProxyRequest>>>,
+}
+
+/// A proxied connection's first request line and `Proxy-Authorization`.
+pub type ProxyRequest = (String, Option<String>);
+
+impl TestProxy {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8; 1];
+                        if client.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let line = text.lines().next().unwrap_or("").to_owned();
+                    let auth = text
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("proxy-authorization: ")
+                                .or_else(|| l.strip_prefix("Proxy-Authorization: "))
+                        })
+                        .map(str::to_owned);
+                    log.lock().unwrap().push((line.clone(), auth));
+                    let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    if line.starts_with("CONNECT ") {
+                        let Ok(mut upstream) =
+                            tokio::net::TcpStream::connect(target.as_str()).await
+                        else {
+                            return;
+                        };
+                        client
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await
+                            .unwrap();
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    } else {
+                        let uri: http::Uri = target.parse().unwrap();
+                        let Ok(mut upstream) =
+                            tokio::net::TcpStream::connect(uri.authority().unwrap().as_str()).await
+                        else {
+                            return;
+                        };
+                        upstream.write_all(&head).await.unwrap();
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        TestProxy { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<ProxyRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
