@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::{code, Error, ErrorKind};
 
@@ -167,7 +167,7 @@ impl Source for FileSource {
             if now != expected {
                 return Err(changed(&path, expected, now));
             }
-            let mut buf = BytesMut::zeroed(len);
+            let mut buf = BUFFERS.take(len);
             read_exact_at(&file, &mut buf, offset).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
                     changed(&path, expected, offset + len as u64)
@@ -175,7 +175,7 @@ impl Source for FileSource {
                     open_error(&path, e)
                 }
             })?;
-            Ok(buf.freeze())
+            Ok(Bytes::from_owner(Pooled(buf)))
         });
         read.await.map_err(|e| {
             Error::new(
@@ -184,6 +184,61 @@ impl Source for FileSource {
                 format!("read of {} did not finish: {e}", self.path.display()),
             )
         })?
+    }
+}
+
+/// Block buffers kept for reuse, process-wide. Reusing them keeps a running
+/// job's memory at the blocks in flight (freed and re-allocated large
+/// buffers otherwise pile up in the allocator's arenas) and spares each
+/// block a fresh, zeroed, page-faulting allocation. At most
+/// [`SPARE_BUFFERS`] buffers and [`SPARE_BYTES`] bytes wait here.
+static BUFFERS: BufferPool = BufferPool {
+    spare: Mutex::new(Vec::new()),
+};
+const SPARE_BUFFERS: usize = 16;
+const SPARE_BYTES: usize = 128 << 20;
+
+struct BufferPool {
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// A buffer of exactly `len` initialised bytes, reused when one fits.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let reused = {
+            let mut spare = lock(&self.spare);
+            let fit = spare.iter().position(|b| b.capacity() >= len);
+            fit.map(|i| spare.swap_remove(i))
+        };
+        let mut buf = reused.unwrap_or_default();
+        // Only bytes never written before are zeroed; the rest is
+        // overwritten by the read.
+        buf.resize(len, 0);
+        buf
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut spare = lock(&self.spare);
+        let held: usize = spare.iter().map(Vec::capacity).sum();
+        if spare.len() < SPARE_BUFFERS && held + buf.capacity() <= SPARE_BYTES {
+            spare.push(buf);
+        }
+    }
+}
+
+/// A block's bytes, going back to the pool when the last `Bytes` over them
+/// is dropped.
+struct Pooled(Vec<u8>);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        BUFFERS.give(std::mem::take(&mut self.0));
     }
 }
 
@@ -320,6 +375,35 @@ mod tests {
         let e = src.read_at(0, 2).await.unwrap_err();
         assert_eq!(e.code(), code::READ_FAILED);
         assert!(e.message().contains("changed during upload"), "{e}");
+    }
+
+    #[test]
+    fn pooled_buffers_are_reused_and_bounded() {
+        let pool = BufferPool {
+            spare: Mutex::new(Vec::new()),
+        };
+        let mut a = pool.take(1000);
+        a[0] = 9;
+        let ptr = a.as_ptr();
+        pool.give(a);
+        let b = pool.take(600);
+        assert_eq!(
+            (b.as_ptr(), b.len()),
+            (ptr, 600),
+            "the same memory, cut to size"
+        );
+        pool.give(b);
+        let c = pool.take(1000);
+        assert_eq!((c.as_ptr(), c.len()), (ptr, 1000));
+        for _ in 0..SPARE_BUFFERS + 4 {
+            pool.give(vec![0; 10]);
+        }
+        assert_eq!(lock(&pool.spare).len(), SPARE_BUFFERS);
+        let big = pool.take(SPARE_BYTES + 1);
+        pool.give(big);
+        assert!(lock(&pool.spare)
+            .iter()
+            .all(|b| b.capacity() <= SPARE_BYTES));
     }
 
     #[test]
