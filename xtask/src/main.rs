@@ -3,7 +3,9 @@
 //! - `conformance`: the conformance suite against every transport in the
 //!   repository, as a table.
 //! - `fuzz [SECONDS]`: each cargo-fuzz target for SECONDS (default 60).
+//! - `bench [--quick]`: fileuploader against curl on 127.0.0.1.
 
+mod bench;
 mod raw_transport;
 
 use std::process::ExitCode;
@@ -21,6 +23,10 @@ const TASKS: &[(&str, &str)] = &[
         "run the conformance suite against every transport and print a table",
     ),
     (
+        "bench [--quick]",
+        "upload speed, request rate, CPU and memory against curl on 127.0.0.1",
+    ),
+    (
         "fuzz [SECS]",
         "run each fuzz target for SECS seconds (default 60); needs cargo-fuzz",
     ),
@@ -34,12 +40,19 @@ fn main() -> ExitCode {
         None | Some("help" | "--help" | "-h") => {
             println!("cargo xtask <task>\n\ntasks:");
             for (name, what) in TASKS {
-                println!("  {name:<14} {what}");
+                println!("  {name:<16} {what}");
             }
             ExitCode::SUCCESS
         }
         Some("conformance") => conformance(),
         Some("fuzz") => fuzz(std::env::args().nth(2).as_deref()),
+        Some("bench") => match bench::run(std::env::args().any(|a| a == "--quick")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(other) => {
             eprintln!("unknown task {other:?}; `cargo xtask` lists the tasks");
             ExitCode::from(2)

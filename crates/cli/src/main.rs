@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Refuse uploads larger than this with 413.
     #[arg(long, value_name = "BYTES", default_value = "16GiB", value_parser = parse_size)]
     max_size: u64,
+    /// Read and discard every body, answering 200: a sink for benchmarks.
+    #[arg(long)]
+    discard: bool,
 }
 
 #[derive(Debug, Args)]
@@ -206,7 +209,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
                 format!("cannot use {}: {e}", args.dir.display()),
             )
         })?
-        .max_upload_size(args.max_size);
+        .max_upload_size(args.max_size)
+        .discard(args.discard);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| {

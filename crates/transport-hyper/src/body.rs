@@ -41,20 +41,29 @@ impl Activity {
 }
 
 /// The core's body, handed to hyper in slices of at most [`SLICE`] bytes.
+/// Dropping it (hyper does once the body is written, or abandoned) ends the
+/// wait of [`BodyGone`].
 #[derive(Debug)]
 pub(crate) struct SlicedBody {
     inner: UploadBody,
     pending: Bytes,
     activity: Activity,
+    _gone: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Resolves when the matching [`SlicedBody`] is dropped.
+pub(crate) type BodyGone = tokio::sync::oneshot::Receiver<()>;
+
 impl SlicedBody {
-    pub(crate) fn new(inner: UploadBody, activity: Activity) -> Self {
-        SlicedBody {
+    pub(crate) fn new(inner: UploadBody, activity: Activity) -> (Self, BodyGone) {
+        let (gone, wait) = tokio::sync::oneshot::channel();
+        let body = SlicedBody {
             inner,
             pending: Bytes::new(),
             activity,
-        }
+            _gone: gone,
+        };
+        (body, wait)
     }
 }
 
@@ -102,7 +111,7 @@ mod tests {
         let mut inner = UploadBody::new();
         inner.push(Bytes::from_static(b"head"));
         inner.push_data(data.clone());
-        let mut body = SlicedBody::new(inner, Activity::new());
+        let (mut body, gone) = SlicedBody::new(inner, Activity::new());
         assert_eq!(body.size_hint().exact(), Some(4 + data.len() as u64));
         let mut frames = Vec::new();
         while let Some(f) = body.frame().await {
@@ -112,5 +121,7 @@ mod tests {
         assert_eq!(lens, [4, SLICE, SLICE, 5]);
         assert_eq!(frames[1].as_ptr(), data.as_ptr());
         assert_eq!(frames[3].as_ptr(), data[SLICE * 2..].as_ptr());
+        drop(body);
+        assert!(gone.await.is_err(), "dropping the body ends the wait");
     }
 }

@@ -326,13 +326,17 @@ impl HyperTransport {
                 .headers
                 .insert(http::header::PROXY_AUTHORIZATION, auth);
         }
-        let request = http::Request::from_parts(parts, SlicedBody::new(body, activity.clone()));
+        let (body, body_gone) = SlicedBody::new(body, activity.clone());
+        let request = http::Request::from_parts(parts, body);
         let response = self
             .client_for(&uri)
             .request(request)
             .await
             .map_err(|e| errors::classify(&e, &uri))?;
         activity.touch();
+        // A server may answer before it has read the whole body; the block
+        // is only done (and its buffer free) once hyper has let go of it.
+        let _ = body_gone.await;
         let (parts, mut body) = response.into_parts();
         let mut kept = BytesMut::new();
         while let Some(frame) = body.frame().await {

@@ -414,3 +414,24 @@ async fn an_unreachable_proxy_fails_with_code_2() {
     );
     assert!(HyperTransport::builder().proxy("ftp://x").build().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_early_cannot_unbound_the_blocks_in_flight() {
+    let server = TestServer::start(None, ok).await;
+    let manager = UploadManager::new(HyperTransport::new().unwrap());
+    // Blocks larger than the socket buffers, so a body outlives its answer.
+    let source = fileuploader_core::testing::CountedSource::new(64 << 20);
+    let mut job = manager.create_job();
+    job.server_url = format!("http://127.0.0.1:{}/early", server.addr.port());
+    job.block_size = 8 << 20;
+    job.thread_num = 2;
+    job.source_value
+        .add_source(std::sync::Arc::new(source.clone()), "e.bin", None);
+    upload(&manager, &job).await.unwrap();
+    assert_eq!(source.live(), 0);
+    assert!(
+        source.peak() <= 2 * (8 << 20),
+        "{} bytes of blocks alive at once",
+        source.peak()
+    );
+}

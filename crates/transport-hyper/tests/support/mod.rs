@@ -102,6 +102,17 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let version = req.version();
     let path = req.uri().path().to_owned();
+    if path == "/early" {
+        // Answer at once and read the body afterwards, slowly, as a busy
+        // server that answers early does.
+        let mut body = req.into_body();
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = body.frame().await {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        return Ok(Response::new(Full::new(Bytes::from_static(b"early"))));
+    }
     let content_range = req
         .headers()
         .get("content-range")

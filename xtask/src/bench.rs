@@ -1,0 +1,501 @@
+//! `cargo xtask bench`: `fileuploader upload` side by side with curl, against
+//! the same sink on 127.0.0.1, alternating runs, with the loopback ceiling.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+/// Sizes for one bench run.
+struct Plan {
+    runs: usize,
+    big_file: u64,
+    big_block: u64,
+    small_file: u64,
+    small_block: u64,
+    threads: u32,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        Plan {
+            runs: if quick { 3 } else { 5 },
+            big_file: if quick { 256 * MIB } else { 1024 * MIB },
+            big_block: 8 * MIB,
+            small_file: if quick { 10 * MIB } else { 100 * MIB },
+            small_block: 10 * 1024,
+            threads: 4,
+        }
+    }
+}
+
+/// What one timed process cost.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    seconds: f64,
+    cpu_seconds: f64,
+    max_rss_kib: i64,
+}
+
+/// Runs a command to the end and measures it with `wait4`.
+fn measure(command: &mut Command) -> Result<Sample, String> {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{command:?}: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not yet waited for; the pointers are valid.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    if waited != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("{command:?} failed: {}", stderr.trim()));
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Sample {
+        seconds,
+        cpu_seconds: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss,
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18_080)
+}
+
+fn wait_for_port(port: u16) -> Result<(), String> {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("nothing listens on port {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn has(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+        || Command::new(program)
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+}
+
+/// A sink process, killed when dropped.
+struct Sink {
+    child: Child,
+    url: String,
+    name: &'static str,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: nginx's master then stops its workers too.
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx answering 200 to every POST after reading and discarding the body.
+fn nginx(work: &Path) -> Result<Sink, String> {
+    let port = free_port();
+    let dir = work.join("nginx");
+    fs::create_dir_all(dir.join("body")).map_err(|e| e.to_string())?;
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; client_max_body_size 0;\n\
+         keepalive_requests 1000000;\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+    );
+    fs::write(dir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
+    let child = Command::new("nginx")
+        .args([
+            "-p",
+            &dir.to_string_lossy(),
+            "-c",
+            &dir.join("nginx.conf").to_string_lossy(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nginx: {e}"))?;
+    let sink = Sink {
+        child,
+        url: format!("http://127.0.0.1:{port}/upload"),
+        name: "nginx 'return 200'",
+    };
+    wait_for_port(port)?;
+    Ok(sink)
+}
+
+/// Our receiver in discard mode (HTTP/1.1 and HTTP/2 by prior knowledge).
+fn receiver(bin: &Path, work: &Path) -> Result<Sink, String> {
+    let port = free_port();
+    let child = Command::new(bin)
+        .args([
+            "serve",
+            "--discard",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--dir",
+        ])
+        .arg(work.join("landing"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("fileuploader serve: {e}"))?;
+    let sink = Sink {
+        child,
+        url: format!("http://127.0.0.1:{port}/upload"),
+        name: "fileuploader serve --discard",
+    };
+    wait_for_port(port)?;
+    Ok(sink)
+}
+
+/// Writes `len` pseudo-random bytes (xorshift) to `path`.
+fn make_file(path: &Path, len: u64) -> std::io::Result<()> {
+    if fs::metadata(path).is_ok_and(|m| m.len() == len) {
+        return Ok(());
+    }
+    let mut out = BufWriter::with_capacity(MIB as usize, fs::File::create(path)?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut left = len;
+    while left > 0 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = left.min(8) as usize;
+        out.write_all(&x.to_le_bytes()[..n])?;
+        left -= n as u64;
+    }
+    out.flush()
+}
+
+/// Cuts `file` into block files and writes a curl config that posts each as
+/// multipart with its `Content-Range`, as fileuploader does.
+fn curl_config(file: &Path, block: u64, url: &str, dir: &Path) -> Result<PathBuf, String> {
+    let total = fs::metadata(file).map_err(|e| e.to_string())?.len();
+    let blocks = dir.join(format!("blocks-{block}"));
+    fs::create_dir_all(&blocks).map_err(|e| e.to_string())?;
+    let data = fs::read(file).map_err(|e| e.to_string())?;
+    let mut config = String::new();
+    for (i, chunk) in data.chunks(block as usize).enumerate() {
+        if i > 0 {
+            config.push_str("next\n");
+        }
+        let path = blocks.join(format!("{i:06}"));
+        if !fs::metadata(&path).is_ok_and(|m| m.len() == chunk.len() as u64) {
+            fs::write(&path, chunk).map_err(|e| e.to_string())?;
+        }
+        let first = i as u64 * block;
+        let last = first + chunk.len() as u64 - 1;
+        let _ = write!(
+            config,
+            "url = \"{url}\"\nform = \"RemoteFile=@{};filename=bench.bin\"\nheader = \"Content-Range: bytes {first}-{last}/{total}\"\nheader = \"Expect:\"\noutput = \"/dev/null\"\n",
+            path.display()
+        );
+    }
+    let path = dir.join(format!("curl-{block}-{}.cfg", url.len()));
+    fs::write(&path, config).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+fn ours(bin: &Path, url: &str, file: &Path, block: u64, threads: u32, http2: bool) -> Command {
+    let mut c = Command::new(bin);
+    c.args([
+        "upload",
+        "--quiet",
+        "--url",
+        url,
+        "--block-size",
+        &block.to_string(),
+        "--threads",
+        &threads.to_string(),
+    ]);
+    if http2 {
+        c.arg("--http2");
+    }
+    c.arg(file)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy");
+    c
+}
+
+fn curl(config: &Path, threads: u32, http2: bool) -> Command {
+    let mut c = Command::new("curl");
+    c.args([
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--parallel",
+        "--parallel-max",
+        &threads.to_string(),
+    ]);
+    if http2 {
+        c.arg("--http2-prior-knowledge");
+    }
+    c.arg("-K").arg(config).env("NO_PROXY", "*");
+    c
+}
+
+/// The loopback ceiling from iperf3, in MB/s.
+fn loopback_ceiling() -> Option<f64> {
+    let port = free_port().to_string();
+    let mut server = Command::new("iperf3")
+        .args(["-s", "-1", "-p", &port])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // No port probe: the one-off server would take it for its client.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new("iperf3")
+        .args(["-c", "127.0.0.1", "-p", &port, "-t", "3", "-J"])
+        .output()
+        .ok()?;
+    let _ = server.wait();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(json["end"]["sum_received"]["bits_per_second"].as_f64()? / 8.0 / 1e6)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A figure measured for both contenders over several runs.
+struct Figure {
+    name: String,
+    unit: &'static str,
+    ours: Vec<f64>,
+    curl: Vec<f64>,
+}
+
+impl Figure {
+    fn row(&self) -> String {
+        let stat = |v: &[f64]| {
+            let mut v = v.to_vec();
+            let m = median(&mut v);
+            (
+                m,
+                v.first().copied().unwrap_or(m),
+                v.last().copied().unwrap_or(m),
+            )
+        };
+        let (o, omin, omax) = stat(&self.ours);
+        if self.curl.is_empty() {
+            return format!(
+                "| {} | {o:.1} {} ({omin:.1}–{omax:.1}) | – | – |",
+                self.name, self.unit
+            );
+        }
+        let (c, cmin, cmax) = stat(&self.curl);
+        format!(
+            "| {} | {o:.1} {u} ({omin:.1}–{omax:.1}) | {c:.1} {u} ({cmin:.1}–{cmax:.1}) | {:.2} |",
+            self.name,
+            o / c,
+            u = self.unit
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "figure": self.name, "unit": self.unit, "ours": self.ours, "curl": self.curl })
+    }
+}
+
+/// Runs the benchmark and prints the table; returns an error message on failure.
+pub fn run(quick: bool) -> Result<(), String> {
+    let plan = Plan::new(quick);
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-q", "-p", "fileuploader-cli"])
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        return Err("cargo build --release -p fileuploader-cli failed".into());
+    }
+    let bin = root.join("target/release/fileuploader");
+    if !has("curl") {
+        return Err("curl is not installed (apt-get install curl)".into());
+    }
+    let out_dir = root.join("target/bench");
+    let work = out_dir.join("work");
+    fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let big = work.join(format!("big-{}.bin", plan.big_file));
+    let small = work.join(format!("small-{}.bin", plan.small_file));
+    make_file(&big, plan.big_file).map_err(|e| e.to_string())?;
+    make_file(&small, plan.small_file).map_err(|e| e.to_string())?;
+
+    let receiver = receiver(&bin, &work)?;
+    let nginx = if has("nginx") {
+        nginx(&work).ok()
+    } else {
+        None
+    };
+    let h1 = nginx.as_ref().unwrap_or(&receiver);
+    println!("sink over HTTP/1.1: {}; over HTTP/2: {} (nginx's 'return 200' does not drain HTTP/2 bodies)", h1.name, receiver.name);
+    let ceiling = if has("iperf3") {
+        loopback_ceiling()
+    } else {
+        None
+    };
+
+    let mut figures = Vec::new();
+    let mut ours_rss = Vec::new();
+    let (mut our_cpu_gib, mut curl_cpu_gib, mut our_cpu_k, mut curl_cpu_k) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let gib = plan.big_file as f64 / (1u64 << 30) as f64;
+    let small_requests = plan.small_file.div_ceil(plan.small_block) as f64;
+    for (label, http2, sink) in [("HTTP/1.1", false, h1), ("HTTP/2", true, &receiver)] {
+        let big_cfg = curl_config(&big, plan.big_block, &sink.url, &work)?;
+        let small_cfg = curl_config(&small, plan.small_block, &sink.url, &work)?;
+        let mut mbps = Figure {
+            name: format!(
+                "{} MiB file, 8 MiB blocks, {} in flight, {label}",
+                plan.big_file / MIB,
+                plan.threads
+            ),
+            unit: "MB/s",
+            ours: vec![],
+            curl: vec![],
+        };
+        let mut rps = Figure {
+            name: format!(
+                "{} MiB file, 10 KiB blocks, {} in flight, {label}",
+                plan.small_file / MIB,
+                plan.threads
+            ),
+            unit: "req/s",
+            ours: vec![],
+            curl: vec![],
+        };
+        for _ in 0..plan.runs {
+            let s = measure(&mut ours(
+                &bin,
+                &sink.url,
+                &big,
+                plan.big_block,
+                plan.threads,
+                http2,
+            ))?;
+            mbps.ours.push(plan.big_file as f64 / 1e6 / s.seconds);
+            if !http2 {
+                ours_rss.push(s.max_rss_kib as f64 / 1024.0);
+                our_cpu_gib.push(s.cpu_seconds / gib);
+            }
+            let s = measure(&mut curl(&big_cfg, plan.threads, http2))?;
+            mbps.curl.push(plan.big_file as f64 / 1e6 / s.seconds);
+            if !http2 {
+                curl_cpu_gib.push(s.cpu_seconds / gib);
+            }
+            let s = measure(&mut ours(
+                &bin,
+                &sink.url,
+                &small,
+                plan.small_block,
+                plan.threads,
+                http2,
+            ))?;
+            rps.ours.push(small_requests / s.seconds);
+            if !http2 {
+                our_cpu_k.push(s.cpu_seconds / small_requests * 1000.0);
+            }
+            let s = measure(&mut curl(&small_cfg, plan.threads, http2))?;
+            rps.curl.push(small_requests / s.seconds);
+            if !http2 {
+                curl_cpu_k.push(s.cpu_seconds / small_requests * 1000.0);
+            }
+        }
+        figures.push(mbps);
+        figures.push(rps);
+    }
+    figures.push(Figure {
+        name: "client CPU seconds per GiB (8 MiB blocks, HTTP/1.1)".into(),
+        unit: "s",
+        ours: our_cpu_gib,
+        curl: curl_cpu_gib,
+    });
+    figures.push(Figure {
+        name: "client CPU seconds per 1000 requests (10 KiB, HTTP/1.1)".into(),
+        unit: "s",
+        ours: our_cpu_k,
+        curl: curl_cpu_k,
+    });
+    let bound = (plan.threads as u64 * plan.big_block + 32 * MIB) as f64 / MIB as f64;
+    figures.push(Figure {
+        name: format!(
+            "peak RSS of our {} MiB upload (bound {bound:.0} MiB)",
+            plan.big_file / MIB
+        ),
+        unit: "MiB",
+        ours: ours_rss,
+        curl: vec![],
+    });
+
+    let mut table = String::from(
+        "| figure | ours (min–max) | curl (min–max) | ours / curl |\n|---|---|---|---|\n",
+    );
+    for f in &figures {
+        table.push_str(&f.row());
+        table.push('\n');
+    }
+    if let Some(c) = ceiling {
+        let _ = writeln!(
+            table,
+            "| loopback ceiling (iperf3, one stream) | {c:.1} MB/s | – | – |"
+        );
+    }
+    println!(
+        "\n{} runs each, alternating; medians, with the range in parentheses.\n\n{table}",
+        plan.runs
+    );
+    let json = serde_json::json!({
+        "quick": quick,
+        "runs": plan.runs,
+        "sink_http1": h1.name,
+        "sink_http2": receiver.name,
+        "loopback_mb_per_s": ceiling,
+        "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
+    });
+    let path = out_dir.join(if quick {
+        "bench-quick.json"
+    } else {
+        "bench.json"
+    });
+    fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("written to {}", path.display());
+    Ok(())
+}
