@@ -42,6 +42,11 @@ struct Sample {
     max_rss_kib: i64,
 }
 
+/// Measures one run; a failed run is noted and left out of the figures.
+fn attempt(mut command: Command, failures: &mut Vec<String>) -> Option<Sample> {
+    measure(&mut command).map_err(|e| failures.push(e)).ok()
+}
+
 /// Runs a command to the end and measures it with `wait4`.
 fn measure(command: &mut Command) -> Result<Sample, String> {
     let started = Instant::now();
@@ -205,15 +210,21 @@ fn curl_config(file: &Path, block: u64, url: &str, dir: &Path) -> Result<PathBuf
     let total = fs::metadata(file).map_err(|e| e.to_string())?.len();
     let blocks = dir.join(format!("blocks-{block}"));
     fs::create_dir_all(&blocks).map_err(|e| e.to_string())?;
-    let data = fs::read(file).map_err(|e| e.to_string())?;
+    // Read block by block: a child's peak RSS on Linux includes what this
+    // process holds when it forks, so the bench must stay small.
+    let mut reader = fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut chunk = vec![0u8; block as usize];
     let mut config = String::new();
-    for (i, chunk) in data.chunks(block as usize).enumerate() {
+    for i in 0..total.div_ceil(block) as usize {
+        let len = block.min(total - i as u64 * block) as usize;
+        let chunk = &mut chunk[..len];
+        std::io::Read::read_exact(&mut reader, chunk).map_err(|e| e.to_string())?;
         if i > 0 {
             config.push_str("next\n");
         }
         let path = blocks.join(format!("{i:06}"));
-        if !fs::metadata(&path).is_ok_and(|m| m.len() == chunk.len() as u64) {
-            fs::write(&path, chunk).map_err(|e| e.to_string())?;
+        if !fs::metadata(&path).is_ok_and(|m| m.len() == len as u64) {
+            fs::write(&path, &*chunk).map_err(|e| e.to_string())?;
         }
         let first = i as u64 * block;
         let last = first + chunk.len() as u64 - 1;
@@ -301,29 +312,29 @@ struct Figure {
 
 impl Figure {
     fn row(&self) -> String {
-        let stat = |v: &[f64]| {
+        let stat = |v: &[f64]| -> Option<(f64, f64, f64)> {
             let mut v = v.to_vec();
+            if v.is_empty() {
+                return None;
+            }
             let m = median(&mut v);
-            (
-                m,
-                v.first().copied().unwrap_or(m),
-                v.last().copied().unwrap_or(m),
-            )
+            Some((m, v[0], v[v.len() - 1]))
         };
-        let (o, omin, omax) = stat(&self.ours);
-        if self.curl.is_empty() {
-            return format!(
-                "| {} | {o:.1} {} ({omin:.1}–{omax:.1}) | – | – |",
-                self.name, self.unit
-            );
-        }
-        let (c, cmin, cmax) = stat(&self.curl);
-        format!(
-            "| {} | {o:.1} {u} ({omin:.1}–{omax:.1}) | {c:.1} {u} ({cmin:.1}–{cmax:.1}) | {:.2} |",
-            self.name,
-            o / c,
-            u = self.unit
-        )
+        let cell = |s: Option<(f64, f64, f64)>| match s {
+            Some((m, lo, hi)) => format!("{m:.1} {} ({lo:.1}–{hi:.1})", self.unit),
+            None => "failed".to_owned(),
+        };
+        let (o, c) = (stat(&self.ours), stat(&self.curl));
+        let ratio = match (o, c) {
+            (Some((o, ..)), Some((c, ..))) => format!("{:.2}", o / c),
+            _ => "–".to_owned(),
+        };
+        let curl_cell = if self.curl.is_empty() && self.name.starts_with("peak RSS") {
+            "–".to_owned()
+        } else {
+            cell(c)
+        };
+        format!("| {} | {} | {curl_cell} | {ratio} |", self.name, cell(o))
     }
 
     fn json(&self) -> serde_json::Value {
@@ -370,6 +381,7 @@ pub fn run(quick: bool) -> Result<(), String> {
     };
 
     let mut figures = Vec::new();
+    let mut failures = Vec::new();
     let mut ours_rss = Vec::new();
     let (mut our_cpu_gib, mut curl_cpu_gib, mut our_cpu_k, mut curl_cpu_k) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -399,40 +411,39 @@ pub fn run(quick: bool) -> Result<(), String> {
             curl: vec![],
         };
         for _ in 0..plan.runs {
-            let s = measure(&mut ours(
-                &bin,
-                &sink.url,
-                &big,
-                plan.big_block,
-                plan.threads,
-                http2,
-            ))?;
-            mbps.ours.push(plan.big_file as f64 / 1e6 / s.seconds);
-            if !http2 {
-                ours_rss.push(s.max_rss_kib as f64 / 1024.0);
-                our_cpu_gib.push(s.cpu_seconds / gib);
+            let big_ours = ours(&bin, &sink.url, &big, plan.big_block, plan.threads, http2);
+            if let Some(s) = attempt(big_ours, &mut failures) {
+                mbps.ours.push(plan.big_file as f64 / 1e6 / s.seconds);
+                if !http2 {
+                    ours_rss.push(s.max_rss_kib as f64 / 1024.0);
+                    our_cpu_gib.push(s.cpu_seconds / gib);
+                }
             }
-            let s = measure(&mut curl(&big_cfg, plan.threads, http2))?;
-            mbps.curl.push(plan.big_file as f64 / 1e6 / s.seconds);
-            if !http2 {
-                curl_cpu_gib.push(s.cpu_seconds / gib);
+            if let Some(s) = attempt(curl(&big_cfg, plan.threads, http2), &mut failures) {
+                mbps.curl.push(plan.big_file as f64 / 1e6 / s.seconds);
+                if !http2 {
+                    curl_cpu_gib.push(s.cpu_seconds / gib);
+                }
             }
-            let s = measure(&mut ours(
+            let small_ours = ours(
                 &bin,
                 &sink.url,
                 &small,
                 plan.small_block,
                 plan.threads,
                 http2,
-            ))?;
-            rps.ours.push(small_requests / s.seconds);
-            if !http2 {
-                our_cpu_k.push(s.cpu_seconds / small_requests * 1000.0);
+            );
+            if let Some(s) = attempt(small_ours, &mut failures) {
+                rps.ours.push(small_requests / s.seconds);
+                if !http2 {
+                    our_cpu_k.push(s.cpu_seconds / small_requests * 1000.0);
+                }
             }
-            let s = measure(&mut curl(&small_cfg, plan.threads, http2))?;
-            rps.curl.push(small_requests / s.seconds);
-            if !http2 {
-                curl_cpu_k.push(s.cpu_seconds / small_requests * 1000.0);
+            if let Some(s) = attempt(curl(&small_cfg, plan.threads, http2), &mut failures) {
+                rps.curl.push(small_requests / s.seconds);
+                if !http2 {
+                    curl_cpu_k.push(s.cpu_seconds / small_requests * 1000.0);
+                }
             }
         }
         figures.push(mbps);
@@ -485,6 +496,7 @@ pub fn run(quick: bool) -> Result<(), String> {
         "sink_http2": receiver.name,
         "loopback_mb_per_s": ceiling,
         "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
+        "failed_runs": failures,
     });
     let path = out_dir.join(if quick {
         "bench-quick.json"

@@ -378,6 +378,24 @@ mod tests {
     }
 
     #[test]
+    fn open_failures_map_to_reference_codes() {
+        let path = Path::new("/x");
+        for (kind, expected) in [
+            (io::ErrorKind::NotFound, code::FILE_NOT_FOUND),
+            (io::ErrorKind::PermissionDenied, code::ACCESS_DENIED),
+            (io::ErrorKind::InvalidData, code::READ_FAILED),
+        ] {
+            let e = open_error(path, io::Error::from(kind));
+            assert_eq!(
+                (e.code(), e.kind()),
+                (expected, ErrorKind::Source),
+                "{kind:?}"
+            );
+            assert!(e.message().starts_with("cannot open /x: "), "{e}");
+        }
+    }
+
+    #[test]
     fn pooled_buffers_are_reused_and_bounded() {
         let pool = BufferPool {
             spare: Mutex::new(Vec::new()),

@@ -499,3 +499,73 @@ async fn the_receiver_restarting_mid_upload_loses_nothing() {
         "nothing partial left behind"
     );
 }
+
+#[tokio::test]
+async fn the_status_query_answers_which_ranges_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    post(
+        &receiver,
+        &[("content-range", "bytes 0-3/10"), ("x-upload-id", "q1")],
+        form(&[("RemoteFile", Some("q.bin"), b"abcd")]),
+    )
+    .await;
+    post(
+        &receiver,
+        &[("content-range", "bytes 8-9/10"), ("x-upload-id", "q1")],
+        form(&[("RemoteFile", Some("q.bin"), b"ij")]),
+    )
+    .await;
+    let get = |query: &'static str| {
+        let receiver = receiver.clone();
+        async move {
+            let response = receiver
+                .handle(Request::get(query).body(Full::new(Bytes::new())).unwrap())
+                .await;
+            let status = response.status();
+            (
+                status,
+                String::from_utf8(
+                    response
+                        .into_body()
+                        .collect()
+                        .await
+                        .unwrap()
+                        .to_bytes()
+                        .to_vec(),
+                )
+                .unwrap(),
+            )
+        }
+    };
+    let (s, text) = get("/upload?upload_id=q1").await;
+    assert_eq!(
+        (s, text.as_str()),
+        (
+            StatusCode::OK,
+            "{\"total\":10,\"received\":[[0,4],[8,10]],\"covered\":6}\n"
+        )
+    );
+    assert_eq!(get("/upload?upload_id=nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get("/upload").await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_discarding_receiver_reads_everything_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap().discard(true);
+    let (s, _) = post(
+        &receiver,
+        &[("content-range", "bytes 0-3/10")],
+        form(&[("RemoteFile", Some("d.bin"), b"abcd")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(listing(dir.path()).is_empty());
+    assert_eq!(
+        std::fs::read_dir(fileuploader_server::partial_dir(dir.path()))
+            .unwrap()
+            .count(),
+        0
+    );
+}

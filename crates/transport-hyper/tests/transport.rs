@@ -435,3 +435,63 @@ async fn a_server_answering_early_cannot_unbound_the_blocks_in_flight() {
         source.peak()
     );
 }
+
+#[tokio::test]
+async fn mutual_tls_presents_the_client_certificate() {
+    let ca = TestCa::new();
+    let server = TestServer::start(Some(ca.mutual_tls_config(&["localhost"])), ok).await;
+    let (cert, key) = ca.client_identity();
+    let trusting = || {
+        HyperTransport::builder()
+            .roots(Roots::None)
+            .add_root_pem(ca.pem_file.path())
+    };
+    let with_identity = UploadManager::new(
+        trusting()
+            .identity_pem(cert.path(), key.path())
+            .build()
+            .unwrap(),
+    );
+    upload(
+        &with_identity,
+        &job(&with_identity, server.url("https", "localhost"), 10, 100, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.seen().len(), 1);
+
+    let without = UploadManager::new(trusting().build().unwrap());
+    let err = upload(
+        &without,
+        &job(&without, server.url("https", "localhost"), 10, 100, 1),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err.code(), 35 | 7),
+        "refused without a client certificate: {err}"
+    );
+    assert_eq!(server.seen().len(), 1, "nothing more arrived");
+    assert!(trusting()
+        .identity_pem("/no/cert.pem", key.path())
+        .build()
+        .is_err());
+}
+
+#[tokio::test]
+async fn the_transport_refuses_urls_it_cannot_use() {
+    use fileuploader_core::{Request, Transport, TransportErrorKind, UploadBody};
+    let transport = HyperTransport::new().unwrap();
+    for url in ["ftp://127.0.0.1/x", "/relative/only"] {
+        let mut request = Request::new(UploadBody::new());
+        *request.uri_mut() = url.parse().unwrap();
+        let err = transport.send(request).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::UnsupportedScheme,
+            "{url}: {err}"
+        );
+        assert_eq!(err.kind().code(), -2);
+    }
+    assert_eq!(TransportErrorKind::InvalidUrl.code(), 1);
+}

@@ -148,6 +148,7 @@ async fn handle(
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub pem_file: tempfile::NamedTempFile,
+    der: Vec<u8>,
 }
 
 impl TestCa {
@@ -161,21 +162,60 @@ impl TestCa {
         TestCa {
             issuer: Issuer::new(params, key),
             pem_file,
+            der: cert.der().to_vec(),
         }
     }
 
     /// A server config with a certificate for `names`, offering h2 and http/1.1.
     pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        self.config(names, false)
+    }
+
+    /// The same, demanding a client certificate issued by this CA.
+    pub fn mutual_tls_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        self.config(names, true)
+    }
+
+    /// A client certificate and key issued by this CA, as PEM files.
+    pub fn client_identity(&self) -> (tempfile::NamedTempFile, tempfile::NamedTempFile) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let (cert_file, key_file) = (
+            tempfile::NamedTempFile::new().unwrap(),
+            tempfile::NamedTempFile::new().unwrap(),
+        );
+        std::fs::write(cert_file.path(), cert.pem()).unwrap();
+        std::fs::write(key_file.path(), key.serialize_pem()).unwrap();
+        (cert_file, key_file)
+    }
+
+    fn config(&self, names: &[&str], mutual: bool) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().unwrap();
         let params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
+            .unwrap();
+        let builder = if mutual {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from(self.der.clone())).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
             .with_single_cert(
                 vec![CertificateDer::from(cert.der().to_vec())],
                 PrivateKeyDer::Pkcs8(key.serialize_der().into()),
