@@ -74,7 +74,7 @@ struct UploadArgs {
     /// Also trust the CA certificates in this PEM file.
     #[arg(long, value_name = "PEM")]
     cacert: Option<PathBuf>,
-    /// Send through this HTTP proxy (http://[user:pass@]host:port); without
+    /// Send through this HTTP proxy (http://HOST:PORT, or with USER:PASS@); without
     /// it, HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured.
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
