@@ -41,18 +41,34 @@ impl Activity {
 }
 
 /// The core's body, handed to hyper in slices of at most [`SLICE`] bytes.
-/// Dropping it (hyper does once the body is written, or abandoned) ends the
-/// wait of [`BodyGone`].
+/// Every slice, and the body itself, holds a share of a token; [`BodyGone`]
+/// resolves once hyper has let go of all of them: the bytes were written, or
+/// the request was abandoned.
 #[derive(Debug)]
 pub(crate) struct SlicedBody {
     inner: UploadBody,
     pending: Bytes,
     activity: Activity,
-    _gone: tokio::sync::oneshot::Sender<()>,
+    token: Token,
 }
 
-/// Resolves when the matching [`SlicedBody`] is dropped.
+type Token = Arc<tokio::sync::oneshot::Sender<()>>;
+
+/// Resolves when the matching [`SlicedBody`] and every slice of it are gone.
 pub(crate) type BodyGone = tokio::sync::oneshot::Receiver<()>;
+
+/// A frame's bytes with a share of the token: slices of it share it too, so
+/// the token outlives every byte hyper still holds. No bytes are copied.
+struct Tracked {
+    bytes: Bytes,
+    _token: Token,
+}
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
 
 impl SlicedBody {
     pub(crate) fn new(inner: UploadBody, activity: Activity) -> (Self, BodyGone) {
@@ -61,7 +77,7 @@ impl SlicedBody {
             inner,
             pending: Bytes::new(),
             activity,
-            _gone: gone,
+            token: Arc::new(gone),
         };
         (body, wait)
     }
@@ -80,7 +96,13 @@ impl Body for SlicedBody {
         if this.pending.is_empty() {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => this.pending = data,
+                    Ok(data) => {
+                        let token = this.token.clone();
+                        this.pending = Bytes::from_owner(Tracked {
+                            bytes: data,
+                            _token: token,
+                        });
+                    }
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 other => return other,
@@ -122,6 +144,16 @@ mod tests {
         assert_eq!(frames[1].as_ptr(), data.as_ptr());
         assert_eq!(frames[3].as_ptr(), data[SLICE * 2..].as_ptr());
         drop(body);
-        assert!(gone.await.is_err(), "dropping the body ends the wait");
+        let mut gone = gone;
+        assert!(
+            gone.try_recv()
+                .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Empty),
+            "slices still held"
+        );
+        drop(frames);
+        assert!(
+            gone.await.is_err(),
+            "the wait ends when the last slice is gone"
+        );
     }
 }
