@@ -31,6 +31,18 @@ async fn upload(manager: &UploadManager, job: &Job) -> Result<(), fileuploader_c
     manager.run(job)?.wait().await
 }
 
+/// Uploads `len` bytes in `block`-byte blocks, one at a time, through a
+/// fresh manager over `transport`.
+async fn send(
+    transport: HyperTransport,
+    url: String,
+    len: usize,
+    block: u64,
+) -> Result<(), fileuploader_core::Error> {
+    let manager = UploadManager::new(transport);
+    upload(&manager, &job(&manager, url, len, block, 1)).await
+}
+
 #[tokio::test]
 async fn uploads_every_block_and_reuses_connections_across_blocks_and_jobs() {
     let server = TestServer::start(None, ok).await;
@@ -191,13 +203,9 @@ async fn stall_and_request_timeouts_fire_with_code_11_and_say_which() {
         .request_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let manager = UploadManager::new(whole);
-    let err = upload(
-        &manager,
-        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
-    )
-    .await
-    .unwrap_err();
+    let err = send(whole, server.url("http", "127.0.0.1"), 10, 100)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), 11);
     assert!(err.message().starts_with("request timeout"), "{err}");
 }
@@ -209,13 +217,9 @@ async fn a_reply_held_shorter_than_the_stall_timeout_is_not_a_failure() {
         .stall_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let manager = UploadManager::new(transport);
-    upload(
-        &manager,
-        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
-    )
-    .await
-    .unwrap();
+    send(transport, server.url("http", "127.0.0.1"), 10, 100)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -241,13 +245,9 @@ async fn connect_timeout_fires_when_the_peer_never_accepts() {
         .connect_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let manager = UploadManager::new(transport);
-    let err = upload(
-        &manager,
-        &job(&manager, format!("http://{addr}/u"), 10, 100, 1),
-    )
-    .await
-    .unwrap_err();
+    let err = send(transport, format!("http://{addr}/u"), 10, 100)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), 11, "{err}");
     assert!(err.message().starts_with("connect timeout"), "{err}");
 }
@@ -262,25 +262,25 @@ async fn redirects_are_refused_by_default_and_307_can_be_followed() {
         }
     })
     .await;
-    let manager = UploadManager::new(HyperTransport::new().unwrap());
-    let err = upload(
-        &manager,
-        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
+    let err = send(
+        HyperTransport::new().unwrap(),
+        server.url("http", "127.0.0.1"),
+        10,
+        100,
     )
     .await
     .unwrap_err();
     assert_eq!(err.code(), 26);
     assert!(err.message().contains("redirect to /moved"), "{err}");
 
-    let following = UploadManager::new(
+    send(
         HyperTransport::builder()
             .follow_redirects(true)
             .build()
             .unwrap(),
-    );
-    upload(
-        &following,
-        &job(&following, server.url("http", "127.0.0.1"), 250, 100, 1),
+        server.url("http", "127.0.0.1"),
+        250,
+        100,
     )
     .await
     .unwrap();
@@ -304,13 +304,9 @@ async fn https_goes_through_an_explicit_proxy_by_connect() {
         .proxy(format!("http://user:secret@{}", proxy.addr))
         .build()
         .unwrap();
-    let manager = UploadManager::new(transport);
-    upload(
-        &manager,
-        &job(&manager, server.url("https", "localhost"), 3000, 1000, 1),
-    )
-    .await
-    .unwrap();
+    send(transport, server.url("https", "localhost"), 3000, 1000)
+        .await
+        .unwrap();
     assert_eq!(server.seen().len(), 3);
     let seen = proxy.seen();
     assert_eq!(
@@ -333,13 +329,9 @@ async fn http_goes_through_the_proxy_in_absolute_form() {
         .proxy(proxy.url())
         .build()
         .unwrap();
-    let manager = UploadManager::new(transport);
-    upload(
-        &manager,
-        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
-    )
-    .await
-    .unwrap();
+    send(transport, server.url("http", "127.0.0.1"), 10, 100)
+        .await
+        .unwrap();
     let seen = proxy.seen();
     assert_eq!(
         seen[0].0,
@@ -378,13 +370,9 @@ async fn proxies_from_the_environment_honour_no_proxy() {
     .await
     .unwrap();
     assert_eq!(proxy.seen().len(), 1, "HTTP_PROXY was used");
-    let manager = UploadManager::new(bypassing);
-    upload(
-        &manager,
-        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
-    )
-    .await
-    .unwrap();
+    send(bypassing, server.url("http", "127.0.0.1"), 10, 100)
+        .await
+        .unwrap();
     assert_eq!(proxy.seen().len(), 1, "NO_PROXY bypassed it");
     assert_eq!(server.seen().len(), 2);
 }
@@ -400,13 +388,9 @@ async fn an_unreachable_proxy_fails_with_code_2() {
         .proxy(format!("http://127.0.0.1:{port}"))
         .build()
         .unwrap();
-    let manager = UploadManager::new(transport);
-    let err = upload(
-        &manager,
-        &job(&manager, "https://localhost:1/u".into(), 10, 100, 1),
-    )
-    .await
-    .unwrap_err();
+    let err = send(transport, "https://localhost:1/u".into(), 10, 100)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), 2, "{err}");
     assert!(
         err.message().contains(&format!("127.0.0.1:{port}")),
@@ -446,15 +430,14 @@ async fn mutual_tls_presents_the_client_certificate() {
             .roots(Roots::None)
             .add_root_pem(ca.pem_file.path())
     };
-    let with_identity = UploadManager::new(
+    send(
         trusting()
             .identity_pem(cert.path(), key.path())
             .build()
             .unwrap(),
-    );
-    upload(
-        &with_identity,
-        &job(&with_identity, server.url("https", "localhost"), 10, 100, 1),
+        server.url("https", "localhost"),
+        10,
+        100,
     )
     .await
     .unwrap();
