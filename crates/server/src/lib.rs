@@ -33,6 +33,7 @@
 
 mod ranges;
 mod request;
+mod settled;
 mod store;
 
 use std::convert::Infallible;
@@ -49,6 +50,7 @@ use tokio::net::TcpListener;
 
 pub use crate::ranges::RangeSet;
 pub use crate::request::{block_crc32c, plain_name, upload_id, ContentRange};
+use crate::settled::SettledEnd;
 use crate::store::{Store, Target};
 
 /// The request header naming an upload (the same one the client sends).
@@ -237,7 +239,9 @@ impl Receiver {
         if limit > self.max_upload_size {
             return Err(too_large(self.max_upload_size));
         }
-        let stream = request.into_body().into_data_stream().map_err(Into::into);
+        let stream = SettledEnd::new(Box::pin(
+            request.into_body().into_data_stream().map_err(Into::into),
+        ));
         let mut form = multer::Multipart::new(stream, boundary);
         let mut file: Option<(Target, u64, u32)> = None;
         let mut name_field = None;
