@@ -56,8 +56,10 @@ impl Transport for RawHttp1Transport {
         head.push_str("\r\n");
         let reset = || io_error(Kind::Reset, format!("connection to {authority}"));
         stream.write_all(head.as_bytes()).await.map_err(reset())?;
-        for frame in body.into_frames() {
-            stream.write_all(&frame).await.map_err(reset())?;
+        let mut body = body;
+        while let Some(chunk) = body.next_chunk().await {
+            let chunk = chunk.map_err(|e| TransportError::new(Kind::Other, e.to_string()))?;
+            stream.write_all(&chunk).await.map_err(reset())?;
         }
 
         let mut raw = Vec::new();

@@ -1,11 +1,14 @@
-//! Micro-benchmarks of the per-block work: planning and multipart framing.
+//! Micro-benchmarks of the per-block work: planning, multipart framing, and
+//! reading a large block in pieces.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fileuploader_core::{
-    Block, BlockPlan, Dialect, FormField, Integrity, SegmentedMultipart, UploadTarget,
+    Block, BlockData, BlockPlan, Dialect, FormField, Integrity, MemorySource, SegmentedMultipart,
+    Source, UploadBody, UploadTarget,
 };
 use http::{HeaderMap, Uri};
 
@@ -61,11 +64,46 @@ fn framing(c: &mut Criterion) {
         };
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(label, |b| {
-            b.iter(|| encoder.encode(black_box(&block), data.clone()).unwrap())
+            b.iter(|| {
+                let data = BlockData::memory(data.clone(), integrity);
+                encoder.encode(black_box(&block), data).unwrap()
+            })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, planning, framing);
+/// An 8 MiB block of an in-memory source, checksummed and then streamed in
+/// pieces: the per-piece cost, without any file or socket.
+fn pieces(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let size = 8u64 << 20;
+    let source: Arc<dyn Source> = Arc::new(MemorySource::new(vec![7u8; size as usize]));
+    let mut group = c.benchmark_group("read in pieces");
+    group.throughput(Throughput::Bytes(size));
+    for (label, integrity) in [
+        ("8 MiB block", Integrity::None),
+        ("8 MiB block + CRC32C", Integrity::BlockCrc32c),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let data = BlockData::read(&source, 0, size, integrity).await.unwrap();
+                    let mut body = UploadBody::new();
+                    body.push_block(data);
+                    let mut n = 0;
+                    while let Some(chunk) = body.next_chunk().await {
+                        n += black_box(chunk.unwrap()).len();
+                    }
+                    n
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, planning, framing, pieces);
 criterion_main!(benches);

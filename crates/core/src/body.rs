@@ -1,27 +1,158 @@
-//! Request bodies built from frames, so block bytes are never copied.
+//! Request bodies built from parts, so block bytes are never copied: framing
+//! bytes, block bytes already in memory, and block bytes read from the source
+//! piece by piece while the body is sent.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-/// A request body made of frames: for a block, the multipart prefix, the
-/// block's bytes (shared with the buffer they were read into) and the suffix.
+use crate::dialect::Integrity;
+use crate::error::{code, Error, ErrorKind};
+use crate::source::Source;
+
+/// The most bytes read from a source at once while a body is sent. Small
+/// enough that a piece is still in the CPU cache when the socket write copies
+/// it out; reading whole multi-megabyte blocks instead costs several times
+/// more memory bandwidth.
+pub const READ_PIECE: usize = 64 * 1024;
+
+/// The bytes of one block, as a dialect gets them to encode: in memory, or a
+/// range of the source that the body reads in pieces of at most
+/// [`READ_PIECE`] bytes as it is sent, with the CRC32C of those bytes when
+/// the job's [`Integrity`] asks for one.
+#[derive(Debug, Clone)]
+pub struct BlockData {
+    bytes: BlockBytes,
+    crc32c: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+enum BlockBytes {
+    Memory(Bytes),
+    Source {
+        source: Arc<dyn Source>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl BlockData {
+    /// Block bytes held in memory, with their CRC32C when `integrity` asks.
+    pub fn memory(bytes: Bytes, integrity: Integrity) -> Self {
+        let crc32c = (integrity == Integrity::BlockCrc32c).then(|| crc32c::crc32c(&bytes));
+        BlockData {
+            bytes: BlockBytes::Memory(bytes),
+            crc32c,
+        }
+    }
+
+    /// `len` bytes of `source` at `offset`. A block of at most
+    /// [`READ_PIECE`] bytes is read now; a larger one is only checksummed now
+    /// (reading it in pieces) and read again, piece by piece, as its body is
+    /// sent, so no buffer of the whole block ever exists.
+    ///
+    /// # Errors
+    ///
+    /// The source's read errors.
+    pub async fn read(
+        source: &Arc<dyn Source>,
+        offset: u64,
+        len: u64,
+        integrity: Integrity,
+    ) -> Result<Self, Error> {
+        if len <= READ_PIECE as u64 {
+            let bytes = source.read_at(offset, len as usize).await?;
+            return Ok(BlockData::memory(bytes, integrity));
+        }
+        let mut crc32c = None;
+        if integrity == Integrity::BlockCrc32c {
+            let mut reader = PieceReader::new(source.clone(), offset, len);
+            let mut crc = 0;
+            while let Some(piece) = std::future::poll_fn(|cx| reader.poll_piece(cx)).await {
+                crc = crc32c::crc32c_append(crc, &piece?);
+            }
+            crc32c = Some(crc);
+        }
+        Ok(BlockData {
+            bytes: BlockBytes::Source {
+                source: source.clone(),
+                offset,
+                len,
+            },
+            crc32c,
+        })
+    }
+
+    /// The number of bytes.
+    pub fn len(&self) -> u64 {
+        match &self.bytes {
+            BlockBytes::Memory(b) => b.len() as u64,
+            BlockBytes::Source { len, .. } => *len,
+        }
+    }
+
+    /// Whether the block has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The CRC32C of the bytes, when the job's integrity asks for one.
+    pub fn crc32c(&self) -> Option<u32> {
+        self.crc32c
+    }
+}
+
+/// A request body made of parts: for a block, the multipart prefix, the
+/// block's bytes and the suffix.
 ///
 /// It implements [`http_body::Body`] with an exact size hint, so HTTP
-/// transports stream it as is; other transports take the frames with
-/// [`UploadBody::into_frames`] and write them in order.
-#[derive(Debug, Clone, Default)]
+/// transports stream it as is; other transports take its bytes in order with
+/// [`UploadBody::next_chunk`]. Block bytes are never copied: a chunk is either
+/// framing, the block's own buffer, or a piece of the source read just before
+/// it is handed out. A piece that cannot be read fails the body with the
+/// source's error, and the core reports that error for the block.
+#[derive(Debug, Default)]
 pub struct UploadBody {
-    frames: VecDeque<Bytes>,
+    parts: VecDeque<Part>,
     len: u64,
-    data_frame: Option<usize>,
     sent: Option<Arc<AtomicU64>>,
+    read_failure: Option<Arc<OnceLock<Error>>>,
+}
+
+#[derive(Debug)]
+enum Part {
+    Framing(Bytes),
+    Data(Bytes),
+    Read(PieceReader),
+}
+
+impl Clone for UploadBody {
+    /// A body that sends the same bytes from the start of what is left; a
+    /// piece being read is read again.
+    fn clone(&self) -> Self {
+        let parts = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Framing(b) => Part::Framing(b.clone()),
+                Part::Data(b) => Part::Data(b.clone()),
+                Part::Read(r) => Part::Read(PieceReader::new(r.source.clone(), r.offset, r.left)),
+            })
+            .collect();
+        UploadBody {
+            parts,
+            len: self.len,
+            sent: self.sent.clone(),
+            read_failure: self.read_failure.clone(),
+        }
+    }
 }
 
 impl UploadBody {
@@ -30,20 +161,37 @@ impl UploadBody {
         UploadBody::default()
     }
 
-    /// Appends a framing frame (multipart headers, boundaries).
+    /// Appends framing bytes (multipart headers, boundaries).
     pub fn push(&mut self, frame: Bytes) {
         self.len += frame.len() as u64;
         if !frame.is_empty() {
-            self.frames.push_back(frame);
+            self.parts.push_back(Part::Framing(frame));
         }
     }
 
-    /// Appends the frame holding the source's bytes. Its length is what the
-    /// progress view counts as sent.
-    pub fn push_data(&mut self, frame: Bytes) {
-        self.data_frame = Some(self.frames.len());
-        self.len += frame.len() as u64;
-        self.frames.push_back(frame);
+    /// Appends bytes of the source held in memory. They count as sent in the
+    /// progress view when they are handed out.
+    pub fn push_data(&mut self, data: Bytes) {
+        self.len += data.len() as u64;
+        if !data.is_empty() {
+            self.parts.push_back(Part::Data(data));
+        }
+    }
+
+    /// Appends a block's bytes, however they are held.
+    pub fn push_block(&mut self, block: BlockData) {
+        match block.bytes {
+            BlockBytes::Memory(bytes) => self.push_data(bytes),
+            BlockBytes::Source {
+                source,
+                offset,
+                len,
+            } => {
+                self.len += len;
+                self.parts
+                    .push_back(Part::Read(PieceReader::new(source, offset, len)));
+            }
+        }
     }
 
     /// The exact length of the body in bytes.
@@ -56,71 +204,179 @@ impl UploadBody {
         self.len == 0
     }
 
-    /// Counts the data frame's bytes into `counter` as they are handed out.
+    /// Counts the source's bytes into `counter` as they are handed out.
     pub(crate) fn count_sent(&mut self, counter: Arc<AtomicU64>) {
         self.sent = Some(counter);
     }
 
-    /// The frames in order, for transports that write them themselves. The
-    /// data frame counts as sent from here on.
-    pub fn into_frames(self) -> VecDeque<Bytes> {
-        if let (Some(n), Some(sent)) = (self.data_frame, &self.sent) {
-            sent.fetch_add(self.frames[n].len() as u64, Ordering::Relaxed);
-        }
-        self.frames
+    /// Keeps the first source read error in `slot`, for the core to report
+    /// whatever the transport made of the failed body.
+    pub(crate) fn keep_read_failure(&mut self, slot: Arc<OnceLock<Error>>) {
+        self.read_failure = Some(slot);
     }
 
-    /// The whole body as one buffer. This copies; meant for tests.
-    pub fn to_bytes(&self) -> Bytes {
-        let mut all = Vec::with_capacity(self.len as usize);
-        for frame in &self.frames {
-            all.extend_from_slice(frame);
+    /// The next bytes of the body, in order, for transports that write them
+    /// themselves; `None` at the end.
+    ///
+    /// # Errors
+    ///
+    /// The source's error when a piece of it cannot be read.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, Error>> {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await?;
+        Some(frame.map(|f| f.into_data().unwrap_or_default()))
+    }
+
+    /// The whole body in one buffer. This copies every byte; meant for tests
+    /// and for transports that must hold a request whole.
+    ///
+    /// # Errors
+    ///
+    /// The source's error when a piece of it cannot be read.
+    pub async fn into_bytes(mut self) -> Result<Bytes, Error> {
+        let mut all = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        while let Some(chunk) = self.next_chunk().await {
+            all.extend_from_slice(&chunk?);
         }
-        all.into()
+        Ok(all.into())
+    }
+
+    fn count(&self, n: usize) {
+        if let Some(sent) = &self.sent {
+            sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 }
 
 impl Body for UploadBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
-        let Some(frame) = this.frames.pop_front() else {
-            return Poll::Ready(None);
-        };
-        match this.data_frame {
-            Some(0) => {
-                if let Some(sent) = &this.sent {
-                    sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        loop {
+            let chunk = match this.parts.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Part::Framing(b)) => std::mem::take(b),
+                Some(Part::Data(b)) => {
+                    let b = std::mem::take(b);
+                    this.count(b.len());
+                    b
                 }
-                this.data_frame = None;
-            }
-            Some(n) => this.data_frame = Some(n - 1),
-            None => {}
+                Some(Part::Read(reader)) => match ready!(reader.poll_piece(cx)) {
+                    Some(Ok(piece)) => {
+                        this.count(piece.len());
+                        return Poll::Ready(Some(Ok(Frame::data(piece))));
+                    }
+                    Some(Err(e)) => {
+                        if let Some(slot) = &this.read_failure {
+                            let _ = slot.set(e.clone());
+                        }
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => {
+                        this.parts.pop_front();
+                        continue;
+                    }
+                },
+            };
+            this.parts.pop_front();
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
+        self.parts.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.frames.iter().map(|f| f.len() as u64).sum())
+        let left = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Framing(b) | Part::Data(b) => b.len() as u64,
+                Part::Read(r) => r.left,
+            })
+            .sum();
+        SizeHint::with_exact(left)
+    }
+}
+
+type PieceRead = Pin<Box<dyn Future<Output = Result<Bytes, Error>> + Send>>;
+
+/// Reads a range of a source in pieces of at most [`READ_PIECE`] bytes, one
+/// at a time, each when it is asked for.
+struct PieceReader {
+    source: Arc<dyn Source>,
+    offset: u64,
+    left: u64,
+    reading: Option<PieceRead>,
+}
+
+impl fmt::Debug for PieceReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PieceReader")
+            .field("source", &self.source)
+            .field("offset", &self.offset)
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PieceReader {
+    fn new(source: Arc<dyn Source>, offset: u64, left: u64) -> Self {
+        PieceReader {
+            source,
+            offset,
+            left,
+            reading: None,
+        }
+    }
+
+    /// The next piece, or `None` when the range is done.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(READ_PIECE as u64) as usize;
+        let (source, offset) = (self.source.clone(), self.offset);
+        let reading = self
+            .reading
+            .get_or_insert_with(|| Box::pin(async move { source.read_at(offset, n).await }));
+        let piece = ready!(reading.as_mut().poll(cx));
+        self.reading = None;
+        let piece = piece.and_then(|p| {
+            if p.len() == n {
+                Ok(p)
+            } else {
+                Err(Error::new(
+                    ErrorKind::Source,
+                    code::READ_FAILED,
+                    format!("the source gave {} bytes at {offset} for {n}", p.len()),
+                ))
+            }
+        });
+        if piece.is_ok() {
+            self.offset += n as u64;
+            self.left -= n as u64;
+        } else {
+            self.left = 0;
+        }
+        Poll::Ready(Some(piece))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::MemorySource;
+    use async_trait::async_trait;
     use http_body_util::BodyExt;
 
     #[tokio::test]
-    async fn frames_stream_in_order_and_count_only_data() {
+    async fn parts_stream_in_order_and_count_only_data() {
         let data = Bytes::from_static(b"0123456789");
         let mut body = UploadBody::new();
         body.push(Bytes::from_static(b"<head>"));
@@ -140,5 +396,102 @@ mod tests {
         // The data frame is the very buffer the block was read into: no copy.
         assert_eq!(frames[1].as_ptr(), data.as_ptr());
         assert_eq!(sent.load(Ordering::Relaxed), 10);
+    }
+
+    #[tokio::test]
+    async fn a_large_block_is_read_in_pieces_as_it_is_sent() {
+        let all: Bytes = (0..READ_PIECE * 3).map(|i| (i % 251) as u8).collect();
+        let source: Arc<dyn Source> = Arc::new(MemorySource::new(all.clone()));
+        let (offset, len) = (5, 2 * READ_PIECE as u64 + 7);
+        let block = BlockData::read(&source, offset, len, Integrity::BlockCrc32c)
+            .await
+            .unwrap();
+        let expected = all.slice(5..5 + len as usize);
+        assert_eq!(block.len(), len);
+        assert_eq!(block.crc32c(), Some(crc32c::crc32c(&expected)));
+
+        let mut body = UploadBody::new();
+        body.push(Bytes::from_static(b"<"));
+        body.push_block(block);
+        body.push(Bytes::from_static(b">"));
+        assert_eq!(body.len(), len + 2);
+        assert_eq!(
+            body.clone().into_bytes().await.unwrap().len() as u64,
+            len + 2
+        );
+        let sent = Arc::new(AtomicU64::new(0));
+        body.count_sent(sent.clone());
+
+        let mut chunks = Vec::new();
+        while let Some(chunk) = body.next_chunk().await {
+            chunks.push(chunk.unwrap());
+            assert_eq!(
+                body.size_hint().exact(),
+                Some(len + 2 - chunks.iter().map(|c| c.len() as u64).sum::<u64>())
+            );
+        }
+        let lens: Vec<_> = chunks.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [1, READ_PIECE, READ_PIECE, 7, 1]);
+        assert_eq!(&chunks[1..4].concat()[..], &expected[..]);
+        // Pieces of an in-memory source are slices of it, not copies.
+        assert_eq!(chunks[1].as_ptr(), all[5..].as_ptr());
+        assert_eq!(sent.load(Ordering::Relaxed), len);
+    }
+
+    #[tokio::test]
+    async fn small_blocks_are_read_at_once_and_integrity_none_has_no_crc() {
+        let source: Arc<dyn Source> = Arc::new(MemorySource::new(vec![1u8; 100]));
+        let block = BlockData::read(&source, 10, 50, Integrity::None)
+            .await
+            .unwrap();
+        assert_eq!(block.crc32c(), None);
+        assert!(matches!(block.bytes, BlockBytes::Memory(ref b) if b.len() == 50));
+    }
+
+    /// A source whose reads fail past a given offset.
+    #[derive(Debug)]
+    struct FailsAfter(u64);
+
+    #[async_trait]
+    impl Source for FailsAfter {
+        fn len(&self) -> u64 {
+            1 << 20
+        }
+
+        async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error> {
+            if offset >= self.0 {
+                return Err(Error::new(ErrorKind::Source, code::READ_FAILED, "gone"));
+            }
+            Ok(Bytes::from(vec![0; len]))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_piece_fails_the_body_and_is_kept_for_the_core() {
+        let source: Arc<dyn Source> = Arc::new(FailsAfter(READ_PIECE as u64));
+        let block = BlockData::read(&source, 0, 3 * READ_PIECE as u64, Integrity::None)
+            .await
+            .unwrap();
+        let mut body = UploadBody::new();
+        body.push_block(block);
+        let slot = Arc::new(OnceLock::new());
+        body.keep_read_failure(slot.clone());
+        assert_eq!(body.next_chunk().await.unwrap().unwrap().len(), READ_PIECE);
+        let e = body.next_chunk().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), code::READ_FAILED);
+        assert_eq!(slot.get().map(Error::code), Some(code::READ_FAILED));
+        assert!(
+            body.next_chunk().await.is_none(),
+            "the body ends after a failure"
+        );
+
+        let e = BlockData::read(&source, 0, 3 * READ_PIECE as u64, Integrity::BlockCrc32c)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            code::READ_FAILED,
+            "the checksum pass reports it too"
+        );
     }
 }

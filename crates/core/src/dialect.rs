@@ -8,7 +8,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use rand::distr::{Alphanumeric, SampleString};
 
-use crate::body::UploadBody;
+use crate::body::{BlockData, UploadBody};
 use crate::error::{code, Error};
 use crate::job::FormField;
 use crate::plan::Block;
@@ -68,12 +68,13 @@ pub trait Dialect: Send + Sync + fmt::Debug + 'static {
 
 /// Encodes the blocks of one source.
 pub trait SourceEncoder: Send + Sync + fmt::Debug {
-    /// The request carrying `data`, the bytes of `block`.
+    /// The request carrying `data`, the bytes of `block` (with their CRC32C
+    /// when the job's [`Integrity`] asks for one).
     ///
     /// # Errors
     ///
     /// When the request cannot be built (code -10).
-    fn encode(&self, block: &Block, data: Bytes) -> Result<Request, Error>;
+    fn encode(&self, block: &Block, data: BlockData) -> Result<Request, Error>;
 }
 
 /// The segmented multipart convention of the reference FileUploader: each
@@ -112,7 +113,6 @@ impl Dialect for SegmentedMultipart {
             header_value(target.upload_id)?,
         );
         Ok(Box::new(MultipartEncoder {
-            integrity: target.integrity,
             url: target.url.clone(),
             headers,
             prefix: prefix.freeze(),
@@ -161,7 +161,6 @@ fn put_escaped(buf: &mut BytesMut, s: &str) {
 
 #[derive(Debug)]
 struct MultipartEncoder {
-    integrity: Integrity,
     url: Uri,
     headers: HeaderMap,
     prefix: Bytes,
@@ -169,11 +168,11 @@ struct MultipartEncoder {
 }
 
 impl SourceEncoder for MultipartEncoder {
-    fn encode(&self, block: &Block, data: Bytes) -> Result<Request, Error> {
-        let crc = (self.integrity == Integrity::BlockCrc32c).then(|| crc32c::crc32c(&data));
+    fn encode(&self, block: &Block, data: BlockData) -> Result<Request, Error> {
+        let crc = data.crc32c();
         let mut body = UploadBody::new();
         body.push(self.prefix.clone());
-        body.push_data(data);
+        body.push_block(data);
         body.push(self.suffix.clone());
 
         let mut headers = self.headers.clone();
@@ -245,7 +244,9 @@ mod tests {
         let encoder = SegmentedMultipart
             .prepare(&target(&url, headers, fields, name, key))
             .unwrap();
-        encoder.encode(&block, data).unwrap()
+        encoder
+            .encode(&block, BlockData::memory(data, Integrity::BlockCrc32c))
+            .unwrap()
     }
 
     /// Each part's name and file name, as multer reads them.
@@ -261,7 +262,7 @@ mod tests {
     async fn parse(request: &Request) -> Vec<(String, Option<String>, Option<String>, Vec<u8>)> {
         let ct = request.headers()[CONTENT_TYPE].to_str().unwrap();
         let boundary = multer::parse_boundary(ct).unwrap();
-        let body = request.body().to_bytes();
+        let body = request.body().clone().into_bytes().await.unwrap();
         let chunks = stream::iter([Ok::<_, std::io::Error>(body)]);
         let mut form = multer::Multipart::new(chunks, boundary);
         let mut parts = Vec::new();
@@ -305,7 +306,10 @@ mod tests {
             .unwrap()
             .parse()
             .unwrap();
-        assert_eq!(len, request.body().to_bytes().len() as u64);
+        assert_eq!(
+            len,
+            request.body().clone().into_bytes().await.unwrap().len() as u64
+        );
 
         let parts = parse(&request).await;
         assert_eq!(parts.len(), 3);

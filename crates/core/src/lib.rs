@@ -62,7 +62,7 @@ mod source;
 pub mod testing;
 mod transport;
 
-pub use body::UploadBody;
+pub use body::{BlockData, UploadBody, READ_PIECE};
 /// The shared byte buffer type of block data and registered memory.
 pub use bytes::Bytes;
 pub use dialect::{

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
+use crate::body::BlockData;
 use crate::dialect::{
     Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, BLOCK_CRC32C_HEADER, UPLOAD_ID_HEADER,
 };
@@ -639,12 +640,12 @@ async fn send_block(ctx: &RunContext, block: &Block) -> Result<bool, Error> {
     let source = &ctx.sources[block.source];
     let mut attempt = 1;
     loop {
-        let data = source
-            .source
-            .read_at(block.offset, block.len as usize)
-            .await?;
+        let data =
+            BlockData::read(&source.source, block.offset, block.len, ctx.job.integrity).await?;
         let mut request = source.encoder.encode(block, data)?;
         request.body_mut().count_sent(state.sent.clone());
+        let read_failure = Arc::new(OnceLock::new());
+        request.body_mut().keep_read_failure(read_failure.clone());
         if ctx.cancel.is_cancelled() {
             return Ok(false);
         }
@@ -652,6 +653,11 @@ async fn send_block(ctx: &RunContext, block: &Block) -> Result<bool, Error> {
             let _in_flight = InFlight::enter(state);
             ctx.transport.send(request).await
         };
+        // A piece of the source that could not be read is the block's
+        // error, whatever the transport or the server made of the cut body.
+        if let Some(e) = read_failure.get() {
+            return Err(e.clone());
+        }
         let (error, server_wait) = match sent {
             Ok(response) => {
                 state.set_version(response.version());

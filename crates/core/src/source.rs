@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::body::READ_PIECE;
 use crate::error::{code, Error, ErrorKind};
 
 /// The prefix of URLs that name bytes registered with
@@ -19,9 +20,11 @@ pub const MEMORY_URL_PREFIX: &str = "mem://";
 
 /// Something a job can upload: a known length, and bytes read at any offset.
 ///
-/// The core reads a source one block at a time, as the block is sent, and
-/// again if a block must be sent again; it never holds more than the blocks in
-/// flight. Implement it to upload from somewhere other than a file or memory.
+/// The core reads a block of at most [`READ_PIECE`] bytes whole, and a larger
+/// block in pieces of [`READ_PIECE`] bytes as it is sent (after a first pass
+/// for its CRC32C when the job asks for one); it reads again whatever must be
+/// sent again, and never asks for more than [`READ_PIECE`] bytes at once.
+/// Implement it to upload from somewhere other than a file or memory.
 #[async_trait]
 pub trait Source: Send + Sync + fmt::Debug {
     /// The length of the source in bytes, fixed for the whole upload.
@@ -66,7 +69,8 @@ pub struct SourceIdentity {
     pub sample_crc32c: u32,
 }
 
-/// A file on disk, read with positional reads on the blocking pool.
+/// A file on disk, read with positional reads: at once when the bytes are in
+/// the page cache, else on the blocking pool.
 #[derive(Debug)]
 pub struct FileSource {
     file: Arc<File>,
@@ -159,6 +163,20 @@ impl Source for FileSource {
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error> {
+        let mut buf = BUFFERS.take(len);
+        if read_cached(&self.file, &mut buf, offset) {
+            // Bytes in the page cache are read here, without a trip to the
+            // blocking pool; the length check is the same.
+            let now = self
+                .file
+                .metadata()
+                .map_err(|e| open_error(&self.path, e))?
+                .len();
+            if now != self.len {
+                return Err(changed(&self.path, self.len, now));
+            }
+            return Ok(Bytes::from_owner(Pooled(buf)));
+        }
         let file = self.file.clone();
         let path = self.path.clone();
         let expected = self.len;
@@ -167,7 +185,6 @@ impl Source for FileSource {
             if now != expected {
                 return Err(changed(&path, expected, now));
             }
-            let mut buf = BUFFERS.take(len);
             read_exact_at(&file, &mut buf, offset).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
                     changed(&path, expected, offset + len as u64)
@@ -187,16 +204,17 @@ impl Source for FileSource {
     }
 }
 
-/// Block buffers kept for reuse, process-wide. Reusing them keeps a running
-/// job's memory at the blocks in flight (freed and re-allocated large
-/// buffers otherwise pile up in the allocator's arenas) and spares each
-/// block a fresh, zeroed, page-faulting allocation. At most
-/// [`SPARE_BUFFERS`] buffers and [`SPARE_BYTES`] bytes wait here.
+/// Read buffers kept for reuse, process-wide. Reusing them keeps a running
+/// job's memory at the pieces in flight (freed and re-allocated buffers
+/// otherwise pile up in the allocator's arenas), spares each read a fresh,
+/// zeroed, page-faulting allocation, and hands out memory that is likely
+/// still in the CPU cache. At most [`SPARE_BUFFERS`] buffers and
+/// [`SPARE_BYTES`] bytes wait here.
 static BUFFERS: BufferPool = BufferPool {
     spare: Mutex::new(Vec::new()),
 };
-const SPARE_BUFFERS: usize = 16;
-const SPARE_BYTES: usize = 128 << 20;
+const SPARE_BUFFERS: usize = 64;
+const SPARE_BYTES: usize = SPARE_BUFFERS * READ_PIECE;
 
 struct BufferPool {
     spare: Mutex<Vec<Vec<u8>>>,
@@ -207,7 +225,9 @@ impl BufferPool {
     fn take(&self, len: usize) -> Vec<u8> {
         let reused = {
             let mut spare = lock(&self.spare);
-            let fit = spare.iter().position(|b| b.capacity() >= len);
+            // The most recently returned buffer that fits: the likeliest to
+            // be in the CPU cache still.
+            let fit = spare.iter().rposition(|b| b.capacity() >= len);
             fit.map(|i| spare.swap_remove(i))
         };
         let mut buf = reused.unwrap_or_default();
@@ -240,6 +260,30 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         BUFFERS.give(std::mem::take(&mut self.0));
     }
+}
+
+/// Fills `buf` from `offset` only if every byte is in the page cache, so the
+/// read cannot block (Linux's `RWF_NOWAIT`); false leaves the read to the
+/// blocking pool.
+#[cfg(target_os = "linux")]
+fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(offset) = libc::off_t::try_from(offset) else {
+        return false;
+    };
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, which is valid for writes of its length
+    // for the whole call, and the descriptor belongs to the open `file`.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    usize::try_from(n).is_ok_and(|n| n == buf.len())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_file: &File, _buf: &mut [u8], _offset: u64) -> bool {
+    false
 }
 
 #[cfg(unix)]

@@ -152,11 +152,15 @@ impl Transport for MemoryTransport {
         let _flight = Flight(&s.in_flight);
         s.peak.fetch_max(now, Ordering::SeqCst);
         let (parts, body) = request.into_parts();
+        let body = body
+            .into_bytes()
+            .await
+            .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
         let recorded = RecordedRequest {
             method: parts.method,
             uri: parts.uri,
             headers: parts.headers,
-            body: body.into_frames().into_iter().flatten().collect(),
+            body,
             at: Instant::now(),
             in_flight: now,
         };

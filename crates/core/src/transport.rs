@@ -31,10 +31,11 @@ pub type Response = http::Response<Bytes>;
 ///
 /// # Examples
 ///
-/// A transport that answers every request with 200 and sends nothing:
+/// A transport that takes every body, byte by byte in order, counts it, and
+/// answers 200:
 ///
 /// ```
-/// use fileuploader_core::{Request, Response, Transport, TransportError};
+/// use fileuploader_core::{Request, Response, Transport, TransportError, TransportErrorKind};
 ///
 /// #[derive(Debug)]
 /// struct Sink;
@@ -42,8 +43,14 @@ pub type Response = http::Response<Bytes>;
 /// #[async_trait::async_trait]
 /// impl Transport for Sink {
 ///     async fn send(&self, request: Request) -> Result<Response, TransportError> {
-///         let _frames = request.into_body().into_frames();
-///         Ok(Response::new(bytes::Bytes::new()))
+///         let mut body = request.into_body();
+///         let mut taken = 0;
+///         while let Some(chunk) = body.next_chunk().await {
+///             let chunk = chunk
+///                 .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
+///             taken += chunk.len();
+///         }
+///         Ok(Response::new(format!("took {taken} bytes").into()))
 ///     }
 /// }
 /// ```

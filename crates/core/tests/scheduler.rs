@@ -643,3 +643,70 @@ async fn header_values_with_invisible_bytes_are_refused() {
         );
     }
 }
+
+/// Takes bodies piece by piece and cuts the file short once the first
+/// piece of a large block is out; a body that then fails is reported as a
+/// reset connection, which the core would normally retry.
+#[derive(Debug)]
+struct TruncatesMidBody {
+    path: std::path::PathBuf,
+    bodies: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl fileuploader_core::Transport for TruncatesMidBody {
+    async fn send(
+        &self,
+        request: fileuploader_core::Request,
+    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
+        self.bodies.fetch_add(1, Ordering::SeqCst);
+        let mut body = request.into_body();
+        let mut taken = 0;
+        while let Some(chunk) = body.next_chunk().await {
+            let chunk = chunk.map_err(|e| {
+                fileuploader_core::TransportError::new(
+                    fileuploader_core::TransportErrorKind::Reset,
+                    e.to_string(),
+                )
+            })?;
+            taken += chunk.len();
+            if taken > fileuploader_core::READ_PIECE {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&self.path)
+                    .unwrap()
+                    .set_len(100)
+                    .unwrap();
+            }
+        }
+        Ok(fileuploader_core::Response::new(Bytes::new()))
+    }
+}
+
+#[tokio::test]
+async fn a_file_cut_short_while_a_large_block_streams_fails_with_the_read_error() {
+    let len = 3 * fileuploader_core::READ_PIECE + 10;
+    let file = temp_file(&pattern(len));
+    let transport = Arc::new(TruncatesMidBody {
+        path: file.path().to_owned(),
+        bodies: AtomicUsize::new(0),
+    });
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.retry = fileuploader_core::RetryPolicy::default();
+    // No checksum pass, so only the streaming read can see the change.
+    job.integrity = fileuploader_core::Integrity::None;
+    job.block_size = len as u64;
+    job.source_value
+        .add(file.path().to_str().unwrap(), "cut.bin", None);
+    let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+    assert_eq!(err.code(), code::READ_FAILED, "{err}");
+    assert!(err.message().contains("changed during upload"), "{err}");
+    assert_eq!(
+        transport.bodies.load(Ordering::SeqCst),
+        1,
+        "a source that changed is not sent again"
+    );
+    assert_eq!(events.terminals(), [format!("failure 8 {}", err.message())]);
+}

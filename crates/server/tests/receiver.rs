@@ -387,15 +387,15 @@ impl fileuploader_core::Transport for Corrupting {
         if !hit || self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return self.inner.send(request).await;
         }
-        let (parts, body) = request.into_parts();
-        let frames = body.into_frames();
+        let (parts, mut body) = request.into_parts();
         let mut corrupted = fileuploader_core::UploadBody::new();
-        corrupted.push(frames[0].clone());
-        let mut data = frames[1].to_vec();
+        let mut next = async || body.next_chunk().await.unwrap().unwrap();
+        corrupted.push(next().await);
+        let mut data = next().await.to_vec();
         data[0] ^= 0xff;
         corrupted.push_data(data.into());
-        for f in frames.iter().skip(2) {
-            corrupted.push(f.clone());
+        while let Some(rest) = body.next_chunk().await {
+            corrupted.push(rest.unwrap());
         }
         self.inner
             .send(fileuploader_core::Request::from_parts(parts, corrupted))

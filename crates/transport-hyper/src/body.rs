@@ -1,7 +1,6 @@
 //! The request body as hyper sees it: the core's frames, sliced so progress
 //! is seen often, with every poll noted for the stall timeout.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fileuploader_core::UploadBody;
+use fileuploader_core::{Error, UploadBody};
 use http_body::{Body, Frame, SizeHint};
 
 /// The largest frame handed to hyper. Slices share the block's buffer.
@@ -85,12 +84,12 @@ impl SlicedBody {
 
 impl Body for SlicedBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
         this.activity.touch();
         if this.pending.is_empty() {
