@@ -55,8 +55,8 @@ impl BlockData {
 
     /// `len` bytes of `source` at `offset`. A block of at most
     /// [`READ_PIECE`] bytes is read now; a larger one is only checksummed now
-    /// (reading it in pieces) and read again, piece by piece, as its body is
-    /// sent, so no buffer of the whole block ever exists.
+    /// ([`Source::crc32c`]) and read piece by piece as its body is sent, so
+    /// no buffer of the whole block ever exists.
     ///
     /// # Errors
     ///
@@ -71,15 +71,10 @@ impl BlockData {
             let bytes = source.read_at(offset, len as usize).await?;
             return Ok(BlockData::memory(bytes, integrity));
         }
-        let mut crc32c = None;
-        if integrity == Integrity::BlockCrc32c {
-            let mut reader = PieceReader::new(source.clone(), offset, len);
-            let mut crc = 0;
-            while let Some(piece) = std::future::poll_fn(|cx| reader.poll_piece(cx)).await {
-                crc = crc32c::crc32c_append(crc, &piece?);
-            }
-            crc32c = Some(crc);
-        }
+        let crc32c = match integrity {
+            Integrity::BlockCrc32c => Some(source.crc32c(offset, len).await?),
+            Integrity::None => None,
+        };
         Ok(BlockData {
             bytes: BlockBytes::Source {
                 source: source.clone(),

@@ -54,6 +54,29 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// [`ErrorKind::Source`] when the bytes cannot be read, or the source no
     /// longer has the length it had when the job started.
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error>;
+
+    /// The CRC32C of `len` bytes at `offset`. The default reads them with
+    /// [`Source::read_at`] in pieces of [`READ_PIECE`] bytes; a source that
+    /// can checksum its bytes more cheaply overrides it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Source::read_at`].
+    async fn crc32c(&self, offset: u64, len: u64) -> Result<u32, Error> {
+        let mut crc = 0;
+        for (at, n) in pieces(offset, len) {
+            crc = crc32c::crc32c_append(crc, &self.read_at(at, n).await?);
+        }
+        Ok(crc)
+    }
+}
+
+/// `(offset, len)` of each piece of at most [`READ_PIECE`] bytes covering
+/// `len` bytes at `offset`.
+fn pieces(offset: u64, len: u64) -> impl Iterator<Item = (u64, usize)> {
+    (offset..offset + len)
+        .step_by(READ_PIECE)
+        .map(move |at| (at, (offset + len - at).min(READ_PIECE as u64) as usize))
 }
 
 /// What a resume journal records of a source, to know it again.
@@ -167,34 +190,44 @@ impl Source for FileSource {
         if read_cached(&self.file, &mut buf, offset) {
             // Bytes in the page cache are read here, without a trip to the
             // blocking pool; the length check is the same.
-            let now = self
-                .file
-                .metadata()
-                .map_err(|e| open_error(&self.path, e))?
-                .len();
-            if now != self.len {
-                return Err(changed(&self.path, self.len, now));
-            }
+            check_len(&self.file, &self.path, self.len)?;
             return Ok(Bytes::from_owner(Pooled(buf)));
         }
-        let file = self.file.clone();
-        let path = self.path.clone();
-        let expected = self.len;
-        let read = tokio::task::spawn_blocking(move || {
-            let now = file.metadata().map_err(|e| open_error(&path, e))?.len();
-            if now != expected {
-                return Err(changed(&path, expected, now));
-            }
-            read_exact_at(&file, &mut buf, offset).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    changed(&path, expected, offset + len as u64)
-                } else {
-                    open_error(&path, e)
-                }
-            })?;
+        let (file, path, expected) = (self.file.clone(), self.path.clone(), self.len);
+        self.blocking(move || {
+            check_len(&file, &path, expected)?;
+            read_piece(&file, &path, expected, &mut buf, offset)?;
             Ok(Bytes::from_owner(Pooled(buf)))
-        });
-        read.await.map_err(|e| {
+        })
+        .await
+    }
+
+    /// One trip to the blocking pool for the whole range, reading it piece by
+    /// piece into one buffer that stays in the CPU cache.
+    async fn crc32c(&self, offset: u64, len: u64) -> Result<u32, Error> {
+        let (file, path, expected) = (self.file.clone(), self.path.clone(), self.len);
+        self.blocking(move || {
+            let mut buf = BUFFERS.take(READ_PIECE.min(len as usize));
+            let mut crc = 0;
+            for (at, n) in pieces(offset, len) {
+                read_piece(&file, &path, expected, &mut buf[..n], at)?;
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+            }
+            BUFFERS.give(buf);
+            check_len(&file, &path, expected)?;
+            Ok(crc)
+        })
+        .await
+    }
+}
+
+impl FileSource {
+    /// Runs a blocking read on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        tokio::task::spawn_blocking(read).await.map_err(|e| {
             Error::new(
                 ErrorKind::Source,
                 code::READ_FAILED,
@@ -202,6 +235,36 @@ impl Source for FileSource {
             )
         })?
     }
+}
+
+/// Fails when the file at `path` no longer has the `expected` length.
+fn check_len(file: &File, path: &Path, expected: u64) -> Result<(), Error> {
+    let now = file.metadata().map_err(|e| open_error(path, e))?.len();
+    if now == expected {
+        Ok(())
+    } else {
+        Err(changed(path, expected, now))
+    }
+}
+
+/// Fills `buf` from `offset`, waiting for the disk if need be.
+fn read_piece(
+    file: &File,
+    path: &Path,
+    expected: u64,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<(), Error> {
+    read_exact_at(file, buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            // Shorter than it was: say how long it is now.
+            check_len(file, path, expected)
+                .err()
+                .unwrap_or_else(|| changed(path, expected, offset))
+        } else {
+            open_error(path, e)
+        }
+    })
 }
 
 /// Read buffers kept for reuse, process-wide. Reusing them keeps a running
@@ -419,6 +482,25 @@ mod tests {
         let e = src.read_at(0, 2).await.unwrap_err();
         assert_eq!(e.code(), code::READ_FAILED);
         assert!(e.message().contains("changed during upload"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn file_checksums_cover_many_pieces_and_see_a_file_cut_short() {
+        let data: Vec<u8> = (0..3 * READ_PIECE + 77).map(|i| (i % 253) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        let src = FileSource::open(f.path()).unwrap();
+        let (at, len) = (11, 2 * READ_PIECE as u64 + 40);
+        let expected = crc32c::crc32c(&data[11..11 + len as usize]);
+        assert_eq!(src.crc32c(at, len).await.unwrap(), expected);
+        let default = MemorySource::new(data.clone());
+        assert_eq!(default.crc32c(at, len).await.unwrap(), expected);
+
+        f.as_file().set_len(READ_PIECE as u64).unwrap();
+        let e = src.crc32c(at, len).await.unwrap_err();
+        assert_eq!(e.code(), code::READ_FAILED);
+        let now = format!("now {}", READ_PIECE);
+        assert!(e.message().contains(&now), "says how long it is now: {e}");
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub const UPLOAD_ID_HEADER: &str = "x-upload-id";
 pub const BLOCK_CRC32C_HEADER: &str = "x-block-crc32c";
 /// The status for a block whose bytes do not match its `X-Block-CRC32C`.
 pub const DIGEST_MISMATCH: u16 = 460;
+/// How many bytes of one HTTP/2 request body a client may send ahead of the
+/// receiver's reads; four times this for a whole connection.
+const H2_STREAM_WINDOW: u32 = 4 << 20;
+/// The largest HTTP/2 frame a client may send.
+const H2_MAX_FRAME: u32 = 256 << 10;
 /// The longest text form field accepted.
 const MAX_FIELD: usize = 64 * 1024;
 /// The default largest upload: 16 GiB.
@@ -186,7 +191,13 @@ impl Receiver {
                     let receiver = receiver.clone();
                     async move { Ok::<_, Infallible>(receiver.handle(req).await) }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http2()
+                    .initial_stream_window_size(H2_STREAM_WINDOW)
+                    .initial_connection_window_size(H2_STREAM_WINDOW * 4)
+                    .max_frame_size(H2_MAX_FRAME);
                 if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
                     tracing::debug!("connection ended: {e}");
                 }
