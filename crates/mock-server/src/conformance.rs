@@ -89,6 +89,7 @@ scenarios![
     cancel_all_upload_with_several_jobs,
     zero_byte_file,
     many_blocks_with_bounded_memory,
+    large_blocks_streamed_from_disk,
     in_memory_source,
     retries_503_on_a_fifth_of_first_attempts,
     retry_after_429_is_honoured,
@@ -611,6 +612,43 @@ pub async fn many_blocks_with_bounded_memory(transport: TransportFactory) {
             .enumerate()
             .all(|(i, &b)| b == CountedSource::byte_at(i as u64)),
         "bytes intact"
+    );
+}
+
+/// Blocks of several read pieces, from a file: each body is read from disk
+/// while it is sent, arrives exact, and carries the CRC32C of its bytes.
+pub async fn large_blocks_streamed_from_disk(transport: TransportFactory) {
+    let block = 3 * fileuploader_core::READ_PIECE as u64 + 1000;
+    let data = pattern(3 * block as usize + 12_345, 5);
+    let server = upload_from_disk(
+        transport,
+        (block, 2),
+        &data,
+        "large.bin",
+        &EventLog::default(),
+    )
+    .await;
+    let arrivals = server.recording().arrivals();
+    assert_eq!(arrivals.len(), 4, "three whole blocks and a short one");
+    for a in &arrivals {
+        let range = a.range.expect("every block has Content-Range");
+        let expected = &data[range.first as usize..=range.last as usize];
+        assert!(a.data[..] == *expected, "block at {} exact", range.first);
+        assert_eq!(
+            a.headers
+                .get(fileuploader_core::BLOCK_CRC32C_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some(format!("{:08x}", crc32c::crc32c(expected)).as_str()),
+            "block at {} carries its CRC32C",
+            range.first
+        );
+    }
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("large.bin")
+            .expect("reassembles"),
+        data
     );
 }
 
