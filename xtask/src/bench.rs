@@ -310,7 +310,22 @@ struct Figure {
     curl: Vec<f64>,
 }
 
+/// The median of a figure's values, if any were measured.
+fn median_of(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| median(&mut values.to_vec()))
+}
+
 impl Figure {
+    /// A figure curl has no counterpart for.
+    fn solo(name: String, unit: &'static str, ours: Vec<f64>) -> Self {
+        Figure {
+            name,
+            unit,
+            ours,
+            curl: vec![],
+        }
+    }
+
     fn row(&self) -> String {
         let stat = |v: &[f64]| -> Option<(f64, f64, f64)> {
             let mut v = v.to_vec();
@@ -329,11 +344,8 @@ impl Figure {
             (Some((o, ..)), Some((c, ..))) => format!("{:.2}", o / c),
             _ => "–".to_owned(),
         };
-        let curl_cell = if self.curl.is_empty() && self.name.starts_with("peak RSS") {
-            "–".to_owned()
-        } else {
-            cell(c)
-        };
+        let solo = self.curl.is_empty() && !self.ours.is_empty();
+        let curl_cell = if solo { "–".to_owned() } else { cell(c) };
         format!("| {} | {} | {curl_cell} | {ratio} |", self.name, cell(o))
     }
 
@@ -374,13 +386,11 @@ pub fn run(quick: bool) -> Result<(), String> {
     };
     let h1 = nginx.as_ref().unwrap_or(&receiver);
     println!("sink over HTTP/1.1: {}; over HTTP/2: {} (nginx's 'return 200' does not drain HTTP/2 bodies)", h1.name, receiver.name);
-    let ceiling = if has("iperf3") {
-        loopback_ceiling()
-    } else {
-        None
-    };
+    let iperf3 = has("iperf3");
+    let mut ceilings = Vec::new();
 
     let mut figures = Vec::new();
+    let mut shares = String::new();
     let mut failures = Vec::new();
     let mut ours_rss = Vec::new();
     let (mut our_cpu_gib, mut curl_cpu_gib, mut our_cpu_k, mut curl_cpu_k) =
@@ -410,6 +420,14 @@ pub fn run(quick: bool) -> Result<(), String> {
             ours: vec![],
             curl: vec![],
         };
+        // curl sends no checksum; ours without one is the like-for-like
+        // figure, measured over HTTP/1.1.
+        let mut unchecked = Figure {
+            name: format!("{}, no checksum (as curl)", mbps.name),
+            unit: "MB/s",
+            ours: vec![],
+            curl: vec![],
+        };
         for _ in 0..plan.runs {
             let big_ours = ours(&bin, &sink.url, &big, plan.big_block, plan.threads, http2);
             if let Some(s) = attempt(big_ours, &mut failures) {
@@ -417,6 +435,16 @@ pub fn run(quick: bool) -> Result<(), String> {
                 if !http2 {
                     ours_rss.push(s.max_rss_kib as f64 / 1024.0);
                     our_cpu_gib.push(s.cpu_seconds / gib);
+                }
+            }
+            if !http2 && iperf3 {
+                ceilings.extend(loopback_ceiling());
+            }
+            if !http2 {
+                let mut plain = ours(&bin, &sink.url, &big, plan.big_block, plan.threads, http2);
+                plain.arg("--no-checksum");
+                if let Some(s) = attempt(plain, &mut failures) {
+                    unchecked.ours.push(plan.big_file as f64 / 1e6 / s.seconds);
                 }
             }
             if let Some(s) = attempt(curl(&big_cfg, plan.threads, http2), &mut failures) {
@@ -446,7 +474,23 @@ pub fn run(quick: bool) -> Result<(), String> {
                 }
             }
         }
+        unchecked.curl = mbps.curl.clone();
+        if !http2 {
+            if let Some(ceiling) = median_of(&ceilings) {
+                let share = |v: &[f64]| median_of(v).map_or(0.0, |m| m / ceiling);
+                shares = format!(
+                    "Share of the loopback ceiling, 8 MiB blocks over HTTP/1.1: ours {:.2}, \
+                     ours without checksum {:.2}, curl {:.2}.\n",
+                    share(&mbps.ours),
+                    share(&unchecked.ours),
+                    share(&mbps.curl)
+                );
+            }
+        }
         figures.push(mbps);
+        if !unchecked.ours.is_empty() {
+            figures.push(unchecked);
+        }
         figures.push(rps);
     }
     figures.push(Figure {
@@ -462,15 +506,21 @@ pub fn run(quick: bool) -> Result<(), String> {
         curl: curl_cpu_k,
     });
     let bound = (plan.threads as u64 * plan.big_block + 32 * MIB) as f64 / MIB as f64;
-    figures.push(Figure {
-        name: format!(
+    figures.push(Figure::solo(
+        format!(
             "peak RSS of our {} MiB upload (bound {bound:.0} MiB)",
             plan.big_file / MIB
         ),
-        unit: "MiB",
-        ours: ours_rss,
-        curl: vec![],
-    });
+        "MiB",
+        ours_rss,
+    ));
+    if !ceilings.is_empty() {
+        figures.push(Figure::solo(
+            "loopback ceiling (iperf3, one stream, once per run)".into(),
+            "MB/s",
+            ceilings.clone(),
+        ));
+    }
 
     let mut table = String::from(
         "| figure | ours (min–max) | curl (min–max) | ours / curl |\n|---|---|---|---|\n",
@@ -479,14 +529,8 @@ pub fn run(quick: bool) -> Result<(), String> {
         table.push_str(&f.row());
         table.push('\n');
     }
-    if let Some(c) = ceiling {
-        let _ = writeln!(
-            table,
-            "| loopback ceiling (iperf3, one stream) | {c:.1} MB/s | – | – |"
-        );
-    }
     println!(
-        "\n{} runs each, alternating; medians, with the range in parentheses.\n\n{table}",
+        "\n{} runs each, alternating; medians, with the range in parentheses.\n\n{table}\n{shares}",
         plan.runs
     );
     let json = serde_json::json!({
@@ -494,7 +538,7 @@ pub fn run(quick: bool) -> Result<(), String> {
         "runs": plan.runs,
         "sink_http1": h1.name,
         "sink_http2": receiver.name,
-        "loopback_mb_per_s": ceiling,
+        "loopback_mb_per_s": ceilings,
         "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
         "failed_runs": failures,
     });

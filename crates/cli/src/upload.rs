@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fileuploader_core::{Job, Progress, Resume, UploadManager};
+use fileuploader_core::{Integrity, Job, Progress, Resume, UploadManager};
 use fileuploader_transport_hyper::HyperTransport;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -161,6 +161,9 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
         }
         if args.resume {
             job.resume = Resume::on();
+        }
+        if args.no_checksum {
+            job.integrity = Integrity::None;
         }
         let path = file.to_string_lossy();
         job.source_value.add(

@@ -358,3 +358,47 @@ fn serve_receives_what_upload_sends() {
         data
     );
 }
+
+#[test]
+fn blocks_carry_their_checksum_unless_told_not_to() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(fileuploader_mock_server::MockUploadServer::start());
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("sum.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let url = server.url();
+    let upload = |extra: &[&str]| {
+        let mut args = vec!["upload", "--url", &url, "--block-size", "100000", "--quiet"];
+        args.extend_from_slice(extra);
+        args.push(path.to_str().unwrap());
+        let out = fileuploader(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    // Each upload's checksum headers, in block order, once its bytes are
+    // checked against the file.
+    let crcs = |from: usize| -> Vec<Option<String>> {
+        let mut arrivals = server.recording().arrivals().split_off(from);
+        arrivals.sort_by_key(|a| a.range.map(|r| r.first));
+        let sent: Vec<u8> = arrivals.iter().flat_map(|a| a.data.to_vec()).collect();
+        assert!(sent == data, "the blocks hold the file");
+        arrivals
+            .iter()
+            .map(|a| {
+                a.headers
+                    .get(fileuploader_core::BLOCK_CRC32C_HEADER)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+
+    upload(&[]);
+    let expected: Vec<_> = data
+        .chunks(100_000)
+        .map(|c| Some(format!("{:08x}", crc32c::crc32c(c))))
+        .collect();
+    assert_eq!(crcs(0), expected);
+
+    upload(&["--no-checksum"]);
+    assert_eq!(crcs(2), [None, None]);
+}

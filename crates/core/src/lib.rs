@@ -4,8 +4,10 @@
 //! A job's sources are cut into blocks of `block_size` bytes; each block is
 //! one `multipart/form-data` `POST` (with `Content-Range` when a source has
 //! more than one block), and up to `thread_num` blocks are in flight at once.
-//! Blocks are read from their source as they are sent, so a running job holds
-//! about `thread_num × block_size` bytes, whatever the file size.
+//! Blocks are read from their source as they are sent, a block larger than
+//! [`READ_PIECE`] piece by piece, so a running job holds at most about
+//! `thread_num × block_size` bytes, whatever the file size, and far less with
+//! large blocks.
 //!
 //! # The reference API in Rust
 //!
