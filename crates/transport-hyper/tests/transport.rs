@@ -420,6 +420,42 @@ async fn a_server_answering_early_cannot_unbound_the_blocks_in_flight() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cut_short_mid_body_fails_the_block_with_the_read_error() {
+    let server = TestServer::start(None, ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.bin");
+    // One block far larger than the socket buffers, read while it is sent.
+    std::fs::write(&path, vec![5u8; 32 << 20]).unwrap();
+    let manager = UploadManager::new(HyperTransport::new().unwrap());
+    let mut job = manager.create_job();
+    job.server_url = format!("http://127.0.0.1:{}/slow", server.addr.port());
+    job.block_size = 32 << 20;
+    job.integrity = fileuploader_core::Integrity::None;
+    job.source_value
+        .add(path.to_str().unwrap(), "cut.bin", None);
+    let handle = manager.run(&job).unwrap();
+    while server.connections.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), handle.wait())
+        .await
+        .expect("the upload ends instead of hanging")
+        .unwrap_err();
+    assert_eq!(err.code(), fileuploader_core::code::READ_FAILED, "{err}");
+    assert!(
+        err.message().contains("now 1048576"),
+        "names the new length: {err}"
+    );
+}
+
 #[tokio::test]
 async fn mutual_tls_presents_the_client_certificate() {
     let ca = TestCa::new();

@@ -113,6 +113,15 @@ async fn handle(
         });
         return Ok(Response::new(Full::new(Bytes::from_static(b"early"))));
     }
+    if path == "/slow" {
+        // Read the body a frame at a time, slowly, then answer.
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            frame?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
+    }
     let content_range = req
         .headers()
         .get("content-range")
