@@ -85,9 +85,9 @@ struct UploadArgs {
     /// ~/.local/state/fileuploader/journals, and are removed on success.
     #[arg(long)]
     resume: bool,
-    /// Send blocks without their X-Block-CRC32C checksum, for a server that
-    /// refuses unknown headers or a like-for-like comparison with tools that
-    /// send none. The receiver can then not refuse a block damaged on the way.
+    /// Send blocks without their X-Block-CRC32C checksum field, for a server
+    /// that refuses unknown form fields or a like-for-like comparison with
+    /// tools that send none. The receiver can then not refuse a block damaged on the way.
     #[arg(long)]
     no_checksum: bool,
     #[command(flatten)]

@@ -375,21 +375,14 @@ fn blocks_carry_their_checksum_unless_told_not_to() {
         let out = fileuploader(&args);
         assert!(out.status.success(), "{}", stderr(&out));
     };
-    // Each upload's checksum headers, in block order, once its bytes are
+    // Each upload's checksum fields, in block order, once its bytes are
     // checked against the file.
     let crcs = |from: usize| -> Vec<Option<String>> {
         let mut arrivals = server.recording().arrivals().split_off(from);
         arrivals.sort_by_key(|a| a.range.map(|r| r.first));
         let sent: Vec<u8> = arrivals.iter().flat_map(|a| a.data.to_vec()).collect();
         assert!(sent == data, "the blocks hold the file");
-        arrivals
-            .iter()
-            .map(|a| {
-                a.headers
-                    .get(fileuploader_core::BLOCK_CRC32C_HEADER)
-                    .map(|v| v.to_str().unwrap().to_owned())
-            })
-            .collect()
+        arrivals.into_iter().map(|a| a.crc32c).collect()
     };
 
     upload(&[]);

@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::dialect::Integrity;
 use crate::error::{code, Error, ErrorKind};
 use crate::source::Source;
 
@@ -25,13 +24,9 @@ pub const READ_PIECE: usize = 64 * 1024;
 
 /// The bytes of one block, as a dialect gets them to encode: in memory, or a
 /// range of the source that the body reads in pieces of at most
-/// [`READ_PIECE`] bytes as it is sent, with the CRC32C of those bytes when
-/// the job's [`Integrity`] asks for one.
+/// [`READ_PIECE`] bytes as it is sent.
 #[derive(Debug, Clone)]
-pub struct BlockData {
-    bytes: BlockBytes,
-    crc32c: Option<u32>,
-}
+pub struct BlockData(BlockBytes);
 
 #[derive(Debug, Clone)]
 enum BlockBytes {
@@ -44,50 +39,33 @@ enum BlockBytes {
 }
 
 impl BlockData {
-    /// Block bytes held in memory, with their CRC32C when `integrity` asks.
-    pub fn memory(bytes: Bytes, integrity: Integrity) -> Self {
-        let crc32c = (integrity == Integrity::BlockCrc32c).then(|| crc32c::crc32c(&bytes));
-        BlockData {
-            bytes: BlockBytes::Memory(bytes),
-            crc32c,
-        }
+    /// Block bytes held in memory.
+    pub fn memory(bytes: Bytes) -> Self {
+        BlockData(BlockBytes::Memory(bytes))
     }
 
     /// `len` bytes of `source` at `offset`. A block of at most
-    /// [`READ_PIECE`] bytes is read now; a larger one is only checksummed now
-    /// ([`Source::crc32c`]) and read piece by piece as its body is sent, so
-    /// no buffer of the whole block ever exists.
+    /// [`READ_PIECE`] bytes is read now; a larger one is read piece by piece
+    /// as its body is sent, so no buffer of the whole block ever exists.
     ///
     /// # Errors
     ///
     /// The source's read errors.
-    pub async fn read(
-        source: &Arc<dyn Source>,
-        offset: u64,
-        len: u64,
-        integrity: Integrity,
-    ) -> Result<Self, Error> {
+    pub async fn read(source: &Arc<dyn Source>, offset: u64, len: u64) -> Result<Self, Error> {
         if len <= READ_PIECE as u64 {
             let bytes = source.read_at(offset, len as usize).await?;
-            return Ok(BlockData::memory(bytes, integrity));
+            return Ok(BlockData::memory(bytes));
         }
-        let crc32c = match integrity {
-            Integrity::BlockCrc32c => Some(source.crc32c(offset, len).await?),
-            Integrity::None => None,
-        };
-        Ok(BlockData {
-            bytes: BlockBytes::Source {
-                source: source.clone(),
-                offset,
-                len,
-            },
-            crc32c,
-        })
+        Ok(BlockData(BlockBytes::Source {
+            source: source.clone(),
+            offset,
+            len,
+        }))
     }
 
     /// The number of bytes.
     pub fn len(&self) -> u64 {
-        match &self.bytes {
+        match &self.0 {
             BlockBytes::Memory(b) => b.len() as u64,
             BlockBytes::Source { len, .. } => *len,
         }
@@ -97,15 +75,11 @@ impl BlockData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The CRC32C of the bytes, when the job's integrity asks for one.
-    pub fn crc32c(&self) -> Option<u32> {
-        self.crc32c
-    }
 }
 
 /// A request body made of parts: for a block, the multipart prefix, the
-/// block's bytes and the suffix.
+/// block's bytes, the CRC32C of those bytes, computed as they pass, and the
+/// suffix.
 ///
 /// It implements [`http_body::Body`] with an exact size hint, so HTTP
 /// transports stream it as is; other transports take its bytes in order with
@@ -117,15 +91,23 @@ impl BlockData {
 pub struct UploadBody {
     parts: VecDeque<Part>,
     len: u64,
+    /// Whether a digest part needs the CRC32C of the data handed out.
+    checksummed: bool,
+    crc: u32,
     sent: Option<Arc<AtomicU64>>,
     read_failure: Option<Arc<OnceLock<Error>>>,
 }
+
+/// The length of a digest: a CRC32C as lowercase hex.
+const DIGEST_LEN: u64 = 8;
 
 #[derive(Debug)]
 enum Part {
     Framing(Bytes),
     Data(Bytes),
     Read(PieceReader),
+    /// Framing followed by the digest of the data before it.
+    Digest(Bytes),
 }
 
 impl Clone for UploadBody {
@@ -139,11 +121,14 @@ impl Clone for UploadBody {
                 Part::Framing(b) => Part::Framing(b.clone()),
                 Part::Data(b) => Part::Data(b.clone()),
                 Part::Read(r) => Part::Read(PieceReader::new(r.source.clone(), r.offset, r.left)),
+                Part::Digest(b) => Part::Digest(b.clone()),
             })
             .collect();
         UploadBody {
             parts,
             len: self.len,
+            checksummed: self.checksummed,
+            crc: self.crc,
             sent: self.sent.clone(),
             read_failure: self.read_failure.clone(),
         }
@@ -175,7 +160,7 @@ impl UploadBody {
 
     /// Appends a block's bytes, however they are held.
     pub fn push_block(&mut self, block: BlockData) {
-        match block.bytes {
+        match block.0 {
             BlockBytes::Memory(bytes) => self.push_data(bytes),
             BlockBytes::Source {
                 source,
@@ -187,6 +172,15 @@ impl UploadBody {
                     .push_back(Part::Read(PieceReader::new(source, offset, len)));
             }
         }
+    }
+
+    /// Appends `head` followed by the CRC32C of the source's bytes pushed
+    /// before it, as 8 lowercase hex digits. The CRC is computed as those
+    /// bytes are handed out, so a block read from the source is read once.
+    pub fn push_digest(&mut self, head: Bytes) {
+        self.len += head.len() as u64 + DIGEST_LEN;
+        self.checksummed = true;
+        self.parts.push_back(Part::Digest(head));
     }
 
     /// The exact length of the body in bytes.
@@ -235,9 +229,13 @@ impl UploadBody {
         Ok(all.into())
     }
 
-    fn count(&self, n: usize) {
+    /// Accounts for source bytes handed out: progress and the digest.
+    fn pass(&mut self, data: &Bytes) {
         if let Some(sent) = &self.sent {
-            sent.fetch_add(n as u64, Ordering::Relaxed);
+            sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        if self.checksummed {
+            self.crc = crc32c::crc32c_append(self.crc, data);
         }
     }
 }
@@ -257,12 +255,18 @@ impl Body for UploadBody {
                 Some(Part::Framing(b)) => std::mem::take(b),
                 Some(Part::Data(b)) => {
                     let b = std::mem::take(b);
-                    this.count(b.len());
+                    this.pass(&b);
                     b
+                }
+                Some(Part::Digest(head)) => {
+                    let mut b = BytesMut::with_capacity(head.len() + DIGEST_LEN as usize);
+                    b.put_slice(head);
+                    b.put_slice(format!("{:08x}", this.crc).as_bytes());
+                    b.freeze()
                 }
                 Some(Part::Read(reader)) => match ready!(reader.poll_piece(cx)) {
                     Some(Ok(piece)) => {
-                        this.count(piece.len());
+                        this.pass(&piece);
                         return Poll::Ready(Some(Ok(Frame::data(piece))));
                     }
                     Some(Err(e)) => {
@@ -293,6 +297,7 @@ impl Body for UploadBody {
             .map(|part| match part {
                 Part::Framing(b) | Part::Data(b) => b.len() as u64,
                 Part::Read(r) => r.left,
+                Part::Digest(b) => b.len() as u64 + DIGEST_LEN,
             })
             .sum();
         SizeHint::with_exact(left)
@@ -398,12 +403,9 @@ mod tests {
         let all: Bytes = (0..READ_PIECE * 3).map(|i| (i % 251) as u8).collect();
         let source: Arc<dyn Source> = Arc::new(MemorySource::new(all.clone()));
         let (offset, len) = (5, 2 * READ_PIECE as u64 + 7);
-        let block = BlockData::read(&source, offset, len, Integrity::BlockCrc32c)
-            .await
-            .unwrap();
+        let block = BlockData::read(&source, offset, len).await.unwrap();
         let expected = all.slice(5..5 + len as usize);
         assert_eq!(block.len(), len);
-        assert_eq!(block.crc32c(), Some(crc32c::crc32c(&expected)));
 
         let mut body = UploadBody::new();
         body.push(Bytes::from_static(b"<"));
@@ -434,13 +436,66 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn small_blocks_are_read_at_once_and_integrity_none_has_no_crc() {
+    async fn small_blocks_are_read_at_once() {
         let source: Arc<dyn Source> = Arc::new(MemorySource::new(vec![1u8; 100]));
-        let block = BlockData::read(&source, 10, 50, Integrity::None)
-            .await
-            .unwrap();
-        assert_eq!(block.crc32c(), None);
-        assert!(matches!(block.bytes, BlockBytes::Memory(ref b) if b.len() == 50));
+        let block = BlockData::read(&source, 10, 50).await.unwrap();
+        assert!(matches!(block.0, BlockBytes::Memory(ref b) if b.len() == 50));
+    }
+
+    /// A source that counts the bytes read from it.
+    #[derive(Debug)]
+    struct Counted(MemorySource, AtomicU64);
+
+    #[async_trait]
+    impl Source for Counted {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+
+        async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error> {
+            self.1.fetch_add(len as u64, Ordering::Relaxed);
+            self.0.read_at(offset, len).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_digest_covers_the_bytes_before_it_read_once() {
+        let all: Bytes = (0..READ_PIECE * 3).map(|i| (i % 241) as u8).collect();
+        let counted = Arc::new(Counted(MemorySource::new(all.clone()), AtomicU64::new(0)));
+        let source: Arc<dyn Source> = counted.clone();
+        let len = 2 * READ_PIECE as u64 + 99;
+        let mut body = UploadBody::new();
+        body.push(Bytes::from_static(b"<"));
+        body.push_data(Bytes::from_static(b"ab"));
+        body.push_block(BlockData::read(&source, 1, len).await.unwrap());
+        body.push_digest(Bytes::from_static(b"|crc="));
+        body.push(Bytes::from_static(b">"));
+        assert_eq!(body.len(), 1 + 2 + len + 5 + 8 + 1);
+
+        let data = [&b"ab"[..], &all[1..1 + len as usize]].concat();
+        let expected = [
+            &b"<"[..],
+            &data,
+            format!("|crc={:08x}>", crc32c::crc32c(&data)).as_bytes(),
+        ]
+        .concat();
+        // A clone taken part-way carries the digest of what was sent so far.
+        body.next_chunk().await.unwrap().unwrap();
+        body.next_chunk().await.unwrap().unwrap();
+        let first_piece = body.next_chunk().await.unwrap().unwrap();
+        let rest = body.clone().into_bytes().await.unwrap();
+        assert_eq!(rest.len() as u64, body.size_hint().exact().unwrap());
+        assert_eq!(
+            [&b"<ab"[..], &first_piece, &rest].concat(),
+            expected,
+            "the clone finishes the same body"
+        );
+        assert_eq!(&body.into_bytes().await.unwrap()[..], &rest[..]);
+        assert_eq!(
+            counted.1.load(Ordering::Relaxed),
+            len + len - READ_PIECE as u64,
+            "each byte read once per copy of the body, never for the digest"
+        );
     }
 
     /// A source whose reads fail past a given offset.
@@ -464,7 +519,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_piece_fails_the_body_and_is_kept_for_the_core() {
         let source: Arc<dyn Source> = Arc::new(FailsAfter(READ_PIECE as u64));
-        let block = BlockData::read(&source, 0, 3 * READ_PIECE as u64, Integrity::None)
+        let block = BlockData::read(&source, 0, 3 * READ_PIECE as u64)
             .await
             .unwrap();
         let mut body = UploadBody::new();
@@ -478,15 +533,6 @@ mod tests {
         assert!(
             body.next_chunk().await.is_none(),
             "the body ends after a failure"
-        );
-
-        let e = BlockData::read(&source, 0, 3 * READ_PIECE as u64, Integrity::BlockCrc32c)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            e.code(),
-            code::READ_FAILED,
-            "the checksum pass reports it too"
         );
     }
 }

@@ -17,18 +17,20 @@ use crate::transport::Request;
 /// The request header carrying a source's upload identifier: a receiver uses
 /// it to tell apart concurrent uploads of files with the same name.
 pub const UPLOAD_ID_HEADER: &str = "x-upload-id";
-/// The request header carrying the CRC32C of the block's bytes, as 8
-/// lowercase hex digits, when [`Integrity::BlockCrc32c`] is on.
-pub const BLOCK_CRC32C_HEADER: &str = "x-block-crc32c";
+/// The form field carrying the CRC32C of the block's bytes, as 8 lowercase
+/// hex digits, when [`Integrity::BlockCrc32c`] is on. It follows the file
+/// part, so the CRC is computed as the bytes are sent and a block is read
+/// from its source only once.
+pub const BLOCK_CRC32C_FIELD: &str = "X-Block-CRC32C";
 
 /// Which digests travel with the blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Integrity {
     /// None: the bytes are sent as they are.
     None,
-    /// Each block carries the CRC32C of its bytes in `X-Block-CRC32C`; the
-    /// reference receiver refuses a block that does not match with 460, and
-    /// the block is sent again. CRC32C runs at about 10 GB/s on one core
+    /// Each block carries the CRC32C of its bytes in an `X-Block-CRC32C`
+    /// form field after the file part; the reference receiver refuses a
+    /// block that does not match with 460, and the block is sent again. CRC32C runs at about 10 GB/s on one core
     /// here, against 1.5 GB/s for SHA-256 with the SHA instructions.
     #[default]
     BlockCrc32c,
@@ -68,8 +70,9 @@ pub trait Dialect: Send + Sync + fmt::Debug + 'static {
 
 /// Encodes the blocks of one source.
 pub trait SourceEncoder: Send + Sync + fmt::Debug {
-    /// The request carrying `data`, the bytes of `block` (with their CRC32C
-    /// when the job's [`Integrity`] asks for one).
+    /// The request carrying `data`, the bytes of `block` (followed by their
+    /// CRC32C, [`UploadBody::push_digest`], when the job's [`Integrity`] asks
+    /// for one).
     ///
     /// # Errors
     ///
@@ -92,6 +95,12 @@ impl Dialect for SegmentedMultipart {
         );
         let mut prefix = BytesMut::new();
         for (key, value) in target.fields.iter() {
+            if key == BLOCK_CRC32C_FIELD {
+                return Err(Error::invalid(
+                    code::INVALID_OPTION,
+                    format!("form field {key} is set by the uploader and cannot be replaced"),
+                ));
+            }
             put_part_head(&mut prefix, &boundary, key, None);
             prefix.put_slice(value.as_bytes());
             prefix.put_slice(b"\r\n");
@@ -112,10 +121,16 @@ impl Dialect for SegmentedMultipart {
             HeaderName::from_static(UPLOAD_ID_HEADER),
             header_value(target.upload_id)?,
         );
+        let digest_head = (target.integrity == Integrity::BlockCrc32c).then(|| {
+            let mut head = BytesMut::from(&b"\r\n"[..]);
+            put_part_head(&mut head, &boundary, BLOCK_CRC32C_FIELD, None);
+            head.freeze()
+        });
         Ok(Box::new(MultipartEncoder {
             url: target.url.clone(),
             headers,
             prefix: prefix.freeze(),
+            digest_head,
             suffix: Bytes::from(format!("\r\n--{boundary}--\r\n")),
         }))
     }
@@ -164,27 +179,25 @@ struct MultipartEncoder {
     url: Uri,
     headers: HeaderMap,
     prefix: Bytes,
+    /// The framing before the digest field's value, when there is one.
+    digest_head: Option<Bytes>,
     suffix: Bytes,
 }
 
 impl SourceEncoder for MultipartEncoder {
     fn encode(&self, block: &Block, data: BlockData) -> Result<Request, Error> {
-        let crc = data.crc32c();
         let mut body = UploadBody::new();
         body.push(self.prefix.clone());
         body.push_block(data);
+        if let Some(head) = &self.digest_head {
+            body.push_digest(head.clone());
+        }
         body.push(self.suffix.clone());
 
         let mut headers = self.headers.clone();
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         if let Some(range) = block.content_range() {
             headers.insert(CONTENT_RANGE, header_value(&range)?);
-        }
-        if let Some(crc) = crc {
-            headers.insert(
-                HeaderName::from_static(BLOCK_CRC32C_HEADER),
-                header_value(&format!("{crc:08x}"))?,
-            );
         }
         let mut request = Request::new(body);
         *request.method_mut() = Method::POST;
@@ -244,9 +257,7 @@ mod tests {
         let encoder = SegmentedMultipart
             .prepare(&target(&url, headers, fields, name, key))
             .unwrap();
-        encoder
-            .encode(&block, BlockData::memory(data, Integrity::BlockCrc32c))
-            .unwrap()
+        encoder.encode(&block, BlockData::memory(data)).unwrap()
     }
 
     /// Each part's name and file name, as multer reads them.
@@ -299,8 +310,6 @@ mod tests {
         assert_eq!(request.method(), Method::POST);
         assert_eq!(request.headers()[CONTENT_RANGE], "bytes 2-4/8");
         assert_eq!(request.headers()[UPLOAD_ID_HEADER], "abc123");
-        let crc = format!("{:08x}", crc32c::crc32c(b"cde"));
-        assert_eq!(request.headers()[BLOCK_CRC32C_HEADER], crc.as_str());
         let len: u64 = request.headers()[CONTENT_LENGTH]
             .to_str()
             .unwrap()
@@ -312,7 +321,7 @@ mod tests {
         );
 
         let parts = parse(&request).await;
-        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.len(), 4);
         assert_eq!(
             parts[0],
             ("customField".into(), None, None, b"FormFieldValue".to_vec())
@@ -322,6 +331,24 @@ mod tests {
         assert_eq!(parts[2].1.as_deref(), Some("scan.pdf"));
         assert_eq!(parts[2].2.as_deref(), Some("application/pdf"));
         assert_eq!(parts[2].3, b"cde");
+        let crc = format!("{:08x}", crc32c::crc32c(b"cde"));
+        assert_eq!(
+            parts[3],
+            (BLOCK_CRC32C_FIELD.into(), None, None, crc.into_bytes()),
+            "the digest follows the file part"
+        );
+    }
+
+    #[test]
+    fn the_digest_field_is_reserved() {
+        let url: Uri = "http://127.0.0.1/upload".parse().unwrap();
+        let (headers, mut fields) = (HeaderMap::new(), FormField::default());
+        fields.add(BLOCK_CRC32C_FIELD, "00000000");
+        let e = SegmentedMultipart
+            .prepare(&target(&url, &headers, &fields, "a", "file"))
+            .unwrap_err();
+        assert_eq!(e.code(), code::INVALID_OPTION);
+        assert!(e.message().contains("X-Block-CRC32C"), "{e}");
     }
 
     #[tokio::test]
@@ -335,8 +362,9 @@ mod tests {
         assert_eq!(request.headers().get_all(USER_AGENT).iter().count(), 1);
         assert_eq!(request.headers()["x-extra"], "1");
         let parts = parse(&request).await;
-        assert_eq!(parts.len(), 1);
+        assert_eq!(parts.len(), 2);
         assert_eq!((parts[0].0.as_str(), parts[0].3.len()), ("file", 0));
+        assert_eq!(parts[1].3, b"00000000", "the CRC32C of no bytes");
     }
 
     #[tokio::test]
@@ -347,7 +375,12 @@ mod tests {
         fields.add("\u{1f}", "");
         fields.add("a\tb\u{7f}\u{0}", "v");
         let request = encode(&HeaderMap::new(), &fields, "n\u{1b}.txt", "", whole(b""));
-        let expected = [("%1F", None), ("a\tb%7F%00", None), ("", Some("n%1B.txt"))];
+        let expected = [
+            ("%1F", None),
+            ("a\tb%7F%00", None),
+            ("", Some("n%1B.txt")),
+            (BLOCK_CRC32C_FIELD, None),
+        ];
         assert_eq!(
             names(&request).await,
             expected.map(|(n, f)| (n.to_owned(), f.map(str::to_owned)))
@@ -361,7 +394,11 @@ mod tests {
         let mut fields = FormField::default();
         fields.add("C:\\dir\\", "v");
         let request = encode(&HeaderMap::new(), &fields, "\\", "\\", whole(b"x"));
-        let expected = [("C:%5Cdir%5C", None), ("%5C", Some("%5C"))];
+        let expected = [
+            ("C:%5Cdir%5C", None),
+            ("%5C", Some("%5C")),
+            (BLOCK_CRC32C_FIELD, None),
+        ];
         assert_eq!(
             names(&request).await,
             expected.map(|(n, f)| (n.to_owned(), f.map(str::to_owned)))
@@ -381,7 +418,7 @@ mod tests {
             whole(b"ok"),
         );
         let parts = parse(&request).await;
-        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert_eq!(parts.len(), 3, "{parts:?}");
         assert_eq!(parts[0].0, "a%22%0D%0A%0D%0Aevil");
         assert_eq!(parts[0].3, b"v\r\n--not-a-boundary");
         assert_eq!(parts[1].0, "Remote%22File");

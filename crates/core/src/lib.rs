@@ -68,7 +68,7 @@ pub use body::{BlockData, UploadBody, READ_PIECE};
 /// The shared byte buffer type of block data and registered memory.
 pub use bytes::Bytes;
 pub use dialect::{
-    Dialect, Integrity, SegmentedMultipart, SourceEncoder, UploadTarget, BLOCK_CRC32C_HEADER,
+    Dialect, Integrity, SegmentedMultipart, SourceEncoder, UploadTarget, BLOCK_CRC32C_FIELD,
     UPLOAD_ID_HEADER,
 };
 pub use error::{code, Error, ErrorKind};

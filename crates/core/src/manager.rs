@@ -13,9 +13,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::body::BlockData;
-use crate::dialect::{
-    Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, BLOCK_CRC32C_HEADER, UPLOAD_ID_HEADER,
-};
+use crate::dialect::{Dialect, SegmentedMultipart, SourceEncoder, UploadTarget, UPLOAD_ID_HEADER};
 use crate::error::{code, Error, ErrorKind};
 use crate::events::{EventDispatcher, Events};
 use crate::job::{Job, JobId, JobState, SourceRef, MAX_BLOCK_SIZE, MAX_THREAD_NUM};
@@ -27,13 +25,12 @@ use crate::source::{lock, MemoryRegistry, Source, SourceIdentity};
 use crate::transport::{Response, Transport};
 
 /// Headers that frame the request; a job may not set them.
-const RESERVED_HEADERS: [&str; 6] = [
+const RESERVED_HEADERS: [&str; 5] = [
     "content-length",
     "content-range",
     "transfer-encoding",
     "host",
     UPLOAD_ID_HEADER,
-    BLOCK_CRC32C_HEADER,
 ];
 
 /// Runs upload jobs over a [`Transport`] (`UploadManager`).
@@ -640,8 +637,7 @@ async fn send_block(ctx: &RunContext, block: &Block) -> Result<bool, Error> {
     let source = &ctx.sources[block.source];
     let mut attempt = 1;
     loop {
-        let data =
-            BlockData::read(&source.source, block.offset, block.len, ctx.job.integrity).await?;
+        let data = BlockData::read(&source.source, block.offset, block.len).await?;
         let mut request = source.encoder.encode(block, data)?;
         request.body_mut().count_sent(state.sent.clone());
         let read_failure = Arc::new(OnceLock::new());

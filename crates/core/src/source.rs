@@ -21,9 +21,10 @@ pub const MEMORY_URL_PREFIX: &str = "mem://";
 /// Something a job can upload: a known length, and bytes read at any offset.
 ///
 /// The core reads a block of at most [`READ_PIECE`] bytes whole, and a larger
-/// block in pieces of [`READ_PIECE`] bytes as it is sent (after a first pass
-/// for its CRC32C when the job asks for one); it reads again whatever must be
-/// sent again, and never asks for more than [`READ_PIECE`] bytes at once.
+/// block in pieces of [`READ_PIECE`] bytes as it is sent, each byte once per
+/// attempt (the block's CRC32C is computed from the same pieces); it reads
+/// again whatever must be sent again, and never asks for more than
+/// [`READ_PIECE`] bytes at once.
 /// Implement it to upload from somewhere other than a file or memory.
 #[async_trait]
 pub trait Source: Send + Sync + fmt::Debug {
@@ -54,29 +55,6 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// [`ErrorKind::Source`] when the bytes cannot be read, or the source no
     /// longer has the length it had when the job started.
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, Error>;
-
-    /// The CRC32C of `len` bytes at `offset`. The default reads them with
-    /// [`Source::read_at`] in pieces of [`READ_PIECE`] bytes; a source that
-    /// can checksum its bytes more cheaply overrides it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Source::read_at`].
-    async fn crc32c(&self, offset: u64, len: u64) -> Result<u32, Error> {
-        let mut crc = 0;
-        for (at, n) in pieces(offset, len) {
-            crc = crc32c::crc32c_append(crc, &self.read_at(at, n).await?);
-        }
-        Ok(crc)
-    }
-}
-
-/// `(offset, len)` of each piece of at most [`READ_PIECE`] bytes covering
-/// `len` bytes at `offset`.
-fn pieces(offset: u64, len: u64) -> impl Iterator<Item = (u64, usize)> {
-    (offset..offset + len)
-        .step_by(READ_PIECE)
-        .map(move |at| (at, (offset + len - at).min(READ_PIECE as u64) as usize))
 }
 
 /// What a resume journal records of a source, to know it again.
@@ -198,24 +176,6 @@ impl Source for FileSource {
             check_len(&file, &path, expected)?;
             read_piece(&file, &path, expected, &mut buf, offset)?;
             Ok(Bytes::from_owner(Pooled(buf)))
-        })
-        .await
-    }
-
-    /// One trip to the blocking pool for the whole range, reading it piece by
-    /// piece into one buffer that stays in the CPU cache.
-    async fn crc32c(&self, offset: u64, len: u64) -> Result<u32, Error> {
-        let (file, path, expected) = (self.file.clone(), self.path.clone(), self.len);
-        self.blocking(move || {
-            let mut buf = BUFFERS.take(READ_PIECE.min(len as usize));
-            let mut crc = 0;
-            for (at, n) in pieces(offset, len) {
-                read_piece(&file, &path, expected, &mut buf[..n], at)?;
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
-            }
-            BUFFERS.give(buf);
-            check_len(&file, &path, expected)?;
-            Ok(crc)
         })
         .await
     }
@@ -485,19 +445,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn file_checksums_cover_many_pieces_and_see_a_file_cut_short() {
-        let data: Vec<u8> = (0..3 * READ_PIECE + 77).map(|i| (i % 253) as u8).collect();
+    async fn a_file_cut_short_fails_its_reads_and_says_how_long_it_is_now() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(&data).unwrap();
+        f.write_all(&[7; 3 * READ_PIECE]).unwrap();
         let src = FileSource::open(f.path()).unwrap();
-        let (at, len) = (11, 2 * READ_PIECE as u64 + 40);
-        let expected = crc32c::crc32c(&data[11..11 + len as usize]);
-        assert_eq!(src.crc32c(at, len).await.unwrap(), expected);
-        let default = MemorySource::new(data.clone());
-        assert_eq!(default.crc32c(at, len).await.unwrap(), expected);
-
+        assert_eq!(src.read_at(READ_PIECE as u64, 9).await.unwrap().len(), 9);
         f.as_file().set_len(READ_PIECE as u64).unwrap();
-        let e = src.crc32c(at, len).await.unwrap_err();
+        let e = src.read_at(READ_PIECE as u64, 9).await.unwrap_err();
         assert_eq!(e.code(), code::READ_FAILED);
         let now = format!("now {}", READ_PIECE);
         assert!(e.message().contains(&now), "says how long it is now: {e}");

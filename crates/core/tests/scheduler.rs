@@ -88,7 +88,7 @@ async fn multi_block_file_arrives_in_exact_ranges_and_reassembles() {
             .unwrap();
         assert_eq!(cl, r.body.len());
         let p = parts(r).await;
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), 3);
         assert_eq!(
             (p[0].0.as_str(), &p[0].2[..]),
             ("customField", &b"FormFieldValue"[..])
@@ -96,6 +96,12 @@ async fn multi_block_file_arrives_in_exact_ranges_and_reassembles() {
         assert_eq!(
             (p[1].0.as_str(), p[1].1.as_deref()),
             ("RemoteFile", Some("scan.bin"))
+        );
+        let crc = format!("{:08x}", crc32c::crc32c(&p[1].2));
+        assert_eq!(
+            (p[2].0.as_str(), &p[2].2[..]),
+            (fileuploader_core::BLOCK_CRC32C_FIELD, crc.as_bytes()),
+            "the block's CRC32C follows it"
         );
         rebuilt.extend_from_slice(&p[1].2);
     }

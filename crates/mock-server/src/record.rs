@@ -54,8 +54,11 @@ pub struct Arrival {
     pub data: Bytes,
     /// SHA-256 of the file part's bytes, in hex.
     pub sha256: String,
-    /// The text parts, in order.
+    /// The text parts, in order, but for the block's CRC32C.
     pub fields: Vec<(String, String)>,
+    /// The block's CRC32C: the value of the `X-Block-CRC32C` part that
+    /// followed the file part, if one did.
+    pub crc32c: Option<String>,
     /// The request headers.
     pub headers: HeaderMap,
     /// Whether the body parsed as multipart with exactly one file part.
@@ -120,6 +123,7 @@ struct Parsed {
     file_name: Option<String>,
     data: Bytes,
     fields: Vec<(String, String)>,
+    crc32c: Option<String>,
     well_formed: bool,
 }
 
@@ -129,6 +133,7 @@ fn parse(headers: &HeaderMap, body: Bytes) -> Parsed {
         file_name: None,
         data: Bytes::new(),
         fields: Vec::new(),
+        crc32c: None,
         well_formed: false,
     };
     let boundary = headers
@@ -152,8 +157,13 @@ fn parse(headers: &HeaderMap, body: Bytes) -> Parsed {
                     parsed.data = field.bytes().await.ok()?;
                 }
                 None => {
+                    let name = name.unwrap_or_default();
                     let text = field.text().await.ok()?;
-                    parsed.fields.push((name.unwrap_or_default(), text));
+                    if files == 1 && name == fileuploader_core::BLOCK_CRC32C_FIELD {
+                        parsed.crc32c = Some(text);
+                    } else {
+                        parsed.fields.push((name, text));
+                    }
                 }
             }
         }
@@ -190,6 +200,7 @@ impl Recorder {
                 .collect(),
             data: parsed.data,
             fields: parsed.fields,
+            crc32c: parsed.crc32c,
             headers,
             well_formed: parsed.well_formed,
             attempt: 0,

@@ -12,8 +12,8 @@
 //!   written outside the directory. Uploads above the maximum size get 413; a
 //!   part whose length disagrees with `Content-Range`, or malformed multipart,
 //!   gets 400 and counts for nothing.
-//! - A block with `X-Block-CRC32C` whose bytes do not match is refused with
-//!   460, so the client sends it again; a block for a range already received
+//! - A block with an `X-Block-CRC32C` form field whose bytes do not match
+//!   is refused with 460, so the client sends it again; a block for a range already received
 //!   is read and checked but not written again. When an upload completes,
 //!   the stored file is read back and checked against the acknowledged
 //!   blocks' CRC32Cs before it lands.
@@ -49,14 +49,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub use crate::ranges::RangeSet;
-pub use crate::request::{block_crc32c, plain_name, upload_id, ContentRange};
+pub use crate::request::{parse_crc32c, plain_name, upload_id, ContentRange};
 use crate::settled::SettledEnd;
 use crate::store::{Store, Target};
 
 /// The request header naming an upload (the same one the client sends).
 pub const UPLOAD_ID_HEADER: &str = "x-upload-id";
-/// The request header with the CRC32C of the block's bytes (8 hex digits).
-pub const BLOCK_CRC32C_HEADER: &str = "x-block-crc32c";
+/// The form field with the CRC32C of the block's bytes (8 hex digits); the
+/// client sends it after the file part.
+pub const BLOCK_CRC32C_FIELD: &str = "X-Block-CRC32C";
 /// The status for a block whose bytes do not match its `X-Block-CRC32C`.
 pub const DIGEST_MISMATCH: u16 = 460;
 /// How many bytes of one HTTP/2 request body a client may send ahead of the
@@ -245,7 +246,6 @@ impl Receiver {
             .map(|v| ContentRange::parse(v.to_str().unwrap_or("")))
             .transpose()?;
         let id = upload_id(headers)?;
-        let expected_crc = block_crc32c(headers)?;
         let limit = range.map_or(self.max_upload_size, |r| r.total);
         if limit > self.max_upload_size {
             return Err(too_large(self.max_upload_size));
@@ -256,6 +256,7 @@ impl Receiver {
         let mut form = multer::Multipart::new(stream, boundary);
         let mut file: Option<(Target, u64, u32)> = None;
         let mut name_field = None;
+        let mut expected_crc = None;
         while let Some(mut field) = form.next_field().await.map_err(malformed)? {
             match (field.file_name(), &file) {
                 (Some(part_name), None) if !self.discard => {
@@ -270,8 +271,16 @@ impl Receiver {
                 (None, _) => {
                     let key = field.name().unwrap_or("").to_owned();
                     let text = read_small(field).await?;
-                    if key == "filename" {
-                        name_field = Some(plain_name(&text)?);
+                    match key.as_str() {
+                        "filename" => name_field = Some(plain_name(&text)?),
+                        BLOCK_CRC32C_FIELD if expected_crc.is_some() => {
+                            return Err(Refusal::new(
+                                StatusCode::BAD_REQUEST,
+                                "X-Block-CRC32C given twice",
+                            ))
+                        }
+                        BLOCK_CRC32C_FIELD => expected_crc = Some(parse_crc32c(&text)?),
+                        _ => {}
                     }
                 }
             }

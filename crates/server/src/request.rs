@@ -85,25 +85,17 @@ pub fn upload_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     Ok(Some(id.to_owned()))
 }
 
-/// The `X-Block-CRC32C` header: 8 hex digits, if present.
+/// The value of an `X-Block-CRC32C` field: exactly 8 hex digits.
 ///
 /// # Errors
 ///
-/// 400 for a present but malformed value.
-pub fn block_crc32c(headers: &HeaderMap) -> Result<Option<u32>, Refusal> {
-    let Some(value) = headers.get(crate::BLOCK_CRC32C_HEADER) else {
-        return Ok(None);
-    };
-    let text = value.to_str().unwrap_or("");
-    if text.len() != 8 {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "malformed X-Block-CRC32C",
-        ));
+/// 400 for anything else.
+pub fn parse_crc32c(text: &str) -> Result<u32, Refusal> {
+    let malformed = || Refusal::new(StatusCode::BAD_REQUEST, "malformed X-Block-CRC32C");
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed());
     }
-    u32::from_str_radix(text, 16)
-        .map(Some)
-        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "malformed X-Block-CRC32C"))
+    u32::from_str_radix(text, 16).map_err(|_| malformed())
 }
 
 /// Reduces a client's file name to a plain name: the part after the last

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fileuploader_core::UploadManager;
-use fileuploader_server::Receiver;
+use fileuploader_server::{Receiver, BLOCK_CRC32C_FIELD};
 use fileuploader_transport_hyper::HyperTransport;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -272,13 +272,17 @@ async fn concurrent_uploads_of_the_same_name_stay_apart_and_land_whole() {
     }
 }
 
-/// The headers of a block with a CRC.
-fn segment<'a>(range: &'a str, id: &'a str, crc: &'a str) -> [(&'a str, &'a str); 3] {
-    [
-        ("content-range", range),
-        ("x-upload-id", id),
-        ("x-block-crc32c", crc),
-    ]
+/// The headers of a block.
+fn segment<'a>(range: &'a str, id: &'a str) -> [(&'a str, &'a str); 2] {
+    [("content-range", range), ("x-upload-id", id)]
+}
+
+/// A form of one file part followed by the CRC32C field, as the client sends.
+fn checked(file: &str, data: &[u8], crc: &str) -> Vec<u8> {
+    form(&[
+        ("RemoteFile", Some(file), data),
+        (BLOCK_CRC32C_FIELD, None, crc.as_bytes()),
+    ])
 }
 
 fn crc_hex(data: &[u8]) -> String {
@@ -295,8 +299,8 @@ async fn blocks_failing_their_crc_are_refused_with_460_and_count_for_nothing() {
         async move {
             post(
                 &receiver,
-                &segment(range, "c1", &crc),
-                form(&[("RemoteFile", Some("c.bin"), data)]),
+                &segment(range, "c1"),
+                checked("c.bin", data, &crc),
             )
             .await
         }
@@ -327,13 +331,25 @@ async fn blocks_failing_their_crc_are_refused_with_460_and_count_for_nothing() {
         std::fs::read(dir.path().join("c.bin")).unwrap(),
         b"abcdefgh"
     );
-    let (s, _) = post(
-        &receiver,
-        &[("x-block-crc32c", "nothex!!")],
-        form(&[("RemoteFile", Some("z"), b"z")]),
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    for (crc, why) in [
+        ("nothex!!", "malformed X-Block-CRC32C"),
+        ("+1234567", "malformed X-Block-CRC32C"),
+        ("1234567", "malformed X-Block-CRC32C"),
+    ] {
+        let (s, text) = post(&receiver, &[], checked("z", b"z", crc)).await;
+        assert_eq!((s, text.trim()), (StatusCode::BAD_REQUEST, why), "{crc}");
+    }
+    let twice = form(&[
+        (BLOCK_CRC32C_FIELD, None, crc_hex(b"z").as_bytes()),
+        ("RemoteFile", Some("z"), b"z"),
+        (BLOCK_CRC32C_FIELD, None, crc_hex(b"z").as_bytes()),
+    ]);
+    let (s, text) = post(&receiver, &[], twice).await;
+    assert_eq!(
+        (s, text.trim()),
+        (StatusCode::BAD_REQUEST, "X-Block-CRC32C given twice")
+    );
+    assert_eq!(listing(dir.path()), ["c.bin"], "no refused file landed");
 }
 
 #[tokio::test]
@@ -343,8 +359,8 @@ async fn a_completed_upload_is_checked_against_its_blocks_before_it_lands() {
     let (first, second) = (crc_hex(b"abcd"), crc_hex(b"efgh"));
     post(
         &receiver,
-        &segment("bytes 0-3/8", "d1", &first),
-        form(&[("RemoteFile", Some("d.bin"), b"abcd")]),
+        &segment("bytes 0-3/8", "d1"),
+        checked("d.bin", b"abcd", &first),
     )
     .await;
     // Something damages the stored bytes between blocks.
@@ -352,8 +368,8 @@ async fn a_completed_upload_is_checked_against_its_blocks_before_it_lands() {
     std::fs::write(&part, b"abXd").unwrap();
     let (s, text) = post(
         &receiver,
-        &segment("bytes 4-7/8", "d1", &second),
-        form(&[("RemoteFile", Some("d.bin"), b"efgh")]),
+        &segment("bytes 4-7/8", "d1"),
+        checked("d.bin", b"efgh", &second),
     )
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
@@ -366,7 +382,7 @@ async fn a_completed_upload_is_checked_against_its_blocks_before_it_lands() {
 }
 
 /// A transport that flips one byte of the block starting at `at`, the first
-/// time it is sent, keeping the CRC header the client computed.
+/// time it is sent, keeping the CRC32C field the client computed.
 #[derive(Debug)]
 struct Corrupting {
     inner: HyperTransport,
