@@ -253,44 +253,42 @@ async fn connect_timeout_fires_when_the_peer_never_accepts() {
 }
 
 #[tokio::test]
-async fn redirects_are_refused_by_default_and_307_can_be_followed() {
-    let server = TestServer::start(None, |s| {
-        if s.path == "/upload" {
-            Action::Status(307, Some("/moved".into()))
-        } else {
-            Action::Status(200, None)
-        }
+async fn redirects_are_refused_by_default_and_307_and_308_can_be_followed() {
+    let server = TestServer::start(None, |s| match s.path.as_str() {
+        "/upload" => Action::Status(307, Some("/moved".into())),
+        "/permanent" => Action::Status(308, Some("/moved".into())),
+        "/found" => Action::Status(302, Some("/moved".into())),
+        _ => Action::Status(200, None),
     })
     .await;
-    let err = send(
-        HyperTransport::new().unwrap(),
-        server.url("http", "127.0.0.1"),
-        10,
-        100,
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), 26);
-    assert!(err.message().contains("redirect to /moved"), "{err}");
+    let at = |path: &str| server.url("http", "127.0.0.1").replace("/upload", path);
+    for path in ["/upload", "/permanent", "/found"] {
+        let err = send(HyperTransport::new().unwrap(), at(path), 10, 100)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), 26, "{path}: {err}");
+        assert!(err.message().contains("redirect to /moved"), "{err}");
+    }
+    assert!(server.seen().iter().all(|s| s.path != "/moved"));
 
-    send(
+    let following = || {
         HyperTransport::builder()
             .follow_redirects(true)
             .build()
-            .unwrap(),
-        server.url("http", "127.0.0.1"),
-        250,
-        100,
-    )
-    .await
-    .unwrap();
+            .unwrap()
+    };
+    send(following(), at("/upload"), 250, 100).await.unwrap();
+    send(following(), at("/permanent"), 250, 100).await.unwrap();
     let moved: Vec<_> = server
         .seen()
         .into_iter()
         .filter(|s| s.path == "/moved")
         .collect();
-    assert_eq!(moved.len(), 3, "every block re-sent to the new place");
+    assert_eq!(moved.len(), 6, "every block re-sent to the new place");
     assert!(moved.iter().all(|s| s.body_len > 100));
+    // A 302 may turn a POST into a GET, so it is never followed.
+    let err = send(following(), at("/found"), 10, 100).await.unwrap_err();
+    assert_eq!(err.code(), 26, "{err}");
 }
 
 #[tokio::test]
