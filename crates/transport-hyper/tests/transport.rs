@@ -455,6 +455,38 @@ async fn a_file_cut_short_mid_body_fails_the_block_with_the_read_error() {
 }
 
 #[tokio::test]
+async fn platform_roots_come_from_the_platform_store() {
+    let (ca, other) = (TestCa::new(), TestCa::new());
+    let server = TestServer::start(Some(ca.server_config(&["localhost"])), ok).await;
+    // This is the only test that reads SSL_CERT_FILE, the variable through
+    // which the platform store can be pointed at another bundle.
+    std::env::set_var("SSL_CERT_FILE", ca.pem_file.path());
+    let trusting = HyperTransport::builder().roots(Roots::Native).build();
+    std::env::set_var("SSL_CERT_FILE", other.pem_file.path());
+    let other_store = HyperTransport::builder().roots(Roots::Native).build();
+    std::env::remove_var("SSL_CERT_FILE");
+
+    send(
+        trusting.unwrap(),
+        server.url("https", "localhost"),
+        300,
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.seen().len(), 3);
+    let err = send(
+        other_store.unwrap(),
+        server.url("https", "localhost"),
+        10,
+        100,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), 35, "{err}");
+}
+
+#[tokio::test]
 async fn mutual_tls_presents_the_client_certificate() {
     let ca = TestCa::new();
     let server = TestServer::start(Some(ca.mutual_tls_config(&["localhost"])), ok).await;
