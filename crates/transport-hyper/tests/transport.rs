@@ -460,29 +460,20 @@ async fn platform_roots_come_from_the_platform_store() {
     let server = TestServer::start(Some(ca.server_config(&["localhost"])), ok).await;
     // This is the only test that reads SSL_CERT_FILE, the variable through
     // which the platform store can be pointed at another bundle.
-    std::env::set_var("SSL_CERT_FILE", ca.pem_file.path());
-    let trusting = HyperTransport::builder().roots(Roots::Native).build();
-    std::env::set_var("SSL_CERT_FILE", other.pem_file.path());
-    let other_store = HyperTransport::builder().roots(Roots::Native).build();
-    std::env::remove_var("SSL_CERT_FILE");
-
-    send(
-        trusting.unwrap(),
-        server.url("https", "localhost"),
-        300,
-        100,
-    )
-    .await
-    .unwrap();
+    let native_with = |bundle: &std::path::Path| {
+        std::env::set_var("SSL_CERT_FILE", bundle);
+        let transport = HyperTransport::builder().roots(Roots::Native).build();
+        std::env::remove_var("SSL_CERT_FILE");
+        transport.unwrap()
+    };
+    let (trusting, other_store) = (
+        native_with(ca.pem_file.path()),
+        native_with(other.pem_file.path()),
+    );
+    let url = server.url("https", "localhost");
+    send(trusting, url.clone(), 300, 100).await.unwrap();
     assert_eq!(server.seen().len(), 3);
-    let err = send(
-        other_store.unwrap(),
-        server.url("https", "localhost"),
-        10,
-        100,
-    )
-    .await
-    .unwrap_err();
+    let err = send(other_store, url, 10, 100).await.unwrap_err();
     assert_eq!(err.code(), 35, "{err}");
 }
 
