@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-/// Sizes for one bench run.
-struct Plan {
+/// Sizes and repetitions for one bench run.
+pub struct Plan {
+    quick: bool,
     runs: usize,
     big_file: u64,
     big_block: u64,
@@ -22,8 +23,30 @@ struct Plan {
 }
 
 impl Plan {
+    /// The plan `--quick` and `--runs N` ask for.
+    pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
+        let (mut quick, mut runs) = (false, None);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => quick = true,
+                "--runs" => {
+                    let n = args.next().and_then(|n| n.parse::<usize>().ok());
+                    match n {
+                        Some(n) if n >= 3 => runs = Some(n),
+                        _ => return Err("--runs takes a number of at least 3".into()),
+                    }
+                }
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        let mut plan = Plan::new(quick);
+        plan.runs = runs.unwrap_or(plan.runs);
+        Ok(plan)
+    }
+
     fn new(quick: bool) -> Self {
         Plan {
+            quick,
             runs: if quick { 3 } else { 5 },
             big_file: if quick { 256 * MIB } else { 1024 * MIB },
             big_block: 8 * MIB,
@@ -355,8 +378,8 @@ impl Figure {
 }
 
 /// Runs the benchmark and prints the table; returns an error message on failure.
-pub fn run(quick: bool) -> Result<(), String> {
-    let plan = Plan::new(quick);
+pub fn run(plan: Plan) -> Result<(), String> {
+    let quick = plan.quick;
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(&cargo)
@@ -554,4 +577,38 @@ pub fn run(quick: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("written to {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Plan, MIB};
+
+    fn plan(args: &[&str]) -> Result<Plan, String> {
+        Plan::from_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn runs_default_by_size_and_can_be_raised_but_not_below_three() {
+        let full = plan(&[]).unwrap();
+        assert_eq!(
+            (full.quick, full.runs, full.big_file),
+            (false, 5, 1024 * MIB)
+        );
+        let quick = plan(&["--quick"]).unwrap();
+        assert_eq!(
+            (quick.quick, quick.runs, quick.big_file),
+            (true, 3, 256 * MIB)
+        );
+        assert_eq!(plan(&["--runs", "15", "--quick"]).unwrap().runs, 15);
+        for bad in [&["--runs", "2"][..], &["--runs"], &["--runs", "x"]] {
+            assert_eq!(
+                plan(bad).err().as_deref(),
+                Some("--runs takes a number of at least 3")
+            );
+        }
+        assert_eq!(
+            plan(&["--fast"]).err().as_deref(),
+            Some("unknown argument \"--fast\"")
+        );
+    }
 }

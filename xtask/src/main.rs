@@ -3,7 +3,7 @@
 //! - `conformance`: the conformance suite against every transport in the
 //!   repository, as a table.
 //! - `fuzz [SECONDS]`: each cargo-fuzz target for SECONDS (default 60).
-//! - `bench [--quick]`: fileuploader against curl on 127.0.0.1.
+//! - `bench [--quick] [--runs N]`: fileuploader against curl on 127.0.0.1.
 
 mod bench;
 mod raw_transport;
@@ -23,8 +23,8 @@ const TASKS: &[(&str, &str)] = &[
         "run the conformance suite against every transport and print a table",
     ),
     (
-        "bench [--quick]",
-        "upload speed, request rate, CPU and memory against curl on 127.0.0.1",
+        "bench [--quick] [--runs N]",
+        "upload speed, request rate, CPU and memory against curl on 127.0.0.1 (N >= 3 alternating runs; 5, or 3 with --quick)",
     ),
     (
         "fuzz [SECS]",
@@ -46,13 +46,15 @@ fn main() -> ExitCode {
         }
         Some("conformance") => conformance(),
         Some("fuzz") => fuzz(std::env::args().nth(2).as_deref()),
-        Some("bench") => match bench::run(std::env::args().any(|a| a == "--quick")) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("bench: {e}");
-                ExitCode::FAILURE
+        Some("bench") => {
+            match bench::Plan::from_args(std::env::args().skip(2)).and_then(bench::run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Some(other) => {
             eprintln!("unknown task {other:?}; `cargo xtask` lists the tasks");
             ExitCode::from(2)
