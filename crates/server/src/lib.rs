@@ -14,9 +14,9 @@
 //!   gets 400 and counts for nothing.
 //! - A block with an `X-Block-CRC32C` form field whose bytes do not match
 //!   is refused with 460, so the client sends it again; a block for a range
-//!   already received is read and checked but not written again. When an upload completes,
-//!   the stored file is read back and checked against the acknowledged
-//!   blocks' CRC32Cs before it lands.
+//!   already received is read and checked but not written again. When an
+//!   upload completes, the stored file is read back and checked against the
+//!   acknowledged blocks' CRC32Cs before it lands.
 //! - `GET ?upload_id=ID` answers which byte ranges of an upload have arrived.
 //!
 //! # Examples
