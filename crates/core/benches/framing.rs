@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fileuploader_core::protocol::{Protocol, UploadSession, UploadTarget};
 use fileuploader_core::{
-    Block, BlockData, BlockPlan, Dialect, FormField, Integrity, MemorySource, SegmentedMultipart,
-    Source, SourceEncoder, UploadTarget,
+    Block, BlockData, BlockPlan, FormField, Integrity, MemorySource, SegmentedMultipart, Source,
 };
 use http::{HeaderMap, Uri};
 
@@ -19,32 +19,31 @@ fn planning(c: &mut Criterion) {
     group.bench_function("100 MiB in 10 KiB blocks", |b| {
         b.iter(|| {
             let plan = BlockPlan::new(vec![100 << 20], 10240);
-            let mut n = 0;
-            while let Some(block) = plan.next_block() {
-                n += black_box(block).len;
-            }
-            n
+            (0..plan.count(0))
+                .filter_map(|i| plan.block(0, i))
+                .map(|block| black_box(block).len)
+                .sum::<u64>()
         })
     });
     group.finish();
 }
 
-/// The encoder of a source of 100 MiB with one form field.
-fn encoder(integrity: Integrity) -> Box<dyn SourceEncoder> {
+/// The session of a source of 100 MiB with one form field.
+fn encoder(integrity: Integrity) -> Box<dyn UploadSession> {
     let url: Uri = "http://127.0.0.1:8080/upload".parse().unwrap();
     let headers = HeaderMap::new();
     let mut fields = FormField::default();
     fields.add("customField", "FormFieldValue");
     SegmentedMultipart
-        .prepare(&UploadTarget {
+        .open(&UploadTarget {
             url: &url,
             headers: &headers,
             fields: &fields,
             key: "RemoteFile",
             name: "scan.pdf",
             total: 100 << 20,
-            upload_id: "0123456789abcdef0123456789abcdef",
             integrity,
+            saved: None,
         })
         .unwrap()
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
@@ -95,7 +95,21 @@ pub struct UploadBody {
     checksummed: bool,
     crc: u32,
     sent: Option<Arc<AtomicU64>>,
-    read_failure: Option<Arc<OnceLock<Error>>>,
+    report: Option<Arc<BodyReport>>,
+}
+
+/// What a body tells the core about its sending, once the transport is done
+/// with it.
+#[derive(Debug, Default)]
+pub(crate) struct BodyReport {
+    /// The first source read error, whatever the transport made of the cut
+    /// body.
+    pub(crate) read_failure: OnceLock<Error>,
+    /// The CRC32C of the source's bytes, set once the last byte was handed
+    /// out (when asked for).
+    pub(crate) crc32c: OnceLock<u32>,
+    /// Whether every byte of the body was handed out.
+    pub(crate) complete: AtomicBool,
 }
 
 /// The length of a digest: a CRC32C as lowercase hex.
@@ -130,7 +144,7 @@ impl Clone for UploadBody {
             checksummed: self.checksummed,
             crc: self.crc,
             sent: self.sent.clone(),
-            read_failure: self.read_failure.clone(),
+            report: self.report.clone(),
         }
     }
 }
@@ -198,10 +212,21 @@ impl UploadBody {
         self.sent = Some(counter);
     }
 
-    /// Keeps the first source read error in `slot`, for the core to report
-    /// whatever the transport made of the failed body.
-    pub(crate) fn keep_read_failure(&mut self, slot: Arc<OnceLock<Error>>) {
-        self.read_failure = Some(slot);
+    /// Reports into `report` how the sending went; with `crc32c`, the
+    /// CRC32C of the source's bytes too, computed as they pass.
+    pub(crate) fn report_to(&mut self, report: Arc<BodyReport>, crc32c: bool) {
+        self.checksummed |= crc32c;
+        self.report = Some(report);
+    }
+
+    /// The last part was handed out.
+    fn finished(&self) {
+        if let Some(report) = &self.report {
+            if self.checksummed {
+                let _ = report.crc32c.set(self.crc);
+            }
+            report.complete.store(true, Ordering::SeqCst);
+        }
     }
 
     /// The next bytes of the body, in order, for transports that write them
@@ -251,7 +276,10 @@ impl Body for UploadBody {
         let this = &mut *self;
         loop {
             let chunk = match this.parts.front_mut() {
-                None => return Poll::Ready(None),
+                None => {
+                    this.finished();
+                    return Poll::Ready(None);
+                }
                 Some(Part::Framing(b)) => std::mem::take(b),
                 Some(Part::Data(b)) => {
                     let b = std::mem::take(b);
@@ -270,8 +298,8 @@ impl Body for UploadBody {
                         return Poll::Ready(Some(Ok(Frame::data(piece))));
                     }
                     Some(Err(e)) => {
-                        if let Some(slot) = &this.read_failure {
-                            let _ = slot.set(e.clone());
+                        if let Some(report) = &this.report {
+                            let _ = report.read_failure.set(e.clone());
                         }
                         return Poll::Ready(Some(Err(e)));
                     }
@@ -282,6 +310,9 @@ impl Body for UploadBody {
                 },
             };
             this.parts.pop_front();
+            if this.parts.is_empty() {
+                this.finished();
+            }
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
     }
@@ -517,6 +548,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_finished_body_reports_completion_and_the_data_crc() {
+        let mut body = UploadBody::new();
+        body.push(Bytes::from_static(b"<head>"));
+        body.push_data(Bytes::from_static(b"abc"));
+        body.push(Bytes::from_static(b"<tail>"));
+        let report = Arc::new(BodyReport::default());
+        body.report_to(report.clone(), true);
+        body.next_chunk().await.unwrap().unwrap();
+        body.next_chunk().await.unwrap().unwrap();
+        assert!(!report.complete.load(Ordering::SeqCst));
+        body.next_chunk().await.unwrap().unwrap();
+        assert!(
+            report.complete.load(Ordering::SeqCst),
+            "complete as the last part leaves, before any further poll"
+        );
+        assert_eq!(report.crc32c.get(), Some(&crc32c::crc32c(b"abc")));
+    }
+
+    #[tokio::test]
     async fn a_failed_piece_fails_the_body_and_is_kept_for_the_core() {
         let source: Arc<dyn Source> = Arc::new(FailsAfter(READ_PIECE as u64));
         let block = BlockData::read(&source, 0, 3 * READ_PIECE as u64)
@@ -524,12 +574,17 @@ mod tests {
             .unwrap();
         let mut body = UploadBody::new();
         body.push_block(block);
-        let slot = Arc::new(OnceLock::new());
-        body.keep_read_failure(slot.clone());
+        let report = Arc::new(BodyReport::default());
+        body.report_to(report.clone(), true);
         assert_eq!(body.next_chunk().await.unwrap().unwrap().len(), READ_PIECE);
         let e = body.next_chunk().await.unwrap().unwrap_err();
         assert_eq!(e.code(), code::READ_FAILED);
-        assert_eq!(slot.get().map(Error::code), Some(code::READ_FAILED));
+        assert_eq!(
+            report.read_failure.get().map(Error::code),
+            Some(code::READ_FAILED)
+        );
+        assert!(!report.complete.load(Ordering::SeqCst));
+        assert_eq!(report.crc32c.get(), None, "no CRC for a body cut short");
         assert!(
             body.next_chunk().await.is_none(),
             "the body ends after a failure"

@@ -41,7 +41,8 @@ pub mod code {
     pub const CONNECT: i32 = 4;
     /// Access denied (also: a source file that may not be read).
     pub const ACCESS_DENIED: i32 = 5;
-    /// Partial file.
+    /// Partial file (also: the file the receiver says it landed differs from
+    /// the source in length or digest).
     pub const PARTIAL_FILE: i32 = 6;
     /// Upload failed (also: the connection was reset or closed mid-request).
     pub const UPLOAD_FAILED: i32 = 7;
@@ -49,7 +50,7 @@ pub mod code {
     pub const READ_FAILED: i32 = 8;
     /// Out of memory.
     pub const OUT_OF_MEMORY: i32 = 9;
-    /// Server disk full.
+    /// Server disk full (also: the server answered 507).
     pub const DISK_FULL: i32 = 10;
     /// Timeout.
     pub const TIMEOUT: i32 = 11;
@@ -75,12 +76,17 @@ pub mod code {
     pub const FILE_NOT_FOUND: i32 = 27;
     /// Aborted.
     pub const ABORTED: i32 = 28;
-    /// Not finished.
+    /// Not finished (also: the receiver did not land a file whose every
+    /// block it acknowledged).
     pub const NOT_FINISHED: i32 = 29;
     /// Beyond the maximum size (also: the server answered 413).
     pub const TOO_LARGE: i32 = 32;
     /// *Added*: TLS handshake or certificate verification failed.
     pub const TLS: i32 = 35;
+    /// *Added*: the receiver acknowledged every block but cannot confirm
+    /// that the file landed, and the job requires confirmation
+    /// (`Job::require_confirmation`).
+    pub const UNCONFIRMED: i32 = 36;
 }
 
 /// What went wrong, in broad classes. Finer detail is in [`Error::code`] and
@@ -154,13 +160,14 @@ impl Error {
     }
 
     /// The error for a non-success HTTP status, by the reference table:
-    /// 404 → 12, 500 → 13, 503 → 14, other 5xx → 24, 1xx → 25, 413 → 32,
-    /// 3xx and other 4xx → 26.
+    /// 404 → 12, 500 → 13, 503 → 14, 507 → 10, other 5xx → 24, 1xx → 25,
+    /// 413 → 32, 3xx and other 4xx → 26.
     pub fn from_status(status: http::StatusCode, context: &str) -> Self {
         let n = status.as_u16();
         let code = match n {
             404 => code::HTTP_404,
             413 => code::TOO_LARGE,
+            507 => code::DISK_FULL,
             500 => code::HTTP_500,
             503 => code::HTTP_503,
             501.. => code::HTTP_5XX,
@@ -195,6 +202,36 @@ impl Error {
     pub fn status(&self) -> Option<http::StatusCode> {
         self.0.status
     }
+
+    /// Whether the same request may succeed if tried again: a retryable
+    /// transport failure or status.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self.0.kind {
+            ErrorKind::Transport(kind) => kind.is_retryable(),
+            ErrorKind::Status => self.0.status.is_some_and(crate::retry::is_retryable_status),
+            _ => false,
+        }
+    }
+}
+
+/// The error for a response that is not a success: its status by the
+/// reference table, with `context`, the redirect target if any, and the
+/// start of the body.
+pub(crate) fn status_error(response: &crate::transport::Response, context: &str) -> Error {
+    let mut context = context.to_owned();
+    if let Some(location) = response.headers().get(http::header::LOCATION) {
+        context += &format!(
+            " (redirect to {})",
+            String::from_utf8_lossy(location.as_bytes())
+        );
+    }
+    let body = String::from_utf8_lossy(response.body());
+    let body = body.trim();
+    if !body.is_empty() {
+        let short: String = body.chars().take(200).collect();
+        context += &format!(": {short}");
+    }
+    Error::from_status(response.status(), &context)
 }
 
 impl From<TransportError> for Error {
@@ -259,6 +296,7 @@ mod tests {
             (403, code::HTTP_OTHER),
             (429, code::HTTP_OTHER),
             (413, code::TOO_LARGE),
+            (507, code::DISK_FULL),
         ];
         for (status, expected) in cases {
             let e = Error::from_status(StatusCode::from_u16(status).unwrap(), "");

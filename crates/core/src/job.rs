@@ -1,11 +1,11 @@
 //! An upload job: what to send, where, how, and whom to tell.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::dialect::Integrity;
+use crate::protocol::Integrity;
 use crate::journal::Resume;
 use crate::retry::RetryPolicy;
 use crate::source::{lock, Source};
@@ -189,6 +189,7 @@ pub(crate) struct Callbacks {
 
 /// A snapshot of a job's progress, for callers who want more than a percentage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Progress {
     /// Source bytes handed to the transport, retries included.
     pub bytes_sent: u64,
@@ -204,8 +205,18 @@ pub struct Progress {
     pub in_flight: u64,
     /// Requests sent again after a failure.
     pub retries: u64,
-    /// Blocks a previous, interrupted run had uploaded, not sent again.
+    /// Blocks the receiver already held when the run began (from a
+    /// previous, interrupted run), not sent again.
     pub resumed_blocks: u64,
+    /// Sources whose landing the receiver confirmed.
+    pub landings_confirmed: u64,
+    /// Sources whose every block the receiver acknowledged but whose
+    /// landing it cannot confirm (a receiver that does not answer status
+    /// queries).
+    pub landings_unconfirmed: u64,
+    /// Whether the run resumed blocks on the word of the local journal
+    /// alone, because the receiver cannot say what it holds.
+    pub journal_trusted: bool,
     /// Time since the run started (to its end, once it ended).
     pub elapsed: Duration,
 }
@@ -234,6 +245,9 @@ pub(crate) struct JobState {
     pub(crate) in_flight: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) resumed_blocks: AtomicU64,
+    pub(crate) confirmed: AtomicU64,
+    pub(crate) unconfirmed: AtomicU64,
+    pub(crate) journal_trusted: AtomicBool,
     pub(crate) notices: Mutex<Vec<String>>,
     pub(crate) times: Mutex<(Option<Instant>, Option<Instant>)>,
 }
@@ -246,9 +260,12 @@ impl JobState {
             &self.blocks_acked,
             &self.retries,
             &self.resumed_blocks,
+            &self.confirmed,
+            &self.unconfirmed,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
+        self.journal_trusted.store(false, Ordering::Relaxed);
         self.total.store(total, Ordering::Relaxed);
         self.total_blocks.store(total_blocks, Ordering::Relaxed);
         *lock(&self.times) = (Some(Instant::now()), None);
@@ -334,6 +351,12 @@ pub struct Job {
     /// Whether an interrupted run can be resumed (not a reference property;
     /// default [`Resume::Off`]).
     pub resume: Resume,
+    /// Whether a source counts as uploaded only once the receiver confirms
+    /// it landed (not a reference property; default false). When true, a
+    /// receiver that acknowledges every block but cannot answer for the
+    /// file fails the job with [`code::UNCONFIRMED`](crate::code::UNCONFIRMED);
+    /// when false, [`Progress::landings_unconfirmed`] counts such sources.
+    pub require_confirmation: bool,
     pub(crate) callbacks: Callbacks,
     pub(crate) id: JobId,
     pub(crate) state: Arc<JobState>,
@@ -354,6 +377,7 @@ impl Default for Job {
             retry: RetryPolicy::default(),
             integrity: Integrity::default(),
             resume: Resume::Off,
+            require_confirmation: false,
             callbacks: Callbacks::default(),
             id: JobId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             state: Arc::default(),
@@ -397,6 +421,9 @@ impl Job {
             in_flight: s.in_flight.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             resumed_blocks: s.resumed_blocks.load(Ordering::Relaxed),
+            landings_confirmed: s.confirmed.load(Ordering::Relaxed),
+            landings_unconfirmed: s.unconfirmed.load(Ordering::Relaxed),
+            journal_trusted: s.journal_trusted.load(Ordering::Relaxed),
             elapsed: start.map_or(Duration::ZERO, |t| {
                 end.unwrap_or_else(Instant::now).duration_since(t)
             }),
@@ -419,7 +446,9 @@ impl Job {
         self
     }
 
-    /// `OnRunSuccess`: called once when every block was acknowledged.
+    /// `OnRunSuccess`: called once when every source landed: confirmed by
+    /// the receiver, or, for a receiver that cannot answer, every block
+    /// acknowledged (see [`Progress::landings_unconfirmed`]).
     pub fn on_run_success(&mut self, f: impl Fn(&Job) + Send + Sync + 'static) -> &mut Self {
         self.callbacks.success = Some(Arc::new(f));
         self
@@ -450,6 +479,7 @@ impl fmt::Debug for Job {
             .field("retry", &self.retry)
             .field("integrity", &self.integrity)
             .field("resume", &self.resume)
+            .field("require_confirmation", &self.require_confirmation)
             .finish_non_exhaustive()
     }
 }

@@ -46,32 +46,39 @@ pub fn default_journal_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("fileuploader-journals"))
 }
 
-/// One source's journal, open for appending acknowledgements.
+/// One source's journal: a cache of its upload session (the upload id and
+/// the blocks acknowledged, with their CRC32Cs), never the judge of what the
+/// receiver holds.
 #[derive(Debug)]
 pub(crate) struct Journal {
-    file: Mutex<File>,
+    dir: PathBuf,
     path: PathBuf,
+    /// The header line up to the upload id.
+    header: String,
+    /// The open file and the upload id its header names.
+    file: Mutex<Option<(File, String)>>,
 }
 
 /// What a journal says when a run starts.
 #[derive(Debug)]
 pub(crate) struct Resumed {
     pub(crate) journal: Journal,
-    pub(crate) upload_id: String,
-    pub(crate) acked: Vec<u64>,
+    /// The upload id of the interrupted run, if there was one.
+    pub(crate) upload_id: Option<String>,
+    /// The blocks it saw acknowledged, with their CRC32Cs when known.
+    pub(crate) acked: Vec<(u64, Option<u32>)>,
     pub(crate) note: Option<String>,
 }
 
 impl Journal {
-    /// Opens the journal for uploading `source` to `server_url` in
-    /// `block_size` blocks: resumes it if it describes the same content, or
-    /// starts it over (with a note saying why) if the source changed.
+    /// Reads the journal for uploading `source` to `server_url` in
+    /// `block_size` blocks: what an interrupted run of the same content
+    /// kept, or nothing (with a note saying why) if the source changed.
     pub(crate) fn open(
         dir: &Path,
         server_url: &str,
         source: &SourceIdentity,
         block_size: u64,
-        new_upload_id: impl FnOnce() -> String,
     ) -> io::Result<Resumed> {
         fs::create_dir_all(dir)?;
         let key = format!("{server_url}\t{}\t{block_size}", source.path);
@@ -96,43 +103,42 @@ impl Journal {
 
         let (upload_id, acked, note) = match fs::read_to_string(&path) {
             Ok(text) => {
-                let mut lines = text.lines();
+                // Only whole lines count: a crash leaves at worst a torn
+                // last line, which could be a prefix of another number.
+                let mut lines = text.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n'));
                 let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
                 let same_key = header.get(1..4).map(|k| k.join("\t")) == Some(key.clone());
                 let same_content =
                     header.get(4..7).map(|f| f.join("\t")) == Some(fingerprint.clone());
                 match (header.first() == Some(&MAGIC) && same_key, same_content, header.get(7)) {
                     (true, true, Some(id)) => {
-                        let acked = lines.filter_map(|l| l.strip_prefix("ack ")?.parse().ok()).collect();
-                        (id.to_string(), acked, None)
+                        let acked = lines.filter_map(parse_ack).collect();
+                        (Some(id.to_string()), acked, None)
                     }
                     (true, _, _) => (
-                        new_upload_id(),
+                        None,
                         Vec::new(),
                         Some(format!(
                             "{} changed since the interrupted upload (size, modification time or content); starting it over",
                             source.path
                         )),
                     ),
-                    _ => (new_upload_id(), Vec::new(), Some(format!("the journal {} was not for this upload; starting over", path.display()))),
+                    _ => (None, Vec::new(), Some(format!("the journal {} was not for this upload; starting over", path.display()))),
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (new_upload_id(), Vec::new(), None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Vec::new(), None),
             Err(e) => return Err(e),
         };
-        let file = if acked.is_empty() {
-            let mut file = File::create(&path)?;
-            writeln!(file, "{MAGIC}\t{key}\t{fingerprint}\t{upload_id}")?;
-            file.sync_all()?;
-            sync_dir(dir);
-            file
-        } else {
-            OpenOptions::new().append(true).open(&path)?
+        let file = match &upload_id {
+            Some(id) => Some((OpenOptions::new().append(true).open(&path)?, id.clone())),
+            None => None,
         };
         Ok(Resumed {
             journal: Journal {
-                file: Mutex::new(file),
+                dir: dir.to_owned(),
                 path,
+                header: format!("{MAGIC}\t{key}\t{fingerprint}"),
+                file: Mutex::new(file),
             },
             upload_id,
             acked,
@@ -140,18 +146,44 @@ impl Journal {
         })
     }
 
-    /// Records that block `index` was acknowledged, durably.
-    pub(crate) fn ack(&self, index: u64) -> io::Result<()> {
+    /// Keeps `upload_id` as the session to resume; a new id starts the
+    /// journal over, durably.
+    pub(crate) fn keep_session(&self, upload_id: &str) -> io::Result<()> {
         let mut file = lock(&self.file);
+        if file.as_ref().is_some_and(|(_, id)| id == upload_id) {
+            return Ok(());
+        }
+        let mut f = File::create(&self.path)?;
+        writeln!(f, "{}\t{upload_id}", self.header)?;
+        f.sync_all()?;
+        sync_dir(&self.dir);
+        *file = Some((f, upload_id.to_owned()));
+        Ok(())
+    }
+
+    /// Records that block `index` was acknowledged, with its CRC32C when
+    /// known, durably.
+    pub(crate) fn ack(&self, index: u64, crc32c: Option<u32>) -> io::Result<()> {
+        let mut file = lock(&self.file);
+        let Some((file, _)) = file.as_mut() else {
+            return Err(io::Error::other("the journal has no session yet"));
+        };
+        let line = match crc32c {
+            Some(crc) => format!("ack {index} {crc:08x}\n"),
+            None => format!("ack {index}\n"),
+        };
         // One write per line, so a crash leaves at worst a partial last
         // line, which reading skips.
-        file.write_all(format!("ack {index}\n").as_bytes())?;
+        file.write_all(line.as_bytes())?;
         file.sync_data()
     }
 
-    /// Deletes the journal once its upload has succeeded.
+    /// Deletes the journal once its upload has landed.
     pub(crate) fn remove(&self) -> io::Result<()> {
-        fs::remove_file(&self.path)
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Where the journal is.
@@ -159,6 +191,14 @@ impl Journal {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `ack N` or `ack N CRC`.
+fn parse_ack(line: &str) -> Option<(u64, Option<u32>)> {
+    let mut fields = line.strip_prefix("ack ")?.split(' ');
+    let index = fields.next()?.parse().ok()?;
+    let crc = fields.next().and_then(|c| u32::from_str_radix(c, 16).ok());
+    Some((index, crc))
 }
 
 /// Makes a new file's directory entry durable too; best effort.
@@ -185,19 +225,14 @@ mod tests {
     fn resumes_the_same_content_and_starts_changed_content_over() {
         let dir = tempfile::tempdir().unwrap();
         let url = "http://127.0.0.1/u";
-        let first =
-            Journal::open(dir.path(), url, &identity(100, 7), 10, || "id-1".into()).unwrap();
-        assert_eq!(
-            (
-                first.upload_id.as_str(),
-                first.acked.len(),
-                first.note.is_none()
-            ),
-            ("id-1", 0, true)
-        );
-        first.journal.ack(3).unwrap();
-        first.journal.ack(0).unwrap();
-        // A crash mid-line leaves a torn last line.
+        let first = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
+        assert_eq!((first.upload_id.as_deref(), first.acked.len()), (None, 0));
+        assert!(first.note.is_none());
+        assert!(first.journal.ack(1, None).is_err(), "no session kept yet");
+        first.journal.keep_session("id-1").unwrap();
+        first.journal.ack(3, Some(0xabc)).unwrap();
+        first.journal.ack(0, None).unwrap();
+        // A crash mid-line leaves a torn last line: "ack 9" of "ack 95".
         OpenOptions::new()
             .append(true)
             .open(first.journal.path())
@@ -206,31 +241,36 @@ mod tests {
             .unwrap();
         drop(first);
 
-        let again =
-            Journal::open(dir.path(), url, &identity(100, 7), 10, || "id-2".into()).unwrap();
-        assert_eq!(again.upload_id, "id-1", "the upload id survives");
-        assert_eq!(again.acked, [3, 0, 9]);
+        let again = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
+        assert_eq!(again.upload_id.as_deref(), Some("id-1"), "the upload id survives");
+        assert_eq!(again.acked, [(3, Some(0xabc)), (0, None)], "the torn line is skipped");
+        again.journal.keep_session("id-1").unwrap();
+        again.journal.ack(5, None).unwrap();
         drop(again);
-
-        let changed =
-            Journal::open(dir.path(), url, &identity(100, 8), 10, || "id-3".into()).unwrap();
+        let kept = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
+        assert_eq!(kept.acked.len(), 2, "the torn line stays unreadable: {:?}", kept.acked);
+        kept.journal.keep_session("id-2").unwrap();
+        drop(kept);
+        let restarted = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
         assert_eq!(
-            (changed.upload_id.as_str(), changed.acked.len()),
-            ("id-3", 0)
+            (restarted.upload_id.as_deref(), restarted.acked.len()),
+            (Some("id-2"), 0),
+            "a new session starts the journal over"
         );
+        drop(restarted);
+
+        let changed = Journal::open(dir.path(), url, &identity(100, 8), 10).unwrap();
+        assert_eq!((changed.upload_id, changed.acked.len()), (None, 0));
         assert!(changed
             .note
             .unwrap()
             .contains("changed since the interrupted upload"));
 
-        let other_blocks =
-            Journal::open(dir.path(), url, &identity(100, 8), 20, || "id-4".into()).unwrap();
-        assert_eq!(
-            other_blocks.upload_id, "id-4",
-            "another block size is another journal"
-        );
+        let other_blocks = Journal::open(dir.path(), url, &identity(100, 8), 20).unwrap();
+        assert_eq!(other_blocks.upload_id, None, "another block size is another journal");
         assert_ne!(other_blocks.journal.path(), changed.journal.path());
         changed.journal.remove().unwrap();
         assert!(!changed.journal.path().exists());
+        changed.journal.remove().unwrap();
     }
 }

@@ -1,5 +1,11 @@
-//! The transport-agnostic core of fileuploader: jobs, block planning and
-//! scheduling, progress, and the wire encoding, behind a [`Transport`] trait.
+//! The transport-agnostic core of fileuploader: jobs, upload sessions,
+//! scheduling, progress and resume, behind a [`Transport`] trait.
+//!
+//! Each source of a job travels in an upload session of a [`protocol`]
+//! (the segmented multipart convention by default): the receiver is asked
+//! what it already holds before the first block, and a source counts as
+//! uploaded when the receiver confirms it landed, not when the client has
+//! sent everything. [`Progress`] says which landings were confirmed.
 //!
 //! A job's sources are cut into blocks of `block_size` bytes; each block is
 //! one `multipart/form-data` `POST` (with `Content-Range` when a source has
@@ -32,6 +38,15 @@
 //! | `Job.OnRunSuccess` | [`Job::on_run_success`] |
 //! | `Job.OnRunFailure` | [`Job::on_run_failure`] with a code of [`code`] |
 //!
+//! # Where things are
+//!
+//! The manager (`manager.rs`) validates a job (`validate.rs`) and hands it
+//! to the scheduler (`scheduler.rs`: workers, per-source cursors, begin and
+//! finish), which sends each block in an attempt (`attempt.rs`: one
+//! request, its verdict, its retries). Resume journals (`journal.rs`,
+//! `resume.rs`) only cache session state. Test doubles are in `testing`,
+//! behind the `testing` feature.
+//!
 //! # Examples
 //!
 //! ```
@@ -50,8 +65,8 @@
 
 #![warn(missing_docs)]
 
+mod attempt;
 mod body;
-mod dialect;
 mod error;
 mod events;
 mod job;
@@ -59,18 +74,21 @@ mod journal;
 mod manager;
 mod plan;
 mod progress;
+pub mod protocol;
+mod resume;
 mod retry;
+mod run;
+mod scheduler;
 mod source;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod transport;
+mod validate;
 
 pub use body::{BlockData, UploadBody, READ_PIECE};
 /// The shared byte buffer type of block data and registered memory.
 pub use bytes::Bytes;
-pub use dialect::{
-    Dialect, Integrity, SegmentedMultipart, SourceEncoder, UploadTarget, BLOCK_CRC32C_FIELD,
-    UPLOAD_ID_HEADER,
-};
+pub use fileuploader_wire::{BLOCK_CRC32C_FIELD, UPLOAD_ID_HEADER};
 pub use error::{code, Error, ErrorKind};
 pub use events::EventDispatcher;
 pub use job::{
@@ -80,6 +98,7 @@ pub use job::{
 pub use journal::{default_journal_dir, Resume};
 pub use manager::{JobHandle, UploadManager, UploadManagerBuilder};
 pub use plan::{Block, BlockPlan};
+pub use protocol::{Integrity, SegmentedMultipart};
 pub use retry::RetryPolicy;
 pub use source::{FileSource, MemorySource, Source, SourceIdentity, MEMORY_URL_PREFIX};
 pub use transport::{Request, Response, Transport, TransportError, TransportErrorKind};

@@ -1,6 +1,6 @@
-//! Cutting sources into blocks, and handing the blocks out to workers.
+//! Cutting sources into blocks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use fileuploader_wire::{ContentRange, RangeSet};
 
 /// One request's worth of a source: bytes `offset .. offset + len` of a source
 /// of `total` bytes, block `index` of `count`.
@@ -22,33 +22,24 @@ pub struct Block {
 }
 
 impl Block {
-    /// The `Content-Range` header value, `bytes first-last/total`, or `None`
-    /// when the source is a single block and is sent whole.
-    pub fn content_range(&self) -> Option<String> {
-        (self.count > 1).then(|| {
-            format!(
-                "bytes {}-{}/{}",
-                self.offset,
-                self.offset + self.len - 1,
-                self.total
-            )
+    /// The block's `Content-Range`, or `None` when the source is a single
+    /// block and is sent whole.
+    pub fn content_range(&self) -> Option<ContentRange> {
+        (self.count > 1).then_some(ContentRange {
+            start: self.offset,
+            end: self.offset + self.len,
+            total: self.total,
         })
     }
 }
 
-/// The blocks of every source of a job, handed out once each, in order,
-/// to whichever worker asks next. Nothing is stored per block.
-#[derive(Debug)]
+/// How the sources of a job are cut into blocks: block `index` of source
+/// `source` covers bytes `index × block_size ..` of it. Nothing is stored per
+/// block, so a source of any size costs the same.
+#[derive(Debug, Clone)]
 pub struct BlockPlan {
     block_size: u64,
     lens: Vec<u64>,
-    /// `starts[i]` is the job-wide number of source `i`'s first block.
-    starts: Vec<u64>,
-    total_blocks: u64,
-    next: AtomicU64,
-    /// Job-wide block numbers already acknowledged in an earlier run, one
-    /// bit each.
-    done: Vec<u64>,
 }
 
 impl BlockPlan {
@@ -59,85 +50,57 @@ impl BlockPlan {
     /// If `block_size` is 0; jobs are validated before they are planned.
     pub fn new(lens: Vec<u64>, block_size: u64) -> Self {
         assert!(block_size > 0, "block size must be positive");
-        let mut starts = Vec::with_capacity(lens.len());
-        let mut total_blocks = 0;
-        for &len in &lens {
-            starts.push(total_blocks);
-            total_blocks += Self::blocks_of(len, block_size);
-        }
-        BlockPlan {
-            block_size,
-            lens,
-            starts,
-            total_blocks,
-            next: AtomicU64::new(0),
-            done: Vec::new(),
-        }
+        BlockPlan { block_size, lens }
     }
 
-    /// Marks block `index` of `source` as acknowledged already: it is not
-    /// handed out. Returns its length, or `None` if there is no such block
-    /// or it was marked before.
-    pub fn mark_done(&mut self, source: usize, index: u64) -> Option<u64> {
-        let start = *self.starts.get(source)?;
-        let total = self.lens[source];
-        if index >= Self::blocks_of(total, self.block_size) {
-            return None;
-        }
-        let n = start + index;
-        if self.done.is_empty() {
-            self.done = vec![0; self.total_blocks.div_ceil(64) as usize];
-        }
-        let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
-        if self.done[word] & bit != 0 {
-            return None;
-        }
-        self.done[word] |= bit;
-        Some(self.block(n).map_or(0, |b| b.len))
-    }
-
-    fn is_done(&self, n: u64) -> bool {
-        self.done
-            .get((n / 64) as usize)
-            .is_some_and(|w| w & (1 << (n % 64)) != 0)
-    }
-
-    fn blocks_of(len: u64, block_size: u64) -> u64 {
-        len.div_ceil(block_size).max(1)
+    /// How many blocks source `source` has (an empty source is one empty
+    /// block); 0 for no such source.
+    pub fn count(&self, source: usize) -> u64 {
+        self.lens
+            .get(source)
+            .map_or(0, |&len| len.div_ceil(self.block_size).max(1))
     }
 
     /// How many blocks the whole job has.
     pub fn total_blocks(&self) -> u64 {
-        self.total_blocks
+        (0..self.lens.len()).map(|i| self.count(i)).sum()
     }
 
-    /// The job-wide block number `n`, or `None` past the end.
-    pub fn block(&self, n: u64) -> Option<Block> {
-        if n >= self.total_blocks {
+    /// Block `index` of source `source`, or `None` past its end.
+    pub fn block(&self, source: usize, index: u64) -> Option<Block> {
+        let count = self.count(source);
+        if index >= count {
             return None;
         }
-        let source = self.starts.partition_point(|&s| s <= n) - 1;
         let total = self.lens[source];
-        let index = n - self.starts[source];
         let offset = index * self.block_size;
         Some(Block {
             source,
             index,
-            count: Self::blocks_of(total, self.block_size),
+            count,
             offset,
             len: self.block_size.min(total - offset),
             total,
         })
     }
 
-    /// The next block nobody has taken yet and no earlier run completed.
-    pub fn next_block(&self) -> Option<Block> {
-        loop {
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
-            if !self.is_done(n) {
-                return self.block(n);
-            }
+    /// The blocks of `source` that lie wholly inside `held` byte ranges, as
+    /// half-open ranges of block indices.
+    pub fn blocks_within(&self, source: usize, held: &RangeSet) -> RangeSet {
+        let mut blocks = RangeSet::default();
+        let (Some(&total), count) = (self.lens.get(source), self.count(source)) else {
+            return blocks;
+        };
+        for &(start, end) in held.ranges() {
+            let first = start.div_ceil(self.block_size);
+            let last = if end >= total {
+                count
+            } else {
+                end / self.block_size
+            };
+            blocks.insert(first, last.min(count));
         }
+        blocks
     }
 }
 
@@ -145,18 +108,23 @@ impl BlockPlan {
 mod tests {
     use super::*;
 
-    fn all(plan: &BlockPlan) -> Vec<Block> {
-        std::iter::from_fn(|| plan.next_block()).collect()
+    fn all(plan: &BlockPlan, sources: usize) -> Vec<Block> {
+        (0..sources)
+            .flat_map(|s| (0..plan.count(s)).map(move |i| (s, i)))
+            .map(|(s, i)| plan.block(s, i).unwrap())
+            .collect()
     }
 
     #[test]
     fn cuts_sources_into_exact_ranges() {
         let plan = BlockPlan::new(vec![25, 10, 0, 11], 10);
-        let blocks = all(&plan);
         assert_eq!(plan.total_blocks(), 7);
-        let ranges: Vec<_> = blocks
+        let ranges: Vec<_> = all(&plan, 4)
             .iter()
-            .map(|b| (b.source, b.index, b.offset, b.len, b.content_range()))
+            .map(|b| {
+                let range = b.content_range().map(|r| r.to_string());
+                (b.source, b.index, b.offset, b.len, range)
+            })
             .collect();
         assert_eq!(
             ranges,
@@ -170,26 +138,27 @@ mod tests {
                 (3, 1, 10, 1, Some("bytes 10-10/11".into())),
             ]
         );
-        assert_eq!(plan.next_block(), None);
+        assert_eq!(plan.block(0, 3), None);
+        assert_eq!(plan.count(4), 0);
     }
 
     #[test]
-    fn blocks_marked_done_are_skipped() {
-        let mut plan = BlockPlan::new(vec![25, 30], 10);
-        assert_eq!(plan.mark_done(0, 2), Some(5));
-        assert_eq!(plan.mark_done(0, 2), None, "counted once");
-        assert_eq!(plan.mark_done(1, 0), Some(10));
-        assert_eq!(plan.mark_done(1, 3), None);
-        assert_eq!(plan.mark_done(2, 0), None);
-        let left: Vec<_> = all(&plan).iter().map(|b| (b.source, b.index)).collect();
-        assert_eq!(left, [(0, 0), (0, 1), (1, 1), (1, 2)]);
+    fn held_ranges_cover_only_whole_blocks() {
+        let plan = BlockPlan::new(vec![45], 10);
+        let mut held = RangeSet::default();
+        held.insert(0, 20);
+        held.insert(25, 45);
+        assert_eq!(plan.blocks_within(0, &held).ranges(), [(0, 2), (3, 5)]);
+        let mut partial = RangeSet::default();
+        partial.insert(5, 19);
+        assert!(plan.blocks_within(0, &partial).ranges().is_empty());
     }
 
     #[test]
     fn huge_files_need_no_per_block_storage() {
         let plan = BlockPlan::new(vec![1 << 40], 10240);
         assert_eq!(plan.total_blocks(), (1u64 << 40).div_ceil(10240));
-        let last = plan.block(plan.total_blocks() - 1).unwrap();
+        let last = plan.block(0, plan.total_blocks() - 1).unwrap();
         assert_eq!(last.offset + last.len, 1 << 40);
     }
 }

@@ -55,8 +55,13 @@ pub enum Reply {
 
 type Script = dyn Fn(&RecordedRequest, usize) -> Reply + Send + Sync;
 
-/// A [`Transport`] that records every request and answers by script; 200 to
-/// everything unless told otherwise. Clones share the record.
+/// A [`Transport`] that records every block request and answers it by
+/// script; 200 to everything unless told otherwise. Clones share the record.
+///
+/// It stands for a receiver that cannot answer status queries: a request
+/// other than a `POST` (a status query or a discard) gets 404 at once, is
+/// not given to the script, and is recorded in [`queries`](Self::queries)
+/// only.
 #[derive(Clone)]
 pub struct MemoryTransport {
     inner: Arc<Shared>,
@@ -64,6 +69,7 @@ pub struct MemoryTransport {
 
 struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
+    queries: Mutex<Vec<(Method, Uri)>>,
     attempts: Mutex<HashMap<String, usize>>,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
@@ -103,6 +109,7 @@ impl MemoryTransport {
         MemoryTransport {
             inner: Arc::new(Shared {
                 requests: Mutex::default(),
+                queries: Mutex::default(),
                 attempts: Mutex::default(),
                 in_flight: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
@@ -113,9 +120,15 @@ impl MemoryTransport {
         }
     }
 
-    /// Every request received so far, in order of arrival.
+    /// Every block request received so far, in order of arrival.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner.requests).clone()
+    }
+
+    /// The method and URL of every other request (status queries and
+    /// discards), in order of arrival.
+    pub fn queries(&self) -> Vec<(Method, Uri)> {
+        lock(&self.inner.queries).clone()
     }
 
     /// The most requests that were in flight at once.
@@ -148,6 +161,11 @@ impl Drop for Flight<'_> {
 impl Transport for MemoryTransport {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
         let s = &self.inner;
+        if request.method() != Method::POST {
+            let query = (request.method().clone(), request.uri().clone());
+            lock(&s.queries).push(query);
+            return Ok(response(StatusCode::NOT_FOUND, "", s.version));
+        }
         let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         let _flight = Flight(&s.in_flight);
         s.peak.fetch_max(now, Ordering::SeqCst);

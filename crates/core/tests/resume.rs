@@ -1,5 +1,7 @@
-//! Resuming an interrupted job: only unacknowledged blocks are sent again,
-//! under the same upload id; a changed source starts over with a notice.
+//! Resuming an interrupted job against a receiver that cannot say what it
+//! holds: only the blocks the journal does not list are sent again, under
+//! the same upload id, and the run says it trusted the journal; a changed
+//! source starts over with a notice.
 
 use std::io::Write;
 use std::time::Duration;
@@ -79,8 +81,14 @@ async fn a_resumed_run_sends_only_what_was_not_acknowledged() {
             .all(|r| r.headers["x-upload-id"] == id),
         "the same upload id"
     );
-    assert_eq!(job2.progress().resumed_blocks, 6);
-    assert_eq!(job2.progress().blocks_acknowledged, 10);
+    let progress = job2.progress();
+    assert_eq!(progress.resumed_blocks, 6);
+    assert_eq!(progress.blocks_acknowledged, 10);
+    assert!(progress.journal_trusted);
+    assert_eq!(
+        (progress.landings_confirmed, progress.landings_unconfirmed),
+        (0, 1)
+    );
     assert_eq!(
         log.percents()[..2],
         [0, 60],
@@ -88,7 +96,13 @@ async fn a_resumed_run_sends_only_what_was_not_acknowledged() {
     );
     assert_eq!(log.all().last().unwrap(), "success");
     assert_eq!(journals(dir.path()), 0, "the journal is removed on success");
-    assert!(job2.notices().is_empty());
+    let notices = job2.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("cannot say what it holds")
+            && notices[0].contains("6 blocks on the word of the local journal"),
+        "{notices:?}"
+    );
 }
 
 #[tokio::test]

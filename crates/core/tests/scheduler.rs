@@ -665,7 +665,9 @@ impl fileuploader_core::Transport for TruncatesMidBody {
         &self,
         request: fileuploader_core::Request,
     ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
-        self.bodies.fetch_add(1, Ordering::SeqCst);
+        if request.method() == http::Method::POST {
+            self.bodies.fetch_add(1, Ordering::SeqCst);
+        }
         let mut body = request.into_body();
         let mut taken = 0;
         while let Some(chunk) = body.next_chunk().await {

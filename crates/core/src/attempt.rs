@@ -1,0 +1,143 @@
+//! One block, one request at a time: its verdict, its retries and their
+//! backoff. Also the retries of a session's own exchanges (begin, finish).
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::body::{BlockData, BodyReport};
+use crate::error::Error;
+use crate::plan::Block;
+use crate::protocol::{Integrity, Verdict};
+use crate::run::{InFlight, RunContext};
+
+/// How a block's sending ended, short of failing the job.
+#[derive(Debug)]
+pub(crate) enum Sent {
+    /// The receiver acknowledged it; the CRC32C of its bytes, when computed.
+    Acked(Option<u32>),
+    /// The receiver holds other ranges than thought, or a request that is
+    /// not idempotent has an unknown outcome (`true`): begin again.
+    Resync(Error, bool),
+    /// The job was cancelled.
+    Cancelled,
+}
+
+/// What to do after a failed try.
+enum Next {
+    Retry(Error, Option<Duration>),
+    Fail(Error),
+}
+
+/// Sends one block until it is acknowledged, resynced, cancelled, or fails
+/// for good. Each attempt reads the block again, so no copy is kept between
+/// attempts.
+pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, Error> {
+    let state = &ctx.job.state;
+    let source = &ctx.sources[block.source];
+    let session = &*source.session;
+    let mut attempt = 1;
+    loop {
+        let data = BlockData::read(&source.source, block.offset, block.len).await?;
+        let mut request = session.encode(block, data)?;
+        request.body_mut().count_sent(state.sent.clone());
+        let report = Arc::new(BodyReport::default());
+        request
+            .body_mut()
+            .report_to(report.clone(), ctx.job.integrity == Integrity::BlockCrc32c);
+        if ctx.cancel.is_cancelled() {
+            return Ok(Sent::Cancelled);
+        }
+        let sent = {
+            let _in_flight = InFlight::enter(state);
+            ctx.transport.send(request).await
+        };
+        // A piece of the source that could not be read is the block's
+        // error, whatever the transport or the server made of the cut body.
+        if let Some(e) = report.read_failure.get() {
+            return Err(e.clone());
+        }
+        let next = match sent {
+            Ok(response) => {
+                state.set_version(response.version());
+                match session.judge(block, &response) {
+                    Verdict::Ack(_) => return Ok(Sent::Acked(report.crc32c.get().copied())),
+                    Verdict::Resync(e) => return Ok(Sent::Resync(e, false)),
+                    Verdict::Retry { error, after } => Next::Retry(error, after),
+                    Verdict::Fail(e) => Next::Fail(e),
+                }
+            }
+            Err(e) => {
+                let error = Error::from(e);
+                let body_left = report.complete.load(Ordering::SeqCst);
+                if body_left && error.is_retryable() && !session.idempotent(block) {
+                    // The receiver may have it: only it can say.
+                    return Ok(Sent::Resync(error, true));
+                }
+                if error.is_retryable() {
+                    Next::Retry(error, None)
+                } else {
+                    Next::Fail(error)
+                }
+            }
+        };
+        match next {
+            Next::Fail(e) => return Err(e),
+            Next::Retry(error, after) => {
+                let wait = may_retry(ctx, error, attempt, after)?;
+                tracing::debug!(attempt, "retrying block {} of {:?}", block.index, source.name);
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Runs one of a session's own exchanges (begin, finish), retrying
+/// retryable failures under the job's policy.
+pub(crate) async fn exchange<T, F, Fut>(ctx: &RunContext, mut f: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() => {
+                let wait = may_retry(ctx, e, attempt, None)?;
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The wait before trying again after `error` on try number `attempt`, or
+/// the error to fail with when the policy or the budget says no more.
+fn may_retry(
+    ctx: &RunContext,
+    error: Error,
+    attempt: u32,
+    server_wait: Option<Duration>,
+) -> Result<Duration, Error> {
+    let policy = &ctx.job.retry;
+    if attempt >= policy.max_attempts {
+        return Err(if attempt > 1 {
+            error.extend_message(&format!(" (gave up after {attempt} attempts)"))
+        } else {
+            error
+        });
+    }
+    if server_wait.is_some_and(|w| w > policy.max_retry_after) {
+        return Err(error.extend_message(" (the server asked to wait longer than max_retry_after)"));
+    }
+    if !ctx.take_retry() {
+        return Err(error.extend_message(" (the job's retry budget is spent)"));
+    }
+    ctx.job.state.retries.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(attempt, %error, "retrying");
+    Ok(policy.backoff(attempt).max(server_wait.unwrap_or_default()))
+}

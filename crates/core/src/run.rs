@@ -1,0 +1,85 @@
+//! The state one run shares between the scheduler and its attempts: the
+//! context, the cancel signal, and the in-flight guard.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::events::Events;
+use crate::job::{Job, JobState};
+use crate::journal::Journal;
+use crate::plan::BlockPlan;
+use crate::protocol::{Constraints, UploadSession};
+use crate::source::Source;
+use crate::transport::Transport;
+
+/// Tells a running job to stop: a flag workers check before each block, and
+/// a wake-up for the task that aborts the requests in flight.
+#[derive(Debug, Default)]
+pub(crate) struct CancelSignal {
+    cancelled: AtomicBool,
+    pub(crate) notify: Notify,
+}
+
+impl CancelSignal {
+    /// Returns whether this call cancelled the job (false if it already was).
+    pub(crate) fn cancel(&self) -> bool {
+        let first = !self.cancelled.swap(true, Ordering::SeqCst);
+        self.notify.notify_one();
+        first
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// One source of a run: its bytes, its session, its journal.
+pub(crate) struct RunSource {
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) session: Box<dyn UploadSession>,
+    pub(crate) constraints: Constraints,
+    pub(crate) name: String,
+    pub(crate) journal: Option<Arc<Journal>>,
+    /// The blocks the journal listed as acknowledged, with their CRC32Cs.
+    pub(crate) journaled: Vec<(u64, Option<u32>)>,
+}
+
+/// What a run shares.
+pub(crate) struct RunContext {
+    pub(crate) job: Job,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) sources: Vec<RunSource>,
+    pub(crate) plan: BlockPlan,
+    pub(crate) total_bytes: u64,
+    pub(crate) cancel: Arc<CancelSignal>,
+    pub(crate) events: Events,
+    pub(crate) retries_left: AtomicU64,
+}
+
+impl RunContext {
+    /// Takes one retry from the job's budget; false when it is spent.
+    pub(crate) fn take_retry(&self) -> bool {
+        self.retries_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// Counts a request in flight for as long as it lives, aborts included.
+#[must_use]
+pub(crate) struct InFlight<'a>(&'a JobState);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn enter(state: &'a JobState) -> Self {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,541 @@
+//! Workers, the job-wide bound, per-source cursors, and the one outcome.
+//!
+//! Up to `thread_num` workers take tasks from the cursors, sources in the
+//! order they were added: begin a source (ask the receiver what it holds),
+//! send one of its blocks within its session's constraints, or finish it
+//! once all its blocks are acknowledged. A resync re-plans one source from
+//! what the receiver says it holds.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fileuploader_wire::RangeSet;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+
+use crate::attempt::{self, Sent};
+use crate::error::{code, Error, ErrorKind};
+use crate::journal::Resume;
+use crate::plan::Block;
+use crate::progress::Percentage;
+use crate::protocol::{Finish, Holding, Integrity, Landing};
+use crate::resume::crc32c_of;
+use crate::run::RunContext;
+use crate::source::lock;
+
+/// How many times one source may start over because the receiver lost it.
+const MAX_RESYNCS: u32 = 3;
+/// How long an abort may take before the run reports anyway.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    New,
+    Beginning,
+    Sending,
+    Finishing,
+    Done,
+}
+
+/// Where one source stands.
+#[derive(Debug)]
+struct Cursor {
+    phase: Phase,
+    /// Block indices still to send.
+    todo: RangeSet,
+    /// Block indices acknowledged (in this run, or held by the receiver).
+    acked: RangeSet,
+    in_flight: usize,
+    acked_bytes: u64,
+    crcs: CrcFold,
+    resyncs: u32,
+}
+
+/// Block CRC32Cs of one source, combined in order as they arrive.
+#[derive(Debug, Default)]
+struct CrcFold {
+    /// The first block not folded in yet.
+    next: u64,
+    crc: u32,
+    /// Blocks that arrived ahead of `next`: CRC and length.
+    pending: BTreeMap<u64, (u32, u64)>,
+}
+
+impl CrcFold {
+    fn add(&mut self, index: u64, crc: u32, len: u64) {
+        if index < self.next {
+            return;
+        }
+        self.pending.insert(index, (crc, len));
+        while let Some((crc, len)) = self.pending.remove(&self.next) {
+            self.crc = crc32c::crc32c_combine(self.crc, crc, len as usize);
+            self.next += 1;
+        }
+    }
+}
+
+enum Task {
+    Begin(usize),
+    Block(Block),
+    Finish(usize),
+    Wait,
+    Done,
+}
+
+/// The cursors of every source, and a wake-up for workers waiting on them.
+struct Scheduler {
+    cursors: Mutex<Vec<Cursor>>,
+    changed: Notify,
+    /// Pings the supervisor to report progress.
+    progress: mpsc::UnboundedSender<()>,
+}
+
+impl Scheduler {
+    fn take(&self, ctx: &RunContext) -> Task {
+        let mut cursors = lock(&self.cursors);
+        let mut all_done = true;
+        for (i, c) in cursors.iter_mut().enumerate() {
+            all_done &= c.phase == Phase::Done;
+            match c.phase {
+                Phase::New => {
+                    c.phase = Phase::Beginning;
+                    return Task::Begin(i);
+                }
+                Phase::Sending => {
+                    let limits = ctx.sources[i].constraints;
+                    let limit = if limits.sequential {
+                        1
+                    } else {
+                        limits.max_in_flight
+                    };
+                    if c.in_flight < limit {
+                        if let Some(index) = c.todo.pop_first() {
+                            c.in_flight += 1;
+                            if let Some(block) = ctx.plan.block(i, index) {
+                                return Task::Block(block);
+                            }
+                        }
+                    }
+                    if c.todo.ranges().is_empty() && c.in_flight == 0 {
+                        c.phase = Phase::Finishing;
+                        return Task::Finish(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if all_done {
+            Task::Done
+        } else {
+            Task::Wait
+        }
+    }
+
+    fn changed(&self) {
+        self.changed.notify_waiters();
+        let _ = self.progress.send(());
+    }
+}
+
+/// Starts the workers, reports progress, and settles the one outcome.
+pub(crate) async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
+    let state = &ctx.job.state;
+    let total_blocks = ctx.plan.total_blocks();
+    state.start(ctx.total_bytes, total_blocks);
+    let mut percentage = Percentage::NotStarted;
+    ctx.events.percent(&ctx.job, percentage.start());
+
+    let (progress, mut pings) = mpsc::unbounded_channel();
+    let cursors = (0..ctx.sources.len())
+        .map(|_| Cursor {
+            phase: Phase::New,
+            todo: RangeSet::default(),
+            acked: RangeSet::default(),
+            in_flight: 0,
+            acked_bytes: 0,
+            crcs: CrcFold::default(),
+            resyncs: 0,
+        })
+        .collect();
+    let scheduler = Arc::new(Scheduler {
+        cursors: Mutex::new(cursors),
+        changed: Notify::new(),
+        progress,
+    });
+    let mut workers = JoinSet::new();
+    for _ in 0..ctx.job.thread_num {
+        workers.spawn(worker(ctx.clone(), scheduler.clone()));
+    }
+
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            () = ctx.cancel.notify.notified() => break Err(Error::cancelled()),
+            Some(()) = pings.recv() => {
+                let acked = state.acked.load(Ordering::Relaxed);
+                ctx.events.percent(&ctx.job, percentage.advance(acked, ctx.total_bytes));
+            }
+            joined = workers.join_next() => match joined {
+                None => break Ok(()),
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => break Err(e),
+                Some(Err(e)) => break Err(Error::new(
+                    ErrorKind::Run,
+                    code::FAILED,
+                    format!("an upload task failed: {e}"),
+                )),
+            },
+        }
+    };
+    workers.abort_all();
+    while workers.join_next().await.is_some() {}
+    let all_done = lock(&scheduler.cursors)
+        .iter()
+        .all(|c| c.phase == Phase::Done);
+    match outcome {
+        Ok(()) if all_done => {
+            ctx.events.percent(&ctx.job, percentage.complete());
+            Ok(())
+        }
+        // Workers only stop early when told to.
+        Ok(()) => Err(Error::cancelled()),
+        Err(e) => {
+            abort_unfinished(&ctx, &scheduler).await;
+            Err(e)
+        }
+    }
+}
+
+/// Discards what the receiver holds of sources that will not land, when
+/// nothing could resume them later.
+async fn abort_unfinished(ctx: &RunContext, scheduler: &Scheduler) {
+    if ctx.job.resume != Resume::Off {
+        return;
+    }
+    let begun: Vec<usize> = lock(&scheduler.cursors)
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !matches!(c.phase, Phase::New | Phase::Done))
+        .map(|(i, _)| i)
+        .collect();
+    for i in begun {
+        let source = &ctx.sources[i];
+        let aborted = tokio::time::timeout(ABORT_WAIT, source.session.abort(&*ctx.transport));
+        match aborted.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot discard the upload of {:?}: {e}", source.name),
+            Err(_) => tracing::warn!("discarding the upload of {:?} timed out", source.name),
+        }
+    }
+}
+
+/// Takes tasks until none is left, the job is cancelled, or one fails.
+async fn worker(ctx: Arc<RunContext>, scheduler: Arc<Scheduler>) -> Result<(), Error> {
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let changed = scheduler.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        match scheduler.take(&ctx) {
+            Task::Begin(i) => begin(&ctx, &scheduler, i, None).await?,
+            Task::Block(block) => send(&ctx, &scheduler, block).await?,
+            Task::Finish(i) => finish(&ctx, &scheduler, i).await?,
+            Task::Wait => changed.await,
+            Task::Done => return Ok(()),
+        }
+    }
+}
+
+/// Sends one block and records its acknowledgement, or resyncs its source.
+async fn send(ctx: &RunContext, scheduler: &Scheduler, block: Block) -> Result<(), Error> {
+    let sent = attempt::send_block(ctx, &block).await;
+    let release = |requeue: bool| {
+        let mut cursors = lock(&scheduler.cursors);
+        let c = &mut cursors[block.source];
+        c.in_flight -= 1;
+        if requeue {
+            c.todo.insert(block.index, block.index + 1);
+        }
+    };
+    match sent {
+        Err(e) => {
+            release(false);
+            Err(e)
+        }
+        Ok(Sent::Cancelled) => {
+            release(true);
+            Ok(())
+        }
+        Ok(Sent::Resync(reason, unknown_outcome)) => {
+            release(true);
+            let resync = {
+                let mut cursors = lock(&scheduler.cursors);
+                let c = &mut cursors[block.source];
+                let idle = c.phase == Phase::Sending;
+                if idle {
+                    c.phase = Phase::Beginning;
+                }
+                idle
+            };
+            if resync {
+                begin(ctx, scheduler, block.source, Some((reason, unknown_outcome))).await?;
+            }
+            scheduler.changed();
+            Ok(())
+        }
+        Ok(Sent::Acked(crc)) => {
+            let source = &ctx.sources[block.source];
+            if let Some(journal) = source.journal.clone() {
+                let index = block.index;
+                // A lost journal line only means the receiver is asked again.
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || journal.ack(index, crc)).await
+                {
+                    tracing::warn!("cannot record block {index} in the resume journal: {e}");
+                }
+            }
+            {
+                let mut cursors = lock(&scheduler.cursors);
+                let c = &mut cursors[block.source];
+                c.in_flight -= 1;
+                if let Some(crc) = crc {
+                    c.crcs.add(block.index, crc, block.len);
+                }
+                if !c.acked.contains(block.index, block.index + 1) {
+                    c.acked.insert(block.index, block.index + 1);
+                    c.acked_bytes += block.len;
+                    let state = &ctx.job.state;
+                    state.acked.fetch_add(block.len, Ordering::Relaxed);
+                    state.blocks_acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            scheduler.changed();
+            Ok(())
+        }
+    }
+}
+
+/// Asks the receiver what it holds of source `i` and plans what to send;
+/// `resync` is why it is asked again mid-run, and whether the outcome of a
+/// request is unknown.
+async fn begin(
+    ctx: &RunContext,
+    scheduler: &Scheduler,
+    i: usize,
+    resync: Option<(Error, bool)>,
+) -> Result<(), Error> {
+    let source = &ctx.sources[i];
+    if let Some((reason, _)) = &resync {
+        let resyncs = {
+            let mut cursors = lock(&scheduler.cursors);
+            cursors[i].resyncs += 1;
+            cursors[i].resyncs
+        };
+        if resyncs > MAX_RESYNCS {
+            return Err(reason.clone().extend_message(&format!(
+                " (the receiver lost the upload again after {MAX_RESYNCS} fresh starts)"
+            )));
+        }
+        tracing::info!("asking the receiver again about {:?}: {reason}", source.name);
+    }
+    let holding =
+        attempt::exchange(ctx, || source.session.begin(&*ctx.transport)).await?;
+    if let Some(journal) = &source.journal {
+        let id = source.session.saved().upload_id;
+        let journal = journal.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.keep_session(&id)).await {
+            ctx.job
+                .state
+                .notice(format!("cannot keep the resume journal of {:?}: {e}", source.name));
+        }
+    }
+    let count = ctx.plan.count(i);
+    let acked = match holding {
+        Holding::Landed(landing) => return conclude(ctx, scheduler, i, landing).await,
+        Holding::Ranges(ranges) => {
+            let mut held = RangeSet::default();
+            for (start, end) in ranges {
+                held.insert(start, end);
+            }
+            let acked = ctx.plan.blocks_within(i, &held);
+            let journaled = source.journaled.len() as u64;
+            if resync.is_none() && journaled > 0 && journaled != covered(&acked) {
+                ctx.job.state.notice(format!(
+                    "the receiver holds {} of the blocks of {:?}, the resume journal listed {journaled}; sending what the receiver lacks",
+                    covered(&acked), source.name
+                ));
+            }
+            acked
+        }
+        Holding::Unknown => match resync {
+            Some((reason, true)) => {
+                return Err(reason.extend_message(
+                    " (the request may have arrived, the receiver cannot say, and sending it again could land it twice)",
+                ))
+            }
+            Some(_) => RangeSet::default(),
+            None => {
+                let mut acked = RangeSet::default();
+                for &(index, _) in &source.journaled {
+                    if index < count {
+                        acked.insert(index, index + 1);
+                    }
+                }
+                if !source.journaled.is_empty() {
+                    ctx.job.state.journal_trusted.store(true, Ordering::Relaxed);
+                    ctx.job.state.notice(format!(
+                        "the receiver cannot say what it holds of {:?}; resumed {} blocks on the word of the local journal",
+                        source.name,
+                        covered(&acked)
+                    ));
+                }
+                acked
+            }
+        },
+    };
+    {
+        let mut cursors = lock(&scheduler.cursors);
+        let c = &mut cursors[i];
+        let state = &ctx.job.state;
+        let bytes: u64 = acked
+            .ranges()
+            .iter()
+            .flat_map(|&(s, e)| s..e)
+            .filter_map(|index| ctx.plan.block(i, index))
+            .map(|b| b.len)
+            .sum();
+        let blocks = covered(&acked);
+        state.acked.fetch_sub(c.acked_bytes, Ordering::Relaxed);
+        state.acked.fetch_add(bytes, Ordering::Relaxed);
+        state
+            .blocks_acked
+            .fetch_sub(covered(&c.acked), Ordering::Relaxed);
+        state.blocks_acked.fetch_add(blocks, Ordering::Relaxed);
+        if resync.is_none() {
+            state.resumed_blocks.fetch_add(blocks, Ordering::Relaxed);
+            for &(index, crc) in &source.journaled {
+                if let (Some(crc), Some(block)) = (crc, ctx.plan.block(i, index)) {
+                    c.crcs.add(index, crc, block.len);
+                }
+            }
+        }
+        let mut todo = RangeSet::default();
+        todo.insert(0, count);
+        for &(s, e) in acked.ranges() {
+            todo.remove(s, e);
+        }
+        c.todo = todo;
+        c.acked = acked;
+        c.acked_bytes = bytes;
+        c.phase = Phase::Sending;
+    }
+    scheduler.changed();
+    Ok(())
+}
+
+fn covered(set: &RangeSet) -> u64 {
+    set.ranges().iter().map(|&(s, e)| e - s).sum()
+}
+
+/// Confirms that source `i` landed, or re-plans it.
+async fn finish(ctx: &RunContext, scheduler: &Scheduler, i: usize) -> Result<(), Error> {
+    let session = &ctx.sources[i].session;
+    match attempt::exchange(ctx, || session.finish(&*ctx.transport)).await? {
+        Finish::Landed(landing) => conclude(ctx, scheduler, i, landing).await,
+        Finish::Resync(reason) => {
+            begin(ctx, scheduler, i, Some((reason, false))).await?;
+            scheduler.changed();
+            Ok(())
+        }
+    }
+}
+
+/// Checks what the receiver says landed against the source, and marks the
+/// source done.
+async fn conclude(
+    ctx: &RunContext,
+    scheduler: &Scheduler,
+    i: usize,
+    landing: Landing,
+) -> Result<(), Error> {
+    let source = &ctx.sources[i];
+    let state = &ctx.job.state;
+    let len = source.source.len();
+    let mismatch = |what: String| {
+        Error::new(
+            ErrorKind::Status,
+            code::PARTIAL_FILE,
+            format!("the receiver landed {:?} {what}", source.name),
+        )
+    };
+    if landing.confirmed {
+        if let Some(length) = landing.length.filter(|&l| l != len) {
+            return Err(mismatch(format!("with {length} bytes; the source has {len}")));
+        }
+        if let (Some(theirs), Integrity::BlockCrc32c) = (landing.crc32c, ctx.job.integrity) {
+            let ours = source_crc32c(ctx, scheduler, i).await?;
+            if theirs != ours {
+                return Err(mismatch(format!(
+                    "with CRC32C {theirs:08x}; the blocks sent have {ours:08x}"
+                )));
+            }
+        }
+        state.confirmed.fetch_add(1, Ordering::Relaxed);
+    } else if ctx.job.require_confirmation {
+        return Err(Error::new(
+            ErrorKind::Status,
+            code::UNCONFIRMED,
+            format!(
+                "the receiver acknowledged every block of {:?} but cannot confirm that it landed",
+                source.name
+            ),
+        ));
+    } else {
+        state.unconfirmed.fetch_add(1, Ordering::Relaxed);
+    }
+    {
+        let mut cursors = lock(&scheduler.cursors);
+        let c = &mut cursors[i];
+        if c.acked_bytes < len || covered(&c.acked) < ctx.plan.count(i) {
+            let blocks = ctx.plan.count(i) - covered(&c.acked);
+            state.acked.fetch_add(len - c.acked_bytes, Ordering::Relaxed);
+            state.blocks_acked.fetch_add(blocks, Ordering::Relaxed);
+            state.resumed_blocks.fetch_add(blocks, Ordering::Relaxed);
+        }
+        c.phase = Phase::Done;
+    }
+    if let Some(journal) = source.journal.clone() {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.remove()).await {
+            tracing::warn!("cannot remove a finished resume journal: {e}");
+        }
+    }
+    scheduler.changed();
+    Ok(())
+}
+
+/// The CRC32C of the whole source as the blocks sent make it up, reading
+/// from the source only blocks whose CRC was not seen (held from an earlier
+/// run without a journal receipt).
+async fn source_crc32c(ctx: &RunContext, scheduler: &Scheduler, i: usize) -> Result<u32, Error> {
+    let (mut crc, next, pending) = {
+        let cursors = lock(&scheduler.cursors);
+        let fold = &cursors[i].crcs;
+        (fold.crc, fold.next, fold.pending.clone())
+    };
+    let source = &*ctx.sources[i].source;
+    for index in next..ctx.plan.count(i) {
+        let Some(block) = ctx.plan.block(i, index) else {
+            break;
+        };
+        let block_crc = match pending.get(&index) {
+            Some(&(c, _)) => c,
+            None => crc32c_of(source, block.offset, block.len).await?,
+        };
+        crc = crc32c::crc32c_combine(crc, block_crc, block.len as usize);
+    }
+    Ok(crc)
+}
