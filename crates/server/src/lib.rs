@@ -31,7 +31,6 @@
 
 #![warn(missing_docs)]
 
-mod ranges;
 mod request;
 mod settled;
 mod store;
@@ -48,18 +47,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-pub use crate::ranges::RangeSet;
-pub use crate::request::{parse_crc32c, plain_name, upload_id, ContentRange};
+pub use crate::request::{plain_name, upload_id};
 use crate::settled::SettledEnd;
 use crate::store::{Store, Target};
-
-/// The request header naming an upload (the same one the client sends).
-pub const UPLOAD_ID_HEADER: &str = "x-upload-id";
-/// The form field with the CRC32C of the block's bytes (8 hex digits); the
-/// client sends it after the file part.
-pub const BLOCK_CRC32C_FIELD: &str = "X-Block-CRC32C";
-/// The status for a block whose bytes do not match its `X-Block-CRC32C`.
-pub const DIGEST_MISMATCH: u16 = 460;
+pub use fileuploader_wire::{
+    ContentRange, RangeSet, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH, UPLOAD_ID_HEADER,
+};
+use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 /// How many bytes of one HTTP/2 request body a client may send ahead of the
 /// receiver's reads; four times this for a whole connection.
 const H2_STREAM_WINDOW: u32 = 4 << 20;
@@ -146,34 +140,52 @@ impl Receiver {
 
     /// Which byte ranges of upload `id` have arrived, and of how many;
     /// `None` for an upload not in progress.
-    pub fn status(&self, id: &str) -> Option<(u64, RangeSet)> {
-        self.store.status(id)
+    ///
+    /// # Errors
+    ///
+    /// When a partial upload on disk cannot be read back.
+    pub async fn status(&self, id: &str) -> Result<Option<(u64, RangeSet)>, Refusal> {
+        self.store.status(id).await
     }
 
-    /// Handles one request: `POST` uploads, `GET ?upload_id=` asks status.
-    /// Mount it in any hyper-compatible service.
+    /// Handles one request: `POST` uploads, `GET ?upload_id=` asks what the
+    /// receiver holds of an upload, `DELETE ?upload_id=` discards it. Mount
+    /// it in any hyper-compatible service.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let result = match *request.method() {
+            Method::POST if self.discard => self.sink(request).await,
             Method::POST => self.receive(request).await,
-            Method::GET => self.status_of(request.uri()),
+            Method::GET if !self.discard => self.status_of(request.uri()).await,
+            Method::DELETE if !self.discard => self.discard_upload(request.uri()).await,
             _ => Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "use POST to upload",
             )),
         };
-        let (status, body) = match result {
-            Ok(body) => (StatusCode::OK, body),
+        let (status, content_type, body) = match result {
+            Ok(statement) => {
+                let status = match statement {
+                    Some(Statement::Unknown { .. }) => StatusCode::NOT_FOUND,
+                    _ => StatusCode::OK,
+                };
+                let body = statement.map_or_else(|| "ok\n".to_owned(), |s| s.to_json());
+                (status, STATEMENT_MEDIA_TYPE, body)
+            }
             Err(refusal) => {
                 tracing::debug!(%refusal, "refused");
-                (refusal.status, format!("{}\n", refusal.message))
+                let body = format!("{}\n", refusal.message);
+                (refusal.status, "text/plain; charset=utf-8", body)
             }
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
         response
     }
 
@@ -206,30 +218,46 @@ impl Receiver {
         }
     }
 
-    fn status_of(&self, uri: &http::Uri) -> Result<String, Refusal> {
+    /// The upload a status query or discard names.
+    fn queried_id(uri: &http::Uri) -> Result<&str, Refusal> {
         let id = uri
             .query()
             .unwrap_or("")
             .split('&')
-            .find_map(|kv| kv.strip_prefix("upload_id="))
+            .find_map(|kv| kv.strip_prefix(UPLOAD_ID_QUERY)?.strip_prefix('='))
             .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "ask with ?upload_id=ID"))?;
-        let (total, ranges) = self
-            .store
-            .status(id)
-            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no such upload in progress"))?;
-        let received: Vec<String> = ranges
-            .ranges()
-            .iter()
-            .map(|(s, e)| format!("[{s},{e}]"))
-            .collect();
-        Ok(format!(
-            "{{\"total\":{total},\"received\":[{}],\"covered\":{}}}\n",
-            received.join(","),
-            ranges.covered()
-        ))
+        fileuploader_wire::check_upload_id(id)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))
     }
 
-    async fn receive<B>(&self, request: Request<B>) -> Result<String, Refusal>
+    async fn status_of(&self, uri: &http::Uri) -> Result<Option<Statement>, Refusal> {
+        self.store.statement(Self::queried_id(uri)?).await.map(Some)
+    }
+
+    async fn discard_upload(&self, uri: &http::Uri) -> Result<Option<Statement>, Refusal> {
+        let id = Self::queried_id(uri)?;
+        self.store.discard(id).await?;
+        Ok(Some(Statement::Unknown {
+            upload_id: id.to_owned(),
+        }))
+    }
+
+    /// Reads a whole body and keeps nothing (discard mode).
+    async fn sink<B>(&self, request: Request<B>) -> Result<Option<Statement>, Refusal>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut body = std::pin::pin!(request.into_body());
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|e| {
+                Refusal::new(StatusCode::BAD_REQUEST, format!("body: {}", e.into()))
+            })?;
+        }
+        Ok(None)
+    }
+
+    async fn receive<B>(&self, request: Request<B>) -> Result<Option<Statement>, Refusal>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -244,7 +272,8 @@ impl Receiver {
         let range = headers
             .get(header::CONTENT_RANGE)
             .map(|v| ContentRange::parse(v.to_str().unwrap_or("")))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
         let id = upload_id(headers)?;
         let limit = range.map_or(self.max_upload_size, |r| r.total);
         if limit > self.max_upload_size {
@@ -259,7 +288,7 @@ impl Receiver {
         let mut expected_crc = None;
         while let Some(mut field) = form.next_field().await.map_err(malformed)? {
             match (field.file_name(), &file) {
-                (Some(part_name), None) if !self.discard => {
+                (Some(part_name), None) => {
                     let name = plain_name(part_name)?;
                     let target = self.store.open(id.as_deref(), &name, range).await?;
                     let max = range.map_or(self.max_upload_size, |r| r.len());
@@ -279,14 +308,15 @@ impl Receiver {
                                 "X-Block-CRC32C given twice",
                             ))
                         }
-                        BLOCK_CRC32C_FIELD => expected_crc = Some(parse_crc32c(&text)?),
+                        BLOCK_CRC32C_FIELD => {
+                            expected_crc = Some(parse_crc32c(&text).map_err(|_| {
+                                Refusal::new(StatusCode::BAD_REQUEST, "malformed X-Block-CRC32C")
+                            })?)
+                        }
                         _ => {}
                     }
                 }
             }
-        }
-        if self.discard {
-            return Ok("ok\n".into());
         }
         let (target, written, crc) =
             file.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no file part in the form"))?;
@@ -310,7 +340,10 @@ impl Receiver {
                 ));
             }
         }
-        self.store.commit(target, name_field, expected_crc).await
+        self.store
+            .commit(target, name_field, expected_crc)
+            .await
+            .map(Some)
     }
 }
 
@@ -343,4 +376,10 @@ async fn read_small(mut field: multer::Field<'_>) -> Result<String, Refusal> {
 /// Where partial uploads are kept, below the receiver's directory.
 pub fn partial_dir(dir: &Path) -> PathBuf {
     dir.join(".fileuploader-partial")
+}
+
+/// Where the statements of landed uploads are kept, by upload id, so a
+/// status query after landing is answered.
+pub fn landed_dir(dir: &Path) -> PathBuf {
+    dir.join(".fileuploader-landed")
 }

@@ -1,65 +1,10 @@
-//! Reading what a block request says about itself: its range, its upload
-//! identifier and its file name, each checked before anything is written.
+//! Reading what a block request says about itself: its upload identifier
+//! and its file name, each checked before anything is written (its range
+//! and digest are parsed by `fileuploader-wire`).
 
 use http::{HeaderMap, StatusCode};
 
 use crate::Refusal;
-
-/// `Content-Range: bytes first-last/total`, as a half-open range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContentRange {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-    /// The whole file's length.
-    pub total: u64,
-}
-
-impl ContentRange {
-    /// Parses the header value.
-    ///
-    /// # Errors
-    ///
-    /// 400 when it is not `bytes first-last/total` with
-    /// `first <= last < total`.
-    pub fn parse(value: &str) -> Result<Self, Refusal> {
-        let bad = || {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                format!("malformed Content-Range {value:?}"),
-            )
-        };
-        let spec = value.trim().strip_prefix("bytes ").ok_or_else(bad)?;
-        let (range, total) = spec.split_once('/').ok_or_else(bad)?;
-        let (first, last) = range.split_once('-').ok_or_else(bad)?;
-        let num = |s: &str| -> Result<u64, Refusal> {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            s.parse().map_err(|_| bad())
-        };
-        let (first, last, total) = (num(first)?, num(last)?, num(total)?);
-        if first > last || last >= total {
-            return Err(bad());
-        }
-        Ok(ContentRange {
-            start: first,
-            end: last + 1,
-            total,
-        })
-    }
-
-    /// The number of bytes in the range.
-    pub fn len(&self) -> u64 {
-        self.end - self.start
-    }
-
-    /// Whether the range is empty (never, once parsed).
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
-    }
-}
 
 /// The upload identifier header, if present and well formed: 1 to 64 ASCII
 /// letters, digits, `-` or `_`.
@@ -71,31 +16,9 @@ pub fn upload_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     let Some(value) = headers.get(crate::UPLOAD_ID_HEADER) else {
         return Ok(None);
     };
-    let id = value.to_str().unwrap_or("");
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "malformed upload identifier",
-        ));
-    }
+    let id = fileuploader_wire::check_upload_id(value.to_str().unwrap_or(""))
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok(Some(id.to_owned()))
-}
-
-/// The value of an `X-Block-CRC32C` field: exactly 8 hex digits.
-///
-/// # Errors
-///
-/// 400 for anything else.
-pub fn parse_crc32c(text: &str) -> Result<u32, Refusal> {
-    let malformed = || Refusal::new(StatusCode::BAD_REQUEST, "malformed X-Block-CRC32C");
-    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(malformed());
-    }
-    u32::from_str_radix(text, 16).map_err(|_| malformed())
 }
 
 /// Reduces a client's file name to a plain name: the part after the last
@@ -128,30 +51,6 @@ pub fn plain_name(name: &str) -> Result<String, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_range_is_strict() {
-        assert_eq!(
-            ContentRange::parse("bytes 0-9/25").unwrap(),
-            ContentRange {
-                start: 0,
-                end: 10,
-                total: 25
-            }
-        );
-        for bad in [
-            "bytes 9-0/25",
-            "bytes 0-25/25",
-            "0-9/25",
-            "bytes 0-9",
-            "bytes -1-9/25",
-            "bytes 0-9/*",
-            "bytes +1-9/25",
-            "bytes 0-99999999999999999999/1",
-        ] {
-            assert!(ContentRange::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn names_are_reduced_or_refused() {

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use fileuploader_wire::{ContentRange, RangeSet, Statement};
 use http::StatusCode;
 
-use crate::{partial_dir, too_large, ContentRange, RangeSet, Refusal};
+use crate::{landed_dir, partial_dir, too_large, Refusal};
 
 /// Bytes gathered before one positional write.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -19,6 +20,8 @@ const WRITE_BATCH: usize = 256 * 1024;
 pub(crate) struct Store {
     dir: PathBuf,
     partial: PathBuf,
+    /// Landing statements by upload id, for status queries after landing.
+    landed: PathBuf,
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
 }
 
@@ -33,7 +36,10 @@ pub(crate) struct Upload {
     coverage: Mutex<RangeSet>,
     /// Each acknowledged block: start → (end, CRC32C if the client sent one).
     blocks: Mutex<BTreeMap<u64, (u64, Option<u32>)>>,
-    landed: AtomicBool,
+    /// Set while the upload is being landed, and once it has.
+    landing: AtomicBool,
+    /// Why the last landing failed, if it did.
+    landing_error: Mutex<Option<String>>,
 }
 
 /// Where one request's file part goes.
@@ -51,6 +57,7 @@ pub(crate) enum Target {
         temp: tempfile::NamedTempFile,
         file: Arc<File>,
         name: String,
+        id: Option<String>,
     },
 }
 
@@ -77,13 +84,32 @@ fn ranges_path(temp: &Path) -> PathBuf {
     temp.with_extension("ranges")
 }
 
+/// The key of an upload: its id, or its name for clients that send none.
+fn key_of(id: Option<&str>, name: &str) -> String {
+    id.map_or_else(|| format!("name-{name}"), |id| format!("id-{id}"))
+}
+
+/// Why a landing failed, as a refusal: 409 when the name is taken by a
+/// directory, 500 otherwise.
+fn landing_refusal(name: &str, e: &Refusal) -> Refusal {
+    let status = if e.message().contains("Is a directory") || e.message().contains("Directory not empty") {
+        StatusCode::CONFLICT
+    } else {
+        e.status()
+    };
+    Refusal::new(status, format!("cannot land {name}: {}", e.message()))
+}
+
 impl Store {
     pub(crate) fn new(dir: &Path) -> io::Result<Self> {
         let partial = partial_dir(dir);
         fs::create_dir_all(&partial)?;
+        let landed = landed_dir(dir);
+        fs::create_dir_all(&landed)?;
         Ok(Store {
             dir: dir.to_owned(),
             partial,
+            landed,
             uploads: Mutex::default(),
         })
     }
@@ -92,10 +118,72 @@ impl Store {
         &self.dir
     }
 
-    pub(crate) fn status(&self, id: &str) -> Option<(u64, RangeSet)> {
-        let upload = lock(&self.uploads).get(&format!("id-{id}")).cloned()?;
+    /// Which ranges of upload `id` are here, if it is in progress (in
+    /// memory, or on disk from before a restart).
+    pub(crate) async fn status(&self, id: &str) -> Result<Option<(u64, RangeSet)>, Refusal> {
+        let Some(upload) = self.find(&key_of(Some(id), "")).await? else {
+            return Ok(None);
+        };
         let coverage = lock(&upload.coverage).clone();
-        Some((upload.total, coverage))
+        Ok(Some((upload.total, coverage)))
+    }
+
+    /// What the receiver can say of upload `id`.
+    pub(crate) async fn statement(&self, id: &str) -> Result<Statement, Refusal> {
+        if let Some(upload) = self.find(&key_of(Some(id), "")).await? {
+            let received = lock(&upload.coverage).ranges().to_vec();
+            let error = lock(&upload.landing_error).clone();
+            return Ok(Statement::Partial {
+                upload_id: id.to_owned(),
+                total: upload.total,
+                received,
+                error,
+            });
+        }
+        let record = self.landed.join(format!("{id}.json"));
+        let text = blocking("read landing record", move || match fs::read(record) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?;
+        Ok(text
+            .and_then(|t| Statement::from_json(&t))
+            .unwrap_or_else(|| Statement::Unknown {
+                upload_id: id.to_owned(),
+            }))
+    }
+
+    /// Discards upload `id`: its partial file and its record.
+    pub(crate) async fn discard(&self, id: &str) -> Result<(), Refusal> {
+        let key = key_of(Some(id), "");
+        let upload = lock(&self.uploads).remove(&key);
+        let temp = upload.map_or_else(|| self.partial.join(format!("{key}.part")), |u| u.temp.clone());
+        blocking("discard upload", move || {
+            for path in [ranges_path(&temp), temp] {
+                match fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The upload under `key`, from memory or reloaded from disk.
+    async fn find(&self, key: &str) -> Result<Option<Arc<Upload>>, Refusal> {
+        if let Some(upload) = lock(&self.uploads).get(key).cloned() {
+            return Ok(Some(upload));
+        }
+        let temp = self.partial.join(format!("{key}.part"));
+        let loaded = blocking("open partial upload", move || Upload::reopen(temp)).await?;
+        Ok(loaded.map(|upload| {
+            lock(&self.uploads)
+                .entry(key.to_owned())
+                .or_insert(Arc::new(upload))
+                .clone()
+        }))
     }
 
     /// The target for a request's file part: the upload its range belongs
@@ -120,10 +208,11 @@ impl Store {
                 temp,
                 file,
                 name: name.to_owned(),
+                id: id.map(str::to_owned),
             });
         };
-        let key = id.map_or_else(|| format!("name-{name}"), |id| format!("id-{id}"));
-        let existing = lock(&self.uploads).get(&key).cloned();
+        let key = key_of(id, name);
+        let existing = self.find(&key).await?;
         let upload = match existing {
             Some(upload) => upload,
             None => {
@@ -156,49 +245,93 @@ impl Store {
         })
     }
 
-    /// Records a fully received part; lands the file once all of it is here.
+    /// Records a fully received part; lands the file once all of it is
+    /// here. Answers the statement for the client.
     pub(crate) async fn commit(
         &self,
         target: Target,
         name_field: Option<String>,
         crc: Option<u32>,
-    ) -> Result<String, Refusal> {
+    ) -> Result<Statement, Refusal> {
         match target {
-            Target::Whole { temp, name, .. } => {
+            Target::Whole { temp, name, id, .. } => {
                 let name = name_field.unwrap_or(name);
                 let dest = self.dir.join(&name);
-                let size = blocking("land file", move || {
+                let (size, crc) = blocking("land file", move || {
                     temp.as_file().sync_all()?;
                     let size = temp.as_file().metadata()?.len();
+                    let crc = crc_of(temp.as_file())?;
                     temp.persist(&dest).map_err(|e| e.error)?;
-                    Ok(size)
+                    Ok((size, crc))
                 })
-                .await?;
+                .await
+                .map_err(|e| landing_refusal(&name, &e))?;
                 sync_dir(&self.dir).await?;
-                Ok(format!("complete: {name} ({size} bytes)\n"))
+                let statement =
+                    Statement::landed(id.as_deref().unwrap_or(""), &name, size, Some(crc));
+                if let Some(id) = id {
+                    self.keep_landing(&id, &statement).await?;
+                }
+                Ok(statement)
             }
-            Target::Segment {
-                duplicate: true, ..
-            } => Ok("ok (already received)\n".into()),
             Target::Segment {
                 key,
                 upload,
                 range,
                 name,
-                ..
+                duplicate,
             } => {
-                let complete = upload.record(range, crc).await?;
-                if !complete || upload.landed.swap(true, Ordering::SeqCst) {
-                    return Ok("ok\n".into());
+                let complete = if duplicate {
+                    upload.is_complete()
+                } else {
+                    upload.record(range, crc).await?
+                };
+                let id = key.strip_prefix("id-").unwrap_or("");
+                let received = Statement::Received {
+                    upload_id: id.to_owned(),
+                    start: range.start,
+                    end: range.end,
+                };
+                if !complete || upload.landing.swap(true, Ordering::SeqCst) {
+                    return Ok(received);
+                }
+                let name = name_field.unwrap_or(name);
+                let landed = upload.clone().land(self.dir.join(&name), &name).await;
+                if let Err(e) = landed {
+                    let refusal = landing_refusal(&name, &e);
+                    if e.status() == StatusCode::UNPROCESSABLE_ENTITY {
+                        lock(&self.uploads).remove(&key);
+                    } else {
+                        *lock(&upload.landing_error) = Some(refusal.message().to_owned());
+                        upload.landing.store(false, Ordering::SeqCst);
+                    }
+                    return Err(refusal);
                 }
                 lock(&self.uploads).remove(&key);
-                let name = name_field.unwrap_or(name);
-                let total = upload.total;
-                upload.land(self.dir.join(&name), &name).await?;
                 sync_dir(&self.dir).await?;
-                Ok(format!("complete: {name} ({total} bytes)\n"))
+                let statement = Statement::landed(id, &name, upload.total, upload.landed_crc());
+                if !id.is_empty() {
+                    self.keep_landing(id, &statement).await?;
+                }
+                Ok(statement)
             }
         }
+    }
+
+    /// Records durably that upload `id` landed, for later status queries.
+    async fn keep_landing(&self, id: &str, statement: &Statement) -> Result<(), Refusal> {
+        let (dir, path, json) = (
+            self.landed.clone(),
+            self.landed.join(format!("{id}.json")),
+            statement.to_json(),
+        );
+        blocking("record landing", move || {
+            let mut file = File::create(&path)?;
+            file.write_all(json.as_bytes())?;
+            file.sync_all()?;
+            File::open(dir)?.sync_all()
+        })
+        .await
     }
 }
 
@@ -208,6 +341,25 @@ async fn sync_dir(dir: &Path) -> Result<(), Refusal> {
 }
 
 impl Upload {
+    /// Reopens an upload a previous run of the receiver began, if its
+    /// record says how long it is.
+    fn reopen(temp: PathBuf) -> io::Result<Option<Upload>> {
+        let text = match fs::read_to_string(ranges_path(&temp)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let total = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("total "))
+            .and_then(|t| t.parse().ok());
+        match total {
+            Some(total) if temp.exists() => Upload::open(temp, total).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Opens (or creates) the temporary file and reloads the blocks a
     /// previous run of the receiver recorded.
     fn open(temp: PathBuf, total: u64) -> io::Result<Upload> {
@@ -219,7 +371,13 @@ impl Upload {
             .open(&temp)?;
         let mut coverage = RangeSet::default();
         let mut blocks = BTreeMap::new();
-        if let Ok(text) = fs::read_to_string(ranges_path(&temp)) {
+        let side = ranges_path(&temp);
+        if !side.exists() {
+            let mut f = File::create(&side)?;
+            writeln!(f, "total {total}")?;
+            f.sync_all()?;
+        }
+        if let Ok(text) = fs::read_to_string(side) {
             for line in text.lines() {
                 let mut fields = line.split(' ');
                 let start = fields.next().and_then(|f| f.parse::<u64>().ok());
@@ -239,8 +397,18 @@ impl Upload {
             total,
             coverage: Mutex::new(coverage),
             blocks: Mutex::new(blocks),
-            landed: AtomicBool::new(false),
+            landing: AtomicBool::new(false),
+            landing_error: Mutex::default(),
         })
+    }
+
+    fn is_complete(&self) -> bool {
+        lock(&self.coverage).covered() == self.total
+    }
+
+    /// The landed file's CRC32C, when every block had one.
+    fn landed_crc(&self) -> Option<u32> {
+        self.expected_crc()
     }
 
     /// Records an acknowledged block, on disk first; returns whether the

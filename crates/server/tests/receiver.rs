@@ -76,7 +76,7 @@ async fn segments_in_any_order_land_once_complete() {
         listing(dir.path()).is_empty(),
         "nothing lands before it is whole"
     );
-    let (total, ranges) = receiver.status("abc").unwrap();
+    let (total, ranges) = receiver.status("abc").await.unwrap().unwrap();
     assert_eq!((total, ranges.ranges()), (10, &[(6, 10)][..]));
     post(
         &receiver,
@@ -90,15 +90,17 @@ async fn segments_in_any_order_land_once_complete() {
         form(&[("RemoteFile", Some("a.txt"), b"def")]),
     )
     .await;
+    assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        (s, text.as_str()),
-        (StatusCode::OK, "complete: a.txt (10 bytes)\n")
+        text,
+        "{\"state\":\"landed\",\"upload_id\":\"abc\",\"name\":\"a.txt\",\"length\":10}\n",
+        "no CRC32C is stated for blocks that carried none"
     );
     assert_eq!(
         std::fs::read(dir.path().join("a.txt")).unwrap(),
         b"abcdefghij"
     );
-    assert!(receiver.status("abc").is_none());
+    assert!(receiver.status("abc").await.unwrap().is_none());
     assert_eq!(
         std::fs::read_dir(fileuploader_server::partial_dir(dir.path()))
             .unwrap()
@@ -228,7 +230,7 @@ async fn a_restarted_receiver_keeps_what_arrived() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(text.starts_with("complete"), "{text}");
+    assert!(text.contains("\"state\":\"landed\""), "{text}");
     assert_eq!(
         std::fs::read(dir.path().join("r.bin")).unwrap(),
         b"01234567"
@@ -309,7 +311,7 @@ async fn blocks_failing_their_crc_are_refused_with_460_and_count_for_nothing() {
     assert_eq!(s.as_u16(), 460, "{text}");
     assert!(text.contains("digest mismatch"), "{text}");
     assert!(
-        receiver.status("c1").unwrap().1.ranges().is_empty(),
+        receiver.status("c1").await.unwrap().unwrap().1.ranges().is_empty(),
         "nothing counted"
     );
     assert_eq!(
@@ -559,11 +561,40 @@ async fn the_status_query_answers_which_ranges_arrived() {
         (s, text.as_str()),
         (
             StatusCode::OK,
-            "{\"total\":10,\"received\":[[0,4],[8,10]],\"covered\":6}\n"
+            "{\"state\":\"partial\",\"upload_id\":\"q1\",\"total\":10,\"received\":[[0,4],[8,10]]}\n"
         )
     );
-    assert_eq!(get("/upload?upload_id=nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get("/upload?upload_id=nope").await,
+        (
+            StatusCode::NOT_FOUND,
+            "{\"state\":\"unknown\",\"upload_id\":\"nope\"}\n".into()
+        )
+    );
     assert_eq!(get("/upload").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(get("/upload?upload_id=a/b").await.0, StatusCode::BAD_REQUEST);
+
+    // After a restart the query reads what is on disk.
+    let restarted = Receiver::new(dir.path()).unwrap();
+    let (total, ranges) = restarted.status("q1").await.unwrap().unwrap();
+    assert_eq!((total, ranges.ranges()), (10, &[(0, 4), (8, 10)][..]));
+
+    // A discard forgets it.
+    let response = receiver
+        .handle(
+            Request::delete("/upload?upload_id=q1")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get("/upload?upload_id=q1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        std::fs::read_dir(fileuploader_server::partial_dir(dir.path()))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
