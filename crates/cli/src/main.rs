@@ -90,6 +90,11 @@ struct UploadArgs {
     /// tools that send none. The receiver can then not refuse a block damaged on the way.
     #[arg(long)]
     no_checksum: bool,
+    /// Fail (error 36) unless the receiver confirms that each file landed.
+    /// Without it, a receiver that acknowledges every block but cannot
+    /// answer status queries counts as success, reported "unconfirmed".
+    #[arg(long)]
+    require_confirmation: bool,
     #[command(flatten)]
     transfer: TransferArgs,
     /// The files to upload, one job each, in order.

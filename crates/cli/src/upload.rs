@@ -2,9 +2,10 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use fileuploader_core::{Integrity, Job, Progress, Resume, UploadManager};
+use fileuploader_core::{FileSource, Integrity, Job, Progress, Resume, UploadManager};
 use fileuploader_transport_hyper::HyperTransport;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -24,14 +25,29 @@ impl Summary {
         format!("{}/s", human(self.progress.rate()))
     }
 
+    /// Whether the receiver confirmed the landing: "confirmed" or
+    /// "unconfirmed" (a receiver that cannot answer for its files).
+    fn landing(&self) -> &'static str {
+        if self.progress.landings_unconfirmed > 0 {
+            "unconfirmed"
+        } else {
+            "confirmed"
+        }
+    }
+
     fn line(&self) -> String {
         let p = &self.progress;
-        let resumed = match p.resumed_blocks {
-            0 => String::new(),
-            n => format!(" ({n} resumed)"),
+        let resumed = match (p.resumed_blocks, p.journal_trusted) {
+            (0, _) => String::new(),
+            (n, false) => format!(" ({n} resumed)"),
+            (n, true) => format!(" ({n} resumed on the local journal's word)"),
+        };
+        let landing = match self.landing() {
+            "confirmed" => "landing confirmed",
+            _ => "landing unconfirmed: the receiver cannot say",
         };
         format!(
-            "uploaded {}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries, HTTP/{}",
+            "uploaded {}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries, HTTP/{}, {landing}",
             self.file.display(),
             human(p.total_bytes as f64),
             p.elapsed.as_secs_f64(),
@@ -51,6 +67,8 @@ impl Summary {
             "bytes_per_second": p.rate(),
             "blocks": p.total_blocks,
             "resumed_blocks": p.resumed_blocks,
+            "resumed_from": if p.journal_trusted { "journal" } else { "receiver" },
+            "landing": self.landing(),
             "retries": p.retries,
             "http_version": self.http_version,
         })
@@ -165,9 +183,11 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
         if args.no_checksum {
             job.integrity = Integrity::None;
         }
-        let path = file.to_string_lossy();
-        job.source_value.add(
-            path,
+        job.require_confirmation = args.require_confirmation;
+        // Opened here, not by URL, so paths that are not UTF-8 work.
+        let source = FileSource::open(file)?;
+        job.source_value.add_source(
+            Arc::new(source),
             args.name.clone().unwrap_or_default(),
             args.key.as_str(),
         );

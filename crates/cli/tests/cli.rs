@@ -395,3 +395,192 @@ fn blocks_carry_their_checksum_unless_told_not_to() {
     upload(&["--no-checksum"]);
     assert_eq!(crcs(2), [None, None]);
 }
+
+/// A `fileuploader serve` process landing in `dir` on `addr`, once it
+/// listens.
+fn serve(dir: &Path, addr: &str) -> std::process::Child {
+    let child = command()
+        .args(["serve", "--dir", dir.to_str().unwrap(), "--addr", addr])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "serve did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Acknowledged blocks the journals in `dir` list.
+fn journal_acks(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .map(|text| text.lines().filter(|l| l.starts_with("ack ")).count())
+        .sum()
+}
+
+#[test]
+fn a_receiver_that_lost_the_upload_gets_all_of_it_again_and_confirms_it() {
+    let addr = free_addr();
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let journals = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("big30.bin");
+    let data: Vec<u8> = (0..30 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let url = format!("http://{addr}/upload");
+    let args = [
+        "upload",
+        "--url",
+        &url,
+        "--block-size",
+        "64KiB",
+        "--threads",
+        "1",
+        "--resume",
+        path.to_str().unwrap(),
+    ];
+    let client = || {
+        let mut command = command();
+        command
+            .args(args)
+            .env("FILEUPLOADER_JOURNAL_DIR", journals.path());
+        command
+    };
+
+    let mut receiver = serve(first_dir.path(), &addr);
+    let mut first = client()
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while journal_acks(journals.path()) < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let acked = journal_acks(journals.path());
+    assert!(
+        acked < 480,
+        "interrupted mid-upload ({acked} of 480 blocks)"
+    );
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+
+    // A new receiver on an empty disk at the same address.
+    let mut receiver = serve(second_dir.path(), &addr);
+    let second = client().output().unwrap();
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    let text = stderr(&second);
+    assert!(second.status.success(), "{text}");
+    assert_eq!(
+        std::fs::read(second_dir.path().join("big30.bin")).unwrap(),
+        data,
+        "the file landed whole on the new receiver"
+    );
+    assert!(
+        text.contains("480 blocks, ") && !text.contains("resumed"),
+        "nothing counts as resumed: {text}"
+    );
+    assert!(text.contains("landing confirmed"), "{text}");
+    assert!(
+        text.contains("the receiver holds 0 of the blocks"),
+        "the overridden journal is noted: {text}"
+    );
+}
+
+#[test]
+fn a_landing_the_receiver_refuses_fails_the_upload() {
+    let landing = tempfile::tempdir().unwrap();
+    std::fs::create_dir(landing.path().join("taken.bin")).unwrap();
+    let url = receiver(landing.path());
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("taken.bin");
+    std::fs::write(&path, vec![5u8; 200_000]).unwrap();
+    for block_size in ["64KiB", "1MiB"] {
+        let out = fileuploader(&[
+            "upload",
+            "--url",
+            &url,
+            "--block-size",
+            block_size,
+            path.to_str().unwrap(),
+        ]);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{block_size}: {text}");
+        assert!(
+            text.starts_with("error 26: ") && text.contains("cannot land taken.bin"),
+            "{block_size}: {text}"
+        );
+        assert!(landing.path().join("taken.bin").is_dir(), "nothing landed");
+    }
+}
+
+#[test]
+fn a_receiver_that_cannot_answer_gives_unconfirmed_landings() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(fileuploader_mock_server::MockUploadServer::start());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![3u8; 100_000]).unwrap();
+    let url = server.url();
+    let upload = |extra: &[&str]| {
+        let mut args = vec!["upload", "--url", &url, "--block-size", "40000"];
+        args.extend_from_slice(extra);
+        args.push(file.path().to_str().unwrap());
+        fileuploader(&args)
+    };
+
+    let plain = upload(&[]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(
+        stderr(&plain).contains("landing unconfirmed: the receiver cannot say"),
+        "{}",
+        stderr(&plain)
+    );
+    let json = upload(&["--json"]);
+    let line: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(line["landing"], "unconfirmed");
+
+    let strict = upload(&["--require-confirmation"]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(
+        stderr(&strict).starts_with("error 36: the receiver acknowledged every block"),
+        "{}",
+        stderr(&strict)
+    );
+}
+
+#[test]
+fn a_path_that_is_not_utf8_is_read_and_lands_under_a_lossy_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let landing = tempfile::tempdir().unwrap();
+    let url = receiver(landing.path());
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    std::fs::write(&path, b"latin-1 name").unwrap();
+    let out = command()
+        .args(["upload", "--url", &url, "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(landing.path().join("caf\u{fffd}.txt")).unwrap(),
+        b"latin-1 name",
+        "the name is sent lossily; the bytes are read from the real path"
+    );
+}

@@ -86,7 +86,12 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
             Next::Fail(e) => return Err(e),
             Next::Retry(error, after) => {
                 let wait = may_retry(ctx, error, attempt, after)?;
-                tracing::debug!(attempt, "retrying block {} of {:?}", block.index, source.name);
+                tracing::debug!(
+                    attempt,
+                    "retrying block {} of {:?}",
+                    block.index,
+                    source.name
+                );
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::protocol::Integrity;
 use crate::journal::Resume;
+use crate::protocol::Integrity;
 use crate::retry::RetryPolicy;
 use crate::source::{lock, Source};
 

@@ -105,7 +105,9 @@ impl Journal {
             Ok(text) => {
                 // Only whole lines count: a crash leaves at worst a torn
                 // last line, which could be a prefix of another number.
-                let mut lines = text.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n'));
+                let mut lines = text
+                    .split_inclusive('\n')
+                    .filter_map(|l| l.strip_suffix('\n'));
                 let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
                 let same_key = header.get(1..4).map(|k| k.join("\t")) == Some(key.clone());
                 let same_content =
@@ -242,13 +244,26 @@ mod tests {
         drop(first);
 
         let again = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
-        assert_eq!(again.upload_id.as_deref(), Some("id-1"), "the upload id survives");
-        assert_eq!(again.acked, [(3, Some(0xabc)), (0, None)], "the torn line is skipped");
+        assert_eq!(
+            again.upload_id.as_deref(),
+            Some("id-1"),
+            "the upload id survives"
+        );
+        assert_eq!(
+            again.acked,
+            [(3, Some(0xabc)), (0, None)],
+            "the torn line is skipped"
+        );
         again.journal.keep_session("id-1").unwrap();
         again.journal.ack(5, None).unwrap();
         drop(again);
         let kept = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
-        assert_eq!(kept.acked.len(), 2, "the torn line stays unreadable: {:?}", kept.acked);
+        assert_eq!(
+            kept.acked.len(),
+            2,
+            "the torn line stays unreadable: {:?}",
+            kept.acked
+        );
         kept.journal.keep_session("id-2").unwrap();
         drop(kept);
         let restarted = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
@@ -267,7 +282,10 @@ mod tests {
             .contains("changed since the interrupted upload"));
 
         let other_blocks = Journal::open(dir.path(), url, &identity(100, 8), 20).unwrap();
-        assert_eq!(other_blocks.upload_id, None, "another block size is another journal");
+        assert_eq!(
+            other_blocks.upload_id, None,
+            "another block size is another journal"
+        );
         assert_ne!(other_blocks.journal.path(), changed.journal.path());
         changed.journal.remove().unwrap();
         assert!(!changed.journal.path().exists());

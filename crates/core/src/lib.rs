@@ -88,9 +88,9 @@ mod validate;
 pub use body::{BlockData, UploadBody, READ_PIECE};
 /// The shared byte buffer type of block data and registered memory.
 pub use bytes::Bytes;
-pub use fileuploader_wire::{BLOCK_CRC32C_FIELD, UPLOAD_ID_HEADER};
 pub use error::{code, Error, ErrorKind};
 pub use events::EventDispatcher;
+pub use fileuploader_wire::{BLOCK_CRC32C_FIELD, UPLOAD_ID_HEADER};
 pub use job::{
     FormField, HttpHeader, Job, JobId, Progress, SourceEntry, SourceRef, SourceValue,
     DEFAULT_BLOCK_SIZE, DEFAULT_KEY, MAX_BLOCK_SIZE, MAX_THREAD_NUM,

@@ -282,7 +282,13 @@ async fn send(ctx: &RunContext, scheduler: &Scheduler, block: Block) -> Result<(
                 idle
             };
             if resync {
-                begin(ctx, scheduler, block.source, Some((reason, unknown_outcome))).await?;
+                begin(
+                    ctx,
+                    scheduler,
+                    block.source,
+                    Some((reason, unknown_outcome)),
+                )
+                .await?;
             }
             scheduler.changed();
             Ok(())
@@ -340,17 +346,20 @@ async fn begin(
                 " (the receiver lost the upload again after {MAX_RESYNCS} fresh starts)"
             )));
         }
-        tracing::info!("asking the receiver again about {:?}: {reason}", source.name);
+        tracing::info!(
+            "asking the receiver again about {:?}: {reason}",
+            source.name
+        );
     }
-    let holding =
-        attempt::exchange(ctx, || source.session.begin(&*ctx.transport)).await?;
+    let holding = attempt::exchange(ctx, || source.session.begin(&*ctx.transport)).await?;
     if let Some(journal) = &source.journal {
         let id = source.session.saved().upload_id;
         let journal = journal.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.keep_session(&id)).await {
-            ctx.job
-                .state
-                .notice(format!("cannot keep the resume journal of {:?}: {e}", source.name));
+            ctx.job.state.notice(format!(
+                "cannot keep the resume journal of {:?}: {e}",
+                source.name
+            ));
         }
     }
     let count = ctx.plan.count(i);
@@ -474,7 +483,9 @@ async fn conclude(
     };
     if landing.confirmed {
         if let Some(length) = landing.length.filter(|&l| l != len) {
-            return Err(mismatch(format!("with {length} bytes; the source has {len}")));
+            return Err(mismatch(format!(
+                "with {length} bytes; the source has {len}"
+            )));
         }
         if let (Some(theirs), Integrity::BlockCrc32c) = (landing.crc32c, ctx.job.integrity) {
             let ours = source_crc32c(ctx, scheduler, i).await?;
@@ -502,7 +513,9 @@ async fn conclude(
         let c = &mut cursors[i];
         if c.acked_bytes < len || covered(&c.acked) < ctx.plan.count(i) {
             let blocks = ctx.plan.count(i) - covered(&c.acked);
-            state.acked.fetch_add(len - c.acked_bytes, Ordering::Relaxed);
+            state
+                .acked
+                .fetch_add(len - c.acked_bytes, Ordering::Relaxed);
             state.blocks_acked.fetch_add(blocks, Ordering::Relaxed);
             state.resumed_blocks.fetch_add(blocks, Ordering::Relaxed);
         }

@@ -50,10 +50,10 @@ use tokio::net::TcpListener;
 pub use crate::request::{plain_name, upload_id};
 use crate::settled::SettledEnd;
 use crate::store::{Store, Target};
+use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 pub use fileuploader_wire::{
     ContentRange, RangeSet, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH, UPLOAD_ID_HEADER,
 };
-use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 /// How many bytes of one HTTP/2 request body a client may send ahead of the
 /// receiver's reads; four times this for a whole connection.
 const H2_STREAM_WINDOW: u32 = 4 << 20;
@@ -183,9 +183,10 @@ impl Receiver {
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
         response
     }
 

@@ -92,11 +92,12 @@ fn key_of(id: Option<&str>, name: &str) -> String {
 /// Why a landing failed, as a refusal: 409 when the name is taken by a
 /// directory, 500 otherwise.
 fn landing_refusal(name: &str, e: &Refusal) -> Refusal {
-    let status = if e.message().contains("Is a directory") || e.message().contains("Directory not empty") {
-        StatusCode::CONFLICT
-    } else {
-        e.status()
-    };
+    let status =
+        if e.message().contains("Is a directory") || e.message().contains("Directory not empty") {
+            StatusCode::CONFLICT
+        } else {
+            e.status()
+        };
     Refusal::new(status, format!("cannot land {name}: {}", e.message()))
 }
 
@@ -158,7 +159,10 @@ impl Store {
     pub(crate) async fn discard(&self, id: &str) -> Result<(), Refusal> {
         let key = key_of(Some(id), "");
         let upload = lock(&self.uploads).remove(&key);
-        let temp = upload.map_or_else(|| self.partial.join(format!("{key}.part")), |u| u.temp.clone());
+        let temp = upload.map_or_else(
+            || self.partial.join(format!("{key}.part")),
+            |u| u.temp.clone(),
+        );
         blocking("discard upload", move || {
             for path in [ranges_path(&temp), temp] {
                 match fs::remove_file(path) {

@@ -92,8 +92,7 @@ async fn segments_in_any_order_land_once_complete() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        text,
-        "{\"state\":\"landed\",\"upload_id\":\"abc\",\"name\":\"a.txt\",\"length\":10}\n",
+        text, "{\"state\":\"landed\",\"upload_id\":\"abc\",\"name\":\"a.txt\",\"length\":10}\n",
         "no CRC32C is stated for blocks that carried none"
     );
     assert_eq!(
@@ -311,7 +310,14 @@ async fn blocks_failing_their_crc_are_refused_with_460_and_count_for_nothing() {
     assert_eq!(s.as_u16(), 460, "{text}");
     assert!(text.contains("digest mismatch"), "{text}");
     assert!(
-        receiver.status("c1").await.unwrap().unwrap().1.ranges().is_empty(),
+        receiver
+            .status("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .ranges()
+            .is_empty(),
         "nothing counted"
     );
     assert_eq!(
@@ -572,7 +578,10 @@ async fn the_status_query_answers_which_ranges_arrived() {
         )
     );
     assert_eq!(get("/upload").await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(get("/upload?upload_id=a/b").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get("/upload?upload_id=a/b").await.0,
+        StatusCode::BAD_REQUEST
+    );
 
     // After a restart the query reads what is on disk.
     let restarted = Receiver::new(dir.path()).unwrap();

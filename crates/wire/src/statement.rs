@@ -137,8 +137,10 @@ mod tests {
             assert_eq!(Statement::from_json(s.to_json().as_bytes()), Some(s));
         }
         assert_eq!(
-            Statement::from_json(br#"{"state":"partial","upload_id":"a","total":3,"received":[[0,1]]}"#)
-                .map(|s| s.upload_id().to_owned()),
+            Statement::from_json(
+                br#"{"state":"partial","upload_id":"a","total":3,"received":[[0,1]]}"#
+            )
+            .map(|s| s.upload_id().to_owned()),
             Some("a".into())
         );
         for other in [&b"ok\n"[..], b"<html>", b"{}", br#"{"state":"maybe"}"#, b""] {

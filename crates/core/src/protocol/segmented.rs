@@ -119,10 +119,17 @@ fn status_url(url: &Uri, upload_id: &str) -> Result<Uri, Error> {
     };
     let mut parts = url.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().map_err(|e| {
-        Error::invalid(code::INVALID_URL, format!("cannot add the upload id to {url}: {e}"))
+        Error::invalid(
+            code::INVALID_URL,
+            format!("cannot add the upload id to {url}: {e}"),
+        )
     })?);
-    Uri::from_parts(parts)
-        .map_err(|e| Error::invalid(code::INVALID_URL, format!("cannot add the upload id to {url}: {e}")))
+    Uri::from_parts(parts).map_err(|e| {
+        Error::invalid(
+            code::INVALID_URL,
+            format!("cannot add the upload id to {url}: {e}"),
+        )
+    })
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, Error> {
