@@ -718,3 +718,66 @@ async fn a_file_cut_short_while_a_large_block_streams_fails_with_the_read_error(
     );
     assert_eq!(events.terminals(), [format!("failure 8 {}", err.message())]);
 }
+
+/// Answers 422 (the receiver discarded the upload) to the last of five
+/// blocks on its first `times` attempts.
+fn discarding(times: usize) -> MemoryTransport {
+    MemoryTransport::scripted(Duration::ZERO, move |r, attempt| match r.content_range() {
+        Some(range) if range.starts_with("bytes 40-") && attempt <= times => {
+            Reply::Status(StatusCode::UNPROCESSABLE_ENTITY, "discarded")
+        }
+        _ => Reply::Status(StatusCode::OK, ""),
+    })
+}
+
+#[tokio::test]
+async fn a_discarded_upload_is_sent_again_from_the_start() {
+    let transport = discarding(1);
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10;
+    let data = pattern(50);
+    job.source_value.add(
+        manager.generate_url_for_upload_data(data.clone()),
+        "d.bin",
+        None,
+    );
+    manager.run(&job).unwrap().wait().await.unwrap();
+    let ranges: Vec<String> = transport
+        .requests()
+        .iter()
+        .map(|r| r.content_range().unwrap().to_owned())
+        .collect();
+    assert_eq!(ranges.len(), 10, "every block twice: {ranges:?}");
+    assert_eq!(ranges[4], "bytes 40-49/50");
+    assert_eq!(ranges[5], "bytes 0-9/50", "the second pass starts over");
+    assert_eq!(transport.queries().len(), 2, "asked at begin and at resync");
+    assert_eq!(job.progress().bytes_acknowledged, 50);
+    assert_eq!(events.terminals(), ["success"]);
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_discarding_fails_the_job_after_three_fresh_starts() {
+    let transport = discarding(usize::MAX);
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(pattern(50)),
+        "d.bin",
+        None,
+    );
+    let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+    assert_eq!(err.code(), code::HTTP_OTHER, "{err}");
+    assert!(
+        err.message().contains("422")
+            && err
+                .message()
+                .ends_with("(the receiver lost the upload again after 3 fresh starts)"),
+        "{err}"
+    );
+    assert_eq!(transport.requests().len(), 20, "four passes of five blocks");
+    assert_eq!(events.terminals().len(), 1);
+}

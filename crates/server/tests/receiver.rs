@@ -625,3 +625,104 @@ async fn a_discarding_receiver_reads_everything_and_keeps_nothing() {
         0
     );
 }
+
+/// Counts the block requests it passes on, by first byte, and fails every
+/// block from `fail_from` on with an error that is not retried.
+#[derive(Debug)]
+struct Counting {
+    inner: HyperTransport,
+    starts: std::sync::Mutex<Vec<u64>>,
+    fail_from: u64,
+}
+
+#[async_trait::async_trait]
+impl fileuploader_core::Transport for Counting {
+    async fn send(
+        &self,
+        request: fileuploader_core::Request,
+    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
+        if let Some(range) = request.headers().get("content-range") {
+            let range = fileuploader_server::ContentRange::parse(range.to_str().unwrap()).unwrap();
+            if range.start >= self.fail_from {
+                return Err(fileuploader_core::TransportError::new(
+                    fileuploader_core::TransportErrorKind::Other,
+                    "interrupted",
+                ));
+            }
+            self.starts.lock().unwrap().push(range.start);
+        }
+        self.inner.send(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_sends_exactly_what_the_receiver_lacks_whatever_the_journal_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/upload", listener.local_addr().unwrap());
+    tokio::spawn(Receiver::new(dir.path()).unwrap().serve(listener));
+    let journals = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("lacks.bin");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 247) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let run = |fail_from: u64| {
+        let transport = std::sync::Arc::new(Counting {
+            inner: HyperTransport::new().unwrap(),
+            starts: Default::default(),
+            fail_from,
+        });
+        let manager = UploadManager::new(transport.clone());
+        let mut job = manager.create_job();
+        job.server_url = url.clone();
+        job.block_size = 1000;
+        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+        job.source_value.add(path.to_str().unwrap(), "", None);
+        (manager, job, transport)
+    };
+
+    let (manager, first, _) = run(60_000);
+    let err = manager.run(&first).unwrap().wait().await.unwrap_err();
+    assert_eq!(err.message(), "interrupted");
+
+    // The journal now claims too little (blocks 0-9) and too much (90-99).
+    let journal = std::fs::read_dir(journals.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let header = text.lines().next().unwrap();
+    let mut edited = format!("{header}\n");
+    for index in (0..10).chain(90..100) {
+        edited += &format!("ack {index}\n");
+    }
+    std::fs::write(&journal, edited).unwrap();
+
+    let (manager, second, transport) = run(u64::MAX);
+    manager.run(&second).unwrap().wait().await.unwrap();
+    let mut starts = transport.starts.lock().unwrap().clone();
+    starts.sort_unstable();
+    assert_eq!(
+        starts,
+        (60..100).map(|b| b * 1000).collect::<Vec<u64>>(),
+        "exactly the 40 blocks the receiver lacked"
+    );
+    let progress = second.progress();
+    assert_eq!(progress.resumed_blocks, 60);
+    assert_eq!(
+        (progress.landings_confirmed, progress.journal_trusted),
+        (1, false)
+    );
+    assert!(
+        second
+            .notices()
+            .iter()
+            .any(|n| n.contains("the receiver holds 60 of the blocks")),
+        "{:?}",
+        second.notices()
+    );
+    assert_eq!(std::fs::read(dir.path().join("lacks.bin")).unwrap(), data);
+    assert_eq!(std::fs::read_dir(journals.path()).unwrap().count(), 0);
+}
