@@ -47,6 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use fileuploader_core::{Request, Response, Transport, TransportError, TransportErrorKind};
+use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -395,6 +396,12 @@ impl HyperTransport {
             match (status, location) {
                 (307 | 308, Some(next)) => {
                     request = again;
+                    if !same_origin(request.uri(), &next) {
+                        // Credentials are for the origin they were given to.
+                        for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
+                            request.headers_mut().remove(name);
+                        }
+                    }
                     *request.uri_mut() = next;
                 }
                 _ => return Ok(response),
@@ -410,6 +417,17 @@ fn clone_request(request: &Request) -> Request {
     *copy.uri_mut() = request.uri().clone();
     *copy.headers_mut() = request.headers().clone();
     copy
+}
+
+/// Whether two URIs share scheme, host and port.
+fn same_origin(a: &http::Uri, b: &http::Uri) -> bool {
+    let port = |u: &http::Uri| {
+        u.port_u16().or_else(|| match u.scheme_str() {
+            Some("https") => Some(443),
+            _ => Some(80),
+        })
+    };
+    a.scheme() == b.scheme() && a.host() == b.host() && port(a) == port(b)
 }
 
 fn resolve_location(base: &http::Uri, location: &str) -> Option<http::Uri> {

@@ -292,6 +292,68 @@ async fn redirects_are_refused_by_default_and_307_and_308_can_be_followed() {
 }
 
 #[tokio::test]
+async fn a_redirect_to_another_origin_drops_credentials() {
+    let port = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let p = port.clone();
+    let server = TestServer::start(None, move |s| match s.path.as_str() {
+        "/upload" => Action::Status(
+            307,
+            Some(format!(
+                "http://localhost:{}/moved",
+                p.load(std::sync::atomic::Ordering::SeqCst)
+            )),
+        ),
+        "/same" => Action::Status(307, Some("/kept".into())),
+        _ => Action::Status(200, None),
+    })
+    .await;
+    port.store(server.addr.port(), std::sync::atomic::Ordering::SeqCst);
+    let transport = HyperTransport::builder()
+        .follow_redirects(true)
+        .build()
+        .unwrap();
+    let secret = ["authorization", "cookie", "proxy-authorization"];
+    for path in ["/upload", "/same"] {
+        let mut body = fileuploader_core::UploadBody::new();
+        body.push(bytes::Bytes::from_static(b"block"));
+        let mut request = fileuploader_core::Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = server
+            .url("http", "127.0.0.1")
+            .replace("/upload", path)
+            .parse()
+            .unwrap();
+        for name in secret {
+            request
+                .headers_mut()
+                .insert(name, http::HeaderValue::from_static("secret"));
+        }
+        request
+            .headers_mut()
+            .insert("x-other", http::HeaderValue::from_static("kept"));
+        let response = fileuploader_core::Transport::send(&transport, request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let seen = server.seen();
+    let at = |path: &str| seen.iter().find(|s| s.path == path).unwrap();
+    for name in secret {
+        assert_eq!(at("/upload").headers[name], "secret");
+        assert!(
+            at("/moved").headers.get(name).is_none(),
+            "{name} crossed to another origin"
+        );
+        assert_eq!(
+            at("/kept").headers[name],
+            "secret",
+            "same origin keeps {name}"
+        );
+    }
+    assert_eq!(at("/moved").headers["x-other"], "kept");
+}
+
+#[tokio::test]
 async fn https_goes_through_an_explicit_proxy_by_connect() {
     let ca = TestCa::new();
     let server = TestServer::start(Some(ca.server_config(&["localhost"])), ok).await;
@@ -330,13 +392,16 @@ async fn http_goes_through_the_proxy_in_absolute_form() {
     send(transport, server.url("http", "127.0.0.1"), 10, 100)
         .await
         .unwrap();
-    let seen = proxy.seen();
-    assert_eq!(
-        seen[0].0,
-        format!(
-            "POST http://127.0.0.1:{}/upload HTTP/1.1",
-            server.addr.port()
-        )
+    // The first request on the proxy's connection is the status query, in
+    // absolute form; the block follows on the same connection.
+    let line = &proxy.seen()[0].0;
+    let start = format!(
+        "GET http://127.0.0.1:{}/upload?upload_id=",
+        server.addr.port()
+    );
+    assert!(
+        line.starts_with(&start) && line.ends_with(" HTTP/1.1"),
+        "{line}"
     );
     assert_eq!(server.seen().len(), 1);
 }

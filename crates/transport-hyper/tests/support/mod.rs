@@ -28,8 +28,10 @@ pub enum Action {
 
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: http::Method,
     pub version: Version,
     pub path: String,
+    pub headers: http::HeaderMap,
     pub content_range: Option<String>,
     pub body_len: usize,
 }
@@ -90,8 +92,13 @@ impl TestServer {
         format!("{scheme}://{host}:{}/upload", self.addr.port())
     }
 
+    /// The block requests received (status queries left out).
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.method == http::Method::POST)
+            .cloned()
+            .collect()
     }
 }
 
@@ -100,8 +107,10 @@ async fn handle(
     seen: Arc<Mutex<Vec<Seen>>>,
     act: Arc<dyn Fn(&Seen) -> Action + Send + Sync>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let method = req.method().clone();
     let version = req.version();
     let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
     if path == "/early" {
         // Answer at once and read the body afterwards, slowly, as a busy
         // server that answers early does.
@@ -128,8 +137,10 @@ async fn handle(
         .map(|v| v.to_str().unwrap().to_owned());
     let body = req.into_body().collect().await?.to_bytes();
     let entry = Seen {
+        method,
         version,
         path,
+        headers,
         content_range,
         body_len: body.len(),
     };
