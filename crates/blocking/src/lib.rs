@@ -46,6 +46,9 @@ pub use fileuploader_transport_hyper::{HyperTransport, HyperTransportBuilder};
 
 /// How long dropping the manager waits for cancelled jobs to report.
 const DRAIN: Duration = Duration::from_secs(5);
+/// How many jobs' latest runs [`UploadManager::wait`] remembers once they
+/// ended; the oldest ended ones are forgotten past this.
+const KEPT_OUTCOMES: usize = 1024;
 
 /// `Dynamsoft.FileUploader.Init`: builds a manager with the default
 /// transport and hands it to `success`, or calls `failure` with a code and a
@@ -69,7 +72,9 @@ pub struct UploadManager {
 struct Shared {
     core: fileuploader_core::UploadManager,
     runtime: tokio::runtime::Handle,
-    handles: Mutex<HashMap<JobId, JobHandle>>,
+    /// The latest run of each job, with the order it started in.
+    handles: Mutex<HashMap<JobId, (u64, JobHandle)>>,
+    runs: std::sync::atomic::AtomicU64,
     stop_runtime: Option<tokio::sync::oneshot::Sender<()>>,
     runtime_thread: Option<JoinHandle<()>>,
     callbacks: mpsc::Sender<Callback>,
@@ -156,6 +161,7 @@ impl UploadManager {
                 core,
                 runtime: handle,
                 handles: Mutex::default(),
+                runs: std::sync::atomic::AtomicU64::new(0),
                 stop_runtime: Some(stop_tx),
                 runtime_thread: Some(runtime_thread),
                 callbacks,
@@ -176,7 +182,9 @@ impl UploadManager {
 
     /// `Run`: starts the job and returns at once: `true` if it started. A job
     /// that cannot start has reported why through `on_run_failure` by the
-    /// time this returns (and [`try_run`](Self::try_run) returns the error).
+    /// time this returns (and [`try_run`](Self::try_run) returns the error),
+    /// except a job that is already running: it is refused with -9 and no
+    /// event, since its running run will report.
     pub fn run(&self, job: &Job) -> bool {
         self.try_run(job).is_ok()
     }
@@ -193,14 +201,30 @@ impl UploadManager {
             self.shared.core.run(job)
         };
         let handle = handle.inspect_err(|_| self.shared.flush_callbacks())?;
+        let seq = self
+            .shared
+            .runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut handles = lock(&self.shared.handles);
-        handles.retain(|_, h| h.outcome().is_none());
-        handles.insert(job.id(), handle);
+        handles.insert(job.id(), (seq, handle));
+        if handles.len() > KEPT_OUTCOMES {
+            let mut ended: Vec<(u64, JobId)> = handles
+                .iter()
+                .filter(|(_, (_, h))| h.outcome().is_some())
+                .map(|(id, (seq, _))| (*seq, *id))
+                .collect();
+            ended.sort_unstable();
+            let excess = handles.len() - KEPT_OUTCOMES;
+            for (_, id) in ended.into_iter().take(excess) {
+                handles.remove(&id);
+            }
+        }
         Ok(())
     }
 
     /// Blocks until the job's latest run ends and its callbacks have run, and
-    /// returns its outcome.
+    /// returns its outcome, however many other jobs ran since (the outcomes
+    /// of the last 1024 jobs that ended are kept).
     ///
     /// # Errors
     ///
@@ -212,7 +236,9 @@ impl UploadManager {
     /// it: use [`fileuploader_core::UploadManager`] there.
     pub fn wait(&self, job: &Job) -> Result<(), Error> {
         assert_not_async("wait");
-        let handle = lock(&self.shared.handles).get(&job.id()).cloned();
+        let handle = lock(&self.shared.handles)
+            .get(&job.id())
+            .map(|(_, h)| h.clone());
         let handle = handle.ok_or_else(|| {
             Error::new(
                 ErrorKind::Run,
@@ -290,7 +316,8 @@ impl Drop for Shared {
         let on = |t: &Option<JoinHandle<()>>| t.as_ref().map(|t| t.thread().id()) == Some(here);
         let on_runtime = on(&self.runtime_thread);
         if !on_runtime && tokio::runtime::Handle::try_current().is_err() {
-            let handles: Vec<JobHandle> = lock(&self.handles).drain().map(|(_, h)| h).collect();
+            let handles: Vec<JobHandle> =
+                lock(&self.handles).drain().map(|(_, (_, h))| h).collect();
             self.runtime.block_on(async {
                 for h in handles {
                     let _ = tokio::time::timeout(DRAIN, h.wait()).await;

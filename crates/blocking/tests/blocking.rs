@@ -97,6 +97,45 @@ fn a_job_that_cannot_start_returns_false_and_reports() {
 }
 
 #[test]
+fn wait_returns_a_finished_jobs_outcome_after_other_jobs_ran() {
+    let (_rt, server) = server(MockUploadServer::builder());
+    let manager = UploadManager::new().unwrap();
+    let log = EventLog::default();
+    let (a, _) = job(&manager, server.url(), 3000, 1000, &log);
+    let (b, _) = job(&manager, server.url(), 3000, 1000, &EventLog::default());
+    assert!(manager.run(&a));
+    let started = Instant::now();
+    while log.terminals().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "a ended");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(manager.run(&b));
+    assert_eq!(
+        manager.wait(&a).map_err(|e| e.code()),
+        Ok(()),
+        "a's outcome is kept"
+    );
+    manager.wait(&b).unwrap();
+    assert_eq!(log.terminals(), ["success"]);
+}
+
+#[test]
+fn running_a_running_job_is_refused_with_minus_9_and_no_event() {
+    let (_rt, server) = server(MockUploadServer::builder().delay(Duration::from_millis(200)));
+    let manager = UploadManager::new().unwrap();
+    let log = EventLog::default();
+    let (a, _) = job(&manager, server.url(), 3000, 1000, &log);
+    assert!(manager.run(&a));
+    assert_eq!(manager.try_run(&a).unwrap_err().code(), -9);
+    manager.wait(&a).unwrap();
+    assert_eq!(
+        log.terminals(),
+        ["success"],
+        "only the running run reported"
+    );
+}
+
+#[test]
 fn cancel_and_cancel_all_from_inside_callbacks() {
     let (_rt, server) = server(MockUploadServer::builder().delay(Duration::from_millis(5)));
     let url = server.url();
