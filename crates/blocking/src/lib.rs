@@ -340,3 +340,9 @@ fn join_unless_current(thread: Option<JoinHandle<()>>, here: ThreadId) {
         }
     }
 }
+
+/// The public types can be shared across threads; checked at compile time.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<UploadManager>();
+};

@@ -194,10 +194,20 @@ struct Failure {
 }
 
 impl From<fileuploader_core::Error> for Failure {
+    /// The message, then each cause the message does not already say.
     fn from(e: fileuploader_core::Error) -> Self {
+        let mut message = e.message().to_owned();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            cause = c.source();
+        }
         Failure {
             code: e.code(),
-            message: e.message().to_owned(),
+            message,
         }
     }
 }

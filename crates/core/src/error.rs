@@ -235,10 +235,15 @@ pub(crate) fn status_error(response: &crate::transport::Response, context: &str)
 }
 
 impl From<TransportError> for Error {
+    /// Keeps the transport's message and, as the source, the cause it
+    /// kept: the transport's own error level says nothing the message does
+    /// not, so it is left out of the chain.
     fn from(e: TransportError) -> Self {
         let kind = e.kind();
-        let message = e.to_string();
-        Error::new(ErrorKind::Transport(kind), kind.code(), message).with_source(e)
+        let (message, source) = e.into_parts();
+        let mut error = Error::new(ErrorKind::Transport(kind), kind.code(), message);
+        error.0.source = source.map(Arc::from);
+        error
     }
 }
 

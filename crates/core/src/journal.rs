@@ -12,6 +12,7 @@ const MAGIC: &str = "fileuploader-journal 1";
 
 /// Whether a job keeps a resume journal, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Resume {
     /// No journal: every run uploads every block (the default).
     #[default]

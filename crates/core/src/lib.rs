@@ -102,3 +102,21 @@ pub use protocol::{Integrity, SegmentedMultipart};
 pub use retry::RetryPolicy;
 pub use source::{FileSource, MemorySource, Source, SourceIdentity, MEMORY_URL_PREFIX};
 pub use transport::{Request, Response, Transport, TransportError, TransportErrorKind};
+
+/// The public types can be shared across threads (and a body, which one
+/// task drives, sent to another); checked at compile time.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    const fn sendable<T: Send>() {}
+    shareable::<UploadManager>();
+    shareable::<Job>();
+    shareable::<JobHandle>();
+    shareable::<Error>();
+    shareable::<Progress>();
+    shareable::<RetryPolicy>();
+    shareable::<Resume>();
+    shareable::<Integrity>();
+    shareable::<TransportError>();
+    sendable::<UploadBody>();
+    shareable::<Box<dyn protocol::UploadSession>>();
+};

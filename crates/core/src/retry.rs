@@ -20,10 +20,14 @@ use rand::Rng;
 /// use fileuploader_core::RetryPolicy;
 ///
 /// let mut job = fileuploader_core::Job::default();
-/// job.retry = RetryPolicy { max_attempts: 8, initial_backoff: Duration::from_millis(50), ..RetryPolicy::default() };
+/// job.retry = RetryPolicy::default()
+///     .with_max_attempts(8)
+///     .with_initial_backoff(Duration::from_millis(50));
+/// job.retry.max_retry_after = Duration::from_secs(5);
 /// job.retry = RetryPolicy::none();
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts per block, the first included; 1 disables retries. Default 5.
     pub max_attempts: u32,
@@ -60,6 +64,41 @@ impl RetryPolicy {
             budget: Some(0),
             ..RetryPolicy::default()
         }
+    }
+
+    /// With `n` attempts per block, the first included.
+    #[must_use]
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// With a job-wide budget of `n` retries.
+    #[must_use]
+    pub fn with_budget(mut self, n: u64) -> Self {
+        self.budget = Some(n);
+        self
+    }
+
+    /// With this backoff ceiling for the first retry.
+    #[must_use]
+    pub fn with_initial_backoff(mut self, wait: Duration) -> Self {
+        self.initial_backoff = wait;
+        self
+    }
+
+    /// With this largest backoff ceiling.
+    #[must_use]
+    pub fn with_max_backoff(mut self, wait: Duration) -> Self {
+        self.max_backoff = wait;
+        self
+    }
+
+    /// With this longest `Retry-After` waited for.
+    #[must_use]
+    pub fn with_max_retry_after(mut self, wait: Duration) -> Self {
+        self.max_retry_after = wait;
+        self
     }
 
     /// The job-wide budget for a job of `blocks` blocks.

@@ -157,6 +157,11 @@ impl TransportError {
     pub fn kind(&self) -> TransportErrorKind {
         self.kind
     }
+
+    /// The message and the cause.
+    pub(crate) fn into_parts(self) -> (String, Option<Box<dyn StdError + Send + Sync>>) {
+        (self.message, self.source)
+    }
 }
 
 impl fmt::Debug for TransportError {

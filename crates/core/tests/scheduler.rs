@@ -327,6 +327,14 @@ async fn invalid_jobs_are_refused_with_codes_and_send_nothing() {
                 j.http_header.insert("Content-Length", "1");
             })
         }),
+        (-10, "header Content-Type is set by the uploader", {
+            // It would replace the multipart boundary and break every block.
+            let p = path.clone();
+            Box::new(move |j| {
+                j.source_value.add(p.clone(), "a", None);
+                j.http_header.insert("Content-Type", "multipart/form-data");
+            })
+        }),
     ];
     for (expected, words, edit) in cases {
         let events = EventLog::default();
@@ -514,11 +522,9 @@ async fn a_panicking_callback_does_not_break_the_job() {
 }
 
 fn retrying(attempts: u32) -> fileuploader_core::RetryPolicy {
-    fileuploader_core::RetryPolicy {
-        max_attempts: attempts,
-        initial_backoff: Duration::from_millis(1),
-        ..Default::default()
-    }
+    fileuploader_core::RetryPolicy::default()
+        .with_max_attempts(attempts)
+        .with_initial_backoff(Duration::from_millis(1))
 }
 
 #[tokio::test]
@@ -584,10 +590,7 @@ async fn a_retry_after_beyond_the_limit_fails_the_block() {
     });
     let manager = UploadManager::new(transport.clone());
     let mut job = job(&manager, &EventLog::default());
-    job.retry = fileuploader_core::RetryPolicy {
-        max_retry_after: Duration::from_secs(60),
-        ..retrying(5)
-    };
+    job.retry = retrying(5).with_max_retry_after(Duration::from_secs(60));
     job.source_value
         .add(manager.generate_url_for_upload_data(pattern(5)), "a", None);
     let err = manager.run(&job).unwrap().wait().await.unwrap_err();

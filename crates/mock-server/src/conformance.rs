@@ -173,10 +173,7 @@ fn new_job(
     job.server_url = server.url();
     job.block_size = block;
     job.thread_num = threads;
-    job.retry = RetryPolicy {
-        initial_backoff: Duration::from_millis(10),
-        ..RetryPolicy::default()
-    };
+    job.retry = RetryPolicy::default().with_initial_backoff(Duration::from_millis(10));
     log.attach(&mut job);
     job
 }

@@ -15,10 +15,7 @@ fn manager() -> UploadManager {
 }
 
 fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        initial_backoff: Duration::from_millis(10),
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default().with_initial_backoff(Duration::from_millis(10))
 }
 
 /// A job sending `len` pattern bytes from memory to `url` in `block`-byte blocks.

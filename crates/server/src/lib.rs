@@ -384,3 +384,10 @@ pub fn partial_dir(dir: &Path) -> PathBuf {
 pub fn landed_dir(dir: &Path) -> PathBuf {
     dir.join(".fileuploader-landed")
 }
+
+/// The public types can be shared across threads; checked at compile time.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Receiver>();
+    shareable::<Refusal>();
+};

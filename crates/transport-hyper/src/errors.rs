@@ -35,21 +35,22 @@ pub(crate) fn check_uri(uri: &http::Uri) -> Result<(), TransportError> {
     Ok(())
 }
 
-/// Classifies a hyper or hyper-util error by walking its causes.
-pub(crate) fn classify(error: &(dyn StdError + 'static), uri: &http::Uri) -> TransportError {
+/// Classifies a hyper or hyper-util error by walking its causes. The
+/// message says what happened and to which host; the error itself is kept as
+/// the source, so its causes are not repeated in the message and can be
+/// downcast.
+pub(crate) fn classify<E>(error: E, uri: &http::Uri) -> TransportError
+where
+    E: StdError + Send + Sync + 'static,
+{
     let host = host(uri);
     let mut kind = Kind::Other;
     let mut detail = None;
-    let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(&error);
     while let Some(e) = cause {
-        let text = e.to_string();
         if let Some(proxy) = e.downcast_ref::<crate::proxy::ProxyError>() {
             kind = Kind::Proxy;
-            detail = Some(format!(
-                "cannot use proxy {} for {host}: {}",
-                proxy.proxy,
-                chain(error)
-            ));
+            detail = Some(format!("cannot use proxy {} for {host}", proxy.proxy));
             break;
         }
         if let Some(tls) = rustls_error(e) {
@@ -57,9 +58,10 @@ pub(crate) fn classify(error: &(dyn StdError + 'static), uri: &http::Uri) -> Tra
             detail = Some(format!("TLS with {host} failed: {tls}"));
             break;
         }
-        if text == "dns error" {
+        if let Some(dns) = e.downcast_ref::<crate::dns::DnsError>() {
             kind = Kind::Dns;
-            detail = Some(format!("cannot resolve host {}", uri.host().unwrap_or("?")));
+            detail = Some(format!("cannot resolve host {}", dns.host));
+            break;
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
             let (k, what) = match io.kind() {
@@ -69,34 +71,28 @@ pub(crate) fn classify(error: &(dyn StdError + 'static), uri: &http::Uri) -> Tra
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::UnexpectedEof => (Kind::Reset, "connection reset"),
-                _ if kind == Kind::Dns => (Kind::Dns, "lookup failed"),
                 _ => (Kind::Connect, "cannot connect"),
             };
-            if k == Kind::Dns {
-                break;
-            }
             kind = k;
             detail = Some(match k {
                 Kind::Timeout => {
                     format!("connect timeout: {host} did not accept a connection in time")
                 }
-                Kind::Reset => format!("connection to {host} was reset or closed: {io}"),
-                _ => format!("connect to {host}: {what}: {io}"),
+                Kind::Reset => format!("connection to {host} was reset or closed"),
+                _ => format!("connect to {host}: {what}"),
             });
             break;
         }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
                 kind = Kind::Reset;
-                detail = Some(format!(
-                    "connection to {host} closed before the response: {h}"
-                ));
+                detail = Some(format!("connection to {host} closed before the response"));
             }
         }
         cause = e.source();
     }
-    let message = detail.unwrap_or_else(|| format!("request to {host} failed: {}", chain(error)));
-    TransportError::new(kind, message).with_source(chain(error))
+    let message = detail.unwrap_or_else(|| format!("request to {host} failed"));
+    TransportError::new(kind, message).with_source(error)
 }
 
 /// The rustls error behind `e`, looking inside `io::Error`s too: their
@@ -107,16 +103,4 @@ fn rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error
     }
     let inner = e.downcast_ref::<io::Error>()?.get_ref()?;
     rustls_error(inner)
-}
-
-/// The error and its causes on one line.
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cause = e.source();
-    }
-    out
 }

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod dns;
 mod errors;
 mod proxy;
 mod tls;
@@ -50,7 +51,6 @@ use fileuploader_core::{Request, Response, Transport, TransportError, TransportE
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -233,7 +233,7 @@ impl HyperTransportBuilder {
     /// is not an http URL with a host.
     pub fn build(self) -> Result<HyperTransport, BuildError> {
         let tls = self.tls.client_config()?;
-        let mut http = HttpConnector::new();
+        let mut http = dns::Connector::new_with_resolver(dns::Resolver::new());
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(self.connect_timeout);
@@ -333,7 +333,7 @@ impl HyperTransport {
             .client_for(&uri)
             .request(request)
             .await
-            .map_err(|e| errors::classify(&e, &uri))?;
+            .map_err(|e| errors::classify(e, &uri))?;
         activity.touch();
         // A server may answer before it has read the whole body; the block
         // is only done (and its buffer free) once hyper has let go of it.
@@ -341,7 +341,7 @@ impl HyperTransport {
         let (parts, mut body) = response.into_parts();
         let mut kept = BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| errors::classify(&e, &uri))?;
+            let frame = frame.map_err(|e| errors::classify(e, &uri))?;
             activity.touch();
             if let Ok(data) = frame.into_data() {
                 let room = MAX_RESPONSE_BODY - kept.len();
@@ -455,6 +455,13 @@ impl Transport for HyperTransport {
         }
     }
 }
+
+/// The public types can be shared across threads; checked at compile time.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<HyperTransport>();
+    shareable::<HyperTransportBuilder>();
+};
 
 /// The README's Rust examples, compiled and checked as doctests.
 #[cfg(doctest)]

@@ -10,7 +10,9 @@ use std::task::{Context, Poll};
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::proxy::Tunnel;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+
+use crate::dns::Connector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -30,12 +32,12 @@ pub(crate) struct ProxyError {
 /// Connects directly, or through the proxy the matcher picks for a target.
 #[derive(Clone)]
 pub(crate) struct ProxyConnector {
-    http: HttpConnector,
+    http: Connector,
     matcher: Option<Arc<Matcher>>,
 }
 
 impl ProxyConnector {
-    pub(crate) fn new(http: HttpConnector, matcher: Option<Arc<Matcher>>) -> Self {
+    pub(crate) fn new(http: Connector, matcher: Option<Arc<Matcher>>) -> Self {
         ProxyConnector { http, matcher }
     }
 }

@@ -151,6 +151,17 @@ async fn untrusted_certificate_and_wrong_host_are_refused_with_code_35() {
     );
 }
 
+/// An error's text and its causes', in order.
+fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![err.to_string()];
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        out.push(e.to_string());
+        cause = e.source();
+    }
+    out
+}
+
 #[tokio::test]
 async fn refused_connection_and_unknown_host_have_their_codes() {
     let port = {
@@ -170,6 +181,22 @@ async fn refused_connection_and_unknown_host_have_their_codes() {
         "{err}"
     );
     assert!(err.message().contains("refused"), "{err}");
+    let chain = causes(&err);
+    for (i, text) in chain.iter().enumerate() {
+        assert!(
+            !chain[..i]
+                .iter()
+                .any(|earlier| earlier.contains(text.as_str())),
+            "{text:?} repeats in {chain:?}"
+        );
+    }
+    let cause = std::error::Error::source(&err).expect("the transport's cause is kept");
+    assert!(
+        cause
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some(),
+        "the cause is hyper's own error, not a string: {cause:?}"
+    );
 
     let err = upload(
         &manager,
