@@ -784,3 +784,69 @@ async fn a_receiver_that_keeps_discarding_fails_the_job_after_three_fresh_starts
     assert_eq!(transport.requests().len(), 20, "four passes of five blocks");
     assert_eq!(events.terminals().len(), 1);
 }
+
+/// Takes every body whole, then reports the connection reset, as when the
+/// answer is lost after the request arrived.
+#[derive(Debug, Default)]
+struct LosesEveryAnswer {
+    bodies: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl fileuploader_core::Transport for LosesEveryAnswer {
+    async fn send(
+        &self,
+        request: fileuploader_core::Request,
+    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
+        if request.method() != http::Method::POST {
+            let mut response = fileuploader_core::Response::new(Bytes::new());
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            return Ok(response);
+        }
+        request.into_body().into_bytes().await.unwrap();
+        self.bodies.fetch_add(1, Ordering::SeqCst);
+        Err(fileuploader_core::TransportError::new(
+            fileuploader_core::TransportErrorKind::Reset,
+            "connection reset after the body",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_whole_file_whose_answer_was_lost_is_not_sent_twice_to_a_receiver_that_cannot_say() {
+    let transport = Arc::new(LosesEveryAnswer::default());
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.retry = retrying(5);
+    job.source_value.add(
+        manager.generate_url_for_upload_data(pattern(100)),
+        "once.bin",
+        None,
+    );
+    let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+    assert_eq!(err.code(), code::UPLOAD_FAILED, "{err}");
+    assert!(err.message().contains("could land it twice"), "{err}");
+    assert_eq!(transport.bodies.load(Ordering::SeqCst), 1, "sent once");
+}
+
+#[tokio::test]
+async fn a_block_whose_answer_was_lost_is_sent_again_since_ranges_are_idempotent() {
+    let transport = Arc::new(LosesEveryAnswer::default());
+    let manager = UploadManager::new(transport.clone());
+    let mut job = job(&manager, &EventLog::default());
+    job.retry = retrying(3);
+    job.block_size = 50;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(pattern(100)),
+        "r.bin",
+        None,
+    );
+    let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+    assert_eq!(err.code(), code::UPLOAD_FAILED);
+    assert!(
+        err.message().ends_with("(gave up after 3 attempts)"),
+        "{err}"
+    );
+    assert_eq!(transport.bodies.load(Ordering::SeqCst), 3, "retried");
+}
