@@ -5,43 +5,10 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fileuploader_core::{Job, UploadManager};
+use fileuploader_core::UploadManager;
 use fileuploader_transport_hyper::{HyperTransport, Roots};
 use http::Version;
-use support::{Action, TestCa, TestServer};
-
-fn ok(_: &support::Seen) -> Action {
-    Action::Status(200, None)
-}
-
-fn job(manager: &UploadManager, url: String, len: usize, block: u64, threads: usize) -> Job {
-    let mut job = manager.create_job();
-    job.server_url = url;
-    job.block_size = block;
-    job.thread_num = threads;
-    // These tests are about how each failure is reported, not retried.
-    job.retry = fileuploader_core::RetryPolicy::none();
-    let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
-    job.source_value
-        .add(manager.generate_url_for_upload_data(data), "f.bin", None);
-    job
-}
-
-async fn upload(manager: &UploadManager, job: &Job) -> Result<(), fileuploader_core::Error> {
-    manager.run(job)?.wait().await
-}
-
-/// Uploads `len` bytes in `block`-byte blocks, one at a time, through a
-/// fresh manager over `transport`.
-async fn send(
-    transport: HyperTransport,
-    url: String,
-    len: usize,
-    block: u64,
-) -> Result<(), fileuploader_core::Error> {
-    let manager = UploadManager::new(transport);
-    upload(&manager, &job(&manager, url, len, block, 1)).await
-}
+use support::{job, ok, send, upload, Action, TestCa, TestServer};
 
 #[tokio::test]
 async fn uploads_every_block_and_reuses_connections_across_blocks_and_jobs() {
@@ -434,40 +401,6 @@ async fn http_goes_through_the_proxy_in_absolute_form() {
 }
 
 #[tokio::test]
-async fn proxies_from_the_environment_honour_no_proxy() {
-    let server = TestServer::start(None, ok).await;
-    let proxy = support::TestProxy::start().await;
-    // This is the only test that reads the proxy variables.
-    std::env::set_var("HTTP_PROXY", proxy.url());
-    std::env::set_var("NO_PROXY", "");
-    let via_env = HyperTransport::builder()
-        .proxy_from_env(true)
-        .build()
-        .unwrap();
-    std::env::set_var("NO_PROXY", "127.0.0.1");
-    let bypassing = HyperTransport::builder()
-        .proxy_from_env(true)
-        .build()
-        .unwrap();
-    std::env::remove_var("HTTP_PROXY");
-    std::env::remove_var("NO_PROXY");
-
-    let manager = UploadManager::new(via_env);
-    upload(
-        &manager,
-        &job(&manager, server.url("http", "127.0.0.1"), 10, 100, 1),
-    )
-    .await
-    .unwrap();
-    assert_eq!(proxy.seen().len(), 1, "HTTP_PROXY was used");
-    send(bypassing, server.url("http", "127.0.0.1"), 10, 100)
-        .await
-        .unwrap();
-    assert_eq!(proxy.seen().len(), 1, "NO_PROXY bypassed it");
-    assert_eq!(server.seen().len(), 2);
-}
-
-#[tokio::test]
 async fn an_unreachable_proxy_fails_with_code_2() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -544,29 +477,6 @@ async fn a_file_cut_short_mid_body_fails_the_block_with_the_read_error() {
         err.message().contains("now 1048576"),
         "names the new length: {err}"
     );
-}
-
-#[tokio::test]
-async fn platform_roots_come_from_the_platform_store() {
-    let (ca, other) = (TestCa::new(), TestCa::new());
-    let server = TestServer::start(Some(ca.server_config(&["localhost"])), ok).await;
-    // This is the only test that reads SSL_CERT_FILE, the variable through
-    // which the platform store can be pointed at another bundle.
-    let native_with = |bundle: &std::path::Path| {
-        std::env::set_var("SSL_CERT_FILE", bundle);
-        let transport = HyperTransport::builder().roots(Roots::Native).build();
-        std::env::remove_var("SSL_CERT_FILE");
-        transport.unwrap()
-    };
-    let (trusting, other_store) = (
-        native_with(ca.pem_file.path()),
-        native_with(other.pem_file.path()),
-    );
-    let url = server.url("https", "localhost");
-    send(trusting, url.clone(), 300, 100).await.unwrap();
-    assert_eq!(server.seen().len(), 3);
-    let err = send(other_store, url, 10, 100).await.unwrap_err();
-    assert_eq!(err.code(), 35, "{err}");
 }
 
 #[tokio::test]

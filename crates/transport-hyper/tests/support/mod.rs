@@ -18,6 +18,42 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
+use fileuploader_core::{Job, UploadManager};
+use fileuploader_transport_hyper::HyperTransport;
+
+pub fn ok(_: &Seen) -> Action {
+    Action::Status(200, None)
+}
+
+pub fn job(manager: &UploadManager, url: String, len: usize, block: u64, threads: usize) -> Job {
+    let mut job = manager.create_job();
+    job.server_url = url;
+    job.block_size = block;
+    job.thread_num = threads;
+    // These tests are about how each failure is reported, not retried.
+    job.retry = fileuploader_core::RetryPolicy::none();
+    let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    job.source_value
+        .add(manager.generate_url_for_upload_data(data), "f.bin", None);
+    job
+}
+
+pub async fn upload(manager: &UploadManager, job: &Job) -> Result<(), fileuploader_core::Error> {
+    manager.run(job)?.wait().await
+}
+
+/// Uploads `len` bytes in `block`-byte blocks, one at a time, through a
+/// fresh manager over `transport`.
+pub async fn send(
+    transport: HyperTransport,
+    url: String,
+    len: usize,
+    block: u64,
+) -> Result<(), fileuploader_core::Error> {
+    let manager = UploadManager::new(transport);
+    upload(&manager, &job(&manager, url, len, block, 1)).await
+}
+
 /// What the server does with a request once it has read the body.
 #[derive(Debug, Clone)]
 pub enum Action {
