@@ -104,11 +104,19 @@ fn fuzz(seconds: Option<&str>) -> ExitCode {
     }
 }
 
+/// The stall timeout of the transports under test.
+const STALL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The transports in this repository, by name.
 fn transports() -> Vec<(&'static str, TransportFactory)> {
     fn hyper(http2: bool) -> TransportFactory {
         Arc::new(
-            move || match HyperTransport::builder().http2(http2).build() {
+            // A short stall timeout keeps the stall scenario short.
+            move || match HyperTransport::builder()
+                .http2(http2)
+                .stall_timeout(STALL)
+                .build()
+            {
                 Ok(t) => Arc::new(t) as Arc<dyn Transport>,
                 Err(e) => panic!("the hyper transport does not build: {e}"),
             },
@@ -119,7 +127,9 @@ fn transports() -> Vec<(&'static str, TransportFactory)> {
         ("hyper-http2", hyper(true)),
         (
             "raw-http1",
-            Arc::new(|| Arc::new(RawHttp1Transport) as Arc<dyn Transport>),
+            Arc::new(|| {
+                Arc::new(RawHttp1Transport::with_stall_timeout(STALL)) as Arc<dyn Transport>
+            }),
         ),
     ]
 }
@@ -185,8 +195,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_example_raw_transport_passes_the_suite() {
-        let factory: TransportFactory =
-            Arc::new(|| Arc::new(RawHttp1Transport) as Arc<dyn Transport>);
+        let factory: TransportFactory = Arc::new(|| {
+            Arc::new(RawHttp1Transport::with_stall_timeout(STALL)) as Arc<dyn Transport>
+        });
         conformance::assert_all_passed(&conformance::run_all(factory).await);
     }
 }

@@ -8,12 +8,39 @@ use fileuploader_core::{Request, Response, Transport, TransportError, TransportE
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use std::time::Duration;
+
 /// The most response bytes kept.
 const MAX_RESPONSE: usize = 64 * 1024;
 
 /// HTTP/1.1 without TLS or pooling: `Connection: close` on every request.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RawHttp1Transport;
+/// A request fails with a timeout when no byte moves for the stall timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct RawHttp1Transport {
+    stall: Duration,
+}
+
+impl RawHttp1Transport {
+    /// A transport whose requests fail once no byte moved for `stall`.
+    pub fn with_stall_timeout(stall: Duration) -> Self {
+        RawHttp1Transport { stall }
+    }
+
+    /// Runs one read or write, failing with a timeout once it stalls.
+    async fn timed<T>(
+        &self,
+        io: impl std::future::Future<Output = std::io::Result<T>>,
+        what: &str,
+    ) -> Result<T, TransportError> {
+        match tokio::time::timeout(self.stall, io).await {
+            Ok(done) => done.map_err(io_error(Kind::Reset, what.to_owned())),
+            Err(_) => Err(TransportError::new(
+                Kind::Timeout,
+                format!("stall timeout: {what}: no byte moved for {:?}", self.stall),
+            )),
+        }
+    }
+}
 
 fn io_error(kind: Kind, what: String) -> impl FnOnce(std::io::Error) -> TransportError {
     move |e| TransportError::new(kind, format!("{what}: {e}")).with_source(e)
@@ -54,20 +81,22 @@ impl Transport for RawHttp1Transport {
             ));
         }
         head.push_str("\r\n");
-        let reset = || io_error(Kind::Reset, format!("connection to {authority}"));
-        stream.write_all(head.as_bytes()).await.map_err(reset())?;
+        let what = format!("connection to {authority}");
+        self.timed(stream.write_all(head.as_bytes()), &what).await?;
         let mut body = body;
         while let Some(chunk) = body.next_chunk().await {
             let chunk = chunk.map_err(|e| TransportError::new(Kind::Other, e.to_string()))?;
-            stream.write_all(&chunk).await.map_err(reset())?;
+            self.timed(stream.write_all(&chunk), &what).await?;
         }
 
         let mut raw = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE as u64)
-            .read_to_end(&mut raw)
-            .await
-            .map_err(reset())?;
+        let mut piece = [0u8; 16 * 1024];
+        while raw.len() < MAX_RESPONSE {
+            match self.timed(stream.read(&mut piece), &what).await? {
+                0 => break,
+                n => raw.extend_from_slice(&piece[..n]),
+            }
+        }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Response::new(&mut headers);
         let Ok(httparse::Status::Complete(head_len)) = parsed.parse(&raw) else {

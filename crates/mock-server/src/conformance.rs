@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use fileuploader_core::testing::{CountedSource, EventLog};
 use fileuploader_core::{Job, RetryPolicy, Transport, UploadManager};
 
+use crate::answers::{Answers, Query};
 use crate::faults::{Action, Attempt, Fault, Target};
+use crate::raw::{RawFault, RawFaultServer};
 use crate::server::MockUploadServer;
 
 /// Makes a fresh transport for each scenario.
@@ -96,6 +98,17 @@ scenarios![
     a_held_reply_is_not_a_failure,
     retries_stop_at_the_budget,
     thousands_of_blocks_with_ten_percent_failures,
+    session_landing_confirmed_by_the_receiver,
+    session_begins_with_the_ranges_the_receiver_holds,
+    session_resyncs_when_the_receiver_loses_the_upload,
+    session_finish_failing_fails_the_job,
+    session_aborts_on_cancel_when_nothing_can_resume,
+    transport_aborts_a_request_when_dropped,
+    transport_follows_no_redirect_by_default,
+    transport_reports_the_version_it_used,
+    transport_mid_body_close_is_retried,
+    transport_reset_is_retried,
+    transport_stall_ends_in_a_timeout_and_is_retried,
 ];
 
 /// Runs one scenario on its own task, catching its panic as a failure.
@@ -799,6 +812,262 @@ pub async fn thousands_of_blocks_with_ten_percent_failures(transport: TransportF
         server
             .recording()
             .reassembled("k.bin")
+            .expect("reassembles"),
+        data
+    );
+}
+
+/// A server that answers for its uploads, and a job of `len` pattern bytes
+/// to it in `block`-byte blocks, one at a time.
+async fn answering(
+    transport: &TransportFactory,
+    answers: Answers,
+    len: usize,
+    block: u64,
+) -> (MockUploadServer, UploadManager, Job, Vec<u8>) {
+    let server = MockUploadServer::builder().answers(answers).start().await;
+    let manager = UploadManager::new(transport());
+    let mut job = new_job(&manager, &server, block, 1, &EventLog::default());
+    let data = add_memory(&mut job, &manager, len, 21, "s.bin");
+    (server, manager, job, data)
+}
+
+/// The first bytes of each block that arrived, sorted.
+fn starts(server: &MockUploadServer) -> Vec<u64> {
+    let mut starts = server.recording().order();
+    starts.sort_unstable();
+    starts
+}
+
+/// A receiver that answers confirms the landing in its answer to the last
+/// block; the job asks what it holds once, at the start.
+pub async fn session_landing_confirmed_by_the_receiver(transport: TransportFactory) {
+    let (server, manager, job, data) = answering(&transport, Answers::truthful(), 5000, 1000).await;
+    finish(&manager, &job).await.expect("upload succeeds");
+    let p = job.progress();
+    assert_eq!(
+        (p.landings_confirmed, p.landings_unconfirmed),
+        (1, 0),
+        "the landing is confirmed"
+    );
+    let queries = server.queries();
+    assert_eq!(queries.len(), 1, "one status query: {queries:?}");
+    assert_eq!(queries[0].method, "GET");
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("s.bin")
+            .expect("reassembles"),
+        data
+    );
+}
+
+/// A receiver that already holds part of the upload gets only the rest.
+pub async fn session_begins_with_the_ranges_the_receiver_holds(transport: TransportFactory) {
+    let answers = Answers::truthful().holding(10_000, vec![(0, 4000), (7000, 8000)]);
+    let (server, manager, job, data) = answering(&transport, answers, 10_000, 1000).await;
+    finish(&manager, &job).await.expect("upload succeeds");
+    assert_eq!(
+        starts(&server),
+        [4000, 5000, 6000, 8000, 9000],
+        "only the blocks the receiver lacked"
+    );
+    for a in server.recording().arrivals() {
+        let first = a.range.expect("ranged").first as usize;
+        assert_eq!(
+            &a.data[..],
+            &data[first..first + a.data.len()],
+            "exact bytes"
+        );
+    }
+    let p = job.progress();
+    assert_eq!((p.resumed_blocks, p.blocks_acknowledged), (5, 10));
+    assert_eq!(p.landings_confirmed, 1);
+}
+
+/// A receiver that loses the upload mid-run is asked again at the end and
+/// gets what it lacks, and the job succeeds only once it landed.
+pub async fn session_resyncs_when_the_receiver_loses_the_upload(transport: TransportFactory) {
+    let answers = Answers::truthful().forgetting_after(5);
+    let (server, manager, job, _) = answering(&transport, answers, 10_000, 1000).await;
+    finish(&manager, &job).await.expect("upload succeeds");
+    let mut expected: Vec<u64> = (0..10).map(|b| b * 1000).collect();
+    expected.extend((0..4).map(|b| b * 1000));
+    expected.sort_unstable();
+    assert_eq!(
+        starts(&server),
+        expected,
+        "blocks 0-3, forgotten with the 5th, were sent again"
+    );
+    let gets = server
+        .queries()
+        .iter()
+        .filter(|q| q.method == "GET")
+        .count();
+    assert!(gets >= 3, "asked at begin, at finish and at resync: {gets}");
+    assert_eq!(job.progress().landings_confirmed, 1);
+}
+
+/// A receiver that holds every byte but cannot land the file fails the job
+/// with 29 and its reason; no success is reported.
+pub async fn session_finish_failing_fails_the_job(transport: TransportFactory) {
+    let answers = Answers::truthful().failing_to_land("the disk is read-only");
+    let (server, manager, mut job, _) = answering(&transport, answers, 3000, 1000).await;
+    let log = EventLog::default();
+    log.attach(&mut job);
+    let err = finish(&manager, &job)
+        .await
+        .expect_err("the landing failed");
+    assert_eq!(err.code(), 29, "{err}");
+    assert!(err.message().contains("the disk is read-only"), "{err}");
+    assert_eq!(log.terminals(), [format!("failure 29 {}", err.message())]);
+    assert_eq!(server.recording().len(), 3, "each block once");
+}
+
+/// A cancelled job discards what the receiver holds when nothing could
+/// resume it, and keeps it when it could.
+pub async fn session_aborts_on_cancel_when_nothing_can_resume(transport: TransportFactory) {
+    for resume in [false, true] {
+        let server = MockUploadServer::builder()
+            .delay(Duration::from_millis(100))
+            .answers(Answers::truthful())
+            .start()
+            .await;
+        let manager = UploadManager::new(transport());
+        let mut job = new_job(&manager, &server, 1000, 1, &EventLog::default());
+        let journals = tempfile::tempdir().expect("a temporary directory");
+        let file = temp_file(&pattern(20_000, 22));
+        job.source_value
+            .add(file.path().to_string_lossy(), "c.bin", None);
+        if resume {
+            job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+        }
+        let handle = manager.run(&job).expect("the job starts");
+        while server.recording().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(handle.cancel(), "the handle cancels the run");
+        assert_eq!(handle.wait().await.expect_err("cancelled").code(), -3);
+        let discards: Vec<Query> = server
+            .queries()
+            .into_iter()
+            .filter(|q| q.method == "DELETE")
+            .collect();
+        let id = server.recording().arrivals()[0]
+            .upload_id
+            .clone()
+            .expect("an upload id");
+        if resume {
+            assert!(discards.is_empty(), "a resumable upload is kept");
+        } else {
+            assert_eq!(
+                discards,
+                [Query {
+                    method: "DELETE".into(),
+                    upload_id: id
+                }],
+                "the upload is discarded"
+            );
+        }
+    }
+}
+
+/// Dropping a request in flight (here: cancelling the job) aborts it: the
+/// server sees the request abandoned, not left open.
+pub async fn transport_aborts_a_request_when_dropped(transport: TransportFactory) {
+    let server = RawFaultServer::start([(1, RawFault::StallAfter(100))]).await;
+    let manager = UploadManager::new(transport());
+    let mut job = manager.create_job();
+    job.server_url = server.url();
+    job.block_size = 1000;
+    add_memory(&mut job, &manager, 3000, 23, "d.bin");
+    let handle = manager.run(&job).expect("the job starts");
+    while server.fired().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    manager.cancel(&job);
+    assert_eq!(handle.wait().await.expect_err("cancelled").code(), -3);
+    let waited = Instant::now();
+    while server.abandoned() == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the stalled request was never aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A redirect is not followed unless asked: the job fails with 26 naming
+/// where it pointed, and nothing is sent there.
+pub async fn transport_follows_no_redirect_by_default(transport: TransportFactory) {
+    let server = MockUploadServer::builder()
+        .fault(Fault::new(
+            Target::Any,
+            Attempt::Always,
+            Action::Redirect(307, "/elsewhere".into()),
+        ))
+        .start()
+        .await;
+    let manager = UploadManager::new(transport());
+    let mut job = new_job(&manager, &server, 1000, 1, &EventLog::default());
+    add_memory(&mut job, &manager, 500, 24, "r.bin");
+    let err = finish(&manager, &job).await.expect_err("a redirect fails");
+    assert_eq!(err.code(), 26, "{err}");
+    assert!(err.message().contains("/elsewhere"), "{err}");
+    assert_eq!(server.recording().len(), 1, "one request, not followed");
+}
+
+/// The job's HTTP version is the one the server saw.
+pub async fn transport_reports_the_version_it_used(transport: TransportFactory) {
+    let server = RawFaultServer::start([]).await;
+    let manager = UploadManager::new(transport());
+    let mut job = manager.create_job();
+    job.server_url = server.url();
+    add_memory(&mut job, &manager, 100, 25, "v.bin");
+    finish(&manager, &job).await.expect("upload succeeds");
+    let seen = server.versions();
+    let expected = match seen.first() {
+        Some(&http::Version::HTTP_2) => "2",
+        Some(&http::Version::HTTP_10) => "1.0",
+        _ => "1.1",
+    };
+    assert_eq!(seen.len(), 1);
+    assert_eq!(job.http_version(), expected, "the server saw {seen:?}");
+}
+
+/// A connection closed mid-body fails that request as a reset; the block
+/// is sent again and the file lands whole.
+pub async fn transport_mid_body_close_is_retried(transport: TransportFactory) {
+    fault_is_retried(transport, RawFault::CloseAfter(300)).await;
+}
+
+/// A connection reset as the request arrives is retried.
+pub async fn transport_reset_is_retried(transport: TransportFactory) {
+    fault_is_retried(transport, RawFault::Reset).await;
+}
+
+/// A request the server stops reading ends in the transport's stall
+/// timeout (code 11) and is retried; this takes as long as that timeout.
+pub async fn transport_stall_ends_in_a_timeout_and_is_retried(transport: TransportFactory) {
+    fault_is_retried(transport, RawFault::StallAfter(100)).await;
+}
+
+async fn fault_is_retried(transport: TransportFactory, fault: RawFault) {
+    let server = RawFaultServer::start([(2, fault)]).await;
+    let manager = UploadManager::new(transport());
+    let mut job = manager.create_job();
+    job.server_url = server.url();
+    job.block_size = 1000;
+    job.retry = RetryPolicy::default().with_initial_backoff(Duration::from_millis(10));
+    let data = add_memory(&mut job, &manager, 4000, 26, "f.bin");
+    finish(&manager, &job).await.expect("upload succeeds");
+    assert_eq!(server.fired().len(), 1, "the fault fired");
+    assert_eq!(job.progress().retries, 1, "one retry");
+    assert_eq!(
+        server
+            .recording()
+            .reassembled("f.bin")
             .expect("reassembles"),
         data
     );

@@ -34,6 +34,8 @@ pub enum Action {
     Status(u16),
     /// Answer with this status and a `Retry-After` header.
     RetryAfter(u16, String),
+    /// Answer with this status (a redirect) and a `Location` header.
+    Redirect(u16, String),
     /// Answer 200 after this long.
     Delay(Duration),
     /// Hold the connection without answering (for an hour).

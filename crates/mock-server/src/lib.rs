@@ -9,12 +9,17 @@
 //! - [`Fault`]s are scripted and counted, never random: "block 7, first
 //!   attempt: 503", "every 5th block: 429 with `Retry-After: 1`". Each one
 //!   that fires is recorded.
+//! - [`Answers`] make a server answer for its uploads as a receiver that
+//!   keeps state does (status queries, discards, landing statements), with
+//!   scripted lapses: ranges claimed held, uploads forgotten, landings that
+//!   fail.
 //! - [`RawFaultServer`] closes, stalls or resets chosen requests mid-body.
 //! - [`conformance`] is the suite, as public functions taking a transport
 //!   factory.
 
 #![warn(missing_docs)]
 
+mod answers;
 pub mod conformance;
 mod faults;
 mod raw;
@@ -22,6 +27,7 @@ mod record;
 mod recording;
 mod server;
 
+pub use answers::{Answers, Query};
 pub use faults::{Action, Attempt, Fault, FiredFault, Target};
 pub use raw::{FiredRawFault, RawFault, RawFaultServer};
 pub use record::{Arrival, Range};

@@ -1,17 +1,22 @@
-//! A small raw HTTP/1.1 listener for the faults wiremock cannot express:
-//! closing the connection after some body bytes, stalling mid-body, and
-//! resetting.
+//! A listener for the faults wiremock cannot express: closing the
+//! connection after some body bytes, stalling mid-body, and resetting. It
+//! serves HTTP/1.1 and HTTP/2 (by prior knowledge) alike, on hyper.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::faults::Action;
 use crate::record::Recorder;
@@ -37,14 +42,17 @@ pub struct FiredRawFault {
     pub fault: RawFault,
 }
 
-/// An HTTP/1.1 upload endpoint on 127.0.0.1 that injects [`RawFault`]s into
-/// chosen requests (counted from 1 in order of arrival) and otherwise records
-/// and answers 200, like [`MockUploadServer`](crate::MockUploadServer).
+/// An upload endpoint on 127.0.0.1 that injects [`RawFault`]s into chosen
+/// block requests (`POST`s, counted from 1 in order of arrival) and
+/// otherwise records and answers 200, like
+/// [`MockUploadServer`](crate::MockUploadServer). Other requests (status
+/// queries) get 404: it cannot say what it holds. It speaks HTTP/1.1 and
+/// HTTP/2 by prior knowledge.
 #[derive(Debug)]
 pub struct RawFaultServer {
     addr: SocketAddr,
     recording: Recording,
-    fired: Arc<Mutex<Vec<FiredRawFault>>>,
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,15 +62,23 @@ impl Drop for RawFaultServer {
     }
 }
 
+#[derive(Debug)]
 struct Shared {
     script: HashMap<usize, RawFault>,
     count: AtomicUsize,
     recorder: Recorder,
-    fired: Arc<Mutex<Vec<FiredRawFault>>>,
+    fired: Mutex<Vec<FiredRawFault>>,
+    /// Stalled requests whose client went away.
+    abandoned: AtomicUsize,
+    /// The HTTP version of each block request.
+    versions: Mutex<Vec<http::Version>>,
 }
 
+/// A connection's kill switch: pulled, the connection is dropped at once.
+type Kill = Arc<Notify>;
+
 impl RawFaultServer {
-    /// Starts the listener; `script` maps request numbers to faults.
+    /// Starts the listener; `script` maps block request numbers to faults.
     ///
     /// # Panics
     ///
@@ -73,22 +89,38 @@ impl RawFaultServer {
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("a bound address");
         let recorder = Recorder::default();
-        let fired = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
             script: script.into_iter().collect(),
             count: AtomicUsize::new(0),
             recorder: recorder.clone(),
-            fired: fired.clone(),
+            fired: Mutex::default(),
+            abandoned: AtomicUsize::new(0),
+            versions: Mutex::default(),
         });
+        let accepting = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(connection(stream, shared.clone()));
+                // Dropped connections are reset, not closed gracefully.
+                let _ = stream.set_zero_linger();
+                let (shared, kill) = (accepting.clone(), Kill::default());
+                tokio::spawn(async move {
+                    let pulled = kill.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, shared.clone(), kill.clone())
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let serving = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = serving => {}
+                        () = pulled.notified() => {}
+                    }
+                });
             }
         });
         RawFaultServer {
             addr,
             recording: Recording(recorder),
-            fired,
+            shared,
             task,
         }
     }
@@ -105,104 +137,125 @@ impl RawFaultServer {
 
     /// The faults that fired, in order.
     pub fn fired(&self) -> Vec<FiredRawFault> {
-        self.fired.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .fired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The HTTP version of each block request, in order of arrival.
+    pub fn versions(&self) -> Vec<http::Version> {
+        self.shared
+            .versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How many stalled requests their client abandoned: the request was
+    /// aborted (its connection closed, or its HTTP/2 stream reset) while the
+    /// server held it.
+    pub fn abandoned(&self) -> usize {
+        self.shared.abandoned.load(Ordering::SeqCst)
     }
 }
 
-/// Reads until `buf` holds at least `n` bytes; false if the peer closed.
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, n: usize) -> bool {
-    while buf.len() < n {
-        match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {}
-        }
-    }
-    true
-}
+/// How long a stalled request's body is left unread.
+const STALL_BEFORE_DRAINING: Duration = Duration::from_millis(300);
 
-/// Parses a request head at the front of `buf`: its length and headers.
-fn head(buf: &[u8]) -> Option<Result<(usize, HeaderMap), ()>> {
-    let mut slots = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut slots);
-    match request.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            let mut headers = HeaderMap::new();
-            for h in request.headers.iter() {
-                let (Ok(name), Ok(value)) = (
-                    HeaderName::from_bytes(h.name.as_bytes()),
-                    HeaderValue::from_bytes(h.value),
-                ) else {
-                    return Some(Err(()));
-                };
-                headers.append(name, value);
-            }
-            Some(Ok((len, headers)))
-        }
-        Ok(httparse::Status::Partial) => None,
-        Err(_) => Some(Err(())),
+/// Counts a stalled request as abandoned when it is dropped; only the
+/// client's going away (or the server's) drops one.
+struct Abandoned(Arc<Shared>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.abandoned.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        let (head_len, headers) = loop {
-            match head(&buf) {
-                Some(Ok(parsed)) => break parsed,
-                Some(Err(())) => return,
-                None => {
-                    if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
-                        return;
-                    }
-                }
-            }
-        };
-        let _ = buf.split_to(head_len);
-        let length: usize = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
-        let n = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(&fault) = shared.script.get(&n) {
-            shared
-                .fired
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(FiredRawFault { request: n, fault });
-            match fault {
-                RawFault::CloseAfter(k) => {
-                    fill(&mut stream, &mut buf, k.min(length)).await;
-                }
-                RawFault::StallAfter(k) => {
-                    fill(&mut stream, &mut buf, k.min(length)).await;
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                }
-                RawFault::Reset => {
-                    let _ = stream.set_zero_linger();
-                }
-            }
-            return;
-        }
-        if !fill(&mut stream, &mut buf, length).await {
-            return;
-        }
-        let body: Bytes = buf.split_to(length).freeze();
-        let (action, _) = shared.recorder.record(headers, body);
-        let (status, extra) = match action {
-            Action::Status(s) => (s, String::new()),
-            Action::RetryAfter(s, after) => (s, format!("retry-after: {after}\r\n")),
-            Action::Delay(d) => {
-                tokio::time::sleep(d).await;
-                (200, String::new())
-            }
-            Action::Hold => {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                return;
-            }
-        };
-        let response = format!("HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\n{extra}\r\n");
-        if stream.write_all(response.as_bytes()).await.is_err() {
-            return;
+fn answer(status: u16, extra: Option<(&'static str, String)>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some((name, value)) = extra {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
         }
     }
+    response
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    kill: Kill,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != http::Method::POST {
+        // A status query: this server cannot say what it holds.
+        return Ok(answer(404, None));
+    }
+    let n = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
+    shared
+        .versions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(req.version());
+    let (parts, mut body) = req.into_parts();
+    let fault = shared.script.get(&n).copied();
+    if let Some(fault) = fault {
+        shared
+            .fired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(FiredRawFault { request: n, fault });
+    }
+    let upto = match fault {
+        Some(RawFault::Reset) => 0,
+        Some(RawFault::CloseAfter(k) | RawFault::StallAfter(k)) => k,
+        None => usize::MAX,
+    };
+    let mut data = BytesMut::new();
+    let mut broken = false;
+    while data.len() < upto {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(chunk) = frame.into_data() {
+                    data.extend_from_slice(&chunk);
+                }
+            }
+            Some(Err(_)) => {
+                broken = true;
+                break;
+            }
+        }
+    }
+    match fault {
+        Some(RawFault::Reset | RawFault::CloseAfter(_)) => {
+            kill.notify_one();
+            return Ok(std::future::pending().await);
+        }
+        Some(RawFault::StallAfter(_)) => {
+            // Hold without reading for a while, then take the rest but never
+            // answer, until the client gives up on the request: hyper then
+            // drops this future, or the body breaks off.
+            let _abandoned = Abandoned(shared.clone());
+            tokio::time::sleep(STALL_BEFORE_DRAINING).await;
+            while let Some(Ok(_)) = body.frame().await {}
+            return Ok(std::future::pending().await);
+        }
+        None if broken => return Ok(answer(400, None)),
+        None => {}
+    }
+    let (action, _, _) = shared.recorder.record(parts.headers, data.freeze());
+    Ok(match action {
+        Action::Status(s) => answer(s, None),
+        Action::RetryAfter(s, after) => answer(s, Some(("retry-after", after))),
+        Action::Redirect(s, to) => answer(s, Some(("location", to))),
+        Action::Delay(d) => {
+            tokio::time::sleep(d).await;
+            answer(200, None)
+        }
+        Action::Hold => std::future::pending().await,
+    })
 }

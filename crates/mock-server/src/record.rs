@@ -12,6 +12,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
+use fileuploader_wire::Statement;
+
+use crate::answers::Ledger;
 use crate::faults::{Action, Fault, FiredFault};
 
 /// `Content-Range: bytes first-last/total`, as sent (last inclusive).
@@ -101,6 +104,8 @@ pub(crate) struct Recorder {
     pub(crate) state: Arc<Mutex<State>>,
     pub(crate) faults: Arc<Vec<Fault>>,
     pub(crate) delay: Duration,
+    /// What the server answers for its uploads, when it answers.
+    pub(crate) ledger: Option<Arc<Mutex<Ledger>>>,
 }
 
 pub(crate) fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -175,8 +180,13 @@ fn parse(headers: &HeaderMap, body: Bytes) -> Parsed {
 
 impl Recorder {
     /// Records a request and decides the answer: the first matching fault's
-    /// action, or 200.
-    pub(crate) fn record(&self, headers: HeaderMap, body: Bytes) -> (Action, Arrival) {
+    /// action, or 200, and, from a server that answers for its uploads, the
+    /// statement of a stored block.
+    pub(crate) fn record(
+        &self,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> (Action, Arrival, Option<Statement>) {
         let parsed = parse(&headers, body);
         let range = headers
             .get(http::header::CONTENT_RANGE)
@@ -233,12 +243,28 @@ impl Recorder {
             })
             .unwrap_or(Action::Status(200));
         match &action {
-            Action::Status(s) | Action::RetryAfter(s, _) => arrival.status = *s,
+            Action::Status(s) | Action::RetryAfter(s, _) | Action::Redirect(s, _) => {
+                arrival.status = *s
+            }
             Action::Delay(d) => arrival.completes = now + self.delay + *d,
             Action::Hold => arrival.completes = now + Duration::from_secs(3600),
         }
         arrival.in_flight = 1 + state.arrivals.iter().filter(|a| a.completes > now).count();
         state.arrivals.push(arrival.clone());
-        (action, arrival)
+        let stored = matches!(action, Action::Status(200..=299) | Action::Delay(_));
+        let statement = self
+            .ledger
+            .as_ref()
+            .filter(|_| stored && arrival.well_formed)
+            .map(|ledger| {
+                let range = arrival.range.map(|r| (r.first, r.last + 1, r.total));
+                ledger.lock().unwrap_or_else(|p| p.into_inner()).stored(
+                    arrival.upload_id.as_deref(),
+                    arrival.file_name.as_deref().unwrap_or(""),
+                    range,
+                    arrival.data.len() as u64,
+                )
+            });
+        (action, arrival, statement)
     }
 }

@@ -2,6 +2,7 @@
 //! and over HTTP/2 by prior knowledge.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fileuploader_core::Transport;
 use fileuploader_mock_server::conformance::{self, TransportFactory};
@@ -9,7 +10,13 @@ use fileuploader_transport_hyper::HyperTransport;
 
 fn factory(http2: bool) -> TransportFactory {
     Arc::new(move || {
-        Arc::new(HyperTransport::builder().http2(http2).build().unwrap()) as Arc<dyn Transport>
+        // A short stall timeout keeps the stall scenario short.
+        let transport = HyperTransport::builder()
+            .http2(http2)
+            .stall_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        Arc::new(transport) as Arc<dyn Transport>
     })
 }
 
