@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fileuploader_wire::RangeSet;
+use fileuploader_wire::{crc32c_join, CrcShift, RangeSet};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
@@ -54,8 +54,11 @@ struct Cursor {
 }
 
 /// Block CRC32Cs of one source, combined in order as they arrive.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CrcFold {
+    /// Joins a block of the job's block size, the length of all but the
+    /// last.
+    shift: CrcShift,
     /// The first block not folded in yet.
     next: u64,
     crc: u32,
@@ -64,14 +67,31 @@ struct CrcFold {
 }
 
 impl CrcFold {
+    fn new(block_size: u64) -> Self {
+        CrcFold {
+            shift: CrcShift::new(block_size),
+            next: 0,
+            crc: 0,
+            pending: BTreeMap::new(),
+        }
+    }
+
     fn add(&mut self, index: u64, crc: u32, len: u64) {
         if index < self.next {
             return;
         }
         self.pending.insert(index, (crc, len));
         while let Some((crc, len)) = self.pending.remove(&self.next) {
-            self.crc = crc32c::crc32c_combine(self.crc, crc, len as usize);
+            self.crc = self.join(self.crc, crc, len);
             self.next += 1;
+        }
+    }
+
+    fn join(&self, a: u32, b: u32, len: u64) -> u32 {
+        if len == self.shift.len() {
+            self.shift.join(a, b)
+        } else {
+            crc32c_join(a, b, len)
         }
     }
 }
@@ -155,7 +175,7 @@ pub(crate) async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
             acked: RangeSet::default(),
             in_flight: 0,
             acked_bytes: 0,
-            crcs: CrcFold::default(),
+            crcs: CrcFold::new(ctx.job.block_size),
             resyncs: 0,
         })
         .collect();
@@ -534,10 +554,10 @@ async fn conclude(
 /// from the source only blocks whose CRC was not seen (held from an earlier
 /// run without a journal receipt).
 async fn source_crc32c(ctx: &RunContext, scheduler: &Scheduler, i: usize) -> Result<u32, Error> {
-    let (mut crc, next, pending) = {
+    let (mut crc, next, pending, shift) = {
         let cursors = lock(&scheduler.cursors);
         let fold = &cursors[i].crcs;
-        (fold.crc, fold.next, fold.pending.clone())
+        (fold.crc, fold.next, fold.pending.clone(), fold.shift)
     };
     let source = &*ctx.sources[i].source;
     for index in next..ctx.plan.count(i) {
@@ -548,7 +568,11 @@ async fn source_crc32c(ctx: &RunContext, scheduler: &Scheduler, i: usize) -> Res
             Some(&(c, _)) => c,
             None => crc32c_of(source, block.offset, block.len).await?,
         };
-        crc = crc32c::crc32c_combine(crc, block_crc, block.len as usize);
+        crc = if block.len == shift.len() {
+            shift.join(crc, block_crc)
+        } else {
+            crc32c_join(crc, block_crc, block.len)
+        };
     }
     Ok(crc)
 }

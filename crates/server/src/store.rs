@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use fileuploader_wire::{ContentRange, RangeSet, Statement};
+use fileuploader_wire::{ContentRange, CrcShift, RangeSet, Statement};
 use http::StatusCode;
 
 use crate::{landed_dir, partial_dir, too_large, Refusal};
@@ -443,11 +443,15 @@ impl Upload {
         let blocks = lock(&self.blocks);
         let mut at = 0;
         let mut crc = 0;
+        let mut shift = CrcShift::new(0);
         for (&start, &(end, block_crc)) in blocks.iter() {
             if start != at {
                 return None;
             }
-            crc = crc32c::crc32c_combine(crc, block_crc?, (end - start) as usize);
+            if shift.len() != end - start {
+                shift = CrcShift::new(end - start);
+            }
+            crc = shift.join(crc, block_crc?);
             at = end;
         }
         (at == self.total).then_some(crc)

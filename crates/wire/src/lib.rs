@@ -21,12 +21,14 @@
 
 #![warn(missing_docs)]
 
+mod crc;
 mod escape;
 mod ranges;
 mod statement;
 
 use std::fmt;
 
+pub use crc::{crc32c_join, CrcShift};
 pub use escape::put_escaped;
 pub use ranges::RangeSet;
 pub use statement::Statement;
