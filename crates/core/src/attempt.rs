@@ -9,14 +9,15 @@ use std::time::Duration;
 use crate::body::{BlockData, BodyReport};
 use crate::error::Error;
 use crate::plan::Block;
-use crate::protocol::{Integrity, Verdict};
+use crate::protocol::{Integrity, Receipt, Verdict};
 use crate::run::{InFlight, RunContext};
 
 /// How a block's sending ended, short of failing the job.
 #[derive(Debug)]
 pub(crate) enum Sent {
-    /// The receiver acknowledged it; the CRC32C of its bytes, when computed.
-    Acked(Option<u32>),
+    /// The receiver acknowledged it: the CRC32C of its bytes, when
+    /// computed, and the receipt it gave.
+    Acked(Option<u32>, Receipt),
     /// The receiver holds other ranges than thought, or a request that is
     /// not idempotent has an unknown outcome (`true`): begin again.
     Resync(Error, bool),
@@ -62,7 +63,9 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
             Ok(response) => {
                 state.set_version(response.version());
                 match session.judge(block, &response) {
-                    Verdict::Ack(_) => return Ok(Sent::Acked(report.crc32c.get().copied())),
+                    Verdict::Ack(receipt) => {
+                        return Ok(Sent::Acked(report.crc32c.get().copied(), receipt))
+                    }
                     Verdict::Resync(e) => return Ok(Sent::Resync(e, false)),
                     Verdict::Retry { error, after } => Next::Retry(error, after),
                     Verdict::Fail(e) => Next::Fail(e),

@@ -60,14 +60,24 @@ pub(crate) struct Journal {
     file: Mutex<Option<(File, String)>>,
 }
 
+/// One acknowledged block, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JournaledAck {
+    pub(crate) index: u64,
+    /// The CRC32C of its bytes, when one was computed.
+    pub(crate) crc32c: Option<u32>,
+    /// What the receiver gave for it (an ETag, an offset), if anything.
+    pub(crate) receipt: Option<String>,
+}
+
 /// What a journal says when a run starts.
 #[derive(Debug)]
 pub(crate) struct Resumed {
     pub(crate) journal: Journal,
     /// The upload id of the interrupted run, if there was one.
     pub(crate) upload_id: Option<String>,
-    /// The blocks it saw acknowledged, with their CRC32Cs when known.
-    pub(crate) acked: Vec<(u64, Option<u32>)>,
+    /// The blocks it saw acknowledged.
+    pub(crate) acked: Vec<JournaledAck>,
     pub(crate) note: Option<String>,
 }
 
@@ -164,16 +174,19 @@ impl Journal {
         Ok(())
     }
 
-    /// Records that block `index` was acknowledged, with its CRC32C when
-    /// known, durably.
-    pub(crate) fn ack(&self, index: u64, crc32c: Option<u32>) -> io::Result<()> {
+    /// Records that block `index` was acknowledged, with its CRC32C and the
+    /// receiver's receipt when there are any, durably.
+    pub(crate) fn ack(&self, ack: &JournaledAck) -> io::Result<()> {
         let mut file = lock(&self.file);
         let Some((file, _)) = file.as_mut() else {
             return Err(io::Error::other("the journal has no session yet"));
         };
-        let line = match crc32c {
-            Some(crc) => format!("ack {index} {crc:08x}\n"),
-            None => format!("ack {index}\n"),
+        let crc = ack
+            .crc32c
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:08x}"));
+        let line = match &ack.receipt {
+            Some(receipt) => format!("ack {} {crc} {}\n", ack.index, escape(receipt)),
+            None => format!("ack {} {crc}\n", ack.index),
         };
         // One write per line, so a crash leaves at worst a partial last
         // line, which reading skips.
@@ -196,12 +209,53 @@ impl Journal {
     }
 }
 
-/// `ack N` or `ack N CRC`.
-fn parse_ack(line: &str) -> Option<(u64, Option<u32>)> {
+/// `ack N`, `ack N CRC` or `ack N CRC RECEIPT`, with `-` for no CRC.
+fn parse_ack(line: &str) -> Option<JournaledAck> {
     let mut fields = line.strip_prefix("ack ")?.split(' ');
     let index = fields.next()?.parse().ok()?;
-    let crc = fields.next().and_then(|c| u32::from_str_radix(c, 16).ok());
-    Some((index, crc))
+    let crc32c = fields.next().and_then(|c| u32::from_str_radix(c, 16).ok());
+    let receipt = fields.next().map(unescape);
+    Some(JournaledAck {
+        index,
+        crc32c,
+        receipt,
+    })
+}
+
+/// A receipt on one journal line: `%`, spaces, control and non-ASCII bytes
+/// as `%XX`.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Makes a new file's directory entry durable too; best effort.
@@ -231,10 +285,21 @@ mod tests {
         let first = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
         assert_eq!((first.upload_id.as_deref(), first.acked.len()), (None, 0));
         assert!(first.note.is_none());
-        assert!(first.journal.ack(1, None).is_err(), "no session kept yet");
+        let ack = |index, crc32c, receipt: Option<&str>| JournaledAck {
+            index,
+            crc32c,
+            receipt: receipt.map(str::to_owned),
+        };
+        assert!(
+            first.journal.ack(&ack(1, None, None)).is_err(),
+            "no session kept yet"
+        );
         first.journal.keep_session("id-1").unwrap();
-        first.journal.ack(3, Some(0xabc)).unwrap();
-        first.journal.ack(0, None).unwrap();
+        first.journal.ack(&ack(3, Some(0xabc), None)).unwrap();
+        first
+            .journal
+            .ack(&ack(0, None, Some("\"etag 1\"%\n")))
+            .unwrap();
         // A crash mid-line leaves a torn last line: "ack 9" of "ack 95".
         OpenOptions::new()
             .append(true)
@@ -252,11 +317,14 @@ mod tests {
         );
         assert_eq!(
             again.acked,
-            [(3, Some(0xabc)), (0, None)],
-            "the torn line is skipped"
+            [
+                ack(3, Some(0xabc), None),
+                ack(0, None, Some("\"etag 1\"%\n"))
+            ],
+            "receipts survive escaping; the torn line is skipped"
         );
         again.journal.keep_session("id-1").unwrap();
-        again.journal.ack(5, None).unwrap();
+        again.journal.ack(&ack(5, None, None)).unwrap();
         drop(again);
         let kept = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
         assert_eq!(

@@ -252,10 +252,15 @@ impl UploadManager {
                 }
                 _ => None,
             };
-            let saved = resumed
-                .as_ref()
-                .and_then(|r| r.upload_id.clone())
-                .map(SavedSession::new);
+            let saved = resumed.as_ref().and_then(|r| {
+                let mut saved = SavedSession::new(r.upload_id.clone()?);
+                saved.receipts = r
+                    .acked
+                    .iter()
+                    .filter_map(|a| Some((a.index, a.receipt.clone()?)))
+                    .collect();
+                Some(saved)
+            });
             let session = self.inner.protocol.open(&UploadTarget {
                 url: &run.url,
                 headers: &run.headers,

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use crate::events::Events;
 use crate::job::{Job, JobState};
-use crate::journal::Journal;
+use crate::journal::{Journal, JournaledAck};
 use crate::plan::BlockPlan;
 use crate::protocol::{Constraints, UploadSession};
 use crate::source::Source;
@@ -42,8 +42,8 @@ pub(crate) struct RunSource {
     pub(crate) constraints: Constraints,
     pub(crate) name: String,
     pub(crate) journal: Option<Arc<Journal>>,
-    /// The blocks the journal listed as acknowledged, with their CRC32Cs.
-    pub(crate) journaled: Vec<(u64, Option<u32>)>,
+    /// The blocks the journal listed as acknowledged.
+    pub(crate) journaled: Vec<JournaledAck>,
 }
 
 /// What a run shares.

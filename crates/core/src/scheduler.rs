@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::attempt::{self, Sent};
 use crate::error::{code, Error, ErrorKind};
-use crate::journal::Resume;
+use crate::journal::{JournaledAck, Resume};
 use crate::plan::Block;
 use crate::progress::Percentage;
 use crate::protocol::{Finish, Holding, Integrity, Landing};
@@ -313,15 +313,20 @@ async fn send(ctx: &RunContext, scheduler: &Scheduler, block: Block) -> Result<(
             scheduler.changed();
             Ok(())
         }
-        Ok(Sent::Acked(crc)) => {
+        Ok(Sent::Acked(crc, receipt)) => {
             let source = &ctx.sources[block.source];
             if let Some(journal) = source.journal.clone() {
-                let index = block.index;
+                let ack = JournaledAck {
+                    index: block.index,
+                    crc32c: crc,
+                    receipt: receipt.0,
+                };
                 // A lost journal line only means the receiver is asked again.
-                if let Ok(Err(e)) =
-                    tokio::task::spawn_blocking(move || journal.ack(index, crc)).await
-                {
-                    tracing::warn!("cannot record block {index} in the resume journal: {e}");
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.ack(&ack)).await {
+                    tracing::warn!(
+                        "cannot record block {} in the resume journal: {e}",
+                        block.index
+                    );
                 }
             }
             {
@@ -409,9 +414,9 @@ async fn begin(
             Some(_) => RangeSet::default(),
             None => {
                 let mut acked = RangeSet::default();
-                for &(index, _) in &source.journaled {
-                    if index < count {
-                        acked.insert(index, index + 1);
+                for ack in &source.journaled {
+                    if ack.index < count {
+                        acked.insert(ack.index, ack.index + 1);
                     }
                 }
                 if !source.journaled.is_empty() {
@@ -446,9 +451,9 @@ async fn begin(
         state.blocks_acked.fetch_add(blocks, Ordering::Relaxed);
         if resync.is_none() {
             state.resumed_blocks.fetch_add(blocks, Ordering::Relaxed);
-            for &(index, crc) in &source.journaled {
-                if let (Some(crc), Some(block)) = (crc, ctx.plan.block(i, index)) {
-                    c.crcs.add(index, crc, block.len);
+            for ack in &source.journaled {
+                if let (Some(crc), Some(block)) = (ack.crc32c, ctx.plan.block(i, ack.index)) {
+                    c.crcs.add(ack.index, crc, block.len);
                 }
             }
         }

@@ -148,6 +148,10 @@ async fn refused_connection_and_unknown_host_have_their_codes() {
         "{err}"
     );
     assert!(err.message().contains("refused"), "{err}");
+    assert!(
+        !err.message().contains("gave up"),
+        "no retry count without retries: {err}"
+    );
     let chain = causes(&err);
     for (i, text) in chain.iter().enumerate() {
         assert!(

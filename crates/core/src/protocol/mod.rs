@@ -91,13 +91,17 @@ pub struct UploadTarget<'a> {
 pub struct SavedSession {
     /// The receiver's handle on the upload: an upload id, or an upload URL.
     pub upload_id: String,
+    /// The receipts of blocks acknowledged in earlier runs, by block index
+    /// (ETags, say, that a finish must name).
+    pub receipts: Vec<(u64, String)>,
 }
 
 impl SavedSession {
-    /// A saved session with this handle.
+    /// A saved session with this handle and no receipts.
     pub fn new(upload_id: impl Into<String>) -> Self {
         SavedSession {
             upload_id: upload_id.into(),
+            receipts: Vec::new(),
         }
     }
 }
