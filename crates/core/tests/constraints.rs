@@ -92,8 +92,10 @@ fn starts_by_source(transport: &MemoryTransport) -> Vec<Vec<u64>> {
 #[tokio::test]
 async fn sequential_sources_send_one_block_at_a_time_in_order() {
     let transport = slow();
-    let mut limits = Constraints::default();
-    limits.sequential = true;
+    let limits = Constraints {
+        sequential: true,
+        ..Constraints::default()
+    };
     let manager = manager(limits, &transport);
     let mut job = manager.create_job();
     job.server_url = "http://127.0.0.1:9/u".into();
@@ -119,8 +121,10 @@ async fn sequential_sources_send_one_block_at_a_time_in_order() {
 #[tokio::test]
 async fn blocks_in_flight_per_source_are_bounded() {
     let transport = slow();
-    let mut limits = Constraints::default();
-    limits.max_in_flight = 2;
+    let limits = Constraints {
+        max_in_flight: 2,
+        ..Constraints::default()
+    };
     let manager = manager(limits, &transport);
     let mut job = manager.create_job();
     job.server_url = "http://127.0.0.1:9/u".into();
@@ -139,10 +143,12 @@ async fn blocks_in_flight_per_source_are_bounded() {
 #[tokio::test]
 async fn block_sizes_and_counts_the_protocol_refuses_fail_with_minus_10() {
     let transport = MemoryTransport::new();
-    let mut limits = Constraints::default();
-    limits.min_block_size = 100;
-    limits.max_block_size = 1000;
-    limits.max_blocks = 4;
+    let limits = Constraints {
+        min_block_size: 100,
+        max_block_size: 1000,
+        max_blocks: 4,
+        ..Constraints::default()
+    };
     let manager = manager(limits, &transport);
     for (len, block, words) in [
         (500, 50, "below the protocol's minimum of 100"),
