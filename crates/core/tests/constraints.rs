@@ -89,6 +89,23 @@ fn starts_by_source(transport: &MemoryTransport) -> Vec<Vec<u64>> {
     by_id.into_iter().map(|(_, s)| s).collect()
 }
 
+/// A job of 10-byte blocks, 4 in flight, with a source of `len` bytes
+/// under each name.
+fn job(manager: &UploadManager, len: usize, names: &[&str]) -> fileuploader_core::Job {
+    let mut job = manager.create_job();
+    job.server_url = "http://127.0.0.1:9/u".into();
+    job.block_size = 10;
+    job.thread_num = 4;
+    for name in names {
+        job.source_value.add(
+            manager.generate_url_for_upload_data(vec![1u8; len]),
+            *name,
+            None,
+        );
+    }
+    job
+}
+
 #[tokio::test]
 async fn sequential_sources_send_one_block_at_a_time_in_order() {
     let transport = slow();
@@ -97,17 +114,7 @@ async fn sequential_sources_send_one_block_at_a_time_in_order() {
         ..Constraints::default()
     };
     let manager = manager(limits, &transport);
-    let mut job = manager.create_job();
-    job.server_url = "http://127.0.0.1:9/u".into();
-    job.block_size = 10;
-    job.thread_num = 4;
-    for name in ["a", "b"] {
-        job.source_value.add(
-            manager.generate_url_for_upload_data(vec![1u8; 50]),
-            name,
-            None,
-        );
-    }
+    let job = job(&manager, 50, &["a", "b"]);
     manager.run(&job).unwrap().wait().await.unwrap();
     let sources = starts_by_source(&transport);
     assert_eq!(sources, [[0, 10, 20, 30, 40], [0, 10, 20, 30, 40]]);
@@ -126,15 +133,7 @@ async fn blocks_in_flight_per_source_are_bounded() {
         ..Constraints::default()
     };
     let manager = manager(limits, &transport);
-    let mut job = manager.create_job();
-    job.server_url = "http://127.0.0.1:9/u".into();
-    job.block_size = 10;
-    job.thread_num = 4;
-    job.source_value.add(
-        manager.generate_url_for_upload_data(vec![1u8; 200]),
-        "a",
-        None,
-    );
+    let job = job(&manager, 200, &["a"]);
     manager.run(&job).unwrap().wait().await.unwrap();
     assert_eq!(transport.requests().len(), 20);
     assert_eq!(transport.peak_in_flight(), 2);
