@@ -116,6 +116,30 @@ struct ServeArgs {
     /// Read and discard every body, answering 200: a sink for benchmarks.
     #[arg(long)]
     discard: bool,
+    /// What landing does when a file of the same name is in DIR already:
+    /// refuse the upload with 409 (before its first byte is stored when the
+    /// name is taken already), overwrite the file, or rename the upload to
+    /// "name (1).ext", "name (2).ext", ….
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "refuse")]
+    on_conflict: OnConflictArg,
+}
+
+/// `--on-conflict`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnConflictArg {
+    Refuse,
+    Overwrite,
+    Rename,
+}
+
+impl From<OnConflictArg> for fileuploader_server::OnConflict {
+    fn from(arg: OnConflictArg) -> Self {
+        match arg {
+            OnConflictArg::Refuse => Self::Refuse,
+            OnConflictArg::Overwrite => Self::Overwrite,
+            OnConflictArg::Rename => Self::Rename,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -230,7 +254,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             )
         })?
         .max_upload_size(args.max_size)
-        .discard(args.discard);
+        .discard(args.discard)
+        .on_conflict(args.on_conflict.into());
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| {

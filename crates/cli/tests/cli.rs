@@ -29,9 +29,16 @@ fn stderr(out: &Output) -> String {
 
 /// A receiver on its own runtime thread; returns its upload URL.
 fn receiver(dir: &Path) -> String {
+    receiver_with(dir, fileuploader_server::OnConflict::default())
+}
+
+/// A receiver with a same-name policy; returns its upload URL.
+fn receiver_with(dir: &Path, policy: fileuploader_server::OnConflict) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/upload", listener.local_addr().unwrap());
-    let receiver = fileuploader_server::Receiver::new(dir).unwrap();
+    let receiver = fileuploader_server::Receiver::new(dir)
+        .unwrap()
+        .on_conflict(policy);
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -505,28 +512,39 @@ fn a_receiver_that_lost_the_upload_gets_all_of_it_again_and_confirms_it() {
 
 #[test]
 fn a_landing_the_receiver_refuses_fails_the_upload() {
-    let landing = tempfile::tempdir().unwrap();
-    std::fs::create_dir(landing.path().join("taken.bin")).unwrap();
-    let url = receiver(landing.path());
+    use fileuploader_server::OnConflict;
     let src = tempfile::tempdir().unwrap();
     let path = src.path().join("taken.bin");
     std::fs::write(&path, vec![5u8; 200_000]).unwrap();
-    for block_size in ["64KiB", "1MiB"] {
-        let out = fileuploader(&[
-            "upload",
-            "--url",
-            &url,
-            "--block-size",
-            block_size,
-            path.to_str().unwrap(),
-        ]);
-        let text = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{block_size}: {text}");
-        assert!(
-            text.starts_with("error 26: ") && text.contains("cannot land taken.bin"),
-            "{block_size}: {text}"
-        );
-        assert!(landing.path().join("taken.bin").is_dir(), "nothing landed");
+    // Refused up front by the same-name policy; or, told to overwrite,
+    // refused when the rename onto the directory fails.
+    for (policy, words) in [
+        (
+            OnConflict::Refuse,
+            "a file named taken.bin is in the receiver's directory",
+        ),
+        (OnConflict::Overwrite, "cannot land the file"),
+    ] {
+        let landing = tempfile::tempdir().unwrap();
+        std::fs::create_dir(landing.path().join("taken.bin")).unwrap();
+        let url = receiver_with(landing.path(), policy);
+        for block_size in ["64KiB", "1MiB"] {
+            let out = fileuploader(&[
+                "upload",
+                "--url",
+                &url,
+                "--block-size",
+                block_size,
+                path.to_str().unwrap(),
+            ]);
+            let text = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{block_size}: {text}");
+            assert!(
+                text.starts_with("error 26: ") && text.contains(words),
+                "{policy:?} {block_size}: {text}"
+            );
+            assert!(landing.path().join("taken.bin").is_dir(), "nothing landed");
+        }
     }
 }
 

@@ -33,6 +33,7 @@
 
 mod request;
 mod settled;
+mod state;
 mod store;
 
 use std::convert::Infallible;
@@ -49,7 +50,8 @@ use tokio::net::TcpListener;
 
 pub use crate::request::{plain_name, upload_id};
 use crate::settled::SettledEnd;
-use crate::store::{Store, Target};
+pub use crate::store::OnConflict;
+use crate::store::{Store, Target, Written};
 use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 pub use fileuploader_wire::{
     ContentRange, RangeSet, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH, UPLOAD_ID_HEADER,
@@ -102,6 +104,7 @@ pub struct Receiver {
     store: Arc<Store>,
     max_upload_size: u64,
     discard: bool,
+    on_conflict: OnConflict,
 }
 
 impl Receiver {
@@ -116,6 +119,7 @@ impl Receiver {
             store: Arc::new(Store::new(dir.as_ref())?),
             max_upload_size: DEFAULT_MAX_UPLOAD_SIZE,
             discard: false,
+            on_conflict: OnConflict::default(),
         })
     }
 
@@ -123,6 +127,14 @@ impl Receiver {
     #[must_use]
     pub fn max_upload_size(mut self, bytes: u64) -> Self {
         self.max_upload_size = bytes;
+        self
+    }
+
+    /// What landing does when a file of the same name is there already
+    /// (default: refuse with 409).
+    #[must_use]
+    pub fn on_conflict(mut self, policy: OnConflict) -> Self {
+        self.on_conflict = policy;
         self
     }
 
@@ -284,18 +296,20 @@ impl Receiver {
             request.into_body().into_data_stream().map_err(Into::into),
         ));
         let mut form = multer::Multipart::new(stream, boundary);
-        let mut file: Option<(Target, u64, u32)> = None;
+        let mut file: Option<(Target, Written)> = None;
         let mut name_field = None;
         let mut expected_crc = None;
         while let Some(mut field) = form.next_field().await.map_err(malformed)? {
             match (field.file_name(), &file) {
                 (Some(part_name), None) => {
                     let name = plain_name(part_name)?;
-                    let target = self.store.open(id.as_deref(), &name, range).await?;
+                    let target = self
+                        .store
+                        .open(id.as_deref(), &name, range, self.on_conflict)
+                        .await?;
                     let max = range.map_or(self.max_upload_size, |r| r.len());
-                    let (written, crc) =
-                        target.write_part(&mut field, max, range.is_none()).await?;
-                    file = Some((target, written, crc));
+                    let written = target.write_part(&mut field, max, range.is_none()).await?;
+                    file = Some((target, written));
                 }
                 (Some(_), _) => while field.chunk().await.map_err(malformed)?.is_some() {},
                 (None, _) => {
@@ -319,8 +333,9 @@ impl Receiver {
                 }
             }
         }
-        let (target, written, crc) =
+        let (target, written) =
             file.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no file part in the form"))?;
+        let crc = written.crc;
         if expected_crc.is_some_and(|expected| expected != crc) {
             return Err(Refusal::new(
                 StatusCode::from_u16(DIGEST_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
@@ -331,18 +346,25 @@ impl Receiver {
             ));
         }
         if let Some(r) = range {
-            if written != r.len() {
+            if written.len != r.len() {
                 return Err(Refusal::new(
                     StatusCode::BAD_REQUEST,
                     format!(
-                        "file part has {written} bytes but Content-Range says {}",
+                        "file part has {} bytes but Content-Range says {}",
+                        written.len,
                         r.len()
                     ),
                 ));
             }
         }
+        if written.differs {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "the block overlaps acknowledged bytes of the upload and differs from them",
+            ));
+        }
         self.store
-            .commit(target, name_field, expected_crc)
+            .commit(target, name_field, expected_crc, self.on_conflict)
             .await
             .map(Some)
     }
@@ -377,12 +399,6 @@ async fn read_small(mut field: multer::Field<'_>) -> Result<String, Refusal> {
 /// Where partial uploads are kept, below the receiver's directory.
 pub fn partial_dir(dir: &Path) -> PathBuf {
     dir.join(".fileuploader-partial")
-}
-
-/// Where the statements of landed uploads are kept, by upload id, so a
-/// status query after landing is answered.
-pub fn landed_dir(dir: &Path) -> PathBuf {
-    dir.join(".fileuploader-landed")
 }
 
 /// The public types can be shared across threads; checked at compile time.

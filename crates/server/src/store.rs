@@ -1,8 +1,18 @@
-//! Partial and landed files on disk. All file I/O runs on the blocking pool.
+//! Partial and landed files on disk, with their records in [`State`]. All
+//! file I/O runs on the blocking pool.
+//!
+//! - A block is written only where the upload has no acknowledged bytes;
+//!   where it overlaps acknowledged bytes it is compared with them, and a
+//!   difference refuses it (409). Two requests never write the same range
+//!   at once: each reserves its range first (a second gets 503).
+//! - A block is acknowledged once verified (length, CRC32C) and durable:
+//!   its bytes synced and its record committed.
+//! - Files are opened per request, not held per upload.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,54 +21,97 @@ use bytes::Bytes;
 use fileuploader_wire::{ContentRange, CrcShift, RangeSet, Statement};
 use http::StatusCode;
 
-use crate::{landed_dir, partial_dir, too_large, Refusal};
+use crate::state::{Change, Record, State};
+use crate::{partial_dir, too_large, Refusal};
 
 /// Bytes gathered before one positional write.
 const WRITE_BATCH: usize = 256 * 1024;
+
+/// What landing does when a file of the same name is there already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnConflict {
+    /// Refuse the upload with 409, before its first byte is stored when
+    /// the name is taken already (the default).
+    #[default]
+    Refuse,
+    /// Replace the existing file.
+    Overwrite,
+    /// Land under the first free name of `name (1).ext`, `name (2).ext`, …
+    Rename,
+}
 
 #[derive(Debug)]
 pub(crate) struct Store {
     dir: PathBuf,
     partial: PathBuf,
-    /// Landing statements by upload id, for status queries after landing.
-    landed: PathBuf,
+    state: Arc<State>,
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
 }
 
-/// An upload arriving in segments: its temporary file, its length, and the
-/// blocks received, also appended to a side file so a restarted receiver
-/// knows them.
+/// An upload arriving in blocks: what is acknowledged (a cache of its
+/// records) and what is being written now.
 #[derive(Debug)]
 pub(crate) struct Upload {
-    file: Arc<File>,
+    id: String,
     temp: PathBuf,
     total: u64,
-    coverage: Mutex<RangeSet>,
-    /// Each acknowledged block: start → (end, CRC32C if the client sent one).
-    blocks: Mutex<BTreeMap<u64, (u64, Option<u32>)>>,
-    /// Set while the upload is being landed, and once it has.
+    name: String,
+    ranges: Mutex<Ranges>,
+    /// Set while the upload is being landed.
     landing: AtomicBool,
-    /// Why the last landing failed, if it did.
     landing_error: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Ranges {
+    acked: RangeSet,
+    /// Each acknowledged block: start → (end, CRC32C if it had one).
+    blocks: BTreeMap<u64, (u64, Option<u32>)>,
+    /// Ranges requests are writing now.
+    writing: RangeSet,
 }
 
 /// Where one request's file part goes.
 #[derive(Debug)]
 pub(crate) enum Target {
     Segment {
-        key: String,
         upload: Arc<Upload>,
         range: ContentRange,
-        name: String,
-        /// The range was received already: check the bytes, write nothing.
-        duplicate: bool,
+        /// The parts of `range` acknowledged already: compared, not written.
+        acked: RangeSet,
+        /// Held until the request is done, however it ends.
+        reserved: Reservation,
     },
     Whole {
         temp: tempfile::NamedTempFile,
-        file: Arc<File>,
         name: String,
         id: Option<String>,
     },
+}
+
+/// A range of an upload one request is writing; released when dropped.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    upload: Arc<Upload>,
+    range: ContentRange,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        lock(&self.upload.ranges)
+            .writing
+            .remove(self.range.start, self.range.end);
+    }
+}
+
+/// What a written part came to.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub(crate) len: u64,
+    pub(crate) crc: u32,
+    /// Whether it differed from acknowledged bytes it overlaps.
+    pub(crate) differs: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,371 +133,450 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn ranges_path(temp: &Path) -> PathBuf {
-    temp.with_extension("ranges")
+async fn recorded(change: Change, state: &Arc<State>) -> Result<(), Refusal> {
+    state
+        .apply(change)
+        .await
+        .map_err(|e| Refusal::internal("record", e))
 }
 
-/// The key of an upload: its id, or its name for clients that send none.
-fn key_of(id: Option<&str>, name: &str) -> String {
-    id.map_or_else(|| format!("name-{name}"), |id| format!("id-{id}"))
-}
-
-/// Why a landing failed, as a refusal: 409 when the name is taken by a
-/// directory, 500 otherwise.
-fn landing_refusal(name: &str, e: &Refusal) -> Refusal {
-    let status =
-        if e.message().contains("Is a directory") || e.message().contains("Directory not empty") {
-            StatusCode::CONFLICT
-        } else {
-            e.status()
-        };
-    Refusal::new(status, format!("cannot land {name}: {}", e.message()))
+fn taken(name: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::CONFLICT,
+        format!("a file named {name} is in the receiver's directory already"),
+    )
 }
 
 impl Store {
     pub(crate) fn new(dir: &Path) -> io::Result<Self> {
         let partial = partial_dir(dir);
         fs::create_dir_all(&partial)?;
-        let landed = landed_dir(dir);
-        fs::create_dir_all(&landed)?;
-        Ok(Store {
+        let state_dir = dir.join(".fileuploader-state");
+        fs::create_dir_all(&state_dir)?;
+        let state = Arc::new(State::open(&state_dir.join("uploads.sqlite"))?);
+        let store = Store {
             dir: dir.to_owned(),
             partial,
-            landed,
+            state,
             uploads: Mutex::default(),
-        })
+        };
+        store.clean_leftovers()?;
+        Ok(store)
+    }
+
+    /// Removes partial files no record owns: what a crash left behind.
+    fn clean_leftovers(&self) -> io::Result<()> {
+        let known = self.state.uploads().map_err(io::Error::other)?;
+        for entry in fs::read_dir(&self.partial)? {
+            let path = entry?.path();
+            let owned = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.strip_prefix("id-"))
+                .is_some_and(|id| known.iter().any(|k| k == id));
+            if !owned {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Which ranges of upload `id` are here, if it is in progress (in
-    /// memory, or on disk from before a restart).
+    fn temp_of(&self, id: &str) -> PathBuf {
+        self.partial.join(format!("id-{id}.part"))
+    }
+
+    /// Which ranges of upload `id` are here, if it is in progress.
     pub(crate) async fn status(&self, id: &str) -> Result<Option<(u64, RangeSet)>, Refusal> {
-        let Some(upload) = self.find(&key_of(Some(id), "")).await? else {
-            return Ok(None);
-        };
-        let coverage = lock(&upload.coverage).clone();
-        Ok(Some((upload.total, coverage)))
+        let upload = self.find(id).await?;
+        Ok(upload.map(|u| (u.total, lock(&u.ranges).acked.clone())))
     }
 
     /// What the receiver can say of upload `id`.
     pub(crate) async fn statement(&self, id: &str) -> Result<Statement, Refusal> {
-        if let Some(upload) = self.find(&key_of(Some(id), "")).await? {
-            let received = lock(&upload.coverage).ranges().to_vec();
-            let error = lock(&upload.landing_error).clone();
+        if let Some(upload) = self.find(id).await? {
             return Ok(Statement::Partial {
                 upload_id: id.to_owned(),
                 total: upload.total,
-                received,
-                error,
+                received: lock(&upload.ranges).acked.ranges().to_vec(),
+                error: lock(&upload.landing_error).clone(),
             });
         }
-        let record = self.landed.join(format!("{id}.json"));
-        let text = blocking("read landing record", move || match fs::read(record) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let (state, key) = (self.state.clone(), id.to_owned());
+        let landed = blocking("read records", move || {
+            state.landed(&key).map_err(io::Error::other)
         })
         .await?;
-        Ok(text
-            .and_then(|t| Statement::from_json(&t))
-            .unwrap_or_else(|| Statement::Unknown {
-                upload_id: id.to_owned(),
-            }))
+        Ok(landed.unwrap_or_else(|| Statement::Unknown {
+            upload_id: id.to_owned(),
+        }))
     }
 
-    /// Discards upload `id`: its partial file and its record.
+    /// Discards upload `id`: its partial file and its records.
     pub(crate) async fn discard(&self, id: &str) -> Result<(), Refusal> {
-        let key = key_of(Some(id), "");
-        let upload = lock(&self.uploads).remove(&key);
-        let temp = upload.map_or_else(
-            || self.partial.join(format!("{key}.part")),
-            |u| u.temp.clone(),
-        );
-        blocking("discard upload", move || {
-            for path in [ranges_path(&temp), temp] {
-                match fs::remove_file(path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
-            Ok(())
+        lock(&self.uploads).remove(id);
+        recorded(Change::Discard { id: id.to_owned() }, &self.state).await?;
+        let temp = self.temp_of(id);
+        blocking("discard upload", move || match fs::remove_file(temp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         })
         .await
     }
 
-    /// The upload under `key`, from memory or reloaded from disk.
-    async fn find(&self, key: &str) -> Result<Option<Arc<Upload>>, Refusal> {
-        if let Some(upload) = lock(&self.uploads).get(key).cloned() {
+    /// Upload `id` in progress, from memory or from its records.
+    async fn find(&self, id: &str) -> Result<Option<Arc<Upload>>, Refusal> {
+        if let Some(upload) = lock(&self.uploads).get(id).cloned() {
             return Ok(Some(upload));
         }
-        let temp = self.partial.join(format!("{key}.part"));
-        let loaded = blocking("open partial upload", move || Upload::reopen(temp)).await?;
-        Ok(loaded.map(|upload| {
-            lock(&self.uploads)
-                .entry(key.to_owned())
-                .or_insert(Arc::new(upload))
-                .clone()
-        }))
+        let (state, key) = (self.state.clone(), id.to_owned());
+        let record = blocking("read records", move || {
+            state.record(&key).map_err(io::Error::other)
+        })
+        .await?;
+        Ok(record.map(|r| self.cache(id, r)))
     }
 
-    /// The target for a request's file part: the upload its range belongs
-    /// to (found, reloaded from disk, or begun), or a fresh whole file.
+    fn cache(&self, id: &str, record: Record) -> Arc<Upload> {
+        let mut ranges = Ranges::default();
+        for (start, end, crc) in record.blocks {
+            ranges.acked.insert(start, end);
+            ranges.blocks.insert(start, (end, crc));
+        }
+        let upload = Upload {
+            id: id.to_owned(),
+            temp: self.temp_of(id),
+            total: record.total,
+            name: record.name,
+            ranges: Mutex::new(ranges),
+            landing: AtomicBool::new(false),
+            landing_error: Mutex::new(record.landing_error),
+        };
+        lock(&self.uploads)
+            .entry(id.to_owned())
+            .or_insert(Arc::new(upload))
+            .clone()
+    }
+
+    /// The target for a request's file part: its range of an upload (found
+    /// or begun, the range reserved), or a fresh whole file.
     pub(crate) async fn open(
         &self,
         id: Option<&str>,
         name: &str,
         range: Option<ContentRange>,
+        policy: OnConflict,
     ) -> Result<Target, Refusal> {
         let Some(range) = range else {
+            if policy == OnConflict::Refuse && self.dir.join(name).exists() {
+                return Err(taken(name));
+            }
             let partial = self.partial.clone();
-            let (temp, file) = blocking("create temporary file", move || {
-                let temp = tempfile::Builder::new()
+            let temp = blocking("create temporary file", move || {
+                tempfile::Builder::new()
                     .prefix("whole-")
-                    .tempfile_in(partial)?;
-                let file = Arc::new(temp.as_file().try_clone()?);
-                Ok((temp, file))
+                    .tempfile_in(partial)
             })
             .await?;
             return Ok(Target::Whole {
                 temp,
-                file,
                 name: name.to_owned(),
                 id: id.map(str::to_owned),
             });
         };
-        let key = key_of(id, name);
-        let existing = self.find(&key).await?;
-        let upload = match existing {
+        let id = id.ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "an upload in blocks needs an X-Upload-Id, so it cannot meet another client's",
+            )
+        })?;
+        let upload = match self.find(id).await? {
             Some(upload) => upload,
-            None => {
-                let temp = self.partial.join(format!("{key}.part"));
-                let total = range.total;
-                let loaded =
-                    blocking("open partial upload", move || Upload::open(temp, total)).await?;
-                lock(&self.uploads)
-                    .entry(key.clone())
-                    .or_insert(Arc::new(loaded))
-                    .clone()
-            }
+            None => self.begin(id, name, range.total, policy).await?,
         };
         if upload.total != range.total {
             return Err(Refusal::new(
                 StatusCode::CONFLICT,
                 format!(
-                    "upload {key} is {} bytes long, this block says {}",
+                    "upload {id} is {} bytes long, this block says {}",
                     upload.total, range.total
                 ),
             ));
         }
-        let duplicate = lock(&upload.coverage).contains(range.start, range.end);
+        let acked = {
+            let mut ranges = lock(&upload.ranges);
+            let mut writing = RangeSet::default();
+            writing.insert(range.start, range.end);
+            for &(s, e) in ranges.writing.ranges() {
+                writing.remove(s, e);
+            }
+            if writing.covered() != range.len() {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "another request is writing this range of the upload; try again",
+                ));
+            }
+            ranges.writing.insert(range.start, range.end);
+            let mut acked = RangeSet::default();
+            for &(s, e) in ranges.acked.ranges() {
+                let (s, e) = (s.max(range.start), e.min(range.end));
+                acked.insert(s, e);
+            }
+            acked
+        };
         Ok(Target::Segment {
-            key,
+            reserved: Reservation {
+                upload: upload.clone(),
+                range,
+            },
             upload,
             range,
-            name: name.to_owned(),
-            duplicate,
+            acked,
         })
     }
 
-    /// Records a fully received part; lands the file once all of it is
-    /// here. Answers the statement for the client.
+    /// Begins upload `id`: its partial file (durably created) and its record.
+    async fn begin(
+        &self,
+        id: &str,
+        name: &str,
+        total: u64,
+        policy: OnConflict,
+    ) -> Result<Arc<Upload>, Refusal> {
+        if policy == OnConflict::Refuse && self.dir.join(name).exists() {
+            return Err(taken(name));
+        }
+        let (temp, partial) = (self.temp_of(id), self.partial.clone());
+        blocking("create partial file", move || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&temp)?;
+            File::open(partial)?.sync_all()
+        })
+        .await?;
+        let change = Change::Begin {
+            id: id.to_owned(),
+            total,
+            name: name.to_owned(),
+        };
+        recorded(change, &self.state).await?;
+        let record = Record {
+            total,
+            name: name.to_owned(),
+            landing_error: None,
+            blocks: Vec::new(),
+        };
+        Ok(self.cache(id, record))
+    }
+
+    /// Acknowledges a verified part, durably, and lands the file once all
+    /// of it is here. Answers the statement for the client.
     pub(crate) async fn commit(
         &self,
         target: Target,
         name_field: Option<String>,
         crc: Option<u32>,
+        policy: OnConflict,
     ) -> Result<Statement, Refusal> {
         match target {
-            Target::Whole { temp, name, id, .. } => {
+            Target::Whole { temp, name, id } => {
                 let name = name_field.unwrap_or(name);
-                let dest = self.dir.join(&name);
-                let (size, crc) = blocking("land file", move || {
+                let dir = self.dir.clone();
+                let (landed_as, size, crc) = blocking("land file", move || {
                     temp.as_file().sync_all()?;
                     let size = temp.as_file().metadata()?.len();
                     let crc = crc_of(temp.as_file())?;
-                    temp.persist(&dest).map_err(|e| e.error)?;
-                    Ok((size, crc))
+                    let path = temp.into_temp_path();
+                    let landed_as = place(&path, &dir, &name, policy)?;
+                    Ok((landed_as, size, crc))
                 })
                 .await
-                .map_err(|e| landing_refusal(&name, &e))?;
-                sync_dir(&self.dir).await?;
+                .map_err(|e| landing_refusal(&e))?;
                 let statement =
-                    Statement::landed(id.as_deref().unwrap_or(""), &name, size, Some(crc));
+                    Statement::landed(id.as_deref().unwrap_or(""), &landed_as, size, Some(crc));
                 if let Some(id) = id {
-                    self.keep_landing(&id, &statement).await?;
+                    let change = Change::Landed {
+                        id,
+                        statement: statement.clone(),
+                    };
+                    recorded(change, &self.state).await?;
                 }
                 Ok(statement)
             }
             Target::Segment {
-                key,
                 upload,
                 range,
-                name,
-                duplicate,
+                reserved,
+                ..
             } => {
-                let complete = if duplicate {
-                    upload.is_complete()
-                } else {
-                    upload.record(range, crc).await?
-                };
-                let id = key.strip_prefix("id-").unwrap_or("");
+                let complete = self.acknowledge(&upload, range, crc).await?;
+                drop(reserved);
                 let received = Statement::Received {
-                    upload_id: id.to_owned(),
+                    upload_id: upload.id.clone(),
                     start: range.start,
                     end: range.end,
                 };
                 if !complete || upload.landing.swap(true, Ordering::SeqCst) {
                     return Ok(received);
                 }
-                let name = name_field.unwrap_or(name);
-                let landed = upload.clone().land(self.dir.join(&name), &name).await;
-                if let Err(e) = landed {
-                    let refusal = landing_refusal(&name, &e);
-                    if e.status() == StatusCode::UNPROCESSABLE_ENTITY {
-                        lock(&self.uploads).remove(&key);
-                    } else {
-                        *lock(&upload.landing_error) = Some(refusal.message().to_owned());
-                        upload.landing.store(false, Ordering::SeqCst);
-                    }
-                    return Err(refusal);
-                }
-                lock(&self.uploads).remove(&key);
-                sync_dir(&self.dir).await?;
-                let statement = Statement::landed(id, &name, upload.total, upload.landed_crc());
-                if !id.is_empty() {
-                    self.keep_landing(id, &statement).await?;
-                }
-                Ok(statement)
+                let landed = self.land(&upload, name_field, policy).await;
+                upload.landing.store(false, Ordering::SeqCst);
+                landed
             }
         }
     }
 
-    /// Records durably that upload `id` landed, for later status queries.
-    async fn keep_landing(&self, id: &str, statement: &Statement) -> Result<(), Refusal> {
-        let (dir, path, json) = (
-            self.landed.clone(),
-            self.landed.join(format!("{id}.json")),
-            statement.to_json(),
-        );
-        blocking("record landing", move || {
-            let mut file = File::create(&path)?;
-            file.write_all(json.as_bytes())?;
+    /// Records a block durably unless it was acknowledged before; returns
+    /// whether the upload is now complete.
+    async fn acknowledge(
+        &self,
+        upload: &Arc<Upload>,
+        range: ContentRange,
+        crc: Option<u32>,
+    ) -> Result<bool, Refusal> {
+        let known = lock(&upload.ranges).acked.contains(range.start, range.end);
+        if !known {
+            let change = Change::Ack {
+                id: upload.id.clone(),
+                start: range.start,
+                end: range.end,
+                crc,
+                file: upload.temp.clone(),
+            };
+            recorded(change, &self.state).await?;
+            let mut ranges = lock(&upload.ranges);
+            ranges.acked.insert(range.start, range.end);
+            ranges.blocks.insert(range.start, (range.end, crc));
+        }
+        Ok(lock(&upload.ranges).acked.covered() == upload.total)
+    }
+
+    /// Checks a complete upload against its blocks and puts it in place.
+    async fn land(
+        &self,
+        upload: &Arc<Upload>,
+        name_field: Option<String>,
+        policy: OnConflict,
+    ) -> Result<Statement, Refusal> {
+        let expected = upload.expected_crc();
+        let name = name_field.unwrap_or_else(|| upload.name.clone());
+        let (temp, dir, total) = (upload.temp.clone(), self.dir.clone(), upload.total);
+        let placed = blocking("land file", move || {
+            let file = File::open(&temp)?;
             file.sync_all()?;
-            File::open(dir)?.sync_all()
+            if file.metadata()?.len() != total
+                || expected.is_some_and(|crc| crc_of(&file).ok() != Some(crc))
+            {
+                return Ok(None);
+            }
+            place(&temp, &dir, &name, policy).map(Some)
         })
-        .await
+        .await;
+        match placed {
+            Ok(Some(landed_as)) => {
+                let statement =
+                    Statement::landed(&upload.id, &landed_as, upload.total, upload.expected_crc());
+                let change = Change::Landed {
+                    id: upload.id.clone(),
+                    statement: statement.clone(),
+                };
+                recorded(change, &self.state).await?;
+                lock(&self.uploads).remove(&upload.id);
+                Ok(statement)
+            }
+            Ok(None) => {
+                self.discard(&upload.id).await?;
+                Err(Refusal::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{}: the stored bytes do not match the acknowledged blocks; the upload was discarded", upload.name),
+                ))
+            }
+            Err(e) => {
+                let refusal = landing_refusal(&e);
+                *lock(&upload.landing_error) = Some(refusal.message().to_owned());
+                let change = Change::LandingError {
+                    id: upload.id.clone(),
+                    error: Some(refusal.message().to_owned()),
+                };
+                recorded(change, &self.state).await?;
+                Err(refusal)
+            }
+        }
     }
 }
 
-async fn sync_dir(dir: &Path) -> Result<(), Refusal> {
-    let dir = dir.to_owned();
-    blocking("sync directory", move || File::open(dir)?.sync_all()).await
+/// Why a landing failed, as a refusal: 409 when the name is taken, the
+/// cause's status otherwise.
+fn landing_refusal(e: &Refusal) -> Refusal {
+    let conflict = ["Is a directory", "File exists", "Directory not empty"]
+        .iter()
+        .any(|m| e.message().contains(m));
+    let status = if conflict {
+        StatusCode::CONFLICT
+    } else {
+        e.status()
+    };
+    Refusal::new(status, format!("cannot land the file: {}", e.message()))
+}
+
+/// Puts the finished `temp` in `dir` as `name`, by `policy`, durably;
+/// returns the name it landed under.
+fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<String> {
+    let landed_as = match policy {
+        OnConflict::Overwrite => {
+            fs::rename(temp, dir.join(name))?;
+            name.to_owned()
+        }
+        OnConflict::Refuse => {
+            // A hard link never replaces: it fails if the name is taken.
+            fs::hard_link(temp, dir.join(name))?;
+            fs::remove_file(temp)?;
+            name.to_owned()
+        }
+        OnConflict::Rename => {
+            let (stem, ext) = match name.rsplit_once('.') {
+                Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
+                _ => (name, String::new()),
+            };
+            let mut landed = None;
+            for n in 0..10_000 {
+                let candidate = match n {
+                    0 => name.to_owned(),
+                    n => format!("{stem} ({n}){ext}"),
+                };
+                match fs::hard_link(temp, dir.join(&candidate)) {
+                    Ok(()) => {
+                        landed = Some(candidate);
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let landed = landed.ok_or_else(|| io::Error::other("no free name"))?;
+            fs::remove_file(temp)?;
+            landed
+        }
+    };
+    File::open(dir)?.sync_all()?;
+    Ok(landed_as)
 }
 
 impl Upload {
-    /// Reopens an upload a previous run of the receiver began, if its
-    /// record says how long it is.
-    fn reopen(temp: PathBuf) -> io::Result<Option<Upload>> {
-        let text = match fs::read_to_string(ranges_path(&temp)) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let total = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("total "))
-            .and_then(|t| t.parse().ok());
-        match total {
-            Some(total) if temp.exists() => Upload::open(temp, total).map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// Opens (or creates) the temporary file and reloads the blocks a
-    /// previous run of the receiver recorded.
-    fn open(temp: PathBuf, total: u64) -> io::Result<Upload> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&temp)?;
-        let mut coverage = RangeSet::default();
-        let mut blocks = BTreeMap::new();
-        let side = ranges_path(&temp);
-        if !side.exists() {
-            let mut f = File::create(&side)?;
-            writeln!(f, "total {total}")?;
-            f.sync_all()?;
-        }
-        if let Ok(text) = fs::read_to_string(side) {
-            for line in text.lines() {
-                let mut fields = line.split(' ');
-                let start = fields.next().and_then(|f| f.parse::<u64>().ok());
-                let end = fields.next().and_then(|f| f.parse::<u64>().ok());
-                let crc = fields.next().and_then(|c| u32::from_str_radix(c, 16).ok());
-                if let (Some(s), Some(e)) = (start, end) {
-                    if s < e && e <= total {
-                        coverage.insert(s, e);
-                        blocks.insert(s, (e, crc));
-                    }
-                }
-            }
-        }
-        Ok(Upload {
-            file: Arc::new(file),
-            temp,
-            total,
-            coverage: Mutex::new(coverage),
-            blocks: Mutex::new(blocks),
-            landing: AtomicBool::new(false),
-            landing_error: Mutex::default(),
-        })
-    }
-
-    fn is_complete(&self) -> bool {
-        lock(&self.coverage).covered() == self.total
-    }
-
-    /// The landed file's CRC32C, when every block had one.
-    fn landed_crc(&self) -> Option<u32> {
-        self.expected_crc()
-    }
-
-    /// Records an acknowledged block, on disk first; returns whether the
-    /// upload is now complete.
-    async fn record(&self, range: ContentRange, crc: Option<u32>) -> Result<bool, Refusal> {
-        let (temp, start, end) = (self.temp.clone(), range.start, range.end);
-        blocking("record range", move || {
-            let mut side = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(ranges_path(&temp))?;
-            match crc {
-                Some(crc) => writeln!(side, "{start} {end} {crc:08x}"),
-                None => writeln!(side, "{start} {end}"),
-            }
-        })
-        .await?;
-        lock(&self.blocks).insert(start, (end, crc));
-        let mut coverage = lock(&self.coverage);
-        coverage.insert(start, end);
-        Ok(coverage.covered() == self.total)
-    }
-
     /// The whole file's CRC32C as the acknowledged blocks say it must be:
     /// their CRCs combined in order, when every block had one and they tile
     /// the file exactly.
     fn expected_crc(&self) -> Option<u32> {
-        let blocks = lock(&self.blocks);
+        let ranges = lock(&self.ranges);
         let mut at = 0;
         let mut crc = 0;
         let mut shift = CrcShift::new(0);
-        for (&start, &(end, block_crc)) in blocks.iter() {
+        for (&start, &(end, block_crc)) in ranges.blocks.iter() {
             if start != at {
                 return None;
             }
@@ -456,80 +588,68 @@ impl Upload {
         }
         (at == self.total).then_some(crc)
     }
-
-    /// Checks the stored bytes against the acknowledged blocks and renames
-    /// the file into place; discards it (422) if they differ.
-    async fn land(self: Arc<Self>, dest: PathBuf, name: &str) -> Result<(), Refusal> {
-        let expected = self.expected_crc();
-        let verified = blocking("land file", move || {
-            self.file.sync_all()?;
-            if expected.is_some_and(|crc| crc_of(&self.file).ok() != Some(crc)) {
-                fs::remove_file(&self.temp)?;
-                fs::remove_file(ranges_path(&self.temp))?;
-                return Ok(false);
-            }
-            fs::rename(&self.temp, &dest)?;
-            fs::remove_file(ranges_path(&self.temp))?;
-            Ok(true)
-        })
-        .await?;
-        if verified {
-            Ok(())
-        } else {
-            Err(Refusal::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{name}: the stored bytes do not match the acknowledged blocks; the upload was discarded"),
-            ))
-        }
-    }
 }
 
 /// The CRC32C of a whole file, read from its start in 1 MiB pieces.
 fn crc_of(file: &File) -> io::Result<u32> {
-    let mut file = file.try_clone()?;
-    file.seek(io::SeekFrom::Start(0))?;
     let mut crc = 0;
     let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
     loop {
-        match file.read(&mut buf)? {
+        match file.read_at(&mut buf, at)? {
             0 => return Ok(crc),
-            n => crc = crc32c::crc32c_append(crc, &buf[..n]),
+            n => {
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                at += n as u64;
+            }
         }
     }
 }
 
 impl Target {
-    /// Where the part's bytes go: a file and an offset, or nowhere for a
-    /// range already received.
-    fn destination(&self) -> Option<(Arc<File>, u64)> {
+    /// The file the part's bytes go into, and where the part starts.
+    fn destination(&self) -> io::Result<(File, u64)> {
         match self {
-            Target::Segment {
-                duplicate: true, ..
-            } => None,
-            Target::Segment { upload, range, .. } => Some((upload.file.clone(), range.start)),
-            Target::Whole { file, .. } => Some((file.clone(), 0)),
+            Target::Segment { upload, range, .. } => Ok((
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&upload.temp)?,
+                range.start,
+            )),
+            Target::Whole { temp, .. } => Ok((temp.as_file().try_clone()?, 0)),
         }
     }
 
-    /// Writes a part's bytes at their offset, in batches; refuses a part
-    /// longer than `max` before writing past it. Returns the part's length
-    /// and CRC32C.
+    /// Writes a part's bytes at their offset, in batches, comparing rather
+    /// than writing where they overlap acknowledged bytes; refuses a part
+    /// longer than `max` before writing past it.
     pub(crate) async fn write_part(
         &self,
         field: &mut multer::Field<'_>,
         max: u64,
         whole: bool,
-    ) -> Result<(u64, u32), Refusal> {
-        let destination = self.destination();
-        let mut crc = 0;
-        let mut written = 0u64;
+    ) -> Result<Written, Refusal> {
+        let (file, start) = self
+            .destination()
+            .map_err(|e| Refusal::internal("open partial file", e))?;
+        let file = Arc::new(file);
+        let acked = match self {
+            Target::Segment { acked, .. } => acked.clone(),
+            Target::Whole { .. } => RangeSet::default(),
+        };
+        let mut written = Written {
+            len: 0,
+            crc: 0,
+            differs: false,
+        };
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
         loop {
             let chunk = field.chunk().await.map_err(crate::malformed)?;
             let end = chunk.is_none();
             if let Some(chunk) = chunk {
-                if written + batched as u64 + chunk.len() as u64 > max {
+                if written.len + batched as u64 + chunk.len() as u64 > max {
                     return Err(if whole {
                         too_large(max)
                     } else {
@@ -539,30 +659,97 @@ impl Target {
                         )
                     });
                 }
-                crc = crc32c::crc32c_append(crc, &chunk);
+                written.crc = crc32c::crc32c_append(written.crc, &chunk);
                 batched += chunk.len();
                 batch.push(chunk);
             }
             if batched >= WRITE_BATCH || (end && batched > 0) {
                 let chunks = std::mem::take(&mut batch);
-                if let Some((file, start)) = &destination {
-                    let (file, offset) = (file.clone(), start + written);
-                    blocking("write block", move || write_all_at(&file, &chunks, offset)).await?;
-                }
-                written += batched as u64;
+                let (file, at, acked) = (file.clone(), start + written.len, acked.clone());
+                let same = blocking("write block", move || {
+                    write_or_compare(&file, &chunks, at, &acked)
+                })
+                .await?;
+                written.differs |= !same;
+                written.len += batched as u64;
                 batched = 0;
             }
             if end {
-                return Ok((written, crc));
+                return Ok(written);
             }
         }
     }
 }
 
-fn write_all_at(file: &File, chunks: &[Bytes], mut offset: u64) -> io::Result<()> {
+/// Writes `chunks` at `offset`, except where `acked` says the bytes are
+/// acknowledged: there it compares. Returns whether those were the same.
+fn write_or_compare(
+    file: &File,
+    chunks: &[Bytes],
+    mut offset: u64,
+    acked: &RangeSet,
+) -> io::Result<bool> {
+    let mut same = true;
     for chunk in chunks {
-        std::os::unix::fs::FileExt::write_all_at(file, chunk, offset)?;
+        let mut done = 0usize;
+        while done < chunk.len() {
+            let at = offset + done as u64;
+            let left = (chunk.len() - done) as u64;
+            // The stretch from `at` that is wholly acknowledged or wholly not.
+            let next_edge = acked
+                .ranges()
+                .iter()
+                .flat_map(|&(s, e)| [s, e])
+                .find(|&edge| edge > at)
+                .unwrap_or(u64::MAX);
+            let n = left.min(next_edge - at) as usize;
+            let piece = &chunk[done..done + n];
+            if acked.contains(at, at + n as u64) {
+                let mut stored = vec![0u8; n];
+                file.read_exact_at(&mut stored, at)?;
+                same &= stored == piece;
+            } else {
+                file.write_all_at(piece, at)?;
+            }
+            done += n;
+        }
         offset += chunk.len() as u64;
     }
-    Ok(())
+    Ok(same)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_acknowledged_bytes_are_compared_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut acked = RangeSet::default();
+        acked.insert(2, 4);
+        acked.insert(6, 8);
+        let same = write_or_compare(&file, &[Bytes::from_static(b"ab23cd")], 0, &acked).unwrap();
+        assert!(same);
+        assert_eq!(fs::read(&path).unwrap(), b"ab23cd6789");
+        let differs = write_or_compare(
+            &file,
+            &[Bytes::from_static(b"xy"), Bytes::from_static(b"XYZ")],
+            4,
+            &acked,
+        )
+        .unwrap();
+        assert!(!differs, "6 and 7 differ from what was acknowledged");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"ab23xy67Z9",
+            "acknowledged bytes untouched, the gap written"
+        );
+    }
 }

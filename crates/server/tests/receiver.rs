@@ -116,16 +116,22 @@ async fn bad_requests_are_refused_and_write_nothing() {
     type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>, StatusCode, &'a str);
     let cases: Vec<Case> = vec![
         (
-            vec![("content-range", "bytes 0-9/10")],
+            vec![("content-range", "bytes 0-9/10"), ("x-upload-id", "b1")],
             file("a"),
             StatusCode::BAD_REQUEST,
             "Content-Range says 10",
         ),
         (
-            vec![("content-range", "bytes 0-1/10")],
+            vec![("content-range", "bytes 0-1/10"), ("x-upload-id", "b2")],
             file("a"),
             StatusCode::BAD_REQUEST,
             "longer than its Content-Range",
+        ),
+        (
+            vec![("content-range", "bytes 0-3/10")],
+            file("a"),
+            StatusCode::BAD_REQUEST,
+            "needs an X-Upload-Id",
         ),
         (
             vec![("content-range", "bytes 5-1/10")],
@@ -324,20 +330,33 @@ async fn blocks_failing_their_crc_are_refused_with_460_and_count_for_nothing() {
         send("bytes 0-3/8", good.clone(), b"abcd").await.0,
         StatusCode::OK
     );
-    // A late duplicate of an acknowledged range is checked but never written.
+    // A duplicate of an acknowledged range is accepted only if identical;
+    // a different one is refused and never written.
     assert_eq!(
-        send("bytes 0-3/8", crc_hex(b"WXYZ"), b"WXYZ").await.0,
+        send("bytes 0-3/8", good.clone(), b"abcd").await.0,
         StatusCode::OK
+    );
+    let (s, text) = send("bytes 0-3/8", crc_hex(b"WXYZ"), b"WXYZ").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("differs"), "{text}");
+    let (s, text) = send("bytes 2-5/8", crc_hex(b"cdEF"), b"cdEF").await;
+    assert_eq!(
+        (s, text.as_str()),
+        (
+            StatusCode::OK,
+            "{\"state\":\"received\",\"upload_id\":\"c1\",\"start\":2,\"end\":6}\n"
+        ),
+        "an overlap identical where acknowledged is accepted"
     );
     assert_eq!(
         send("bytes 0-3/8", good.clone(), b"ab!d").await.0.as_u16(),
         460
     );
-    let (s, text) = send("bytes 4-7/8", crc_hex(b"efgh"), b"efgh").await;
+    let (s, text) = send("bytes 4-7/8", crc_hex(b"EFgh"), b"EFgh").await;
     assert_eq!(s, StatusCode::OK, "{text}");
     assert_eq!(
         std::fs::read(dir.path().join("c.bin")).unwrap(),
-        b"abcdefgh"
+        b"abcdEFgh"
     );
     for (crc, why) in [
         ("nothex!!", "malformed X-Block-CRC32C"),
@@ -780,4 +799,44 @@ async fn a_whole_file_whose_answer_was_lost_is_confirmed_by_asking_not_by_sendin
     );
     assert_eq!(job.progress().landings_confirmed, 1);
     assert_eq!(std::fs::read(dir.path().join("once.bin")).unwrap(), data);
+}
+
+#[tokio::test]
+async fn a_taken_name_is_refused_renamed_or_overwritten_as_told() {
+    use fileuploader_server::OnConflict;
+    let whole = |data: &'static [u8]| form(&[("RemoteFile", Some("n.txt"), data)]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("n.txt"), b"first").unwrap();
+
+    let refusing = Receiver::new(dir.path()).unwrap();
+    let (s, text) = post(&refusing, &[], whole(b"second")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{text}");
+    let (s, _) = post(
+        &refusing,
+        &[("content-range", "bytes 0-1/4"), ("x-upload-id", "t1")],
+        form(&[("RemoteFile", Some("n.txt"), b"ab")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "refused before the first byte");
+    assert!(
+        refusing.status("t1").await.unwrap().is_none(),
+        "nothing begun"
+    );
+
+    let renaming = Receiver::new(dir.path())
+        .unwrap()
+        .on_conflict(OnConflict::Rename);
+    for _ in 0..2 {
+        let (s, text) = post(&renaming, &[], whole(b"again")).await;
+        assert_eq!(s, StatusCode::OK, "{text}");
+    }
+    assert_eq!(listing(dir.path()), ["n (1).txt", "n (2).txt", "n.txt"]);
+    assert_eq!(std::fs::read(dir.path().join("n.txt")).unwrap(), b"first");
+
+    let overwriting = Receiver::new(dir.path())
+        .unwrap()
+        .on_conflict(OnConflict::Overwrite);
+    let (s, _) = post(&overwriting, &[], whole(b"third")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(std::fs::read(dir.path().join("n.txt")).unwrap(), b"third");
 }

@@ -1,0 +1,253 @@
+//! The receiver's upload records in SQLite, written durably: a block is
+//! acknowledged only once its bytes are on disk (`fdatasync` of its partial
+//! file) and its record is committed. One committer thread takes every
+//! change, so concurrent blocks share one sync of each file and one commit
+//! (group commit), and each caller learns when its change is durable.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fileuploader_wire::Statement;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+/// The most changes one commit takes.
+const BATCH: usize = 512;
+
+/// A change to the records.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// A new upload of `total` bytes to land as `name`.
+    Begin {
+        id: String,
+        total: u64,
+        name: String,
+    },
+    /// A verified block, its bytes written to `file` (synced first).
+    Ack {
+        id: String,
+        start: u64,
+        end: u64,
+        crc: Option<u32>,
+        file: PathBuf,
+    },
+    /// Why the complete upload could not land (or `None` to clear it).
+    LandingError { id: String, error: Option<String> },
+    /// The upload landed: its records go, its statement stays.
+    Landed { id: String, statement: Statement },
+    /// The upload is discarded.
+    Discard { id: String },
+}
+
+/// An upload's records.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) total: u64,
+    pub(crate) name: String,
+    pub(crate) landing_error: Option<String>,
+    /// Each acknowledged block: start, end, CRC32C if it had one.
+    pub(crate) blocks: Vec<(u64, u64, Option<u32>)>,
+}
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+/// The records: a reader for queries and the committer for changes.
+#[derive(Debug)]
+pub(crate) struct State {
+    reader: Mutex<Connection>,
+    changes: Mutex<mpsc::Sender<(Change, Reply)>>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS uploads (
+             id TEXT PRIMARY KEY, total INTEGER NOT NULL, name TEXT NOT NULL,
+             created INTEGER NOT NULL, landing_error TEXT);
+         CREATE TABLE IF NOT EXISTS blocks (
+             id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER,
+             PRIMARY KEY (id, start));
+         CREATE TABLE IF NOT EXISTS landed (
+             id TEXT PRIMARY KEY, statement TEXT NOT NULL, at INTEGER NOT NULL);",
+    )?;
+    Ok(conn)
+}
+
+impl State {
+    /// Opens (or creates) the records at `path` and starts the committer.
+    pub(crate) fn open(path: &Path) -> std::io::Result<State> {
+        let io = |e: rusqlite::Error| std::io::Error::other(e.to_string());
+        let writer = open(path).map_err(io)?;
+        let reader = open(path).map_err(io)?;
+        let (tx, rx) = mpsc::channel::<(Change, Reply)>();
+        std::thread::Builder::new()
+            .name("fu-committer".into())
+            .spawn(move || commit_loop(writer, rx))?;
+        Ok(State {
+            reader: Mutex::new(reader),
+            changes: Mutex::new(tx),
+        })
+    }
+
+    /// Applies `change` durably; returns once it is committed.
+    pub(crate) async fn apply(&self, change: Change) -> Result<(), String> {
+        let (reply, done) = oneshot::channel();
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((change, reply))
+            .map_err(|_| "the receiver's records are closed".to_owned())?;
+        done.await
+            .map_err(|_| "the receiver's records are closed".to_owned())?
+    }
+
+    /// The records of upload `id`, if it is in progress.
+    pub(crate) fn record(&self, id: &str) -> Result<Option<Record>, String> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let head = conn
+            .query_row(
+                "SELECT total, name, landing_error FROM uploads WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        let Some((total, name, landing_error)) = head else {
+            return Ok(None);
+        };
+        let mut query = conn
+            .prepare("SELECT start, end, crc FROM blocks WHERE id = ?1 ORDER BY start")
+            .map_err(|e| e.to_string())?;
+        let blocks = query
+            .query_map(params![id], |r| {
+                let crc: Option<i64> = r.get(2)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    crc.map(|c| c as u32),
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Record {
+            total: total as u64,
+            name,
+            landing_error,
+            blocks,
+        }))
+    }
+
+    /// The landing statement of upload `id`, if it landed.
+    pub(crate) fn landed(&self, id: &str) -> Result<Option<Statement>, String> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT statement FROM landed WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        Ok(text.and_then(|t| Statement::from_json(t.as_bytes())))
+    }
+
+    /// The ids of every upload in progress.
+    pub(crate) fn uploads(&self) -> Result<Vec<String>, String> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut query = conn
+            .prepare("SELECT id FROM uploads")
+            .map_err(|e| e.to_string())?;
+        query
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Takes changes as they come, a batch at a time: syncs each file the batch
+/// wrote, commits the batch in one transaction, then answers each caller.
+fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
+    while let Ok(first) = changes.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match changes.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let files: BTreeSet<&PathBuf> = batch
+            .iter()
+            .filter_map(|(c, _)| match c {
+                Change::Ack { file, .. } => Some(file),
+                _ => None,
+            })
+            .collect();
+        let synced = files.into_iter().try_for_each(|f| {
+            File::open(f)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| format!("sync {}: {e}", f.display()))
+        });
+        let result = synced.and_then(|()| commit(&mut conn, &batch).map_err(|e| e.to_string()));
+        for (_, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[(Change, Reply)]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for (change, _) in batch {
+        match change {
+            Change::Begin { id, total, name } => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO uploads (id, total, name, created) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, *total as i64, name, now()],
+                )?;
+            }
+            Change::Ack {
+                id,
+                start,
+                end,
+                crc,
+                ..
+            } => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO blocks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, *start as i64, *end as i64, crc.map(i64::from)],
+                )?;
+            }
+            Change::LandingError { id, error } => {
+                tx.execute(
+                    "UPDATE uploads SET landing_error = ?2 WHERE id = ?1",
+                    params![id, error],
+                )?;
+            }
+            Change::Landed { id, statement } => {
+                tx.execute("DELETE FROM blocks WHERE id = ?1", params![id])?;
+                tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO landed (id, statement, at) VALUES (?1, ?2, ?3)",
+                    params![id, statement.to_json(), now()],
+                )?;
+            }
+            Change::Discard { id } => {
+                tx.execute("DELETE FROM blocks WHERE id = ?1", params![id])?;
+                tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
+            }
+        }
+    }
+    tx.commit()
+}
