@@ -602,3 +602,100 @@ fn a_path_that_is_not_utf8_is_read_and_lands_under_a_lossy_name() {
         "the name is sent lossily; the bytes are read from the real path"
     );
 }
+
+/// Asks the receiver at `addr` what it holds of upload `id`.
+fn status_of(addr: &str, id: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /upload?upload_id={id} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+/// The upload id and acknowledged blocks the journals in `dir` list.
+fn journaled(dir: &Path) -> Option<(String, Vec<u64>)> {
+    let entry = std::fs::read_dir(dir).ok()?.next()?.ok()?;
+    let text = std::fs::read_to_string(entry.path()).ok()?;
+    let id = text.lines().next()?.split('\t').nth(7)?.to_owned();
+    let acked = text
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n')?.strip_prefix("ack "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    Some((id, acked))
+}
+
+#[test]
+fn acknowledged_blocks_survive_kill_9_of_the_receiver_at_20_moments() {
+    const BLOCK: u64 = 16 * 1024;
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("k9.bin");
+    let data: Vec<u8> = (0..16 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    let mut seed = 0x2545_f491u64;
+    for moment in 0..20 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let delay = 20 + (seed >> 33) % 460;
+        let (dir, journals) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let addr = free_addr();
+        let url = format!("http://{addr}/upload");
+        let client = || {
+            command()
+                .args(["upload", "--url", &url, "--block-size", "16KiB"])
+                .args(["--threads", "8", "--resume", "--quiet"])
+                .arg(&path)
+                .env("FILEUPLOADER_JOURNAL_DIR", journals.path())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut receiver = serve(dir.path(), &addr);
+        let mut first = client();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        receiver.kill().unwrap(); // SIGKILL
+        receiver.wait().unwrap();
+        // Every line of the journal follows a 200 from the killed receiver.
+        let acked = journaled(journals.path());
+
+        let mut receiver = serve(dir.path(), &addr);
+        if let Some((id, blocks)) = &acked {
+            let status = status_of(&addr, id);
+            if status["state"] != "landed" {
+                let held: Vec<(u64, u64)> =
+                    serde_json::from_value(status["received"].clone()).unwrap_or_default();
+                for &b in blocks {
+                    let (s, e) = (b * BLOCK, ((b + 1) * BLOCK).min(data.len() as u64));
+                    assert!(
+                        held.iter().any(|&(hs, he)| hs <= s && e <= he),
+                        "moment {moment} ({delay} ms): acknowledged block {b} lost after kill -9; held {held:?}"
+                    );
+                }
+            }
+        }
+        let mut landed = first.wait().unwrap().success();
+        for _ in 0..2 {
+            if landed {
+                break;
+            }
+            landed = client().wait().unwrap().success();
+        }
+        receiver.kill().unwrap();
+        receiver.wait().unwrap();
+        assert!(
+            landed,
+            "moment {moment} ({delay} ms): the re-run did not land"
+        );
+        assert!(
+            std::fs::read(dir.path().join("k9.bin")).unwrap() == data,
+            "moment {moment} ({delay} ms): the landed file differs"
+        );
+    }
+}
