@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::size::{parse_positive_size, parse_size};
+use crate::size::{parse_duration, parse_positive_size, parse_size};
 
 /// Upload files over HTTP in blocks, several at a time.
 #[derive(Debug, Parser)]
@@ -122,6 +122,17 @@ struct ServeArgs {
     /// "name (1).ext", "name (2).ext", ….
     #[arg(long, value_enum, value_name = "POLICY", default_value = "refuse")]
     on_conflict: OnConflictArg,
+    /// Connections served at once; one more is answered 503 and closed.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// How long a client may take to send a request's head, and how long an
+    /// idle keep-alive connection stays open.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: std::time::Duration,
+    /// How long a request body may go without a byte before it is answered
+    /// 408.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: std::time::Duration,
 }
 
 /// `--on-conflict`.
@@ -255,7 +266,14 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         })?
         .max_upload_size(args.max_size)
         .discard(args.discard)
-        .on_conflict(args.on_conflict.into());
+        .on_conflict(args.on_conflict.into())
+        .limits({
+            let mut limits = fileuploader_server::Limits::default();
+            limits.max_connections = args.max_connections as usize;
+            limits.header_timeout = args.header_timeout;
+            limits.idle_timeout = args.idle_timeout;
+            limits
+        });
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| {

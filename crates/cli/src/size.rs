@@ -1,4 +1,5 @@
-//! Byte sizes as people type them: `10240`, `8MiB`, `64k`, `1GB`.
+//! Byte sizes and durations as people type them: `10240`, `8MiB`, `64k`,
+//! `1GB`; `500ms`, `30s`, `5m`, `24h`.
 
 /// Parses a size: a whole number, optionally followed by a unit. Binary units
 /// (`K`, `KiB`, `M`, `MiB`, `G`, `GiB`) are powers of 1024; decimal ones
@@ -31,6 +32,36 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Parses a positive duration: a whole number and a unit, `ms`, `s`, `m` or
+/// `h`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 30s, 5m or 24h)"))?;
+    let millis: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    match number.checked_mul(millis) {
+        Some(0) => Err("must be longer than zero".into()),
+        Some(ms) => Ok(std::time::Duration::from_millis(ms)),
+        None => Err(format!("{text:?} is too long")),
+    }
+}
+
 /// Parses a size that must be at least one byte.
 pub fn parse_positive_size(text: &str) -> Result<u64, String> {
     match parse_size(text)? {
@@ -57,6 +88,19 @@ pub fn human(bytes: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        for bad in ["30", "0s", "s", "3d", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

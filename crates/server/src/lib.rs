@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+mod limits;
 mod request;
 mod settled;
 mod state;
@@ -40,14 +41,17 @@ use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+pub use crate::limits::Limits;
+use crate::limits::{Cut, Guarded};
 pub use crate::request::{plain_name, upload_id};
 use crate::settled::SettledEnd;
 pub use crate::store::OnConflict;
@@ -61,8 +65,8 @@ pub use fileuploader_wire::{
 const H2_STREAM_WINDOW: u32 = 4 << 20;
 /// The largest HTTP/2 frame a client may send.
 const H2_MAX_FRAME: u32 = 256 << 10;
-/// The longest text form field accepted.
-const MAX_FIELD: usize = 64 * 1024;
+/// The first wait after a failed `accept`; it doubles up to a second.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The default largest upload: 16 GiB.
 pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 16 << 30;
 
@@ -105,6 +109,7 @@ pub struct Receiver {
     max_upload_size: u64,
     discard: bool,
     on_conflict: OnConflict,
+    limits: Limits,
 }
 
 impl Receiver {
@@ -120,6 +125,7 @@ impl Receiver {
             max_upload_size: DEFAULT_MAX_UPLOAD_SIZE,
             discard: false,
             on_conflict: OnConflict::default(),
+            limits: Limits::default(),
         })
     }
 
@@ -135,6 +141,13 @@ impl Receiver {
     #[must_use]
     pub fn on_conflict(mut self, policy: OnConflict) -> Self {
         self.on_conflict = policy;
+        self
+    }
+
+    /// Sets the limits on connections, time and memory per request.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -208,11 +221,32 @@ impl Receiver {
     ///
     /// When accepting connections fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
+        let mut backoff = ACCEPT_BACKOFF;
         loop {
-            let (tcp, _) = listener.accept().await?;
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => {
+                    backoff = ACCEPT_BACKOFF;
+                    tcp
+                }
+                Err(e) => {
+                    // Out of descriptors, or a connection aborted before it
+                    // was accepted: the listener is fine; wait and go on.
+                    tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tokio::spawn(turn_away(tcp));
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let receiver = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
+                let limits = receiver.limits;
                 let service = hyper::service::service_fn(move |req| {
                     let receiver = receiver.clone();
                     async move { Ok::<_, Infallible>(receiver.handle(req).await) }
@@ -220,7 +254,16 @@ impl Receiver {
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .max_buf_size(limits.max_header_bytes.max(8192));
+                builder
                     .http2()
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(Some(limits.header_timeout))
+                    .keep_alive_timeout(limits.header_timeout)
+                    .max_header_list_size(limits.max_header_bytes as u32)
                     .initial_stream_window_size(H2_STREAM_WINDOW)
                     .initial_connection_window_size(H2_STREAM_WINDOW * 4)
                     .max_frame_size(H2_MAX_FRAME);
@@ -292,13 +335,16 @@ impl Receiver {
         if limit > self.max_upload_size {
             return Err(too_large(self.max_upload_size));
         }
-        let stream = SettledEnd::new(Box::pin(
-            request.into_body().into_data_stream().map_err(Into::into),
+        let stream = SettledEnd::new(Guarded::new(
+            Box::pin(request.into_body().into_data_stream().map_err(Into::into)),
+            &boundary,
+            &self.limits,
         ));
         let mut form = multer::Multipart::new(stream, boundary);
         let mut file: Option<(Target, Written)> = None;
         let mut name_field = None;
         let mut expected_crc = None;
+        let mut fields = 0;
         while let Some(mut field) = form.next_field().await.map_err(malformed)? {
             match (field.file_name(), &file) {
                 (Some(part_name), None) => {
@@ -313,8 +359,15 @@ impl Receiver {
                 }
                 (Some(_), _) => while field.chunk().await.map_err(malformed)?.is_some() {},
                 (None, _) => {
+                    fields += 1;
+                    if fields > self.limits.max_fields {
+                        return Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("more than {} form fields", self.limits.max_fields),
+                        ));
+                    }
                     let key = field.name().unwrap_or("").to_owned();
-                    let text = read_small(field).await?;
+                    let text = read_small(field, self.limits.max_field_bytes).await?;
                     match key.as_str() {
                         "filename" => name_field = Some(plain_name(&text)?),
                         BLOCK_CRC32C_FIELD if expected_crc.is_some() => {
@@ -378,16 +431,32 @@ fn too_large(max: u64) -> Refusal {
 }
 
 fn malformed(e: multer::Error) -> Refusal {
+    if let multer::Error::StreamReadFailed(cause) = &e {
+        match cause.downcast_ref::<Cut>() {
+            Some(cut @ Cut::Idle(_)) => {
+                return Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string())
+            }
+            Some(cut) => return Refusal::new(StatusCode::BAD_REQUEST, cut.to_string()),
+            None => {}
+        }
+    }
     Refusal::new(StatusCode::BAD_REQUEST, format!("malformed multipart: {e}"))
 }
 
-async fn read_small(mut field: multer::Field<'_>) -> Result<String, Refusal> {
+/// Answers a connection over the limit with 503 and closes it.
+async fn turn_away(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let answer = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(answer)).await;
+}
+
+async fn read_small(mut field: multer::Field<'_>, max: usize) -> Result<String, Refusal> {
     let mut text = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(malformed)? {
-        if text.len() + chunk.len() > MAX_FIELD {
+        if text.len() + chunk.len() > max {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                "form field larger than 64 KiB",
+                format!("form field larger than {max} bytes"),
             ));
         }
         text.extend_from_slice(&chunk);
