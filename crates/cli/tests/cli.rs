@@ -699,3 +699,152 @@ fn acknowledged_blocks_survive_kill_9_of_the_receiver_at_20_moments() {
         );
     }
 }
+
+/// Sends one raw HTTP/1.1 request and returns the status line's code.
+fn raw_request(addr: &str, head: &str, body: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .ok()?;
+    stream.write_all(head.as_bytes()).ok()?;
+    // The receiver may answer and close before the whole body went out.
+    let _ = stream.write_all(body);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ').nth(1)?.parse().ok()
+}
+
+/// A one-block request of a multi-block upload: it begins a partial upload.
+fn partial_block(addr: &str, id: &str) -> Option<u16> {
+    let body = "--B\r\nContent-Disposition: form-data; name=\"RemoteFile\"; filename=\"p.bin\"\r\n\r\nx\r\n--B--\r\n";
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: multipart/form-data; boundary=B\r\ncontent-range: bytes 0-0/2\r\nx-upload-id: {id}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    raw_request(addr, &head, body.as_bytes())
+}
+
+/// A `fileuploader serve` process under a descriptor limit.
+fn serve_limited(dir: &Path, addr: &str, fds: u32, extra: &str) -> std::process::Child {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {fds} && exec \"$0\" serve --dir \"$1\" --addr \"$2\" {extra}"
+        ))
+        .arg(env!("CARGO_BIN_EXE_fileuploader"))
+        .arg(dir)
+        .arg(addr)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(started.elapsed().as_secs() < 20, "serve did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn a_receiver_out_of_descriptors_keeps_serving_and_closes_idle_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut receiver = serve_limited(dir.path(), &addr, 256, "--header-timeout 2s");
+    for n in 0..1500 {
+        assert_eq!(
+            partial_block(&addr, &format!("p{n}")),
+            Some(200),
+            "partial upload {n}"
+        );
+    }
+    let idle: Vec<std::net::TcpStream> = (0..1000)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(idle.len() > 500, "{} idle connections opened", idle.len());
+
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("meanwhile.bin");
+    let data = vec![9u8; 3 * 1024 * 1024];
+    std::fs::write(&path, &data).unwrap();
+    let url = format!("http://{addr}/upload");
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "--block-size",
+        "256KiB",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(dir.path().join("meanwhile.bin")).unwrap(),
+        data
+    );
+    assert!(
+        receiver.try_wait().unwrap().is_none(),
+        "the receiver is still up"
+    );
+
+    // Every idle connection the receiver took was closed by its timeout.
+    use std::io::Read;
+    let mut first = idle.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    assert!(
+        matches!(first.read(&mut [0u8; 16]), Ok(0) | Err(_)),
+        "the first idle connection was closed"
+    );
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+}
+
+/// The receiver's peak resident memory, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn hostile_bodies_leave_the_receivers_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut receiver = serve(dir.path(), &addr);
+    let form_head = |len: u64| {
+        format!(
+            "POST /upload HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: multipart/form-data; boundary=B\r\ncontent-length: {len}\r\n\r\n"
+        )
+    };
+    // 1 GiB with no boundary line: refused after the preamble limit.
+    let junk = vec![b'a'; 1 << 30];
+    assert_eq!(raw_request(&addr, &form_head(1 << 30), &junk), Some(400));
+    drop(junk);
+    // A 10 MiB text field.
+    let mut flood = b"--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n".to_vec();
+    flood.resize(flood.len() + (10 << 20), b'x');
+    flood.extend_from_slice(b"\r\n--B--\r\n");
+    assert_eq!(
+        raw_request(&addr, &form_head(flood.len() as u64), &flood),
+        Some(400)
+    );
+    // 200 uploads at once.
+    let threads: Vec<_> = (0..200)
+        .map(|n| {
+            let addr = addr.clone();
+            std::thread::spawn(move || partial_block(&addr, &format!("c{n}")))
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Some(200));
+    }
+    let peak = peak_rss_kib(receiver.id());
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}

@@ -247,6 +247,13 @@ impl Receiver {
             tokio::spawn(async move {
                 let _permit = permit;
                 let limits = receiver.limits;
+                // Telling HTTP/1.1 from HTTP/2 needs the first bytes, and no
+                // timeout of hyper's covers that wait: bound it here.
+                let mut first = [0u8; 1];
+                let peeked = tokio::time::timeout(limits.header_timeout, tcp.peek(&mut first));
+                if !matches!(peeked.await, Ok(Ok(1..))) {
+                    return;
+                }
                 let service = hyper::service::service_fn(move |req| {
                     let receiver = receiver.clone();
                     async move { Ok::<_, Infallible>(receiver.handle(req).await) }
