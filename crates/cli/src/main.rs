@@ -31,6 +31,31 @@ enum Command {
     /// Start a receiver on 127.0.0.1, upload a sample file to it with a
     /// progress bar, and check that the landed file's SHA-256 matches.
     Demo(DemoArgs),
+    /// Print an upload URL signed with the receiver's signing key, for an
+    /// application backend to hand to a client.
+    Sign(SignArgs),
+}
+
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// The receiver's upload URL.
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// The file holding the signing key (`serve --signing-key-file`).
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// The one name the URL may land.
+    #[arg(long, value_name = "NAME", conflicts_with = "prefix")]
+    name: Option<String>,
+    /// A prefix every name it lands must start with.
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// The largest upload it allows.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    max_size: Option<u64>,
+    /// How long it stays valid.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    valid_for: std::time::Duration,
 }
 
 /// How blocks are sent; shared by `upload` and `demo`.
@@ -71,6 +96,9 @@ struct UploadArgs {
     /// An extra request header, replacing a default of the same name; repeatable.
     #[arg(long = "header", value_name = "'Name: value'", value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// Send `Authorization: Bearer TOKEN` (a receiver's --token).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
     /// Also trust the CA certificates in this PEM file.
     #[arg(long, value_name = "PEM")]
     cacert: Option<PathBuf>,
@@ -133,6 +161,23 @@ struct ServeArgs {
     /// 408.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     idle_timeout: std::time::Duration,
+    /// Discard partial uploads untouched this long.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    expire: std::time::Duration,
+    /// Refuse (507) an upload that would bring the bytes held by partial
+    /// uploads above this.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    quota: Option<u64>,
+    /// Let in requests with `Authorization: Bearer TOKEN` only (with
+    /// --token-file and --signing-key-file); repeatable.
+    #[arg(long, value_name = "TOKEN")]
+    token: Vec<String>,
+    /// A file of tokens, one per line.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Also let in upload URLs signed with the key in this file (`fileuploader sign`).
+    #[arg(long, value_name = "FILE")]
+    signing_key_file: Option<PathBuf>,
 }
 
 /// `--on-conflict`.
@@ -210,6 +255,7 @@ fn main() -> ExitCode {
             }
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Sign(args) => sign(&args),
         }
     });
     match result {
@@ -256,6 +302,65 @@ impl Failure {
     }
 }
 
+/// Reads a key or token file, or says which and why not.
+fn read_secret(path: &std::path::Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::FILE_NOT_FOUND,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })
+}
+
+fn sign(args: &SignArgs) -> Result<(), Failure> {
+    let key = read_secret(&args.key_file)?;
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + args.valid_for.as_secs();
+    let rule = match (&args.name, &args.prefix) {
+        (Some(n), _) => Some(fileuploader_server::NameRule::Exactly(n.clone())),
+        (None, Some(p)) => Some(fileuploader_server::NameRule::Prefix(p.clone())),
+        (None, None) => None,
+    };
+    let url = fileuploader_server::sign_url(
+        key.trim().as_bytes(),
+        &args.url,
+        expires,
+        rule.as_ref(),
+        args.max_size,
+    )
+    .map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::INVALID_URL,
+            format!("{:?} is not a URL: {e}", args.url),
+        )
+    })?;
+    println!("{url}");
+    Ok(())
+}
+
+/// The receiver's access rules from the flags.
+fn access(args: &ServeArgs) -> Result<fileuploader_server::Access, Failure> {
+    let mut access = fileuploader_server::Access::open();
+    let from_file = match &args.token_file {
+        Some(path) => read_secret(path)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    for token in args.token.iter().cloned().chain(from_file) {
+        access = access.token(token);
+    }
+    if let Some(path) = &args.signing_key_file {
+        access = access.signing_key(read_secret(path)?.trim().as_bytes().to_vec());
+    }
+    Ok(access)
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let receiver = fileuploader_server::Receiver::new(&args.dir)
         .map_err(|e| {
@@ -273,7 +378,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             limits.header_timeout = args.header_timeout;
             limits.idle_timeout = args.idle_timeout;
             limits
-        });
+        })
+        .expire(args.expire)
+        .access(access(&args)?);
+    let receiver = match args.quota {
+        Some(bytes) => receiver.quota(bytes),
+        None => receiver,
+    };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| {

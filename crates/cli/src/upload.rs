@@ -177,6 +177,10 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
         for (name, value) in &args.headers {
             job.http_header.insert(name, value);
         }
+        if let Some(token) = &args.token {
+            job.http_header
+                .insert("Authorization", format!("Bearer {token}"));
+        }
         if args.resume {
             job.resume = Resume::on();
         }

@@ -848,3 +848,70 @@ fn hostile_bodies_leave_the_receivers_memory_bounded() {
     receiver.wait().unwrap();
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
 }
+
+#[test]
+fn a_receiver_with_tokens_and_signed_urls_lets_in_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secrets.path().join("key");
+    std::fs::write(&key, "signing-secret\n").unwrap();
+    let addr = free_addr();
+    let mut receiver = command()
+        .args(["serve", "--dir"])
+        .arg(dir.path())
+        .args(["--addr", &addr, "--token", "t0ken", "--signing-key-file"])
+        .arg(&key)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("in.bin");
+    std::fs::write(&path, vec![4u8; 100_000]).unwrap();
+    let url = format!("http://{addr}/upload");
+    let upload = |url: &str, extra: &[&str]| {
+        let mut args = vec!["upload", "--url", url, "--block-size", "40000"];
+        args.extend_from_slice(extra);
+        args.push(path.to_str().unwrap());
+        fileuploader(&args)
+    };
+    let refused = upload(&url, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("401"), "{}", stderr(&refused));
+
+    let with_token = upload(&url, &["--token", "t0ken", "--name", "by-token.bin"]);
+    assert!(with_token.status.success(), "{}", stderr(&with_token));
+
+    let signed = fileuploader(&[
+        "sign",
+        "--url",
+        &url,
+        "--key-file",
+        key.to_str().unwrap(),
+        "--name",
+        "signed.bin",
+        "--valid-for",
+        "5m",
+    ]);
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    let signed_url = String::from_utf8(signed.stdout).unwrap().trim().to_owned();
+    let with_url = upload(&signed_url, &["--name", "signed.bin"]);
+    assert!(with_url.status.success(), "{}", stderr(&with_url));
+    let wrong_name = upload(&signed_url, &["--name", "other.bin"]);
+    assert!(
+        stderr(&wrong_name).contains("403"),
+        "{}",
+        stderr(&wrong_name)
+    );
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    let mut landed: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    landed.sort();
+    assert_eq!(landed, ["by-token.bin", "signed.bin"]);
+}

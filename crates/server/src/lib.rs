@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod limits;
 mod request;
 mod settled;
@@ -50,12 +51,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::auth::Grant;
+pub use crate::auth::{sign_url, Access, NameRule};
 pub use crate::limits::Limits;
 use crate::limits::{Cut, Guarded};
 pub use crate::request::{plain_name, upload_id};
 use crate::settled::SettledEnd;
 pub use crate::store::OnConflict;
-use crate::store::{Store, Target, Written};
+use crate::store::{Allowance, Store, Target, Written};
 use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 pub use fileuploader_wire::{
     ContentRange, RangeSet, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH, UPLOAD_ID_HEADER,
@@ -65,6 +68,8 @@ pub use fileuploader_wire::{
 const H2_STREAM_WINDOW: u32 = 4 << 20;
 /// The largest HTTP/2 frame a client may send.
 const H2_MAX_FRAME: u32 = 256 << 10;
+/// How long a partial upload may go untouched before it is discarded.
+pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(24 * 3600);
 /// The first wait after a failed `accept`; it doubles up to a second.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The default largest upload: 16 GiB.
@@ -110,6 +115,9 @@ pub struct Receiver {
     discard: bool,
     on_conflict: OnConflict,
     limits: Limits,
+    access: Access,
+    expire: Duration,
+    quota: Option<u64>,
 }
 
 impl Receiver {
@@ -126,6 +134,9 @@ impl Receiver {
             discard: false,
             on_conflict: OnConflict::default(),
             limits: Limits::default(),
+            access: Access::default(),
+            expire: DEFAULT_EXPIRE,
+            quota: None,
         })
     }
 
@@ -142,6 +153,40 @@ impl Receiver {
     pub fn on_conflict(mut self, policy: OnConflict) -> Self {
         self.on_conflict = policy;
         self
+    }
+
+    /// Who may use the receiver (default: anyone).
+    #[must_use]
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Discards partial uploads untouched for `ttl` (default 24 h); the
+    /// janitor of [`serve`](Self::serve) checks every quarter of it, at
+    /// most every minute.
+    #[must_use]
+    pub fn expire(mut self, ttl: Duration) -> Self {
+        self.expire = ttl;
+        self
+    }
+
+    /// Refuses (507) an upload that would bring the bytes held by partial
+    /// uploads above `bytes`, before it stores anything.
+    #[must_use]
+    pub fn quota(mut self, bytes: u64) -> Self {
+        self.quota = Some(bytes);
+        self
+    }
+
+    /// Discards the partial uploads untouched for the expiry time now;
+    /// returns how many.
+    ///
+    /// # Errors
+    ///
+    /// When the records cannot be read or a partial file removed.
+    pub async fn expire_now(&self) -> Result<usize, Refusal> {
+        self.store.expire(self.expire).await
     }
 
     /// Sets the limits on connections, time and memory per request.
@@ -181,15 +226,18 @@ impl Receiver {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let result = match *request.method() {
-            Method::POST if self.discard => self.sink(request).await,
-            Method::POST => self.receive(request).await,
-            Method::GET if !self.discard => self.status_of(request.uri()).await,
-            Method::DELETE if !self.discard => self.discard_upload(request.uri()).await,
-            _ => Err(Refusal::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "use POST to upload",
-            )),
+        let result = match self.access.check(request.headers(), request.uri()) {
+            Err(refusal) => Err(refusal),
+            Ok(grant) => match *request.method() {
+                Method::POST if self.discard => self.sink(request).await,
+                Method::POST => self.receive(request, &grant).await,
+                Method::GET if !self.discard => self.status_of(request.uri(), &grant).await,
+                Method::DELETE if !self.discard => self.discard_upload(request.uri(), &grant).await,
+                _ => Err(Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use POST to upload",
+                )),
+            },
         };
         let (status, content_type, body) = match result {
             Ok(statement) => {
@@ -222,6 +270,19 @@ impl Receiver {
     /// When accepting connections fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let connections = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
+        let janitor = self.clone();
+        let _janitor = AbortOnDrop(tokio::spawn(async move {
+            let every =
+                (janitor.expire / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            loop {
+                match janitor.expire_now().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("discarded {n} expired partial uploads"),
+                    Err(e) => tracing::warn!("cannot discard expired uploads: {e}"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }));
         let mut backoff = ACCEPT_BACKOFF;
         loop {
             let tcp = match listener.accept().await {
@@ -293,13 +354,22 @@ impl Receiver {
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))
     }
 
-    async fn status_of(&self, uri: &http::Uri) -> Result<Option<Statement>, Refusal> {
-        self.store.statement(Self::queried_id(uri)?).await.map(Some)
+    async fn status_of(
+        &self,
+        uri: &http::Uri,
+        grant: &Grant,
+    ) -> Result<Option<Statement>, Refusal> {
+        let id = Self::queried_id(uri)?;
+        self.store.statement(id, &grant.owner).await.map(Some)
     }
 
-    async fn discard_upload(&self, uri: &http::Uri) -> Result<Option<Statement>, Refusal> {
+    async fn discard_upload(
+        &self,
+        uri: &http::Uri,
+        grant: &Grant,
+    ) -> Result<Option<Statement>, Refusal> {
         let id = Self::queried_id(uri)?;
-        self.store.discard(id).await?;
+        self.store.discard_owned(id, &grant.owner).await?;
         Ok(Some(Statement::Unknown {
             upload_id: id.to_owned(),
         }))
@@ -320,7 +390,11 @@ impl Receiver {
         Ok(None)
     }
 
-    async fn receive<B>(&self, request: Request<B>) -> Result<Option<Statement>, Refusal>
+    async fn receive<B>(
+        &self,
+        request: Request<B>,
+        grant: &Grant,
+    ) -> Result<Option<Statement>, Refusal>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -338,10 +412,27 @@ impl Receiver {
             .transpose()
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
         let id = upload_id(headers)?;
-        let limit = range.map_or(self.max_upload_size, |r| r.total);
-        if limit > self.max_upload_size {
-            return Err(too_large(self.max_upload_size));
+        let max_size = grant
+            .max_size
+            .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
+        let limit = range.map_or(max_size, |r| r.total);
+        if limit > max_size {
+            return Err(too_large(max_size));
         }
+        let allowed = |name: &str| -> Result<(), Refusal> {
+            match &grant.name {
+                Some(rule) if !rule.allows(name) => Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the upload URL does not allow the name {name:?}"),
+                )),
+                _ => Ok(()),
+            }
+        };
+        let allowance = Allowance {
+            owner: &grant.owner,
+            policy: self.on_conflict,
+            quota: self.quota,
+        };
         let stream = SettledEnd::new(Guarded::new(
             Box::pin(request.into_body().into_data_stream().map_err(Into::into)),
             &boundary,
@@ -356,11 +447,12 @@ impl Receiver {
             match (field.file_name(), &file) {
                 (Some(part_name), None) => {
                     let name = plain_name(part_name)?;
+                    allowed(&name)?;
                     let target = self
                         .store
-                        .open(id.as_deref(), &name, range, self.on_conflict)
+                        .open(id.as_deref(), &name, range, allowance)
                         .await?;
-                    let max = range.map_or(self.max_upload_size, |r| r.len());
+                    let max = range.map_or(max_size, |r| r.len());
                     let written = target.write_part(&mut field, max, range.is_none()).await?;
                     file = Some((target, written));
                 }
@@ -376,7 +468,11 @@ impl Receiver {
                     let key = field.name().unwrap_or("").to_owned();
                     let text = read_small(field, self.limits.max_field_bytes).await?;
                     match key.as_str() {
-                        "filename" => name_field = Some(plain_name(&text)?),
+                        "filename" => {
+                            let name = plain_name(&text)?;
+                            allowed(&name)?;
+                            name_field = Some(name);
+                        }
                         BLOCK_CRC32C_FIELD if expected_crc.is_some() => {
                             return Err(Refusal::new(
                                 StatusCode::BAD_REQUEST,
@@ -448,6 +544,15 @@ fn malformed(e: multer::Error) -> Refusal {
         }
     }
     Refusal::new(StatusCode::BAD_REQUEST, format!("malformed multipart: {e}"))
+}
+
+/// Aborts a task when dropped, so the janitor ends with `serve`.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Answers a connection over the limit with 503 and closes it.

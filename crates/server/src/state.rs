@@ -21,11 +21,12 @@ const BATCH: usize = 512;
 /// A change to the records.
 #[derive(Debug)]
 pub(crate) enum Change {
-    /// A new upload of `total` bytes to land as `name`.
+    /// A new upload of `total` bytes to land as `name`, begun by `owner`.
     Begin {
         id: String,
         total: u64,
         name: String,
+        owner: String,
     },
     /// A verified block, its bytes written to `file` (synced first).
     Ack {
@@ -48,6 +49,8 @@ pub(crate) enum Change {
 pub(crate) struct Record {
     pub(crate) total: u64,
     pub(crate) name: String,
+    /// Who began it: only the same credentials may touch it.
+    pub(crate) owner: String,
     pub(crate) landing_error: Option<String>,
     /// Each acknowledged block: start, end, CRC32C if it had one.
     pub(crate) blocks: Vec<(u64, u64, Option<u32>)>,
@@ -62,10 +65,11 @@ pub(crate) struct State {
     changes: Mutex<mpsc::Sender<(Change, Reply)>>,
 }
 
-fn now() -> i64 {
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -76,7 +80,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS uploads (
              id TEXT PRIMARY KEY, total INTEGER NOT NULL, name TEXT NOT NULL,
-             created INTEGER NOT NULL, landing_error TEXT);
+             owner TEXT NOT NULL, touched INTEGER NOT NULL, landing_error TEXT);
          CREATE TABLE IF NOT EXISTS blocks (
              id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER,
              PRIMARY KEY (id, start));
@@ -119,13 +123,20 @@ impl State {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let head = conn
             .query_row(
-                "SELECT total, name, landing_error FROM uploads WHERE id = ?1",
+                "SELECT total, name, owner, landing_error FROM uploads WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get(3)?,
+                    ))
+                },
             )
             .optional()
             .map_err(|e| e.to_string())?;
-        let Some((total, name, landing_error)) = head else {
+        let Some((total, name, owner, landing_error)) = head else {
             return Ok(None);
         };
         let mut query = conn
@@ -145,6 +156,7 @@ impl State {
         Ok(Some(Record {
             total: total as u64,
             name,
+            owner,
             landing_error,
             blocks,
         }))
@@ -162,6 +174,29 @@ impl State {
             .optional()
             .map_err(|e| e.to_string())?;
         Ok(text.and_then(|t| Statement::from_json(t.as_bytes())))
+    }
+
+    /// The ids of uploads in progress untouched since `before` (ms since
+    /// the epoch).
+    pub(crate) fn untouched_since(&self, before: i64) -> Result<Vec<String>, String> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut query = conn
+            .prepare("SELECT id FROM uploads WHERE touched < ?1")
+            .map_err(|e| e.to_string())?;
+        query
+            .query_map(params![before], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The bytes of every upload in progress, counted at their full size.
+    pub(crate) fn bytes_held(&self) -> Result<u64, String> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row("SELECT COALESCE(SUM(total), 0) FROM uploads", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|n| n as u64)
+        .map_err(|e| e.to_string())
     }
 
     /// The ids of every upload in progress.
@@ -211,10 +246,15 @@ fn commit(conn: &mut Connection, batch: &[(Change, Reply)]) -> rusqlite::Result<
     let tx = conn.transaction()?;
     for (change, _) in batch {
         match change {
-            Change::Begin { id, total, name } => {
+            Change::Begin {
+                id,
+                total,
+                name,
+                owner,
+            } => {
                 tx.execute(
-                    "INSERT OR IGNORE INTO uploads (id, total, name, created) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, *total as i64, name, now()],
+                    "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, *total as i64, name, owner, now_ms()],
                 )?;
             }
             Change::Ack {
@@ -228,6 +268,10 @@ fn commit(conn: &mut Connection, batch: &[(Change, Reply)]) -> rusqlite::Result<
                     "INSERT OR REPLACE INTO blocks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
                     params![id, *start as i64, *end as i64, crc.map(i64::from)],
                 )?;
+                tx.execute(
+                    "UPDATE uploads SET touched = ?2 WHERE id = ?1",
+                    params![id, now_ms()],
+                )?;
             }
             Change::LandingError { id, error } => {
                 tx.execute(
@@ -240,7 +284,7 @@ fn commit(conn: &mut Connection, batch: &[(Change, Reply)]) -> rusqlite::Result<
                 tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
                 tx.execute(
                     "INSERT OR REPLACE INTO landed (id, statement, at) VALUES (?1, ?2, ?3)",
-                    params![id, statement.to_json(), now()],
+                    params![id, statement.to_json(), now_ms()],
                 )?;
             }
             Change::Discard { id } => {

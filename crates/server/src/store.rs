@@ -27,6 +27,17 @@ use crate::{partial_dir, too_large, Refusal};
 /// Bytes gathered before one positional write.
 const WRITE_BATCH: usize = 256 * 1024;
 
+/// What one request may do, as the receiver's settings and its
+/// credentials say.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Allowance<'a> {
+    /// Who asks; an upload answers only to who began it.
+    pub(crate) owner: &'a str,
+    pub(crate) policy: OnConflict,
+    /// The most bytes partial uploads may hold together.
+    pub(crate) quota: Option<u64>,
+}
+
 /// What landing does when a file of the same name is there already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -57,6 +68,7 @@ pub(crate) struct Upload {
     temp: PathBuf,
     total: u64,
     name: String,
+    owner: String,
     ranges: Mutex<Ranges>,
     /// Set while the upload is being landed.
     landing: AtomicBool,
@@ -164,6 +176,20 @@ impl Store {
         Ok(store)
     }
 
+    /// Discards every upload untouched for `ttl`; returns how many.
+    pub(crate) async fn expire(&self, ttl: std::time::Duration) -> Result<usize, Refusal> {
+        let before = crate::state::now_ms() - ttl.as_millis() as i64;
+        let state = self.state.clone();
+        let stale = blocking("read records", move || {
+            state.untouched_since(before).map_err(io::Error::other)
+        })
+        .await?;
+        for id in &stale {
+            self.discard(id).await?;
+        }
+        Ok(stale.len())
+    }
+
     /// Removes partial files no record owns: what a crash left behind.
     fn clean_leftovers(&self) -> io::Result<()> {
         let known = self.state.uploads().map_err(io::Error::other)?;
@@ -195,9 +221,15 @@ impl Store {
         Ok(upload.map(|u| (u.total, lock(&u.ranges).acked.clone())))
     }
 
-    /// What the receiver can say of upload `id`.
-    pub(crate) async fn statement(&self, id: &str) -> Result<Statement, Refusal> {
-        if let Some(upload) = self.find(id).await? {
+    /// Upload `id` in progress, if `owner` began it: to anyone else it does
+    /// not exist.
+    async fn find_owned(&self, id: &str, owner: &str) -> Result<Option<Arc<Upload>>, Refusal> {
+        Ok(self.find(id).await?.filter(|u| u.owner == owner))
+    }
+
+    /// What the receiver can say of upload `id` to `owner`.
+    pub(crate) async fn statement(&self, id: &str, owner: &str) -> Result<Statement, Refusal> {
+        if let Some(upload) = self.find_owned(id, owner).await? {
             return Ok(Statement::Partial {
                 upload_id: id.to_owned(),
                 total: upload.total,
@@ -215,8 +247,16 @@ impl Store {
         }))
     }
 
+    /// Discards upload `id` for `owner`: its partial file and its records.
+    pub(crate) async fn discard_owned(&self, id: &str, owner: &str) -> Result<(), Refusal> {
+        if self.find_owned(id, owner).await?.is_none() {
+            return Ok(());
+        }
+        self.discard(id).await
+    }
+
     /// Discards upload `id`: its partial file and its records.
-    pub(crate) async fn discard(&self, id: &str) -> Result<(), Refusal> {
+    async fn discard(&self, id: &str) -> Result<(), Refusal> {
         lock(&self.uploads).remove(id);
         recorded(Change::Discard { id: id.to_owned() }, &self.state).await?;
         let temp = self.temp_of(id);
@@ -251,6 +291,7 @@ impl Store {
             temp: self.temp_of(id),
             total: record.total,
             name: record.name,
+            owner: record.owner,
             ranges: Mutex::new(ranges),
             landing: AtomicBool::new(false),
             landing_error: Mutex::new(record.landing_error),
@@ -268,10 +309,10 @@ impl Store {
         id: Option<&str>,
         name: &str,
         range: Option<ContentRange>,
-        policy: OnConflict,
+        allowance: Allowance<'_>,
     ) -> Result<Target, Refusal> {
         let Some(range) = range else {
-            if policy == OnConflict::Refuse && self.dir.join(name).exists() {
+            if allowance.policy == OnConflict::Refuse && self.dir.join(name).exists() {
                 return Err(taken(name));
             }
             let partial = self.partial.clone();
@@ -294,8 +335,14 @@ impl Store {
             )
         })?;
         let upload = match self.find(id).await? {
-            Some(upload) => upload,
-            None => self.begin(id, name, range.total, policy).await?,
+            Some(upload) if upload.owner == allowance.owner => upload,
+            Some(_) => {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "this upload id belongs to other credentials",
+                ))
+            }
+            None => self.begin(id, name, range.total, allowance).await?,
         };
         if upload.total != range.total {
             return Err(Refusal::new(
@@ -344,10 +391,25 @@ impl Store {
         id: &str,
         name: &str,
         total: u64,
-        policy: OnConflict,
+        allowance: Allowance<'_>,
     ) -> Result<Arc<Upload>, Refusal> {
-        if policy == OnConflict::Refuse && self.dir.join(name).exists() {
+        if allowance.policy == OnConflict::Refuse && self.dir.join(name).exists() {
             return Err(taken(name));
+        }
+        if let Some(quota) = allowance.quota {
+            let state = self.state.clone();
+            let held = blocking("read records", move || {
+                state.bytes_held().map_err(io::Error::other)
+            })
+            .await?;
+            if held.saturating_add(total) > quota {
+                return Err(Refusal::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!(
+                        "partial uploads hold {held} of the receiver's {quota} bytes; this one needs {total}"
+                    ),
+                ));
+            }
         }
         let (temp, partial) = (self.temp_of(id), self.partial.clone());
         blocking("create partial file", move || {
@@ -363,11 +425,13 @@ impl Store {
             id: id.to_owned(),
             total,
             name: name.to_owned(),
+            owner: allowance.owner.to_owned(),
         };
         recorded(change, &self.state).await?;
         let record = Record {
             total,
             name: name.to_owned(),
+            owner: allowance.owner.to_owned(),
             landing_error: None,
             blocks: Vec::new(),
         };

@@ -65,13 +65,13 @@ async fn segments_in_any_order_land_once_complete() {
     let receiver = Receiver::new(dir.path()).unwrap();
     let id = [("x-upload-id", "abc")];
     let seg = |r: &'static str| [("content-range", r), id[0]];
-    let (s, _) = post(
+    let (s, text) = post(
         &receiver,
         &seg("bytes 6-9/10"),
         form(&[("RemoteFile", Some("a.txt"), b"ghij")]),
     )
     .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{text}");
     assert!(
         listing(dir.path()).is_empty(),
         "nothing lands before it is whole"
@@ -839,4 +839,174 @@ async fn a_taken_name_is_refused_renamed_or_overwritten_as_told() {
     let (s, _) = post(&overwriting, &[], whole(b"third")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(std::fs::read(dir.path().join("n.txt")).unwrap(), b"third");
+}
+
+/// A request to `receiver` with these headers and query.
+async fn ask(
+    receiver: &Receiver,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> StatusCode {
+    let mut req = Request::builder().method(method).uri(uri).header(
+        "content-type",
+        format!("multipart/form-data; boundary={BOUNDARY}"),
+    );
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    receiver
+        .handle(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .status()
+}
+
+#[tokio::test]
+async fn without_valid_credentials_every_request_kind_gets_401_and_changes_nothing() {
+    use fileuploader_server::{sign_url, Access, NameRule};
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .access(Access::open().token("s3cret").signing_key(&b"key"[..]));
+    let block = || form(&[("RemoteFile", Some("t.bin"), b"ab")]);
+    let seg = [("content-range", "bytes 0-1/4"), ("x-upload-id", "a1")];
+    let owner = [seg[0], seg[1], ("authorization", "Bearer s3cret")];
+    assert_eq!(
+        ask(&receiver, "POST", "/upload", &owner, block()).await,
+        StatusCode::OK
+    );
+
+    for auth in [None, Some("Bearer wrong"), Some("Basic czNjcmV0")] {
+        let mut h = seg.to_vec();
+        h.extend(auth.map(|a| ("authorization", a)));
+        assert_eq!(
+            ask(&receiver, "POST", "/upload", &h, block()).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let q = "/upload?upload_id=a1";
+        assert_eq!(
+            ask(&receiver, "GET", q, &h[2..], vec![]).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ask(&receiver, "DELETE", q, &h[2..], vec![]).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let forged = "/upload?fu_expires=9999999999&fu_sig=00";
+    assert_eq!(
+        ask(&receiver, "POST", forged, &seg, block()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let expired = sign_url(b"key", "http://x/upload", 1, None, None).unwrap();
+    let expired = &expired["http://x".len()..];
+    assert_eq!(
+        ask(&receiver, "POST", expired, &seg, block()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        receiver.status("a1").await.unwrap().unwrap().1.covered(),
+        2,
+        "nothing changed"
+    );
+
+    // A signed URL lets in only its name, size and uploads.
+    let signed = sign_url(
+        b"key",
+        "http://x/upload",
+        u64::MAX / 2,
+        Some(&NameRule::Exactly("t.bin".into())),
+        Some(4),
+    )
+    .unwrap();
+    let signed = &signed["http://x".len()..];
+    assert_eq!(
+        ask(&receiver, "POST", signed, &seg, block()).await,
+        StatusCode::FORBIDDEN,
+        "another's upload id"
+    );
+    let mine = [("content-range", "bytes 0-1/4"), ("x-upload-id", "b1")];
+    assert_eq!(
+        ask(&receiver, "POST", signed, &mine, block()).await,
+        StatusCode::OK
+    );
+    let other_name = form(&[("RemoteFile", Some("u.bin"), b"ab")]);
+    let fresh = [("content-range", "bytes 0-1/4"), ("x-upload-id", "b2")];
+    assert_eq!(
+        ask(&receiver, "POST", signed, &fresh, other_name).await,
+        StatusCode::FORBIDDEN
+    );
+    let big = [("content-range", "bytes 0-1/5"), ("x-upload-id", "b3")];
+    assert_eq!(
+        ask(&receiver, "POST", signed, &big, block()).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // The owner's status query sees its upload; another's sees nothing.
+    let owner_status = "/upload?upload_id=a1";
+    let token = [("authorization", "Bearer s3cret")];
+    assert_eq!(
+        ask(&receiver, "GET", owner_status, &token, vec![]).await,
+        StatusCode::OK
+    );
+    let others = format!("{signed}&upload_id=a1");
+    assert_eq!(
+        ask(&receiver, "GET", &others, &[], vec![]).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ask(&receiver, "DELETE", &others, &[], vec![]).await,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        receiver.status("a1").await.unwrap().is_some(),
+        "not discarded by another"
+    );
+}
+
+#[tokio::test]
+async fn partial_uploads_expire_and_a_quota_refuses_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .expire(Duration::from_millis(300))
+        .quota(10);
+    let block = |id: &'static str, range: &'static str| {
+        let receiver = receiver.clone();
+        async move {
+            post(
+                &receiver,
+                &[("content-range", range), ("x-upload-id", id)],
+                form(&[("RemoteFile", Some("q.bin"), b"ab")]),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(block("q1", "bytes 0-1/8").await, StatusCode::OK);
+    assert_eq!(
+        block("q2", "bytes 0-1/8").await,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "8 + 8 bytes are over the quota of 10"
+    );
+    assert!(
+        receiver.status("q2").await.unwrap().is_none(),
+        "nothing stored"
+    );
+    assert_eq!(receiver.expire_now().await.unwrap(), 0, "q1 is fresh");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.expire_now().await.unwrap(), 1);
+    assert!(receiver.status("q1").await.unwrap().is_none());
+    assert_eq!(
+        std::fs::read_dir(fileuploader_server::partial_dir(dir.path()))
+            .unwrap()
+            .count(),
+        0,
+        "its partial file is gone"
+    );
+    assert_eq!(
+        block("q2", "bytes 0-1/8").await,
+        StatusCode::OK,
+        "expiry freed the quota"
+    );
 }
