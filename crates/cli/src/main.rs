@@ -172,6 +172,12 @@ struct ServeArgs {
     /// --token-file and --signing-key-file); repeatable.
     #[arg(long, value_name = "TOKEN")]
     token: Vec<String>,
+    /// Serve HTTPS with the certificate chain in this PEM file (with --key).
+    #[arg(long, value_name = "PEM", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert, a PEM file.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    key: Option<PathBuf>,
     /// A file of tokens, one per line.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -393,13 +399,41 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
                 format!("cannot listen on {}: {e}", args.addr),
             )
         })?;
+    let (receiver, scheme) = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let tls = receiver.tls(cert, key).map_err(|e| {
+                Failure::new(
+                    fileuploader_core::code::TLS,
+                    format!("cannot serve TLS: {e}"),
+                )
+            })?;
+            (tls, "https")
+        }
+        _ => (receiver, "http"),
+    };
     eprintln!(
-        "receiving on http://{}/ into {}",
+        "receiving on {scheme}://{}/ into {}",
         args.addr,
         args.dir.display()
     );
-    tokio::select! {
-        served = receiver.serve(listener) => served.map_err(|e| Failure::new(fileuploader_core::code::FAILED, format!("receiver stopped: {e}"))),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::FAILED,
+            format!("cannot watch SIGTERM: {e}"),
+        )
+    })?;
+    let stop = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("stopping: no new connections; finishing requests in flight");
+    };
+    receiver.serve_until(listener, stop).await.map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::FAILED,
+            format!("receiver stopped: {e}"),
+        )
+    })
 }

@@ -915,3 +915,90 @@ fn a_receiver_with_tokens_and_signed_urls_lets_in_only_those() {
     landed.sort();
     assert_eq!(landed, ["by-token.bin", "signed.bin"]);
 }
+
+#[test]
+fn serve_speaks_https_and_finishes_a_request_in_flight_on_sigterm() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_pem, key_pem) = (pki.path().join("cert.pem"), pki.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let addr = free_addr();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let mut receiver = command()
+        .args(["serve", "--dir"])
+        .arg(dir.path())
+        .args(["--addr", &addr, "--cert"])
+        .arg(&cert_pem)
+        .arg("--key")
+        .arg(&key_pem)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("tls.bin");
+    std::fs::write(&path, vec![6u8; 300_000]).unwrap();
+    let url = format!("https://localhost:{port}/upload");
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "--cacert",
+        cert_pem.to_str().unwrap(),
+        "--block-size",
+        "64KiB",
+        "--http2",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["http_version"], "2", "HTTP/2 by ALPN");
+    assert_eq!(
+        std::fs::read(dir.path().join("tls.bin")).unwrap().len(),
+        300_000
+    );
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+
+    // Over plain HTTP: a request half sent when SIGTERM comes still lands,
+    // and the receiver then exits 0.
+    let plain = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut receiver = serve(plain.path(), &addr);
+    let body = "--B\r\nContent-Disposition: form-data; name=\"RemoteFile\"; filename=\"late.bin\"\r\n\r\nhello\r\n--B--\r\n";
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /upload HTTP/1.1\r\nhost: {addr}\r\ncontent-type: multipart/form-data; boundary=B\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body.as_bytes()[..20]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let term = Command::new("kill")
+        .args(["-TERM", &receiver.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stream.write_all(&body.as_bytes()[20..]).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status = receiver.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        std::fs::read(plain.path().join("late.bin")).unwrap(),
+        b"hello"
+    );
+}

@@ -118,6 +118,18 @@ pub struct Receiver {
     access: Access,
     expire: Duration,
     quota: Option<u64>,
+    tls: Option<Tls>,
+    grace: Duration,
+}
+
+/// The TLS side of the receiver, when it serves HTTPS.
+#[derive(Clone)]
+struct Tls(tokio_rustls::TlsAcceptor);
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tls")
+    }
 }
 
 impl Receiver {
@@ -137,6 +149,8 @@ impl Receiver {
             access: Access::default(),
             expire: DEFAULT_EXPIRE,
             quota: None,
+            tls: None,
+            grace: Duration::from_secs(30),
         })
     }
 
@@ -152,6 +166,42 @@ impl Receiver {
     #[must_use]
     pub fn on_conflict(mut self, policy: OnConflict) -> Self {
         self.on_conflict = policy;
+        self
+    }
+
+    /// Serves HTTPS with the certificate chain and private key in these PEM
+    /// files (HTTP/2 by ALPN, else HTTP/1.1).
+    ///
+    /// # Errors
+    ///
+    /// When the files cannot be read or do not hold a matching chain and key.
+    pub fn tls(mut self, cert_pem: &Path, key_pem: &Path) -> std::io::Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &Path, e: &dyn fmt::Display| {
+            std::io::Error::other(format!("{}: {e}", what.display()))
+        };
+        let certs = CertificateDer::pem_file_iter(cert_pem)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(cert_pem, &e))?;
+        let key = PrivateKeyDer::from_pem_file(key_pem).map_err(|e| bad(key_pem, &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(cert_pem, &e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad(cert_pem, &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        self.tls = Some(Tls(tokio_rustls::TlsAcceptor::from(Arc::new(config))));
+        Ok(self)
+    }
+
+    /// How long a stopping receiver lets requests in flight finish
+    /// (default 30 s).
+    #[must_use]
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
         self
     }
 
@@ -269,7 +319,24 @@ impl Receiver {
     ///
     /// When accepting connections fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
-        let connections = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
+        self.serve_until(listener, std::future::pending()).await
+    }
+
+    /// Serves as [`serve`](Self::serve) until `shutdown` completes; then
+    /// accepts nothing more, lets requests in flight finish for up to
+    /// `grace`, and returns.
+    ///
+    /// # Errors
+    ///
+    /// Never so far: failed accepts are retried.
+    pub async fn serve_until(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let max = self.limits.max_connections;
+        let connections = Arc::new(tokio::sync::Semaphore::new(max));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let janitor = self.clone();
         let _janitor = AbortOnDrop(tokio::spawn(async move {
             let every =
@@ -284,8 +351,13 @@ impl Receiver {
             }
         }));
         let mut backoff = ACCEPT_BACKOFF;
+        tokio::pin!(shutdown);
         loop {
-            let tcp = match listener.accept().await {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let tcp = match accepted {
                 Ok((tcp, _)) => {
                     backoff = ACCEPT_BACKOFF;
                     tcp
@@ -304,41 +376,89 @@ impl Receiver {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let receiver = self.clone();
+            let (receiver, stopping) = (self.clone(), stopping.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                let limits = receiver.limits;
-                // Telling HTTP/1.1 from HTTP/2 needs the first bytes, and no
-                // timeout of hyper's covers that wait: bound it here.
-                let mut first = [0u8; 1];
-                let peeked = tokio::time::timeout(limits.header_timeout, tcp.peek(&mut first));
-                if !matches!(peeked.await, Ok(Ok(1..))) {
-                    return;
-                }
-                let service = hyper::service::service_fn(move |req| {
-                    let receiver = receiver.clone();
-                    async move { Ok::<_, Infallible>(receiver.handle(req).await) }
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout)
-                    .max_buf_size(limits.max_header_bytes.max(8192));
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .keep_alive_interval(Some(limits.header_timeout))
-                    .keep_alive_timeout(limits.header_timeout)
-                    .max_header_list_size(limits.max_header_bytes as u32)
-                    .initial_stream_window_size(H2_STREAM_WINDOW)
-                    .initial_connection_window_size(H2_STREAM_WINDOW * 4)
-                    .max_frame_size(H2_MAX_FRAME);
-                if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
-                    tracing::debug!("connection ended: {e}");
-                }
+                receiver.connection(tcp, stopping).await;
             });
+        }
+        drop(listener);
+        let _ = stop.send(true);
+        // Every connection holds a permit until it ends.
+        let drained = tokio::time::timeout(self.grace, connections.acquire_many(max as u32));
+        if drained.await.is_err() {
+            tracing::warn!(
+                "requests still in flight after {:?}; stopping anyway",
+                self.grace
+            );
+        }
+        Ok(())
+    }
+
+    /// Serves one connection, over TLS when configured, until it ends or
+    /// the receiver stops (then gracefully).
+    async fn connection(
+        self,
+        tcp: tokio::net::TcpStream,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let limits = self.limits;
+        // Telling HTTP/1.1 from HTTP/2 needs the first bytes, and no
+        // timeout of hyper's covers that wait: bound it here.
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(limits.header_timeout, tcp.peek(&mut first));
+        if !matches!(peeked.await, Ok(Ok(1..))) {
+            return;
+        }
+        match self.tls.clone() {
+            None => self.serve_io(tcp, stopping).await,
+            Some(Tls(acceptor)) => {
+                let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp));
+                match handshake.await {
+                    Ok(Ok(tls)) => self.serve_io(tls, stopping).await,
+                    Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve_io<I>(self, io: I, mut stopping: tokio::sync::watch::Receiver<bool>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let limits = self.limits;
+        let receiver = self;
+        let service = hyper::service::service_fn(move |req| {
+            let receiver = receiver.clone();
+            async move { Ok::<_, Infallible>(receiver.handle(req).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(limits.header_timeout))
+            .keep_alive_timeout(limits.header_timeout)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_STREAM_WINDOW * 4)
+            .max_frame_size(H2_MAX_FRAME);
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!("connection ended: {e}");
         }
     }
 
