@@ -184,17 +184,23 @@ fn nginx(work: &Path) -> Result<Sink, String> {
 }
 
 /// Our receiver in discard mode (HTTP/1.1 and HTTP/2 by prior knowledge).
-fn receiver(bin: &Path, work: &Path) -> Result<Sink, String> {
+fn serve_sink(bin: &Path, work: &Path, discard: bool) -> Result<Sink, String> {
     let port = free_port();
+    let mode = if discard {
+        "--discard"
+    } else {
+        // Each run lands the same name again.
+        "--on-conflict=overwrite"
+    };
     let child = Command::new(bin)
         .args([
             "serve",
-            "--discard",
+            mode,
             "--addr",
             &format!("127.0.0.1:{port}"),
             "--dir",
         ])
-        .arg(work.join("landing"))
+        .arg(work.join(if discard { "landing" } else { "landing-disk" }))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -202,7 +208,11 @@ fn receiver(bin: &Path, work: &Path) -> Result<Sink, String> {
     let sink = Sink {
         child,
         url: format!("http://127.0.0.1:{port}/upload"),
-        name: "fileuploader serve --discard",
+        name: if discard {
+            "fileuploader serve --discard"
+        } else {
+            "fileuploader serve, landing on disk"
+        },
     };
     wait_for_port(port)?;
     Ok(sink)
@@ -401,7 +411,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
     make_file(&big, plan.big_file).map_err(|e| e.to_string())?;
     make_file(&small, plan.small_file).map_err(|e| e.to_string())?;
 
-    let receiver = receiver(&bin, &work)?;
+    let receiver = serve_sink(&bin, &work, true)?;
     let nginx = if has("nginx") {
         nginx(&work).ok()
     } else {
@@ -516,6 +526,45 @@ pub fn run(plan: Plan) -> Result<(), String> {
         }
         figures.push(rps);
     }
+    // The receiver's own cost: durable acknowledgements and landing on disk.
+    let disk = serve_sink(&bin, &work, false)?;
+    let (mut ingest_mbps, mut ingest_rps) = (Vec::new(), Vec::new());
+    for _ in 0..plan.runs {
+        let big_ours = ours(&bin, &disk.url, &big, plan.big_block, plan.threads, false);
+        if let Some(s) = attempt(big_ours, &mut failures) {
+            ingest_mbps.push(plan.big_file as f64 / 1e6 / s.seconds);
+        }
+        let small_ours = ours(
+            &bin,
+            &disk.url,
+            &small,
+            plan.small_block,
+            plan.threads,
+            false,
+        );
+        if let Some(s) = attempt(small_ours, &mut failures) {
+            ingest_rps.push(small_requests / s.seconds);
+        }
+    }
+    drop(disk);
+    figures.push(Figure::solo(
+        format!(
+            "receiver landing on disk, durable acks: {} MiB file, 8 MiB blocks, {} in flight",
+            plan.big_file / MIB,
+            plan.threads
+        ),
+        "MB/s",
+        ingest_mbps,
+    ));
+    figures.push(Figure::solo(
+        format!(
+            "receiver landing on disk, durable acks: {} MiB file, 10 KiB blocks, {} in flight",
+            plan.small_file / MIB,
+            plan.threads
+        ),
+        "req/s",
+        ingest_rps,
+    ));
     figures.push(Figure {
         name: "client CPU seconds per GiB (8 MiB blocks, HTTP/1.1)".into(),
         unit: "s",
