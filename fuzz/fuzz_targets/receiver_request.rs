@@ -43,6 +43,7 @@ fuzz_target!(|input: Input<'_>| {
         .body(Full::new(Bytes::copy_from_slice(input.body)))
         .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let status = runtime.block_on(receiver.handle(request)).status().as_u16();

@@ -270,7 +270,8 @@ impl Receiver {
 
     /// Handles one request: `POST` uploads, `GET ?upload_id=` asks what the
     /// receiver holds of an upload, `DELETE ?upload_id=` discards it. Mount
-    /// it in any hyper-compatible service.
+    /// it in any hyper-compatible service, on a tokio runtime with its time
+    /// driver enabled (the idle timeout needs it).
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
