@@ -1,18 +1,26 @@
 //! Byte sizes and durations as people type them: `10240`, `8MiB`, `64k`,
 //! `1GB`; `500ms`, `30s`, `5m`, `24h`.
 
-/// Parses a size: a whole number, optionally followed by a unit. Binary units
-/// (`K`, `KiB`, `M`, `MiB`, `G`, `GiB`) are powers of 1024; decimal ones
-/// (`KB`, `MB`, `GB`) powers of 1000. Units are case-insensitive.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// Splits `text` into its leading whole number and the unit after it;
+/// `what` names the kind of value for the error.
+fn split<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), String> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
-    let number: u64 = number
+    let number = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a size (try 10240, 64KiB or 8MiB)"))?;
+        .map_err(|_| format!("{text:?} is not {what}"))?;
+    Ok((number, unit))
+}
+
+/// Parses a size: a whole number, optionally followed by a unit. Binary units
+/// (`K`, `KiB`, `M`, `MiB`, `G`, `GiB`) are powers of 1024; decimal ones
+/// (`KB`, `MB`, `GB`) powers of 1000. Units are case-insensitive.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (number, unit) = split(text, "a size (try 10240, 64KiB or 8MiB)")?;
+    let text = text.trim();
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -35,14 +43,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a positive duration: a whole number and a unit, `ms`, `s`, `m` or
 /// `h`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = split(text, "a duration (try 500ms, 30s, 5m or 24h)")?;
     let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 30s, 5m or 24h)"))?;
     let millis: u64 = match unit.trim() {
         "ms" => 1,
         "s" => 1_000,

@@ -406,8 +406,14 @@ fn blocks_carry_their_checksum_unless_told_not_to() {
 /// A `fileuploader serve` process landing in `dir` on `addr`, once it
 /// listens.
 fn serve(dir: &Path, addr: &str) -> std::process::Child {
+    serve_with(dir, addr, &[])
+}
+
+/// The same, with more flags.
+fn serve_with(dir: &Path, addr: &str, extra: &[&std::ffi::OsStr]) -> std::process::Child {
     let child = command()
         .args(["serve", "--dir", dir.to_str().unwrap(), "--addr", addr])
+        .args(extra)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -856,17 +862,12 @@ fn a_receiver_with_tokens_and_signed_urls_lets_in_only_those() {
     let key = secrets.path().join("key");
     std::fs::write(&key, "signing-secret\n").unwrap();
     let addr = free_addr();
-    let mut receiver = command()
-        .args(["serve", "--dir"])
-        .arg(dir.path())
-        .args(["--addr", &addr, "--token", "t0ken", "--signing-key-file"])
-        .arg(&key)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let flags = ["--token", "t0ken", "--signing-key-file"].map(std::ffi::OsStr::new);
+    let mut receiver = serve_with(
+        dir.path(),
+        &addr,
+        &[flags[0], flags[1], flags[2], key.as_os_str()],
+    );
     let src = tempfile::tempdir().unwrap();
     let path = src.path().join("in.bin");
     std::fs::write(&path, vec![4u8; 100_000]).unwrap();
@@ -931,19 +932,13 @@ fn serve_speaks_https_and_finishes_a_request_in_flight_on_sigterm() {
     std::fs::write(&key_pem, key.serialize_pem()).unwrap();
     let addr = free_addr();
     let port = addr.rsplit(':').next().unwrap().to_owned();
-    let mut receiver = command()
-        .args(["serve", "--dir"])
-        .arg(dir.path())
-        .args(["--addr", &addr, "--cert"])
-        .arg(&cert_pem)
-        .arg("--key")
-        .arg(&key_pem)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let tls = [
+        std::ffi::OsStr::new("--cert"),
+        cert_pem.as_os_str(),
+        std::ffi::OsStr::new("--key"),
+        key_pem.as_os_str(),
+    ];
+    let mut receiver = serve_with(dir.path(), &addr, &tls);
     let src = tempfile::tempdir().unwrap();
     let path = src.path().join("tls.bin");
     std::fs::write(&path, vec![6u8; 300_000]).unwrap();
