@@ -235,16 +235,27 @@ fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
                 .and_then(|f| f.sync_data())
                 .map_err(|e| format!("sync {}: {e}", f.display()))
         });
-        let result = synced.and_then(|()| commit(&mut conn, &batch).map_err(|e| e.to_string()));
-        for (_, reply) in batch {
-            let _ = reply.send(result.clone());
+        let results = synced.and_then(|()| commit(&mut conn, &batch).map_err(|e| e.to_string()));
+        for (i, (_, reply)) in batch.into_iter().enumerate() {
+            let result = match &results {
+                Ok(each) => each[i].clone(),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = reply.send(result);
         }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[(Change, Reply)]) -> rusqlite::Result<()> {
+/// Applies a batch in one transaction; each change's own outcome, or the
+/// transaction's failure.
+fn commit(
+    conn: &mut Connection,
+    batch: &[(Change, Reply)],
+) -> rusqlite::Result<Vec<Result<(), String>>> {
     let tx = conn.transaction()?;
+    let mut outcomes = Vec::with_capacity(batch.len());
     for (change, _) in batch {
+        let mut outcome = Ok(());
         match change {
             Change::Begin {
                 id,
@@ -264,14 +275,19 @@ fn commit(conn: &mut Connection, batch: &[(Change, Reply)]) -> rusqlite::Result<
                 crc,
                 ..
             } => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO blocks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, *start as i64, *end as i64, crc.map(i64::from)],
-                )?;
-                tx.execute(
+                let touched = tx.execute(
                     "UPDATE uploads SET touched = ?2 WHERE id = ?1",
                     params![id, now_ms()],
                 )?;
+                if touched == 0 {
+                    // Expired or discarded while the block was on its way.
+                    outcome = Err(format!("upload {id} was discarded"));
+                } else {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO blocks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
+                        params![id, *start as i64, *end as i64, crc.map(i64::from)],
+                    )?;
+                }
             }
             Change::LandingError { id, error } => {
                 tx.execute(
@@ -292,6 +308,45 @@ fn commit(conn: &mut Connection, batch: &[(Change, Reply)]) -> rusqlite::Result<
                 tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
             }
         }
+        outcomes.push(outcome);
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_block_of_a_discarded_upload_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("s.sqlite")).unwrap();
+        let file = dir.path().join("part");
+        std::fs::write(&file, b"ab").unwrap();
+        let ack = |id: &str| Change::Ack {
+            id: id.into(),
+            start: 0,
+            end: 2,
+            crc: Some(7),
+            file: file.clone(),
+        };
+        let begin = Change::Begin {
+            id: "u".into(),
+            total: 4,
+            name: "n".into(),
+            owner: String::new(),
+        };
+        state.apply(begin).await.unwrap();
+        state.apply(ack("u")).await.unwrap();
+        let record = state.record("u").unwrap().unwrap();
+        assert_eq!(record.blocks, [(0, 2, Some(7))]);
+        state
+            .apply(Change::Discard { id: "u".into() })
+            .await
+            .unwrap();
+        let late = state.apply(ack("u")).await.unwrap_err();
+        assert!(late.contains("discarded"), "{late}");
+        assert!(state.record("u").unwrap().is_none(), "no orphan record");
+    }
 }
