@@ -367,6 +367,22 @@ fn access(args: &ServeArgs) -> Result<fileuploader_server::Access, Failure> {
     Ok(access)
 }
 
+/// Connections the kernel may hold for the receiver before it accepts them
+/// (the system's own default is often 128).
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a deep accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let receiver = fileuploader_server::Receiver::new(&args.dir)
         .map_err(|e| {
@@ -391,14 +407,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         Some(bytes) => receiver.quota(bytes),
         None => receiver,
     };
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| {
-            Failure::new(
-                fileuploader_core::code::CONNECT,
-                format!("cannot listen on {}: {e}", args.addr),
-            )
-        })?;
+    let listener = listen(args.addr).map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::CONNECT,
+            format!("cannot listen on {}: {e}", args.addr),
+        )
+    })?;
     let (receiver, scheme) = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => {
             let tls = receiver.tls(cert, key).map_err(|e| {
