@@ -23,6 +23,18 @@ fn fileuploader(args: &[&str]) -> Output {
     command().args(args).output().expect("the binary runs")
 }
 
+/// `upload --resume` of `file` to `url` in `block`-sized blocks, `threads`
+/// at a time, keeping its journal in `journals`.
+fn resuming(url: &str, file: &Path, block: &str, threads: &str, journals: &Path) -> Command {
+    let mut command = command();
+    command
+        .args(["upload", "--url", url, "--block-size", block])
+        .args(["--threads", threads, "--resume"])
+        .arg(file)
+        .env("FILEUPLOADER_JOURNAL_DIR", journals);
+    command
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -264,22 +276,9 @@ fn a_killed_upload_resumes_sending_only_the_rest() {
     let data: Vec<u8> = (0..64 * 16384u32).map(|i| (i % 241) as u8).collect();
     std::fs::write(&path, &data).unwrap();
     let url = server.url();
-    let args = [
-        "upload",
-        "--url",
-        &url,
-        "--block-size",
-        "16KiB",
-        "--threads",
-        "2",
-        "--resume",
-        "--quiet",
-        path.to_str().unwrap(),
-    ];
     let spawn = || {
-        command()
-            .args(args)
-            .env("FILEUPLOADER_JOURNAL_DIR", journals.path())
+        resuming(&url, &path, "16KiB", "2", journals.path())
+            .arg("--quiet")
             .spawn()
             .unwrap()
     };
@@ -456,24 +455,7 @@ fn a_receiver_that_lost_the_upload_gets_all_of_it_again_and_confirms_it() {
     let data: Vec<u8> = (0..30 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&path, &data).unwrap();
     let url = format!("http://{addr}/upload");
-    let args = [
-        "upload",
-        "--url",
-        &url,
-        "--block-size",
-        "64KiB",
-        "--threads",
-        "1",
-        "--resume",
-        path.to_str().unwrap(),
-    ];
-    let client = || {
-        let mut command = command();
-        command
-            .args(args)
-            .env("FILEUPLOADER_JOURNAL_DIR", journals.path());
-        command
-    };
+    let client = || resuming(&url, &path, "64KiB", "1", journals.path());
 
     let mut receiver = serve(first_dir.path(), &addr);
     let mut first = client()
@@ -654,11 +636,8 @@ fn acknowledged_blocks_survive_kill_9_of_the_receiver_at_20_moments() {
         let addr = free_addr();
         let url = format!("http://{addr}/upload");
         let client = || {
-            command()
-                .args(["upload", "--url", &url, "--block-size", "16KiB"])
-                .args(["--threads", "8", "--resume", "--quiet"])
-                .arg(&path)
-                .env("FILEUPLOADER_JOURNAL_DIR", journals.path())
+            resuming(&url, &path, "16KiB", "8", journals.path())
+                .arg("--quiet")
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap()
