@@ -317,31 +317,8 @@ fn a_killed_upload_resumes_sending_only_the_rest() {
 #[test]
 fn serve_receives_what_upload_sends() {
     let landing = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = command()
-        .args([
-            "serve",
-            "--dir",
-            landing.path().to_str().unwrap(),
-            "--addr",
-            &addr,
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "serve did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let addr = free_addr();
+    let mut server = serve(landing.path(), &addr);
     let file = tempfile::NamedTempFile::new().unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 7) as u8).collect();
     std::fs::write(file.path(), &data).unwrap();
@@ -408,6 +385,19 @@ fn serve(dir: &Path, addr: &str) -> std::process::Child {
     serve_with(dir, addr, &[])
 }
 
+/// `child` once something listens on `addr`.
+fn listening(child: std::process::Child, addr: &str) -> std::process::Child {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "serve did not listen on {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
 /// The same, with more flags.
 fn serve_with(dir: &Path, addr: &str, extra: &[&std::ffi::OsStr]) -> std::process::Child {
     let child = command()
@@ -416,15 +406,7 @@ fn serve_with(dir: &Path, addr: &str, extra: &[&std::ffi::OsStr]) -> std::proces
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "serve did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child
+    listening(child, addr)
 }
 
 fn free_addr() -> String {
@@ -734,12 +716,7 @@ fn serve_limited(dir: &Path, addr: &str, fds: u32, extra: &str) -> std::process:
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(started.elapsed().as_secs() < 20, "serve did not listen");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child
+    listening(child, addr)
 }
 
 #[test]
