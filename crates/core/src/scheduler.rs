@@ -441,12 +441,13 @@ async fn begin(
         let mut cursors = lock(&scheduler.cursors);
         let c = &mut cursors[i];
         let state = &ctx.job.state;
+        // A run of blocks is a run of bytes: from its first block's start to
+        // its last block's end.
         let bytes: u64 = acked
             .ranges()
             .iter()
-            .flat_map(|&(s, e)| s..e)
-            .filter_map(|index| ctx.plan.block(i, index))
-            .map(|b| b.len)
+            .filter_map(|&(s, e)| Some((ctx.plan.block(i, s)?, ctx.plan.block(i, e - 1)?)))
+            .map(|(first, last)| last.offset + last.len - first.offset)
             .sum();
         let blocks = covered(&acked);
         state.acked.fetch_sub(c.acked_bytes, Ordering::Relaxed);
