@@ -972,3 +972,71 @@ fn serve_speaks_https_and_finishes_a_request_in_flight_on_sigterm() {
         b"hello"
     );
 }
+
+#[test]
+fn an_upload_begun_on_one_serve_process_resumes_on_another_sharing_its_directory() {
+    const BLOCK: u64 = 16 * 1024;
+    let (src, dir, journals) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let path = src.path().join("shared.bin");
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    let (a, b) = (free_addr(), free_addr());
+    let (first, second) = (Reaped(serve(dir.path(), &a)), Reaped(serve(dir.path(), &b)));
+    let mut client = resuming(
+        &format!("http://{a}/upload"),
+        &path,
+        "16KiB",
+        "8",
+        journals.path(),
+    )
+    .arg("--quiet")
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    while journaled(journals.path()).is_none_or(|(_, acked)| acked.len() < 50) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The first receiver dies with blocks in flight; so does the client.
+    // What it acknowledged, the second receiver knows.
+    drop(first);
+    client.kill().unwrap();
+    client.wait().unwrap();
+
+    let (id, acked) = journaled(journals.path()).unwrap();
+    let status = status_of(&b, &id);
+    assert_eq!(status["state"], "partial", "{status}");
+    let held: Vec<(u64, u64)> = serde_json::from_value(status["received"].clone()).unwrap();
+    for block in acked {
+        let (s, e) = (block * BLOCK, (block + 1) * BLOCK);
+        assert!(
+            held.iter().any(|&(hs, he)| hs <= s && e <= he),
+            "block {block} acknowledged by the first receiver is unknown to the second: {held:?}"
+        );
+    }
+    // A new process at the first address, beside the second, takes it up.
+    let _third = Reaped(serve(dir.path(), &a));
+    let out = resuming(
+        &format!("http://{a}/upload"),
+        &path,
+        "16KiB",
+        "8",
+        journals.path(),
+    )
+    .output()
+    .unwrap();
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("landing confirmed") && text.contains("resumed"),
+        "{text}"
+    );
+    assert!(std::fs::read(dir.path().join("shared.bin")).unwrap() == data);
+    assert_eq!(status_of(&b, &id)["state"], "landed", "the second knows");
+    drop(second);
+}

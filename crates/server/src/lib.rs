@@ -32,11 +32,11 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod ingest;
 mod limits;
 mod request;
 mod settled;
-mod state;
-mod store;
+pub mod store;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -53,12 +53,13 @@ use tokio::net::TcpListener;
 
 use crate::auth::Grant;
 pub use crate::auth::{sign_url, Access, NameRule};
+use crate::ingest::{Allowance, Opened};
 pub use crate::limits::Limits;
 use crate::limits::{Cut, Guarded};
 pub use crate::request::{plain_name, upload_id};
 use crate::settled::SettledEnd;
 pub use crate::store::OnConflict;
-use crate::store::{Allowance, Store, Target, Written};
+use crate::store::{BlockWriter, FsStore, NewUpload, Store, WholeWriter};
 use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 pub use fileuploader_wire::{
     ContentRange, RangeSet, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH, UPLOAD_ID_HEADER,
@@ -106,11 +107,11 @@ impl Refusal {
     }
 }
 
-/// The receiver: a directory, a size limit, and the uploads in progress.
-/// Cheap to clone; clones share the uploads.
+/// The receiver: a store, a size limit, and the rules of who may upload
+/// what. Cheap to clone; clones share the store.
 #[derive(Debug, Clone)]
 pub struct Receiver {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     max_upload_size: u64,
     discard: bool,
     on_conflict: OnConflict,
@@ -133,15 +134,21 @@ impl fmt::Debug for Tls {
 }
 
 impl Receiver {
-    /// A receiver landing files in `dir` (created if missing). Partial
-    /// uploads live in `dir/.fileuploader-partial/` until complete.
+    /// A receiver landing files in `dir` (created if missing), through an
+    /// [`FsStore`]: partial uploads live in `dir/.fileuploader-partial/`
+    /// until complete.
     ///
     /// # Errors
     ///
     /// When the directories cannot be created.
     pub fn new(dir: impl AsRef<Path>) -> std::io::Result<Self> {
-        Ok(Receiver {
-            store: Arc::new(Store::new(dir.as_ref())?),
+        Ok(Self::with_store(FsStore::new(dir)?))
+    }
+
+    /// A receiver keeping uploads in `store`.
+    pub fn with_store(store: impl Store) -> Self {
+        Receiver {
+            store: Arc::new(store),
             max_upload_size: DEFAULT_MAX_UPLOAD_SIZE,
             discard: false,
             on_conflict: OnConflict::default(),
@@ -151,7 +158,7 @@ impl Receiver {
             quota: None,
             tls: None,
             grace: Duration::from_secs(30),
-        })
+        }
     }
 
     /// Refuses uploads larger than `bytes` with 413 (default 16 GiB).
@@ -253,9 +260,9 @@ impl Receiver {
         self
     }
 
-    /// The directory files land in.
-    pub fn dir(&self) -> &Path {
-        self.store.dir()
+    /// The store uploads are kept in.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// Which byte ranges of upload `id` have arrived, and of how many;
@@ -263,9 +270,10 @@ impl Receiver {
     ///
     /// # Errors
     ///
-    /// When a partial upload on disk cannot be read back.
+    /// When the store cannot be read.
     pub async fn status(&self, id: &str) -> Result<Option<(u64, RangeSet)>, Refusal> {
-        self.store.status(id).await
+        let upload = self.store.upload(id).await?;
+        Ok(upload.map(|u| (u.begun.total, u.received)))
     }
 
     /// Handles one request: `POST` uploads, `GET ?upload_id=` asks what the
@@ -481,7 +489,9 @@ impl Receiver {
         grant: &Grant,
     ) -> Result<Option<Statement>, Refusal> {
         let id = Self::queried_id(uri)?;
-        self.store.statement(id, &grant.owner).await.map(Some)
+        ingest::statement(self.store.as_ref(), id, &grant.owner)
+            .await
+            .map(Some)
     }
 
     async fn discard_upload(
@@ -490,7 +500,12 @@ impl Receiver {
         grant: &Grant,
     ) -> Result<Option<Statement>, Refusal> {
         let id = Self::queried_id(uri)?;
-        self.store.discard_owned(id, &grant.owner).await?;
+        if ingest::find_owned(self.store.as_ref(), id, &grant.owner)
+            .await?
+            .is_some()
+        {
+            self.store.discard(id).await?;
+        }
         Ok(Some(Statement::Unknown {
             upload_id: id.to_owned(),
         }))
@@ -560,7 +575,7 @@ impl Receiver {
             &self.limits,
         ));
         let mut form = multer::Multipart::new(stream, boundary);
-        let mut file: Option<(Target, Written)> = None;
+        let mut file: Option<(Part, ingest::Poured)> = None;
         let mut name_field = None;
         let mut expected_crc = None;
         let mut fields = 0;
@@ -569,13 +584,30 @@ impl Receiver {
                 (Some(part_name), None) => {
                     let name = plain_name(part_name)?;
                     allowed(&name)?;
-                    let target = self
-                        .store
-                        .open(id.as_deref(), &name, range, allowance)
-                        .await?;
+                    let mut part = match self.part(id.as_deref(), name, range, allowance).await? {
+                        Ok(part) => part,
+                        Err(landed) => {
+                            while field.chunk().await.map_err(malformed)?.is_some() {}
+                            return Ok(Some(landed));
+                        }
+                    };
                     let max = range.map_or(max_size, |r| r.len());
-                    let written = target.write_part(&mut field, max, range.is_none()).await?;
-                    file = Some((target, written));
+                    let poured = match &mut part {
+                        Part::Block(writer) => {
+                            ingest::pour(&mut field, writer.as_mut(), max, || {
+                                Refusal::new(
+                                    StatusCode::BAD_REQUEST,
+                                    "file part is longer than its Content-Range",
+                                )
+                            })
+                            .await?
+                        }
+                        Part::Whole(writer, _) => {
+                            ingest::pour(&mut field, writer.as_mut(), max, || too_large(max))
+                                .await?
+                        }
+                    };
+                    file = Some((part, poured));
                 }
                 (Some(_), _) => while field.chunk().await.map_err(malformed)?.is_some() {},
                 (None, _) => {
@@ -610,9 +642,9 @@ impl Receiver {
                 }
             }
         }
-        let (target, written) =
+        let (part, poured) =
             file.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no file part in the form"))?;
-        let crc = written.crc;
+        let crc = poured.crc32c;
         if expected_crc.is_some_and(|expected| expected != crc) {
             return Err(Refusal::new(
                 StatusCode::from_u16(DIGEST_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
@@ -622,29 +654,84 @@ impl Receiver {
                 ),
             ));
         }
-        if let Some(r) = range {
-            if written.len != r.len() {
-                return Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "file part has {} bytes but Content-Range says {}",
-                        written.len,
-                        r.len()
-                    ),
-                ));
+        match (part, range) {
+            (Part::Whole(writer, part_name), _) => {
+                let name = name_field.unwrap_or(part_name);
+                ingest::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
+                writer
+                    .land(&name, self.on_conflict, id.as_deref())
+                    .await
+                    .map(Some)
             }
+            (Part::Block(writer), Some(r)) => {
+                if poured.len != r.len() {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "file part has {} bytes but Content-Range says {}",
+                            poured.len,
+                            r.len()
+                        ),
+                    ));
+                }
+                let acked = ingest::acknowledge(
+                    self.store.as_ref(),
+                    writer,
+                    expected_crc,
+                    name_field,
+                    self.on_conflict,
+                )
+                .await?;
+                Ok(Some(acked.landed.unwrap_or(Statement::Received {
+                    upload_id: acked.upload.begun.id,
+                    start: r.start,
+                    end: r.end,
+                })))
+            }
+            (Part::Block(_), None) => Err(Refusal::internal("receive", "a block without a range")),
         }
-        if written.differs {
-            return Err(Refusal::new(
-                StatusCode::CONFLICT,
-                "the block overlaps acknowledged bytes of the upload and differs from them",
-            ));
-        }
-        self.store
-            .commit(target, name_field, expected_crc, self.on_conflict)
-            .await
-            .map(Some)
     }
+
+    /// Where a request's file part goes: a block of an upload (found or
+    /// begun, its range reserved) or a whole file; or, when the upload it
+    /// names has landed already, the statement of its landing.
+    async fn part(
+        &self,
+        id: Option<&str>,
+        name: String,
+        range: Option<ContentRange>,
+        allowance: Allowance<'_>,
+    ) -> Result<Result<Part, Statement>, Refusal> {
+        let Some(range) = range else {
+            ingest::check_name(self.store.as_ref(), &name, allowance.policy).await?;
+            return Ok(Ok(Part::Whole(self.store.write_whole().await?, name)));
+        };
+        let id = id.ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "an upload in blocks needs an X-Upload-Id, so it cannot meet another client's",
+            )
+        })?;
+        let new = NewUpload {
+            id: id.to_owned(),
+            total: range.total,
+            name,
+            owner: allowance.owner.to_owned(),
+        };
+        match ingest::open(self.store.as_ref(), new, allowance).await? {
+            Opened::Landed(statement) => Ok(Err(statement)),
+            Opened::InProgress(upload) => Ok(Ok(Part::Block(
+                self.store.write_block(&upload, range).await?,
+            ))),
+        }
+    }
+}
+
+/// A request's file part on its way into the store.
+enum Part {
+    Block(Box<dyn BlockWriter>),
+    /// A whole file and the name its part gave.
+    Whole(Box<dyn WholeWriter>, String),
 }
 
 fn too_large(max: u64) -> Refusal {

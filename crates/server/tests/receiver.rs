@@ -1010,3 +1010,76 @@ async fn partial_uploads_expire_and_a_quota_refuses_before_writing() {
         "expiry freed the quota"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_receivers_on_one_directory_see_the_same_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (
+        Receiver::new(dir.path()).unwrap(),
+        Receiver::new(dir.path()).unwrap(),
+    );
+    let data = b"0123456789abcdef";
+    let block = |r: &Receiver, range: &'static str, bytes: &'static [u8]| {
+        let r = r.clone();
+        async move {
+            post(
+                &r,
+                &segment(range, "shared"),
+                checked("s.bin", bytes, &crc_hex(bytes)),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        block(&one, "bytes 0-3/16", &data[..4]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        block(&two, "bytes 8-11/16", &data[8..12]).await.0,
+        StatusCode::OK
+    );
+    for r in [&one, &two] {
+        let (total, ranges) = r.status("shared").await.unwrap().unwrap();
+        assert_eq!((total, ranges.ranges()), (16, &[(0, 4), (8, 12)][..]));
+    }
+
+    // A range one receiver is writing is refused by the other, and free again
+    // once the writer is gone.
+    let upload = one.store().upload("shared").await.unwrap().unwrap();
+    let range = fileuploader_server::ContentRange::parse("bytes 4-7/16").unwrap();
+    let writer = one.store().write_block(&upload, range).await.unwrap();
+    let (s, text) = block(&two, "bytes 2-5/16", b"2345").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    drop(writer);
+    assert_eq!(
+        block(&two, "bytes 4-7/16", &data[4..8]).await.0,
+        StatusCode::OK
+    );
+
+    // The last block lands through one; the other knows it landed.
+    let (s, text) = block(&one, "bytes 12-15/16", &data[12..]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text.contains("\"landed\""), "{text}");
+    assert_eq!(std::fs::read(dir.path().join("s.bin")).unwrap(), data);
+    assert!(two.status("shared").await.unwrap().is_none());
+    let (s, late) = block(&two, "bytes 0-3/16", &data[..4]).await;
+    assert_eq!(
+        (s, late),
+        (StatusCode::OK, text),
+        "a late block hears of the landing"
+    );
+
+    // An upload begun through one is discarded through the other.
+    block(&one, "bytes 0-3/16", &data[..4]).await;
+    let gone = |r: &Receiver| {
+        let r = r.clone();
+        async move {
+            let request = Request::delete("/upload?upload_id=shared")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            r.handle(request).await.status()
+        }
+    };
+    assert_eq!(gone(&two).await, StatusCode::NOT_FOUND);
+    assert!(one.status("shared").await.unwrap().is_none());
+}

@@ -15,19 +15,16 @@ use fileuploader_wire::Statement;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::{Block, NewUpload};
+
 /// The most changes one commit takes.
 const BATCH: usize = 512;
 
 /// A change to the records.
 #[derive(Debug)]
 pub(crate) enum Change {
-    /// A new upload of `total` bytes to land as `name`, begun by `owner`.
-    Begin {
-        id: String,
-        total: u64,
-        name: String,
-        owner: String,
-    },
+    /// A new upload.
+    Begin(NewUpload),
     /// A verified block, its bytes written to `file` (synced first).
     Ack {
         id: String,
@@ -44,16 +41,11 @@ pub(crate) enum Change {
     Discard { id: String },
 }
 
-/// An upload's records.
+/// An upload's own record, without its blocks.
 #[derive(Debug, Clone)]
-pub(crate) struct Record {
-    pub(crate) total: u64,
-    pub(crate) name: String,
-    /// Who began it: only the same credentials may touch it.
-    pub(crate) owner: String,
+pub(crate) struct Head {
+    pub(crate) begun: NewUpload,
     pub(crate) landing_error: Option<String>,
-    /// Each acknowledged block: start, end, CRC32C if it had one.
-    pub(crate) blocks: Vec<(u64, u64, Option<u32>)>,
 }
 
 type Reply = oneshot::Sender<Result<(), String>>;
@@ -73,20 +65,42 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Each acknowledged block gets the next `seq`, never reused, so a
+    // reader that has seen an upload's blocks up to some `seq` reads only
+    // the newer ones.
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS uploads (
              id TEXT PRIMARY KEY, total INTEGER NOT NULL, name TEXT NOT NULL,
              owner TEXT NOT NULL, touched INTEGER NOT NULL, landing_error TEXT);
-         CREATE TABLE IF NOT EXISTS blocks (
-             id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER,
-             PRIMARY KEY (id, start));
+         CREATE TABLE IF NOT EXISTS acks (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
+             start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER,
+             UNIQUE (id, start));
+         CREATE INDEX IF NOT EXISTS acks_by_upload ON acks (id, seq);
          CREATE TABLE IF NOT EXISTS landed (
              id TEXT PRIMARY KEY, statement TEXT NOT NULL, at INTEGER NOT NULL);",
     )?;
+    // Records from before `acks` kept blocks in `blocks`: move them over.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let old = tx
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'blocks'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?;
+    if old.is_some() {
+        tx.execute_batch(
+            "INSERT OR REPLACE INTO acks (id, start, end, crc)
+                 SELECT id, start, end, crc FROM blocks ORDER BY id, start;
+             DROP TABLE blocks;",
+        )?;
+    }
+    tx.commit()?;
     Ok(conn)
 }
 
@@ -106,60 +120,64 @@ impl State {
         })
     }
 
-    /// Applies `change` durably; returns once it is committed.
-    pub(crate) async fn apply(&self, change: Change) -> Result<(), String> {
+    /// Applies `change` durably; returns once it is committed. Blocks:
+    /// call it from the blocking pool.
+    pub(crate) fn apply(&self, change: Change) -> Result<(), String> {
         let (reply, done) = oneshot::channel();
         self.changes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send((change, reply))
             .map_err(|_| "the receiver's records are closed".to_owned())?;
-        done.await
+        done.blocking_recv()
             .map_err(|_| "the receiver's records are closed".to_owned())?
     }
 
-    /// The records of upload `id`, if it is in progress.
-    pub(crate) fn record(&self, id: &str) -> Result<Option<Record>, String> {
+    /// The record of upload `id`, if it is in progress.
+    pub(crate) fn head(&self, id: &str) -> Result<Option<Head>, String> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let head = conn
-            .query_row(
-                "SELECT total, name, owner, landing_error FROM uploads WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get(3)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| e.to_string())?;
-        let Some((total, name, owner, landing_error)) = head else {
-            return Ok(None);
-        };
+        conn.query_row(
+            "SELECT total, name, owner, landing_error FROM uploads WHERE id = ?1",
+            params![id],
+            |r| {
+                Ok(Head {
+                    begun: NewUpload {
+                        id: id.to_owned(),
+                        total: r.get::<_, i64>(0)? as u64,
+                        name: r.get(1)?,
+                        owner: r.get(2)?,
+                    },
+                    landing_error: r.get(3)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(|e| e.to_string())
+    }
+
+    /// The blocks of upload `id` acknowledged after `seq`, each with its
+    /// own `seq`, oldest first.
+    pub(crate) fn acks_after(&self, id: &str, seq: i64) -> Result<Vec<(i64, Block)>, String> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut query = conn
-            .prepare("SELECT start, end, crc FROM blocks WHERE id = ?1 ORDER BY start")
+            .prepare_cached(
+                "SELECT seq, start, end, crc FROM acks WHERE id = ?1 AND seq > ?2 ORDER BY seq",
+            )
             .map_err(|e| e.to_string())?;
-        let blocks = query
-            .query_map(params![id], |r| {
-                let crc: Option<i64> = r.get(2)?;
+        query
+            .query_map(params![id, seq], |r| {
+                let crc: Option<i64> = r.get(3)?;
                 Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, i64>(1)? as u64,
-                    crc.map(|c| c as u32),
+                    r.get(0)?,
+                    Block {
+                        start: r.get::<_, i64>(1)? as u64,
+                        end: r.get::<_, i64>(2)? as u64,
+                        crc32c: crc.map(|c| c as u32),
+                    },
                 ))
             })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| e.to_string())?;
-        Ok(Some(Record {
-            total: total as u64,
-            name,
-            owner,
-            landing_error,
-            blocks,
-        }))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| e.to_string())
     }
 
     /// The landing statement of upload `id`, if it landed.
@@ -257,15 +275,10 @@ fn commit(
     for (change, _) in batch {
         let mut outcome = Ok(());
         match change {
-            Change::Begin {
-                id,
-                total,
-                name,
-                owner,
-            } => {
+            Change::Begin(new) => {
                 tx.execute(
                     "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, *total as i64, name, owner, now_ms()],
+                    params![new.id, new.total as i64, new.name, new.owner, now_ms()],
                 )?;
             }
             Change::Ack {
@@ -284,7 +297,7 @@ fn commit(
                     outcome = Err(format!("upload {id} was discarded"));
                 } else {
                     tx.execute(
-                        "INSERT OR REPLACE INTO blocks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR REPLACE INTO acks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
                         params![id, *start as i64, *end as i64, crc.map(i64::from)],
                     )?;
                 }
@@ -296,7 +309,7 @@ fn commit(
                 )?;
             }
             Change::Landed { id, statement } => {
-                tx.execute("DELETE FROM blocks WHERE id = ?1", params![id])?;
+                tx.execute("DELETE FROM acks WHERE id = ?1", params![id])?;
                 tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
                 tx.execute(
                     "INSERT OR REPLACE INTO landed (id, statement, at) VALUES (?1, ?2, ?3)",
@@ -304,7 +317,7 @@ fn commit(
                 )?;
             }
             Change::Discard { id } => {
-                tx.execute("DELETE FROM blocks WHERE id = ?1", params![id])?;
+                tx.execute("DELETE FROM acks WHERE id = ?1", params![id])?;
                 tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
             }
         }
@@ -318,8 +331,17 @@ fn commit(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_block_of_a_discarded_upload_is_not_recorded() {
+    fn begin(id: &str) -> Change {
+        Change::Begin(NewUpload {
+            id: id.into(),
+            total: 4,
+            name: "n".into(),
+            owner: String::new(),
+        })
+    }
+
+    #[test]
+    fn a_block_of_a_discarded_upload_is_not_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(&dir.path().join("s.sqlite")).unwrap();
         let file = dir.path().join("part");
@@ -331,22 +353,74 @@ mod tests {
             crc: Some(7),
             file: file.clone(),
         };
-        let begin = Change::Begin {
-            id: "u".into(),
-            total: 4,
-            name: "n".into(),
-            owner: String::new(),
-        };
-        state.apply(begin).await.unwrap();
-        state.apply(ack("u")).await.unwrap();
-        let record = state.record("u").unwrap().unwrap();
-        assert_eq!(record.blocks, [(0, 2, Some(7))]);
-        state
-            .apply(Change::Discard { id: "u".into() })
-            .await
-            .unwrap();
-        let late = state.apply(ack("u")).await.unwrap_err();
+        state.apply(begin("u")).unwrap();
+        state.apply(ack("u")).unwrap();
+        let acks = state.acks_after("u", 0).unwrap();
+        assert_eq!(acks.len(), 1);
+        assert_eq!(
+            acks[0].1,
+            Block {
+                start: 0,
+                end: 2,
+                crc32c: Some(7)
+            }
+        );
+        state.apply(Change::Discard { id: "u".into() }).unwrap();
+        let late = state.apply(ack("u")).unwrap_err();
         assert!(late.contains("discarded"), "{late}");
-        assert!(state.record("u").unwrap().is_none(), "no orphan record");
+        assert!(state.head("u").unwrap().is_none(), "no orphan record");
+        assert!(state.acks_after("u", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reader_reads_only_blocks_acknowledged_after_what_it_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("s.sqlite")).unwrap();
+        let file = dir.path().join("part");
+        std::fs::write(&file, b"abcd").unwrap();
+        let ack = |start: u64, crc: u32| Change::Ack {
+            id: "u".into(),
+            start,
+            end: start + 2,
+            crc: Some(crc),
+            file: file.clone(),
+        };
+        state.apply(begin("u")).unwrap();
+        state.apply(ack(0, 1)).unwrap();
+        let seen = state.acks_after("u", 0).unwrap().last().unwrap().0;
+        state.apply(ack(2, 2)).unwrap();
+        state.apply(ack(0, 3)).unwrap();
+        let newer: Vec<_> = state
+            .acks_after("u", seen)
+            .unwrap()
+            .into_iter()
+            .map(|(_, b)| (b.start, b.crc32c))
+            .collect();
+        assert_eq!(
+            newer,
+            [(2, Some(2)), (0, Some(3))],
+            "a replaced block is newer too"
+        );
+    }
+
+    #[test]
+    fn blocks_recorded_before_the_acks_table_are_moved_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE blocks (id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER, PRIMARY KEY (id, start));
+             INSERT INTO blocks VALUES ('u', 0, 2, 5), ('u', 2, 4, NULL);",
+        )
+        .unwrap();
+        drop(old);
+        let state = State::open(&path).unwrap();
+        let blocks: Vec<_> = state
+            .acks_after("u", 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, b)| (b.start, b.end, b.crc32c))
+            .collect();
+        assert_eq!(blocks, [(0, 2, Some(5)), (2, 4, None)]);
     }
 }

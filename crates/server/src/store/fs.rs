@@ -1,0 +1,774 @@
+//! The embedded store: partial and landed files in one directory, upload
+//! records in SQLite beside them. All file I/O runs on the blocking pool.
+//!
+//! - Any number of receiver processes may share the directory. Records are
+//!   read from SQLite per request (each process caches an upload's blocks
+//!   and reads only those acknowledged since); a writer reserves its range
+//!   of the partial file with an open-file-description lock (`F_OFD_SETLK`),
+//!   which every process sees and the kernel releases when the writer ends
+//!   or its process dies; landing takes the whole file's lock, so it waits
+//!   for writers in flight and none starts until it is done.
+//! - A block is written only where the upload has no acknowledged bytes;
+//!   where it overlaps acknowledged bytes it is compared with them.
+//! - A block is acknowledged once its bytes are synced and its record
+//!   committed (see `state`).
+//! - Files are opened per request, not held per upload.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fileuploader_wire::{ContentRange, RangeSet, Statement};
+use http::StatusCode;
+
+use super::state::{now_ms, Change, State};
+use super::{BlockWriter, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes};
+use crate::Refusal;
+
+/// Bytes gathered before one positional write.
+const WRITE_BATCH: usize = 256 * 1024;
+/// How old a partial file with no record must be before expiry removes it:
+/// a process beginning an upload records it first and creates its file
+/// just after.
+const ORPHAN_AGE: Duration = Duration::from_secs(60);
+
+/// Uploads kept in a directory: landed files in it, partial ones in
+/// `.fileuploader-partial/`, records in `.fileuploader-state/`. Any number
+/// of receivers, in any number of processes, may share one directory.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    partial: PathBuf,
+    state: State,
+    /// Uploads as last read, with the newest block `seq` read.
+    cache: Mutex<HashMap<String, (i64, Upload)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs file work on the blocking pool; a full disk is 507.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, Refusal> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(io_refusal(what, &e)),
+        Err(e) => Err(Refusal::internal(what, e)),
+    }
+}
+
+fn io_refusal(what: &str, e: &io::Error) -> Refusal {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        Refusal::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("{what}: disk full"),
+        )
+    } else {
+        Refusal::internal(what, e)
+    }
+}
+
+fn records(e: String) -> io::Error {
+    io::Error::other(e)
+}
+
+/// Takes a write lock on `len` bytes of `file` from `start` (`len` 0: all
+/// of it), shared with every process; `wait` blocks until it is free,
+/// otherwise `Ok(false)` says another holds part of it.
+fn lock_range(file: &File, start: u64, len: u64, wait: bool) -> io::Result<bool> {
+    // SAFETY: `flock` is plain data; every field fcntl reads is set below.
+    let mut range: libc::flock = unsafe { std::mem::zeroed() };
+    range.l_type = libc::F_WRLCK as _;
+    range.l_whence = libc::SEEK_SET as _;
+    range.l_start = start as libc::off_t;
+    range.l_len = len as libc::off_t;
+    let command = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    loop {
+        // SAFETY: a valid descriptor and a pointer to an initialised flock.
+        if unsafe { libc::fcntl(file.as_raw_fd(), command, &range) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN | libc::EACCES) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+impl FsStore {
+    /// A store in `dir` (created if missing), with what a crash left there
+    /// cleaned up.
+    ///
+    /// # Errors
+    ///
+    /// When the directories or the records cannot be created or read.
+    pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref();
+        let partial = crate::partial_dir(dir);
+        fs::create_dir_all(&partial)?;
+        let state_dir = dir.join(".fileuploader-state");
+        fs::create_dir_all(&state_dir)?;
+        let state = State::open(&state_dir.join("uploads.sqlite"))?;
+        let inner = Inner {
+            dir: dir.to_owned(),
+            partial,
+            state,
+            cache: Mutex::default(),
+        };
+        inner.clean_leftovers(Duration::ZERO)?;
+        Ok(FsStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The directory files land in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Runs `f` on the blocking pool with the store.
+    async fn with<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, Refusal> {
+        let inner = self.inner.clone();
+        blocking(what, move || f(&inner)).await
+    }
+}
+
+impl Inner {
+    fn temp_of(&self, id: &str) -> PathBuf {
+        self.partial.join(format!("id-{id}.part"))
+    }
+
+    /// Upload `id` as recorded now: its record, and the blocks cached
+    /// before plus those acknowledged since.
+    fn read(&self, id: &str) -> io::Result<Option<Upload>> {
+        let Some(head) = self.state.head(id).map_err(records)? else {
+            lock(&self.cache).remove(id);
+            return Ok(None);
+        };
+        let (mut seen, mut upload) = match lock(&self.cache).remove(id) {
+            Some((seen, upload)) if upload.begun == head.begun => (seen, upload),
+            _ => (0, Upload::new(head.begun.clone())),
+        };
+        for (seq, block) in self.state.acks_after(id, seen).map_err(records)? {
+            upload.add(block);
+            seen = seq;
+        }
+        upload.landing_error = head.landing_error;
+        lock(&self.cache).insert(id.to_owned(), (seen, upload.clone()));
+        Ok(Some(upload))
+    }
+
+    /// Removes partial files no record owns and older than `min_age`.
+    fn clean_leftovers(&self, min_age: Duration) -> io::Result<()> {
+        let known = self.state.uploads().map_err(records)?;
+        for entry in fs::read_dir(&self.partial)? {
+            let entry = entry?;
+            let owned = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.strip_prefix("id-")?.strip_suffix(".part"))
+                .is_some_and(|id| known.iter().any(|k| k == id));
+            let age = entry
+                .metadata()?
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .unwrap_or_default();
+            if !owned && age >= min_age {
+                match fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn discard(&self, id: &str) -> io::Result<()> {
+        self.state
+            .apply(Change::Discard { id: id.to_owned() })
+            .map_err(records)?;
+        lock(&self.cache).remove(id);
+        match fs::remove_file(self.temp_of(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Lands upload `id` under the whole file's lock.
+    fn land(&self, id: &str, name: &str, policy: OnConflict) -> io::Result<Landing> {
+        let temp = self.temp_of(id);
+        let file = match OpenOptions::new().read(true).write(true).open(&temp) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.gone(id),
+            Err(e) => return Err(e),
+        };
+        lock_range(&file, 0, 0, true)?;
+        // Whoever held the lock before may have landed or discarded it.
+        let Some(upload) = self.read(id)? else {
+            return self.gone(id);
+        };
+        let expected = upload.expected_crc32c();
+        file.sync_all()?;
+        let total = upload.begun.total;
+        if !upload.complete()
+            || file.metadata()?.len() != total
+            || expected.is_some_and(|crc| crc_of(&file).ok() != Some(crc))
+        {
+            self.discard(id)?;
+            return Ok(Landing::Mismatch);
+        }
+        match place(&temp, &self.dir, name, policy) {
+            Ok(landed_as) => {
+                let statement = Statement::landed(id, &landed_as, total, expected);
+                let change = Change::Landed {
+                    id: id.to_owned(),
+                    statement: statement.clone(),
+                };
+                self.state.apply(change).map_err(records)?;
+                lock(&self.cache).remove(id);
+                Ok(Landing::Landed(statement))
+            }
+            Err(e) => {
+                let refusal = landing_refusal(&io_refusal("land file", &e));
+                let change = Change::LandingError {
+                    id: id.to_owned(),
+                    error: Some(refusal.message().to_owned()),
+                };
+                self.state.apply(change).map_err(records)?;
+                Ok(Landing::Failed(refusal))
+            }
+        }
+    }
+
+    /// What landing says of an upload no longer in progress.
+    fn gone(&self, id: &str) -> io::Result<Landing> {
+        Ok(match self.state.landed(id).map_err(records)? {
+            Some(statement) => Landing::Landed(statement),
+            None => Landing::Failed(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("upload {id} is not in progress"),
+            )),
+        })
+    }
+}
+
+enum Landing {
+    Landed(Statement),
+    Failed(Refusal),
+    Mismatch,
+}
+
+#[async_trait]
+impl Store for FsStore {
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, Refusal> {
+        let id = id.to_owned();
+        self.with("read records", move |s| s.read(&id)).await
+    }
+
+    async fn begin(&self, new: NewUpload) -> Result<Upload, Refusal> {
+        let id = new.id.clone();
+        self.with("begin upload", move |s| {
+            // Recorded first: a partial file is never without its record
+            // for long, so other processes' clean-ups leave it alone.
+            s.state.apply(Change::Begin(new)).map_err(records)?;
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(s.temp_of(&id))?;
+            File::open(&s.partial)?.sync_all()?;
+            s.read(&id)?
+                .ok_or_else(|| io::Error::other("the upload was discarded as it began"))
+        })
+        .await
+    }
+
+    async fn write_block(
+        &self,
+        upload: &Upload,
+        range: ContentRange,
+    ) -> Result<Box<dyn BlockWriter>, Refusal> {
+        let id = upload.begun.id.clone();
+        let reserved = self
+            .with("open partial file", move |s| {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(s.temp_of(&id))?;
+                if !range.is_empty() && !lock_range(&file, range.start, range.len(), false)? {
+                    return Ok(None);
+                }
+                // Read under the lock: no other writer can change this range
+                // now, and a landing either finished before or waits.
+                Ok(Some((file, s.read(&id)?)))
+            })
+            .await?;
+        let (file, upload) = match reserved {
+            None => {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "another request is writing this range of the upload; try again",
+                ))
+            }
+            Some((_, None)) => {
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    format!("upload {} ended while this block came", upload.begun.id),
+                ))
+            }
+            Some((file, Some(upload))) => (file, upload),
+        };
+        let mut acked = RangeSet::default();
+        for &(s, e) in upload.received.ranges() {
+            acked.insert(s.max(range.start), e.min(range.end));
+        }
+        Ok(Box::new(FsBlock {
+            store: self.clone(),
+            file: Arc::new(file),
+            id: upload.begun.id,
+            range,
+            acked,
+            written: 0,
+            batch: Batch::default(),
+            same: true,
+        }))
+    }
+
+    async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal> {
+        let temp = self
+            .with("create temporary file", |s| {
+                tempfile::Builder::new()
+                    .prefix("whole-")
+                    .tempfile_in(&s.partial)
+            })
+            .await?;
+        let file = Arc::new(
+            temp.as_file()
+                .try_clone()
+                .map_err(|e| Refusal::internal("open temporary file", e))?,
+        );
+        Ok(Box::new(FsWhole {
+            store: self.clone(),
+            temp,
+            file,
+            written: 0,
+            batch: Batch::default(),
+        }))
+    }
+
+    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal> {
+        let (key, name) = (id.to_owned(), name.to_owned());
+        let landing = self
+            .with("land file", move |s| s.land(&key, &name, policy))
+            .await?;
+        match landing {
+            Landing::Landed(statement) => Ok(statement),
+            Landing::Failed(refusal) => Err(refusal),
+            Landing::Mismatch => Err(Refusal::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("upload {id}: the stored bytes do not match the acknowledged blocks; the upload was discarded"),
+            )),
+        }
+    }
+
+    async fn landed(&self, id: &str) -> Result<Option<Statement>, Refusal> {
+        let id = id.to_owned();
+        self.with("read records", move |s| {
+            s.state.landed(&id).map_err(records)
+        })
+        .await
+    }
+
+    async fn discard(&self, id: &str) -> Result<(), Refusal> {
+        let id = id.to_owned();
+        self.with("discard upload", move |s| s.discard(&id)).await
+    }
+
+    async fn expire(&self, ttl: Duration) -> Result<usize, Refusal> {
+        self.with("expire uploads", move |s| {
+            let before = now_ms() - ttl.as_millis() as i64;
+            let stale = s.state.untouched_since(before).map_err(records)?;
+            for id in &stale {
+                s.discard(id)?;
+            }
+            s.clean_leftovers(ORPHAN_AGE.min(ttl))?;
+            Ok(stale.len())
+        })
+        .await
+    }
+
+    async fn bytes_held(&self) -> Result<u64, Refusal> {
+        self.with("read records", |s| s.state.bytes_held().map_err(records))
+            .await
+    }
+
+    async fn name_taken(&self, name: &str) -> Result<bool, Refusal> {
+        let name = name.to_owned();
+        self.with("look up name", move |s| s.dir.join(name).try_exists())
+            .await
+    }
+}
+
+/// Bytes gathered for one positional write.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    /// Writes what is gathered at `at` of `file` (comparing where `acked`
+    /// says); returns how many bytes and whether the compared ones matched.
+    async fn flush(
+        &mut self,
+        file: &Arc<File>,
+        at: u64,
+        acked: &RangeSet,
+    ) -> Result<(u64, bool), Refusal> {
+        if self.len == 0 {
+            return Ok((0, true));
+        }
+        let chunks = std::mem::take(&mut self.chunks);
+        let len = std::mem::take(&mut self.len) as u64;
+        let (file, acked) = (file.clone(), acked.clone());
+        let same = blocking("write block", move || {
+            write_or_compare(&file, &chunks, at, &acked)
+        })
+        .await?;
+        Ok((len, same))
+    }
+
+    /// Gathers `bytes`; says whether it is time to flush.
+    fn push(&mut self, bytes: Bytes) -> bool {
+        self.len += bytes.len();
+        self.chunks.push(bytes);
+        self.len >= WRITE_BATCH
+    }
+}
+
+/// One block going into a partial file, its range locked until dropped.
+struct FsBlock {
+    store: FsStore,
+    file: Arc<File>,
+    id: String,
+    range: ContentRange,
+    /// The parts of `range` acknowledged already: compared, not written.
+    acked: RangeSet,
+    written: u64,
+    batch: Batch,
+    same: bool,
+}
+
+impl FsBlock {
+    async fn flush(&mut self) -> Result<(), Refusal> {
+        let at = self.range.start + self.written;
+        let (len, same) = self.batch.flush(&self.file, at, &self.acked).await?;
+        self.same &= same;
+        self.written += len;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WriteBytes for FsBlock {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
+        if self.batch.push(bytes) {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlockWriter for FsBlock {
+    async fn finish(&mut self) -> Result<bool, Refusal> {
+        self.flush().await?;
+        Ok(self.same)
+    }
+
+    async fn acknowledge(self: Box<Self>, crc32c: Option<u32>) -> Result<Upload, Refusal> {
+        let FsBlock {
+            store,
+            file,
+            id,
+            range,
+            acked,
+            ..
+        } = *self;
+        store
+            .with("acknowledge block", move |s| {
+                if acked.covered() != range.len() {
+                    let change = Change::Ack {
+                        id: id.clone(),
+                        start: range.start,
+                        end: range.end,
+                        crc: crc32c,
+                        file: s.temp_of(&id),
+                    };
+                    s.state.apply(change).map_err(io::Error::other)?;
+                }
+                let upload = s.read(&id)?;
+                // The range stays locked until the record says it is here.
+                drop(file);
+                upload.ok_or_else(|| io::Error::other(format!("upload {id} was discarded")))
+            })
+            .await
+    }
+}
+
+/// A whole file going into a temporary file; removed unless landed.
+struct FsWhole {
+    store: FsStore,
+    temp: tempfile::NamedTempFile,
+    file: Arc<File>,
+    written: u64,
+    batch: Batch,
+}
+
+impl FsWhole {
+    async fn flush(&mut self) -> Result<(), Refusal> {
+        let nothing = RangeSet::default();
+        let (len, _) = self.batch.flush(&self.file, self.written, &nothing).await?;
+        self.written += len;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WriteBytes for FsWhole {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
+        if self.batch.push(bytes) {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WholeWriter for FsWhole {
+    async fn land(
+        mut self: Box<Self>,
+        name: &str,
+        policy: OnConflict,
+        id: Option<&str>,
+    ) -> Result<Statement, Refusal> {
+        self.flush().await?;
+        let FsWhole {
+            store, temp, file, ..
+        } = *self;
+        let (key, name) = (id.unwrap_or("").to_owned(), name.to_owned());
+        store
+            .with("land file", move |s| {
+                file.sync_all()?;
+                let size = file.metadata()?.len();
+                let crc = crc_of(&file)?;
+                let path = temp.into_temp_path();
+                let landed_as = match place(&path, &s.dir, &name, policy) {
+                    Ok(landed_as) => landed_as,
+                    Err(e) => return Ok(Err(landing_refusal(&io_refusal("land file", &e)))),
+                };
+                let statement = Statement::landed(&key, &landed_as, size, Some(crc));
+                if !key.is_empty() {
+                    let change = Change::Landed {
+                        id: key,
+                        statement: statement.clone(),
+                    };
+                    s.state.apply(change).map_err(records)?;
+                }
+                Ok(Ok(statement))
+            })
+            .await?
+    }
+}
+
+/// Why a landing failed, as a refusal: 409 when the name is taken, the
+/// cause's status otherwise.
+fn landing_refusal(e: &Refusal) -> Refusal {
+    let conflict = ["Is a directory", "File exists", "Directory not empty"]
+        .iter()
+        .any(|m| e.message().contains(m));
+    let status = if conflict {
+        StatusCode::CONFLICT
+    } else {
+        e.status()
+    };
+    Refusal::new(status, format!("cannot land the file: {}", e.message()))
+}
+
+/// Puts the finished `temp` in `dir` as `name`, by `policy`, durably;
+/// returns the name it landed under.
+fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<String> {
+    let landed_as = match policy {
+        OnConflict::Overwrite => {
+            fs::rename(temp, dir.join(name))?;
+            name.to_owned()
+        }
+        OnConflict::Refuse => {
+            // A hard link never replaces: it fails if the name is taken.
+            fs::hard_link(temp, dir.join(name))?;
+            fs::remove_file(temp)?;
+            name.to_owned()
+        }
+        OnConflict::Rename => {
+            let (stem, ext) = match name.rsplit_once('.') {
+                Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
+                _ => (name, String::new()),
+            };
+            let mut landed = None;
+            for n in 0..10_000 {
+                let candidate = match n {
+                    0 => name.to_owned(),
+                    n => format!("{stem} ({n}){ext}"),
+                };
+                match fs::hard_link(temp, dir.join(&candidate)) {
+                    Ok(()) => {
+                        landed = Some(candidate);
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let landed = landed.ok_or_else(|| io::Error::other("no free name"))?;
+            fs::remove_file(temp)?;
+            landed
+        }
+    };
+    File::open(dir)?.sync_all()?;
+    Ok(landed_as)
+}
+
+/// The CRC32C of a whole file, read from its start in 1 MiB pieces.
+fn crc_of(file: &File) -> io::Result<u32> {
+    let mut crc = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    loop {
+        match file.read_at(&mut buf, at)? {
+            0 => return Ok(crc),
+            n => {
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                at += n as u64;
+            }
+        }
+    }
+}
+
+/// Writes `chunks` at `offset`, except where `acked` says the bytes are
+/// acknowledged: there it compares. Returns whether those were the same.
+fn write_or_compare(
+    file: &File,
+    chunks: &[Bytes],
+    mut offset: u64,
+    acked: &RangeSet,
+) -> io::Result<bool> {
+    let mut same = true;
+    for chunk in chunks {
+        let mut done = 0usize;
+        while done < chunk.len() {
+            let at = offset + done as u64;
+            let left = (chunk.len() - done) as u64;
+            // The stretch from `at` that is wholly acknowledged or wholly not.
+            let next_edge = acked
+                .ranges()
+                .iter()
+                .flat_map(|&(s, e)| [s, e])
+                .find(|&edge| edge > at)
+                .unwrap_or(u64::MAX);
+            let n = left.min(next_edge - at) as usize;
+            let piece = &chunk[done..done + n];
+            if acked.contains(at, at + n as u64) {
+                let mut stored = vec![0u8; n];
+                file.read_exact_at(&mut stored, at)?;
+                same &= stored == piece;
+            } else {
+                file.write_all_at(piece, at)?;
+            }
+            done += n;
+        }
+        offset += chunk.len() as u64;
+    }
+    Ok(same)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_acknowledged_bytes_are_compared_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut acked = RangeSet::default();
+        acked.insert(2, 4);
+        acked.insert(6, 8);
+        let same = write_or_compare(&file, &[Bytes::from_static(b"ab23cd")], 0, &acked).unwrap();
+        assert!(same);
+        assert_eq!(fs::read(&path).unwrap(), b"ab23cd6789");
+        let differs = write_or_compare(
+            &file,
+            &[Bytes::from_static(b"xy"), Bytes::from_static(b"XYZ")],
+            4,
+            &acked,
+        )
+        .unwrap();
+        assert!(!differs, "6 and 7 differ from what was acknowledged");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"ab23xy67Z9",
+            "acknowledged bytes untouched, the gap written"
+        );
+    }
+
+    #[test]
+    fn a_range_locked_by_one_descriptor_is_refused_to_another_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let open = || OpenOptions::new().write(true).open(&path).unwrap();
+        let (a, b) = (open(), open());
+        assert!(lock_range(&a, 2, 4, false).unwrap());
+        assert!(!lock_range(&b, 5, 2, false).unwrap(), "overlaps 2..6");
+        assert!(lock_range(&b, 6, 2, false).unwrap(), "next to it is free");
+        assert!(
+            !lock_range(&open(), 0, 0, false).unwrap(),
+            "the whole file is not"
+        );
+        drop((a, b));
+        assert!(lock_range(&open(), 0, 0, false).unwrap());
+    }
+}

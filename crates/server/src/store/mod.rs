@@ -1,0 +1,256 @@
+//! Where the receiver keeps uploads: the [`Store`] interface and its
+//! embedded default, [`FsStore`] (a directory on disk).
+//!
+//! A store holds partial uploads (their bytes, their acknowledged blocks
+//! with digests, their owner and when they were last touched) and lands
+//! complete ones under a name. It keeps no truth in process memory: every
+//! answer comes from what is stored, so any number of receivers sharing
+//! one store agree. The protocols of the receiver drive it the same way:
+//!
+//! 1. [`Store::begin`] an upload (or find it with [`Store::upload`]);
+//! 2. [`Store::write_block`] reserves a byte range and takes its bytes; the
+//!    receiver checks them (length, digest) and then calls
+//!    [`BlockWriter::acknowledge`], which returns only once the block would
+//!    survive a crash; a writer dropped unacknowledged leaves no trace;
+//! 3. once the acknowledged ranges cover the upload, [`Store::land`] puts it
+//!    in place, fenced against writers still in flight.
+
+mod fs;
+mod state;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fileuploader_wire::{ContentRange, CrcShift, RangeSet, Statement};
+
+pub use self::fs::FsStore;
+use crate::Refusal;
+
+/// What landing does when a file of the same name is there already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnConflict {
+    /// Refuse the upload with 409, before its first byte is stored when
+    /// the name is taken already (the default).
+    #[default]
+    Refuse,
+    /// Replace the existing file.
+    Overwrite,
+    /// Land under the first free name of `name (1).ext`, `name (2).ext`, …
+    Rename,
+}
+
+/// An upload to begin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUpload {
+    /// Its identifier, unique in the store.
+    pub id: String,
+    /// Its length in bytes.
+    pub total: u64,
+    /// The name it lands under unless the last block names another.
+    pub name: String,
+    /// Who began it: only the same credentials may touch it.
+    pub owner: String,
+}
+
+/// One acknowledged block of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Its first byte.
+    pub start: u64,
+    /// One past its last byte.
+    pub end: u64,
+    /// Its CRC32C, when the client sent one.
+    pub crc32c: Option<u32>,
+}
+
+/// An upload in progress, as its store holds it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// What it was begun with.
+    pub begun: NewUpload,
+    /// Its acknowledged blocks, by first byte.
+    pub blocks: Vec<Block>,
+    /// The byte ranges its acknowledged blocks cover.
+    pub received: RangeSet,
+    /// Why its last landing failed, if it did.
+    pub landing_error: Option<String>,
+}
+
+impl Upload {
+    /// An upload with nothing received yet.
+    pub fn new(begun: NewUpload) -> Self {
+        Upload {
+            begun,
+            blocks: Vec::new(),
+            received: RangeSet::default(),
+            landing_error: None,
+        }
+    }
+
+    /// Adds an acknowledged block (replacing one that starts where it does).
+    pub fn add(&mut self, block: Block) {
+        match self.blocks.binary_search_by_key(&block.start, |b| b.start) {
+            Ok(i) => self.blocks[i] = block,
+            Err(i) => self.blocks.insert(i, block),
+        }
+        self.received.insert(block.start, block.end);
+    }
+
+    /// Whether every byte has been acknowledged.
+    pub fn complete(&self) -> bool {
+        self.received.covered() == self.begun.total
+    }
+
+    /// The whole file's CRC32C as the acknowledged blocks say it must be:
+    /// their CRCs joined in order, when every block had one and they tile
+    /// the file exactly.
+    pub fn expected_crc32c(&self) -> Option<u32> {
+        let mut at = 0;
+        let mut crc = 0;
+        let mut shift = CrcShift::new(0);
+        for block in &self.blocks {
+            if block.start != at {
+                return None;
+            }
+            if shift.len() != block.end - block.start {
+                shift = CrcShift::new(block.end - block.start);
+            }
+            crc = shift.join(crc, block.crc32c?);
+            at = block.end;
+        }
+        (at == self.begun.total).then_some(crc)
+    }
+
+    /// What the receiver says of it to its owner.
+    pub fn statement(&self) -> Statement {
+        Statement::Partial {
+            upload_id: self.begun.id.clone(),
+            total: self.begun.total,
+            received: self.received.ranges().to_vec(),
+            error: self.landing_error.clone(),
+        }
+    }
+}
+
+/// Where the receiver keeps uploads. See the [module](self) for the order
+/// of calls; every method reads or changes what is stored, so receivers
+/// sharing a store see the same uploads.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Upload `id` in progress, as stored now.
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, Refusal>;
+
+    /// Begins an upload, durably; an upload of that id in progress already
+    /// is returned as it is.
+    async fn begin(&self, new: NewUpload) -> Result<Upload, Refusal>;
+
+    /// Reserves `range` of `upload` for one writer (503 while another
+    /// writes any byte of it) and returns that writer. Bytes the upload has
+    /// acknowledged already are compared with, never overwritten.
+    async fn write_block(
+        &self,
+        upload: &Upload,
+        range: ContentRange,
+    ) -> Result<Box<dyn BlockWriter>, Refusal>;
+
+    /// A writer for a whole file arriving in one request.
+    async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal>;
+
+    /// Lands complete upload `id` as `name`: checks the stored bytes
+    /// against the acknowledged blocks, puts them in place by `policy`, and
+    /// records the landing, all fenced against writers in flight. A failed
+    /// landing is recorded on the upload and may be tried again.
+    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal>;
+
+    /// The landing statement of upload `id`, if it landed.
+    async fn landed(&self, id: &str) -> Result<Option<Statement>, Refusal>;
+
+    /// Discards upload `id`, its bytes and its records; nothing if unknown.
+    async fn discard(&self, id: &str) -> Result<(), Refusal>;
+
+    /// Discards every upload untouched for `ttl`, and partial data no
+    /// upload owns; returns how many uploads went.
+    async fn expire(&self, ttl: Duration) -> Result<usize, Refusal>;
+
+    /// The bytes partial uploads hold, each counted at its full length.
+    async fn bytes_held(&self) -> Result<u64, Refusal>;
+
+    /// Whether a landed file is called `name` already.
+    async fn name_taken(&self, name: &str) -> Result<bool, Refusal>;
+}
+
+/// Takes bytes in order: what the two writers share.
+#[async_trait]
+pub trait WriteBytes: Send {
+    /// Takes the next bytes. The caller bounds their total (by the block's
+    /// length, or the largest upload).
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal>;
+}
+
+/// Takes one reserved block's bytes; dropping it unacknowledged releases
+/// the range and leaves no acknowledged trace.
+#[async_trait]
+pub trait BlockWriter: WriteBytes {
+    /// Ends the bytes; says whether every byte that overlapped
+    /// acknowledged bytes was the same as them.
+    async fn finish(&mut self) -> Result<bool, Refusal>;
+
+    /// Records the block, with its CRC32C if it had one, once its bytes and
+    /// its record are durable; returns the upload as it is then.
+    async fn acknowledge(self: Box<Self>, crc32c: Option<u32>) -> Result<Upload, Refusal>;
+}
+
+/// Takes the bytes of a file sent whole; dropping it keeps nothing.
+#[async_trait]
+pub trait WholeWriter: WriteBytes {
+    /// Lands the bytes as `name` by `policy`, durably, recording the
+    /// landing under `id` when there is one.
+    async fn land(
+        self: Box<Self>,
+        name: &str,
+        policy: OnConflict,
+        id: Option<&str>,
+    ) -> Result<Statement, Refusal>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(total: u64) -> Upload {
+        Upload::new(NewUpload {
+            id: "u".into(),
+            total,
+            name: "n".into(),
+            owner: String::new(),
+        })
+    }
+
+    #[test]
+    fn expected_crc_joins_blocks_that_tile_the_file() {
+        let data = b"hello, world";
+        let mut u = upload(12);
+        u.add(Block {
+            start: 5,
+            end: 12,
+            crc32c: Some(crc32c::crc32c(&data[5..])),
+        });
+        assert_eq!(u.expected_crc32c(), None, "a gap at the start");
+        u.add(Block {
+            start: 0,
+            end: 5,
+            crc32c: Some(crc32c::crc32c(&data[..5])),
+        });
+        assert!(u.complete());
+        assert_eq!(u.expected_crc32c(), Some(crc32c::crc32c(data)));
+        u.add(Block {
+            start: 0,
+            end: 5,
+            crc32c: None,
+        });
+        assert_eq!(u.expected_crc32c(), None, "a block without a CRC");
+    }
+}
