@@ -438,9 +438,14 @@ impl Receiver {
     {
         let limits = self.limits;
         let receiver = self;
+        let activity = Arc::new(Activity::new());
+        let busy = activity.clone();
         let service = hyper::service::service_fn(move |req| {
-            let receiver = receiver.clone();
-            async move { Ok::<_, Infallible>(receiver.handle(req).await) }
+            let (receiver, busy) = (receiver.clone(), busy.clone());
+            async move {
+                let _request = busy.begin();
+                Ok::<_, Infallible>(receiver.handle(req).await)
+            }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -462,6 +467,12 @@ impl Receiver {
         let ended = tokio::select! {
             ended = connection.as_mut() => ended,
             _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+            () = activity.idle_for(limits.header_timeout) => {
+                // HTTP/2 keeps a connection without requests open for good
+                // (its pings answer); close it as HTTP/1.1 keep-alive is.
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
@@ -752,6 +763,59 @@ fn malformed(e: multer::Error) -> Refusal {
         }
     }
     Refusal::new(StatusCode::BAD_REQUEST, format!("malformed multipart: {e}"))
+}
+
+/// The requests of one connection: how many are in flight, and when the
+/// last one ended.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+/// One request in flight; it ends when dropped.
+struct InFlight<'a>(&'a Activity);
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: 0.into(),
+            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn begin(&self) -> InFlight<'_> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let quiet_until = self.last() + timeout;
+            tokio::time::sleep_until(quiet_until).await;
+            let busy = self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0;
+            if !busy && self.last() + timeout <= tokio::time::Instant::now() {
+                return;
+            }
+            if busy {
+                tokio::time::sleep(timeout).await;
+            }
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Aborts a task when dropped, so the janitor ends with `serve`.

@@ -18,7 +18,8 @@ pub struct Limits {
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
     /// How long a client may take to send a request's head, and how long
-    /// an idle keep-alive connection stays open (HTTP/1.1).
+    /// a connection with no request in flight stays open (HTTP/1.1 and
+    /// HTTP/2).
     pub header_timeout: Duration,
     /// How long a request body may go without a byte before it is answered
     /// 408.

@@ -1083,3 +1083,36 @@ async fn two_receivers_on_one_directory_see_the_same_uploads() {
     assert_eq!(gone(&two).await, StatusCode::NOT_FOUND);
     assert!(one.status("shared").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn an_http2_connection_without_requests_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limits = fileuploader_server::Limits::default();
+    limits.header_timeout = Duration::from_millis(300);
+    let receiver = Receiver::new(dir.path()).unwrap().limits(limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(receiver.serve(listener));
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::get(format!("http://{addr}/upload?upload_id=none"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = sender.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(closed.is_ok(), "the idle connection stayed open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+}
