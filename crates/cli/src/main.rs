@@ -153,8 +153,8 @@ struct ServeArgs {
     /// Connections served at once; one more is answered 503 and closed.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
-    /// How long a client may take to send a request's head, and how long an
-    /// idle keep-alive connection stays open.
+    /// How long a client may take to send a request's head, and how long a
+    /// connection with no request in flight stays open.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     header_timeout: std::time::Duration,
     /// How long a request body may go without a byte before it is answered
@@ -184,6 +184,10 @@ struct ServeArgs {
     /// Also let in upload URLs signed with the key in this file (`fileuploader sign`).
     #[arg(long, value_name = "FILE")]
     signing_key_file: Option<PathBuf>,
+    /// Let pages of this web origin upload from a browser (CORS), e.g.
+    /// `https://app.example`; `*` for any origin; repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    cors_origin: Vec<String>,
 }
 
 /// `--on-conflict`.
@@ -406,6 +410,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let receiver = match args.quota {
         Some(bytes) => receiver.quota(bytes),
         None => receiver,
+    };
+    let receiver = match args.cors_origin.as_slice() {
+        [] => receiver,
+        origins if origins.iter().any(|o| o == "*") => {
+            receiver.cors(fileuploader_server::Cors::any())
+        }
+        origins => receiver.cors(fileuploader_server::Cors::origins(origins.to_vec())),
     };
     let listener = listen(args.addr).map_err(|e| {
         Failure::new(

@@ -161,11 +161,13 @@ pub(crate) struct Acknowledged {
     pub(crate) landed: Option<Statement>,
 }
 
-/// Acknowledges a checked block and, if the upload is then complete, lands
-/// it (as `name` if given, else its own name).
+/// Acknowledges the first `len` bytes of a checked block and, if the
+/// upload is then complete, lands it (as `name` if given, else its own
+/// name).
 pub(crate) async fn acknowledge(
     store: &dyn Store,
     mut writer: Box<dyn BlockWriter>,
+    len: u64,
     crc32c: Option<u32>,
     name: Option<String>,
     policy: OnConflict,
@@ -176,7 +178,7 @@ pub(crate) async fn acknowledge(
             "the block overlaps acknowledged bytes of the upload and differs from them",
         ));
     }
-    let upload = writer.acknowledge(crc32c).await?;
+    let upload = writer.acknowledge(len, crc32c).await?;
     if !upload.complete() {
         return Ok(Acknowledged {
             upload,

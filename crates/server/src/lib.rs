@@ -32,9 +32,11 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod cors;
 mod ingest;
 mod limits;
 mod request;
+mod resumable;
 mod settled;
 pub mod store;
 
@@ -53,6 +55,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Grant;
 pub use crate::auth::{sign_url, Access, NameRule};
+pub use crate::cors::Cors;
 use crate::ingest::{Allowance, Opened};
 pub use crate::limits::Limits;
 use crate::limits::{Cut, Guarded};
@@ -82,18 +85,33 @@ pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 16 << 30;
 pub struct Refusal {
     status: StatusCode,
     message: String,
+    /// The upload's offset, told with a conflict over it.
+    offset: Option<u64>,
 }
 
 impl Refusal {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// A refusal with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Refusal {
             status,
             message: message.into(),
+            offset: None,
         }
     }
 
-    pub(crate) fn internal(what: &str, e: impl fmt::Display) -> Self {
+    /// A 500: `what` failed because of `e`.
+    pub fn internal(what: &str, e: impl fmt::Display) -> Self {
         Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}"))
+    }
+
+    /// The same, telling the upload's offset (`Upload-Offset`).
+    pub(crate) fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = Some(offset);
+        self
+    }
+
+    pub(crate) fn offset(&self) -> Option<u64> {
+        self.offset
     }
 
     /// The HTTP status sent back.
@@ -121,6 +139,7 @@ pub struct Receiver {
     quota: Option<u64>,
     tls: Option<Tls>,
     grace: Duration,
+    cors: Cors,
 }
 
 /// The TLS side of the receiver, when it serves HTTPS.
@@ -158,6 +177,7 @@ impl Receiver {
             quota: None,
             tls: None,
             grace: Duration::from_secs(30),
+            cors: Cors::default(),
         }
     }
 
@@ -209,6 +229,13 @@ impl Receiver {
     #[must_use]
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// Which web origins may upload from a browser (default: none).
+    #[must_use]
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = cors;
         self
     }
 
@@ -276,16 +303,53 @@ impl Receiver {
         Ok(upload.map(|u| (u.begun.total, u.received)))
     }
 
-    /// Handles one request: `POST` uploads, `GET ?upload_id=` asks what the
-    /// receiver holds of an upload, `DELETE ?upload_id=` discards it. Mount
-    /// it in any hyper-compatible service, on a tokio runtime with its time
-    /// driver enabled (the idle timeout needs it).
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    /// Handles one request, in whichever protocol it speaks: the segmented
+    /// multipart convention (`POST` uploads, `GET ?upload_id=` asks what the
+    /// receiver holds of an upload, `DELETE ?upload_id=` discards it), tus
+    /// 1.0 (requests with `Tus-Resumable`, and `HEAD`/`PATCH`), or the IETF
+    /// draft (requests with `Upload-Draft-Interop-Version`); `OPTIONS` says
+    /// what it speaks. Mount it in any hyper-compatible service, on a tokio
+    /// runtime with its time driver enabled (the idle timeout needs it).
+    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let result = match self.access.check(request.headers(), request.uri()) {
+        let origin = request.headers().get(header::ORIGIN).cloned();
+        let preflight = *request.method() == Method::OPTIONS;
+        let override_to = (*request.method() == Method::POST)
+            .then(|| request.headers().get("x-http-method-override"))
+            .flatten()
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        if let Some(method) = override_to {
+            *request.method_mut() = method;
+        }
+        let mut response = if preflight {
+            resumable::options(self.max_upload_size).into_response(Some(resumable::Dialect::Tus))
+        } else {
+            let grant = self.access.check(request.headers(), request.uri());
+            match resumable::Dialect::of(request.headers(), request.method()) {
+                Some(Ok(dialect)) => self.resumable_response(request, grant, dialect).await,
+                Some(Err(refusal)) => resumable::Answer::refused(&refusal).into_response(None),
+                None => self.segmented(request, grant).await,
+            }
+        };
+        self.cors
+            .decorate(origin.as_ref(), preflight, response.headers_mut());
+        response
+    }
+
+    /// Serves one request of the segmented multipart convention.
+    async fn segmented<B>(
+        &self,
+        request: Request<B>,
+        grant: Result<Grant, Refusal>,
+    ) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let result = match grant {
             Err(refusal) => Err(refusal),
             Ok(grant) => match *request.method() {
                 Method::POST if self.discard => self.sink(request).await,
@@ -688,6 +752,7 @@ impl Receiver {
                 let acked = ingest::acknowledge(
                     self.store.as_ref(),
                     writer,
+                    r.len(),
                     expected_crc,
                     name_field,
                     self.on_conflict,

@@ -74,23 +74,32 @@ impl std::error::Error for Cut {}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A form body, checked as it streams: each read must come within the idle
-/// timeout, the first boundary within `max_part_head` bytes, and each part's
-/// head (the boundary line through the blank line) within as many.
+/// A body checked as it streams: each read must come within the idle
+/// timeout; in a form, the first boundary within `max_part_head` bytes, and
+/// each part's head (the boundary line through the blank line) within as
+/// many.
 pub(crate) struct Guarded<S> {
     inner: S,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
-    scan: HeadScan,
+    scan: Option<HeadScan>,
 }
 
 impl<S> Guarded<S> {
+    /// A form body with this boundary.
     pub(crate) fn new(inner: S, boundary: &str, limits: &Limits) -> Self {
+        let mut guarded = Self::raw(inner, limits);
+        guarded.scan = Some(HeadScan::new(boundary, limits.max_part_head));
+        guarded
+    }
+
+    /// A body of plain bytes.
+    pub(crate) fn raw(inner: S, limits: &Limits) -> Self {
         Guarded {
             inner,
             idle: limits.idle_timeout,
             sleep: Box::pin(tokio::time::sleep(limits.idle_timeout)),
-            scan: HeadScan::new(boundary, limits.max_part_head),
+            scan: None,
         }
     }
 }
@@ -107,7 +116,7 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 let deadline = Instant::now() + this.idle;
                 this.sleep.as_mut().reset(deadline);
-                match this.scan.feed(&chunk) {
+                match this.scan.as_mut().map_or(Ok(()), |s| s.feed(&chunk)) {
                     Ok(()) => Poll::Ready(Some(Ok(chunk))),
                     Err(cut) => Poll::Ready(Some(Err(Box::new(cut)))),
                 }

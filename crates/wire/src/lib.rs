@@ -24,6 +24,7 @@
 mod crc;
 mod escape;
 mod ranges;
+pub mod resumable;
 mod statement;
 
 use std::fmt;

@@ -514,22 +514,34 @@ impl BlockWriter for FsBlock {
         Ok(self.same)
     }
 
-    async fn acknowledge(self: Box<Self>, crc32c: Option<u32>) -> Result<Upload, Refusal> {
+    async fn acknowledge(
+        self: Box<Self>,
+        len: u64,
+        crc32c: Option<u32>,
+    ) -> Result<Upload, Refusal> {
         let FsBlock {
             store,
             file,
             id,
             range,
             acked,
+            written,
             ..
         } = *self;
+        if len > written || len > range.len() {
+            return Err(Refusal::internal(
+                "acknowledge block",
+                format!("{len} bytes acknowledged of {written} written"),
+            ));
+        }
+        let end = range.start + len;
         store
             .with("acknowledge block", move |s| {
-                if acked.covered() != range.len() {
+                if !acked.contains(range.start, end) {
                     let change = Change::Ack {
                         id: id.clone(),
                         start: range.start,
-                        end: range.end,
+                        end,
                         crc: crc32c,
                         file: s.temp_of(&id),
                     };

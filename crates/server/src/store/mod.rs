@@ -198,9 +198,12 @@ pub trait BlockWriter: WriteBytes {
     /// acknowledged bytes was the same as them.
     async fn finish(&mut self) -> Result<bool, Refusal>;
 
-    /// Records the block, with its CRC32C if it had one, once its bytes and
-    /// its record are durable; returns the upload as it is then.
-    async fn acknowledge(self: Box<Self>, crc32c: Option<u32>) -> Result<Upload, Refusal>;
+    /// Records the first `len` bytes of the reserved range as a block
+    /// (all of them for a block that arrived whole), with its CRC32C if it
+    /// had one, once its bytes and its record are durable; returns the
+    /// upload as it is then.
+    async fn acknowledge(self: Box<Self>, len: u64, crc32c: Option<u32>)
+        -> Result<Upload, Refusal>;
 }
 
 /// Takes the bytes of a file sent whole; dropping it keeps nothing.

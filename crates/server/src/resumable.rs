@@ -1,0 +1,626 @@
+//! The receiver's tus 1.0 and IETF resumable-upload doors. Both create an
+//! upload with `POST` (answering its URL in `Location`), report its offset
+//! on `HEAD`, append with `PATCH` at `Upload-Offset`, and end it with
+//! `DELETE`; they differ in their version headers, media types and how a
+//! request says it carries the end. Both run on the same store as the
+//! segmented multipart door: an append is a block from the offset, answered
+//! only once durable.
+
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use fileuploader_wire::resumable::{
+    format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Metadata, INTEROP_VERSION,
+    INTEROP_VERSIONS, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE,
+    TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT,
+    UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA,
+    UPLOAD_OFFSET,
+};
+use fileuploader_wire::{ContentRange, Statement};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use sha1::Digest as _;
+
+use crate::auth::Grant;
+use crate::ingest::{self, Allowance, Chunks, Opened};
+use crate::limits::{Cut, Guarded};
+use crate::store::{NewUpload, Upload};
+use crate::{plain_name, Receiver, Refusal};
+
+/// The tus extensions this receiver supports.
+pub(crate) const TUS_EXTENSIONS: &str =
+    "creation,creation-with-upload,termination,checksum,expiration";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which of the two protocols a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Tus,
+    /// The IETF draft at this interop version.
+    Ietf(u32),
+}
+
+impl Dialect {
+    /// The protocol a request's headers name, if either: the IETF draft's
+    /// version header, else tus's (a `HEAD` may come without it).
+    pub(crate) fn of(
+        request_headers: &HeaderMap,
+        method: &Method,
+    ) -> Option<Result<Self, Refusal>> {
+        if let Some(value) = request_headers.get(INTEROP_VERSION) {
+            let version = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .filter(|v| INTEROP_VERSIONS.contains(v));
+            return Some(version.map(Dialect::Ietf).ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unsupported Upload-Draft-Interop-Version {value:?}; this receiver speaks {INTEROP_VERSIONS:?}"
+                    ),
+                )
+            }));
+        }
+        let tus = request_headers.contains_key(TUS_RESUMABLE)
+            || matches!(*method, Method::HEAD | Method::PATCH);
+        tus.then_some(Ok(Dialect::Tus))
+    }
+}
+
+/// A response under construction: status, headers, a text body.
+pub(crate) struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn new(status: StatusCode) -> Self {
+        Answer {
+            status,
+            headers: HeaderMap::new(),
+            body: String::new(),
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: impl ToString) -> Self {
+        if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
+            self.headers.insert(HeaderName::from_static(name), value);
+        }
+        self
+    }
+
+    pub(crate) fn refused(refusal: &Refusal) -> Self {
+        let mut answer = Answer::new(refusal.status());
+        answer.body = format!("{}\n", refusal.message());
+        answer.header("content-type", "text/plain; charset=utf-8")
+    }
+
+    pub(crate) fn into_response(self, dialect: Option<Dialect>) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::from(self.body)));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        match dialect {
+            Some(Dialect::Tus) => {
+                response
+                    .headers_mut()
+                    .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_V1));
+            }
+            Some(Dialect::Ietf(v)) => {
+                response.headers_mut().insert(INTEROP_VERSION, v.into());
+            }
+            None => {}
+        }
+        response
+    }
+}
+
+/// The `OPTIONS` answer: what the receiver speaks.
+pub(crate) fn options(max_size: u64) -> Answer {
+    let algorithms: Vec<&str> = ChecksumAlgorithm::ALL.iter().map(|a| a.name()).collect();
+    Answer::new(StatusCode::NO_CONTENT)
+        .header(TUS_VERSION, TUS_V1)
+        .header(TUS_EXTENSION, TUS_EXTENSIONS)
+        .header(TUS_MAX_SIZE, max_size)
+        .header(TUS_CHECKSUM_ALGORITHM, algorithms.join(","))
+}
+
+/// A digest being computed over a body, for `Upload-Checksum`.
+enum Hasher {
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+    /// CRC32C comes from the pour itself.
+    Crc32c,
+}
+
+impl Hasher {
+    fn new(algorithm: ChecksumAlgorithm) -> Self {
+        match algorithm {
+            ChecksumAlgorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            ChecksumAlgorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            ChecksumAlgorithm::Crc32c => Hasher::Crc32c,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(bytes),
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Crc32c => {}
+        }
+    }
+
+    fn finish(self, crc32c: u32) -> Vec<u8> {
+        match self {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Crc32c => crc32c.to_be_bytes().to_vec(),
+        }
+    }
+}
+
+/// A raw request body as chunks, each within the idle timeout, feeding a
+/// digest as they pass.
+struct Body {
+    stream: Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>,
+    hasher: Option<Hasher>,
+}
+
+#[async_trait::async_trait]
+impl Chunks for Body {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Refusal> {
+        match self.stream.next().await {
+            None => Ok(None),
+            Some(Ok(chunk)) => {
+                if let Some(h) = &mut self.hasher {
+                    h.update(&chunk);
+                }
+                Ok(Some(chunk))
+            }
+            Some(Err(e)) => Err(match e.downcast_ref::<Cut>() {
+                Some(cut) => Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string()),
+                None => Refusal::new(StatusCode::BAD_REQUEST, format!("body: {e}")),
+            }),
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Where an upload's bytes stop being contiguous from the start: its
+/// offset.
+fn offset_of(upload: &Upload) -> u64 {
+    match upload.received.ranges().first() {
+        Some(&(0, end)) => end,
+        _ => 0,
+    }
+}
+
+/// A fresh upload id: 128 random bits in hex.
+fn fresh_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl Receiver {
+    /// Serves one tus or IETF request.
+    pub(crate) async fn resumable<B>(
+        &self,
+        request: Request<B>,
+        grant: &Grant,
+        dialect: Dialect,
+    ) -> Result<Answer, Refusal>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if dialect == Dialect::Tus
+            && *request.method() != Method::HEAD
+            && text(request.headers(), TUS_RESUMABLE) != Some(TUS_V1)
+        {
+            return Ok(Answer::new(StatusCode::PRECONDITION_FAILED).header(TUS_VERSION, TUS_V1));
+        }
+        match *request.method() {
+            Method::POST => self.create(request, grant, dialect).await,
+            Method::HEAD => self.offset(request.uri(), grant, dialect).await,
+            Method::PATCH => self.append(request, grant, dialect).await,
+            Method::DELETE => self.terminate(request.uri(), grant).await,
+            _ => Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST, HEAD, PATCH or DELETE",
+            )),
+        }
+    }
+
+    /// The upload a URL names: its last path segment.
+    fn upload_of(uri: &http::Uri) -> Result<&str, Refusal> {
+        let id = uri
+            .path()
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("");
+        fileuploader_wire::check_upload_id(id)
+            .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
+    }
+
+    /// When an upload touched now expires.
+    fn expires(&self) -> String {
+        httpdate::fmt_http_date(SystemTime::now() + self.expire)
+    }
+
+    async fn create<B>(
+        &self,
+        request: Request<B>,
+        grant: &Grant,
+        dialect: Dialect,
+    ) -> Result<Answer, Refusal>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let headers = request.headers();
+        if headers.contains_key(UPLOAD_CONCAT) {
+            return Err(Refusal::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "this receiver does not concatenate uploads (Upload-Concat)",
+            ));
+        }
+        if headers.contains_key(UPLOAD_DEFER_LENGTH) {
+            return Err(bad(
+                "Upload-Defer-Length is not supported: send Upload-Length",
+            ));
+        }
+        let complete = completes(headers, dialect)?;
+        let length = match (text(headers, UPLOAD_LENGTH), complete) {
+            (Some(v), _) => parse_offset(v).map_err(|e| bad(e.to_string()))?,
+            (None, Some(true)) => text(headers, header::CONTENT_LENGTH.as_str())
+                .and_then(|v| parse_offset(v).ok())
+                .ok_or_else(|| {
+                    bad("a complete upload without Upload-Length needs a Content-Length")
+                })?,
+            (None, _) => return Err(bad("Upload-Length is required")),
+        };
+        let max_size = grant
+            .max_size
+            .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
+        if length > max_size {
+            return Err(crate::too_large(max_size));
+        }
+        let metadata = text(headers, UPLOAD_METADATA)
+            .map(Metadata::parse)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?
+            .unwrap_or_default();
+        let id = fresh_id();
+        let name = match metadata.text("filename").or_else(|| metadata.text("name")) {
+            Some(name) => plain_name(&name)?,
+            None => id.clone(),
+        };
+        if let Some(rule) = &grant.name {
+            if !rule.allows(&name) {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the upload URL does not allow the name {name:?}"),
+                ));
+            }
+        }
+        let location = format!("{}/{id}", request.uri().path().trim_end_matches('/'));
+        let with_body = match dialect {
+            Dialect::Tus => {
+                text(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM)
+            }
+            Dialect::Ietf(_) => true,
+        };
+        let new = NewUpload {
+            id: id.clone(),
+            total: length,
+            name,
+            owner: grant.owner.clone(),
+        };
+        let allowance = self.allowance(grant);
+        let Opened::InProgress(upload) = ingest::open(self.store.as_ref(), new, allowance).await?
+        else {
+            return Err(Refusal::internal("create upload", "a fresh id had landed"));
+        };
+        let answer = Answer::new(StatusCode::CREATED)
+            .header("location", &location)
+            .header(UPLOAD_EXPIRES, self.expires());
+        if !with_body {
+            return Ok(answer.header(UPLOAD_OFFSET, 0));
+        }
+        let (offset, landed) = self.pour_append(request, &upload, 0, complete).await?;
+        Ok(finished(answer, dialect, offset, landed))
+    }
+
+    fn allowance<'a>(&self, grant: &'a Grant) -> Allowance<'a> {
+        Allowance {
+            owner: &grant.owner,
+            policy: self.on_conflict,
+            quota: self.quota,
+        }
+    }
+
+    async fn offset(
+        &self,
+        uri: &http::Uri,
+        grant: &Grant,
+        dialect: Dialect,
+    ) -> Result<Answer, Refusal> {
+        let id = Self::upload_of(uri)?;
+        let status = match dialect {
+            Dialect::Tus => StatusCode::OK,
+            Dialect::Ietf(_) => StatusCode::NO_CONTENT,
+        };
+        let answer = Answer::new(status).header("cache-control", "no-store");
+        let (offset, length, complete) =
+            match ingest::find_owned(self.store.as_ref(), id, &grant.owner).await? {
+                Some(upload) => (offset_of(&upload), upload.begun.total, false),
+                None => match self.store.landed(id).await? {
+                    Some(Statement::Landed { length, .. }) => (length, length, true),
+                    _ => {
+                        return Err(Refusal::new(
+                            StatusCode::NOT_FOUND,
+                            format!("upload {id} is unknown, expired or ended"),
+                        ))
+                    }
+                },
+            };
+        let answer = answer
+            .header(UPLOAD_OFFSET, offset)
+            .header(UPLOAD_LENGTH, length);
+        Ok(match dialect {
+            Dialect::Tus => answer,
+            Dialect::Ietf(3) => answer.header(UPLOAD_INCOMPLETE, format_flag(!complete)),
+            Dialect::Ietf(_) => answer.header(UPLOAD_COMPLETE, format_flag(complete)),
+        })
+    }
+
+    async fn append<B>(
+        &self,
+        request: Request<B>,
+        grant: &Grant,
+        dialect: Dialect,
+    ) -> Result<Answer, Refusal>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let headers = request.headers();
+        if dialect == Dialect::Tus
+            && text(headers, header::CONTENT_TYPE.as_str()) != Some(OFFSET_OCTET_STREAM)
+        {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("a tus PATCH is {OFFSET_OCTET_STREAM}"),
+            ));
+        }
+        let offset = text(headers, UPLOAD_OFFSET)
+            .ok_or_else(|| bad("Upload-Offset is required"))
+            .and_then(|v| parse_offset(v).map_err(|e| bad(e.to_string())))?;
+        let complete = completes(headers, dialect)?;
+        let id = Self::upload_of(request.uri())?.to_owned();
+        let Some(upload) = ingest::find_owned(self.store.as_ref(), &id, &grant.owner).await? else {
+            if let Some(Statement::Landed { length, .. }) = self.store.landed(&id).await? {
+                // Complete already: an empty append at its end is no change.
+                if offset == length && request_is_empty(headers) {
+                    let answer = Answer::new(StatusCode::NO_CONTENT);
+                    return Ok(finished(answer, dialect, length, true));
+                }
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    format!("upload {id} is complete at {length} bytes"),
+                )
+                .with_offset(length));
+            }
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("upload {id} is unknown, expired or ended"),
+            ));
+        };
+        let held = offset_of(&upload);
+        if offset != held {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                format!("Upload-Offset is {offset}, but the receiver holds {held} bytes"),
+            )
+            .with_offset(held));
+        }
+        let answer = Answer::new(StatusCode::NO_CONTENT).header(UPLOAD_EXPIRES, self.expires());
+        let (offset, landed) = self.pour_append(request, &upload, offset, complete).await?;
+        Ok(finished(answer, dialect, offset, landed))
+    }
+
+    /// Appends a request's body at `offset`: checked against its
+    /// `Upload-Checksum`, acknowledged durably, landed when it completes the
+    /// upload. A body cut short without a checksum keeps what arrived.
+    /// Returns the new offset and whether the upload landed.
+    async fn pour_append<B>(
+        &self,
+        request: Request<B>,
+        upload: &Upload,
+        offset: u64,
+        complete: Option<bool>,
+    ) -> Result<(u64, bool), Refusal>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let checksum = text(request.headers(), UPLOAD_CHECKSUM)
+            .map(Checksum::parse)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        let algorithm = match &checksum {
+            None => None,
+            Some(c) => Some(ChecksumAlgorithm::from_name(&c.algorithm).ok_or_else(|| {
+                bad(format!(
+                    "checksum algorithm {:?} is not supported",
+                    c.algorithm
+                ))
+            })?),
+        };
+        let total = upload.begun.total;
+        if offset == total {
+            return Ok((offset, false));
+        }
+        let range = ContentRange {
+            start: offset,
+            end: total,
+            total,
+        };
+        let mut writer = self.store.write_block(upload, range).await?;
+        let stream = request.into_body().into_data_stream().map_err(Into::into);
+        let mut body = Body {
+            stream: Box::pin(Guarded::raw(Box::pin(stream), &self.limits)),
+            hasher: algorithm.map(Hasher::new),
+        };
+        let mut poured = ingest::Poured { len: 0, crc32c: 0 };
+        let cut = loop {
+            match body.next_chunk().await {
+                Ok(None) => break None,
+                Ok(Some(chunk)) => {
+                    if poured.len + chunk.len() as u64 > range.len() {
+                        break Some(Refusal::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("the body runs past the upload's {total} bytes"),
+                        ));
+                    }
+                    poured.len += chunk.len() as u64;
+                    poured.crc32c = crc32c::crc32c_append(poured.crc32c, &chunk);
+                    writer.write(chunk).await?;
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(refusal) = cut {
+            if checksum.is_none()
+                && poured.len > 0
+                && refusal.status() != StatusCode::PAYLOAD_TOO_LARGE
+            {
+                // What arrived is kept: the client resumes from there.
+                ingest::acknowledge(
+                    self.store.as_ref(),
+                    writer,
+                    poured.len,
+                    Some(poured.crc32c),
+                    None,
+                    self.on_conflict,
+                )
+                .await?;
+            }
+            return Err(refusal);
+        }
+        if let (Some(expected), Some(hasher)) = (&checksum, body.hasher.take()) {
+            let digest = hasher.finish(poured.crc32c);
+            if digest != expected.digest {
+                return Err(Refusal::new(
+                    StatusCode::from_u16(fileuploader_wire::DIGEST_MISMATCH)
+                        .unwrap_or(StatusCode::BAD_REQUEST),
+                    format!(
+                        "the body does not match its {} checksum",
+                        expected.algorithm
+                    ),
+                ));
+            }
+        }
+        let end = offset + poured.len;
+        if complete == Some(true) && end != total {
+            return Err(bad(format!(
+                "Upload-Complete says this request ends the upload, but it ends at {end} of {total} bytes"
+            )));
+        }
+        if poured.len == 0 {
+            return Ok((offset, false));
+        }
+        let acked = ingest::acknowledge(
+            self.store.as_ref(),
+            writer,
+            poured.len,
+            Some(poured.crc32c),
+            None,
+            self.on_conflict,
+        )
+        .await?;
+        Ok((offset_of(&acked.upload).max(end), acked.landed.is_some()))
+    }
+
+    async fn terminate(&self, uri: &http::Uri, grant: &Grant) -> Result<Answer, Refusal> {
+        let id = Self::upload_of(uri)?;
+        if ingest::find_owned(self.store.as_ref(), id, &grant.owner)
+            .await?
+            .is_none()
+        {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("upload {id} is unknown, expired or ended"),
+            ));
+        }
+        self.store.discard(id).await?;
+        Ok(Answer::new(StatusCode::NO_CONTENT))
+    }
+
+    /// Serves one request of either protocol, answering its refusals in
+    /// its own dialect.
+    pub(crate) async fn resumable_response<B>(
+        &self,
+        request: Request<B>,
+        grant: Result<Grant, Refusal>,
+        dialect: Dialect,
+    ) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let result = match grant {
+            Ok(grant) => self.resumable(request, &grant, dialect).await,
+            Err(refusal) => Err(refusal),
+        };
+        let answer = result.unwrap_or_else(|refusal| {
+            tracing::debug!(%refusal, "refused");
+            let offset = refusal.offset();
+            let answer = Answer::refused(&refusal);
+            match offset {
+                Some(offset) => answer.header(UPLOAD_OFFSET, offset),
+                None => answer,
+            }
+        });
+        answer.into_response(Some(dialect))
+    }
+}
+
+/// Whether the request says it ends the upload (IETF), if it says.
+fn completes(headers: &HeaderMap, dialect: Dialect) -> Result<Option<bool>, Refusal> {
+    let (name, inverted) = match dialect {
+        Dialect::Tus => return Ok(None),
+        Dialect::Ietf(3) => (UPLOAD_INCOMPLETE, true),
+        Dialect::Ietf(_) => (UPLOAD_COMPLETE, false),
+    };
+    text(headers, name)
+        .map(|v| parse_flag(v).map(|f| f != inverted))
+        .transpose()
+        .map_err(|e| bad(format!("{name}: {e}")))
+}
+
+fn request_is_empty(headers: &HeaderMap) -> bool {
+    text(headers, header::CONTENT_LENGTH.as_str()).is_none_or(|v| v.trim() == "0")
+}
+
+/// An append's answer: the new offset and, in the IETF dialect, whether the
+/// upload is complete.
+fn finished(answer: Answer, dialect: Dialect, offset: u64, landed: bool) -> Answer {
+    let answer = answer.header(UPLOAD_OFFSET, offset);
+    match dialect {
+        Dialect::Tus => answer,
+        Dialect::Ietf(3) => answer.header(UPLOAD_INCOMPLETE, format_flag(!landed)),
+        Dialect::Ietf(_) => answer.header(UPLOAD_COMPLETE, format_flag(landed)),
+    }
+}

@@ -1,0 +1,363 @@
+//! The receiver's tus 1.0 and IETF draft doors, request by request.
+
+use bytes::Bytes;
+use fileuploader_server::Receiver;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use sha1::Digest as _;
+
+type Answer = http::Response<Bytes>;
+
+async fn send(receiver: &Receiver, request: Request<Full<Bytes>>) -> Answer {
+    let response = receiver.handle(request).await;
+    let (parts, body) = response.into_parts();
+    http::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+}
+
+fn tus(method: &str, uri: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("tus-resumable", "1.0.0")
+}
+
+fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
+    answer
+        .headers()
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+fn patch(uri: &str, offset: u64, bytes: &'static [u8]) -> Request<Full<Bytes>> {
+    tus("PATCH", uri)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset)
+        .body(Full::new(Bytes::from_static(bytes)))
+        .unwrap()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn a_tus_upload_is_created_appended_checked_and_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap().max_upload_size(1 << 20);
+
+    let options = send(
+        &receiver,
+        Request::options("/files").body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(header(&options, "tus-version"), "1.0.0");
+    assert!(header(&options, "tus-extension").contains("creation-with-upload"));
+    assert_eq!(
+        header(&options, "tus-checksum-algorithm"),
+        "crc32c,sha256,sha1"
+    );
+    assert_eq!(header(&options, "tus-max-size"), "1048576");
+
+    let unversioned = Request::post("/files")
+        .header("upload-length", "10")
+        .body(Full::default())
+        .unwrap();
+    // Without Tus-Resumable a POST is the segmented door's, which wants a form.
+    assert_eq!(
+        send(&receiver, unversioned).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let old = Request::post("/files")
+        .header("tus-resumable", "0.2.2")
+        .header("upload-length", "10")
+        .body(Full::default())
+        .unwrap();
+    let old = send(&receiver, old).await;
+    assert_eq!(old.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(header(&old, "tus-version"), "1.0.0");
+    let huge = tus("POST", "/files")
+        .header("upload-length", 2 << 20)
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(&receiver, huge).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    let created = tus("POST", "/files/")
+        .header("upload-length", "10")
+        .header(
+            "upload-metadata",
+            format!("filename {},kind", base64(b"t.txt")),
+        )
+        .body(Full::default())
+        .unwrap();
+    let created = send(&receiver, created).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(header(&created, "tus-resumable"), "1.0.0");
+    let url = header(&created, "location").to_owned();
+    assert!(url.starts_with("/files/") && url.len() > 20, "{url}");
+    assert!(!header(&created, "upload-expires").is_empty());
+
+    let head = send(&receiver, tus("HEAD", &url).body(Full::default()).unwrap()).await;
+    assert_eq!(
+        (
+            head.status(),
+            header(&head, "upload-offset"),
+            header(&head, "upload-length")
+        ),
+        (StatusCode::OK, "0", "10")
+    );
+    assert_eq!(header(&head, "cache-control"), "no-store");
+
+    let wrong_type = tus("PATCH", &url)
+        .header("upload-offset", "0")
+        .body(Full::new(Bytes::from_static(b"abc")))
+        .unwrap();
+    assert_eq!(
+        send(&receiver, wrong_type).await.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let first = send(&receiver, patch(&url, 0, b"abcd")).await;
+    assert_eq!(
+        (first.status(), header(&first, "upload-offset")),
+        (StatusCode::NO_CONTENT, "4")
+    );
+    let stale = send(&receiver, patch(&url, 0, b"abcd")).await;
+    assert_eq!(
+        (stale.status(), header(&stale, "upload-offset")),
+        (StatusCode::CONFLICT, "4"),
+        "a stale offset hears the right one"
+    );
+
+    let mut bad_sum = patch(&url, 4, b"efg");
+    bad_sum.headers_mut().insert(
+        "upload-checksum",
+        format!("sha1 {}", base64(&sha1::Sha1::digest(b"xxx")))
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(send(&receiver, bad_sum).await.status().as_u16(), 460);
+    let mut unknown = patch(&url, 4, b"efg");
+    unknown
+        .headers_mut()
+        .insert("upload-checksum", "md5 AAAA".parse().unwrap());
+    assert_eq!(
+        send(&receiver, unknown).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let head = send(&receiver, tus("HEAD", &url).body(Full::default()).unwrap()).await;
+    assert_eq!(
+        header(&head, "upload-offset"),
+        "4",
+        "refused bodies count for nothing"
+    );
+
+    let mut good = patch(&url, 4, b"efg");
+    good.headers_mut().insert(
+        "upload-checksum",
+        format!("sha1 {}", base64(&sha1::Sha1::digest(b"efg")))
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(send(&receiver, good).await.status(), StatusCode::NO_CONTENT);
+    let too_long = send(&receiver, patch(&url, 7, b"hijk")).await;
+    assert_eq!(too_long.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let last = send(&receiver, patch(&url, 7, b"hij")).await;
+    assert_eq!(
+        (last.status(), header(&last, "upload-offset")),
+        (StatusCode::NO_CONTENT, "10")
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("t.txt")).unwrap(),
+        b"abcdefghij"
+    );
+
+    let head = send(&receiver, tus("HEAD", &url).body(Full::default()).unwrap()).await;
+    assert_eq!(
+        (
+            head.status(),
+            header(&head, "upload-offset"),
+            header(&head, "upload-length")
+        ),
+        (StatusCode::OK, "10", "10"),
+        "a landed upload reads as complete"
+    );
+}
+
+#[tokio::test]
+async fn tus_creation_with_upload_termination_and_a_cut_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    let created = tus("POST", "/files")
+        .header("upload-length", "8")
+        .header("upload-metadata", format!("filename {}", base64(b"w.bin")))
+        .header("content-type", "application/offset+octet-stream")
+        .body(Full::new(Bytes::from_static(b"0123")))
+        .unwrap();
+    let created = send(&receiver, created).await;
+    assert_eq!(
+        (created.status(), header(&created, "upload-offset")),
+        (StatusCode::CREATED, "4")
+    );
+    let url = header(&created, "location").to_owned();
+
+    // A body that breaks after two bytes keeps them.
+    let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = vec![
+        Ok(http_body::Frame::data(Bytes::from_static(b"45"))),
+        Err(std::io::Error::other("connection reset")),
+    ];
+    let cut = tus("PATCH", &url)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "4")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .unwrap();
+    assert_eq!(receiver.handle(cut).await.status(), StatusCode::BAD_REQUEST);
+    let head = send(&receiver, tus("HEAD", &url).body(Full::default()).unwrap()).await;
+    assert_eq!(header(&head, "upload-offset"), "6");
+
+    let end = send(
+        &receiver,
+        tus("DELETE", &url).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(end.status(), StatusCode::NO_CONTENT);
+    let head = send(&receiver, tus("HEAD", &url).body(Full::default()).unwrap()).await;
+    assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&receiver, patch(&url, 6, b"67")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(!dir.path().join("w.bin").exists());
+}
+
+fn ietf(method: &str, uri: &str, version: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("upload-draft-interop-version", version)
+}
+
+#[tokio::test]
+async fn an_ietf_upload_lands_in_one_request_or_in_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+
+    let whole = ietf("POST", "/up", "6")
+        .header("upload-complete", "?1")
+        .header("content-length", "5")
+        .header(
+            "upload-metadata",
+            format!("filename {}", base64(b"one.txt")),
+        )
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let whole = send(&receiver, whole).await;
+    assert_eq!(whole.status(), StatusCode::CREATED);
+    assert_eq!(header(&whole, "upload-complete"), "?1");
+    assert_eq!(header(&whole, "upload-draft-interop-version"), "6");
+    assert_eq!(std::fs::read(dir.path().join("one.txt")).unwrap(), b"hello");
+
+    let begun = ietf("POST", "/up", "6")
+        .header("upload-complete", "?0")
+        .header("upload-length", "6")
+        .header(
+            "upload-metadata",
+            format!("filename {}", base64(b"two.txt")),
+        )
+        .body(Full::default())
+        .unwrap();
+    let begun = send(&receiver, begun).await;
+    let url = header(&begun, "location").to_owned();
+    let append = |offset: u64, body: &'static [u8], complete: &str| {
+        ietf("PATCH", &url, "6")
+            .header("content-type", "application/partial-upload")
+            .header("upload-offset", offset)
+            .header("upload-complete", complete)
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap()
+    };
+    let first = send(&receiver, append(0, b"wor", "?0")).await;
+    assert_eq!(
+        (
+            first.status(),
+            header(&first, "upload-offset"),
+            header(&first, "upload-complete")
+        ),
+        (StatusCode::NO_CONTENT, "3", "?0")
+    );
+    let head = send(
+        &receiver,
+        ietf("HEAD", &url, "6").body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (
+            head.status(),
+            header(&head, "upload-offset"),
+            header(&head, "upload-complete")
+        ),
+        (StatusCode::NO_CONTENT, "3", "?0")
+    );
+    let early = send(&receiver, append(3, b"l", "?1")).await;
+    assert_eq!(
+        early.status(),
+        StatusCode::BAD_REQUEST,
+        "complete, but short"
+    );
+    let last = send(&receiver, append(3, b"lds", "?1")).await;
+    assert_eq!(header(&last, "upload-complete"), "?1");
+    assert_eq!(
+        std::fs::read(dir.path().join("two.txt")).unwrap(),
+        b"worlds"
+    );
+
+    let version_3 = ietf("POST", "/up", "3")
+        .header("upload-incomplete", "?0")
+        .header("content-length", "3")
+        .body(Full::new(Bytes::from_static(b"old")))
+        .unwrap();
+    let version_3 = send(&receiver, version_3).await;
+    assert_eq!(
+        (version_3.status(), header(&version_3, "upload-incomplete")),
+        (StatusCode::CREATED, "?0")
+    );
+    let unknown = ietf("POST", "/up", "99").body(Full::default()).unwrap();
+    assert_eq!(
+        send(&receiver, unknown).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn browsers_of_allowed_origins_get_cors_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .cors(fileuploader_server::Cors::origins(["https://app.example"]))
+        .access(fileuploader_server::Access::open().token("secret"));
+    let preflight = Request::options("/files")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PATCH")
+        .body(Full::default())
+        .unwrap();
+    let preflight = send(&receiver, preflight).await;
+    assert!(
+        preflight.status().is_success(),
+        "a preflight needs no token"
+    );
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert!(header(&preflight, "access-control-allow-methods").contains("PATCH"));
+    let denied = tus("POST", "/files")
+        .header("origin", "https://app.example")
+        .header("upload-length", "1")
+        .body(Full::default())
+        .unwrap();
+    let denied = send(&receiver, denied).await;
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&denied, "access-control-expose-headers").contains("upload-offset"));
+}

@@ -1,0 +1,315 @@
+//! The bytes of tus 1.0 and of the IETF resumable-upload draft, which share
+//! most of them: header names, `Upload-Metadata`, `Upload-Checksum`,
+//! `Upload-Concat`, offsets and structured booleans.
+
+use std::fmt;
+
+use base64::Engine as _;
+
+use crate::WireError;
+
+/// The tus version header, sent on every tus request and response but
+/// `OPTIONS` requests.
+pub const TUS_RESUMABLE: &str = "tus-resumable";
+/// The one tus version spoken.
+pub const TUS_V1: &str = "1.0.0";
+/// The versions a tus server speaks (in its `OPTIONS` answer).
+pub const TUS_VERSION: &str = "tus-version";
+/// The extensions a tus server supports, comma-separated.
+pub const TUS_EXTENSION: &str = "tus-extension";
+/// The largest upload a tus server takes.
+pub const TUS_MAX_SIZE: &str = "tus-max-size";
+/// The checksum algorithms a tus server takes, comma-separated.
+pub const TUS_CHECKSUM_ALGORITHM: &str = "tus-checksum-algorithm";
+/// How many bytes of an upload the server holds, or where an append starts.
+pub const UPLOAD_OFFSET: &str = "upload-offset";
+/// The length of the whole upload.
+pub const UPLOAD_LENGTH: &str = "upload-length";
+/// tus metadata: `key base64(value)` pairs, comma-separated.
+pub const UPLOAD_METADATA: &str = "upload-metadata";
+/// A digest of one request's body: `algorithm base64(digest)`.
+pub const UPLOAD_CHECKSUM: &str = "upload-checksum";
+/// `partial`, or `final;URL URL …` (the concatenation extension).
+pub const UPLOAD_CONCAT: &str = "upload-concat";
+/// When an unfinished upload expires (an HTTP date).
+pub const UPLOAD_EXPIRES: &str = "upload-expires";
+/// A tus upload whose length comes later (not supported here: refused).
+pub const UPLOAD_DEFER_LENGTH: &str = "upload-defer-length";
+/// The media type of a tus append.
+pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
+/// The IETF draft's interop version header: its presence marks a request
+/// of the draft.
+pub const INTEROP_VERSION: &str = "upload-draft-interop-version";
+/// Whether a request carries the upload's end (`?1`) or not (`?0`); interop
+/// versions 4 and later.
+pub const UPLOAD_COMPLETE: &str = "upload-complete";
+/// The inverse of [`UPLOAD_COMPLETE`], in interop version 3.
+pub const UPLOAD_INCOMPLETE: &str = "upload-incomplete";
+/// The media type of an IETF append from interop version 6.
+pub const PARTIAL_UPLOAD: &str = "application/partial-upload";
+/// The interop versions of the IETF draft spoken here: 3 (draft -01), 5
+/// (draft -03) and 6 (draft -05); tus-js-client's `ietf-draft-03` and
+/// `ietf-draft-05` modes send 5 and 6.
+pub const INTEROP_VERSIONS: [u32; 3] = [3, 5, 6];
+
+/// Parses an offset or length: decimal digits only.
+///
+/// # Errors
+///
+/// Anything else, or a number above `u64::MAX`.
+pub fn parse_offset(value: &str) -> Result<u64, WireError> {
+    let bad = || WireError(format!("malformed offset {value:?}"));
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    value.parse().map_err(|_| bad())
+}
+
+/// Parses a structured-field boolean: `?1` or `?0`.
+///
+/// # Errors
+///
+/// Anything else.
+pub fn parse_flag(value: &str) -> Result<bool, WireError> {
+    match value.trim() {
+        "?1" => Ok(true),
+        "?0" => Ok(false),
+        other => Err(WireError(format!("malformed boolean {other:?}"))),
+    }
+}
+
+/// A structured-field boolean: `?1` or `?0`.
+pub fn format_flag(on: bool) -> &'static str {
+    if on {
+        "?1"
+    } else {
+        "?0"
+    }
+}
+
+/// tus `Upload-Metadata`: keys with optional values, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata(pub Vec<(String, Option<Vec<u8>>)>);
+
+impl Metadata {
+    /// Parses the header value.
+    ///
+    /// # Errors
+    ///
+    /// An empty or spaced key, a key given twice, or a value that is not
+    /// base64.
+    pub fn parse(value: &str) -> Result<Self, WireError> {
+        let mut pairs: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let mut words = pair.split(' ').filter(|w| !w.is_empty());
+            let key = words.next().unwrap_or("");
+            let encoded = words.next();
+            if key.is_empty() || words.next().is_some() {
+                return Err(WireError(format!(
+                    "malformed Upload-Metadata pair {pair:?}"
+                )));
+            }
+            if pairs.iter().any(|(k, _)| k == key) {
+                return Err(WireError(format!(
+                    "Upload-Metadata key {key:?} given twice"
+                )));
+            }
+            let decoded = encoded
+                .map(|v| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v)
+                        .map_err(|_| WireError(format!("Upload-Metadata {key:?} is not base64")))
+                })
+                .transpose()?;
+            pairs.push((key.to_owned(), decoded));
+        }
+        Ok(Metadata(pairs))
+    }
+
+    /// The value of `key` as text, if present and UTF-8.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| String::from_utf8(v.clone()?).ok())
+    }
+}
+
+impl fmt::Display for Metadata {
+    /// The header value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (key, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(key)?;
+            if let Some(value) = value {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+                write!(f, " {encoded}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A checksum algorithm of the tus checksum extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumAlgorithm {
+    /// SHA-1, which every tus server with the extension must take.
+    Sha1,
+    /// SHA-256.
+    Sha256,
+    /// CRC32C, its 4 bytes big-endian.
+    Crc32c,
+}
+
+impl ChecksumAlgorithm {
+    /// Every algorithm, in order of preference.
+    pub const ALL: [ChecksumAlgorithm; 3] = [Self::Crc32c, Self::Sha256, Self::Sha1];
+
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+            Self::Crc32c => "crc32c",
+        }
+    }
+
+    /// The algorithm called `name`, if known.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+/// An `Upload-Checksum` value: an algorithm and a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    /// The algorithm's name as sent (it may be one not known here).
+    pub algorithm: String,
+    /// The digest's bytes.
+    pub digest: Vec<u8>,
+}
+
+impl Checksum {
+    /// Parses the header value.
+    ///
+    /// # Errors
+    ///
+    /// Not two words, or a digest that is not base64.
+    pub fn parse(value: &str) -> Result<Self, WireError> {
+        let bad = || WireError(format!("malformed Upload-Checksum {value:?}"));
+        let (algorithm, encoded) = value.trim().split_once(' ').ok_or_else(bad)?;
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| bad())?;
+        Ok(Checksum {
+            algorithm: algorithm.to_owned(),
+            digest,
+        })
+    }
+}
+
+impl fmt::Display for Checksum {
+    /// The header value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&self.digest);
+        write!(f, "{} {encoded}", self.algorithm)
+    }
+}
+
+/// An `Upload-Concat` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Concat {
+    /// A partial upload, to be concatenated later.
+    Partial,
+    /// The concatenation of these partial uploads' URLs, in order.
+    Final(Vec<String>),
+}
+
+impl Concat {
+    /// Parses the header value.
+    ///
+    /// # Errors
+    ///
+    /// Neither `partial` nor `final;` with at least one URL.
+    pub fn parse(value: &str) -> Result<Self, WireError> {
+        let value = value.trim();
+        if value == "partial" {
+            return Ok(Concat::Partial);
+        }
+        let urls: Vec<String> = value
+            .strip_prefix("final;")
+            .ok_or_else(|| WireError(format!("malformed Upload-Concat {value:?}")))?
+            .split(' ')
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            return Err(WireError("Upload-Concat final names no upload".into()));
+        }
+        Ok(Concat::Final(urls))
+    }
+}
+
+impl fmt::Display for Concat {
+    /// The header value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Concat::Partial => f.write_str("partial"),
+            Concat::Final(urls) => write!(f, "final;{}", urls.join(" ")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_refuses_what_is_malformed() {
+        let m = Metadata::parse("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential")
+            .unwrap();
+        assert_eq!(m.text("filename").unwrap(), "world_domination_plan.pdf");
+        assert_eq!(m.0[1], ("is_confidential".to_owned(), None));
+        assert_eq!(Metadata::parse(&m.to_string()).unwrap(), m);
+        assert_eq!(Metadata::parse("").unwrap(), Metadata::default());
+        for bad in ["a !!!", "a b c", "a YQ==,a YQ==", " YQ== x y"] {
+            assert!(Metadata::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn checksums_concat_offsets_and_flags_parse_as_sent() {
+        let c = Checksum::parse("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=").unwrap();
+        assert_eq!((c.algorithm.as_str(), c.digest.len()), ("sha1", 20));
+        assert_eq!(c.to_string(), "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=");
+        assert!(Checksum::parse("sha1").is_err());
+        assert_eq!(
+            ChecksumAlgorithm::from_name("SHA256"),
+            Some(ChecksumAlgorithm::Sha256)
+        );
+        assert_eq!(ChecksumAlgorithm::from_name("md5"), None);
+
+        assert_eq!(Concat::parse("partial").unwrap(), Concat::Partial);
+        let f = Concat::parse("final;/files/a http://x/files/b").unwrap();
+        assert_eq!(
+            f,
+            Concat::Final(vec!["/files/a".into(), "http://x/files/b".into()])
+        );
+        assert_eq!(f.to_string(), "final;/files/a http://x/files/b");
+        assert!(Concat::parse("final;").is_err());
+        assert!(Concat::parse("whole").is_err());
+
+        assert_eq!(parse_offset("0").unwrap(), 0);
+        assert_eq!(parse_offset("18446744073709551615").unwrap(), u64::MAX);
+        for bad in ["", "-1", "1e3", " 1", "18446744073709551616"] {
+            assert!(parse_offset(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_flag("?1").unwrap() && !parse_flag("?0").unwrap());
+        assert!(parse_flag("true").is_err());
+        assert_eq!(format_flag(true), "?1");
+    }
+}

@@ -1,0 +1,38 @@
+// Uploads one file to a tus or IETF-draft endpoint with tus-js-client, as
+// `cargo xtask interop` runs it: node tus-js-client.cjs ENDPOINT FILE
+// PROTOCOL PARALLEL CHUNK [abort]. With "abort" the upload is aborted once
+// half of it is sent, then started again from where the server says it is.
+// Prints one JSON line: the upload URL and how many bytes were sent.
+const fs = require('fs')
+const path = require('path')
+const tus = require('tus-js-client')
+
+const [endpoint, file, protocol, parallel, chunk, abort] = process.argv.slice(2)
+const data = fs.readFileSync(file)
+let sent = 0
+let aborted = false
+
+const upload = new tus.Upload(data, {
+  endpoint,
+  protocol,
+  parallelUploads: Number(parallel),
+  chunkSize: Number(chunk),
+  retryDelays: [],
+  removeFingerprintOnSuccess: true,
+  metadata: { filename: path.basename(file) },
+  onChunkComplete(chunkSize, accepted, total) {
+    sent += chunkSize
+    if (abort === 'abort' && !aborted && accepted * 2 >= total && accepted < total) {
+      aborted = true
+      upload.abort().then(() => upload.start())
+    }
+  },
+  onError(error) {
+    console.error(`tus-js-client: ${error}`)
+    process.exit(1)
+  },
+  onSuccess() {
+    console.log(JSON.stringify({ url: upload.url, sent, aborted }))
+  },
+})
+upload.start()
