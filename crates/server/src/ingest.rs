@@ -179,7 +179,7 @@ pub(crate) async fn acknowledge(
         ));
     }
     let upload = writer.acknowledge(len, crc32c).await?;
-    if !upload.complete() {
+    if !upload.complete() || upload.begun.partial {
         return Ok(Acknowledged {
             upload,
             landed: None,

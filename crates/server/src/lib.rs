@@ -793,6 +793,7 @@ impl Receiver {
             total: range.total,
             name,
             owner: allowance.owner.to_owned(),
+            partial: false,
         };
         match ingest::open(self.store.as_ref(), new, allowance).await? {
             Opened::Landed(statement) => Ok(Err(statement)),

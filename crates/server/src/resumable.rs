@@ -11,11 +11,11 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use fileuploader_wire::resumable::{
-    format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Metadata, INTEROP_VERSION,
-    INTEROP_VERSIONS, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE,
-    TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT,
-    UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA,
-    UPLOAD_OFFSET,
+    format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata,
+    INTEROP_VERSION, INTEROP_VERSIONS, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION,
+    TUS_MAX_SIZE, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE,
+    UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_INCOMPLETE, UPLOAD_LENGTH,
+    UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use fileuploader_wire::{ContentRange, Statement};
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -31,7 +31,7 @@ use crate::{plain_name, Receiver, Refusal};
 
 /// The tus extensions this receiver supports.
 pub(crate) const TUS_EXTENSIONS: &str =
-    "creation,creation-with-upload,termination,checksum,expiration";
+    "creation,creation-with-upload,termination,checksum,concatenation,expiration";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -269,11 +269,12 @@ impl Receiver {
         B::Error: Into<BoxError>,
     {
         let headers = request.headers();
-        if headers.contains_key(UPLOAD_CONCAT) {
-            return Err(Refusal::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "this receiver does not concatenate uploads (Upload-Concat)",
-            ));
+        let concat = text(headers, UPLOAD_CONCAT)
+            .map(Concat::parse)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        if let Some(Concat::Final(urls)) = concat {
+            return self.concatenate(request.uri(), headers, grant, &urls).await;
         }
         if headers.contains_key(UPLOAD_DEFER_LENGTH) {
             return Err(bad(
@@ -296,25 +297,14 @@ impl Receiver {
         if length > max_size {
             return Err(crate::too_large(max_size));
         }
-        let metadata = text(headers, UPLOAD_METADATA)
-            .map(Metadata::parse)
-            .transpose()
-            .map_err(|e| bad(e.to_string()))?
-            .unwrap_or_default();
         let id = fresh_id();
-        let name = match metadata.text("filename").or_else(|| metadata.text("name")) {
-            Some(name) => plain_name(&name)?,
-            None => id.clone(),
+        let partial = concat == Some(Concat::Partial);
+        let name = if partial {
+            id.clone()
+        } else {
+            name_of(headers, grant, &id)?
         };
-        if let Some(rule) = &grant.name {
-            if !rule.allows(&name) {
-                return Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    format!("the upload URL does not allow the name {name:?}"),
-                ));
-            }
-        }
-        let location = format!("{}/{id}", request.uri().path().trim_end_matches('/'));
+        let location = location(request.uri(), &id);
         let with_body = match dialect {
             Dialect::Tus => {
                 text(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM)
@@ -326,6 +316,7 @@ impl Receiver {
             total: length,
             name,
             owner: grant.owner.clone(),
+            partial,
         };
         let allowance = self.allowance(grant);
         let Opened::InProgress(upload) = ingest::open(self.store.as_ref(), new, allowance).await?
@@ -340,6 +331,61 @@ impl Receiver {
         }
         let (offset, landed) = self.pour_append(request, &upload, 0, complete).await?;
         Ok(finished(answer, dialect, offset, landed))
+    }
+
+    /// Creates a final upload from complete partial ones (the tus
+    /// concatenation extension), lands it, and discards the parts.
+    async fn concatenate(
+        &self,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        grant: &Grant,
+        urls: &[String],
+    ) -> Result<Answer, Refusal> {
+        let mut parts = Vec::with_capacity(urls.len());
+        for url in urls {
+            let path = url
+                .parse::<http::Uri>()
+                .map_err(|_| bad(format!("malformed URL {url:?} in Upload-Concat")))?;
+            let id = Self::upload_of(&path)?;
+            let part = ingest::find_owned(self.store.as_ref(), id, &grant.owner)
+                .await?
+                .ok_or_else(|| {
+                    Refusal::new(
+                        StatusCode::NOT_FOUND,
+                        format!("partial upload {id} is unknown, expired or ended"),
+                    )
+                })?;
+            if !part.begun.partial || !part.complete() {
+                return Err(bad(format!("upload {id} is not a finished partial upload")));
+            }
+            parts.push(part);
+        }
+        let total = parts.iter().map(|p| p.begun.total).sum::<u64>();
+        let max_size = grant
+            .max_size
+            .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
+        if total > max_size {
+            return Err(crate::too_large(max_size));
+        }
+        let id = fresh_id();
+        let name = name_of(headers, grant, &id)?;
+        ingest::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
+        let new = NewUpload {
+            id: id.clone(),
+            total,
+            name: name.clone(),
+            owner: grant.owner.clone(),
+            partial: false,
+        };
+        self.store.concatenate(new, &parts).await?;
+        self.store.land(&id, &name, self.on_conflict).await?;
+        for part in &parts {
+            self.store.discard(&part.begun.id).await?;
+        }
+        Ok(Answer::new(StatusCode::CREATED)
+            .header("location", location(uri, &id))
+            .header(UPLOAD_OFFSET, total))
     }
 
     fn allowance<'a>(&self, grant: &'a Grant) -> Allowance<'a> {
@@ -362,9 +408,15 @@ impl Receiver {
             Dialect::Ietf(_) => StatusCode::NO_CONTENT,
         };
         let answer = Answer::new(status).header("cache-control", "no-store");
+        let mut answer = answer;
         let (offset, length, complete) =
             match ingest::find_owned(self.store.as_ref(), id, &grant.owner).await? {
-                Some(upload) => (offset_of(&upload), upload.begun.total, false),
+                Some(upload) => {
+                    if upload.begun.partial {
+                        answer = answer.header(UPLOAD_CONCAT, Concat::Partial);
+                    }
+                    (offset_of(&upload), upload.begun.total, false)
+                }
                 None => match self.store.landed(id).await? {
                     Some(Statement::Landed { length, .. }) => (length, length, true),
                     _ => {
@@ -595,6 +647,34 @@ impl Receiver {
         });
         answer.into_response(Some(dialect))
     }
+}
+
+/// Where a new upload `id` lives: below the creation URL's path.
+fn location(uri: &http::Uri, id: &str) -> String {
+    format!("{}/{id}", uri.path().trim_end_matches('/'))
+}
+
+/// The name an upload lands under: its metadata's `filename` (or `name`),
+/// reduced to a plain name and allowed by the credentials; else its id.
+fn name_of(headers: &HeaderMap, grant: &Grant, id: &str) -> Result<String, Refusal> {
+    let metadata = text(headers, UPLOAD_METADATA)
+        .map(Metadata::parse)
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?
+        .unwrap_or_default();
+    let name = match metadata.text("filename").or_else(|| metadata.text("name")) {
+        Some(name) => plain_name(&name)?,
+        None => id.to_owned(),
+    };
+    if let Some(rule) = &grant.name {
+        if !rule.allows(&name) {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                format!("the upload URL does not allow the name {name:?}"),
+            ));
+        }
+    }
+    Ok(name)
 }
 
 /// Whether the request says it ends the upload (IETF), if it says.

@@ -361,3 +361,88 @@ async fn browsers_of_allowed_origins_get_cors_headers() {
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
     assert!(header(&denied, "access-control-expose-headers").contains("upload-offset"));
 }
+
+#[tokio::test]
+async fn tus_partial_uploads_concatenate_into_one_landed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    let mut urls = Vec::new();
+    for part in [&b"first-"[..], b"second-", b"third"] {
+        let created = tus("POST", "/files")
+            .header("upload-length", part.len())
+            .header("upload-concat", "partial")
+            .header("content-type", "application/offset+octet-stream")
+            .body(Full::new(Bytes::copy_from_slice(part)))
+            .unwrap();
+        let created = send(&receiver, created).await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        urls.push(header(&created, "location").to_owned());
+    }
+    let head = send(
+        &receiver,
+        tus("HEAD", &urls[0]).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(header(&head, "upload-concat"), "partial");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with('.')),
+        "complete partial uploads do not land"
+    );
+
+    let unfinished = tus("POST", "/files")
+        .header("upload-length", "9")
+        .header("upload-concat", "partial")
+        .body(Full::default())
+        .unwrap();
+    let unfinished = header(&send(&receiver, unfinished).await, "location").to_owned();
+    let refused = tus("POST", "/files")
+        .header("upload-concat", format!("final;{} {unfinished}", urls[0]))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(&receiver, refused).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    let absolute = format!("http://receiver.example{}", urls[2]);
+    let fin = tus("POST", "/files")
+        .header(
+            "upload-concat",
+            format!("final;{} {} {absolute}", urls[0], urls[1]),
+        )
+        .header(
+            "upload-metadata",
+            format!("filename {}", base64(b"joined.txt")),
+        )
+        .body(Full::default())
+        .unwrap();
+    let fin = send(&receiver, fin).await;
+    assert_eq!(fin.status(), StatusCode::CREATED);
+    assert_eq!(
+        std::fs::read(dir.path().join("joined.txt")).unwrap(),
+        b"first-second-third"
+    );
+    let final_url = header(&fin, "location").to_owned();
+    let head = send(
+        &receiver,
+        tus("HEAD", &final_url).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (
+            header(&head, "upload-offset"),
+            header(&head, "upload-length")
+        ),
+        ("18", "18")
+    );
+    let part = send(
+        &receiver,
+        tus("HEAD", &urls[1]).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(part.status(), StatusCode::NOT_FOUND, "parts go once joined");
+}

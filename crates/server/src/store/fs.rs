@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -360,6 +360,47 @@ impl Store for FsStore {
             batch: Batch::default(),
             same: true,
         }))
+    }
+
+    async fn concatenate(&self, new: NewUpload, parts: &[Upload]) -> Result<Upload, Refusal> {
+        let parts = parts.to_vec();
+        self.with("concatenate uploads", move |s| {
+            let id = new.id.clone();
+            s.state.apply(Change::Begin(new)).map_err(records)?;
+            let temp = s.temp_of(&id);
+            let mut whole = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)?;
+            let mut changes = Vec::new();
+            let mut at = 0;
+            for part in &parts {
+                let mut bytes = File::open(s.temp_of(&part.begun.id))?.take(part.begun.total);
+                let copied = io::copy(&mut bytes, &mut whole)?;
+                if copied != part.begun.total {
+                    return Err(io::Error::other(format!(
+                        "upload {} holds {copied} of its {} bytes",
+                        part.begun.id, part.begun.total
+                    )));
+                }
+                changes.extend(part.blocks.iter().map(|b| Change::Ack {
+                    id: id.clone(),
+                    start: at + b.start,
+                    end: at + b.end,
+                    crc: b.crc32c,
+                    file: temp.clone(),
+                }));
+                at += part.begun.total;
+            }
+            File::open(&s.partial)?.sync_all()?;
+            for change in changes {
+                s.state.apply(change).map_err(records)?;
+            }
+            s.read(&id)?
+                .ok_or_else(|| io::Error::other("the upload was discarded as it began"))
+        })
+        .await
     }
 
     async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal> {

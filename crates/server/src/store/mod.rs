@@ -53,6 +53,9 @@ pub struct NewUpload {
     pub name: String,
     /// Who began it: only the same credentials may touch it.
     pub owner: String,
+    /// A part of a later concatenation: complete, it waits for
+    /// [`Store::concatenate`] instead of landing.
+    pub partial: bool,
 }
 
 /// One acknowledged block of an upload.
@@ -156,6 +159,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         range: ContentRange,
     ) -> Result<Box<dyn BlockWriter>, Refusal>;
 
+    /// Begins upload `new` as the concatenation of complete uploads
+    /// `parts`, in order, their blocks (and digests) carried over; returns
+    /// it complete, ready to land. The parts stay until discarded.
+    async fn concatenate(&self, new: NewUpload, parts: &[Upload]) -> Result<Upload, Refusal>;
+
     /// A writer for a whole file arriving in one request.
     async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal>;
 
@@ -229,6 +237,7 @@ mod tests {
             total,
             name: "n".into(),
             owner: String::new(),
+            partial: false,
         })
     }
 

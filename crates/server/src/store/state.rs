@@ -75,7 +75,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS uploads (
              id TEXT PRIMARY KEY, total INTEGER NOT NULL, name TEXT NOT NULL,
-             owner TEXT NOT NULL, touched INTEGER NOT NULL, landing_error TEXT);
+             owner TEXT NOT NULL, touched INTEGER NOT NULL, landing_error TEXT,
+             partial INTEGER NOT NULL DEFAULT 0);
          CREATE TABLE IF NOT EXISTS acks (
              seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
              start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER,
@@ -93,6 +94,11 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
             |_| Ok(()),
         )
         .optional()?;
+    // Records from before concatenation have no `partial` column.
+    let has_partial = tx.prepare("SELECT partial FROM uploads LIMIT 0").is_ok();
+    if !has_partial {
+        tx.execute_batch("ALTER TABLE uploads ADD COLUMN partial INTEGER NOT NULL DEFAULT 0")?;
+    }
     if old.is_some() {
         tx.execute_batch(
             "INSERT OR REPLACE INTO acks (id, start, end, crc)
@@ -137,7 +143,7 @@ impl State {
     pub(crate) fn head(&self, id: &str) -> Result<Option<Head>, String> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
-            "SELECT total, name, owner, landing_error FROM uploads WHERE id = ?1",
+            "SELECT total, name, owner, landing_error, partial FROM uploads WHERE id = ?1",
             params![id],
             |r| {
                 Ok(Head {
@@ -146,6 +152,7 @@ impl State {
                         total: r.get::<_, i64>(0)? as u64,
                         name: r.get(1)?,
                         owner: r.get(2)?,
+                        partial: r.get(4)?,
                     },
                     landing_error: r.get(3)?,
                 })
@@ -277,8 +284,8 @@ fn commit(
         match change {
             Change::Begin(new) => {
                 tx.execute(
-                    "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![new.id, new.total as i64, new.name, new.owner, now_ms()],
+                    "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![new.id, new.total as i64, new.name, new.owner, now_ms(), new.partial],
                 )?;
             }
             Change::Ack {
@@ -337,6 +344,7 @@ mod tests {
             total: 4,
             name: "n".into(),
             owner: String::new(),
+            partial: false,
         })
     }
 
@@ -404,12 +412,15 @@ mod tests {
     }
 
     #[test]
-    fn blocks_recorded_before_the_acks_table_are_moved_into_it() {
+    fn records_from_before_acks_and_partial_uploads_are_carried_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
         let old = Connection::open(&path).unwrap();
         old.execute_batch(
-            "CREATE TABLE blocks (id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER, PRIMARY KEY (id, start));
+            "CREATE TABLE uploads (id TEXT PRIMARY KEY, total INTEGER NOT NULL, name TEXT NOT NULL,
+                 owner TEXT NOT NULL, touched INTEGER NOT NULL, landing_error TEXT);
+             INSERT INTO uploads VALUES ('u', 4, 'n', '', 0, NULL);
+             CREATE TABLE blocks (id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER, PRIMARY KEY (id, start));
              INSERT INTO blocks VALUES ('u', 0, 2, 5), ('u', 2, 4, NULL);",
         )
         .unwrap();
@@ -422,5 +433,7 @@ mod tests {
             .map(|(_, b)| (b.start, b.end, b.crc32c))
             .collect();
         assert_eq!(blocks, [(0, 2, Some(5)), (2, 4, None)]);
+        let head = state.head("u").unwrap().unwrap();
+        assert!(!head.begun.partial && head.begun.total == 4);
     }
 }
