@@ -123,6 +123,12 @@ struct UploadArgs {
     /// answer status queries counts as success, reported "unconfirmed".
     #[arg(long)]
     require_confirmation: bool,
+    /// The wire protocol: the segmented multipart convention, tus 1.0, the
+    /// IETF resumable-upload draft (interop version 6), or whichever the
+    /// server says it speaks when asked by OPTIONS. With tus and IETF, --url
+    /// is the creation endpoint and the file name travels as metadata.
+    #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "segmented")]
+    protocol: ProtocolArg,
     #[command(flatten)]
     transfer: TransferArgs,
     /// The files to upload, one job each, in order.
@@ -188,6 +194,15 @@ struct ServeArgs {
     /// `https://app.example`; `*` for any origin; repeatable.
     #[arg(long, value_name = "ORIGIN")]
     cors_origin: Vec<String>,
+}
+
+/// `upload --protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProtocolArg {
+    Segmented,
+    Tus,
+    Ietf,
+    Auto,
 }
 
 /// `--on-conflict`.

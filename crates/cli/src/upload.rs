@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fileuploader_core::protocol::{discover, IetfDraft, Protocol, SegmentedMultipart, Tus};
 use fileuploader_core::{FileSource, Integrity, Job, Progress, Resume, UploadManager};
 use fileuploader_transport_hyper::HyperTransport;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::size::human;
-use crate::{Failure, TransferArgs, UploadArgs};
+use crate::{Failure, ProtocolArg, TransferArgs, UploadArgs};
 
 /// What one file's upload came to.
 #[derive(Debug, Clone)]
@@ -165,7 +166,30 @@ pub(crate) async fn drive(
 /// `fileuploader upload`: one job per file, in order; stops at the first failure.
 pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     let route = args.proxy.as_deref().map_or(Route::FromEnv, Route::Proxy);
-    let manager = UploadManager::new(transport(&args.transfer, args.cacert.as_deref(), route)?);
+    let transport = transport(&args.transfer, args.cacert.as_deref(), route)?;
+    let protocol: Arc<dyn Protocol> = match args.protocol {
+        ProtocolArg::Segmented => Arc::new(SegmentedMultipart),
+        ProtocolArg::Tus => Arc::new(Tus),
+        ProtocolArg::Ietf => Arc::new(IetfDraft::default()),
+        ProtocolArg::Auto => {
+            let url = args.url.parse().map_err(|e| {
+                Failure::new(
+                    fileuploader_core::code::INVALID_URL,
+                    format!("--url {:?}: {e}", args.url),
+                )
+            })?;
+            let mut headers = http::HeaderMap::new();
+            if let Some(token) = &args.token {
+                if let Ok(value) = format!("Bearer {token}").parse() {
+                    headers.insert(http::header::AUTHORIZATION, value);
+                }
+            }
+            discover(&transport, &url, &headers)
+                .await
+                .map_err(Failure::from)?
+        }
+    };
+    let manager = UploadManager::new(transport);
     for file in &args.files {
         let mut job = manager.create_job();
         job.server_url = args.url.clone();
@@ -188,6 +212,7 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
             job.integrity = Integrity::None;
         }
         job.require_confirmation = args.require_confirmation;
+        job.protocol = Some(protocol.clone());
         // Opened here, not by URL, so paths that are not UTF-8 work.
         let source = FileSource::open(file)?;
         job.source_value.add_source(

@@ -43,6 +43,7 @@ fn encoder(integrity: Integrity) -> Box<dyn UploadSession> {
             name: "scan.pdf",
             total: 100 << 20,
             integrity,
+            threads: 1,
             saved: None,
         })
         .unwrap()

@@ -63,6 +63,29 @@ impl BlockData {
         }))
     }
 
+    /// The same bytes without the first `n` (all of them if `n` is more).
+    #[must_use]
+    pub fn skip(self, n: u64) -> Self {
+        match self.0 {
+            BlockBytes::Memory(bytes) => {
+                let n = (n as usize).min(bytes.len());
+                BlockData::memory(bytes.slice(n..))
+            }
+            BlockBytes::Source {
+                source,
+                offset,
+                len,
+            } => {
+                let n = n.min(len);
+                BlockData(BlockBytes::Source {
+                    source,
+                    offset: offset + n,
+                    len: len - n,
+                })
+            }
+        }
+    }
+
     /// The number of bytes.
     pub fn len(&self) -> u64 {
         match &self.0 {

@@ -87,6 +87,9 @@ pub mod code {
     /// that the file landed, and the job requires confirmation
     /// (`Job::require_confirmation`).
     pub const UNCONFIRMED: i32 = 36;
+    /// *Added*: the server does not speak the chosen protocol (it answered
+    /// a tus or IETF draft request as something else would).
+    pub const PROTOCOL_MISMATCH: i32 = 37;
 }
 
 /// What went wrong, in broad classes. Finer detail is in [`Error::code`] and

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::journal::Resume;
-use crate::protocol::Integrity;
+use crate::protocol::{Integrity, Protocol};
 use crate::retry::RetryPolicy;
 use crate::source::{lock, Source};
 
@@ -357,6 +357,10 @@ pub struct Job {
     /// file fails the job with [`code::UNCONFIRMED`](crate::code::UNCONFIRMED);
     /// when false, [`Progress::landings_unconfirmed`] counts such sources.
     pub require_confirmation: bool,
+    /// The wire protocol of this job (not a reference property; default
+    /// `None`: the manager's, see
+    /// [`UploadManagerBuilder::protocol`](crate::UploadManagerBuilder::protocol)).
+    pub protocol: Option<Arc<dyn Protocol>>,
     pub(crate) callbacks: Callbacks,
     pub(crate) id: JobId,
     pub(crate) state: Arc<JobState>,
@@ -378,6 +382,7 @@ impl Default for Job {
             integrity: Integrity::default(),
             resume: Resume::Off,
             require_confirmation: false,
+            protocol: None,
             callbacks: Callbacks::default(),
             id: JobId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             state: Arc::default(),
@@ -480,6 +485,7 @@ impl fmt::Debug for Job {
             .field("integrity", &self.integrity)
             .field("resume", &self.resume)
             .field("require_confirmation", &self.require_confirmation)
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }

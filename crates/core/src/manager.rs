@@ -261,7 +261,8 @@ impl UploadManager {
                     .collect();
                 Some(saved)
             });
-            let session = self.inner.protocol.open(&UploadTarget {
+            let protocol = job.protocol.as_ref().unwrap_or(&self.inner.protocol);
+            let session = protocol.open(&UploadTarget {
                 url: &run.url,
                 headers: &run.headers,
                 fields: &job.form_field,
@@ -269,6 +270,7 @@ impl UploadManager {
                 name: &s.name,
                 total: s.source.len(),
                 integrity: job.integrity,
+                threads: job.thread_num,
                 saved: saved.as_ref(),
             })?;
             let constraints = session.constraints();
@@ -280,7 +282,6 @@ impl UploadManager {
             sources.push(RunSource {
                 source: s.source,
                 session,
-                constraints,
                 name: s.name,
                 journal,
                 journaled,

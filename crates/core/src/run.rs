@@ -10,7 +10,7 @@ use crate::events::Events;
 use crate::job::{Job, JobState};
 use crate::journal::{Journal, JournaledAck};
 use crate::plan::BlockPlan;
-use crate::protocol::{Constraints, UploadSession};
+use crate::protocol::UploadSession;
 use crate::source::Source;
 use crate::transport::Transport;
 
@@ -39,7 +39,6 @@ impl CancelSignal {
 pub(crate) struct RunSource {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) session: Box<dyn UploadSession>,
-    pub(crate) constraints: Constraints,
     pub(crate) name: String,
     pub(crate) journal: Option<Arc<Journal>>,
     /// The blocks the journal listed as acknowledged.

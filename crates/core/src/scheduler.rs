@@ -130,7 +130,9 @@ impl Scheduler {
                     return Task::Begin(i);
                 }
                 Phase::Sending => {
-                    let limits = ctx.sources[i].constraints;
+                    // Asked each time: a session may change them once it
+                    // has begun (tus learns whether it can concatenate).
+                    let limits = ctx.sources[i].session.constraints();
                     let limit = if limits.sequential {
                         1
                     } else {
@@ -383,6 +385,9 @@ async fn begin(
         );
     }
     let holding = attempt::exchange(ctx, || source.session.begin(&*ctx.transport)).await?;
+    for notice in source.session.notices() {
+        ctx.job.state.notice(notice);
+    }
     if let Some(journal) = &source.journal {
         let id = source.session.saved().upload_id;
         let journal = journal.clone();

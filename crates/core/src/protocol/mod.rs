@@ -30,6 +30,7 @@
 //! [`saved`](UploadSession::saved) is what a later run needs to find the
 //! upload again; the journal keeps it, as a cache, never as the judge.
 
+mod resumable;
 mod segmented;
 
 use std::fmt;
@@ -44,7 +45,41 @@ use crate::job::FormField;
 use crate::plan::Block;
 use crate::transport::{Request, Response, Transport};
 
+pub use resumable::{IetfDraft, Tus};
 pub use segmented::SegmentedMultipart;
+
+/// Asks the server at `url` by `OPTIONS` which protocol it speaks: tus 1.0
+/// when it answers with `Tus-Version`, the IETF draft when it answers with
+/// `Upload-Draft-Interop-Version` (at that version), the segmented
+/// multipart convention otherwise.
+///
+/// # Errors
+///
+/// When the server cannot be reached.
+pub async fn discover(
+    transport: &dyn Transport,
+    url: &Uri,
+    headers: &HeaderMap,
+) -> Result<std::sync::Arc<dyn Protocol>, Error> {
+    use fileuploader_wire::resumable::{INTEROP_VERSION, TUS_VERSION};
+    let mut request = Request::new(crate::body::UploadBody::new());
+    *request.method_mut() = http::Method::OPTIONS;
+    *request.uri_mut() = url.clone();
+    *request.headers_mut() = headers.clone();
+    let response = transport.send(request).await?;
+    let answered = response.headers();
+    if answered.contains_key(TUS_VERSION) {
+        return Ok(std::sync::Arc::new(Tus));
+    }
+    let interop = answered
+        .get(INTEROP_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    Ok(match interop {
+        Some(version) => std::sync::Arc::new(IetfDraft::new(version)),
+        None => std::sync::Arc::new(SegmentedMultipart),
+    })
+}
 
 /// Which digests travel with the blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,6 +116,8 @@ pub struct UploadTarget<'a> {
     pub total: u64,
     /// Which digests to send.
     pub integrity: Integrity,
+    /// How many blocks the job may have in flight (its `thread_num`).
+    pub threads: usize,
     /// What an earlier, interrupted run kept to find its upload again.
     pub saved: Option<&'a SavedSession>,
 }
@@ -230,7 +267,9 @@ pub trait Protocol: Send + Sync + fmt::Debug + 'static {
 /// order in which the core calls these.
 #[async_trait]
 pub trait UploadSession: Send + Sync + fmt::Debug {
-    /// How the source's blocks may be planned and sent.
+    /// How the source's blocks may be planned and sent: checked against
+    /// the job when the session opens, and asked again as blocks are sent,
+    /// so a session may loosen or tighten them once it has begun.
     fn constraints(&self) -> Constraints {
         Constraints::default()
     }
@@ -274,4 +313,10 @@ pub trait UploadSession: Send + Sync + fmt::Debug {
 
     /// What a later run needs to find this upload again.
     fn saved(&self) -> SavedSession;
+
+    /// What the user should hear of how the session went (a protocol
+    /// feature the server lacks, say); the core asks after each begin.
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

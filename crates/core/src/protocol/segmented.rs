@@ -389,6 +389,7 @@ mod tests {
             name,
             total: 5,
             integrity: Integrity::BlockCrc32c,
+            threads: 1,
             saved: Some(saved()),
         }
     }

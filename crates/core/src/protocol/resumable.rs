@@ -1,0 +1,664 @@
+//! tus 1.0 and the IETF resumable-upload draft: an upload is created with
+//! `POST` at the job's URL (the creation endpoint), answered with its own
+//! URL; its bytes are appended in order with `PATCH` at `Upload-Offset`;
+//! `HEAD` says how many bytes the server holds, and that, not the journal,
+//! decides where a resumed upload goes on.
+//!
+//! With tus, several blocks in flight use the concatenation extension when
+//! the server advertises it (each block a partial upload, joined by a final
+//! `POST`), and one stream otherwise, with a notice.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+
+use fileuploader_wire::resumable::{
+    format_flag, parse_offset, Concat, Metadata, INTEROP_VERSION, OFFSET_OCTET_STREAM,
+    PARTIAL_UPLOAD, TUS_EXTENSION, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_COMPLETE,
+    UPLOAD_CONCAT, UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+};
+
+use super::{
+    Constraints, Finish, Holding, Landing, Protocol, Receipt, SavedSession, UploadSession,
+    UploadTarget, Verdict,
+};
+use crate::body::{BlockData, UploadBody};
+use crate::error::{code, Error, ErrorKind};
+use crate::plan::Block;
+use crate::retry;
+use crate::source::lock;
+use crate::transport::{Request, Response, Transport};
+
+/// The saved handle of an upload sent by concatenation: its parts' URLs
+/// are the receipts.
+const CONCATENATED: &str = "concatenation";
+
+/// Which of the two protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Tus,
+    /// The IETF draft at this interop version.
+    Ietf(u32),
+}
+
+impl Dialect {
+    fn name(self) -> String {
+        match self {
+            Dialect::Tus => "tus 1.0".to_owned(),
+            Dialect::Ietf(v) => format!("IETF resumable-upload (interop version {v})"),
+        }
+    }
+}
+
+/// tus 1.0 (<https://tus.io/protocols/resumable-upload>): creation,
+/// creation-with-upload for a source sent as one block, `PATCH` appends,
+/// resume by `HEAD`, termination on cancel when resume is off, and
+/// concatenation for several blocks in flight when the server advertises
+/// it. File name and form fields travel in `Upload-Metadata` (`filename`,
+/// then each field).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tus;
+
+/// The IETF resumable-upload draft at an interop version (6 by default,
+/// what tus-js-client's `ietf-draft-05` mode and tusd speak; 3 and 5 also
+/// work): `POST` with `Upload-Complete` creates (with the whole source when
+/// it is one block), `PATCH` with `application/partial-upload` appends,
+/// `HEAD` tells the offset. Appends go in order, one at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct IetfDraft {
+    version: u32,
+}
+
+impl IetfDraft {
+    /// The draft at interop `version` (3, 5 or 6 are known to work).
+    pub fn new(version: u32) -> Self {
+        IetfDraft { version }
+    }
+}
+
+impl Default for IetfDraft {
+    fn default() -> Self {
+        IetfDraft::new(6)
+    }
+}
+
+impl Protocol for Tus {
+    fn open(&self, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
+        Session::open(Dialect::Tus, target)
+    }
+}
+
+impl Protocol for IetfDraft {
+    fn open(&self, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
+        Session::open(Dialect::Ietf(self.version), target)
+    }
+}
+
+/// How the blocks travel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// Not begun yet.
+    Unknown,
+    /// Appended in order to the upload at this URL.
+    Stream(Uri),
+    /// Each block a partial upload, joined at the end.
+    Concatenated,
+}
+
+#[derive(Debug)]
+struct Session {
+    dialect: Dialect,
+    url: Uri,
+    name: String,
+    total: u64,
+    /// Headers every request carries (the job's, the version header).
+    headers: HeaderMap,
+    metadata: String,
+    /// Whether the session may send several blocks at once (the job has
+    /// several in flight, and the protocol could concatenate them).
+    parallel: bool,
+    state: Mutex<State>,
+    /// What the user should hear.
+    notices: Mutex<Vec<String>>,
+}
+
+#[derive(Debug)]
+struct State {
+    mode: Mode,
+    /// The bytes the server holds of a streamed upload.
+    offset: u64,
+    /// Each block's partial upload, by its first byte.
+    parts: BTreeMap<u64, Part>,
+    /// The handle a resumed run found in the journal.
+    saved: Option<SavedSession>,
+}
+
+/// A block sent as a partial upload: its byte range and its URL. Its
+/// receipt, `START END URL`, is what a resumed run finds it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    start: u64,
+    end: u64,
+    url: String,
+}
+
+impl Part {
+    fn receipt(&self) -> String {
+        format!("{} {} {}", self.start, self.end, self.url)
+    }
+
+    fn from_receipt(receipt: &str) -> Option<Self> {
+        let mut words = receipt.splitn(3, ' ');
+        let start = words.next()?.parse().ok()?;
+        let end = words.next()?.parse().ok()?;
+        let url = words.next()?.to_owned();
+        Some(Part { start, end, url })
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, Error> {
+    HeaderValue::from_str(s)
+        .map_err(|_| Error::invalid(code::INVALID_OPTION, format!("cannot send header {s:?}")))
+}
+
+impl Session {
+    fn open(dialect: Dialect, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("fileuploader/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (name, value) in target.headers {
+            if name != CONTENT_TYPE {
+                headers.insert(name, value.clone());
+            }
+        }
+        match dialect {
+            Dialect::Tus => {
+                headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_V1));
+            }
+            Dialect::Ietf(v) => {
+                headers.insert(INTEROP_VERSION, HeaderValue::from(v));
+            }
+        }
+        let mut pairs = vec![("filename".to_owned(), Some(target.name.as_bytes().to_vec()))];
+        for (key, value) in target.fields.iter() {
+            if key.is_empty() || key.contains([' ', ',']) || key == "filename" {
+                return Err(Error::invalid(
+                    code::INVALID_OPTION,
+                    format!("form field {key:?} cannot travel as Upload-Metadata"),
+                ));
+            }
+            pairs.push((key.to_owned(), Some(value.as_bytes().to_vec())));
+        }
+        let saved = target.saved.cloned();
+        Ok(Box::new(Session {
+            dialect,
+            url: target.url.clone(),
+            name: target.name.to_owned(),
+            total: target.total,
+            headers,
+            metadata: Metadata(pairs).to_string(),
+            parallel: dialect == Dialect::Tus && target.threads > 1,
+            state: Mutex::new(State {
+                mode: Mode::Unknown,
+                offset: 0,
+                parts: BTreeMap::new(),
+                saved,
+            }),
+            notices: Mutex::default(),
+        }))
+    }
+
+    fn request(&self, method: Method, url: &Uri, body: UploadBody) -> Request {
+        let mut headers = self.headers.clone();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = url.clone();
+        *request.headers_mut() = headers;
+        request
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!(" to the {} {what} of {:?}", self.dialect.name(), self.name)
+    }
+
+    /// An answer that does not follow the protocol.
+    fn stranger(&self, what: &str, response: &Response) -> Error {
+        let body = String::from_utf8_lossy(response.body());
+        let body: String = body.trim().chars().take(200).collect();
+        Error::new(
+            ErrorKind::Status,
+            code::PROTOCOL_MISMATCH,
+            format!(
+                "the server did not answer as a {} server: {what} got {}{}{body}",
+                self.dialect.name(),
+                response.status(),
+                if body.is_empty() { "" } else { ": " }
+            ),
+        )
+    }
+
+    /// The upload URL a creation answer names, resolved against the
+    /// creation URL.
+    fn location(&self, response: &Response) -> Result<Uri, Error> {
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.stranger("creating the upload (no Location)", response))?;
+        let base = url::Url::parse(&self.url.to_string())
+            .map_err(|e| Error::invalid(code::INVALID_URL, e.to_string()))?;
+        base.join(location)
+            .ok()
+            .and_then(|u| u.as_str().parse().ok())
+            .ok_or_else(|| {
+                self.stranger(
+                    &format!("creating the upload (Location {location:?})"),
+                    response,
+                )
+            })
+    }
+
+    fn offset_of(&self, what: &str, response: &Response) -> Result<u64, Error> {
+        response
+            .headers()
+            .get(UPLOAD_OFFSET)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_offset(v).ok())
+            .ok_or_else(|| self.stranger(&format!("{what} (no Upload-Offset)"), response))
+    }
+
+    /// Whether a tus server advertises concatenation and creation with
+    /// upload, asked by `OPTIONS`.
+    async fn concatenates(&self, transport: &dyn Transport) -> Result<bool, Error> {
+        let response = transport
+            .send(self.request(Method::OPTIONS, &self.url, UploadBody::new()))
+            .await?;
+        if !response.headers().contains_key(TUS_VERSION) {
+            if retry::is_retryable_status(response.status()) {
+                return Err(crate::error::status_error(
+                    &response,
+                    &self.context("OPTIONS"),
+                ));
+            }
+            return Err(self.stranger("OPTIONS", &response));
+        }
+        let extensions = response
+            .headers()
+            .get(TUS_EXTENSION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let has = |name: &str| extensions.split(',').any(|e| e.trim() == name);
+        let can = has("concatenation") && has("creation-with-upload");
+        if !can {
+            lock(&self.notices).push(format!(
+                "the tus server does not offer concatenation with creation-with-upload; {:?} goes as one stream, one block at a time",
+                self.name
+            ));
+        }
+        Ok(can)
+    }
+
+    /// Creates a streamed upload: its URL.
+    async fn create(&self, transport: &dyn Transport) -> Result<Uri, Error> {
+        let mut request = self.request(Method::POST, &self.url, UploadBody::new());
+        let headers = request.headers_mut();
+        headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
+        headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+        self.mark_complete(headers, self.total == 0);
+        let response = transport.send(request).await?;
+        if !response.status().is_success() {
+            return Err(self.refused("creation", &response));
+        }
+        self.location(&response)
+    }
+
+    /// A refusal of `what`: a status error, or a stranger's answer.
+    fn refused(&self, what: &str, response: &Response) -> Error {
+        match response.status() {
+            StatusCode::PRECONDITION_FAILED | StatusCode::METHOD_NOT_ALLOWED => {
+                self.stranger(what, response)
+            }
+            StatusCode::NOT_FOUND if self.dialect != Dialect::Tus => self.stranger(what, response),
+            _ => crate::error::status_error(response, &self.context(what)),
+        }
+    }
+
+    /// Says in the IETF dialect whether this request ends the upload.
+    fn mark_complete(&self, headers: &mut HeaderMap, complete: bool) {
+        match self.dialect {
+            Dialect::Tus => {}
+            Dialect::Ietf(3) => {
+                headers.insert(
+                    UPLOAD_INCOMPLETE,
+                    HeaderValue::from_static(format_flag(!complete)),
+                );
+            }
+            Dialect::Ietf(_) => {
+                headers.insert(
+                    UPLOAD_COMPLETE,
+                    HeaderValue::from_static(format_flag(complete)),
+                );
+            }
+        }
+    }
+
+    /// The bytes the server holds of the upload at `url`, and its length;
+    /// `None` when it no longer knows it.
+    async fn held(
+        &self,
+        transport: &dyn Transport,
+        url: &Uri,
+    ) -> Result<Option<(u64, Option<u64>)>, Error> {
+        let response = transport
+            .send(self.request(Method::HEAD, url, UploadBody::new()))
+            .await?;
+        match response.status() {
+            s if s.is_success() => {
+                let offset = self.offset_of("HEAD", &response)?;
+                let length = response
+                    .headers()
+                    .get(UPLOAD_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_offset(v).ok());
+                Ok(Some((offset, length)))
+            }
+            StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::FORBIDDEN => Ok(None),
+            _ => Err(crate::error::status_error(&response, &self.context("HEAD"))),
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Ietf(v) if v >= 6 => PARTIAL_UPLOAD,
+            _ => OFFSET_OCTET_STREAM,
+        }
+    }
+}
+
+#[async_trait]
+impl UploadSession for Session {
+    fn constraints(&self) -> Constraints {
+        let mode = lock(&self.state).mode.clone();
+        match mode {
+            Mode::Concatenated => Constraints::default(),
+            Mode::Unknown if self.parallel => Constraints::default(),
+            _ => Constraints {
+                sequential: true,
+                max_in_flight: 1,
+                ..Constraints::default()
+            },
+        }
+    }
+
+    async fn begin(&self, transport: &dyn Transport) -> Result<Holding, Error> {
+        let saved = lock(&self.state).saved.take();
+        if saved.as_ref().is_some_and(|s| s.upload_id == CONCATENATED) || {
+            let unknown = lock(&self.state).mode == Mode::Unknown;
+            unknown && self.parallel && self.total > 0 && self.concatenates(transport).await?
+        } {
+            lock(&self.state).mode = Mode::Concatenated;
+            let known: Vec<Part> = match &saved {
+                Some(s) => s
+                    .receipts
+                    .iter()
+                    .filter_map(|(_, r)| Part::from_receipt(r))
+                    .collect(),
+                None => lock(&self.state).parts.values().cloned().collect(),
+            };
+            let mut parts = BTreeMap::new();
+            let mut held = Vec::new();
+            for part in known {
+                let Ok(uri) = part.url.parse::<Uri>() else {
+                    continue;
+                };
+                if let Some((offset, Some(length))) = self.held(transport, &uri).await? {
+                    if offset == length && length == part.end - part.start {
+                        held.push((part.start, part.end));
+                        parts.insert(part.start, part);
+                    }
+                }
+            }
+            lock(&self.state).parts = parts;
+            return Ok(Holding::Ranges(held));
+        }
+        let resumed = saved
+            .map(|s| s.upload_id)
+            .or_else(|| match &lock(&self.state).mode {
+                Mode::Stream(url) => Some(url.to_string()),
+                _ => None,
+            })
+            .and_then(|u| u.parse::<Uri>().ok());
+        if let Some(url) = resumed {
+            if let Some((offset, length)) = self.held(transport, &url).await? {
+                if length.is_some_and(|l| l != self.total) {
+                    return Err(Error::new(
+                        ErrorKind::Status,
+                        code::HTTP_OTHER,
+                        format!(
+                            "the server holds {url} as {} bytes, but {:?} has {}",
+                            length.unwrap_or(0),
+                            self.name,
+                            self.total
+                        ),
+                    ));
+                }
+                let state = &mut *lock(&self.state);
+                state.mode = Mode::Stream(url);
+                state.offset = offset;
+                if offset == self.total {
+                    return Ok(Holding::Landed(Landing::confirmed(
+                        None,
+                        Some(self.total),
+                        None,
+                    )));
+                }
+                return Ok(Holding::Ranges(vec![(0, offset)]));
+            }
+        }
+        let url = self.create(transport).await?;
+        let state = &mut *lock(&self.state);
+        state.mode = Mode::Stream(url);
+        state.offset = 0;
+        if self.total == 0 {
+            return Ok(Holding::Landed(Landing::confirmed(None, Some(0), None)));
+        }
+        Ok(Holding::Ranges(Vec::new()))
+    }
+
+    fn encode(&self, block: &Block, data: BlockData) -> Result<Request, Error> {
+        let (mode, offset) = {
+            let state = lock(&self.state);
+            (state.mode.clone(), state.offset)
+        };
+        match mode {
+            Mode::Concatenated => {
+                let mut body = UploadBody::new();
+                body.push_block(data);
+                let mut request = self.request(Method::POST, &self.url, body);
+                let headers = request.headers_mut();
+                headers.insert(UPLOAD_LENGTH, HeaderValue::from(block.len));
+                headers.insert(UPLOAD_CONCAT, HeaderValue::from_static("partial"));
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(OFFSET_OCTET_STREAM));
+                Ok(request)
+            }
+            Mode::Stream(url) => {
+                // The server may hold part of this block (a body cut short
+                // is kept): send only the rest.
+                let skip = offset.saturating_sub(block.offset).min(block.len);
+                let mut body = UploadBody::new();
+                body.push_block(data.skip(skip));
+                let mut request = self.request(Method::PATCH, &url, body);
+                let headers = request.headers_mut();
+                headers.insert(UPLOAD_OFFSET, HeaderValue::from(block.offset + skip));
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
+                self.mark_complete(headers, block.offset + block.len == self.total);
+                Ok(request)
+            }
+            Mode::Unknown => Err(Error::invalid(
+                code::FAILED,
+                "a block was encoded before its session began",
+            )),
+        }
+    }
+
+    fn judge(&self, block: &Block, response: &Response) -> Verdict {
+        let status = response.status();
+        let what = format!("block {} of {}", block.index + 1, block.count);
+        let end = block.offset + block.len;
+        let concatenated = lock(&self.state).mode == Mode::Concatenated;
+        if status.is_success() {
+            let offset = match self.offset_of(&what, response) {
+                Ok(offset) => offset,
+                Err(e) => return Verdict::Fail(e),
+            };
+            if concatenated {
+                if offset != block.len {
+                    return Verdict::Retry {
+                        error: self.stranger(
+                            &format!("{what} (kept {offset} of {} bytes)", block.len),
+                            response,
+                        ),
+                        after: None,
+                    };
+                }
+                return match self.location(response) {
+                    Ok(url) => {
+                        let part = Part {
+                            start: block.offset,
+                            end,
+                            url: url.to_string(),
+                        };
+                        let receipt = part.receipt();
+                        lock(&self.state).parts.insert(block.offset, part);
+                        Verdict::Ack(Receipt(Some(receipt)))
+                    }
+                    Err(e) => Verdict::Fail(e),
+                };
+            }
+            lock(&self.state).offset = offset;
+            if offset < end {
+                return Verdict::Resync(self.stranger(
+                    &format!("{what} (the server holds {offset} bytes, the block ends at {end})"),
+                    response,
+                ));
+            }
+            return Verdict::Ack(Receipt::default());
+        }
+        let error = crate::error::status_error(response, &self.context(&what));
+        match status {
+            // The offset moved, or the upload is gone: ask again.
+            StatusCode::CONFLICT | StatusCode::NOT_FOUND | StatusCode::GONE if !concatenated => {
+                Verdict::Resync(error)
+            }
+            s if s.as_u16() == fileuploader_wire::DIGEST_MISMATCH
+                || s == StatusCode::LOCKED
+                || retry::is_retryable_status(s) =>
+            {
+                let after = retry::retry_after(response.headers(), SystemTime::now());
+                Verdict::Retry { error, after }
+            }
+            _ => Verdict::Fail(error),
+        }
+    }
+
+    fn idempotent(&self, _block: &Block) -> bool {
+        // A partial upload sent twice is one more part nobody names; an
+        // append sent twice meets a moved offset and is refused.
+        lock(&self.state).mode == Mode::Concatenated
+    }
+
+    async fn finish(&self, transport: &dyn Transport) -> Result<Finish, Error> {
+        let mode = lock(&self.state).mode.clone();
+        let url = match mode {
+            Mode::Stream(url) => url,
+            Mode::Concatenated => {
+                let parts: Vec<String> = lock(&self.state)
+                    .parts
+                    .values()
+                    .map(|p| p.url.clone())
+                    .collect();
+                let mut request = self.request(Method::POST, &self.url, UploadBody::new());
+                let headers = request.headers_mut();
+                headers.insert(
+                    UPLOAD_CONCAT,
+                    header_value(&Concat::Final(parts).to_string())?,
+                );
+                headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+                let response = transport.send(request).await?;
+                if response.status() == StatusCode::BAD_REQUEST
+                    || response.status() == StatusCode::NOT_FOUND
+                {
+                    // A part expired or is gone: find out which and resend.
+                    return Ok(Finish::Resync(crate::error::status_error(
+                        &response,
+                        &self.context("final concatenation"),
+                    )));
+                }
+                if !response.status().is_success() {
+                    return Err(self.refused("final concatenation", &response));
+                }
+                self.location(&response)?
+            }
+            Mode::Unknown => return Ok(Finish::Landed(Landing::unconfirmed())),
+        };
+        match self.held(transport, &url).await? {
+            Some((offset, _)) if offset == self.total => Ok(Finish::Landed(Landing::confirmed(
+                None,
+                Some(self.total),
+                None,
+            ))),
+            Some((offset, _)) => Ok(Finish::Resync(Error::new(
+                ErrorKind::Status,
+                code::NOT_FINISHED,
+                format!(
+                    "the server holds {offset} of the {} bytes of {:?}",
+                    self.total, self.name
+                ),
+            ))),
+            None => Ok(Finish::Resync(Error::new(
+                ErrorKind::Status,
+                code::NOT_FINISHED,
+                format!("the server no longer knows the upload of {:?}", self.name),
+            ))),
+        }
+    }
+
+    async fn abort(&self, transport: &dyn Transport) -> Result<(), Error> {
+        let urls: Vec<Uri> = {
+            let state = lock(&self.state);
+            match &state.mode {
+                Mode::Stream(url) => vec![url.clone()],
+                Mode::Concatenated => state
+                    .parts
+                    .values()
+                    .filter_map(|p| p.url.parse().ok())
+                    .collect(),
+                Mode::Unknown => Vec::new(),
+            }
+        };
+        for url in urls {
+            transport
+                .send(self.request(Method::DELETE, &url, UploadBody::new()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn notices(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.notices))
+    }
+
+    fn saved(&self) -> SavedSession {
+        match &lock(&self.state).mode {
+            Mode::Stream(url) => SavedSession::new(url.to_string()),
+            _ => SavedSession::new(CONCATENATED),
+        }
+    }
+}
