@@ -44,6 +44,7 @@ fn encoder(integrity: Integrity) -> Box<dyn UploadSession> {
             total: 100 << 20,
             integrity,
             threads: 1,
+            block_size: 10240,
             saved: None,
         })
         .unwrap()

@@ -271,6 +271,7 @@ impl UploadManager {
                 total: s.source.len(),
                 integrity: job.integrity,
                 threads: job.thread_num,
+                block_size: job.block_size,
                 saved: saved.as_ref(),
             })?;
             let constraints = session.constraints();

@@ -326,6 +326,13 @@ impl Receiver {
         let answer = Answer::new(StatusCode::CREATED)
             .header("location", &location)
             .header(UPLOAD_EXPIRES, self.expires());
+        if length == 0 && !partial {
+            // Nothing will ever be appended: it is complete as created.
+            self.store
+                .land(&id, &upload.begun.name, self.on_conflict)
+                .await?;
+            return Ok(finished(answer, dialect, 0, true));
+        }
         if !with_body {
             return Ok(answer.header(UPLOAD_OFFSET, 0));
         }

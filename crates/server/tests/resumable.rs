@@ -446,3 +446,118 @@ async fn tus_partial_uploads_concatenate_into_one_landed_file() {
     .await;
     assert_eq!(part.status(), StatusCode::NOT_FOUND, "parts go once joined");
 }
+
+/// A receiver serving on 127.0.0.1 from its own runtime, so it can be
+/// stopped mid-upload; returns its address.
+fn serving(dir: &std::path::Path, addr: &str) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver::new(dir).unwrap();
+    rt.spawn(async move {
+        receiver
+            .serve(tokio::net::TcpListener::from_std(listener).unwrap())
+            .await
+    });
+    (addr, rt)
+}
+
+fn pattern(len: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_lands_files_over_tus_and_the_ietf_draft_in_a_stream_or_by_concatenation() {
+    use fileuploader_core::protocol::{IetfDraft, Protocol, Tus};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let manager = fileuploader_core::UploadManager::new(
+        fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+    );
+    let data = pattern(300 * 1024 + 7);
+    let cases: [(&str, Arc<dyn Protocol>, usize, usize); 6] = [
+        ("tus-stream", Arc::new(Tus), 1, data.len()),
+        ("tus-concat", Arc::new(Tus), 4, data.len()),
+        ("ietf-6", Arc::new(IetfDraft::default()), 2, data.len()),
+        ("ietf-5", Arc::new(IetfDraft::new(5)), 1, data.len()),
+        ("ietf-3", Arc::new(IetfDraft::new(3)), 1, 1000),
+        ("tus-empty", Arc::new(Tus), 4, 0),
+    ];
+    for (name, protocol, threads, len) in cases {
+        let mut job = manager.create_job();
+        job.server_url = format!("http://{addr}/files");
+        job.block_size = 16 * 1024;
+        job.thread_num = threads;
+        job.protocol = Some(protocol);
+        job.require_confirmation = true;
+        job.source_value.add(
+            manager.generate_url_for_upload_data(data[..len].to_vec()),
+            name,
+            None,
+        );
+        manager.run(&job).unwrap().wait().await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            &data[..len],
+            "{name}"
+        );
+        assert_eq!(job.progress().landings_confirmed, 1, "{name}");
+    }
+    rt.shutdown_background();
+    let partial = fileuploader_server::partial_dir(dir.path());
+    assert_eq!(
+        std::fs::read_dir(partial).unwrap().count(),
+        0,
+        "no part left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tus_upload_rides_through_a_receiver_restart_in_a_stream_and_by_concatenation() {
+    for threads in [1, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, first) = serving(dir.path(), "127.0.0.1:0");
+        let manager = fileuploader_core::UploadManager::new(
+            fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+        );
+        let data = pattern(2000 * 1024);
+        let mut job = manager.create_job();
+        job.server_url = format!("http://{addr}/files");
+        // 500 blocks: few enough parts to concatenate with 4 threads.
+        job.block_size = 4096;
+        job.thread_num = threads;
+        job.protocol = Some(std::sync::Arc::new(fileuploader_core::protocol::Tus));
+        job.retry.max_attempts = 30;
+        job.retry.initial_backoff = std::time::Duration::from_millis(50);
+        job.retry.max_backoff = std::time::Duration::from_millis(200);
+        job.source_value.add(
+            manager.generate_url_for_upload_data(data.clone()),
+            "restart.bin",
+            None,
+        );
+        let handle = manager.run(&job).unwrap();
+        while job.progress().blocks_acknowledged < 100 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        first.shutdown_background();
+        assert!(job.progress().blocks_acknowledged < 500, "mid-upload");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (_, second) = serving(dir.path(), &addr.to_string());
+        let outcome = handle.wait().await;
+        second.shutdown_background();
+        outcome.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("restart.bin")).unwrap(),
+            data,
+            "{threads} threads"
+        );
+    }
+}

@@ -118,6 +118,8 @@ pub struct UploadTarget<'a> {
     pub integrity: Integrity,
     /// How many blocks the job may have in flight (its `thread_num`).
     pub threads: usize,
+    /// The job's block size.
+    pub block_size: u64,
     /// What an earlier, interrupted run kept to find its upload again.
     pub saved: Option<&'a SavedSession>,
 }

@@ -36,6 +36,9 @@ use crate::transport::{Request, Response, Transport};
 /// The saved handle of an upload sent by concatenation: its parts' URLs
 /// are the receipts.
 const CONCATENATED: &str = "concatenation";
+/// The most partial uploads one final upload joins: their paths, about 45
+/// bytes each, must fit in one request header.
+const MAX_PARTS: u64 = 1000;
 
 /// Which of the two protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,14 @@ impl Dialect {
         match self {
             Dialect::Tus => "tus 1.0".to_owned(),
             Dialect::Ietf(v) => format!("IETF resumable-upload (interop version {v})"),
+        }
+    }
+
+    /// "a tus 1.0 server", "an IETF … server".
+    fn server(self) -> String {
+        match self {
+            Dialect::Tus => format!("a {} server", self.name()),
+            Dialect::Ietf(_) => format!("an {} server", self.name()),
         }
     }
 }
@@ -203,7 +214,9 @@ impl Session {
             total: target.total,
             headers,
             metadata: Metadata(pairs).to_string(),
-            parallel: dialect == Dialect::Tus && target.threads > 1,
+            parallel: dialect == Dialect::Tus
+                && target.threads > 1
+                && target.total.div_ceil(target.block_size.max(1)) <= MAX_PARTS,
             state: Mutex::new(State {
                 mode: Mode::Unknown,
                 offset: 0,
@@ -236,8 +249,8 @@ impl Session {
             ErrorKind::Status,
             code::PROTOCOL_MISMATCH,
             format!(
-                "the server did not answer as a {} server: {what} got {}{}{body}",
-                self.dialect.name(),
+                "the server did not answer as {}: {what} got {}{}{body}",
+                self.dialect.server(),
                 response.status(),
                 if body.is_empty() { "" } else { ": " }
             ),
@@ -371,6 +384,20 @@ impl Session {
             }
             StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::FORBIDDEN => Ok(None),
             _ => Err(crate::error::status_error(&response, &self.context("HEAD"))),
+        }
+    }
+
+    /// A part's URL as the final upload names it: its path when it is on
+    /// the creation URL's server, keeping the header short.
+    fn shortest(&self, url: &str) -> String {
+        match url.parse::<Uri>() {
+            Ok(uri)
+                if uri.authority() == self.url.authority() && uri.scheme() == self.url.scheme() =>
+            {
+                uri.path_and_query()
+                    .map_or_else(|| url.to_owned(), |p| p.as_str().to_owned())
+            }
+            _ => url.to_owned(),
         }
     }
 
@@ -582,7 +609,7 @@ impl UploadSession for Session {
                 let parts: Vec<String> = lock(&self.state)
                     .parts
                     .values()
-                    .map(|p| p.url.clone())
+                    .map(|p| self.shortest(&p.url))
                     .collect();
                 let mut request = self.request(Method::POST, &self.url, UploadBody::new());
                 let headers = request.headers_mut();

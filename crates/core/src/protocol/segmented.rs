@@ -390,6 +390,7 @@ mod tests {
             total: 5,
             integrity: Integrity::BlockCrc32c,
             threads: 1,
+            block_size: 10240,
             saved: Some(saved()),
         }
     }

@@ -1,0 +1,36 @@
+//! The tus and IETF draft sessions facing a server that speaks neither.
+
+use std::sync::Arc;
+
+use fileuploader_core::protocol::{IetfDraft, Protocol, Tus};
+use fileuploader_core::testing::MemoryTransport;
+use fileuploader_core::{code, UploadManager};
+
+#[tokio::test]
+async fn a_server_that_is_not_tus_or_ietf_gets_a_clear_error_37() {
+    let cases: [(Arc<dyn Protocol>, usize, &str); 3] = [
+        (Arc::new(Tus), 1, "did not answer as a tus 1.0 server: creating the upload (no Location) got 200 OK"),
+        (Arc::new(Tus), 4, "did not answer as a tus 1.0 server: OPTIONS got 404 Not Found"),
+        (
+            Arc::new(IetfDraft::default()),
+            1,
+            "did not answer as an IETF resumable-upload (interop version 6) server: creating the upload (no Location) got 200 OK",
+        ),
+    ];
+    for (protocol, threads, message) in cases {
+        let transport = MemoryTransport::new();
+        let manager = UploadManager::new(transport.clone());
+        let mut job = manager.create_job();
+        job.server_url = "http://127.0.0.1:9/files".into();
+        job.thread_num = threads;
+        job.protocol = Some(protocol);
+        job.source_value.add(
+            manager.generate_url_for_upload_data(vec![7; 100]),
+            "a.bin",
+            None,
+        );
+        let error = manager.run(&job).unwrap().wait().await.unwrap_err();
+        assert_eq!(error.code(), code::PROTOCOL_MISMATCH, "{error}");
+        assert!(error.message().contains(message), "{error}");
+    }
+}
