@@ -40,7 +40,16 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
     let session = &*source.session;
     let mut attempt = 1;
     loop {
-        let data = BlockData::read(&source.source, block.offset, block.len).await?;
+        let data = if session.constraints().in_memory {
+            BlockData::memory(
+                source
+                    .source
+                    .read_at(block.offset, block.len as usize)
+                    .await?,
+            )
+        } else {
+            BlockData::read(&source.source, block.offset, block.len).await?
+        };
         let mut request = session.encode(block, data)?;
         request.body_mut().count_sent(state.sent.clone());
         let report = Arc::new(BodyReport::default());

@@ -86,6 +86,14 @@ impl BlockData {
         }
     }
 
+    /// The bytes, when they are in memory.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match &self.0 {
+            BlockBytes::Memory(bytes) => Some(bytes),
+            BlockBytes::Source { .. } => None,
+        }
+    }
+
     /// The number of bytes.
     pub fn len(&self) -> u64 {
         match &self.0 {

@@ -9,7 +9,7 @@ use fileuploader_core::{code, UploadManager};
 #[tokio::test]
 async fn a_server_that_is_not_tus_or_ietf_gets_a_clear_error_37() {
     let cases: [(Arc<dyn Protocol>, usize, &str); 3] = [
-        (Arc::new(Tus), 1, "did not answer as a tus 1.0 server: creating the upload (no Location) got 200 OK"),
+        (Arc::new(Tus), 1, "did not answer as a tus 1.0 server: OPTIONS got 404 Not Found"),
         (Arc::new(Tus), 4, "did not answer as a tus 1.0 server: OPTIONS got 404 Not Found"),
         (
             Arc::new(IetfDraft::default()),

@@ -159,6 +159,10 @@ pub struct Constraints {
     pub max_block_size: u64,
     /// The most blocks a source may have.
     pub max_blocks: u64,
+    /// Each block's bytes are read into memory before they are encoded
+    /// (for a digest that goes in a request header); memory stays bounded
+    /// by the blocks in flight.
+    pub in_memory: bool,
 }
 
 impl Default for Constraints {
@@ -170,6 +174,7 @@ impl Default for Constraints {
             min_block_size: 1,
             max_block_size: u64::MAX,
             max_blocks: u64::MAX,
+            in_memory: false,
         }
     }
 }

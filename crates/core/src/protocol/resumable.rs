@@ -17,9 +17,10 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{
-    format_flag, parse_offset, Concat, Metadata, INTEROP_VERSION, OFFSET_OCTET_STREAM,
-    PARTIAL_UPLOAD, TUS_EXTENSION, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_COMPLETE,
-    UPLOAD_CONCAT, UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    format_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata, INTEROP_VERSION,
+    OFFSET_OCTET_STREAM, PARTIAL_UPLOAD, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_RESUMABLE,
+    TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT, UPLOAD_INCOMPLETE,
+    UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 
 use super::{
@@ -133,6 +134,8 @@ struct Session {
     /// several in flight, and the protocol could concatenate them).
     parallel: bool,
     state: Mutex<State>,
+    /// Whether blocks may carry a checksum (the job's integrity).
+    checksums: bool,
     /// What the user should hear.
     notices: Mutex<Vec<String>>,
 }
@@ -146,6 +149,22 @@ struct State {
     parts: BTreeMap<u64, Part>,
     /// The handle a resumed run found in the journal.
     saved: Option<SavedSession>,
+    /// Whether the server was asked by `OPTIONS` yet.
+    asked: bool,
+    /// Whether it can concatenate.
+    concatenates: bool,
+    /// The checksum algorithm both sides know, if any.
+    checksum: Option<ChecksumAlgorithm>,
+}
+
+/// The digest of `bytes` by `algorithm`, as `Upload-Checksum` carries it.
+fn digest(algorithm: ChecksumAlgorithm, bytes: &[u8]) -> Vec<u8> {
+    use sha1::Digest as _;
+    match algorithm {
+        ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(bytes).to_vec(),
+        ChecksumAlgorithm::Sha256 => sha2::Sha256::digest(bytes).to_vec(),
+        ChecksumAlgorithm::Crc32c => crc32c::crc32c(bytes).to_be_bytes().to_vec(),
+    }
 }
 
 /// A block sent as a partial upload: its byte range and its URL. Its
@@ -222,7 +241,11 @@ impl Session {
                 offset: 0,
                 parts: BTreeMap::new(),
                 saved,
+                asked: false,
+                concatenates: false,
+                checksum: None,
             }),
+            checksums: target.integrity != super::Integrity::None,
             notices: Mutex::default(),
         }))
     }
@@ -287,9 +310,12 @@ impl Session {
             .ok_or_else(|| self.stranger(&format!("{what} (no Upload-Offset)"), response))
     }
 
-    /// Whether a tus server advertises concatenation and creation with
-    /// upload, asked by `OPTIONS`.
-    async fn concatenates(&self, transport: &dyn Transport) -> Result<bool, Error> {
+    /// Asks a tus server by `OPTIONS`, once, whether it can concatenate
+    /// (with creation-with-upload) and which checksum algorithms it takes.
+    async fn ask(&self, transport: &dyn Transport) -> Result<(), Error> {
+        if self.dialect != Dialect::Tus || lock(&self.state).asked {
+            return Ok(());
+        }
         let response = transport
             .send(self.request(Method::OPTIONS, &self.url, UploadBody::new()))
             .await?;
@@ -302,20 +328,32 @@ impl Session {
             }
             return Err(self.stranger("OPTIONS", &response));
         }
-        let extensions = response
-            .headers()
-            .get(TUS_EXTENSION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let has = |name: &str| extensions.split(',').any(|e| e.trim() == name);
-        let can = has("concatenation") && has("creation-with-upload");
-        if !can {
+        let list = |name: &str| -> Vec<String> {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .split(',')
+                .map(|e| e.trim().to_ascii_lowercase())
+                .collect()
+        };
+        let extensions = list(TUS_EXTENSION);
+        let has = |name: &str| extensions.iter().any(|e| e == name);
+        let algorithms = list(TUS_CHECKSUM_ALGORITHM);
+        let state = &mut *lock(&self.state);
+        state.asked = true;
+        state.concatenates = has("concatenation") && has("creation-with-upload");
+        state.checksum = ChecksumAlgorithm::ALL.into_iter().find(|a| {
+            self.checksums && has("checksum") && algorithms.iter().any(|n| n == a.name())
+        });
+        if self.parallel && !state.concatenates {
             lock(&self.notices).push(format!(
                 "the tus server does not offer concatenation with creation-with-upload; {:?} goes as one stream, one block at a time",
                 self.name
             ));
         }
-        Ok(can)
+        Ok(())
     }
 
     /// Creates a streamed upload: its URL.
@@ -412,24 +450,38 @@ impl Session {
 #[async_trait]
 impl UploadSession for Session {
     fn constraints(&self) -> Constraints {
-        let mode = lock(&self.state).mode.clone();
-        match mode {
-            Mode::Concatenated => Constraints::default(),
+        let state = lock(&self.state);
+        let in_memory = state.checksum.is_some();
+        match state.mode {
+            Mode::Concatenated => Constraints {
+                in_memory,
+                ..Constraints::default()
+            },
             Mode::Unknown if self.parallel => Constraints::default(),
             _ => Constraints {
                 sequential: true,
                 max_in_flight: 1,
+                in_memory,
                 ..Constraints::default()
             },
         }
     }
 
     async fn begin(&self, transport: &dyn Transport) -> Result<Holding, Error> {
+        self.ask(transport).await?;
         let saved = lock(&self.state).saved.take();
-        if saved.as_ref().is_some_and(|s| s.upload_id == CONCATENATED) || {
-            let unknown = lock(&self.state).mode == Mode::Unknown;
-            unknown && self.parallel && self.total > 0 && self.concatenates(transport).await?
-        } {
+        let concatenate = {
+            let state = lock(&self.state);
+            match &state.mode {
+                Mode::Concatenated => true,
+                Mode::Stream(_) => false,
+                Mode::Unknown => match &saved {
+                    Some(s) => s.upload_id == CONCATENATED,
+                    None => self.parallel && self.total > 0 && state.concatenates,
+                },
+            }
+        };
+        if concatenate {
             lock(&self.state).mode = Mode::Concatenated;
             let known: Vec<Part> = match &saved {
                 Some(s) => s
@@ -500,39 +552,50 @@ impl UploadSession for Session {
     }
 
     fn encode(&self, block: &Block, data: BlockData) -> Result<Request, Error> {
-        let (mode, offset) = {
+        let (mode, offset, checksum) = {
             let state = lock(&self.state);
-            (state.mode.clone(), state.offset)
+            (state.mode.clone(), state.offset, state.checksum)
         };
-        match mode {
-            Mode::Concatenated => {
-                let mut body = UploadBody::new();
-                body.push_block(data);
-                let mut request = self.request(Method::POST, &self.url, body);
-                let headers = request.headers_mut();
-                headers.insert(UPLOAD_LENGTH, HeaderValue::from(block.len));
-                headers.insert(UPLOAD_CONCAT, HeaderValue::from_static("partial"));
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static(OFFSET_OCTET_STREAM));
-                Ok(request)
-            }
+        let (method, url, data) = match mode {
+            Mode::Concatenated => (Method::POST, self.url.clone(), data),
+            // The server may hold part of this block (a body cut short is
+            // kept): send only the rest.
             Mode::Stream(url) => {
-                // The server may hold part of this block (a body cut short
-                // is kept): send only the rest.
                 let skip = offset.saturating_sub(block.offset).min(block.len);
-                let mut body = UploadBody::new();
-                body.push_block(data.skip(skip));
-                let mut request = self.request(Method::PATCH, &url, body);
-                let headers = request.headers_mut();
-                headers.insert(UPLOAD_OFFSET, HeaderValue::from(block.offset + skip));
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
-                self.mark_complete(headers, block.offset + block.len == self.total);
-                Ok(request)
+                (Method::PATCH, url, data.skip(skip))
             }
-            Mode::Unknown => Err(Error::invalid(
-                code::FAILED,
-                "a block was encoded before its session began",
-            )),
+            Mode::Unknown => {
+                return Err(Error::invalid(
+                    code::FAILED,
+                    "a block was encoded before its session began",
+                ))
+            }
+        };
+        let sum = match (checksum, data.bytes()) {
+            (Some(algorithm), Some(bytes)) => Some(Checksum {
+                algorithm: algorithm.name().to_owned(),
+                digest: digest(algorithm, bytes),
+            }),
+            _ => None,
+        };
+        let start = block.offset + block.len - data.len();
+        let mut body = UploadBody::new();
+        body.push_block(data);
+        let mut request = self.request(method, &url, body);
+        let headers = request.headers_mut();
+        if let Some(sum) = sum {
+            headers.insert(UPLOAD_CHECKSUM, header_value(&sum.to_string())?);
         }
+        if lock(&self.state).mode == Mode::Concatenated {
+            headers.insert(UPLOAD_LENGTH, HeaderValue::from(block.len));
+            headers.insert(UPLOAD_CONCAT, HeaderValue::from_static("partial"));
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(OFFSET_OCTET_STREAM));
+        } else {
+            headers.insert(UPLOAD_OFFSET, HeaderValue::from(start));
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
+            self.mark_complete(headers, block.offset + block.len == self.total);
+        }
+        Ok(request)
     }
 
     fn judge(&self, block: &Block, response: &Response) -> Verdict {
