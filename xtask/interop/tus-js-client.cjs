@@ -11,6 +11,13 @@ const [endpoint, file, protocol, parallel, chunk, abort] = process.argv.slice(2)
 const data = fs.readFileSync(file)
 let sent = 0
 let aborted = false
+let succeeded = false
+process.on('exit', () => {
+  if (!succeeded) {
+    console.error('tus-js-client stopped without finishing the upload')
+    process.exitCode = 1
+  }
+})
 
 const upload = new tus.Upload(data, {
   endpoint,
@@ -32,6 +39,7 @@ const upload = new tus.Upload(data, {
     process.exit(1)
   },
   onSuccess() {
+    succeeded = true
     console.log(JSON.stringify({ url: upload.url, sent, aborted }))
   },
 })

@@ -4,8 +4,11 @@
 //!   repository, as a table.
 //! - `fuzz [SECONDS]`: each cargo-fuzz target for SECONDS (default 60).
 //! - `bench [--quick] [--runs N]`: fileuploader against curl on 127.0.0.1.
+//! - `interop`: fileuploader against tus peers nobody here wrote (npm and
+//!   PyPI, installed when missing), both directions.
 
 mod bench;
+mod interop;
 mod raw_transport;
 
 use std::process::ExitCode;
@@ -27,6 +30,10 @@ const TASKS: &[(&str, &str)] = &[
         "upload speed, request rate, CPU and memory against curl on 127.0.0.1 (N >= 3 alternating runs; 5, or 3 with --quick)",
     ),
     (
+        "interop",
+        "our client and receiver against @tus/server, tuspyserver, resumable-upload and tus-js-client",
+    ),
+    (
         "fuzz [SECS]",
         "run each fuzz target for SECS seconds (default 60); needs cargo-fuzz",
     ),
@@ -45,6 +52,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("conformance") => conformance(),
+        Some("interop") => match interop::interop() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("interop: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("fuzz") => fuzz(std::env::args().nth(2).as_deref()),
         Some("bench") => {
             match bench::Plan::from_args(std::env::args().skip(2)).and_then(bench::run) {

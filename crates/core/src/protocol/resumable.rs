@@ -70,8 +70,8 @@ impl Dialect {
 /// creation-with-upload for a source sent as one block, `PATCH` appends,
 /// resume by `HEAD`, termination on cancel when resume is off, and
 /// concatenation for several blocks in flight when the server advertises
-/// it. File name and form fields travel in `Upload-Metadata` (`filename`,
-/// then each field).
+/// it. File name, its media type and the form fields travel in
+/// `Upload-Metadata` (`filename`, `filetype`, then each field).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tus;
 
@@ -215,9 +215,18 @@ impl Session {
                 headers.insert(INTEROP_VERSION, HeaderValue::from(v));
             }
         }
-        let mut pairs = vec![("filename".to_owned(), Some(target.name.as_bytes().to_vec()))];
+        // `filename` and `filetype`, as tus-js-client and Uppy send them
+        // (some servers require both).
+        let filetype = mime_guess::from_path(target.name).first_or_octet_stream();
+        let mut pairs = vec![
+            ("filename".to_owned(), Some(target.name.as_bytes().to_vec())),
+            (
+                "filetype".to_owned(),
+                Some(filetype.essence_str().as_bytes().to_vec()),
+            ),
+        ];
         for (key, value) in target.fields.iter() {
-            if key.is_empty() || key.contains([' ', ',']) || key == "filename" {
+            if key.is_empty() || key.contains([' ', ',']) || pairs.iter().any(|(k, _)| k == key) {
                 return Err(Error::invalid(
                     code::INVALID_OPTION,
                     format!("form field {key:?} cannot travel as Upload-Metadata"),

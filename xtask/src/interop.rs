@@ -1,0 +1,436 @@
+//! `cargo xtask interop`: fileuploader against protocol peers nobody here
+//! wrote, each started on 127.0.0.1 by this task:
+//!
+//! - our client (`fileuploader upload --protocol tus`) to `@tus/server` with
+//!   `@tus/file-store` (npm; one stream, it has no concatenation), to
+//!   `tuspyserver` (PyPI; concatenation) and to `resumable-upload` (PyPI;
+//!   the checksum extension and concatenation), one and four blocks in
+//!   flight; and a client killed mid-upload and run again, the bytes the
+//!   server took counted;
+//! - `tus-js-client` (npm, under Node) to our receiver in its `tus-v1` mode
+//!   with `parallelUploads` 1 (aborted halfway and started again) and 3,
+//!   and in its `ietf-draft-05` mode (aborted and started again).
+//!
+//! Sizes run from 0 bytes to 100 MiB; every landing is compared byte for
+//! byte. The peers are installed when missing into a cache outside the
+//! repository (`$FILEUPLOADER_INTEROP_CACHE`, else
+//! `~/.cache/fileuploader-interop`), at pinned versions.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The npm packages, pinned.
+const NPM: &[&str] = &[
+    "tus-js-client@4.3.1",
+    "@tus/server@1.10.2",
+    "@tus/file-store@1.5.1",
+];
+/// The PyPI packages, pinned.
+const PYPI: &[&str] = &[
+    "resumable-upload==0.3.0",
+    "tuspyserver==4.4.3",
+    "fastapi==0.165.0",
+    "uvicorn==0.54.0",
+];
+const MIB: usize = 1 << 20;
+
+/// A child process killed when dropped.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("FILEUPLOADER_INTEROP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache/fileuploader-interop")
+        })
+}
+
+fn run(command: &mut Command, what: &str) -> Result<(), String> {
+    let out = command
+        .output()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Installs the peers that are missing.
+fn install(cache: &Path) -> Result<(), String> {
+    let node = cache.join("node");
+    if !node.join("node_modules/@tus/file-store").exists() {
+        std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
+        eprintln!("interop: installing {} with npm", NPM.join(" "));
+        run(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&node)
+                .args(NPM),
+            "npm install",
+        )?;
+    }
+    let venv = cache.join("venv");
+    if !venv.join("bin/uvicorn").exists() {
+        eprintln!("interop: installing {} with pip", PYPI.join(" "));
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        )?;
+        run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet"])
+                .args(PYPI),
+            "pip install",
+        )?;
+    }
+    Ok(())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+/// Starts a peer and waits until it accepts connections on `port`.
+fn start(command: &mut Command, port: u16, what: &str) -> Result<Peer, String> {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let mut peer = Peer(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = peer.0.try_wait() {
+            return Err(format!("{what} exited: {status}"));
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(format!("{what} did not listen on port {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(peer)
+}
+
+/// A file of `len` bytes that no two offsets of one block share.
+fn make_file(dir: &Path, name: &str, len: usize) -> Result<PathBuf, String> {
+    let data: Vec<u8> = (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, data).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Whether some file under `dir` has exactly the bytes of `file`.
+fn landed(dir: &Path, file: &Path) -> bool {
+    let Ok(want) = std::fs::read(file) else {
+        return false;
+    };
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.len() == want.len() as u64
+                && path.extension().is_none_or(|e| e != "json")
+                && std::fs::read(&path).is_ok_and(|got| got == want)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The sizes every peer is sent, with names.
+const SIZES: &[(&str, usize)] = &[
+    ("empty", 0),
+    ("one-byte", 1),
+    ("odd", 3 * MIB + 13),
+    ("large", 100 * MIB),
+];
+
+struct Matrix {
+    rows: Vec<(String, String, Result<(), String>)>,
+}
+
+impl Matrix {
+    fn record(&mut self, peer: &str, case: &str, result: Result<(), String>) {
+        let mark = if result.is_ok() { "ok" } else { "FAIL" };
+        eprintln!("interop: {peer:<28} {case:<34} {mark}");
+        self.rows.push((peer.to_owned(), case.to_owned(), result));
+    }
+}
+
+fn upload(binary: &Path, url: &str, file: &Path, threads: &str, block: &str) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(["upload", "--protocol", "tus", "--url", url, "--quiet"])
+        .args(["--threads", threads, "--block-size", block])
+        .arg(file);
+    command
+}
+
+/// Our client to one tus server, over every size, one and four blocks in
+/// flight.
+fn client_to(
+    matrix: &mut Matrix,
+    binary: &Path,
+    peer: &str,
+    url: &str,
+    store: &Path,
+    files: &[(String, PathBuf)],
+) {
+    for (name, file) in files {
+        for threads in ["1", "4"] {
+            let result = run(
+                &mut upload(binary, url, file, threads, "1MiB"),
+                "fileuploader upload",
+            )
+            .and_then(|()| {
+                landed(store, file)
+                    .then_some(())
+                    .ok_or_else(|| "no identical file landed".to_owned())
+            });
+            matrix.record(
+                peer,
+                &format!("our client, {name}, {threads} threads"),
+                result,
+            );
+        }
+    }
+}
+
+/// Kills our client mid-upload to @tus/server, runs it again, and counts
+/// what the server took.
+fn resume_to_tus_server(
+    binary: &Path,
+    port: u16,
+    store: &Path,
+    file: &Path,
+    journals: &Path,
+) -> Result<(), String> {
+    let received = || -> Result<u64, String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET /received HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+        answer
+            .rsplit("\r\n\r\n")
+            .next()
+            .and_then(|b| b.trim().parse().ok())
+            .ok_or_else(|| format!("bad /received answer {answer:?}"))
+    };
+    let before = received()?;
+    let url = format!("http://127.0.0.1:{port}/files");
+    let client = || {
+        let mut c = upload(binary, &url, file, "1", "1MiB");
+        c.arg("--resume").env("FILEUPLOADER_JOURNAL_DIR", journals);
+        c
+    };
+    let len = std::fs::metadata(file).map_err(|e| e.to_string())?.len();
+    let mut first = client().spawn().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    while received()? - before < len / 3 {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = first.kill();
+            return Err("the first run made no progress".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.kill().map_err(|e| e.to_string())?;
+    let _ = first.wait();
+    let at_kill = received()? - before;
+    if at_kill >= len {
+        return Err(format!(
+            "the client was killed too late ({at_kill} of {len} bytes)"
+        ));
+    }
+    run(&mut client(), "the resumed run")?;
+    let total = received()? - before;
+    if !landed(store, file) {
+        return Err("no identical file landed".into());
+    }
+    // The block in flight at the kill may arrive twice, at most.
+    if total > len + MIB as u64 {
+        return Err(format!(
+            "the server took {total} bytes for a {len}-byte file: the resume sent more than it lacked"
+        ));
+    }
+    eprintln!("interop: resume: {at_kill} bytes before the kill, {total} in all, for {len}");
+    Ok(())
+}
+
+/// tus-js-client to our receiver.
+fn js_client_to_us(
+    matrix: &mut Matrix,
+    node: &Path,
+    url: &str,
+    store: &Path,
+    files: &[(String, PathBuf)],
+    scratch: &Path,
+) {
+    let script = root().join("xtask/interop/tus-js-client.cjs");
+    for (name, file) in files {
+        // tus-js-client aborted in parallel mode may stop without a word:
+        // parallel uploads run through, the others are aborted halfway.
+        for (protocol, parallel, abort) in [
+            ("tus-v1", "1", "abort"),
+            ("tus-v1", "3", "through"),
+            ("ietf-draft-05", "1", "abort"),
+        ] {
+            // A name of its own, so the receiver lands each upload apart.
+            let copy = scratch.join(format!("{protocol}-{parallel}-{name}.bin"));
+            let result = std::fs::copy(file, &copy)
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    run(
+                        Command::new("node")
+                            .env("NODE_PATH", node.join("node_modules"))
+                            .arg(&script)
+                            .args([url, copy.to_str().unwrap_or("")])
+                            .args([protocol, parallel, "1048576", abort]),
+                        "tus-js-client",
+                    )
+                })
+                .and_then(|()| {
+                    let landed_as = store.join(copy.file_name().unwrap_or_default());
+                    match std::fs::read(&landed_as) {
+                        Ok(got) if std::fs::read(file).is_ok_and(|want| want == got) => Ok(()),
+                        Ok(_) => Err(format!("{} differs", landed_as.display())),
+                        Err(e) => Err(format!("{}: {e}", landed_as.display())),
+                    }
+                });
+            let case = format!("tus-js-client {protocol} x{parallel}, {name}, {abort}");
+            matrix.record("fileuploader serve", &case, result);
+        }
+    }
+}
+
+/// Runs the matrix; fails on any failed case.
+pub fn interop() -> Result<(), String> {
+    let cache = cache();
+    install(&cache)?;
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args(["build", "--release", "--quiet", "-p", "fileuploader-cli"]),
+        "cargo build",
+    )?;
+    let binary = root().join("target/release/fileuploader");
+    let work = std::env::temp_dir().join(format!("fileuploader-interop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let dir = |name: &str| -> Result<PathBuf, String> {
+        let d = work.join(name);
+        std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+        Ok(d)
+    };
+    let sources = dir("sources")?;
+    let files = SIZES
+        .iter()
+        .map(|(name, len)| {
+            Ok((
+                (*name).to_owned(),
+                make_file(&sources, &format!("{name}.bin"), *len)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut matrix = Matrix { rows: Vec::new() };
+    let node = cache.join("node");
+    let python = cache.join("venv/bin/python");
+    let py_script = root().join("xtask/interop/py-server.py");
+
+    {
+        let (port, store) = (free_port(), dir("tus-server")?);
+        let _peer = start(
+            Command::new("node")
+                .env("NODE_PATH", node.join("node_modules"))
+                .arg(root().join("xtask/interop/tus-server.cjs"))
+                .arg(port.to_string())
+                .arg(&store),
+            port,
+            "@tus/server",
+        )?;
+        let url = format!("http://127.0.0.1:{port}/files");
+        client_to(&mut matrix, &binary, "@tus/server", &url, &store, &files);
+        let large = &files[files.len() - 1].1;
+        let result = resume_to_tus_server(&binary, port, &store, large, &dir("journals")?);
+        matrix.record("@tus/server", "our client killed, resumed, large", result);
+    }
+    for (peer, path) in [("tuspyserver", "/files/"), ("resumable-upload", "/files")] {
+        let (port, store) = (free_port(), dir(peer)?);
+        let _peer = start(
+            Command::new(&python)
+                .arg(&py_script)
+                .args([peer, &port.to_string()])
+                .arg(&store),
+            port,
+            peer,
+        )?;
+        let url = format!("http://127.0.0.1:{port}{path}");
+        client_to(&mut matrix, &binary, peer, &url, &store, &files);
+    }
+    {
+        let (port, store) = (free_port(), dir("serve")?);
+        let _serve = start(
+            Command::new(&binary)
+                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
+                .arg(&store),
+            port,
+            "fileuploader serve",
+        )?;
+        let url = format!("http://127.0.0.1:{port}/files");
+        js_client_to_us(&mut matrix, &node, &url, &store, &files, &dir("js")?);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+
+    let failed: Vec<_> = matrix.rows.iter().filter(|r| r.2.is_err()).collect();
+    println!("\n| peer | case | outcome |\n|---|---|---|");
+    for (peer, case, result) in &matrix.rows {
+        let outcome = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("FAIL: {}", e.lines().next().unwrap_or("")),
+        };
+        println!("| {peer} | {case} | {outcome} |");
+    }
+    if failed.is_empty() {
+        println!("\n{} cases, all passed", matrix.rows.len());
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} cases failed",
+            failed.len(),
+            matrix.rows.len()
+        ))
+    }
+}
