@@ -30,6 +30,11 @@ use fileuploader_core::{Job, RetryPolicy, Transport, UploadManager};
 
 use crate::answers::{Answers, Query};
 use crate::faults::{Action, Attempt, Fault, Target};
+use crate::protocols::{
+    protocol_ietf_lands_every_size, protocol_ietf_resumes_after_cancel,
+    protocol_segmented_lands_every_size, protocol_segmented_resumes_after_cancel,
+    protocol_tus_lands_every_size, protocol_tus_resumes_after_cancel,
+};
 use crate::raw::{RawFault, RawFaultServer};
 use crate::server::MockUploadServer;
 
@@ -109,6 +114,12 @@ scenarios![
     transport_mid_body_close_is_retried,
     transport_reset_is_retried,
     transport_stall_ends_in_a_timeout_and_is_retried,
+    protocol_segmented_lands_every_size,
+    protocol_tus_lands_every_size,
+    protocol_ietf_lands_every_size,
+    protocol_segmented_resumes_after_cancel,
+    protocol_tus_resumes_after_cancel,
+    protocol_ietf_resumes_after_cancel,
 ];
 
 /// Runs one scenario on its own task, catching its panic as a failure.

@@ -22,6 +22,7 @@
 mod answers;
 pub mod conformance;
 mod faults;
+mod protocols;
 mod raw;
 mod record;
 mod recording;

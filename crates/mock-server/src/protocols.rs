@@ -1,0 +1,169 @@
+//! Conformance scenarios of the three protocols against the real receiver
+//! (`fileuploader-server`, in process): a transport must carry segmented
+//! multipart, tus 1.0 and IETF draft uploads alike, every size landing byte
+//! for byte, and an upload cancelled halfway must resume and send only
+//! what the receiver lacks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fileuploader_core::protocol::{IetfDraft, Protocol, SegmentedMultipart, Tus};
+use fileuploader_core::UploadManager;
+use fileuploader_server::Receiver;
+
+use crate::conformance::TransportFactory;
+
+/// A receiver on 127.0.0.1 in a temporary directory, stopped when dropped.
+struct Served {
+    url: String,
+    dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve() -> Served {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let receiver = Receiver::new(dir.path()).expect("the receiver starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!(
+        "http://{}/files",
+        listener.local_addr().expect("an address")
+    );
+    let task = tokio::spawn(receiver.serve(listener));
+    Served { url, dir, task }
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// Every size around the block size lands, with 1 and 3 blocks in flight.
+async fn lands_every_size(transport: TransportFactory, protocol: Arc<dyn Protocol>, what: &str) {
+    let served = serve().await;
+    let manager = UploadManager::new(transport());
+    const BLOCK: usize = 4096;
+    for (i, len) in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 10 * BLOCK + 7]
+        .into_iter()
+        .enumerate()
+    {
+        for threads in [1, 3] {
+            let name = format!("{what}-{len}-{threads}.bin");
+            let data = pattern(len, i as u32);
+            let mut job = manager.create_job();
+            job.server_url = served.url.clone();
+            job.block_size = BLOCK as u64;
+            job.thread_num = threads;
+            job.protocol = Some(protocol.clone());
+            job.require_confirmation = true;
+            job.source_value.add(
+                manager.generate_url_for_upload_data(data.clone()),
+                &name,
+                None,
+            );
+            let outcome = manager.run(&job).expect("the job starts").wait().await;
+            if let Err(e) = outcome {
+                panic!("{what}: {len} bytes, {threads} in flight: {e}");
+            }
+            let landed = std::fs::read(served.dir.path().join(&name));
+            assert!(
+                landed.as_ref().is_ok_and(|l| *l == data),
+                "{what}: {len} bytes, {threads} in flight: the landed file differs or is missing"
+            );
+        }
+    }
+}
+
+/// An upload cancelled halfway resumes: the second run sends at most the
+/// rest and a block in flight, and the file lands whole.
+async fn resumes_after_cancel(
+    transport: TransportFactory,
+    protocol: Arc<dyn Protocol>,
+    what: &str,
+) {
+    let served = serve().await;
+    let manager = UploadManager::new(transport());
+    let journals = tempfile::tempdir().expect("a temporary directory");
+    let data = pattern(256 * 1024, 7);
+    let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::io::Write::write_all(&mut file, &data).expect("the file is written");
+    let job = || {
+        let mut job = manager.create_job();
+        job.server_url = served.url.clone();
+        job.block_size = 4096;
+        job.thread_num = 2;
+        job.protocol = Some(protocol.clone());
+        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+        job.source_value
+            .add(file.path().to_string_lossy(), "resumed.bin", None);
+        job
+    };
+    let first = job();
+    let handle = manager.run(&first).expect("the job starts");
+    while first.progress().blocks_acknowledged < 20 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    handle.cancel();
+    let _ = handle.wait().await;
+    let before = first.progress().blocks_acknowledged;
+    assert!(
+        before < 64,
+        "{what}: the cancel came too late ({before} of 64 blocks)"
+    );
+
+    let second = job();
+    manager
+        .run(&second)
+        .expect("the job starts")
+        .wait()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: the resumed run failed: {e}"));
+    let progress = second.progress();
+    assert!(
+        progress.resumed_blocks >= before.saturating_sub(2),
+        "{what}: {} blocks resumed, {before} were acknowledged",
+        progress.resumed_blocks
+    );
+    assert!(
+        progress.bytes_sent <= (64 - progress.resumed_blocks + 2) * 4096,
+        "{what}: the resumed run sent {} bytes",
+        progress.bytes_sent
+    );
+    let landed = std::fs::read(served.dir.path().join("resumed.bin"));
+    assert!(
+        landed.as_ref().is_ok_and(|l| *l == data),
+        "{what}: the landed file differs or is missing"
+    );
+}
+
+pub(crate) async fn protocol_segmented_lands_every_size(t: TransportFactory) {
+    lands_every_size(t, Arc::new(SegmentedMultipart), "segmented").await;
+}
+
+pub(crate) async fn protocol_tus_lands_every_size(t: TransportFactory) {
+    lands_every_size(t, Arc::new(Tus), "tus").await;
+}
+
+pub(crate) async fn protocol_ietf_lands_every_size(t: TransportFactory) {
+    lands_every_size(t, Arc::new(IetfDraft::default()), "ietf").await;
+}
+
+pub(crate) async fn protocol_segmented_resumes_after_cancel(t: TransportFactory) {
+    resumes_after_cancel(t, Arc::new(SegmentedMultipart), "segmented").await;
+}
+
+pub(crate) async fn protocol_tus_resumes_after_cancel(t: TransportFactory) {
+    resumes_after_cancel(t, Arc::new(Tus), "tus").await;
+}
+
+pub(crate) async fn protocol_ietf_resumes_after_cancel(t: TransportFactory) {
+    resumes_after_cancel(t, Arc::new(IetfDraft::default()), "ietf").await;
+}
