@@ -167,9 +167,18 @@ fn signed_grant(key: &[u8], uri: &Uri) -> Result<Grant, Refusal> {
             "a bearer token or a signed upload URL is needed",
         ));
     };
-    mac(key, uri.path(), expires, rule.as_ref(), max)
-        .verify_slice(&sig)
-        .map_err(|_| unauthorized("the upload URL's signature is not valid"))?;
+    // A signature over a creation URL also covers the uploads made there
+    // (tus and IETF upload URLs are the creation path plus an id).
+    let path = uri.path();
+    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+    let valid = [path, parent].into_iter().any(|p| {
+        mac(key, p, expires, rule.as_ref(), max)
+            .verify_slice(&sig)
+            .is_ok()
+    });
+    if !valid {
+        return Err(unauthorized("the upload URL's signature is not valid"));
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

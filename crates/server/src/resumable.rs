@@ -656,9 +656,14 @@ impl Receiver {
     }
 }
 
-/// Where a new upload `id` lives: below the creation URL's path.
+/// Where a new upload `id` lives: below the creation URL's path, with its
+/// query (a signed creation URL's signature covers the upload too).
 fn location(uri: &http::Uri, id: &str) -> String {
-    format!("{}/{id}", uri.path().trim_end_matches('/'))
+    let path = uri.path().trim_end_matches('/');
+    match uri.query() {
+        Some(query) => format!("{path}/{id}?{query}"),
+        None => format!("{path}/{id}"),
+    }
 }
 
 /// The name an upload lands under: its metadata's `filename` (or `name`),

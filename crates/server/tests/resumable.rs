@@ -561,3 +561,61 @@ async fn a_tus_upload_rides_through_a_receiver_restart_in_a_stream_and_by_concat
         );
     }
 }
+
+#[tokio::test]
+async fn a_signed_creation_url_covers_the_upload_it_creates_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .access(fileuploader_server::Access::open().signing_key(b"k".to_vec()));
+    let signed = fileuploader_server::sign_url(
+        b"k",
+        "http://receiver/files",
+        4_000_000_000,
+        Some(&fileuploader_server::NameRule::Exactly("s.txt".into())),
+        None,
+    )
+    .unwrap();
+    let creation = &signed["http://receiver".len()..];
+    let created = tus("POST", creation)
+        .header("upload-length", "3")
+        .header("upload-metadata", format!("filename {}", base64(b"s.txt")))
+        .body(Full::default())
+        .unwrap();
+    let created = send(&receiver, created).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let url = header(&created, "location").to_owned();
+    assert!(
+        url.contains("fu_sig="),
+        "the upload URL keeps the signature: {url}"
+    );
+    let bare = url.split('?').next().unwrap().to_owned();
+    assert_eq!(
+        send(&receiver, patch(&bare, 0, b"abc")).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "without the signature"
+    );
+    let other = url.replace("/files/", "/elsewhere/");
+    assert_eq!(
+        send(&receiver, patch(&other, 0, b"abc")).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "under another path"
+    );
+    assert_eq!(
+        send(&receiver, patch(&url, 0, b"abc")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(std::fs::read(dir.path().join("s.txt")).unwrap(), b"abc");
+    let renamed = tus("POST", creation)
+        .header("upload-length", "3")
+        .header(
+            "upload-metadata",
+            format!("filename {}", base64(b"other.txt")),
+        )
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(&receiver, renamed).await.status(),
+        StatusCode::FORBIDDEN
+    );
+}
