@@ -594,10 +594,19 @@ pub fn run(plan: Plan) -> Result<(), String> {
         ));
     }
 
+    let protocols = protocol_figures(&bin, &work, &big, &plan, &mut failures)?;
+
     let mut table = String::from(
         "| figure | ours (min–max) | curl (min–max) | ours / curl |\n|---|---|---|---|\n",
     );
     for f in &figures {
+        table.push_str(&f.row());
+        table.push('\n');
+    }
+    table.push_str(
+        "\n| protocols | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|\n",
+    );
+    for f in &protocols {
         table.push_str(&f.row());
         table.push('\n');
     }
@@ -611,7 +620,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
         "sink_http1": h1.name,
         "sink_http2": receiver.name,
         "loopback_mb_per_s": ceilings,
-        "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
+        "figures": figures.iter().chain(&protocols).map(Figure::json).collect::<Vec<_>>(),
         "failed_runs": failures,
     });
     let path = out_dir.join(if quick {
@@ -626,6 +635,95 @@ pub fn run(plan: Plan) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("written to {}", path.display());
     Ok(())
+}
+
+/// tus figures: our client against tus-js-client, both to @tus/server with
+/// the same file and chunk size; and our receiver taking tus with 4 blocks
+/// in flight (concatenation) against taking the segmented protocol.
+fn protocol_figures(
+    bin: &Path,
+    work: &Path,
+    file: &Path,
+    plan: &Plan,
+    failures: &mut Vec<String>,
+) -> Result<Vec<Figure>, String> {
+    let cache = crate::interop::cache();
+    crate::interop::install(&cache)?;
+    let node_path = cache.join("node/node_modules");
+    let size = fs::metadata(file).map_err(|e| e.to_string())?.len() as f64;
+    let block = plan.big_block;
+    let tus_upload = |url: &str, threads: u32| {
+        let mut c = ours(bin, url, file, block, threads, false);
+        c.args(["--protocol", "tus"]);
+        c
+    };
+
+    let port = free_port();
+    let store = work.join("tus-server");
+    let _ = fs::remove_dir_all(&store);
+    fs::create_dir_all(&store).map_err(|e| e.to_string())?;
+    let peer = crate::interop::start(
+        Command::new("node")
+            .env("NODE_PATH", &node_path)
+            .arg(crate::interop::root().join("xtask/interop/tus-server.cjs"))
+            .arg(port.to_string())
+            .arg(&store),
+        port,
+        "@tus/server",
+    )?;
+    let url = format!("http://127.0.0.1:{port}/files");
+    let mut vs_js = Figure {
+        name: format!(
+            "to @tus/server: {} MiB file, {} MiB chunks, one stream (other: tus-js-client 4.3)",
+            plan.big_file / MIB,
+            block / MIB
+        ),
+        unit: "MB/s",
+        ours: vec![],
+        curl: vec![],
+    };
+    for _ in 0..plan.runs {
+        if let Some(s) = attempt(tus_upload(&url, 1), failures) {
+            vs_js.ours.push(size / 1e6 / s.seconds);
+        }
+        let mut js = Command::new("node");
+        js.env("NODE_PATH", &node_path)
+            .arg(crate::interop::root().join("xtask/interop/tus-js-client.cjs"))
+            .arg(&url)
+            .arg(file)
+            .args(["tus-v1", "1", &block.to_string(), "through"]);
+        if let Some(s) = attempt(js, failures) {
+            vs_js.curl.push(size / 1e6 / s.seconds);
+        }
+        // Each run leaves a copy; keep the disk from filling.
+        let _ = fs::remove_dir_all(&store);
+        let _ = fs::create_dir_all(&store);
+    }
+    drop(peer);
+
+    let disk = serve_sink(bin, work, false)?;
+    let tus_url = disk.url.replace("/upload", "/files");
+    let mut tus_vs_segmented = Figure {
+        name: format!(
+            "to our receiver, landing on disk: {} MiB file, {} MiB blocks, {} in flight, tus by concatenation (other: segmented)",
+            plan.big_file / MIB,
+            block / MIB,
+            plan.threads
+        ),
+        unit: "MB/s",
+        ours: vec![],
+        curl: vec![],
+    };
+    for _ in 0..plan.runs {
+        if let Some(s) = attempt(tus_upload(&tus_url, plan.threads), failures) {
+            tus_vs_segmented.ours.push(size / 1e6 / s.seconds);
+        }
+        let segmented = ours(bin, &disk.url, file, block, plan.threads, false);
+        if let Some(s) = attempt(segmented, failures) {
+            tus_vs_segmented.curl.push(size / 1e6 / s.seconds);
+        }
+    }
+    Ok(vec![vs_js, tus_vs_segmented])
 }
 
 #[cfg(test)]

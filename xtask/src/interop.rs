@@ -36,7 +36,7 @@ const PYPI: &[&str] = &[
 const MIB: usize = 1 << 20;
 
 /// A child process killed when dropped.
-struct Peer(Child);
+pub(crate) struct Peer(Child);
 
 impl Drop for Peer {
     fn drop(&mut self) {
@@ -45,11 +45,11 @@ impl Drop for Peer {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-fn cache() -> PathBuf {
+pub(crate) fn cache() -> PathBuf {
     std::env::var_os("FILEUPLOADER_INTEROP_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -74,7 +74,7 @@ fn run(command: &mut Command, what: &str) -> Result<(), String> {
 }
 
 /// Installs the peers that are missing.
-fn install(cache: &Path) -> Result<(), String> {
+pub(crate) fn install(cache: &Path) -> Result<(), String> {
     let node = cache.join("node");
     if !node.join("node_modules/@tus/file-store").exists() {
         std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
@@ -111,7 +111,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts a peer and waits until it accepts connections on `port`.
-fn start(command: &mut Command, port: u16, what: &str) -> Result<Peer, String> {
+pub(crate) fn start(command: &mut Command, port: u16, what: &str) -> Result<Peer, String> {
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

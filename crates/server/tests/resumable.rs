@@ -619,3 +619,70 @@ async fn a_signed_creation_url_covers_the_upload_it_creates_and_nothing_else() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_tus_upload_the_server_no_longer_knows_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let manager = fileuploader_core::UploadManager::new(
+        fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+    );
+    let journals = tempfile::tempdir().unwrap();
+    let data = pattern(512 * 1024);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, &data).unwrap();
+    let job = || {
+        let mut job = manager.create_job();
+        job.server_url = format!("http://{addr}/files");
+        job.block_size = 4096;
+        job.protocol = Some(std::sync::Arc::new(fileuploader_core::protocol::Tus));
+        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+        job.source_value
+            .add(file.path().to_string_lossy(), "expired.bin", None);
+        job
+    };
+    let first = job();
+    let handle = manager.run(&first).unwrap();
+    while first.progress().blocks_acknowledged < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    handle.cancel();
+    let _ = handle.wait().await;
+    // The receiver forgets the upload, as expiry would.
+    let journal = std::fs::read_dir(journals.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(journal.path()).unwrap();
+    let url = text
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .nth(7)
+        .unwrap()
+        .to_owned();
+    assert!(
+        url.contains("/files/"),
+        "the journal keeps the upload URL: {url}"
+    );
+    let path = &url[url.find("/files/").unwrap()..];
+    let receiver = Receiver::new(dir.path()).unwrap();
+    let ended = send(
+        &receiver,
+        tus("DELETE", path).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+
+    let second = job();
+    manager.run(&second).unwrap().wait().await.unwrap();
+    assert_eq!(
+        second.progress().resumed_blocks,
+        0,
+        "nothing counts as held"
+    );
+    assert_eq!(std::fs::read(dir.path().join("expired.bin")).unwrap(), data);
+    rt.shutdown_background();
+}
