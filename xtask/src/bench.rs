@@ -658,19 +658,10 @@ fn protocol_figures(
         c
     };
 
-    let port = free_port();
     let store = work.join("tus-server");
     let _ = fs::remove_dir_all(&store);
     fs::create_dir_all(&store).map_err(|e| e.to_string())?;
-    let peer = crate::interop::start(
-        Command::new("node")
-            .env("NODE_PATH", &node_path)
-            .arg(crate::interop::root().join("xtask/interop/tus-server.cjs"))
-            .arg(port.to_string())
-            .arg(&store),
-        port,
-        "@tus/server",
-    )?;
+    let (peer, port) = crate::interop::tus_server(&cache, &store)?;
     let url = format!("http://127.0.0.1:{port}/files");
     let mut vs_js = Figure {
         name: format!(

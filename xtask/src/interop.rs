@@ -111,7 +111,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts a peer and waits until it accepts connections on `port`.
-pub(crate) fn start(command: &mut Command, port: u16, what: &str) -> Result<Peer, String> {
+fn start(command: &mut Command, port: u16, what: &str) -> Result<Peer, String> {
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -129,6 +129,21 @@ pub(crate) fn start(command: &mut Command, port: u16, what: &str) -> Result<Peer
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(peer)
+}
+
+/// `@tus/server` with its file store in `store`: the peer and its port.
+pub(crate) fn tus_server(cache: &Path, store: &Path) -> Result<(Peer, u16), String> {
+    let port = free_port();
+    let peer = start(
+        Command::new("node")
+            .env("NODE_PATH", cache.join("node/node_modules"))
+            .arg(root().join("xtask/interop/tus-server.cjs"))
+            .arg(port.to_string())
+            .arg(store),
+        port,
+        "@tus/server",
+    )?;
+    Ok((peer, port))
 }
 
 /// A file of `len` bytes that no two offsets of one block share.
@@ -371,16 +386,8 @@ pub fn interop() -> Result<(), String> {
     let py_script = root().join("xtask/interop/py-server.py");
 
     {
-        let (port, store) = (free_port(), dir("tus-server")?);
-        let _peer = start(
-            Command::new("node")
-                .env("NODE_PATH", node.join("node_modules"))
-                .arg(root().join("xtask/interop/tus-server.cjs"))
-                .arg(port.to_string())
-                .arg(&store),
-            port,
-            "@tus/server",
-        )?;
+        let store = dir("tus-server")?;
+        let (_peer, port) = tus_server(&cache, &store)?;
         let url = format!("http://127.0.0.1:{port}/files");
         client_to(&mut matrix, &binary, "@tus/server", &url, &store, &files);
         let large = &files[files.len() - 1].1;

@@ -434,14 +434,7 @@ impl Receiver {
                     }
                 },
             };
-        let answer = answer
-            .header(UPLOAD_OFFSET, offset)
-            .header(UPLOAD_LENGTH, length);
-        Ok(match dialect {
-            Dialect::Tus => answer,
-            Dialect::Ietf(3) => answer.header(UPLOAD_INCOMPLETE, format_flag(!complete)),
-            Dialect::Ietf(_) => answer.header(UPLOAD_COMPLETE, format_flag(complete)),
-        })
+        Ok(finished(answer, dialect, offset, complete).header(UPLOAD_LENGTH, length))
     }
 
     async fn append<B>(
@@ -706,8 +699,8 @@ fn request_is_empty(headers: &HeaderMap) -> bool {
     text(headers, header::CONTENT_LENGTH.as_str()).is_none_or(|v| v.trim() == "0")
 }
 
-/// An append's answer: the new offset and, in the IETF dialect, whether the
-/// upload is complete.
+/// The offset and, in the IETF dialect, whether the upload is complete:
+/// what an append's or a `HEAD`'s answer says.
 fn finished(answer: Answer, dialect: Dialect, offset: u64, landed: bool) -> Answer {
     let answer = answer.header(UPLOAD_OFFSET, offset);
     match dialect {

@@ -1,6 +1,9 @@
 //! The receiver: refusals at the handler, and whole uploads landing through
 //! the real client over 127.0.0.1.
 
+mod support;
+use support::serving;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -477,33 +480,10 @@ async fn a_block_corrupted_in_flight_is_refused_resent_and_lands_intact() {
     assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), data);
 }
 
-/// A receiver on its own runtime, so dropping the runtime kills it and
-/// every connection it holds.
-fn receiver_runtime(
-    dir: &std::path::Path,
-    addr: &str,
-) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = std::net::TcpListener::bind(addr).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let receiver = Receiver::new(dir).unwrap();
-    rt.spawn(async move {
-        receiver
-            .serve(tokio::net::TcpListener::from_std(listener).unwrap())
-            .await
-    });
-    (addr, rt)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiver_restarting_mid_upload_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, first) = receiver_runtime(dir.path(), "127.0.0.1:0");
+    let (addr, first) = serving(dir.path(), "127.0.0.1:0");
     let manager = UploadManager::new(HyperTransport::new().unwrap());
     let data: Vec<u8> = (0..3000 * 1024u32).map(|i| (i % 239) as u8).collect();
     let mut job = manager.create_job();
@@ -526,7 +506,7 @@ async fn the_receiver_restarting_mid_upload_loses_nothing() {
     let at_restart = job.progress().blocks_acknowledged;
     assert!(at_restart < 3000, "the restart came mid-upload");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, second) = receiver_runtime(dir.path(), &addr.to_string());
+    let (_, second) = serving(dir.path(), &addr.to_string());
     let outcome = handle.wait().await;
     second.shutdown_background();
     outcome.unwrap();

@@ -1,5 +1,8 @@
 //! The receiver's tus 1.0 and IETF draft doors, request by request.
 
+mod support;
+use support::serving;
+
 use bytes::Bytes;
 use fileuploader_server::Receiver;
 use http::{Request, StatusCode};
@@ -445,26 +448,6 @@ async fn tus_partial_uploads_concatenate_into_one_landed_file() {
     )
     .await;
     assert_eq!(part.status(), StatusCode::NOT_FOUND, "parts go once joined");
-}
-
-/// A receiver serving on 127.0.0.1 from its own runtime, so it can be
-/// stopped mid-upload; returns its address.
-fn serving(dir: &std::path::Path, addr: &str) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = std::net::TcpListener::bind(addr).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let receiver = Receiver::new(dir).unwrap();
-    rt.spawn(async move {
-        receiver
-            .serve(tokio::net::TcpListener::from_std(listener).unwrap())
-            .await
-    });
-    (addr, rt)
 }
 
 fn pattern(len: u32) -> Vec<u8> {
