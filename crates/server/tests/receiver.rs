@@ -1096,3 +1096,33 @@ async fn an_http2_connection_without_requests_is_closed_after_the_header_timeout
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_completing_an_upload_at_once_both_hear_it_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    for round in 0..200 {
+        let id = format!("race{round}");
+        let name = format!("race{round}.bin");
+        let halves = [("bytes 0-3/8", b"abcd"), ("bytes 4-7/8", b"efgh")];
+        let sends = halves.map(|(range, bytes)| {
+            let (receiver, id, name) = (receiver.clone(), id.clone(), name.clone());
+            tokio::spawn(async move {
+                post(
+                    &receiver,
+                    &segment(range, &id),
+                    checked(&name, bytes, &crc_hex(bytes)),
+                )
+                .await
+            })
+        });
+        for send in sends {
+            let (status, text) = send.await.unwrap();
+            assert!(
+                status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+                "round {round}: {status} {text}"
+            );
+        }
+        assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), b"abcdefgh");
+    }
+}

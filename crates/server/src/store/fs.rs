@@ -200,10 +200,7 @@ impl Inner {
                 .and_then(|m| SystemTime::now().duration_since(m).ok())
                 .unwrap_or_default();
             if !owned && age >= min_age {
-                match fs::remove_file(entry.path()) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
+                remove_if_there(&entry.path())?;
             }
         }
         Ok(())
@@ -214,10 +211,7 @@ impl Inner {
             .apply(Change::Discard { id: id.to_owned() })
             .map_err(records)?;
         lock(&self.cache).remove(id);
-        match fs::remove_file(self.temp_of(id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_if_there(&self.temp_of(id))
     }
 
     /// Lands upload `id` under the whole file's lock.
@@ -252,6 +246,7 @@ impl Inner {
                 };
                 self.state.apply(change).map_err(records)?;
                 lock(&self.cache).remove(id);
+                remove_if_there(&temp)?;
                 Ok(Landing::Landed(statement))
             }
             Err(e) => {
@@ -677,17 +672,22 @@ fn landing_refusal(e: &Refusal) -> Refusal {
 }
 
 /// Puts the finished `temp` in `dir` as `name`, by `policy`, durably;
-/// returns the name it landed under.
+/// returns the name it landed under. `temp` stays until the caller has
+/// recorded the landing and removes it: a landing waiting on the same
+/// upload finds either the file or the record, never neither.
 fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<String> {
     let landed_as = match policy {
         OnConflict::Overwrite => {
-            fs::rename(temp, dir.join(name))?;
+            // A second link, renamed over the name: replaced atomically.
+            let staging = temp.with_extension("landing");
+            let _ = fs::remove_file(&staging);
+            fs::hard_link(temp, &staging)?;
+            fs::rename(&staging, dir.join(name))?;
             name.to_owned()
         }
         OnConflict::Refuse => {
             // A hard link never replaces: it fails if the name is taken.
             fs::hard_link(temp, dir.join(name))?;
-            fs::remove_file(temp)?;
             name.to_owned()
         }
         OnConflict::Rename => {
@@ -710,13 +710,19 @@ fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<
                     Err(e) => return Err(e),
                 }
             }
-            let landed = landed.ok_or_else(|| io::Error::other("no free name"))?;
-            fs::remove_file(temp)?;
-            landed
+            landed.ok_or_else(|| io::Error::other("no free name"))?
         }
     };
     File::open(dir)?.sync_all()?;
     Ok(landed_as)
+}
+
+/// Removes `path` unless it is gone already.
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The CRC32C of a whole file, read from its start in 1 MiB pieces.
