@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::error::{code, Error, ErrorKind};
 use crate::source::Source;
+use crate::throttle::RateLimit;
 
 /// The most bytes read from a source at once while a body is sent. Small
 /// enough that a piece is still in the CPU cache when the socket write copies
@@ -127,6 +128,10 @@ pub struct UploadBody {
     crc: u32,
     sent: Option<Arc<AtomicU64>>,
     report: Option<Arc<BodyReport>>,
+    /// The byte rate shared with other bodies, if any.
+    rate: Option<Arc<RateLimit>>,
+    /// Until when the rate holds the next chunk back.
+    pace: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What a body tells the core about its sending, once the transport is done
@@ -176,6 +181,8 @@ impl Clone for UploadBody {
             crc: self.crc,
             sent: self.sent.clone(),
             report: self.report.clone(),
+            rate: self.rate.clone(),
+            pace: None,
         }
     }
 }
@@ -236,6 +243,20 @@ impl UploadBody {
     /// Whether the body has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Hands out bytes no faster than `rate`, shared with other bodies.
+    pub(crate) fn limit_rate(&mut self, rate: Arc<RateLimit>) {
+        self.rate = Some(rate);
+    }
+
+    /// Books a chunk on the shared rate, holding the next one back as long
+    /// as the rate says.
+    fn paced(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if let Some(until) = self.rate.as_ref().and_then(|r| r.book(chunk.len())) {
+            self.pace = Some(Box::pin(tokio::time::sleep_until(until)));
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
     /// Counts the source's bytes into `counter` as they are handed out.
@@ -305,6 +326,10 @@ impl Body for UploadBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
+        if let Some(pace) = &mut this.pace {
+            ready!(pace.as_mut().poll(cx));
+            this.pace = None;
+        }
         loop {
             let chunk = match this.parts.front_mut() {
                 None => {
@@ -326,7 +351,7 @@ impl Body for UploadBody {
                 Some(Part::Read(reader)) => match ready!(reader.poll_piece(cx)) {
                     Some(Ok(piece)) => {
                         this.pass(&piece);
-                        return Poll::Ready(Some(Ok(Frame::data(piece))));
+                        return this.paced(piece);
                     }
                     Some(Err(e)) => {
                         if let Some(report) = &this.report {
@@ -344,7 +369,7 @@ impl Body for UploadBody {
             if this.parts.is_empty() {
                 this.finished();
             }
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            return this.paced(chunk);
         }
     }
 

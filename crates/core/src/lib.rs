@@ -80,6 +80,7 @@ mod retry;
 mod run;
 mod scheduler;
 mod source;
+mod throttle;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transport;

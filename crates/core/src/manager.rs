@@ -2,6 +2,7 @@
 //! cancel). Validation, scheduling, attempts and resume live in their own
 //! modules.
 
+use crate::throttle::{RateLimit, Throttled};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -76,6 +77,8 @@ pub struct UploadManagerBuilder {
     transport: Arc<dyn Transport>,
     protocol: Arc<dyn Protocol>,
     dispatch: Option<EventDispatcher>,
+    max_in_flight: Option<usize>,
+    limit_rate: Option<u64>,
 }
 
 impl fmt::Debug for UploadManagerBuilder {
@@ -84,6 +87,8 @@ impl fmt::Debug for UploadManagerBuilder {
             .field("transport", &self.transport)
             .field("protocol", &self.protocol)
             .field("dispatch", &self.dispatch.is_some())
+            .field("max_in_flight", &self.max_in_flight)
+            .field("limit_rate", &self.limit_rate)
             .finish()
     }
 }
@@ -101,11 +106,34 @@ impl UploadManagerBuilder {
         self
     }
 
+    /// Sends at most `n` requests at once across all jobs of the manager,
+    /// whatever each job's `thread_num` (default: no bound but theirs).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = Some(n.max(1));
+        self
+    }
+
+    /// Sends request bodies no faster than `bytes_per_second` across all
+    /// jobs of the manager together; each chunk waits its turn, so no job
+    /// starves another (default: no limit).
+    pub fn limit_rate(mut self, bytes_per_second: u64) -> Self {
+        self.limit_rate = Some(bytes_per_second);
+        self
+    }
+
     /// The manager.
     pub fn build(self) -> UploadManager {
+        let transport: Arc<dyn Transport> = match (self.max_in_flight, self.limit_rate) {
+            (None, None) => self.transport,
+            (n, rate) => Arc::new(Throttled {
+                inner: self.transport,
+                permits: n.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+                rate: rate.map(|r| Arc::new(RateLimit::new(r))),
+            }),
+        };
         UploadManager {
             inner: Arc::new(Inner {
-                transport: self.transport,
+                transport,
                 protocol: self.protocol,
                 events: Events::new(self.dispatch),
                 memory: MemoryRegistry::default(),
@@ -128,6 +156,8 @@ impl UploadManager {
             transport: Arc::new(transport),
             protocol: Arc::new(SegmentedMultipart),
             dispatch: None,
+            max_in_flight: None,
+            limit_rate: None,
         }
     }
 
