@@ -80,9 +80,9 @@ mod retry;
 mod run;
 mod scheduler;
 mod source;
-mod throttle;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod throttle;
 mod transport;
 mod validate;
 

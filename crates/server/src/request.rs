@@ -21,31 +21,52 @@ pub fn upload_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     Ok(Some(id.to_owned()))
 }
 
-/// Reduces a client's file name to a plain name: the part after the last
-/// `/` or `\`. Refuses (400) what is left if it is empty, `.`, `..`, starts
-/// with a dot-dot, or holds NUL or other control characters.
+/// Reduces a client's file name to a name inside the receiver's directory.
+/// A clean relative path (`photos/2024/a.jpg`: `/`-separated, no empty,
+/// `.` or `..` part, not absolute) is kept, so a folder lands with its
+/// structure; anything else is reduced to its last part (after the last `/`
+/// or `\\`). Refuses (400) a part that is empty, `.` or `..`, holds NUL or
+/// other control characters, is longer than 255 bytes, or starts with
+/// `.fileuploader-` (the receiver's own folders); and more than 32 parts.
 ///
 /// # Errors
 ///
 /// 400 with the reason.
 pub fn plain_name(name: &str) -> Result<String, Refusal> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let refuse = |why: &str| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
             format!("file name {name:?} refused: {why}"),
         )
     };
-    if base.is_empty() || base == "." || base == ".." {
-        return Err(refuse("no plain file name in it"));
+    let parts: Vec<&str> = name.split('/').collect();
+    let clean = !name.contains('\\')
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && *p != "." && *p != "..");
+    let parts = if clean {
+        parts
+    } else {
+        vec![name.rsplit(['/', '\\']).next().unwrap_or("")]
+    };
+    if parts.len() > 32 {
+        return Err(refuse("more than 32 folders deep"));
     }
-    if base.chars().any(char::is_control) {
-        return Err(refuse("control characters"));
+    for part in &parts {
+        if part.is_empty() || *part == "." || *part == ".." {
+            return Err(refuse("no plain file name in it"));
+        }
+        if part.chars().any(char::is_control) {
+            return Err(refuse("control characters"));
+        }
+        if part.len() > 255 {
+            return Err(refuse("a part longer than 255 bytes"));
+        }
+        if part.starts_with(".fileuploader-") {
+            return Err(refuse("the receiver's own folders cannot be written"));
+        }
     }
-    if base.len() > 255 {
-        return Err(refuse("longer than 255 bytes"));
-    }
-    Ok(base.to_owned())
+    Ok(parts.join("/"))
 }
 
 #[cfg(test)]
@@ -58,7 +79,29 @@ mod tests {
         assert_eq!(plain_name("../../etc/passwd").unwrap(), "passwd");
         assert_eq!(plain_name("C:\\Users\\a\\doc.txt").unwrap(), "doc.txt");
         assert_eq!(plain_name("/abs/path.bin").unwrap(), "path.bin");
-        for bad in ["", "..", "a/..", "dir/", ".", "a\0b", "x\ny"] {
+        assert_eq!(
+            plain_name("photos/2024/a.jpg").unwrap(),
+            "photos/2024/a.jpg"
+        );
+        assert_eq!(
+            plain_name("a/./b.txt").unwrap(),
+            "b.txt",
+            "not clean: reduced"
+        );
+        assert_eq!(plain_name("a//b.txt").unwrap(), "b.txt");
+        let deep = vec!["d"; 40].join("/") + "/f";
+        for bad in [
+            "",
+            "..",
+            "a/..",
+            "dir/",
+            ".",
+            "a\0b",
+            "x\ny",
+            ".fileuploader-partial/id-x.part",
+            "sub/.fileuploader-state",
+            &deep,
+        ] {
             assert!(plain_name(bad).is_err(), "{bad:?}");
         }
     }

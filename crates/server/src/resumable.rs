@@ -659,15 +659,23 @@ fn location(uri: &http::Uri, id: &str) -> String {
     }
 }
 
-/// The name an upload lands under: its metadata's `filename` (or `name`),
-/// reduced to a plain name and allowed by the credentials; else its id.
+/// The name an upload lands under: its metadata's `relativePath` (a path
+/// below a folder, as Uppy and our client send it for a folder's files),
+/// else `filename` (or `name`), made a name inside the receiver's directory
+/// and allowed by the credentials; else its id.
 fn name_of(headers: &HeaderMap, grant: &Grant, id: &str) -> Result<String, Refusal> {
     let metadata = text(headers, UPLOAD_METADATA)
         .map(Metadata::parse)
         .transpose()
         .map_err(|e| bad(e.to_string()))?
         .unwrap_or_default();
-    let name = match metadata.text("filename").or_else(|| metadata.text("name")) {
+    let relative = metadata
+        .text("relativePath")
+        .filter(|p| p.contains('/') && p != "null");
+    let name = match relative
+        .or_else(|| metadata.text("filename"))
+        .or_else(|| metadata.text("name"))
+    {
         Some(name) => plain_name(&name)?,
         None => id.to_owned(),
     };

@@ -1126,3 +1126,43 @@ async fn blocks_completing_an_upload_at_once_both_hear_it_landed() {
         assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), b"abcdefgh");
     }
 }
+
+#[tokio::test]
+async fn relative_paths_land_in_folders_that_cannot_lead_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .on_conflict(fileuploader_server::OnConflict::Rename);
+    let send = |name: &'static str, bytes: &'static [u8]| {
+        let receiver = receiver.clone();
+        async move { post(&receiver, &[], form(&[("RemoteFile", Some(name), bytes)])).await }
+    };
+    let (s, text) = send("photos/2024/a.jpg", b"one").await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(
+        std::fs::read(dir.path().join("photos/2024/a.jpg")).unwrap(),
+        b"one"
+    );
+    assert_eq!(send("photos/2024/a.jpg", b"two").await.0, StatusCode::OK);
+    assert_eq!(
+        std::fs::read(dir.path().join("photos/2024/a (1).jpg")).unwrap(),
+        b"two",
+        "renamed in its own folder"
+    );
+    std::fs::write(dir.path().join("plain"), b"a file").unwrap();
+    let (s, text) = send("plain/b.txt", b"x").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{text}");
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+    let (s, text) = send("link/escape.txt", b"x").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{text}");
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    let (s, _) = send(".fileuploader-state/uploads.sqlite", b"x").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(send("../up/c.txt", b"c").await.0, StatusCode::OK);
+    assert_eq!(
+        std::fs::read(dir.path().join("c.txt")).unwrap(),
+        b"c",
+        "a path that climbs lands as its plain name"
+    );
+}

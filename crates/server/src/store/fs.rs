@@ -660,9 +660,14 @@ impl WholeWriter for FsWhole {
 /// Why a landing failed, as a refusal: 409 when the name is taken, the
 /// cause's status otherwise.
 fn landing_refusal(e: &Refusal) -> Refusal {
-    let conflict = ["Is a directory", "File exists", "Directory not empty"]
-        .iter()
-        .any(|m| e.message().contains(m));
+    let conflict = [
+        "Is a directory",
+        "File exists",
+        "Directory not empty",
+        "it is not a folder",
+    ]
+    .iter()
+    .any(|m| e.message().contains(m));
     let status = if conflict {
         StatusCode::CONFLICT
     } else {
@@ -676,6 +681,7 @@ fn landing_refusal(e: &Refusal) -> Refusal {
 /// recorded the landing and removes it: a landing waiting on the same
 /// upload finds either the file or the record, never neither.
 fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<String> {
+    let folder = make_folders(dir, name)?;
     let landed_as = match policy {
         OnConflict::Overwrite => {
             // A second link, renamed over the name: replaced atomically.
@@ -691,8 +697,11 @@ fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<
             name.to_owned()
         }
         OnConflict::Rename => {
-            let (stem, ext) = match name.rsplit_once('.') {
-                Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
+            // `name (1).ext`: the number goes before the last part's
+            // extension, not a folder's.
+            let base_at = name.rfind('/').map_or(0, |i| i + 1);
+            let (stem, ext) = match name[base_at..].rsplit_once('.') {
+                Some((s, e)) if !s.is_empty() => (&name[..base_at + s.len()], format!(".{e}")),
                 _ => (name, String::new()),
             };
             let mut landed = None;
@@ -713,8 +722,44 @@ fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<
             landed.ok_or_else(|| io::Error::other("no free name"))?
         }
     };
-    File::open(dir)?.sync_all()?;
+    File::open(folder)?.sync_all()?;
     Ok(landed_as)
+}
+
+/// Makes the folders of `name` (a `/`-separated relative path) below `dir`,
+/// durably; returns the one the file goes in. A part that exists as
+/// anything but a plain folder (a file, or a link that could lead out of
+/// `dir`) is refused.
+fn make_folders(dir: &Path, name: &str) -> io::Result<PathBuf> {
+    let mut at = dir.to_owned();
+    let Some((folders, _)) = name.rsplit_once('/') else {
+        return Ok(at);
+    };
+    for part in folders.split('/') {
+        let parent = at.clone();
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{part:?} is in the way: it is not a folder"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match fs::create_dir(&at) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !fs::symlink_metadata(&at)?.is_dir() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(()) => File::open(parent)?.sync_all()?,
+        }
+    }
+    Ok(at)
 }
 
 /// Removes `path` unless it is gone already.
