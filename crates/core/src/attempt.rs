@@ -97,12 +97,15 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
         match next {
             Next::Fail(e) => return Err(e),
             Next::Retry(error, after) => {
+                let reason = error.to_string();
                 let wait = may_retry(ctx, error, attempt, after)?;
-                tracing::debug!(
-                    attempt,
-                    "retrying block {} of {:?}",
-                    block.index,
-                    source.name
+                tracing::info!(
+                    target: "fileuploader",
+                    "retrying block {} of {} of {:?} in {wait:?} (attempt {}): {reason}",
+                    block.index + 1,
+                    block.count,
+                    source.name,
+                    attempt + 1
                 );
                 tokio::time::sleep(wait).await;
                 attempt += 1;
@@ -123,7 +126,13 @@ where
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() => {
+                let reason = e.to_string();
                 let wait = may_retry(ctx, e, attempt, None)?;
+                tracing::info!(
+                    target: "fileuploader",
+                    "asking the receiver again in {wait:?} (attempt {}): {reason}",
+                    attempt + 1
+                );
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
@@ -155,6 +164,5 @@ fn may_retry(
         return Err(error.extend_message(" (the job's retry budget is spent)"));
     }
     ctx.job.state.retries.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(attempt, %error, "retrying");
     Ok(policy.backoff(attempt).max(server_wait.unwrap_or_default()))
 }

@@ -123,14 +123,13 @@ impl UploadManagerBuilder {
 
     /// The manager.
     pub fn build(self) -> UploadManager {
-        let transport: Arc<dyn Transport> = match (self.max_in_flight, self.limit_rate) {
-            (None, None) => self.transport,
-            (n, rate) => Arc::new(Throttled {
-                inner: self.transport,
-                permits: n.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
-                rate: rate.map(|r| Arc::new(RateLimit::new(r))),
-            }),
-        };
+        let transport: Arc<dyn Transport> = Arc::new(Throttled {
+            inner: self.transport,
+            permits: self
+                .max_in_flight
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            rate: self.limit_rate.map(|r| Arc::new(RateLimit::new(r))),
+        });
         UploadManager {
             inner: Arc::new(Inner {
                 transport,

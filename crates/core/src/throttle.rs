@@ -1,7 +1,8 @@
-//! Limits a manager puts on all its jobs together: how many requests are
-//! in flight, and how fast body bytes leave. Both wrap the manager's
-//! transport, so every job (and every source of every job) shares them
-//! first come, first served, and none can starve another.
+//! What a manager puts around its transport for all its jobs together: a
+//! log line per request and response (`tracing`, target `fileuploader`,
+//! level info), and the limits of how many requests are in flight and how
+//! fast body bytes leave, shared first come, first served, so no job
+//! starves another.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,7 +47,7 @@ impl RateLimit {
     }
 }
 
-/// A transport under a manager's limits.
+/// A transport under a manager's limits, logging what passes.
 #[derive(Debug)]
 pub(crate) struct Throttled {
     pub(crate) inner: Arc<dyn Transport>,
@@ -65,7 +66,33 @@ impl Transport for Throttled {
         if let Some(rate) = &self.rate {
             request.body_mut().limit_rate(rate.clone());
         }
-        self.inner.send(request).await
+        let (method, uri, len) = (
+            request.method().clone(),
+            request.uri().clone(),
+            request.body().len(),
+        );
+        let range = request
+            .headers()
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        tracing::info!(target: "fileuploader", "> {method} {uri}{range}, {len} bytes");
+        let started = std::time::Instant::now();
+        let answered = self.inner.send(request).await;
+        match &answered {
+            Ok(response) => tracing::info!(
+                target: "fileuploader",
+                "< {} {:?} for {method} {uri} in {:?}",
+                response.status(),
+                response.version(),
+                started.elapsed()
+            ),
+            Err(e) => {
+                tracing::info!(target: "fileuploader", "< no answer for {method} {uri}: {e}");
+            }
+        }
+        answered
     }
 }
 
