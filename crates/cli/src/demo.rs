@@ -10,7 +10,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::size::human;
-use crate::upload::{drive, transport, Route};
+use crate::upload::{drive, transport, Connection, Display, Route};
 use crate::{DemoArgs, Failure};
 
 fn io_failure(what: &str, path: &Path, e: io::Error) -> Failure {
@@ -94,14 +94,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         );
     }
 
-    let manager = UploadManager::new(transport(t, None, Route::Direct)?);
+    let manager = UploadManager::new(transport(t, &Connection::default(), Route::Direct)?);
     let mut job = manager.create_job();
     job.server_url = url;
     job.block_size = t.block_size;
     job.thread_num = t.threads.into();
     job.source_value
         .add(source.to_string_lossy(), name.as_str(), None);
-    let summary = drive(&manager, &job, &source, t).await?;
+    let summary = drive(&manager, &job, &source, t, &Display::new(t, 1)).await?;
     server.abort();
 
     let landed = landing.join(&name);

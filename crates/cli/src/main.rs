@@ -2,6 +2,7 @@
 //! both end to end with `demo`.
 
 mod demo;
+mod files;
 mod size;
 mod upload;
 
@@ -23,8 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Upload FILEs to URL, block by block (exit 0 on success; on failure
-    /// "error CODE: MESSAGE" and exit 1).
+    /// Upload files and folders to URL, block by block, several files at
+    /// once (exit 0 when every file landed; otherwise "error CODE: MESSAGE"
+    /// and exit 1; 130 when interrupted).
     Upload(UploadArgs),
     /// Run the reference receiver: land uploads in DIR.
     Serve(ServeArgs),
@@ -34,6 +36,14 @@ enum Command {
     /// Print an upload URL signed with the receiver's signing key, for an
     /// application backend to hand to a client.
     Sign(SignArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `fileuploader man > fileuploader.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -87,14 +97,15 @@ struct UploadArgs {
     /// The form name of the file part.
     #[arg(long, value_name = "NAME", default_value = "RemoteFile")]
     key: String,
-    /// The remote file name (one FILE only); default: the file's own name.
+    /// The remote file name (one file only); default: the file's own name,
+    /// or for a folder's files their path below it.
     #[arg(long, value_name = "REMOTE_NAME")]
     name: Option<String>,
     /// An extra form field sent with every block; repeatable.
     #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
     fields: Vec<(String, String)>,
     /// An extra request header, replacing a default of the same name; repeatable.
-    #[arg(long = "header", value_name = "'Name: value'", value_parser = parse_header)]
+    #[arg(short = 'H', long = "header", value_name = "'Name: value'", value_parser = parse_header)]
     headers: Vec<(String, String)>,
     /// Send `Authorization: Bearer TOKEN` (a receiver's --token).
     #[arg(long, value_name = "TOKEN")]
@@ -129,11 +140,65 @@ struct UploadArgs {
     /// is the creation endpoint and the file name travels as metadata.
     #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "segmented")]
     protocol: ProtocolArg,
+    /// Upload what is in each FOLDER given, its subfolders too; each file's
+    /// remote name is its path below the folder (`sub/a.txt`).
+    #[arg(short, long)]
+    recursive: bool,
+    /// In folders, take hidden files and folders too (names starting with `.`).
+    #[arg(long)]
+    hidden: bool,
+    /// In folders, follow symbolic links to files and folders (by default
+    /// they are left out).
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// In folders, take only files whose path below the folder matches this
+    /// glob (`*.pdf`, `**/*.jpg`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// In folders, leave out files whose path below the folder matches this
+    /// glob; repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Files uploaded at once; --threads bounds their blocks in flight
+    /// together.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    files: u16,
+    /// Give up on the whole run after this long (error 11), e.g. `30s`, `10m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// Give up on a connection that is not made within this long (error 11).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    connect_timeout: Option<std::time::Duration>,
+    /// Give up on a request that moves no byte either way for this long
+    /// (error 11, then retried as the retry policy says).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<std::time::Duration>,
+    /// Send at most this many bytes per second across the whole run, e.g. `10MiB`.
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive_size)]
+    limit_rate: Option<u64>,
+    /// Send a failed block at most N more times (default 4; the reference
+    /// never retries: --no-retry).
+    #[arg(long, value_name = "N", conflicts_with = "no_retry")]
+    retries: Option<u32>,
+    /// Never send a failed block again (the reference behaviour).
+    #[arg(long)]
+    no_retry: bool,
+    /// Present this client certificate chain (PEM, with --cert-key) for
+    /// mutual TLS.
+    #[arg(long, value_name = "PEM", requires = "cert_key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM). Not --key: that names the form part.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    cert_key: Option<PathBuf>,
+    /// Print each request, response and retry on standard error (-vv for
+    /// more); FILEUPLOADER_LOG takes a tracing filter instead.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(flatten)]
     transfer: TransferArgs,
-    /// The files to upload, one job each, in order.
-    #[arg(value_name = "FILE", required = true)]
-    files: Vec<PathBuf>,
+    /// The files and folders to upload.
+    #[arg(value_name = "PATH", required = true)]
+    paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -267,16 +332,20 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Upload(args) => {
-                if args.name.is_some() && args.files.len() > 1 {
-                    use clap::CommandFactory;
-                    Cli::command()
-                        .error(
-                            clap::error::ErrorKind::ArgumentConflict,
-                            "--name names one remote file, but several FILEs were given",
-                        )
-                        .exit();
-                }
+                log_to_stderr(args.verbose);
                 upload::run(args).await
+            }
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                let mut command = Cli::command();
+                clap_complete::generate(shell, &mut command, "fileuploader", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Man => {
+                use clap::CommandFactory;
+                clap_mangen::Man::new(Cli::command())
+                    .render(&mut std::io::stdout())
+                    .map_err(|e| Failure::new(fileuploader_core::code::FAILED, e.to_string()))
             }
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args).await,
@@ -285,11 +354,34 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Interrupted (Ctrl-C): the shell's 128 + SIGINT.
+        Err(e) if e.code == fileuploader_core::code::CANCELLED => {
+            eprintln!("error {}: {}", e.code, e.message);
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error {}: {}", e.code, e.message);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs the library's requests, responses and retries to standard error:
+/// `-v` at info, `-vv` at debug; `FILEUPLOADER_LOG` (a tracing filter,
+/// like `fileuploader=debug,hyper=info`) overrides both.
+fn log_to_stderr(verbose: u8) {
+    let filter = match std::env::var("FILEUPLOADER_LOG") {
+        Ok(filter) => filter,
+        Err(_) if verbose == 0 => return,
+        Err(_) if verbose == 1 => "fileuploader=info".to_owned(),
+        Err(_) => "fileuploader=debug,fileuploader_core=debug,fileuploader_transport_hyper=debug".to_owned(),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }
 
 /// A failure the command reports: `error <code>: <message>`.

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fileuploader_core::protocol::{discover, IetfDraft, Protocol, SegmentedMultipart, Tus};
-use fileuploader_core::{FileSource, Integrity, Job, Progress, Resume, UploadManager};
+use fileuploader_core::{
+    FileSource, Integrity, Job, Progress, Resume, RetryPolicy, UploadManager,
+};
 use fileuploader_transport_hyper::HyperTransport;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::files::{self, Entry, Selection};
 use crate::size::human;
 use crate::{Failure, ProtocolArg, TransferArgs, UploadArgs};
 
@@ -95,10 +98,31 @@ pub(crate) enum Route<'a> {
     FromEnv,
 }
 
+/// What the connection needs beyond the transfer flags.
+#[derive(Debug, Default)]
+pub(crate) struct Connection<'a> {
+    pub(crate) cacert: Option<&'a Path>,
+    /// A client certificate chain and its key.
+    pub(crate) identity: Option<(&'a Path, &'a Path)>,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+impl<'a> Connection<'a> {
+    fn of(args: &'a UploadArgs) -> Self {
+        Connection {
+            cacert: args.cacert.as_deref(),
+            identity: args.cert.as_deref().zip(args.cert_key.as_deref()),
+            connect_timeout: args.connect_timeout,
+            idle_timeout: args.idle_timeout,
+        }
+    }
+}
+
 /// The transport the flags describe.
 pub(crate) fn transport(
     transfer: &TransferArgs,
-    cacert: Option<&Path>,
+    connection: &Connection<'_>,
     route: Route<'_>,
 ) -> Result<HyperTransport, Failure> {
     let mut builder = HyperTransport::builder().http2(transfer.http2);
@@ -107,52 +131,204 @@ pub(crate) fn transport(
         Route::Proxy(url) => builder.proxy(url),
         Route::FromEnv => builder.proxy_from_env(true),
     };
-    if let Some(pem) = cacert {
+    if let Some(pem) = connection.cacert {
         builder = builder.add_root_pem(pem);
+    }
+    if let Some((cert, key)) = connection.identity {
+        builder = builder.identity_pem(cert, key);
+    }
+    if let Some(t) = connection.connect_timeout {
+        builder = builder.connect_timeout(t);
+    }
+    if let Some(t) = connection.idle_timeout {
+        builder = builder.stall_timeout(t);
     }
     builder
         .build()
         .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, e.to_string()))
 }
 
-/// Runs `job`, showing a progress bar on a terminal, until it ends or
-/// Ctrl-C cancels it.
+/// What the terminal shows of a run: a bar for the whole run and one per
+/// file in flight on a terminal; lines otherwise; JSON objects with
+/// `--json`.
+#[derive(Clone)]
+pub(crate) struct Display {
+    inner: Arc<Shown>,
+}
+
+struct Shown {
+    bars: Option<MultiProgress>,
+    overall: Option<ProgressBar>,
+    files: usize,
+    done: std::sync::atomic::AtomicUsize,
+    started: std::time::Instant,
+    quiet: bool,
+    json: bool,
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+        .expect("the template is valid")
+        .progress_chars("=> ")
+}
+
+impl Display {
+    /// The display of a run of `files` files.
+    pub(crate) fn new(transfer: &TransferArgs, files: usize) -> Self {
+        let terminal = !transfer.quiet && !transfer.json && std::io::stderr().is_terminal();
+        let bars = terminal.then(MultiProgress::new);
+        let overall = bars.as_ref().filter(|_| files > 1).map(|m| {
+            let bar = m.add(ProgressBar::new(0).with_style(bar_style()));
+            bar.set_message(format!("0/{files} files"));
+            bar
+        });
+        Display {
+            inner: Arc::new(Shown {
+                bars,
+                overall,
+                files,
+                done: 0.into(),
+                started: std::time::Instant::now(),
+                quiet: transfer.quiet,
+                json: transfer.json,
+            }),
+        }
+    }
+
+    /// A bar for a file in flight, on a terminal.
+    fn file_bar(&self, file: &Path) -> Option<ProgressBar> {
+        let bar = self
+            .inner
+            .bars
+            .as_ref()?
+            .add(ProgressBar::new(0).with_style(bar_style()));
+        bar.set_message(file.display().to_string());
+        Some(bar)
+    }
+
+    /// Moves a file's bar, and the run's by as much.
+    fn advance(&self, bar: &ProgressBar, progress: &Progress) {
+        if bar.length() != Some(progress.total_bytes) {
+            if let Some(overall) = &self.inner.overall {
+                overall.inc_length(progress.total_bytes.saturating_sub(bar.length().unwrap_or(0)));
+            }
+            bar.set_length(progress.total_bytes);
+        }
+        let moved = progress.bytes_acknowledged.saturating_sub(bar.position());
+        bar.set_position(progress.bytes_acknowledged);
+        if let Some(overall) = &self.inner.overall {
+            overall.inc(moved);
+        }
+    }
+
+    fn say(&self, line: &str) {
+        match &self.inner.bars {
+            Some(bars) => {
+                let _ = bars.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Says how one file ended, as the flags ask.
+    fn report(&self, outcome: &Outcome, transfer: &TransferArgs) {
+        let done = self.inner.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if let Some(overall) = &self.inner.overall {
+            overall.set_message(format!("{done}/{} files", self.inner.files));
+        }
+        match outcome {
+            Outcome::Landed(summary) if transfer.json => println!("{}", summary.json()),
+            Outcome::Landed(summary) if !transfer.quiet => self.say(&summary.line()),
+            Outcome::Failed(file, e) if transfer.json => println!(
+                "{}",
+                serde_json::json!({
+                    "file": file.display().to_string(),
+                    "error": { "code": e.code, "message": e.message },
+                })
+            ),
+            // One file's failure is the run's: main prints it.
+            Outcome::Failed(file, e) if self.inner.files > 1 => {
+                self.say(&format!("failed {}: error {}: {}", file.display(), e.code, e.message));
+            }
+            _ => {}
+        }
+    }
+
+    /// Clears the bars and, for several files, says how the run went.
+    fn finish(&self, outcomes: &[Outcome]) {
+        if let Some(overall) = &self.inner.overall {
+            overall.finish_and_clear();
+        }
+        let landed: Vec<&Summary> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Landed(s) => Some(s),
+                Outcome::Failed(..) => None,
+            })
+            .collect();
+        let bytes: u64 = landed.iter().map(|s| s.progress.total_bytes).sum();
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Failed(f, _) => Some(f.display().to_string()),
+                Outcome::Landed(_) => None,
+            })
+            .collect();
+        let seconds = self.inner.started.elapsed().as_secs_f64();
+        if self.inner.json {
+            println!(
+                "{}",
+                serde_json::json!({ "summary": {
+                    "files": outcomes.len(),
+                    "landed": landed.len(),
+                    "failed": failed,
+                    "bytes": bytes,
+                    "seconds": seconds,
+                }})
+            );
+        } else if !self.inner.quiet && outcomes.len() > 1 {
+            eprintln!(
+                "{} of {} files landed, {} in {seconds:.2} s ({}/s){}",
+                landed.len(),
+                outcomes.len(),
+                human(bytes as f64),
+                human(bytes as f64 / seconds.max(1e-9)),
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; did not land: {}", failed.join(", "))
+                }
+            );
+        }
+    }
+}
+
+/// Runs `job`, showing its bar on a terminal, until it ends.
 pub(crate) async fn drive(
     manager: &UploadManager,
     job: &Job,
     file: &Path,
     transfer: &TransferArgs,
+    display: &Display,
 ) -> Result<Summary, Failure> {
     let handle = manager.run(job)?;
-    let bar = (!transfer.quiet && !transfer.json && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .expect("the template is valid")
-            .progress_chars("=> "),
-        );
-        bar.set_message(file.display().to_string());
-        bar
-    });
+    let bar = display.file_bar(file);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let outcome = loop {
         tokio::select! {
             outcome = handle.wait() => break outcome,
             _ = tick.tick() => if let Some(bar) = &bar {
-                let p = job.progress();
-                bar.set_length(p.total_bytes);
-                bar.set_position(p.bytes_acknowledged);
+                display.advance(bar, &job.progress());
             },
-            _ = tokio::signal::ctrl_c() => { manager.cancel(job); }
         }
     };
     if let Some(bar) = bar {
+        display.advance(&bar, &job.progress());
         bar.finish_and_clear();
     }
     if !transfer.quiet {
         for notice in job.notices() {
-            eprintln!("note: {notice}");
+            display.say(&format!("note: {notice}"));
         }
     }
     outcome?;
@@ -163,11 +339,18 @@ pub(crate) async fn drive(
     })
 }
 
-/// `fileuploader upload`: one job per file, in order; stops at the first failure.
-pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
-    let route = args.proxy.as_deref().map_or(Route::FromEnv, Route::Proxy);
-    let transport = transport(&args.transfer, args.cacert.as_deref(), route)?;
-    let protocol: Arc<dyn Protocol> = match args.protocol {
+/// How one file of a run ended.
+enum Outcome {
+    Landed(Summary),
+    Failed(PathBuf, Failure),
+}
+
+/// The protocol `--protocol` names, asking the server for `auto`.
+async fn protocol(
+    args: &UploadArgs,
+    transport: &HyperTransport,
+) -> Result<Arc<dyn Protocol>, Failure> {
+    Ok(match args.protocol {
         ProtocolArg::Segmented => Arc::new(SegmentedMultipart),
         ProtocolArg::Tus => Arc::new(Tus),
         ProtocolArg::Ietf => Arc::new(IetfDraft::default()),
@@ -184,45 +367,171 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
                     headers.insert(http::header::AUTHORIZATION, value);
                 }
             }
-            discover(&transport, &url, &headers)
-                .await
-                .map_err(Failure::from)?
+            discover(transport, &url, &headers).await?
+        }
+    })
+}
+
+/// The job for one file, as the flags say.
+fn job_for(
+    manager: &UploadManager,
+    args: &UploadArgs,
+    protocol: &Arc<dyn Protocol>,
+    entry: &Entry,
+) -> Result<Job, Failure> {
+    let mut job = manager.create_job();
+    job.server_url = args.url.clone();
+    job.block_size = args.transfer.block_size;
+    job.thread_num = args.transfer.threads.into();
+    for (key, value) in &args.fields {
+        job.form_field.add(key, value);
+    }
+    for (name, value) in &args.headers {
+        job.http_header.insert(name, value);
+    }
+    if let Some(token) = &args.token {
+        job.http_header
+            .insert("Authorization", format!("Bearer {token}"));
+    }
+    if args.resume {
+        job.resume = Resume::on();
+    }
+    if args.no_checksum {
+        job.integrity = Integrity::None;
+    }
+    if args.no_retry {
+        job.retry = RetryPolicy::none();
+    } else if let Some(n) = args.retries {
+        job.retry = job.retry.with_max_attempts(n.saturating_add(1));
+    }
+    job.require_confirmation = args.require_confirmation;
+    job.protocol = Some(protocol.clone());
+    // Opened here, not by URL, so paths that are not UTF-8 work.
+    let source = FileSource::open(&entry.path)?;
+    let name = args.name.clone().unwrap_or_else(|| entry.name.clone());
+    job.source_value
+        .add_source(Arc::new(source), name, args.key.as_str());
+    Ok(job)
+}
+
+/// `fileuploader upload`: every file of the paths given, `--files` at a
+/// time, their blocks in flight bounded together by `--threads`. Each file
+/// lands or fails on its own; the run fails if any did, with code -3 on
+/// Ctrl-C (exit 130) and 11 past `--timeout`.
+pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
+    let selection = Selection {
+        recursive: args.recursive,
+        hidden: args.hidden,
+        follow_symlinks: args.follow_symlinks,
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+    };
+    let entries = files::collect(&args.paths, &selection)?;
+    if args.name.is_some() && entries.len() != 1 {
+        return Err(Failure::new(
+            fileuploader_core::code::INVALID_OPTION,
+            format!("--name names one remote file, but there are {}", entries.len()),
+        ));
+    }
+    let route = args.proxy.as_deref().map_or(Route::FromEnv, Route::Proxy);
+    let transport = transport(&args.transfer, &Connection::of(&args), route)?;
+    let protocol = protocol(&args, &transport).await?;
+    let mut builder =
+        UploadManager::builder(transport).max_in_flight(args.transfer.threads.into());
+    if let Some(rate) = args.limit_rate {
+        builder = builder.limit_rate(rate);
+    }
+    let manager = builder.build();
+    let display = Display::new(&args.transfer, entries.len());
+    let files_at_once = Arc::new(tokio::sync::Semaphore::new(args.files.into()));
+    let args = Arc::new(args);
+    let mut running = tokio::task::JoinSet::new();
+    let mut outcomes = Vec::new();
+    for entry in entries {
+        if let Some(problem) = entry.problem {
+            outcomes.push(Outcome::Failed(entry.path, problem));
+            continue;
+        }
+        let job = match job_for(&manager, &args, &protocol, &entry) {
+            Ok(job) => job,
+            Err(e) => {
+                outcomes.push(Outcome::Failed(entry.path, e));
+                continue;
+            }
+        };
+        let (manager, args, display, permits) = (
+            manager.clone(),
+            args.clone(),
+            display.clone(),
+            files_at_once.clone(),
+        );
+        running.spawn(async move {
+            let _turn = permits.acquire_owned().await;
+            match drive(&manager, &job, &entry.path, &args.transfer, &display).await {
+                Ok(summary) => Outcome::Landed(summary),
+                Err(e) => Outcome::Failed(entry.path, e),
+            }
+        });
+    }
+    for outcome in &outcomes {
+        display.report(outcome, &args.transfer);
+    }
+    let deadline = async {
+        match args.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
         }
     };
-    let manager = UploadManager::new(transport);
-    for file in &args.files {
-        let mut job = manager.create_job();
-        job.server_url = args.url.clone();
-        job.block_size = args.transfer.block_size;
-        job.thread_num = args.transfer.threads.into();
-        for (key, value) in &args.fields {
-            job.form_field.add(key, value);
+    tokio::pin!(deadline);
+    let mut stopped: Option<Failure> = None;
+    loop {
+        tokio::select! {
+            next = running.join_next() => match next {
+                None => break,
+                Some(Ok(outcome)) => {
+                    display.report(&outcome, &args.transfer);
+                    outcomes.push(outcome);
+                }
+                Some(Err(e)) => {
+                    return Err(Failure::new(fileuploader_core::code::FAILED, e.to_string()))
+                }
+            },
+            _ = tokio::signal::ctrl_c(), if stopped.is_none() => {
+                stopped = Some(Failure::new(
+                    fileuploader_core::code::CANCELLED,
+                    "interrupted: blocks in flight were abandoned; --resume goes on from what the receiver holds",
+                ));
+                manager.cancel_all_upload();
+            }
+            () = &mut deadline, if stopped.is_none() => {
+                stopped = Some(Failure::new(
+                    fileuploader_core::code::TIMEOUT,
+                    format!("the run went past --timeout {:?}", args.timeout.unwrap_or_default()),
+                ));
+                manager.cancel_all_upload();
+            }
         }
-        for (name, value) in &args.headers {
-            job.http_header.insert(name, value);
-        }
-        if let Some(token) = &args.token {
-            job.http_header
-                .insert("Authorization", format!("Bearer {token}"));
-        }
-        if args.resume {
-            job.resume = Resume::on();
-        }
-        if args.no_checksum {
-            job.integrity = Integrity::None;
-        }
-        job.require_confirmation = args.require_confirmation;
-        job.protocol = Some(protocol.clone());
-        // Opened here, not by URL, so paths that are not UTF-8 work.
-        let source = FileSource::open(file)?;
-        job.source_value.add_source(
-            Arc::new(source),
-            args.name.clone().unwrap_or_default(),
-            args.key.as_str(),
-        );
-        drive(&manager, &job, file, &args.transfer)
-            .await?
-            .report(&args.transfer);
     }
-    Ok(())
+    display.finish(&outcomes);
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Failed(..)))
+        .count();
+    match (stopped, failed) {
+        (Some(stop), _) => Err(stop),
+        (None, 0) => Ok(()),
+        (None, n) => {
+            let single = outcomes.len() == 1;
+            match outcomes.into_iter().find_map(|o| match o {
+                Outcome::Failed(_, e) if single => Some(e),
+                _ => None,
+            }) {
+                Some(e) => Err(e),
+                None => Err(Failure::new(
+                    fileuploader_core::code::FAILED,
+                    format!("{n} of the files did not land"),
+                )),
+            }
+        }
+    }
 }

@@ -71,7 +71,8 @@ impl Dialect {
 /// resume by `HEAD`, termination on cancel when resume is off, and
 /// concatenation for several blocks in flight when the server advertises
 /// it. File name, its media type and the form fields travel in
-/// `Upload-Metadata` (`filename`, `filetype`, then each field).
+/// `Upload-Metadata` (`filename`, `filetype`, `relativePath` for a name
+/// with folders in it, then each field).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tus;
 
@@ -217,14 +218,23 @@ impl Session {
         }
         // `filename` and `filetype`, as tus-js-client and Uppy send them
         // (some servers require both).
+        // A name with folders in it (a folder's file) also travels whole
+        // as `relativePath`, as Uppy sends it.
         let filetype = mime_guess::from_path(target.name).first_or_octet_stream();
+        let base = target.name.rsplit('/').next().unwrap_or(target.name);
         let mut pairs = vec![
-            ("filename".to_owned(), Some(target.name.as_bytes().to_vec())),
+            ("filename".to_owned(), Some(base.as_bytes().to_vec())),
             (
                 "filetype".to_owned(),
                 Some(filetype.essence_str().as_bytes().to_vec()),
             ),
         ];
+        if base != target.name {
+            pairs.push((
+                "relativePath".to_owned(),
+                Some(target.name.as_bytes().to_vec()),
+            ));
+        }
         for (key, value) in target.fields.iter() {
             if key.is_empty() || key.contains([' ', ',']) || pairs.iter().any(|(k, _)| k == key) {
                 return Err(Error::invalid(
@@ -244,7 +254,7 @@ impl Session {
             metadata: Metadata(pairs).to_string(),
             parallel: dialect == Dialect::Tus
                 && target.threads > 1
-                && target.total.div_ceil(target.block_size.max(1)) <= MAX_PARTS,
+                && (2..=MAX_PARTS).contains(&target.total.div_ceil(target.block_size.max(1))),
             state: Mutex::new(State {
                 mode: Mode::Unknown,
                 offset: 0,
