@@ -62,8 +62,10 @@ fn globs(patterns: &[String], flag: &str) -> Result<Option<GlobSet>, Failure> {
 }
 
 fn name_of(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn hidden(name: &std::ffi::OsStr) -> bool {
@@ -110,7 +112,10 @@ pub(crate) fn collect(paths: &[PathBuf], selection: &Selection) -> Result<Vec<En
         if !selection.recursive {
             entries.push(problem(
                 fileuploader_core::code::INVALID_OPTION,
-                format!("{} is a folder: add -r to upload what is in it", path.display()),
+                format!(
+                    "{} is a folder: add -r to upload what is in it",
+                    path.display()
+                ),
             ));
             continue;
         }
@@ -210,7 +215,14 @@ mod tests {
         let got = collect(std::slice::from_ref(&dir), &all).unwrap();
         assert_eq!(
             names(&got),
-            [".dot.txt", ".hidden/h.txt", "a.txt", "link/far.txt", "sub/b.log", "sub/deep/c.txt"]
+            [
+                ".dot.txt",
+                ".hidden/h.txt",
+                "a.txt",
+                "link/far.txt",
+                "sub/b.log",
+                "sub/deep/c.txt"
+            ]
         );
 
         let globbed = Selection {
@@ -222,14 +234,20 @@ mod tests {
         let got = collect(std::slice::from_ref(&dir), &globbed).unwrap();
         assert_eq!(names(&got), ["a.txt"]);
 
-        let without_r = collect(&[dir.clone(), root.path().join("nope")], &Selection::default())
-            .unwrap();
+        let without_r = collect(
+            &[dir.clone(), root.path().join("nope")],
+            &Selection::default(),
+        )
+        .unwrap();
         assert_eq!(names(&without_r), ["d!-10", "nope!27"]);
-        assert!(collect(&[dir], &Selection {
-            recursive: true,
-            include: vec!["[".into()],
-            ..Selection::default()
-        })
+        assert!(collect(
+            &[dir],
+            &Selection {
+                recursive: true,
+                include: vec!["[".into()],
+                ..Selection::default()
+            }
+        )
         .is_err());
     }
 }

@@ -332,13 +332,27 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Upload(args) => {
+                if args.name.is_some() && args.paths.len() > 1 {
+                    use clap::CommandFactory;
+                    Cli::command()
+                        .error(
+                            clap::error::ErrorKind::ArgumentConflict,
+                            "--name names one remote file, but several paths were given",
+                        )
+                        .exit();
+                }
                 log_to_stderr(args.verbose);
                 upload::run(args).await
             }
             Command::Completions { shell } => {
                 use clap::CommandFactory;
                 let mut command = Cli::command();
-                clap_complete::generate(shell, &mut command, "fileuploader", &mut std::io::stdout());
+                clap_complete::generate(
+                    shell,
+                    &mut command,
+                    "fileuploader",
+                    &mut std::io::stdout(),
+                );
                 Ok(())
             }
             Command::Man => {
@@ -374,7 +388,8 @@ fn log_to_stderr(verbose: u8) {
         Ok(filter) => filter,
         Err(_) if verbose == 0 => return,
         Err(_) if verbose == 1 => "fileuploader=info".to_owned(),
-        Err(_) => "fileuploader=debug,fileuploader_core=debug,fileuploader_transport_hyper=debug".to_owned(),
+        Err(_) => "fileuploader=debug,fileuploader_core=debug,fileuploader_transport_hyper=debug"
+            .to_owned(),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

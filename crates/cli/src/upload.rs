@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fileuploader_core::protocol::{discover, IetfDraft, Protocol, SegmentedMultipart, Tus};
-use fileuploader_core::{
-    FileSource, Integrity, Job, Progress, Resume, RetryPolicy, UploadManager,
-};
+use fileuploader_core::{FileSource, Integrity, Job, Progress, Resume, RetryPolicy, UploadManager};
 use fileuploader_transport_hyper::HyperTransport;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -210,7 +208,11 @@ impl Display {
     fn advance(&self, bar: &ProgressBar, progress: &Progress) {
         if bar.length() != Some(progress.total_bytes) {
             if let Some(overall) = &self.inner.overall {
-                overall.inc_length(progress.total_bytes.saturating_sub(bar.length().unwrap_or(0)));
+                overall.inc_length(
+                    progress
+                        .total_bytes
+                        .saturating_sub(bar.length().unwrap_or(0)),
+                );
             }
             bar.set_length(progress.total_bytes);
         }
@@ -232,7 +234,11 @@ impl Display {
 
     /// Says how one file ended, as the flags ask.
     fn report(&self, outcome: &Outcome, transfer: &TransferArgs) {
-        let done = self.inner.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let done = self
+            .inner
+            .done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         if let Some(overall) = &self.inner.overall {
             overall.set_message(format!("{done}/{} files", self.inner.files));
         }
@@ -248,7 +254,12 @@ impl Display {
             ),
             // One file's failure is the run's: main prints it.
             Outcome::Failed(file, e) if self.inner.files > 1 => {
-                self.say(&format!("failed {}: error {}: {}", file.display(), e.code, e.message));
+                self.say(&format!(
+                    "failed {}: error {}: {}",
+                    file.display(),
+                    e.code,
+                    e.message
+                ));
             }
             _ => {}
         }
@@ -430,14 +441,16 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     if args.name.is_some() && entries.len() != 1 {
         return Err(Failure::new(
             fileuploader_core::code::INVALID_OPTION,
-            format!("--name names one remote file, but there are {}", entries.len()),
+            format!(
+                "--name names one remote file, but there are {}",
+                entries.len()
+            ),
         ));
     }
     let route = args.proxy.as_deref().map_or(Route::FromEnv, Route::Proxy);
     let transport = transport(&args.transfer, &Connection::of(&args), route)?;
     let protocol = protocol(&args, &transport).await?;
-    let mut builder =
-        UploadManager::builder(transport).max_in_flight(args.transfer.threads.into());
+    let mut builder = UploadManager::builder(transport).max_in_flight(args.transfer.threads.into());
     if let Some(rate) = args.limit_rate {
         builder = builder.limit_rate(rate);
     }

@@ -39,6 +39,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Each line of a run's standard output, as JSON.
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// A receiver on its own runtime thread; returns its upload URL.
 fn receiver(dir: &Path) -> String {
     receiver_with(dir, fileuploader_server::OnConflict::default())
@@ -96,17 +104,23 @@ fn upload_lands_files_with_names_and_prints_json() {
         std::fs::read(landing.path().join("b.txt")).unwrap(),
         b"hello"
     );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "two files and the summary");
+    let of = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["file"].as_str().is_some_and(|f| f.ends_with(name)))
+            .unwrap_or_else(|| panic!("no line for {name}"))
+    };
     assert_eq!(
-        (lines[0]["bytes"].as_u64(), lines[0]["blocks"].as_u64()),
+        (
+            of("a.bin")["bytes"].as_u64(),
+            of("a.bin")["blocks"].as_u64()
+        ),
         (Some(300_000), Some(5))
     );
-    assert_eq!(lines[1]["blocks"].as_u64(), Some(1));
+    assert_eq!(of("b.txt")["blocks"].as_u64(), Some(1));
+    assert_eq!(lines[2]["summary"]["landed"].as_u64(), Some(2));
 
     let out = fileuploader(&[
         "upload",
@@ -226,7 +240,7 @@ fn bad_input_gets_a_code_and_a_message_never_a_panic() {
         (
             &["upload", "--url", "http://127.0.0.1:9/u", d],
             1,
-            "error 27: ",
+            "is a folder: add -r",
         ),
         (
             &["upload", "--url", "http://127.0.0.1:9/u", f],
@@ -540,8 +554,7 @@ fn a_receiver_that_cannot_answer_gives_unconfirmed_landings() {
         stderr(&plain)
     );
     let json = upload(&["--json"]);
-    let line: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(line["landing"], "unconfirmed");
+    assert_eq!(json_lines(&json)[0]["landing"], "unconfirmed");
 
     let strict = upload(&["--require-confirmation"]);
     assert_eq!(strict.status.code(), Some(1));
@@ -913,7 +926,7 @@ fn serve_speaks_https_and_finishes_a_request_in_flight_on_sigterm() {
         std::ffi::OsStr::new("--key"),
         key_pem.as_os_str(),
     ];
-    let mut receiver = serve_with(dir.path(), &addr, &tls);
+    let receiver = Reaped(serve_with(dir.path(), &addr, &tls));
     let src = tempfile::tempdir().unwrap();
     let path = src.path().join("tls.bin");
     std::fs::write(&path, vec![6u8; 300_000]).unwrap();
@@ -931,14 +944,12 @@ fn serve_speaks_https_and_finishes_a_request_in_flight_on_sigterm() {
         path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["http_version"], "2", "HTTP/2 by ALPN");
+    assert_eq!(json_lines(&out)[0]["http_version"], "2", "HTTP/2 by ALPN");
     assert_eq!(
         std::fs::read(dir.path().join("tls.bin")).unwrap().len(),
         300_000
     );
-    receiver.kill().unwrap();
-    receiver.wait().unwrap();
+    drop(receiver);
 
     // Over plain HTTP: a request half sent when SIGTERM comes still lands,
     // and the receiver then exits 0.
@@ -1039,4 +1050,286 @@ fn an_upload_begun_on_one_serve_process_resumes_on_another_sharing_its_directory
     assert!(std::fs::read(dir.path().join("shared.bin")).unwrap() == data);
     assert_eq!(status_of(&b, &id)["state"], "landed", "the second knows");
     drop(second);
+}
+
+/// Writes `files` under `root`, each path to its bytes.
+fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
+    for (path, bytes) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_folder_of_1000_files_lands_with_its_structure_in_one_run() {
+    let (src, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files: Vec<(String, Vec<u8>)> = (0..1000u32)
+        .map(|i| {
+            let path = format!("d{}/s{}/f{i}.bin", i % 10, (i / 10) % 10);
+            let len = (i * 37 % 9000) as usize;
+            (path, (0..len).map(|j| (j as u32 ^ i) as u8).collect())
+        })
+        .collect();
+    let tree = src.path().join("tree");
+    write_tree(&tree, &files);
+    let url = receiver(dir.path());
+    let out = command()
+        .args([
+            "upload",
+            "--url",
+            &url,
+            "--json",
+            "-r",
+            "--block-size",
+            "4KiB",
+        ])
+        .args(["--files", "8", "--threads", "8"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (path, bytes) in &files {
+        let landed = std::fs::read(dir.path().join(path));
+        assert!(
+            landed.as_ref().is_ok_and(|l| l == bytes),
+            "{path} did not land intact"
+        );
+    }
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1001, "one object per file and a summary");
+    let summary = &lines[1000]["summary"];
+    assert_eq!(
+        (summary["files"].as_u64(), summary["landed"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+}
+
+#[test]
+fn a_file_that_cannot_be_read_fails_alone_and_the_summary_says_which() {
+    let (src, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let tree = src.path().join("t");
+    write_tree(
+        &tree,
+        &[
+            ("ok.txt".into(), b"fine".to_vec()),
+            (".hidden.txt".into(), b"h".to_vec()),
+            ("sub/also.txt".into(), b"also".to_vec()),
+        ],
+    );
+    std::os::unix::fs::symlink(src.path().join("gone"), tree.join("dangling")).unwrap();
+    std::os::unix::fs::symlink(tree.join("ok.txt"), tree.join("link.txt")).unwrap();
+    let missing = src.path().join("missing.bin");
+    let url = receiver(dir.path());
+    let run = |extra: &[&str]| {
+        command()
+            .args(["upload", "--url", &url, "--json", "-r"])
+            .args(extra)
+            .arg(&tree)
+            .arg(&missing)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--follow-symlinks"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let failed: Vec<String> = serde_json::from_value(summary["summary"]["failed"].clone()).unwrap();
+    assert_eq!(failed.len(), 2, "{text}");
+    assert!(failed.iter().any(|f| f.ends_with("dangling")), "{failed:?}");
+    assert!(
+        failed.iter().any(|f| f.ends_with("missing.bin")),
+        "{failed:?}"
+    );
+    assert!(
+        text.contains("\"code\":27"),
+        "the missing file is code 27: {text}"
+    );
+    for (name, bytes) in [
+        ("ok.txt", "fine"),
+        ("sub/also.txt", "also"),
+        ("link.txt", "fine"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(name)).unwrap(),
+            bytes
+        );
+    }
+    assert!(
+        !dir.path().join(".hidden.txt").exists(),
+        "hidden files stay without --hidden"
+    );
+}
+
+/// A server that takes each request, then answers one byte every `gap`.
+fn trickling_server(gap: std::time::Duration) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/upload", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                stream
+                    .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                    .unwrap();
+                let mut buf = [0u8; 65536];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n" {
+                    std::thread::sleep(gap);
+                    if stream.write_all(&[*byte]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_trickling_server_is_given_up_on_at_the_idle_timeout_or_the_run_timeout() {
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("t.bin");
+    std::fs::write(&path, b"trickle").unwrap();
+    let idle = trickling_server(std::time::Duration::from_millis(700));
+    let out = command()
+        .args([
+            "upload",
+            "--url",
+            &idle,
+            "--no-retry",
+            "--idle-timeout",
+            "300ms",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error 11") && text.contains("idle timeout"),
+        "{text}"
+    );
+
+    let slow = trickling_server(std::time::Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let out = command()
+        .args([
+            "upload",
+            "--url",
+            &slow,
+            "--idle-timeout",
+            "5s",
+            "--timeout",
+            "1s",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error 11") && text.contains("--timeout"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn limit_rate_holds_an_upload_to_its_rate() {
+    let (src, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let path = src.path().join("rate.bin");
+    std::fs::write(&path, vec![9u8; 1 << 20]).unwrap();
+    let url = receiver(dir.path());
+    let started = std::time::Instant::now();
+    let out = command()
+        .args([
+            "upload",
+            "--url",
+            &url,
+            "--limit-rate",
+            "512KiB",
+            "--block-size",
+            "64KiB",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // 1 MiB at 512 KiB/s: two seconds, less the 50 ms burst.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn ctrl_c_stops_with_130_keeps_the_journal_and_the_next_run_goes_on() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(
+        fileuploader_mock_server::MockUploadServer::builder()
+            .delay(std::time::Duration::from_millis(40))
+            .start(),
+    );
+    let (src, journals) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let path = src.path().join("int.bin");
+    let data: Vec<u8> = (0..64 * 16384u32).map(|i| (i % 233) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let url = server.url();
+    let first = resuming(&url, &path, "16KiB", "2", journals.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while server.recording().len() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(journals.path()).unwrap().count(),
+        1,
+        "journal kept"
+    );
+    let before = server.recording().len();
+    let second = resuming(&url, &path, "16KiB", "2", journals.path())
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        server.recording().len() - before < 64,
+        "the second run went on"
+    );
+    assert_eq!(server.recording().reassembled("int.bin").unwrap(), data);
+}
+
+#[test]
+fn verbose_logs_requests_and_answers_and_completions_and_man_print() {
+    let (src, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let path = src.path().join("v.bin");
+    std::fs::write(&path, b"verbose").unwrap();
+    let url = receiver(dir.path());
+    let out = command()
+        .args(["upload", "-v", "--url", &url])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("> POST http://") && text.contains("< 200 OK"),
+        "{text}"
+    );
+    let bash = fileuploader(&["completions", "bash"]);
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("--limit-rate"));
+    let man = fileuploader(&["man"]);
+    assert!(String::from_utf8_lossy(&man.stdout).starts_with(".ie"));
 }

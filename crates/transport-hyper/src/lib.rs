@@ -371,7 +371,7 @@ impl HyperTransport {
                     if activity.last() + stall <= std::time::Instant::now() {
                         return Err(TransportError::new(
                             TransportErrorKind::Timeout,
-                            format!("stall timeout: no bytes moved for {stall:?} with {}", errors::host(&uri)),
+                            format!("idle timeout: no byte moved either way for {stall:?} with {}", errors::host(&uri)),
                         ));
                     }
                 }
