@@ -594,6 +594,13 @@ pub fn run(plan: Plan) -> Result<(), String> {
         ));
     }
 
+    figures.extend(many_files_figures(
+        &bin,
+        &work,
+        &h1.url,
+        &plan,
+        &mut failures,
+    )?);
     let protocols = protocol_figures(&bin, &work, &big, &plan, &mut failures)?;
 
     let mut table = String::from(
@@ -635,6 +642,87 @@ pub fn run(plan: Plan) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("written to {}", path.display());
     Ok(())
+}
+
+/// Many small files: 1 000 files of 64 KiB, 4 in flight, ours (one run,
+/// `--files 4`) against curl `--parallel --parallel-max 4` (one form post
+/// per file); and how closely `--limit-rate` holds an upload to its rate.
+fn many_files_figures(
+    bin: &Path,
+    work: &Path,
+    url: &str,
+    plan: &Plan,
+    failures: &mut Vec<String>,
+) -> Result<Vec<Figure>, String> {
+    const FILES: usize = 1000;
+    let folder = work.join("many");
+    let _ = fs::remove_dir_all(&folder);
+    let mut config = String::new();
+    for i in 0..FILES {
+        let path = folder.join(format!("d{}/f{i:04}.bin", i % 10));
+        fs::create_dir_all(path.parent().unwrap_or(&folder)).map_err(|e| e.to_string())?;
+        let data: Vec<u8> = (0..64 * 1024u32).map(|j| (j ^ i as u32) as u8).collect();
+        fs::write(&path, data).map_err(|e| e.to_string())?;
+        if i > 0 {
+            config.push_str("next\n");
+        }
+        let _ = write!(
+            config,
+            "url = \"{url}\"\nform = \"RemoteFile=@{}\"\nheader = \"Expect:\"\noutput = \"/dev/null\"\n",
+            path.display()
+        );
+    }
+    let curl_cfg = work.join("curl-many.cfg");
+    fs::write(&curl_cfg, config).map_err(|e| e.to_string())?;
+    let mut many = Figure {
+        name: format!("{FILES} files of 64 KiB, 4 in flight (curl --parallel-max 4)"),
+        unit: "files/s",
+        ours: vec![],
+        curl: vec![],
+    };
+    for _ in 0..plan.runs {
+        let mut ours = Command::new(bin);
+        ours.args([
+            "upload",
+            "--quiet",
+            "-r",
+            "--url",
+            url,
+            "--files",
+            "4",
+            "--threads",
+            "4",
+        ])
+        .arg(&folder)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy");
+        if let Some(s) = attempt(ours, failures) {
+            many.ours.push(FILES as f64 / s.seconds);
+        }
+        if let Some(s) = attempt(curl(&curl_cfg, 4, false), failures) {
+            many.curl.push(FILES as f64 / s.seconds);
+        }
+    }
+    // --limit-rate: 200 MiB at 20 MiB/s is 10 s (the quick run: 50 MiB,
+    // 2.5 s); the figure is the run's time over that.
+    let mib = if plan.quick { 50 } else { 200 };
+    let rated = work.join(format!("rated-{mib}.bin"));
+    make_file(&rated, mib * MIB).map_err(|e| e.to_string())?;
+    let expected = mib as f64 / 20.0;
+    let mut held = Vec::new();
+    for _ in 0..plan.runs {
+        let mut c = ours(bin, url, &rated, plan.big_block, plan.threads, false);
+        c.args(["--limit-rate", "20MiB"]);
+        if let Some(s) = attempt(c, failures) {
+            held.push(s.seconds / expected);
+        }
+    }
+    let rate = Figure::solo(
+        format!("--limit-rate 20MiB, {mib} MiB: time over the {expected} s the rate allows"),
+        "×",
+        held,
+    );
+    Ok(vec![many, rate])
 }
 
 /// tus figures: our client against tus-js-client, both to @tus/server with
