@@ -37,6 +37,9 @@ use crate::transport::{Request, Response, Transport};
 /// The saved handle of an upload sent by concatenation: its parts' URLs
 /// are the receipts.
 const CONCATENATED: &str = "concatenation";
+/// The saved handle of an upload its first block creates (creation with
+/// upload): that block's receipt is the upload's URL.
+const FIRST_BLOCK: &str = "creation-with-upload";
 /// The most partial uploads one final upload joins: their paths, about 45
 /// bytes each, must fit in one request header.
 const MAX_PARTS: u64 = 1000;
@@ -116,6 +119,8 @@ impl Protocol for IetfDraft {
 enum Mode {
     /// Not begun yet.
     Unknown,
+    /// The first block creates the upload (creation with upload).
+    Creating,
     /// Appended in order to the upload at this URL.
     Stream(Uri),
     /// Each block a partial upload, joined at the end.
@@ -154,6 +159,8 @@ struct State {
     asked: bool,
     /// Whether it can concatenate.
     concatenates: bool,
+    /// Whether a creation may carry the first bytes.
+    creates_with_upload: bool,
     /// The checksum algorithm both sides know, if any.
     checksum: Option<ChecksumAlgorithm>,
 }
@@ -262,6 +269,8 @@ impl Session {
                 saved,
                 asked: false,
                 concatenates: false,
+                // The draft's creation always may carry bytes.
+                creates_with_upload: dialect != Dialect::Tus,
                 checksum: None,
             }),
             checksums: target.integrity != super::Integrity::None,
@@ -363,6 +372,7 @@ impl Session {
         let state = &mut *lock(&self.state);
         state.asked = true;
         state.concatenates = has("concatenation") && has("creation-with-upload");
+        state.creates_with_upload = has("creation-with-upload");
         state.checksum = ChecksumAlgorithm::ALL.into_iter().find(|a| {
             self.checksums && has("checksum") && algorithms.iter().any(|n| n == a.name())
         });
@@ -493,7 +503,7 @@ impl UploadSession for Session {
             let state = lock(&self.state);
             match &state.mode {
                 Mode::Concatenated => true,
-                Mode::Stream(_) => false,
+                Mode::Stream(_) | Mode::Creating => false,
                 Mode::Unknown => match &saved {
                     Some(s) => s.upload_id == CONCATENATED,
                     None => self.parallel && self.total > 0 && state.concatenates,
@@ -527,7 +537,15 @@ impl UploadSession for Session {
             return Ok(Holding::Ranges(held));
         }
         let resumed = saved
-            .map(|s| s.upload_id)
+            .map(|s| match s.upload_id.as_str() {
+                // The first block's receipt is the URL it created.
+                FIRST_BLOCK => s
+                    .receipts
+                    .into_iter()
+                    .find(|(i, _)| *i == 0)
+                    .map_or_else(String::new, |(_, url)| url),
+                _ => s.upload_id,
+            })
             .or_else(|| match &lock(&self.state).mode {
                 Mode::Stream(url) => Some(url.to_string()),
                 _ => None,
@@ -560,6 +578,14 @@ impl UploadSession for Session {
                 return Ok(Holding::Ranges(vec![(0, offset)]));
             }
         }
+        {
+            let state = &mut *lock(&self.state);
+            if self.total > 0 && state.creates_with_upload {
+                state.mode = Mode::Creating;
+                state.offset = 0;
+                return Ok(Holding::Ranges(Vec::new()));
+            }
+        }
         let url = self.create(transport).await?;
         let state = &mut *lock(&self.state);
         state.mode = Mode::Stream(url);
@@ -576,7 +602,7 @@ impl UploadSession for Session {
             (state.mode.clone(), state.offset, state.checksum)
         };
         let (method, url, data) = match mode {
-            Mode::Concatenated => (Method::POST, self.url.clone(), data),
+            Mode::Concatenated | Mode::Creating => (Method::POST, self.url.clone(), data),
             // The server may hold part of this block (a body cut short is
             // kept): send only the rest.
             Mode::Stream(url) => {
@@ -605,10 +631,16 @@ impl UploadSession for Session {
         if let Some(sum) = sum {
             headers.insert(UPLOAD_CHECKSUM, header_value(&sum.to_string())?);
         }
-        if lock(&self.state).mode == Mode::Concatenated {
+        let mode = lock(&self.state).mode.clone();
+        if mode == Mode::Concatenated {
             headers.insert(UPLOAD_LENGTH, HeaderValue::from(block.len));
             headers.insert(UPLOAD_CONCAT, HeaderValue::from_static("partial"));
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(OFFSET_OCTET_STREAM));
+        } else if mode == Mode::Creating {
+            headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
+            headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
+            self.mark_complete(headers, block.offset + block.len == self.total);
         } else {
             headers.insert(UPLOAD_OFFSET, HeaderValue::from(start));
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
@@ -621,7 +653,27 @@ impl UploadSession for Session {
         let status = response.status();
         let what = format!("block {} of {}", block.index + 1, block.count);
         let end = block.offset + block.len;
-        let concatenated = lock(&self.state).mode == Mode::Concatenated;
+        let mode = lock(&self.state).mode.clone();
+        let concatenated = mode == Mode::Concatenated;
+        if status.is_success() && mode == Mode::Creating {
+            let created = self
+                .location(response)
+                .and_then(|url| Ok((url, self.offset_of(&what, response)?)));
+            let (url, offset) = match created {
+                Ok(created) => created,
+                Err(e) => return Verdict::Fail(e),
+            };
+            let state = &mut *lock(&self.state);
+            state.mode = Mode::Stream(url.clone());
+            state.offset = offset;
+            if offset < end {
+                return Verdict::Resync(self.stranger(
+                    &format!("{what} (the server kept {offset} bytes, the block ends at {end})"),
+                    response,
+                ));
+            }
+            return Verdict::Ack(Receipt(Some(url.to_string())));
+        }
         if status.is_success() {
             let offset = match self.offset_of(&what, response) {
                 Ok(offset) => offset,
@@ -715,7 +767,7 @@ impl UploadSession for Session {
                 }
                 self.location(&response)?
             }
-            Mode::Unknown => return Ok(Finish::Landed(Landing::unconfirmed())),
+            Mode::Unknown | Mode::Creating => return Ok(Finish::Landed(Landing::unconfirmed())),
         };
         match self.held(transport, &url).await? {
             Some((offset, _)) if offset == self.total => Ok(Finish::Landed(Landing::confirmed(
@@ -749,7 +801,7 @@ impl UploadSession for Session {
                     .values()
                     .filter_map(|p| p.url.parse().ok())
                     .collect(),
-                Mode::Unknown => Vec::new(),
+                Mode::Unknown | Mode::Creating => Vec::new(),
             }
         };
         for url in urls {
@@ -767,6 +819,7 @@ impl UploadSession for Session {
     fn saved(&self) -> SavedSession {
         match &lock(&self.state).mode {
             Mode::Stream(url) => SavedSession::new(url.to_string()),
+            Mode::Creating => SavedSession::new(FIRST_BLOCK),
             _ => SavedSession::new(CONCATENATED),
         }
     }
