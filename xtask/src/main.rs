@@ -4,10 +4,13 @@
 //!   repository, as a table.
 //! - `fuzz [SECONDS]`: each cargo-fuzz target for SECONDS (default 60).
 //! - `bench [--quick] [--runs N]`: fileuploader against curl on 127.0.0.1.
+//! - `chaos`: seeded faults between and inside real processes, judged by
+//!   what landed.
 //! - `interop`: fileuploader against tus peers nobody here wrote (npm and
 //!   PyPI, installed when missing), both directions.
 
 mod bench;
+mod chaos;
 mod interop;
 mod raw_transport;
 
@@ -28,6 +31,10 @@ const TASKS: &[(&str, &str)] = &[
     (
         "bench [--quick] [--runs N]",
         "upload speed, request rate, CPU and memory against curl on 127.0.0.1 (N >= 3 alternating runs; 5, or 3 with --quick)",
+    ),
+    (
+        "chaos [--quick] [--runs N] [--seed S --scenario NAME]",
+        "seeded faults (fault proxy, SIGKILL of receiver and clients) judged by what landed",
     ),
     (
         "interop",
@@ -52,6 +59,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("conformance") => conformance(),
+        Some("chaos") => match chaos::chaos(std::env::args().skip(2)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chaos: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("interop") => match interop::interop() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
