@@ -6,7 +6,7 @@
 //!   platform's roots, extra CA files and a client certificate are options.
 //! - HTTP/1.1 by default; with [`HyperTransportBuilder::http2`], HTTP/2 is
 //!   offered by ALPN over TLS and used by prior knowledge over cleartext.
-//! - Connect, request and stall timeouts each fail with code 11 and say which
+//! - Connect, request and stall (idle) timeouts each fail with code 11 and say which
 //!   one fired.
 //! - Redirects are not followed, as in the reference; following 307 and 308
 //!   is an option.

@@ -194,7 +194,7 @@ async fn stall_and_request_timeouts_fire_with_code_11_and_say_which() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), 11);
-    assert!(err.message().starts_with("stall timeout"), "{err}");
+    assert!(err.message().starts_with("idle timeout"), "{err}");
 
     let whole = HyperTransport::builder()
         .stall_timeout(None)
