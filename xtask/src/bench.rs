@@ -390,16 +390,8 @@ impl Figure {
 /// Runs the benchmark and prints the table; returns an error message on failure.
 pub fn run(plan: Plan) -> Result<(), String> {
     let quick = plan.quick;
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "-q", "-p", "fileuploader-cli"])
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        return Err("cargo build --release -p fileuploader-cli failed".into());
-    }
-    let bin = root.join("target/release/fileuploader");
+    let root = crate::root();
+    let bin = crate::release_binary()?;
     if !has("curl") {
         return Err("curl is not installed (apt-get install curl)".into());
     }
@@ -769,7 +761,7 @@ fn protocol_figures(
         }
         let mut js = Command::new("node");
         js.env("NODE_PATH", &node_path)
-            .arg(crate::interop::root().join("xtask/interop/tus-js-client.cjs"))
+            .arg(crate::root().join("xtask/interop/tus-js-client.cjs"))
             .arg(&url)
             .arg(file)
             .args(["tus-v1", "1", &block.to_string(), "through"]);

@@ -410,16 +410,8 @@ pub fn chaos(args: impl Iterator<Item = String>) -> Result<(), String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "-q", "-p", "fileuploader-cli"])
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        return Err("cargo build --release -p fileuploader-cli failed".into());
-    }
-    let bin = root.join("target/release/fileuploader");
+    let root = crate::root();
+    let bin = crate::release_binary()?;
     let scenarios: Vec<&str> = match &only {
         Some(name) if SCENARIOS.contains(&name.as_str()) => {
             vec![SCENARIOS[SCENARIOS.iter().position(|s| s == name).unwrap_or(0)]]

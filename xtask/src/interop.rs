@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::root;
+
 /// The npm packages, pinned.
 const NPM: &[&str] = &[
     "tus-js-client@4.3.1",
@@ -43,10 +45,6 @@ impl Drop for Peer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-pub(crate) fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 pub(crate) fn cache() -> PathBuf {
@@ -356,13 +354,7 @@ fn js_client_to_us(
 pub fn interop() -> Result<(), String> {
     let cache = cache();
     install(&cache)?;
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .args(["build", "--release", "--quiet", "-p", "fileuploader-cli"]),
-        "cargo build",
-    )?;
-    let binary = root().join("target/release/fileuploader");
+    let binary = crate::release_binary()?;
     let work = std::env::temp_dir().join(format!("fileuploader-interop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let dir = |name: &str| -> Result<PathBuf, String> {

@@ -46,6 +46,24 @@ const TASKS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The repository's root.
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Builds the `fileuploader` binary in release mode; returns its path.
+fn release_binary() -> Result<std::path::PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "--release", "-q", "-p", "fileuploader-cli"])
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        return Err("cargo build --release -p fileuploader-cli failed".into());
+    }
+    Ok(root().join("target/release/fileuploader"))
+}
+
 /// The targets in `fuzz/fuzz_targets`.
 const FUZZ_TARGETS: &[&str] = &["request_headers", "receiver_request", "job_encoding"];
 
