@@ -668,3 +668,70 @@ async fn a_resumed_tus_upload_the_server_no_longer_knows_starts_again() {
     assert_eq!(std::fs::read(dir.path().join("expired.bin")).unwrap(), data);
     rt.shutdown_background();
 }
+
+/// A server that answers an IETF creation with a 104 interim response
+/// before its 201, and a `HEAD` with the upload complete.
+fn interim_answering_server() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push(line.to_ascii_lowercase());
+                    }
+                    let len: usize = head
+                        .iter()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let answer = if head[0].starts_with("post") {
+                        "HTTP/1.1 104 Upload Resumption Supported\r\nlocation: /up/x\r\nupload-draft-interop-version: 6\r\n\r\n\
+                         HTTP/1.1 201 Created\r\nlocation: /up/x\r\nupload-offset: 5\r\nupload-complete: ?1\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        "HTTP/1.1 204 No Content\r\nupload-offset: 5\r\nupload-length: 5\r\nupload-complete: ?1\r\n\r\n"
+                    };
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_interim_104_answer_to_an_ietf_creation_is_passed_over() {
+    let addr = interim_answering_server();
+    let manager = fileuploader_core::UploadManager::new(
+        fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+    );
+    let mut job = manager.create_job();
+    job.server_url = format!("http://{addr}/up");
+    job.protocol = Some(std::sync::Arc::new(
+        fileuploader_core::protocol::IetfDraft::default(),
+    ));
+    job.require_confirmation = true;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(b"hello".to_vec()),
+        "i.txt",
+        None,
+    );
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(job.progress().landings_confirmed, 1);
+}
