@@ -9,7 +9,15 @@
 //! - `receiver-kill`: the receiver is killed with SIGKILL at a seeded moment
 //!   and started again on the same directory; what the clients' journals
 //!   say it acknowledged must still be there;
-//! - `client-kill`: each client is killed with SIGKILL at a seeded moment.
+//! - `receiver-term`: the receiver gets SIGTERM at a seeded moment, must
+//!   exit 0 within its grace, and is started again;
+//! - `client-kill`: each client is killed with SIGKILL at a seeded moment,
+//!   half of them once their journal lists a first acknowledgement;
+//! - `disk-full`: the receiver's directory is a small tmpfs (mounted by the
+//!   harness, which needs root) that fills up during the run.
+//!
+//! After each run a receiver with a short expiry serves the directory for
+//! a moment: no partial data may be left (a leak otherwise).
 //!
 //! Several clients upload at once (sizes from 0 bytes up, block sizes from
 //! 1 KiB, the segmented protocol, tus and the IETF draft), each with
@@ -30,7 +38,13 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SCENARIOS: [&str; 3] = ["proxy", "receiver-kill", "client-kill"];
+const SCENARIOS: [&str; 5] = [
+    "proxy",
+    "receiver-kill",
+    "receiver-term",
+    "client-kill",
+    "disk-full",
+];
 /// How long one client run may take before it counts as a hang.
 const RUN_BOUND: Duration = Duration::from_secs(90);
 
@@ -153,10 +167,11 @@ impl Drop for Serve {
     }
 }
 
-fn serve(bin: &Path, dir: &Path, port: u16) -> Result<Serve, String> {
+fn serve(bin: &Path, dir: &Path, port: u16, extra: &[&str]) -> Result<Serve, String> {
     let child = Command::new(bin)
         .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -179,6 +194,7 @@ struct Upload {
     data: Vec<u8>,
     block: u64,
     protocol: &'static str,
+    http2: bool,
     journals: PathBuf,
 }
 
@@ -193,6 +209,7 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
         .args(["--idle-timeout", "3s", "--protocol", u.protocol])
         .args(["--url", &format!("http://127.0.0.1:{port}/{path}")])
         .args(["--block-size", &u.block.to_string(), "--threads", "4"])
+        .args(u.http2.then_some("--http2"))
         .arg(&u.path)
         .env("FILEUPLOADER_JOURNAL_DIR", &u.journals)
         .stdout(Stdio::null())
@@ -227,6 +244,9 @@ enum Verdict {
     Corruption,
     LostAck,
     Hang,
+    /// Partial data left after expiry, or a receiver that did not stop on
+    /// SIGTERM.
+    Leak,
 }
 
 impl Verdict {
@@ -311,13 +331,27 @@ fn run_once(
             path,
             name,
             data,
-            block: 1024 << rng.below(11),
+            block: 1024 << rng.below(if max_size > 8 << 20 { 14 } else { 11 }),
             protocol: ["segmented", "tus", "ietf"][rng.below(3) as usize],
+            http2: rng.below(2) == 1,
             journals,
         });
     }
     let port = free_port();
-    let mut receiver = Some(serve(bin, &dir, port)?);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let tmpfs = scenario == "disk-full";
+    if tmpfs {
+        // Smaller than what the clients send together.
+        let size = format!("size={}", (max_size * clients as u64 / 3).max(2 << 20));
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(&dir)
+            .status();
+        if !mounted.is_ok_and(|s| s.success()) {
+            return Err("disk-full mounts a tmpfs and needs root".into());
+        }
+    }
+    let mut receiver = Some(serve(bin, &dir, port, &[])?);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let fired = Arc::new(AtomicU64::new(0));
     let target = if scenario == "proxy" {
@@ -332,11 +366,25 @@ fn run_once(
         .map(|u| client(bin, target, u).spawn().map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let mut lost = vec![false; uploads.len()];
+    let mut unclean = Vec::new();
     let first: Vec<Option<bool>> = match scenario {
-        "receiver-kill" => {
+        "receiver-kill" | "receiver-term" => {
             std::thread::sleep(Duration::from_millis(50 + rng.below(1500)));
+            if scenario == "receiver-term" {
+                if let Some(Serve(child)) = &mut receiver {
+                    // SAFETY: signalling our own child.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                    let stopped = (0..400).find_map(|_| {
+                        std::thread::sleep(Duration::from_millis(100));
+                        child.try_wait().ok().flatten()
+                    });
+                    if !stopped.is_some_and(|s| s.success()) {
+                        unclean.push(("serve did not exit 0 on SIGTERM".to_owned(), Verdict::Hang));
+                    }
+                }
+            }
             drop(receiver.take());
-            receiver = Some(serve(bin, &dir, port)?);
+            receiver = Some(serve(bin, &dir, port, &[])?);
             for (i, u) in uploads.iter().enumerate() {
                 if u.protocol == "segmented" {
                     lost[i] = !acks_kept(port, u);
@@ -345,10 +393,24 @@ fn run_once(
             children.into_iter().map(wait_bounded).collect()
         }
         "client-kill" => {
-            std::thread::sleep(Duration::from_millis(50 + rng.below(1500)));
+            let started = Instant::now();
+            let by_time = Duration::from_millis(50 + rng.below(1500));
             children
                 .into_iter()
-                .map(|mut c| {
+                .zip(&uploads)
+                .enumerate()
+                .map(|(i, (mut c, u))| {
+                    // Half by time, half once the journal lists an ack.
+                    while started.elapsed() < by_time
+                        || (i % 2 == 1
+                            && journaled(&u.journals).is_none_or(|(_, a)| a.is_empty())
+                            && started.elapsed() < by_time * 4)
+                    {
+                        if c.try_wait().ok().flatten().is_some() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                     let _ = c.kill();
                     wait_bounded(c)
                 })
@@ -379,6 +441,30 @@ fn run_once(
         ));
     }
     drop(receiver);
+    verdicts.extend(unclean);
+    // Expiry must leave no partial data behind.
+    let expiring = serve(bin, &dir, port, &["--expire", "300ms"])?;
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(expiring);
+    let left: Vec<String> = std::fs::read_dir(dir.join(".fileuploader-partial"))
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !left.is_empty() {
+        verdicts.push((
+            format!(
+                "{} partial files after expiry ({})",
+                left.len(),
+                left.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            ),
+            Verdict::Leak,
+        ));
+    }
+    if tmpfs {
+        let _ = Command::new("umount").arg(&dir).status();
+    }
     if scenario == "proxy" {
         eprintln!(
             "chaos: proxy seed {seed}: {} resets and stalls fired",

@@ -207,11 +207,15 @@ impl Inner {
     }
 
     fn discard(&self, id: &str) -> io::Result<()> {
+        // The bytes go first: on a full disk the record of the discard
+        // cannot be written until they have made room (a discard that
+        // fails there is tried again by the next expiry pass).
+        remove_if_there(&self.temp_of(id))?;
         self.state
             .apply(Change::Discard { id: id.to_owned() })
             .map_err(records)?;
         lock(&self.cache).remove(id);
-        remove_if_there(&self.temp_of(id))
+        Ok(())
     }
 
     /// Lands upload `id` under the whole file's lock.
@@ -452,11 +456,22 @@ impl Store for FsStore {
         self.with("expire uploads", move |s| {
             let before = now_ms() - ttl.as_millis() as i64;
             let stale = s.state.untouched_since(before).map_err(records)?;
+            // Every stale upload's bytes go before any record is written:
+            // on a full disk the records need the room they free.
             for id in &stale {
-                s.discard(id)?;
+                remove_if_there(&s.temp_of(id))?;
+            }
+            let mut failed = None;
+            for id in &stale {
+                if let Err(e) = s.discard(id) {
+                    failed.get_or_insert(e);
+                }
             }
             s.clean_leftovers(ORPHAN_AGE.min(ttl))?;
-            Ok(stale.len())
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(stale.len()),
+            }
         })
         .await
     }
