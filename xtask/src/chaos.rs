@@ -17,7 +17,8 @@
 //!   harness, which needs root) that fills up during the run.
 //!
 //! After each run a receiver with a short expiry serves the directory for
-//! a moment: no partial data may be left (a leak otherwise).
+//! a moment: no partial data may be left, nor more than a few dozen files
+//! open (a leak otherwise).
 //!
 //! Several clients upload at once (sizes from 0 bytes up, block sizes from
 //! 1 KiB, the segmented protocol, tus and the IETF draft), each with
@@ -45,6 +46,8 @@ const SCENARIOS: [&str; 5] = [
     "client-kill",
     "disk-full",
 ];
+/// The most files an idle receiver may hold open.
+const MAX_IDLE_FDS: usize = 64;
 /// How long one client run may take before it counts as a hang.
 const RUN_BOUND: Duration = Duration::from_secs(90);
 
@@ -445,6 +448,15 @@ fn run_once(
     // Expiry must leave no partial data behind.
     let expiring = serve(bin, &dir, port, &["--expire", "300ms"])?;
     std::thread::sleep(Duration::from_millis(1500));
+    // Nor open files: a receiver with no request in flight holds its
+    // listener, its records and its runtime's own, a few dozen at most.
+    let open = std::fs::read_dir(format!("/proc/{}/fd", expiring.0.id())).map_or(0, |d| d.count());
+    if open > MAX_IDLE_FDS {
+        verdicts.push((
+            format!("{open} files open by an idle receiver"),
+            Verdict::Leak,
+        ));
+    }
     drop(expiring);
     let left: Vec<String> = std::fs::read_dir(dir.join(".fileuploader-partial"))
         .map(|d| {
