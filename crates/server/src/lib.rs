@@ -79,6 +79,21 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The default largest upload: 16 GiB.
 pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 16 << 30;
 
+/// A request body the receiver reads: hyper's, or any like it.
+pub(crate) trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 /// A refused request: the status and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status}: {message}")]
@@ -340,15 +355,11 @@ impl Receiver {
     }
 
     /// Serves one request of the segmented multipart convention.
-    async fn segmented<B>(
+    async fn segmented<B: RequestBody>(
         &self,
         request: Request<B>,
         grant: Result<Grant, Refusal>,
-    ) -> Response<Full<Bytes>>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    ) -> Response<Full<Bytes>> {
         let result = match grant {
             Err(refusal) => Err(refusal),
             Ok(grant) => match *request.method() {
@@ -587,11 +598,10 @@ impl Receiver {
     }
 
     /// Reads a whole body and keeps nothing (discard mode).
-    async fn sink<B>(&self, request: Request<B>) -> Result<Option<Statement>, Refusal>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    async fn sink<B: RequestBody>(
+        &self,
+        request: Request<B>,
+    ) -> Result<Option<Statement>, Refusal> {
         let mut body = std::pin::pin!(request.into_body());
         while let Some(frame) = body.frame().await {
             frame.map_err(|e| {
@@ -601,15 +611,11 @@ impl Receiver {
         Ok(None)
     }
 
-    async fn receive<B>(
+    async fn receive<B: RequestBody>(
         &self,
         request: Request<B>,
         grant: &Grant,
-    ) -> Result<Option<Statement>, Refusal>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    ) -> Result<Option<Statement>, Refusal> {
         let headers = request.headers();
         let content_type = headers
             .get(header::CONTENT_TYPE)

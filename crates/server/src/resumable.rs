@@ -27,7 +27,7 @@ use crate::auth::Grant;
 use crate::ingest::{self, Allowance, Chunks, Opened};
 use crate::limits::{Cut, Guarded};
 use crate::store::{NewUpload, Upload};
-use crate::{plain_name, Receiver, Refusal};
+use crate::{plain_name, Receiver, Refusal, RequestBody};
 
 /// The tus extensions this receiver supports.
 pub(crate) const TUS_EXTENSIONS: &str =
@@ -213,16 +213,12 @@ fn fresh_id() -> String {
 
 impl Receiver {
     /// Serves one tus or IETF request.
-    pub(crate) async fn resumable<B>(
+    pub(crate) async fn resumable<B: RequestBody>(
         &self,
         request: Request<B>,
         grant: &Grant,
         dialect: Dialect,
-    ) -> Result<Answer, Refusal>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Result<Answer, Refusal> {
         if dialect == Dialect::Tus
             && *request.method() != Method::HEAD
             && text(request.headers(), TUS_RESUMABLE) != Some(TUS_V1)
@@ -258,16 +254,12 @@ impl Receiver {
         httpdate::fmt_http_date(SystemTime::now() + self.expire)
     }
 
-    async fn create<B>(
+    async fn create<B: RequestBody>(
         &self,
         request: Request<B>,
         grant: &Grant,
         dialect: Dialect,
-    ) -> Result<Answer, Refusal>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Result<Answer, Refusal> {
         let headers = request.headers();
         let concat = text(headers, UPLOAD_CONCAT)
             .map(Concat::parse)
@@ -437,16 +429,12 @@ impl Receiver {
         Ok(finished(answer, dialect, offset, complete).header(UPLOAD_LENGTH, length))
     }
 
-    async fn append<B>(
+    async fn append<B: RequestBody>(
         &self,
         request: Request<B>,
         grant: &Grant,
         dialect: Dialect,
-    ) -> Result<Answer, Refusal>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Result<Answer, Refusal> {
         let headers = request.headers();
         if dialect == Dialect::Tus
             && text(headers, header::CONTENT_TYPE.as_str()) != Some(OFFSET_OCTET_STREAM)
@@ -496,17 +484,13 @@ impl Receiver {
     /// `Upload-Checksum`, acknowledged durably, landed when it completes the
     /// upload. A body cut short without a checksum keeps what arrived.
     /// Returns the new offset and whether the upload landed.
-    async fn pour_append<B>(
+    async fn pour_append<B: RequestBody>(
         &self,
         request: Request<B>,
         upload: &Upload,
         offset: u64,
         complete: Option<bool>,
-    ) -> Result<(u64, bool), Refusal>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Result<(u64, bool), Refusal> {
         let checksum = text(request.headers(), UPLOAD_CHECKSUM)
             .map(Checksum::parse)
             .transpose()
@@ -622,16 +606,12 @@ impl Receiver {
 
     /// Serves one request of either protocol, answering its refusals in
     /// its own dialect.
-    pub(crate) async fn resumable_response<B>(
+    pub(crate) async fn resumable_response<B: RequestBody>(
         &self,
         request: Request<B>,
         grant: Result<Grant, Refusal>,
         dialect: Dialect,
-    ) -> Response<Full<Bytes>>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Response<Full<Bytes>> {
         let result = match grant {
             Ok(grant) => self.resumable(request, &grant, dialect).await,
             Err(refusal) => Err(refusal),

@@ -124,6 +124,35 @@ pub struct UploadTarget<'a> {
     pub saved: Option<&'a SavedSession>,
 }
 
+impl UploadTarget<'_> {
+    /// The headers every request of a session starts from: a
+    /// `User-Agent`, then the job's own (which replace it), without a
+    /// `Content-Type`, which each protocol sets for itself.
+    pub fn base_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(concat!("fileuploader/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (name, value) in self.headers {
+            if name != http::header::CONTENT_TYPE {
+                headers.insert(name, value.clone());
+            }
+        }
+        headers
+    }
+}
+
+/// A header value from text, or error -10 naming it.
+pub(crate) fn header_value(s: &str) -> Result<http::HeaderValue, Error> {
+    http::HeaderValue::from_str(s).map_err(|_| {
+        Error::invalid(
+            crate::error::code::INVALID_OPTION,
+            format!("cannot send header {s:?}"),
+        )
+    })
+}
+
 /// What a later run needs to find an upload again (kept in the resume
 /// journal).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, USER_AGENT};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{
@@ -24,8 +24,8 @@ use fileuploader_wire::resumable::{
 };
 
 use super::{
-    Constraints, Finish, Holding, Landing, Protocol, Receipt, SavedSession, UploadSession,
-    UploadTarget, Verdict,
+    header_value, Constraints, Finish, Holding, Landing, Protocol, Receipt, SavedSession,
+    UploadSession, UploadTarget, Verdict,
 };
 use crate::body::{BlockData, UploadBody};
 use crate::error::{code, Error, ErrorKind};
@@ -198,23 +198,9 @@ impl Part {
     }
 }
 
-fn header_value(s: &str) -> Result<HeaderValue, Error> {
-    HeaderValue::from_str(s)
-        .map_err(|_| Error::invalid(code::INVALID_OPTION, format!("cannot send header {s:?}")))
-}
-
 impl Session {
     fn open(dialect: Dialect, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("fileuploader/", env!("CARGO_PKG_VERSION"))),
-        );
-        for (name, value) in target.headers {
-            if name != CONTENT_TYPE {
-                headers.insert(name, value.clone());
-            }
-        }
+        let mut headers = target.base_headers();
         match dialect {
             Dialect::Tus => {
                 headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_V1));

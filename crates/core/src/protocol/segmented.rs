@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, USER_AGENT};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use rand::distr::{Alphanumeric, SampleString};
 
@@ -17,8 +17,8 @@ use fileuploader_wire::{
 };
 
 use super::{
-    Finish, Holding, Integrity, Landing, Protocol, Receipt, SavedSession, UploadSession,
-    UploadTarget, Verdict,
+    header_value, Finish, Holding, Integrity, Landing, Protocol, Receipt, SavedSession,
+    UploadSession, UploadTarget, Verdict,
 };
 use crate::body::{BlockData, UploadBody};
 use crate::error::{code, Error};
@@ -63,16 +63,7 @@ impl Protocol for SegmentedMultipart {
         }
         put_part_head(&mut prefix, &boundary, target.key, Some(target.name));
 
-        let mut query_headers = HeaderMap::new();
-        query_headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("fileuploader/", env!("CARGO_PKG_VERSION"))),
-        );
-        for (name, value) in target.headers {
-            if name != CONTENT_TYPE {
-                query_headers.insert(name, value.clone());
-            }
-        }
+        let mut query_headers = target.base_headers();
         query_headers.insert(
             HeaderName::from_static(UPLOAD_ID_HEADER),
             header_value(&upload_id)?,
@@ -130,11 +121,6 @@ fn status_url(url: &Uri, upload_id: &str) -> Result<Uri, Error> {
             format!("cannot add the upload id to {url}: {e}"),
         )
     })
-}
-
-fn header_value(s: &str) -> Result<HeaderValue, Error> {
-    HeaderValue::from_str(s)
-        .map_err(|_| Error::invalid(code::INVALID_OPTION, format!("cannot send header {s:?}")))
 }
 
 /// Writes `--boundary` and a part's headers, up to the blank line.
@@ -373,6 +359,7 @@ mod tests {
     use super::*;
     use crate::job::FormField;
     use futures_util::stream;
+    use http::header::USER_AGENT;
 
     fn target<'a>(
         url: &'a Uri,
