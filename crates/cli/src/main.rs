@@ -204,8 +204,27 @@ struct UploadArgs {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// The directory uploads land in (created if missing).
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    dir: Option<PathBuf>,
+    /// Keep uploads in an S3-compatible bucket instead, landing files
+    /// below PREFIX: any number of receivers may share it. Credentials
+    /// come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a
+    /// profile of ~/.aws (AWS_PROFILE).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX", value_parser = clap::value_parser!(fileuploader_store_s3::S3Location))]
+    store: Option<fileuploader_store_s3::S3Location>,
+    /// The address of the S3-compatible store (Garage, MinIO, …); AWS S3
+    /// when not given.
+    #[arg(long, value_name = "URL", requires = "store")]
+    s3_endpoint: Option<String>,
+    /// The region to sign requests for (default: AWS_REGION, the
+    /// profile's, else us-east-1).
+    #[arg(long, value_name = "REGION", requires = "store")]
+    s3_region: Option<String>,
     /// The address to listen on.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -510,13 +529,32 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let receiver = fileuploader_server::Receiver::new(&args.dir)
-        .map_err(|e| {
-            Failure::new(
-                fileuploader_core::code::ACCESS_DENIED,
-                format!("cannot use {}: {e}", args.dir.display()),
+    let (receiver, into) = match (&args.store, &args.dir) {
+        (Some(location), _) => {
+            let options = fileuploader_store_s3::S3Options {
+                endpoint: args.s3_endpoint.clone(),
+                region: args.s3_region.clone(),
+            };
+            let store = fileuploader_store_s3::S3Store::connect(location, &options)
+                .await
+                .map_err(|e| Failure::new(fileuploader_core::code::ACCESS_DENIED, e.to_string()))?;
+            (
+                fileuploader_server::Receiver::with_store(store),
+                location.to_string(),
             )
-        })?
+        }
+        (None, dir) => {
+            let dir = dir.clone().unwrap_or_default();
+            let receiver = fileuploader_server::Receiver::new(&dir).map_err(|e| {
+                Failure::new(
+                    fileuploader_core::code::ACCESS_DENIED,
+                    format!("cannot use {}: {e}", dir.display()),
+                )
+            })?;
+            (receiver, dir.display().to_string())
+        }
+    };
+    let receiver = receiver
         .max_upload_size(args.max_size)
         .discard(args.discard)
         .on_conflict(args.on_conflict.into())
@@ -558,11 +596,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
         _ => (receiver, "http"),
     };
-    eprintln!(
-        "receiving on {scheme}://{}/ into {}",
-        args.addr,
-        args.dir.display()
-    );
+    eprintln!("receiving on {scheme}://{}/ into {into}", args.addr);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| {
         Failure::new(

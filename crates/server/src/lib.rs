@@ -349,6 +349,13 @@ impl Receiver {
                 None => self.segmented(request, grant).await,
             }
         };
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // Busy or waiting on its store: the client may come back soon.
+            response
+                .headers_mut()
+                .entry(header::RETRY_AFTER)
+                .or_insert(header::HeaderValue::from_static("1"));
+        }
         self.cors
             .decorate(origin.as_ref(), preflight, response.headers_mut());
         response
@@ -804,7 +811,7 @@ impl Receiver {
         match ingest::open(self.store.as_ref(), new, allowance).await? {
             Opened::Landed(statement) => Ok(Err(statement)),
             Opened::InProgress(upload) => Ok(Ok(Part::Block(
-                self.store.write_block(&upload, range).await?,
+                self.store.write_block(&upload, range, true).await?,
             ))),
         }
     }

@@ -508,12 +508,30 @@ impl Receiver {
         if offset == total {
             return Ok((offset, false));
         }
+        // A body that says its length reserves just that much.
+        let sized = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let end = match sized {
+            Some(len) if len > total - offset => {
+                return Err(Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body runs past the upload's {total} bytes"),
+                ))
+            }
+            Some(len) => offset + len,
+            None => total,
+        };
         let range = ContentRange {
             start: offset,
-            end: total,
+            end,
             total,
         };
-        let mut writer = self.store.write_block(upload, range).await?;
+        let mut writer = self
+            .store
+            .write_block(upload, range, sized.is_some())
+            .await?;
         let stream = request.into_body().into_data_stream().map_err(Into::into);
         let mut body = Body {
             stream: Box::pin(Guarded::raw(Box::pin(stream), &self.limits)),

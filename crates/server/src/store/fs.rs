@@ -312,6 +312,7 @@ impl Store for FsStore {
         &self,
         upload: &Upload,
         range: ContentRange,
+        _sized: bool,
     ) -> Result<Box<dyn BlockWriter>, Refusal> {
         let id = upload.begun.id.clone();
         let reserved = self

@@ -152,11 +152,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Reserves `range` of `upload` for one writer (503 while another
     /// writes any byte of it) and returns that writer. Bytes the upload has
-    /// acknowledged already are compared with, never overwritten.
+    /// acknowledged already are compared with, never overwritten. `sized`
+    /// says the request declared it carries all of `range` (a body that may
+    /// end sooner, such as a chunked `PATCH`, is not sized); a store that
+    /// keeps only whole requests may keep nothing of a sized body cut short.
     async fn write_block(
         &self,
         upload: &Upload,
         range: ContentRange,
+        sized: bool,
     ) -> Result<Box<dyn BlockWriter>, Refusal>;
 
     /// Begins upload `new` as the concatenation of complete uploads

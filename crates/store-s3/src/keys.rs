@@ -1,0 +1,188 @@
+//! Where the store keeps what, below the bucket's prefix:
+//!
+//! - `NAME`: a landed file, one object, its metadata naming its upload;
+//! - `.fileuploader-state/u/ID/meta-TOTAL`: upload `ID` as begun (JSON);
+//! - `.fileuploader-state/u/ID/a/START.END.CRC.DATA.NONCE`: an
+//!   acknowledged block, empty; its name says which bytes, their CRC32C,
+//!   and the data object holding them, `d/DATA/NONCE`;
+//! - `.fileuploader-state/u/ID/error`: why the last landing failed;
+//! - `.fileuploader-state/d/ID/NONCE`: bytes received for upload `ID`;
+//! - `.fileuploader-state/landed/ID`: the landing statement (JSON).
+//!
+//! The receiver refuses names with a `.fileuploader-` part, so no landed
+//! file can be among these.
+
+/// Marks a landed object: which upload it is.
+pub(crate) const UPLOAD_METADATA: &str = "fileuploader-upload";
+
+/// An acknowledged block as its key says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ack {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) crc32c: Option<u32>,
+    /// The upload whose data folder holds the bytes.
+    pub(crate) data: String,
+    pub(crate) nonce: String,
+}
+
+/// The keys of one store, all below its prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// Empty, or ending in `/`.
+    prefix: String,
+}
+
+impl Layout {
+    pub(crate) fn new(prefix: &str) -> Self {
+        let prefix = prefix.trim_matches('/');
+        Layout {
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        }
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Where a file named `name` lands.
+    pub(crate) fn landed_file(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn state(&self) -> String {
+        format!("{}.fileuploader-state/", self.prefix)
+    }
+
+    /// Every upload's records.
+    pub(crate) fn uploads(&self) -> String {
+        format!("{}u/", self.state())
+    }
+
+    /// Upload `id`'s records.
+    pub(crate) fn upload(&self, id: &str) -> String {
+        format!("{}{id}/", self.uploads())
+    }
+
+    pub(crate) fn meta(&self, id: &str, total: u64) -> String {
+        format!("{}meta-{total}", self.upload(id))
+    }
+
+    pub(crate) fn acks(&self, id: &str) -> String {
+        format!("{}a/", self.upload(id))
+    }
+
+    pub(crate) fn ack(&self, id: &str, ack: &Ack) -> String {
+        let crc = ack
+            .crc32c
+            .map_or_else(|| "x".to_owned(), |c| format!("{c:08x}"));
+        format!(
+            "{}{:020}.{:020}.{crc}.{}.{}",
+            self.acks(id),
+            ack.start,
+            ack.end,
+            ack.data,
+            ack.nonce
+        )
+    }
+
+    pub(crate) fn error(&self, id: &str) -> String {
+        format!("{}error", self.upload(id))
+    }
+
+    /// Every upload's bytes.
+    pub(crate) fn all_data(&self) -> String {
+        format!("{}d/", self.state())
+    }
+
+    pub(crate) fn data(&self, id: &str) -> String {
+        format!("{}{id}/", self.all_data())
+    }
+
+    pub(crate) fn data_object(&self, id: &str, nonce: &str) -> String {
+        format!("{}{nonce}", self.data(id))
+    }
+
+    pub(crate) fn landed(&self, id: &str) -> String {
+        format!("{}landed/{id}", self.state())
+    }
+
+    /// What a key below [`Layout::uploads`] says: its upload, and the rest.
+    pub(crate) fn split_upload_key<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        key.strip_prefix(&self.uploads())?.split_once('/')
+    }
+
+    /// Upload `id`'s total, if `key` is its meta record.
+    pub(crate) fn parse_meta(rest: &str) -> Option<u64> {
+        rest.strip_prefix("meta-")?.parse().ok()
+    }
+
+    /// The block an acknowledgement key (below [`Layout::acks`]) names.
+    pub(crate) fn parse_ack(name: &str) -> Option<Ack> {
+        let mut parts = name.splitn(5, '.');
+        let start = parts.next()?.parse().ok()?;
+        let end = parts.next()?.parse().ok()?;
+        let crc32c = match parts.next()? {
+            "x" => None,
+            hex => Some(u32::from_str_radix(hex, 16).ok()?),
+        };
+        let data = parts.next()?.to_owned();
+        let nonce = parts.next()?.to_owned();
+        (start <= end && !nonce.contains('/')).then_some(Ack {
+            start,
+            end,
+            crc32c,
+            data,
+            nonce,
+        })
+    }
+}
+
+/// A fresh name for a data object: random, so writers never meet.
+pub(crate) fn nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgement_keys_sort_by_first_byte_and_round_trip() {
+        let layout = Layout::new("/incoming/");
+        let ack = Ack {
+            start: 5,
+            end: 1 << 40,
+            crc32c: Some(0xdead_beef),
+            data: "up-1_x".into(),
+            nonce: "00ff".into(),
+        };
+        let key = layout.ack("up-1_x", &ack);
+        assert_eq!(
+            key,
+            "incoming/.fileuploader-state/u/up-1_x/a/00000000000000000005.00000001099511627776.deadbeef.up-1_x.00ff"
+        );
+        let name = key.strip_prefix(&layout.acks("up-1_x")).unwrap();
+        assert_eq!(Layout::parse_ack(name), Some(ack.clone()));
+        let later = layout.ack(
+            "up-1_x",
+            &Ack {
+                start: 10,
+                crc32c: None,
+                ..ack
+            },
+        );
+        assert!(later > key);
+        assert!(Layout::parse_ack("1.2.zz.d.n").is_none());
+        assert_eq!(Layout::new("").landed_file("a/b.txt"), "a/b.txt");
+        assert_eq!(
+            layout.split_upload_key(&layout.meta("u1", 42)),
+            Some(("u1", "meta-42"))
+        );
+        assert_eq!(Layout::parse_meta("meta-42"), Some(42));
+    }
+}

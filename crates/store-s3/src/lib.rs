@@ -1,0 +1,1509 @@
+//! The receiver's [`Store`] on S3-compatible object storage: any number of
+//! `fileuploader serve` processes, behind any load balancer, share one
+//! bucket, with no sticky routing and no coordinator.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use fileuploader_store_s3::{S3Location, S3Options, S3Store};
+//!
+//! let location: S3Location = "s3://uploads/incoming".parse()?;
+//! let options = S3Options {
+//!     endpoint: Some("http://127.0.0.1:3900".into()),
+//!     region: Some("garage".into()),
+//! };
+//! let store = S3Store::connect(&location, &options).await?;
+//! let receiver = fileuploader_server::Receiver::with_store(store);
+//! # let _ = receiver;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it keeps the promises of a store
+//!
+//! Everything an upload is lives in the bucket (see the `keys` layout):
+//! its record, one empty object per acknowledged block whose key says the
+//! block's range, CRC32C and where its bytes are, and the bytes themselves,
+//! one object per request. A block is acknowledged once its bytes and then
+//! its key are stored, and S3 stores nothing it has not made durable; any
+//! receiver lists the keys and knows what every other one acknowledged.
+//!
+//! - Bytes stream from the request into the store: a request that says its
+//!   length becomes one object as it arrives; one that does not (a chunked
+//!   `PATCH`, a whole file) is cut into objects of 5 MiB. Memory per
+//!   request is bounded either way.
+//! - Landing makes the file one object, `PREFIX/NAME`, by a multipart
+//!   upload: stored objects of 5 MiB or more become parts by copies inside
+//!   the store; smaller ones are read and joined into parts of 5 MiB.
+//! - Written once: the multipart upload of an upload's landing is begun
+//!   with the upload and named in its record, so receivers that see the
+//!   last block at the same moment complete the same multipart upload; the
+//!   store makes one object of it, whoever completes it first, and the
+//!   others find the object theirs. Nothing relies on conditional writes
+//!   (not every S3-compatible store honours them).
+//! - Two requests for the same range at the same moment, through different
+//!   receivers, are not held apart as a directory's locks hold them: each
+//!   stores its own copy, and a landing uses the first.
+//! - A request the store does not serve in time is answered 503 (with
+//!   `Retry-After`); the client tries again.
+
+mod body;
+mod keys;
+mod plan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use fileuploader_server::store::{
+    Block, BlockWriter, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes,
+};
+use fileuploader_server::Refusal;
+use fileuploader_wire::{ContentRange, Statement};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{Ack, Layout, UPLOAD_METADATA};
+use crate::plan::{Part, Piece};
+
+/// Bytes of a request of unknown length stored as one object: large
+/// enough to be copied as a part of the landed file.
+const PIECE: usize = plan::MIN_PART as usize;
+/// Requests to the store at once for one landing or one clean-up.
+const FAN_OUT: usize = 8;
+/// How long a request with no bytes to stream (a listing, a record) may
+/// take before it is answered 503.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Times a landing is tried before its client hears 503.
+const LANDING_TRIES: u64 = 3;
+/// How old a multipart upload or data no upload record owns must be
+/// before expiry removes it (or the expiry time, if shorter): longer than
+/// a landing takes.
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
+
+/// `s3://BUCKET/PREFIX`: where a store keeps its uploads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket: String,
+    /// The folder of the bucket files land in (may be empty).
+    pub prefix: String,
+}
+
+impl FromStr for S3Location {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{s:?} is not an s3://BUCKET/PREFIX location"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{s:?} names no bucket"));
+        }
+        Ok(S3Location {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// How to reach the store. Credentials come from the usual places of the
+/// AWS SDK: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or a profile
+/// in `~/.aws/credentials` (`AWS_PROFILE`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// The store's address, for stores other than AWS S3 (Garage, MinIO):
+    /// requests then name the bucket in the path.
+    pub endpoint: Option<String>,
+    /// The region to sign for; by default `AWS_REGION` or the profile's,
+    /// else `us-east-1`.
+    pub region: Option<String>,
+}
+
+/// Why a store could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(String);
+
+/// Uploads kept in an S3-compatible bucket. See the [crate](crate) for how.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// For requests that carry no stream: bounded in time.
+    control: Client,
+    /// For requests that stream bytes: bounded by their pieces' progress.
+    data: Client,
+    bucket: String,
+    layout: Layout,
+    /// Upload records read, by key and ETag (a record never changes).
+    metas: Mutex<HashMap<String, (String, Meta)>>,
+}
+
+/// An upload's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    id: String,
+    total: u64,
+    name: String,
+    owner: String,
+    partial: bool,
+    /// The multipart upload begun for its landing, on the key of its name.
+    landing: Option<Landing>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Landing {
+    key: String,
+    upload_id: String,
+}
+
+impl Meta {
+    fn begun(&self) -> NewUpload {
+        NewUpload {
+            id: self.id.clone(),
+            total: self.total,
+            name: self.name.clone(),
+            owner: self.owner.clone(),
+            partial: self.partial,
+        }
+    }
+}
+
+/// An upload as stored: its record, its acknowledgements, and the newest
+/// change to either.
+struct Stored {
+    meta: Meta,
+    acks: Vec<Ack>,
+    upload: Upload,
+}
+
+/// One listed object.
+struct Listed {
+    key: String,
+    etag: String,
+    modified: SystemTime,
+}
+
+/// A failed request to the store, as the client hears it: 503, try again.
+fn failed<E, R>(what: &str, e: &SdkError<E, R>) -> Refusal
+where
+    E: std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    let e = DisplayErrorContext(e);
+    tracing::warn!("{what}: {e}");
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{what}: the object store failed: {e}"),
+    )
+}
+
+/// Whether a request failed because what it names is not there.
+fn missing<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    let code = e.as_service_error().and_then(|s| s.code());
+    matches!(code, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"))
+        || e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `key` as `x-amz-copy-source` wants it: the bucket, then the key with
+/// everything but unreserved characters and `/` escaped.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut out = format!("{bucket}/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `Range` for bytes `from..to`.
+fn byte_range(from: u64, to: u64) -> String {
+    format!("bytes={from}-{}", to - 1)
+}
+
+impl S3Store {
+    /// Connects to the bucket of `location` and checks that it answers
+    /// our credentials.
+    ///
+    /// # Errors
+    ///
+    /// When the bucket cannot be reached, does not exist, or refuses the
+    /// credentials: the message says which.
+    pub async fn connect(location: &S3Location, options: &S3Options) -> Result<Self, ConnectError> {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let mut base = aws_sdk_s3::config::Builder::from(&shared)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if shared.region().is_none() {
+            base = base.region(Region::from_static("us-east-1"));
+        }
+        if let Some(endpoint) = &options.endpoint {
+            base = base.endpoint_url(endpoint).force_path_style(true);
+        }
+        let control = Client::from_conf(
+            base.clone()
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(5))
+                        .operation_attempt_timeout(CONTROL_TIMEOUT)
+                        .build(),
+                )
+                .build(),
+        );
+        let data = Client::from_conf(
+            base.timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(),
+            )
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .build(),
+        );
+        let store = S3Store {
+            inner: Arc::new(Inner {
+                control,
+                data,
+                bucket: location.bucket.clone(),
+                layout: Layout::new(&location.prefix),
+                metas: Mutex::default(),
+            }),
+        };
+        store
+            .inner
+            .control
+            .list_objects_v2()
+            .bucket(&location.bucket)
+            .prefix(store.inner.layout.uploads())
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| {
+                ConnectError(format!(
+                    "cannot use {location}: {}",
+                    DisplayErrorContext(&e)
+                ))
+            })?;
+        Ok(store)
+    }
+
+    fn s(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Every object below `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, Refusal> {
+        let s = self.s();
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = s
+                .control
+                .list_objects_v2()
+                .bucket(&s.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| failed("list the store", &e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let modified = object
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                out.push(Listed {
+                    key: key.to_owned(),
+                    etag: object.e_tag().unwrap_or_default().to_owned(),
+                    modified,
+                });
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() || page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The whole of a small object, or `None` when it is not there.
+    async fn get_small(&self, key: &str) -> Result<Option<Bytes>, Refusal> {
+        let s = self.s();
+        let got = s
+            .control
+            .get_object()
+            .bucket(&s.bucket)
+            .key(key)
+            .send()
+            .await;
+        let object = match got {
+            Ok(object) => object,
+            Err(e) if missing(&e) => return Ok(None),
+            Err(e) => return Err(failed("read a record", &e)),
+        };
+        let bytes = object.body.collect().await.map_err(|e| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("read a record: the object store failed: {e}"),
+            )
+        })?;
+        Ok(Some(bytes.into_bytes()))
+    }
+
+    async fn put_small(
+        &self,
+        what: &str,
+        key: &str,
+        bytes: impl Into<Bytes>,
+    ) -> Result<(), Refusal> {
+        let s = self.s();
+        s.control
+            .put_object()
+            .bucket(&s.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes.into()))
+            .send()
+            .await
+            .map_err(|e| failed(what, &e))?;
+        Ok(())
+    }
+
+    /// The upload a landed object belongs to, or `None` when nothing is
+    /// at `key`.
+    async fn owner_of(&self, key: &str) -> Result<Option<String>, Refusal> {
+        let s = self.s();
+        match s
+            .control
+            .head_object()
+            .bucket(&s.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(
+                head.metadata()
+                    .and_then(|m| m.get(UPLOAD_METADATA))
+                    .cloned()
+                    .unwrap_or_default(),
+            )),
+            Err(e) if missing(&e) => Ok(None),
+            Err(e) => Err(failed("look up a name", &e)),
+        }
+    }
+
+    /// Removes `keys`, a thousand per request.
+    async fn delete(&self, keys: Vec<String>) -> Result<(), Refusal> {
+        let s = self.s();
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Refusal::internal("delete objects", e))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| Refusal::internal("delete objects", e))?;
+            let out = s
+                .control
+                .delete_objects()
+                .bucket(&s.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| failed("delete objects", &e))?;
+            if let Some(error) = out.errors().first() {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "delete {}: {}",
+                        error.key().unwrap_or_default(),
+                        error.message().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_below(&self, prefix: &str) -> Result<(), Refusal> {
+        let keys = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        self.delete(keys).await
+    }
+
+    async fn abort(&self, landing: &Landing) -> Result<(), Refusal> {
+        let s = self.s();
+        match s
+            .control
+            .abort_multipart_upload()
+            .bucket(&s.bucket)
+            .key(&landing.key)
+            .upload_id(&landing.upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if missing(&e) => Ok(()),
+            Err(e) => Err(failed("abort a multipart upload", &e)),
+        }
+    }
+
+    /// Begins the multipart upload that lands upload `id` at `key`.
+    async fn begin_landing(&self, id: &str, key: &str) -> Result<Landing, Refusal> {
+        let s = self.s();
+        let created = s
+            .control
+            .create_multipart_upload()
+            .bucket(&s.bucket)
+            .key(key)
+            .metadata(UPLOAD_METADATA, id)
+            .send()
+            .await
+            .map_err(|e| failed("begin a multipart upload", &e))?;
+        let upload_id = created.upload_id().ok_or_else(|| {
+            Refusal::internal("begin a multipart upload", "the store gave no upload id")
+        })?;
+        Ok(Landing {
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+        })
+    }
+
+    /// The record at `key` (cached by its ETag).
+    async fn meta(&self, key: &str, etag: &str) -> Result<Option<Meta>, Refusal> {
+        if let Some((seen, meta)) = lock(&self.s().metas).get(key) {
+            if seen == etag {
+                return Ok(Some(meta.clone()));
+            }
+        }
+        let Some(bytes) = self.get_small(key).await? else {
+            return Ok(None);
+        };
+        let meta: Meta = serde_json::from_slice(&bytes)
+            .map_err(|e| Refusal::internal("read an upload record", e))?;
+        lock(&self.s().metas).insert(key.to_owned(), (etag.to_owned(), meta.clone()));
+        Ok(Some(meta))
+    }
+
+    /// Upload `id` as stored now.
+    async fn read(&self, id: &str) -> Result<Option<Stored>, Refusal> {
+        let layout = &self.s().layout;
+        let mut meta_key = None;
+        let mut acks = Vec::new();
+        let mut error = false;
+        for listed in self.list(&layout.upload(id)).await? {
+            let Some((_, rest)) = layout.split_upload_key(&listed.key) else {
+                continue;
+            };
+            if rest == "error" {
+                error = true;
+            } else if let Some(name) = rest.strip_prefix("a/") {
+                acks.extend(Layout::parse_ack(name));
+            } else if Layout::parse_meta(rest).is_some() {
+                meta_key = Some((listed.key, listed.etag));
+            }
+        }
+        let Some((key, etag)) = meta_key else {
+            return Ok(None);
+        };
+        let Some(meta) = self.meta(&key, &etag).await? else {
+            return Ok(None);
+        };
+        let mut upload = Upload::new(meta.begun());
+        for ack in &acks {
+            upload.add(Block {
+                start: ack.start,
+                end: ack.end,
+                crc32c: ack.crc32c,
+            });
+        }
+        if error {
+            upload.landing_error = self
+                .get_small(&layout.error(id))
+                .await?
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+        }
+        Ok(Some(Stored { meta, acks, upload }))
+    }
+
+    /// Records `ack` for upload `id` and returns the upload as it is then.
+    async fn acknowledge_all(&self, id: &str, acks: &[Ack]) -> Result<Upload, Refusal> {
+        let layout = &self.s().layout;
+        let puts: Vec<_> = acks
+            .iter()
+            .map(|ack| {
+                let key = layout.ack(id, ack);
+                async move {
+                    self.put_small("acknowledge a block", &key, Bytes::new())
+                        .await
+                }
+            })
+            .collect();
+        futures_util::stream::iter(puts)
+            .buffer_unordered(FAN_OUT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        match self.read(id).await? {
+            Some(stored) => Ok(stored.upload),
+            None => Err(Refusal::new(
+                StatusCode::CONFLICT,
+                format!("upload {id} was discarded while this block came"),
+            )),
+        }
+    }
+
+    /// Stores `bytes` as a data object of upload `data`; returns its nonce.
+    async fn put_piece(&self, data: &str, bytes: Bytes) -> Result<String, Refusal> {
+        let s = self.s();
+        let nonce = keys::nonce();
+        s.data
+            .put_object()
+            .bucket(&s.bucket)
+            .key(s.layout.data_object(data, &nonce))
+            .content_length(bytes.len() as i64)
+            .body(ByteStream::from(bytes))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| failed("store bytes", &e))?;
+        Ok(nonce)
+    }
+
+    /// Makes `pieces` (tiling `total` bytes) one object, landing it by
+    /// `policy` under `name` or the first free name after it; returns the
+    /// name it landed under. Upload `id` is what the object says it is.
+    async fn compose(
+        &self,
+        id: &str,
+        pieces: &[Piece],
+        name: &str,
+        policy: OnConflict,
+        begun: Option<&Landing>,
+    ) -> Result<String, Refusal> {
+        let layout = &self.s().layout;
+        for n in 0..10_000 {
+            let candidate = if n == 0 {
+                name.to_owned()
+            } else {
+                numbered(name, n)
+            };
+            let key = layout.landed_file(&candidate);
+            match self.owner_of(&key).await? {
+                Some(owner) if owner == id => return Ok(candidate),
+                Some(_) if policy == OnConflict::Refuse => {
+                    return Err(Refusal::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "cannot land the file: a file named {name} is in the bucket already"
+                        ),
+                    ))
+                }
+                Some(_) if policy == OnConflict::Rename => continue,
+                _ => {}
+            }
+            let landing = match begun {
+                Some(landing) if landing.key == key => landing.clone(),
+                _ => self.begin_landing(id, &key).await?,
+            };
+            let mut tries = 0;
+            return loop {
+                let refusal = match self.complete(&landing, pieces).await {
+                    Ok(()) => break Ok(candidate),
+                    Err(refusal) => refusal,
+                };
+                // Another receiver completing the same landing replaces
+                // parts under this one, or completes it first.
+                if self.owner_of(&key).await?.is_some_and(|owner| owner == id) {
+                    break Ok(candidate);
+                }
+                tries += 1;
+                if tries == LANDING_TRIES {
+                    break Err(refusal);
+                }
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            };
+        }
+        Err(Refusal::new(
+            StatusCode::CONFLICT,
+            format!("cannot land the file: no free name like {name}"),
+        ))
+    }
+
+    /// Uploads the parts of `pieces` to `landing` and completes it.
+    async fn complete(&self, landing: &Landing, pieces: &[Piece]) -> Result<(), Refusal> {
+        let s = self.s();
+        let total = pieces.iter().map(|p| p.len).sum();
+        let mut parts = plan::plan(pieces, plan::min_part(total));
+        if parts.is_empty() {
+            // An empty file is one empty part.
+            parts.push(Part::Join(Vec::new()));
+        }
+        let puts: Vec<_> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| self.put_part(landing, i as i32 + 1, part))
+            .collect();
+        let mut done: Vec<CompletedPart> = futures_util::stream::iter(puts)
+            .buffer_unordered(FAN_OUT)
+            .try_collect()
+            .await?;
+        done.sort_by_key(|p| p.part_number());
+        s.control
+            .complete_multipart_upload()
+            .bucket(&s.bucket)
+            .key(&landing.key)
+            .upload_id(&landing.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| failed("complete the landing", &e))?;
+        Ok(())
+    }
+
+    /// Uploads part `number` of a landing: copied in the store, or read
+    /// and sent back.
+    async fn put_part(
+        &self,
+        landing: &Landing,
+        number: i32,
+        part: &Part,
+    ) -> Result<CompletedPart, Refusal> {
+        let s = self.s();
+        let e_tag = match part {
+            Part::Copy(slice) => s
+                .control
+                .upload_part_copy()
+                .bucket(&s.bucket)
+                .key(&landing.key)
+                .upload_id(&landing.upload_id)
+                .part_number(number)
+                .copy_source(copy_source(&s.bucket, &slice.key))
+                .copy_source_range(byte_range(slice.from, slice.to))
+                .send()
+                .await
+                .map_err(|e| failed("copy a part", &e))?
+                .copy_part_result()
+                .and_then(|r| r.e_tag())
+                .map(str::to_owned),
+            Part::Join(slices) => {
+                let (feed, body) = body::channel(part.len());
+                let feeding = self.feed(feed, slices.clone());
+                let sending = s
+                    .data
+                    .upload_part()
+                    .bucket(&s.bucket)
+                    .key(&landing.key)
+                    .upload_id(&landing.upload_id)
+                    .part_number(number)
+                    .content_length(part.len() as i64)
+                    .body(body)
+                    .customize()
+                    .disable_payload_signing()
+                    .send();
+                let (fed, sent) = tokio::join!(feeding, sending);
+                let sent = sent.map_err(|e| failed("send a part", &e));
+                fed.and(sent)?.e_tag().map(str::to_owned)
+            }
+        };
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(e_tag)
+            .build())
+    }
+
+    /// Reads `slices` from the store, in order, into `feed`.
+    async fn feed(&self, feed: body::Feed, slices: Vec<plan::Slice>) -> Result<(), Refusal> {
+        let s = self.s();
+        for slice in slices {
+            let got = s
+                .data
+                .get_object()
+                .bucket(&s.bucket)
+                .key(&slice.key)
+                .range(byte_range(slice.from, slice.to))
+                .send()
+                .await;
+            let mut object = match got {
+                Ok(object) => object,
+                Err(e) => {
+                    let refusal = failed("read stored bytes", &e);
+                    feed.fail(refusal.message().to_owned()).await;
+                    return Err(refusal);
+                }
+            };
+            loop {
+                match tokio::time::timeout(body::STALL, object.body.try_next()).await {
+                    Ok(Ok(Some(bytes))) => feed.send(bytes).await?,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => {
+                        let why = format!("read stored bytes: {e}");
+                        feed.fail(why.clone()).await;
+                        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, why));
+                    }
+                    Err(_) => {
+                        feed.fail("the object store stalled".into()).await;
+                        return Err(body::stalled());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes upload `id`'s records and bytes: bytes first, its record
+    /// last, so nothing it owned outlives it unseen.
+    async fn remove(&self, id: &str, landing: Option<&Landing>) -> Result<(), Refusal> {
+        let layout = &self.s().layout;
+        if let Some(landing) = landing {
+            self.abort(landing).await?;
+        }
+        self.delete_below(&layout.data(id)).await?;
+        let (metas, rest): (Vec<String>, Vec<String>) = self
+            .list(&layout.upload(id))
+            .await?
+            .into_iter()
+            .map(|l| l.key)
+            .partition(|k| {
+                layout
+                    .split_upload_key(k)
+                    .is_some_and(|(_, rest)| Layout::parse_meta(rest).is_some())
+            });
+        self.delete(rest).await?;
+        self.delete(metas).await
+    }
+
+    async fn land_stored(
+        &self,
+        stored: Stored,
+        name: &str,
+        policy: OnConflict,
+    ) -> Result<Statement, Refusal> {
+        let id = stored.meta.id.clone();
+        let layout = &self.s().layout;
+        let Some(pieces) = tile(&stored, layout) else {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                format!("upload {id} is not complete"),
+            ));
+        };
+        let begun = stored.meta.landing.as_ref();
+        match self.compose(&id, &pieces, name, policy, begun).await {
+            Ok(landed_as) => {
+                let statement = Statement::landed(
+                    &id,
+                    &landed_as,
+                    stored.meta.total,
+                    stored.upload.expected_crc32c(),
+                );
+                self.put_small(
+                    "record the landing",
+                    &layout.landed(&id),
+                    statement.to_json(),
+                )
+                .await?;
+                self.remove(&id, begun).await?;
+                Ok(statement)
+            }
+            Err(refusal) => {
+                self.put_small(
+                    "record a failed landing",
+                    &layout.error(&id),
+                    refusal.message().to_owned(),
+                )
+                .await?;
+                Err(refusal)
+            }
+        }
+    }
+}
+
+/// `name (n).ext`: the number before the last part's extension.
+fn numbered(name: &str, n: u32) -> String {
+    let base_at = name.rfind('/').map_or(0, |i| i + 1);
+    match name[base_at..].rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => {
+            format!("{}{stem} ({n}).{ext}", &name[..base_at])
+        }
+        _ => format!("{name} ({n})"),
+    }
+}
+
+/// The data objects that tile upload `stored` from its first byte to its
+/// last, in order, the first acknowledgement of a range winning.
+fn tile(stored: &Stored, layout: &Layout) -> Option<Vec<Piece>> {
+    let mut by_start: BTreeMap<u64, &Ack> = BTreeMap::new();
+    for ack in &stored.acks {
+        by_start.entry(ack.start).or_insert(ack);
+    }
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    while at < stored.meta.total {
+        let ack = by_start.get(&at)?;
+        if ack.end <= at {
+            return None;
+        }
+        pieces.push(Piece {
+            key: layout.data_object(&ack.data, &ack.nonce),
+            at,
+            len: ack.end - ack.start,
+        });
+        at = ack.end;
+    }
+    (at == stored.meta.total).then_some(pieces)
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, Refusal> {
+        Ok(self.read(id).await?.map(|s| s.upload))
+    }
+
+    async fn begin(&self, new: NewUpload) -> Result<Upload, Refusal> {
+        if let Some(stored) = self.read(&new.id).await? {
+            return Ok(stored.upload);
+        }
+        let layout = &self.s().layout;
+        let landing = if new.partial {
+            None
+        } else {
+            Some(
+                self.begin_landing(&new.id, &layout.landed_file(&new.name))
+                    .await?,
+            )
+        };
+        let meta = Meta {
+            id: new.id.clone(),
+            total: new.total,
+            name: new.name.clone(),
+            owner: new.owner.clone(),
+            partial: new.partial,
+            landing,
+        };
+        let json = serde_json::to_vec(&meta).map_err(|e| Refusal::internal("record", e))?;
+        self.put_small("record an upload", &layout.meta(&new.id, new.total), json)
+            .await?;
+        Ok(Upload::new(new))
+    }
+
+    async fn write_block(
+        &self,
+        upload: &Upload,
+        range: ContentRange,
+        sized: bool,
+    ) -> Result<Box<dyn BlockWriter>, Refusal> {
+        let id = upload.begun.id.clone();
+        let overlaps = upload
+            .received
+            .ranges()
+            .iter()
+            .any(|&(s, e)| s < range.end && range.start < e);
+        if overlaps || range.is_empty() {
+            // Only whole acknowledged blocks can be compared: by CRC32C.
+            let blocks: Vec<Block> = upload
+                .blocks
+                .iter()
+                .filter(|b| b.start < range.end && range.start < b.end)
+                .copied()
+                .collect();
+            let mut at = range.start;
+            for b in &blocks {
+                if b.start != at || b.end > range.end || b.crc32c.is_none() {
+                    return Err(Refusal::new(
+                        StatusCode::CONFLICT,
+                        "the block overlaps acknowledged bytes of the upload in other ranges; ask which ranges the receiver holds",
+                    ));
+                }
+                at = b.end;
+            }
+            if at != range.end {
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "the block overlaps acknowledged bytes of the upload in other ranges; ask which ranges the receiver holds",
+                ));
+            }
+            return Ok(Box::new(Compare {
+                store: self.clone(),
+                id,
+                blocks,
+                at: range.start,
+                crc: 0,
+                same: true,
+            }));
+        }
+        if sized {
+            return Ok(Box::new(Streaming::start(self.clone(), id, range)));
+        }
+        Ok(Box::new(Pieces::new(self.clone(), id, range.start)))
+    }
+
+    async fn concatenate(&self, new: NewUpload, parts: &[Upload]) -> Result<Upload, Refusal> {
+        let mut acks = Vec::new();
+        let mut at = 0;
+        for part in parts {
+            let Some(stored) = self.read(&part.begun.id).await? else {
+                return Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    format!("partial upload {} is gone", part.begun.id),
+                ));
+            };
+            acks.extend(stored.acks.into_iter().map(|a| Ack {
+                start: a.start + at,
+                end: a.end + at,
+                ..a
+            }));
+            at += part.begun.total;
+        }
+        let id = new.id.clone();
+        self.begin(new).await?;
+        self.acknowledge_all(&id, &acks).await
+    }
+
+    async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal> {
+        let data = format!("whole-{}", keys::nonce());
+        Ok(Box::new(Whole(Pieces::new(self.clone(), data, 0))))
+    }
+
+    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal> {
+        if let Some(statement) = self.landed(id).await? {
+            return Ok(statement);
+        }
+        match self.read(id).await? {
+            Some(stored) => self.land_stored(stored, name, policy).await,
+            None => match self.landed(id).await? {
+                Some(statement) => Ok(statement),
+                None => Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    format!("upload {id} is not in progress"),
+                )),
+            },
+        }
+    }
+
+    async fn landed(&self, id: &str) -> Result<Option<Statement>, Refusal> {
+        let Some(bytes) = self.get_small(&self.s().layout.landed(id)).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Refusal::internal("read a landing record", e))
+    }
+
+    async fn discard(&self, id: &str) -> Result<(), Refusal> {
+        let landing = self.read(id).await?.and_then(|s| s.meta.landing);
+        self.remove(id, landing.as_ref()).await
+    }
+
+    async fn expire(&self, ttl: Duration) -> Result<usize, Refusal> {
+        let s = self.s();
+        let orphan_age = ORPHAN_AGE.min(ttl);
+        let now = SystemTime::now();
+        let older = |t: SystemTime, age: Duration| now.duration_since(t).is_ok_and(|d| d >= age);
+        // Each upload's newest change, and whether it has its record.
+        let mut uploads: HashMap<String, (SystemTime, Option<(String, String)>)> = HashMap::new();
+        for listed in self.list(&s.layout.uploads()).await? {
+            let Some((id, rest)) = s.layout.split_upload_key(&listed.key) else {
+                continue;
+            };
+            let entry = uploads
+                .entry(id.to_owned())
+                .or_insert((SystemTime::UNIX_EPOCH, None));
+            entry.0 = entry.0.max(listed.modified);
+            if Layout::parse_meta(rest).is_some() {
+                entry.1 = Some((listed.key.clone(), listed.etag.clone()));
+            }
+        }
+        let mut stale = 0;
+        let mut live_landings = Vec::new();
+        for (id, (touched, meta)) in &uploads {
+            let gone = match meta {
+                Some(_) => older(*touched, ttl),
+                None => older(*touched, orphan_age),
+            };
+            let meta = match meta {
+                Some((key, etag)) => self.meta(key, etag).await?,
+                None => None,
+            };
+            if gone {
+                self.remove(id, meta.as_ref().and_then(|m| m.landing.as_ref()))
+                    .await?;
+                stale += usize::from(meta.is_some());
+            } else if let Some(landing) = meta.and_then(|m| m.landing) {
+                live_landings.push(landing.upload_id);
+            }
+        }
+        // Bytes no live upload owns.
+        let mut data: HashMap<String, SystemTime> = HashMap::new();
+        for listed in self.list(&s.layout.all_data()).await? {
+            let Some((id, _)) = listed
+                .key
+                .strip_prefix(&s.layout.all_data())
+                .and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            let newest = data.entry(id.to_owned()).or_insert(SystemTime::UNIX_EPOCH);
+            *newest = (*newest).max(listed.modified);
+        }
+        for (id, newest) in data {
+            let owned = uploads.get(&id).is_some_and(|(_, meta)| meta.is_some());
+            if !owned && older(newest, orphan_age) {
+                self.delete_below(&s.layout.data(&id)).await?;
+            }
+        }
+        // Multipart uploads no live upload owns.
+        let mut key_marker = None;
+        let mut id_marker = None;
+        loop {
+            let page = s
+                .control
+                .list_multipart_uploads()
+                .bucket(&s.bucket)
+                .prefix(s.layout.prefix())
+                .set_key_marker(key_marker)
+                .set_upload_id_marker(id_marker)
+                .send()
+                .await
+                .map_err(|e| failed("list multipart uploads", &e))?;
+            for open in page.uploads() {
+                let (Some(key), Some(upload_id)) = (open.key(), open.upload_id()) else {
+                    continue;
+                };
+                let started = open
+                    .initiated()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                if !live_landings.iter().any(|l| l == upload_id) && older(started, orphan_age) {
+                    let landing = Landing {
+                        key: key.to_owned(),
+                        upload_id: upload_id.to_owned(),
+                    };
+                    self.abort(&landing).await?;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+        }
+        Ok(stale)
+    }
+
+    async fn bytes_held(&self) -> Result<u64, Refusal> {
+        let layout = &self.s().layout;
+        Ok(self
+            .list(&layout.uploads())
+            .await?
+            .iter()
+            .filter_map(|l| Layout::parse_meta(layout.split_upload_key(&l.key)?.1))
+            .sum())
+    }
+
+    async fn name_taken(&self, name: &str) -> Result<bool, Refusal> {
+        let key = self.s().layout.landed_file(name);
+        Ok(self.owner_of(&key).await?.is_some())
+    }
+}
+
+/// A block over acknowledged blocks: compared by CRC32C, block by block.
+struct Compare {
+    store: S3Store,
+    id: String,
+    blocks: Vec<Block>,
+    at: u64,
+    crc: u32,
+    same: bool,
+}
+
+impl Compare {
+    /// The acknowledged block byte `at` is in, its index.
+    fn block_at(&self, at: u64) -> Option<usize> {
+        self.blocks.iter().position(|b| b.start <= at && at < b.end)
+    }
+}
+
+#[async_trait]
+impl WriteBytes for Compare {
+    async fn write(&mut self, mut bytes: Bytes) -> Result<(), Refusal> {
+        while !bytes.is_empty() {
+            let Some(i) = self.block_at(self.at) else {
+                self.same = false;
+                return Ok(());
+            };
+            let block = self.blocks[i];
+            let n = ((block.end - self.at) as usize).min(bytes.len());
+            let piece = bytes.split_to(n);
+            self.crc = crc32c::crc32c_append(self.crc, &piece);
+            self.at += n as u64;
+            if self.at == block.end {
+                self.same &= Some(self.crc) == block.crc32c;
+                self.crc = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlockWriter for Compare {
+    async fn finish(&mut self) -> Result<bool, Refusal> {
+        Ok(self.same)
+    }
+
+    async fn acknowledge(
+        self: Box<Self>,
+        _len: u64,
+        _crc32c: Option<u32>,
+    ) -> Result<Upload, Refusal> {
+        self.store.acknowledge_all(&self.id, &[]).await
+    }
+}
+
+/// A block of known length streaming into one data object.
+struct Streaming {
+    store: S3Store,
+    id: String,
+    range: ContentRange,
+    nonce: String,
+    feed: Option<body::Feed>,
+    put: Option<tokio::task::JoinHandle<Result<(), Refusal>>>,
+    stored: Option<Result<(), Refusal>>,
+    written: u64,
+    crc: u32,
+}
+
+impl Streaming {
+    fn start(store: S3Store, id: String, range: ContentRange) -> Self {
+        let nonce = keys::nonce();
+        let (feed, body) = body::channel(range.len());
+        let s = store.clone();
+        let key = s.s().layout.data_object(&id, &nonce);
+        let put = tokio::spawn(async move {
+            let s = s.s();
+            s.data
+                .put_object()
+                .bucket(&s.bucket)
+                .key(key)
+                .content_length(range.len() as i64)
+                .body(body)
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| failed("store a block", &e))
+        });
+        Streaming {
+            store,
+            id,
+            range,
+            nonce,
+            feed: Some(feed),
+            put: Some(put),
+            stored: None,
+            written: 0,
+            crc: 0,
+        }
+    }
+
+    /// Waits for the object's request to end.
+    async fn stored(&mut self) -> Result<(), Refusal> {
+        if let Some(put) = self.put.take() {
+            self.feed = None;
+            let result = match tokio::time::timeout(body::STALL, put).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(e)) => Err(Refusal::internal("store a block", e)),
+                Err(_) => Err(body::stalled()),
+            };
+            self.stored = Some(result);
+        }
+        self.stored.clone().unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        // An unacknowledged block leaves at most an object no key names.
+        if let Some(put) = self.put.take() {
+            put.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl WriteBytes for Streaming {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
+        self.written += bytes.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, &bytes);
+        let Some(feed) = &self.feed else {
+            return Err(Refusal::internal("store a block", "written after its end"));
+        };
+        if feed.send(bytes).await.is_err() {
+            // The request failed: say why.
+            self.stored().await?;
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the object store ended the request early",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlockWriter for Streaming {
+    async fn finish(&mut self) -> Result<bool, Refusal> {
+        if self.written == self.range.len() {
+            self.stored().await?;
+        } else if let Some(put) = self.put.take() {
+            put.abort();
+            self.feed = None;
+        }
+        Ok(true)
+    }
+
+    async fn acknowledge(
+        mut self: Box<Self>,
+        len: u64,
+        crc32c: Option<u32>,
+    ) -> Result<Upload, Refusal> {
+        if len != self.range.len() || self.written != len {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the body ended after {} of its {} bytes; this store keeps only whole requests",
+                    self.written,
+                    self.range.len()
+                ),
+            ));
+        }
+        self.stored().await?;
+        if crc32c.is_some_and(|c| c != self.crc) {
+            return Err(Refusal::internal(
+                "acknowledge a block",
+                "its CRC32C is not the one computed",
+            ));
+        }
+        let ack = Ack {
+            start: self.range.start,
+            end: self.range.end,
+            crc32c: Some(self.crc),
+            data: self.id.clone(),
+            nonce: self.nonce.clone(),
+        };
+        self.store.acknowledge_all(&self.id, &[ack]).await
+    }
+}
+
+/// Bytes of unknown length, stored as objects of [`PIECE`] bytes.
+struct Pieces {
+    store: S3Store,
+    /// The upload whose data folder takes the objects.
+    data: String,
+    at: u64,
+    buffer: BytesMut,
+    stored: Vec<Ack>,
+}
+
+impl Pieces {
+    fn new(store: S3Store, data: String, at: u64) -> Self {
+        Pieces {
+            store,
+            data,
+            at,
+            buffer: BytesMut::new(),
+            stored: Vec::new(),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Refusal> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.buffer.split().freeze();
+        let crc = crc32c::crc32c(&bytes);
+        let len = bytes.len() as u64;
+        let nonce = self.store.put_piece(&self.data, bytes).await?;
+        self.stored.push(Ack {
+            start: self.at,
+            end: self.at + len,
+            crc32c: Some(crc),
+            data: self.data.clone(),
+            nonce,
+        });
+        self.at += len;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WriteBytes for Pieces {
+    async fn write(&mut self, mut bytes: Bytes) -> Result<(), Refusal> {
+        while !bytes.is_empty() {
+            let n = (PIECE - self.buffer.len()).min(bytes.len());
+            self.buffer.extend_from_slice(&bytes.split_to(n));
+            if self.buffer.len() == PIECE {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlockWriter for Pieces {
+    async fn finish(&mut self) -> Result<bool, Refusal> {
+        self.flush().await?;
+        Ok(true)
+    }
+
+    async fn acknowledge(
+        mut self: Box<Self>,
+        len: u64,
+        _crc32c: Option<u32>,
+    ) -> Result<Upload, Refusal> {
+        self.flush().await?;
+        let start = self.stored.first().map_or(self.at, |a| a.start);
+        let acks: Vec<Ack> = self
+            .stored
+            .iter()
+            .filter(|a| a.end <= start + len)
+            .cloned()
+            .collect();
+        self.store.acknowledge_all(&self.data, &acks).await
+    }
+}
+
+/// A whole file arriving in one request: pieces, then landed.
+struct Whole(Pieces);
+
+#[async_trait]
+impl WriteBytes for Whole {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
+        self.0.write(bytes).await
+    }
+}
+
+#[async_trait]
+impl WholeWriter for Whole {
+    async fn land(
+        mut self: Box<Self>,
+        name: &str,
+        policy: OnConflict,
+        id: Option<&str>,
+    ) -> Result<Statement, Refusal> {
+        self.0.flush().await?;
+        let pieces = &self.0;
+        let store = &pieces.store;
+        let layout = &store.s().layout;
+        let tiles: Vec<Piece> = pieces
+            .stored
+            .iter()
+            .map(|a| Piece {
+                key: layout.data_object(&a.data, &a.nonce),
+                at: a.start,
+                len: a.end - a.start,
+            })
+            .collect();
+        let mut crc = 0;
+        for a in &pieces.stored {
+            crc = crc32c_combine(crc, a.crc32c.unwrap_or(0), a.end - a.start);
+        }
+        let marker = id.map_or_else(|| pieces.data.clone(), str::to_owned);
+        let landed = store.compose(&marker, &tiles, name, policy, None).await;
+        store.delete_below(&layout.data(&pieces.data)).await?;
+        let landed_as = landed?;
+        let statement = Statement::landed(id.unwrap_or(""), &landed_as, pieces.at, Some(crc));
+        if let Some(id) = id {
+            store
+                .put_small(
+                    "record the landing",
+                    &layout.landed(id),
+                    statement.to_json(),
+                )
+                .await?;
+        }
+        Ok(statement)
+    }
+}
+
+/// The CRC32C of two pieces joined, from theirs and the second's length.
+fn crc32c_combine(first: u32, second: u32, second_len: u64) -> u32 {
+    fileuploader_wire::CrcShift::new(second_len).join(first, second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_name_a_bucket_and_a_prefix() {
+        let l: S3Location = "s3://b/in/coming/".parse().unwrap();
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("b", "in/coming"));
+        let l: S3Location = "s3://b".parse().unwrap();
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("b", ""));
+        assert!("s3:///x".parse::<S3Location>().is_err());
+        assert!("/tmp/x".parse::<S3Location>().is_err());
+    }
+
+    #[test]
+    fn copy_sources_escape_what_is_not_a_plain_key() {
+        assert_eq!(copy_source("b", "in/a b+ü.txt"), "b/in/a%20b%2B%C3%BC.txt");
+    }
+
+    #[test]
+    fn renamed_names_number_the_stem() {
+        assert_eq!(numbered("a/b.tar.gz", 2), "a/b.tar (2).gz");
+        assert_eq!(numbered("x.d/noext", 1), "x.d/noext (1)");
+        assert_eq!(numbered(".hidden", 1), ".hidden (1)");
+    }
+}

@@ -1,0 +1,319 @@
+//! A Garage cluster on 127.0.0.1 (crates.io `garage` 2.5.0, installed with
+//! `cargo install` when missing), an S3 client to look into its buckets,
+//! and nginx in front of receivers: what the object-store checks of
+//! `cargo xtask interop` and the bench rows of `cargo xtask bench` run on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+use crate::interop::{free_port, start, Peer};
+
+/// The Garage version the checks run against.
+const GARAGE_VERSION: &str = "2.5.0";
+/// Garage's region name.
+pub(crate) const REGION: &str = "garage";
+
+/// The `garage` binary: on the PATH, in cargo's bin folder, or installed
+/// there now (about 9 minutes on two cores).
+fn garage_binary() -> Result<PathBuf, String> {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map_or_else(|| home.join(".cargo"), PathBuf::from)
+        .join("bin/garage");
+    let installed = |path: &Path| {
+        Command::new(path)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(GARAGE_VERSION))
+    };
+    for candidate in [PathBuf::from("garage"), cargo_bin.clone()] {
+        if installed(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    eprintln!("garage: installing garage {GARAGE_VERSION} with cargo install (about 9 minutes)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["install", "garage", "--locked", "--version", GARAGE_VERSION])
+        .status()
+        .map_err(|e| format!("cargo install garage: {e}"))?;
+    if !status.success() || !installed(&cargo_bin) {
+        return Err(format!("cargo install garage {GARAGE_VERSION} failed"));
+    }
+    Ok(cargo_bin)
+}
+
+/// A running cluster, stopped when dropped.
+pub(crate) struct Garage {
+    binary: PathBuf,
+    configs: Vec<PathBuf>,
+    /// Each node's S3 address.
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) key_id: String,
+    pub(crate) secret: String,
+    _nodes: Vec<Peer>,
+}
+
+impl Garage {
+    /// Starts `nodes` nodes in `dir`, each replicating everything, with
+    /// one access key; `buckets` are created for it.
+    pub(crate) fn start(dir: &Path, nodes: usize, buckets: &[&str]) -> Result<Garage, String> {
+        let binary = garage_binary()?;
+        let secret = format!("{:064x}", u128::from(std::process::id()) << 64 | 0x5eed);
+        let mut configs = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut peers = Vec::new();
+        let mut rpcs = Vec::new();
+        for n in 0..nodes {
+            let node = dir.join(format!("node{n}"));
+            std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
+            let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+            let config = node.join("garage.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
+                     replication_factor = {nodes}\n\
+                     rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                     rpc_secret = \"{secret}\"\n\
+                     [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                     root_domain = \".s3.garage.localhost\"\n\
+                     [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
+                    node.display()
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            let log = std::fs::File::create(node.join("garage.log")).map_err(|e| e.to_string())?;
+            peers.push(start(
+                Command::new(&binary)
+                    .arg("-c")
+                    .arg(&config)
+                    .arg("server")
+                    .env("RUST_LOG", "warn")
+                    .stderr(log),
+                s3,
+                "garage",
+            )?);
+            configs.push(config);
+            endpoints.push(format!("http://127.0.0.1:{s3}"));
+            rpcs.push(rpc);
+        }
+        let mut garage = Garage {
+            binary,
+            configs,
+            endpoints,
+            key_id: String::new(),
+            secret: String::new(),
+            _nodes: peers,
+        };
+        let ids = (0..nodes)
+            .map(|n| garage.cli_on(n, &["node", "id", "-q"]))
+            .collect::<Result<Vec<_>, _>>()?;
+        for id in &ids[1..] {
+            garage.cli(&["node", "connect", id.trim()])?;
+        }
+        for (n, id) in ids.iter().enumerate() {
+            let short = id.trim().split('@').next().unwrap_or_default();
+            let zone = format!("dc{n}");
+            garage.cli(&["layout", "assign", "-z", &zone, "-c", "1G", short])?;
+        }
+        garage.cli(&["layout", "apply", "--version", "1"])?;
+        let key = garage.cli(&["key", "create", "fileuploader"])?;
+        let field = |name: &str| {
+            key.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .ok_or_else(|| format!("garage key create said no {name:?}: {key}"))
+        };
+        garage.key_id = field("Key ID:")?;
+        garage.secret = field("Secret key:")?;
+        for bucket in buckets {
+            garage.cli(&["bucket", "create", bucket])?;
+            garage.cli(&[
+                "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", "fileuploader",
+            ])?;
+        }
+        Ok(garage)
+    }
+
+    /// Runs the `garage` command against node `n`; returns what it printed.
+    fn cli_on(&self, n: usize, args: &[&str]) -> Result<String, String> {
+        // Right after start-up a node may still be finding its peers.
+        let started = Instant::now();
+        loop {
+            let out = Command::new(&self.binary)
+                .arg("-c")
+                .arg(&self.configs[n])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("garage {}: {e}", args.join(" ")))?;
+            if out.status.success() {
+                return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!(
+                    "garage {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        self.cli_on(0, args)
+    }
+
+    /// The environment a receiver needs to use the cluster's key.
+    pub(crate) fn credentials(&self, command: &mut Command) {
+        command
+            .env("AWS_ACCESS_KEY_ID", &self.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env_remove("AWS_PROFILE");
+    }
+
+    /// An S3 client on node `n`, to look into buckets.
+    pub(crate) fn client(&self, n: usize) -> Bucketeer {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.endpoints[n])
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                &self.key_id,
+                &self.secret,
+                None,
+                None,
+                "xtask",
+            ))
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .build();
+        Bucketeer {
+            client: aws_sdk_s3::Client::from_conf(config),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime"),
+        }
+    }
+}
+
+/// Looks into a bucket, blocking.
+pub(crate) struct Bucketeer {
+    client: aws_sdk_s3::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Bucketeer {
+    /// The object's bytes, or `None` when there is none.
+    pub(crate) fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.runtime.block_on(async {
+            match self.client.get_object().bucket(bucket).key(key).send().await {
+                Ok(object) => object
+                    .body
+                    .collect()
+                    .await
+                    .map(|b| Some(b.to_vec()))
+                    .map_err(|e| e.to_string()),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+                Err(e) => Err(aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
+            }
+        })
+    }
+
+    /// The keys below `prefix`.
+    pub(crate) fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+        self.runtime.block_on(async {
+            let mut keys = Vec::new();
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
+                keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            }
+            Ok(keys)
+        })
+    }
+
+    /// The keys of the multipart uploads open below `prefix`.
+    pub(crate) fn open_multipart(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+        self.runtime.block_on(async {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
+            Ok(page
+                .uploads()
+                .iter()
+                .filter_map(|u| u.key().map(str::to_owned))
+                .collect())
+        })
+    }
+
+    /// Begins a multipart upload at `key` and leaves it open.
+    pub(crate) fn leave_multipart_open(&self, bucket: &str, key: &str) -> Result<(), String> {
+        self.runtime.block_on(async {
+            self.client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+        })
+    }
+}
+
+/// nginx on `port` in front of `upstreams`, round robin, no stickiness,
+/// bodies streamed both ways; stopped when dropped.
+pub(crate) fn nginx(dir: &Path, port: u16, upstreams: &[u16]) -> Result<Peer, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let servers: String = upstreams
+        .iter()
+        .map(|p| format!("    server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;\n"))
+        .collect();
+    let d = dir.display();
+    let config = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         \x20 upstream receivers {{\n{servers}    keepalive 32;\n  }}\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
+         \x20   proxy_request_buffering off;\n    proxy_buffering off;\n    proxy_http_version 1.1;\n\
+         \x20   location / {{\n      proxy_pass http://receivers;\n      proxy_set_header Host $http_host;\n\
+         \x20     proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let binary = ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("-v").output().is_ok())
+        .ok_or("nginx is not installed (Debian: apt-get install nginx)")?;
+    start(
+        Command::new(binary).arg("-p").arg(dir).arg("-c").arg(&path).arg("-e").arg(dir.join("error.log")),
+        port,
+        "nginx",
+    )
+}
