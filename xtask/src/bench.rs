@@ -593,7 +593,8 @@ pub fn run(plan: Plan) -> Result<(), String> {
         &plan,
         &mut failures,
     )?);
-    let protocols = protocol_figures(&bin, &work, &big, &plan, &mut failures)?;
+    let mut protocols = protocol_figures(&bin, &work, &big, &plan, &mut failures)?;
+    protocols.extend(store_figures(&bin, &work, &plan, &mut failures)?);
 
     let mut table = String::from(
         "| figure | ours (min–max) | curl (min–max) | ours / curl |\n|---|---|---|---|\n",
@@ -797,6 +798,103 @@ fn protocol_figures(
         }
     }
     Ok(vec![vs_js, tus_vs_segmented])
+}
+
+/// The receiver's stores: ingest into a one-node Garage bucket against
+/// ingest into a directory, through one receiver and through two behind
+/// nginx (round robin; the two share the bucket, or the directory): 1 GiB
+/// in 8 MiB blocks and 100 MiB in 64 KiB blocks, 8 in flight.
+fn store_figures(
+    bin: &Path,
+    work: &Path,
+    plan: &Plan,
+    failures: &mut Vec<String>,
+) -> Result<Vec<Figure>, String> {
+    let garage_dir = work.join("garage");
+    let _ = fs::remove_dir_all(&garage_dir);
+    let garage = crate::garage::Garage::start(&garage_dir, 1, &["bench"])?;
+    let files = [
+        (1024 * MIB, 8 * MIB, "1 GiB in 8 MiB blocks"),
+        (100 * MIB, 64 * 1024, "100 MiB in 64 KiB blocks"),
+    ];
+    let mut figures = Vec::new();
+    for receivers in [1, 2] {
+        let landing = work.join("landing-shared");
+        let _ = fs::remove_dir_all(&landing);
+        let mut started = Vec::new();
+        let mut ports = Vec::new();
+        for kind in ["s3", "fs"] {
+            let mut kind_ports = Vec::new();
+            for _ in 0..receivers {
+                let port = free_port();
+                let mut c = Command::new(bin);
+                c.args(["serve", "--on-conflict=overwrite"])
+                    .args(["--addr", &format!("127.0.0.1:{port}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                if kind == "s3" {
+                    c.args([
+                        "--store",
+                        "s3://bench/in",
+                        "--s3-region",
+                        crate::garage::REGION,
+                    ])
+                    .args(["--s3-endpoint", &garage.endpoints[0]]);
+                    garage.credentials(&mut c);
+                } else {
+                    c.arg("--dir").arg(&landing);
+                }
+                started.push(crate::interop::start(&mut c, port, "fileuploader serve")?);
+                kind_ports.push(port);
+            }
+            ports.push(kind_ports);
+        }
+        let mut balancers = Vec::new();
+        let urls: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if receivers == 1 {
+                    return Ok(format!("http://127.0.0.1:{}/", p[0]));
+                }
+                let port = free_port();
+                balancers.push(crate::garage::nginx(
+                    &work.join(format!("balancer-{i}")),
+                    port,
+                    p,
+                )?);
+                Ok(format!("http://127.0.0.1:{port}/"))
+            })
+            .collect::<Result<_, String>>()?;
+        for (len, block, what) in files {
+            let file = work.join(format!("store-{len}.bin"));
+            make_file(&file, len).map_err(|e| e.to_string())?;
+            let mut figure = Figure {
+                name: format!(
+                    "ingest, {what}, 8 in flight, {receivers} receiver{}: Garage (other: a directory)",
+                    if receivers == 1 { "" } else { "s behind nginx" }
+                ),
+                unit: "MB/s",
+                ours: vec![],
+                curl: vec![],
+            };
+            for _ in 0..plan.runs {
+                for (i, url) in urls.iter().enumerate() {
+                    if let Some(s) = attempt(ours(bin, url, &file, block, 8, false), failures) {
+                        let mbps = len as f64 / 1e6 / s.seconds;
+                        if i == 0 {
+                            figure.ours.push(mbps);
+                        } else {
+                            figure.curl.push(mbps);
+                        }
+                    }
+                }
+            }
+            figures.push(figure);
+            let _ = fs::remove_file(&file);
+        }
+    }
+    Ok(figures)
 }
 
 #[cfg(test)]

@@ -133,7 +133,14 @@ impl Garage {
         for bucket in buckets {
             garage.cli(&["bucket", "create", bucket])?;
             garage.cli(&[
-                "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", "fileuploader",
+                "bucket",
+                "allow",
+                "--read",
+                "--write",
+                "--owner",
+                bucket,
+                "--key",
+                "fileuploader",
             ])?;
         }
         Ok(garage)
@@ -219,7 +226,14 @@ impl Bucketeer {
     /// The object's bytes, or `None` when there is none.
     pub(crate) fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
         self.runtime.block_on(async {
-            match self.client.get_object().bucket(bucket).key(key).send().await {
+            match self
+                .client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+            {
                 Ok(object) => object
                     .body
                     .collect()
@@ -244,8 +258,13 @@ impl Bucketeer {
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
-                keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+                let page =
+                    page.map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
+                keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_owned)),
+                );
             }
             Ok(keys)
         })
@@ -312,7 +331,13 @@ pub(crate) fn nginx(dir: &Path, port: u16, upstreams: &[u16]) -> Result<Peer, St
         .find(|b| Command::new(b).arg("-v").output().is_ok())
         .ok_or("nginx is not installed (Debian: apt-get install nginx)")?;
     start(
-        Command::new(binary).arg("-p").arg(dir).arg("-c").arg(&path).arg("-e").arg(dir.join("error.log")),
+        Command::new(binary)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.join("error.log")),
         port,
         "nginx",
     )

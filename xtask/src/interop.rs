@@ -38,7 +38,7 @@ const PYPI: &[&str] = &[
 const MIB: usize = 1 << 20;
 
 /// A child process killed when dropped.
-pub(crate) struct Peer(Child);
+pub(crate) struct Peer(pub(crate) Child);
 
 impl Drop for Peer {
     fn drop(&mut self) {
@@ -102,17 +102,16 @@ pub(crate) fn install(cache: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_or(0, |a| a.port())
 }
 
 /// Starts a peer and waits until it accepts connections on `port`.
-fn start(command: &mut Command, port: u16, what: &str) -> Result<Peer, String> {
+pub(crate) fn start(command: &mut Command, port: u16, what: &str) -> Result<Peer, String> {
     let child = command
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("{what}: cannot start: {e}"))?;
     let mut peer = Peer(child);
@@ -145,7 +144,7 @@ pub(crate) fn tus_server(cache: &Path, store: &Path) -> Result<(Peer, u16), Stri
 }
 
 /// A file of `len` bytes that no two offsets of one block share.
-fn make_file(dir: &Path, name: &str, len: usize) -> Result<PathBuf, String> {
+pub(crate) fn make_file(dir: &Path, name: &str, len: usize) -> Result<PathBuf, String> {
     let data: Vec<u8> = (0..len as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
@@ -188,12 +187,12 @@ const SIZES: &[(&str, usize)] = &[
     ("large", 100 * MIB),
 ];
 
-struct Matrix {
+pub(crate) struct Matrix {
     rows: Vec<(String, String, Result<(), String>)>,
 }
 
 impl Matrix {
-    fn record(&mut self, peer: &str, case: &str, result: Result<(), String>) {
+    pub(crate) fn record(&mut self, peer: &str, case: &str, result: Result<(), String>) {
         let mark = if result.is_ok() { "ok" } else { "FAIL" };
         eprintln!("interop: {peer:<28} {case:<34} {mark}");
         self.rows.push((peer.to_owned(), case.to_owned(), result));
@@ -350,13 +349,25 @@ fn js_client_to_us(
     }
 }
 
-/// Runs the matrix; fails on any failed case.
-pub fn interop() -> Result<(), String> {
+/// Runs the matrix (only the object-store part with `only_s3`); fails on
+/// any failed case.
+pub fn interop(only_s3: bool) -> Result<(), String> {
     let cache = cache();
     install(&cache)?;
     let binary = crate::release_binary()?;
     let work = std::env::temp_dir().join(format!("fileuploader-interop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
+    let mut matrix = Matrix { rows: Vec::new() };
+    crate::s3::checks(&mut matrix, &binary, &work)?;
+    if !only_s3 {
+        peers(&mut matrix, &cache, &binary, &work)?;
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    report(&matrix)
+}
+
+/// Our client and receiver against the tus peers.
+fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Result<(), String> {
     let dir = |name: &str| -> Result<PathBuf, String> {
         let d = work.join(name);
         std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
@@ -372,18 +383,17 @@ pub fn interop() -> Result<(), String> {
             ))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let mut matrix = Matrix { rows: Vec::new() };
     let node = cache.join("node");
     let python = cache.join("venv/bin/python");
     let py_script = root().join("xtask/interop/py-server.py");
 
     {
         let store = dir("tus-server")?;
-        let (_peer, port) = tus_server(&cache, &store)?;
+        let (_peer, port) = tus_server(cache, &store)?;
         let url = format!("http://127.0.0.1:{port}/files");
-        client_to(&mut matrix, &binary, "@tus/server", &url, &store, &files);
+        client_to(matrix, binary, "@tus/server", &url, &store, &files);
         let large = &files[files.len() - 1].1;
-        let result = resume_to_tus_server(&binary, port, &store, large, &dir("journals")?);
+        let result = resume_to_tus_server(binary, port, &store, large, &dir("journals")?);
         matrix.record("@tus/server", "our client killed, resumed, large", result);
     }
     for (peer, path) in [("tuspyserver", "/files/"), ("resumable-upload", "/files")] {
@@ -397,22 +407,25 @@ pub fn interop() -> Result<(), String> {
             peer,
         )?;
         let url = format!("http://127.0.0.1:{port}{path}");
-        client_to(&mut matrix, &binary, peer, &url, &store, &files);
+        client_to(matrix, binary, peer, &url, &store, &files);
     }
     {
         let (port, store) = (free_port(), dir("serve")?);
         let _serve = start(
-            Command::new(&binary)
+            Command::new(binary)
                 .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
                 .arg(&store),
             port,
             "fileuploader serve",
         )?;
         let url = format!("http://127.0.0.1:{port}/files");
-        js_client_to_us(&mut matrix, &node, &url, &store, &files, &dir("js")?);
+        js_client_to_us(matrix, &node, &url, &store, &files, &dir("js")?);
     }
-    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
 
+/// Prints the matrix; fails on any failed case.
+fn report(matrix: &Matrix) -> Result<(), String> {
     let failed: Vec<_> = matrix.rows.iter().filter(|r| r.2.is_err()).collect();
     println!("\n| peer | case | outcome |\n|---|---|---|");
     for (peer, case, result) in &matrix.rows {

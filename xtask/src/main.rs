@@ -6,13 +6,16 @@
 //! - `bench [--quick] [--runs N]`: fileuploader against curl on 127.0.0.1.
 //! - `chaos`: seeded faults between and inside real processes, judged by
 //!   what landed.
-//! - `interop`: fileuploader against tus peers nobody here wrote (npm and
-//!   PyPI, installed when missing), both directions.
+//! - `interop [s3]`: fileuploader against tus peers nobody here wrote (npm
+//!   and PyPI, installed when missing), both directions; receivers sharing
+//!   a Garage bucket behind nginx (only these with `s3`).
 
 mod bench;
 mod chaos;
+mod garage;
 mod interop;
 mod raw_transport;
+mod s3;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,8 +40,8 @@ const TASKS: &[(&str, &str)] = &[
         "seeded faults (fault proxy, SIGKILL of receiver and clients) judged by what landed",
     ),
     (
-        "interop",
-        "our client and receiver against @tus/server, tuspyserver, resumable-upload and tus-js-client",
+        "interop [s3]",
+        "our client and receiver against @tus/server, tuspyserver, resumable-upload and tus-js-client; receivers on a Garage cluster behind nginx (only those with s3)",
     ),
     (
         "fuzz [SECS]",
@@ -84,7 +87,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("interop") => match interop::interop() {
+        Some("interop") => match interop::interop(std::env::args().nth(2).as_deref() == Some("s3"))
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("interop: {e}");

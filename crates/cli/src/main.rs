@@ -529,6 +529,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    log_to_stderr(0);
     let (receiver, into) = match (&args.store, &args.dir) {
         (Some(location), _) => {
             let options = fileuploader_store_s3::S3Options {

@@ -207,6 +207,17 @@ fn offset_of(upload: &Upload) -> u64 {
 }
 
 /// A fresh upload id: 128 random bits in hex.
+/// The id of the final upload `owner` makes of the parts `ids`.
+fn final_id(owner: &str, ids: &[&str]) -> String {
+    let mut hash = sha2::Sha256::new();
+    hash.update(owner.as_bytes());
+    for id in ids {
+        hash.update(b"\n");
+        hash.update(id.as_bytes());
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
 fn fresh_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -341,12 +352,30 @@ impl Receiver {
         grant: &Grant,
         urls: &[String],
     ) -> Result<Answer, Refusal> {
-        let mut parts = Vec::with_capacity(urls.len());
-        for url in urls {
-            let path = url
-                .parse::<http::Uri>()
-                .map_err(|_| bad(format!("malformed URL {url:?} in Upload-Concat")))?;
-            let id = Self::upload_of(&path)?;
+        let paths = urls
+            .iter()
+            .map(|url| {
+                url.parse::<http::Uri>()
+                    .map_err(|_| bad(format!("malformed URL {url:?} in Upload-Concat")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids = paths
+            .iter()
+            .map(Self::upload_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The same parts make the same final upload: a request sent again
+        // (its answer lost) finds the file it landed, not a name taken.
+        let id = final_id(&grant.owner, &ids);
+        let answer = |total: u64| {
+            Answer::new(StatusCode::CREATED)
+                .header("location", location(uri, &id))
+                .header(UPLOAD_OFFSET, total)
+        };
+        if let Some(Statement::Landed { length, .. }) = self.store.landed(&id).await? {
+            return Ok(answer(length));
+        }
+        let mut parts = Vec::with_capacity(ids.len());
+        for id in ids {
             let part = ingest::find_owned(self.store.as_ref(), id, &grant.owner)
                 .await?
                 .ok_or_else(|| {
@@ -367,24 +396,23 @@ impl Receiver {
         if total > max_size {
             return Err(crate::too_large(max_size));
         }
-        let id = fresh_id();
         let name = name_of(headers, grant, &id)?;
-        ingest::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
-        let new = NewUpload {
-            id: id.clone(),
-            total,
-            name: name.clone(),
-            owner: grant.owner.clone(),
-            partial: false,
-        };
-        self.store.concatenate(new, &parts).await?;
+        if self.store.upload(&id).await?.is_none() {
+            ingest::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
+            let new = NewUpload {
+                id: id.clone(),
+                total,
+                name: name.clone(),
+                owner: grant.owner.clone(),
+                partial: false,
+            };
+            self.store.concatenate(new, &parts).await?;
+        }
         self.store.land(&id, &name, self.on_conflict).await?;
         for part in &parts {
             self.store.discard(&part.begun.id).await?;
         }
-        Ok(Answer::new(StatusCode::CREATED)
-            .header("location", location(uri, &id))
-            .header(UPLOAD_OFFSET, total))
+        Ok(answer(total))
     }
 
     fn allowance<'a>(&self, grant: &'a Grant) -> Allowance<'a> {

@@ -5,6 +5,8 @@
 //! - `.fileuploader-state/u/ID/a/START.END.CRC.DATA.NONCE`: an
 //!   acknowledged block, empty; its name says which bytes, their CRC32C,
 //!   and the data object holding them, `d/DATA/NONCE`;
+//! - `.fileuploader-state/u/ID/l/HEX`: a multipart upload begun for the
+//!   landing, its id in hex; the object's key in the body;
 //! - `.fileuploader-state/u/ID/error`: why the last landing failed;
 //! - `.fileuploader-state/d/ID/NONCE`: bytes received for upload `ID`;
 //! - `.fileuploader-state/landed/ID`: the landing statement (JSON).
@@ -90,6 +92,21 @@ impl Layout {
         )
     }
 
+    /// The record of multipart upload `upload_id`, begun to land `id`.
+    pub(crate) fn landing(&self, id: &str, upload_id: &str) -> String {
+        format!("{}l/{}", self.upload(id), hex(upload_id.as_bytes()))
+    }
+
+    /// The multipart upload a landing record (below `u/ID/`) names.
+    pub(crate) fn parse_landing(rest: &str) -> Option<String> {
+        let hex = rest.strip_prefix("l/")?;
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        String::from_utf8(bytes).ok()
+    }
+
     pub(crate) fn error(&self, id: &str) -> String {
         format!("{}error", self.upload(id))
     }
@@ -142,6 +159,10 @@ impl Layout {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A fresh name for a data object: random, so writers never meet.
 pub(crate) fn nonce() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -184,5 +205,8 @@ mod tests {
             Some(("u1", "meta-42"))
         );
         assert_eq!(Layout::parse_meta("meta-42"), Some(42));
+        let landing = layout.landing("u1", "a.B~1/x");
+        let (_, rest) = layout.split_upload_key(&landing).unwrap();
+        assert_eq!(Layout::parse_landing(rest).as_deref(), Some("a.B~1/x"));
     }
 }

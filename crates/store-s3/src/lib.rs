@@ -171,11 +171,10 @@ struct Meta {
     name: String,
     owner: String,
     partial: bool,
-    /// The multipart upload begun for its landing, on the key of its name.
-    landing: Option<Landing>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A multipart upload that lands a file at `key`.
+#[derive(Debug, Clone)]
 struct Landing {
     key: String,
     upload_id: String,
@@ -198,6 +197,9 @@ impl Meta {
 struct Stored {
     meta: Meta,
     acks: Vec<Ack>,
+    /// The multipart uploads begun for its landing, in the order of their
+    /// records' keys: every receiver lands with the first.
+    landings: Vec<String>,
     upload: Upload,
 }
 
@@ -534,6 +536,7 @@ impl S3Store {
         let layout = &self.s().layout;
         let mut meta_key = None;
         let mut acks = Vec::new();
+        let mut landings = Vec::new();
         let mut error = false;
         for listed in self.list(&layout.upload(id)).await? {
             let Some((_, rest)) = layout.split_upload_key(&listed.key) else {
@@ -541,6 +544,8 @@ impl S3Store {
             };
             if rest == "error" {
                 error = true;
+            } else if let Some(upload_id) = Layout::parse_landing(rest) {
+                landings.push(upload_id);
             } else if let Some(name) = rest.strip_prefix("a/") {
                 acks.extend(Layout::parse_ack(name));
             } else if Layout::parse_meta(rest).is_some() {
@@ -567,7 +572,12 @@ impl S3Store {
                 .await?
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
         }
-        Ok(Some(Stored { meta, acks, upload }))
+        Ok(Some(Stored {
+            meta,
+            acks,
+            landings,
+            upload,
+        }))
     }
 
     /// Records `ack` for upload `id` and returns the upload as it is then.
@@ -627,11 +637,7 @@ impl S3Store {
     ) -> Result<String, Refusal> {
         let layout = &self.s().layout;
         for n in 0..10_000 {
-            let candidate = if n == 0 {
-                name.to_owned()
-            } else {
-                numbered(name, n)
-            };
+            let candidate = fileuploader_server::store::numbered(name, n);
             let key = layout.landed_file(&candidate);
             match self.owner_of(&key).await? {
                 Some(owner) if owner == id => return Ok(candidate),
@@ -799,14 +805,10 @@ impl S3Store {
         Ok(())
     }
 
-    /// Removes upload `id`'s records and bytes: bytes first, its record
-    /// last, so nothing it owned outlives it unseen.
-    async fn remove(&self, id: &str, landing: Option<&Landing>) -> Result<(), Refusal> {
+    /// Removes upload `id`'s records, bytes and multipart uploads: its
+    /// record last, so nothing it owned outlives it unseen.
+    async fn remove(&self, id: &str) -> Result<(), Refusal> {
         let layout = &self.s().layout;
-        if let Some(landing) = landing {
-            self.abort(landing).await?;
-        }
-        self.delete_below(&layout.data(id)).await?;
         let (metas, rest): (Vec<String>, Vec<String>) = self
             .list(&layout.upload(id))
             .await?
@@ -817,6 +819,22 @@ impl S3Store {
                     .split_upload_key(k)
                     .is_some_and(|(_, rest)| Layout::parse_meta(rest).is_some())
             });
+        for key in &rest {
+            let Some(upload_id) = layout
+                .split_upload_key(key)
+                .and_then(|(_, rest)| Layout::parse_landing(rest))
+            else {
+                continue;
+            };
+            if let Some(object) = self.get_small(key).await? {
+                let landing = Landing {
+                    key: String::from_utf8_lossy(&object).into_owned(),
+                    upload_id,
+                };
+                self.abort(&landing).await?;
+            }
+        }
+        self.delete_below(&layout.data(id)).await?;
         self.delete(rest).await?;
         self.delete(metas).await
     }
@@ -835,8 +853,14 @@ impl S3Store {
                 format!("upload {id} is not complete"),
             ));
         };
-        let begun = stored.meta.landing.as_ref();
-        match self.compose(&id, &pieces, name, policy, begun).await {
+        let begun = stored.landings.first().map(|upload_id| Landing {
+            key: layout.landed_file(&stored.meta.name),
+            upload_id: upload_id.clone(),
+        });
+        match self
+            .compose(&id, &pieces, name, policy, begun.as_ref())
+            .await
+        {
             Ok(landed_as) => {
                 let statement = Statement::landed(
                     &id,
@@ -850,7 +874,11 @@ impl S3Store {
                     statement.to_json(),
                 )
                 .await?;
-                self.remove(&id, begun).await?;
+                // Landed and recorded: what is left is the expiry's to
+                // remove if this fails.
+                if let Err(refusal) = self.remove(&id).await {
+                    tracing::warn!("upload {id} landed; removing its parts: {refusal}");
+                }
                 Ok(statement)
             }
             Err(refusal) => {
@@ -863,17 +891,6 @@ impl S3Store {
                 Err(refusal)
             }
         }
-    }
-}
-
-/// `name (n).ext`: the number before the last part's extension.
-fn numbered(name: &str, n: u32) -> String {
-    let base_at = name.rfind('/').map_or(0, |i| i + 1);
-    match name[base_at..].rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => {
-            format!("{}{stem} ({n}).{ext}", &name[..base_at])
-        }
-        _ => format!("{name} ({n})"),
     }
 }
 
@@ -912,21 +929,24 @@ impl Store for S3Store {
             return Ok(stored.upload);
         }
         let layout = &self.s().layout;
-        let landing = if new.partial {
-            None
-        } else {
-            Some(
-                self.begin_landing(&new.id, &layout.landed_file(&new.name))
-                    .await?,
+        if !new.partial {
+            // Recorded before the upload is: receivers beginning it at the
+            // same moment each record theirs, and all land with the first.
+            let key = layout.landed_file(&new.name);
+            let landing = self.begin_landing(&new.id, &key).await?;
+            self.put_small(
+                "record a landing",
+                &layout.landing(&new.id, &landing.upload_id),
+                key,
             )
-        };
+            .await?;
+        }
         let meta = Meta {
             id: new.id.clone(),
             total: new.total,
             name: new.name.clone(),
             owner: new.owner.clone(),
             partial: new.partial,
-            landing,
         };
         let json = serde_json::to_vec(&meta).map_err(|e| Refusal::internal("record", e))?;
         self.put_small("record an upload", &layout.meta(&new.id, new.total), json)
@@ -1038,8 +1058,7 @@ impl Store for S3Store {
     }
 
     async fn discard(&self, id: &str) -> Result<(), Refusal> {
-        let landing = self.read(id).await?.and_then(|s| s.meta.landing);
-        self.remove(id, landing.as_ref()).await
+        self.remove(id).await
     }
 
     async fn expire(&self, ttl: Duration) -> Result<usize, Refusal> {
@@ -1047,37 +1066,33 @@ impl Store for S3Store {
         let orphan_age = ORPHAN_AGE.min(ttl);
         let now = SystemTime::now();
         let older = |t: SystemTime, age: Duration| now.duration_since(t).is_ok_and(|d| d >= age);
-        // Each upload's newest change, and whether it has its record.
-        let mut uploads: HashMap<String, (SystemTime, Option<(String, String)>)> = HashMap::new();
+        // Each upload's newest change, whether it has its record, and the
+        // multipart uploads begun for it.
+        #[derive(Default)]
+        struct Seen {
+            touched: Option<SystemTime>,
+            recorded: bool,
+            landings: Vec<String>,
+        }
+        let mut uploads: HashMap<String, Seen> = HashMap::new();
         for listed in self.list(&s.layout.uploads()).await? {
             let Some((id, rest)) = s.layout.split_upload_key(&listed.key) else {
                 continue;
             };
-            let entry = uploads
-                .entry(id.to_owned())
-                .or_insert((SystemTime::UNIX_EPOCH, None));
-            entry.0 = entry.0.max(listed.modified);
-            if Layout::parse_meta(rest).is_some() {
-                entry.1 = Some((listed.key.clone(), listed.etag.clone()));
-            }
+            let seen = uploads.entry(id.to_owned()).or_default();
+            seen.touched = seen.touched.max(Some(listed.modified));
+            seen.recorded |= Layout::parse_meta(rest).is_some();
+            seen.landings.extend(Layout::parse_landing(rest));
         }
         let mut stale = 0;
         let mut live_landings = Vec::new();
-        for (id, (touched, meta)) in &uploads {
-            let gone = match meta {
-                Some(_) => older(*touched, ttl),
-                None => older(*touched, orphan_age),
-            };
-            let meta = match meta {
-                Some((key, etag)) => self.meta(key, etag).await?,
-                None => None,
-            };
-            if gone {
-                self.remove(id, meta.as_ref().and_then(|m| m.landing.as_ref()))
-                    .await?;
-                stale += usize::from(meta.is_some());
-            } else if let Some(landing) = meta.and_then(|m| m.landing) {
-                live_landings.push(landing.upload_id);
+        for (id, seen) in &uploads {
+            let age = if seen.recorded { ttl } else { orphan_age };
+            if seen.touched.is_some_and(|t| older(t, age)) {
+                self.remove(id).await?;
+                stale += usize::from(seen.recorded);
+            } else {
+                live_landings.extend(seen.landings.iter().cloned());
             }
         }
         // Bytes no live upload owns.
@@ -1094,7 +1109,7 @@ impl Store for S3Store {
             *newest = (*newest).max(listed.modified);
         }
         for (id, newest) in data {
-            let owned = uploads.get(&id).is_some_and(|(_, meta)| meta.is_some());
+            let owned = uploads.get(&id).is_some_and(|seen| seen.recorded);
             if !owned && older(newest, orphan_age) {
                 self.delete_below(&s.layout.data(&id)).await?;
             }
@@ -1292,7 +1307,11 @@ impl WriteBytes for Streaming {
             self.stored().await?;
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the object store ended the request early",
+                format!(
+                    "the object store answered after {} of the block's {} bytes",
+                    self.written,
+                    self.range.len()
+                ),
             ));
         }
         Ok(())
@@ -1498,12 +1517,5 @@ mod tests {
     #[test]
     fn copy_sources_escape_what_is_not_a_plain_key() {
         assert_eq!(copy_source("b", "in/a b+ü.txt"), "b/in/a%20b%2B%C3%BC.txt");
-    }
-
-    #[test]
-    fn renamed_names_number_the_stem() {
-        assert_eq!(numbered("a/b.tar.gz", 2), "a/b.tar (2).gz");
-        assert_eq!(numbered("x.d/noext", 1), "x.d/noext (1)");
-        assert_eq!(numbered(".hidden", 1), ".hidden (1)");
     }
 }

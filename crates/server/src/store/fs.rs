@@ -713,19 +713,9 @@ fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<
             name.to_owned()
         }
         OnConflict::Rename => {
-            // `name (1).ext`: the number goes before the last part's
-            // extension, not a folder's.
-            let base_at = name.rfind('/').map_or(0, |i| i + 1);
-            let (stem, ext) = match name[base_at..].rsplit_once('.') {
-                Some((s, e)) if !s.is_empty() => (&name[..base_at + s.len()], format!(".{e}")),
-                _ => (name, String::new()),
-            };
             let mut landed = None;
             for n in 0..10_000 {
-                let candidate = match n {
-                    0 => name.to_owned(),
-                    n => format!("{stem} ({n}){ext}"),
-                };
+                let candidate = super::numbered(name, n);
                 match fs::hard_link(temp, dir.join(&candidate)) {
                     Ok(()) => {
                         landed = Some(candidate);

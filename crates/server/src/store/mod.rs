@@ -42,6 +42,22 @@ pub enum OnConflict {
     Rename,
 }
 
+/// The `n`th name [`OnConflict::Rename`] tries for `name`: `name` itself,
+/// then `name (1).ext`, `name (2).ext`, …, the number before the last
+/// part's extension (not a folder's).
+pub fn numbered(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_owned();
+    }
+    let base_at = name.rfind('/').map_or(0, |i| i + 1);
+    match name[base_at..].rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => {
+            format!("{}{stem} ({n}).{ext}", &name[..base_at])
+        }
+        _ => format!("{name} ({n})"),
+    }
+}
+
 /// An upload to begin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUpload {
@@ -243,6 +259,14 @@ mod tests {
             owner: String::new(),
             partial: false,
         })
+    }
+
+    #[test]
+    fn renamed_names_number_the_last_parts_stem() {
+        assert_eq!(numbered("a/b.tar.gz", 0), "a/b.tar.gz");
+        assert_eq!(numbered("a/b.tar.gz", 2), "a/b.tar (2).gz");
+        assert_eq!(numbered("x.d/noext", 1), "x.d/noext (1)");
+        assert_eq!(numbered(".hidden", 1), ".hidden (1)");
     }
 
     #[test]

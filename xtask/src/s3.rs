@@ -1,0 +1,441 @@
+//! The object-store part of `cargo xtask interop`: `fileuploader serve
+//! --store s3://…` on a real Garage cluster (three nodes, every object on
+//! all three), two receivers behind nginx (round robin, no stickiness), one
+//! of them killed with SIGKILL in the middle of an upload; and the store's
+//! rules (`DELETE`, expiry, quota, same-name policy, refused credentials)
+//! checked in the bucket itself.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::garage::{nginx, Bucketeer, Garage, REGION};
+use crate::interop::{free_port, make_file, start, Matrix, Peer};
+
+const BUCKET: &str = "uploads";
+/// The balanced receivers' settings: uploads abandoned by the kills expire
+/// within the run.
+const BALANCED: &[&str] = &["--expire", "30s"];
+const MIB: usize = 1 << 20;
+
+/// `fileuploader serve` on the cluster's node `node`, files landing below
+/// `prefix`.
+fn serve(
+    binary: &Path,
+    garage: &Garage,
+    node: usize,
+    port: u16,
+    prefix: &str,
+    extra: &[&str],
+) -> Result<Peer, String> {
+    let mut command = Command::new(binary);
+    command
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args(["--store", &format!("s3://{BUCKET}/{prefix}")])
+        .args([
+            "--s3-endpoint",
+            &garage.endpoints[node],
+            "--s3-region",
+            REGION,
+        ])
+        .args(extra);
+    garage.credentials(&mut command);
+    start(&mut command, port, "fileuploader serve --store")
+}
+
+/// `fileuploader upload` of `file` to `url`.
+fn upload(
+    binary: &Path,
+    url: &str,
+    file: &Path,
+    protocol: &str,
+    threads: &str,
+    block: &str,
+) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(["upload", "--quiet", "--protocol", protocol, "--url", url])
+        .args([
+            "--threads",
+            threads,
+            "--block-size",
+            block,
+            "--retries",
+            "40",
+        ])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Whether `prefix/name` in the bucket holds exactly `file`'s bytes.
+fn landed_as(bucket: &Bucketeer, prefix: &str, name: &str, file: &Path) -> Result<(), String> {
+    let want = std::fs::read(file).map_err(|e| e.to_string())?;
+    match bucket.get(BUCKET, &format!("{prefix}/{name}"))? {
+        Some(got) if got == want => Ok(()),
+        Some(got) => Err(format!(
+            "{prefix}/{name} differs: {} bytes, {} expected",
+            got.len(),
+            want.len()
+        )),
+        None => Err(format!("nothing landed as {prefix}/{name}")),
+    }
+}
+
+/// Nothing partial left below `prefix`: no upload records or bytes, no
+/// open multipart upload.
+fn nothing_partial(bucket: &Bucketeer, prefix: &str) -> Result<(), String> {
+    let mut left = bucket.keys(BUCKET, &format!("{prefix}/.fileuploader-state/u/"))?;
+    left.extend(bucket.keys(BUCKET, &format!("{prefix}/.fileuploader-state/d/"))?);
+    left.extend(bucket.open_multipart(BUCKET, &format!("{prefix}/"))?);
+    match left.as_slice() {
+        [] => Ok(()),
+        [first, ..] => Err(format!("{} left behind, such as {first}", left.len())),
+    }
+}
+
+fn finish(child: Child, what: &str) -> Result<(), String> {
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// One answer of a plain HTTP/1.1 request: status and head.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ntus-resumable: 1.0.0\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(body).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {answer:?}"))?;
+    Ok((status, answer))
+}
+
+/// A tus upload of `total` bytes begun, with `sent` of them sent; returns
+/// its path.
+fn begin_tus(port: u16, name: &str, total: usize, sent: usize) -> Result<String, String> {
+    use base64::Engine as _;
+    let metadata = format!(
+        "filename {}",
+        base64::engine::general_purpose::STANDARD.encode(name)
+    );
+    let (status, answer) = request(
+        port,
+        "POST",
+        "/files",
+        &[
+            ("upload-length", total.to_string()),
+            ("upload-metadata", metadata),
+        ],
+        &[],
+    )?;
+    if status != 201 {
+        return Err(format!("creation answered {status}: {answer}"));
+    }
+    let location = answer
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        })
+        .ok_or("no Location")?;
+    if sent > 0 {
+        let (status, answer) = request(
+            port,
+            "PATCH",
+            &location,
+            &[
+                ("upload-offset", "0".into()),
+                ("content-type", "application/offset+octet-stream".into()),
+            ],
+            &vec![7u8; sent],
+        )?;
+        if status != 204 {
+            return Err(format!("PATCH answered {status}: {answer}"));
+        }
+    }
+    Ok(location)
+}
+
+/// Waits up to `within` for `check` to pass.
+fn eventually(within: Duration, check: impl Fn() -> Result<(), String>) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() > within => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Two receivers behind nginx; the upload runs through nginx, and one
+/// receiver is killed with SIGKILL in the middle of it, then started
+/// again for the next case.
+struct Balanced<'a> {
+    binary: &'a Path,
+    garage: &'a Garage,
+    ports: [u16; 2],
+    receivers: [Option<Peer>; 2],
+    nginx_port: u16,
+    _nginx: Peer,
+}
+
+impl Balanced<'_> {
+    fn kill_during(
+        &mut self,
+        victim: usize,
+        case: &str,
+        mut client: Command,
+        file: &Path,
+        name: &str,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let child = client.spawn().map_err(|e| e.to_string())?;
+        // The client is rate-limited: it is well under way, not done.
+        std::thread::sleep(Duration::from_millis(1500));
+        if let Some(mut receiver) = self.receivers[victim].take() {
+            receiver.0.kill().map_err(|e| e.to_string())?;
+            let _ = receiver.0.wait();
+        }
+        let result = finish(child, case);
+        eprintln!(
+            "s3: {case}: {:.1} s with a receiver killed at 1.5 s",
+            started.elapsed().as_secs_f64()
+        );
+        self.receivers[victim] = Some(serve(
+            self.binary,
+            self.garage,
+            victim,
+            self.ports[victim],
+            "in",
+            BALANCED,
+        )?);
+        result?;
+        landed_as(&self.garage.client(2), "in", name, file)
+    }
+}
+
+/// The object-store checks, recorded in `matrix`.
+pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<(), String> {
+    let garage = Garage::start(&work.join("garage"), 3, &[BUCKET])?;
+    let bucket = garage.client(1);
+    let sources = work.join("s3-sources");
+    std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
+
+    let port = free_port();
+    {
+        let _receiver = serve(
+            binary,
+            &garage,
+            0,
+            port,
+            "rules",
+            &["--expire", "3s", "--quota", "10MiB"],
+        )?;
+        let result = (|| {
+            let location = begin_tus(port, "deleted.bin", 3 * MIB, MIB)?;
+            let id = location.rsplit('/').next().unwrap_or_default().to_owned();
+            let held = bucket.keys(BUCKET, &format!("rules/.fileuploader-state/d/{id}/"))?;
+            if held.is_empty() || bucket.open_multipart(BUCKET, "rules/")?.is_empty() {
+                return Err("the partial upload holds no bytes or no multipart upload".into());
+            }
+            let (status, answer) = request(port, "DELETE", &location, &[], &[])?;
+            if status != 204 {
+                return Err(format!("DELETE answered {status}: {answer}"));
+            }
+            let at_once = nothing_partial(&bucket, "rules");
+            eventually(Duration::from_secs(10), || {
+                nothing_partial(&bucket, "rules")
+            })?;
+            at_once.map_err(|e| format!("not at once, but within 10 s: {e}"))
+        })();
+        matrix.record(
+            "Garage",
+            "DELETE removes bytes, records, multipart upload",
+            result,
+        );
+
+        let result = (|| {
+            begin_tus(port, "abandoned.bin", 2 * MIB, MIB)?;
+            bucket.leave_multipart_open(BUCKET, "rules/left-open.bin")?;
+            eventually(Duration::from_secs(20), || {
+                nothing_partial(&bucket, "rules")
+            })
+        })();
+        matrix.record(
+            "Garage",
+            "expiry removes stale uploads and open multipart uploads",
+            result,
+        );
+
+        let result = (|| {
+            let first = begin_tus(port, "quota-1.bin", 8 * MIB, 0)?;
+            let refused = match begin_tus(port, "quota-2.bin", 8 * MIB, 0) {
+                Err(e) if e.contains("507") => Ok(()),
+                Err(e) => Err(format!("refused, but not with 507: {e}")),
+                Ok(_) => Err("a second 8 MiB upload was let in under a 10 MiB quota".into()),
+            };
+            request(port, "DELETE", &first, &[], &[])?;
+            refused
+        })();
+        matrix.record("Garage", "quota: 507 past 10 MiB held", result);
+    }
+
+    for (policy, second_name, first_kept) in [
+        ("refuse", None, true),
+        ("rename", Some("same (1).bin"), true),
+        ("overwrite", Some("same.bin"), false),
+    ] {
+        let prefix = format!("policy-{policy}");
+        let port = free_port();
+        let _receiver = serve(
+            binary,
+            &garage,
+            0,
+            port,
+            &prefix,
+            &["--on-conflict", policy],
+        )?;
+        let result = (|| {
+            let url = format!("http://127.0.0.1:{port}/");
+            let (a, b) = (sources.join("a"), sources.join("b"));
+            std::fs::create_dir_all(&a).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&b).map_err(|e| e.to_string())?;
+            let first = make_file(&a, "same.bin", 3 * MIB)?;
+            let second = b.join("same.bin");
+            std::fs::write(&second, vec![1u8; 2 * MIB + 5]).map_err(|e| e.to_string())?;
+            let run = |file: &PathBuf| {
+                let child = upload(binary, &url, file, "segmented", "4", "1MiB")
+                    .spawn()
+                    .map_err(|e| e.to_string())?;
+                finish(child, "upload")
+            };
+            run(&first)?;
+            let again = run(&second);
+            match (second_name, again) {
+                (None, Err(e)) if e.contains("409") => {}
+                (None, other) => {
+                    return Err(format!("the second upload was not refused: {other:?}"))
+                }
+                (Some(name), Ok(())) => landed_as(&bucket, &prefix, name, &second)?,
+                (Some(_), Err(e)) => return Err(e),
+            }
+            if first_kept {
+                landed_as(&bucket, &prefix, "same.bin", &first)?;
+            }
+            nothing_partial(&bucket, &prefix)
+        })();
+        matrix.record(
+            "Garage",
+            &format!("same name, --on-conflict {policy}"),
+            result,
+        );
+    }
+
+    {
+        let ports = [free_port(), free_port()];
+        let receivers = [
+            Some(serve(binary, &garage, 0, ports[0], "in", BALANCED)?),
+            Some(serve(binary, &garage, 1, ports[1], "in", BALANCED)?),
+        ];
+        let nginx_port = free_port();
+        let nginx = nginx(&work.join("nginx"), nginx_port, &ports)?;
+        let mut balanced = Balanced {
+            binary,
+            garage: &garage,
+            ports,
+            receivers,
+            nginx_port,
+            _nginx: nginx,
+        };
+        let url = format!("http://127.0.0.1:{}/files", balanced.nginx_port);
+        let cases: [(&str, &str, usize, &str, &str, &str); 3] = [
+            (
+                "segmented, 100 MiB in 1 MiB blocks, 8 in flight",
+                "segmented",
+                100 * MIB,
+                "1MiB",
+                "8",
+                "40MiB",
+            ),
+            (
+                "tus concatenation, 100 MiB in 1 MiB blocks, 4 in flight",
+                "tus",
+                100 * MIB,
+                "1MiB",
+                "4",
+                "40MiB",
+            ),
+            (
+                "segmented, 20 MiB in 10 KiB blocks, 8 in flight",
+                "segmented",
+                20 * MIB,
+                "10KiB",
+                "8",
+                "4MiB",
+            ),
+        ];
+        for (n, (case, protocol, len, block, threads, rate)) in cases.into_iter().enumerate() {
+            let name = format!("balanced-{n}.bin");
+            let file = make_file(&sources, &name, len)?;
+            let mut client = upload(binary, &url, &file, protocol, threads, block);
+            client.args(["--limit-rate", rate]);
+            let result = balanced.kill_during(n % 2, case, client, &file, &name);
+            matrix.record("2 receivers, nginx, Garage x3", case, result);
+        }
+        // What the killed receivers' requests in flight left (tus parts
+        // sent again, bytes never acknowledged) goes with expiry.
+        let result = eventually(Duration::from_secs(90), || nothing_partial(&bucket, "in"));
+        matrix.record(
+            "2 receivers, nginx, Garage x3",
+            "nothing partial left after expiry",
+            result,
+        );
+    }
+
+    let result = (|| {
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--store", &format!("s3://{BUCKET}/x")])
+            .args(["--s3-endpoint", &garage.endpoints[0], "--s3-region", REGION]);
+        garage.credentials(&mut command);
+        command.env("AWS_SECRET_ACCESS_KEY", "0".repeat(64));
+        let out = command.output().map_err(|e| e.to_string())?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && said.contains("cannot use s3://uploads/x") {
+            Ok(())
+        } else {
+            Err(format!("{}: {said}", out.status))
+        }
+    })();
+    matrix.record("Garage", "refused credentials stop start-up", result);
+    Ok(())
+}
