@@ -38,13 +38,19 @@ pub(crate) async fn find_owned(
     Ok(store.upload(id).await?.filter(|u| u.begun.owner == owner))
 }
 
-/// What the receiver can say of upload `id` to `owner`.
+/// What the receiver can say of upload `id` to `owner`. An upload whose
+/// every byte is acknowledged but that has not landed (a store's listing
+/// behind the block that completed it) lands now, by `policy`.
 pub(crate) async fn statement(
     store: &dyn Store,
     id: &str,
     owner: &str,
+    policy: OnConflict,
 ) -> Result<Statement, Refusal> {
     if let Some(upload) = find_owned(store, id, owner).await? {
+        if upload.complete() && !upload.begun.partial && upload.landing_error.is_none() {
+            return store.land(id, &upload.begun.name, policy).await;
+        }
         return Ok(upload.statement());
     }
     Ok(store

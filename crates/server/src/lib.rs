@@ -582,7 +582,7 @@ impl Receiver {
         grant: &Grant,
     ) -> Result<Option<Statement>, Refusal> {
         let id = Self::queried_id(uri)?;
-        ingest::statement(self.store.as_ref(), id, &grant.owner)
+        ingest::statement(self.store.as_ref(), id, &grant.owner, self.on_conflict)
             .await
             .map(Some)
     }

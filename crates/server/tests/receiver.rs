@@ -1166,3 +1166,47 @@ async fn relative_paths_land_in_folders_that_cannot_lead_outside() {
         "a path that climbs lands as its plain name"
     );
 }
+
+#[tokio::test]
+async fn a_complete_upload_that_has_not_landed_lands_when_its_status_is_asked() {
+    use fileuploader_server::store::NewUpload;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    let store = receiver.store();
+    // Acknowledged through the store alone: nothing landed it, as when a
+    // store's listing was behind the block that completed it.
+    let new = NewUpload {
+        id: "behind".into(),
+        total: 5,
+        name: "five.txt".into(),
+        owner: String::new(),
+        partial: false,
+    };
+    let upload = store.begin(new).await.unwrap();
+    let range = fileuploader_server::ContentRange::parse("bytes 0-4/5").unwrap();
+    let mut writer = store.write_block(&upload, range, true).await.unwrap();
+    writer.write(Bytes::from_static(b"hello")).await.unwrap();
+    assert!(writer.finish().await.unwrap());
+    let held = writer
+        .acknowledge(5, Some(crc32c::crc32c(b"hello")))
+        .await
+        .unwrap();
+    assert!(held.complete());
+    assert!(!dir.path().join("five.txt").exists());
+
+    let request = Request::get("/upload?upload_id=behind")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = receiver.handle(request).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let text = answer.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("\"landed\"") && text.contains("five.txt"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("five.txt")).unwrap(),
+        b"hello"
+    );
+}

@@ -412,19 +412,27 @@ async fn tus_partial_uploads_concatenate_into_one_landed_file() {
     );
 
     let absolute = format!("http://receiver.example{}", urls[2]);
-    let fin = tus("POST", "/files")
-        .header(
-            "upload-concat",
-            format!("final;{} {} {absolute}", urls[0], urls[1]),
-        )
-        .header(
-            "upload-metadata",
-            format!("filename {}", base64(b"joined.txt")),
-        )
-        .body(Full::default())
-        .unwrap();
-    let fin = send(&receiver, fin).await;
+    let final_request = || {
+        tus("POST", "/files")
+            .header(
+                "upload-concat",
+                format!("final;{} {} {absolute}", urls[0], urls[1]),
+            )
+            .header(
+                "upload-metadata",
+                format!("filename {}", base64(b"joined.txt")),
+            )
+            .body(Full::default())
+            .unwrap()
+    };
+    let fin = send(&receiver, final_request()).await;
     assert_eq!(fin.status(), StatusCode::CREATED);
+    let again = send(&receiver, final_request()).await;
+    assert_eq!(
+        (again.status(), header(&again, "location")),
+        (StatusCode::CREATED, header(&fin, "location")),
+        "the same final, sent again after its answer was lost, finds its landing"
+    );
     assert_eq!(
         std::fs::read(dir.path().join("joined.txt")).unwrap(),
         b"first-second-third"
