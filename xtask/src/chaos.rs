@@ -12,7 +12,8 @@
 //! - `receiver-term`: the receiver gets SIGTERM at a seeded moment, must
 //!   exit 0 within its grace, and is started again;
 //! - `client-kill`: each client is killed with SIGKILL at a seeded moment,
-//!   half of them once their journal lists a first acknowledgement;
+//!   half of them by time, half by progress (once their journal lists a
+//!   seeded number of acknowledged blocks, from one to all);
 //! - `disk-full`: the receiver's directory is a small tmpfs (mounted by the
 //!   harness, which needs root) that fills up during the run.
 //!
@@ -398,15 +399,21 @@ fn run_once(
         "client-kill" => {
             let started = Instant::now();
             let by_time = Duration::from_millis(50 + rng.below(1500));
+            // Half by time; half by progress, once the journal lists a
+            // seeded number of acknowledged blocks (from one to all).
+            let acked_by_then: Vec<usize> = uploads
+                .iter()
+                .map(|u| 1 + rng.below((u.data.len() as u64).div_ceil(u.block).max(1)) as usize)
+                .collect();
             children
                 .into_iter()
                 .zip(&uploads)
                 .enumerate()
                 .map(|(i, (mut c, u))| {
-                    // Half by time, half once the journal lists an ack.
                     while started.elapsed() < by_time
                         || (i % 2 == 1
-                            && journaled(&u.journals).is_none_or(|(_, a)| a.is_empty())
+                            && journaled(&u.journals)
+                                .is_none_or(|(_, a)| a.len() < acked_by_then[i])
                             && started.elapsed() < by_time * 4)
                     {
                         if c.try_wait().ok().flatten().is_some() {
