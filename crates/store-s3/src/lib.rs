@@ -48,6 +48,7 @@
 
 mod body;
 mod keys;
+mod plain_http;
 mod plan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -263,11 +264,19 @@ impl S3Store {
     /// When the bucket cannot be reached, does not exist, or refuses the
     /// credentials: the message says which.
     pub async fn connect(location: &S3Location, options: &S3Options) -> Result<Self, ConnectError> {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
+        let plain = options
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        let http = if plain {
+            plain_http::client()
+        } else {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https()
+        };
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
         if let Some(region) = &options.region {
             loader = loader.region(Region::new(region.clone()));
