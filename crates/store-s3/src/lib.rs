@@ -160,13 +160,18 @@ struct Inner {
     data: Client,
     bucket: String,
     layout: Layout,
-    /// Upload records read, by key and ETag (a record never changes).
-    metas: Mutex<HashMap<String, (String, Meta)>>,
+    /// Uploads as last read, by id: acknowledgements are only ever added
+    /// while an upload lives, so a read lists only those past the run
+    /// from its first byte.
+    seen: Mutex<HashMap<String, Seen>>,
 }
 
 /// An upload's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
+    /// Unique to this beginning: a record written again for the same id
+    /// has another ETag, so nothing read of the one before is kept.
+    begun: String,
     id: String,
     total: u64,
     name: String,
@@ -202,6 +207,20 @@ struct Stored {
     /// records' keys: every receiver lands with the first.
     landings: Vec<String>,
     upload: Upload,
+}
+
+/// Uploads a process keeps what it read of, at most.
+const SEEN_MAX: usize = 4096;
+
+/// What one process last read of an upload.
+#[derive(Debug, Clone)]
+struct Seen {
+    etag: String,
+    meta: Meta,
+    /// Its acknowledgements by key (by first byte).
+    acks: Vec<(String, Ack)>,
+    /// The key of the last acknowledgement of the run from byte 0.
+    run: Option<String>,
 }
 
 /// One listed object.
@@ -316,7 +335,7 @@ impl S3Store {
                 data,
                 bucket: location.bucket.clone(),
                 layout: Layout::new(&location.prefix),
-                metas: Mutex::default(),
+                seen: Mutex::default(),
             }),
         };
         store
@@ -343,6 +362,11 @@ impl S3Store {
 
     /// Every object below `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>, Refusal> {
+        self.list_after(prefix, None).await
+    }
+
+    /// The objects below `prefix` whose keys sort after `after`.
+    async fn list_after(&self, prefix: &str, after: Option<&str>) -> Result<Vec<Listed>, Refusal> {
         let s = self.s();
         let mut out = Vec::new();
         let mut token = None;
@@ -352,6 +376,7 @@ impl S3Store {
                 .list_objects_v2()
                 .bucket(&s.bucket)
                 .prefix(prefix)
+                .set_start_after(after.map(str::to_owned))
                 .set_continuation_token(token)
                 .send()
                 .await
@@ -524,69 +549,102 @@ impl S3Store {
         })
     }
 
-    /// The record at `key` (cached by its ETag).
-    async fn meta(&self, key: &str, etag: &str) -> Result<Option<Meta>, Refusal> {
-        if let Some((seen, meta)) = lock(&self.s().metas).get(key) {
-            if seen == etag {
-                return Ok(Some(meta.clone()));
-            }
-        }
-        let Some(bytes) = self.get_small(key).await? else {
-            return Ok(None);
-        };
-        let meta: Meta = serde_json::from_slice(&bytes)
-            .map_err(|e| Refusal::internal("read an upload record", e))?;
-        lock(&self.s().metas).insert(key.to_owned(), (etag.to_owned(), meta.clone()));
-        Ok(Some(meta))
-    }
-
-    /// Upload `id` as stored now.
+    /// Upload `id` as stored now: what this process read of it before,
+    /// and the listing of what follows the run from its first byte.
     async fn read(&self, id: &str) -> Result<Option<Stored>, Refusal> {
         let layout = &self.s().layout;
-        let mut meta_key = None;
-        let mut acks = Vec::new();
-        let mut landings = Vec::new();
-        let mut error = false;
-        for listed in self.list(&layout.upload(id)).await? {
-            let Some((_, rest)) = layout.split_upload_key(&listed.key) else {
-                continue;
-            };
-            if rest == "error" {
-                error = true;
-            } else if let Some(upload_id) = Layout::parse_landing(rest) {
-                landings.push(upload_id);
-            } else if let Some(name) = rest.strip_prefix("a/") {
-                acks.extend(Layout::parse_ack(name));
-            } else if Layout::parse_meta(rest).is_some() {
-                meta_key = Some((listed.key, listed.etag));
-            }
-        }
-        let Some((key, etag)) = meta_key else {
-            return Ok(None);
-        };
-        let Some(meta) = self.meta(&key, &etag).await? else {
-            return Ok(None);
-        };
-        let mut upload = Upload::new(meta.begun());
-        for ack in &acks {
-            upload.add(Block {
-                start: ack.start,
-                end: ack.end,
-                crc32c: ack.crc32c,
-            });
-        }
-        if error {
-            upload.landing_error = self
-                .get_small(&layout.error(id))
+        let mut cached = lock(&self.s().seen).get(id).cloned();
+        loop {
+            let after = cached.as_ref().and_then(|c| c.run.clone());
+            let mut meta_key = None;
+            let mut fresh = Vec::new();
+            let mut landings = Vec::new();
+            let mut error = false;
+            for listed in self
+                .list_after(&layout.upload(id), after.as_deref())
                 .await?
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            {
+                let Some((_, rest)) = layout.split_upload_key(&listed.key) else {
+                    continue;
+                };
+                if rest == "error" {
+                    error = true;
+                } else if let Some(upload_id) = Layout::parse_landing(rest) {
+                    landings.push(upload_id);
+                } else if let Some(name) = rest.strip_prefix("a/") {
+                    if let Some(ack) = Layout::parse_ack(name) {
+                        fresh.push((listed.key.clone(), ack));
+                    }
+                } else if Layout::parse_meta(rest).is_some() {
+                    meta_key = Some((listed.key, listed.etag));
+                }
+            }
+            let Some((key, etag)) = meta_key else {
+                lock(&self.s().seen).remove(id);
+                return Ok(None);
+            };
+            let (meta, mut acks) = match cached.take() {
+                Some(seen) if seen.etag == etag => {
+                    let kept = seen
+                        .acks
+                        .into_iter()
+                        .filter(|(k, _)| after.as_ref().is_some_and(|a| k <= a))
+                        .collect();
+                    (seen.meta, kept)
+                }
+                // Begun again since: read all of it.
+                Some(_) => continue,
+                None => {
+                    let Some(bytes) = self.get_small(&key).await? else {
+                        return Ok(None);
+                    };
+                    let meta: Meta = serde_json::from_slice(&bytes)
+                        .map_err(|e| Refusal::internal("read an upload record", e))?;
+                    (meta, Vec::new())
+                }
+            };
+            acks.extend(fresh);
+            acks.sort_by(|a, b| a.0.cmp(&b.0));
+            acks.dedup_by(|a, b| a.0 == b.0);
+            let mut upload = Upload::new(meta.begun());
+            let (mut run, mut at) = (None, Some(0));
+            for (key, ack) in &acks {
+                at = at.filter(|&at| ack.start <= at).map(|at| at.max(ack.end));
+                if at.is_some() {
+                    run = Some(key.clone());
+                }
+                upload.add(Block {
+                    start: ack.start,
+                    end: ack.end,
+                    crc32c: ack.crc32c,
+                });
+            }
+            if error {
+                upload.landing_error = self
+                    .get_small(&layout.error(id))
+                    .await?
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+            }
+            let seen = Seen {
+                etag,
+                meta: meta.clone(),
+                acks: acks.clone(),
+                run,
+            };
+            {
+                let mut all = lock(&self.s().seen);
+                if all.len() >= SEEN_MAX {
+                    all.clear();
+                }
+                all.insert(id.to_owned(), seen);
+            }
+            return Ok(Some(Stored {
+                meta,
+                acks: acks.into_iter().map(|(_, a)| a).collect(),
+                landings,
+                upload,
+            }));
         }
-        Ok(Some(Stored {
-            meta,
-            acks,
-            landings,
-            upload,
-        }))
     }
 
     /// Records `ack` for upload `id` and returns the upload as it is then.
@@ -951,6 +1009,7 @@ impl Store for S3Store {
             .await?;
         }
         let meta = Meta {
+            begun: keys::nonce(),
             id: new.id.clone(),
             total: new.total,
             name: new.name.clone(),
@@ -1078,12 +1137,12 @@ impl Store for S3Store {
         // Each upload's newest change, whether it has its record, and the
         // multipart uploads begun for it.
         #[derive(Default)]
-        struct Seen {
+        struct Found {
             touched: Option<SystemTime>,
             recorded: bool,
             landings: Vec<String>,
         }
-        let mut uploads: HashMap<String, Seen> = HashMap::new();
+        let mut uploads: HashMap<String, Found> = HashMap::new();
         for listed in self.list(&s.layout.uploads()).await? {
             let Some((id, rest)) = s.layout.split_upload_key(&listed.key) else {
                 continue;
