@@ -54,7 +54,8 @@ pub(crate) struct Garage {
     pub(crate) endpoints: Vec<String>,
     pub(crate) key_id: String,
     pub(crate) secret: String,
-    _nodes: Vec<Peer>,
+    s3_ports: Vec<u16>,
+    nodes: Vec<Option<Peer>>,
 }
 
 impl Garage {
@@ -66,7 +67,7 @@ impl Garage {
         let mut configs = Vec::new();
         let mut endpoints = Vec::new();
         let mut peers = Vec::new();
-        let mut rpcs = Vec::new();
+        let mut s3_ports = Vec::new();
         for n in 0..nodes {
             let node = dir.join(format!("node{n}"));
             std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
@@ -86,20 +87,10 @@ impl Garage {
                 ),
             )
             .map_err(|e| e.to_string())?;
-            let log = std::fs::File::create(node.join("garage.log")).map_err(|e| e.to_string())?;
-            peers.push(start(
-                Command::new(&binary)
-                    .arg("-c")
-                    .arg(&config)
-                    .arg("server")
-                    .env("RUST_LOG", "warn")
-                    .stderr(log),
-                s3,
-                "garage",
-            )?);
+            peers.push(Some(node_process(&binary, &config, s3)?));
             configs.push(config);
+            s3_ports.push(s3);
             endpoints.push(format!("http://127.0.0.1:{s3}"));
-            rpcs.push(rpc);
         }
         let mut garage = Garage {
             binary,
@@ -107,7 +98,8 @@ impl Garage {
             endpoints,
             key_id: String::new(),
             secret: String::new(),
-            _nodes: peers,
+            s3_ports,
+            nodes: peers,
         };
         let ids = (0..nodes)
             .map(|n| garage.cli_on(n, &["node", "id", "-q"]))
@@ -144,6 +136,27 @@ impl Garage {
             ])?;
         }
         Ok(garage)
+    }
+
+    /// Kills every node with SIGKILL: the store stops answering.
+    pub(crate) fn kill(&mut self) {
+        for node in &mut self.nodes {
+            drop(node.take());
+        }
+    }
+
+    /// Starts the killed nodes again, on their data.
+    pub(crate) fn restart(&mut self) -> Result<(), String> {
+        for (n, node) in self.nodes.iter_mut().enumerate() {
+            if node.is_none() {
+                *node = Some(node_process(
+                    &self.binary,
+                    &self.configs[n],
+                    self.s3_ports[n],
+                )?);
+            }
+        }
+        Ok(())
     }
 
     /// Runs the `garage` command against node `n`; returns what it printed.
@@ -214,6 +227,26 @@ impl Garage {
                 .expect("a tokio runtime"),
         }
     }
+}
+
+/// One node's server, its log in its folder.
+fn node_process(binary: &Path, config: &Path, s3: u16) -> Result<Peer, String> {
+    let folder = config.parent().unwrap_or(Path::new("."));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(folder.join("garage.log"))
+        .map_err(|e| e.to_string())?;
+    start(
+        Command::new(binary)
+            .arg("-c")
+            .arg(config)
+            .arg("server")
+            .env("RUST_LOG", "warn")
+            .stderr(log),
+        s3,
+        "garage",
+    )
 }
 
 /// Looks into a bucket, blocking.

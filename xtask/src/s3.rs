@@ -244,7 +244,7 @@ impl Balanced<'_> {
 
 /// The object-store checks, recorded in `matrix`.
 pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<(), String> {
-    let garage = Garage::start(&work.join("garage"), 3, &[BUCKET])?;
+    let mut garage = Garage::start(&work.join("garage"), 3, &[BUCKET])?;
     let bucket = garage.client(1);
     let sources = work.join("s3-sources");
     std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
@@ -411,6 +411,49 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
             let result = balanced.kill_during(n % 2, case, client, &file, &name);
             matrix.record("2 receivers, nginx, Garage x3", case, result);
         }
+        // Every protocol, blocks from 1 byte to 64 MiB, any block through
+        // either receiver.
+        let plain: [(&str, &str, usize, &str, &str); 4] = [
+            (
+                "IETF draft, 30 MiB in 1 MiB blocks",
+                "ietf",
+                30 * MIB,
+                "1MiB",
+                "4",
+            ),
+            (
+                "tus, one stream, 30 MiB in 4 MiB blocks",
+                "tus",
+                30 * MIB,
+                "4MiB",
+                "1",
+            ),
+            (
+                "segmented, 130 MiB in 64 MiB blocks",
+                "segmented",
+                130 * MIB,
+                "64MiB",
+                "2",
+            ),
+            (
+                "segmented, 700 bytes in 1-byte blocks",
+                "segmented",
+                700,
+                "1",
+                "8",
+            ),
+        ];
+        for (n, (case, protocol, len, block, threads)) in plain.into_iter().enumerate() {
+            let name = format!("plain-{n}.bin");
+            let result = make_file(&sources, &name, len).and_then(|file| {
+                let child = upload(binary, &url, &file, protocol, threads, block)
+                    .spawn()
+                    .map_err(|e| e.to_string())?;
+                finish(child, case)?;
+                landed_as(&bucket, "in", &name, &file)
+            });
+            matrix.record("2 receivers, nginx, Garage x3", case, result);
+        }
         // What the killed receivers' requests in flight left (tus parts
         // sent again, bytes never acknowledged) goes with expiry.
         let result = eventually(Duration::from_secs(90), || nothing_partial(&bucket, "in"));
@@ -438,5 +481,41 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
         }
     })();
     matrix.record("Garage", "refused credentials stop start-up", result);
+
+    let port = free_port();
+    let _receiver = serve(binary, &garage, 0, port, "failing", &[])?;
+    let result = (|| {
+        let name = "outage.bin";
+        let file = make_file(&sources, name, 30 * MIB)?;
+        let mut client = upload(
+            binary,
+            &format!("http://127.0.0.1:{port}/"),
+            &file,
+            "segmented",
+            "4",
+            "1MiB",
+        );
+        let child = client
+            .args(["--limit-rate", "10MiB"])
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(1000));
+        garage.kill();
+        let asked = request(port, "HEAD", "/files/anything", &[], &[]);
+        std::thread::sleep(Duration::from_millis(2000));
+        garage.restart()?;
+        let finished = finish(child, "upload through the outage");
+        let (status, head) = asked?;
+        if status != 503 || !head.to_ascii_lowercase().contains("retry-after: 1") {
+            return Err(format!("with the store down, a HEAD got {status}: {head}"));
+        }
+        finished?;
+        landed_as(&bucket, "failing", name, &file)
+    })();
+    matrix.record(
+        "Garage",
+        "store down 2 s mid-upload: 503 + Retry-After, then lands",
+        result,
+    );
     Ok(())
 }
