@@ -146,7 +146,7 @@ pub struct S3Options {
 #[error("{0}")]
 pub struct ConnectError(String);
 
-/// Uploads kept in an S3-compatible bucket. See the [crate](crate) for how.
+/// Uploads kept in an S3-compatible bucket. See the [crate] for how.
 #[derive(Debug, Clone)]
 pub struct S3Store {
     inner: Arc<Inner>,
