@@ -51,6 +51,8 @@ const SCENARIOS: [&str; 5] = [
 const MAX_IDLE_FDS: usize = 64;
 /// How long one client run may take before it counts as a hang.
 const RUN_BOUND: Duration = Duration::from_secs(90);
+/// The most blocks one file is cut into.
+const MAX_BLOCKS: u64 = 2048;
 
 /// A small seeded generator (splitmix64): the same seed, the same run.
 #[derive(Debug, Clone)]
@@ -335,7 +337,10 @@ fn run_once(
             path,
             name,
             data,
-            block: 1024 << rng.below(if max_size > 8 << 20 { 14 } else { 11 }),
+            // At most MAX_BLOCKS blocks: a single stream of 32 000 blocks of
+            // 1 KiB cannot finish within RUN_BOUND, loaded or not.
+            block: (1024 << rng.below(if max_size > 8 << 20 { 14 } else { 11 }))
+                .max((len as u64).div_ceil(MAX_BLOCKS).next_power_of_two()),
             protocol: ["segmented", "tus", "ietf"][rng.below(3) as usize],
             http2: rng.below(2) == 1,
             journals,
