@@ -977,7 +977,6 @@ fn tile(stored: &Stored, layout: &Layout) -> Option<Vec<Piece>> {
         }
         pieces.push(Piece {
             key: layout.data_object(&ack.data, &ack.nonce),
-            at,
             len: ack.end - ack.start,
         });
         at = ack.end;
@@ -1537,7 +1536,6 @@ impl WholeWriter for Whole {
             .iter()
             .map(|a| Piece {
                 key: layout.data_object(&a.data, &a.nonce),
-                at: a.start,
                 len: a.end - a.start,
             })
             .collect();

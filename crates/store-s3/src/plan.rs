@@ -9,12 +9,11 @@ pub(crate) const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 /// Parts one object may have; a margin below S3's 10 000.
 const MAX_PARTS: u64 = 9_000;
 
-/// One stored object holding bytes of the file: `len` bytes from its
-/// start, which is where the file's byte `at` goes.
+/// One stored object holding the next `len` bytes of the file, from its
+/// start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Piece {
     pub(crate) key: String,
-    pub(crate) at: u64,
     pub(crate) len: u64,
 }
 
@@ -120,17 +119,11 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     fn pieces(lens: &[u64]) -> Vec<Piece> {
-        let mut at = 0;
         lens.iter()
             .enumerate()
-            .map(|(i, &len)| {
-                let piece = Piece {
-                    key: format!("k{i}"),
-                    at,
-                    len,
-                };
-                at += len;
-                piece
+            .map(|(i, &len)| Piece {
+                key: format!("k{i}"),
+                len,
             })
             .collect()
     }
