@@ -743,3 +743,94 @@ async fn an_interim_104_answer_to_an_ietf_creation_is_passed_over() {
     manager.run(&job).unwrap().wait().await.unwrap();
     assert_eq!(job.progress().landings_confirmed, 1);
 }
+
+/// Our transport, except that the first final concatenation is not sent:
+/// it gets 403, and its `Upload-Concat` and `Upload-Metadata` are kept.
+#[derive(Debug)]
+struct FirstFinalWithheld {
+    inner: fileuploader_transport_hyper::HyperTransport,
+    withheld: std::sync::Arc<std::sync::Mutex<Option<(String, String)>>>,
+}
+
+fn header_text(headers: &http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[async_trait::async_trait]
+impl fileuploader_core::Transport for FirstFinalWithheld {
+    async fn send(
+        &self,
+        request: fileuploader_core::Request,
+    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
+        let headers = request.headers().clone();
+        let text = |name: &str| header_text(&headers, name);
+        let (concat, metadata) = (text("upload-concat"), text("upload-metadata"));
+        if concat.starts_with("final") {
+            let mut withheld = self.withheld.lock().unwrap();
+            if withheld.is_none() {
+                *withheld = Some((concat, metadata));
+                return Ok(http::Response::builder()
+                    .status(StatusCode::FORBIDDEN)
+                    .body(Bytes::new())
+                    .unwrap());
+            }
+        }
+        self.inner.send(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_concatenation_whose_final_landed_unheard_confirms_the_landing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let withheld = std::sync::Arc::default();
+    let manager = fileuploader_core::UploadManager::new(FirstFinalWithheld {
+        inner: fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+        withheld: std::sync::Arc::clone(&withheld),
+    });
+    let journals = tempfile::tempdir().unwrap();
+    let data = pattern(64 * 1024 + 3);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, &data).unwrap();
+    let job = || {
+        let mut job = manager.create_job();
+        job.server_url = format!("http://{addr}/files");
+        job.block_size = 4096;
+        job.thread_num = 4;
+        job.protocol = Some(std::sync::Arc::new(fileuploader_core::protocol::Tus));
+        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+        job.source_value
+            .add(file.path().to_string_lossy(), "joined.bin", None);
+        job
+    };
+    let first = job();
+    assert!(manager.run(&first).unwrap().wait().await.is_err());
+    // The final request reaches the receiver and lands the file, which
+    // discards the parts; its answer never reaches the client (killed
+    // before it heard, its journal listing every part).
+    let (concat, metadata) = withheld.lock().unwrap().clone().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    let landed = tus("POST", "/files")
+        .header("upload-concat", concat)
+        .header("upload-metadata", metadata)
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&receiver, landed).await.status(), StatusCode::CREATED);
+
+    let second = job();
+    manager.run(&second).unwrap().wait().await.unwrap();
+    assert_eq!(second.progress().landings_confirmed, 1);
+    assert_eq!(second.progress().bytes_sent, 0, "nothing sent again");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(names, ["joined.bin"]);
+    assert_eq!(std::fs::read(dir.path().join("joined.bin")).unwrap(), data);
+    rt.shutdown_background();
+}

@@ -175,6 +175,18 @@ fn digest(algorithm: ChecksumAlgorithm, bytes: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Whether `parts` cover `0..total` exactly, one after another.
+fn covers(parts: &[Part], total: u64) -> bool {
+    let mut spans: Vec<(u64, u64)> = parts.iter().map(|p| (p.start, p.end)).collect();
+    spans.sort_unstable();
+    let mut next = 0;
+    spans.iter().all(|&(start, end)| {
+        let follows = start == next;
+        next = end;
+        follows
+    }) && next == total
+}
+
 /// A block sent as a partial upload: its byte range and its URL. Its
 /// receipt, `START END URL`, is what a resumed run finds it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,6 +452,48 @@ impl Session {
         }
     }
 
+    /// Asks for the final upload of `parts`, in their order.
+    async fn final_request(
+        &self,
+        transport: &dyn Transport,
+        parts: &[Part],
+    ) -> Result<Response, Error> {
+        let urls = parts.iter().map(|p| self.shortest(&p.url)).collect();
+        let mut request = self.request(Method::POST, &self.url, UploadBody::new());
+        let headers = request.headers_mut();
+        headers.insert(
+            UPLOAD_CONCAT,
+            header_value(&Concat::Final(urls).to_string())?,
+        );
+        headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+        Ok(transport.send(request).await?)
+    }
+
+    /// The landing of the final upload of `parts` when the server has it
+    /// whole already; `None` when it does not (it refuses the request, or
+    /// the upload it names is short).
+    async fn landed_from(
+        &self,
+        transport: &dyn Transport,
+        parts: &[Part],
+    ) -> Result<Option<Landing>, Error> {
+        let mut parts = parts.to_vec();
+        parts.sort_by_key(|p| p.start);
+        let response = self.final_request(transport, &parts).await?;
+        if !response.status().is_success() {
+            return Ok(None);
+        }
+        let Ok(url) = self.location(&response) else {
+            return Ok(None);
+        };
+        Ok(match self.held(transport, &url).await? {
+            Some((offset, _)) if offset == self.total => {
+                Some(Landing::confirmed(None, Some(self.total), None))
+            }
+            _ => None,
+        })
+    }
+
     /// A part's URL as the final upload names it: its path when it is on
     /// the creation URL's server, keeping the header short.
     fn shortest(&self, url: &str) -> String {
@@ -508,15 +562,23 @@ impl UploadSession for Session {
             };
             let mut parts = BTreeMap::new();
             let mut held = Vec::new();
-            for part in known {
+            for part in &known {
                 let Ok(uri) = part.url.parse::<Uri>() else {
                     continue;
                 };
                 if let Some((offset, Some(length))) = self.held(transport, &uri).await? {
                     if offset == length && length == part.end - part.start {
                         held.push((part.start, part.end));
-                        parts.insert(part.start, part);
+                        parts.insert(part.start, part.clone());
                     }
+                }
+            }
+            if held.len() < known.len() && covers(&known, self.total) {
+                // A server may delete parts once they make a final upload:
+                // gone parts that made the whole file may have landed. The
+                // same final request says so where it did.
+                if let Some(landing) = self.landed_from(transport, &known).await? {
+                    return Ok(Holding::Landed(landing));
                 }
             }
             lock(&self.state).parts = parts;
@@ -726,19 +788,8 @@ impl UploadSession for Session {
         let url = match mode {
             Mode::Stream(url) => url,
             Mode::Concatenated => {
-                let parts: Vec<String> = lock(&self.state)
-                    .parts
-                    .values()
-                    .map(|p| self.shortest(&p.url))
-                    .collect();
-                let mut request = self.request(Method::POST, &self.url, UploadBody::new());
-                let headers = request.headers_mut();
-                headers.insert(
-                    UPLOAD_CONCAT,
-                    header_value(&Concat::Final(parts).to_string())?,
-                );
-                headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
-                let response = transport.send(request).await?;
+                let parts: Vec<Part> = lock(&self.state).parts.values().cloned().collect();
+                let response = self.final_request(transport, &parts).await?;
                 if response.status() == StatusCode::BAD_REQUEST
                     || response.status() == StatusCode::NOT_FOUND
                 {
