@@ -72,8 +72,8 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn io_refusal(what: &str, e: &io::Error) -> Refusal {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
+pub(super) fn io_refusal(what: &str, e: &io::Error) -> Refusal {
+    if e.kind() == io::ErrorKind::StorageFull {
         Refusal::new(
             StatusCode::INSUFFICIENT_STORAGE,
             format!("{what}: disk full"),
@@ -81,10 +81,6 @@ fn io_refusal(what: &str, e: &io::Error) -> Refusal {
     } else {
         Refusal::internal(what, e)
     }
-}
-
-fn records(e: String) -> io::Error {
-    io::Error::other(e)
 }
 
 /// Takes a write lock on `len` bytes of `file` from `start` (`len` 0: all
@@ -166,7 +162,7 @@ impl Inner {
     /// Upload `id` as recorded now: its record, and the blocks cached
     /// before plus those acknowledged since.
     fn read(&self, id: &str) -> io::Result<Option<Upload>> {
-        let Some(head) = self.state.head(id).map_err(records)? else {
+        let Some(head) = self.state.head(id)? else {
             lock(&self.cache).remove(id);
             return Ok(None);
         };
@@ -174,7 +170,7 @@ impl Inner {
             Some((seen, upload)) if upload.begun == head.begun => (seen, upload),
             _ => (0, Upload::new(head.begun.clone())),
         };
-        for (seq, block) in self.state.acks_after(id, seen).map_err(records)? {
+        for (seq, block) in self.state.acks_after(id, seen)? {
             upload.add(block);
             seen = seq;
         }
@@ -185,7 +181,7 @@ impl Inner {
 
     /// Removes partial files no record owns and older than `min_age`.
     fn clean_leftovers(&self, min_age: Duration) -> io::Result<()> {
-        let known = self.state.uploads().map_err(records)?;
+        let known = self.state.uploads()?;
         for entry in fs::read_dir(&self.partial)? {
             let entry = entry?;
             let owned = entry
@@ -211,9 +207,7 @@ impl Inner {
         // cannot be written until they have made room (a discard that
         // fails there is tried again by the next expiry pass).
         remove_if_there(&self.temp_of(id))?;
-        self.state
-            .apply(Change::Discard { id: id.to_owned() })
-            .map_err(records)?;
+        self.state.apply(Change::Discard { id: id.to_owned() })?;
         lock(&self.cache).remove(id);
         Ok(())
     }
@@ -248,7 +242,7 @@ impl Inner {
                     id: id.to_owned(),
                     statement: statement.clone(),
                 };
-                self.state.apply(change).map_err(records)?;
+                self.state.apply(change)?;
                 lock(&self.cache).remove(id);
                 remove_if_there(&temp)?;
                 Ok(Landing::Landed(statement))
@@ -259,7 +253,7 @@ impl Inner {
                     id: id.to_owned(),
                     error: Some(refusal.message().to_owned()),
                 };
-                self.state.apply(change).map_err(records)?;
+                self.state.apply(change)?;
                 Ok(Landing::Failed(refusal))
             }
         }
@@ -267,7 +261,7 @@ impl Inner {
 
     /// What landing says of an upload no longer in progress.
     fn gone(&self, id: &str) -> io::Result<Landing> {
-        Ok(match self.state.landed(id).map_err(records)? {
+        Ok(match self.state.landed(id)? {
             Some(statement) => Landing::Landed(statement),
             None => Landing::Failed(Refusal::new(
                 StatusCode::NOT_FOUND,
@@ -295,7 +289,7 @@ impl Store for FsStore {
         self.with("begin upload", move |s| {
             // Recorded first: a partial file is never without its record
             // for long, so other processes' clean-ups leave it alone.
-            s.state.apply(Change::Begin(new)).map_err(records)?;
+            s.state.apply(Change::Begin(new))?;
             OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -366,7 +360,7 @@ impl Store for FsStore {
         let parts = parts.to_vec();
         self.with("concatenate uploads", move |s| {
             let id = new.id.clone();
-            s.state.apply(Change::Begin(new)).map_err(records)?;
+            s.state.apply(Change::Begin(new))?;
             let temp = s.temp_of(&id);
             let mut whole = OpenOptions::new()
                 .write(true)
@@ -395,7 +389,7 @@ impl Store for FsStore {
             }
             File::open(&s.partial)?.sync_all()?;
             for change in changes {
-                s.state.apply(change).map_err(records)?;
+                s.state.apply(change)?;
             }
             s.read(&id)?
                 .ok_or_else(|| io::Error::other("the upload was discarded as it began"))
@@ -442,10 +436,8 @@ impl Store for FsStore {
 
     async fn landed(&self, id: &str) -> Result<Option<Statement>, Refusal> {
         let id = id.to_owned();
-        self.with("read records", move |s| {
-            s.state.landed(&id).map_err(records)
-        })
-        .await
+        self.with("read records", move |s| s.state.landed(&id))
+            .await
     }
 
     async fn discard(&self, id: &str) -> Result<(), Refusal> {
@@ -456,7 +448,7 @@ impl Store for FsStore {
     async fn expire(&self, ttl: Duration) -> Result<usize, Refusal> {
         self.with("expire uploads", move |s| {
             let before = now_ms() - ttl.as_millis() as i64;
-            let stale = s.state.untouched_since(before).map_err(records)?;
+            let stale = s.state.untouched_since(before)?;
             // Every stale upload's bytes go before any record is written:
             // on a full disk the records need the room they free.
             for id in &stale {
@@ -478,8 +470,7 @@ impl Store for FsStore {
     }
 
     async fn bytes_held(&self) -> Result<u64, Refusal> {
-        self.with("read records", |s| s.state.bytes_held().map_err(records))
-            .await
+        self.with("read records", |s| s.state.bytes_held()).await
     }
 
     async fn name_taken(&self, name: &str) -> Result<bool, Refusal> {
@@ -597,7 +588,7 @@ impl BlockWriter for FsBlock {
                         crc: crc32c,
                         file: s.temp_of(&id),
                     };
-                    s.state.apply(change).map_err(io::Error::other)?;
+                    s.state.apply(change)?;
                 }
                 let upload = s.read(&id)?;
                 // The range stays locked until the record says it is here.
@@ -665,7 +656,7 @@ impl WholeWriter for FsWhole {
                         id: key,
                         statement: statement.clone(),
                     };
-                    s.state.apply(change).map_err(records)?;
+                    s.state.apply(change)?;
                 }
                 Ok(Ok(statement))
             })

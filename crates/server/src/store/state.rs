@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -48,7 +49,7 @@ pub(crate) struct Head {
     pub(crate) landing_error: Option<String>,
 }
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<io::Result<()>>;
 
 /// The records: a reader for queries and the committer for changes.
 #[derive(Debug)]
@@ -110,12 +111,25 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// A failure of the records as I/O: a full disk or database is
+/// [`io::ErrorKind::StorageFull`], which the receiver answers with 507.
+fn failed(e: rusqlite::Error) -> io::Error {
+    let kind = match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => io::ErrorKind::StorageFull,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+fn closed() -> io::Error {
+    io::Error::other("the receiver's records are closed")
+}
+
 impl State {
     /// Opens (or creates) the records at `path` and starts the committer.
-    pub(crate) fn open(path: &Path) -> std::io::Result<State> {
-        let io = |e: rusqlite::Error| std::io::Error::other(e.to_string());
-        let writer = open(path).map_err(io)?;
-        let reader = open(path).map_err(io)?;
+    pub(crate) fn open(path: &Path) -> io::Result<State> {
+        let writer = open(path).map_err(failed)?;
+        let reader = open(path).map_err(failed)?;
         let (tx, rx) = mpsc::channel::<(Change, Reply)>();
         std::thread::Builder::new()
             .name("fu-committer".into())
@@ -128,19 +142,18 @@ impl State {
 
     /// Applies `change` durably; returns once it is committed. Blocks:
     /// call it from the blocking pool.
-    pub(crate) fn apply(&self, change: Change) -> Result<(), String> {
+    pub(crate) fn apply(&self, change: Change) -> io::Result<()> {
         let (reply, done) = oneshot::channel();
         self.changes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send((change, reply))
-            .map_err(|_| "the receiver's records are closed".to_owned())?;
-        done.blocking_recv()
-            .map_err(|_| "the receiver's records are closed".to_owned())?
+            .map_err(|_| closed())?;
+        done.blocking_recv().map_err(|_| closed())?
     }
 
     /// The record of upload `id`, if it is in progress.
-    pub(crate) fn head(&self, id: &str) -> Result<Option<Head>, String> {
+    pub(crate) fn head(&self, id: &str) -> io::Result<Option<Head>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
             "SELECT total, name, owner, landing_error, partial FROM uploads WHERE id = ?1",
@@ -159,18 +172,18 @@ impl State {
             },
         )
         .optional()
-        .map_err(|e| e.to_string())
+        .map_err(failed)
     }
 
     /// The blocks of upload `id` acknowledged after `seq`, each with its
     /// own `seq`, oldest first.
-    pub(crate) fn acks_after(&self, id: &str, seq: i64) -> Result<Vec<(i64, Block)>, String> {
+    pub(crate) fn acks_after(&self, id: &str, seq: i64) -> io::Result<Vec<(i64, Block)>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut query = conn
             .prepare_cached(
                 "SELECT seq, start, end, crc FROM acks WHERE id = ?1 AND seq > ?2 ORDER BY seq",
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
         query
             .query_map(params![id, seq], |r| {
                 let crc: Option<i64> = r.get(3)?;
@@ -184,11 +197,11 @@ impl State {
                 ))
             })
             .and_then(|rows| rows.collect())
-            .map_err(|e| e.to_string())
+            .map_err(failed)
     }
 
     /// The landing statement of upload `id`, if it landed.
-    pub(crate) fn landed(&self, id: &str) -> Result<Option<Statement>, String> {
+    pub(crate) fn landed(&self, id: &str) -> io::Result<Option<Statement>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let text: Option<String> = conn
             .query_row(
@@ -197,43 +210,41 @@ impl State {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
         Ok(text.and_then(|t| Statement::from_json(t.as_bytes())))
     }
 
     /// The ids of uploads in progress untouched since `before` (ms since
     /// the epoch).
-    pub(crate) fn untouched_since(&self, before: i64) -> Result<Vec<String>, String> {
+    pub(crate) fn untouched_since(&self, before: i64) -> io::Result<Vec<String>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut query = conn
             .prepare("SELECT id FROM uploads WHERE touched < ?1")
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
         query
             .query_map(params![before], |r| r.get(0))
             .and_then(|rows| rows.collect())
-            .map_err(|e| e.to_string())
+            .map_err(failed)
     }
 
     /// The bytes of every upload in progress, counted at their full size.
-    pub(crate) fn bytes_held(&self) -> Result<u64, String> {
+    pub(crate) fn bytes_held(&self) -> io::Result<u64> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row("SELECT COALESCE(SUM(total), 0) FROM uploads", [], |r| {
             r.get::<_, i64>(0)
         })
         .map(|n| n as u64)
-        .map_err(|e| e.to_string())
+        .map_err(failed)
     }
 
     /// The ids of every upload in progress.
-    pub(crate) fn uploads(&self) -> Result<Vec<String>, String> {
+    pub(crate) fn uploads(&self) -> io::Result<Vec<String>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut query = conn
-            .prepare("SELECT id FROM uploads")
-            .map_err(|e| e.to_string())?;
+        let mut query = conn.prepare("SELECT id FROM uploads").map_err(failed)?;
         query
             .query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
-            .map_err(|e| e.to_string())
+            .map_err(failed)
     }
 }
 
@@ -258,13 +269,13 @@ fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
         let synced = files.into_iter().try_for_each(|f| {
             File::open(f)
                 .and_then(|f| f.sync_data())
-                .map_err(|e| format!("sync {}: {e}", f.display()))
+                .map_err(|e| io::Error::new(e.kind(), format!("sync {}: {e}", f.display())))
         });
-        let results = synced.and_then(|()| commit(&mut conn, &batch).map_err(|e| e.to_string()));
+        let results = synced.and_then(|()| commit(&mut conn, &batch).map_err(failed));
         for (i, (_, reply)) in batch.into_iter().enumerate() {
             let result = match &results {
-                Ok(each) => each[i].clone(),
-                Err(e) => Err(e.clone()),
+                Ok(each) => each[i].clone().map_err(io::Error::other),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
             let _ = reply.send(result);
         }
@@ -338,6 +349,20 @@ fn commit(
 mod tests {
     use super::*;
 
+    #[test]
+    fn full_records_answer_as_a_full_disk() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB); PRAGMA max_page_count = 2;")
+            .unwrap();
+        let full = conn
+            .execute("INSERT INTO t VALUES (zeroblob(100000))", [])
+            .unwrap_err();
+        let full = failed(full);
+        assert_eq!(full.kind(), io::ErrorKind::StorageFull);
+        let refusal = super::super::fs::io_refusal("begin upload", &full);
+        assert_eq!(refusal.status, http::StatusCode::INSUFFICIENT_STORAGE);
+    }
+
     fn begin(id: &str) -> Change {
         Change::Begin(NewUpload {
             id: id.into(),
@@ -375,7 +400,7 @@ mod tests {
         );
         state.apply(Change::Discard { id: "u".into() }).unwrap();
         let late = state.apply(ack("u")).unwrap_err();
-        assert!(late.contains("discarded"), "{late}");
+        assert!(late.to_string().contains("discarded"), "{late}");
         assert!(state.head("u").unwrap().is_none(), "no orphan record");
         assert!(state.acks_after("u", 0).unwrap().is_empty());
     }
