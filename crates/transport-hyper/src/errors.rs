@@ -87,6 +87,14 @@ where
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
                 kind = Kind::Reset;
                 detail = Some(format!("connection to {host} closed before the response"));
+            } else if !h.is_user() && !h.is_parse() {
+                // The connection failed under the request (an HTTP/2
+                // connection error, a ping unanswered): another may not.
+                kind = Kind::Reset;
+                let why = h
+                    .source()
+                    .map_or_else(|| h.to_string(), ToString::to_string);
+                detail = Some(format!("connection to {host} failed: {why}"));
             }
         }
         cause = e.source();

@@ -257,6 +257,14 @@ impl HyperTransportBuilder {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout);
+        if let Some(stall) = self.stall_timeout.filter(|_| self.http2) {
+            // Every request shares one HTTP/2 connection: one that stalls
+            // must be closed, not given the retries too. A ping unanswered
+            // within half the stall timeout closes it first.
+            builder
+                .http2_keep_alive_interval(stall / 4)
+                .http2_keep_alive_timeout(stall / 2);
+        }
         let client = builder.build(https.clone());
         let h2c = self
             .http2

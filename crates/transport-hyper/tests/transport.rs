@@ -541,3 +541,93 @@ async fn the_transport_refuses_urls_it_cannot_use() {
     }
     assert_eq!(TransportErrorKind::InvalidUrl.code(), 1);
 }
+
+/// A TCP relay to `upstream` whose first connection goes dead (nothing
+/// passes either way, the sockets left open) once its client has sent
+/// `after` bytes; later connections pass everything.
+async fn first_link_dies(upstream: std::net::SocketAddr, after: usize) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+            let dies = std::mem::replace(&mut first, false);
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let (dead_tx, dead_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let mut dead = dead_rx;
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        tokio::select! {
+                            n = sr.read(&mut buf) => match n {
+                                Ok(n) if n > 0 && !*dead.borrow() => {
+                                    if cw.write_all(&buf[..n]).await.is_err() { return; }
+                                }
+                                Ok(n) if n > 0 => {}
+                                _ => return,
+                            },
+                            _ = dead.changed() => {}
+                        }
+                        if *dead.borrow() {
+                            // Keep the socket, pass nothing.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+                let mut moved = 0;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let pass = if dies {
+                        n.min(after.saturating_sub(moved))
+                    } else {
+                        n
+                    };
+                    moved += n;
+                    if sw.write_all(&buf[..pass]).await.is_err() {
+                        return;
+                    }
+                    if dies && moved >= after {
+                        let _ = dead_tx.send(true);
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_dead_http2_link_is_dropped_and_the_retry_takes_a_new_one() {
+    let server = TestServer::start(None, ok).await;
+    let upstream: std::net::SocketAddr = server.url("http", "127.0.0.1")["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let relay = first_link_dies(upstream, 2000).await;
+    let manager = UploadManager::new(
+        HyperTransport::builder()
+            .http2(true)
+            .stall_timeout(Duration::from_millis(400))
+            .build()
+            .unwrap(),
+    );
+    let mut job = job(&manager, format!("http://{relay}/upload"), 4000, 1000, 1);
+    job.retry = fileuploader_core::RetryPolicy::default();
+    // One attempt stalls; one may meet the link's closing; one lands.
+    job.retry.max_attempts = 4;
+    job.retry.initial_backoff = Duration::from_millis(10);
+    job.retry.max_backoff = Duration::from_millis(10);
+    upload(&manager, &job).await.unwrap();
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(server.seen().len(), 4, "every block once the link is new");
+}
