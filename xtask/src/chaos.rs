@@ -31,11 +31,10 @@
 //! one run exactly; the table and each violation's seed are printed and
 //! written to `target/chaos/report.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,95 +71,218 @@ impl Rng {
     }
 }
 
-/// What the proxy does to one connection.
+/// What the proxy does to one direction of one connection.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     None,
-    Latency(Duration),
+    /// Each read waits `base` plus up to `jitter` before it passes on.
+    Latency {
+        base: Duration,
+        jitter: Duration,
+    },
+    /// At most this many bytes a second.
     Cap(u64),
+    /// The first `upto` bytes pass `piece` bytes at a time, a millisecond
+    /// apart.
+    Trickle {
+        upto: u64,
+        piece: usize,
+    },
+    /// The connection is reset (RST both ways) after this many bytes.
     Reset(u64),
-    Stall(u64, Duration),
+    /// Nothing passes for `stall` once this many bytes have.
+    Stall {
+        at: u64,
+        stall: Duration,
+    },
+    /// This direction ends (FIN) after this many bytes; the other goes on.
+    HalfClose(u64),
 }
 
 impl Fault {
-    fn pick(rng: &mut Rng) -> Fault {
-        match rng.below(6) {
-            0 | 1 => Fault::None,
-            2 => Fault::Latency(Duration::from_millis(1 + rng.below(30))),
-            3 => Fault::Cap(256 * 1024 + rng.below(4 << 20)),
-            4 => Fault::Reset(1 + rng.below(2 << 20)),
-            _ => Fault::Stall(
-                rng.below(1 << 20),
-                Duration::from_millis(500 + rng.below(3000)),
-            ),
+    /// A fault for a direction that carries up to about `scale` bytes per
+    /// connection: requests carry blocks, answers a few hundred bytes each.
+    fn pick(rng: &mut Rng, scale: u64) -> Fault {
+        match rng.below(9) {
+            0..=2 => Fault::None,
+            3 => Fault::Latency {
+                base: Duration::from_millis(1 + rng.below(10)),
+                jitter: Duration::from_millis(rng.below(10)),
+            },
+            // At least 2 MiB/s: 64 MiB through one capped connection ends
+            // within the run's bound.
+            4 => Fault::Cap((2 << 20) + rng.below(6 << 20)),
+            5 => Fault::Trickle {
+                upto: rng.below(scale.min(1 << 20)),
+                piece: 1 + rng.below(512) as usize,
+            },
+            6 => Fault::Reset(rng.below(scale)),
+            // Mostly shorter than the clients' idle timeout (3 s), one in
+            // eight the 40 s of a dead link.
+            7 => Fault::Stall {
+                at: rng.below(scale),
+                stall: if rng.below(8) == 0 {
+                    Duration::from_secs(40)
+                } else {
+                    Duration::from_millis(500 + rng.below(3000))
+                },
+            },
+            _ => Fault::HalfClose(rng.below(scale)),
         }
+    }
+
+    /// Whether this fault ends its connection with a reset.
+    fn resets(self) -> bool {
+        matches!(self, Fault::Reset(_))
     }
 }
 
-/// A TCP proxy on 127.0.0.1 that gives each connection a seeded fault in
-/// the client-to-server direction; returns its port.
-async fn fault_proxy(upstream: u16, seed: u64, fired: Arc<AtomicU64>) -> std::io::Result<u16> {
+/// The faults a proxy fired, one line each.
+type FaultLog = Arc<Mutex<Vec<String>>>;
+
+/// How one direction of a proxied connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The source closed or failed; the end was passed on.
+    Closed,
+    /// The fault reset the connection.
+    Reset,
+}
+
+/// Moves bytes one way through `fault`, logging the moment it fires.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    fault: Fault,
+    mut jitter: Rng,
+    log: (FaultLog, String),
+) -> End {
+    let fire = |what: String| {
+        if let Ok(mut lines) = log.0.lock() {
+            lines.push(format!("{}: {what}", log.1));
+        }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut moved = 0u64;
+    let mut stalled = false;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut chunk = &buf[..n];
+        match fault {
+            Fault::Latency { base, jitter: j } => {
+                let extra = jitter.below(j.as_micros() as u64 + 1);
+                tokio::time::sleep(base + Duration::from_micros(extra)).await;
+            }
+            Fault::Cap(rate) => {
+                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+            }
+            Fault::Trickle { upto, piece } if moved < upto => {
+                for part in chunk.chunks(piece) {
+                    if to.write_all(part).await.is_err() {
+                        return End::Closed;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                moved += n as u64;
+                continue;
+            }
+            Fault::Reset(at) if moved + n as u64 > at => {
+                fire(format!("reset after {at} bytes"));
+                return End::Reset;
+            }
+            Fault::Stall { at, stall } if !stalled && moved + n as u64 > at => {
+                stalled = true;
+                fire(format!("stall of {stall:?} after {at} bytes"));
+                let before = (at - moved) as usize;
+                if to.write_all(&chunk[..before]).await.is_err() {
+                    return End::Closed;
+                }
+                chunk = &chunk[before..];
+                tokio::time::sleep(stall).await;
+            }
+            Fault::HalfClose(at) if moved + n as u64 > at => {
+                fire(format!("half-close after {at} bytes"));
+                let _ = to.write_all(&chunk[..(at - moved) as usize]).await;
+                let _ = to.shutdown().await;
+                // The source is no longer read: its sender stalls until the
+                // other direction ends.
+                return End::Closed;
+            }
+            _ => {}
+        }
+        moved += n as u64;
+        if to.write_all(chunk).await.is_err() {
+            return End::Closed;
+        }
+    }
+    let _ = to.shutdown().await;
+    End::Closed
+}
+
+/// A TCP proxy on 127.0.0.1 that gives each connection, in the order they
+/// come, a seeded fault per direction; returns its port. Each fault that
+/// fires is logged.
+async fn fault_proxy(upstream: u16, seed: u64, log: FaultLog) -> std::io::Result<u16> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     tokio::spawn(async move {
         let mut rng = Rng(seed);
+        let mut number = 0u64;
         while let Ok((client, _)) = listener.accept().await {
-            let fault = Fault::pick(&mut rng);
-            let fired = fired.clone();
+            number += 1;
+            let (up, down) = (Fault::pick(&mut rng, 8 << 20), Fault::pick(&mut rng, 4096));
+            let jitter = Rng(rng.next());
+            let log = log.clone();
             tokio::spawn(async move {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                 else {
                     return;
                 };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let back = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    let _ = cw.shutdown().await;
-                });
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut moved = 0u64;
-                let mut stalled = false;
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    match fault {
-                        Fault::Latency(d) => tokio::time::sleep(d).await,
-                        Fault::Cap(rate) => {
-                            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64))
-                                .await;
-                        }
-                        Fault::Reset(at) if moved + n as u64 >= at => {
-                            fired.fetch_add(1, Ordering::Relaxed);
-                            back.abort();
-                            return;
-                        }
-                        Fault::Stall(at, d) if !stalled && moved + n as u64 >= at => {
-                            stalled = true;
-                            fired.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(d).await;
-                        }
-                        _ => {}
+                for s in [&client, &server] {
+                    let _ = s.set_nodelay(true);
+                    if up.resets() || down.resets() {
+                        // Closed with RST rather than FIN.
+                        let _ = s.set_zero_linger();
                     }
-                    moved += n as u64;
-                    if sw.write_all(&buf[..n]).await.is_err() {
+                }
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let name = |way: &str| (log.clone(), format!("connection {number} {way}"));
+                let up = pump(cr, sw, up, jitter.clone(), name("up"));
+                let down = pump(sr, cw, down, jitter, name("down"));
+                tokio::pin!(up, down);
+                let (mut up_open, mut down_open) = (true, true);
+                while up_open || down_open {
+                    let end = tokio::select! {
+                        end = &mut up, if up_open => { up_open = false; end }
+                        end = &mut down, if down_open => { down_open = false; end }
+                    };
+                    if end == End::Reset {
                         break;
                     }
                 }
-                let _ = sw.shutdown().await;
-                let _ = back.await;
             });
         }
     });
     Ok(port)
 }
 
+/// A port nothing listens on, never the same twice in this process (runs
+/// side by side each restart their receiver on their own).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_or(0, |a| a.port());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A `fileuploader serve` process, killed when dropped.
@@ -204,6 +326,23 @@ struct Upload {
     journals: PathBuf,
 }
 
+impl Upload {
+    fn blocks(&self) -> u64 {
+        (self.data.len() as u64).div_ceil(self.block)
+    }
+}
+
+/// A file's seeded bytes: every 8 bytes drawn afresh, so a block written
+/// at the wrong offset never reads the same as the right one.
+fn content(seed: u64, client: usize, len: usize) -> Vec<u8> {
+    let mut rng = Rng(seed.rotate_left(32) ^ client as u64);
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
+
 fn client(bin: &Path, port: u16, u: &Upload) -> Command {
     let path = if u.protocol == "segmented" {
         "upload"
@@ -219,7 +358,7 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
         .arg(&u.path)
         .env("FILEUPLOADER_JOURNAL_DIR", &u.journals)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::null());
     c
 }
 
@@ -253,6 +392,9 @@ enum Verdict {
     /// Partial data left after expiry, or a receiver that did not stop on
     /// SIGTERM.
     Leak,
+    /// A file whose one extra run did not land it and say so, though
+    /// nothing stood in its way any more (every scenario but `disk-full`).
+    NotResumed,
 }
 
 impl Verdict {
@@ -261,49 +403,141 @@ impl Verdict {
     }
 }
 
-/// The acknowledged block starts a segmented journal lists, and its id.
-fn journaled(journals: &Path) -> Option<(String, Vec<u64>)> {
+/// What a client's journal says the receiver acknowledged: the session
+/// (an upload id, a URL, or how a resumable upload was sent) and each
+/// acknowledged block with its receipt.
+struct Journaled {
+    session: String,
+    acked: Vec<(u64, Option<String>)>,
+}
+
+fn journaled(journals: &Path) -> Option<Journaled> {
     let entry = std::fs::read_dir(journals).ok()?.next()?.ok()?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
-    let id = text.lines().next()?.split('\t').nth(7)?.to_owned();
+    let session = text.lines().next()?.split('\t').nth(7)?.to_owned();
+    // A line without its end is one a killed client was writing.
     let acked = text
         .split_inclusive('\n')
         .filter_map(|l| l.strip_suffix('\n')?.strip_prefix("ack "))
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .filter_map(|l| {
+            let mut words = l.split(' ');
+            let index = words.next()?.parse().ok()?;
+            Some((index, words.nth(1).map(unescape)))
+        })
         .collect();
-    Some((id, acked))
+    Some(Journaled { session, acked })
 }
 
-/// Whether the receiver at `port` holds every block the journal lists (or
-/// the landed file).
-fn acks_kept(port: u16, u: &Upload) -> bool {
-    use std::io::{Read, Write};
-    let Some((id, blocks)) = journaled(&u.journals) else {
-        return true;
-    };
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return true;
-    };
-    let _ = write!(
-        s,
-        "GET /upload?upload_id={id} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    );
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
-    let Ok(status) = serde_json::from_str::<serde_json::Value>(body) else {
-        return true;
-    };
-    if status["state"] == "landed" {
-        return true;
+/// A journal's receipt with its `%XX` escapes undone.
+fn unescape(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        let hex = (b == b'%')
+            .then(|| {
+                let pair = [bytes.next()?, bytes.next()?];
+                u8::from_str_radix(std::str::from_utf8(&pair).ok()?, 16).ok()
+            })
+            .flatten();
+        out.push(hex.unwrap_or(b));
     }
-    let held: Vec<(u64, u64)> =
-        serde_json::from_value(status["received"].clone()).unwrap_or_default();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How many of the clients' blocks are acknowledged: those their
+/// journals list, and all of a client that has ended.
+fn acked_blocks(uploads: &[Upload], children: &mut [Child]) -> u64 {
+    uploads
+        .iter()
+        .zip(children)
+        .map(|(u, c)| match c.try_wait() {
+            Ok(Some(_)) => u.blocks(),
+            _ => journaled(&u.journals).map_or(0, |j| j.acked.len() as u64),
+        })
+        .sum()
+}
+
+/// The answer of the receiver at `port` to a bodiless request for `target`
+/// (a path, or a URL whose path is taken): its head, lower-cased, and body.
+fn ask(port: u16, method: &str, target: &str, headers: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let path = match target.find("://") {
+        Some(at) => &target[at + 3 + target[at + 3..].find('/')?..],
+        None => target,
+    };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{headers}connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    Some((head.to_ascii_lowercase(), body.to_owned()))
+}
+
+/// The `Upload-Offset` a resumable upload's `HEAD` answers, if any.
+fn offset(port: u16, url: &str) -> Option<u64> {
+    let (head, _) = ask(port, "HEAD", url, "tus-resumable: 1.0.0\r\n")?;
+    head.lines()
+        .find_map(|l| l.strip_prefix("upload-offset:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether the receiver at `port` holds every block `journal` lists as
+/// acknowledged (or the landed file): asked by upload id (segmented), by
+/// each part's offset (tus concatenation) or by the upload's offset.
+fn acks_kept(port: u16, u: &Upload, journal: &Journaled) -> bool {
     let total = u.data.len() as u64;
-    blocks.iter().all(|&b| {
-        let (s, e) = (b * u.block, ((b + 1) * u.block).min(total));
-        held.iter().any(|&(hs, he)| hs <= s && e <= he)
-    })
+    let end = |index: u64| ((index + 1) * u.block).min(total);
+    match u.protocol {
+        "segmented" => {
+            let Some((_, body)) = ask(
+                port,
+                "GET",
+                &format!("/upload?upload_id={}", journal.session),
+                "",
+            ) else {
+                return false;
+            };
+            let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else {
+                return false;
+            };
+            if status["state"] == "landed" {
+                return true;
+            }
+            let held: Vec<(u64, u64)> =
+                serde_json::from_value(status["received"].clone()).unwrap_or_default();
+            journal.acked.iter().all(|&(b, _)| {
+                held.iter()
+                    .any(|&(hs, he)| hs <= b * u.block && end(b) <= he)
+            })
+        }
+        _ if journal.session == "concatenation" => journal.acked.iter().all(|(_, receipt)| {
+            let mut words = receipt.as_deref().unwrap_or("").splitn(3, ' ');
+            let (Some(start), Some(stop), Some(url)) = (words.next(), words.next(), words.next())
+            else {
+                return false;
+            };
+            let len = stop.parse::<u64>().ok().zip(start.parse::<u64>().ok());
+            len.is_some_and(|(stop, start)| offset(port, url) == Some(stop - start))
+        }),
+        _ => {
+            let url = match journal.session.as_str() {
+                "creation-with-upload" => journal
+                    .acked
+                    .iter()
+                    .find_map(|(i, r)| (*i == 0).then(|| r.clone()).flatten())
+                    .unwrap_or_default(),
+                url => url.to_owned(),
+            };
+            let needed = journal.acked.iter().map(|&(b, _)| end(b)).max();
+            needed.is_none_or(|needed| offset(port, &url).is_some_and(|o| o >= needed))
+        }
+    }
 }
 
 /// One seeded run of one scenario: every client's verdict.
@@ -313,8 +547,18 @@ fn run_once(
     seed: u64,
     clients: usize,
     max_size: u64,
+    out: &Path,
 ) -> Result<Vec<(String, Verdict)>, String> {
-    let work = std::env::temp_dir().join(format!("fileuploader-chaos-{scenario}-{seed}"));
+    // In memory where there is a tmpfs for it: a SIGKILL of a process
+    // leaves the page cache as it was, so what the scenarios test is the
+    // same, without waiting on a disk (fsync is free there).
+    let shm = Path::new("/dev/shm");
+    let root = if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    };
+    let work = root.join(format!("fileuploader-chaos-{scenario}-{seed}"));
     let _ = std::fs::remove_dir_all(&work);
     let (dir, src) = (work.join("landing"), work.join("sources"));
     std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
@@ -325,9 +569,7 @@ fn run_once(
             0 => rng.below(2),
             _ => rng.below(max_size),
         } as usize;
-        let data: Vec<u8> = (0..len)
-            .map(|j| (j as u64 ^ seed ^ i as u64).wrapping_mul(31) as u8)
-            .collect();
+        let data = content(seed, i, len);
         let name = format!("c{i}.bin");
         let path = src.join(&name);
         std::fs::write(&path, &data).map_err(|e| e.to_string())?;
@@ -362,15 +604,15 @@ fn run_once(
     }
     let mut receiver = Some(serve(bin, &dir, port, &[])?);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let fired = Arc::new(AtomicU64::new(0));
+    let log = FaultLog::default();
     let target = if scenario == "proxy" {
         runtime
-            .block_on(fault_proxy(port, seed ^ 0xfa17, fired.clone()))
+            .block_on(fault_proxy(port, seed ^ 0xfa17, log.clone()))
             .map_err(|e| e.to_string())?
     } else {
         port
     };
-    let children: Vec<Child> = uploads
+    let mut children: Vec<Child> = uploads
         .iter()
         .map(|u| client(bin, target, u).spawn().map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
@@ -378,7 +620,19 @@ fn run_once(
     let mut unclean = Vec::new();
     let first: Vec<Option<bool>> = match scenario {
         "receiver-kill" | "receiver-term" => {
-            std::thread::sleep(Duration::from_millis(50 + rng.below(1500)));
+            // Odd seeds by time; even ones by progress, once the journals
+            // list a seeded share of all blocks as acknowledged.
+            let started = Instant::now();
+            let by_time = Duration::from_millis(50 + rng.below(1500));
+            let blocks: u64 = uploads.iter().map(Upload::blocks).sum();
+            let by_progress = 1 + rng.below(blocks);
+            while started.elapsed() < by_time
+                || (seed % 2 == 0
+                    && acked_blocks(&uploads, &mut children) < by_progress
+                    && started.elapsed() < Duration::from_secs(20))
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             if scenario == "receiver-term" {
                 if let Some(Serve(child)) = &mut receiver {
                     // SAFETY: signalling our own child.
@@ -393,11 +647,17 @@ fn run_once(
                 }
             }
             drop(receiver.take());
+            // What the journals say while no receiver answers is what it
+            // acknowledged before it stopped.
+            let said: Vec<Option<Journaled>> =
+                uploads.iter().map(|u| journaled(&u.journals)).collect();
             receiver = Some(serve(bin, &dir, port, &[])?);
-            for (i, u) in uploads.iter().enumerate() {
-                if u.protocol == "segmented" {
-                    lost[i] = !acks_kept(port, u);
-                }
+            for (i, (u, journal)) in uploads.iter().zip(&said).enumerate() {
+                lost[i] = journal.as_ref().is_some_and(|j| {
+                    // Checked before the file is looked for: a client may
+                    // land it meanwhile and its state go.
+                    !acks_kept(port, u, j) && !dir.join(&u.name).exists()
+                });
             }
             children.into_iter().map(wait_bounded).collect()
         }
@@ -408,7 +668,7 @@ fn run_once(
             // seeded number of acknowledged blocks (from one to all).
             let acked_by_then: Vec<usize> = uploads
                 .iter()
-                .map(|u| 1 + rng.below((u.data.len() as u64).div_ceil(u.block).max(1)) as usize)
+                .map(|u| 1 + rng.below(u.blocks()) as usize)
                 .collect();
             children
                 .into_iter()
@@ -418,7 +678,7 @@ fn run_once(
                     while started.elapsed() < by_time
                         || (i % 2 == 1
                             && journaled(&u.journals)
-                                .is_none_or(|(_, a)| a.len() < acked_by_then[i])
+                                .is_none_or(|j| j.acked.len() < acked_by_then[i])
                             && started.elapsed() < by_time * 4)
                     {
                         if c.try_wait().ok().flatten().is_some() {
@@ -446,9 +706,12 @@ fn run_once(
             (None, _) => Verdict::Hang,
             (Some(true), Some(l)) if l == u.data => Verdict::Landed,
             (Some(true), _) => Verdict::FalseSuccess,
+            (Some(false), Some(l)) if l != u.data => Verdict::Corruption,
+            // Only a full disk may stop a resumed run from landing, and
+            // from saying so.
+            (Some(false), _) if !tmpfs => Verdict::NotResumed,
+            (Some(false), Some(_)) => Verdict::Landed,
             (Some(false), None) => Verdict::FailedCleanly,
-            (Some(false), Some(l)) if l == u.data => Verdict::Landed,
-            (Some(false), Some(_)) => Verdict::Corruption,
         };
         verdicts.push((
             format!("{} {} B, {} B blocks", u.protocol, u.data.len(), u.block),
@@ -490,32 +753,84 @@ fn run_once(
         let _ = Command::new("umount").arg(&dir).status();
     }
     if scenario == "proxy" {
+        let lines = log.lock().map(|l| l.clone()).unwrap_or_default();
+        let file = out.join(format!("faults-proxy-{seed}.log"));
+        std::fs::write(&file, lines.join("\n") + "\n").map_err(|e| e.to_string())?;
         eprintln!(
-            "chaos: proxy seed {seed}: {} resets and stalls fired",
-            fired.load(Ordering::Relaxed)
+            "chaos: proxy seed {seed}: {} faults fired, logged in {}",
+            lines.len(),
+            file.display()
         );
     }
     let _ = std::fs::remove_dir_all(&work);
     Ok(verdicts)
 }
 
-/// Runs the harness: `--quick` (a fixed set of seeds), `--runs N`, or one
-/// run replayed with `--seed S --scenario NAME`. Fails on any violation.
+/// What the runs so far came to.
+#[derive(Default)]
+struct Tally {
+    table: BTreeMap<(String, String), u64>,
+    per_scenario: BTreeMap<String, u64>,
+    violations: Vec<serde_json::Value>,
+    done: usize,
+}
+
+impl Tally {
+    fn add(&mut self, scenario: &str, seed: u64, verdicts: Vec<(String, Verdict)>) {
+        self.done += 1;
+        *self.per_scenario.entry(scenario.to_owned()).or_default() += 1;
+        for (file, verdict) in verdicts {
+            *self
+                .table
+                .entry((scenario.to_owned(), format!("{verdict:?}")))
+                .or_default() += 1;
+            if verdict.is_violation() {
+                eprintln!("chaos: VIOLATION {verdict:?}: {scenario} seed {seed}: {file}");
+                self.violations.push(serde_json::json!({
+                    "scenario": scenario, "seed": seed, "file": file, "verdict": format!("{verdict:?}"),
+                    "replay": format!("cargo xtask chaos --seed {seed} --scenario {scenario}"),
+                }));
+            }
+        }
+    }
+
+    /// `report.json` as it stands: rewritten after every run, so a long
+    /// run stopped early still says what it found.
+    fn write(&self, out: &Path, setup: &serde_json::Value, seconds: u64) -> Result<(), String> {
+        let report = serde_json::json!({
+            "setup": setup,
+            "runs_done": self.done,
+            "seconds": seconds,
+            "runs_per_scenario": self.per_scenario,
+            "table": self.table.iter().map(|((s, o), n)| serde_json::json!({"scenario": s, "outcome": o, "files": n})).collect::<Vec<_>>(),
+            "violations": self.violations,
+        });
+        std::fs::write(
+            out.join("report.json"),
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Runs the harness: `--quick` (a fixed set of seeds), `--runs N` (N runs
+/// in all, the scenarios taking turns, seeds counting up from 1), or one
+/// run replayed with `--seed S --scenario NAME`; `--jobs J` runs J at once.
+/// Fails on any violation.
 pub fn chaos(args: impl Iterator<Item = String>) -> Result<(), String> {
-    let (mut quick, mut runs, mut seed, mut only) = (false, 30u64, None, None);
+    let (mut quick, mut runs, mut seed, mut only, mut jobs) = (false, None, None, None, 1);
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} takes a value"));
+        let number = |v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{arg} takes a number"))
+        };
         match arg.as_str() {
             "--quick" => quick = true,
-            "--runs" => runs = value()?.parse().map_err(|_| "--runs takes a number")?,
-            "--seed" => {
-                seed = Some(
-                    value()?
-                        .parse::<u64>()
-                        .map_err(|_| "--seed takes a number")?,
-                )
-            }
+            "--runs" => runs = Some(number(value()?)?),
+            "--seed" => seed = Some(number(value()?)?),
+            "--jobs" => jobs = number(value()?)?.max(1) as usize,
             "--scenario" => only = Some(value()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -523,63 +838,77 @@ pub fn chaos(args: impl Iterator<Item = String>) -> Result<(), String> {
     let root = crate::root();
     let bin = crate::release_binary()?;
     let scenarios: Vec<&str> = match &only {
-        Some(name) if SCENARIOS.contains(&name.as_str()) => {
-            vec![SCENARIOS[SCENARIOS.iter().position(|s| s == name).unwrap_or(0)]]
-        }
-        Some(name) => return Err(format!("no scenario {name:?}; there are {SCENARIOS:?}")),
+        Some(name) => vec![*SCENARIOS
+            .iter()
+            .find(|s| *s == name)
+            .ok_or_else(|| format!("no scenario {name:?}; there are {SCENARIOS:?}"))?],
         None => SCENARIOS.to_vec(),
     };
-    let (clients, max_size, per) = if quick {
-        (4, 4 << 20, 3)
-    } else {
-        (16, 64 << 20, runs)
-    };
-    let seeds: Vec<u64> = match seed {
-        Some(s) => vec![s],
-        None => (1..=per).collect(),
-    };
-    let mut table: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut violations = Vec::new();
-    for scenario in &scenarios {
-        for &s in &seeds {
-            for (file, verdict) in run_once(&bin, scenario, s, clients, max_size)? {
-                *table
-                    .entry(((*scenario).to_owned(), format!("{verdict:?}")))
-                    .or_default() += 1;
-                if verdict.is_violation() {
-                    eprintln!("chaos: VIOLATION {verdict:?}: {scenario} seed {s}: {file}");
-                    violations.push(serde_json::json!({
-                        "scenario": scenario, "seed": s, "file": file, "verdict": format!("{verdict:?}"),
-                        "replay": format!("cargo xtask chaos --seed {s} --scenario {scenario}"),
-                    }));
-                }
-            }
+    let (clients, max_size) = if quick { (4, 4 << 20) } else { (16, 64 << 20) };
+    let count = scenarios.len() as u64;
+    let plan: Vec<(&str, u64)> = match (seed, runs) {
+        (Some(s), _) => scenarios.iter().map(|&n| (n, s)).collect(),
+        (None, runs) => {
+            let runs = runs.unwrap_or(if quick { 8 * count } else { 30 });
+            (0..runs)
+                .map(|k| (scenarios[(k % count) as usize], k / count + 1))
+                .collect()
         }
-    }
-    println!("| scenario | outcome | files |\n|---|---|---|");
-    for ((scenario, outcome), n) in &table {
-        println!("| {scenario} | {outcome} | {n} |");
-    }
-    let report = serde_json::json!({
-        "seeds": seeds,
-        "clients_per_run": clients,
-        "table": table.iter().map(|((s, o), n)| serde_json::json!({"scenario": s, "outcome": o, "files": n})).collect::<Vec<_>>(),
-        "violations": violations,
-    });
+    };
     let out = root.join("target/chaos");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(&report).unwrap_or_default(),
-    )
-    .map_err(|e| e.to_string())?;
-    if violations.is_empty() {
+    let setup = serde_json::json!({
+        "runs": plan.len(), "jobs": jobs, "clients_per_run": clients, "largest_file": max_size,
+    });
+    let tally = Mutex::new(Tally::default());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(plan.len()) {
+            scope.spawn(|| {
+                while let Some(&(scenario, s)) =
+                    plan.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    let verdicts = match run_once(&bin, scenario, s, clients, max_size, &out) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(format!("{scenario} seed {s}: {e}"));
+                            return;
+                        }
+                    };
+                    let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    tally.add(scenario, s, verdicts);
+                    let seconds = started.elapsed().as_secs();
+                    if let Err(e) = tally.write(&out, &setup, seconds) {
+                        eprintln!("chaos: cannot write the report: {e}");
+                    }
+                    eprintln!(
+                        "chaos: {} of {} runs done: {scenario} seed {s} ({seconds} s in)",
+                        tally.done,
+                        plan.len()
+                    );
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let tally = tally.into_inner().unwrap_or_else(|p| p.into_inner());
+    println!("| scenario | runs | outcome | files |\n|---|---|---|---|");
+    for ((scenario, outcome), n) in &tally.table {
+        let runs = tally.per_scenario.get(scenario).copied().unwrap_or(0);
+        println!("| {scenario} | {runs} | {outcome} | {n} |");
+    }
+    if tally.violations.is_empty() {
         println!("\nno violations");
         Ok(())
     } else {
         Err(format!(
             "{} violations; each line above replays with its seed",
-            violations.len()
+            tally.violations.len()
         ))
     }
 }
