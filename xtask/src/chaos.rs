@@ -3,17 +3,19 @@
 //!
 //! Each run takes a seed and a scenario:
 //!
-//! - `proxy`: clients reach the receiver through a fault proxy that, per
-//!   connection, adds latency, caps bandwidth, resets after some bytes,
-//!   stalls for a while, or passes untouched;
-//! - `receiver-kill`: the receiver is killed with SIGKILL at a seeded moment
-//!   and started again on the same directory; what the clients' journals
-//!   say it acknowledged must still be there;
-//! - `receiver-term`: the receiver gets SIGTERM at a seeded moment, must
-//!   exit 0 within its grace, and is started again;
-//! - `client-kill`: each client is killed with SIGKILL at a seeded moment,
-//!   half of them by time, half by progress (once their journal lists a
-//!   seeded number of acknowledged blocks, from one to all);
+//! - `proxy`: clients reach the receiver through a fault proxy that gives
+//!   each direction of each connection latency with jitter, a bandwidth
+//!   cap, a trickle, a reset, a stall, a half-close, or nothing, and logs
+//!   every fault it fires;
+//! - `receiver-kill`: the receiver is killed with SIGKILL (by time on odd
+//!   seeds, by acknowledged blocks on even ones) and started again on the
+//!   same directory; what the clients' journals say it acknowledged must
+//!   still be there;
+//! - `receiver-term`: the same with SIGTERM: the receiver must exit 0
+//!   within its grace;
+//! - `client-kill`: each client is killed with SIGKILL, half of them by
+//!   time, half by progress (once their journal lists a seeded number of
+//!   acknowledged blocks, from one to all);
 //! - `disk-full`: the receiver's directory is a small tmpfs (mounted by the
 //!   harness, which needs root) that fills up during the run.
 //!
@@ -22,14 +24,15 @@
 //! open (a leak otherwise).
 //!
 //! Several clients upload at once (sizes from 0 bytes up, block sizes from
-//! 1 KiB, the segmented protocol, tus and the IETF draft), each with
-//! `--resume`; a client that fails is run once more. Every file then is
-//! either landed byte-identical, or failed with a non-zero exit and nothing
-//! landed under its name; anything else is a violation: a false success
-//! (exit 0, file missing or different), corruption, a lost acknowledgement,
-//! or a hang (no exit within the bound). `--seed S --scenario NAME` replays
-//! one run exactly; the table and each violation's seed are printed and
-//! written to `target/chaos/report.json`.
+//! 1 KiB, the segmented protocol, tus and the IETF draft, HTTP/1.1 and
+//! HTTP/2), each with `--resume`; a client that fails is run once more.
+//! Every file then is landed byte-identical, or (on a full disk) failed
+//! with a non-zero exit and nothing landed under its name; anything else is
+//! a violation: a false success (exit 0, file missing or different),
+//! corruption, a lost acknowledgement, a file its extra run did not land,
+//! a hang (no exit within the bound), a leak. `--seed S --scenario NAME`
+//! replays one run's plan; the table and each violation's seed are printed
+//! and written to `target/chaos/report.json`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -36,7 +36,7 @@ const TASKS: &[(&str, &str)] = &[
         "upload speed, request rate, CPU and memory against curl on 127.0.0.1 (N >= 3 alternating runs; 5, or 3 with --quick)",
     ),
     (
-        "chaos [--quick] [--runs N] [--seed S --scenario NAME]",
+        "chaos [--quick] [--runs N] [--jobs J] [--seed S --scenario NAME]",
         "seeded faults (fault proxy, SIGKILL of receiver and clients) judged by what landed",
     ),
     (
