@@ -611,6 +611,34 @@ async fn a_signed_creation_url_covers_the_upload_it_creates_and_nothing_else() {
     );
 }
 
+/// A file holding `data`.
+fn temp_file(data: &[u8]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, data).unwrap();
+    file
+}
+
+/// A tus job of 4 KiB blocks sending `file` as `name` to the receiver at
+/// `addr`, resumable with its journal in `journals`.
+fn resumable_tus_job(
+    manager: &fileuploader_core::UploadManager,
+    addr: std::net::SocketAddr,
+    file: &tempfile::NamedTempFile,
+    name: &str,
+    journals: &tempfile::TempDir,
+    threads: usize,
+) -> fileuploader_core::Job {
+    let mut job = manager.create_job();
+    job.server_url = format!("http://{addr}/files");
+    job.block_size = 4096;
+    job.thread_num = threads;
+    job.protocol = Some(std::sync::Arc::new(fileuploader_core::protocol::Tus));
+    job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+    job.source_value
+        .add(file.path().to_string_lossy(), name, None);
+    job
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_tus_upload_the_server_no_longer_knows_starts_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -620,18 +648,8 @@ async fn a_resumed_tus_upload_the_server_no_longer_knows_starts_again() {
     );
     let journals = tempfile::tempdir().unwrap();
     let data = pattern(512 * 1024);
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut file, &data).unwrap();
-    let job = || {
-        let mut job = manager.create_job();
-        job.server_url = format!("http://{addr}/files");
-        job.block_size = 4096;
-        job.protocol = Some(std::sync::Arc::new(fileuploader_core::protocol::Tus));
-        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
-        job.source_value
-            .add(file.path().to_string_lossy(), "expired.bin", None);
-        job
-    };
+    let file = temp_file(&data);
+    let job = || resumable_tus_job(&manager, addr, &file, "expired.bin", &journals, 1);
     let first = job();
     let handle = manager.run(&first).unwrap();
     while first.progress().blocks_acknowledged < 10 {
@@ -794,19 +812,8 @@ async fn a_resumed_concatenation_whose_final_landed_unheard_confirms_the_landing
     });
     let journals = tempfile::tempdir().unwrap();
     let data = pattern(64 * 1024 + 3);
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut file, &data).unwrap();
-    let job = || {
-        let mut job = manager.create_job();
-        job.server_url = format!("http://{addr}/files");
-        job.block_size = 4096;
-        job.thread_num = 4;
-        job.protocol = Some(std::sync::Arc::new(fileuploader_core::protocol::Tus));
-        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
-        job.source_value
-            .add(file.path().to_string_lossy(), "joined.bin", None);
-        job
-    };
+    let file = temp_file(&data);
+    let job = || resumable_tus_job(&manager, addr, &file, "joined.bin", &journals, 4);
     let first = job();
     assert!(manager.run(&first).unwrap().wait().await.is_err());
     // The final request reaches the receiver and lands the file, which
