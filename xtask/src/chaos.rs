@@ -227,8 +227,13 @@ async fn pump(
 
 /// A TCP proxy on 127.0.0.1 that gives each connection, in the order they
 /// come, a seeded fault per direction; returns its port. Each fault that
-/// fires is logged.
-async fn fault_proxy(upstream: u16, seed: u64, log: FaultLog) -> std::io::Result<u16> {
+/// fires is logged, under `name`.
+async fn fault_proxy(
+    upstream: u16,
+    seed: u64,
+    log: FaultLog,
+    name: String,
+) -> std::io::Result<u16> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     tokio::spawn(async move {
@@ -238,7 +243,7 @@ async fn fault_proxy(upstream: u16, seed: u64, log: FaultLog) -> std::io::Result
             number += 1;
             let (up, down) = (Fault::pick(&mut rng, 8 << 20), Fault::pick(&mut rng, 4096));
             let jitter = Rng(rng.next());
-            let log = log.clone();
+            let (log, name) = (log.clone(), name.clone());
             tokio::spawn(async move {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                 else {
@@ -253,7 +258,7 @@ async fn fault_proxy(upstream: u16, seed: u64, log: FaultLog) -> std::io::Result
                 }
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                let name = |way: &str| (log.clone(), format!("connection {number} {way}"));
+                let name = |way: &str| (log.clone(), format!("{name} connection {number} {way}"));
                 let up = pump(cr, sw, up, jitter.clone(), name("up"));
                 let down = pump(sr, cw, down, jitter, name("down"));
                 tokio::pin!(up, down);
@@ -608,17 +613,20 @@ fn run_once(
     let mut receiver = Some(serve(bin, &dir, port, &[])?);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let log = FaultLog::default();
-    let target = if scenario == "proxy" {
-        runtime
-            .block_on(fault_proxy(port, seed ^ 0xfa17, log.clone()))
-            .map_err(|e| e.to_string())?
-    } else {
-        port
-    };
-    let mut children: Vec<Child> = uploads
-        .iter()
-        .map(|u| client(bin, target, u).spawn().map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
+    // Each client has a proxy of its own, so the faults its connections
+    // meet follow its seed, not the order all clients connect in.
+    let mut children = Vec::new();
+    for (i, u) in uploads.iter().enumerate() {
+        let target = if scenario == "proxy" {
+            let plan = Rng(seed ^ 0xfa17).next() ^ i as u64;
+            runtime
+                .block_on(fault_proxy(port, plan, log.clone(), u.name.clone()))
+                .map_err(|e| e.to_string())?
+        } else {
+            port
+        };
+        children.push(client(bin, target, u).spawn().map_err(|e| e.to_string())?);
+    }
     let mut lost = vec![false; uploads.len()];
     let mut unclean = Vec::new();
     let first: Vec<Option<bool>> = match scenario {
