@@ -338,6 +338,11 @@ impl Upload {
     fn blocks(&self) -> u64 {
         (self.data.len() as u64).div_ceil(self.block)
     }
+
+    /// Where the client's runs write their messages.
+    fn said(&self) -> PathBuf {
+        self.journals.with_extension("stderr")
+    }
 }
 
 /// A file's seeded bytes: every 8 bytes drawn afresh, so a block written
@@ -366,7 +371,13 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
         .arg(&u.path)
         .env("FILEUPLOADER_JOURNAL_DIR", &u.journals)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(u.said())
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        );
     c
 }
 
@@ -724,10 +735,19 @@ fn run_once(
             (Some(false), Some(_)) => Verdict::Landed,
             (Some(false), None) => Verdict::FailedCleanly,
         };
-        verdicts.push((
-            format!("{} {} B, {} B blocks", u.protocol, u.data.len(), u.block),
-            verdict,
-        ));
+        let mut file = format!(
+            "{} {}, {} B, {} B blocks{}",
+            u.name,
+            u.protocol,
+            u.data.len(),
+            u.block,
+            if u.http2 { ", HTTP/2" } else { "" }
+        );
+        if verdict.is_violation() {
+            let said = std::fs::read_to_string(u.said()).unwrap_or_default();
+            file += &format!(": the client said {:?}", said.trim());
+        }
+        verdicts.push((file, verdict));
     }
     drop(receiver);
     verdicts.extend(unclean);
