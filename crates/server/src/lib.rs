@@ -332,6 +332,7 @@ impl Receiver {
     {
         let origin = request.headers().get(header::ORIGIN).cloned();
         let preflight = *request.method() == Method::OPTIONS;
+        let head = *request.method() == Method::HEAD;
         let override_to = (*request.method() == Method::POST)
             .then(|| request.headers().get("x-http-method-override"))
             .flatten()
@@ -355,6 +356,12 @@ impl Receiver {
                 .headers_mut()
                 .entry(header::RETRY_AFTER)
                 .or_insert(header::HeaderValue::from_static("1"));
+        }
+        if head {
+            // No answer to HEAD has a body: HTTP/2 peers reset a stream
+            // whose HEAD answer carries one (a refusal's message).
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            *response.body_mut() = Full::default();
         }
         self.cors
             .decorate(origin.as_ref(), preflight, response.headers_mut());
