@@ -762,39 +762,41 @@ async fn an_interim_104_answer_to_an_ietf_creation_is_passed_over() {
     assert_eq!(job.progress().landings_confirmed, 1);
 }
 
-/// Our transport, except that the first final concatenation is not sent:
-/// it gets 403, and its `Upload-Concat` and `Upload-Metadata` are kept.
+/// Our transport, except that the first request `picks` chooses is not
+/// sent: it gets `answer` instead, and its headers are kept.
 #[derive(Debug)]
-struct FirstFinalWithheld {
+struct FirstWithheld {
     inner: fileuploader_transport_hyper::HyperTransport,
-    withheld: std::sync::Arc<std::sync::Mutex<Option<(String, String)>>>,
+    picks: fn(&fileuploader_core::Request) -> bool,
+    answer: fn() -> Result<fileuploader_core::Response, fileuploader_core::TransportError>,
+    withheld: std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>,
 }
 
-fn header_text(headers: &http::HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+impl FirstWithheld {
+    fn new(
+        picks: fn(&fileuploader_core::Request) -> bool,
+        answer: fn() -> Result<fileuploader_core::Response, fileuploader_core::TransportError>,
+    ) -> Self {
+        FirstWithheld {
+            inner: fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+            picks,
+            answer,
+            withheld: std::sync::Arc::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl fileuploader_core::Transport for FirstFinalWithheld {
+impl fileuploader_core::Transport for FirstWithheld {
     async fn send(
         &self,
         request: fileuploader_core::Request,
     ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
-        let headers = request.headers().clone();
-        let text = |name: &str| header_text(&headers, name);
-        let (concat, metadata) = (text("upload-concat"), text("upload-metadata"));
-        if concat.starts_with("final") {
+        if (self.picks)(&request) {
             let mut withheld = self.withheld.lock().unwrap();
             if withheld.is_none() {
-                *withheld = Some((concat, metadata));
-                return Ok(http::Response::builder()
-                    .status(StatusCode::FORBIDDEN)
-                    .body(Bytes::new())
-                    .unwrap());
+                *withheld = Some(request.headers().clone());
+                return (self.answer)();
             }
         }
         self.inner.send(request).await
@@ -805,11 +807,22 @@ impl fileuploader_core::Transport for FirstFinalWithheld {
 async fn a_resumed_concatenation_whose_final_landed_unheard_confirms_the_landing() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
-    let withheld = std::sync::Arc::default();
-    let manager = fileuploader_core::UploadManager::new(FirstFinalWithheld {
-        inner: fileuploader_transport_hyper::HyperTransport::new().unwrap(),
-        withheld: std::sync::Arc::clone(&withheld),
-    });
+    let transport = FirstWithheld::new(
+        |request| {
+            request
+                .headers()
+                .get("upload-concat")
+                .is_some_and(|v| v.as_bytes().starts_with(b"final"))
+        },
+        || {
+            Ok(http::Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .body(Bytes::new())
+                .unwrap())
+        },
+    );
+    let withheld = std::sync::Arc::clone(&transport.withheld);
+    let manager = fileuploader_core::UploadManager::new(transport);
     let journals = tempfile::tempdir().unwrap();
     let data = pattern(64 * 1024 + 3);
     let file = temp_file(&data);
@@ -819,11 +832,11 @@ async fn a_resumed_concatenation_whose_final_landed_unheard_confirms_the_landing
     // The final request reaches the receiver and lands the file, which
     // discards the parts; its answer never reaches the client (killed
     // before it heard, its journal listing every part).
-    let (concat, metadata) = withheld.lock().unwrap().clone().unwrap();
+    let headers = withheld.lock().unwrap().clone().unwrap();
     let receiver = Receiver::new(dir.path()).unwrap();
     let landed = tus("POST", "/files")
-        .header("upload-concat", concat)
-        .header("upload-metadata", metadata)
+        .header("upload-concat", &headers["upload-concat"])
+        .header("upload-metadata", &headers["upload-metadata"])
         .body(Full::default())
         .unwrap();
     assert_eq!(send(&receiver, landed).await.status(), StatusCode::CREATED);
@@ -839,5 +852,71 @@ async fn a_resumed_concatenation_whose_final_landed_unheard_confirms_the_landing
         .collect();
     assert_eq!(names, ["joined.bin"]);
     assert_eq!(std::fs::read(dir.path().join("joined.bin")).unwrap(), data);
+    rt.shutdown_background();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_of_an_unknown_upload_answers_404_without_a_body_over_http2() {
+    use fileuploader_core::Transport as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let transport = fileuploader_transport_hyper::HyperTransport::builder()
+        .http2(true)
+        .build()
+        .unwrap();
+    for url in [
+        format!("http://{addr}/files/0123456789abcdef0123456789abcdef"),
+        format!("http://{addr}/files/not-an-id"),
+    ] {
+        let head = http::Request::head(&url)
+            .header("tus-resumable", "1.0.0")
+            .body(fileuploader_core::UploadBody::new())
+            .unwrap();
+        let answer = transport.send(head).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{url}");
+        assert!(answer.body().is_empty(), "{url}");
+    }
+    rt.shutdown_background();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_whose_first_question_is_lost_still_resumes_the_journaled_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let journals = tempfile::tempdir().unwrap();
+    let data = pattern(256 * 1024);
+    let file = temp_file(&data);
+    let plain = fileuploader_core::UploadManager::new(
+        fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+    );
+    let first = resumable_tus_job(&plain, addr, &file, "lost.bin", &journals, 1);
+    let handle = plain.run(&first).unwrap();
+    while first.progress().blocks_acknowledged < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    handle.cancel();
+    let _ = handle.wait().await;
+    let held = first.progress().blocks_acknowledged;
+
+    // The resume's HEAD meets a connection lost: asked again, it must
+    // still look for the journaled upload, not start a new one.
+    let lossy = fileuploader_core::UploadManager::new(FirstWithheld::new(
+        |request| request.method() == http::Method::HEAD,
+        || {
+            Err(fileuploader_core::TransportError::new(
+                fileuploader_core::TransportErrorKind::Reset,
+                "connection reset",
+            ))
+        },
+    ));
+    let second = resumable_tus_job(&lossy, addr, &file, "lost.bin", &journals, 1);
+    lossy.run(&second).unwrap().wait().await.unwrap();
+    assert!(
+        second.progress().resumed_blocks >= held,
+        "{:?}",
+        second.progress()
+    );
+    assert!(second.progress().bytes_sent <= (64 - held) * 4096);
+    assert_eq!(std::fs::read(dir.path().join("lost.bin")).unwrap(), data);
     rt.shutdown_background();
 }

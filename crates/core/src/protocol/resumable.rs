@@ -452,93 +452,13 @@ impl Session {
         }
     }
 
-    /// Asks for the final upload of `parts`, in their order.
-    async fn final_request(
+    /// Finds the upload `saved` names (or the one this run began) and what
+    /// the server holds of it, or creates one.
+    async fn find_or_create(
         &self,
         transport: &dyn Transport,
-        parts: &[Part],
-    ) -> Result<Response, Error> {
-        let urls = parts.iter().map(|p| self.shortest(&p.url)).collect();
-        let mut request = self.request(Method::POST, &self.url, UploadBody::new());
-        let headers = request.headers_mut();
-        headers.insert(
-            UPLOAD_CONCAT,
-            header_value(&Concat::Final(urls).to_string())?,
-        );
-        headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
-        Ok(transport.send(request).await?)
-    }
-
-    /// The landing of the final upload of `parts` when the server has it
-    /// whole already; `None` when it does not (it refuses the request, or
-    /// the upload it names is short).
-    async fn landed_from(
-        &self,
-        transport: &dyn Transport,
-        parts: &[Part],
-    ) -> Result<Option<Landing>, Error> {
-        let mut parts = parts.to_vec();
-        parts.sort_by_key(|p| p.start);
-        let response = self.final_request(transport, &parts).await?;
-        if !response.status().is_success() {
-            return Ok(None);
-        }
-        let Ok(url) = self.location(&response) else {
-            return Ok(None);
-        };
-        Ok(match self.held(transport, &url).await? {
-            Some((offset, _)) if offset == self.total => {
-                Some(Landing::confirmed(None, Some(self.total), None))
-            }
-            _ => None,
-        })
-    }
-
-    /// A part's URL as the final upload names it: its path when it is on
-    /// the creation URL's server, keeping the header short.
-    fn shortest(&self, url: &str) -> String {
-        match url.parse::<Uri>() {
-            Ok(uri)
-                if uri.authority() == self.url.authority() && uri.scheme() == self.url.scheme() =>
-            {
-                uri.path_and_query()
-                    .map_or_else(|| url.to_owned(), |p| p.as_str().to_owned())
-            }
-            _ => url.to_owned(),
-        }
-    }
-
-    fn content_type(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Ietf(v) if v >= 6 => PARTIAL_UPLOAD,
-            _ => OFFSET_OCTET_STREAM,
-        }
-    }
-}
-
-#[async_trait]
-impl UploadSession for Session {
-    fn constraints(&self) -> Constraints {
-        let state = lock(&self.state);
-        let in_memory = state.checksum.is_some();
-        match state.mode {
-            Mode::Concatenated => Constraints {
-                in_memory,
-                ..Constraints::default()
-            },
-            Mode::Unknown if self.parallel => Constraints::default(),
-            _ => Constraints {
-                sequential: true,
-                max_in_flight: 1,
-                in_memory,
-                ..Constraints::default()
-            },
-        }
-    }
-
-    async fn begin(&self, transport: &dyn Transport) -> Result<Holding, Error> {
-        self.ask(transport).await?;
-        let saved = lock(&self.state).saved.take();
+        saved: Option<SavedSession>,
+    ) -> Result<Holding, Error> {
         let concatenate = {
             let state = lock(&self.state);
             match &state.mode {
@@ -642,6 +562,102 @@ impl UploadSession for Session {
             return Ok(Holding::Landed(Landing::confirmed(None, Some(0), None)));
         }
         Ok(Holding::Ranges(Vec::new()))
+    }
+
+    /// Asks for the final upload of `parts`, in their order.
+    async fn final_request(
+        &self,
+        transport: &dyn Transport,
+        parts: &[Part],
+    ) -> Result<Response, Error> {
+        let urls = parts.iter().map(|p| self.shortest(&p.url)).collect();
+        let mut request = self.request(Method::POST, &self.url, UploadBody::new());
+        let headers = request.headers_mut();
+        headers.insert(
+            UPLOAD_CONCAT,
+            header_value(&Concat::Final(urls).to_string())?,
+        );
+        headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+        Ok(transport.send(request).await?)
+    }
+
+    /// The landing of the final upload of `parts` when the server has it
+    /// whole already; `None` when it does not (it refuses the request, or
+    /// the upload it names is short).
+    async fn landed_from(
+        &self,
+        transport: &dyn Transport,
+        parts: &[Part],
+    ) -> Result<Option<Landing>, Error> {
+        let mut parts = parts.to_vec();
+        parts.sort_by_key(|p| p.start);
+        let response = self.final_request(transport, &parts).await?;
+        if !response.status().is_success() {
+            return Ok(None);
+        }
+        let Ok(url) = self.location(&response) else {
+            return Ok(None);
+        };
+        Ok(match self.held(transport, &url).await? {
+            Some((offset, _)) if offset == self.total => {
+                Some(Landing::confirmed(None, Some(self.total), None))
+            }
+            _ => None,
+        })
+    }
+
+    /// A part's URL as the final upload names it: its path when it is on
+    /// the creation URL's server, keeping the header short.
+    fn shortest(&self, url: &str) -> String {
+        match url.parse::<Uri>() {
+            Ok(uri)
+                if uri.authority() == self.url.authority() && uri.scheme() == self.url.scheme() =>
+            {
+                uri.path_and_query()
+                    .map_or_else(|| url.to_owned(), |p| p.as_str().to_owned())
+            }
+            _ => url.to_owned(),
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Ietf(v) if v >= 6 => PARTIAL_UPLOAD,
+            _ => OFFSET_OCTET_STREAM,
+        }
+    }
+}
+
+#[async_trait]
+impl UploadSession for Session {
+    fn constraints(&self) -> Constraints {
+        let state = lock(&self.state);
+        let in_memory = state.checksum.is_some();
+        match state.mode {
+            Mode::Concatenated => Constraints {
+                in_memory,
+                ..Constraints::default()
+            },
+            Mode::Unknown if self.parallel => Constraints::default(),
+            _ => Constraints {
+                sequential: true,
+                max_in_flight: 1,
+                in_memory,
+                ..Constraints::default()
+            },
+        }
+    }
+
+    async fn begin(&self, transport: &dyn Transport) -> Result<Holding, Error> {
+        self.ask(transport).await?;
+        let saved = lock(&self.state).saved.take();
+        let begun = self.find_or_create(transport, saved.clone()).await;
+        if begun.is_err() {
+            // Begun again after a failure (a connection lost while asking),
+            // the same interrupted upload is looked for.
+            lock(&self.state).saved = saved;
+        }
+        begun
     }
 
     fn encode(&self, block: &Block, data: BlockData) -> Result<Request, Error> {
