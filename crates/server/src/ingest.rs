@@ -48,7 +48,7 @@ pub(crate) async fn statement(
     policy: OnConflict,
 ) -> Result<Statement, Refusal> {
     if let Some(upload) = find_owned(store, id, owner).await? {
-        if upload.complete() && !upload.begun.partial && upload.landing_error.is_none() {
+        if lands_now(&upload) {
             return store.land(id, &upload.begun.name, policy).await;
         }
         return Ok(upload.statement());
@@ -59,6 +59,14 @@ pub(crate) async fn statement(
         .unwrap_or_else(|| Statement::Unknown {
             upload_id: id.to_owned(),
         }))
+}
+
+/// Whether `upload` holds every byte, is no part of another, and has not
+/// failed to land, yet has not landed: a receiver stopped between the block
+/// that completed it and its landing, or a store's listing behind that
+/// block. Whoever asks about it lands it first.
+pub(crate) fn lands_now(upload: &Upload) -> bool {
+    upload.complete() && !upload.begun.partial && upload.landing_error.is_none()
 }
 
 /// Refuses (409) a name taken already when the policy is to refuse.

@@ -438,6 +438,19 @@ impl Receiver {
         let mut answer = answer;
         let (offset, length, complete) =
             match ingest::find_owned(self.store.as_ref(), id, &grant.owner).await? {
+                Some(upload) if ingest::lands_now(&upload) => {
+                    // Whole but not landed: the receiver stopped between the
+                    // append that completed it and its landing. Saying the
+                    // offset alone would tell the client it landed.
+                    match self
+                        .store
+                        .land(id, &upload.begun.name, self.on_conflict)
+                        .await?
+                    {
+                        Statement::Landed { length, .. } => (length, length, true),
+                        _ => (offset_of(&upload), upload.begun.total, false),
+                    }
+                }
                 Some(upload) => {
                     if upload.begun.partial {
                         answer = answer.header(UPLOAD_CONCAT, Concat::Partial);
@@ -534,7 +547,16 @@ impl Receiver {
         };
         let total = upload.begun.total;
         if offset == total {
-            return Ok((offset, false));
+            // Nothing more to take; whole but not landed (the receiver
+            // stopped before its landing), it lands now.
+            let landed = ingest::lands_now(upload)
+                && matches!(
+                    self.store
+                        .land(&upload.begun.id, &upload.begun.name, self.on_conflict)
+                        .await?,
+                    Statement::Landed { .. }
+                );
+            return Ok((offset, landed));
         }
         // A body that says its length reserves just that much.
         let sized = request

@@ -1167,16 +1167,15 @@ async fn relative_paths_land_in_folders_that_cannot_lead_outside() {
     );
 }
 
-#[tokio::test]
-async fn a_complete_upload_that_has_not_landed_lands_when_its_status_is_asked() {
+/// Upload `id` of "hello", as `five.txt`, every byte acknowledged through
+/// the store alone: nothing landed it, as when the receiver stopped between
+/// the block that completed it and its landing, or a store's listing was
+/// behind that block.
+async fn acknowledged_not_landed(receiver: &Receiver, dir: &std::path::Path, id: &str) {
     use fileuploader_server::store::NewUpload;
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::new(dir.path()).unwrap();
     let store = receiver.store();
-    // Acknowledged through the store alone: nothing landed it, as when a
-    // store's listing was behind the block that completed it.
     let new = NewUpload {
-        id: "behind".into(),
+        id: id.into(),
         total: 5,
         name: "five.txt".into(),
         owner: String::new(),
@@ -1192,7 +1191,14 @@ async fn a_complete_upload_that_has_not_landed_lands_when_its_status_is_asked() 
         .await
         .unwrap();
     assert!(held.complete());
-    assert!(!dir.path().join("five.txt").exists());
+    assert!(!dir.join("five.txt").exists());
+}
+
+#[tokio::test]
+async fn a_complete_upload_that_has_not_landed_lands_when_its_status_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    acknowledged_not_landed(&receiver, dir.path(), "behind").await;
 
     let request = Request::get("/upload?upload_id=behind")
         .body(Full::new(Bytes::new()))
@@ -1209,4 +1215,34 @@ async fn a_complete_upload_that_has_not_landed_lands_when_its_status_is_asked() 
         std::fs::read(dir.path().join("five.txt")).unwrap(),
         b"hello"
     );
+}
+
+#[tokio::test]
+async fn a_complete_upload_that_has_not_landed_lands_before_a_head_says_its_offset() {
+    for (dialect, version) in [
+        ("tus-resumable", "1.0.0"),
+        ("upload-draft-interop-version", "6"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = Receiver::new(dir.path()).unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        acknowledged_not_landed(&receiver, dir.path(), id).await;
+
+        let request = Request::head(format!("/files/{id}"))
+            .header(dialect, version)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let answer = receiver.handle(request).await;
+        assert!(
+            answer.status().is_success(),
+            "{dialect}: {}",
+            answer.status()
+        );
+        assert_eq!(answer.headers()["upload-offset"], "5", "{dialect}");
+        assert_eq!(
+            std::fs::read(dir.path().join("five.txt")).unwrap(),
+            b"hello",
+            "{dialect}: landed before the offset was told"
+        );
+    }
 }
