@@ -723,6 +723,15 @@ fn run_once(
             outcome = client(bin, port, u).spawn().ok().and_then(wait_bounded);
         }
         let landed = std::fs::read(dir.join(&u.name)).ok();
+        let found = match &landed {
+            None => "nothing landed".to_owned(),
+            Some(l) if *l == u.data => "landed whole".to_owned(),
+            Some(l) => format!(
+                "landed {} B, first differing at byte {}",
+                l.len(),
+                l.iter().zip(&u.data).take_while(|(a, b)| a == b).count()
+            ),
+        };
         let verdict = match (outcome, landed) {
             _ if lost[i] => Verdict::LostAck,
             (None, _) => Verdict::Hang,
@@ -745,7 +754,7 @@ fn run_once(
         );
         if verdict.is_violation() {
             let said = std::fs::read_to_string(u.said()).unwrap_or_default();
-            file += &format!(": the client said {:?}", said.trim());
+            file += &format!(": {found}; the client said {:?}", said.trim());
         }
         verdicts.push((file, verdict));
     }
