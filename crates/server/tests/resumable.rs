@@ -920,3 +920,77 @@ async fn a_resume_whose_first_question_is_lost_still_resumes_the_journaled_uploa
     assert_eq!(std::fs::read(dir.path().join("lost.bin")).unwrap(), data);
     rt.shutdown_background();
 }
+
+/// Our transport, except that the first `HEAD` answer of a whole upload
+/// says it is not complete (`Upload-Complete: ?0`), as a draft server
+/// says when the append that completes it never arrived; the requests
+/// sent are kept, method and headers.
+#[derive(Debug)]
+struct FirstWholeHeadIncomplete {
+    inner: fileuploader_transport_hyper::HyperTransport,
+    total: u64,
+    said: std::sync::Mutex<bool>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<(http::Method, http::HeaderMap)>>>,
+}
+
+#[async_trait::async_trait]
+impl fileuploader_core::Transport for FirstWholeHeadIncomplete {
+    async fn send(
+        &self,
+        request: fileuploader_core::Request,
+    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
+        let head = request.method() == http::Method::HEAD;
+        self.sent
+            .lock()
+            .unwrap()
+            .push((request.method().clone(), request.headers().clone()));
+        let mut answer = self.inner.send(request).await?;
+        let whole = answer
+            .headers()
+            .get("upload-offset")
+            .is_some_and(|v| v.as_bytes() == self.total.to_string().as_bytes());
+        let mut said = self.said.lock().unwrap();
+        if head && whole && !*said {
+            *said = true;
+            answer
+                .headers_mut()
+                .insert("upload-complete", http::HeaderValue::from_static("?0"));
+        }
+        Ok(answer)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_draft_upload_its_server_counts_unfinished_is_completed_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let data = pattern(40 * 1024);
+    let sent = std::sync::Arc::default();
+    let manager = fileuploader_core::UploadManager::new(FirstWholeHeadIncomplete {
+        inner: fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+        total: data.len() as u64,
+        said: std::sync::Mutex::new(false),
+        sent: std::sync::Arc::clone(&sent),
+    });
+    let mut job = manager.create_job();
+    job.server_url = format!("http://{addr}/files");
+    job.block_size = 16 * 1024;
+    job.protocol = Some(std::sync::Arc::new(
+        fileuploader_core::protocol::IetfDraft::default(),
+    ));
+    job.source_value.add(
+        manager.generate_url_for_upload_data(data.clone()),
+        "draft.bin",
+        None,
+    );
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(job.progress().landings_confirmed, 1);
+    let sent = sent.lock().unwrap();
+    let (method, headers) = sent.last().unwrap();
+    assert_eq!(method, http::Method::PATCH, "the last request completes it");
+    assert_eq!(headers["upload-complete"], "?1");
+    assert_eq!(headers["upload-offset"], data.len().to_string().as_str());
+    assert_eq!(headers["content-length"], "0");
+    assert_eq!(std::fs::read(dir.path().join("draft.bin")).unwrap(), data);
+    rt.shutdown_background();
+}

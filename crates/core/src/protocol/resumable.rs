@@ -17,10 +17,10 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{
-    format_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata, INTEROP_VERSION,
-    OFFSET_OCTET_STREAM, PARTIAL_UPLOAD, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_RESUMABLE,
-    TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT, UPLOAD_INCOMPLETE,
-    UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata,
+    INTEROP_VERSION, OFFSET_OCTET_STREAM, PARTIAL_UPLOAD, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION,
+    TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT,
+    UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 
 use super::{
@@ -185,6 +185,15 @@ fn covers(parts: &[Part], total: u64) -> bool {
         next = end;
         follows
     }) && next == total
+}
+
+/// What a `HEAD` says of an upload.
+#[derive(Debug)]
+struct Held {
+    offset: u64,
+    length: Option<u64>,
+    /// Whether the server counts it finished, where the protocol says.
+    complete: Option<bool>,
 }
 
 /// A block sent as a partial upload: its byte range and its URL. Its
@@ -427,29 +436,71 @@ impl Session {
         }
     }
 
-    /// The bytes the server holds of the upload at `url`, and its length;
-    /// `None` when it no longer knows it.
-    async fn held(
-        &self,
-        transport: &dyn Transport,
-        url: &Uri,
-    ) -> Result<Option<(u64, Option<u64>)>, Error> {
+    /// What the server says of the upload at `url`; `None` when it no
+    /// longer knows it.
+    async fn held(&self, transport: &dyn Transport, url: &Uri) -> Result<Option<Held>, Error> {
         let response = transport
             .send(self.request(Method::HEAD, url, UploadBody::new()))
             .await?;
         match response.status() {
-            s if s.is_success() => {
-                let offset = self.offset_of("HEAD", &response)?;
-                let length = response
+            s if s.is_success() => Ok(Some(Held {
+                offset: self.offset_of("HEAD", &response)?,
+                length: response
                     .headers()
                     .get(UPLOAD_LENGTH)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_offset(v).ok());
-                Ok(Some((offset, length)))
-            }
+                    .and_then(|v| parse_offset(v).ok()),
+                complete: self.complete_of(&response),
+            })),
             StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::FORBIDDEN => Ok(None),
             _ => Err(crate::error::status_error(&response, &self.context("HEAD"))),
         }
+    }
+
+    /// Whether the draft's server counts the upload finished
+    /// (`Upload-Complete`, or `Upload-Incomplete` at version 3); tus does
+    /// not say.
+    fn complete_of(&self, response: &Response) -> Option<bool> {
+        let flag = |name: &str| {
+            let value = response.headers().get(name)?.to_str().ok()?;
+            parse_flag(value).ok()
+        };
+        match self.dialect {
+            Dialect::Tus => None,
+            Dialect::Ietf(3) => flag(UPLOAD_INCOMPLETE).map(|incomplete| !incomplete),
+            Dialect::Ietf(_) => flag(UPLOAD_COMPLETE),
+        }
+    }
+
+    /// Sends the empty append that completes an upload whose every byte the
+    /// server holds but which it does not count finished (the append that
+    /// said so never reached it).
+    async fn complete(&self, transport: &dyn Transport, url: &Uri) -> Result<Finish, Error> {
+        let mut request = self.request(Method::PATCH, url, UploadBody::new());
+        let headers = request.headers_mut();
+        headers.insert(UPLOAD_OFFSET, HeaderValue::from(self.total));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
+        self.mark_complete(headers, true);
+        let response = transport.send(request).await?;
+        let status = response.status();
+        if status.is_success() && self.complete_of(&response) != Some(false) {
+            return Ok(Finish::Landed(Landing::confirmed(
+                None,
+                Some(self.total),
+                None,
+            )));
+        }
+        if status.is_success() || retry::is_retryable_status(status) {
+            return Ok(Finish::Resync(Error::new(
+                ErrorKind::Status,
+                code::NOT_FINISHED,
+                format!(
+                    "the server holds every byte of {:?} but did not count it complete",
+                    self.name
+                ),
+            )));
+        }
+        Err(self.refused("completing append", &response))
     }
 
     /// Finds the upload `saved` names (or the one this run began) and what
@@ -486,7 +537,12 @@ impl Session {
                 let Ok(uri) = part.url.parse::<Uri>() else {
                     continue;
                 };
-                if let Some((offset, Some(length))) = self.held(transport, &uri).await? {
+                if let Some(Held {
+                    offset,
+                    length: Some(length),
+                    ..
+                }) = self.held(transport, &uri).await?
+                {
                     if offset == length && length == part.end - part.start {
                         held.push((part.start, part.end));
                         parts.insert(part.start, part.clone());
@@ -520,7 +576,7 @@ impl Session {
             })
             .and_then(|u| u.parse::<Uri>().ok());
         if let Some(url) = resumed {
-            if let Some((offset, length)) = self.held(transport, &url).await? {
+            if let Some(Held { offset, length, .. }) = self.held(transport, &url).await? {
                 if length.is_some_and(|l| l != self.total) {
                     return Err(Error::new(
                         ErrorKind::Status,
@@ -599,7 +655,7 @@ impl Session {
             return Ok(None);
         };
         Ok(match self.held(transport, &url).await? {
-            Some((offset, _)) if offset == self.total => {
+            Some(held) if held.offset == self.total => {
                 Some(Landing::confirmed(None, Some(self.total), None))
             }
             _ => None,
@@ -823,12 +879,15 @@ impl UploadSession for Session {
             Mode::Unknown | Mode::Creating => return Ok(Finish::Landed(Landing::unconfirmed())),
         };
         match self.held(transport, &url).await? {
-            Some((offset, _)) if offset == self.total => Ok(Finish::Landed(Landing::confirmed(
-                None,
-                Some(self.total),
-                None,
-            ))),
-            Some((offset, _)) => Ok(Finish::Resync(Error::new(
+            Some(Held {
+                offset,
+                complete: Some(false),
+                ..
+            }) if offset == self.total => self.complete(transport, &url).await,
+            Some(Held { offset, .. }) if offset == self.total => Ok(Finish::Landed(
+                Landing::confirmed(None, Some(self.total), None),
+            )),
+            Some(Held { offset, .. }) => Ok(Finish::Resync(Error::new(
                 ErrorKind::Status,
                 code::NOT_FINISHED,
                 format!(
