@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue};
 const ALLOW_HEADERS: &str = "authorization, content-type, content-range, x-upload-id, \
      x-requested-with, x-request-id, x-http-method-override, tus-resumable, upload-length, \
      upload-offset, upload-metadata, upload-checksum, upload-concat, upload-defer-length, \
-     upload-complete, upload-incomplete, upload-draft-interop-version";
+     upload-complete, upload-incomplete, upload-draft-interop-version, idempotency-key";
 /// Headers of the receiver's answers a page may read.
 const EXPOSE_HEADERS: &str = "location, tus-resumable, tus-version, tus-extension, tus-max-size, \
      tus-checksum-algorithm, upload-offset, upload-length, upload-expires, upload-complete, \

@@ -12,10 +12,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use fileuploader_wire::resumable::{
     format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata,
-    INTEROP_VERSION, INTEROP_VERSIONS, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION,
-    TUS_MAX_SIZE, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE,
-    UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_INCOMPLETE, UPLOAD_LENGTH,
-    UPLOAD_METADATA, UPLOAD_OFFSET,
+    IDEMPOTENCY_KEY, INTEROP_VERSION, INTEROP_VERSIONS, OFFSET_OCTET_STREAM,
+    TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_V1, TUS_VERSION,
+    UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES,
+    UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use fileuploader_wire::{ContentRange, Statement};
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -206,18 +206,19 @@ fn offset_of(upload: &Upload) -> u64 {
     }
 }
 
-/// A fresh upload id: 128 random bits in hex.
-/// The id of the final upload `owner` makes of the parts `ids`.
-fn final_id(owner: &str, ids: &[&str]) -> String {
+/// An upload id that follows from `owner` and `words`: the final upload of
+/// the same parts, or the upload of the same idempotency key, is the same.
+fn derived_id(owner: &str, words: &[&str]) -> String {
     let mut hash = sha2::Sha256::new();
     hash.update(owner.as_bytes());
-    for id in ids {
+    for word in words {
         hash.update(b"\n");
-        hash.update(id.as_bytes());
+        hash.update(word.as_bytes());
     }
     hex::encode(&hash.finalize()[..16])
 }
 
+/// A fresh upload id: 128 random bits in hex.
 fn fresh_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -300,7 +301,11 @@ impl Receiver {
         if length > max_size {
             return Err(crate::too_large(max_size));
         }
-        let id = fresh_id();
+        // A creation sent again (its answer lost) names the same upload.
+        let id = match text(headers, IDEMPOTENCY_KEY) {
+            Some(key) => derived_id(&grant.owner, &[IDEMPOTENCY_KEY, key]),
+            None => fresh_id(),
+        };
         let partial = concat == Some(Concat::Partial);
         let name = if partial {
             id.clone()
@@ -322,13 +327,19 @@ impl Receiver {
             partial,
         };
         let allowance = self.allowance(grant);
-        let Opened::InProgress(upload) = ingest::open(self.store.as_ref(), new, allowance).await?
-        else {
-            return Err(Refusal::internal("create upload", "a fresh id had landed"));
-        };
         let answer = Answer::new(StatusCode::CREATED)
             .header("location", &location)
             .header(UPLOAD_EXPIRES, self.expires());
+        let upload = match ingest::open(self.store.as_ref(), new, allowance).await? {
+            Opened::InProgress(upload) => upload,
+            // Created and landed before: the answer that said so was lost.
+            Opened::Landed(Statement::Landed { length, .. }) => {
+                return Ok(finished(answer, dialect, length, true))
+            }
+            Opened::Landed(_) => {
+                return Err(Refusal::internal("create upload", "an unknown landing"))
+            }
+        };
         if length == 0 && !partial {
             // Nothing will ever be appended: it is complete as created.
             self.store
@@ -365,7 +376,7 @@ impl Receiver {
             .collect::<Result<Vec<_>, _>>()?;
         // The same parts make the same final upload: a request sent again
         // (its answer lost) finds the file it landed, not a name taken.
-        let id = final_id(&grant.owner, &ids);
+        let id = derived_id(&grant.owner, &ids);
         let answer = |total: u64| {
             Answer::new(StatusCode::CREATED)
                 .header("location", location(uri, &id))

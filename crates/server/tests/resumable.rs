@@ -762,13 +762,15 @@ async fn an_interim_104_answer_to_an_ietf_creation_is_passed_over() {
     assert_eq!(job.progress().landings_confirmed, 1);
 }
 
-/// Our transport, except that the first request `picks` chooses is not
-/// sent: it gets `answer` instead, and its headers are kept.
+/// Our transport, except that the first request `picks` chooses gets
+/// `answer` instead of the server's: it is not sent, or (`delivered`) it is
+/// and the server's answer is lost. Its headers are kept.
 #[derive(Debug)]
 struct FirstWithheld {
     inner: fileuploader_transport_hyper::HyperTransport,
     picks: fn(&fileuploader_core::Request) -> bool,
     answer: fn() -> Result<fileuploader_core::Response, fileuploader_core::TransportError>,
+    delivered: bool,
     withheld: std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>,
 }
 
@@ -781,6 +783,7 @@ impl FirstWithheld {
             inner: fileuploader_transport_hyper::HyperTransport::new().unwrap(),
             picks,
             answer,
+            delivered: false,
             withheld: std::sync::Arc::default(),
         }
     }
@@ -792,14 +795,21 @@ impl fileuploader_core::Transport for FirstWithheld {
         &self,
         request: fileuploader_core::Request,
     ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
-        if (self.picks)(&request) {
+        let first = (self.picks)(&request) && {
             let mut withheld = self.withheld.lock().unwrap();
-            if withheld.is_none() {
+            let first = withheld.is_none();
+            if first {
                 *withheld = Some(request.headers().clone());
-                return (self.answer)();
             }
+            first
+        };
+        if !first {
+            return self.inner.send(request).await;
         }
-        self.inner.send(request).await
+        if self.delivered {
+            let _ = self.inner.send(request).await;
+        }
+        (self.answer)()
     }
 }
 
@@ -992,5 +1002,104 @@ async fn a_whole_draft_upload_its_server_counts_unfinished_is_completed_not_trus
     assert_eq!(headers["upload-offset"], data.len().to_string().as_str());
     assert_eq!(headers["content-length"], "0");
     assert_eq!(std::fs::read(dir.path().join("draft.bin")).unwrap(), data);
+    rt.shutdown_background();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_file_creation_whose_answer_is_lost_finds_its_landing_when_sent_again() {
+    use fileuploader_core::protocol::{IetfDraft, Protocol, Tus};
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let data = pattern(20_000);
+    let cases: [(&str, std::sync::Arc<dyn Protocol>); 2] = [
+        ("tus.bin", std::sync::Arc::new(Tus)),
+        ("ietf.bin", std::sync::Arc::new(IetfDraft::default())),
+    ];
+    for (name, protocol) in cases {
+        let mut lossy = FirstWithheld::new(
+            |request| request.method() == http::Method::POST,
+            || {
+                Err(fileuploader_core::TransportError::new(
+                    fileuploader_core::TransportErrorKind::Reset,
+                    "connection reset",
+                ))
+            },
+        );
+        lossy.delivered = true;
+        let manager = fileuploader_core::UploadManager::new(lossy);
+        let mut job = manager.create_job();
+        job.server_url = format!("http://{addr}/files");
+        job.block_size = 64 * 1024;
+        job.protocol = Some(protocol);
+        job.source_value.add(
+            manager.generate_url_for_upload_data(data.clone()),
+            name,
+            None,
+        );
+        // The creation carried every byte and landed the file; sent again
+        // with the same key, it finds that landing instead of a name taken.
+        manager.run(&job).unwrap().wait().await.unwrap();
+        assert_eq!(job.progress().landings_confirmed, 1, "{name}");
+        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), data);
+    }
+    let names = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(names, 2, "no second copy under another name");
+    rt.shutdown_background();
+}
+
+/// Our transport, except that every `POST` reaches the server and its
+/// answer is lost.
+#[derive(Debug)]
+struct PostAnswersLost(fileuploader_transport_hyper::HyperTransport);
+
+#[async_trait::async_trait]
+impl fileuploader_core::Transport for PostAnswersLost {
+    async fn send(
+        &self,
+        request: fileuploader_core::Request,
+    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
+        let post = request.method() == http::Method::POST;
+        let answer = self.0.send(request).await;
+        if post {
+            return Err(fileuploader_core::TransportError::new(
+                fileuploader_core::TransportErrorKind::Reset,
+                "connection reset",
+            ));
+        }
+        answer
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idempotency_key_of_a_lost_creation_outlives_the_run_in_its_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let journals = tempfile::tempdir().unwrap();
+    let data = pattern(3000);
+    let file = temp_file(&data);
+    let lossy = fileuploader_core::UploadManager::new(PostAnswersLost(
+        fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+    ));
+    let mut first = resumable_tus_job(&lossy, addr, &file, "kept.bin", &journals, 1);
+    first.retry = fileuploader_core::RetryPolicy::none();
+    assert!(lossy.run(&first).unwrap().wait().await.is_err());
+    assert_eq!(std::fs::read(dir.path().join("kept.bin")).unwrap(), data);
+
+    let plain = fileuploader_core::UploadManager::new(
+        fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+    );
+    let second = resumable_tus_job(&plain, addr, &file, "kept.bin", &journals, 1);
+    plain.run(&second).unwrap().wait().await.unwrap();
+    assert_eq!(second.progress().landings_confirmed, 1);
+    assert!(!dir.path().join("kept (1).bin").exists());
     rt.shutdown_background();
 }

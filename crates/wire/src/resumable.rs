@@ -43,6 +43,11 @@ pub const INTEROP_VERSION: &str = "upload-draft-interop-version";
 /// Whether a request carries the upload's end (`?1`) or not (`?0`); interop
 /// versions 4 and later.
 pub const UPLOAD_COMPLETE: &str = "upload-complete";
+/// A key the client picks for one upload and sends with every creation of
+/// it (the HTTP API working group's `Idempotency-Key`, a quoted string): a
+/// creation sent again after its answer was lost finds the same upload, or
+/// its landing, instead of beginning another.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The inverse of [`UPLOAD_COMPLETE`], in interop version 3.
 pub const UPLOAD_INCOMPLETE: &str = "upload-incomplete";
 /// The media type of an IETF append from interop version 6.

@@ -18,9 +18,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{
     format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata,
-    INTEROP_VERSION, OFFSET_OCTET_STREAM, PARTIAL_UPLOAD, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION,
-    TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT,
-    UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    IDEMPOTENCY_KEY, INTEROP_VERSION, OFFSET_OCTET_STREAM, PARTIAL_UPLOAD, TUS_CHECKSUM_ALGORITHM,
+    TUS_EXTENSION, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE,
+    UPLOAD_CONCAT, UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 
 use super::{
@@ -136,6 +136,10 @@ struct Session {
     /// Headers every request carries (the job's, the version header).
     headers: HeaderMap,
     metadata: String,
+    /// The idempotency key every creation of this upload carries: one sent
+    /// again (its answer lost) finds the same upload, or its landing. Kept
+    /// in the journal until the upload's URL is.
+    key: String,
     /// Whether the session may send several blocks at once (the job has
     /// several in flight, and the protocol could concatenate them).
     parallel: bool,
@@ -259,6 +263,10 @@ impl Session {
             pairs.push((key.to_owned(), Some(value.as_bytes().to_vec())));
         }
         let saved = target.saved.cloned();
+        let key = saved
+            .as_ref()
+            .and_then(|s| s.upload_id.strip_prefix(FIRST_BLOCK)?.strip_prefix(' '))
+            .map_or_else(|| format!("{:032x}", rand::random::<u128>()), str::to_owned);
         Ok(Box::new(Session {
             dialect,
             url: target.url.clone(),
@@ -266,6 +274,7 @@ impl Session {
             total: target.total,
             headers,
             metadata: Metadata(pairs).to_string(),
+            key,
             parallel: dialect == Dialect::Tus
                 && target.threads > 1
                 && (2..=MAX_PARTS).contains(&target.total.div_ceil(target.block_size.max(1))),
@@ -398,12 +407,18 @@ impl Session {
         let headers = request.headers_mut();
         headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
         headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+        headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
         self.mark_complete(headers, self.total == 0);
         let response = transport.send(request).await?;
         if !response.status().is_success() {
             return Err(self.refused("creation", &response));
         }
         self.location(&response)
+    }
+
+    /// The idempotency key as its header carries it: a quoted string.
+    fn key_value(&self) -> Result<HeaderValue, Error> {
+        header_value(&format!("\"{}\"", self.key))
     }
 
     /// A refusal of `what`: a status error, or a stranger's answer.
@@ -561,9 +576,9 @@ impl Session {
             return Ok(Holding::Ranges(held));
         }
         let resumed = saved
-            .map(|s| match s.upload_id.as_str() {
+            .map(|s| match s.upload_id.split(' ').next() {
                 // The first block's receipt is the URL it created.
-                FIRST_BLOCK => s
+                Some(FIRST_BLOCK) => s
                     .receipts
                     .into_iter()
                     .find(|(i, _)| *i == 0)
@@ -759,6 +774,7 @@ impl UploadSession for Session {
         } else if mode == Mode::Creating {
             headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
             headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+            headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
             self.mark_complete(headers, block.offset + block.len == self.total);
         } else {
@@ -931,7 +947,7 @@ impl UploadSession for Session {
     fn saved(&self) -> SavedSession {
         match &lock(&self.state).mode {
             Mode::Stream(url) => SavedSession::new(url.to_string()),
-            Mode::Creating => SavedSession::new(FIRST_BLOCK),
+            Mode::Creating => SavedSession::new(format!("{FIRST_BLOCK} {}", self.key)),
             _ => SavedSession::new(CONCATENATED),
         }
     }
