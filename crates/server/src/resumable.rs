@@ -434,6 +434,23 @@ impl Receiver {
         }
     }
 
+    /// Lands `upload` when it is whole but has not landed (the receiver
+    /// stopped between the append that completed it and its landing);
+    /// its length when it did.
+    async fn land_if_whole(&self, upload: &Upload) -> Result<Option<u64>, Refusal> {
+        if !ingest::lands_now(upload) {
+            return Ok(None);
+        }
+        let landing = self
+            .store
+            .land(&upload.begun.id, &upload.begun.name, self.on_conflict)
+            .await?;
+        Ok(match landing {
+            Statement::Landed { length, .. } => Some(length),
+            _ => None,
+        })
+    }
+
     async fn offset(
         &self,
         uri: &http::Uri,
@@ -449,25 +466,17 @@ impl Receiver {
         let mut answer = answer;
         let (offset, length, complete) =
             match ingest::find_owned(self.store.as_ref(), id, &grant.owner).await? {
-                Some(upload) if ingest::lands_now(&upload) => {
-                    // Whole but not landed: the receiver stopped between the
-                    // append that completed it and its landing. Saying the
-                    // offset alone would tell the client it landed.
-                    match self
-                        .store
-                        .land(id, &upload.begun.name, self.on_conflict)
-                        .await?
-                    {
-                        Statement::Landed { length, .. } => (length, length, true),
-                        _ => (offset_of(&upload), upload.begun.total, false),
+                // Saying a whole upload's offset before it lands would tell
+                // the client it landed.
+                Some(upload) => match self.land_if_whole(&upload).await? {
+                    Some(length) => (length, length, true),
+                    None => {
+                        if upload.begun.partial {
+                            answer = answer.header(UPLOAD_CONCAT, Concat::Partial);
+                        }
+                        (offset_of(&upload), upload.begun.total, false)
                     }
-                }
-                Some(upload) => {
-                    if upload.begun.partial {
-                        answer = answer.header(UPLOAD_CONCAT, Concat::Partial);
-                    }
-                    (offset_of(&upload), upload.begun.total, false)
-                }
+                },
                 None => match self.store.landed(id).await? {
                     Some(Statement::Landed { length, .. }) => (length, length, true),
                     _ => {
@@ -558,16 +567,8 @@ impl Receiver {
         };
         let total = upload.begun.total;
         if offset == total {
-            // Nothing more to take; whole but not landed (the receiver
-            // stopped before its landing), it lands now.
-            let landed = ingest::lands_now(upload)
-                && matches!(
-                    self.store
-                        .land(&upload.begun.id, &upload.begun.name, self.on_conflict)
-                        .await?,
-                    Statement::Landed { .. }
-                );
-            return Ok((offset, landed));
+            // Nothing more to take.
+            return Ok((offset, self.land_if_whole(upload).await?.is_some()));
         }
         // A body that says its length reserves just that much.
         let sized = request
