@@ -545,13 +545,15 @@ fn acks_kept(port: u16, u: &Upload, journal: &Journaled) -> bool {
             len.is_some_and(|(stop, start)| offset(port, url) == Some(stop - start))
         }),
         _ => {
-            let url = match journal.session.as_str() {
-                "creation-with-upload" => journal
+            // A creation with upload is journaled with its idempotency key
+            // until block 0's receipt names the URL.
+            let url = match journal.session.split(' ').next() {
+                Some("creation-with-upload") => journal
                     .acked
                     .iter()
                     .find_map(|(i, r)| (*i == 0).then(|| r.clone()).flatten())
                     .unwrap_or_default(),
-                url => url.to_owned(),
+                _ => journal.session.clone(),
             };
             let needed = journal.acked.iter().map(|&(b, _)| end(b)).max();
             needed.is_none_or(|needed| offset(port, &url).is_some_and(|o| o >= needed))
