@@ -840,15 +840,22 @@ fn too_large(max: u64) -> Refusal {
 
 fn malformed(e: multer::Error) -> Refusal {
     if let multer::Error::StreamReadFailed(cause) = &e {
-        match cause.downcast_ref::<Cut>() {
-            Some(cut @ Cut::Idle(_)) => {
-                return Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string())
-            }
-            Some(cut) => return Refusal::new(StatusCode::BAD_REQUEST, cut.to_string()),
-            None => {}
-        }
+        return match cause.downcast_ref::<Cut>() {
+            Some(cut @ Cut::Idle(_)) => Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string()),
+            Some(cut) => Refusal::new(StatusCode::BAD_REQUEST, cut.to_string()),
+            None => broke_off(cause),
+        };
     }
     Refusal::new(StatusCode::BAD_REQUEST, format!("malformed multipart: {e}"))
+}
+
+/// A request body the connection ended early (closed one way, reset):
+/// nothing is wrong with the request, which may come again (408).
+pub(crate) fn broke_off(cause: impl fmt::Display) -> Refusal {
+    Refusal::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the request body broke off: {cause}"),
+    )
 }
 
 /// The requests of one connection: how many are in flight, and when the

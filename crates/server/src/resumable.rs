@@ -183,7 +183,7 @@ impl Chunks for Body {
             }
             Some(Err(e)) => Err(match e.downcast_ref::<Cut>() {
                 Some(cut) => Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string()),
-                None => Refusal::new(StatusCode::BAD_REQUEST, format!("body: {e}")),
+                None => crate::broke_off(e),
             }),
         }
     }

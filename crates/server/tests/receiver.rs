@@ -1246,3 +1246,39 @@ async fn a_complete_upload_that_has_not_landed_lands_before_a_head_says_its_offs
         );
     }
 }
+
+#[tokio::test]
+async fn a_block_whose_body_breaks_off_is_answered_408_and_counts_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    let body = form(&[("file", Some("cut.bin"), b"0123456789")]);
+    let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = vec![
+        Ok(http_body::Frame::data(Bytes::copy_from_slice(&body[..40]))),
+        Err(std::io::Error::other("connection closed one way")),
+    ];
+    let request = Request::post("/upload")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header("x-upload-id", "cut0")
+        .header("content-range", "bytes 0-9/10")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )))
+        .unwrap();
+    let answer = receiver.handle(request).await;
+    // Nothing wrong with the request: 408 tells the client to send it again.
+    assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+    let (status, _) = post(
+        &receiver,
+        &[("x-upload-id", "cut0"), ("content-range", "bytes 0-9/10")],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        std::fs::read(dir.path().join("cut.bin")).unwrap(),
+        b"0123456789"
+    );
+}
