@@ -1,7 +1,7 @@
 //! The receiver's tus 1.0 and IETF draft doors, request by request.
 
 mod support;
-use support::serving;
+use support::{any, reset, serving, Meddling, Sent};
 
 use bytes::Bytes;
 use fileuploader_server::Receiver;
@@ -766,76 +766,28 @@ async fn an_interim_104_answer_to_an_ietf_creation_is_passed_over() {
     assert_eq!(job.progress().landings_confirmed, 1);
 }
 
-/// Our transport, except that the first request `picks` chooses gets
-/// `answer` instead of the server's: it is not sent, or (`delivered`) it is
-/// and the server's answer is lost. Its headers are kept.
-#[derive(Debug)]
-struct FirstWithheld {
-    inner: fileuploader_transport_hyper::HyperTransport,
-    picks: fn(&fileuploader_core::Request) -> bool,
-    answer: fn() -> Result<fileuploader_core::Response, fileuploader_core::TransportError>,
-    delivered: bool,
-    withheld: std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>,
-}
-
-impl FirstWithheld {
-    fn new(
-        picks: fn(&fileuploader_core::Request) -> bool,
-        answer: fn() -> Result<fileuploader_core::Response, fileuploader_core::TransportError>,
-    ) -> Self {
-        FirstWithheld {
-            inner: fileuploader_transport_hyper::HyperTransport::new().unwrap(),
-            picks,
-            answer,
-            delivered: false,
-            withheld: std::sync::Arc::default(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl fileuploader_core::Transport for FirstWithheld {
-    async fn send(
-        &self,
-        request: fileuploader_core::Request,
-    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
-        let first = (self.picks)(&request) && {
-            let mut withheld = self.withheld.lock().unwrap();
-            let first = withheld.is_none();
-            if first {
-                *withheld = Some(request.headers().clone());
-            }
-            first
-        };
-        if !first {
-            return self.inner.send(request).await;
-        }
-        if self.delivered {
-            let _ = self.inner.send(request).await;
-        }
-        (self.answer)()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_concatenation_whose_final_landed_unheard_confirms_the_landing() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
-    let transport = FirstWithheld::new(
-        |request| {
-            request
-                .headers()
-                .get("upload-concat")
-                .is_some_and(|v| v.as_bytes().starts_with(b"final"))
+    // The first final concatenation never leaves: 403.
+    let is_final = |(_, headers): &Sent| {
+        headers
+            .get("upload-concat")
+            .is_some_and(|v| v.as_bytes().starts_with(b"final"))
+    };
+    let transport = Meddling::new(
+        move |this, before| {
+            (is_final(this) && !before.iter().any(is_final)).then(|| {
+                Ok(http::Response::builder()
+                    .status(StatusCode::FORBIDDEN)
+                    .body(Bytes::new())
+                    .unwrap())
+            })
         },
-        || {
-            Ok(http::Response::builder()
-                .status(StatusCode::FORBIDDEN)
-                .body(Bytes::new())
-                .unwrap())
-        },
+        |_, _, answer| Ok(answer),
     );
-    let withheld = std::sync::Arc::clone(&transport.withheld);
+    let sent = std::sync::Arc::clone(&transport.sent);
     let manager = fileuploader_core::UploadManager::new(transport);
     let journals = tempfile::tempdir().unwrap();
     let data = pattern(64 * 1024 + 3);
@@ -846,7 +798,13 @@ async fn a_resumed_concatenation_whose_final_landed_unheard_confirms_the_landing
     // The final request reaches the receiver and lands the file, which
     // discards the parts; its answer never reaches the client (killed
     // before it heard, its journal listing every part).
-    let headers = withheld.lock().unwrap().clone().unwrap();
+    let headers = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| is_final(s))
+        .map(|(_, h)| h.clone())
+        .unwrap();
     let receiver = Receiver::new(dir.path()).unwrap();
     let landed = tus("POST", "/files")
         .header("upload-concat", &headers["upload-concat"])
@@ -914,14 +872,11 @@ async fn a_resume_whose_first_question_is_lost_still_resumes_the_journaled_uploa
 
     // The resume's HEAD meets a connection lost: asked again, it must
     // still look for the journaled upload, not start a new one.
-    let lossy = fileuploader_core::UploadManager::new(FirstWithheld::new(
-        |request| request.method() == http::Method::HEAD,
-        || {
-            Err(fileuploader_core::TransportError::new(
-                fileuploader_core::TransportErrorKind::Reset,
-                "connection reset",
-            ))
+    let lossy = fileuploader_core::UploadManager::new(Meddling::new(
+        |(method, _), before| {
+            (*method == http::Method::HEAD && !any(before, &http::Method::HEAD)).then(reset)
         },
+        |_, _, answer| Ok(answer),
     ));
     let second = resumable_tus_job(&lossy, addr, &file, "lost.bin", &journals, 1);
     lossy.run(&second).unwrap().wait().await.unwrap();
@@ -935,57 +890,32 @@ async fn a_resume_whose_first_question_is_lost_still_resumes_the_journaled_uploa
     rt.shutdown_background();
 }
 
-/// Our transport, except that the first `HEAD` answer of a whole upload
-/// says it is not complete (`Upload-Complete: ?0`), as a draft server
-/// says when the append that completes it never arrived; the requests
-/// sent are kept, method and headers.
-#[derive(Debug)]
-struct FirstWholeHeadIncomplete {
-    inner: fileuploader_transport_hyper::HyperTransport,
-    total: u64,
-    said: std::sync::Mutex<bool>,
-    sent: std::sync::Arc<std::sync::Mutex<Vec<(http::Method, http::HeaderMap)>>>,
-}
-
-#[async_trait::async_trait]
-impl fileuploader_core::Transport for FirstWholeHeadIncomplete {
-    async fn send(
-        &self,
-        request: fileuploader_core::Request,
-    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
-        let head = request.method() == http::Method::HEAD;
-        self.sent
-            .lock()
-            .unwrap()
-            .push((request.method().clone(), request.headers().clone()));
-        let mut answer = self.inner.send(request).await?;
-        let whole = answer
-            .headers()
-            .get("upload-offset")
-            .is_some_and(|v| v.as_bytes() == self.total.to_string().as_bytes());
-        let mut said = self.said.lock().unwrap();
-        if head && whole && !*said {
-            *said = true;
-            answer
-                .headers_mut()
-                .insert("upload-complete", http::HeaderValue::from_static("?0"));
-        }
-        Ok(answer)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_draft_upload_its_server_counts_unfinished_is_completed_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
     let data = pattern(40 * 1024);
-    let sent = std::sync::Arc::default();
-    let manager = fileuploader_core::UploadManager::new(FirstWholeHeadIncomplete {
-        inner: fileuploader_transport_hyper::HyperTransport::new().unwrap(),
-        total: data.len() as u64,
-        said: std::sync::Mutex::new(false),
-        sent: std::sync::Arc::clone(&sent),
-    });
+    // Every HEAD answer at the full length says the upload is not
+    // complete, as a draft server does when the append that completes it
+    // never arrived.
+    let whole = data.len().to_string();
+    let transport = Meddling::new(
+        |_, _| None,
+        move |(method, _), _, mut answer| {
+            let at_end = answer
+                .headers()
+                .get("upload-offset")
+                .is_some_and(|v| v.as_bytes() == whole.as_bytes());
+            if *method == http::Method::HEAD && at_end {
+                answer
+                    .headers_mut()
+                    .insert("upload-complete", http::HeaderValue::from_static("?0"));
+            }
+            Ok(answer)
+        },
+    );
+    let sent = std::sync::Arc::clone(&transport.sent);
+    let manager = fileuploader_core::UploadManager::new(transport);
     let mut job = manager.create_job();
     job.server_url = format!("http://{addr}/files");
     job.block_size = 16 * 1024;
@@ -1020,16 +950,16 @@ async fn a_whole_file_creation_whose_answer_is_lost_finds_its_landing_when_sent_
         ("ietf.bin", std::sync::Arc::new(IetfDraft::default())),
     ];
     for (name, protocol) in cases {
-        let mut lossy = FirstWithheld::new(
-            |request| request.method() == http::Method::POST,
-            || {
-                Err(fileuploader_core::TransportError::new(
-                    fileuploader_core::TransportErrorKind::Reset,
-                    "connection reset",
-                ))
+        // The first creation reaches the receiver; its answer is lost.
+        let lossy = Meddling::new(
+            |_, _| None,
+            |(method, _), before, answer| {
+                if *method == http::Method::POST && !any(before, &http::Method::POST) {
+                    return reset();
+                }
+                Ok(answer)
             },
         );
-        lossy.delivered = true;
         let manager = fileuploader_core::UploadManager::new(lossy);
         let mut job = manager.create_job();
         job.server_url = format!("http://{addr}/files");
@@ -1060,29 +990,6 @@ async fn a_whole_file_creation_whose_answer_is_lost_finds_its_landing_when_sent_
     rt.shutdown_background();
 }
 
-/// Our transport, except that every `POST` reaches the server and its
-/// answer is lost.
-#[derive(Debug)]
-struct PostAnswersLost(fileuploader_transport_hyper::HyperTransport);
-
-#[async_trait::async_trait]
-impl fileuploader_core::Transport for PostAnswersLost {
-    async fn send(
-        &self,
-        request: fileuploader_core::Request,
-    ) -> Result<fileuploader_core::Response, fileuploader_core::TransportError> {
-        let post = request.method() == http::Method::POST;
-        let answer = self.0.send(request).await;
-        if post {
-            return Err(fileuploader_core::TransportError::new(
-                fileuploader_core::TransportErrorKind::Reset,
-                "connection reset",
-            ));
-        }
-        answer
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idempotency_key_of_a_lost_creation_outlives_the_run_in_its_journal() {
     let dir = tempfile::tempdir().unwrap();
@@ -1090,8 +997,15 @@ async fn the_idempotency_key_of_a_lost_creation_outlives_the_run_in_its_journal(
     let journals = tempfile::tempdir().unwrap();
     let data = pattern(3000);
     let file = temp_file(&data);
-    let lossy = fileuploader_core::UploadManager::new(PostAnswersLost(
-        fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+    // Every creation reaches the receiver; every answer to one is lost.
+    let lossy = fileuploader_core::UploadManager::new(Meddling::new(
+        |_, _| None,
+        |(method, _), _, answer| {
+            if *method == http::Method::POST {
+                return reset();
+            }
+            Ok(answer)
+        },
     ));
     let mut first = resumable_tus_job(&lossy, addr, &file, "kept.bin", &journals, 1);
     first.retry = fileuploader_core::RetryPolicy::none();
