@@ -20,6 +20,8 @@ pub(crate) struct Summary {
     pub(crate) file: PathBuf,
     pub(crate) progress: Progress,
     pub(crate) http_version: &'static str,
+    /// The name the receiver says the file landed under, when it says.
+    pub(crate) landed_as: Option<String>,
 }
 
 impl Summary {
@@ -48,8 +50,12 @@ impl Summary {
             "confirmed" => "landing confirmed",
             _ => "landing unconfirmed: the receiver cannot say",
         };
+        let landed_as = match &self.landed_as {
+            Some(name) => format!(" as {name:?}"),
+            None => String::new(),
+        };
         format!(
-            "uploaded {}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries, HTTP/{}, {landing}",
+            "uploaded {}{landed_as}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries, HTTP/{}, {landing}",
             self.file.display(),
             human(p.total_bytes as f64),
             p.elapsed.as_secs_f64(),
@@ -71,6 +77,7 @@ impl Summary {
             "resumed_blocks": p.resumed_blocks,
             "resumed_from": if p.journal_trusted { "journal" } else { "receiver" },
             "landing": self.landing(),
+            "landed_as": self.landed_as,
             "retries": p.retries,
             "http_version": self.http_version,
         })
@@ -347,6 +354,7 @@ pub(crate) async fn drive(
         file: file.to_owned(),
         progress: job.progress(),
         http_version: job.http_version(),
+        landed_as: job.landings().into_iter().find_map(|l| l.name),
     })
 }
 

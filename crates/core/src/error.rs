@@ -90,6 +90,10 @@ pub mod code {
     /// *Added*: the server does not speak the chosen protocol (it answered
     /// a tus or IETF draft request as something else would).
     pub const PROTOCOL_MISMATCH: i32 = 37;
+    /// *Added*: the server claimed what the client knows to be false (an
+    /// offset past the bytes sent, a length other than the file's): a
+    /// server bug or a hostile server, never taken as progress.
+    pub const PROTOCOL_VIOLATION: i32 = 38;
 }
 
 /// What went wrong, in broad classes. Finer detail is in [`Error::code`] and

@@ -187,6 +187,20 @@ pub(crate) struct Callbacks {
     pub(crate) failure: Option<Arc<FailureFn>>,
 }
 
+/// Where one source landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SourceLanding {
+    /// The source's name as it was sent.
+    pub source: String,
+    /// The name the receiver says the file landed under (it may differ:
+    /// a name the receiver cleaned or renamed); `None` when the protocol
+    /// or the receiver does not say.
+    pub name: Option<String>,
+    /// Whether the receiver confirmed the landing.
+    pub confirmed: bool,
+}
+
 /// A snapshot of a job's progress, for callers who want more than a percentage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -249,6 +263,7 @@ pub(crate) struct JobState {
     pub(crate) unconfirmed: AtomicU64,
     pub(crate) journal_trusted: AtomicBool,
     pub(crate) notices: Mutex<Vec<String>>,
+    pub(crate) landings: Mutex<Vec<SourceLanding>>,
     pub(crate) times: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
@@ -266,6 +281,7 @@ impl JobState {
             counter.store(0, Ordering::Relaxed);
         }
         self.journal_trusted.store(false, Ordering::Relaxed);
+        lock(&self.landings).clear();
         self.total.store(total, Ordering::Relaxed);
         self.total_blocks.store(total_blocks, Ordering::Relaxed);
         *lock(&self.times) = (Some(Instant::now()), None);
@@ -433,6 +449,12 @@ impl Job {
                 end.unwrap_or_else(Instant::now).duration_since(t)
             }),
         }
+    }
+
+    /// Where each source of the current or last run landed so far, in the
+    /// order they landed, as the receiver said.
+    pub fn landings(&self) -> Vec<SourceLanding> {
+        lock(&self.state.landings).clone()
     }
 
     /// Notices of the current or last run, such as "the source changed since

@@ -93,8 +93,8 @@ pub use error::{code, Error, ErrorKind};
 pub use events::EventDispatcher;
 pub use fileuploader_wire::{BLOCK_CRC32C_FIELD, UPLOAD_ID_HEADER};
 pub use job::{
-    FormField, HttpHeader, Job, JobId, Progress, SourceEntry, SourceRef, SourceValue,
-    DEFAULT_BLOCK_SIZE, DEFAULT_KEY, MAX_BLOCK_SIZE, MAX_THREAD_NUM,
+    FormField, HttpHeader, Job, JobId, Progress, SourceEntry, SourceLanding, SourceRef,
+    SourceValue, DEFAULT_BLOCK_SIZE, DEFAULT_KEY, MAX_BLOCK_SIZE, MAX_THREAD_NUM,
 };
 pub use journal::{default_journal_dir, Resume};
 pub use manager::{JobHandle, UploadManager, UploadManagerBuilder};

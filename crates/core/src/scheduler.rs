@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::attempt::{self, Sent};
 use crate::error::{code, Error, ErrorKind};
+use crate::job::SourceLanding;
 use crate::journal::{JournaledAck, Resume};
 use crate::plan::Block;
 use crate::progress::Percentage;
@@ -533,6 +534,11 @@ async fn conclude(
             }
         }
         state.confirmed.fetch_add(1, Ordering::Relaxed);
+        lock(&state.landings).push(SourceLanding {
+            source: source.name.clone(),
+            name: landing.name.clone(),
+            confirmed: true,
+        });
     } else if ctx.job.require_confirmation {
         return Err(Error::new(
             ErrorKind::Status,
@@ -544,6 +550,11 @@ async fn conclude(
         ));
     } else {
         state.unconfirmed.fetch_add(1, Ordering::Relaxed);
+        lock(&state.landings).push(SourceLanding {
+            source: source.name.clone(),
+            name: None,
+            confirmed: false,
+        });
     }
     {
         let mut cursors = lock(&scheduler.cursors);

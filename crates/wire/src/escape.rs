@@ -21,3 +21,43 @@ pub fn put_escaped(buf: &mut Vec<u8>, s: &str) {
         }
     }
 }
+
+/// A quoted multipart name as the sender meant it: `%22`, `%0D` and `%0A`
+/// decoded to `"`, CR and LF, as the HTML form-data rules have browsers
+/// escape them (and [`put_escaped`] does). Nothing else is decoded: a `%`
+/// of the name itself travels as it is, so only these three can be read
+/// back without guessing.
+///
+/// ```
+/// assert_eq!(fileuploader_wire::unescape_name("say %22hi%22.txt"), "say \"hi\".txt");
+/// assert_eq!(fileuploader_wire::unescape_name("100%.txt"), "100%.txt");
+/// ```
+pub fn unescape_name(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 3).unwrap_or("");
+        let decoded = match code.to_ascii_uppercase().as_str() {
+            "22" => Some('"'),
+            "0D" => Some('\r'),
+            "0A" => Some('\n'),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[at + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.into()
+}

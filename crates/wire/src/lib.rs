@@ -30,7 +30,7 @@ mod statement;
 use std::fmt;
 
 pub use crc::{crc32c_join, CrcShift};
-pub use escape::put_escaped;
+pub use escape::{put_escaped, unescape_name};
 pub use ranges::RangeSet;
 pub use statement::Statement;
 

@@ -35,6 +35,9 @@ pub const UPLOAD_CONCAT: &str = "upload-concat";
 pub const UPLOAD_EXPIRES: &str = "upload-expires";
 /// A tus upload whose length comes later (not supported here: refused).
 pub const UPLOAD_DEFER_LENGTH: &str = "upload-defer-length";
+/// fileuploader's own: the name a finished upload landed under, on the
+/// answer that says it finished (percent-encoded as [`encode_text`] does).
+pub const LANDED_NAME: &str = "x-landed-name";
 /// The media type of a tus append.
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 /// The IETF draft's interop version header: its presence marks a request
@@ -267,6 +270,44 @@ impl fmt::Display for Concat {
             Concat::Final(urls) => write!(f, "final;{}", urls.join(" ")),
         }
     }
+}
+
+/// `text` as a header value: bytes outside visible ASCII, and `%`,
+/// percent-encoded, so any UTF-8 name travels and comes back whole.
+///
+/// ```
+/// use fileuploader_wire::resumable::{decode_text, encode_text};
+/// assert_eq!(encode_text("a b%ü.txt"), "a%20b%25%C3%BC.txt");
+/// assert_eq!(decode_text("a%20b%25%C3%BC.txt").as_deref(), Some("a b%ü.txt"));
+/// ```
+pub fn encode_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The text [`encode_text`] encoded; `None` when it is not such text.
+pub fn decode_text(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{
-    format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata,
-    IDEMPOTENCY_KEY, INTEROP_VERSION, OFFSET_OCTET_STREAM, PARTIAL_UPLOAD, TUS_CHECKSUM_ALGORITHM,
-    TUS_EXTENSION, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_COMPLETE,
-    UPLOAD_CONCAT, UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    decode_text, format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat,
+    Metadata, IDEMPOTENCY_KEY, INTEROP_VERSION, LANDED_NAME, OFFSET_OCTET_STREAM, PARTIAL_UPLOAD,
+    TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM,
+    UPLOAD_COMPLETE, UPLOAD_CONCAT, UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA,
+    UPLOAD_OFFSET,
 };
 
 use super::{
@@ -196,6 +197,8 @@ fn covers(parts: &[Part], total: u64) -> bool {
 struct Held {
     offset: u64,
     length: Option<u64>,
+    /// The name it landed under, where the server says (ours does).
+    name: Option<String>,
     /// Whether the server counts it finished, where the protocol says.
     complete: Option<bool>,
 }
@@ -345,6 +348,23 @@ impl Session {
             })
     }
 
+    /// An answer claiming what the client knows to be false.
+    fn violation(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Status,
+            code::PROTOCOL_VIOLATION,
+            format!(
+                "the {} server's answer cannot be true: {what}; nothing it said is taken as progress",
+                self.dialect.name()
+            ),
+        )
+    }
+
+    /// Where the server says a finished upload landed.
+    fn landed(&self, held: &Held) -> Landing {
+        Landing::confirmed(held.name.clone(), Some(self.total), None)
+    }
+
     fn offset_of(&self, what: &str, response: &Response) -> Result<u64, Error> {
         response
             .headers()
@@ -458,15 +478,23 @@ impl Session {
             .send(self.request(Method::HEAD, url, UploadBody::new()))
             .await?;
         match response.status() {
-            s if s.is_success() => Ok(Some(Held {
-                offset: self.offset_of("HEAD", &response)?,
-                length: response
-                    .headers()
-                    .get(UPLOAD_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_offset(v).ok()),
-                complete: self.complete_of(&response),
-            })),
+            s if s.is_success() => {
+                let header = |name: &str| response.headers().get(name)?.to_str().ok();
+                let held = Held {
+                    offset: self.offset_of("HEAD", &response)?,
+                    length: header(UPLOAD_LENGTH).and_then(|v| parse_offset(v).ok()),
+                    name: header(LANDED_NAME).and_then(decode_text),
+                    complete: self.complete_of(&response),
+                };
+                let most = held.length.unwrap_or(self.total).min(self.total);
+                if held.offset > most {
+                    return Err(self.violation(&format!(
+                        "HEAD of {url} says offset {}, past the {most} bytes it can hold",
+                        held.offset
+                    )));
+                }
+                Ok(Some(held))
+            }
             StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::FORBIDDEN => Ok(None),
             _ => Err(crate::error::status_error(&response, &self.context("HEAD"))),
         }
@@ -591,7 +619,8 @@ impl Session {
             })
             .and_then(|u| u.parse::<Uri>().ok());
         if let Some(url) = resumed {
-            if let Some(Held { offset, length, .. }) = self.held(transport, &url).await? {
+            if let Some(held) = self.held(transport, &url).await? {
+                let (offset, length) = (held.offset, held.length);
                 if length.is_some_and(|l| l != self.total) {
                     return Err(Error::new(
                         ErrorKind::Status,
@@ -605,14 +634,16 @@ impl Session {
                     ));
                 }
                 let state = &mut *lock(&self.state);
+                if offset > self.total {
+                    return Err(self.violation(&format!(
+                        "it holds {offset} bytes of {url}, but {:?} has {}",
+                        self.name, self.total
+                    )));
+                }
                 state.mode = Mode::Stream(url);
                 state.offset = offset;
-                if offset == self.total {
-                    return Ok(Holding::Landed(Landing::confirmed(
-                        None,
-                        Some(self.total),
-                        None,
-                    )));
+                if offset == self.total && held.complete != Some(false) {
+                    return Ok(Holding::Landed(self.landed(&held)));
                 }
                 return Ok(Holding::Ranges(vec![(0, offset)]));
             }
@@ -670,9 +701,7 @@ impl Session {
             return Ok(None);
         };
         Ok(match self.held(transport, &url).await? {
-            Some(held) if held.offset == self.total => {
-                Some(Landing::confirmed(None, Some(self.total), None))
-            }
+            Some(held) if held.offset == self.total => Some(self.landed(&held)),
             _ => None,
         })
     }
@@ -799,6 +828,11 @@ impl UploadSession for Session {
                 Ok(created) => created,
                 Err(e) => return Verdict::Fail(e),
             };
+            if offset > end {
+                return Verdict::Fail(self.violation(&format!(
+                    "{what} was created holding {offset} bytes, but only {end} were sent"
+                )));
+            }
             let state = &mut *lock(&self.state);
             state.mode = Mode::Stream(url.clone());
             state.offset = offset;
@@ -815,6 +849,17 @@ impl UploadSession for Session {
                 Ok(offset) => offset,
                 Err(e) => return Verdict::Fail(e),
             };
+            if concatenated && offset > block.len {
+                return Verdict::Fail(self.violation(&format!(
+                    "{what} was kept as {offset} bytes, but only {} were sent",
+                    block.len
+                )));
+            }
+            if offset > end {
+                return Verdict::Fail(self.violation(&format!(
+                    "{what} moved the offset to {offset}, but only {end} bytes were sent"
+                )));
+            }
             if concatenated {
                 if offset != block.len {
                     return Verdict::Retry {
@@ -900,9 +945,7 @@ impl UploadSession for Session {
                 complete: Some(false),
                 ..
             }) if offset == self.total => self.complete(transport, &url).await,
-            Some(Held { offset, .. }) if offset == self.total => Ok(Finish::Landed(
-                Landing::confirmed(None, Some(self.total), None),
-            )),
+            Some(held) if held.offset == self.total => Ok(Finish::Landed(self.landed(&held))),
             Some(Held { offset, .. }) => Ok(Finish::Resync(Error::new(
                 ErrorKind::Status,
                 code::NOT_FINISHED,
