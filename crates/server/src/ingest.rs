@@ -1,13 +1,15 @@
 //! What every protocol door of the receiver does with a store: find or
 //! begin an upload for the credentials that ask, pour a block's bytes into
 //! its writer while counting them, and acknowledge, then land, what was
-//! checked.
+//! checked. Whether an upload landed is decided here and nowhere else
+//! ([`Outcome`], [`settle`], [`land`], [`land_whole`]); every door answers
+//! from it in its own protocol.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::store::{BlockWriter, NewUpload, OnConflict, Store, Upload, WriteBytes};
+use crate::store::{BlockWriter, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes};
 use crate::{Refusal, Statement};
 
 /// What one request may do, as the receiver's settings and its
@@ -21,11 +23,41 @@ pub(crate) struct Allowance<'a> {
     pub(crate) quota: Option<u64>,
 }
 
-/// An upload a request names: in progress, or landed already.
+/// What the receiver knows of an upload, told to the credentials that
+/// ask: the one answer every door and every read gives, decided here.
 #[derive(Debug)]
-pub(crate) enum Opened {
+pub(crate) enum Outcome {
+    /// Nothing, for these credentials: never begun, discarded, expired,
+    /// or another's.
+    Unknown,
+    /// Some of its bytes are missing, or it is a part waiting to be
+    /// concatenated.
     InProgress(Upload),
+    /// It landed, as this statement says.
     Landed(Statement),
+    /// Every byte is here but it could not land, for this reason; asking
+    /// again tries again (a name freed, a disk mended).
+    Failed(Upload, Refusal),
+}
+
+impl Outcome {
+    /// What the segmented protocol's status query says of it.
+    pub(crate) fn statement(self, id: &str) -> Statement {
+        match self {
+            Outcome::Unknown => Statement::Unknown {
+                upload_id: id.to_owned(),
+            },
+            Outcome::InProgress(upload) => upload.statement(),
+            Outcome::Landed(statement) => statement,
+            Outcome::Failed(upload, refusal) => {
+                let mut statement = upload.statement();
+                if let Statement::Partial { error, .. } = &mut statement {
+                    *error = Some(refusal.message().to_owned());
+                }
+                statement
+            }
+        }
+    }
 }
 
 /// Upload `id` in progress if `owner` began it: to anyone else it does not
@@ -38,35 +70,85 @@ pub(crate) async fn find_owned(
     Ok(store.upload(id).await?.filter(|u| u.begun.owner == owner))
 }
 
-/// What the receiver can say of upload `id` to `owner`. An upload whose
-/// every byte is acknowledged but that has not landed (a store's listing
-/// behind the block that completed it) lands now, by `policy`.
-pub(crate) async fn statement(
+/// The landing statement of upload `id` if it landed for `owner`.
+async fn landed_for(
+    store: &dyn Store,
+    id: &str,
+    owner: &str,
+) -> Result<Option<Statement>, Refusal> {
+    Ok(store
+        .landed(id)
+        .await?
+        .filter(|l| l.owner == owner)
+        .map(|l| l.statement))
+}
+
+/// Refuses an upload id that other credentials began or landed.
+async fn not_anothers(store: &dyn Store, id: &str, owner: &str) -> Result<(), Refusal> {
+    let theirs = match store.upload(id).await? {
+        Some(upload) => upload.begun.owner != owner,
+        None => store.landed(id).await?.is_some_and(|l| l.owner != owner),
+    };
+    if theirs {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "this upload id belongs to other credentials",
+        ));
+    }
+    Ok(())
+}
+
+/// What upload `id` has come to, for `owner`. An upload whose every byte
+/// is acknowledged but that has not landed (a receiver stopped between the
+/// block that completed it and its landing, a store's listing behind that
+/// block, or a landing that failed) is landed now, by `policy`.
+pub(crate) async fn settle(
     store: &dyn Store,
     id: &str,
     owner: &str,
     policy: OnConflict,
-) -> Result<Statement, Refusal> {
+) -> Result<Outcome, Refusal> {
     if let Some(upload) = find_owned(store, id, owner).await? {
-        if lands_now(&upload) {
-            return store.land(id, &upload.begun.name, policy).await;
+        if whole(&upload) {
+            return land(store, upload, None, policy).await;
         }
-        return Ok(upload.statement());
+        return Ok(Outcome::InProgress(upload));
     }
-    Ok(store
-        .landed(id)
-        .await?
-        .unwrap_or_else(|| Statement::Unknown {
-            upload_id: id.to_owned(),
-        }))
+    Ok(match landed_for(store, id, owner).await? {
+        Some(statement) => Outcome::Landed(statement),
+        None => Outcome::Unknown,
+    })
 }
 
-/// Whether `upload` holds every byte, is no part of another, and has not
-/// failed to land, yet has not landed: a receiver stopped between the block
-/// that completed it and its landing, or a store's listing behind that
-/// block. Whoever asks about it lands it first.
-pub(crate) fn lands_now(upload: &Upload) -> bool {
-    upload.complete() && !upload.begun.partial && upload.landing_error.is_none()
+/// Whether `upload` holds every byte and is no part of another: it lands.
+fn whole(upload: &Upload) -> bool {
+    upload.complete() && !upload.begun.partial
+}
+
+/// Lands complete `upload` as `name` (else its own name), by `policy`: the
+/// one place an upload in blocks lands. A landing that fails stays on the
+/// upload's record with its reason, and may be tried again.
+pub(crate) async fn land(
+    store: &dyn Store,
+    upload: Upload,
+    name: Option<String>,
+    policy: OnConflict,
+) -> Result<Outcome, Refusal> {
+    let name = name.unwrap_or_else(|| upload.begun.name.clone());
+    if let Some(error) = &upload.landing_error {
+        // Failed before, and the name is still taken: nothing to try.
+        if policy == OnConflict::Refuse && store.name_taken(&name).await? {
+            let refusal = Refusal::new(StatusCode::CONFLICT, error.clone());
+            return Ok(Outcome::Failed(upload, refusal));
+        }
+    }
+    match store.land(&upload.begun.id, &name, policy).await {
+        Ok(statement) => Ok(Outcome::Landed(statement)),
+        Err(refusal) => match store.upload(&upload.begun.id).await? {
+            Some(after) if after.landing_error.is_some() => Ok(Outcome::Failed(after, refusal)),
+            _ => Err(refusal),
+        },
+    }
 }
 
 /// Refuses (409) a name taken already when the policy is to refuse.
@@ -84,18 +166,16 @@ pub(crate) async fn check_name(
     Ok(())
 }
 
-/// Finds upload `new.id` for its owner, or begins it: refused when the
-/// name is taken (by the policy) or the quota would be exceeded.
+/// Finds upload `new.id` for its owner, or begins it: refused when other
+/// credentials hold the id, the name is taken (by the policy) or the quota
+/// would be exceeded. An upload that landed already is told as landed.
 pub(crate) async fn open(
     store: &dyn Store,
     new: NewUpload,
     allowance: Allowance<'_>,
-) -> Result<Opened, Refusal> {
+) -> Result<Outcome, Refusal> {
+    not_anothers(store, &new.id, allowance.owner).await?;
     match store.upload(&new.id).await? {
-        Some(upload) if upload.begun.owner != allowance.owner => Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "this upload id belongs to other credentials",
-        )),
         Some(upload) if upload.begun.total != new.total => Err(Refusal::new(
             StatusCode::CONFLICT,
             format!(
@@ -103,10 +183,10 @@ pub(crate) async fn open(
                 new.id, upload.begun.total, new.total
             ),
         )),
-        Some(upload) => Ok(Opened::InProgress(upload)),
+        Some(upload) => Ok(Outcome::InProgress(upload)),
         None => {
-            if let Some(statement) = store.landed(&new.id).await? {
-                return Ok(Opened::Landed(statement));
+            if let Some(statement) = landed_for(store, &new.id, allowance.owner).await? {
+                return Ok(Outcome::Landed(statement));
             }
             check_name(store, &new.name, allowance.policy).await?;
             if let Some(quota) = allowance.quota {
@@ -121,9 +201,45 @@ pub(crate) async fn open(
                     ));
                 }
             }
-            store.begin(new).await.map(Opened::InProgress)
+            store.begin(new).await.map(Outcome::InProgress)
         }
     }
+}
+
+/// Before a whole file's bytes are taken: refused when other credentials
+/// hold its upload id; its landing when the same file landed under that
+/// id already (a request sent again, its answer lost); else nothing, and
+/// the name is checked by the policy.
+pub(crate) async fn open_whole(
+    store: &dyn Store,
+    id: Option<&str>,
+    name: &str,
+    allowance: Allowance<'_>,
+) -> Result<Option<Statement>, Refusal> {
+    if let Some(id) = id {
+        not_anothers(store, id, allowance.owner).await?;
+        if let Some(statement) = landed_for(store, id, allowance.owner).await? {
+            return Ok(Some(statement));
+        }
+    }
+    check_name(store, name, allowance.policy).await?;
+    Ok(None)
+}
+
+/// Lands a whole file's bytes as `name`: the one place a whole file lands.
+pub(crate) async fn land_whole(
+    store: &dyn Store,
+    writer: Box<dyn WholeWriter>,
+    name: &str,
+    id: Option<&str>,
+    allowance: Allowance<'_>,
+) -> Result<Statement, Refusal> {
+    if let Some(statement) = open_whole(store, id, name, allowance).await? {
+        return Ok(statement);
+    }
+    writer
+        .land(name, allowance.policy, id, allowance.owner)
+        .await
 }
 
 /// A request body's bytes, in pieces as they arrive.
@@ -167,17 +283,9 @@ pub(crate) async fn pour(
     Ok(poured)
 }
 
-/// A block acknowledged: the upload after it, and its landing statement if
-/// the block completed it.
-#[derive(Debug)]
-pub(crate) struct Acknowledged {
-    pub(crate) upload: Upload,
-    pub(crate) landed: Option<Statement>,
-}
-
 /// Acknowledges the first `len` bytes of a checked block and, if the
 /// upload is then complete, lands it (as `name` if given, else its own
-/// name).
+/// name); returns what the upload has come to.
 pub(crate) async fn acknowledge(
     store: &dyn Store,
     mut writer: Box<dyn BlockWriter>,
@@ -185,7 +293,7 @@ pub(crate) async fn acknowledge(
     crc32c: Option<u32>,
     name: Option<String>,
     policy: OnConflict,
-) -> Result<Acknowledged, Refusal> {
+) -> Result<Outcome, Refusal> {
     if !writer.finish().await? {
         return Err(Refusal::new(
             StatusCode::CONFLICT,
@@ -193,16 +301,8 @@ pub(crate) async fn acknowledge(
         ));
     }
     let upload = writer.acknowledge(len, crc32c).await?;
-    if !upload.complete() || upload.begun.partial {
-        return Ok(Acknowledged {
-            upload,
-            landed: None,
-        });
+    if !whole(&upload) {
+        return Ok(Outcome::InProgress(upload));
     }
-    let name = name.unwrap_or_else(|| upload.begun.name.clone());
-    let landed = store.land(&upload.begun.id, &name, policy).await?;
-    Ok(Acknowledged {
-        upload,
-        landed: Some(landed),
-    })
+    land(store, upload, name, policy).await
 }

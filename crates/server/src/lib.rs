@@ -56,7 +56,7 @@ use tokio::net::TcpListener;
 use crate::auth::Grant;
 pub use crate::auth::{sign_url, Access, NameRule};
 pub use crate::cors::Cors;
-use crate::ingest::{Allowance, Opened};
+use crate::ingest::{Allowance, Outcome};
 pub use crate::limits::Limits;
 use crate::limits::{Cut, Guarded};
 pub use crate::request::{plain_name, upload_id};
@@ -589,9 +589,9 @@ impl Receiver {
         grant: &Grant,
     ) -> Result<Option<Statement>, Refusal> {
         let id = Self::queried_id(uri)?;
-        ingest::statement(self.store.as_ref(), id, &grant.owner, self.on_conflict)
-            .await
-            .map(Some)
+        let outcome =
+            ingest::settle(self.store.as_ref(), id, &grant.owner, self.on_conflict).await?;
+        Ok(Some(outcome.statement(id)))
     }
 
     async fn discard_upload(
@@ -677,7 +677,7 @@ impl Receiver {
         while let Some(mut field) = form.next_field().await.map_err(malformed)? {
             match (field.file_name(), &file) {
                 (Some(part_name), None) => {
-                    let name = plain_name(part_name)?;
+                    let name = plain_name(&fileuploader_wire::unescape_name(part_name))?;
                     allowed(&name)?;
                     let mut part = match self.part(id.as_deref(), name, range, allowance).await? {
                         Ok(part) => part,
@@ -704,7 +704,14 @@ impl Receiver {
                     };
                     file = Some((part, poured));
                 }
-                (Some(_), _) => while field.chunk().await.map_err(malformed)?.is_some() {},
+                (Some(_), Some(_)) => {
+                    // Refused before anything lands: the first part's
+                    // writer goes with this answer, keeping nothing.
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "the form has more than one file part; send each file in its own request (none of these was kept)",
+                    ));
+                }
                 (None, _) => {
                     fields += 1;
                     if fields > self.limits.max_fields {
@@ -752,9 +759,7 @@ impl Receiver {
         match (part, range) {
             (Part::Whole(writer, part_name), _) => {
                 let name = name_field.unwrap_or(part_name);
-                ingest::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
-                writer
-                    .land(&name, self.on_conflict, id.as_deref())
+                ingest::land_whole(self.store.as_ref(), writer, &name, id.as_deref(), allowance)
                     .await
                     .map(Some)
             }
@@ -769,7 +774,7 @@ impl Receiver {
                         ),
                     ));
                 }
-                let acked = ingest::acknowledge(
+                let outcome = ingest::acknowledge(
                     self.store.as_ref(),
                     writer,
                     r.len(),
@@ -778,11 +783,16 @@ impl Receiver {
                     self.on_conflict,
                 )
                 .await?;
-                Ok(Some(acked.landed.unwrap_or(Statement::Received {
-                    upload_id: acked.upload.begun.id,
-                    start: r.start,
-                    end: r.end,
-                })))
+                match outcome {
+                    Outcome::Landed(statement) => Ok(Some(statement)),
+                    Outcome::InProgress(upload) => Ok(Some(Statement::Received {
+                        upload_id: upload.begun.id,
+                        start: r.start,
+                        end: r.end,
+                    })),
+                    Outcome::Failed(_, refusal) => Err(refusal),
+                    Outcome::Unknown => Err(Refusal::internal("receive", "the upload vanished")),
+                }
             }
             (Part::Block(_), None) => Err(Refusal::internal("receive", "a block without a range")),
         }
@@ -799,8 +809,11 @@ impl Receiver {
         allowance: Allowance<'_>,
     ) -> Result<Result<Part, Statement>, Refusal> {
         let Some(range) = range else {
-            ingest::check_name(self.store.as_ref(), &name, allowance.policy).await?;
-            return Ok(Ok(Part::Whole(self.store.write_whole().await?, name)));
+            let store = self.store.as_ref();
+            if let Some(landed) = ingest::open_whole(store, id, &name, allowance).await? {
+                return Ok(Err(landed));
+            }
+            return Ok(Ok(Part::Whole(store.write_whole().await?, name)));
         };
         let id = id.ok_or_else(|| {
             Refusal::new(
@@ -816,10 +829,13 @@ impl Receiver {
             partial: false,
         };
         match ingest::open(self.store.as_ref(), new, allowance).await? {
-            Opened::Landed(statement) => Ok(Err(statement)),
-            Opened::InProgress(upload) => Ok(Ok(Part::Block(
+            Outcome::Landed(statement) => Ok(Err(statement)),
+            Outcome::InProgress(upload) => Ok(Ok(Part::Block(
                 self.store.write_block(&upload, range, true).await?,
             ))),
+            Outcome::Failed(..) | Outcome::Unknown => {
+                Err(Refusal::internal("open upload", "neither begun nor landed"))
+            }
         }
     }
 }

@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use fileuploader_wire::resumable::{
-    format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata,
-    IDEMPOTENCY_KEY, INTEROP_VERSION, INTEROP_VERSIONS, OFFSET_OCTET_STREAM,
+    encode_text, format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat,
+    Metadata, IDEMPOTENCY_KEY, INTEROP_VERSION, INTEROP_VERSIONS, LANDED_NAME, OFFSET_OCTET_STREAM,
     TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_V1, TUS_VERSION,
     UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES,
     UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full};
 use sha1::Digest as _;
 
 use crate::auth::Grant;
-use crate::ingest::{self, Allowance, Chunks, Opened};
+use crate::ingest::{self, Allowance, Chunks, Outcome};
 use crate::limits::{Cut, Guarded};
 use crate::store::{NewUpload, Upload};
 use crate::{plain_name, Receiver, Refusal, RequestBody};
@@ -331,27 +331,20 @@ impl Receiver {
             .header("location", &location)
             .header(UPLOAD_EXPIRES, self.expires());
         let upload = match ingest::open(self.store.as_ref(), new, allowance).await? {
-            Opened::InProgress(upload) => upload,
+            Outcome::InProgress(upload) => upload,
             // Created and landed before: the answer that said so was lost.
-            Opened::Landed(Statement::Landed { length, .. }) => {
-                return Ok(finished(answer, dialect, length, true))
-            }
-            Opened::Landed(_) => {
-                return Err(Refusal::internal("create upload", "an unknown landing"))
-            }
+            landed => return told(answer, dialect, landed, 0),
         };
         if length == 0 && !partial {
             // Nothing will ever be appended: it is complete as created.
-            self.store
-                .land(&id, &upload.begun.name, self.on_conflict)
-                .await?;
-            return Ok(finished(answer, dialect, 0, true));
+            let outcome = ingest::land(self.store.as_ref(), upload, None, self.on_conflict).await?;
+            return told(answer, dialect, outcome, 0);
         }
         if !with_body {
             return Ok(answer.header(UPLOAD_OFFSET, 0));
         }
-        let (offset, landed) = self.pour_append(request, &upload, 0, complete).await?;
-        Ok(finished(answer, dialect, offset, landed))
+        let (outcome, end) = self.pour_append(request, &upload, 0, complete).await?;
+        told(answer, dialect, outcome, end)
     }
 
     /// Creates a final upload from complete partial ones (the tus
@@ -377,14 +370,18 @@ impl Receiver {
         // The same parts make the same final upload: a request sent again
         // (its answer lost) finds the file it landed, not a name taken.
         let id = derived_id(&grant.owner, &ids);
-        let answer = |total: u64| {
-            Answer::new(StatusCode::CREATED)
-                .header("location", location(uri, &id))
-                .header(UPLOAD_OFFSET, total)
+        let answer = Answer::new(StatusCode::CREATED).header("location", location(uri, &id));
+        let store = self.store.as_ref();
+        let begun = match ingest::settle(store, &id, &grant.owner, self.on_conflict).await? {
+            // Built before: landed, or failed to land (tried again now).
+            outcome @ (Outcome::Landed(_) | Outcome::Failed(..)) => {
+                return told(answer, Dialect::Tus, outcome, 0)
+            }
+            // Begun but not built whole (the receiver stopped while it
+            // joined the parts): built again from the parts.
+            Outcome::InProgress(_) => true,
+            Outcome::Unknown => false,
         };
-        if let Some(Statement::Landed { length, .. }) = self.store.landed(&id).await? {
-            return Ok(answer(length));
-        }
         let mut parts = Vec::with_capacity(ids.len());
         for id in ids {
             let part = ingest::find_owned(self.store.as_ref(), id, &grant.owner)
@@ -408,22 +405,24 @@ impl Receiver {
             return Err(crate::too_large(max_size));
         }
         let name = name_of(headers, grant, &id)?;
-        if self.store.upload(&id).await?.is_none() {
-            ingest::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
-            let new = NewUpload {
-                id: id.clone(),
-                total,
-                name: name.clone(),
-                owner: grant.owner.clone(),
-                partial: false,
-            };
-            self.store.concatenate(new, &parts).await?;
+        if !begun {
+            ingest::check_name(store, &name, self.on_conflict).await?;
         }
-        self.store.land(&id, &name, self.on_conflict).await?;
-        for part in &parts {
-            self.store.discard(&part.begun.id).await?;
+        let new = NewUpload {
+            id: id.clone(),
+            total,
+            name: name.clone(),
+            owner: grant.owner.clone(),
+            partial: false,
+        };
+        let whole = store.concatenate(new, &parts).await?;
+        let outcome = ingest::land(store, whole, Some(name), self.on_conflict).await?;
+        if let Outcome::Landed(_) = outcome {
+            for part in &parts {
+                store.discard(&part.begun.id).await?;
+            }
         }
-        Ok(answer(total))
+        told(answer, Dialect::Tus, outcome, 0)
     }
 
     fn allowance<'a>(&self, grant: &'a Grant) -> Allowance<'a> {
@@ -432,23 +431,6 @@ impl Receiver {
             policy: self.on_conflict,
             quota: self.quota,
         }
-    }
-
-    /// Lands `upload` when it is whole but has not landed (the receiver
-    /// stopped between the append that completed it and its landing);
-    /// its length when it did.
-    async fn land_if_whole(&self, upload: &Upload) -> Result<Option<u64>, Refusal> {
-        if !ingest::lands_now(upload) {
-            return Ok(None);
-        }
-        let landing = self
-            .store
-            .land(&upload.begun.id, &upload.begun.name, self.on_conflict)
-            .await?;
-        Ok(match landing {
-            Statement::Landed { length, .. } => Some(length),
-            _ => None,
-        })
     }
 
     async fn offset(
@@ -462,32 +444,24 @@ impl Receiver {
             Dialect::Tus => StatusCode::OK,
             Dialect::Ietf(_) => StatusCode::NO_CONTENT,
         };
-        let answer = Answer::new(status).header("cache-control", "no-store");
-        let mut answer = answer;
-        let (offset, length, complete) =
-            match ingest::find_owned(self.store.as_ref(), id, &grant.owner).await? {
-                // Saying a whole upload's offset before it lands would tell
-                // the client it landed.
-                Some(upload) => match self.land_if_whole(&upload).await? {
-                    Some(length) => (length, length, true),
-                    None => {
-                        if upload.begun.partial {
-                            answer = answer.header(UPLOAD_CONCAT, Concat::Partial);
-                        }
-                        (offset_of(&upload), upload.begun.total, false)
-                    }
-                },
-                None => match self.store.landed(id).await? {
-                    Some(Statement::Landed { length, .. }) => (length, length, true),
-                    _ => {
-                        return Err(Refusal::new(
-                            StatusCode::NOT_FOUND,
-                            format!("upload {id} is unknown, expired or ended"),
-                        ))
-                    }
-                },
-            };
-        Ok(finished(answer, dialect, offset, complete).header(UPLOAD_LENGTH, length))
+        let mut answer = Answer::new(status).header("cache-control", "no-store");
+        // A whole upload that has not landed lands first: telling its
+        // offset before would tell the client it landed.
+        let outcome =
+            ingest::settle(self.store.as_ref(), id, &grant.owner, self.on_conflict).await?;
+        match &outcome {
+            Outcome::InProgress(upload) => {
+                if upload.begun.partial {
+                    answer = answer.header(UPLOAD_CONCAT, Concat::Partial);
+                }
+                answer = answer.header(UPLOAD_LENGTH, upload.begun.total);
+            }
+            Outcome::Landed(Statement::Landed { length, .. }) => {
+                answer = answer.header(UPLOAD_LENGTH, length);
+            }
+            _ => {}
+        }
+        told(answer, dialect, outcome, 0)
     }
 
     async fn append<B: RequestBody>(
@@ -510,24 +484,23 @@ impl Receiver {
             .and_then(|v| parse_offset(v).map_err(|e| bad(e.to_string())))?;
         let complete = completes(headers, dialect)?;
         let id = Self::upload_of(request.uri())?.to_owned();
-        let Some(upload) = ingest::find_owned(self.store.as_ref(), &id, &grant.owner).await? else {
-            if let Some(Statement::Landed { length, .. }) = self.store.landed(&id).await? {
-                // Complete already: an empty append at its end is no change.
-                if offset == length && request_is_empty(headers) {
-                    let answer = Answer::new(StatusCode::NO_CONTENT);
-                    return Ok(finished(answer, dialect, length, true));
+        let upload =
+            match ingest::settle(self.store.as_ref(), &id, &grant.owner, self.on_conflict).await? {
+                Outcome::InProgress(upload) => upload,
+                Outcome::Landed(landed @ Statement::Landed { length, .. }) => {
+                    // Complete already: an empty append at its end is no change.
+                    if offset == length && request_is_empty(headers) {
+                        let answer = Answer::new(StatusCode::NO_CONTENT);
+                        return told(answer, dialect, Outcome::Landed(landed), 0);
+                    }
+                    return Err(Refusal::new(
+                        StatusCode::CONFLICT,
+                        format!("upload {id} is complete at {length} bytes"),
+                    )
+                    .with_offset(length));
                 }
-                return Err(Refusal::new(
-                    StatusCode::CONFLICT,
-                    format!("upload {id} is complete at {length} bytes"),
-                )
-                .with_offset(length));
-            }
-            return Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                format!("upload {id} is unknown, expired or ended"),
-            ));
-        };
+                outcome => return told(Answer::new(StatusCode::NO_CONTENT), dialect, outcome, 0),
+            };
         let held = offset_of(&upload);
         if offset != held {
             return Err(Refusal::new(
@@ -537,21 +510,21 @@ impl Receiver {
             .with_offset(held));
         }
         let answer = Answer::new(StatusCode::NO_CONTENT).header(UPLOAD_EXPIRES, self.expires());
-        let (offset, landed) = self.pour_append(request, &upload, offset, complete).await?;
-        Ok(finished(answer, dialect, offset, landed))
+        let (outcome, end) = self.pour_append(request, &upload, offset, complete).await?;
+        told(answer, dialect, outcome, end)
     }
 
     /// Appends a request's body at `offset`: checked against its
     /// `Upload-Checksum`, acknowledged durably, landed when it completes the
     /// upload. A body cut short without a checksum keeps what arrived.
-    /// Returns the new offset and whether the upload landed.
+    /// Returns what the upload came to, and where the bytes taken end.
     async fn pour_append<B: RequestBody>(
         &self,
         request: Request<B>,
         upload: &Upload,
         offset: u64,
         complete: Option<bool>,
-    ) -> Result<(u64, bool), Refusal> {
+    ) -> Result<(Outcome, u64), Refusal> {
         let checksum = text(request.headers(), UPLOAD_CHECKSUM)
             .map(Checksum::parse)
             .transpose()
@@ -567,8 +540,8 @@ impl Receiver {
         };
         let total = upload.begun.total;
         if offset == total {
-            // Nothing more to take.
-            return Ok((offset, self.land_if_whole(upload).await?.is_some()));
+            // Nothing more to take (a part waiting for its concatenation).
+            return Ok((Outcome::InProgress(upload.clone()), offset));
         }
         // A body that says its length reserves just that much.
         let sized = request
@@ -655,9 +628,9 @@ impl Receiver {
             )));
         }
         if poured.len == 0 {
-            return Ok((offset, false));
+            return Ok((Outcome::InProgress(upload.clone()), offset));
         }
-        let acked = ingest::acknowledge(
+        let outcome = ingest::acknowledge(
             self.store.as_ref(),
             writer,
             poured.len,
@@ -666,7 +639,7 @@ impl Receiver {
             self.on_conflict,
         )
         .await?;
-        Ok((offset_of(&acked.upload).max(end), acked.landed.is_some()))
+        Ok((outcome, end))
     }
 
     async fn terminate(&self, uri: &http::Uri, grant: &Grant) -> Result<Answer, Refusal> {
@@ -765,6 +738,48 @@ fn completes(headers: &HeaderMap, dialect: Dialect) -> Result<Option<bool>, Refu
 
 fn request_is_empty(headers: &HeaderMap) -> bool {
     text(headers, header::CONTENT_LENGTH.as_str()).is_none_or(|v| v.trim() == "0")
+}
+
+/// What an upload has come to, as a creation's, an append's or a `HEAD`'s
+/// answer says it: landed, its length as the offset (complete, in the IETF
+/// dialect) and the name it landed under; in progress, its offset (at
+/// least `at`, where the bytes this request took end); a failed landing,
+/// refused (422 for what the client cannot mend, the cause's status else),
+/// never with an offset that would say it is complete.
+fn told(answer: Answer, dialect: Dialect, outcome: Outcome, at: u64) -> Result<Answer, Refusal> {
+    match outcome {
+        Outcome::Landed(Statement::Landed { length, name, .. }) => {
+            Ok(finished(answer, dialect, length, true).header(LANDED_NAME, encode_text(&name)))
+        }
+        Outcome::InProgress(upload) => {
+            Ok(finished(answer, dialect, offset_of(&upload).max(at), false))
+        }
+        Outcome::Failed(_, refusal) => Err(landing_failed(&refusal)),
+        Outcome::Landed(_) => Err(Refusal::internal("answer", "a landing without a statement")),
+        Outcome::Unknown => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "the upload is unknown, expired or ended",
+        )),
+    }
+}
+
+/// A landing that failed, as the tus and IETF doors refuse it: 409 means
+/// "ask the offset again" there, and the offset would say complete, so a
+/// cause the client cannot mend (a name taken, a folder in the way) is
+/// 422; a server-side cause keeps its status, for the client to try again.
+fn landing_failed(cause: &Refusal) -> Refusal {
+    let status = if cause.status().is_client_error() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        cause.status()
+    };
+    Refusal::new(
+        status,
+        format!(
+            "every byte arrived but the file did not land: {}",
+            cause.message()
+        ),
+    )
 }
 
 /// The offset and, in the IETF dialect, whether the upload is complete:

@@ -2,7 +2,7 @@
 //! the real client over 127.0.0.1.
 
 mod support;
-use support::serving;
+use support::{form, serving, BOUNDARY};
 
 use std::time::Duration;
 
@@ -12,25 +12,6 @@ use fileuploader_server::{Receiver, BLOCK_CRC32C_FIELD};
 use fileuploader_transport_hyper::HyperTransport;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-
-const BOUNDARY: &str = "XyZ";
-
-fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, file, data) in parts {
-        body.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
-        );
-        if let Some(f) = file {
-            body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
-        }
-        body.extend_from_slice(b"\r\n\r\n");
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
 
 async fn post(
     receiver: &Receiver,

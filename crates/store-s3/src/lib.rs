@@ -69,7 +69,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use fileuploader_server::store::{
-    Block, BlockWriter, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes,
+    Block, BlockWriter, Landed, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes,
 };
 use fileuploader_server::Refusal;
 use fileuploader_wire::{ContentRange, Statement};
@@ -177,6 +177,33 @@ struct Meta {
     name: String,
     owner: String,
     partial: bool,
+}
+
+/// What the bucket keeps of a landing: whose upload it was, and its
+/// statement. Records from before owners were kept are a bare statement.
+#[derive(Debug, Deserialize)]
+struct LandingRecord {
+    owner: String,
+    statement: Statement,
+}
+
+impl LandingRecord {
+    fn json(owner: &str, statement: &Statement) -> String {
+        serde_json::json!({ "owner": owner, "statement": statement }).to_string()
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Landed, serde_json::Error> {
+        match serde_json::from_slice::<LandingRecord>(bytes) {
+            Ok(record) => Ok(Landed {
+                owner: record.owner,
+                statement: record.statement,
+            }),
+            Err(_) => Ok(Landed {
+                owner: String::new(),
+                statement: serde_json::from_slice(bytes)?,
+            }),
+        }
+    }
 }
 
 /// A multipart upload that lands a file at `key`.
@@ -938,7 +965,7 @@ impl S3Store {
                 self.put_small(
                     "record the landing",
                     &layout.landed(&id),
-                    statement.to_json(),
+                    LandingRecord::json(&stored.meta.owner, &statement),
                 )
                 .await?;
                 // Landed and recorded: what is left is the expiry's to
@@ -1100,13 +1127,13 @@ impl Store for S3Store {
     }
 
     async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal> {
-        if let Some(statement) = self.landed(id).await? {
-            return Ok(statement);
+        if let Some(landed) = self.landed(id).await? {
+            return Ok(landed.statement);
         }
         match self.read(id).await? {
             Some(stored) => self.land_stored(stored, name, policy).await,
             None => match self.landed(id).await? {
-                Some(statement) => Ok(statement),
+                Some(landed) => Ok(landed.statement),
                 None => Err(Refusal::new(
                     StatusCode::NOT_FOUND,
                     format!("upload {id} is not in progress"),
@@ -1115,11 +1142,11 @@ impl Store for S3Store {
         }
     }
 
-    async fn landed(&self, id: &str) -> Result<Option<Statement>, Refusal> {
+    async fn landed(&self, id: &str) -> Result<Option<Landed>, Refusal> {
         let Some(bytes) = self.get_small(&self.s().layout.landed(id)).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
+        LandingRecord::parse(&bytes)
             .map(Some)
             .map_err(|e| Refusal::internal("read a landing record", e))
     }
@@ -1526,6 +1553,7 @@ impl WholeWriter for Whole {
         name: &str,
         policy: OnConflict,
         id: Option<&str>,
+        owner: &str,
     ) -> Result<Statement, Refusal> {
         self.0.flush().await?;
         let pieces = &self.0;
@@ -1553,7 +1581,7 @@ impl WholeWriter for Whole {
                 .put_small(
                     "record the landing",
                     &layout.landed(id),
-                    statement.to_json(),
+                    LandingRecord::json(owner, &statement),
                 )
                 .await?;
         }

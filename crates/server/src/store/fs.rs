@@ -29,7 +29,7 @@ use fileuploader_wire::{ContentRange, RangeSet, Statement};
 use http::StatusCode;
 
 use super::state::{now_ms, Change, State};
-use super::{BlockWriter, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes};
+use super::{BlockWriter, Landed, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes};
 use crate::Refusal;
 
 /// Bytes gathered before one positional write.
@@ -240,6 +240,7 @@ impl Inner {
                 let statement = Statement::landed(id, &landed_as, total, expected);
                 let change = Change::Landed {
                     id: id.to_owned(),
+                    owner: upload.begun.owner.clone(),
                     statement: statement.clone(),
                 };
                 self.state.apply(change)?;
@@ -262,7 +263,7 @@ impl Inner {
     /// What landing says of an upload no longer in progress.
     fn gone(&self, id: &str) -> io::Result<Landing> {
         Ok(match self.state.landed(id)? {
-            Some(statement) => Landing::Landed(statement),
+            Some(landed) => Landing::Landed(landed.statement),
             None => Landing::Failed(Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!("upload {id} is not in progress"),
@@ -387,6 +388,8 @@ impl Store for FsStore {
                 }));
                 at += part.begun.total;
             }
+            // The joined bytes are durable before any block says so.
+            whole.sync_all()?;
             File::open(&s.partial)?.sync_all()?;
             for change in changes {
                 s.state.apply(change)?;
@@ -434,7 +437,7 @@ impl Store for FsStore {
         }
     }
 
-    async fn landed(&self, id: &str) -> Result<Option<Statement>, Refusal> {
+    async fn landed(&self, id: &str) -> Result<Option<Landed>, Refusal> {
         let id = id.to_owned();
         self.with("read records", move |s| s.state.landed(&id))
             .await
@@ -634,12 +637,14 @@ impl WholeWriter for FsWhole {
         name: &str,
         policy: OnConflict,
         id: Option<&str>,
+        owner: &str,
     ) -> Result<Statement, Refusal> {
         self.flush().await?;
         let FsWhole {
             store, temp, file, ..
         } = *self;
         let (key, name) = (id.unwrap_or("").to_owned(), name.to_owned());
+        let owner = owner.to_owned();
         store
             .with("land file", move |s| {
                 file.sync_all()?;
@@ -654,6 +659,7 @@ impl WholeWriter for FsWhole {
                 if !key.is_empty() {
                     let change = Change::Landed {
                         id: key,
+                        owner,
                         statement: statement.clone(),
                     };
                     s.state.apply(change)?;

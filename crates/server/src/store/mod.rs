@@ -154,6 +154,18 @@ impl Upload {
     }
 }
 
+/// A landing as its store records it: whose upload it was, and what the
+/// receiver says of it. Only its owner hears of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    /// Who began the upload (empty for a whole file sent without an id
+    /// by anyone, where the receiver is open).
+    pub owner: String,
+    /// The landing statement: the name it landed under, its length and
+    /// CRC32C.
+    pub statement: Statement,
+}
+
 /// Where the receiver keeps uploads. See the [module](self) for the order
 /// of calls; every method reads or changes what is stored, so receivers
 /// sharing a store see the same uploads.
@@ -193,8 +205,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// landing is recorded on the upload and may be tried again.
     async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal>;
 
-    /// The landing statement of upload `id`, if it landed.
-    async fn landed(&self, id: &str) -> Result<Option<Statement>, Refusal>;
+    /// The landing of upload `id`, if it landed: its owner and statement.
+    async fn landed(&self, id: &str) -> Result<Option<Landed>, Refusal>;
 
     /// Discards upload `id`, its bytes and its records; nothing if unknown.
     async fn discard(&self, id: &str) -> Result<(), Refusal>;
@@ -238,12 +250,13 @@ pub trait BlockWriter: WriteBytes {
 #[async_trait]
 pub trait WholeWriter: WriteBytes {
     /// Lands the bytes as `name` by `policy`, durably, recording the
-    /// landing under `id` when there is one.
+    /// landing under `id` for `owner` when there is an id.
     async fn land(
         self: Box<Self>,
         name: &str,
         policy: OnConflict,
         id: Option<&str>,
+        owner: &str,
     ) -> Result<Statement, Refusal>;
 }
 

@@ -16,7 +16,7 @@ use fileuploader_wire::Statement;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{Block, NewUpload};
+use super::{Block, Landed, NewUpload};
 
 /// The most changes one commit takes.
 const BATCH: usize = 512;
@@ -37,7 +37,11 @@ pub(crate) enum Change {
     /// Why the complete upload could not land (or `None` to clear it).
     LandingError { id: String, error: Option<String> },
     /// The upload landed: its records go, its statement stays.
-    Landed { id: String, statement: Statement },
+    Landed {
+        id: String,
+        owner: String,
+        statement: Statement,
+    },
     /// The upload is discarded.
     Discard { id: String },
 }
@@ -84,7 +88,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
              UNIQUE (id, start));
          CREATE INDEX IF NOT EXISTS acks_by_upload ON acks (id, seq);
          CREATE TABLE IF NOT EXISTS landed (
-             id TEXT PRIMARY KEY, statement TEXT NOT NULL, at INTEGER NOT NULL);",
+             id TEXT PRIMARY KEY, statement TEXT NOT NULL, at INTEGER NOT NULL,
+             owner TEXT NOT NULL DEFAULT '');",
     )?;
     // Records from before `acks` kept blocks in `blocks`: move them over.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -99,6 +104,11 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     let has_partial = tx.prepare("SELECT partial FROM uploads LIMIT 0").is_ok();
     if !has_partial {
         tx.execute_batch("ALTER TABLE uploads ADD COLUMN partial INTEGER NOT NULL DEFAULT 0")?;
+    }
+    // Landings from before owners were recorded with them have no `owner`.
+    let has_owner = tx.prepare("SELECT owner FROM landed LIMIT 0").is_ok();
+    if !has_owner {
+        tx.execute_batch("ALTER TABLE landed ADD COLUMN owner TEXT NOT NULL DEFAULT ''")?;
     }
     if old.is_some() {
         tx.execute_batch(
@@ -200,18 +210,21 @@ impl State {
             .map_err(failed)
     }
 
-    /// The landing statement of upload `id`, if it landed.
-    pub(crate) fn landed(&self, id: &str) -> io::Result<Option<Statement>> {
+    /// The landing of upload `id`, if it landed.
+    pub(crate) fn landed(&self, id: &str) -> io::Result<Option<Landed>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let text: Option<String> = conn
+        let row: Option<(String, String)> = conn
             .query_row(
-                "SELECT statement FROM landed WHERE id = ?1",
+                "SELECT owner, statement FROM landed WHERE id = ?1",
                 params![id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(failed)?;
-        Ok(text.and_then(|t| Statement::from_json(t.as_bytes())))
+        Ok(row.and_then(|(owner, text)| {
+            let statement = Statement::from_json(text.as_bytes())?;
+            Some(Landed { owner, statement })
+        }))
     }
 
     /// The ids of uploads in progress untouched since `before` (ms since
@@ -326,12 +339,16 @@ fn commit(
                     params![id, error],
                 )?;
             }
-            Change::Landed { id, statement } => {
+            Change::Landed {
+                id,
+                owner,
+                statement,
+            } => {
                 tx.execute("DELETE FROM acks WHERE id = ?1", params![id])?;
                 tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
                 tx.execute(
-                    "INSERT OR REPLACE INTO landed (id, statement, at) VALUES (?1, ?2, ?3)",
-                    params![id, statement.to_json(), now_ms()],
+                    "INSERT OR REPLACE INTO landed (id, statement, at, owner) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, statement.to_json(), now_ms(), owner],
                 )?;
             }
             Change::Discard { id } => {

@@ -1,4 +1,5 @@
-//! What the receiver's test binaries share.
+//! What the receiver's test binaries share; each uses a part of it.
+#![allow(dead_code)]
 
 /// A receiver on `addr` (port 0: any) serving `dir` from its own runtime,
 /// so a test can stop it mid-upload; returns its address and the runtime.
@@ -87,4 +88,26 @@ pub fn reset() -> Reply {
 /// Whether `sent` holds a request of `method`.
 pub fn any(sent: &[Sent], method: &http::Method) -> bool {
     sent.iter().any(|(m, _)| m == method)
+}
+
+/// The boundary of the forms [`form`] writes.
+pub const BOUNDARY: &str = "XyZ";
+
+/// A `multipart/form-data` body of these parts: a name, a file name for a
+/// file part, and the bytes.
+pub fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, file, data) in parts {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+        );
+        if let Some(f) = file {
+            body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
 }
