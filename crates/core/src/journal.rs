@@ -6,6 +6,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use fileuploader_wire::resumable::{decode_text, encode_text};
+
 use crate::source::{lock, SourceIdentity};
 
 const MAGIC: &str = "fileuploader-journal 1";
@@ -185,7 +187,7 @@ impl Journal {
             .crc32c
             .map_or_else(|| "-".to_owned(), |c| format!("{c:08x}"));
         let line = match &ack.receipt {
-            Some(receipt) => format!("ack {} {crc} {}\n", ack.index, escape(receipt)),
+            Some(receipt) => format!("ack {} {crc} {}\n", ack.index, encode_text(receipt)),
             None => format!("ack {} {crc}\n", ack.index),
         };
         // One write per line, so a crash leaves at worst a partial last
@@ -214,48 +216,12 @@ fn parse_ack(line: &str) -> Option<JournaledAck> {
     let mut fields = line.strip_prefix("ack ")?.split(' ');
     let index = fields.next()?.parse().ok()?;
     let crc32c = fields.next().and_then(|c| u32::from_str_radix(c, 16).ok());
-    let receipt = fields.next().map(unescape);
+    let receipt = fields.next().map(decode_text);
     Some(JournaledAck {
         index,
         crc32c,
         receipt,
     })
-}
-
-/// A receipt on one journal line: `%`, spaces, control and non-ASCII bytes
-/// as `%XX`.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if b.is_ascii_graphic() && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn unescape(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Makes a new file's directory entry durable too; best effort.

@@ -190,6 +190,17 @@ async fn two_clients_sending_one_name_at_once_one_lands_and_the_other_is_told_it
     }
 }
 
+/// A whole file sent by the stranger under upload id `id`.
+async fn whole_as_stranger(receiver: &Receiver, id: &str) -> Answer {
+    let headers = [
+        ("content-type", MULTIPART),
+        ("authorization", "Bearer stranger"),
+        ("x-upload-id", id),
+    ];
+    let body = form(&[("RemoteFile", Some("taken.txt"), b"evil")]);
+    send(receiver, "POST", "/upload", &headers, body).await
+}
+
 #[tokio::test]
 async fn an_upload_answers_only_to_the_credentials_that_began_it_at_every_door() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,26 +232,8 @@ async fn an_upload_answers_only_to_the_credentials_that_began_it_at_every_door()
     let tus_id = tus_url.rsplit('/').next().unwrap().to_owned();
 
     // Every door, every kind of request, by the stranger.
-    let whole = |id: &str| {
-        let headers = vec![
-            ("content-type", MULTIPART),
-            ("authorization", "Bearer stranger"),
-        ];
-        let mut headers: Vec<(String, String)> = headers
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        headers.push(("x-upload-id".into(), id.to_owned()));
-        headers
-    };
     for id in ["v1", tus_id.as_str()] {
-        let headers = whole(id);
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let body = form(&[("RemoteFile", Some("taken.txt"), b"evil")]);
-        let answer = send(&receiver, "POST", "/upload", &headers, body).await;
+        let answer = whole_as_stranger(&receiver, id).await;
         assert_eq!(
             answer.status(),
             StatusCode::FORBIDDEN,
@@ -313,13 +306,7 @@ async fn an_upload_answers_only_to_the_credentials_that_began_it_at_every_door()
         );
         let answer = send(&receiver, "GET", &status, &victim, vec![]).await;
         assert!(text(&answer).contains("\"landed\""), "{}", text(&answer));
-        let headers = whole(id);
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let body = form(&[("RemoteFile", Some("taken.txt"), b"evil")]);
-        let answer = send(&receiver, "POST", "/upload", &headers, body).await;
+        let answer = whole_as_stranger(&receiver, id).await;
         assert_eq!(
             answer.status(),
             StatusCode::FORBIDDEN,

@@ -278,7 +278,8 @@ impl fmt::Display for Concat {
 /// ```
 /// use fileuploader_wire::resumable::{decode_text, encode_text};
 /// assert_eq!(encode_text("a b%ü.txt"), "a%20b%25%C3%BC.txt");
-/// assert_eq!(decode_text("a%20b%25%C3%BC.txt").as_deref(), Some("a b%ü.txt"));
+/// assert_eq!(decode_text("a%20b%25%C3%BC.txt"), "a b%ü.txt");
+/// assert_eq!(decode_text("100%"), "100%");
 /// ```
 pub fn encode_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -292,22 +293,28 @@ pub fn encode_text(text: &str) -> String {
     out
 }
 
-/// The text [`encode_text`] encoded; `None` when it is not such text.
-pub fn decode_text(value: &str) -> Option<String> {
+/// The text [`encode_text`] encoded; a `%` not followed by two hex digits
+/// is kept as it is, and bytes that are not UTF-8 are replaced.
+pub fn decode_text(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = value.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -360,9 +360,10 @@ impl Session {
         )
     }
 
-    /// Where the server says a finished upload landed.
+    /// Where the server says a finished upload landed, and its length as
+    /// the server states it (checked against the source's).
     fn landed(&self, held: &Held) -> Landing {
-        Landing::confirmed(held.name.clone(), Some(self.total), None)
+        Landing::confirmed(held.name.clone(), held.length.or(Some(self.total)), None)
     }
 
     fn offset_of(&self, what: &str, response: &Response) -> Result<u64, Error> {
@@ -483,7 +484,7 @@ impl Session {
                 let held = Held {
                     offset: self.offset_of("HEAD", &response)?,
                     length: header(UPLOAD_LENGTH).and_then(|v| parse_offset(v).ok()),
-                    name: header(LANDED_NAME).and_then(decode_text),
+                    name: header(LANDED_NAME).map(decode_text),
                     complete: self.complete_of(&response),
                 };
                 let most = held.length.unwrap_or(self.total).min(self.total);
