@@ -1,13 +1,16 @@
 // Uploads one file to a tus or IETF-draft endpoint with tus-js-client, as
 // `cargo xtask interop` runs it: node tus-js-client.cjs ENDPOINT FILE
-// PROTOCOL PARALLEL CHUNK [abort]. With "abort" the upload is aborted once
-// half of it is sent, then started again from where the server says it is.
-// Prints one JSON line: the upload URL and how many bytes were sent.
+// PROTOCOL PARALLEL CHUNK [abort|through [NAME [RETRY_DELAYS]]]. With
+// "abort" the upload is aborted once half of it is sent, then started again
+// from where the server says it is. NAME is the file name it is sent under
+// (the file's own by default); RETRY_DELAYS, in ms and comma-separated,
+// turns tus-js-client's retries on as Uppy has them. Prints one JSON line:
+// the upload URL and how many bytes were sent; exits 1 when onError fires.
 const fs = require('fs')
 const path = require('path')
 const tus = require('tus-js-client')
 
-const [endpoint, file, protocol, parallel, chunk, abort] = process.argv.slice(2)
+const [endpoint, file, protocol, parallel, chunk, abort, name, retries] = process.argv.slice(2)
 const data = fs.readFileSync(file)
 let sent = 0
 let aborted = false
@@ -24,9 +27,9 @@ const upload = new tus.Upload(data, {
   protocol,
   parallelUploads: Number(parallel),
   chunkSize: Number(chunk),
-  retryDelays: [],
+  retryDelays: retries ? retries.split(',').map(Number) : [],
   removeFingerprintOnSuccess: true,
-  metadata: { filename: path.basename(file) },
+  metadata: { filename: name || path.basename(file) },
   onChunkComplete(chunkSize, accepted, total) {
     sent += chunkSize
     if (abort === 'abort' && !aborted && accepted * 2 >= total && accepted < total) {

@@ -17,7 +17,22 @@
 //!   time, half by progress (once their journal lists a seeded number of
 //!   acknowledged blocks, from one to all);
 //! - `disk-full`: the receiver's directory is a small tmpfs (mounted by the
-//!   harness, which needs root) that fills up during the run.
+//!   harness, which needs root) that fills up during the run;
+//! - `same-name`: clients in pairs send different bytes under one name at
+//!   once, each of any protocol; the receiver refuses a taken name, so one
+//!   of each pair lands and the other must say it did not;
+//! - `stranger`: the receiver wants a token; while the clients upload with
+//!   theirs, a stranger with another token aims whole files, status
+//!   queries, discards, `HEAD`s, `PATCH`es and `DELETE`s at their upload
+//!   ids, and sends forms with several file parts: none may be answered
+//!   as if a client's upload were the stranger's, nor change what lands;
+//! - `liar`: each client's answers pass a proxy (HTTP/1.1) that, on a
+//!   seeded share of connections, lies: every `Upload-Offset` reads as all
+//!   nines, a landed statement's `length` and `crc32c` are off by one
+//!   digit. A client may fail; it may never say a file landed that did
+//!   not, and its extra run (honest answers by then) must land it;
+//! - `concat-kill`: tus clients concatenating parallel parts, the receiver
+//!   killed with SIGKILL as one of them sends its final request.
 //!
 //! After each run a receiver with a short expiry serves the directory for
 //! a moment: no partial data may be left, nor more than a few dozen files
@@ -42,13 +57,19 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 9] = [
     "proxy",
     "receiver-kill",
     "receiver-term",
     "client-kill",
     "disk-full",
+    "same-name",
+    "stranger",
+    "liar",
+    "concat-kill",
 ];
+/// The clients' token in `stranger`, and the stranger's.
+const TOKENS: [&str; 2] = ["victim-token", "stranger-token"];
 /// The most files an idle receiver may hold open.
 const MAX_IDLE_FDS: usize = 64;
 /// How long one client run may take before it counts as a hang.
@@ -330,12 +351,14 @@ fn serve(bin: &Path, dir: &Path, port: u16, extra: &[&str]) -> Result<Serve, Str
 /// One client's file and how it is sent.
 struct Upload {
     path: PathBuf,
+    /// The name it lands under (`--name`).
     name: String,
     data: Vec<u8>,
     block: u64,
     protocol: &'static str,
     http2: bool,
     journals: PathBuf,
+    token: Option<&'static str>,
 }
 
 impl Upload {
@@ -372,6 +395,8 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
         .args(["--url", &format!("http://127.0.0.1:{port}/{path}")])
         .args(["--block-size", &u.block.to_string(), "--threads", "4"])
         .args(u.http2.then_some("--http2"))
+        .args(["--name", &u.name])
+        .args(u.token.iter().flat_map(|t| ["--token", t]))
         .arg(&u.path)
         .env("FILEUPLOADER_JOURNAL_DIR", &u.journals)
         .stdout(Stdio::null())
@@ -418,6 +443,9 @@ enum Verdict {
     /// A file whose one extra run did not land it and say so, though
     /// nothing stood in its way any more (every scenario but `disk-full`).
     NotResumed,
+    /// A request of other credentials was answered as if the upload were
+    /// theirs, or a form's dropped part or a stranger's file landed.
+    Takeover,
 }
 
 impl Verdict {
@@ -483,6 +511,17 @@ fn acked_blocks(uploads: &[Upload], children: &mut [Child]) -> u64 {
 /// The answer of the receiver at `port` to a bodiless request for `target`
 /// (a path, or a URL whose path is taken): its head, lower-cased, and body.
 fn ask(port: u16, method: &str, target: &str, headers: &str) -> Option<(String, String)> {
+    request(port, method, target, headers, b"")
+}
+
+/// The same, for a request with `body`.
+fn request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &str,
+    body: &[u8],
+) -> Option<(String, String)> {
     use std::io::{Read, Write};
     let path = match target.find("://") {
         Some(at) => &target[at + 3 + target[at + 3..].find('/')?..],
@@ -491,9 +530,11 @@ fn ask(port: u16, method: &str, target: &str, headers: &str) -> Option<(String, 
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\n{headers}connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
     )
     .ok()?;
+    s.write_all(body).ok()?;
     let mut answer = String::new();
     s.read_to_string(&mut answer).ok()?;
     let (head, body) = answer.split_once("\r\n\r\n")?;
@@ -565,6 +606,203 @@ fn acks_kept(port: u16, u: &Upload, journal: &Journaled) -> bool {
     }
 }
 
+/// Where `data` has `what` followed by digits (or hex digits), the span of
+/// those digits; from `from` on.
+fn digits_after(data: &[u8], what: &[u8], from: usize, hex: bool) -> Option<(usize, usize)> {
+    let lower = data.to_ascii_lowercase();
+    let at = from + lower[from..].windows(what.len()).position(|w| w == what)? + what.len();
+    let len = data[at..]
+        .iter()
+        .take_while(|b| {
+            if hex {
+                b.is_ascii_hexdigit()
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+        .count();
+    Some((at, at + len))
+}
+
+/// An answer as the liar tells it: each `Upload-Offset` all nines, each
+/// landed statement's `length` and `crc32c` one digit off; the same number
+/// of bytes, so the framing holds.
+fn lie(data: &mut [u8]) {
+    let mut from = 0;
+    while let Some((start, end)) = digits_after(data, b"upload-offset: ", from, false) {
+        data[start..end].fill(b'9');
+        from = end;
+    }
+    if let Some((start, end)) = digits_after(data, b"\"length\":", 0, false) {
+        if end > start {
+            data[end - 1] = b'0' + (data[end - 1] - b'0' + 1) % 10;
+        }
+    }
+    if let Some((start, end)) = digits_after(data, b"\"crc32c\":\"", 0, true) {
+        if end > start {
+            data[start] = if data[start] == b'0' { b'1' } else { b'0' };
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 to `upstream` whose answers lie on a seeded
+/// third of its connections (none once `calm`), each lie logged under
+/// `name`; returns its port.
+async fn lying_proxy(
+    upstream: u16,
+    seed: u64,
+    log: FaultLog,
+    name: String,
+    calm: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        let mut rng = Rng(seed);
+        while let Ok((client, _)) = listener.accept().await {
+            let lies = rng.below(3) == 0 && !calm.load(std::sync::atomic::Ordering::Relaxed);
+            let (log, name) = (log.clone(), name.clone());
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                        if lies {
+                            let told = buf[..n].to_vec();
+                            lie(&mut buf[..n]);
+                            if buf[..n] != told[..] {
+                                if let Ok(mut lines) = log.lock() {
+                                    let head = String::from_utf8_lossy(&buf[..n.min(12)]);
+                                    lines.push(format!("{name}: lied in an answer {head:?}…"));
+                                }
+                            }
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// A `multipart/form-data` body of these files, and its content type.
+fn form(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let mut body = Vec::new();
+    for (name, data) in files {
+        body.extend_from_slice(
+            format!("--chaos\r\nContent-Disposition: form-data; name=\"RemoteFile\"; filename=\"{name}\"\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--chaos--\r\n");
+    (
+        "content-type: multipart/form-data; boundary=chaos\r\n".into(),
+        body,
+    )
+}
+
+/// The upload ids and URLs a client's journal names: what a stranger who
+/// watched the wire would know.
+fn live(u: &Upload, journal: &Journaled) -> (Vec<String>, Vec<String>) {
+    let words = std::iter::once(journal.session.as_str())
+        .chain(journal.acked.iter().filter_map(|(_, r)| r.as_deref()))
+        .flat_map(|w| w.split(' '));
+    let urls: Vec<String> = words
+        .filter(|w| w.contains("://") || w.starts_with('/'))
+        .map(str::to_owned)
+        .collect();
+    let mut ids: Vec<String> = urls
+        .iter()
+        .filter_map(|u| u.split('?').next()?.rsplit('/').next().map(str::to_owned))
+        .collect();
+    if u.protocol == "segmented" {
+        ids.push(journal.session.clone());
+    }
+    (ids, urls)
+}
+
+/// The stranger of `stranger`: until `done`, aims requests with the other
+/// token at the clients' uploads, and forms of several file parts at the
+/// receiver; each answer that treated a client's upload as the stranger's.
+/// (An id a client no longer holds, such as a concatenated part's, is
+/// free: the stranger may land its own `evil-N.bin` under it, and hear of
+/// that landing, but of nothing of the client's.)
+fn stranger(port: u16, uploads: &[Upload], done: &std::sync::atomic::AtomicBool) -> Vec<String> {
+    let auth = format!("authorization: Bearer {}\r\n", TOKENS[1]);
+    let tus = format!("{auth}tus-resumable: 1.0.0\r\n");
+    let ok = |answer: Option<(String, String)>| {
+        answer.and_then(|(head, body)| {
+            let status = head.split(' ').nth(1)?.to_owned();
+            let its_own =
+                body.contains("\"name\":\"evil-") || head.contains("x-landed-name: evil-");
+            (status.starts_with('2') && !its_own).then_some(status)
+        })
+    };
+    let mut found = Vec::new();
+    let mut round = 0;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        round += 1;
+        for u in uploads {
+            let Some(journal) = journaled(&u.journals) else {
+                continue;
+            };
+            let (ids, urls) = live(u, &journal);
+            for id in &ids {
+                let (kind, body) = form(&[(&format!("evil-{round}.bin"), b"evil")]);
+                let headers = format!("{auth}{kind}x-upload-id: {id}\r\n");
+                if let Some(s) = ok(request(port, "POST", "/upload", &headers, &body)) {
+                    found.push(format!("a whole file onto {}'s upload {id}: {s}", u.name));
+                }
+                let query = format!("/upload?upload_id={id}");
+                if let Some(s) = ok(ask(port, "GET", &query, &auth)) {
+                    found.push(format!("the status of {}'s upload {id}: {s}", u.name));
+                }
+                let _ = ask(port, "DELETE", &query, &auth);
+            }
+            for url in &urls {
+                for (method, body) in [("HEAD", &b""[..]), ("PATCH", b"evil"), ("DELETE", b"")] {
+                    let headers = format!(
+                        "{tus}upload-offset: 0\r\ncontent-type: application/offset+octet-stream\r\n"
+                    );
+                    if let Some(s) = ok(request(port, method, url, &headers, body)) {
+                        found.push(format!("{method} of {}'s upload {url}: {s}", u.name));
+                    }
+                }
+            }
+        }
+        let (kind, body) = form(&[
+            (&format!("multi-a-{round}.bin"), b"aaaa"),
+            (&format!("multi-b-{round}.bin"), b"bbbb"),
+        ]);
+        if let Some(s) = ok(request(
+            port,
+            "POST",
+            "/upload",
+            &format!("{auth}{kind}"),
+            &body,
+        )) {
+            found.push(format!("a form of two file parts: {s}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    found
+}
+
 /// One seeded run of one scenario: every client's verdict.
 fn run_once(
     bin: &Path,
@@ -595,24 +833,39 @@ fn run_once(
             _ => rng.below(max_size),
         } as usize;
         let data = content(seed, i, len);
-        let name = format!("c{i}.bin");
-        let path = src.join(&name);
+        let path = src.join(format!("c{i}.bin"));
         std::fs::write(&path, &data).map_err(|e| e.to_string())?;
         let journals = work.join(format!("journals-{i}"));
         std::fs::create_dir_all(&journals).map_err(|e| e.to_string())?;
+        // At most MAX_BLOCKS blocks: a single stream of 32 000 blocks of
+        // 1 KiB cannot finish within RUN_BOUND, loaded or not.
+        let mut block = (1024 << rng.below(if max_size > 8 << 20 { 14 } else { 11 }))
+            .max((len as u64).div_ceil(MAX_BLOCKS).next_power_of_two());
+        let mut protocol = ["segmented", "tus", "ietf"][rng.below(3) as usize];
+        let http2 = rng.below(2) == 1 && scenario != "liar";
+        if scenario == "concat-kill" {
+            // Parts in parallel: tus, and a few blocks at least.
+            protocol = "tus";
+            block = block.min((len as u64 / 4).max(1024));
+        }
         uploads.push(Upload {
             path,
-            name,
+            name: match scenario {
+                "same-name" => format!("shared-{}.bin", i / 2),
+                _ => format!("c{i}.bin"),
+            },
             data,
-            // At most MAX_BLOCKS blocks: a single stream of 32 000 blocks of
-            // 1 KiB cannot finish within RUN_BOUND, loaded or not.
-            block: (1024 << rng.below(if max_size > 8 << 20 { 14 } else { 11 }))
-                .max((len as u64).div_ceil(MAX_BLOCKS).next_power_of_two()),
-            protocol: ["segmented", "tus", "ietf"][rng.below(3) as usize],
-            http2: rng.below(2) == 1,
+            block,
+            protocol,
+            http2,
             journals,
+            token: (scenario == "stranger").then_some(TOKENS[0]),
         });
     }
+    let tokens: &[&str] = match scenario {
+        "stranger" => &["--token", TOKENS[0], "--token", TOKENS[1]],
+        _ => &[],
+    };
     let port = free_port();
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let tmpfs = scenario == "disk-full";
@@ -627,7 +880,7 @@ fn run_once(
             return Err("disk-full mounts a tmpfs and needs root".into());
         }
     }
-    let mut receiver = Some(serve(bin, &dir, port, &[])?);
+    let mut receiver = Some(serve(bin, &dir, port, tokens)?);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let log = FaultLog::default();
     // Each client has a proxy of its own, so the faults its connections
@@ -638,12 +891,18 @@ fn run_once(
     let mut children = Vec::new();
     let mut targets = Vec::new();
     for (i, u) in uploads.iter().enumerate() {
-        let target = if scenario == "proxy" {
-            let plan = Rng(seed ^ 0xfa17).next() ^ i as u64;
-            let proxy = fault_proxy(port, plan, log.clone(), u.name.clone(), calm.clone());
-            runtime.block_on(proxy).map_err(|e| e.to_string())?
-        } else {
-            port
+        let target = match scenario {
+            "proxy" => {
+                let plan = Rng(seed ^ 0xfa17).next() ^ i as u64;
+                let proxy = fault_proxy(port, plan, log.clone(), u.name.clone(), calm.clone());
+                runtime.block_on(proxy).map_err(|e| e.to_string())?
+            }
+            "liar" => {
+                let plan = Rng(seed ^ 0x11a2).next() ^ i as u64;
+                let proxy = lying_proxy(port, plan, log.clone(), u.name.clone(), calm.clone());
+                runtime.block_on(proxy).map_err(|e| e.to_string())?
+            }
+            _ => port,
         };
         children.push(client(bin, target, u).spawn().map_err(|e| e.to_string())?);
         targets.push(target);
@@ -651,19 +910,36 @@ fn run_once(
     let mut lost = vec![false; uploads.len()];
     let mut unclean = Vec::new();
     let first: Vec<Option<bool>> = match scenario {
-        "receiver-kill" | "receiver-term" => {
-            // Odd seeds by time; even ones by progress, once the journals
-            // list a seeded share of all blocks as acknowledged.
+        "concat-kill" | "receiver-kill" | "receiver-term" => {
             let started = Instant::now();
-            let by_time = Duration::from_millis(50 + rng.below(1500));
-            let blocks: u64 = uploads.iter().map(Upload::blocks).sum();
-            let by_progress = 1 + rng.below(blocks);
-            while started.elapsed() < by_time
-                || (seed % 2 == 0
-                    && acked_blocks(&uploads, &mut children) < by_progress
-                    && started.elapsed() < Duration::from_secs(20))
-            {
-                std::thread::sleep(Duration::from_millis(5));
+            if scenario == "concat-kill" {
+                // Once one client's journal lists every part, its final
+                // request is on its way: the kill lands a few ms into it.
+                let within = Duration::from_millis(rng.below(30));
+                while started.elapsed() < Duration::from_secs(20)
+                    && !uploads.iter().zip(&mut children).any(|(u, c)| {
+                        c.try_wait().ok().flatten().is_some()
+                            || journaled(&u.journals)
+                                .is_some_and(|j| j.acked.len() as u64 >= u.blocks())
+                    })
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                std::thread::sleep(within);
+            } else {
+                // Odd seeds by time; even ones by progress, once the
+                // journals list a seeded share of all blocks as
+                // acknowledged.
+                let by_time = Duration::from_millis(50 + rng.below(1500));
+                let blocks: u64 = uploads.iter().map(Upload::blocks).sum();
+                let by_progress = 1 + rng.below(blocks);
+                while started.elapsed() < by_time
+                    || (seed % 2 == 0
+                        && acked_blocks(&uploads, &mut children) < by_progress
+                        && started.elapsed() < Duration::from_secs(20))
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
             if scenario == "receiver-term" {
                 if let Some(Serve(child)) = &mut receiver {
@@ -683,7 +959,7 @@ fn run_once(
             // acknowledged before it stopped.
             let said: Vec<Option<Journaled>> =
                 uploads.iter().map(|u| journaled(&u.journals)).collect();
-            receiver = Some(serve(bin, &dir, port, &[])?);
+            receiver = Some(serve(bin, &dir, port, tokens)?);
             for (i, (u, journal)) in uploads.iter().zip(&said).enumerate() {
                 lost[i] = journal.as_ref().is_some_and(|j| {
                     // Checked before the file is looked for: a client may
@@ -723,20 +999,39 @@ fn run_once(
                 })
                 .collect()
         }
+        "stranger" => {
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                let attacker = scope.spawn(|| stranger(port, &uploads, &done));
+                let outcomes = children.into_iter().map(wait_bounded).collect();
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+                let found = attacker.join().unwrap_or_default();
+                unclean.extend(found.into_iter().map(|f| (f, Verdict::Takeover)));
+                outcomes
+            })
+        }
         _ => children.into_iter().map(wait_bounded).collect(),
     };
-    let mut verdicts = Vec::new();
+    // A resumed file must land after at most one more run.
+    let mut outcomes = first;
     for (i, u) in uploads.iter().enumerate() {
-        let mut outcome = first[i];
-        if outcome == Some(false) {
-            // A resumed file must land after at most one more run.
+        if outcomes[i] == Some(false) {
             calm.store(true, std::sync::atomic::Ordering::Relaxed);
-            outcome = client(bin, targets[i], u)
+            outcomes[i] = client(bin, targets[i], u)
                 .spawn()
                 .ok()
                 .and_then(wait_bounded);
         }
+    }
+    let mut verdicts = Vec::new();
+    for (i, u) in uploads.iter().enumerate() {
+        let outcome = outcomes[i];
         let landed = std::fs::read(dir.join(&u.name)).ok();
+        // Another client's file of the same name landed: this one is
+        // right to fail (the other is judged on its own line).
+        let beaten = uploads.iter().any(|other| {
+            !std::ptr::eq(other, u) && other.name == u.name && landed.as_ref() == Some(&other.data)
+        });
         let found = match &landed {
             None => "nothing landed".to_owned(),
             Some(l) if *l == u.data => "landed whole".to_owned(),
@@ -751,6 +1046,7 @@ fn run_once(
             (None, _) => Verdict::Hang,
             (Some(true), Some(l)) if l == u.data => Verdict::Landed,
             (Some(true), _) => Verdict::FalseSuccess,
+            (Some(false), _) if beaten => Verdict::FailedCleanly,
             (Some(false), Some(l)) if l != u.data => Verdict::Corruption,
             // Only a full disk may stop a resumed run from landing, and
             // from saying so.
@@ -774,6 +1070,13 @@ fn run_once(
     }
     drop(receiver);
     verdicts.extend(unclean);
+    // No part of a form of several file parts may land.
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("multi-") {
+            verdicts.push((format!("{name} landed"), Verdict::Takeover));
+        }
+    }
     // Expiry must leave no partial data behind.
     let expiring = serve(bin, &dir, port, &["--expire", "300ms"])?;
     std::thread::sleep(Duration::from_millis(1500));
@@ -806,12 +1109,12 @@ fn run_once(
     if tmpfs {
         let _ = Command::new("umount").arg(&dir).status();
     }
-    if scenario == "proxy" {
+    if matches!(scenario, "proxy" | "liar") {
         let lines = log.lock().map(|l| l.clone()).unwrap_or_default();
-        let file = out.join(format!("faults-proxy-{seed}.log"));
+        let file = out.join(format!("faults-{scenario}-{seed}.log"));
         std::fs::write(&file, lines.join("\n") + "\n").map_err(|e| e.to_string())?;
         eprintln!(
-            "chaos: proxy seed {seed}: {} faults fired, logged in {}",
+            "chaos: {scenario} seed {seed}: {} faults fired, logged in {}",
             lines.len(),
             file.display()
         );

@@ -9,7 +9,11 @@
 //!   server took counted;
 //! - `tus-js-client` (npm, under Node) to our receiver in its `tus-v1` mode
 //!   with `parallelUploads` 1 (aborted halfway and started again) and 3,
-//!   and in its `ietf-draft-05` mode (aborted and started again).
+//!   and in its `ietf-draft-05` mode (aborted and started again);
+//! - a same-name race on our receiver (which refuses a taken name): two
+//!   `tus-js-client`s with Uppy's retries and our client, in each of the
+//!   two modes, send different bytes under one name at once; exactly one
+//!   may say it succeeded, and the file there must be its bytes.
 //!
 //! Sizes run from 0 bytes to 100 MiB; every landing is compared byte for
 //! byte. The peers are installed when missing into a cache outside the
@@ -349,6 +353,102 @@ fn js_client_to_us(
     }
 }
 
+/// Three clients, two tus-js-clients (with Uppy's retry delays) and ours,
+/// race to land different bytes under one name on our receiver at `url`:
+/// exactly one may succeed, and the landed file must be its. Ours starts
+/// once both tus-js-clients have created their uploads, so whoever lands
+/// first, the others find the name taken as they finish, not as they
+/// begin.
+fn same_name_race(
+    node: &Path,
+    binary: &Path,
+    url: &str,
+    store: &Path,
+    scratch: &Path,
+) -> Result<(), String> {
+    let script = root().join("xtask/interop/tus-js-client.cjs");
+    let mut report = Vec::new();
+    for (protocol, ours) in [("tus-v1", "tus"), ("ietf-draft-05", "ietf")] {
+        let name = format!("race-{protocol}.bin");
+        let mut racers = Vec::new();
+        let before = partial_uploads(store);
+        for k in 0..3u8 {
+            let file = scratch.join(format!("{protocol}-{k}.bin"));
+            let data: Vec<u8> = (0..32 * MIB as u32)
+                .map(|i| ((i.wrapping_mul(2_654_435_761) >> 24) as u8) ^ (k + 1))
+                .collect();
+            std::fs::write(&file, &data).map_err(|e| e.to_string())?;
+            let mut command = if k < 2 {
+                let mut c = Command::new("node");
+                c.env("NODE_PATH", node.join("node_modules"))
+                    .arg(&script)
+                    .args([url, file.to_str().unwrap_or("")])
+                    .args([protocol, "1", "262144", "through", &name, "0,200,500"]);
+                c
+            } else {
+                let begun = Instant::now();
+                while partial_uploads(store) < before + 2
+                    && begun.elapsed() < Duration::from_secs(20)
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let mut c = Command::new(binary);
+                c.args(["upload", "--quiet", "--protocol", ours, "--url", url])
+                    .args(["--block-size", "1MiB", "--threads", "4", "--name", &name])
+                    .arg(&file);
+                c
+            };
+            let child = command
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("race client {k}: {e}"))?;
+            racers.push((child, data));
+        }
+        let mut winners = Vec::new();
+        let mut said = Vec::new();
+        for (k, (child, data)) in racers.into_iter().enumerate() {
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            said.push(format!(
+                "client {k}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            if out.status.success() {
+                winners.push((k, data));
+            }
+        }
+        let landed = std::fs::read(store.join(&name)).map_err(|e| format!("{name}: {e}"))?;
+        match winners.as_slice() {
+            [(_, data)] if *data == landed => {
+                report.push(format!("{protocol}: one landed, two told it did not"));
+            }
+            _ => {
+                return Err(format!(
+                    "{protocol}: {} clients said they succeeded ({:?}); the file is {}; {}",
+                    winners.len(),
+                    winners.iter().map(|w| w.0).collect::<Vec<_>>(),
+                    winners
+                        .iter()
+                        .find(|w| w.1 == landed)
+                        .map_or("none of theirs".to_owned(), |w| format!("client {}'s", w.0)),
+                    said.join("; ")
+                ))
+            }
+        }
+    }
+    eprintln!("interop: same-name race: {}", report.join(", "));
+    Ok(())
+}
+
+/// How many uploads our receiver on `store` has in progress.
+fn partial_uploads(store: &Path) -> usize {
+    std::fs::read_dir(store.join(".fileuploader-partial")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("id-"))
+            .count()
+    })
+}
+
 /// Runs the matrix (only the object-store part with `only_s3`); fails on
 /// any failed case.
 pub fn interop(only_s3: bool) -> Result<(), String> {
@@ -420,6 +520,12 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
         )?;
         let url = format!("http://127.0.0.1:{port}/files");
         js_client_to_us(matrix, &node, &url, &store, &files, &dir("js")?);
+        let race = same_name_race(&node, binary, &url, &store, &dir("race")?);
+        matrix.record(
+            "fileuploader serve",
+            "same-name race, 2 tus-js-client + ours",
+            race,
+        );
     }
     Ok(())
 }

@@ -249,7 +249,7 @@ impl Inner {
                 Ok(Landing::Landed(statement))
             }
             Err(e) => {
-                let refusal = landing_refusal(&io_refusal("land file", &e));
+                let refusal = landing_refusal(name, &e);
                 let change = Change::LandingError {
                     id: id.to_owned(),
                     error: Some(refusal.message().to_owned()),
@@ -653,7 +653,7 @@ impl WholeWriter for FsWhole {
                 let path = temp.into_temp_path();
                 let landed_as = match place(&path, &s.dir, &name, policy) {
                     Ok(landed_as) => landed_as,
-                    Err(e) => return Ok(Err(landing_refusal(&io_refusal("land file", &e)))),
+                    Err(e) => return Ok(Err(landing_refusal(&name, &e))),
                 };
                 let statement = Statement::landed(&key, &landed_as, size, Some(crc));
                 if !key.is_empty() {
@@ -670,9 +670,10 @@ impl WholeWriter for FsWhole {
     }
 }
 
-/// Why a landing failed, as a refusal: 409 when the name is taken, the
-/// cause's status otherwise.
-fn landing_refusal(e: &Refusal) -> Refusal {
+/// Why landing as `name` failed, as a refusal: 409 when the name is taken
+/// (by a file, or a folder in the way), the cause's status otherwise.
+fn landing_refusal(name: &str, e: &io::Error) -> Refusal {
+    let text = e.to_string();
     let conflict = [
         "Is a directory",
         "File exists",
@@ -680,13 +681,20 @@ fn landing_refusal(e: &Refusal) -> Refusal {
         "it is not a folder",
     ]
     .iter()
-    .any(|m| e.message().contains(m));
-    let status = if conflict {
-        StatusCode::CONFLICT
-    } else {
-        e.status()
-    };
-    Refusal::new(status, format!("cannot land the file: {}", e.message()))
+    .any(|m| text.contains(m));
+    if conflict {
+        return Refusal::new(
+            StatusCode::CONFLICT,
+            format!(
+                "cannot land the file as {name}: another file or folder took that name meanwhile ({text}); free the name, or upload under another"
+            ),
+        );
+    }
+    let cause = io_refusal("land file", e);
+    Refusal::new(
+        cause.status(),
+        format!("cannot land the file as {name}: {}", cause.message()),
+    )
 }
 
 /// Puts the finished `temp` in `dir` as `name`, by `policy`, durably;
