@@ -83,19 +83,25 @@ async fn landed_for(
         .map(|l| l.statement))
 }
 
-/// Refuses an upload id that other credentials began or landed.
-async fn not_anothers(store: &dyn Store, id: &str, owner: &str) -> Result<(), Refusal> {
-    let theirs = match store.upload(id).await? {
-        Some(upload) => upload.begun.owner != owner,
-        None => store.landed(id).await?.is_some_and(|l| l.owner != owner),
-    };
-    if theirs {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "this upload id belongs to other credentials",
-        ));
+/// The landing statement of upload `id` if it landed for `owner`; refused
+/// when it landed for other credentials.
+async fn landed_unless_anothers(
+    store: &dyn Store,
+    id: &str,
+    owner: &str,
+) -> Result<Option<Statement>, Refusal> {
+    match store.landed(id).await? {
+        Some(landed) if landed.owner != owner => Err(anothers()),
+        landed => Ok(landed.map(|l| l.statement)),
     }
-    Ok(())
+}
+
+/// An upload id other credentials began or landed: refused to these.
+fn anothers() -> Refusal {
+    Refusal::new(
+        StatusCode::FORBIDDEN,
+        "this upload id belongs to other credentials",
+    )
 }
 
 /// What upload `id` has come to, for `owner`. An upload whose every byte
@@ -174,8 +180,8 @@ pub(crate) async fn open(
     new: NewUpload,
     allowance: Allowance<'_>,
 ) -> Result<Outcome, Refusal> {
-    not_anothers(store, &new.id, allowance.owner).await?;
     match store.upload(&new.id).await? {
+        Some(upload) if upload.begun.owner != allowance.owner => Err(anothers()),
         Some(upload) if upload.begun.total != new.total => Err(Refusal::new(
             StatusCode::CONFLICT,
             format!(
@@ -185,7 +191,8 @@ pub(crate) async fn open(
         )),
         Some(upload) => Ok(Outcome::InProgress(upload)),
         None => {
-            if let Some(statement) = landed_for(store, &new.id, allowance.owner).await? {
+            if let Some(statement) = landed_unless_anothers(store, &new.id, allowance.owner).await?
+            {
                 return Ok(Outcome::Landed(statement));
             }
             check_name(store, &new.name, allowance.policy).await?;
@@ -217,9 +224,14 @@ pub(crate) async fn open_whole(
     allowance: Allowance<'_>,
 ) -> Result<Option<Statement>, Refusal> {
     if let Some(id) = id {
-        not_anothers(store, id, allowance.owner).await?;
-        if let Some(statement) = landed_for(store, id, allowance.owner).await? {
-            return Ok(Some(statement));
+        match store.upload(id).await? {
+            Some(upload) if upload.begun.owner != allowance.owner => return Err(anothers()),
+            Some(_) => {}
+            None => {
+                if let Some(statement) = landed_unless_anothers(store, id, allowance.owner).await? {
+                    return Ok(Some(statement));
+                }
+            }
         }
     }
     check_name(store, name, allowance.policy).await?;
