@@ -533,6 +533,55 @@ fn a_landing_the_receiver_refuses_fails_the_upload() {
 }
 
 #[test]
+fn each_file_is_reported_under_the_name_it_landed_as() {
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("scan \"1\".pdf");
+    std::fs::write(&path, vec![9u8; 70_000]).unwrap();
+    let landing = tempfile::tempdir().unwrap();
+    std::fs::write(landing.path().join("scan \"1\".pdf"), b"there first").unwrap();
+    let url = receiver_with(landing.path(), fileuploader_server::OnConflict::Rename);
+    let mut landed = Vec::new();
+    for protocol in ["segmented", "tus", "ietf"] {
+        let args = [
+            "upload",
+            "--url",
+            &url,
+            "--protocol",
+            protocol,
+            "--block-size",
+            "32KiB",
+        ];
+        let plain = fileuploader(&[&args[..], &[path.to_str().unwrap()]].concat());
+        assert!(plain.status.success(), "{}", stderr(&plain));
+        let json = fileuploader(&[&args[..], &["--json", path.to_str().unwrap()]].concat());
+        let said = json_lines(&json)[0]["landed_as"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            stderr(&plain).contains(" as \"scan \\\"1\\\" ("),
+            "{protocol}: {}",
+            stderr(&plain)
+        );
+        landed.push(said);
+    }
+    assert_eq!(
+        landed,
+        [
+            "scan \"1\" (2).pdf",
+            "scan \"1\" (4).pdf",
+            "scan \"1\" (6).pdf"
+        ]
+    );
+    for name in &landed {
+        assert_eq!(
+            std::fs::read(landing.path().join(name)).unwrap().len(),
+            70_000
+        );
+    }
+}
+
+#[test]
 fn a_receiver_that_cannot_answer_gives_unconfirmed_landings() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(fileuploader_mock_server::MockUploadServer::start());

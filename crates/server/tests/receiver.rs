@@ -1183,6 +1183,46 @@ async fn a_complete_upload_that_has_not_landed_lands_when_its_status_is_asked() 
 }
 
 #[tokio::test]
+async fn a_landing_cut_off_after_its_file_was_placed_is_recorded_not_refused() {
+    use fileuploader_server::OnConflict;
+    for (policy, placed_as, there_before) in [
+        (OnConflict::Refuse, "five.txt", None),
+        (OnConflict::Rename, "five (1).txt", Some("five.txt")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = Receiver::new(dir.path()).unwrap().on_conflict(policy);
+        acknowledged_not_landed(&receiver, dir.path(), "placed").await;
+        if let Some(other) = there_before {
+            std::fs::write(dir.path().join(other), b"other").unwrap();
+        }
+        // The receiver stopped between putting the file in place (a link
+        // to the partial file) and recording the landing.
+        std::fs::hard_link(
+            dir.path().join(".fileuploader-partial/id-placed.part"),
+            dir.path().join(placed_as),
+        )
+        .unwrap();
+        let request = Request::get("/upload?upload_id=placed")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let answer = receiver.handle(request).await;
+        let status = answer.status();
+        let text = answer.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(status, StatusCode::OK, "{policy:?}: {text}");
+        assert!(
+            text.contains("\"landed\"") && text.contains(&format!("\"name\":\"{placed_as}\"")),
+            "{policy:?}: {text}"
+        );
+        assert_eq!(std::fs::read(dir.path().join(placed_as)).unwrap(), b"hello");
+        assert_eq!(
+            listing(dir.path()).len(),
+            1 + usize::from(there_before.is_some())
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_complete_upload_that_has_not_landed_lands_before_a_head_says_its_offset() {
     for (dialect, version) in [
         ("tus-resumable", "1.0.0"),

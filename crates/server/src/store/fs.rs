@@ -713,15 +713,17 @@ fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<
             name.to_owned()
         }
         OnConflict::Refuse => {
-            // A hard link never replaces: it fails if the name is taken.
-            fs::hard_link(temp, dir.join(name))?;
+            // A hard link never replaces: it fails if the name is taken,
+            // unless by this very file (a landing cut off before its
+            // record).
+            link_unless_there(temp, &dir.join(name))?;
             name.to_owned()
         }
         OnConflict::Rename => {
             let mut landed = None;
             for n in 0..10_000 {
                 let candidate = super::numbered(name, n);
-                match fs::hard_link(temp, dir.join(&candidate)) {
+                match link_unless_there(temp, &dir.join(&candidate)) {
                     Ok(()) => {
                         landed = Some(candidate);
                         break;
@@ -735,6 +737,23 @@ fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<
     };
     File::open(folder)?.sync_all()?;
     Ok(landed_as)
+}
+
+/// Links `temp` as `path`; a `path` that is `temp` already (linked by a
+/// landing the receiver stopped in before recording it) counts as done.
+fn link_unless_there(temp: &Path, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::hard_link(temp, path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let (ours, there) = (fs::metadata(temp)?, fs::symlink_metadata(path)?);
+            if (ours.dev(), ours.ino()) == (there.dev(), there.ino()) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        linked => linked,
+    }
 }
 
 /// Makes the folders of `name` (a `/`-separated relative path) below `dir`,
