@@ -13,7 +13,12 @@
 //! - a same-name race on our receiver (which refuses a taken name): two
 //!   `tus-js-client`s with Uppy's retries and our client, in each of the
 //!   two modes, send different bytes under one name at once; exactly one
-//!   may say it succeeded, and the file there must be its bytes.
+//!   may say it succeeded, and the file there must be its bytes;
+//! - Uppy 6 in a real browser (Debian's `chromium`, headless, driven by
+//!   `puppeteer-core`) to our receiver across origins: a tus upload lands;
+//!   one whose name a folder takes as it uploads is shown failed, not
+//!   uploaded; three files in one `XHRUpload` bundle are refused and shown
+//!   failed, and none lands.
 //!
 //! Sizes run from 0 bytes to 100 MiB; every landing is compared byte for
 //! byte. The peers are installed when missing into a cache outside the
@@ -31,7 +36,11 @@ const NPM: &[&str] = &[
     "tus-js-client@4.3.1",
     "@tus/server@1.10.2",
     "@tus/file-store@1.5.1",
+    "uppy@6.0.1",
+    "puppeteer-core@25.16.0",
 ];
+/// The browser Uppy runs in: Debian's `chromium`, headless.
+const CHROMIUM: &str = "/usr/bin/chromium";
 /// The PyPI packages, pinned.
 const PYPI: &[&str] = &[
     "resumable-upload==0.3.0",
@@ -78,7 +87,7 @@ fn run(command: &mut Command, what: &str) -> Result<(), String> {
 /// Installs the peers that are missing.
 pub(crate) fn install(cache: &Path) -> Result<(), String> {
     let node = cache.join("node");
-    if !node.join("node_modules/@tus/file-store").exists() {
+    if !node.join("node_modules/puppeteer-core").exists() {
         std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
         eprintln!("interop: installing {} with npm", NPM.join(" "));
         run(
@@ -440,6 +449,59 @@ fn same_name_race(
     Ok(())
 }
 
+/// Uppy in headless chromium against our receiver on `port` (landing in
+/// `store`): each case the page ran, and whether Uppy said what it must.
+fn uppy_in_a_browser(node: &Path, port: u16, store: &Path) -> Vec<(String, Result<(), String>)> {
+    if !Path::new(CHROMIUM).exists() {
+        let missing = format!("{CHROMIUM} is missing (Debian: apt-get install chromium)");
+        return vec![("Uppy".into(), Err(missing))];
+    }
+    let out = Command::new("node")
+        .env("NODE_PATH", node.join("node_modules"))
+        .env("CHROMIUM", CHROMIUM)
+        .arg(root().join("xtask/interop/uppy-browser.cjs"))
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg(store)
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return vec![("Uppy".into(), Err(format!("node: {e}")))],
+    };
+    let mut cases: Vec<(String, Result<(), String>)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|case| {
+            let name = format!("Uppy {}", case["case"].as_str().unwrap_or("?"));
+            let result = if case["ok"] == true {
+                Ok(())
+            } else {
+                Err(format!("Uppy said {case}"))
+            };
+            (name, result)
+        })
+        .collect();
+    // The page fills a file named N with bytes (i * 31 + len(N)) & 255.
+    let name = "uppy-landed.bin";
+    let want: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(31) + name.len() as u32) as u8)
+        .collect();
+    if std::fs::read(store.join(name)).ok() != Some(want) {
+        cases.push(("Uppy tus".into(), Err(format!("{name} did not land whole"))));
+    }
+    let bundled = ["uppy-a.bin", "uppy-b.bin", "uppy-c.bin"];
+    if let Some(landed) = bundled.iter().find(|n| store.join(n).exists()) {
+        cases.push(("Uppy bundle".into(), Err(format!("{landed} landed"))));
+    }
+    if !out.status.success() || cases.len() < 3 {
+        let said = String::from_utf8_lossy(&out.stderr);
+        cases.push((
+            "Uppy".into(),
+            Err(format!("the page did not run: {}", said.trim())),
+        ));
+    }
+    cases
+}
+
 /// How many uploads our receiver on `store` has in progress.
 fn partial_uploads(store: &Path) -> usize {
     std::fs::read_dir(store.join(".fileuploader-partial")).map_or(0, |d| {
@@ -526,6 +588,20 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
             "same-name race, 2 tus-js-client + ours",
             race,
         );
+    }
+    {
+        let (port, store) = (free_port(), dir("browser")?);
+        let _serve = start(
+            Command::new(binary)
+                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
+                .arg(&store)
+                .args(["--cors-origin", "*"]),
+            port,
+            "fileuploader serve",
+        )?;
+        for (case, result) in uppy_in_a_browser(&node, port, &store) {
+            matrix.record("Uppy in chromium", &case, result);
+        }
     }
     Ok(())
 }

@@ -1287,3 +1287,36 @@ async fn a_block_whose_body_breaks_off_is_answered_408_and_counts_for_nothing() 
         b"0123456789"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_before_its_body_arrived_gets_its_answer_not_a_reset() {
+    use fileuploader_server::Access;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .access(Access::open().token("right"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { receiver.serve(listener).await });
+    let body = form(&[("RemoteFile", Some("w.bin"), &vec![7u8; 600_000])]);
+    for (auth, expected) in [("Bearer wrong", "401"), ("Bearer right", "200")] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\nconnection: close\r\ncontent-type: multipart/form-data; boundary={BOUNDARY}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        // The refusal is ready as soon as the head is read; the body is
+        // on its way by then, most of it not yet read.
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let _ = tcp.write_all(&body).await;
+        let mut answer = Vec::new();
+        let read = tcp.read_to_end(&mut answer);
+        let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{auth}: {answer:?}"
+        );
+    }
+}

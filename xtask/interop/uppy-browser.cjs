@@ -1,0 +1,107 @@
+// Uppy in a real browser (Debian's chromium, headless, driven by
+// puppeteer-core) against our receiver, as `cargo xtask interop` runs it:
+//   node uppy-browser.cjs RECEIVER_URL STORE_DIR
+// The receiver must allow the page's origin (--cors-origin). Three cases,
+// each printed as one JSON line {case, successful, failed, errors}:
+// - "tus": a file sent with @uppy/tus lands;
+// - "tus-taken": a file whose name a folder takes while it uploads (the
+//   landing fails): Uppy must report it failed, not uploaded;
+// - "bundle": three files in one XHRUpload request (bundle: true): the
+//   receiver refuses the form, and Uppy must report all three failed.
+const fs = require('fs')
+const http = require('http')
+const path = require('path')
+const puppeteer = require('puppeteer-core')
+
+const [receiver, store] = process.argv.slice(2)
+const bundle = require.resolve('uppy/dist/uppy.min.js')
+
+const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></script>
+<script>
+  // Runs one case; resolves with what Uppy says of its files.
+  window.runCase = async (kind, endpoint, files, chunkSize) => {
+    const uppy = new Uppy.Uppy({ autoProceed: false })
+    if (kind === 'bundle') {
+      uppy.use(Uppy.XHRUpload, { endpoint, bundle: true, fieldName: 'files[]' })
+    } else {
+      uppy.use(Uppy.Tus, { endpoint, chunkSize, retryDelays: [0, 300, 600] })
+    }
+    const errors = []
+    uppy.on('upload-error', (file, error) => errors.push(file.name + ': ' + error.message))
+    for (const [name, size] of files) {
+      const bytes = new Uint8Array(size)
+      for (let i = 0; i < size; i++) bytes[i] = (i * 31 + name.length) & 255
+      uppy.addFile({ name, type: 'application/octet-stream', data: new Blob([bytes]) })
+    }
+    // A bundle's refusal rejects upload() itself: what Uppy says of each
+    // file is then in its state, as its UI would show it.
+    try {
+      await uppy.upload()
+    } catch (e) {
+      errors.push('upload: ' + e.message)
+    }
+    const states = uppy.getFiles()
+    return {
+      successful: states.filter((f) => f.progress.uploadComplete && !f.error).length,
+      failed: states.filter((f) => f.error).length,
+      errors,
+    }
+  }
+</script>`
+
+async function main () {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/uppy.min.js') {
+      res.writeHead(200, { 'content-type': 'text/javascript' })
+      fs.createReadStream(bundle).pipe(res)
+    } else {
+      res.writeHead(200, { 'content-type': 'text/html' })
+      res.end(page)
+    }
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const origin = `http://127.0.0.1:${server.address().port}`
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  })
+  let failures = 0
+  try {
+    const tab = await browser.newPage()
+    await tab.goto(origin + '/')
+    const run = async (name, kind, endpoint, files, chunkSize, expect, during) => {
+      const pending = tab.evaluate((k, e, f, c) => window.runCase(k, e, f, c), kind, endpoint, files, chunkSize)
+      if (during) await during()
+      const got = await pending
+      const ok = got.successful === expect.successful && got.failed === expect.failed
+      if (!ok) failures++
+      console.log(JSON.stringify({ case: name, ok, ...got }))
+    }
+    const files = receiver.replace(/\/$/, '') + '/files'
+    const upload = receiver.replace(/\/$/, '') + '/upload'
+
+    await run('tus', 'tus', files, [['uppy-landed.bin', 3 << 20]], 1 << 20, { successful: 1, failed: 0 })
+
+    // Once the upload is created (its partial file is there), a folder
+    // takes its name: every byte arrives, the landing cannot happen.
+    const partials = () => fs.readdirSync(path.join(store, '.fileuploader-partial')).filter((n) => n.startsWith('id-')).length
+    const before = partials()
+    await run('tus-taken', 'tus', files, [['uppy-taken.bin', 24 << 20]], 256 << 10, { successful: 0, failed: 1 }, async () => {
+      const started = Date.now()
+      while (partials() <= before && Date.now() - started < 20000) await new Promise((r) => setTimeout(r, 5))
+      fs.mkdirSync(path.join(store, 'uppy-taken.bin'))
+    })
+
+    await run('bundle', 'bundle', upload, [['uppy-a.bin', 1000], ['uppy-b.bin', 2000], ['uppy-c.bin', 3000]], 0, { successful: 0, failed: 3 })
+  } finally {
+    await browser.close()
+    server.close()
+  }
+  process.exitCode = failures ? 1 : 0
+}
+
+main().catch((e) => {
+  console.error(`uppy-browser: ${e && e.stack || e}`)
+  process.exit(1)
+})
