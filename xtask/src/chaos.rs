@@ -121,6 +121,8 @@ enum Fault {
     },
     /// This direction ends (FIN) after this many bytes; the other goes on.
     HalfClose(u64),
+    /// Every answer lies (see [`lie`]).
+    Lie,
 }
 
 impl Fault {
@@ -161,6 +163,26 @@ impl Fault {
     }
 }
 
+/// Which faults a proxy gives each connection: one per direction, up
+/// (requests) and down (answers).
+#[derive(Debug, Clone, Copy)]
+enum Faults {
+    /// Any of the network's faults, both ways (`proxy`).
+    Network,
+    /// Lies in the answers of a third of the connections (`liar`).
+    Lies,
+}
+
+impl Faults {
+    fn pick(self, rng: &mut Rng) -> (Fault, Fault) {
+        match self {
+            Faults::Network => (Fault::pick(rng, 8 << 20), Fault::pick(rng, 4096)),
+            Faults::Lies if rng.below(3) == 0 => (Fault::None, Fault::Lie),
+            Faults::Lies => (Fault::None, Fault::None),
+        }
+    }
+}
+
 /// The faults a proxy fired, one line each.
 type FaultLog = Arc<Mutex<Vec<String>>>;
 
@@ -194,6 +216,16 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if matches!(fault, Fault::Lie) {
+            let told = buf[..n].to_vec();
+            lie(&mut buf[..n]);
+            if buf[..n] != told[..] {
+                fire(format!(
+                    "lied in an answer {:?}…",
+                    String::from_utf8_lossy(&buf[..n.min(12)])
+                ));
+            }
+        }
         let mut chunk = &buf[..n];
         match fault {
             Fault::Latency { base, jitter: j } => {
@@ -247,11 +279,11 @@ async fn pump(
 }
 
 /// A TCP proxy on 127.0.0.1 that gives each connection, in the order they
-/// come, a seeded fault per direction; returns its port. Each fault that
-/// fires is logged, under `name`.
+/// come, a seeded fault of `faults` per direction; returns its port. Each
+/// fault that fires is logged, under `name`.
 async fn fault_proxy(
     upstream: u16,
-    seed: u64,
+    (seed, faults): (u64, Faults),
     log: FaultLog,
     name: String,
     calm: Arc<std::sync::atomic::AtomicBool>,
@@ -263,7 +295,7 @@ async fn fault_proxy(
         let mut number = 0u64;
         while let Ok((client, _)) = listener.accept().await {
             number += 1;
-            let (mut up, mut down) = (Fault::pick(&mut rng, 8 << 20), Fault::pick(&mut rng, 4096));
+            let (mut up, mut down) = faults.pick(&mut rng);
             if calm.load(std::sync::atomic::Ordering::Relaxed) {
                 (up, down) = (Fault::None, Fault::None);
             }
@@ -645,60 +677,6 @@ fn lie(data: &mut [u8]) {
     }
 }
 
-/// A TCP proxy on 127.0.0.1 to `upstream` whose answers lie on a seeded
-/// third of its connections (none once `calm`), each lie logged under
-/// `name`; returns its port.
-async fn lying_proxy(
-    upstream: u16,
-    seed: u64,
-    log: FaultLog,
-    name: String,
-    calm: Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<u16> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        let mut rng = Rng(seed);
-        while let Ok((client, _)) = listener.accept().await {
-            let lies = rng.below(3) == 0 && !calm.load(std::sync::atomic::Ordering::Relaxed);
-            let (log, name) = (log.clone(), name.clone());
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                    let _ = sw.shutdown().await;
-                };
-                let down = async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
-                        if lies {
-                            let told = buf[..n].to_vec();
-                            lie(&mut buf[..n]);
-                            if buf[..n] != told[..] {
-                                if let Ok(mut lines) = log.lock() {
-                                    let head = String::from_utf8_lossy(&buf[..n.min(12)]);
-                                    lines.push(format!("{name}: lied in an answer {head:?}…"));
-                                }
-                            }
-                        }
-                        if cw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = cw.shutdown().await;
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    Ok(port)
-}
-
 /// A `multipart/form-data` body of these files, and its content type.
 fn form(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     let mut body = Vec::new();
@@ -892,14 +870,12 @@ fn run_once(
     let mut targets = Vec::new();
     for (i, u) in uploads.iter().enumerate() {
         let target = match scenario {
-            "proxy" => {
-                let plan = Rng(seed ^ 0xfa17).next() ^ i as u64;
+            "proxy" | "liar" => {
+                let plan = match scenario {
+                    "proxy" => (Rng(seed ^ 0xfa17).next() ^ i as u64, Faults::Network),
+                    _ => (Rng(seed ^ 0x11a2).next() ^ i as u64, Faults::Lies),
+                };
                 let proxy = fault_proxy(port, plan, log.clone(), u.name.clone(), calm.clone());
-                runtime.block_on(proxy).map_err(|e| e.to_string())?
-            }
-            "liar" => {
-                let plan = Rng(seed ^ 0x11a2).next() ^ i as u64;
-                let proxy = lying_proxy(port, plan, log.clone(), u.name.clone(), calm.clone());
                 runtime.block_on(proxy).map_err(|e| e.to_string())?
             }
             _ => port,
