@@ -1147,11 +1147,14 @@ impl Tally {
 }
 
 /// Runs the harness: `--quick` (a fixed set of seeds), `--runs N` (N runs
-/// in all, the scenarios taking turns, seeds counting up from 1), or one
-/// run replayed with `--seed S --scenario NAME`; `--jobs J` runs J at once.
+/// in all, the scenarios taking turns, seeds counting up from 1; `--from
+/// K` starts at the run after the first K, to finish a long run stopped
+/// early), or one run replayed with `--seed S --scenario NAME`; `--jobs J`
+/// runs J at once.
 /// Fails on any violation.
 pub fn chaos(args: impl Iterator<Item = String>) -> Result<(), String> {
     let (mut quick, mut runs, mut seed, mut only, mut jobs) = (false, None, None, None, 1);
+    let mut from = 0;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} takes a value"));
@@ -1164,6 +1167,7 @@ pub fn chaos(args: impl Iterator<Item = String>) -> Result<(), String> {
             "--runs" => runs = Some(number(value()?)?),
             "--seed" => seed = Some(number(value()?)?),
             "--jobs" => jobs = number(value()?)?.max(1) as usize,
+            "--from" => from = number(value()?)?,
             "--scenario" => only = Some(value()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -1183,7 +1187,7 @@ pub fn chaos(args: impl Iterator<Item = String>) -> Result<(), String> {
         (Some(s), _) => scenarios.iter().map(|&n| (n, s)).collect(),
         (None, runs) => {
             let runs = runs.unwrap_or(if quick { 8 * count } else { 30 });
-            (0..runs)
+            (from..from + runs)
                 .map(|k| (scenarios[(k % count) as usize], k / count + 1))
                 .collect()
         }
