@@ -278,6 +278,11 @@ struct ServeArgs {
     /// `https://app.example`; `*` for any origin; repeatable.
     #[arg(long, value_name = "ORIGIN")]
     cors_origin: Vec<String>,
+    /// Also let those pages send this request header (an application's
+    /// own, such as `X-Tenant`, or one a client adds with `-H`); the
+    /// protocols' own headers are always allowed; repeatable.
+    #[arg(long, value_name = "NAME", requires = "cors_origin")]
+    cors_allow_header: Vec<String>,
 }
 
 /// `upload --protocol`.
@@ -491,25 +496,67 @@ fn sign(args: &SignArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The receiver's access rules from the flags.
+/// The receiver's access rules from the flags. A token file that holds no
+/// token, or a key file or token that is blank, stops start-up: access
+/// never fails open.
 fn access(args: &ServeArgs) -> Result<fileuploader_server::Access, Failure> {
-    let mut access = fileuploader_server::Access::open();
-    let from_file = match &args.token_file {
-        Some(path) => read_secret(path)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        None => Vec::new(),
+    let refused = |e: fileuploader_server::BlankSecret, from: String| {
+        Failure::new(
+            fileuploader_core::code::INVALID_OPTION,
+            format!("{from}: {e}"),
+        )
     };
-    for token in args.token.iter().cloned().chain(from_file) {
-        access = access.token(token);
+    let mut access = fileuploader_server::Access::open();
+    for token in &args.token {
+        access = access
+            .token(token.clone())
+            .map_err(|e| refused(e, "--token".into()))?;
+    }
+    if let Some(path) = &args.token_file {
+        let tokens = tokens_in(&read_secret(path)?);
+        if tokens.is_empty() {
+            return Err(Failure::new(
+                fileuploader_core::code::INVALID_OPTION,
+                format!(
+                    "--token-file {} holds no token (one per line; lines starting with # are comments), so the receiver would be open to anyone; put tokens in it",
+                    path.display()
+                ),
+            ));
+        }
+        for token in tokens {
+            access = access
+                .token(token)
+                .map_err(|e| refused(e, format!("--token-file {}", path.display())))?;
+        }
     }
     if let Some(path) = &args.signing_key_file {
-        access = access.signing_key(read_secret(path)?.trim().as_bytes().to_vec());
+        access = access
+            .signing_key(read_secret(path)?.trim().as_bytes().to_vec())
+            .map_err(|e| refused(e, format!("--signing-key-file {}", path.display())))?;
     }
     Ok(access)
+}
+
+/// The tokens of a token file: one per line, trimmed; blank lines and
+/// lines starting with `#` are skipped.
+fn tokens_in(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The receiver's CORS rules from the flags, if any origin is given.
+fn cors(args: &ServeArgs) -> Result<Option<fileuploader_server::Cors>, Failure> {
+    let cors = match args.cors_origin.as_slice() {
+        [] => return Ok(None),
+        origins if origins.iter().any(|o| o == "*") => Ok(fileuploader_server::Cors::any()),
+        origins => fileuploader_server::Cors::origins(origins),
+    };
+    cors.and_then(|c| c.allow_headers(&args.cors_allow_header))
+        .map(Some)
+        .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, e.to_string()))
 }
 
 /// Connections the kernel may hold for the receiver before it accepts them
@@ -572,12 +619,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         Some(bytes) => receiver.quota(bytes),
         None => receiver,
     };
-    let receiver = match args.cors_origin.as_slice() {
-        [] => receiver,
-        origins if origins.iter().any(|o| o == "*") => {
-            receiver.cors(fileuploader_server::Cors::any())
-        }
-        origins => receiver.cors(fileuploader_server::Cors::origins(origins.to_vec())),
+    let receiver = match cors(&args)? {
+        Some(cors) => receiver.cors(cors),
+        None => receiver,
     };
     let listener = listen(args.addr).map_err(|e| {
         Failure::new(

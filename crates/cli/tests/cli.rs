@@ -1382,3 +1382,79 @@ fn verbose_logs_requests_and_answers_and_completions_and_man_print() {
     let man = fileuploader(&["man"]);
     assert!(String::from_utf8_lossy(&man.stdout).starts_with(".ie"));
 }
+
+#[test]
+fn serve_refuses_to_start_open_on_an_empty_or_blank_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (empty, comments, blank) = (
+        path("empty", ""),
+        path("comments", "# tokens go here\n\n"),
+        path("blank", "  \n"),
+    );
+    let tokens = path("tokens", "# the app\nt0ken\n");
+    let landing = dir.path().join("in");
+    let landing = landing.to_str().unwrap();
+    let addr = free_addr();
+    let start = |flags: &[&str]| {
+        command()
+            .args(["serve", "--dir", landing, "--addr", &addr])
+            .args(flags)
+            .output()
+            .unwrap()
+    };
+    for (flags, says) in [
+        (vec!["--token-file", &empty], "holds no token"),
+        (vec!["--token-file", &comments], "holds no token"),
+        (
+            vec!["--signing-key-file", &blank],
+            "signing key is empty or blank",
+        ),
+        (vec!["--token", ""], "bearer token is empty or blank"),
+        (vec!["--token", "  "], "bearer token is empty or blank"),
+        (
+            vec!["--cors-origin", "http://app.example/"],
+            "give http://app.example",
+        ),
+    ] {
+        let out = start(&flags);
+        let text = stderr(&out);
+        assert!(!out.status.success(), "{flags:?} started");
+        assert!(
+            text.contains("error -10") && text.contains(says),
+            "{flags:?}: {text}"
+        );
+    }
+    // A comment line is not a token; the one token is.
+    let mut server = serve_with(
+        Path::new(landing),
+        &addr,
+        &["--token-file".as_ref(), tokens.as_ref()],
+    );
+    let url = format!("http://{addr}/upload");
+    let file = path("f.bin", "data");
+    let open = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "-H",
+        "Authorization: Bearer # the app",
+        &file,
+    ]);
+    assert!(!open.status.success(), "a comment let a request in");
+    let ok = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "-H",
+        "Authorization: Bearer t0ken",
+        &file,
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -74,6 +74,23 @@ impl NameRule {
     }
 }
 
+/// A secret that is empty or blank, refused so that access never fails
+/// open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlankSecret(&'static str);
+
+impl std::fmt::Display for BlankSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is empty or blank, which would let anyone in; give a real one",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BlankSecret {}
+
 fn unauthorized(why: &str) -> Refusal {
     Refusal::new(StatusCode::UNAUTHORIZED, why)
 }
@@ -99,17 +116,33 @@ impl Access {
     }
 
     /// Also lets in requests with `Authorization: Bearer TOKEN`.
-    #[must_use]
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.tokens.push(token.into());
-        self
+    ///
+    /// # Errors
+    ///
+    /// When the token is empty or blank: it would let in anyone who sends
+    /// an empty one.
+    pub fn token(mut self, token: impl Into<String>) -> Result<Self, BlankSecret> {
+        let token = token.into();
+        if token.trim().is_empty() {
+            return Err(BlankSecret("a bearer token"));
+        }
+        self.tokens.push(token);
+        Ok(self)
     }
 
     /// Also lets in upload URLs signed with `key` (see the module docs).
-    #[must_use]
-    pub fn signing_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.signing_key = Some(key.into());
-        self
+    ///
+    /// # Errors
+    ///
+    /// When the key is empty or only white space: anyone could sign with
+    /// it.
+    pub fn signing_key(mut self, key: impl Into<Vec<u8>>) -> Result<Self, BlankSecret> {
+        let key = key.into();
+        if key.iter().all(u8::is_ascii_whitespace) {
+            return Err(BlankSecret("the signing key"));
+        }
+        self.signing_key = Some(key);
+        Ok(self)
     }
 
     /// What the request's credentials allow, or 401.

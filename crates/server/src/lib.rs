@@ -54,8 +54,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::auth::Grant;
-pub use crate::auth::{sign_url, Access, NameRule};
-pub use crate::cors::Cors;
+pub use crate::auth::{sign_url, Access, BlankSecret, NameRule};
+pub use crate::cors::{BadCors, Cors};
 use crate::ingest::{Allowance, Outcome};
 pub use crate::limits::Limits;
 use crate::limits::{Cut, Guarded};

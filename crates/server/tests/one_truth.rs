@@ -204,9 +204,13 @@ async fn whole_as_stranger(receiver: &Receiver, id: &str) -> Answer {
 #[tokio::test]
 async fn an_upload_answers_only_to_the_credentials_that_began_it_at_every_door() {
     let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::new(dir.path())
-        .unwrap()
-        .access(Access::open().token("victim").token("stranger"));
+    let receiver = Receiver::new(dir.path()).unwrap().access(
+        Access::open()
+            .token("victim")
+            .unwrap()
+            .token("stranger")
+            .unwrap(),
+    );
     let victim = [("authorization", "Bearer victim")];
     let stranger = [("authorization", "Bearer stranger")];
     let block = |range: &'static str, bytes: &'static [u8], auth: &'static str| {

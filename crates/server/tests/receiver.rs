@@ -811,9 +811,13 @@ async fn ask(
 async fn without_valid_credentials_every_request_kind_gets_401_and_changes_nothing() {
     use fileuploader_server::{sign_url, Access, NameRule};
     let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::new(dir.path())
-        .unwrap()
-        .access(Access::open().token("s3cret").signing_key(&b"key"[..]));
+    let receiver = Receiver::new(dir.path()).unwrap().access(
+        Access::open()
+            .token("s3cret")
+            .unwrap()
+            .signing_key(&b"key"[..])
+            .unwrap(),
+    );
     let block = || form(&[("RemoteFile", Some("t.bin"), b"ab")]);
     let seg = [("content-range", "bytes 0-1/4"), ("x-upload-id", "a1")];
     let owner = [seg[0], seg[1], ("authorization", "Bearer s3cret")];
@@ -1295,7 +1299,7 @@ async fn a_request_refused_before_its_body_arrived_gets_its_answer_not_a_reset()
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::new(dir.path())
         .unwrap()
-        .access(Access::open().token("right"));
+        .access(Access::open().token("right").unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { receiver.serve(listener).await });

@@ -342,8 +342,8 @@ async fn browsers_of_allowed_origins_get_cors_headers() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::new(dir.path())
         .unwrap()
-        .cors(fileuploader_server::Cors::origins(["https://app.example"]))
-        .access(fileuploader_server::Access::open().token("secret"));
+        .cors(fileuploader_server::Cors::origins(["https://app.example"]).unwrap())
+        .access(fileuploader_server::Access::open().token("secret").unwrap());
     let preflight = Request::options("/files")
         .header("origin", "https://app.example")
         .header("access-control-request-method", "PATCH")
@@ -560,9 +560,11 @@ async fn a_tus_upload_rides_through_a_receiver_restart_in_a_stream_and_by_concat
 #[tokio::test]
 async fn a_signed_creation_url_covers_the_upload_it_creates_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::new(dir.path())
-        .unwrap()
-        .access(fileuploader_server::Access::open().signing_key(b"k".to_vec()));
+    let receiver = Receiver::new(dir.path()).unwrap().access(
+        fileuploader_server::Access::open()
+            .signing_key(b"k".to_vec())
+            .unwrap(),
+    );
     let signed = fileuploader_server::sign_url(
         b"k",
         "http://receiver/files",

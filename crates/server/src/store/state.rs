@@ -263,6 +263,8 @@ impl State {
 
 /// Takes changes as they come, a batch at a time: syncs each file the batch
 /// wrote, commits the batch in one transaction, then answers each caller.
+/// A file that cannot be synced (removed by a discard meanwhile, a failing
+/// disk) fails only the changes that wrote it; the others commit.
 fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
     while let Ok(first) = changes.recv() {
         let mut batch = vec![first];
@@ -279,13 +281,30 @@ fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
                 _ => None,
             })
             .collect();
-        let synced = files.into_iter().try_for_each(|f| {
-            File::open(f)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| io::Error::new(e.kind(), format!("sync {}: {e}", f.display())))
-        });
-        let results = synced.and_then(|()| commit(&mut conn, &batch).map_err(failed));
-        for (i, (_, reply)) in batch.into_iter().enumerate() {
+        let unsynced: Vec<(PathBuf, io::Error)> = files
+            .into_iter()
+            .filter_map(|f| {
+                let synced = File::open(f).and_then(|file| file.sync_data());
+                synced.err().map(|e| {
+                    let e = io::Error::new(e.kind(), format!("sync {}: {e}", f.display()));
+                    (f.clone(), e)
+                })
+            })
+            .collect();
+        let sync_failure = |change: &Change| match change {
+            Change::Ack { file, .. } => unsynced.iter().find(|(f, _)| f == file),
+            _ => None,
+        };
+        let (failed_sync, to_commit): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(change, _)| sync_failure(change).is_some());
+        for (change, reply) in failed_sync {
+            if let Some((_, e)) = sync_failure(&change) {
+                let _ = reply.send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+        }
+        let results = commit(&mut conn, &to_commit).map_err(failed);
+        for (i, (_, reply)) in to_commit.into_iter().enumerate() {
             let result = match &results {
                 Ok(each) => each[i].clone().map_err(io::Error::other),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -420,6 +439,39 @@ mod tests {
         assert!(late.to_string().contains("discarded"), "{late}");
         assert!(state.head("u").unwrap().is_none(), "no orphan record");
         assert!(state.acks_after("u", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_synced_fails_only_its_own_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let writer = open(&path).unwrap();
+        let state = State::open(&path).unwrap();
+        state.apply(begin("kept")).unwrap();
+        state.apply(begin("gone")).unwrap();
+        let kept = dir.path().join("kept");
+        std::fs::write(&kept, b"ab").unwrap();
+        let ack = |id: &str, file: PathBuf| Change::Ack {
+            id: id.into(),
+            start: 0,
+            end: 2,
+            crc: None,
+            file,
+        };
+        // Both in one batch: queued before the committer starts.
+        let (tx, rx) = mpsc::channel();
+        let (ok, ok_done) = oneshot::channel();
+        let (bad, bad_done) = oneshot::channel();
+        tx.send((ack("gone", dir.path().join("removed meanwhile")), bad))
+            .unwrap();
+        tx.send((ack("kept", kept), ok)).unwrap();
+        drop(tx);
+        commit_loop(writer, rx);
+        let e = bad_done.blocking_recv().unwrap().unwrap_err();
+        assert!(e.to_string().contains("removed meanwhile"), "{e}");
+        ok_done.blocking_recv().unwrap().unwrap();
+        assert_eq!(state.acks_after("kept", 0).unwrap().len(), 1);
+        assert!(state.acks_after("gone", 0).unwrap().is_empty());
     }
 
     #[test]
