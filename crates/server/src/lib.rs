@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+mod appends;
 mod auth;
 mod cors;
 mod ingest;
@@ -155,6 +156,8 @@ pub struct Receiver {
     tls: Option<Tls>,
     grace: Duration,
     cors: Cors,
+    /// Appends in flight, which a newer request for their upload ends.
+    appends: appends::Appends,
 }
 
 /// The TLS side of the receiver, when it serves HTTPS.
@@ -193,6 +196,7 @@ impl Receiver {
             tls: None,
             grace: Duration::from_secs(30),
             cors: Cors::default(),
+            appends: appends::Appends::default(),
         }
     }
 
@@ -589,6 +593,7 @@ impl Receiver {
         grant: &Grant,
     ) -> Result<Option<Statement>, Refusal> {
         let id = Self::queried_id(uri)?;
+        self.appends.take_over(id, &grant.owner).await;
         let outcome =
             ingest::settle(self.store.as_ref(), id, &grant.owner, self.on_conflict).await?;
         Ok(Some(outcome.statement(id)))
@@ -600,6 +605,7 @@ impl Receiver {
         grant: &Grant,
     ) -> Result<Option<Statement>, Refusal> {
         let id = Self::queried_id(uri)?;
+        self.appends.take_over(id, &grant.owner).await;
         if ingest::find_owned(self.store.as_ref(), id, &grant.owner)
             .await?
             .is_some()

@@ -440,6 +440,7 @@ impl Receiver {
         dialect: Dialect,
     ) -> Result<Answer, Refusal> {
         let id = Self::upload_of(uri)?;
+        self.appends.take_over(id, &grant.owner).await;
         let status = match dialect {
             Dialect::Tus => StatusCode::OK,
             Dialect::Ietf(_) => StatusCode::NO_CONTENT,
@@ -484,6 +485,7 @@ impl Receiver {
             .and_then(|v| parse_offset(v).map_err(|e| bad(e.to_string())))?;
         let complete = completes(headers, dialect)?;
         let id = Self::upload_of(request.uri())?.to_owned();
+        self.appends.take_over(&id, &grant.owner).await;
         let upload =
             match ingest::settle(self.store.as_ref(), &id, &grant.owner, self.on_conflict).await? {
                 Outcome::InProgress(upload) => upload,
@@ -516,7 +518,8 @@ impl Receiver {
 
     /// Appends a request's body at `offset`: checked against its
     /// `Upload-Checksum`, acknowledged durably, landed when it completes the
-    /// upload. A body cut short without a checksum keeps what arrived.
+    /// upload. A body cut short without a checksum keeps what arrived, as
+    /// does one a newer request for the upload ends.
     /// Returns what the upload came to, and where the bytes taken end.
     async fn pour_append<B: RequestBody>(
         &self,
@@ -563,6 +566,10 @@ impl Receiver {
             end,
             total,
         };
+        let mut appending = self
+            .appends
+            .begin(&upload.begun.id, &upload.begun.owner)
+            .await;
         let mut writer = self
             .store
             .write_block(upload, range, sized.is_some())
@@ -574,7 +581,14 @@ impl Receiver {
         };
         let mut poured = ingest::Poured { len: 0, crc32c: 0 };
         let cut = loop {
-            match body.next_chunk().await {
+            let next = tokio::select! {
+                next = body.next_chunk() => next,
+                () = appending.taken_over() => Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "a newer request for this upload took it over; this one ends with the bytes it delivered kept",
+                )),
+            };
+            match next {
                 Ok(None) => break None,
                 Ok(Some(chunk)) => {
                     if poured.len + chunk.len() as u64 > range.len() {
@@ -644,6 +658,7 @@ impl Receiver {
 
     async fn terminate(&self, uri: &http::Uri, grant: &Grant) -> Result<Answer, Refusal> {
         let id = Self::upload_of(uri)?;
+        self.appends.take_over(id, &grant.owner).await;
         if ingest::find_owned(self.store.as_ref(), id, &grant.owner)
             .await?
             .is_none()
