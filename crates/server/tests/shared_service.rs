@@ -3,6 +3,8 @@
 //! the others, nor lose anyone's upload. Each test runs a receiver on
 //! 127.0.0.1 and speaks to it over raw TCP, as the attacks did.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -158,5 +160,107 @@ async fn a_resumer_ends_the_broken_off_append_and_hears_the_true_offset_at_once(
         ended.status, 409,
         "the old append was ended: {}",
         ended.text
+    );
+}
+
+/// The head of a segmented block (or, without `range`, a whole file) with
+/// a form body of `len` bytes.
+fn segmented(id: &str, range: Option<(u64, u64, u64)>, len: usize) -> String {
+    let range = range.map_or(String::new(), |(start, end, total)| {
+        format!("\r\ncontent-range: bytes {start}-{}/{total}", end - 1)
+    });
+    format!(
+        "POST /upload HTTP/1.1\r\nhost: x\r\nx-upload-id: {id}\r\ncontent-type: multipart/form-data; boundary={}\r\ncontent-length: {len}{range}",
+        support::BOUNDARY
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_holding_part_of_a_complete_upload_delays_its_landing_boundedly() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::new(fileuploader_server::Receiver::new(dir.path()).unwrap());
+    let addr = served.addr;
+    let (a, b) = ([1u8; 100], [2u8; 100]);
+    let first = support::form(&[("file", Some("held.bin"), &a)]);
+    let id = "held-upload-0001";
+    let ok = ask(
+        addr,
+        &segmented(id, Some((0, 100, 200)), first.len()),
+        &first,
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    // The same block again, its form trickling a text field after the file
+    // part: it holds the block's range of the file for as long as it likes.
+    let mut held = support::form(&[("file", Some("held.bin"), &a), ("note", None, b"slow")]);
+    let tail = held.split_off(held.len() - 20);
+    let len = held.len() + tail.len();
+    let mut holder = open(addr, &segmented(id, Some((0, 100, 200)), len), &held).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = support::form(&[("file", Some("held.bin"), &b)]);
+    let started = std::time::Instant::now();
+    let busy = ask(
+        addr,
+        &segmented(id, Some((100, 200, 200)), last.len()),
+        &last,
+    )
+    .await;
+    assert_eq!(busy.status, 503, "{}", busy.text);
+    assert!(busy.header("retry-after").is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered in time"
+    );
+    // The holder goes; the block sent again lands the file.
+    holder.write_all(&tail).await.unwrap();
+    let _ = answer(&mut holder, Duration::from_secs(5)).await;
+    let landed = ask(
+        addr,
+        &segmented(id, Some((100, 200, 200)), last.len()),
+        &last,
+    )
+    .await;
+    assert_eq!(landed.status, 200, "{}", landed.text);
+    let file = std::fs::read(dir.path().join("held.bin")).unwrap();
+    assert_eq!(file, [a, b].concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_honest_uploads_outlive_expiry_and_the_orphan_sweep_while_their_bytes_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = fileuploader_server::Receiver::new(dir.path())
+        .unwrap()
+        .expire(Duration::from_millis(400));
+    let served = Served::new(receiver);
+    let addr = served.addr;
+    let data: Vec<u8> = (0..40u8).collect();
+    // A tus upload whose one PATCH streams for longer than the expiry, and
+    // a whole-file form that takes as long.
+    let path = tus_create(addr, 40, "slow-tus.bin").await;
+    let mut patch = open(addr, &tus_patch(&path, 0, 40), b"").await;
+    let mut form = support::form(&[("file", Some("slow-whole.bin"), &data)]);
+    let form_tail = form.split_off(form.len() - 40);
+    let mut whole = open(
+        addr,
+        &segmented("slow-whole-0001", None, form.len() + 40),
+        &form,
+    )
+    .await;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        patch.write_all(&data[i * 2..i * 2 + 2]).await.unwrap();
+        whole.write_all(&form_tail[i * 2..i * 2 + 2]).await.unwrap();
+    }
+    let patched = answer(&mut patch, Duration::from_secs(5)).await;
+    assert_eq!(patched.status, 204, "{}", patched.text);
+    let formed = answer(&mut whole, Duration::from_secs(5)).await;
+    assert_eq!(formed.status, 200, "{}", formed.text);
+    assert_eq!(
+        std::fs::read(dir.path().join("slow-tus.bin")).unwrap(),
+        data
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("slow-whole.bin")).unwrap(),
+        data
     );
 }

@@ -7,7 +7,10 @@
 //!   of the partial file with an open-file-description lock (`F_OFD_SETLK`),
 //!   which every process sees and the kernel releases when the writer ends
 //!   or its process dies; landing takes the whole file's lock, so it waits
-//!   for writers in flight and none starts until it is done.
+//!   (a few seconds at most, then 503) for writers in flight and none
+//!   starts until it is done. Expiry and the sweep of orphaned files leave
+//!   alone a file a writer holds any of: an upload is in use while its
+//!   bytes arrive, however slowly.
 //! - A block is written only where the upload has no acknowledged bytes;
 //!   where it overlaps acknowledged bytes it is compared with them.
 //! - A block is acknowledged once its bytes are synced and its record
@@ -34,6 +37,10 @@ use crate::Refusal;
 
 /// Bytes gathered before one positional write.
 const WRITE_BATCH: usize = 256 * 1024;
+/// How long landing tries to take a file that requests still write.
+const LAND_WAIT: Duration = Duration::from_secs(5);
+/// How often it tries.
+const LAND_RETRY: Duration = Duration::from_millis(50);
 /// How old a partial file with no record must be before expiry removes it:
 /// a process beginning an upload records it first and creates its file
 /// just after.
@@ -84,23 +91,18 @@ pub(super) fn io_refusal(what: &str, e: &io::Error) -> Refusal {
 }
 
 /// Takes a write lock on `len` bytes of `file` from `start` (`len` 0: all
-/// of it), shared with every process; `wait` blocks until it is free,
-/// otherwise `Ok(false)` says another holds part of it.
-fn lock_range(file: &File, start: u64, len: u64, wait: bool) -> io::Result<bool> {
+/// of it), shared with every process, without waiting: `Ok(false)` says
+/// another holds part of it.
+fn lock_range(file: &File, start: u64, len: u64) -> io::Result<bool> {
     // SAFETY: `flock` is plain data; every field fcntl reads is set below.
     let mut range: libc::flock = unsafe { std::mem::zeroed() };
     range.l_type = libc::F_WRLCK as _;
     range.l_whence = libc::SEEK_SET as _;
     range.l_start = start as libc::off_t;
     range.l_len = len as libc::off_t;
-    let command = if wait {
-        libc::F_OFD_SETLKW
-    } else {
-        libc::F_OFD_SETLK
-    };
     loop {
         // SAFETY: a valid descriptor and a pointer to an initialised flock.
-        if unsafe { libc::fcntl(file.as_raw_fd(), command, &range) } == 0 {
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &range) } == 0 {
             return Ok(true);
         }
         let e = io::Error::last_os_error();
@@ -109,6 +111,15 @@ fn lock_range(file: &File, start: u64, len: u64, wait: bool) -> io::Result<bool>
             Some(libc::EAGAIN | libc::EACCES) => return Ok(false),
             _ => return Err(e),
         }
+    }
+}
+
+/// Whether a writer (of any process) holds part of the file at `path`.
+fn in_use(path: &Path) -> io::Result<bool> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(file) => Ok(!lock_range(&file, 0, 0)?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -195,7 +206,7 @@ impl Inner {
                 .ok()
                 .and_then(|m| SystemTime::now().duration_since(m).ok())
                 .unwrap_or_default();
-            if !owned && age >= min_age {
+            if !owned && age >= min_age && !in_use(&entry.path())? {
                 remove_if_there(&entry.path())?;
             }
         }
@@ -220,7 +231,9 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return self.gone(id),
             Err(e) => return Err(e),
         };
-        lock_range(&file, 0, 0, true)?;
+        if !lock_range(&file, 0, 0)? {
+            return Ok(Landing::Busy);
+        }
         // Whoever held the lock before may have landed or discarded it.
         let Some(upload) = self.read(id)? else {
             return self.gone(id);
@@ -276,6 +289,8 @@ enum Landing {
     Landed(Statement),
     Failed(Refusal),
     Mismatch,
+    /// A request still holds part of the file.
+    Busy,
 }
 
 #[async_trait]
@@ -318,7 +333,7 @@ impl Store for FsStore {
                     .create(true)
                     .truncate(false)
                     .open(s.temp_of(&id))?;
-                if !range.is_empty() && !lock_range(&file, range.start, range.len(), false)? {
+                if !range.is_empty() && !lock_range(&file, range.start, range.len())? {
                     return Ok(None);
                 }
                 // Read under the lock: no other writer can change this range
@@ -403,9 +418,13 @@ impl Store for FsStore {
     async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal> {
         let temp = self
             .with("create temporary file", |s| {
-                tempfile::Builder::new()
+                let temp = tempfile::Builder::new()
                     .prefix("whole-")
-                    .tempfile_in(&s.partial)
+                    .tempfile_in(&s.partial)?;
+                // Held while it is written: the sweep of orphaned files
+                // leaves it alone, however long the upload takes.
+                lock_range(temp.as_file(), 0, 0)?;
+                Ok(temp)
             })
             .await?;
         let file = Arc::new(
@@ -423,11 +442,25 @@ impl Store for FsStore {
     }
 
     async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal> {
-        let (key, name) = (id.to_owned(), name.to_owned());
-        let landing = self
-            .with("land file", move |s| s.land(&key, &name, policy))
-            .await?;
+        // The lock is tried, not waited for on a thread of the blocking
+        // pool: a request holding a range of the file for long must not
+        // pin a thread per landing that waits behind it.
+        let waited = tokio::time::Instant::now();
+        let landing = loop {
+            let (key, name) = (id.to_owned(), name.to_owned());
+            let landing = self
+                .with("land file", move |s| s.land(&key, &name, policy))
+                .await?;
+            if !matches!(landing, Landing::Busy) || waited.elapsed() >= LAND_WAIT {
+                break landing;
+            }
+            tokio::time::sleep(LAND_RETRY).await;
+        };
         match landing {
+            Landing::Busy => Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("upload {id} is complete, but a request is still writing to it, so it cannot land yet; try again"),
+            )),
             Landing::Landed(statement) => Ok(statement),
             Landing::Failed(refusal) => Err(refusal),
             Landing::Mismatch => Err(Refusal::new(
@@ -451,14 +484,28 @@ impl Store for FsStore {
     async fn expire(&self, ttl: Duration) -> Result<usize, Refusal> {
         self.with("expire uploads", move |s| {
             let before = now_ms() - ttl.as_millis() as i64;
-            let stale = s.state.untouched_since(before)?;
+            let mut stale = Vec::new();
+            for id in s.state.untouched_since(before)? {
+                // A request writing to it now (however slowly) keeps it:
+                // it is touched, not expired.
+                let path = s.temp_of(&id);
+                match OpenOptions::new().write(true).open(&path) {
+                    Ok(file) if !lock_range(&file, 0, 0)? => {
+                        s.state.apply(Change::Touch { id })?;
+                    }
+                    // Held locked until its bytes are gone.
+                    Ok(file) => stale.push((id, Some(file))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => stale.push((id, None)),
+                    Err(e) => return Err(e),
+                }
+            }
             // Every stale upload's bytes go before any record is written:
             // on a full disk the records need the room they free.
-            for id in &stale {
+            for (id, _) in &stale {
                 remove_if_there(&s.temp_of(id))?;
             }
             let mut failed = None;
-            for id in &stale {
+            for (id, _) in &stale {
                 if let Err(e) = s.discard(id) {
                     failed.get_or_insert(e);
                 }
@@ -895,14 +942,11 @@ mod tests {
         fs::write(&path, b"0123456789").unwrap();
         let open = || OpenOptions::new().write(true).open(&path).unwrap();
         let (a, b) = (open(), open());
-        assert!(lock_range(&a, 2, 4, false).unwrap());
-        assert!(!lock_range(&b, 5, 2, false).unwrap(), "overlaps 2..6");
-        assert!(lock_range(&b, 6, 2, false).unwrap(), "next to it is free");
-        assert!(
-            !lock_range(&open(), 0, 0, false).unwrap(),
-            "the whole file is not"
-        );
+        assert!(lock_range(&a, 2, 4).unwrap());
+        assert!(!lock_range(&b, 5, 2).unwrap(), "overlaps 2..6");
+        assert!(lock_range(&b, 6, 2).unwrap(), "next to it is free");
+        assert!(!lock_range(&open(), 0, 0).unwrap(), "the whole file is not");
         drop((a, b));
-        assert!(lock_range(&open(), 0, 0, false).unwrap());
+        assert!(lock_range(&open(), 0, 0).unwrap());
     }
 }

@@ -42,6 +42,8 @@ pub(crate) enum Change {
         owner: String,
         statement: Statement,
     },
+    /// The upload is in use (a request is writing it): not to expire yet.
+    Touch { id: String },
     /// The upload is discarded.
     Discard { id: String },
 }
@@ -368,6 +370,12 @@ fn commit(
                 tx.execute(
                     "INSERT OR REPLACE INTO landed (id, statement, at, owner) VALUES (?1, ?2, ?3, ?4)",
                     params![id, statement.to_json(), now_ms(), owner],
+                )?;
+            }
+            Change::Touch { id } => {
+                tx.execute(
+                    "UPDATE uploads SET touched = ?2 WHERE id = ?1",
+                    params![id, now_ms()],
                 )?;
             }
             Change::Discard { id } => {
