@@ -251,6 +251,28 @@ struct ServeArgs {
     /// 408.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     idle_timeout: std::time::Duration,
+    /// The slowest a request body may arrive, in bytes per second over
+    /// --rate-window; slower is answered 408 and closed (0: no minimum).
+    #[arg(long, value_name = "BYTES", default_value = "256", value_parser = parse_size)]
+    min_rate: u64,
+    /// The span over which --min-rate is measured.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    rate_window: std::time::Duration,
+    /// How long an answer may wait on a client that does not read it
+    /// before its connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    send_timeout: std::time::Duration,
+    /// Requests in flight at once on one HTTP/2 connection.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams: u32,
+    /// Requests in flight at once, all clients together; one more is
+    /// answered 503.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests: u32,
+    /// Requests in flight at once for one token or signed URL; one more is
+    /// answered 503.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_per_credential: u32,
     /// Discard partial uploads untouched this long.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     expire: std::time::Duration,
@@ -405,12 +427,13 @@ fn main() -> ExitCode {
 }
 
 /// Logs the library's requests, responses and retries to standard error:
-/// `-v` at info, `-vv` at debug; `FILEUPLOADER_LOG` (a tracing filter,
-/// like `fileuploader=debug,hyper=info`) overrides both.
+/// `-v` at info, `-vv` at debug (the receiver: its warnings always);
+/// `FILEUPLOADER_LOG` (a tracing filter, like
+/// `fileuploader=debug,hyper=info`) overrides both.
 fn log_to_stderr(verbose: u8) {
     let filter = match std::env::var("FILEUPLOADER_LOG") {
         Ok(filter) => filter,
-        Err(_) if verbose == 0 => return,
+        Err(_) if verbose == 0 => "fileuploader_server=warn".to_owned(),
         Err(_) if verbose == 1 => "fileuploader=info".to_owned(),
         Err(_) => "fileuploader=debug,fileuploader_core=debug,fileuploader_transport_hyper=debug"
             .to_owned(),
@@ -611,6 +634,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             limits.max_connections = args.max_connections as usize;
             limits.header_timeout = args.header_timeout;
             limits.idle_timeout = args.idle_timeout;
+            limits.min_rate = args.min_rate;
+            limits.rate_window = args.rate_window;
+            limits.send_timeout = args.send_timeout;
+            limits.max_streams = args.max_streams;
+            limits.max_requests = args.max_requests as usize;
+            limits.max_requests_per_credential = args.max_requests_per_credential as usize;
             limits
         })
         .expire(args.expire)

@@ -1458,3 +1458,64 @@ fn serve_refuses_to_start_open_on_an_empty_or_blank_secret() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[test]
+fn serve_fits_its_limits_to_the_files_it_may_open_and_never_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let log = dir.path().join("serve.log");
+    let landing = dir.path().join("in");
+    // The limits need 1 024 + 2 × 512 + 128 descriptors; allow 256.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 256 && exec "$@" 2>"$LOG""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_fileuploader"))
+        .args(["serve", "--dir", landing.to_str().unwrap(), "--addr", &addr])
+        .env("LOG", &log)
+        .spawn()
+        .unwrap();
+    let mut server = listening(child, &addr);
+    let warned = std::fs::read_to_string(&log).unwrap();
+    assert!(warned.contains("raise `ulimit -n`"), "{warned}");
+    // Far more connections than descriptors, each holding its request back.
+    let hogs: Vec<_> = (0..400)
+        .filter_map(|_| {
+            let mut tcp = std::net::TcpStream::connect(&addr).ok()?;
+            std::io::Write::write_all(&mut tcp, b"POST /upload HTTP/1.1\r\n").ok()?;
+            Some(tcp)
+        })
+        .collect();
+    assert!(hogs.len() > 200);
+    let status = status_query(&addr);
+    assert!(
+        status == "503" || status == "404",
+        "answered, not failed: {status}"
+    );
+    drop(hogs);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let file = dir.path().join("after.bin");
+    std::fs::write(&file, b"still serving").unwrap();
+    let url = format!("http://{addr}/upload");
+    let out = fileuploader(&["upload", "--url", &url, file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("Too many open files"), "{log}");
+}
+
+/// The status code of a status query to the receiver on `addr`.
+fn status_query(addr: &str) -> String {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut tcp,
+        b"GET /upload?upload_id=nobody-0000001 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut tcp, &mut answer);
+    answer.split(' ').nth(1).unwrap_or("none").to_owned()
+}

@@ -127,7 +127,8 @@ where
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() => {
                 let reason = e.to_string();
-                let wait = may_retry(ctx, e, attempt, None)?;
+                let server_wait = e.retry_after();
+                let wait = may_retry(ctx, e, attempt, server_wait)?;
                 tracing::info!(
                     target: "fileuploader",
                     "asking the receiver again in {wait:?} (attempt {}): {reason}",

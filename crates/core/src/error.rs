@@ -129,6 +129,8 @@ struct Inner {
     code: i32,
     message: String,
     status: Option<http::StatusCode>,
+    /// How long the server asked to be left alone (`Retry-After`).
+    retry_after: Option<std::time::Duration>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
@@ -140,6 +142,7 @@ impl Error {
             code,
             message: message.into(),
             status: None,
+            retry_after: None,
             source: None,
         }))
     }
@@ -210,6 +213,12 @@ impl Error {
         self.0.status
     }
 
+    /// How long the server asked to wait before asking again, when its
+    /// answer said (`Retry-After`).
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        self.0.retry_after
+    }
+
     /// Whether the same request may succeed if tried again: a retryable
     /// transport failure or status.
     pub(crate) fn is_retryable(&self) -> bool {
@@ -238,7 +247,10 @@ pub(crate) fn status_error(response: &crate::transport::Response, context: &str)
         let short: String = body.chars().take(200).collect();
         context += &format!(": {short}");
     }
-    Error::from_status(response.status(), &context)
+    let mut error = Error::from_status(response.status(), &context);
+    error.0.retry_after =
+        crate::retry::retry_after(response.headers(), std::time::SystemTime::now());
+    error
 }
 
 impl From<TransportError> for Error {

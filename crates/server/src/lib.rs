@@ -59,7 +59,7 @@ pub use crate::auth::{sign_url, Access, BlankSecret, NameRule};
 pub use crate::cors::{BadCors, Cors};
 use crate::ingest::{Allowance, Outcome};
 pub use crate::limits::Limits;
-use crate::limits::{Cut, Guarded};
+use crate::limits::{Admission, Cut, Guarded, SendGuarded};
 pub use crate::request::{plain_name, upload_id};
 use crate::settled::SettledEnd;
 pub use crate::store::OnConflict;
@@ -158,6 +158,8 @@ pub struct Receiver {
     cors: Cors,
     /// Appends in flight, which a newer request for their upload ends.
     appends: appends::Appends,
+    /// Requests in flight, all together and per credential.
+    requests: Arc<Admission>,
 }
 
 /// The TLS side of the receiver, when it serves HTTPS.
@@ -197,6 +199,7 @@ impl Receiver {
             grace: Duration::from_secs(30),
             cors: Cors::default(),
             appends: appends::Appends::default(),
+            requests: Arc::default(),
         }
     }
 
@@ -348,6 +351,15 @@ impl Receiver {
             resumable::options(self.max_upload_size).into_response(Some(resumable::Dialect::Tus))
         } else {
             let grant = self.access.check(request.headers(), request.uri());
+            let admitted = grant
+                .as_ref()
+                .ok()
+                .map(|g| self.requests.admit(&g.owner, &self.limits));
+            let (grant, _admitted) = match admitted {
+                Some(Err(busy)) => (Err(busy), None),
+                Some(Ok(admitted)) => (grant, Some(admitted)),
+                None => (grant, None),
+            };
             match resumable::Dialect::of(request.headers(), request.method()) {
                 Some(Ok(dialect)) => self.resumable_response(request, grant, dialect).await,
                 Some(Err(refusal)) => resumable::Answer::refused(&refusal).into_response(None),
@@ -432,10 +444,11 @@ impl Receiver {
     ///
     /// Never so far: failed accepts are retried.
     pub async fn serve_until(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
+        self.limits = self.limits.fitted_to_descriptors();
         let max = self.limits.max_connections;
         let connections = Arc::new(tokio::sync::Semaphore::new(max));
         let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -474,7 +487,7 @@ impl Receiver {
                 }
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tokio::spawn(turn_away(tcp));
+                turn_away(tcp);
                 continue;
             };
             let _ = tcp.set_nodelay(true);
@@ -552,9 +565,11 @@ impl Receiver {
             .keep_alive_interval(Some(limits.header_timeout))
             .keep_alive_timeout(limits.header_timeout)
             .max_header_list_size(limits.max_header_bytes as u32)
+            .max_concurrent_streams(limits.max_streams)
             .initial_stream_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_STREAM_WINDOW * 4)
             .max_frame_size(H2_MAX_FRAME);
+        let io = SendGuarded::new(io, limits.send_timeout);
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let ended = tokio::select! {
@@ -863,7 +878,9 @@ fn too_large(max: u64) -> Refusal {
 fn malformed(e: multer::Error) -> Refusal {
     if let multer::Error::StreamReadFailed(cause) = &e {
         return match cause.downcast_ref::<Cut>() {
-            Some(cut @ Cut::Idle(_)) => Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string()),
+            Some(cut @ (Cut::Idle(_) | Cut::Slow { .. })) => {
+                Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string())
+            }
             Some(cut) => Refusal::new(StatusCode::BAD_REQUEST, cut.to_string()),
             None => broke_off(cause),
         };
@@ -942,11 +959,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Answers a connection over the limit with 503 and closes it.
-async fn turn_away(mut tcp: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
+/// Answers a connection over the limit with 503, as far as its socket
+/// takes it without waiting, and closes it at once: a burst of them never
+/// holds descriptors.
+fn turn_away(tcp: tokio::net::TcpStream) {
     let answer = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(answer)).await;
+    let _ = tcp.try_write(answer);
 }
 
 async fn read_small(mut field: multer::Field<'_>, max: usize) -> Result<String, Refusal> {

@@ -264,3 +264,165 @@ async fn slow_honest_uploads_outlive_expiry_and_the_orphan_sweep_while_their_byt
         data
     );
 }
+
+/// A receiver on `dir` with `limits` changed by `set`.
+fn limited(dir: &std::path::Path, set: impl FnOnce(&mut fileuploader_server::Limits)) -> Served {
+    let mut limits = fileuploader_server::Limits::default();
+    set(&mut limits);
+    Served::new(
+        fileuploader_server::Receiver::new(dir)
+            .unwrap()
+            .limits(limits),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_minimum_rate_is_cut_off_keeping_what_came() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = limited(dir.path(), |l| {
+        l.min_rate = 100;
+        l.rate_window = Duration::from_secs(1);
+    });
+    let addr = served.addr;
+    let path = tus_create(addr, 1000, "trickled.bin").await;
+    // A byte every 200 ms: never idle for the idle timeout, yet 5 bytes/s.
+    let mut slow = open(addr, &tus_patch(&path, 0, 1000), b"").await;
+    let started = std::time::Instant::now();
+    let trickle = async {
+        for _ in 0..50 {
+            if slow.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), trickle)
+        .await
+        .ok();
+    let cut = answer(&mut slow, Duration::from_secs(3)).await;
+    assert_eq!(cut.status, 408, "{}", cut.text);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let head = ask(addr, &tus_head(&path), b"").await;
+    let kept: u64 = head.header("upload-offset").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&kept), "what came is kept: {kept}");
+    // A form trickled the same way is cut off too.
+    let form = support::form(&[("file", Some("f.bin"), &[7u8; 1000])]);
+    let mut slow = open(
+        addr,
+        &segmented("trickled-form-01", None, form.len()),
+        &form[..50],
+    )
+    .await;
+    for b in &form[50..60] {
+        let _ = slow.write_all(&[*b]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cut = answer(&mut slow, Duration::from_secs(3)).await;
+    assert_eq!(cut.status, 408, "{}", cut.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_loses_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = limited(dir.path(), |l| {
+        l.max_connections = 1;
+        l.send_timeout = Duration::from_secs(1);
+    });
+    let addr = served.addr;
+    // Status queries pipelined by the thousand, none of the answers read:
+    // they fill the socket's buffers both ways.
+    let one = "GET /upload?upload_id=nobody-0000001 HTTP/1.1\r\nhost: x\r\n\r\n";
+    let many = one.repeat(60_000);
+    let mut hog = TcpStream::connect(addr).await.unwrap();
+    let hogging = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(20), hog.write_all(many.as_bytes())).await;
+        hog
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Another client is turned away while the hog holds the one
+    // connection, then served once the send timeout has closed it.
+    let served_in_time = async {
+        loop {
+            let status = ask(
+                addr,
+                "GET /upload?upload_id=other-00000001 HTTP/1.1\r\nhost: x",
+                b"",
+            )
+            .await;
+            if status.status == 404 {
+                return;
+            }
+            assert_eq!(status.status, 503, "{}", status.text);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(8), served_in_time)
+        .await
+        .expect("the other client is served once the hog's connection is closed");
+    drop(hogging);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_credential_cannot_take_every_request_slot_nor_many_streams_per_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limits = fileuploader_server::Limits::default();
+    limits.max_requests_per_credential = 3;
+    let receiver = fileuploader_server::Receiver::new(dir.path())
+        .unwrap()
+        .limits(limits)
+        .access(
+            fileuploader_server::Access::open()
+                .token("hog")
+                .unwrap()
+                .token("honest")
+                .unwrap(),
+        );
+    let served = Served::new(receiver);
+    let addr = served.addr;
+    let form = support::form(&[("file", Some("x.bin"), &[1u8; 100])]);
+    let with = |token: &str, id: &str| {
+        segmented(id, None, form.len()).replace(
+            "host: x",
+            &format!("host: x\r\nauthorization: Bearer {token}"),
+        )
+    };
+    // Three whole-file uploads from one token, their bodies held back.
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(
+            open(
+                addr,
+                &with("hog", &format!("hog-upload-{i:05}")),
+                &form[..10],
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fourth = ask(addr, &with("hog", "hog-upload-00003"), &form).await;
+    assert_eq!(fourth.status, 503, "{}", fourth.text);
+    assert!(fourth.header("retry-after").is_some());
+    let other = ask(addr, &with("honest", "honest-upload-01"), &form).await;
+    assert_eq!(
+        other.status, 200,
+        "another credential is served: {}",
+        other.text
+    );
+    assert!(dir.path().join("x.bin").exists());
+    drop(held);
+
+    // HTTP/2: the receiver says how many streams a connection may open.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (_client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let settled = std::future::poll_fn(|cx| {
+        let _ = std::future::Future::poll(std::pin::Pin::new(&mut connection), cx);
+        if connection.max_concurrent_send_streams() == 16 {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), settled)
+        .await
+        .expect("SETTINGS_MAX_CONCURRENT_STREAMS is 16");
+}

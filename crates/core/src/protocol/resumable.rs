@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -904,7 +903,7 @@ impl UploadSession for Session {
                 || s == StatusCode::LOCKED
                 || retry::is_retryable_status(s) =>
             {
-                let after = retry::retry_after(response.headers(), SystemTime::now());
+                let after = error.retry_after();
                 Verdict::Retry { error, after }
             }
             _ => Verdict::Fail(error),

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -289,7 +288,7 @@ impl UploadSession for Session {
             return Verdict::Resync(error);
         }
         if retry::is_retryable_status(status) {
-            let after = retry::retry_after(response.headers(), SystemTime::now());
+            let after = error.retry_after();
             return Verdict::Retry { error, after };
         }
         Verdict::Fail(error)
