@@ -276,10 +276,14 @@ struct ServeArgs {
     /// Discard partial uploads untouched this long.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     expire: std::time::Duration,
-    /// Refuse (507) an upload that would bring the bytes held by partial
-    /// uploads above this.
+    /// Refuse (507) an upload that would bring the bytes held by uploads
+    /// in progress (whole files as they arrive) above this.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     quota: Option<u64>,
+    /// Refuse (507) an upload that would bring the bytes held by the
+    /// uploads in progress of its token or signed URL above this.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    quota_per_credential: Option<u64>,
     /// Let in requests with `Authorization: Bearer TOKEN` only (with
     /// --token-file and --signing-key-file); repeatable.
     #[arg(long, value_name = "TOKEN")]
@@ -646,6 +650,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .access(access(&args)?);
     let receiver = match args.quota {
         Some(bytes) => receiver.quota(bytes),
+        None => receiver,
+    };
+    let receiver = match args.quota_per_credential {
+        Some(bytes) => receiver.quota_per_credential(bytes),
         None => receiver,
     };
     let receiver = match cors(&args)? {

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::store::{BlockWriter, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes};
+use crate::store::{
+    BlockWriter, NewUpload, OnConflict, Quota, Store, Upload, WholeWriter, WriteBytes,
+};
 use crate::{Refusal, Statement};
 
 /// What one request may do, as the receiver's settings and its
@@ -19,8 +21,8 @@ pub(crate) struct Allowance<'a> {
     /// Who asks; an upload answers only to who began it.
     pub(crate) owner: &'a str,
     pub(crate) policy: OnConflict,
-    /// The most bytes partial uploads may hold together.
-    pub(crate) quota: Option<u64>,
+    /// The most bytes uploads in progress may hold.
+    pub(crate) quota: Quota,
 }
 
 /// What the receiver knows of an upload, told to the credentials that
@@ -196,19 +198,10 @@ pub(crate) async fn open(
                 return Ok(Outcome::Landed(statement));
             }
             check_name(store, &new.name, allowance.policy).await?;
-            if let Some(quota) = allowance.quota {
-                let held = store.bytes_held().await?;
-                if held.saturating_add(new.total) > quota {
-                    return Err(Refusal::new(
-                        StatusCode::INSUFFICIENT_STORAGE,
-                        format!(
-                            "partial uploads hold {held} of the receiver's {quota} bytes; this one needs {}",
-                            new.total
-                        ),
-                    ));
-                }
-            }
-            store.begin(new).await.map(Outcome::InProgress)
+            store
+                .begin(new, allowance.quota)
+                .await
+                .map(Outcome::InProgress)
         }
     }
 }

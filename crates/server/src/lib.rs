@@ -62,8 +62,8 @@ pub use crate::limits::Limits;
 use crate::limits::{Admission, Cut, Guarded, SendGuarded};
 pub use crate::request::{plain_name, upload_id};
 use crate::settled::SettledEnd;
-pub use crate::store::OnConflict;
 use crate::store::{BlockWriter, FsStore, NewUpload, Store, WholeWriter};
+pub use crate::store::{OnConflict, Quota};
 use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 pub use fileuploader_wire::{
     ContentRange, RangeSet, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH, UPLOAD_ID_HEADER,
@@ -152,7 +152,7 @@ pub struct Receiver {
     limits: Limits,
     access: Access,
     expire: Duration,
-    quota: Option<u64>,
+    quota: Quota,
     tls: Option<Tls>,
     grace: Duration,
     cors: Cors,
@@ -194,7 +194,7 @@ impl Receiver {
             limits: Limits::default(),
             access: Access::default(),
             expire: DEFAULT_EXPIRE,
-            quota: None,
+            quota: Quota::none(),
             tls: None,
             grace: Duration::from_secs(30),
             cors: Cors::default(),
@@ -277,11 +277,21 @@ impl Receiver {
         self
     }
 
-    /// Refuses (507) an upload that would bring the bytes held by partial
-    /// uploads above `bytes`, before it stores anything.
+    /// Refuses (507) an upload that would bring the bytes held by uploads
+    /// in progress above `bytes`, before it stores anything (a whole file:
+    /// once its bytes would); see [`Quota`].
     #[must_use]
     pub fn quota(mut self, bytes: u64) -> Self {
-        self.quota = Some(bytes);
+        self.quota.total = Some(bytes);
+        self
+    }
+
+    /// Refuses (507) an upload that would bring the bytes held by the
+    /// uploads in progress of its credentials above `bytes`, so that one
+    /// tenant cannot fill the room of all; see [`Quota`].
+    #[must_use]
+    pub fn quota_per_credential(mut self, bytes: u64) -> Self {
+        self.quota.per_credential = Some(bytes);
         self
     }
 
@@ -834,7 +844,8 @@ impl Receiver {
             if let Some(landed) = ingest::open_whole(store, id, &name, allowance).await? {
                 return Ok(Err(landed));
             }
-            return Ok(Ok(Part::Whole(store.write_whole().await?, name)));
+            let writer = store.write_whole(allowance.owner, allowance.quota).await?;
+            return Ok(Ok(Part::Whole(writer, name)));
         };
         let id = id.ok_or_else(|| {
             Refusal::new(

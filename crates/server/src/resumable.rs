@@ -367,6 +367,13 @@ impl Receiver {
             .iter()
             .map(Self::upload_of)
             .collect::<Result<Vec<_>, _>>()?;
+        // A part named twice would make a file of bytes sent once.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
+            return Err(bad(format!(
+                "Upload-Concat names partial upload {twice} more than once; name each part once"
+            )));
+        }
         // The same parts make the same final upload: a request sent again
         // (its answer lost) finds the file it landed, not a name taken.
         let id = derived_id(&grant.owner, &ids);
@@ -415,7 +422,7 @@ impl Receiver {
             owner: grant.owner.clone(),
             partial: false,
         };
-        let whole = store.concatenate(new, &parts).await?;
+        let whole = store.concatenate(new, &parts, self.quota).await?;
         let outcome = ingest::land(store, whole, Some(name), self.on_conflict).await?;
         if let Outcome::Landed(_) = outcome {
             for part in &parts {

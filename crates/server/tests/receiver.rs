@@ -1150,7 +1150,10 @@ async fn acknowledged_not_landed(receiver: &Receiver, dir: &std::path::Path, id:
         owner: String::new(),
         partial: false,
     };
-    let upload = store.begin(new).await.unwrap();
+    let upload = store
+        .begin(new, fileuploader_server::Quota::none())
+        .await
+        .unwrap();
     let range = fileuploader_server::ContentRange::parse("bytes 0-4/5").unwrap();
     let mut writer = store.write_block(&upload, range, true).await.unwrap();
     writer.write(Bytes::from_static(b"hello")).await.unwrap();

@@ -426,3 +426,102 @@ async fn one_credential_cannot_take_every_request_slot_nor_many_streams_per_conn
         .await
         .expect("SETTINGS_MAX_CONCURRENT_STREAMS is 16");
 }
+
+/// `head` with a bearer token.
+fn as_token(head: &str, token: &str) -> String {
+    head.replacen(
+        "host: x",
+        &format!("host: x\r\nauthorization: Bearer {token}"),
+        1,
+    )
+}
+
+fn tus_creation(len: u64, extra: &str) -> String {
+    format!(
+        "POST /files HTTP/1.1\r\nhost: x\r\ntus-resumable: 1.0.0\r\nupload-length: {len}\r\ncontent-length: 0{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_per_credential_atomically_and_for_whole_files_and_finals() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = fileuploader_server::Receiver::new(dir.path())
+        .unwrap()
+        .quota(10 * MIB)
+        .quota_per_credential(4 * MIB)
+        .access(
+            fileuploader_server::Access::open()
+                .token("greedy")
+                .unwrap()
+                .token("honest")
+                .unwrap(),
+        );
+    let served = Served::new(receiver);
+    let addr = served.addr;
+    // One credential declares all it may and sends nothing: it cannot
+    // declare more, and the others are untouched.
+    let hoard = ask(addr, &as_token(&tus_creation(4 * MIB, ""), "greedy"), b"").await;
+    assert_eq!(hoard.status, 201, "{}", hoard.text);
+    let more = ask(addr, &as_token(&tus_creation(1, ""), "greedy"), b"").await;
+    assert_eq!(more.status, 507, "{}", more.text);
+    // Many creations at once: exactly as many as fit are let in.
+    let racing = (0..12).map(|_| async {
+        ask(addr, &as_token(&tus_creation(MIB, ""), "honest"), b"")
+            .await
+            .status
+    });
+    let statuses = futures_util::future::join_all(racing).await;
+    let admitted = statuses.iter().filter(|s| **s == 201).count();
+    assert_eq!(admitted, 4, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 507),
+        "{statuses:?}"
+    );
+    // A whole file is charged as its bytes arrive: 5 MiB does not fit the
+    // 2 MiB left of the receiver's 10.
+    let big = vec![3u8; 5 * MIB as usize];
+    let form = support::form(&[("file", Some("whole.bin"), &big)]);
+    let head = as_token(&segmented("whole-file-00001", None, form.len()), "greedy");
+    let mut whole = open(addr, &head, b"").await;
+    let _ = whole.write_all(&form).await;
+    let refused = answer(&mut whole, Duration::from_secs(10)).await;
+    assert_eq!(refused.status, 507, "{}", refused.text);
+    assert!(!dir.path().join("whole.bin").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_names_each_part_once_and_its_length_is_checked_before_copying() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = fileuploader_server::Receiver::new(dir.path())
+        .unwrap()
+        .max_upload_size(1500);
+    let served = Served::new(receiver);
+    let addr = served.addr;
+    let part = ask(addr, &tus_creation(1000, "\r\nupload-concat: partial"), b"").await;
+    assert_eq!(part.status, 201, "{}", part.text);
+    let path = part.header("location").unwrap().to_owned();
+    let filled = ask(addr, &tus_patch(&path, 0, 1000), &[5u8; 1000]).await;
+    assert_eq!(filled.status, 204, "{}", filled.text);
+    let final_of = |urls: &str| {
+        format!(
+            "POST /files HTTP/1.1\r\nhost: x\r\ntus-resumable: 1.0.0\r\nupload-concat: final;{urls}\r\ncontent-length: 0"
+        )
+    };
+    let twice = ask(addr, &final_of(&format!("{path} {path}")), b"").await;
+    assert_eq!(twice.status, 400, "{}", twice.text);
+    let other = ask(addr, &tus_creation(1000, "\r\nupload-concat: partial"), b"").await;
+    let other = other.header("location").unwrap().to_owned();
+    let filled = ask(addr, &tus_patch(&other, 0, 1000), &[6u8; 1000]).await;
+    assert_eq!(filled.status, 204, "{}", filled.text);
+    let partial_dir = dir.path().join(".fileuploader-partial");
+    let files = || std::fs::read_dir(&partial_dir).unwrap().count();
+    let before = files();
+    let too_long = ask(addr, &final_of(&format!("{path} {other}")), b"").await;
+    assert_eq!(too_long.status, 413, "{}", too_long.text);
+    assert_eq!(files(), before, "nothing was copied");
+    let once = ask(addr, &final_of(&path), b"").await;
+    assert_eq!(once.status, 201, "{}", once.text);
+    let landed = once.header("location").unwrap().rsplit('/').next().unwrap();
+    assert_eq!(std::fs::read(dir.path().join(landed)).unwrap(), [5u8; 1000]);
+}

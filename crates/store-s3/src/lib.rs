@@ -69,7 +69,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use fileuploader_server::store::{
-    Block, BlockWriter, Landed, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes,
+    Block, BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, Upload, WholeWriter,
+    WriteBytes,
 };
 use fileuploader_server::Refusal;
 use fileuploader_wire::{ContentRange, Statement};
@@ -302,6 +303,30 @@ fn byte_range(from: u64, to: u64) -> String {
 }
 
 impl S3Store {
+    /// Refuses (507) `more` bytes for `owner` that would break `quota`,
+    /// counting the uploads in progress as the bucket lists them. Only the
+    /// total is counted here, and not in one step with the upload's
+    /// record: receivers sharing the bucket may let in a little more
+    /// at the same moment.
+    async fn charge(&self, quota: &Quota, owner: &str, more: u64) -> Result<(), Refusal> {
+        if quota.total.is_none() {
+            return Ok(());
+        }
+        let layout = &self.s().layout;
+        let held: u64 = self
+            .list(&layout.uploads())
+            .await?
+            .iter()
+            .filter_map(|l| Layout::parse_meta(layout.split_upload_key(&l.key)?.1))
+            .sum();
+        let mut total_only = *quota;
+        total_only.per_credential = None;
+        match total_only.refusal(owner, more, held, 0) {
+            Some(why) => Err(Refusal::new(StatusCode::INSUFFICIENT_STORAGE, why)),
+            None => Ok(()),
+        }
+    }
+
     /// Connects to the bucket of `location` and checks that it answers
     /// our credentials.
     ///
@@ -1017,10 +1042,11 @@ impl Store for S3Store {
         Ok(self.read(id).await?.map(|s| s.upload))
     }
 
-    async fn begin(&self, new: NewUpload) -> Result<Upload, Refusal> {
+    async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, Refusal> {
         if let Some(stored) = self.read(&new.id).await? {
             return Ok(stored.upload);
         }
+        self.charge(&quota, &new.owner, new.total).await?;
         let layout = &self.s().layout;
         if !new.partial {
             // Recorded before the upload is: receivers beginning it at the
@@ -1099,7 +1125,13 @@ impl Store for S3Store {
         Ok(Box::new(Pieces::new(self.clone(), id, range.start)))
     }
 
-    async fn concatenate(&self, new: NewUpload, parts: &[Upload]) -> Result<Upload, Refusal> {
+    async fn concatenate(
+        &self,
+        new: NewUpload,
+        parts: &[Upload],
+        quota: Quota,
+    ) -> Result<Upload, Refusal> {
+        self.charge(&quota, &new.owner, new.total).await?;
         let mut acks = Vec::new();
         let mut at = 0;
         for part in parts {
@@ -1117,11 +1149,16 @@ impl Store for S3Store {
             at += part.begun.total;
         }
         let id = new.id.clone();
-        self.begin(new).await?;
+        // Charged above, before the parts were read.
+        self.begin(new, Quota::none()).await?;
         self.acknowledge_all(&id, &acks).await
     }
 
-    async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal> {
+    async fn write_whole(
+        &self,
+        _owner: &str,
+        _quota: Quota,
+    ) -> Result<Box<dyn WholeWriter>, Refusal> {
         let data = format!("whole-{}", keys::nonce());
         Ok(Box::new(Whole(Pieces::new(self.clone(), data, 0))))
     }
@@ -1245,16 +1282,6 @@ impl Store for S3Store {
             id_marker = page.next_upload_id_marker().map(str::to_owned);
         }
         Ok(stale)
-    }
-
-    async fn bytes_held(&self) -> Result<u64, Refusal> {
-        let layout = &self.s().layout;
-        Ok(self
-            .list(&layout.uploads())
-            .await?
-            .iter()
-            .filter_map(|l| Layout::parse_meta(layout.split_upload_key(&l.key)?.1))
-            .sum())
     }
 
     async fn name_taken(&self, name: &str) -> Result<bool, Refusal> {

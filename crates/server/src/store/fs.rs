@@ -32,7 +32,9 @@ use fileuploader_wire::{ContentRange, RangeSet, Statement};
 use http::StatusCode;
 
 use super::state::{now_ms, Change, State};
-use super::{BlockWriter, Landed, NewUpload, OnConflict, Store, Upload, WholeWriter, WriteBytes};
+use super::{
+    BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, Upload, WholeWriter, WriteBytes,
+};
 use crate::Refusal;
 
 /// Bytes gathered before one positional write.
@@ -80,6 +82,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub(super) fn io_refusal(what: &str, e: &io::Error) -> Refusal {
+    if e.kind() == io::ErrorKind::QuotaExceeded {
+        return Refusal::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string());
+    }
     if e.kind() == io::ErrorKind::StorageFull {
         Refusal::new(
             StatusCode::INSUFFICIENT_STORAGE,
@@ -210,6 +215,13 @@ impl Inner {
                 remove_if_there(&entry.path())?;
             }
         }
+        // A whole file's charge whose file is gone (its writer crashed,
+        // and the sweep took the file) goes too.
+        for key in self.state.reservations()? {
+            if !self.partial.join(&key).try_exists()? {
+                self.state.apply(Change::Release { key })?;
+            }
+        }
         Ok(())
     }
 
@@ -300,12 +312,12 @@ impl Store for FsStore {
         self.with("read records", move |s| s.read(&id)).await
     }
 
-    async fn begin(&self, new: NewUpload) -> Result<Upload, Refusal> {
+    async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, Refusal> {
         let id = new.id.clone();
         self.with("begin upload", move |s| {
             // Recorded first: a partial file is never without its record
             // for long, so other processes' clean-ups leave it alone.
-            s.state.apply(Change::Begin(new))?;
+            s.state.apply(Change::Begin(new, quota))?;
             OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -372,11 +384,16 @@ impl Store for FsStore {
         }))
     }
 
-    async fn concatenate(&self, new: NewUpload, parts: &[Upload]) -> Result<Upload, Refusal> {
+    async fn concatenate(
+        &self,
+        new: NewUpload,
+        parts: &[Upload],
+        quota: Quota,
+    ) -> Result<Upload, Refusal> {
         let parts = parts.to_vec();
         self.with("concatenate uploads", move |s| {
             let id = new.id.clone();
-            s.state.apply(Change::Begin(new))?;
+            s.state.apply(Change::Begin(new, quota))?;
             let temp = s.temp_of(&id);
             let mut whole = OpenOptions::new()
                 .write(true)
@@ -415,7 +432,11 @@ impl Store for FsStore {
         .await
     }
 
-    async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal> {
+    async fn write_whole(
+        &self,
+        owner: &str,
+        quota: Quota,
+    ) -> Result<Box<dyn WholeWriter>, Refusal> {
         let temp = self
             .with("create temporary file", |s| {
                 let temp = tempfile::Builder::new()
@@ -432,12 +453,24 @@ impl Store for FsStore {
                 .try_clone()
                 .map_err(|e| Refusal::internal("open temporary file", e))?,
         );
+        let key = temp
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(Box::new(FsWhole {
             store: self.clone(),
             temp,
             file,
             written: 0,
             batch: Batch::default(),
+            charge: Charge {
+                store: self.clone(),
+                key,
+                owner: owner.to_owned(),
+                quota,
+                bytes: 0,
+            },
         }))
     }
 
@@ -517,10 +550,6 @@ impl Store for FsStore {
             }
         })
         .await
-    }
-
-    async fn bytes_held(&self) -> Result<u64, Refusal> {
-        self.with("read records", |s| s.state.bytes_held()).await
     }
 
     async fn name_taken(&self, name: &str) -> Result<bool, Refusal> {
@@ -656,10 +685,69 @@ struct FsWhole {
     file: Arc<File>,
     written: u64,
     batch: Batch,
+    charge: Charge,
+}
+
+/// How much more of the quota a whole file takes each time it needs more.
+const CHARGE_STEP: u64 = 8 << 20;
+
+/// What a whole file in flight is charged to the quota; the charge goes
+/// when it is dropped (landed or not).
+struct Charge {
+    store: FsStore,
+    /// Its temporary file's name.
+    key: String,
+    owner: String,
+    quota: Quota,
+    bytes: u64,
+}
+
+impl Charge {
+    /// Charges enough for `len` bytes in all, or refuses (507).
+    async fn cover(&mut self, len: u64) -> Result<(), Refusal> {
+        if !self.quota.is_limited() || len <= self.bytes {
+            return Ok(());
+        }
+        let bytes = len.div_ceil(CHARGE_STEP) * CHARGE_STEP;
+        let change = Change::Reserve {
+            key: self.key.clone(),
+            owner: self.owner.clone(),
+            bytes,
+            quota: self.quota,
+        };
+        self.store
+            .with("charge the quota", move |s| s.state.apply(change))
+            .await?;
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        let (inner, key) = (self.store.inner.clone(), std::mem::take(&mut self.key));
+        let release = move || {
+            if let Err(e) = inner.state.apply(Change::Release { key }) {
+                tracing::warn!(
+                    "cannot release a whole file's quota: {e}; the next expiry pass will"
+                );
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
 }
 
 impl FsWhole {
     async fn flush(&mut self) -> Result<(), Refusal> {
+        self.charge
+            .cover(self.written + self.batch.len as u64)
+            .await?;
         let nothing = RangeSet::default();
         let (len, _) = self.batch.flush(&self.file, self.written, &nothing).await?;
         self.written += len;
@@ -688,7 +776,11 @@ impl WholeWriter for FsWhole {
     ) -> Result<Statement, Refusal> {
         self.flush().await?;
         let FsWhole {
-            store, temp, file, ..
+            store,
+            temp,
+            file,
+            charge,
+            ..
         } = *self;
         let (key, name) = (id.unwrap_or("").to_owned(), name.to_owned());
         let owner = owner.to_owned();
@@ -711,6 +803,7 @@ impl WholeWriter for FsWhole {
                     };
                     s.state.apply(change)?;
                 }
+                drop(charge);
                 Ok(Ok(statement))
             })
             .await?

@@ -74,6 +74,49 @@ pub struct NewUpload {
     pub partial: bool,
 }
 
+/// How many bytes uploads in progress may hold: all together, and those of
+/// one credential (not counted where access is open: everyone is then one
+/// credential). An upload in blocks is charged its full length as it
+/// begins, a whole file its bytes as they arrive, a concatenation its whole
+/// length before anything is copied; each charge is checked and made in
+/// one step, so two requests are never let into the same room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Quota {
+    /// The most bytes all uploads in progress may hold.
+    pub total: Option<u64>,
+    /// The most bytes the uploads in progress of one credential may hold.
+    pub per_credential: Option<u64>,
+}
+
+impl Quota {
+    /// No limit.
+    pub fn none() -> Self {
+        Quota::default()
+    }
+
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.total.is_some() || self.per_credential.is_some()
+    }
+
+    /// Why charging `more` bytes to `owner` would break the quota, given
+    /// what all uploads and that owner's hold now; `None` when it fits.
+    pub fn refusal(&self, owner: &str, more: u64, held: u64, held_by_owner: u64) -> Option<String> {
+        if let Some(limit) = self.total.filter(|&l| held.saturating_add(more) > l) {
+            return Some(format!(
+                "uploads in progress hold {held} of the receiver's {limit} bytes and this one needs {more} more; try again when others have landed, or ask the operator for room"
+            ));
+        }
+        let limit = self.per_credential.filter(|_| !owner.is_empty())?;
+        (held_by_owner.saturating_add(more) > limit).then(|| {
+            format!(
+                "your uploads in progress hold {held_by_owner} of the {limit} bytes one credential may hold and this one needs {more} more; finish or delete one of them first"
+            )
+        })
+    }
+}
+
 /// One acknowledged block of an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Block {
@@ -174,9 +217,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Upload `id` in progress, as stored now.
     async fn upload(&self, id: &str) -> Result<Option<Upload>, Refusal>;
 
-    /// Begins an upload, durably; an upload of that id in progress already
-    /// is returned as it is.
-    async fn begin(&self, new: NewUpload) -> Result<Upload, Refusal>;
+    /// Begins an upload, durably, charging its length to `quota` (507 when
+    /// it does not fit); an upload of that id in progress already is
+    /// returned as it is.
+    async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, Refusal>;
 
     /// Reserves `range` of `upload` for one writer (503 while another
     /// writes any byte of it) and returns that writer. Bytes the upload has
@@ -192,12 +236,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Box<dyn BlockWriter>, Refusal>;
 
     /// Begins upload `new` as the concatenation of complete uploads
-    /// `parts`, in order, their blocks (and digests) carried over; returns
-    /// it complete, ready to land. The parts stay until discarded.
-    async fn concatenate(&self, new: NewUpload, parts: &[Upload]) -> Result<Upload, Refusal>;
+    /// `parts`, in order, their blocks (and digests) carried over, its
+    /// length charged to `quota` before anything is copied; returns it
+    /// complete, ready to land. The parts stay until discarded.
+    async fn concatenate(
+        &self,
+        new: NewUpload,
+        parts: &[Upload],
+        quota: Quota,
+    ) -> Result<Upload, Refusal>;
 
-    /// A writer for a whole file arriving in one request.
-    async fn write_whole(&self) -> Result<Box<dyn WholeWriter>, Refusal>;
+    /// A writer for a whole file arriving in one request from `owner`,
+    /// its bytes charged to `quota` as they arrive (507 once they do not
+    /// fit).
+    async fn write_whole(&self, owner: &str, quota: Quota)
+        -> Result<Box<dyn WholeWriter>, Refusal>;
 
     /// Lands complete upload `id` as `name`: checks the stored bytes
     /// against the acknowledged blocks, puts them in place by `policy`, and
@@ -214,9 +267,6 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Discards every upload untouched for `ttl`, and partial data no
     /// upload owns; returns how many uploads went.
     async fn expire(&self, ttl: Duration) -> Result<usize, Refusal>;
-
-    /// The bytes partial uploads hold, each counted at its full length.
-    async fn bytes_held(&self) -> Result<u64, Refusal>;
 
     /// Whether a landed file is called `name` already.
     async fn name_taken(&self, name: &str) -> Result<bool, Refusal>;

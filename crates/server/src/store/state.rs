@@ -16,7 +16,7 @@ use fileuploader_wire::Statement;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{Block, Landed, NewUpload};
+use super::{Block, Landed, NewUpload, Quota};
 
 /// The most changes one commit takes.
 const BATCH: usize = 512;
@@ -24,8 +24,18 @@ const BATCH: usize = 512;
 /// A change to the records.
 #[derive(Debug)]
 pub(crate) enum Change {
-    /// A new upload.
-    Begin(NewUpload),
+    /// A new upload, charged to the quota.
+    Begin(NewUpload, Quota),
+    /// Charges `bytes` in all (replacing its earlier charge) to the quota
+    /// for the whole file arriving into temporary file `key`.
+    Reserve {
+        key: String,
+        owner: String,
+        bytes: u64,
+        quota: Quota,
+    },
+    /// The whole file in `key` landed or ended: its charge goes.
+    Release { key: String },
     /// A verified block, its bytes written to `file` (synced first).
     Ack {
         id: String,
@@ -91,7 +101,9 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
          CREATE INDEX IF NOT EXISTS acks_by_upload ON acks (id, seq);
          CREATE TABLE IF NOT EXISTS landed (
              id TEXT PRIMARY KEY, statement TEXT NOT NULL, at INTEGER NOT NULL,
-             owner TEXT NOT NULL DEFAULT '');",
+             owner TEXT NOT NULL DEFAULT '');
+         CREATE TABLE IF NOT EXISTS reserved (
+             key TEXT PRIMARY KEY, owner TEXT NOT NULL, bytes INTEGER NOT NULL);",
     )?;
     // Records from before `acks` kept blocks in `blocks`: move them over.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -242,14 +254,14 @@ impl State {
             .map_err(failed)
     }
 
-    /// The bytes of every upload in progress, counted at their full size.
-    pub(crate) fn bytes_held(&self) -> io::Result<u64> {
+    /// The temporary files whole files are charged for.
+    pub(crate) fn reservations(&self) -> io::Result<Vec<String>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        conn.query_row("SELECT COALESCE(SUM(total), 0) FROM uploads", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map(|n| n as u64)
-        .map_err(failed)
+        let mut query = conn.prepare("SELECT key FROM reserved").map_err(failed)?;
+        query
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(failed)
     }
 
     /// The ids of every upload in progress.
@@ -308,7 +320,9 @@ fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
         let results = commit(&mut conn, &to_commit).map_err(failed);
         for (i, (_, reply)) in to_commit.into_iter().enumerate() {
             let result = match &results {
-                Ok(each) => each[i].clone().map_err(io::Error::other),
+                Ok(each) => each[i]
+                    .clone()
+                    .map_err(|(kind, why)| io::Error::new(kind, why)),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
             let _ = reply.send(result);
@@ -316,22 +330,89 @@ fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
     }
 }
 
+/// Why charging `more` bytes to `owner` breaks `quota`, counting every
+/// upload in progress and every whole file's charge but `except`'s.
+fn over_quota(
+    tx: &rusqlite::Transaction<'_>,
+    quota: &Quota,
+    owner: &str,
+    more: u64,
+    except: &str,
+) -> rusqlite::Result<Option<String>> {
+    if !quota.is_limited() {
+        return Ok(None);
+    }
+    let held = |by_owner: bool| -> rusqlite::Result<u64> {
+        let filter = if by_owner {
+            "WHERE owner = ?1"
+        } else {
+            "WHERE ?1 = ?1"
+        };
+        let uploads: i64 = tx.query_row(
+            &format!("SELECT COALESCE(SUM(total), 0) FROM uploads {filter}"),
+            params![owner],
+            |r| r.get(0),
+        )?;
+        let reserved: i64 = tx.query_row(
+            &format!("SELECT COALESCE(SUM(bytes), 0) FROM reserved {filter} AND key != ?2"),
+            params![owner, except],
+            |r| r.get(0),
+        )?;
+        Ok((uploads + reserved) as u64)
+    };
+    Ok(quota.refusal(owner, more, held(false)?, held(true)?))
+}
+
+/// What a change's refusal is: its kind (the receiver's status follows from
+/// it) and why.
+type Refused = (io::ErrorKind, String);
+
 /// Applies a batch in one transaction; each change's own outcome, or the
 /// transaction's failure.
 fn commit(
     conn: &mut Connection,
     batch: &[(Change, Reply)],
-) -> rusqlite::Result<Vec<Result<(), String>>> {
+) -> rusqlite::Result<Vec<Result<(), Refused>>> {
     let tx = conn.transaction()?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (change, _) in batch {
         let mut outcome = Ok(());
         match change {
-            Change::Begin(new) => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![new.id, new.total as i64, new.name, new.owner, now_ms(), new.partial],
-                )?;
+            Change::Begin(new, quota) => {
+                let known = tx
+                    .query_row(
+                        "SELECT 1 FROM uploads WHERE id = ?1",
+                        params![new.id],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                match over_quota(&tx, quota, &new.owner, new.total, "")? {
+                    Some(why) if !known => outcome = Err((io::ErrorKind::QuotaExceeded, why)),
+                    _ => {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![new.id, new.total as i64, new.name, new.owner, now_ms(), new.partial],
+                        )?;
+                    }
+                }
+            }
+            Change::Reserve {
+                key,
+                owner,
+                bytes,
+                quota,
+            } => match over_quota(&tx, quota, owner, *bytes, key)? {
+                Some(why) => outcome = Err((io::ErrorKind::QuotaExceeded, why)),
+                None => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO reserved (key, owner, bytes) VALUES (?1, ?2, ?3)",
+                        params![key, owner, *bytes as i64],
+                    )?;
+                }
+            },
+            Change::Release { key } => {
+                tx.execute("DELETE FROM reserved WHERE key = ?1", params![key])?;
             }
             Change::Ack {
                 id,
@@ -346,7 +427,7 @@ fn commit(
                 )?;
                 if touched == 0 {
                     // Expired or discarded while the block was on its way.
-                    outcome = Err(format!("upload {id} was discarded"));
+                    outcome = Err((io::ErrorKind::Other, format!("upload {id} was discarded")));
                 } else {
                     tx.execute(
                         "INSERT OR REPLACE INTO acks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
@@ -408,13 +489,16 @@ mod tests {
     }
 
     fn begin(id: &str) -> Change {
-        Change::Begin(NewUpload {
-            id: id.into(),
-            total: 4,
-            name: "n".into(),
-            owner: String::new(),
-            partial: false,
-        })
+        Change::Begin(
+            NewUpload {
+                id: id.into(),
+                total: 4,
+                name: "n".into(),
+                owner: String::new(),
+                partial: false,
+            },
+            Quota::none(),
+        )
     }
 
     #[test]
