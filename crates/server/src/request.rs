@@ -33,6 +33,12 @@ pub fn upload_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
 ///
 /// 400 with the reason.
 pub fn plain_name(name: &str) -> Result<String, Refusal> {
+    /// The longest name, folders included: well within `PATH_MAX` below
+    /// the receiver's directory.
+    const MAX_NAME: usize = 1024;
+    /// The longest folder or file name: 255 on common file systems, less
+    /// the room of a rename's " (NNNN)".
+    const MAX_PART: usize = 240;
     let refuse = |why: &str| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -52,6 +58,9 @@ pub fn plain_name(name: &str) -> Result<String, Refusal> {
     if parts.len() > 32 {
         return Err(refuse("more than 32 folders deep"));
     }
+    if name.len() > MAX_NAME {
+        return Err(refuse(&format!("longer than {MAX_NAME} bytes")));
+    }
     for part in &parts {
         if part.is_empty() || *part == "." || *part == ".." {
             return Err(refuse("no plain file name in it"));
@@ -59,8 +68,10 @@ pub fn plain_name(name: &str) -> Result<String, Refusal> {
         if part.chars().any(char::is_control) {
             return Err(refuse("control characters"));
         }
-        if part.len() > 255 {
-            return Err(refuse("a part longer than 255 bytes"));
+        if part.len() > MAX_PART {
+            return Err(refuse(&format!(
+                "a part longer than {MAX_PART} bytes (file systems take 255, and a renamed copy adds a number)"
+            )));
         }
         if part.starts_with(".fileuploader-") {
             return Err(refuse("the receiver's own folders cannot be written"));

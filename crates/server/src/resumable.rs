@@ -330,7 +330,8 @@ impl Receiver {
         let answer = Answer::new(StatusCode::CREATED)
             .header("location", &location)
             .header(UPLOAD_EXPIRES, self.expires());
-        let upload = match ingest::open(self.store.as_ref(), new, allowance).await? {
+        let opened = ingest::open(self.store.as_ref(), new, allowance).await;
+        let upload = match opened.map_err(not_to_retry)? {
             Outcome::InProgress(upload) => upload,
             // Created and landed before: the answer that said so was lost.
             landed => return told(answer, dialect, landed, 0),
@@ -413,7 +414,9 @@ impl Receiver {
         }
         let name = name_of(headers, grant, &id)?;
         if !begun {
-            ingest::check_name(store, &name, self.on_conflict).await?;
+            ingest::check_name(store, &name, self.on_conflict)
+                .await
+                .map_err(not_to_retry)?;
         }
         let new = NewUpload {
             id: id.clone(),
@@ -782,6 +785,17 @@ fn told(answer: Answer, dialect: Dialect, outcome: Outcome, at: u64) -> Result<A
             StatusCode::NOT_FOUND,
             "the upload is unknown, expired or ended",
         )),
+    }
+}
+
+/// A creation's conflict no retry can mend (its name taken, its id begun
+/// with another length), as browser tus clients read it: tus-js-client and
+/// Uppy retry 409 and 423, so this door answers 422.
+fn not_to_retry(refusal: Refusal) -> Refusal {
+    if refusal.status() == StatusCode::CONFLICT {
+        Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, refusal.message())
+    } else {
+        refusal
     }
 }
 

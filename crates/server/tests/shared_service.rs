@@ -525,3 +525,38 @@ async fn a_final_names_each_part_once_and_its_length_is_checked_before_copying()
     let landed = once.header("location").unwrap().rsplit('/').next().unwrap();
     assert_eq!(std::fs::read(dir.path().join(landed)).unwrap(), [5u8; 1000]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taken_long_and_blocked_names_are_refused_as_the_client_can_act_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("taken.bin"), b"first").unwrap();
+    std::fs::write(dir.path().join("a-file"), b"not a folder").unwrap();
+    let served = Served::new(fileuploader_server::Receiver::new(dir.path()).unwrap());
+    let addr = served.addr;
+    let named = |name: &str| {
+        let meta = format!("\r\nupload-metadata: filename {}", base64(name.as_bytes()));
+        tus_creation(10, &meta)
+    };
+    // Browser tus clients retry 409 and 423: a taken name is 422, at once.
+    let taken = ask(addr, &named("taken.bin"), b"").await;
+    assert_eq!(taken.status, 422, "{}", taken.text);
+    let through = ask(addr, &named("a-file/inside.bin"), b"").await;
+    assert_eq!(through.status, 422, "a file in the way: {}", through.text);
+    let long = ask(addr, &named(&format!("{}/x.bin", "d".repeat(250))), b"").await;
+    assert_eq!(long.status, 400, "{}", long.text);
+    let deep = ask(addr, &named(&vec!["f".repeat(200); 6].join("/")), b"").await;
+    assert_eq!(deep.status, 400, "{}", deep.text);
+    // The segmented door says 409 for the same: its clients do not retry it.
+    let form = support::form(&[("file", Some("a-file/inside.bin"), b"data")]);
+    let segmented_through = ask(
+        addr,
+        &segmented("through-file-001", None, form.len()),
+        &form,
+    )
+    .await;
+    assert_eq!(segmented_through.status, 409, "{}", segmented_through.text);
+    assert_eq!(
+        std::fs::read(dir.path().join("a-file")).unwrap(),
+        b"not a folder"
+    );
+}

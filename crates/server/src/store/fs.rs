@@ -554,8 +554,15 @@ impl Store for FsStore {
 
     async fn name_taken(&self, name: &str) -> Result<bool, Refusal> {
         let name = name.to_owned();
-        self.with("look up name", move |s| s.dir.join(name).try_exists())
-            .await
+        self.with("look up name", move |s| {
+            match s.dir.join(name).try_exists() {
+                // A file where the name needs a folder takes the name too.
+                Err(e) if in_the_way(&e) => Ok(true),
+                Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(false),
+                other => other,
+            }
+        })
+        .await
     }
 }
 
@@ -810,19 +817,30 @@ impl WholeWriter for FsWhole {
     }
 }
 
+/// Whether `e` says a name cannot be had because something is in its way:
+/// a file or folder of that name, or a file where the name needs a folder.
+fn in_the_way(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::AlreadyExists
+            | io::ErrorKind::IsADirectory
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::DirectoryNotEmpty
+    )
+}
+
 /// Why landing as `name` failed, as a refusal: 409 when the name is taken
-/// (by a file, or a folder in the way), the cause's status otherwise.
+/// (by a file, or a folder in the way), 400 when it is too long for the
+/// file system, the cause's status otherwise.
 fn landing_refusal(name: &str, e: &io::Error) -> Refusal {
     let text = e.to_string();
-    let conflict = [
-        "Is a directory",
-        "File exists",
-        "Directory not empty",
-        "it is not a folder",
-    ]
-    .iter()
-    .any(|m| text.contains(m));
-    if conflict {
+    if e.raw_os_error() == Some(libc::ENAMETOOLONG) {
+        return Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot land the file as {name}: the name is too long for the receiver's file system; upload under a shorter one"),
+        );
+    }
+    if in_the_way(e) {
         return Refusal::new(
             StatusCode::CONFLICT,
             format!(
