@@ -173,6 +173,15 @@ struct UploadArgs {
     /// (error 11, then retried as the retry policy says).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<std::time::Duration>,
+    /// Give up on a request that moves fewer than this many bytes per
+    /// second, on average over --speed-time (error 11, then retried as the
+    /// retry policy says); 0 never does. Under --limit-rate, at most half
+    /// of each request's share of it.
+    #[arg(long, value_name = "BYTES", default_value = "1KiB", value_parser = parse_size)]
+    speed_limit: u64,
+    /// The span over which --speed-limit is measured.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    speed_time: std::time::Duration,
     /// Send at most this many bytes per second across the whole run, e.g. `10MiB`.
     #[arg(long, value_name = "BYTES", value_parser = parse_positive_size)]
     limit_rate: Option<u64>,

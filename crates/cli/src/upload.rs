@@ -111,6 +111,8 @@ pub(crate) struct Connection<'a> {
     pub(crate) identity: Option<(&'a Path, &'a Path)>,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    /// The low-speed limit: bytes per second, over a span.
+    pub(crate) low_speed: Option<(u64, Duration)>,
 }
 
 impl<'a> Connection<'a> {
@@ -120,8 +122,19 @@ impl<'a> Connection<'a> {
             identity: args.cert.as_deref().zip(args.cert_key.as_deref()),
             connect_timeout: args.connect_timeout,
             idle_timeout: args.idle_timeout,
+            low_speed: Some((low_speed_limit(args), args.speed_time)),
         }
     }
+}
+
+/// The slowest a request may go, in bytes per second: --speed-limit, or
+/// under --limit-rate at most half of each request's share of it (so that
+/// the limit the user asked for never reads as a stall).
+fn low_speed_limit(args: &UploadArgs) -> u64 {
+    let share = args.limit_rate.map_or(u64::MAX, |rate| {
+        rate / u64::from(args.transfer.threads.max(1)) / 2
+    });
+    args.speed_limit.min(share)
 }
 
 /// The transport the flags describe.
@@ -147,6 +160,9 @@ pub(crate) fn transport(
     }
     if let Some(t) = connection.idle_timeout {
         builder = builder.stall_timeout(t);
+    }
+    if let Some((bytes_per_second, over)) = connection.low_speed {
+        builder = builder.low_speed_limit(bytes_per_second, over);
     }
     builder
         .build()

@@ -1519,3 +1519,46 @@ fn status_query(addr: &str) -> String {
     let _ = std::io::Read::read_to_string(&mut tcp, &mut answer);
     answer.split(' ').nth(1).unwrap_or("none").to_owned()
 }
+
+#[test]
+fn a_trickling_receiver_fails_the_low_speed_limit_the_flags_set() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = std::io::Read::read(&mut tcp, &mut request);
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n";
+                let _ = std::io::Write::write_all(&mut tcp, head);
+                while std::io::Write::write_all(&mut tcp, b"x").is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("t.bin");
+    std::fs::write(&path, b"trickle").unwrap();
+    let url = format!("http://{addr}/upload");
+    let started = std::time::Instant::now();
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "--no-retry",
+        "--speed-limit",
+        "1000",
+        "--speed-time",
+        "1s",
+        path.to_str().unwrap(),
+    ]);
+    let text = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("error 11") && text.contains("too slow"),
+        "{text}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -14,11 +14,13 @@ use http_body::{Body, Frame, SizeHint};
 /// The largest frame handed to hyper. Slices share the block's buffer.
 const SLICE: usize = 256 * 1024;
 
-/// When bytes last moved in either direction, for the stall timeout.
+/// When bytes last moved in either direction, for the stall timeout, and
+/// how many have, for the low-speed limit.
 #[derive(Debug, Clone)]
 pub(crate) struct Activity {
     start: Instant,
     last_nanos: Arc<AtomicU64>,
+    moved: Arc<AtomicU64>,
 }
 
 impl Activity {
@@ -26,7 +28,19 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last_nanos: Arc::default(),
+            moved: Arc::default(),
         }
+    }
+
+    /// Notes `n` bytes carried either way.
+    pub(crate) fn carried(&self, n: usize) {
+        self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// The bytes carried so far.
+    pub(crate) fn moved(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
     }
 
     pub(crate) fn touch(&self) {
@@ -108,6 +122,7 @@ impl Body for SlicedBody {
             }
         }
         let n = this.pending.len().min(SLICE);
+        this.activity.carried(n);
         Poll::Ready(Some(Ok(Frame::data(this.pending.split_to(n)))))
     }
 

@@ -6,8 +6,9 @@
 //!   platform's roots, extra CA files and a client certificate are options.
 //! - HTTP/1.1 by default; with [`HyperTransportBuilder::http2`], HTTP/2 is
 //!   offered by ALPN over TLS and used by prior knowledge over cleartext.
-//! - Connect, request and stall (idle) timeouts each fail with code 11 and say which
-//!   one fired.
+//! - Connect, request and stall (idle) timeouts, and the low-speed limit
+//!   (under 1 KiB/s over 60 s by default), each fail with code 11 and say
+//!   which one fired.
 //! - Redirects are not followed, as in the reference; following 307 and 308
 //!   is an option.
 //! - An explicit HTTP proxy (CONNECT for https), or the conventional
@@ -83,7 +84,16 @@ pub struct HyperTransport {
 struct Options {
     request_timeout: Option<Duration>,
     stall_timeout: Option<Duration>,
+    low_speed: Option<LowSpeed>,
     follow_redirects: bool,
+}
+
+/// The slowest a request may go: fewer than `bytes_per_second` on average
+/// over any `over` is a stall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LowSpeed {
+    bytes_per_second: u64,
+    over: Duration,
 }
 
 impl fmt::Debug for HyperTransport {
@@ -123,6 +133,7 @@ pub struct HyperTransportBuilder {
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
     stall_timeout: Option<Duration>,
+    low_speed: Option<LowSpeed>,
     follow_redirects: bool,
     pool_idle_timeout: Option<Duration>,
     proxy: Option<String>,
@@ -137,6 +148,10 @@ impl Default for HyperTransportBuilder {
             connect_timeout: Some(Duration::from_secs(10)),
             request_timeout: None,
             stall_timeout: Some(Duration::from_secs(30)),
+            low_speed: Some(LowSpeed {
+                bytes_per_second: 1024,
+                over: Duration::from_secs(60),
+            }),
             follow_redirects: false,
             pool_idle_timeout: Some(Duration::from_secs(90)),
             proxy: None,
@@ -189,6 +204,18 @@ impl HyperTransportBuilder {
     /// the body, or waiting for and reading the response); `None` disables.
     pub fn stall_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.stall_timeout = timeout.into();
+        self
+    }
+
+    /// The slowest a request may go: fewer than `bytes_per_second` bytes
+    /// moved either way on average over any span of `over` fails it with
+    /// code 11, however steadily they trickle (curl's `--speed-limit` and
+    /// `--speed-time`). Default 1 KiB/s over 60 s; a rate of 0 disables.
+    pub fn low_speed_limit(mut self, bytes_per_second: u64, over: Duration) -> Self {
+        self.low_speed = (bytes_per_second > 0 && !over.is_zero()).then_some(LowSpeed {
+            bytes_per_second,
+            over,
+        });
         self
     }
 
@@ -276,6 +303,7 @@ impl HyperTransportBuilder {
             options: Options {
                 request_timeout: self.request_timeout,
                 stall_timeout: self.stall_timeout,
+                low_speed: self.low_speed,
                 follow_redirects: self.follow_redirects,
             },
         })
@@ -352,6 +380,7 @@ impl HyperTransport {
             let frame = frame.map_err(|e| errors::classify(e, &uri))?;
             activity.touch();
             if let Ok(data) = frame.into_data() {
+                activity.carried(data.len());
                 let room = MAX_RESPONSE_BODY - kept.len();
                 kept.extend_from_slice(&data[..data.len().min(room)]);
                 if kept.len() == MAX_RESPONSE_BODY {
@@ -362,25 +391,51 @@ impl HyperTransport {
         Ok(Response::from_parts(parts, kept.freeze()))
     }
 
-    /// An exchange bounded by the stall timeout.
+    /// An exchange bounded by the stall timeout and the low-speed limit.
     async fn watched(&self, request: Request) -> Result<Response, TransportError> {
         let activity = Activity::new();
         let uri = request.uri().clone();
         let exchange = self.exchange(request, &activity);
-        let Some(stall) = self.options.stall_timeout else {
+        let (stall, low_speed) = (self.options.stall_timeout, self.options.low_speed);
+        if stall.is_none() && low_speed.is_none() {
             return exchange.await;
-        };
+        }
         tokio::pin!(exchange);
+        // The current low-speed window: when it ends, and the bytes moved
+        // when it began.
+        let mut window = low_speed.map(|l| (std::time::Instant::now() + l.over, 0));
         loop {
-            let deadline = activity.last() + stall;
+            let stalls_at = stall.map(|s| activity.last() + s);
+            let wake = [stalls_at, window.map(|(ends, _)| ends)]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("a stall timeout or a low-speed limit");
             tokio::select! {
                 result = &mut exchange => return result,
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    if activity.last() + stall <= std::time::Instant::now() {
+                () = tokio::time::sleep_until(wake.into()) => {
+                    let now = std::time::Instant::now();
+                    if let Some(stall) = stall.filter(|s| activity.last() + *s <= now) {
                         return Err(TransportError::new(
                             TransportErrorKind::Timeout,
                             format!("idle timeout: no byte moved either way for {stall:?} with {}", errors::host(&uri)),
                         ));
+                    }
+                    if let (Some(limit), Some((ends, from))) = (low_speed, window) {
+                        if ends <= now {
+                            let moved = activity.moved() - from;
+                            let needed = limit.bytes_per_second.saturating_mul(limit.over.as_secs().max(1));
+                            if moved < needed {
+                                return Err(TransportError::new(
+                                    TransportErrorKind::Timeout,
+                                    format!(
+                                        "too slow: {moved} bytes moved in {:?} with {}, under the low-speed limit of {} bytes/s (--speed-limit, --speed-time)",
+                                        limit.over, errors::host(&uri), limit.bytes_per_second
+                                    ),
+                                ));
+                            }
+                            window = Some((now + limit.over, activity.moved()));
+                        }
                     }
                 }
             }

@@ -631,3 +631,38 @@ async fn a_dead_http2_link_is_dropped_and_the_retry_takes_a_new_one() {
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
     assert_eq!(server.seen().len(), 4, "every block once the link is new");
 }
+
+#[tokio::test]
+async fn a_server_that_trickles_its_answer_fails_the_low_speed_limit_with_code_11() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = tcp.read(&mut request).await;
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n";
+                if tcp.write_all(head).await.is_err() {
+                    return;
+                }
+                // A byte every 50 ms: never idle, 20 bytes/s.
+                while tcp.write_all(b"x").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    let transport = HyperTransport::builder()
+        .low_speed_limit(1000, Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let manager = UploadManager::new(transport);
+    let mut job = job(&manager, format!("http://{addr}/upload"), 10, 100, 1);
+    job.retry = fileuploader_core::RetryPolicy::none();
+    let err = upload(&manager, &job).await.unwrap_err();
+    assert_eq!(err.code(), 11, "{err}");
+    assert!(err.message().starts_with("too slow"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
