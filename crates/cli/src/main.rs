@@ -379,8 +379,23 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
     Ok((name.trim().to_owned(), value.trim_start().to_owned()))
 }
 
+/// Bounds glibc's malloc to two arenas for a receiver: with one arena per
+/// thread that touched memory (its blocking pool runs hundreds), freed
+/// request buffers stay spread over arenas, and 200 uploads at once peaked
+/// 15 MiB higher. Where the allocator is not glibc's there is nothing to do.
+fn fewer_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tuning value, before other threads run.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        fewer_malloc_arenas();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -38,7 +38,7 @@ use super::{
 use crate::Refusal;
 
 /// Bytes gathered before one positional write.
-const WRITE_BATCH: usize = 256 * 1024;
+const WRITE_BATCH: usize = 128 * 1024;
 /// How long landing tries to take a file that requests still write.
 const LAND_WAIT: Duration = Duration::from_secs(5);
 /// How often it tries.
