@@ -32,7 +32,15 @@
 //!   digit. A client may fail; it may never say a file landed that did
 //!   not, and its extra run (honest answers by then) must land it;
 //! - `concat-kill`: tus clients concatenating parallel parts, the receiver
-//!   killed with SIGKILL as one of them sends its final request.
+//!   killed with SIGKILL as one of them sends its final request;
+//! - `noisy-neighbour`: while the clients upload with their token, another
+//!   tenant with its own attacks the service's bounds: bodies trickled a
+//!   byte at a time, requests pipelined and never read, requests held in
+//!   flight by the hundred, uploads declared and never sent, a final
+//!   naming one part many times, a duplicate block holding a range while
+//!   its upload's last block lands. Every honest upload must land, none may
+//!   hang, every attack must be answered within its bound, and the
+//!   receiver's peak memory must stay under 64 MiB.
 //!
 //! After each run a receiver with a short expiry serves the directory for
 //! a moment: no partial data may be left, nor more than a few dozen files
@@ -57,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "proxy",
     "receiver-kill",
     "receiver-term",
@@ -67,8 +75,28 @@ const SCENARIOS: [&str; 9] = [
     "stranger",
     "liar",
     "concat-kill",
+    "noisy-neighbour",
 ];
-/// The clients' token in `stranger`, and the stranger's.
+/// The most memory a receiver may take (`VmHWM`) in `noisy-neighbour`.
+const MAX_RSS_KIB: u64 = 64 * 1024;
+/// The receiver's limits in `noisy-neighbour`, tightened so attacks bite
+/// within a run: a body must bring 256 bytes/s over 2 s, an answer be read
+/// within 3 s; each tenant may hold 1 100 MiB (the clients' 16 files of up
+/// to 64 MiB fit) of the receiver's 2 300, and 64 requests at once.
+const NOISY_LIMITS: [&str; 10] = [
+    "--rate-window",
+    "2s",
+    "--send-timeout",
+    "3s",
+    "--quota",
+    "2300MiB",
+    "--quota-per-credential",
+    "1100MiB",
+    "--max-requests-per-credential",
+    "64",
+];
+/// The clients' token in `stranger` and `noisy-neighbour`, and the other
+/// tenant's.
 const TOKENS: [&str; 2] = ["victim-token", "stranger-token"];
 /// The most files an idle receiver may hold open.
 const MAX_IDLE_FDS: usize = 64;
@@ -478,6 +506,9 @@ enum Verdict {
     /// A request of other credentials was answered as if the upload were
     /// theirs, or a form's dropped part or a stranger's file landed.
     Takeover,
+    /// A bound the receiver promises did not hold under a noisy tenant:
+    /// an attack answered late or let through, or memory over its bound.
+    Unbounded,
 }
 
 impl Verdict {
@@ -560,6 +591,8 @@ fn request(
         None => target,
     };
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    // An answer that never comes is a finding, not a harness that hangs.
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nhost: x\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
@@ -781,6 +814,153 @@ fn stranger(port: u16, uploads: &[Upload], done: &std::sync::atomic::AtomicBool)
     found
 }
 
+/// The other tenant of `noisy-neighbour`: attacks the receiver's bounds
+/// with its own token until `done`, in rounds whose mix follows `seed`;
+/// returns each bound that did not hold.
+fn noisy(port: u16, seed: u64, done: &std::sync::atomic::AtomicBool) -> Vec<String> {
+    use std::io::Write;
+    let auth = format!("authorization: Bearer {}\r\n", TOKENS[1]);
+    let tus = format!("{auth}tus-resumable: 1.0.0\r\n");
+    let status = |answer: &Option<(String, String)>| -> String {
+        answer
+            .as_ref()
+            .and_then(|(head, _)| head.split(' ').nth(1).map(str::to_owned))
+            .unwrap_or_else(|| "no answer".into())
+    };
+    let connect = || {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        tcp.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+        Some(tcp)
+    };
+    let mut rng = Rng(seed ^ 0x0a15e);
+    let mut found = Vec::new();
+    let mut tricklers: Vec<std::net::TcpStream> = Vec::new();
+    let mut pipeliners = Vec::new();
+    let mut round = 0u64;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        round += 1;
+        // Bodies at a byte a round: each is cut off by the minimum rate,
+        // and replaced, so about a hundred stay open.
+        tricklers.retain_mut(|t| t.write_all(b"x").is_ok());
+        while tricklers.len() < 100 {
+            let Some(mut t) = connect() else { break };
+            let (kind, _) = form(&[]);
+            let head = format!(
+                "POST /upload HTTP/1.1\r\nhost: x\r\n{auth}{kind}content-length: 100000\r\n\r\n--chaos\r\nContent-Disposition: form-data; name=\"RemoteFile\"; filename=\"trickled.bin\"\r\n\r\n"
+            );
+            if t.write_all(head.as_bytes()).is_ok() {
+                tricklers.push(t);
+            }
+        }
+        match rng.below(4) {
+            0 => {
+                // Status queries pipelined by the thousand, never read.
+                if let Some(mut p) = connect() {
+                    let one = format!(
+                        "GET /upload?upload_id=noisy-{round:08} HTTP/1.1\r\nhost: x\r\n{auth}\r\n"
+                    );
+                    let _ = p.write_all(one.repeat(5000).as_bytes());
+                    pipeliners.push(p);
+                    if pipeliners.len() > 4 {
+                        pipeliners.remove(0);
+                    }
+                }
+            }
+            1 => {
+                // Room declared and never used: refused once the tenant's
+                // quota is spent, never answered past its bound.
+                let started = Instant::now();
+                let headers = format!("{tus}upload-length: {}\r\n", 120 << 20);
+                let answer = request(port, "POST", "/files", &headers, b"");
+                let s = status(&answer);
+                if !matches!(s.as_str(), "201" | "503" | "507")
+                    || started.elapsed() > Duration::from_secs(10)
+                {
+                    found.push(format!(
+                        "a creation of 120 MiB answered {s} after {:?}",
+                        started.elapsed()
+                    ));
+                }
+            }
+            2 => {
+                // A final naming one finished part many times.
+                let headers = format!("{tus}upload-length: 1024\r\nupload-concat: partial\r\n");
+                let created = request(port, "POST", "/files", &headers, b"");
+                let url = created.as_ref().and_then(|(head, _)| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix("location:"))
+                        .map(|l| l.trim().to_owned())
+                });
+                if let Some(url) = url {
+                    let patch = format!("{tus}upload-offset: 0\r\ncontent-type: application/offset+octet-stream\r\n");
+                    let _ = request(port, "PATCH", &url, &patch, &[7u8; 1024]);
+                    let parts = vec![url.as_str(); 50].join(" ");
+                    let final_ = request(
+                        port,
+                        "POST",
+                        "/files",
+                        &format!("{tus}upload-concat: final;{parts}\r\n"),
+                        b"",
+                    );
+                    let s = status(&final_);
+                    if s.starts_with('2') {
+                        found.push(format!("a final naming one part 50 times answered {s}"));
+                    }
+                    let _ = ask(port, "DELETE", &url, &tus);
+                }
+            }
+            _ => {
+                // A duplicate block holds a range while the last block
+                // lands: the landing waits boundedly, never for good.
+                let id = format!("noisy-held-{seed}-{round}");
+                let (kind, first) = form(&[("noisy.bin", &[1u8; 1024])]);
+                let block = |range: &str| {
+                    format!(
+                        "{auth}{kind}x-upload-id: {id}\r\ncontent-range: bytes {range}/2048\r\n"
+                    )
+                };
+                let _ = request(port, "POST", "/upload", &block("0-1023"), &first);
+                if let Some(mut holder) = connect() {
+                    let head = format!(
+                        "POST /upload HTTP/1.1\r\nhost: x\r\n{}content-length: {}\r\n\r\n",
+                        block("0-1023"),
+                        first.len() + 100
+                    );
+                    let _ = holder.write_all(head.as_bytes());
+                    let _ = holder.write_all(&first[..first.len() - 11]);
+                    let started = Instant::now();
+                    let (_, last) = form(&[("noisy.bin", &[2u8; 1024])]);
+                    let answer = request(port, "POST", "/upload", &block("1024-2047"), &last);
+                    if answer.is_none() || started.elapsed() > Duration::from_secs(10) {
+                        found.push(format!(
+                            "a landing behind a held range answered {} after {:?}",
+                            status(&answer),
+                            started.elapsed()
+                        ));
+                    }
+                    drop(holder);
+                }
+                let _ = ask(port, "DELETE", &format!("/upload?upload_id={id}"), &auth);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    found
+}
+
+/// The peak memory of process `pid`, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// One seeded run of one scenario: every client's verdict.
 fn run_once(
     bin: &Path,
@@ -837,11 +1017,16 @@ fn run_once(
             protocol,
             http2,
             journals,
-            token: (scenario == "stranger").then_some(TOKENS[0]),
+            token: matches!(scenario, "stranger" | "noisy-neighbour").then_some(TOKENS[0]),
         });
     }
+    let noisy_flags: Vec<&str> = ["--token", TOKENS[0], "--token", TOKENS[1]]
+        .into_iter()
+        .chain(NOISY_LIMITS)
+        .collect();
     let tokens: &[&str] = match scenario {
         "stranger" => &["--token", TOKENS[0], "--token", TOKENS[1]],
+        "noisy-neighbour" => &noisy_flags,
         _ => &[],
     };
     let port = free_port();
@@ -985,6 +1170,31 @@ fn run_once(
                 unclean.extend(found.into_iter().map(|f| (f, Verdict::Takeover)));
                 outcomes
             })
+        }
+        "noisy-neighbour" => {
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let outcomes = std::thread::scope(|scope| {
+                let attacker = scope.spawn(|| noisy(port, seed, &done));
+                let outcomes = children.into_iter().map(wait_bounded).collect();
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+                let found = attacker.join().unwrap_or_default();
+                unclean.extend(found.into_iter().map(|f| (f, Verdict::Unbounded)));
+                outcomes
+            });
+            if let Some(Serve(child)) = &receiver {
+                let kib = peak_rss_kib(child.id()).unwrap_or(0);
+                eprintln!(
+                    "chaos: noisy-neighbour seed {seed}: the receiver peaked at {} MiB",
+                    kib / 1024
+                );
+                if kib > MAX_RSS_KIB {
+                    unclean.push((
+                        format!("the receiver peaked at {} MiB", kib / 1024),
+                        Verdict::Unbounded,
+                    ));
+                }
+            }
+            outcomes
         }
         _ => children.into_iter().map(wait_bounded).collect(),
     };

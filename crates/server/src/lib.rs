@@ -70,7 +70,7 @@ pub use fileuploader_wire::{
 };
 /// How many bytes of one HTTP/2 request body a client may send ahead of the
 /// receiver's reads; four times this for a whole connection.
-const H2_STREAM_WINDOW: u32 = 4 << 20;
+const H2_STREAM_WINDOW: u32 = 1 << 20;
 /// The largest HTTP/2 frame a client may send.
 const H2_MAX_FRAME: u32 = 256 << 10;
 /// How long a partial upload may go untouched before it is discarded.
