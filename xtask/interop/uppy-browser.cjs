@@ -1,19 +1,22 @@
 // Uppy in a real browser (Debian's chromium, headless, driven by
 // puppeteer-core) against our receiver, as `cargo xtask interop` runs it:
-//   node uppy-browser.cjs RECEIVER_URL STORE_DIR
-// The receiver must allow the page's origin (--cors-origin). Three cases,
+//   node uppy-browser.cjs RECEIVER_URL STORE_DIR [BALANCER_URL]
+// The receiver must allow the page's origin (--cors-origin). Four cases,
 // each printed as one JSON line {case, successful, failed, errors}:
 // - "tus": a file sent with @uppy/tus lands;
 // - "tus-taken": a file whose name a folder takes while it uploads (the
 //   landing fails): Uppy must report it failed, not uploaded;
 // - "bundle": three files in one XHRUpload request (bundle: true): the
-//   receiver refuses the form, and Uppy must report all three failed.
+//   receiver refuses the form, and Uppy must report all three failed;
+// - "pause-resume" (through BALANCER_URL, nginx in front of the receiver):
+//   a 50 MiB file in one PATCH, paused at a third and resumed; it must
+//   land (the harness counts the bytes nginx took).
 const fs = require('fs')
 const http = require('http')
 const path = require('path')
 const puppeteer = require('puppeteer-core')
 
-const [receiver, store] = process.argv.slice(2)
+const [receiver, store, balancer] = process.argv.slice(2)
 const bundle = require.resolve('uppy/dist/uppy.min.js')
 
 const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></script>
@@ -24,7 +27,19 @@ const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></
     if (kind === 'bundle') {
       uppy.use(Uppy.XHRUpload, { endpoint, bundle: true, fieldName: 'files[]' })
     } else {
-      uppy.use(Uppy.Tus, { endpoint, chunkSize, retryDelays: [0, 300, 600] })
+      uppy.use(Uppy.Tus, { endpoint, chunkSize: chunkSize || Infinity, retryDelays: [0, 300, 600] })
+    }
+    if (kind === 'pause') {
+      // Paused once a third is sent, resumed a second later, as a user
+      // would (or a page reload would, from the stored URL).
+      let paused = false
+      uppy.on('upload-progress', (file, progress) => {
+        if (!paused && progress.bytesUploaded > progress.bytesTotal / 3) {
+          paused = true
+          uppy.pauseResume(file.id)
+          setTimeout(() => uppy.pauseResume(file.id), 1000)
+        }
+      })
     }
     const errors = []
     uppy.on('upload-error', (file, error) => errors.push(file.name + ': ' + error.message))
@@ -94,6 +109,11 @@ async function main () {
     })
 
     await run('bundle', 'bundle', upload, [['uppy-a.bin', 1000], ['uppy-b.bin', 2000], ['uppy-c.bin', 3000]], 0, { successful: 0, failed: 3 })
+
+    if (balancer) {
+      const through = balancer.replace(/\/$/, '') + '/files'
+      await run('pause-resume', 'pause', through, [['uppy-paused.bin', 50 << 20]], 0, { successful: 1, failed: 0 })
+    }
   } finally {
     await browser.close()
     server.close()

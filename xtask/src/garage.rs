@@ -338,7 +338,9 @@ impl Bucketeer {
 }
 
 /// nginx on `port` in front of `upstreams`, round robin, no stickiness,
-/// bodies streamed both ways; stopped when dropped.
+/// bodies streamed both ways, each request logged to `dir/requests.log`
+/// as `METHOD STATUS BYTES` (the request's length, head and body as far as
+/// nginx read it); stopped when dropped.
 pub(crate) fn nginx(dir: &Path, port: u16, upstreams: &[u16]) -> Result<Peer, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let servers: String = upstreams
@@ -349,7 +351,8 @@ pub(crate) fn nginx(dir: &Path, port: u16, upstreams: &[u16]) -> Result<Peer, St
     let config = format!(
         "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         http {{\n  log_format sizes '$request_method $status $request_length';\n\
+         \x20 access_log {d}/requests.log sizes;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          \x20 upstream receivers {{\n{servers}    keepalive 32;\n  }}\n\
          \x20 server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\

@@ -450,8 +450,14 @@ fn same_name_race(
 }
 
 /// Uppy in headless chromium against our receiver on `port` (landing in
-/// `store`): each case the page ran, and whether Uppy said what it must.
-fn uppy_in_a_browser(node: &Path, port: u16, store: &Path) -> Vec<(String, Result<(), String>)> {
+/// `store`), and through nginx on `balancer` (logging in `balancer_dir`):
+/// each case the page ran, and whether Uppy said what it must.
+fn uppy_in_a_browser(
+    node: &Path,
+    port: u16,
+    store: &Path,
+    (balancer, balancer_dir): (u16, &Path),
+) -> Vec<(String, Result<(), String>)> {
     if !Path::new(CHROMIUM).exists() {
         let missing = format!("{CHROMIUM} is missing (Debian: apt-get install chromium)");
         return vec![("Uppy".into(), Err(missing))];
@@ -462,6 +468,7 @@ fn uppy_in_a_browser(node: &Path, port: u16, store: &Path) -> Vec<(String, Resul
         .arg(root().join("xtask/interop/uppy-browser.cjs"))
         .arg(format!("http://127.0.0.1:{port}"))
         .arg(store)
+        .arg(format!("http://127.0.0.1:{balancer}"))
         .output();
     let out = match out {
         Ok(out) => out,
@@ -492,7 +499,39 @@ fn uppy_in_a_browser(node: &Path, port: u16, store: &Path) -> Vec<(String, Resul
     if let Some(landed) = bundled.iter().find(|n| store.join(n).exists()) {
         cases.push(("Uppy bundle".into(), Err(format!("{landed} landed"))));
     }
-    if !out.status.success() || cases.len() < 3 {
+    // Paused and resumed: the file lands whole, and what was sent before
+    // the pause is not sent again (the resumed PATCH found the bytes the
+    // paused one delivered, at once, not 503 behind its lock).
+    let paused = "uppy-paused.bin";
+    let want: Vec<u8> = (0..50u32 << 20)
+        .map(|i| (i.wrapping_mul(31) + paused.len() as u32) as u8)
+        .collect();
+    if std::fs::read(store.join(paused)).ok() != Some(want) {
+        cases.push((
+            "Uppy pause-resume".into(),
+            Err(format!("{paused} did not land whole")),
+        ));
+    }
+    let sent: u64 = std::fs::read_to_string(balancer_dir.join("requests.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("PATCH "))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    if sent > 75 << 20 {
+        cases.push((
+            "Uppy pause-resume".into(),
+            Err(format!(
+                "{} MiB of PATCHes through nginx for a 50 MiB file",
+                sent >> 20
+            )),
+        ));
+    }
+    eprintln!(
+        "interop: Uppy paused and resumed behind nginx: {:.1} MiB of PATCHes for 50 MiB",
+        sent as f64 / (1 << 20) as f64
+    );
+    if !out.status.success() || cases.len() < 4 {
         let said = String::from_utf8_lossy(&out.stderr);
         cases.push((
             "Uppy".into(),
@@ -599,7 +638,9 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
             port,
             "fileuploader serve",
         )?;
-        for (case, result) in uppy_in_a_browser(&node, port, &store) {
+        let (balancer, balancer_dir) = (free_port(), dir("browser-nginx")?);
+        let _nginx = crate::garage::nginx(&balancer_dir, balancer, &[port])?;
+        for (case, result) in uppy_in_a_browser(&node, port, &store, (balancer, &balancer_dir)) {
             matrix.record("Uppy in chromium", &case, result);
         }
     }
