@@ -109,7 +109,8 @@ fn finish(child: Child, what: &str) -> Result<(), String> {
     }
 }
 
-/// One answer of a plain HTTP/1.1 request: status and head.
+/// One answer of a plain HTTP/1.1 request: status and head. Requests to
+/// the tus door (any path but the segmented `/upload`) say `Tus-Resumable`.
 fn request(
     port: u16,
     method: &str,
@@ -118,7 +119,10 @@ fn request(
     body: &[u8],
 ) -> Result<(u16, String), String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ntus-resumable: 1.0.0\r\ncontent-length: {}\r\n", body.len());
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    if !path.starts_with("/upload") {
+        head.push_str("tus-resumable: 1.0.0\r\n");
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -307,6 +311,28 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
             refused
         })();
         matrix.record("Garage", "quota: 507 past 10 MiB held", result);
+
+        let result = (|| {
+            let mut body = b"--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"whole-quota.bin\"\r\n\r\n".to_vec();
+            body.extend(std::iter::repeat_n(5u8, 12 * MIB));
+            body.extend_from_slice(b"\r\n--q--\r\n");
+            let form = [("content-type", "multipart/form-data; boundary=q".to_owned())];
+            let (status, answer) = request(port, "POST", "/upload", &form, &body)?;
+            if status != 507 {
+                return Err(format!(
+                    "a 12 MiB whole file under a 10 MiB quota answered {status}: {answer}"
+                ));
+            }
+            match bucket.keys(BUCKET, "rules/whole-quota.bin")?.is_empty() {
+                true => Ok(()),
+                false => Err("the whole file landed past the quota".into()),
+            }
+        })();
+        matrix.record(
+            "Garage",
+            "quota: a whole file is charged as it arrives",
+            result,
+        );
     }
 
     for (policy, second_name, first_kept) in [

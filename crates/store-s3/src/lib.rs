@@ -304,24 +304,34 @@ fn byte_range(from: u64, to: u64) -> String {
 
 impl S3Store {
     /// Refuses (507) `more` bytes for `owner` that would break `quota`,
-    /// counting the uploads in progress as the bucket lists them. Only the
-    /// total is counted here, and not in one step with the upload's
-    /// record: receivers sharing the bucket may let in a little more
-    /// at the same moment.
+    /// counting the uploads in progress as the bucket lists them (and, for
+    /// a quota per credential, reading whose each is). Not in one step
+    /// with the upload's record: receivers sharing the bucket may let in a
+    /// little more at the same moment.
     async fn charge(&self, quota: &Quota, owner: &str, more: u64) -> Result<(), Refusal> {
-        if quota.total.is_none() {
+        if !quota.is_limited() {
             return Ok(());
         }
+        let by_owner = quota.per_credential.is_some() && !owner.is_empty();
         let layout = &self.s().layout;
-        let held: u64 = self
-            .list(&layout.uploads())
-            .await?
-            .iter()
-            .filter_map(|l| Layout::parse_meta(layout.split_upload_key(&l.key)?.1))
-            .sum();
-        let mut total_only = *quota;
-        total_only.per_credential = None;
-        match total_only.refusal(owner, more, held, 0) {
+        let (mut held, mut mine) = (0, 0);
+        for listed in self.list(&layout.uploads()).await? {
+            let Some(total) = layout
+                .split_upload_key(&listed.key)
+                .and_then(|(_, rest)| Layout::parse_meta(rest))
+            else {
+                continue;
+            };
+            held += total;
+            if by_owner {
+                let record = self.get_small(&listed.key).await?;
+                let meta = record.and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
+                if meta.is_some_and(|m| m.owner == owner) {
+                    mine += total;
+                }
+            }
+        }
+        match quota.refusal(owner, more, held, mine) {
             Some(why) => Err(Refusal::new(StatusCode::INSUFFICIENT_STORAGE, why)),
             None => Ok(()),
         }
@@ -1156,11 +1166,17 @@ impl Store for S3Store {
 
     async fn write_whole(
         &self,
-        _owner: &str,
-        _quota: Quota,
+        owner: &str,
+        quota: Quota,
     ) -> Result<Box<dyn WholeWriter>, Refusal> {
         let data = format!("whole-{}", keys::nonce());
-        Ok(Box::new(Whole(Pieces::new(self.clone(), data, 0))))
+        Ok(Box::new(Whole {
+            pieces: Pieces::new(self.clone(), data, 0),
+            owner: owner.to_owned(),
+            quota,
+            taken: 0,
+            checked: 0,
+        }))
     }
 
     async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal> {
@@ -1215,18 +1231,8 @@ impl Store for S3Store {
             seen.recorded |= Layout::parse_meta(rest).is_some();
             seen.landings.extend(Layout::parse_landing(rest));
         }
-        let mut stale = 0;
-        let mut live_landings = Vec::new();
-        for (id, seen) in &uploads {
-            let age = if seen.recorded { ttl } else { orphan_age };
-            if seen.touched.is_some_and(|t| older(t, age)) {
-                self.remove(id).await?;
-                stale += usize::from(seen.recorded);
-            } else {
-                live_landings.extend(seen.landings.iter().cloned());
-            }
-        }
-        // Bytes no live upload owns.
+        // Bytes by upload: a request streaming pieces of an upload keeps
+        // it touched, however long it runs.
         let mut data: HashMap<String, SystemTime> = HashMap::new();
         for listed in self.list(&s.layout.all_data()).await? {
             let Some((id, _)) = listed
@@ -1239,6 +1245,19 @@ impl Store for S3Store {
             let newest = data.entry(id.to_owned()).or_insert(SystemTime::UNIX_EPOCH);
             *newest = (*newest).max(listed.modified);
         }
+        let mut stale = 0;
+        let mut live_landings = Vec::new();
+        for (id, seen) in &uploads {
+            let age = if seen.recorded { ttl } else { orphan_age };
+            let touched = seen.touched.max(data.get(id).copied());
+            if touched.is_some_and(|t| older(t, age)) {
+                self.remove(id).await?;
+                stale += usize::from(seen.recorded);
+            } else {
+                live_landings.extend(seen.landings.iter().cloned());
+            }
+        }
+        // Bytes no live upload owns.
         for (id, newest) in data {
             let owned = uploads.get(&id).is_some_and(|seen| seen.recorded);
             if !owned && older(newest, orphan_age) {
@@ -1564,12 +1583,33 @@ impl BlockWriter for Pieces {
 }
 
 /// A whole file arriving in one request: pieces, then landed.
-struct Whole(Pieces);
+/// A whole file on its way into pieces, checked against the quota (with
+/// what the bucket lists as held) each time it has grown by a step.
+struct Whole {
+    pieces: Pieces,
+    owner: String,
+    quota: Quota,
+    taken: u64,
+    /// The length last checked against the quota.
+    checked: u64,
+}
+
+/// How much a whole file grows between two checks against the quota.
+const QUOTA_STEP: u64 = 8 << 20;
 
 #[async_trait]
 impl WriteBytes for Whole {
     async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
-        self.0.write(bytes).await
+        self.taken += bytes.len() as u64;
+        if self.quota.is_limited() && self.taken > self.checked {
+            let upto = self.taken.div_ceil(QUOTA_STEP) * QUOTA_STEP;
+            self.pieces
+                .store
+                .charge(&self.quota, &self.owner, upto)
+                .await?;
+            self.checked = upto;
+        }
+        self.pieces.write(bytes).await
     }
 }
 
@@ -1582,8 +1622,8 @@ impl WholeWriter for Whole {
         id: Option<&str>,
         owner: &str,
     ) -> Result<Statement, Refusal> {
-        self.0.flush().await?;
-        let pieces = &self.0;
+        self.pieces.flush().await?;
+        let pieces = &self.pieces;
         let store = &pieces.store;
         let layout = &store.s().layout;
         let tiles: Vec<Piece> = pieces
