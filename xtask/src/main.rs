@@ -60,9 +60,10 @@ fn release_binary() -> Result<std::path::PathBuf, String> {
     let built = std::process::Command::new(cargo)
         .current_dir(root())
         .args(["build", "--release", "-q", "-p", "fileuploader-cli"])
+        .args(["--features", "s3"])
         .status();
     if !built.is_ok_and(|s| s.success()) {
-        return Err("cargo build --release -p fileuploader-cli failed".into());
+        return Err("cargo build --release -p fileuploader-cli --features s3 failed".into());
     }
     Ok(root().join("target/release/fileuploader"))
 }

@@ -223,9 +223,10 @@ struct ServeArgs {
     /// Keep uploads in an S3-compatible bucket instead, landing files
     /// below PREFIX: any number of receivers may share it. Credentials
     /// come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a
-    /// profile of ~/.aws (AWS_PROFILE).
-    #[arg(long, value_name = "s3://BUCKET/PREFIX", value_parser = clap::value_parser!(fileuploader_store_s3::S3Location))]
-    store: Option<fileuploader_store_s3::S3Location>,
+    /// profile of ~/.aws (AWS_PROFILE). Needs a build with the `s3`
+    /// feature (`cargo install --path crates/cli --features s3`).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    store: Option<String>,
     /// The address of the S3-compatible store (Garage, MinIO, …); AWS S3
     /// when not given.
     #[arg(long, value_name = "URL", requires = "store")]
@@ -626,22 +627,41 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// A receiver keeping uploads in the bucket at `location`.
+#[cfg(feature = "s3")]
+async fn bucket(
+    location: &str,
+    args: &ServeArgs,
+) -> Result<fileuploader_server::Receiver, Failure> {
+    let location: fileuploader_store_s3::S3Location = location
+        .parse()
+        .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, format!("--store: {e}")))?;
+    let options = fileuploader_store_s3::S3Options {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+    };
+    let store = fileuploader_store_s3::S3Store::connect(&location, &options)
+        .await
+        .map_err(|e| Failure::new(fileuploader_core::code::ACCESS_DENIED, e.to_string()))?;
+    Ok(fileuploader_server::Receiver::with_store(store))
+}
+
+/// Without the `s3` feature: says how to get it.
+#[cfg(not(feature = "s3"))]
+async fn bucket(
+    _location: &str,
+    _args: &ServeArgs,
+) -> Result<fileuploader_server::Receiver, Failure> {
+    Err(Failure::new(
+        fileuploader_core::code::INVALID_OPTION,
+        "this fileuploader was built without S3 support; build it with the s3 feature: cargo install --path crates/cli --features s3 (or cargo build --release -p fileuploader-cli --features s3)",
+    ))
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
     log_to_stderr(0);
     let (receiver, into) = match (&args.store, &args.dir) {
-        (Some(location), _) => {
-            let options = fileuploader_store_s3::S3Options {
-                endpoint: args.s3_endpoint.clone(),
-                region: args.s3_region.clone(),
-            };
-            let store = fileuploader_store_s3::S3Store::connect(location, &options)
-                .await
-                .map_err(|e| Failure::new(fileuploader_core::code::ACCESS_DENIED, e.to_string()))?;
-            (
-                fileuploader_server::Receiver::with_store(store),
-                location.to_string(),
-            )
-        }
+        (Some(location), _) => (bucket(location, &args).await?, location.clone()),
         (None, dir) => {
             let dir = dir.clone().unwrap_or_default();
             let receiver = fileuploader_server::Receiver::new(&dir).map_err(|e| {
