@@ -633,9 +633,12 @@ async fn bucket(
     location: &str,
     args: &ServeArgs,
 ) -> Result<fileuploader_server::Receiver, Failure> {
-    let location: fileuploader_store_s3::S3Location = location
-        .parse()
-        .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, format!("--store: {e}")))?;
+    let location: fileuploader_store_s3::S3Location = location.parse().map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::INVALID_OPTION,
+            format!("--store: {e}"),
+        )
+    })?;
     let options = fileuploader_store_s3::S3Options {
         endpoint: args.s3_endpoint.clone(),
         region: args.s3_region.clone(),

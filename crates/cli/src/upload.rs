@@ -289,7 +289,9 @@ impl Display {
     }
 
     /// Clears the bars and, for several files, says how the run went.
-    fn finish(&self, outcomes: &[Outcome]) {
+    /// The closing line (or JSON summary); `not_started` files were never
+    /// begun because the run was stopped.
+    fn finish(&self, outcomes: &[Outcome], not_started: usize) {
         if let Some(overall) = &self.inner.overall {
             overall.finish_and_clear();
         }
@@ -316,21 +318,27 @@ impl Display {
                     "files": outcomes.len(),
                     "landed": landed.len(),
                     "failed": failed,
+                    "not_started": not_started,
                     "bytes": bytes,
                     "seconds": seconds,
                 }})
             );
-        } else if !self.inner.quiet && outcomes.len() > 1 {
+        } else if !self.inner.quiet && outcomes.len() + not_started > 1 {
             eprintln!(
-                "{} of {} files landed, {} in {seconds:.2} s ({}/s){}",
+                "{} of {} files landed, {} in {seconds:.2} s ({}/s){}{}",
                 landed.len(),
-                outcomes.len(),
+                outcomes.len() + not_started,
                 human(bytes as f64),
                 human(bytes as f64 / seconds.max(1e-9)),
                 if failed.is_empty() {
                     String::new()
                 } else {
                     format!("; did not land: {}", failed.join(", "))
+                },
+                if not_started == 0 {
+                    String::new()
+                } else {
+                    format!("; {not_started} not started (the run was stopped)")
                 }
             );
         }
@@ -503,11 +511,18 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
             files_at_once.clone(),
         );
         running.spawn(async move {
-            let _turn = permits.acquire_owned().await;
-            match drive(&manager, &job, &entry.path, &args.transfer, &display).await {
-                Ok(summary) => Outcome::Landed(summary),
-                Err(e) => Outcome::Failed(entry.path, e),
+            // Closed when the run is stopped: a file still waiting for its
+            // turn is never begun.
+            let _turn = permits.clone().acquire_owned().await.ok()?;
+            if permits.is_closed() {
+                return None;
             }
+            Some(
+                match drive(&manager, &job, &entry.path, &args.transfer, &display).await {
+                    Ok(summary) => Outcome::Landed(summary),
+                    Err(e) => Outcome::Failed(entry.path, e),
+                },
+            )
         });
     }
     for outcome in &outcomes {
@@ -521,14 +536,16 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     };
     tokio::pin!(deadline);
     let mut stopped: Option<Failure> = None;
+    let mut not_started = 0;
     loop {
         tokio::select! {
             next = running.join_next() => match next {
                 None => break,
-                Some(Ok(outcome)) => {
+                Some(Ok(Some(outcome))) => {
                     display.report(&outcome, &args.transfer);
                     outcomes.push(outcome);
                 }
+                Some(Ok(None)) => not_started += 1,
                 Some(Err(e)) => {
                     return Err(Failure::new(fileuploader_core::code::FAILED, e.to_string()))
                 }
@@ -538,6 +555,7 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
                     fileuploader_core::code::CANCELLED,
                     "interrupted: blocks in flight were abandoned; --resume goes on from what the receiver holds",
                 ));
+                files_at_once.close();
                 manager.cancel_all_upload();
             }
             () = &mut deadline, if stopped.is_none() => {
@@ -545,11 +563,12 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
                     fileuploader_core::code::TIMEOUT,
                     format!("the run went past --timeout {:?}", args.timeout.unwrap_or_default()),
                 ));
+                files_at_once.close();
                 manager.cancel_all_upload();
             }
         }
     }
-    display.finish(&outcomes);
+    display.finish(&outcomes, not_started);
     let failed = outcomes
         .iter()
         .filter(|o| matches!(o, Outcome::Failed(..)))

@@ -1562,3 +1562,118 @@ fn a_trickling_receiver_fails_the_low_speed_limit_the_flags_set() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A folder of `n` files of `len` bytes each.
+fn folder_of(n: usize, len: usize) -> tempfile::TempDir {
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        std::fs::write(src.path().join(format!("f{i:03}.bin")), vec![i as u8; len]).unwrap();
+    }
+    src
+}
+
+#[test]
+fn ctrl_c_and_the_run_timeout_stop_queued_files_too() {
+    let src = folder_of(120, 16 * 1024);
+    for (stop, code) in [("ctrl-c", Some(130)), ("timeout", Some(1))] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = receiver(dir.path());
+        // One file at a time, 64 KiB/s: the whole folder would take 30 s.
+        let mut cmd = command();
+        cmd.args(["upload", "--url", &url, "-r", "--files", "1"])
+            .args(["--limit-rate", "64KiB", "--speed-limit", "0"])
+            .arg(src.path())
+            .stderr(std::process::Stdio::piped());
+        if stop == "timeout" {
+            cmd.args(["--timeout", "1s"]);
+        }
+        let started = std::time::Instant::now();
+        let child = cmd.spawn().unwrap();
+        if stop == "ctrl-c" {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        }
+        let out = child.wait_with_output().unwrap();
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), code, "{stop}: {}", stderr(&out));
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "{stop}: exited after {took:?}"
+        );
+        assert!(
+            stderr(&out).contains("not started"),
+            "{stop}: {}",
+            stderr(&out)
+        );
+        let landed = std::fs::read_dir(dir.path()).unwrap().count();
+        // Give anything still being sent a moment to show up: none does.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            landed,
+            "{stop}"
+        );
+        assert!(landed < 20, "{stop}: {landed} entries landed");
+    }
+}
+
+#[test]
+fn limit_rate_holds_for_every_protocol_and_landed_files_get_one_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("rated.bin");
+    std::fs::write(&big, vec![7u8; 2 << 20]).unwrap();
+    for protocol in ["segmented", "tus", "ietf"] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = receiver(dir.path());
+        let url = match protocol {
+            "segmented" => url,
+            _ => url.replace("/upload", "/files"),
+        };
+        let started = std::time::Instant::now();
+        let out = fileuploader(&[
+            "upload",
+            "--url",
+            &url,
+            "--protocol",
+            protocol,
+            "--limit-rate",
+            "1MiB",
+            "--block-size",
+            "512KiB",
+            big.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{protocol}: {}", stderr(&out));
+        let took = started.elapsed();
+        assert!(
+            took >= std::time::Duration::from_millis(1500),
+            "{protocol}: 2 MiB at 1 MiB/s took {took:?}"
+        );
+    }
+    // One request or several blocks: the same mode.
+    let dir = tempfile::tempdir().unwrap();
+    let url = receiver(dir.path());
+    let small = src.path().join("small.bin");
+    std::fs::write(&small, b"one request").unwrap();
+    for file in [&small, &big] {
+        let out = fileuploader(&[
+            "upload",
+            "--url",
+            &url,
+            "--block-size",
+            "256KiB",
+            file.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("small.bin"), mode("rated.bin"));
+    assert_ne!(mode("small.bin"), 0o600);
+}

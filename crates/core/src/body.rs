@@ -130,8 +130,8 @@ pub struct UploadBody {
     report: Option<Arc<BodyReport>>,
     /// The byte rate shared with other bodies, if any.
     rate: Option<Arc<RateLimit>>,
-    /// Until when the rate holds the next chunk back.
-    pace: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A chunk the rate holds back, and until when.
+    pace: Option<(Bytes, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 /// What a body tells the core about its sending, once the transport is done
@@ -250,12 +250,28 @@ impl UploadBody {
         self.rate = Some(rate);
     }
 
-    /// Books a chunk on the shared rate, holding the next one back as long
-    /// as the rate says.
-    fn paced(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    /// Books a chunk on the shared rate and hands it out when the rate
+    /// says: before, not after, so the last chunk of a body waits its turn
+    /// too (a body of one chunk would otherwise go out at once).
+    fn paced(
+        &mut self,
+        chunk: Bytes,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         if let Some(until) = self.rate.as_ref().and_then(|r| r.book(chunk.len())) {
-            self.pace = Some(Box::pin(tokio::time::sleep_until(until)));
+            self.pace = Some((chunk, Box::pin(tokio::time::sleep_until(until))));
+            return self.held(cx);
         }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    /// The chunk the rate holds, once its time has come.
+    fn held(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let Some((_, sleep)) = &mut self.pace else {
+            return Poll::Ready(None);
+        };
+        ready!(sleep.as_mut().poll(cx));
+        let (chunk, _) = self.pace.take().expect("a held chunk");
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
@@ -326,9 +342,8 @@ impl Body for UploadBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
-        if let Some(pace) = &mut this.pace {
-            ready!(pace.as_mut().poll(cx));
-            this.pace = None;
+        if this.pace.is_some() {
+            return this.held(cx);
         }
         loop {
             let chunk = match this.parts.front_mut() {
@@ -351,7 +366,7 @@ impl Body for UploadBody {
                 Some(Part::Read(reader)) => match ready!(reader.poll_piece(cx)) {
                     Some(Ok(piece)) => {
                         this.pass(&piece);
-                        return this.paced(piece);
+                        return this.paced(piece, cx);
                     }
                     Some(Err(e)) => {
                         if let Some(report) = &this.report {
@@ -369,12 +384,12 @@ impl Body for UploadBody {
             if this.parts.is_empty() {
                 this.finished();
             }
-            return this.paced(chunk);
+            return this.paced(chunk, cx);
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.parts.is_empty()
+        self.parts.is_empty() && self.pace.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -386,7 +401,8 @@ impl Body for UploadBody {
                 Part::Read(r) => r.left,
                 Part::Digest(b) => b.len() as u64 + DIGEST_LEN,
             })
-            .sum();
+            .sum::<u64>()
+            + self.pace.as_ref().map_or(0, |(held, _)| held.len() as u64);
         SizeHint::with_exact(left)
     }
 }

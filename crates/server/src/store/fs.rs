@@ -439,8 +439,11 @@ impl Store for FsStore {
     ) -> Result<Box<dyn WholeWriter>, Refusal> {
         let temp = self
             .with("create temporary file", |s| {
+                // The mode every landed file gets, whatever its size: 0666
+                // less the receiver's umask, as for files in blocks.
                 let temp = tempfile::Builder::new()
                     .prefix("whole-")
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
                     .tempfile_in(&s.partial)?;
                 // Held while it is written: the sweep of orphaned files
                 // leaves it alone, however long the upload takes.
