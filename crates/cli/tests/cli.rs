@@ -1677,3 +1677,38 @@ fn limit_rate_holds_for_every_protocol_and_landed_files_get_one_mode() {
     assert_eq!(mode("small.bin"), mode("rated.bin"));
     assert_ne!(mode("small.bin"), 0o600);
 }
+
+#[test]
+fn a_wrong_token_is_told_as_401_not_as_a_network_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut server = serve_with(dir.path(), &addr, &["--token".as_ref(), "right".as_ref()]);
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("refused.bin");
+    std::fs::write(&path, vec![3u8; 8 << 20]).unwrap();
+    let url = format!("http://{addr}/upload");
+    for (protocol, url) in [
+        ("segmented", url.clone()),
+        ("tus", url.replace("/upload", "/files")),
+    ] {
+        for attempt in 0..6 {
+            let out = fileuploader(&[
+                "upload",
+                "--url",
+                &url,
+                "--protocol",
+                protocol,
+                "--token",
+                "wrong",
+                "--block-size",
+                "8MiB",
+                path.to_str().unwrap(),
+            ]);
+            let text = stderr(&out);
+            assert!(!out.status.success());
+            assert!(text.contains("401"), "{protocol} attempt {attempt}: {text}");
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -36,6 +36,7 @@ mod auth;
 mod cors;
 mod ingest;
 mod limits;
+mod linger;
 mod request;
 mod resumable;
 mod settled;
@@ -342,11 +343,14 @@ impl Receiver {
     /// draft (requests with `Upload-Draft-Interop-Version`); `OPTIONS` says
     /// what it speaks. Mount it in any hyper-compatible service, on a tokio
     /// runtime with its time driver enabled (the idle timeout needs it).
-    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>>
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // A body left unread by an early answer is drained, so the client
+        // hears the answer rather than a reset.
+        let mut request = request.map(linger::Lingering::new);
         let origin = request.headers().get(header::ORIGIN).cloned();
         let preflight = *request.method() == Method::OPTIONS;
         let head = *request.method() == Method::HEAD;
