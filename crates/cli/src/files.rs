@@ -27,6 +27,43 @@ pub(crate) struct Selection {
     pub(crate) exclude: Vec<String>,
 }
 
+/// What a walk of folders left out, and why: said, never silent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    /// Hidden files and folders (without `--hidden`).
+    pub(crate) hidden: usize,
+    /// Symbolic links (without `--follow-symlinks`).
+    pub(crate) links: usize,
+    /// Files `--include` or `--exclude` left out.
+    pub(crate) filtered: usize,
+}
+
+impl Skipped {
+    /// A note saying what was left out, if anything was.
+    pub(crate) fn note(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.hidden > 0 {
+            parts.push(format!(
+                "{} hidden files or folders (--hidden takes them)",
+                self.hidden
+            ));
+        }
+        if self.links > 0 {
+            parts.push(format!(
+                "{} symbolic links (--follow-symlinks follows them)",
+                self.links
+            ));
+        }
+        if self.filtered > 0 {
+            parts.push(format!(
+                "{} files that --include/--exclude leave out",
+                self.filtered
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("left out {}", parts.join(", ")))
+    }
+}
+
 /// One file to upload, or why a path given cannot be.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -79,10 +116,14 @@ fn hidden(name: &std::ffi::OsStr) -> bool {
 /// A malformed glob (code -10). A path that is missing, unreadable or a
 /// folder without `--recursive` is an entry with its problem, so the other
 /// files still go.
-pub(crate) fn collect(paths: &[PathBuf], selection: &Selection) -> Result<Vec<Entry>, Failure> {
+pub(crate) fn collect(
+    paths: &[PathBuf],
+    selection: &Selection,
+) -> Result<(Vec<Entry>, Skipped), Failure> {
     let include = globs(&selection.include, "--include")?;
     let exclude = globs(&selection.exclude, "--exclude")?;
     let mut entries = Vec::new();
+    let mut skipped = Skipped::default();
     for path in paths {
         let problem = |code, message: String| Entry {
             path: path.clone(),
@@ -119,12 +160,19 @@ pub(crate) fn collect(paths: &[PathBuf], selection: &Selection) -> Result<Vec<En
             ));
             continue;
         }
+        let hidden_left = std::cell::Cell::new(0);
         let walk = walkdir::WalkDir::new(path)
             .follow_links(selection.follow_symlinks)
             .sort_by_file_name()
             .min_depth(1)
             .into_iter()
-            .filter_entry(|e| selection.hidden || !hidden(e.file_name()));
+            .filter_entry(|e| {
+                let keep = selection.hidden || !hidden(e.file_name());
+                if !keep {
+                    hidden_left.set(hidden_left.get() + 1);
+                }
+                keep
+            });
         for found in walk {
             let found = match found {
                 Ok(found) => found,
@@ -142,6 +190,7 @@ pub(crate) fn collect(paths: &[PathBuf], selection: &Selection) -> Result<Vec<En
                 }
             };
             if !found.file_type().is_file() {
+                skipped.links += usize::from(found.file_type().is_symlink());
                 continue;
             }
             let relative = found.path().strip_prefix(path).unwrap_or(found.path());
@@ -153,6 +202,7 @@ pub(crate) fn collect(paths: &[PathBuf], selection: &Selection) -> Result<Vec<En
             if include.as_ref().is_some_and(|g| !g.is_match(&name))
                 || exclude.as_ref().is_some_and(|g| g.is_match(&name))
             {
+                skipped.filtered += 1;
                 continue;
             }
             entries.push(Entry {
@@ -161,8 +211,9 @@ pub(crate) fn collect(paths: &[PathBuf], selection: &Selection) -> Result<Vec<En
                 problem: None,
             });
         }
+        skipped.hidden += hidden_left.get();
     }
-    Ok(entries)
+    Ok((entries, skipped))
 }
 
 #[cfg(test)]
@@ -203,8 +254,17 @@ mod tests {
             recursive: true,
             ..Selection::default()
         };
-        let got = collect(std::slice::from_ref(&dir), &plain).unwrap();
+        let (got, skipped) = collect(std::slice::from_ref(&dir), &plain).unwrap();
         assert_eq!(names(&got), ["a.txt", "sub/b.log", "sub/deep/c.txt"]);
+        assert_eq!(
+            skipped,
+            Skipped {
+                hidden: 2,
+                links: 1,
+                filtered: 0
+            },
+            "left out, and counted"
+        );
 
         let all = Selection {
             recursive: true,
@@ -212,7 +272,8 @@ mod tests {
             follow_symlinks: true,
             ..Selection::default()
         };
-        let got = collect(std::slice::from_ref(&dir), &all).unwrap();
+        let (got, skipped) = collect(std::slice::from_ref(&dir), &all).unwrap();
+        assert_eq!(skipped.note(), None);
         assert_eq!(
             names(&got),
             [
@@ -231,10 +292,11 @@ mod tests {
             exclude: vec!["sub/deep/**".into()],
             ..Selection::default()
         };
-        let got = collect(std::slice::from_ref(&dir), &globbed).unwrap();
+        let (got, skipped) = collect(std::slice::from_ref(&dir), &globbed).unwrap();
         assert_eq!(names(&got), ["a.txt"]);
+        assert_eq!(skipped.filtered, 2);
 
-        let without_r = collect(
+        let (without_r, _) = collect(
             &[dir.clone(), root.path().join("nope")],
             &Selection::default(),
         )

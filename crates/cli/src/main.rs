@@ -73,7 +73,7 @@ struct SignArgs {
 struct TransferArgs {
     /// Bytes per block, each block one request; takes suffixes like 64KiB or
     /// 8MiB. The library's default is 10240; the command's is larger.
-    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = parse_positive_size)]
+    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = size::parse_block_size)]
     block_size: u64,
     /// Blocks in flight at once (1 to 16). The library's default is 1.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]

@@ -72,6 +72,20 @@ pub fn parse_positive_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses a block size: as [`parse_size`], but a number under 1024 without
+/// a unit is refused, as a unit forgotten (`--block-size 8` would send a
+/// 20 MiB file in 2.6 million requests).
+pub fn parse_block_size(text: &str) -> Result<u64, String> {
+    let size = parse_positive_size(text)?;
+    let (_, unit) = split(text, "a size")?;
+    if unit.trim().is_empty() && size < 1024 {
+        return Err(format!(
+            "{size} bytes per block is tiny: did you mean {size}KiB or {size}MiB? (write {size}B to mean bytes)"
+        ));
+    }
+    Ok(size)
+}
+
 /// A size for people: `64.0 MiB`.
 pub fn human(bytes: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -291,7 +291,7 @@ impl Display {
     /// Clears the bars and, for several files, says how the run went.
     /// The closing line (or JSON summary); `not_started` files were never
     /// begun because the run was stopped.
-    fn finish(&self, outcomes: &[Outcome], not_started: usize) {
+    fn finish(&self, outcomes: &[Outcome], not_started: usize, skipped: files::Skipped) {
         if let Some(overall) = &self.inner.overall {
             overall.finish_and_clear();
         }
@@ -319,6 +319,11 @@ impl Display {
                     "landed": landed.len(),
                     "failed": failed,
                     "not_started": not_started,
+                    "left_out": {
+                        "hidden": skipped.hidden,
+                        "links": skipped.links,
+                        "filtered": skipped.filtered,
+                    },
                     "bytes": bytes,
                     "seconds": seconds,
                 }})
@@ -469,7 +474,20 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
         include: args.include.clone(),
         exclude: args.exclude.clone(),
     };
-    let entries = files::collect(&args.paths, &selection)?;
+    let (entries, skipped) = files::collect(&args.paths, &selection)?;
+    let left_out = skipped.note();
+    if entries.is_empty() {
+        let why = left_out.unwrap_or_else(|| "the folders given are empty".to_owned());
+        return Err(Failure::new(
+            fileuploader_core::code::NO_SOURCES,
+            format!("nothing to upload: {why}"),
+        ));
+    }
+    if let Some(note) = &left_out {
+        if !args.transfer.quiet && !args.transfer.json {
+            eprintln!("note: {note}");
+        }
+    }
     if args.name.is_some() && entries.len() != 1 {
         return Err(Failure::new(
             fileuploader_core::code::INVALID_OPTION,
@@ -568,7 +586,7 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
             }
         }
     }
-    display.finish(&outcomes, not_started);
+    display.finish(&outcomes, not_started, skipped);
     let failed = outcomes
         .iter()
         .filter(|o| matches!(o, Outcome::Failed(..)))

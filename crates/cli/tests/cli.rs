@@ -1712,3 +1712,67 @@ fn a_wrong_token_is_told_as_401_not_as_a_network_fault() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[test]
+fn nothing_to_upload_and_a_block_size_without_its_unit_are_said_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = receiver(dir.path());
+    let empty = tempfile::tempdir().unwrap();
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "-r",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("error -4: nothing to upload"),
+        "{}",
+        stderr(&out)
+    );
+
+    let src = folder_of(2, 10);
+    std::fs::write(src.path().join(".secret"), b"hidden").unwrap();
+    std::os::unix::fs::symlink(src.path().join("f000.bin"), src.path().join("link.bin")).unwrap();
+    let none = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "-r",
+        "--include",
+        "*.pdf",
+        src.path().to_str().unwrap(),
+    ]);
+    let text = stderr(&none);
+    assert!(!none.status.success(), "{text}");
+    assert!(
+        text.contains("nothing to upload")
+            && text.contains("2 files that --include/--exclude leave out"),
+        "{text}"
+    );
+    let some = fileuploader(&["upload", "--url", &url, "-r", src.path().to_str().unwrap()]);
+    let text = stderr(&some);
+    assert!(some.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "note: left out 1 hidden files or folders (--hidden takes them), 1 symbolic links"
+        ),
+        "{text}"
+    );
+
+    let tiny = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "--block-size",
+        "8",
+        src.path().to_str().unwrap(),
+    ]);
+    assert_eq!(tiny.status.code(), Some(2));
+    assert!(
+        stderr(&tiny).contains("did you mean 8KiB or 8MiB"),
+        "{}",
+        stderr(&tiny)
+    );
+}
