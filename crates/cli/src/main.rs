@@ -416,7 +416,7 @@ fn main() -> ExitCode {
                         )
                         .exit();
                 }
-                log_to_stderr(args.verbose);
+                log_to_stderr(args.verbose, "fileuploader_server=warn");
                 upload::run(args).await
             }
             Command::Completions { shell } => {
@@ -431,10 +431,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Man => {
-                use clap::CommandFactory;
-                clap_mangen::Man::new(Cli::command())
-                    .render(&mut std::io::stdout())
-                    .map_err(|e| Failure::new(fileuploader_core::code::FAILED, e.to_string()))
+                man().map_err(|e| Failure::new(fileuploader_core::code::FAILED, e.to_string()))
             }
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args).await,
@@ -455,14 +452,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// The manual page: the command, then each subcommand's synopsis,
+/// description and options.
+fn man() -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let out = &mut std::io::stdout().lock();
+    clap_mangen::Man::new(command.clone()).render(out)?;
+    for sub in command.get_subcommands() {
+        let name = format!("fileuploader {}", sub.get_name());
+        let page = clap_mangen::Man::new(sub.clone().bin_name(name));
+        page.render_name_section(out)?;
+        page.render_synopsis_section(out)?;
+        page.render_description_section(out)?;
+        page.render_options_section(out)?;
+    }
+    Ok(())
+}
+
 /// Logs the library's requests, responses and retries to standard error:
-/// `-v` at info, `-vv` at debug (the receiver: its warnings always);
-/// `FILEUPLOADER_LOG` (a tracing filter, like
-/// `fileuploader=debug,hyper=info`) overrides both.
-fn log_to_stderr(verbose: u8) {
+/// `-v` at info, `-vv` at debug, else what `quiet` says (the receiver's
+/// warnings, and for `serve` a line per landed file); `FILEUPLOADER_LOG` (a
+/// tracing filter, like `fileuploader=debug,hyper=info`) overrides them.
+fn log_to_stderr(verbose: u8, quiet: &str) {
     let filter = match std::env::var("FILEUPLOADER_LOG") {
         Ok(filter) => filter,
-        Err(_) if verbose == 0 => "fileuploader_server=warn".to_owned(),
+        Err(_) if verbose == 0 => quiet.to_owned(),
         Err(_) if verbose == 1 => "fileuploader=info".to_owned(),
         Err(_) => "fileuploader=debug,fileuploader_core=debug,fileuploader_transport_hyper=debug"
             .to_owned(),
@@ -662,7 +677,7 @@ async fn bucket(
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
-    log_to_stderr(0);
+    log_to_stderr(0, "fileuploader_server=info");
     let (receiver, into) = match (&args.store, &args.dir) {
         (Some(location), _) => (bucket(location, &args).await?, location.clone()),
         (None, dir) => {

@@ -1380,7 +1380,11 @@ fn verbose_logs_requests_and_answers_and_completions_and_man_print() {
     let bash = fileuploader(&["completions", "bash"]);
     assert!(String::from_utf8_lossy(&bash.stdout).contains("--limit-rate"));
     let man = fileuploader(&["man"]);
-    assert!(String::from_utf8_lossy(&man.stdout).starts_with(".ie"));
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.starts_with(".ie"));
+    for option in ["block\\-size", "speed\\-limit", "min\\-rate", "key\\-file"] {
+        assert!(page.contains(option), "the manual lists {option}");
+    }
 }
 
 #[test]
@@ -1775,4 +1779,48 @@ fn nothing_to_upload_and_a_block_size_without_its_unit_are_said_not_silent() {
         "{}",
         stderr(&tiny)
     );
+}
+
+#[test]
+fn serve_logs_a_line_per_landed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let log = dir.path().join("serve.log");
+    let child = command()
+        .args([
+            "serve",
+            "--dir",
+            dir.path().join("in").to_str().unwrap(),
+            "--addr",
+            &addr,
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = listening(child, &addr);
+    let file = dir.path().join("logged.bin");
+    std::fs::write(&file, vec![1u8; 3000]).unwrap();
+    let url = format!("http://{addr}/upload");
+    for block in ["1KiB", "1MiB"] {
+        let out = fileuploader(&[
+            "upload",
+            "--url",
+            &url,
+            "--block-size",
+            block,
+            "--name",
+            &format!("logged-{block}.bin"),
+            file.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    for block in ["1KiB", "1MiB"] {
+        assert!(
+            text.contains(&format!("landed \"logged-{block}.bin\": 3000 bytes")),
+            "{text}"
+        );
+    }
 }

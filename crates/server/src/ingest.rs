@@ -151,7 +151,10 @@ pub(crate) async fn land(
         }
     }
     match store.land(&upload.begun.id, &name, policy).await {
-        Ok(statement) => Ok(Outcome::Landed(statement)),
+        Ok(statement) => {
+            told_landed(&statement, &upload.begun.owner);
+            Ok(Outcome::Landed(statement))
+        }
         Err(refusal) => match store.upload(&upload.begun.id).await? {
             Some(after) if after.landing_error.is_some() => Ok(Outcome::Failed(after, refusal)),
             _ => Err(refusal),
@@ -242,9 +245,30 @@ pub(crate) async fn land_whole(
     if let Some(statement) = open_whole(store, id, name, allowance).await? {
         return Ok(statement);
     }
-    writer
+    let statement = writer
         .land(name, allowance.policy, id, allowance.owner)
-        .await
+        .await?;
+    told_landed(&statement, allowance.owner);
+    Ok(statement)
+}
+
+/// The operator's line for a file that landed: name, bytes, upload and
+/// whose credentials sent it.
+fn told_landed(statement: &Statement, owner: &str) {
+    if let Statement::Landed {
+        upload_id,
+        name,
+        length,
+        ..
+    } = statement
+    {
+        let by = if owner.is_empty() {
+            "anyone (open access)"
+        } else {
+            owner
+        };
+        tracing::info!("landed {name:?}: {length} bytes, upload {upload_id:?}, sent by {by}");
+    }
 }
 
 /// A request body's bytes, in pieces as they arrive.
