@@ -236,7 +236,7 @@ struct ServeArgs {
     #[arg(long, value_name = "REGION", requires = "store")]
     s3_region: Option<String>,
     /// The address to listen on.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080", value_parser = parse_listen_addr)]
     addr: SocketAddr,
     /// Refuse uploads larger than this with 413.
     #[arg(long, value_name = "BYTES", default_value = "16GiB", value_parser = parse_size)]
@@ -358,6 +358,18 @@ struct DemoArgs {
     size: u64,
     #[command(flatten)]
     transfer: TransferArgs,
+}
+
+/// A listening address: an IP address or a host name (`localhost:8080`)
+/// with its port; a name listens on the first address it resolves to.
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    let mut found = text.to_socket_addrs().map_err(|e| {
+        format!("{text:?} is not HOST:PORT that resolves ({e}); try 127.0.0.1:8080 or 0.0.0.0:8080")
+    })?;
+    found
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address; try 127.0.0.1:8080"))
 }
 
 fn parse_field(text: &str) -> Result<(String, String), String> {

@@ -1782,9 +1782,9 @@ fn nothing_to_upload_and_a_block_size_without_its_unit_are_said_not_silent() {
 }
 
 #[test]
-fn serve_logs_a_line_per_landed_file() {
+fn serve_logs_a_line_per_landed_file_and_listens_on_a_host_name() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
+    let addr = free_addr().replace("127.0.0.1", "localhost");
     let log = dir.path().join("serve.log");
     let child = command()
         .args([
@@ -1823,4 +1823,52 @@ fn serve_logs_a_line_per_landed_file() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn scheme_mix_ups_and_a_ca_certificate_served_as_the_servers_own_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("mixed.bin");
+    std::fs::write(&path, b"mixed").unwrap();
+    let plain = receiver(dir.path());
+    let upload = |url: &str, extra: &[&str]| {
+        let mut args = vec!["upload", "--url", url, "--no-retry"];
+        args.extend_from_slice(extra);
+        args.push(path.to_str().unwrap());
+        stderr(&fileuploader(&args))
+    };
+    let said = upload(&plain.replace("http://", "https://"), &[]);
+    assert!(said.contains("try http:// in the URL"), "{said}");
+
+    // What `openssl req -x509` makes: a CA certificate, served as the
+    // server's own.
+    let pki = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_pem, key_pem) = (pki.path().join("cert.pem"), pki.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let addr = free_addr();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let tls = [
+        std::ffi::OsStr::new("--cert"),
+        cert_pem.as_os_str(),
+        std::ffi::OsStr::new("--key"),
+        key_pem.as_os_str(),
+    ];
+    let landing = tempfile::tempdir().unwrap();
+    let _receiver = Reaped(serve_with(landing.path(), &addr, &tls));
+    let said = upload(
+        &format!("https://localhost:{port}/upload"),
+        &["--cacert", cert_pem.to_str().unwrap()],
+    );
+    assert!(
+        said.contains("presents a CA certificate as its own"),
+        "{said}"
+    );
+    let said = upload(&format!("http://localhost:{port}/upload"), &[]);
+    assert!(said.contains("try https://"), "{said}");
 }

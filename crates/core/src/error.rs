@@ -243,7 +243,20 @@ pub(crate) fn status_error(response: &crate::transport::Response, context: &str)
     }
     let body = String::from_utf8_lossy(response.body());
     let body = body.trim();
-    if !body.is_empty() {
+    let html = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"))
+        || body.starts_with('<');
+    if html {
+        // Another server's error page (a proxy's, a web server's): its
+        // title says what it is; its markup says nothing.
+        context += &match html_title(body) {
+            Some(title) => format!(": an HTML page titled {title:?} (is the URL the receiver's?)"),
+            None => ": an HTML page (is the URL the receiver's?)".to_owned(),
+        };
+    } else if !body.is_empty() {
         let short: String = body.chars().take(200).collect();
         context += &format!(": {short}");
     }
@@ -251,6 +264,19 @@ pub(crate) fn status_error(response: &crate::transport::Response, context: &str)
     error.0.retry_after =
         crate::retry::retry_after(response.headers(), std::time::SystemTime::now());
     error
+}
+
+/// The text of an HTML page's `<title>`, white space folded.
+fn html_title(page: &str) -> Option<String> {
+    let lower = page.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    let title = page[start..end]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!title.is_empty()).then(|| title.chars().take(120).collect())
 }
 
 impl From<TransportError> for Error {
@@ -297,6 +323,26 @@ impl StdError for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_html_error_page_is_told_by_its_title() {
+        let page = "<!DOCTYPE html>\n<HTML><head><Title>502 Bad\n   Gateway</title></head><body><h1>nginx</h1></body></html>";
+        assert_eq!(html_title(page).as_deref(), Some("502 Bad Gateway"));
+        assert_eq!(html_title("<html><body>no title</body></html>"), None);
+        let response = http::Response::builder()
+            .status(502)
+            .header("content-type", "text/html")
+            .body(bytes::Bytes::from(page))
+            .unwrap();
+        let error = status_error(&response, " to the POST");
+        assert!(
+            error.message().ends_with(
+                ": an HTML page titled \"502 Bad Gateway\" (is the URL the receiver's?)"
+            ),
+            "{}",
+            error.message()
+        );
+    }
     use http::StatusCode;
 
     #[test]

@@ -39,6 +39,26 @@ pub(crate) fn check_uri(uri: &http::Uri) -> Result<(), TransportError> {
 /// message says what happened and to which host; the error itself is kept as
 /// the source, so its causes are not repeated in the message and can be
 /// downcast.
+/// What to do about a TLS failure, when its cause is a common one.
+fn tls_hint(tls: &str, uri: &http::Uri) -> String {
+    if tls.contains("InvalidContentType") || tls.contains("corrupt message") {
+        return format!(
+            "; {} does not speak TLS: is it a plain http server? try http:// in the URL",
+            host(uri)
+        );
+    }
+    if tls.contains("CaUsedAsEndEntity") {
+        return "; the server presents a CA certificate as its own (as `openssl req -x509` makes by default): make a server certificate signed by that CA (with basicConstraints CA:FALSE and the host in subjectAltName), or --cacert that CA and serve a certificate it signed".into();
+    }
+    if tls.contains("UnknownIssuer") {
+        return "; the certificate's issuer is not trusted: give its CA with --cacert".into();
+    }
+    if tls.contains("NotValidForName") {
+        return "; the certificate does not name this host: use the name it was made for, or make one with this host in subjectAltName".into();
+    }
+    String::new()
+}
+
 pub(crate) fn classify<E>(error: E, uri: &http::Uri) -> TransportError
 where
     E: StdError + Send + Sync + 'static,
@@ -55,7 +75,10 @@ where
         }
         if let Some(tls) = rustls_error(e) {
             kind = Kind::Tls;
-            detail = Some(format!("TLS with {host} failed: {tls}"));
+            detail = Some(format!(
+                "TLS with {host} failed: {tls}{}",
+                tls_hint(&tls.to_string(), uri)
+            ));
             break;
         }
         if let Some(dns) = e.downcast_ref::<crate::dns::DnsError>() {
@@ -84,6 +107,12 @@ where
             break;
         }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_parse() && uri.scheme_str() == Some("http") {
+                detail = Some(format!(
+                    "{host} did not answer in HTTP: is it an https server? try https:// in the URL ({h})"
+                ));
+                break;
+            }
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
                 kind = Kind::Reset;
                 detail = Some(format!("connection to {host} closed before the response"));
