@@ -101,7 +101,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     job.thread_num = t.threads.into();
     job.source_value
         .add(source.to_string_lossy(), name.as_str(), None);
-    let summary = drive(&manager, &job, &source, t, &Display::new(t, 1)).await?;
+    let summary = drive(&manager, &job, &source, t, &Display::new(t, 1, 0)).await?;
     server.abort();
 
     let landed = landing.join(&name);

@@ -194,12 +194,14 @@ fn bar_style() -> ProgressStyle {
 }
 
 impl Display {
-    /// The display of a run of `files` files.
-    pub(crate) fn new(transfer: &TransferArgs, files: usize) -> Self {
+    /// The display of a run of `files` files of `bytes` bytes in all,
+    /// known before the first one starts (so the run's bar, its
+    /// percentage and ETA are right from the start).
+    pub(crate) fn new(transfer: &TransferArgs, files: usize, bytes: u64) -> Self {
         let terminal = !transfer.quiet && !transfer.json && std::io::stderr().is_terminal();
         let bars = terminal.then(MultiProgress::new);
         let overall = bars.as_ref().filter(|_| files > 1).map(|m| {
-            let bar = m.add(ProgressBar::new(0).with_style(bar_style()));
+            let bar = m.add(ProgressBar::new(bytes).with_style(bar_style()));
             bar.set_message(format!("0/{files} files"));
             bar
         });
@@ -230,13 +232,6 @@ impl Display {
     /// Moves a file's bar, and the run's by as much.
     fn advance(&self, bar: &ProgressBar, progress: &Progress) {
         if bar.length() != Some(progress.total_bytes) {
-            if let Some(overall) = &self.inner.overall {
-                overall.inc_length(
-                    progress
-                        .total_bytes
-                        .saturating_sub(bar.length().unwrap_or(0)),
-                );
-            }
             bar.set_length(progress.total_bytes);
         }
         let moved = progress.bytes_acknowledged.saturating_sub(bar.position());
@@ -505,7 +500,13 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
         builder = builder.limit_rate(rate);
     }
     let manager = builder.build();
-    let display = Display::new(&args.transfer, entries.len());
+    let bytes = entries
+        .iter()
+        .filter(|e| e.problem.is_none())
+        .filter_map(|e| std::fs::metadata(&e.path).ok())
+        .map(|m| m.len())
+        .sum();
+    let display = Display::new(&args.transfer, entries.len(), bytes);
     let files_at_once = Arc::new(tokio::sync::Semaphore::new(args.files.into()));
     let args = Arc::new(args);
     let mut running = tokio::task::JoinSet::new();

@@ -1872,3 +1872,38 @@ fn scheme_mix_ups_and_a_ca_certificate_served_as_the_servers_own_say_what_to_do(
     let said = upload(&format!("http://localhost:{port}/upload"), &[]);
     assert!(said.contains("try https://"), "{said}");
 }
+
+#[test]
+fn on_a_terminal_the_runs_bar_knows_its_total_before_the_first_file_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = receiver(dir.path());
+    // 8 files of 256 KiB, one at a time at 1 MiB/s: 2 MiB in all.
+    let src = folder_of(8, 256 * 1024);
+    let typescript = dir.path().join("typescript");
+    let line = format!(
+        "{} upload --url {url} -r --files 1 --limit-rate 1MiB {}",
+        env!("CARGO_BIN_EXE_fileuploader"),
+        src.path().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line])
+        .arg(&typescript)
+        .env("COLUMNS", "200")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let shown = std::fs::read_to_string(&typescript).unwrap();
+    let first_of_run = shown
+        .find("/8 files")
+        .map(|at| &shown[at..(at + 200).min(shown.len())])
+        .unwrap_or_default();
+    assert!(
+        first_of_run.contains("/2.00 MiB") || first_of_run.contains("/2 MiB"),
+        "the run's first bar: {first_of_run:?}"
+    );
+    assert!(shown.contains("8 of 8 files landed"), "{shown}");
+}
