@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
-pub use fileuploader_core::{code, Bytes, Error, ErrorKind, Job, Progress};
+pub use fileuploader_core::{
+    code, Bytes, Error, ErrorKind, FileSource, Integrity, Job, Progress, Resume, RetryPolicy,
+};
 use fileuploader_core::{EventDispatcher, JobHandle, JobId, Transport};
 pub use fileuploader_transport_hyper::{HyperTransport, HyperTransportBuilder};
 

@@ -99,8 +99,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     job.server_url = url;
     job.block_size = t.block_size;
     job.thread_num = t.threads.into();
-    job.source_value
-        .add(source.to_string_lossy(), name.as_str(), None);
+    job.source_value.add(&source, name.as_str(), None);
     let summary = drive(&manager, &job, &source, t, &Display::new(t, 1, 0)).await?;
     server.abort();
 

@@ -125,21 +125,25 @@ pub struct SourceValue {
 }
 
 impl SourceValue {
-    /// Adds a source by URL (`file://…`, a plain path, or a `mem://` URL),
-    /// uploaded as `name` under form key `key` (default `RemoteFile`).
+    /// Adds a source by URL (`file://…`, a `mem://` URL) or path (a `&str`,
+    /// a `Path`, a `PathBuf`), uploaded as `name` under form key `key`
+    /// (default `RemoteFile`). A path that is not UTF-8 goes through
+    /// [`add_source`](Self::add_source) with a [`FileSource`](crate::FileSource).
     ///
     /// ```
     /// # let mut job = fileuploader_core::Job::default();
     /// job.source_value.add("/tmp/scan.pdf", "scan.pdf", None);
     /// job.source_value.add("file:///tmp/a.png", "a.png", "image");
+    /// job.source_value.add(std::path::Path::new("/tmp/b.png"), "b.png", None);
     /// ```
     pub fn add<'a>(
         &mut self,
-        source: impl Into<String>,
+        source: impl AsRef<std::ffi::OsStr>,
         name: impl Into<String>,
         key: impl Into<Option<&'a str>>,
     ) {
-        self.push(SourceRef::Url(source.into()), name.into(), key.into());
+        let source = source.as_ref().to_string_lossy().into_owned();
+        self.push(SourceRef::Url(source), name.into(), key.into());
     }
 
     /// Adds a source of the caller's own kind.

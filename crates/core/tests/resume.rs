@@ -22,7 +22,7 @@ fn job(
     job.retry = RetryPolicy::none();
     job.resume = Resume::In(journals.to_owned());
     log.attach(&mut job);
-    job.source_value.add(file.to_string_lossy(), "r.bin", None);
+    job.source_value.add(file, "r.bin", None);
     job
 }
 

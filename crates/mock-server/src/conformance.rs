@@ -226,8 +226,7 @@ async fn upload_from_disk(
     let manager = UploadManager::new(transport());
     let file = temp_file(data);
     let mut job = new_job(&manager, &server, block, threads, log);
-    job.source_value
-        .add(file.path().to_string_lossy(), name, None);
+    job.source_value.add(file.path(), name, None);
     finish(&manager, &job).await.expect("upload succeeds");
     server
 }
@@ -311,8 +310,7 @@ pub async fn several_sources(transport: TransportFactory) {
     let temps: Vec<_> = files.iter().map(|(d, _)| temp_file(d)).collect();
     let mut job = new_job(&manager, &server, 4096, 2, &EventLog::default());
     for (temp, (_, name)) in temps.iter().zip(&files) {
-        job.source_value
-            .add(temp.path().to_string_lossy(), *name, None);
+        job.source_value.add(temp.path(), *name, None);
     }
     finish(&manager, &job).await.expect("upload succeeds");
     for (data, name) in &files {
@@ -339,8 +337,7 @@ pub async fn custom_key_and_file_name(transport: TransportFactory) {
     let file = temp_file(b"png bytes");
     let mut job = new_job(&manager, &server, 10240, 1, &EventLog::default());
     job.file_name = "fallback.dat".into();
-    job.source_value
-        .add(file.path().to_string_lossy(), "scan 1.png", "image");
+    job.source_value.add(file.path(), "scan 1.png", "image");
     job.source_value
         .add(manager.generate_url_for_upload_data(&b"x"[..]), "", None);
     finish(&manager, &job).await.expect("upload succeeds");
@@ -948,8 +945,7 @@ pub async fn session_aborts_on_cancel_when_nothing_can_resume(transport: Transpo
         let mut job = new_job(&manager, &server, 1000, 1, &EventLog::default());
         let journals = tempfile::tempdir().expect("a temporary directory");
         let file = temp_file(&pattern(20_000, 22));
-        job.source_value
-            .add(file.path().to_string_lossy(), "c.bin", None);
+        job.source_value.add(file.path(), "c.bin", None);
         if resume {
             job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
         }

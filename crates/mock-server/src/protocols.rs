@@ -102,8 +102,7 @@ async fn resumes_after_cancel(
         job.thread_num = 2;
         job.protocol = Some(protocol.clone());
         job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
-        job.source_value
-            .add(file.path().to_string_lossy(), "resumed.bin", None);
+        job.source_value.add(file.path(), "resumed.bin", None);
         job
     };
     let first = job();

@@ -170,8 +170,7 @@ async fn two_clients_sending_one_name_at_once_one_lands_and_the_other_is_told_it
                 job.server_url = format!("http://{addr}/files");
                 job.block_size = 16 * 1024;
                 job.protocol = Some(protocol.clone());
-                job.source_value
-                    .add(file.path().to_string_lossy(), "same.bin", None);
+                job.source_value.add(file.path(), "same.bin", None);
                 job
             })
             .collect();
@@ -407,8 +406,7 @@ async fn an_offset_past_what_was_sent_is_a_protocol_violation_not_progress() {
         } else {
             Arc::new(Tus)
         });
-        job.source_value
-            .add(file.path().to_string_lossy(), "lied.bin", None);
+        job.source_value.add(file.path(), "lied.bin", None);
         let error = manager.run(&job).unwrap().wait().await.unwrap_err();
         assert_eq!(error.code(), code::PROTOCOL_VIOLATION, "{error}");
         assert!(error.message().contains("cannot be true"), "{error}");
@@ -508,8 +506,7 @@ async fn names_land_as_browsers_meant_them_and_the_landed_name_is_reported() {
         let mut job = manager.create_job();
         job.server_url = format!("http://{addr}/files");
         job.protocol = protocol;
-        job.source_value
-            .add(file.path().to_string_lossy(), "say \"hi\".txt", None);
+        job.source_value.add(file.path(), "say \"hi\".txt", None);
         manager.run(&job).unwrap().wait().await.unwrap();
         let landing = job.landings().pop().unwrap();
         assert_eq!(landing.source, "say \"hi\".txt");

@@ -640,8 +640,7 @@ fn resumable_tus_job(
     job.thread_num = threads;
     job.protocol = Some(std::sync::Arc::new(fileuploader_core::protocol::Tus));
     job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
-    job.source_value
-        .add(file.path().to_string_lossy(), name, None);
+    job.source_value.add(file.path(), name, None);
     job
 }
 
