@@ -49,18 +49,34 @@
 //!
 //! # Examples
 //!
-//! ```
-//! use fileuploader_core::{testing::MemoryTransport, UploadManager};
+//! A file uploaded to the reference receiver (`fileuploader serve`, here
+//! run in the same process on 127.0.0.1) in blocks of 1 MiB, 4 at a time,
+//! over the default transport:
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let manager = UploadManager::new(MemoryTransport::new());
+//! ```
+//! use fileuploader_core::UploadManager;
+//! use fileuploader_transport_hyper::HyperTransport;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let landing = tempfile::tempdir()?;
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let url = format!("http://{}/upload", listener.local_addr()?);
+//! # tokio::spawn(fileuploader_server::Receiver::new(landing.path())?.serve(listener));
+//! # let source = tempfile::NamedTempFile::new()?;
+//! # std::fs::write(source.path(), vec![7u8; 3 << 20])?;
+//! # let path = source.path();
+//! let manager = UploadManager::new(HyperTransport::new()?);
 //! let mut job = manager.create_job();
-//! job.server_url = "http://127.0.0.1:8080/upload".into();
-//! job.source_value.add("/no/such/file", "a.bin", None);
-//! let error = manager.run(&job).unwrap_err();
-//! assert_eq!(error.code(), 27);
-//! # }
+//! job.server_url = url; // the receiver's upload URL
+//! job.block_size = 1 << 20;
+//! job.thread_num = 4;
+//! job.source_value.add(path, "scan.bin", None);
+//! job.on_upload_transfer_percentage(|_job, percent| println!("{percent}%"));
+//! manager.run(&job)?.wait().await?;
+//! assert_eq!(job.progress().landings_confirmed, 1, "the receiver said it landed");
+//! # assert_eq!(std::fs::read(landing.path().join("scan.bin"))?.len(), 3 << 20);
+//! # Ok(()) }
 //! ```
 
 #![warn(missing_docs)]
