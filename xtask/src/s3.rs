@@ -465,7 +465,7 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
                 "segmented, 700 bytes in 1-byte blocks",
                 "segmented",
                 700,
-                "1",
+                "1B",
                 "8",
             ),
         ];

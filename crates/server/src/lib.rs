@@ -442,6 +442,10 @@ impl Receiver {
     }
 
     /// Serves HTTP/1.1 and HTTP/2 on `listener` until the task is dropped.
+    /// First it fits its [`Limits`] to the files the process may open:
+    /// it raises the soft `RLIMIT_NOFILE` as far as the hard one allows,
+    /// and where that is not enough lowers connections and requests in
+    /// flight to fit, with a warning.
     ///
     /// # Errors
     ///
