@@ -20,19 +20,7 @@ struct Served {
 
 impl Served {
     fn new(receiver: fileuploader_server::Receiver) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        runtime.spawn(async move {
-            receiver
-                .serve(tokio::net::TcpListener::from_std(listener).unwrap())
-                .await
-        });
+        let (addr, runtime) = support::serve_on(receiver, "127.0.0.1:0", 2);
         Served {
             addr,
             runtime: Some(runtime),
@@ -380,12 +368,7 @@ async fn one_credential_cannot_take_every_request_slot_nor_many_streams_per_conn
     let served = Served::new(receiver);
     let addr = served.addr;
     let form = support::form(&[("file", Some("x.bin"), &[1u8; 100])]);
-    let with = |token: &str, id: &str| {
-        segmented(id, None, form.len()).replace(
-            "host: x",
-            &format!("host: x\r\nauthorization: Bearer {token}"),
-        )
-    };
+    let with = |token: &str, id: &str| as_token(&segmented(id, None, form.len()), token);
     // Three whole-file uploads from one token, their bodies held back.
     let mut held = Vec::new();
     for i in 0..3 {

@@ -7,15 +7,24 @@ pub fn serving(
     dir: &std::path::Path,
     addr: &str,
 ) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
+    serve_on(fileuploader_server::Receiver::new(dir).unwrap(), addr, 1)
+}
+
+/// `receiver` on `addr` (port 0: any) from a runtime of its own with
+/// `workers` threads; its address and the runtime.
+pub fn serve_on(
+    receiver: fileuploader_server::Receiver,
+    addr: &str,
+    workers: usize,
+) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
     let listener = std::net::TcpListener::bind(addr).unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let receiver = fileuploader_server::Receiver::new(dir).unwrap();
     rt.spawn(async move {
         receiver
             .serve(tokio::net::TcpListener::from_std(listener).unwrap())
