@@ -1,9 +1,16 @@
-//! The segmented multipart protocol's own bytes, defined once for the
-//! client (`fileuploader-core`), the receiver (`fileuploader-server`) and
-//! the mock server, so the three can never disagree: header and field
-//! names, `Content-Range`, sets of byte ranges, the receiver's JSON
-//! statements, and how names are escaped in multipart headers.
-//! `docs/PROTOCOL.md` describes the same bytes in prose.
+//! The bytes and the rules both ends follow, defined once for the client
+//! (`fileuploader-core`), the receiver (`fileuploader-server`), the stores
+//! and the mock server, so they can never disagree: the segmented
+//! convention's header and field names, `Content-Range`, sets of byte
+//! ranges, the receiver's JSON statements and how names are escaped in
+//! multipart headers; in [`resumable`], tus's and the IETF draft's headers
+//! and the rules that differ by [`resumable::Version`] (completion
+//! header and flag, append media type) and one incremental digest per
+//! checksum algorithm; CRC32C arithmetic; and [`sync::lock`], the one way
+//! the workspace takes a mutex. `docs/PROTOCOL.md` describes the same
+//! bytes in prose.
+//!
+//! It owns no I/O and no HTTP client or server: it parses and formats.
 //!
 //! # Examples
 //!
@@ -26,6 +33,7 @@ mod escape;
 mod ranges;
 pub mod resumable;
 mod statement;
+pub mod sync;
 
 use std::fmt;
 

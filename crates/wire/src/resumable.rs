@@ -60,6 +60,88 @@ pub const PARTIAL_UPLOAD: &str = "application/partial-upload";
 /// `ietf-draft-05` modes send 5 and 6.
 pub const INTEROP_VERSIONS: [u32; 3] = [3, 5, 6];
 
+/// Which resumable protocol a request speaks, and the rules that differ
+/// between them: the one place a new interop version of the IETF draft is
+/// taught to the client, the receiver and the mock server alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// tus 1.0.
+    Tus,
+    /// The IETF resumable-upload draft at this interop version (one of
+    /// [`INTEROP_VERSIONS`]).
+    Ietf(u32),
+}
+
+impl Version {
+    /// The draft at the interop version `value` names, if spoken here.
+    ///
+    /// # Errors
+    ///
+    /// A version not in [`INTEROP_VERSIONS`], saying which are.
+    pub fn ietf(value: &str) -> Result<Self, WireError> {
+        value
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|v| INTEROP_VERSIONS.contains(v))
+            .map(Version::Ietf)
+            .ok_or_else(|| {
+                WireError(format!(
+                    "unsupported Upload-Draft-Interop-Version {value:?}; this receiver speaks {INTEROP_VERSIONS:?}"
+                ))
+            })
+    }
+
+    /// Its name for people: "tus 1.0", "IETF resumable-upload (interop
+    /// version 6)".
+    pub fn name(self) -> String {
+        match self {
+            Version::Tus => "tus 1.0".to_owned(),
+            Version::Ietf(v) => format!("IETF resumable-upload (interop version {v})"),
+        }
+    }
+
+    /// The header that says whether a request carries the upload's end,
+    /// or a response that the upload is complete, and the flag it takes
+    /// for `complete` (interop 3 said it inverted, as `Upload-Incomplete`);
+    /// `None` for tus, which has none.
+    pub fn completion(self, complete: bool) -> Option<(&'static str, &'static str)> {
+        match self {
+            Version::Tus => None,
+            Version::Ietf(3) => Some((UPLOAD_INCOMPLETE, format_flag(!complete))),
+            Version::Ietf(_) => Some((UPLOAD_COMPLETE, format_flag(complete))),
+        }
+    }
+
+    /// Whether the upload is complete, as a message's completion header
+    /// says (`header` looks one up by name); `None` when it says nothing.
+    ///
+    /// # Errors
+    ///
+    /// A completion header that is not a structured-field boolean.
+    pub fn complete_in<'a>(
+        self,
+        header: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Option<bool>, WireError> {
+        let (name, inverted) = match self {
+            Version::Tus => return Ok(None),
+            Version::Ietf(3) => (UPLOAD_INCOMPLETE, true),
+            Version::Ietf(_) => (UPLOAD_COMPLETE, false),
+        };
+        header(name)
+            .map(|v| parse_flag(v).map(|flag| flag != inverted))
+            .transpose()
+    }
+
+    /// The media type of an append's body.
+    pub fn append_type(self) -> &'static str {
+        match self {
+            Version::Ietf(v) if v >= 6 => PARTIAL_UPLOAD,
+            _ => OFFSET_OCTET_STREAM,
+        }
+    }
+}
+
 /// Parses an offset or length: decimal digits only.
 ///
 /// # Errors
@@ -192,6 +274,57 @@ impl ChecksumAlgorithm {
     }
 }
 
+impl ChecksumAlgorithm {
+    /// An incremental digest of this algorithm.
+    pub fn hasher(self) -> Hasher {
+        Hasher(match self {
+            Self::Sha1 => Running::Sha1(sha1::Sha1::default()),
+            Self::Sha256 => Running::Sha256(sha2::Sha256::default()),
+            Self::Crc32c => Running::Crc32c(0),
+        })
+    }
+
+    /// The digest of `bytes`.
+    pub fn digest(self, bytes: &[u8]) -> Vec<u8> {
+        let mut hasher = self.hasher();
+        hasher.update(bytes);
+        hasher.finish()
+    }
+}
+
+/// A digest being computed as bytes pass, for `Upload-Checksum`.
+#[derive(Debug, Clone)]
+pub struct Hasher(Running);
+
+#[derive(Debug, Clone)]
+enum Running {
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+    Crc32c(u32),
+}
+
+impl Hasher {
+    /// Takes the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha1::Digest as _;
+        match &mut self.0 {
+            Running::Sha1(h) => h.update(bytes),
+            Running::Sha256(h) => h.update(bytes),
+            Running::Crc32c(crc) => *crc = crc32c::crc32c_append(*crc, bytes),
+        }
+    }
+
+    /// The digest's bytes (CRC32C: 4 bytes, big-endian).
+    pub fn finish(self) -> Vec<u8> {
+        use sha1::Digest as _;
+        match self.0 {
+            Running::Sha1(h) => h.finalize().to_vec(),
+            Running::Sha256(h) => h.finalize().to_vec(),
+            Running::Crc32c(crc) => crc.to_be_bytes().to_vec(),
+        }
+    }
+}
+
 /// An `Upload-Checksum` value: an algorithm and a digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checksum {
@@ -320,6 +453,66 @@ pub fn decode_text(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_version_says_and_reads_completion_in_its_own_header() {
+        let read = |v: Version, name: &'static str, value: &'static str| {
+            v.complete_in(|n| (n == name).then_some(value))
+        };
+        assert_eq!(Version::Tus.completion(true), None);
+        assert_eq!(read(Version::Tus, UPLOAD_COMPLETE, "?1"), Ok(None));
+        assert_eq!(
+            Version::Ietf(3).completion(true),
+            Some((UPLOAD_INCOMPLETE, "?0"))
+        );
+        assert_eq!(
+            read(Version::Ietf(3), UPLOAD_INCOMPLETE, "?0"),
+            Ok(Some(true))
+        );
+        for v in [5, 6] {
+            assert_eq!(
+                Version::Ietf(v).completion(false),
+                Some((UPLOAD_COMPLETE, "?0"))
+            );
+            assert_eq!(
+                read(Version::Ietf(v), UPLOAD_COMPLETE, "?1"),
+                Ok(Some(true))
+            );
+            assert_eq!(read(Version::Ietf(v), UPLOAD_INCOMPLETE, "?1"), Ok(None));
+            assert!(read(Version::Ietf(v), UPLOAD_COMPLETE, "yes").is_err());
+        }
+        assert_eq!(Version::Tus.append_type(), OFFSET_OCTET_STREAM);
+        assert_eq!(Version::Ietf(5).append_type(), OFFSET_OCTET_STREAM);
+        assert_eq!(Version::Ietf(6).append_type(), PARTIAL_UPLOAD);
+        assert_eq!(Version::ietf(" 6 "), Ok(Version::Ietf(6)));
+        assert!(Version::ietf("4")
+            .unwrap_err()
+            .to_string()
+            .contains("[3, 5, 6]"));
+    }
+
+    #[test]
+    fn digests_taken_in_pieces_equal_those_taken_at_once() {
+        let data = b"the quick brown fox";
+        for algorithm in ChecksumAlgorithm::ALL {
+            let mut hasher = algorithm.hasher();
+            for piece in data.chunks(4) {
+                hasher.update(piece);
+            }
+            assert_eq!(
+                hasher.finish(),
+                algorithm.digest(data),
+                "{}",
+                algorithm.name()
+            );
+        }
+        assert_eq!(
+            ChecksumAlgorithm::Crc32c.digest(data),
+            crc32c::crc32c(data).to_be_bytes()
+        );
+        assert_eq!(ChecksumAlgorithm::Sha1.digest(b"").len(), 20);
+        assert_eq!(ChecksumAlgorithm::Sha256.digest(b"").len(), 32);
+    }
 
     #[test]
     fn metadata_round_trips_and_refuses_what_is_malformed() {
