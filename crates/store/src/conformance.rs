@@ -1,0 +1,555 @@
+//! The conformance suite every [`Store`] runs: what the receiver relies on,
+//! checked through the trait alone and judged by what is stored.
+//!
+//! A store's own tests give [`run_all`] a way to make a fresh
+//! [`Fixture`]: the store, the same storage opened again (as a receiver
+//! restarted would open it), and a look at the files that landed. Each
+//! scenario panics with what it found when the store breaks a promise.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use fileuploader_store::conformance::{self, Fixture};
+//! use fileuploader_store::{MemoryStore, Store};
+//!
+//! struct InMemory(MemoryStore);
+//!
+//! #[async_trait::async_trait]
+//! impl Fixture for InMemory {
+//!     fn store(&self) -> Arc<dyn Store> {
+//!         Arc::new(self.0.clone())
+//!     }
+//!     async fn reopen(&self) -> Arc<dyn Store> {
+//!         Arc::new(self.0.clone())
+//!     }
+//!     async fn file(&self, name: &str) -> Option<Vec<u8>> {
+//!         self.0.file(name)
+//!     }
+//! }
+//!
+//! # futures_util::FutureExt::now_or_never(async {
+//! conformance::run_all(|| async { Box::new(InMemory(MemoryStore::new())) as Box<dyn Fixture> })
+//!     .await;
+//! # });
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fileuploader_wire::ContentRange;
+
+use crate::{ErrorKind, NewUpload, OnConflict, Quota, Store, StoreError, Upload};
+
+/// A store under test.
+#[async_trait]
+pub trait Fixture: Send + Sync {
+    /// The store.
+    fn store(&self) -> Arc<dyn Store>;
+
+    /// The same storage opened again, as a restarted receiver opens it:
+    /// whatever was acknowledged must be there.
+    async fn reopen(&self) -> Arc<dyn Store>;
+
+    /// The bytes of the file that landed as `name`, if one did.
+    async fn file(&self, name: &str) -> Option<Vec<u8>>;
+}
+
+/// Runs every scenario, each on a fresh fixture from `make`.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Box<dyn Fixture>>,
+{
+    acknowledged_blocks_survive_reopening(&*make().await).await;
+    overlaps_are_compared_and_ranges_held_apart(&*make().await).await;
+    a_dropped_writer_leaves_no_trace(&*make().await).await;
+    a_complete_upload_lands_once_however_many_ask(&*make().await).await;
+    taken_names_follow_the_policy(&*make().await).await;
+    whole_files_and_concatenations_land(&*make().await).await;
+    discarded_and_expired_uploads_are_gone(&*make().await).await;
+    quotas_refuse_before_anything_is_stored(&*make().await).await;
+}
+
+fn new_upload(id: &str, total: u64, name: &str, owner: &str) -> NewUpload {
+    NewUpload {
+        id: id.to_owned(),
+        total,
+        name: name.to_owned(),
+        owner: owner.to_owned(),
+        partial: false,
+    }
+}
+
+fn range(start: u64, end: u64, total: u64) -> ContentRange {
+    ContentRange { start, end, total }
+}
+
+/// Writes `bytes` at `start` of `upload` and acknowledges them with their
+/// CRC32C; returns the upload as the store then says it is.
+async fn put(store: &dyn Store, upload: &Upload, start: u64, bytes: &[u8]) -> Upload {
+    let end = start + bytes.len() as u64;
+    let mut writer = store
+        .write_block(upload, range(start, end, upload.begun.total), true)
+        .await
+        .unwrap_or_else(|e| panic!("write bytes {start}-{end}: {e}"));
+    writer
+        .write(Bytes::copy_from_slice(bytes))
+        .await
+        .expect("bytes taken");
+    assert!(
+        writer.finish().await.expect("finished"),
+        "bytes {start}-{end} differ from acknowledged ones"
+    );
+    writer
+        .acknowledge(bytes.len() as u64, Some(crc32c::crc32c(bytes)))
+        .await
+        .unwrap_or_else(|e| panic!("acknowledge bytes {start}-{end}: {e}"))
+}
+
+fn kind(result: Result<impl std::fmt::Debug, StoreError>) -> ErrorKind {
+    match result {
+        Ok(v) => panic!("expected a failure, got {v:?}"),
+        Err(e) => e.kind(),
+    }
+}
+
+/// Begun uploads and acknowledged blocks are read back as they were,
+/// also by the storage opened again; beginning twice finds the first.
+pub async fn acknowledged_blocks_survive_reopening(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let upload = store
+        .begin(new_upload("kept", 12, "kept.bin", "alice"), Quota::none())
+        .await
+        .expect("begun");
+    assert_eq!(upload.received.covered(), 0);
+    put(&*store, &upload, 0, b"hello").await;
+    let after = put(&*store, &upload, 9, b"rld").await;
+    assert_eq!(
+        after.received.ranges(),
+        [(0, 5), (9, 12)],
+        "acknowledged blocks are kept: each acknowledgement answers with all of them"
+    );
+    let again = store
+        .begin(new_upload("kept", 12, "kept.bin", "alice"), Quota::none())
+        .await
+        .expect("begun again");
+    assert_eq!(
+        again.received.ranges(),
+        [(0, 5), (9, 12)],
+        "the first upload, found"
+    );
+
+    let reopened = fixture.reopen().await;
+    let read = reopened
+        .upload("kept")
+        .await
+        .expect("read")
+        .expect("still there");
+    assert_eq!(read.begun, upload.begun);
+    assert_eq!(
+        read.received.ranges(),
+        [(0, 5), (9, 12)],
+        "acknowledged blocks survive reopening"
+    );
+    assert_eq!(read.blocks.len(), 2);
+    assert_eq!(read.blocks[0].crc32c, Some(crc32c::crc32c(b"hello")));
+    put(&*reopened, &read, 5, b", wo").await;
+    let landed = reopened
+        .land("kept", "kept.bin", OnConflict::Refuse)
+        .await
+        .expect("landed");
+    assert_eq!(
+        fixture.file("kept.bin").await.as_deref(),
+        Some(&b"hello, world"[..])
+    );
+    assert_eq!((landed.length, landed.owner.as_str()), (12, "alice"));
+    assert_eq!(reopened.upload("missing").await.expect("read"), None);
+}
+
+/// Bytes over acknowledged ones are compared, never written (or, where a
+/// store compares only whole blocks, refused as a conflict); two writers of
+/// one range are held apart, or both kept safely.
+pub async fn overlaps_are_compared_and_ranges_held_apart(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let upload = store
+        .begin(new_upload("overlap", 8, "overlap.bin", ""), Quota::none())
+        .await
+        .expect("begun");
+    let upload = put(&*store, &upload, 0, b"abcd").await;
+    let upload = put(&*store, &upload, 0, b"abcd").await;
+    assert_eq!(
+        upload.received.ranges(),
+        [(0, 4)],
+        "a block sent again with the same bytes is taken"
+    );
+    // Different bytes over acknowledged ones: told, or refused outright.
+    for (start, bytes) in [(0, &b"zzzz"[..]), (2, b"zzzz")] {
+        let end = start + 4;
+        match store.write_block(&upload, range(start, end, 8), true).await {
+            Ok(mut writer) => {
+                writer
+                    .write(Bytes::from_static(bytes))
+                    .await
+                    .expect("taken");
+                assert!(
+                    !writer.finish().await.expect("finished"),
+                    "bytes {start}-{end} differ from acknowledged ones and are not told so"
+                );
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        }
+    }
+    // Two writers of one range with the same bytes: held apart, or both
+    // kept; the file lands whole either way.
+    let first = store.write_block(&upload, range(4, 8, 8), true).await;
+    let second = store.write_block(&upload, range(4, 8, 8), true).await;
+    let mut upload = upload;
+    for writer in [first, second] {
+        match writer {
+            Ok(mut writer) => {
+                writer
+                    .write(Bytes::from_static(b"efgh"))
+                    .await
+                    .expect("taken");
+                assert!(writer.finish().await.expect("finished"));
+                upload = writer
+                    .acknowledge(4, Some(crc32c::crc32c(b"efgh")))
+                    .await
+                    .expect("acknowledged");
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Busy, "{e}"),
+        }
+    }
+    assert!(upload.complete(), "{:?}", upload.received);
+    store
+        .land("overlap", "overlap.bin", OnConflict::Refuse)
+        .await
+        .expect("landed");
+    assert_eq!(
+        fixture.file("overlap.bin").await.as_deref(),
+        Some(&b"abcdefgh"[..]),
+        "acknowledged bytes are never overwritten"
+    );
+}
+
+/// A writer dropped before it acknowledged leaves nothing acknowledged,
+/// and its range free.
+pub async fn a_dropped_writer_leaves_no_trace(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let upload = store
+        .begin(new_upload("dropped", 4, "dropped.bin", ""), Quota::none())
+        .await
+        .expect("begun");
+    let mut writer = store
+        .write_block(&upload, range(0, 4, 4), true)
+        .await
+        .expect("reserved");
+    writer
+        .write(Bytes::from_static(b"lost"))
+        .await
+        .expect("taken");
+    drop(writer);
+    let read = store.upload("dropped").await.expect("read").expect("there");
+    assert_eq!(read.received.covered(), 0, "nothing acknowledged");
+    assert_eq!(
+        fixture
+            .reopen()
+            .await
+            .upload("dropped")
+            .await
+            .expect("read")
+            .map(|u| u.received.covered()),
+        Some(0)
+    );
+    put(&*store, &read, 0, b"kept").await;
+    store
+        .land("dropped", "dropped.bin", OnConflict::Refuse)
+        .await
+        .expect("landed");
+    assert_eq!(
+        fixture.file("dropped.bin").await.as_deref(),
+        Some(&b"kept"[..])
+    );
+}
+
+/// Landing asked for at once by many lands one file, and each asker hears
+/// the same landing; asked again later, the same.
+pub async fn a_complete_upload_lands_once_however_many_ask(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let upload = store
+        .begin(new_upload("once", 6, "once.bin", "bob"), Quota::none())
+        .await
+        .expect("begun");
+    put(&*store, &upload, 0, b"landed").await;
+    let askers = (0..8).map(|_| store.land("once", "once.bin", OnConflict::Rename));
+    let said = futures_util::future::join_all(askers).await;
+    for landed in &said {
+        let landed = landed
+            .as_ref()
+            .unwrap_or_else(|e| panic!("a landing failed: {e}"));
+        assert_eq!(landed.name, "once.bin", "one file, one name: {said:?}");
+        assert_eq!(
+            (landed.length, landed.crc32c),
+            (6, Some(crc32c::crc32c(b"landed")))
+        );
+    }
+    assert!(
+        !store.name_taken("once (1).bin").await.expect("asked"),
+        "landed twice"
+    );
+    assert_eq!(
+        fixture.file("once.bin").await.as_deref(),
+        Some(&b"landed"[..])
+    );
+    assert_eq!(
+        store.upload("once").await.expect("read"),
+        None,
+        "no longer in progress"
+    );
+    let record = fixture
+        .reopen()
+        .await
+        .landed("once")
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(
+        (
+            record.id.as_str(),
+            record.owner.as_str(),
+            record.name.as_str()
+        ),
+        ("once", "bob", "once.bin")
+    );
+    let again = store
+        .land("once", "other.bin", OnConflict::Refuse)
+        .await
+        .expect("landed before");
+    assert_eq!(again.name, "once.bin");
+}
+
+/// A taken name is refused (the upload kept, its reason recorded),
+/// renamed, or overwritten, as the policy says.
+pub async fn taken_names_follow_the_policy(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let mut next = 0;
+    let mut complete = |bytes: &'static [u8]| {
+        next += 1;
+        let (store, id) = (store.clone(), format!("taken-{next}"));
+        async move {
+            let upload = store
+                .begin(
+                    new_upload(&id, bytes.len() as u64, "a.txt", ""),
+                    Quota::none(),
+                )
+                .await
+                .expect("begun");
+            put(&*store, &upload, 0, bytes).await;
+            id
+        }
+    };
+    let first = complete(b"first").await;
+    store
+        .land(&first, "a.txt", OnConflict::Refuse)
+        .await
+        .expect("landed");
+    assert!(store.name_taken("a.txt").await.expect("asked"));
+
+    let refused = complete(b"second").await;
+    assert_eq!(
+        kind(store.land(&refused, "a.txt", OnConflict::Refuse).await),
+        ErrorKind::Conflict
+    );
+    let kept = store
+        .upload(&refused)
+        .await
+        .expect("read")
+        .expect("kept after a refused landing");
+    assert!(kept.landing_error.is_some(), "the reason is recorded");
+    assert_eq!(fixture.file("a.txt").await.as_deref(), Some(&b"first"[..]));
+
+    let renamed = store
+        .land(&refused, "a.txt", OnConflict::Rename)
+        .await
+        .expect("renamed");
+    assert_eq!(renamed.name, "a (1).txt");
+    assert_eq!(
+        fixture.file("a (1).txt").await.as_deref(),
+        Some(&b"second"[..])
+    );
+
+    let over = complete(b"third").await;
+    let landed = store
+        .land(&over, "a.txt", OnConflict::Overwrite)
+        .await
+        .expect("overwritten");
+    assert_eq!(landed.name, "a.txt");
+    assert_eq!(fixture.file("a.txt").await.as_deref(), Some(&b"third"[..]));
+}
+
+/// A file sent whole lands with its length and CRC32C, recorded under its
+/// id for its owner; complete uploads concatenate into one that lands.
+pub async fn whole_files_and_concatenations_land(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let mut whole = store
+        .write_whole("carol", Quota::none())
+        .await
+        .expect("opened");
+    for piece in [&b"one "[..], b"request"] {
+        whole
+            .write(Bytes::copy_from_slice(piece))
+            .await
+            .expect("taken");
+    }
+    let landed = whole
+        .land("whole.txt", OnConflict::Refuse, Some("whole-1"), "carol")
+        .await
+        .expect("landed");
+    assert_eq!(
+        (landed.length, landed.crc32c),
+        (11, Some(crc32c::crc32c(b"one request")))
+    );
+    assert_eq!(
+        fixture.file("whole.txt").await.as_deref(),
+        Some(&b"one request"[..])
+    );
+    let record = fixture
+        .reopen()
+        .await
+        .landed("whole-1")
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(
+        (record.owner.as_str(), record.name.as_str()),
+        ("carol", "whole.txt")
+    );
+
+    let mut parts = Vec::new();
+    for (i, bytes) in [&b"con"[..], b"cat"].into_iter().enumerate() {
+        let mut new = new_upload(&format!("part-{i}"), 3, "", "carol");
+        new.partial = true;
+        let part = store.begin(new, Quota::none()).await.expect("begun");
+        parts.push(put(&*store, &part, 0, bytes).await);
+    }
+    let joined = store
+        .concatenate(
+            new_upload("joined", 6, "joined.txt", "carol"),
+            &parts,
+            Quota::none(),
+        )
+        .await
+        .expect("concatenated");
+    assert!(joined.complete());
+    assert_eq!(joined.expected_crc32c(), Some(crc32c::crc32c(b"concat")));
+    store
+        .land("joined", "joined.txt", OnConflict::Refuse)
+        .await
+        .expect("landed");
+    assert_eq!(
+        fixture.file("joined.txt").await.as_deref(),
+        Some(&b"concat"[..])
+    );
+}
+
+/// Discarded uploads are gone at once; expiry takes those untouched for
+/// its time and says how many.
+pub async fn discarded_and_expired_uploads_are_gone(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    for id in ["discarded", "expired"] {
+        let upload = store
+            .begin(new_upload(id, 4, &format!("{id}.bin"), ""), Quota::none())
+            .await
+            .expect("begun");
+        put(&*store, &upload, 0, b"ab").await;
+    }
+    store.discard("discarded").await.expect("discarded");
+    assert_eq!(store.upload("discarded").await.expect("read"), None);
+    store
+        .discard("never-begun")
+        .await
+        .expect("nothing to discard is no error");
+    assert_eq!(
+        store
+            .expire(Duration::from_secs(3600))
+            .await
+            .expect("expired"),
+        0,
+        "all fresh"
+    );
+    // Expiry counts time in milliseconds: let some pass.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        store
+            .expire(Duration::from_millis(10))
+            .await
+            .expect("expired"),
+        1
+    );
+    assert_eq!(store.upload("expired").await.expect("read"), None);
+    assert_eq!(
+        fixture
+            .reopen()
+            .await
+            .upload("expired")
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+/// Quotas refuse an upload that does not fit, all together and per
+/// credential, before anything of it is stored.
+pub async fn quotas_refuse_before_anything_is_stored(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let quota = Quota {
+        total: Some(100),
+        per_credential: Some(60),
+    };
+    store
+        .begin(new_upload("q1", 50, "q1", "dave"), quota)
+        .await
+        .expect("fits");
+    assert_eq!(
+        kind(store.begin(new_upload("q2", 20, "q2", "dave"), quota).await),
+        ErrorKind::Full,
+        "over dave's 60"
+    );
+    store
+        .begin(new_upload("q3", 40, "q3", "erin"), quota)
+        .await
+        .expect("fits");
+    assert_eq!(
+        kind(
+            store
+                .begin(new_upload("q4", 20, "q4", "frank"), quota)
+                .await
+        ),
+        ErrorKind::Full,
+        "over the 100 of all"
+    );
+    assert_eq!(
+        store.upload("q2").await.expect("read"),
+        None,
+        "nothing stored"
+    );
+    assert_eq!(
+        store.upload("q4").await.expect("read"),
+        None,
+        "nothing stored"
+    );
+    // A whole file's bytes are charged as they arrive (a store may charge
+    // them in steps, so the refusal may come with the landing).
+    let mut whole = store.write_whole("frank", quota).await.expect("opened");
+    let over = match whole.write(Bytes::from(vec![0u8; 20])).await {
+        Ok(()) => whole
+            .land("over.bin", OnConflict::Refuse, Some("q5"), "frank")
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert_eq!(kind(over), ErrorKind::Full, "a whole file over the quota");
+    assert_eq!(fixture.file("over.bin").await, None, "nothing landed");
+}

@@ -1,0 +1,356 @@
+//! Where a fileuploader receiver keeps uploads: the [`Store`] interface,
+//! the records it deals in ([`Upload`], [`Landed`]) and its errors
+//! ([`StoreError`], by [`ErrorKind`]).
+//!
+//! This crate owns what every store shares and nothing of HTTP: the
+//! receiver's doors turn a [`Landed`] or a [`StoreError`] into their
+//! protocol's answer. It depends on `fileuploader-wire` for byte ranges and
+//! CRC32C arithmetic only. The stores themselves live elsewhere: the
+//! receiver's embedded `FsStore` (a directory on disk) in
+//! `fileuploader-server`, `S3Store` in `fileuploader-store-s3`.
+//!
+//! A store holds partial uploads (their bytes, their acknowledged blocks
+//! with digests, their owner and when they were last touched) and lands
+//! complete ones under a name. It keeps no truth in process memory: every
+//! answer comes from what is stored, so any number of receivers sharing
+//! one store agree. The protocols of the receiver drive it the same way:
+//!
+//! 1. [`Store::begin`] an upload (or find it with [`Store::upload`]);
+//! 2. [`Store::write_block`] reserves a byte range and takes its bytes; the
+//!    receiver checks them (length, digest) and then calls
+//!    [`BlockWriter::acknowledge`], which returns only once the block would
+//!    survive a crash; a writer dropped unacknowledged leaves no trace;
+//! 3. once the acknowledged ranges cover the upload, [`Store::land`] puts it
+//!    in place, fenced against writers still in flight.
+
+pub mod conformance;
+mod error;
+mod landed;
+mod memory;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fileuploader_wire::{ContentRange, CrcShift, RangeSet};
+
+pub use self::error::{ErrorKind, StoreError};
+pub use self::landed::Landed;
+pub use self::memory::MemoryStore;
+
+/// What landing does when a file of the same name is there already. Every
+/// store carries out each policy, so the list is exhaustive: a new policy
+/// is a change to every store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnConflict {
+    /// Refuse the upload ([`ErrorKind::Conflict`]; the receiver answers
+    /// 409), before its first byte is stored when the name is taken
+    /// already (the default).
+    #[default]
+    Refuse,
+    /// Replace the existing file.
+    Overwrite,
+    /// Land under the first free name of `name (1).ext`, `name (2).ext`, …
+    Rename,
+}
+
+/// The `n`th name [`OnConflict::Rename`] tries for `name`: `name` itself,
+/// then `name (1).ext`, `name (2).ext`, …, the number before the last
+/// part's extension (not a folder's).
+pub fn numbered(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_owned();
+    }
+    let base_at = name.rfind('/').map_or(0, |i| i + 1);
+    match name[base_at..].rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => {
+            format!("{}{stem} ({n}).{ext}", &name[..base_at])
+        }
+        _ => format!("{name} ({n})"),
+    }
+}
+
+/// An upload to begin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUpload {
+    /// Its identifier, unique in the store.
+    pub id: String,
+    /// Its length in bytes.
+    pub total: u64,
+    /// The name it lands under unless the last block names another.
+    pub name: String,
+    /// Who began it: only the same credentials may touch it.
+    pub owner: String,
+    /// A part of a later concatenation: complete, it waits for
+    /// [`Store::concatenate`] instead of landing.
+    pub partial: bool,
+}
+
+/// How many bytes uploads in progress may hold: all together, and those of
+/// one credential (not counted where access is open: everyone is then one
+/// credential). An upload in blocks is charged its full length as it
+/// begins, a whole file its bytes as they arrive, a concatenation its whole
+/// length before anything is copied; each charge is checked and made in
+/// one step, so two requests are never let into the same room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Quota {
+    /// The most bytes all uploads in progress may hold.
+    pub total: Option<u64>,
+    /// The most bytes the uploads in progress of one credential may hold.
+    pub per_credential: Option<u64>,
+}
+
+impl Quota {
+    /// No limit.
+    pub fn none() -> Self {
+        Quota::default()
+    }
+
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.total.is_some() || self.per_credential.is_some()
+    }
+
+    /// Why charging `more` bytes to `owner` would break the quota, given
+    /// what all uploads and that owner's hold now; `None` when it fits.
+    pub fn refusal(&self, owner: &str, more: u64, held: u64, held_by_owner: u64) -> Option<String> {
+        if let Some(limit) = self.total.filter(|&l| held.saturating_add(more) > l) {
+            return Some(format!(
+                "uploads in progress hold {held} of the receiver's {limit} bytes and this one needs {more} more; try again when others have landed, or ask the operator for room"
+            ));
+        }
+        let limit = self.per_credential.filter(|_| !owner.is_empty())?;
+        (held_by_owner.saturating_add(more) > limit).then(|| {
+            format!(
+                "your uploads in progress hold {held_by_owner} of the {limit} bytes one credential may hold and this one needs {more} more; finish or delete one of them first"
+            )
+        })
+    }
+}
+
+/// One acknowledged block of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Its first byte.
+    pub start: u64,
+    /// One past its last byte.
+    pub end: u64,
+    /// Its CRC32C, when the client sent one.
+    pub crc32c: Option<u32>,
+}
+
+/// An upload in progress, as its store holds it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// What it was begun with.
+    pub begun: NewUpload,
+    /// Its acknowledged blocks, by first byte.
+    pub blocks: Vec<Block>,
+    /// The byte ranges its acknowledged blocks cover.
+    pub received: RangeSet,
+    /// Why its last landing failed, if it did.
+    pub landing_error: Option<String>,
+}
+
+impl Upload {
+    /// An upload with nothing received yet.
+    pub fn new(begun: NewUpload) -> Self {
+        Upload {
+            begun,
+            blocks: Vec::new(),
+            received: RangeSet::default(),
+            landing_error: None,
+        }
+    }
+
+    /// Adds an acknowledged block (replacing one that starts where it does).
+    pub fn add(&mut self, block: Block) {
+        match self.blocks.binary_search_by_key(&block.start, |b| b.start) {
+            Ok(i) => self.blocks[i] = block,
+            Err(i) => self.blocks.insert(i, block),
+        }
+        self.received.insert(block.start, block.end);
+    }
+
+    /// Whether every byte has been acknowledged.
+    pub fn complete(&self) -> bool {
+        self.received.covered() == self.begun.total
+    }
+
+    /// The whole file's CRC32C as the acknowledged blocks say it must be:
+    /// their CRCs joined in order, when every block had one and they tile
+    /// the file exactly.
+    pub fn expected_crc32c(&self) -> Option<u32> {
+        let mut at = 0;
+        let mut crc = 0;
+        let mut shift = CrcShift::new(0);
+        for block in &self.blocks {
+            if block.start != at {
+                return None;
+            }
+            if shift.len() != block.end - block.start {
+                shift = CrcShift::new(block.end - block.start);
+            }
+            crc = shift.join(crc, block.crc32c?);
+            at = block.end;
+        }
+        (at == self.begun.total).then_some(crc)
+    }
+}
+
+/// Where the receiver keeps uploads. See the [module](self) for the order
+/// of calls; every method reads or changes what is stored, so receivers
+/// sharing a store see the same uploads.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Upload `id` in progress, as stored now.
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError>;
+
+    /// Begins an upload, durably, charging its length to `quota`
+    /// ([`ErrorKind::Full`] when it does not fit); an upload of that id in
+    /// progress already is returned as it is.
+    async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, StoreError>;
+
+    /// Reserves `range` of `upload` for one writer ([`ErrorKind::Busy`]
+    /// while another writes any byte of it) and returns that writer. Bytes the upload has
+    /// acknowledged already are compared with, never overwritten. `sized`
+    /// says the request declared it carries all of `range` (a body that may
+    /// end sooner, such as a chunked `PATCH`, is not sized); a store that
+    /// keeps only whole requests may keep nothing of a sized body cut short.
+    async fn write_block(
+        &self,
+        upload: &Upload,
+        range: ContentRange,
+        sized: bool,
+    ) -> Result<Box<dyn BlockWriter>, StoreError>;
+
+    /// Begins upload `new` as the concatenation of complete uploads
+    /// `parts`, in order, their blocks (and digests) carried over, its
+    /// length charged to `quota` before anything is copied; returns it
+    /// complete, ready to land. The parts stay until discarded.
+    async fn concatenate(
+        &self,
+        new: NewUpload,
+        parts: &[Upload],
+        quota: Quota,
+    ) -> Result<Upload, StoreError>;
+
+    /// A writer for a whole file arriving in one request from `owner`,
+    /// its bytes charged to `quota` as they arrive ([`ErrorKind::Full`]
+    /// once they do not fit).
+    async fn write_whole(
+        &self,
+        owner: &str,
+        quota: Quota,
+    ) -> Result<Box<dyn WholeWriter>, StoreError>;
+
+    /// Lands complete upload `id` as `name`: checks the stored bytes
+    /// against the acknowledged blocks, puts them in place by `policy`, and
+    /// records the landing, all fenced against writers in flight. A failed
+    /// landing is recorded on the upload and may be tried again.
+    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Landed, StoreError>;
+
+    /// The landing of upload `id`, if it landed.
+    async fn landed(&self, id: &str) -> Result<Option<Landed>, StoreError>;
+
+    /// Discards upload `id`, its bytes and its records; nothing if unknown.
+    async fn discard(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Discards every upload untouched for `ttl`, and partial data no
+    /// upload owns; returns how many uploads went.
+    async fn expire(&self, ttl: Duration) -> Result<usize, StoreError>;
+
+    /// Whether a landed file is called `name` already.
+    async fn name_taken(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// Takes bytes in order: what the two writers share.
+#[async_trait]
+pub trait WriteBytes: Send {
+    /// Takes the next bytes. The caller bounds their total (by the block's
+    /// length, or the largest upload).
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError>;
+}
+
+/// Takes one reserved block's bytes; dropping it unacknowledged releases
+/// the range and leaves no acknowledged trace.
+#[async_trait]
+pub trait BlockWriter: WriteBytes {
+    /// Ends the bytes; says whether every byte that overlapped
+    /// acknowledged bytes was the same as them.
+    async fn finish(&mut self) -> Result<bool, StoreError>;
+
+    /// Records the first `len` bytes of the reserved range as a block
+    /// (all of them for a block that arrived whole), with its CRC32C if it
+    /// had one, once its bytes and its record are durable; returns the
+    /// upload as it is then.
+    async fn acknowledge(
+        self: Box<Self>,
+        len: u64,
+        crc32c: Option<u32>,
+    ) -> Result<Upload, StoreError>;
+}
+
+/// Takes the bytes of a file sent whole; dropping it keeps nothing.
+#[async_trait]
+pub trait WholeWriter: WriteBytes {
+    /// Lands the bytes as `name` by `policy`, durably, recording the
+    /// landing under `id` for `owner` when there is an id.
+    async fn land(
+        self: Box<Self>,
+        name: &str,
+        policy: OnConflict,
+        id: Option<&str>,
+        owner: &str,
+    ) -> Result<Landed, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(total: u64) -> Upload {
+        Upload::new(NewUpload {
+            id: "u".into(),
+            total,
+            name: "n".into(),
+            owner: String::new(),
+            partial: false,
+        })
+    }
+
+    #[test]
+    fn renamed_names_number_the_last_parts_stem() {
+        assert_eq!(numbered("a/b.tar.gz", 0), "a/b.tar.gz");
+        assert_eq!(numbered("a/b.tar.gz", 2), "a/b.tar (2).gz");
+        assert_eq!(numbered("x.d/noext", 1), "x.d/noext (1)");
+        assert_eq!(numbered(".hidden", 1), ".hidden (1)");
+    }
+
+    #[test]
+    fn expected_crc_joins_blocks_that_tile_the_file() {
+        let data = b"hello, world";
+        let mut u = upload(12);
+        u.add(Block {
+            start: 5,
+            end: 12,
+            crc32c: Some(crc32c::crc32c(&data[5..])),
+        });
+        assert_eq!(u.expected_crc32c(), None, "a gap at the start");
+        u.add(Block {
+            start: 0,
+            end: 5,
+            crc32c: Some(crc32c::crc32c(&data[..5])),
+        });
+        assert!(u.complete());
+        assert_eq!(u.expected_crc32c(), Some(crc32c::crc32c(data)));
+        u.add(Block {
+            start: 0,
+            end: 5,
+            crc32c: None,
+        });
+        assert_eq!(u.expected_crc32c(), None, "a block without a CRC");
+    }
+}
