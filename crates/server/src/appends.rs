@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fileuploader_wire::sync::lock;
 use tokio::sync::{watch, OwnedMutexGuard};
 
 /// How long a newer request waits for an ended append to acknowledge what
@@ -52,7 +53,7 @@ impl Appending {
 
 impl Drop for Appending {
     fn drop(&mut self) {
-        let mut map = self.appends.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.appends.0);
         if map
             .get(&self.id)
             .is_some_and(|e| e.generation == self.generation)
@@ -67,7 +68,7 @@ impl Appends {
     /// waits (boundedly) until what it took is acknowledged.
     pub(crate) async fn take_over(&self, id: &str, owner: &str) {
         let done = {
-            let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let map = lock(&self.0);
             match map.get(id) {
                 Some(entry) if entry.owner == owner => {
                     let _ = entry.stop.send(true);
@@ -87,7 +88,7 @@ impl Appends {
         let done = Arc::new(tokio::sync::Mutex::new(()));
         let guard = done.clone().try_lock_owned().expect("a new lock is free");
         let (stop, stopped) = watch::channel(false);
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.0);
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = map.insert(
             id.to_owned(),

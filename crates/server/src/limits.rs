@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fileuploader_wire::sync::lock;
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -143,7 +144,7 @@ impl Admission {
         owner: &str,
         limits: &Limits,
     ) -> Result<Admitted<'_>, crate::Refusal> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         let (all, each) = &mut *counts;
         let mine = each.get(owner).copied().unwrap_or(0);
         let busy = if *all >= limits.max_requests {
@@ -176,11 +177,7 @@ impl Admission {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        let mut counts = self
-            .admission
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.admission.counts);
         let (all, each) = &mut *counts;
         *all = all.saturating_sub(1);
         if let Some(n) = each.get_mut(&self.owner) {

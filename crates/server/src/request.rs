@@ -2,9 +2,10 @@
 //! and its file name, each checked before anything is written (its range
 //! and digest are parsed by `fileuploader-wire`).
 
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::Refusal;
+use crate::refusal::Refusal;
 
 /// The upload identifier header, if present and well formed: 1 to 64 ASCII
 /// letters, digits, `-` or `_`.
@@ -78,6 +79,21 @@ pub fn plain_name(name: &str) -> Result<String, Refusal> {
         }
     }
     Ok(parts.join("/"))
+}
+
+/// A request body the receiver reads: hyper's, or any like it.
+pub(crate) trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
 }
 
 #[cfg(test)]

@@ -708,6 +708,54 @@ async fn a_resume_sends_exactly_what_the_receiver_lacks_whatever_the_journal_say
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_resumed_after_a_later_source_failed_asks_about_the_one_that_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/upload", listener.local_addr().unwrap());
+    tokio::spawn(Receiver::new(dir.path()).unwrap().serve(listener));
+    let (journals, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (one, two) = (src.path().join("one.bin"), src.path().join("two.bin"));
+    std::fs::write(&one, vec![1u8; 30_000]).unwrap();
+    std::fs::write(&two, vec![2u8; 30_000]).unwrap();
+    // Someone else's file holds the second name: the first run fails there.
+    std::fs::write(dir.path().join("two.bin"), b"in the way").unwrap();
+    let transport = std::sync::Arc::new(HyperTransport::new().unwrap());
+    let manager = UploadManager::new(transport);
+    let mut job = manager.create_job();
+    job.server_url = url.clone();
+    job.block_size = 10_000;
+    job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+    job.source_value.add(&one, "", None);
+    job.source_value.add(&two, "", None);
+
+    let err = manager.run(&job).unwrap().wait().await.unwrap_err();
+    assert!(err.message().contains("two.bin"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("one.bin")).unwrap(),
+        vec![1u8; 30_000]
+    );
+    assert_eq!(
+        std::fs::read_dir(journals.path()).unwrap().count(),
+        2,
+        "the landed source's journal stays while the job has not succeeded"
+    );
+
+    std::fs::remove_file(dir.path().join("two.bin")).unwrap();
+    manager.run(&job).unwrap().wait().await.unwrap();
+    let progress = job.progress();
+    assert_eq!(progress.landings_confirmed, 2);
+    assert_eq!(
+        progress.resumed_blocks, 3,
+        "one.bin is held, not sent again"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("two.bin")).unwrap(),
+        vec![2u8; 30_000]
+    );
+    assert_eq!(std::fs::read_dir(journals.path()).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_file_whose_answer_was_lost_is_confirmed_by_asking_not_by_sending_again() {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -23,19 +23,21 @@ use std::io::{self, Read as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fileuploader_wire::{ContentRange, RangeSet, Statement};
-use http::StatusCode;
+use fileuploader_wire::sync::lock;
+use fileuploader_wire::{ContentRange, RangeSet};
 
-use super::state::{now_ms, Change, State};
-use super::{
-    BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, Upload, WholeWriter, WriteBytes,
+mod state;
+
+use self::state::{now_ms, Change, State};
+use fileuploader_store::{
+    BlockWriter, ErrorKind, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
+    WholeWriter, WriteBytes,
 };
-use crate::Refusal;
 
 /// Bytes gathered before one positional write.
 const WRITE_BATCH: usize = 128 * 1024;
@@ -65,33 +67,26 @@ struct Inner {
     cache: Mutex<HashMap<String, (i64, Upload)>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Runs file work on the blocking pool; a full disk is 507.
+/// Runs file work on the blocking pool; a full disk is [`ErrorKind::Full`].
 async fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T, Refusal> {
+) -> Result<T, StoreError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(io_refusal(what, &e)),
-        Err(e) => Err(Refusal::internal(what, e)),
+        Err(e) => Err(StoreError::io(what, e)),
     }
 }
 
-pub(super) fn io_refusal(what: &str, e: &io::Error) -> Refusal {
+pub(super) fn io_refusal(what: &str, e: &io::Error) -> StoreError {
     if e.kind() == io::ErrorKind::QuotaExceeded {
-        return Refusal::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string());
+        return StoreError::new(ErrorKind::Full, e.to_string());
     }
     if e.kind() == io::ErrorKind::StorageFull {
-        Refusal::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            format!("{what}: disk full"),
-        )
+        StoreError::new(ErrorKind::Full, format!("{what}: disk full"))
     } else {
-        Refusal::internal(what, e)
+        StoreError::io(what, e)
     }
 }
 
@@ -164,7 +159,7 @@ impl FsStore {
         &self,
         what: &'static str,
         f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
-    ) -> Result<T, Refusal> {
+    ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
         blocking(what, move || f(&inner)).await
     }
@@ -236,7 +231,7 @@ impl Inner {
     }
 
     /// Lands upload `id` under the whole file's lock.
-    fn land(&self, id: &str, name: &str, policy: OnConflict) -> io::Result<Landing> {
+    fn land_fenced(&self, id: &str, name: &str, policy: OnConflict) -> io::Result<Landing> {
         let temp = self.temp_of(id);
         let file = match OpenOptions::new().read(true).write(true).open(&temp) {
             Ok(file) => file,
@@ -262,16 +257,11 @@ impl Inner {
         }
         match place(&temp, &self.dir, name, policy) {
             Ok(landed_as) => {
-                let statement = Statement::landed(id, &landed_as, total, expected);
-                let change = Change::Landed {
-                    id: id.to_owned(),
-                    owner: upload.begun.owner.clone(),
-                    statement: statement.clone(),
-                };
-                self.state.apply(change)?;
+                let landed = Landed::new(id, &upload.begun.owner, &landed_as, total, expected);
+                self.state.apply(Change::Landed(landed.clone()))?;
                 lock(&self.cache).remove(id);
                 remove_if_there(&temp)?;
-                Ok(Landing::Landed(statement))
+                Ok(Landing::Landed(landed))
             }
             Err(e) => {
                 let refusal = landing_refusal(name, &e);
@@ -288,9 +278,9 @@ impl Inner {
     /// What landing says of an upload no longer in progress.
     fn gone(&self, id: &str) -> io::Result<Landing> {
         Ok(match self.state.landed(id)? {
-            Some(landed) => Landing::Landed(landed.statement),
-            None => Landing::Failed(Refusal::new(
-                StatusCode::NOT_FOUND,
+            Some(landed) => Landing::Landed(landed),
+            None => Landing::Failed(StoreError::new(
+                ErrorKind::NotFound,
                 format!("upload {id} is not in progress"),
             )),
         })
@@ -298,8 +288,8 @@ impl Inner {
 }
 
 enum Landing {
-    Landed(Statement),
-    Failed(Refusal),
+    Landed(Landed),
+    Failed(StoreError),
     Mismatch,
     /// A request still holds part of the file.
     Busy,
@@ -307,12 +297,12 @@ enum Landing {
 
 #[async_trait]
 impl Store for FsStore {
-    async fn upload(&self, id: &str) -> Result<Option<Upload>, Refusal> {
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
         let id = id.to_owned();
         self.with("read records", move |s| s.read(&id)).await
     }
 
-    async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, Refusal> {
+    async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, StoreError> {
         let id = new.id.clone();
         self.with("begin upload", move |s| {
             // Recorded first: a partial file is never without its record
@@ -335,7 +325,7 @@ impl Store for FsStore {
         upload: &Upload,
         range: ContentRange,
         _sized: bool,
-    ) -> Result<Box<dyn BlockWriter>, Refusal> {
+    ) -> Result<Box<dyn BlockWriter>, StoreError> {
         let id = upload.begun.id.clone();
         let reserved = self
             .with("open partial file", move |s| {
@@ -355,14 +345,14 @@ impl Store for FsStore {
             .await?;
         let (file, upload) = match reserved {
             None => {
-                return Err(Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                return Err(StoreError::new(
+                    ErrorKind::Busy,
                     "another request is writing this range of the upload; try again",
                 ))
             }
             Some((_, None)) => {
-                return Err(Refusal::new(
-                    StatusCode::CONFLICT,
+                return Err(StoreError::new(
+                    ErrorKind::Conflict,
                     format!("upload {} ended while this block came", upload.begun.id),
                 ))
             }
@@ -389,7 +379,7 @@ impl Store for FsStore {
         new: NewUpload,
         parts: &[Upload],
         quota: Quota,
-    ) -> Result<Upload, Refusal> {
+    ) -> Result<Upload, StoreError> {
         let parts = parts.to_vec();
         self.with("concatenate uploads", move |s| {
             let id = new.id.clone();
@@ -436,7 +426,7 @@ impl Store for FsStore {
         &self,
         owner: &str,
         quota: Quota,
-    ) -> Result<Box<dyn WholeWriter>, Refusal> {
+    ) -> Result<Box<dyn WholeWriter>, StoreError> {
         let temp = self
             .with("create temporary file", |s| {
                 // The mode every landed file gets, whatever its size: 0666
@@ -454,7 +444,7 @@ impl Store for FsStore {
         let file = Arc::new(
             temp.as_file()
                 .try_clone()
-                .map_err(|e| Refusal::internal("open temporary file", e))?,
+                .map_err(|e| StoreError::io("open temporary file", e))?,
         );
         let key = temp
             .path()
@@ -477,7 +467,7 @@ impl Store for FsStore {
         }))
     }
 
-    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal> {
+    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Landed, StoreError> {
         // The lock is tried, not waited for on a thread of the blocking
         // pool: a request holding a range of the file for long must not
         // pin a thread per landing that waits behind it.
@@ -485,7 +475,7 @@ impl Store for FsStore {
         let landing = loop {
             let (key, name) = (id.to_owned(), name.to_owned());
             let landing = self
-                .with("land file", move |s| s.land(&key, &name, policy))
+                .with("land file", move |s| s.land_fenced(&key, &name, policy))
                 .await?;
             if !matches!(landing, Landing::Busy) || waited.elapsed() >= LAND_WAIT {
                 break landing;
@@ -493,31 +483,31 @@ impl Store for FsStore {
             tokio::time::sleep(LAND_RETRY).await;
         };
         match landing {
-            Landing::Busy => Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Landing::Busy => Err(StoreError::new(
+                ErrorKind::Busy,
                 format!("upload {id} is complete, but a request is still writing to it, so it cannot land yet; try again"),
             )),
-            Landing::Landed(statement) => Ok(statement),
+            Landing::Landed(landed) => Ok(landed),
             Landing::Failed(refusal) => Err(refusal),
-            Landing::Mismatch => Err(Refusal::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+            Landing::Mismatch => Err(StoreError::new(
+                ErrorKind::Corrupt,
                 format!("upload {id}: the stored bytes do not match the acknowledged blocks; the upload was discarded"),
             )),
         }
     }
 
-    async fn landed(&self, id: &str) -> Result<Option<Landed>, Refusal> {
+    async fn landed(&self, id: &str) -> Result<Option<Landed>, StoreError> {
         let id = id.to_owned();
         self.with("read records", move |s| s.state.landed(&id))
             .await
     }
 
-    async fn discard(&self, id: &str) -> Result<(), Refusal> {
+    async fn discard(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.with("discard upload", move |s| s.discard(&id)).await
     }
 
-    async fn expire(&self, ttl: Duration) -> Result<usize, Refusal> {
+    async fn expire(&self, ttl: Duration) -> Result<usize, StoreError> {
         self.with("expire uploads", move |s| {
             let before = now_ms() - ttl.as_millis() as i64;
             let mut stale = Vec::new();
@@ -555,7 +545,7 @@ impl Store for FsStore {
         .await
     }
 
-    async fn name_taken(&self, name: &str) -> Result<bool, Refusal> {
+    async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.with("look up name", move |s| {
             match s.dir.join(name).try_exists() {
@@ -584,7 +574,7 @@ impl Batch {
         file: &Arc<File>,
         at: u64,
         acked: &RangeSet,
-    ) -> Result<(u64, bool), Refusal> {
+    ) -> Result<(u64, bool), StoreError> {
         if self.len == 0 {
             return Ok((0, true));
         }
@@ -620,7 +610,7 @@ struct FsBlock {
 }
 
 impl FsBlock {
-    async fn flush(&mut self) -> Result<(), Refusal> {
+    async fn flush(&mut self) -> Result<(), StoreError> {
         let at = self.range.start + self.written;
         let (len, same) = self.batch.flush(&self.file, at, &self.acked).await?;
         self.same &= same;
@@ -631,7 +621,7 @@ impl FsBlock {
 
 #[async_trait]
 impl WriteBytes for FsBlock {
-    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
         if self.batch.push(bytes) {
             self.flush().await?;
         }
@@ -641,7 +631,7 @@ impl WriteBytes for FsBlock {
 
 #[async_trait]
 impl BlockWriter for FsBlock {
-    async fn finish(&mut self) -> Result<bool, Refusal> {
+    async fn finish(&mut self) -> Result<bool, StoreError> {
         self.flush().await?;
         Ok(self.same)
     }
@@ -650,7 +640,7 @@ impl BlockWriter for FsBlock {
         self: Box<Self>,
         len: u64,
         crc32c: Option<u32>,
-    ) -> Result<Upload, Refusal> {
+    ) -> Result<Upload, StoreError> {
         let FsBlock {
             store,
             file,
@@ -661,7 +651,7 @@ impl BlockWriter for FsBlock {
             ..
         } = *self;
         if len > written || len > range.len() {
-            return Err(Refusal::internal(
+            return Err(StoreError::io(
                 "acknowledge block",
                 format!("{len} bytes acknowledged of {written} written"),
             ));
@@ -714,7 +704,7 @@ struct Charge {
 
 impl Charge {
     /// Charges enough for `len` bytes in all, or refuses (507).
-    async fn cover(&mut self, len: u64) -> Result<(), Refusal> {
+    async fn cover(&mut self, len: u64) -> Result<(), StoreError> {
         if !self.quota.is_limited() || len <= self.bytes {
             return Ok(());
         }
@@ -754,7 +744,7 @@ impl Drop for Charge {
 }
 
 impl FsWhole {
-    async fn flush(&mut self) -> Result<(), Refusal> {
+    async fn flush(&mut self) -> Result<(), StoreError> {
         self.charge
             .cover(self.written + self.batch.len as u64)
             .await?;
@@ -767,7 +757,7 @@ impl FsWhole {
 
 #[async_trait]
 impl WriteBytes for FsWhole {
-    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
         if self.batch.push(bytes) {
             self.flush().await?;
         }
@@ -783,7 +773,7 @@ impl WholeWriter for FsWhole {
         policy: OnConflict,
         id: Option<&str>,
         owner: &str,
-    ) -> Result<Statement, Refusal> {
+    ) -> Result<Landed, StoreError> {
         self.flush().await?;
         let FsWhole {
             store,
@@ -804,17 +794,12 @@ impl WholeWriter for FsWhole {
                     Ok(landed_as) => landed_as,
                     Err(e) => return Ok(Err(landing_refusal(&name, &e))),
                 };
-                let statement = Statement::landed(&key, &landed_as, size, Some(crc));
+                let landed = Landed::new(&key, &owner, &landed_as, size, Some(crc));
                 if !key.is_empty() {
-                    let change = Change::Landed {
-                        id: key,
-                        owner,
-                        statement: statement.clone(),
-                    };
-                    s.state.apply(change)?;
+                    s.state.apply(Change::Landed(landed.clone()))?;
                 }
                 drop(charge);
-                Ok(Ok(statement))
+                Ok(Ok(landed))
             })
             .await?
     }
@@ -832,28 +817,28 @@ fn in_the_way(e: &io::Error) -> bool {
     )
 }
 
-/// Why landing as `name` failed, as a refusal: 409 when the name is taken
-/// (by a file, or a folder in the way), 400 when it is too long for the
-/// file system, the cause's status otherwise.
-fn landing_refusal(name: &str, e: &io::Error) -> Refusal {
+/// Why landing as `name` failed: a conflict when the name is taken (by a
+/// file, or a folder in the way), invalid when it is too long for the file
+/// system, the cause's kind otherwise.
+fn landing_refusal(name: &str, e: &io::Error) -> StoreError {
     let text = e.to_string();
     if e.raw_os_error() == Some(libc::ENAMETOOLONG) {
-        return Refusal::new(
-            StatusCode::BAD_REQUEST,
+        return StoreError::new(
+            ErrorKind::Invalid,
             format!("cannot land the file as {name}: the name is too long for the receiver's file system; upload under a shorter one"),
         );
     }
     if in_the_way(e) {
-        return Refusal::new(
-            StatusCode::CONFLICT,
+        return StoreError::new(
+            ErrorKind::Conflict,
             format!(
                 "cannot land the file as {name}: another file or folder took that name meanwhile ({text}); free the name, or upload under another"
             ),
         );
     }
     let cause = io_refusal("land file", e);
-    Refusal::new(
-        cause.status(),
+    StoreError::new(
+        cause.kind(),
         format!("cannot land the file as {name}: {}", cause.message()),
     )
 }
@@ -883,7 +868,7 @@ fn place(temp: &Path, dir: &Path, name: &str, policy: OnConflict) -> io::Result<
         OnConflict::Rename => {
             let mut landed = None;
             for n in 0..10_000 {
-                let candidate = super::numbered(name, n);
+                let candidate = fileuploader_store::numbered(name, n);
                 match link_unless_there(temp, &dir.join(&candidate)) {
                     Ok(()) => {
                         landed = Some(candidate);

@@ -12,11 +12,11 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fileuploader_wire::Statement;
+use fileuploader_wire::sync::lock;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{Block, Landed, NewUpload, Quota};
+use fileuploader_store::{Block, Landed, NewUpload, Quota};
 
 /// The most changes one commit takes.
 const BATCH: usize = 512;
@@ -46,12 +46,8 @@ pub(crate) enum Change {
     },
     /// Why the complete upload could not land (or `None` to clear it).
     LandingError { id: String, error: Option<String> },
-    /// The upload landed: its records go, its statement stays.
-    Landed {
-        id: String,
-        owner: String,
-        statement: Statement,
-    },
+    /// The upload landed: its records go, its landing record stays.
+    Landed(Landed),
     /// The upload is in use (a request is writing it): not to expire yet.
     Touch { id: String },
     /// The upload is discarded.
@@ -131,6 +127,20 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
              DROP TABLE blocks;",
         )?;
     }
+    // Landings recorded before version 2 kept the segmented protocol's
+    // statement: read once, and rewritten as records.
+    let before: Vec<(String, String, String)> = tx
+        .prepare("SELECT id, statement, owner FROM landed WHERE statement NOT LIKE '{\"v\":2,%'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, text, owner) in before {
+        if let Some(landed) = Landed::from_record(&text, Some(&owner)) {
+            tx.execute(
+                "UPDATE landed SET statement = ?2 WHERE id = ?1",
+                params![id, landed.to_record()],
+            )?;
+        }
+    }
     tx.commit()?;
     Ok(conn)
 }
@@ -168,9 +178,7 @@ impl State {
     /// call it from the blocking pool.
     pub(crate) fn apply(&self, change: Change) -> io::Result<()> {
         let (reply, done) = oneshot::channel();
-        self.changes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.changes)
             .send((change, reply))
             .map_err(|_| closed())?;
         done.blocking_recv().map_err(|_| closed())?
@@ -178,7 +186,7 @@ impl State {
 
     /// The record of upload `id`, if it is in progress.
     pub(crate) fn head(&self, id: &str) -> io::Result<Option<Head>> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = lock(&self.reader);
         conn.query_row(
             "SELECT total, name, owner, landing_error, partial FROM uploads WHERE id = ?1",
             params![id],
@@ -202,7 +210,7 @@ impl State {
     /// The blocks of upload `id` acknowledged after `seq`, each with its
     /// own `seq`, oldest first.
     pub(crate) fn acks_after(&self, id: &str, seq: i64) -> io::Result<Vec<(i64, Block)>> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = lock(&self.reader);
         let mut query = conn
             .prepare_cached(
                 "SELECT seq, start, end, crc FROM acks WHERE id = ?1 AND seq > ?2 ORDER BY seq",
@@ -226,7 +234,7 @@ impl State {
 
     /// The landing of upload `id`, if it landed.
     pub(crate) fn landed(&self, id: &str) -> io::Result<Option<Landed>> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = lock(&self.reader);
         let row: Option<(String, String)> = conn
             .query_row(
                 "SELECT owner, statement FROM landed WHERE id = ?1",
@@ -235,16 +243,15 @@ impl State {
             )
             .optional()
             .map_err(failed)?;
-        Ok(row.and_then(|(owner, text)| {
-            let statement = Statement::from_json(text.as_bytes())?;
-            Some(Landed { owner, statement })
-        }))
+        // The column keeps the record (version 2), or the landing statement
+        // a receiver before it wrote there: both read.
+        Ok(row.and_then(|(owner, text)| Landed::from_record(&text, Some(&owner))))
     }
 
     /// The ids of uploads in progress untouched since `before` (ms since
     /// the epoch).
     pub(crate) fn untouched_since(&self, before: i64) -> io::Result<Vec<String>> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = lock(&self.reader);
         let mut query = conn
             .prepare("SELECT id FROM uploads WHERE touched < ?1")
             .map_err(failed)?;
@@ -256,7 +263,7 @@ impl State {
 
     /// The temporary files whole files are charged for.
     pub(crate) fn reservations(&self) -> io::Result<Vec<String>> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = lock(&self.reader);
         let mut query = conn.prepare("SELECT key FROM reserved").map_err(failed)?;
         query
             .query_map([], |r| r.get(0))
@@ -266,7 +273,7 @@ impl State {
 
     /// The ids of every upload in progress.
     pub(crate) fn uploads(&self) -> io::Result<Vec<String>> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = lock(&self.reader);
         let mut query = conn.prepare("SELECT id FROM uploads").map_err(failed)?;
         query
             .query_map([], |r| r.get(0))
@@ -441,16 +448,13 @@ fn commit(
                     params![id, error],
                 )?;
             }
-            Change::Landed {
-                id,
-                owner,
-                statement,
-            } => {
+            Change::Landed(landed) => {
+                let id = &landed.id;
                 tx.execute("DELETE FROM acks WHERE id = ?1", params![id])?;
                 tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
                 tx.execute(
                     "INSERT OR REPLACE INTO landed (id, statement, at, owner) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, statement.to_json(), now_ms(), owner],
+                    params![id, landed.to_record(), now_ms(), landed.owner],
                 )?;
             }
             Change::Touch { id } => {
@@ -475,6 +479,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn landings_recorded_before_version_2_are_read_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(open(&path).unwrap());
+        let old = r#"{"state":"landed","upload_id":"u1","name":"scan.pdf","length":25,"crc32c":"1a2b3c4d"}"#;
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO landed (id, statement, at, owner) VALUES ('u1', ?1, 0, 'alice')",
+                params![old],
+            )
+            .unwrap();
+        let state = State::open(&path).unwrap();
+        let landed = state.landed("u1").unwrap().unwrap();
+        assert_eq!(
+            landed,
+            Landed::new("u1", "alice", "scan.pdf", 25, Some(0x1a2b_3c4d))
+        );
+        let kept: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT statement FROM landed WHERE id = 'u1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(kept, landed.to_record(), "rewritten in this version's form");
+    }
+
+    #[test]
     fn full_records_answer_as_a_full_disk() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (x BLOB); PRAGMA max_page_count = 2;")
@@ -484,8 +516,8 @@ mod tests {
             .unwrap_err();
         let full = failed(full);
         assert_eq!(full.kind(), io::ErrorKind::StorageFull);
-        let refusal = super::super::fs::io_refusal("begin upload", &full);
-        assert_eq!(refusal.status, http::StatusCode::INSUFFICIENT_STORAGE);
+        let refusal = crate::fs::io_refusal("begin upload", &full);
+        assert_eq!(refusal.kind(), fileuploader_store::ErrorKind::Full);
     }
 
     fn begin(id: &str) -> Change {

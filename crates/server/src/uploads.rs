@@ -9,10 +9,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::refusal::Refusal;
 use crate::store::{
-    BlockWriter, NewUpload, OnConflict, Quota, Store, Upload, WholeWriter, WriteBytes,
+    BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, Upload, WholeWriter, WriteBytes,
 };
-use crate::{Refusal, Statement};
+use fileuploader_wire::Statement;
 
 /// What one request may do, as the receiver's settings and its
 /// credentials say.
@@ -20,9 +21,37 @@ use crate::{Refusal, Statement};
 pub(crate) struct Allowance<'a> {
     /// Who asks; an upload answers only to who began it.
     pub(crate) owner: &'a str,
-    pub(crate) policy: OnConflict,
+    pub(crate) terms: Terms,
     /// The most bytes uploads in progress may hold.
     pub(crate) quota: Quota,
+}
+
+/// How a request lands what it completes: by the same-name policy, and
+/// through which protocol (for the operator's line).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Terms {
+    pub(crate) policy: OnConflict,
+    pub(crate) via: Via,
+}
+
+/// The protocol a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The segmented multipart convention (or a whole file in one request).
+    Segmented,
+    Tus,
+    /// The IETF resumable-upload draft, at this interop version.
+    Draft(u32),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Segmented => f.write_str("segmented multipart"),
+            Via::Tus => f.write_str("tus 1.0"),
+            Via::Draft(v) => write!(f, "IETF draft (interop {v})"),
+        }
+    }
 }
 
 /// What the receiver knows of an upload, told to the credentials that
@@ -35,8 +64,8 @@ pub(crate) enum Outcome {
     /// Some of its bytes are missing, or it is a part waiting to be
     /// concatenated.
     InProgress(Upload),
-    /// It landed, as this statement says.
-    Landed(Statement),
+    /// It landed, as this record says.
+    Landed(Landed),
     /// Every byte is here but it could not land, for this reason; asking
     /// again tries again (a name freed, a disk mended).
     Failed(Upload, Refusal),
@@ -49,10 +78,10 @@ impl Outcome {
             Outcome::Unknown => Statement::Unknown {
                 upload_id: id.to_owned(),
             },
-            Outcome::InProgress(upload) => upload.statement(),
-            Outcome::Landed(statement) => statement,
+            Outcome::InProgress(upload) => partial(&upload),
+            Outcome::Landed(landed) => landed_statement(&landed),
             Outcome::Failed(upload, refusal) => {
-                let mut statement = upload.statement();
+                let mut statement = partial(&upload);
                 if let Statement::Partial { error, .. } = &mut statement {
                     *error = Some(refusal.message().to_owned());
                 }
@@ -60,6 +89,21 @@ impl Outcome {
             }
         }
     }
+}
+
+/// What the segmented protocol says of an upload in progress.
+pub(crate) fn partial(upload: &Upload) -> Statement {
+    Statement::Partial {
+        upload_id: upload.begun.id.clone(),
+        total: upload.begun.total,
+        received: upload.received.ranges().to_vec(),
+        error: upload.landing_error.clone(),
+    }
+}
+
+/// What the segmented protocol says of a landed file.
+pub(crate) fn landed_statement(landed: &Landed) -> Statement {
+    Statement::landed(&landed.id, &landed.name, landed.length, landed.crc32c)
 }
 
 /// Upload `id` in progress if `owner` began it: to anyone else it does not
@@ -72,29 +116,21 @@ pub(crate) async fn find_owned(
     Ok(store.upload(id).await?.filter(|u| u.begun.owner == owner))
 }
 
-/// The landing statement of upload `id` if it landed for `owner`.
-async fn landed_for(
-    store: &dyn Store,
-    id: &str,
-    owner: &str,
-) -> Result<Option<Statement>, Refusal> {
-    Ok(store
-        .landed(id)
-        .await?
-        .filter(|l| l.owner == owner)
-        .map(|l| l.statement))
+/// The landing of upload `id` if it landed for `owner`.
+async fn landed_for(store: &dyn Store, id: &str, owner: &str) -> Result<Option<Landed>, Refusal> {
+    Ok(store.landed(id).await?.filter(|l| l.owner == owner))
 }
 
-/// The landing statement of upload `id` if it landed for `owner`; refused
-/// when it landed for other credentials.
+/// The landing of upload `id` if it landed for `owner`; refused when it
+/// landed for other credentials.
 async fn landed_unless_anothers(
     store: &dyn Store,
     id: &str,
     owner: &str,
-) -> Result<Option<Statement>, Refusal> {
+) -> Result<Option<Landed>, Refusal> {
     match store.landed(id).await? {
         Some(landed) if landed.owner != owner => Err(anothers()),
-        landed => Ok(landed.map(|l| l.statement)),
+        landed => Ok(landed),
     }
 }
 
@@ -109,16 +145,16 @@ fn anothers() -> Refusal {
 /// What upload `id` has come to, for `owner`. An upload whose every byte
 /// is acknowledged but that has not landed (a receiver stopped between the
 /// block that completed it and its landing, a store's listing behind that
-/// block, or a landing that failed) is landed now, by `policy`.
+/// block, or a landing that failed) is landed now, by `terms`.
 pub(crate) async fn settle(
     store: &dyn Store,
     id: &str,
     owner: &str,
-    policy: OnConflict,
+    terms: Terms,
 ) -> Result<Outcome, Refusal> {
     if let Some(upload) = find_owned(store, id, owner).await? {
         if whole(&upload) {
-            return land(store, upload, None, policy).await;
+            return land(store, upload, None, terms).await;
         }
         return Ok(Outcome::InProgress(upload));
     }
@@ -133,15 +169,16 @@ fn whole(upload: &Upload) -> bool {
     upload.complete() && !upload.begun.partial
 }
 
-/// Lands complete `upload` as `name` (else its own name), by `policy`: the
+/// Lands complete `upload` as `name` (else its own name), by `terms`: the
 /// one place an upload in blocks lands. A landing that fails stays on the
 /// upload's record with its reason, and may be tried again.
 pub(crate) async fn land(
     store: &dyn Store,
     upload: Upload,
     name: Option<String>,
-    policy: OnConflict,
+    terms: Terms,
 ) -> Result<Outcome, Refusal> {
+    let policy = terms.policy;
     let name = name.unwrap_or_else(|| upload.begun.name.clone());
     if let Some(error) = &upload.landing_error {
         // Failed before, and the name is still taken: nothing to try.
@@ -152,12 +189,14 @@ pub(crate) async fn land(
     }
     match store.land(&upload.begun.id, &name, policy).await {
         Ok(statement) => {
-            told_landed(&statement, &upload.begun.owner);
+            told_landed(&statement, terms.via);
             Ok(Outcome::Landed(statement))
         }
         Err(refusal) => match store.upload(&upload.begun.id).await? {
-            Some(after) if after.landing_error.is_some() => Ok(Outcome::Failed(after, refusal)),
-            _ => Err(refusal),
+            Some(after) if after.landing_error.is_some() => {
+                Ok(Outcome::Failed(after, refusal.into()))
+            }
+            _ => Err(refusal.into()),
         },
     }
 }
@@ -200,11 +239,10 @@ pub(crate) async fn open(
             {
                 return Ok(Outcome::Landed(statement));
             }
-            check_name(store, &new.name, allowance.policy).await?;
-            store
-                .begin(new, allowance.quota)
-                .await
-                .map(Outcome::InProgress)
+            check_name(store, &new.name, allowance.terms.policy).await?;
+            Ok(Outcome::InProgress(
+                store.begin(new, allowance.quota).await?,
+            ))
         }
     }
 }
@@ -218,7 +256,7 @@ pub(crate) async fn open_whole(
     id: Option<&str>,
     name: &str,
     allowance: Allowance<'_>,
-) -> Result<Option<Statement>, Refusal> {
+) -> Result<Option<Landed>, Refusal> {
     if let Some(id) = id {
         match store.upload(id).await? {
             Some(upload) if upload.begun.owner != allowance.owner => return Err(anothers()),
@@ -230,7 +268,7 @@ pub(crate) async fn open_whole(
             }
         }
     }
-    check_name(store, name, allowance.policy).await?;
+    check_name(store, name, allowance.terms.policy).await?;
     Ok(None)
 }
 
@@ -241,34 +279,31 @@ pub(crate) async fn land_whole(
     name: &str,
     id: Option<&str>,
     allowance: Allowance<'_>,
-) -> Result<Statement, Refusal> {
-    if let Some(statement) = open_whole(store, id, name, allowance).await? {
-        return Ok(statement);
+) -> Result<Landed, Refusal> {
+    if let Some(landed) = open_whole(store, id, name, allowance).await? {
+        return Ok(landed);
     }
-    let statement = writer
-        .land(name, allowance.policy, id, allowance.owner)
+    let landed = writer
+        .land(name, allowance.terms.policy, id, allowance.owner)
         .await?;
-    told_landed(&statement, allowance.owner);
-    Ok(statement)
+    told_landed(&landed, allowance.terms.via);
+    Ok(landed)
 }
 
-/// The operator's line for a file that landed: name, bytes, upload and
-/// whose credentials sent it.
-fn told_landed(statement: &Statement, owner: &str) {
-    if let Statement::Landed {
-        upload_id,
-        name,
-        length,
-        ..
-    } = statement
-    {
-        let by = if owner.is_empty() {
-            "anyone (open access)"
-        } else {
-            owner
-        };
-        tracing::info!("landed {name:?}: {length} bytes, upload {upload_id:?}, sent by {by}");
-    }
+/// The operator's line for a file that landed: name, bytes, upload, the
+/// protocol and whose credentials sent it.
+fn told_landed(landed: &Landed, via: Via) {
+    let by = if landed.owner.is_empty() {
+        "anyone (open access)"
+    } else {
+        &landed.owner
+    };
+    tracing::info!(
+        "landed {:?}: {} bytes, upload {:?} over {via}, sent by {by}",
+        landed.name,
+        landed.length,
+        landed.id
+    );
 }
 
 /// A request body's bytes, in pieces as they arrive.
@@ -276,13 +311,6 @@ fn told_landed(statement: &Statement, owner: &str) {
 pub(crate) trait Chunks: Send {
     /// The next piece, or `None` at the end.
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, Refusal>;
-}
-
-#[async_trait]
-impl Chunks for multer::Field<'_> {
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Refusal> {
-        self.chunk().await.map_err(crate::malformed)
-    }
 }
 
 /// How many bytes were poured, and their CRC32C.
@@ -321,7 +349,7 @@ pub(crate) async fn acknowledge(
     len: u64,
     crc32c: Option<u32>,
     name: Option<String>,
-    policy: OnConflict,
+    terms: Terms,
 ) -> Result<Outcome, Refusal> {
     if !writer.finish().await? {
         return Err(Refusal::new(
@@ -333,5 +361,5 @@ pub(crate) async fn acknowledge(
     if !whole(&upload) {
         return Ok(Outcome::InProgress(upload));
     }
-    land(store, upload, name, policy).await
+    land(store, upload, name, terms).await
 }

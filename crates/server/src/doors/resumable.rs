@@ -11,23 +11,25 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use fileuploader_wire::resumable::{
-    encode_text, format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat,
-    Metadata, IDEMPOTENCY_KEY, INTEROP_VERSION, INTEROP_VERSIONS, LANDED_NAME, OFFSET_OCTET_STREAM,
-    TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_V1, TUS_VERSION,
-    UPLOAD_CHECKSUM, UPLOAD_COMPLETE, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES,
-    UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    encode_text, parse_offset, Checksum, ChecksumAlgorithm, Concat, Hasher, Metadata, Version,
+    IDEMPOTENCY_KEY, INTEROP_VERSION, LANDED_NAME, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM,
+    TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM,
+    UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_LENGTH, UPLOAD_METADATA,
+    UPLOAD_OFFSET,
 };
-use fileuploader_wire::{ContentRange, Statement};
+use fileuploader_wire::ContentRange;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use sha1::Digest as _;
+use sha2::Digest as _;
 
 use crate::auth::Grant;
-use crate::ingest::{self, Allowance, Chunks, Outcome};
 use crate::limits::{Cut, Guarded};
+use crate::receiver::Receiver;
+use crate::refusal::Refusal;
+use crate::request::{plain_name, RequestBody};
 use crate::store::{NewUpload, Upload};
-use crate::{plain_name, Receiver, Refusal, RequestBody};
+use crate::uploads::{self, Allowance, Chunks, Outcome, Via};
 
 /// The tus extensions this receiver supports.
 pub(crate) const TUS_EXTENSIONS: &str =
@@ -35,40 +37,28 @@ pub(crate) const TUS_EXTENSIONS: &str =
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Which of the two protocols a request speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Tus,
-    /// The IETF draft at this interop version.
-    Ietf(u32),
+impl From<Version> for Via {
+    fn from(dialect: Version) -> Self {
+        match dialect {
+            Version::Tus => Via::Tus,
+            Version::Ietf(v) => Via::Draft(v),
+        }
+    }
 }
 
-impl Dialect {
-    /// The protocol a request's headers name, if either: the IETF draft's
-    /// version header, else tus's (a `HEAD` may come without it).
-    pub(crate) fn of(
-        request_headers: &HeaderMap,
-        method: &Method,
-    ) -> Option<Result<Self, Refusal>> {
-        if let Some(value) = request_headers.get(INTEROP_VERSION) {
-            let version = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .filter(|v| INTEROP_VERSIONS.contains(v));
-            return Some(version.map(Dialect::Ietf).ok_or_else(|| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unsupported Upload-Draft-Interop-Version {value:?}; this receiver speaks {INTEROP_VERSIONS:?}"
-                    ),
-                )
-            }));
-        }
-        let tus = request_headers.contains_key(TUS_RESUMABLE)
-            || matches!(*method, Method::HEAD | Method::PATCH);
-        tus.then_some(Ok(Dialect::Tus))
+/// The protocol a request's headers name, if either: the IETF draft's
+/// version header, else tus's (a `HEAD` may come without it).
+pub(crate) fn version_of(
+    request_headers: &HeaderMap,
+    method: &Method,
+) -> Option<Result<Version, Refusal>> {
+    if let Some(value) = request_headers.get(INTEROP_VERSION) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        return Some(Version::ietf(&text).map_err(|e| bad(e.to_string())));
     }
+    let tus = request_headers.contains_key(TUS_RESUMABLE)
+        || matches!(*method, Method::HEAD | Method::PATCH);
+    tus.then_some(Ok(Version::Tus))
 }
 
 /// A response under construction: status, headers, a text body.
@@ -100,17 +90,17 @@ impl Answer {
         answer.header("content-type", "text/plain; charset=utf-8")
     }
 
-    pub(crate) fn into_response(self, dialect: Option<Dialect>) -> Response<Full<Bytes>> {
+    pub(crate) fn into_response(self, dialect: Option<Version>) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(Bytes::from(self.body)));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
         match dialect {
-            Some(Dialect::Tus) => {
+            Some(Version::Tus) => {
                 response
                     .headers_mut()
                     .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_V1));
             }
-            Some(Dialect::Ietf(v)) => {
+            Some(Version::Ietf(v)) => {
                 response.headers_mut().insert(INTEROP_VERSION, v.into());
             }
             None => {}
@@ -127,40 +117,6 @@ pub(crate) fn options(max_size: u64) -> Answer {
         .header(TUS_EXTENSION, TUS_EXTENSIONS)
         .header(TUS_MAX_SIZE, max_size)
         .header(TUS_CHECKSUM_ALGORITHM, algorithms.join(","))
-}
-
-/// A digest being computed over a body, for `Upload-Checksum`.
-enum Hasher {
-    Sha1(sha1::Sha1),
-    Sha256(sha2::Sha256),
-    /// CRC32C comes from the pour itself.
-    Crc32c,
-}
-
-impl Hasher {
-    fn new(algorithm: ChecksumAlgorithm) -> Self {
-        match algorithm {
-            ChecksumAlgorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
-            ChecksumAlgorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            ChecksumAlgorithm::Crc32c => Hasher::Crc32c,
-        }
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Sha1(h) => h.update(bytes),
-            Hasher::Sha256(h) => h.update(bytes),
-            Hasher::Crc32c => {}
-        }
-    }
-
-    fn finish(self, crc32c: u32) -> Vec<u8> {
-        match self {
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-            Hasher::Crc32c => crc32c.to_be_bytes().to_vec(),
-        }
-    }
 }
 
 /// A raw request body as chunks, each within the idle timeout, feeding a
@@ -183,7 +139,7 @@ impl Chunks for Body {
             }
             Some(Err(e)) => Err(match e.downcast_ref::<Cut>() {
                 Some(cut) => Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string()),
-                None => crate::broke_off(e),
+                None => crate::refusal::broke_off(e),
             }),
         }
     }
@@ -229,9 +185,9 @@ impl Receiver {
         &self,
         request: Request<B>,
         grant: &Grant,
-        dialect: Dialect,
+        dialect: Version,
     ) -> Result<Answer, Refusal> {
-        if dialect == Dialect::Tus
+        if dialect == Version::Tus
             && *request.method() != Method::HEAD
             && text(request.headers(), TUS_RESUMABLE) != Some(TUS_V1)
         {
@@ -270,7 +226,7 @@ impl Receiver {
         &self,
         request: Request<B>,
         grant: &Grant,
-        dialect: Dialect,
+        dialect: Version,
     ) -> Result<Answer, Refusal> {
         let headers = request.headers();
         let concat = text(headers, UPLOAD_CONCAT)
@@ -299,7 +255,7 @@ impl Receiver {
             .max_size
             .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
         if length > max_size {
-            return Err(crate::too_large(max_size));
+            return Err(crate::refusal::too_large(max_size));
         }
         // A creation sent again (its answer lost) names the same upload.
         let id = match text(headers, IDEMPOTENCY_KEY) {
@@ -314,10 +270,10 @@ impl Receiver {
         };
         let location = location(request.uri(), &id);
         let with_body = match dialect {
-            Dialect::Tus => {
+            Version::Tus => {
                 text(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM)
             }
-            Dialect::Ietf(_) => true,
+            Version::Ietf(_) => true,
         };
         let new = NewUpload {
             id: id.clone(),
@@ -326,11 +282,11 @@ impl Receiver {
             owner: grant.owner.clone(),
             partial,
         };
-        let allowance = self.allowance(grant);
+        let allowance = self.allowance(grant, dialect);
         let answer = Answer::new(StatusCode::CREATED)
             .header("location", &location)
             .header(UPLOAD_EXPIRES, self.expires());
-        let opened = ingest::open(self.store.as_ref(), new, allowance).await;
+        let opened = uploads::open(self.store.as_ref(), new, allowance).await;
         let upload = match opened.map_err(not_to_retry)? {
             Outcome::InProgress(upload) => upload,
             // Created and landed before: the answer that said so was lost.
@@ -338,13 +294,16 @@ impl Receiver {
         };
         if length == 0 && !partial {
             // Nothing will ever be appended: it is complete as created.
-            let outcome = ingest::land(self.store.as_ref(), upload, None, self.on_conflict).await?;
+            let outcome =
+                uploads::land(self.store.as_ref(), upload, None, self.terms(dialect)).await?;
             return told(answer, dialect, outcome, 0);
         }
         if !with_body {
             return Ok(answer.header(UPLOAD_OFFSET, 0));
         }
-        let (outcome, end) = self.pour_append(request, &upload, 0, complete).await?;
+        let (outcome, end) = self
+            .pour_append(request, &upload, 0, complete, dialect)
+            .await?;
         told(answer, dialect, outcome, end)
     }
 
@@ -380,19 +339,20 @@ impl Receiver {
         let id = derived_id(&grant.owner, &ids);
         let answer = Answer::new(StatusCode::CREATED).header("location", location(uri, &id));
         let store = self.store.as_ref();
-        let begun = match ingest::settle(store, &id, &grant.owner, self.on_conflict).await? {
-            // Built before: landed, or failed to land (tried again now).
-            outcome @ (Outcome::Landed(_) | Outcome::Failed(..)) => {
-                return told(answer, Dialect::Tus, outcome, 0)
-            }
-            // Begun but not built whole (the receiver stopped while it
-            // joined the parts): built again from the parts.
-            Outcome::InProgress(_) => true,
-            Outcome::Unknown => false,
-        };
+        let begun =
+            match uploads::settle(store, &id, &grant.owner, self.terms(Version::Tus)).await? {
+                // Built before: landed, or failed to land (tried again now).
+                outcome @ (Outcome::Landed(_) | Outcome::Failed(..)) => {
+                    return told(answer, Version::Tus, outcome, 0)
+                }
+                // Begun but not built whole (the receiver stopped while it
+                // joined the parts): built again from the parts.
+                Outcome::InProgress(_) => true,
+                Outcome::Unknown => false,
+            };
         let mut parts = Vec::with_capacity(ids.len());
         for id in ids {
-            let part = ingest::find_owned(self.store.as_ref(), id, &grant.owner)
+            let part = uploads::find_owned(self.store.as_ref(), id, &grant.owner)
                 .await?
                 .ok_or_else(|| {
                     Refusal::new(
@@ -410,11 +370,11 @@ impl Receiver {
             .max_size
             .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
         if total > max_size {
-            return Err(crate::too_large(max_size));
+            return Err(crate::refusal::too_large(max_size));
         }
         let name = name_of(headers, grant, &id)?;
         if !begun {
-            ingest::check_name(store, &name, self.on_conflict)
+            uploads::check_name(store, &name, self.on_conflict)
                 .await
                 .map_err(not_to_retry)?;
         }
@@ -426,19 +386,19 @@ impl Receiver {
             partial: false,
         };
         let whole = store.concatenate(new, &parts, self.quota).await?;
-        let outcome = ingest::land(store, whole, Some(name), self.on_conflict).await?;
+        let outcome = uploads::land(store, whole, Some(name), self.terms(Version::Tus)).await?;
         if let Outcome::Landed(_) = outcome {
             for part in &parts {
                 store.discard(&part.begun.id).await?;
             }
         }
-        told(answer, Dialect::Tus, outcome, 0)
+        told(answer, Version::Tus, outcome, 0)
     }
 
-    fn allowance<'a>(&self, grant: &'a Grant) -> Allowance<'a> {
+    fn allowance<'a>(&self, grant: &'a Grant, dialect: Version) -> Allowance<'a> {
         Allowance {
             owner: &grant.owner,
-            policy: self.on_conflict,
+            terms: self.terms(dialect),
             quota: self.quota,
         }
     }
@@ -447,19 +407,19 @@ impl Receiver {
         &self,
         uri: &http::Uri,
         grant: &Grant,
-        dialect: Dialect,
+        dialect: Version,
     ) -> Result<Answer, Refusal> {
         let id = Self::upload_of(uri)?;
         self.appends.take_over(id, &grant.owner).await;
         let status = match dialect {
-            Dialect::Tus => StatusCode::OK,
-            Dialect::Ietf(_) => StatusCode::NO_CONTENT,
+            Version::Tus => StatusCode::OK,
+            Version::Ietf(_) => StatusCode::NO_CONTENT,
         };
         let mut answer = Answer::new(status).header("cache-control", "no-store");
         // A whole upload that has not landed lands first: telling its
         // offset before would tell the client it landed.
         let outcome =
-            ingest::settle(self.store.as_ref(), id, &grant.owner, self.on_conflict).await?;
+            uploads::settle(self.store.as_ref(), id, &grant.owner, self.terms(dialect)).await?;
         match &outcome {
             Outcome::InProgress(upload) => {
                 if upload.begun.partial {
@@ -467,8 +427,8 @@ impl Receiver {
                 }
                 answer = answer.header(UPLOAD_LENGTH, upload.begun.total);
             }
-            Outcome::Landed(Statement::Landed { length, .. }) => {
-                answer = answer.header(UPLOAD_LENGTH, length);
+            Outcome::Landed(landed) => {
+                answer = answer.header(UPLOAD_LENGTH, landed.length);
             }
             _ => {}
         }
@@ -479,10 +439,10 @@ impl Receiver {
         &self,
         request: Request<B>,
         grant: &Grant,
-        dialect: Dialect,
+        dialect: Version,
     ) -> Result<Answer, Refusal> {
         let headers = request.headers();
-        if dialect == Dialect::Tus
+        if dialect == Version::Tus
             && text(headers, header::CONTENT_TYPE.as_str()) != Some(OFFSET_OCTET_STREAM)
         {
             return Err(Refusal::new(
@@ -497,9 +457,12 @@ impl Receiver {
         let id = Self::upload_of(request.uri())?.to_owned();
         self.appends.take_over(&id, &grant.owner).await;
         let upload =
-            match ingest::settle(self.store.as_ref(), &id, &grant.owner, self.on_conflict).await? {
+            match uploads::settle(self.store.as_ref(), &id, &grant.owner, self.terms(dialect))
+                .await?
+            {
                 Outcome::InProgress(upload) => upload,
-                Outcome::Landed(landed @ Statement::Landed { length, .. }) => {
+                Outcome::Landed(landed) => {
+                    let length = landed.length;
                     // Complete already: an empty append at its end is no change.
                     if offset == length && request_is_empty(headers) {
                         let answer = Answer::new(StatusCode::NO_CONTENT);
@@ -522,7 +485,9 @@ impl Receiver {
             .with_offset(held));
         }
         let answer = Answer::new(StatusCode::NO_CONTENT).header(UPLOAD_EXPIRES, self.expires());
-        let (outcome, end) = self.pour_append(request, &upload, offset, complete).await?;
+        let (outcome, end) = self
+            .pour_append(request, &upload, offset, complete, dialect)
+            .await?;
         told(answer, dialect, outcome, end)
     }
 
@@ -537,6 +502,7 @@ impl Receiver {
         upload: &Upload,
         offset: u64,
         complete: Option<bool>,
+        dialect: Version,
     ) -> Result<(Outcome, u64), Refusal> {
         let checksum = text(request.headers(), UPLOAD_CHECKSUM)
             .map(Checksum::parse)
@@ -587,9 +553,9 @@ impl Receiver {
         let stream = request.into_body().into_data_stream().map_err(Into::into);
         let mut body = Body {
             stream: Box::pin(Guarded::raw(Box::pin(stream), &self.limits)),
-            hasher: algorithm.map(Hasher::new),
+            hasher: algorithm.map(ChecksumAlgorithm::hasher),
         };
-        let mut poured = ingest::Poured { len: 0, crc32c: 0 };
+        let mut poured = uploads::Poured { len: 0, crc32c: 0 };
         let cut = loop {
             let next = tokio::select! {
                 next = body.next_chunk() => next,
@@ -620,20 +586,20 @@ impl Receiver {
                 && refusal.status() != StatusCode::PAYLOAD_TOO_LARGE
             {
                 // What arrived is kept: the client resumes from there.
-                ingest::acknowledge(
+                uploads::acknowledge(
                     self.store.as_ref(),
                     writer,
                     poured.len,
                     Some(poured.crc32c),
                     None,
-                    self.on_conflict,
+                    self.terms(dialect),
                 )
                 .await?;
             }
             return Err(refusal);
         }
         if let (Some(expected), Some(hasher)) = (&checksum, body.hasher.take()) {
-            let digest = hasher.finish(poured.crc32c);
+            let digest = hasher.finish();
             if digest != expected.digest {
                 return Err(Refusal::new(
                     StatusCode::from_u16(fileuploader_wire::DIGEST_MISMATCH)
@@ -654,13 +620,13 @@ impl Receiver {
         if poured.len == 0 {
             return Ok((Outcome::InProgress(upload.clone()), offset));
         }
-        let outcome = ingest::acknowledge(
+        let outcome = uploads::acknowledge(
             self.store.as_ref(),
             writer,
             poured.len,
             Some(poured.crc32c),
             None,
-            self.on_conflict,
+            self.terms(dialect),
         )
         .await?;
         Ok((outcome, end))
@@ -669,7 +635,7 @@ impl Receiver {
     async fn terminate(&self, uri: &http::Uri, grant: &Grant) -> Result<Answer, Refusal> {
         let id = Self::upload_of(uri)?;
         self.appends.take_over(id, &grant.owner).await;
-        if ingest::find_owned(self.store.as_ref(), id, &grant.owner)
+        if uploads::find_owned(self.store.as_ref(), id, &grant.owner)
             .await?
             .is_none()
         {
@@ -688,7 +654,7 @@ impl Receiver {
         &self,
         request: Request<B>,
         grant: Result<Grant, Refusal>,
-        dialect: Dialect,
+        dialect: Version,
     ) -> Response<Full<Bytes>> {
         let result = match grant {
             Ok(grant) => self.resumable(request, &grant, dialect).await,
@@ -749,16 +715,10 @@ fn name_of(headers: &HeaderMap, grant: &Grant, id: &str) -> Result<String, Refus
 }
 
 /// Whether the request says it ends the upload (IETF), if it says.
-fn completes(headers: &HeaderMap, dialect: Dialect) -> Result<Option<bool>, Refusal> {
-    let (name, inverted) = match dialect {
-        Dialect::Tus => return Ok(None),
-        Dialect::Ietf(3) => (UPLOAD_INCOMPLETE, true),
-        Dialect::Ietf(_) => (UPLOAD_COMPLETE, false),
-    };
-    text(headers, name)
-        .map(|v| parse_flag(v).map(|f| f != inverted))
-        .transpose()
-        .map_err(|e| bad(format!("{name}: {e}")))
+fn completes(headers: &HeaderMap, dialect: Version) -> Result<Option<bool>, Refusal> {
+    dialect
+        .complete_in(|name| text(headers, name))
+        .map_err(|e| bad(format!("the completion header: {e}")))
 }
 
 fn request_is_empty(headers: &HeaderMap) -> bool {
@@ -771,16 +731,14 @@ fn request_is_empty(headers: &HeaderMap) -> bool {
 /// least `at`, where the bytes this request took end); a failed landing,
 /// refused (422 for what the client cannot mend, the cause's status else),
 /// never with an offset that would say it is complete.
-fn told(answer: Answer, dialect: Dialect, outcome: Outcome, at: u64) -> Result<Answer, Refusal> {
+fn told(answer: Answer, dialect: Version, outcome: Outcome, at: u64) -> Result<Answer, Refusal> {
     match outcome {
-        Outcome::Landed(Statement::Landed { length, name, .. }) => {
-            Ok(finished(answer, dialect, length, true).header(LANDED_NAME, encode_text(&name)))
-        }
+        Outcome::Landed(landed) => Ok(finished(answer, dialect, landed.length, true)
+            .header(LANDED_NAME, encode_text(&landed.name))),
         Outcome::InProgress(upload) => {
             Ok(finished(answer, dialect, offset_of(&upload).max(at), false))
         }
         Outcome::Failed(_, refusal) => Err(landing_failed(&refusal)),
-        Outcome::Landed(_) => Err(Refusal::internal("answer", "a landing without a statement")),
         Outcome::Unknown => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "the upload is unknown, expired or ended",
@@ -820,11 +778,10 @@ fn landing_failed(cause: &Refusal) -> Refusal {
 
 /// The offset and, in the IETF dialect, whether the upload is complete:
 /// what an append's or a `HEAD`'s answer says.
-fn finished(answer: Answer, dialect: Dialect, offset: u64, landed: bool) -> Answer {
+fn finished(answer: Answer, dialect: Version, offset: u64, landed: bool) -> Answer {
     let answer = answer.header(UPLOAD_OFFSET, offset);
-    match dialect {
-        Dialect::Tus => answer,
-        Dialect::Ietf(3) => answer.header(UPLOAD_INCOMPLETE, format_flag(!landed)),
-        Dialect::Ietf(_) => answer.header(UPLOAD_COMPLETE, format_flag(landed)),
+    match dialect.completion(landed) {
+        Some((name, flag)) => answer.header(name, flag),
+        None => answer,
     }
 }

@@ -1,0 +1,385 @@
+//! The segmented multipart door (docs/PROTOCOL.md): blocks and whole
+//! files in forms, the status query and the discard, answered from the one
+//! place uploads land.
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::auth::Grant;
+use crate::limits::{Cut, Guarded};
+use crate::receiver::Receiver;
+use crate::refusal::Refusal;
+use crate::refusal::{broke_off, too_large};
+use crate::request::RequestBody;
+pub use crate::request::{plain_name, upload_id};
+use crate::settled::SettledEnd;
+use crate::store::{BlockWriter, Landed, NewUpload, WholeWriter};
+use crate::uploads;
+use crate::uploads::{Allowance, Chunks, Outcome, Via};
+use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
+pub use fileuploader_wire::{ContentRange, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH};
+
+impl Receiver {
+    /// Serves one request of the segmented multipart convention.
+    pub(crate) async fn segmented<B: RequestBody>(
+        &self,
+        request: Request<B>,
+        grant: Result<Grant, Refusal>,
+    ) -> Response<Full<Bytes>> {
+        let result = match grant {
+            Err(refusal) => Err(refusal),
+            Ok(grant) => match *request.method() {
+                Method::POST if self.discard => self.sink(request).await,
+                Method::POST => self.receive(request, &grant).await,
+                Method::GET if !self.discard => self.status_of(request.uri(), &grant).await,
+                Method::DELETE if !self.discard => self.discard_upload(request.uri(), &grant).await,
+                _ => Err(Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use POST to upload",
+                )),
+            },
+        };
+        let (status, content_type, body) = match result {
+            Ok(statement) => {
+                let status = match statement {
+                    Some(Statement::Unknown { .. }) => StatusCode::NOT_FOUND,
+                    _ => StatusCode::OK,
+                };
+                let body = statement.map_or_else(|| "ok\n".to_owned(), |s| s.to_json());
+                (status, STATEMENT_MEDIA_TYPE, body)
+            }
+            Err(refusal) => {
+                tracing::debug!(%refusal, "refused");
+                let body = format!("{}\n", refusal.message());
+                (refusal.status(), "text/plain; charset=utf-8", body)
+            }
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        response
+    }
+
+    /// The upload a status query or discard names.
+    fn queried_id(uri: &http::Uri) -> Result<&str, Refusal> {
+        let id = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(UPLOAD_ID_QUERY)?.strip_prefix('='))
+            .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "ask with ?upload_id=ID"))?;
+        fileuploader_wire::check_upload_id(id)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))
+    }
+
+    async fn status_of(
+        &self,
+        uri: &http::Uri,
+        grant: &Grant,
+    ) -> Result<Option<Statement>, Refusal> {
+        let id = Self::queried_id(uri)?;
+        self.appends.take_over(id, &grant.owner).await;
+        let outcome = uploads::settle(
+            self.store.as_ref(),
+            id,
+            &grant.owner,
+            self.terms(Via::Segmented),
+        )
+        .await?;
+        Ok(Some(outcome.statement(id)))
+    }
+
+    async fn discard_upload(
+        &self,
+        uri: &http::Uri,
+        grant: &Grant,
+    ) -> Result<Option<Statement>, Refusal> {
+        let id = Self::queried_id(uri)?;
+        self.appends.take_over(id, &grant.owner).await;
+        if uploads::find_owned(self.store.as_ref(), id, &grant.owner)
+            .await?
+            .is_some()
+        {
+            self.store.discard(id).await?;
+        }
+        Ok(Some(Statement::Unknown {
+            upload_id: id.to_owned(),
+        }))
+    }
+
+    /// Reads a whole body and keeps nothing (discard mode).
+    async fn sink<B: RequestBody>(
+        &self,
+        request: Request<B>,
+    ) -> Result<Option<Statement>, Refusal> {
+        let mut body = std::pin::pin!(request.into_body());
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|e| {
+                Refusal::new(StatusCode::BAD_REQUEST, format!("body: {}", e.into()))
+            })?;
+        }
+        Ok(None)
+    }
+
+    async fn receive<B: RequestBody>(
+        &self,
+        request: Request<B>,
+        grant: &Grant,
+    ) -> Result<Option<Statement>, Refusal> {
+        let headers = request.headers();
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "not multipart/form-data"))?;
+        let range = headers
+            .get(header::CONTENT_RANGE)
+            .map(|v| ContentRange::parse(v.to_str().unwrap_or("")))
+            .transpose()
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let id = upload_id(headers)?;
+        let max_size = grant
+            .max_size
+            .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
+        let limit = range.map_or(max_size, |r| r.total);
+        if limit > max_size {
+            return Err(too_large(max_size));
+        }
+        let allowed = |name: &str| -> Result<(), Refusal> {
+            match &grant.name {
+                Some(rule) if !rule.allows(name) => Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the upload URL does not allow the name {name:?}"),
+                )),
+                _ => Ok(()),
+            }
+        };
+        let allowance = Allowance {
+            owner: &grant.owner,
+            terms: self.terms(Via::Segmented),
+            quota: self.quota,
+        };
+        let stream = SettledEnd::new(Guarded::new(
+            Box::pin(request.into_body().into_data_stream().map_err(Into::into)),
+            &boundary,
+            &self.limits,
+        ));
+        let mut form = multer::Multipart::new(stream, boundary);
+        let mut file: Option<(Part, uploads::Poured)> = None;
+        let mut name_field = None;
+        let mut expected_crc = None;
+        let mut fields = 0;
+        while let Some(mut field) = form.next_field().await.map_err(malformed)? {
+            match (field.file_name(), &file) {
+                (Some(part_name), None) => {
+                    let name = plain_name(&fileuploader_wire::unescape_name(part_name))?;
+                    allowed(&name)?;
+                    let mut part = match self.part(id.as_deref(), name, range, allowance).await? {
+                        Ok(part) => part,
+                        Err(landed) => {
+                            while field.chunk().await.map_err(malformed)?.is_some() {}
+                            return Ok(Some(uploads::landed_statement(&landed)));
+                        }
+                    };
+                    let max = range.map_or(max_size, |r| r.len());
+                    let poured = match &mut part {
+                        Part::Block(writer) => {
+                            uploads::pour(&mut field, writer.as_mut(), max, || {
+                                Refusal::new(
+                                    StatusCode::BAD_REQUEST,
+                                    "file part is longer than its Content-Range",
+                                )
+                            })
+                            .await?
+                        }
+                        Part::Whole(writer, _) => {
+                            uploads::pour(&mut field, writer.as_mut(), max, || too_large(max))
+                                .await?
+                        }
+                    };
+                    file = Some((part, poured));
+                }
+                (Some(_), Some(_)) => {
+                    // Refused before anything lands: the first part's
+                    // writer goes with this answer, keeping nothing.
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "the form has more than one file part; send each file in its own request (none of these was kept)",
+                    ));
+                }
+                (None, _) => {
+                    fields += 1;
+                    if fields > self.limits.max_fields {
+                        return Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("more than {} form fields", self.limits.max_fields),
+                        ));
+                    }
+                    let key = field.name().unwrap_or("").to_owned();
+                    let text = read_small(field, self.limits.max_field_bytes).await?;
+                    match key.as_str() {
+                        "filename" => {
+                            let name = plain_name(&text)?;
+                            allowed(&name)?;
+                            name_field = Some(name);
+                        }
+                        BLOCK_CRC32C_FIELD if expected_crc.is_some() => {
+                            return Err(Refusal::new(
+                                StatusCode::BAD_REQUEST,
+                                "X-Block-CRC32C given twice",
+                            ))
+                        }
+                        BLOCK_CRC32C_FIELD => {
+                            expected_crc = Some(parse_crc32c(&text).map_err(|_| {
+                                Refusal::new(StatusCode::BAD_REQUEST, "malformed X-Block-CRC32C")
+                            })?)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let (part, poured) =
+            file.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no file part in the form"))?;
+        let crc = poured.crc32c;
+        if expected_crc.is_some_and(|expected| expected != crc) {
+            return Err(Refusal::new(
+                StatusCode::from_u16(DIGEST_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
+                format!(
+                    "block digest mismatch: X-Block-CRC32C says {:08x}, the bytes have {crc:08x}",
+                    expected_crc.unwrap_or(0)
+                ),
+            ));
+        }
+        match (part, range) {
+            (Part::Whole(writer, part_name), _) => {
+                let name = name_field.unwrap_or(part_name);
+                uploads::land_whole(self.store.as_ref(), writer, &name, id.as_deref(), allowance)
+                    .await
+                    .map(|landed| Some(uploads::landed_statement(&landed)))
+            }
+            (Part::Block(writer), Some(r)) => {
+                if poured.len != r.len() {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "file part has {} bytes but Content-Range says {}",
+                            poured.len,
+                            r.len()
+                        ),
+                    ));
+                }
+                let outcome = uploads::acknowledge(
+                    self.store.as_ref(),
+                    writer,
+                    r.len(),
+                    expected_crc,
+                    name_field,
+                    self.terms(Via::Segmented),
+                )
+                .await?;
+                match outcome {
+                    Outcome::Landed(landed) => Ok(Some(uploads::landed_statement(&landed))),
+                    Outcome::InProgress(upload) => Ok(Some(Statement::Received {
+                        upload_id: upload.begun.id,
+                        start: r.start,
+                        end: r.end,
+                    })),
+                    Outcome::Failed(_, refusal) => Err(refusal),
+                    Outcome::Unknown => Err(Refusal::internal("receive", "the upload vanished")),
+                }
+            }
+            (Part::Block(_), None) => Err(Refusal::internal("receive", "a block without a range")),
+        }
+    }
+
+    /// Where a request's file part goes: a block of an upload (found or
+    /// begun, its range reserved) or a whole file; or, when the upload it
+    /// names has landed already, the statement of its landing.
+    async fn part(
+        &self,
+        id: Option<&str>,
+        name: String,
+        range: Option<ContentRange>,
+        allowance: Allowance<'_>,
+    ) -> Result<Result<Part, Landed>, Refusal> {
+        let Some(range) = range else {
+            let store = self.store.as_ref();
+            if let Some(landed) = uploads::open_whole(store, id, &name, allowance).await? {
+                return Ok(Err(landed));
+            }
+            let writer = store.write_whole(allowance.owner, allowance.quota).await?;
+            return Ok(Ok(Part::Whole(writer, name)));
+        };
+        let id = id.ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "an upload in blocks needs an X-Upload-Id, so it cannot meet another client's",
+            )
+        })?;
+        let new = NewUpload {
+            id: id.to_owned(),
+            total: range.total,
+            name,
+            owner: allowance.owner.to_owned(),
+            partial: false,
+        };
+        match uploads::open(self.store.as_ref(), new, allowance).await? {
+            Outcome::Landed(landed) => Ok(Err(landed)),
+            Outcome::InProgress(upload) => Ok(Ok(Part::Block(
+                self.store.write_block(&upload, range, true).await?,
+            ))),
+            Outcome::Failed(..) | Outcome::Unknown => {
+                Err(Refusal::internal("open upload", "neither begun nor landed"))
+            }
+        }
+    }
+}
+
+/// A request's file part on its way into the store.
+enum Part {
+    Block(Box<dyn BlockWriter>),
+    /// A whole file and the name its part gave.
+    Whole(Box<dyn WholeWriter>, String),
+}
+
+fn malformed(e: multer::Error) -> Refusal {
+    if let multer::Error::StreamReadFailed(cause) = &e {
+        return match cause.downcast_ref::<Cut>() {
+            Some(cut @ (Cut::Idle(_) | Cut::Slow { .. })) => {
+                Refusal::new(StatusCode::REQUEST_TIMEOUT, cut.to_string())
+            }
+            Some(cut) => Refusal::new(StatusCode::BAD_REQUEST, cut.to_string()),
+            None => broke_off(cause),
+        };
+    }
+    Refusal::new(StatusCode::BAD_REQUEST, format!("malformed multipart: {e}"))
+}
+
+async fn read_small(mut field: multer::Field<'_>, max: usize) -> Result<String, Refusal> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        if text.len() + chunk.len() > max {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("form field larger than {max} bytes"),
+            ));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text)
+        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "form field is not UTF-8"))
+}
+
+#[async_trait::async_trait]
+impl Chunks for multer::Field<'_> {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Refusal> {
+        self.chunk().await.map_err(malformed)
+    }
+}

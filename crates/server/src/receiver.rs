@@ -1,0 +1,217 @@
+//! The receiver's configuration: its store, limits and rules, set by a
+//! builder; the doors and the accept loop read it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::appends;
+pub use crate::auth::Access;
+pub use crate::cors::Cors;
+use crate::limits::Admission;
+pub use crate::limits::Limits;
+use crate::store::{FsStore, Store};
+pub use crate::store::{OnConflict, Quota};
+use crate::{Refusal, DEFAULT_EXPIRE, DEFAULT_MAX_UPLOAD_SIZE};
+pub use fileuploader_wire::RangeSet;
+
+/// The receiver: a store, a size limit, and the rules of who may upload
+/// what. Cheap to clone; clones share the store.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) max_upload_size: u64,
+    pub(crate) discard: bool,
+    pub(crate) on_conflict: OnConflict,
+    pub(crate) limits: Limits,
+    pub(crate) access: Access,
+    pub(crate) expire: Duration,
+    pub(crate) quota: Quota,
+    pub(crate) tls: Option<Tls>,
+    pub(crate) grace: Duration,
+    pub(crate) cors: Cors,
+    /// Appends in flight, which a newer request for their upload ends.
+    pub(crate) appends: appends::Appends,
+    /// Requests in flight, all together and per credential.
+    pub(crate) requests: Arc<Admission>,
+}
+
+/// The TLS side of the receiver, when it serves HTTPS.
+#[derive(Clone)]
+pub(crate) struct Tls(pub(crate) tokio_rustls::TlsAcceptor);
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+impl Receiver {
+    /// A receiver landing files in `dir` (created if missing), through an
+    /// [`FsStore`]: partial uploads live in `dir/.fileuploader-partial/`
+    /// until complete.
+    ///
+    /// # Errors
+    ///
+    /// When the directories cannot be created.
+    pub fn new(dir: impl AsRef<Path>) -> std::io::Result<Self> {
+        Ok(Self::with_store(FsStore::new(dir)?))
+    }
+
+    /// A receiver keeping uploads in `store`.
+    pub fn with_store(store: impl Store) -> Self {
+        Receiver {
+            store: Arc::new(store),
+            max_upload_size: DEFAULT_MAX_UPLOAD_SIZE,
+            discard: false,
+            on_conflict: OnConflict::default(),
+            limits: Limits::default(),
+            access: Access::default(),
+            expire: DEFAULT_EXPIRE,
+            quota: Quota::none(),
+            tls: None,
+            grace: Duration::from_secs(30),
+            cors: Cors::default(),
+            appends: appends::Appends::default(),
+            requests: Arc::default(),
+        }
+    }
+
+    /// Refuses uploads larger than `bytes` with 413 (default 16 GiB).
+    #[must_use]
+    pub fn max_upload_size(mut self, bytes: u64) -> Self {
+        self.max_upload_size = bytes;
+        self
+    }
+
+    /// What landing does when a file of the same name is there already
+    /// (default: refuse with 409).
+    #[must_use]
+    pub fn on_conflict(mut self, policy: OnConflict) -> Self {
+        self.on_conflict = policy;
+        self
+    }
+
+    /// Serves HTTPS with the certificate chain and private key in these PEM
+    /// files (HTTP/2 by ALPN, else HTTP/1.1).
+    ///
+    /// # Errors
+    ///
+    /// When the files cannot be read or do not hold a matching chain and key.
+    pub fn tls(mut self, cert_pem: &Path, key_pem: &Path) -> std::io::Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &Path, e: &dyn fmt::Display| {
+            std::io::Error::other(format!("{}: {e}", what.display()))
+        };
+        let certs = CertificateDer::pem_file_iter(cert_pem)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(cert_pem, &e))?;
+        let key = PrivateKeyDer::from_pem_file(key_pem).map_err(|e| bad(key_pem, &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(cert_pem, &e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad(cert_pem, &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        self.tls = Some(Tls(tokio_rustls::TlsAcceptor::from(Arc::new(config))));
+        Ok(self)
+    }
+
+    /// How long a stopping receiver lets requests in flight finish
+    /// (default 30 s).
+    #[must_use]
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Which web origins may upload from a browser (default: none).
+    #[must_use]
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = cors;
+        self
+    }
+
+    /// Who may use the receiver (default: anyone).
+    #[must_use]
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Discards partial uploads untouched for `ttl` (default 24 h); the
+    /// janitor of [`serve`](Self::serve) checks every quarter of it, at
+    /// most every minute.
+    #[must_use]
+    pub fn expire(mut self, ttl: Duration) -> Self {
+        self.expire = ttl;
+        self
+    }
+
+    /// Refuses (507) an upload that would bring the bytes held by uploads
+    /// in progress above `bytes`, before it stores anything (a whole file:
+    /// once its bytes would); see [`Quota`].
+    #[must_use]
+    pub fn quota(mut self, bytes: u64) -> Self {
+        self.quota.total = Some(bytes);
+        self
+    }
+
+    /// Refuses (507) an upload that would bring the bytes held by the
+    /// uploads in progress of its credentials above `bytes`, so that one
+    /// tenant cannot fill the room of all; see [`Quota`].
+    #[must_use]
+    pub fn quota_per_credential(mut self, bytes: u64) -> Self {
+        self.quota.per_credential = Some(bytes);
+        self
+    }
+
+    /// Discards the partial uploads untouched for the expiry time now;
+    /// returns how many.
+    ///
+    /// # Errors
+    ///
+    /// When the records cannot be read or a partial file removed.
+    pub async fn expire_now(&self) -> Result<usize, Refusal> {
+        Ok(self.store.expire(self.expire).await?)
+    }
+
+    /// Sets the limits on connections, time and memory per request.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Reads and discards every body, answering 200: a sink for benchmarks.
+    #[must_use]
+    pub fn discard(mut self, on: bool) -> Self {
+        self.discard = on;
+        self
+    }
+
+    /// The store uploads are kept in.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Which byte ranges of upload `id` have arrived, and of how many;
+    /// `None` for an upload not in progress.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be read.
+    pub async fn status(&self, id: &str) -> Result<Option<(u64, RangeSet)>, Refusal> {
+        let upload = self.store.upload(id).await?;
+        Ok(upload.map(|u| (u.begun.total, u.received)))
+    }
+}
+
+/// Where partial uploads are kept, below the receiver's directory.
+pub fn partial_dir(dir: &Path) -> PathBuf {
+    dir.join(".fileuploader-partial")
+}
