@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use fileuploader_server::Refusal;
-use http::StatusCode;
+use fileuploader_store::{ErrorKind, StoreError};
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
@@ -28,15 +27,15 @@ pub(crate) struct Feed {
 impl Feed {
     /// Hands `bytes` on; fails if the request ended or took nothing for
     /// [`STALL`].
-    pub(crate) async fn send(&self, bytes: Bytes) -> Result<(), Refusal> {
+    pub(crate) async fn send(&self, bytes: Bytes) -> Result<(), StoreError> {
         if bytes.is_empty() {
             // A request that took its last byte may have ended already.
             return Ok(());
         }
         match tokio::time::timeout(STALL, self.tx.send(Ok(bytes))).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Ok(Err(_)) => Err(StoreError::new(
+                ErrorKind::Unavailable,
                 "the object store ended the request early",
             )),
             Err(_) => Err(stalled()),
@@ -51,9 +50,9 @@ impl Feed {
 }
 
 /// The store took nothing for [`STALL`].
-pub(crate) fn stalled() -> Refusal {
-    Refusal::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+pub(crate) fn stalled() -> StoreError {
+    StoreError::new(
+        ErrorKind::Unavailable,
         format!("the object store took no bytes for {} s", STALL.as_secs()),
     )
 }

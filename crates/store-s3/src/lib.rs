@@ -2,6 +2,11 @@
 //! `fileuploader serve` processes, behind any load balancer, share one
 //! bucket, with no sticky routing and no coordinator.
 //!
+//! This crate owns the bucket's layout and how each promise of a store is
+//! kept there; it knows nothing of HTTP answers (its failures are
+//! [`StoreError`]s by kind) and does not depend on the receiver: a
+//! receiver takes it with `fileuploader_server::Receiver::with_store`.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use fileuploader_store_s3::{S3Location, S3Options, S3Store};
@@ -10,10 +15,11 @@
 //! let options = S3Options {
 //!     endpoint: Some("http://127.0.0.1:3900".into()),
 //!     region: Some("garage".into()),
+//!     // Else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile.
+//!     key: Some(("GK1234".into(), "secret".into())),
 //! };
 //! let store = S3Store::connect(&location, &options).await?;
-//! let receiver = fileuploader_server::Receiver::with_store(store);
-//! # let _ = receiver;
+//! # let _ = store;
 //! # Ok(())
 //! # }
 //! ```
@@ -68,14 +74,13 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
-use fileuploader_server::store::{
-    Block, BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, Upload, WholeWriter,
-    WriteBytes,
+use fileuploader_store::{
+    Block, BlockWriter, ErrorKind, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
+    WholeWriter, WriteBytes,
 };
-use fileuploader_server::Refusal;
-use fileuploader_wire::{ContentRange, Statement};
+use fileuploader_wire::sync::lock;
+use fileuploader_wire::ContentRange;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Ack, Layout, UPLOAD_METADATA};
@@ -129,10 +134,11 @@ impl fmt::Display for S3Location {
     }
 }
 
-/// How to reach the store. Credentials come from the usual places of the
-/// AWS SDK: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or a profile
-/// in `~/.aws/credentials` (`AWS_PROFILE`).
-#[derive(Debug, Clone, Default)]
+/// How to reach the store. Credentials are `key` when given, else from the
+/// usual places of the AWS SDK: `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`, or a profile in `~/.aws/credentials`
+/// (`AWS_PROFILE`).
+#[derive(Clone, Default)]
 pub struct S3Options {
     /// The store's address, for stores other than AWS S3 (Garage, MinIO):
     /// requests then name the bucket in the path.
@@ -140,6 +146,18 @@ pub struct S3Options {
     /// The region to sign for; by default `AWS_REGION` or the profile's,
     /// else `us-east-1`.
     pub region: Option<String>,
+    /// An access key: its id and its secret.
+    pub key: Option<(String, String)>,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("key", &self.key.as_ref().map(|(id, _)| (id, "…")))
+            .finish()
+    }
 }
 
 /// Why a store could not be used.
@@ -178,33 +196,6 @@ struct Meta {
     name: String,
     owner: String,
     partial: bool,
-}
-
-/// What the bucket keeps of a landing: whose upload it was, and its
-/// statement. Records from before owners were kept are a bare statement.
-#[derive(Debug, Deserialize)]
-struct LandingRecord {
-    owner: String,
-    statement: Statement,
-}
-
-impl LandingRecord {
-    fn json(owner: &str, statement: &Statement) -> String {
-        serde_json::json!({ "owner": owner, "statement": statement }).to_string()
-    }
-
-    fn parse(bytes: &[u8]) -> Result<Landed, serde_json::Error> {
-        match serde_json::from_slice::<LandingRecord>(bytes) {
-            Ok(record) => Ok(Landed {
-                owner: record.owner,
-                statement: record.statement,
-            }),
-            Err(_) => Ok(Landed {
-                owner: String::new(),
-                statement: serde_json::from_slice(bytes)?,
-            }),
-        }
-    }
 }
 
 /// A multipart upload that lands a file at `key`.
@@ -259,15 +250,15 @@ struct Listed {
 }
 
 /// A failed request to the store, as the client hears it: 503, try again.
-fn failed<E, R>(what: &str, e: &SdkError<E, R>) -> Refusal
+fn failed<E, R>(what: &str, e: &SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
     R: fmt::Debug,
 {
     let e = DisplayErrorContext(e);
     tracing::warn!("{what}: {e}");
-    Refusal::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+    StoreError::new(
+        ErrorKind::Unavailable,
         format!("{what}: the object store failed: {e}"),
     )
 }
@@ -277,10 +268,6 @@ fn missing<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     let code = e.as_service_error().and_then(|s| s.code());
     matches!(code, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"))
         || e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `key` as `x-amz-copy-source` wants it: the bucket, then the key with
@@ -308,7 +295,7 @@ impl S3Store {
     /// a quota per credential, reading whose each is). Not in one step
     /// with the upload's record: receivers sharing the bucket may let in a
     /// little more at the same moment.
-    async fn charge(&self, quota: &Quota, owner: &str, more: u64) -> Result<(), Refusal> {
+    async fn charge(&self, quota: &Quota, owner: &str, more: u64) -> Result<(), StoreError> {
         if !quota.is_limited() {
             return Ok(());
         }
@@ -332,7 +319,7 @@ impl S3Store {
             }
         }
         match quota.refusal(owner, more, held, mine) {
-            Some(why) => Err(Refusal::new(StatusCode::INSUFFICIENT_STORAGE, why)),
+            Some(why) => Err(StoreError::new(ErrorKind::Full, why)),
             None => Ok(()),
         }
     }
@@ -361,6 +348,15 @@ impl S3Store {
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
         if let Some(region) = &options.region {
             loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some((id, secret)) = &options.key {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "fileuploader",
+            ));
         }
         let shared = loader.load().await;
         let mut base = aws_sdk_s3::config::Builder::from(&shared)
@@ -423,12 +419,16 @@ impl S3Store {
     }
 
     /// Every object below `prefix`.
-    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, Refusal> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         self.list_after(prefix, None).await
     }
 
     /// The objects below `prefix` whose keys sort after `after`.
-    async fn list_after(&self, prefix: &str, after: Option<&str>) -> Result<Vec<Listed>, Refusal> {
+    async fn list_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<Listed>, StoreError> {
         let s = self.s();
         let mut out = Vec::new();
         let mut token = None;
@@ -463,7 +463,7 @@ impl S3Store {
     }
 
     /// The whole of a small object, or `None` when it is not there.
-    async fn get_small(&self, key: &str) -> Result<Option<Bytes>, Refusal> {
+    async fn get_small(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let s = self.s();
         let got = s
             .control
@@ -478,8 +478,8 @@ impl S3Store {
             Err(e) => return Err(failed("read a record", &e)),
         };
         let bytes = object.body.collect().await.map_err(|e| {
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::new(
+                ErrorKind::Unavailable,
                 format!("read a record: the object store failed: {e}"),
             )
         })?;
@@ -491,7 +491,7 @@ impl S3Store {
         what: &str,
         key: &str,
         bytes: impl Into<Bytes>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), StoreError> {
         let s = self.s();
         s.control
             .put_object()
@@ -506,7 +506,7 @@ impl S3Store {
 
     /// The upload a landed object belongs to, or `None` when nothing is
     /// at `key`.
-    async fn owner_of(&self, key: &str) -> Result<Option<String>, Refusal> {
+    async fn owner_of(&self, key: &str) -> Result<Option<String>, StoreError> {
         let s = self.s();
         match s
             .control
@@ -528,19 +528,19 @@ impl S3Store {
     }
 
     /// Removes `keys`, a thousand per request.
-    async fn delete(&self, keys: Vec<String>) -> Result<(), Refusal> {
+    async fn delete(&self, keys: Vec<String>) -> Result<(), StoreError> {
         let s = self.s();
         for batch in keys.chunks(1000) {
             let objects = batch
                 .iter()
                 .map(|k| ObjectIdentifier::builder().key(k).build())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Refusal::internal("delete objects", e))?;
+                .map_err(|e| StoreError::io("delete objects", e))?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| Refusal::internal("delete objects", e))?;
+                .map_err(|e| StoreError::io("delete objects", e))?;
             let out = s
                 .control
                 .delete_objects()
@@ -550,8 +550,8 @@ impl S3Store {
                 .await
                 .map_err(|e| failed("delete objects", &e))?;
             if let Some(error) = out.errors().first() {
-                return Err(Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                return Err(StoreError::new(
+                    ErrorKind::Unavailable,
                     format!(
                         "delete {}: {}",
                         error.key().unwrap_or_default(),
@@ -563,7 +563,7 @@ impl S3Store {
         Ok(())
     }
 
-    async fn delete_below(&self, prefix: &str) -> Result<(), Refusal> {
+    async fn delete_below(&self, prefix: &str) -> Result<(), StoreError> {
         let keys = self
             .list(prefix)
             .await?
@@ -573,7 +573,7 @@ impl S3Store {
         self.delete(keys).await
     }
 
-    async fn abort(&self, landing: &Landing) -> Result<(), Refusal> {
+    async fn abort(&self, landing: &Landing) -> Result<(), StoreError> {
         let s = self.s();
         match s
             .control
@@ -591,7 +591,7 @@ impl S3Store {
     }
 
     /// Begins the multipart upload that lands upload `id` at `key`.
-    async fn begin_landing(&self, id: &str, key: &str) -> Result<Landing, Refusal> {
+    async fn begin_landing(&self, id: &str, key: &str) -> Result<Landing, StoreError> {
         let s = self.s();
         let created = s
             .control
@@ -603,7 +603,7 @@ impl S3Store {
             .await
             .map_err(|e| failed("begin a multipart upload", &e))?;
         let upload_id = created.upload_id().ok_or_else(|| {
-            Refusal::internal("begin a multipart upload", "the store gave no upload id")
+            StoreError::io("begin a multipart upload", "the store gave no upload id")
         })?;
         Ok(Landing {
             key: key.to_owned(),
@@ -613,7 +613,7 @@ impl S3Store {
 
     /// Upload `id` as stored now: what this process read of it before,
     /// and the listing of what follows the run from its first byte.
-    async fn read(&self, id: &str) -> Result<Option<Stored>, Refusal> {
+    async fn read(&self, id: &str) -> Result<Option<Stored>, StoreError> {
         let layout = &self.s().layout;
         let mut cached = lock(&self.s().seen).get(id).cloned();
         loop {
@@ -661,7 +661,7 @@ impl S3Store {
                         return Ok(None);
                     };
                     let meta: Meta = serde_json::from_slice(&bytes)
-                        .map_err(|e| Refusal::internal("read an upload record", e))?;
+                        .map_err(|e| StoreError::io("read an upload record", e))?;
                     (meta, Vec::new())
                 }
             };
@@ -710,7 +710,7 @@ impl S3Store {
     }
 
     /// Records `ack` for upload `id` and returns the upload as it is then.
-    async fn acknowledge_all(&self, id: &str, acks: &[Ack]) -> Result<Upload, Refusal> {
+    async fn acknowledge_all(&self, id: &str, acks: &[Ack]) -> Result<Upload, StoreError> {
         let layout = &self.s().layout;
         let puts: Vec<_> = acks
             .iter()
@@ -728,15 +728,15 @@ impl S3Store {
             .await?;
         match self.read(id).await? {
             Some(stored) => Ok(stored.upload),
-            None => Err(Refusal::new(
-                StatusCode::CONFLICT,
+            None => Err(StoreError::new(
+                ErrorKind::Conflict,
                 format!("upload {id} was discarded while this block came"),
             )),
         }
     }
 
     /// Stores `bytes` as a data object of upload `data`; returns its nonce.
-    async fn put_piece(&self, data: &str, bytes: Bytes) -> Result<String, Refusal> {
+    async fn put_piece(&self, data: &str, bytes: Bytes) -> Result<String, StoreError> {
         let s = self.s();
         let nonce = keys::nonce();
         s.data
@@ -763,16 +763,16 @@ impl S3Store {
         name: &str,
         policy: OnConflict,
         begun: Option<&Landing>,
-    ) -> Result<String, Refusal> {
+    ) -> Result<String, StoreError> {
         let layout = &self.s().layout;
         for n in 0..10_000 {
-            let candidate = fileuploader_server::store::numbered(name, n);
+            let candidate = fileuploader_store::numbered(name, n);
             let key = layout.landed_file(&candidate);
             match self.owner_of(&key).await? {
                 Some(owner) if owner == id => return Ok(candidate),
                 Some(_) if policy == OnConflict::Refuse => {
-                    return Err(Refusal::new(
-                        StatusCode::CONFLICT,
+                    return Err(StoreError::new(
+                        ErrorKind::Conflict,
                         format!(
                             "cannot land the file: a file named {name} is in the bucket already"
                         ),
@@ -803,14 +803,14 @@ impl S3Store {
                 tokio::time::sleep(Duration::from_millis(100 * tries)).await;
             };
         }
-        Err(Refusal::new(
-            StatusCode::CONFLICT,
+        Err(StoreError::new(
+            ErrorKind::Conflict,
             format!("cannot land the file: no free name like {name}"),
         ))
     }
 
     /// Uploads the parts of `pieces` to `landing` and completes it.
-    async fn complete(&self, landing: &Landing, pieces: &[Piece]) -> Result<(), Refusal> {
+    async fn complete(&self, landing: &Landing, pieces: &[Piece]) -> Result<(), StoreError> {
         let s = self.s();
         let total = pieces.iter().map(|p| p.len).sum();
         let mut parts = plan::plan(pieces, plan::min_part(total));
@@ -851,7 +851,7 @@ impl S3Store {
         landing: &Landing,
         number: i32,
         part: &Part,
-    ) -> Result<CompletedPart, Refusal> {
+    ) -> Result<CompletedPart, StoreError> {
         let s = self.s();
         let e_tag = match part {
             Part::Copy(slice) => s
@@ -896,7 +896,7 @@ impl S3Store {
     }
 
     /// Reads `slices` from the store, in order, into `feed`.
-    async fn feed(&self, feed: body::Feed, slices: Vec<plan::Slice>) -> Result<(), Refusal> {
+    async fn feed(&self, feed: body::Feed, slices: Vec<plan::Slice>) -> Result<(), StoreError> {
         let s = self.s();
         for slice in slices {
             let got = s
@@ -922,7 +922,7 @@ impl S3Store {
                     Ok(Err(e)) => {
                         let why = format!("read stored bytes: {e}");
                         feed.fail(why.clone()).await;
-                        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, why));
+                        return Err(StoreError::new(ErrorKind::Unavailable, why));
                     }
                     Err(_) => {
                         feed.fail("the object store stalled".into()).await;
@@ -936,7 +936,7 @@ impl S3Store {
 
     /// Removes upload `id`'s records, bytes and multipart uploads: its
     /// record last, so nothing it owned outlives it unseen.
-    async fn remove(&self, id: &str) -> Result<(), Refusal> {
+    async fn remove(&self, id: &str) -> Result<(), StoreError> {
         let layout = &self.s().layout;
         let (metas, rest): (Vec<String>, Vec<String>) = self
             .list(&layout.upload(id))
@@ -973,12 +973,12 @@ impl S3Store {
         stored: Stored,
         name: &str,
         policy: OnConflict,
-    ) -> Result<Statement, Refusal> {
+    ) -> Result<Landed, StoreError> {
         let id = stored.meta.id.clone();
         let layout = &self.s().layout;
         let Some(pieces) = tile(&stored, layout) else {
-            return Err(Refusal::new(
-                StatusCode::CONFLICT,
+            return Err(StoreError::new(
+                ErrorKind::Conflict,
                 format!("upload {id} is not complete"),
             ));
         };
@@ -991,8 +991,9 @@ impl S3Store {
             .await
         {
             Ok(landed_as) => {
-                let statement = Statement::landed(
+                let landed = Landed::new(
                     &id,
+                    &stored.meta.owner,
                     &landed_as,
                     stored.meta.total,
                     stored.upload.expected_crc32c(),
@@ -1000,7 +1001,7 @@ impl S3Store {
                 self.put_small(
                     "record the landing",
                     &layout.landed(&id),
-                    LandingRecord::json(&stored.meta.owner, &statement),
+                    landed.to_record(),
                 )
                 .await?;
                 // Landed and recorded: what is left is the expiry's to
@@ -1008,7 +1009,7 @@ impl S3Store {
                 if let Err(refusal) = self.remove(&id).await {
                     tracing::warn!("upload {id} landed; removing its parts: {refusal}");
                 }
-                Ok(statement)
+                Ok(landed)
             }
             Err(refusal) => {
                 self.put_small(
@@ -1048,11 +1049,11 @@ fn tile(stored: &Stored, layout: &Layout) -> Option<Vec<Piece>> {
 
 #[async_trait]
 impl Store for S3Store {
-    async fn upload(&self, id: &str) -> Result<Option<Upload>, Refusal> {
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
         Ok(self.read(id).await?.map(|s| s.upload))
     }
 
-    async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, Refusal> {
+    async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, StoreError> {
         if let Some(stored) = self.read(&new.id).await? {
             return Ok(stored.upload);
         }
@@ -1078,7 +1079,7 @@ impl Store for S3Store {
             owner: new.owner.clone(),
             partial: new.partial,
         };
-        let json = serde_json::to_vec(&meta).map_err(|e| Refusal::internal("record", e))?;
+        let json = serde_json::to_vec(&meta).map_err(|e| StoreError::io("record", e))?;
         self.put_small("record an upload", &layout.meta(&new.id, new.total), json)
             .await?;
         Ok(Upload::new(new))
@@ -1089,7 +1090,7 @@ impl Store for S3Store {
         upload: &Upload,
         range: ContentRange,
         sized: bool,
-    ) -> Result<Box<dyn BlockWriter>, Refusal> {
+    ) -> Result<Box<dyn BlockWriter>, StoreError> {
         let id = upload.begun.id.clone();
         let overlaps = upload
             .received
@@ -1107,16 +1108,16 @@ impl Store for S3Store {
             let mut at = range.start;
             for b in &blocks {
                 if b.start != at || b.end > range.end || b.crc32c.is_none() {
-                    return Err(Refusal::new(
-                        StatusCode::CONFLICT,
+                    return Err(StoreError::new(
+                        ErrorKind::Conflict,
                         "the block overlaps acknowledged bytes of the upload in other ranges; ask which ranges the receiver holds",
                     ));
                 }
                 at = b.end;
             }
             if at != range.end {
-                return Err(Refusal::new(
-                    StatusCode::CONFLICT,
+                return Err(StoreError::new(
+                    ErrorKind::Conflict,
                     "the block overlaps acknowledged bytes of the upload in other ranges; ask which ranges the receiver holds",
                 ));
             }
@@ -1140,14 +1141,14 @@ impl Store for S3Store {
         new: NewUpload,
         parts: &[Upload],
         quota: Quota,
-    ) -> Result<Upload, Refusal> {
+    ) -> Result<Upload, StoreError> {
         self.charge(&quota, &new.owner, new.total).await?;
         let mut acks = Vec::new();
         let mut at = 0;
         for part in parts {
             let Some(stored) = self.read(&part.begun.id).await? else {
-                return Err(Refusal::new(
-                    StatusCode::NOT_FOUND,
+                return Err(StoreError::new(
+                    ErrorKind::NotFound,
                     format!("partial upload {} is gone", part.begun.id),
                 ));
             };
@@ -1168,7 +1169,7 @@ impl Store for S3Store {
         &self,
         owner: &str,
         quota: Quota,
-    ) -> Result<Box<dyn WholeWriter>, Refusal> {
+    ) -> Result<Box<dyn WholeWriter>, StoreError> {
         let data = format!("whole-{}", keys::nonce());
         Ok(Box::new(Whole {
             pieces: Pieces::new(self.clone(), data, 0),
@@ -1179,36 +1180,52 @@ impl Store for S3Store {
         }))
     }
 
-    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Statement, Refusal> {
+    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Landed, StoreError> {
         if let Some(landed) = self.landed(id).await? {
-            return Ok(landed.statement);
+            return Ok(landed);
         }
         match self.read(id).await? {
             Some(stored) => self.land_stored(stored, name, policy).await,
             None => match self.landed(id).await? {
-                Some(landed) => Ok(landed.statement),
-                None => Err(Refusal::new(
-                    StatusCode::NOT_FOUND,
+                Some(landed) => Ok(landed),
+                None => Err(StoreError::new(
+                    ErrorKind::NotFound,
                     format!("upload {id} is not in progress"),
                 )),
             },
         }
     }
 
-    async fn landed(&self, id: &str) -> Result<Option<Landed>, Refusal> {
+    async fn landed(&self, id: &str) -> Result<Option<Landed>, StoreError> {
         let Some(bytes) = self.get_small(&self.s().layout.landed(id)).await? else {
             return Ok(None);
         };
-        LandingRecord::parse(&bytes)
-            .map(Some)
-            .map_err(|e| Refusal::internal("read a landing record", e))
+        // Version 2 records, and those of receivers before them (the
+        // landing statement, bare or with its owner), read alike; an older
+        // one is rewritten in this version's form (best effort: it reads
+        // either way).
+        let text = String::from_utf8_lossy(&bytes);
+        let landed = Landed::from_record(&text, None).ok_or_else(|| {
+            StoreError::io("read a landing record", format!("unreadable: {text}"))
+        })?;
+        let record = landed.to_record();
+        if record != text {
+            let key = self.s().layout.landed(id);
+            if let Err(e) = self
+                .put_small("rewrite a landing record", &key, record)
+                .await
+            {
+                tracing::warn!("upload {id}: cannot rewrite its landing record: {e}");
+            }
+        }
+        Ok(Some(landed))
     }
 
-    async fn discard(&self, id: &str) -> Result<(), Refusal> {
+    async fn discard(&self, id: &str) -> Result<(), StoreError> {
         self.remove(id).await
     }
 
-    async fn expire(&self, ttl: Duration) -> Result<usize, Refusal> {
+    async fn expire(&self, ttl: Duration) -> Result<usize, StoreError> {
         let s = self.s();
         let orphan_age = ORPHAN_AGE.min(ttl);
         let now = SystemTime::now();
@@ -1303,7 +1320,7 @@ impl Store for S3Store {
         Ok(stale)
     }
 
-    async fn name_taken(&self, name: &str) -> Result<bool, Refusal> {
+    async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
         let key = self.s().layout.landed_file(name);
         Ok(self.owner_of(&key).await?.is_some())
     }
@@ -1328,7 +1345,7 @@ impl Compare {
 
 #[async_trait]
 impl WriteBytes for Compare {
-    async fn write(&mut self, mut bytes: Bytes) -> Result<(), Refusal> {
+    async fn write(&mut self, mut bytes: Bytes) -> Result<(), StoreError> {
         while !bytes.is_empty() {
             let Some(i) = self.block_at(self.at) else {
                 self.same = false;
@@ -1350,7 +1367,7 @@ impl WriteBytes for Compare {
 
 #[async_trait]
 impl BlockWriter for Compare {
-    async fn finish(&mut self) -> Result<bool, Refusal> {
+    async fn finish(&mut self) -> Result<bool, StoreError> {
         Ok(self.same)
     }
 
@@ -1358,7 +1375,7 @@ impl BlockWriter for Compare {
         self: Box<Self>,
         _len: u64,
         _crc32c: Option<u32>,
-    ) -> Result<Upload, Refusal> {
+    ) -> Result<Upload, StoreError> {
         self.store.acknowledge_all(&self.id, &[]).await
     }
 }
@@ -1370,8 +1387,8 @@ struct Streaming {
     range: ContentRange,
     nonce: String,
     feed: Option<body::Feed>,
-    put: Option<tokio::task::JoinHandle<Result<(), Refusal>>>,
-    stored: Option<Result<(), Refusal>>,
+    put: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    stored: Option<Result<(), StoreError>>,
     written: u64,
     crc: u32,
 }
@@ -1411,12 +1428,12 @@ impl Streaming {
     }
 
     /// Waits for the object's request to end.
-    async fn stored(&mut self) -> Result<(), Refusal> {
+    async fn stored(&mut self) -> Result<(), StoreError> {
         if let Some(put) = self.put.take() {
             self.feed = None;
             let result = match tokio::time::timeout(body::STALL, put).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(e)) => Err(Refusal::internal("store a block", e)),
+                Ok(Err(e)) => Err(StoreError::io("store a block", e)),
                 Err(_) => Err(body::stalled()),
             };
             self.stored = Some(result);
@@ -1436,17 +1453,17 @@ impl Drop for Streaming {
 
 #[async_trait]
 impl WriteBytes for Streaming {
-    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
         self.written += bytes.len() as u64;
         self.crc = crc32c::crc32c_append(self.crc, &bytes);
         let Some(feed) = &self.feed else {
-            return Err(Refusal::internal("store a block", "written after its end"));
+            return Err(StoreError::io("store a block", "written after its end"));
         };
         if feed.send(bytes).await.is_err() {
             // The request failed: say why.
             self.stored().await?;
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(StoreError::new(
+                ErrorKind::Unavailable,
                 format!(
                     "the object store answered after {} of the block's {} bytes",
                     self.written,
@@ -1460,7 +1477,7 @@ impl WriteBytes for Streaming {
 
 #[async_trait]
 impl BlockWriter for Streaming {
-    async fn finish(&mut self) -> Result<bool, Refusal> {
+    async fn finish(&mut self) -> Result<bool, StoreError> {
         if self.written == self.range.len() {
             self.stored().await?;
         } else if let Some(put) = self.put.take() {
@@ -1474,10 +1491,10 @@ impl BlockWriter for Streaming {
         mut self: Box<Self>,
         len: u64,
         crc32c: Option<u32>,
-    ) -> Result<Upload, Refusal> {
+    ) -> Result<Upload, StoreError> {
         if len != self.range.len() || self.written != len {
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(StoreError::new(
+                ErrorKind::Unavailable,
                 format!(
                     "the body ended after {} of its {} bytes; this store keeps only whole requests",
                     self.written,
@@ -1487,7 +1504,7 @@ impl BlockWriter for Streaming {
         }
         self.stored().await?;
         if crc32c.is_some_and(|c| c != self.crc) {
-            return Err(Refusal::internal(
+            return Err(StoreError::io(
                 "acknowledge a block",
                 "its CRC32C is not the one computed",
             ));
@@ -1524,7 +1541,7 @@ impl Pieces {
         }
     }
 
-    async fn flush(&mut self) -> Result<(), Refusal> {
+    async fn flush(&mut self) -> Result<(), StoreError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -1546,7 +1563,7 @@ impl Pieces {
 
 #[async_trait]
 impl WriteBytes for Pieces {
-    async fn write(&mut self, mut bytes: Bytes) -> Result<(), Refusal> {
+    async fn write(&mut self, mut bytes: Bytes) -> Result<(), StoreError> {
         while !bytes.is_empty() {
             let n = (PIECE - self.buffer.len()).min(bytes.len());
             self.buffer.extend_from_slice(&bytes.split_to(n));
@@ -1560,7 +1577,7 @@ impl WriteBytes for Pieces {
 
 #[async_trait]
 impl BlockWriter for Pieces {
-    async fn finish(&mut self) -> Result<bool, Refusal> {
+    async fn finish(&mut self) -> Result<bool, StoreError> {
         self.flush().await?;
         Ok(true)
     }
@@ -1569,7 +1586,7 @@ impl BlockWriter for Pieces {
         mut self: Box<Self>,
         len: u64,
         _crc32c: Option<u32>,
-    ) -> Result<Upload, Refusal> {
+    ) -> Result<Upload, StoreError> {
         self.flush().await?;
         let start = self.stored.first().map_or(self.at, |a| a.start);
         let acks: Vec<Ack> = self
@@ -1599,7 +1616,7 @@ const QUOTA_STEP: u64 = 8 << 20;
 
 #[async_trait]
 impl WriteBytes for Whole {
-    async fn write(&mut self, bytes: Bytes) -> Result<(), Refusal> {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
         self.taken += bytes.len() as u64;
         if self.quota.is_limited() && self.taken > self.checked {
             let upto = self.taken.div_ceil(QUOTA_STEP) * QUOTA_STEP;
@@ -1621,7 +1638,7 @@ impl WholeWriter for Whole {
         policy: OnConflict,
         id: Option<&str>,
         owner: &str,
-    ) -> Result<Statement, Refusal> {
+    ) -> Result<Landed, StoreError> {
         self.pieces.flush().await?;
         let pieces = &self.pieces;
         let store = &pieces.store;
@@ -1642,17 +1659,13 @@ impl WholeWriter for Whole {
         let landed = store.compose(&marker, &tiles, name, policy, None).await;
         store.delete_below(&layout.data(&pieces.data)).await?;
         let landed_as = landed?;
-        let statement = Statement::landed(id.unwrap_or(""), &landed_as, pieces.at, Some(crc));
+        let landed = Landed::new(id.unwrap_or(""), owner, &landed_as, pieces.at, Some(crc));
         if let Some(id) = id {
             store
-                .put_small(
-                    "record the landing",
-                    &layout.landed(id),
-                    LandingRecord::json(owner, &statement),
-                )
+                .put_small("record the landing", &layout.landed(id), landed.to_record())
                 .await?;
         }
-        Ok(statement)
+        Ok(landed)
     }
 }
 
