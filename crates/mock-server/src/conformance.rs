@@ -4,18 +4,25 @@
 //!
 //! # Examples
 //!
-//! Checking a transport from your own crate's tests (here the hyper one):
+//! Checking a transport from your own crate's tests (here the hyper one);
+//! the protocol scenarios upload to a receiver you start, such as
+//! `fileuploader_server::Receiver` (a dev-dependency of yours, not of this
+//! crate):
 //!
-//! ```
+//! ```no_run
 //! use std::sync::Arc;
 //! use fileuploader_core::Transport;
 //! use fileuploader_mock_server::conformance;
 //! use fileuploader_transport_hyper::HyperTransport;
+//! # async fn serve(_: std::path::PathBuf, _: tokio::net::TcpListener) -> std::io::Result<()> { Ok(()) }
 //!
 //! # #[tokio::main] async fn main() {
 //! let factory: conformance::TransportFactory =
 //!     Arc::new(|| Arc::new(HyperTransport::new().unwrap()) as Arc<dyn Transport>);
-//! conformance::assert_all_passed(&conformance::run_all(factory).await);
+//! // `serve` runs the receiver: for the reference one,
+//! // `fileuploader_server::Receiver::new(dir)?.serve(listener).await`.
+//! let receiver = conformance::receiver(serve);
+//! conformance::assert_all_passed(&conformance::run_all(factory, Some(receiver)).await);
 //! # }
 //! ```
 
@@ -35,6 +42,7 @@ use crate::protocols::{
     protocol_segmented_lands_every_size, protocol_segmented_resumes_after_cancel,
     protocol_tus_lands_every_size, protocol_tus_resumes_after_cancel,
 };
+pub use crate::protocols::{receiver, ReceiverFactory, Served};
 use crate::raw::{RawFault, RawFaultServer};
 use crate::server::MockUploadServer;
 
@@ -48,7 +56,19 @@ type ScenarioFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Scenario {
     /// Its name, as printed in reports.
     pub name: &'static str,
-    run: fn(TransportFactory) -> ScenarioFuture,
+    run: fn(TransportFactory, Option<ReceiverFactory>) -> ScenarioFuture,
+}
+
+/// A protocol scenario run without a receiver: it fails saying how to
+/// give one.
+fn needs_a_receiver() -> ScenarioFuture {
+    Box::pin(async {
+        panic!(
+            "this scenario uploads to a receiver of all three protocols: pass one to run_all, \
+             as conformance::receiver(|dir, listener| async move {{ \
+             fileuploader_server::Receiver::new(dir)?.serve(listener).await }})"
+        )
+    })
 }
 
 impl std::fmt::Debug for Scenario {
@@ -72,10 +92,20 @@ pub struct Outcome {
 const LIMIT: Duration = Duration::from_secs(60);
 
 macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of the suite, in order.
+    ($($name:ident),* $(,)?; with a receiver: $($with:ident),* $(,)?) => {
+        /// Every scenario of the suite, in order: those of the transport
+        /// alone, then those that upload to a receiver.
         pub fn scenarios() -> Vec<Scenario> {
-            vec![$(Scenario { name: stringify!($name), run: |t| Box::pin($name(t)) }),*]
+            vec![
+                $(Scenario { name: stringify!($name), run: |t, _| Box::pin($name(t)) },)*
+                $(Scenario {
+                    name: stringify!($with),
+                    run: |t, r| match r {
+                        Some(r) => Box::pin($with(t, r)),
+                        None => needs_a_receiver(),
+                    },
+                },)*
+            ]
         }
     };
 }
@@ -113,7 +143,8 @@ scenarios![
     transport_reports_the_version_it_used,
     transport_mid_body_close_is_retried,
     transport_reset_is_retried,
-    transport_stall_ends_in_a_timeout_and_is_retried,
+    transport_stall_ends_in_a_timeout_and_is_retried;
+    with a receiver:
     protocol_segmented_lands_every_size,
     protocol_tus_lands_every_size,
     protocol_ietf_lands_every_size,
@@ -122,10 +153,18 @@ scenarios![
     protocol_ietf_resumes_after_cancel,
 ];
 
-/// Runs one scenario on its own task, catching its panic as a failure.
-pub async fn run(scenario: &Scenario, factory: TransportFactory) -> Outcome {
+/// Runs one scenario on its own task, catching its panic as a failure;
+/// the protocol scenarios upload to receivers from `receiver`.
+pub async fn run(
+    scenario: &Scenario,
+    factory: TransportFactory,
+    receiver: Option<ReceiverFactory>,
+) -> Outcome {
     let start = Instant::now();
-    let task = tokio::spawn(tokio::time::timeout(LIMIT, (scenario.run)(factory)));
+    let task = tokio::spawn(tokio::time::timeout(
+        LIMIT,
+        (scenario.run)(factory, receiver),
+    ));
     let result = match task.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(format!("did not finish within {LIMIT:?}")),
@@ -146,11 +185,13 @@ pub async fn run(scenario: &Scenario, factory: TransportFactory) -> Outcome {
     }
 }
 
-/// Runs every scenario against transports from `factory`.
-pub async fn run_all(factory: TransportFactory) -> Vec<Outcome> {
+/// Runs every scenario against transports from `factory`, the protocol
+/// scenarios against receivers from `receiver` (each fails, saying so,
+/// without one).
+pub async fn run_all(factory: TransportFactory, receiver: Option<ReceiverFactory>) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for scenario in scenarios() {
-        outcomes.push(run(&scenario, factory.clone()).await);
+        outcomes.push(run(&scenario, factory.clone(), receiver.clone()).await);
     }
     outcomes
 }

@@ -1,6 +1,8 @@
 //! Test support for fileuploader: a mock upload endpoint on wiremock that
 //! records every block and scripts faults, a raw listener for mid-body
-//! faults, and the conformance suite every transport must pass.
+//! faults, and the conformance suite every transport must pass. It does
+//! not depend on the receiver: the suite's protocol scenarios upload to one
+//! the caller starts.
 //!
 //! - [`MockUploadServer`] parses each request's multipart body and records
 //!   its source, range, bytes and digest, fields, headers, timing and the

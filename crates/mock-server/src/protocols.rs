@@ -1,43 +1,86 @@
-//! Conformance scenarios of the three protocols against the real receiver
-//! (`fileuploader-server`, in process): a transport must carry segmented
-//! multipart, tus 1.0 and IETF draft uploads alike, every size landing byte
-//! for byte, and an upload cancelled halfway must resume and send only
-//! what the receiver lacks.
+//! Conformance scenarios of the three protocols against a receiver that
+//! speaks them all (the caller's: `fileuploader-server` serves the
+//! segmented convention, tus 1.0 and the IETF draft at one URL): a
+//! transport must carry every size of upload of each, landing byte for
+//! byte, and an upload cancelled halfway must resume and send only what the
+//! receiver lacks.
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fileuploader_core::protocol::{IetfDraft, Protocol, SegmentedMultipart, Tus};
 use fileuploader_core::UploadManager;
-use fileuploader_server::Receiver;
 
 use crate::conformance::TransportFactory;
 
-/// A receiver on 127.0.0.1 in a temporary directory, stopped when dropped.
-struct Served {
-    url: String,
-    dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+/// A receiver the protocol scenarios upload to, fresh for each: where it
+/// takes uploads, and what landed.
+pub struct Served {
+    /// Its upload URL (the creation URL of tus and the draft, the
+    /// segmented convention's URL).
+    pub url: String,
+    /// The directory files land in.
+    pub dir: PathBuf,
+    /// Kept for as long as the scenario runs: the receiver, its directory.
+    pub guard: Box<dyn Send + Sync>,
 }
 
-impl Drop for Served {
+/// Starts a fresh receiver for a protocol scenario.
+pub type ReceiverFactory =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Served> + Send>> + Send + Sync>;
+
+/// A [`ReceiverFactory`] that runs `start` on a listener of 127.0.0.1 and
+/// a fresh temporary directory, the URL `http://ADDRESS/files`:
+///
+/// ```
+/// # fn f() -> fileuploader_mock_server::conformance::ReceiverFactory {
+/// fileuploader_mock_server::conformance::receiver(|dir, listener| async move {
+///     // fileuploader_server::Receiver::new(dir)?.serve(listener).await
+///     # let _ = (dir, listener);
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub fn receiver<F, Fut>(start: F) -> ReceiverFactory
+where
+    F: Fn(PathBuf, tokio::net::TcpListener) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let start = Arc::new(start);
+    Arc::new(move || {
+        let start = start.clone();
+        Box::pin(async move {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("a port");
+            let url = format!(
+                "http://{}/files",
+                listener.local_addr().expect("an address")
+            );
+            let task = tokio::spawn(start(dir.path().to_owned(), listener));
+            Served {
+                url,
+                dir: dir.path().to_owned(),
+                guard: Box::new(Stops { task, _dir: dir }),
+            }
+        })
+    })
+}
+
+/// Stops the receiver and removes its directory when dropped.
+struct Stops {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Stops {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-async fn serve() -> Served {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let receiver = Receiver::new(dir.path()).expect("the receiver starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let url = format!(
-        "http://{}/files",
-        listener.local_addr().expect("an address")
-    );
-    let task = tokio::spawn(receiver.serve(listener));
-    Served { url, dir, task }
 }
 
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
@@ -47,8 +90,13 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 }
 
 /// Every size around the block size lands, with 1 and 3 blocks in flight.
-async fn lands_every_size(transport: TransportFactory, protocol: Arc<dyn Protocol>, what: &str) {
-    let served = serve().await;
+async fn lands_every_size(
+    transport: TransportFactory,
+    receiver: ReceiverFactory,
+    protocol: Arc<dyn Protocol>,
+    what: &str,
+) {
+    let served = receiver().await;
     let manager = UploadManager::new(transport());
     const BLOCK: usize = 4096;
     for (i, len) in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 10 * BLOCK + 7]
@@ -73,7 +121,7 @@ async fn lands_every_size(transport: TransportFactory, protocol: Arc<dyn Protoco
             if let Err(e) = outcome {
                 panic!("{what}: {len} bytes, {threads} in flight: {e}");
             }
-            let landed = std::fs::read(served.dir.path().join(&name));
+            let landed = std::fs::read(served.dir.join(&name));
             assert!(
                 landed.as_ref().is_ok_and(|l| *l == data),
                 "{what}: {len} bytes, {threads} in flight: the landed file differs or is missing"
@@ -86,10 +134,11 @@ async fn lands_every_size(transport: TransportFactory, protocol: Arc<dyn Protoco
 /// rest and a block in flight, and the file lands whole.
 async fn resumes_after_cancel(
     transport: TransportFactory,
+    receiver: ReceiverFactory,
     protocol: Arc<dyn Protocol>,
     what: &str,
 ) {
-    let served = serve().await;
+    let served = receiver().await;
     let manager = UploadManager::new(transport());
     let journals = tempfile::tempdir().expect("a temporary directory");
     let data = pattern(256 * 1024, 7);
@@ -136,33 +185,36 @@ async fn resumes_after_cancel(
         "{what}: the resumed run sent {} bytes",
         progress.bytes_sent
     );
-    let landed = std::fs::read(served.dir.path().join("resumed.bin"));
+    let landed = std::fs::read(served.dir.join("resumed.bin"));
     assert!(
         landed.as_ref().is_ok_and(|l| *l == data),
         "{what}: the landed file differs or is missing"
     );
 }
 
-pub(crate) async fn protocol_segmented_lands_every_size(t: TransportFactory) {
-    lands_every_size(t, Arc::new(SegmentedMultipart), "segmented").await;
+pub(crate) async fn protocol_segmented_lands_every_size(t: TransportFactory, r: ReceiverFactory) {
+    lands_every_size(t, r, Arc::new(SegmentedMultipart), "segmented").await;
 }
 
-pub(crate) async fn protocol_tus_lands_every_size(t: TransportFactory) {
-    lands_every_size(t, Arc::new(Tus), "tus").await;
+pub(crate) async fn protocol_tus_lands_every_size(t: TransportFactory, r: ReceiverFactory) {
+    lands_every_size(t, r, Arc::new(Tus), "tus").await;
 }
 
-pub(crate) async fn protocol_ietf_lands_every_size(t: TransportFactory) {
-    lands_every_size(t, Arc::new(IetfDraft::default()), "ietf").await;
+pub(crate) async fn protocol_ietf_lands_every_size(t: TransportFactory, r: ReceiverFactory) {
+    lands_every_size(t, r, Arc::new(IetfDraft::default()), "ietf").await;
 }
 
-pub(crate) async fn protocol_segmented_resumes_after_cancel(t: TransportFactory) {
-    resumes_after_cancel(t, Arc::new(SegmentedMultipart), "segmented").await;
+pub(crate) async fn protocol_segmented_resumes_after_cancel(
+    t: TransportFactory,
+    r: ReceiverFactory,
+) {
+    resumes_after_cancel(t, r, Arc::new(SegmentedMultipart), "segmented").await;
 }
 
-pub(crate) async fn protocol_tus_resumes_after_cancel(t: TransportFactory) {
-    resumes_after_cancel(t, Arc::new(Tus), "tus").await;
+pub(crate) async fn protocol_tus_resumes_after_cancel(t: TransportFactory, r: ReceiverFactory) {
+    resumes_after_cancel(t, r, Arc::new(Tus), "tus").await;
 }
 
-pub(crate) async fn protocol_ietf_resumes_after_cancel(t: TransportFactory) {
-    resumes_after_cancel(t, Arc::new(IetfDraft::default()), "ietf").await;
+pub(crate) async fn protocol_ietf_resumes_after_cancel(t: TransportFactory, r: ReceiverFactory) {
+    resumes_after_cancel(t, r, Arc::new(IetfDraft::default()), "ietf").await;
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use fileuploader_wire::sync::lock;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -137,20 +138,12 @@ impl RawFaultServer {
 
     /// The faults that fired, in order.
     pub fn fired(&self) -> Vec<FiredRawFault> {
-        self.shared
-            .fired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.shared.fired).clone()
     }
 
     /// The HTTP version of each block request, in order of arrival.
     pub fn versions(&self) -> Vec<http::Version> {
-        self.shared
-            .versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.shared.versions).clone()
     }
 
     /// How many stalled requests their client abandoned: the request was
@@ -195,19 +188,11 @@ async fn handle(
         return Ok(answer(404, None));
     }
     let n = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
-    shared
-        .versions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(req.version());
+    lock(&shared.versions).push(req.version());
     let (parts, mut body) = req.into_parts();
     let fault = shared.script.get(&n).copied();
     if let Some(fault) = fault {
-        shared
-            .fired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(FiredRawFault { request: n, fault });
+        lock(&shared.fired).push(FiredRawFault { request: n, fault });
     }
     let upto = match fault {
         Some(RawFault::Reset) => 0,

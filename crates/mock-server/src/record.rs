@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fileuploader_wire::sync::lock;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
@@ -106,10 +107,6 @@ pub(crate) struct Recorder {
     pub(crate) delay: Duration,
     /// What the server answers for its uploads, when it answers.
     pub(crate) ledger: Option<Arc<Mutex<Ledger>>>,
-}
-
-pub(crate) fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Polls a future whose inputs are all in memory until it is ready.
@@ -258,7 +255,7 @@ impl Recorder {
             .filter(|_| stored && arrival.well_formed)
             .map(|ledger| {
                 let range = arrival.range.map(|r| (r.first, r.last + 1, r.total));
-                ledger.lock().unwrap_or_else(|p| p.into_inner()).stored(
+                lock(ledger).stored(
                     arrival.upload_id.as_deref(),
                     arrival.file_name.as_deref().unwrap_or(""),
                     range,

@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 
 use crate::faults::FiredFault;
-use crate::record::{lock, Arrival, Recorder};
+use crate::record::{Arrival, Recorder};
+use fileuploader_wire::sync::lock;
 
 /// A read-only view of everything a mock server received.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use fileuploader_wire::sync::lock;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -128,7 +129,7 @@ impl MockUploadServer {
             .0
             .ledger
             .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).queries.clone())
+            .map(|l| lock(l).queries.clone())
             .unwrap_or_default()
     }
 }
@@ -149,7 +150,7 @@ impl Respond for QueryResponder {
         let Some(id) = id else {
             return ResponseTemplate::new(400);
         };
-        let mut ledger = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ledger = lock(&self.0);
         let answer = if request.method.as_str() == "DELETE" {
             ledger.discard(&id)
         } else {

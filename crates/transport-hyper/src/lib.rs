@@ -1,5 +1,6 @@
 //! The default transport of fileuploader: hyper 1 with hyper-util's pooled
-//! client and rustls.
+//! client and rustls. It owns connections, TLS, proxies, timeouts and the
+//! errors they make; what to send and what an answer means are the core's.
 //!
 //! - Connections are kept alive and reused across blocks and jobs.
 //! - TLS is verified against the bundled web PKI roots by default; the
