@@ -99,12 +99,13 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
             Next::Retry(error, after) => {
                 let reason = error.to_string();
                 let wait = may_retry(ctx, error, attempt, after)?;
-                tracing::info!(
-                    target: "fileuploader",
-                    "retrying block {} of {} of {:?} in {wait:?} (attempt {}): {reason}",
+                tracing::warn!(
+                    target: "fileuploader::retry",
+                    "retrying block {} of {} of {:?} in {:.1} s (attempt {}): {reason}",
                     block.index + 1,
                     block.count,
                     source.name,
+                    wait.as_secs_f64(),
                     attempt + 1
                 );
                 tokio::time::sleep(wait).await;
@@ -129,9 +130,10 @@ where
                 let reason = e.to_string();
                 let server_wait = e.retry_after();
                 let wait = may_retry(ctx, e, attempt, server_wait)?;
-                tracing::info!(
-                    target: "fileuploader",
-                    "asking the receiver again in {wait:?} (attempt {}): {reason}",
+                tracing::warn!(
+                    target: "fileuploader::retry",
+                    "asking the receiver again in {:.1} s (attempt {}): {reason}",
+                    wait.as_secs_f64(),
                     attempt + 1
                 );
                 tokio::time::sleep(wait).await;

@@ -14,14 +14,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::error::{code, Error, ErrorKind};
-use crate::source::Source;
-use crate::throttle::RateLimit;
-
-/// The most bytes read from a source at once while a body is sent. Small
-/// enough that a piece is still in the CPU cache when the socket write copies
-/// it out; reading whole multi-megabyte blocks instead costs several times
-/// more memory bandwidth.
-pub const READ_PIECE: usize = 64 * 1024;
+use crate::rate::RateLimit;
+use crate::source::{Source, READ_PIECE};
 
 /// The bytes of one block, as a dialect gets them to encode: in memory, or a
 /// range of the source that the body reads in pieces of at most

@@ -5,13 +5,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::journal::Resume;
+pub use crate::form::FormField;
+use crate::journal::{Journal, Resume};
 use crate::protocol::{Integrity, Protocol};
 use crate::retry::RetryPolicy;
 use crate::source::{lock, Source};
 
-/// The default block size of the reference API, in bytes.
-pub const DEFAULT_BLOCK_SIZE: u64 = 10240;
+/// The default block size, in bytes (8 MiB): large enough that a request's
+/// round trip costs little next to its bytes (10 KiB blocks hold even a
+/// loopback upload near 180 MB/s, at some 17 800 requests a second; see
+/// docs/PERFORMANCE.md), small enough that `thread_num` of them in memory
+/// stay modest.
+pub const DEFAULT_BLOCK_SIZE: u64 = 8 << 20;
+/// The reference API's default block size, 10240 bytes, for jobs that must
+/// send exactly the requests a reference client would.
+pub const REFERENCE_BLOCK_SIZE: u64 = 10240;
 /// The largest block size a job accepts (1 GiB): a job holds up to
 /// `thread_num` blocks in memory.
 pub const MAX_BLOCK_SIZE: u64 = 1 << 30;
@@ -28,24 +36,6 @@ pub struct JobId(pub(crate) u64);
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "job {}", self.0)
-    }
-}
-
-/// Extra text fields sent in every request of a job (`FormField`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FormField {
-    fields: Vec<(String, String)>,
-}
-
-impl FormField {
-    /// Adds a field. Fields travel in the order they were added.
-    pub fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.fields.push((key.into(), value.into()));
-    }
-
-    /// The fields, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }
 
@@ -203,6 +193,9 @@ pub struct SourceLanding {
     pub name: Option<String>,
     /// Whether the receiver confirmed the landing.
     pub confirmed: bool,
+    /// The upload's URL on the receiver, where the protocol has one (tus
+    /// and the IETF draft).
+    pub url: Option<String>,
 }
 
 /// A snapshot of a job's progress, for callers who want more than a percentage.
@@ -268,6 +261,8 @@ pub(crate) struct JobState {
     pub(crate) journal_trusted: AtomicBool,
     pub(crate) notices: Mutex<Vec<String>>,
     pub(crate) landings: Mutex<Vec<SourceLanding>>,
+    /// The resume journals of the current or last run.
+    pub(crate) journals: Mutex<Vec<Arc<Journal>>>,
     pub(crate) times: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
@@ -346,8 +341,9 @@ impl JobState {
 /// ```
 #[derive(Clone)]
 pub struct Job {
-    /// `BlockSize`: bytes per block, each block one request (default 10240,
-    /// at most [`MAX_BLOCK_SIZE`]).
+    /// `BlockSize`: bytes per block, each block one request (default
+    /// [`DEFAULT_BLOCK_SIZE`], 8 MiB; the reference's 10240 is
+    /// [`REFERENCE_BLOCK_SIZE`]; at most [`MAX_BLOCK_SIZE`]).
     pub block_size: u64,
     /// `FileName`: the remote file name for sources added without a name.
     pub file_name: String,
@@ -459,6 +455,15 @@ impl Job {
     /// order they landed, as the receiver said.
     pub fn landings(&self) -> Vec<SourceLanding> {
         lock(&self.state.landings).clone()
+    }
+
+    /// Deletes the resume journals of the last run: for
+    /// [`Resume::KeptIn`], once the batch the job belongs to is done
+    /// (under [`Resume::In`] a job that succeeds deletes them itself).
+    /// Journals already gone are no error.
+    pub fn remove_journals(&self) -> std::io::Result<()> {
+        let journals = std::mem::take(&mut *lock(&self.state.journals));
+        journals.iter().try_for_each(|j| j.remove())
     }
 
     /// Notices of the current or last run, such as "the source changed since

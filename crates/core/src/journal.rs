@@ -21,15 +21,33 @@ pub enum Resume {
     Off,
     /// Keep journals in this directory: a run of the same job after an
     /// interrupted one sends only the blocks the server had not
-    /// acknowledged. Applies to file sources; the journal is removed when
+    /// acknowledged, and counts a source that landed before the
+    /// interruption as landed once the receiver confirms it (same length
+    /// and CRC32C). Applies to file sources; the journals are removed when
     /// the job succeeds.
     In(PathBuf),
+    /// As [`In`](Self::In), but the journals stay after the job succeeds,
+    /// as receipts of what landed, until [`Job::remove_journals`]: for a
+    /// batch of jobs that is done only when every one of them is (a folder
+    /// uploaded a file per job), so that resuming the batch asks the
+    /// receiver about files that landed instead of sending them again.
+    ///
+    /// [`Job::remove_journals`]: crate::Job::remove_journals
+    KeptIn(PathBuf),
 }
 
 impl Resume {
     /// Journals in [`default_journal_dir`].
     pub fn on() -> Self {
         Resume::In(default_journal_dir())
+    }
+
+    /// The directory journals are kept in, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Resume::Off => None,
+            Resume::In(dir) | Resume::KeptIn(dir) => Some(dir),
+        }
     }
 }
 
@@ -196,7 +214,7 @@ impl Journal {
         file.sync_data()
     }
 
-    /// Deletes the journal once its upload has landed.
+    /// Deletes the journal once its job is done.
     pub(crate) fn remove(&self) -> io::Result<()> {
         match fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

@@ -1,6 +1,14 @@
 //! The transport-agnostic core of fileuploader: jobs, upload sessions,
 //! scheduling, progress and resume, behind a [`Transport`] trait.
 //!
+//! It owns the client's side of every upload: the reference API
+//! ([`UploadManager`], [`Job`]), the protocols' sessions ([`protocol`]),
+//! when a block is sent, retried or asked about, and what the receiver's
+//! answers are checked against. It does not open sockets (a [`Transport`]
+//! does: `fileuploader-transport-hyper` by default), block a thread
+//! (`fileuploader-blocking` does, for sequential code), nor know the
+//! bytes of a header name (`fileuploader-wire` does).
+//!
 //! Each source of a job travels in an upload session of a [`protocol`]
 //! (the segmented multipart convention by default): the receiver is asked
 //! what it already holds before the first block, and a source counts as
@@ -25,7 +33,7 @@
 //! | `UploadManager.Cancel(job)` | [`UploadManager::cancel`] |
 //! | `UploadManager.CancelAllUpload()` | [`UploadManager::cancel_all_upload`] |
 //! | `GenerateURLForUploadData()` | [`UploadManager::generate_url_for_upload_data`] (`mem://` URLs) |
-//! | `Job.BlockSize` | [`Job::block_size`] (default 10240) |
+//! | `Job.BlockSize` | [`Job::block_size`] (default 8 MiB; the reference's 10240 is [`REFERENCE_BLOCK_SIZE`]) |
 //! | `Job.FileName` | [`Job::file_name`] |
 //! | `Job.FormField.Add(key, value)` | [`Job::form_field`]`.`[`add`](FormField::add) |
 //! | `Job.HttpHeader[name] = value` | [`Job::http_header`]`.`[`insert`](HttpHeader::insert) |
@@ -85,12 +93,14 @@ mod attempt;
 mod body;
 mod error;
 mod events;
+mod form;
 mod job;
 mod journal;
 mod manager;
 mod plan;
 mod progress;
 pub mod protocol;
+mod rate;
 mod resume;
 mod retry;
 mod run;
@@ -102,7 +112,7 @@ mod throttle;
 mod transport;
 mod validate;
 
-pub use body::{BlockData, UploadBody, READ_PIECE};
+pub use body::{BlockData, UploadBody};
 /// The shared byte buffer type of block data and registered memory.
 pub use bytes::Bytes;
 pub use error::{code, Error, ErrorKind};
@@ -111,12 +121,14 @@ pub use fileuploader_wire::{BLOCK_CRC32C_FIELD, UPLOAD_ID_HEADER};
 pub use job::{
     FormField, HttpHeader, Job, JobId, Progress, SourceEntry, SourceLanding, SourceRef,
     SourceValue, DEFAULT_BLOCK_SIZE, DEFAULT_KEY, MAX_BLOCK_SIZE, MAX_THREAD_NUM,
+    REFERENCE_BLOCK_SIZE,
 };
 pub use journal::{default_journal_dir, Resume};
 pub use manager::{JobHandle, UploadManager, UploadManagerBuilder};
 pub use plan::{Block, BlockPlan};
 pub use protocol::{Integrity, SegmentedMultipart};
 pub use retry::RetryPolicy;
+pub use source::READ_PIECE;
 pub use source::{FileSource, MemorySource, Source, SourceIdentity, MEMORY_URL_PREFIX};
 pub use transport::{Request, Response, Transport, TransportError, TransportErrorKind};
 

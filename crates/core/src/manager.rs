@@ -2,7 +2,8 @@
 //! cancel). Validation, scheduling, attempts and resume live in their own
 //! modules.
 
-use crate::throttle::{RateLimit, Throttled};
+use crate::rate::RateLimit;
+use crate::throttle::Throttled;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -14,7 +15,6 @@ use tokio::sync::watch;
 use crate::error::{code, Error, ErrorKind};
 use crate::events::{EventDispatcher, Events};
 use crate::job::{Job, JobId};
-use crate::journal::Resume;
 use crate::plan::BlockPlan;
 use crate::protocol::{Constraints, Protocol, SavedSession, SegmentedMultipart, UploadTarget};
 use crate::resume::open_journal;
@@ -275,10 +275,8 @@ impl UploadManager {
         let plan = BlockPlan::new(lens, job.block_size);
         let mut sources = Vec::with_capacity(run.sources.len());
         for (i, s) in run.sources.into_iter().enumerate() {
-            let resumed = match (&job.resume, s.source.identity()) {
-                (Resume::In(dir), Some(identity)) => {
-                    open_journal(job, dir, &*s.source, identity).await
-                }
+            let resumed = match (job.resume.dir(), s.source.identity()) {
+                (Some(dir), Some(identity)) => open_journal(job, dir, &*s.source, identity).await,
                 _ => None,
             };
             let saved = resumed.as_ref().and_then(|r| {
@@ -317,6 +315,7 @@ impl UploadManager {
                 journaled,
             });
         }
+        *lock(&job.state.journals) = sources.iter().filter_map(|s| s.journal.clone()).collect();
         Ok(Arc::new(RunContext {
             job: job.clone(),
             transport: self.inner.transport.clone(),

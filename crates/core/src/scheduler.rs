@@ -31,13 +31,52 @@ const MAX_RESYNCS: u32 = 3;
 /// How long an abort may take before the run reports anyway.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
 
+/// Where a source is in its life: moved only by [`Phase::next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Not asked about yet.
     New,
+    /// Its receiver is being asked what it holds.
     Beginning,
+    /// Blocks are going out.
     Sending,
+    /// Every block is acknowledged; its landing is being confirmed.
     Finishing,
+    /// It landed.
     Done,
+}
+
+/// What happens to a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// A worker takes it up to ask the receiver.
+    Taken,
+    /// The receiver said what it holds and the rest is planned.
+    Planned,
+    /// Its last block is acknowledged and none is in flight.
+    AllSent,
+    /// A block's answer says the receiver lost track: ask it again.
+    Resync,
+    /// The receiver confirmed it landed (at its beginning, or its finish).
+    Landed,
+}
+
+impl Phase {
+    /// The phase after `event`, or `None` where the event cannot move this
+    /// phase (a resync while it is being asked already, say): the phase
+    /// stays.
+    fn next(self, event: Event) -> Option<Phase> {
+        match (self, event) {
+            (Phase::New, Event::Taken) => Some(Phase::Beginning),
+            // A finish that finds the upload incomplete asks again from
+            // Finishing, and plans from there.
+            (Phase::Beginning | Phase::Finishing, Event::Planned) => Some(Phase::Sending),
+            (Phase::Sending, Event::AllSent) => Some(Phase::Finishing),
+            (Phase::Sending, Event::Resync) => Some(Phase::Beginning),
+            (Phase::Beginning | Phase::Finishing, Event::Landed) => Some(Phase::Done),
+            _ => None,
+        }
+    }
 }
 
 /// Where one source stands.
@@ -52,6 +91,22 @@ struct Cursor {
     acked_bytes: u64,
     crcs: CrcFold,
     resyncs: u32,
+}
+
+impl Cursor {
+    /// Moves the source's phase by `event`; says whether it moved.
+    fn advance(&mut self, event: Event) -> bool {
+        match self.phase.next(event) {
+            Some(next) => {
+                self.phase = next;
+                true
+            }
+            None => {
+                tracing::debug!("{event:?} leaves a source {:?}", self.phase);
+                false
+            }
+        }
+    }
 }
 
 /// Block CRC32Cs of one source, combined in order as they arrive.
@@ -127,7 +182,7 @@ impl Scheduler {
             all_done &= c.phase == Phase::Done;
             match c.phase {
                 Phase::New => {
-                    c.phase = Phase::Beginning;
+                    c.advance(Event::Taken);
                     return Task::Begin(i);
                 }
                 Phase::Sending => {
@@ -148,7 +203,7 @@ impl Scheduler {
                         }
                     }
                     if c.todo.ranges().is_empty() && c.in_flight == 0 {
-                        c.phase = Phase::Finishing;
+                        c.advance(Event::AllSent);
                         return Task::Finish(i);
                     }
                 }
@@ -225,6 +280,13 @@ pub(crate) async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
         .all(|c| c.phase == Phase::Done);
     match outcome {
         Ok(()) if all_done => {
+            if matches!(ctx.job.resume, Resume::In(_)) {
+                let job = ctx.job.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || job.remove_journals()).await
+                {
+                    tracing::warn!("cannot remove a finished resume journal: {e}");
+                }
+            }
             ctx.events.percent(&ctx.job, percentage.complete());
             Ok(())
         }
@@ -303,12 +365,9 @@ async fn send(ctx: &RunContext, scheduler: &Scheduler, block: Block) -> Result<(
             release(true);
             let resync = {
                 let mut cursors = lock(&scheduler.cursors);
-                let c = &mut cursors[block.source];
-                let idle = c.phase == Phase::Sending;
-                if idle {
-                    c.phase = Phase::Beginning;
-                }
-                idle
+                // Only a source that is sending is asked again: one being
+                // asked already, or finishing, hears the receiver anyway.
+                cursors[block.source].advance(Event::Resync)
             };
             if resync {
                 begin(
@@ -478,7 +537,7 @@ async fn begin(
         c.todo = todo;
         c.acked = acked;
         c.acked_bytes = bytes;
-        c.phase = Phase::Sending;
+        c.advance(Event::Planned);
     }
     scheduler.changed();
     Ok(())
@@ -538,6 +597,7 @@ async fn conclude(
             source: source.name.clone(),
             name: landing.name.clone(),
             confirmed: true,
+            url: source.session.location(),
         });
     } else if ctx.job.require_confirmation {
         return Err(Error::new(
@@ -554,6 +614,7 @@ async fn conclude(
             source: source.name.clone(),
             name: None,
             confirmed: false,
+            url: None,
         });
     }
     {
@@ -567,13 +628,10 @@ async fn conclude(
             state.blocks_acked.fetch_add(blocks, Ordering::Relaxed);
             state.resumed_blocks.fetch_add(blocks, Ordering::Relaxed);
         }
-        c.phase = Phase::Done;
+        c.advance(Event::Landed);
     }
-    if let Some(journal) = source.journal.clone() {
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.remove()).await {
-            tracing::warn!("cannot remove a finished resume journal: {e}");
-        }
-    }
+    // The journal stays until the job is done: a run that fails after this
+    // source landed resumes by asking the receiver, not by sending it again.
     scheduler.changed();
     Ok(())
 }
@@ -607,7 +665,38 @@ async fn source_crc32c(ctx: &RunContext, scheduler: &Scheduler, i: usize) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::CrcFold;
+    use super::{CrcFold, Event, Phase};
+
+    #[test]
+    fn each_phase_moves_only_on_its_events() {
+        use Event::*;
+        use Phase::*;
+        let moves = [
+            (New, Taken, Some(Beginning)),
+            (Beginning, Planned, Some(Sending)),
+            (Beginning, Landed, Some(Done)),
+            (Sending, AllSent, Some(Finishing)),
+            (Sending, Resync, Some(Beginning)),
+            (Finishing, Planned, Some(Sending)),
+            (Finishing, Landed, Some(Done)),
+        ];
+        let all_phases = [New, Beginning, Sending, Finishing, Done];
+        let all_events = [Taken, Planned, AllSent, Resync, Landed];
+        for phase in all_phases {
+            for event in all_events {
+                let expected = moves
+                    .iter()
+                    .find(|(p, e, _)| *p == phase && *e == event)
+                    .and_then(|(_, _, to)| *to);
+                assert_eq!(phase.next(event), expected, "{phase:?} on {event:?}");
+            }
+        }
+        // A resync while the receiver is being asked, or the source
+        // finishing, starts no second asking; nothing leaves Done.
+        assert_eq!(Beginning.next(Resync), None);
+        assert_eq!(Finishing.next(Resync), None);
+        assert!(all_events.iter().all(|&e| Done.next(e).is_none()));
+    }
 
     #[test]
     fn block_crcs_fold_into_the_whole_crc_in_any_order() {

@@ -1,5 +1,6 @@
 //! Where the bytes come from: files read block by block, and registered memory.
 
+pub(crate) use fileuploader_wire::sync::lock;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -11,8 +12,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::body::READ_PIECE;
 use crate::error::{code, Error, ErrorKind};
+
+/// The most bytes read from a source at once while a body is sent. Small
+/// enough that a piece is still in the CPU cache when the socket write copies
+/// it out; reading whole multi-megabyte blocks instead costs several times
+/// more memory bandwidth.
+pub const READ_PIECE: usize = 64 * 1024;
 
 /// The prefix of URLs that name bytes registered with
 /// [`UploadManager::generate_url_for_upload_data`](crate::UploadManager::generate_url_for_upload_data).
@@ -418,12 +424,6 @@ impl MemoryRegistry {
         };
         Ok(Arc::new(FileSource::open(path)?))
     }
-}
-
-/// Locks a mutex, going on with the data if a panicking holder poisoned it:
-/// every critical section here leaves the data consistent.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! The boundary through which every byte leaves the process.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::body::UploadBody;
-use crate::error::code;
+pub use crate::error::{TransportError, TransportErrorKind};
 
 /// A request as the core hands it to a transport: method, URL, headers and a
 /// framed body whose exact length is known.
@@ -69,121 +68,5 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 impl<T: Transport + ?Sized> Transport for Arc<T> {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
         (**self).send(request).await
-    }
-}
-
-/// Why a transport failed. Each kind maps to a reference error code
-/// ([`TransportErrorKind::code`]) and says whether a retry can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TransportErrorKind {
-    /// The URL cannot be parsed or has no host (code 1). Not retried.
-    InvalidUrl,
-    /// The URL's scheme is not one the transport speaks (code -2). Not retried.
-    UnsupportedScheme,
-    /// The proxy could not be resolved or reached (code 2). Retried.
-    Proxy,
-    /// The host name could not be resolved (code 3). Retried.
-    Dns,
-    /// The connection was refused or could not be made (code 4). Retried.
-    Connect,
-    /// TLS failed: handshake, or a certificate not trusted or not for this
-    /// host (code 35). Not retried.
-    Tls,
-    /// A timeout fired; the message names which one (code 11). Retried.
-    Timeout,
-    /// The connection was reset or closed before the response (code 7). Retried.
-    Reset,
-    /// Anything else (code 23). Not retried.
-    Other,
-}
-
-impl TransportErrorKind {
-    /// The reference error code for this kind.
-    pub fn code(self) -> i32 {
-        match self {
-            TransportErrorKind::InvalidUrl => code::URL_MALFORMED,
-            TransportErrorKind::UnsupportedScheme => code::INVALID_URL,
-            TransportErrorKind::Proxy => code::PROXY,
-            TransportErrorKind::Dns => code::DNS,
-            TransportErrorKind::Connect => code::CONNECT,
-            TransportErrorKind::Tls => code::TLS,
-            TransportErrorKind::Timeout => code::TIMEOUT,
-            TransportErrorKind::Reset => code::UPLOAD_FAILED,
-            TransportErrorKind::Other => code::FAILED,
-        }
-    }
-
-    /// Whether trying the same request again may succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            TransportErrorKind::Proxy
-                | TransportErrorKind::Dns
-                | TransportErrorKind::Connect
-                | TransportErrorKind::Timeout
-                | TransportErrorKind::Reset
-        )
-    }
-}
-
-/// A failure to exchange a request: a kind, a message and an optional cause.
-///
-/// `Display` prints the message, which should say what happened and to which
-/// host ("connect to 127.0.0.1:9: connection refused").
-pub struct TransportError {
-    kind: TransportErrorKind,
-    message: String,
-    source: Option<Box<dyn StdError + Send + Sync>>,
-}
-
-impl TransportError {
-    /// A new error of `kind`.
-    pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
-        TransportError {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Attaches the underlying cause.
-    pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// Why the transport failed.
-    pub fn kind(&self) -> TransportErrorKind {
-        self.kind
-    }
-
-    /// The message and the cause.
-    pub(crate) fn into_parts(self) -> (String, Option<Box<dyn StdError + Send + Sync>>) {
-        (self.message, self.source)
-    }
-}
-
-impl fmt::Debug for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TransportError")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("source", &self.source)
-            .finish()
-    }
-}
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl StdError for TransportError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|s| s as &(dyn StdError + 'static))
     }
 }

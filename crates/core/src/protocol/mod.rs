@@ -41,7 +41,7 @@ use http::{HeaderMap, Uri};
 
 use crate::body::BlockData;
 use crate::error::Error;
-use crate::job::FormField;
+use crate::form::FormField;
 use crate::plan::Block;
 use crate::transport::{Request, Response, Transport};
 
@@ -354,5 +354,12 @@ pub trait UploadSession: Send + Sync + fmt::Debug {
     /// feature the server lacks, say); the core asks after each begin.
     fn notices(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// The upload's own URL on the receiver once it landed, where the
+    /// protocol has one (tus and the IETF draft); the core reports it with
+    /// the landing.
+    fn location(&self) -> Option<String> {
+        None
     }
 }

@@ -16,11 +16,10 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{
-    decode_text, format_flag, parse_flag, parse_offset, Checksum, ChecksumAlgorithm, Concat,
-    Metadata, IDEMPOTENCY_KEY, INTEROP_VERSION, LANDED_NAME, OFFSET_OCTET_STREAM, PARTIAL_UPLOAD,
-    TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM,
-    UPLOAD_COMPLETE, UPLOAD_CONCAT, UPLOAD_INCOMPLETE, UPLOAD_LENGTH, UPLOAD_METADATA,
-    UPLOAD_OFFSET,
+    decode_text, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata, Version,
+    IDEMPOTENCY_KEY, INTEROP_VERSION, LANDED_NAME, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM,
+    TUS_EXTENSION, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT,
+    UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 
 use super::{
@@ -44,28 +43,11 @@ const FIRST_BLOCK: &str = "creation-with-upload";
 /// bytes each, must fit in one request header.
 const MAX_PARTS: u64 = 1000;
 
-/// Which of the two protocols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
-    Tus,
-    /// The IETF draft at this interop version.
-    Ietf(u32),
-}
-
-impl Dialect {
-    fn name(self) -> String {
-        match self {
-            Dialect::Tus => "tus 1.0".to_owned(),
-            Dialect::Ietf(v) => format!("IETF resumable-upload (interop version {v})"),
-        }
-    }
-
-    /// "a tus 1.0 server", "an IETF … server".
-    fn server(self) -> String {
-        match self {
-            Dialect::Tus => format!("a {} server", self.name()),
-            Dialect::Ietf(_) => format!("an {} server", self.name()),
-        }
+/// "a tus 1.0 server", "an IETF … server".
+fn server_of(version: Version) -> String {
+    match version {
+        Version::Tus => format!("a {} server", version.name()),
+        Version::Ietf(_) => format!("an {} server", version.name()),
     }
 }
 
@@ -104,13 +86,13 @@ impl Default for IetfDraft {
 
 impl Protocol for Tus {
     fn open(&self, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
-        Session::open(Dialect::Tus, target)
+        Session::open(Version::Tus, target)
     }
 }
 
 impl Protocol for IetfDraft {
     fn open(&self, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
-        Session::open(Dialect::Ietf(self.version), target)
+        Session::open(Version::Ietf(self.version), target)
     }
 }
 
@@ -129,7 +111,7 @@ enum Mode {
 
 #[derive(Debug)]
 struct Session {
-    dialect: Dialect,
+    dialect: Version,
     url: Uri,
     name: String,
     total: u64,
@@ -153,12 +135,14 @@ struct Session {
 #[derive(Debug)]
 struct State {
     mode: Mode,
+    /// The URL of the upload that landed.
+    landed_at: Option<String>,
     /// The bytes the server holds of a streamed upload.
     offset: u64,
     /// Each block's partial upload, by its first byte.
     parts: BTreeMap<u64, Part>,
-    /// The handle a resumed run found in the journal.
-    saved: Option<SavedSession>,
+    /// What a resumed run found in the journal.
+    saved: Option<Resumed>,
     /// Whether the server was asked by `OPTIONS` yet.
     asked: bool,
     /// Whether it can concatenate.
@@ -167,16 +151,6 @@ struct State {
     creates_with_upload: bool,
     /// The checksum algorithm both sides know, if any.
     checksum: Option<ChecksumAlgorithm>,
-}
-
-/// The digest of `bytes` by `algorithm`, as `Upload-Checksum` carries it.
-fn digest(algorithm: ChecksumAlgorithm, bytes: &[u8]) -> Vec<u8> {
-    use sha1::Digest as _;
-    match algorithm {
-        ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(bytes).to_vec(),
-        ChecksumAlgorithm::Sha256 => sha2::Sha256::digest(bytes).to_vec(),
-        ChecksumAlgorithm::Crc32c => crc32c::crc32c(bytes).to_be_bytes().to_vec(),
-    }
 }
 
 /// Whether `parts` cover `0..total` exactly, one after another.
@@ -211,6 +185,53 @@ struct Part {
     url: String,
 }
 
+/// What a resumable session saved for a later run, read from its
+/// [`SavedSession`] in this one place (the journal keeps the handle and
+/// receipts as text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resumed {
+    /// An upload at this URL, appended to in order.
+    Stream(String),
+    /// An upload its first block creates under an idempotency key: that
+    /// block's receipt, when it was acknowledged, is the upload's URL.
+    FirstBlock { key: String, url: Option<String> },
+    /// Parts sent apart (concatenation), each with its range and URL.
+    Concatenated(Vec<Part>),
+}
+
+impl Resumed {
+    fn from_saved(saved: &SavedSession) -> Self {
+        if saved.upload_id == CONCATENATED {
+            let parts = saved
+                .receipts
+                .iter()
+                .filter_map(|(_, r)| Part::from_receipt(r))
+                .collect();
+            return Resumed::Concatenated(parts);
+        }
+        match saved.upload_id.strip_prefix(FIRST_BLOCK) {
+            Some(rest) if rest.is_empty() || rest.starts_with(' ') => Resumed::FirstBlock {
+                key: rest.trim_start().to_owned(),
+                url: saved
+                    .receipts
+                    .iter()
+                    .find(|(i, _)| *i == 0)
+                    .map(|(_, url)| url.clone()),
+            },
+            _ => Resumed::Stream(saved.upload_id.clone()),
+        }
+    }
+
+    /// The URL to ask the server about, when there is one.
+    fn url(&self) -> Option<&str> {
+        match self {
+            Resumed::Stream(url) => Some(url),
+            Resumed::FirstBlock { url, .. } => url.as_deref(),
+            Resumed::Concatenated(_) => None,
+        }
+    }
+}
+
 impl Part {
     fn receipt(&self) -> String {
         format!("{} {} {}", self.start, self.end, self.url)
@@ -226,13 +247,13 @@ impl Part {
 }
 
 impl Session {
-    fn open(dialect: Dialect, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
+    fn open(dialect: Version, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
         let mut headers = target.base_headers();
         match dialect {
-            Dialect::Tus => {
+            Version::Tus => {
                 headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_V1));
             }
-            Dialect::Ietf(v) => {
+            Version::Ietf(v) => {
                 headers.insert(INTEROP_VERSION, HeaderValue::from(v));
             }
         }
@@ -264,11 +285,11 @@ impl Session {
             }
             pairs.push((key.to_owned(), Some(value.as_bytes().to_vec())));
         }
-        let saved = target.saved.cloned();
-        let key = saved
-            .as_ref()
-            .and_then(|s| s.upload_id.strip_prefix(FIRST_BLOCK)?.strip_prefix(' '))
-            .map_or_else(|| format!("{:032x}", rand::random::<u128>()), str::to_owned);
+        let saved = target.saved.map(Resumed::from_saved);
+        let key = match &saved {
+            Some(Resumed::FirstBlock { key, .. }) if !key.is_empty() => key.clone(),
+            _ => format!("{:032x}", rand::random::<u128>()),
+        };
         Ok(Box::new(Session {
             dialect,
             url: target.url.clone(),
@@ -277,18 +298,19 @@ impl Session {
             headers,
             metadata: Metadata(pairs).to_string(),
             key,
-            parallel: dialect == Dialect::Tus
+            parallel: dialect == Version::Tus
                 && target.threads > 1
                 && (2..=MAX_PARTS).contains(&target.total.div_ceil(target.block_size.max(1))),
             state: Mutex::new(State {
                 mode: Mode::Unknown,
+                landed_at: None,
                 offset: 0,
                 parts: BTreeMap::new(),
                 saved,
                 asked: false,
                 concatenates: false,
                 // The draft's creation always may carry bytes.
-                creates_with_upload: dialect != Dialect::Tus,
+                creates_with_upload: dialect != Version::Tus,
                 checksum: None,
             }),
             checksums: target.integrity != super::Integrity::None,
@@ -319,7 +341,7 @@ impl Session {
             code::PROTOCOL_MISMATCH,
             format!(
                 "the server did not answer as {}: {what} got {}{}{body}",
-                self.dialect.server(),
+                server_of(self.dialect),
                 response.status(),
                 if body.is_empty() { "" } else { ": " }
             ),
@@ -361,6 +383,8 @@ impl Session {
 
     /// Where the server says a finished upload landed, and its length as
     /// the server states it (checked against the source's).
+    /// (The caller records `url` as where it landed, under the state's lock
+    /// it may hold already.)
     fn landed(&self, held: &Held) -> Landing {
         Landing::confirmed(held.name.clone(), held.length.or(Some(self.total)), None)
     }
@@ -377,7 +401,7 @@ impl Session {
     /// Asks a tus server by `OPTIONS`, once, whether it can concatenate
     /// (with creation-with-upload) and which checksum algorithms it takes.
     async fn ask(&self, transport: &dyn Transport) -> Result<(), Error> {
-        if self.dialect != Dialect::Tus || lock(&self.state).asked {
+        if self.dialect != Version::Tus || lock(&self.state).asked {
             return Ok(());
         }
         let response = transport
@@ -447,27 +471,15 @@ impl Session {
             StatusCode::PRECONDITION_FAILED | StatusCode::METHOD_NOT_ALLOWED => {
                 self.stranger(what, response)
             }
-            StatusCode::NOT_FOUND if self.dialect != Dialect::Tus => self.stranger(what, response),
+            StatusCode::NOT_FOUND if self.dialect != Version::Tus => self.stranger(what, response),
             _ => crate::error::status_error(response, &self.context(what)),
         }
     }
 
     /// Says in the IETF dialect whether this request ends the upload.
     fn mark_complete(&self, headers: &mut HeaderMap, complete: bool) {
-        match self.dialect {
-            Dialect::Tus => {}
-            Dialect::Ietf(3) => {
-                headers.insert(
-                    UPLOAD_INCOMPLETE,
-                    HeaderValue::from_static(format_flag(!complete)),
-                );
-            }
-            Dialect::Ietf(_) => {
-                headers.insert(
-                    UPLOAD_COMPLETE,
-                    HeaderValue::from_static(format_flag(complete)),
-                );
-            }
+        if let Some((name, flag)) = self.dialect.completion(complete) {
+            headers.insert(name, HeaderValue::from_static(flag));
         }
     }
 
@@ -504,15 +516,8 @@ impl Session {
     /// (`Upload-Complete`, or `Upload-Incomplete` at version 3); tus does
     /// not say.
     fn complete_of(&self, response: &Response) -> Option<bool> {
-        let flag = |name: &str| {
-            let value = response.headers().get(name)?.to_str().ok()?;
-            parse_flag(value).ok()
-        };
-        match self.dialect {
-            Dialect::Tus => None,
-            Dialect::Ietf(3) => flag(UPLOAD_INCOMPLETE).map(|incomplete| !incomplete),
-            Dialect::Ietf(_) => flag(UPLOAD_COMPLETE),
-        }
+        let header = |name: &str| response.headers().get(name)?.to_str().ok();
+        self.dialect.complete_in(header).ok().flatten()
     }
 
     /// Sends the empty append that completes an upload whose every byte the
@@ -527,6 +532,7 @@ impl Session {
         let response = transport.send(request).await?;
         let status = response.status();
         if status.is_success() && self.complete_of(&response) != Some(false) {
+            lock(&self.state).landed_at = Some(url.to_string());
             return Ok(Finish::Landed(Landing::confirmed(
                 None,
                 Some(self.total),
@@ -551,7 +557,7 @@ impl Session {
     async fn find_or_create(
         &self,
         transport: &dyn Transport,
-        saved: Option<SavedSession>,
+        saved: Option<Resumed>,
     ) -> Result<Holding, Error> {
         let concatenate = {
             let state = lock(&self.state);
@@ -559,7 +565,7 @@ impl Session {
                 Mode::Concatenated => true,
                 Mode::Stream(_) | Mode::Creating => false,
                 Mode::Unknown => match &saved {
-                    Some(s) => s.upload_id == CONCATENATED,
+                    Some(s) => matches!(s, Resumed::Concatenated(_)),
                     None => self.parallel && self.total > 0 && state.concatenates,
                 },
             }
@@ -567,12 +573,8 @@ impl Session {
         if concatenate {
             lock(&self.state).mode = Mode::Concatenated;
             let known: Vec<Part> = match &saved {
-                Some(s) => s
-                    .receipts
-                    .iter()
-                    .filter_map(|(_, r)| Part::from_receipt(r))
-                    .collect(),
-                None => lock(&self.state).parts.values().cloned().collect(),
+                Some(Resumed::Concatenated(parts)) => parts.clone(),
+                _ => lock(&self.state).parts.values().cloned().collect(),
             };
             let mut parts = BTreeMap::new();
             let mut held = Vec::new();
@@ -604,15 +606,8 @@ impl Session {
             return Ok(Holding::Ranges(held));
         }
         let resumed = saved
-            .map(|s| match s.upload_id.split(' ').next() {
-                // The first block's receipt is the URL it created.
-                Some(FIRST_BLOCK) => s
-                    .receipts
-                    .into_iter()
-                    .find(|(i, _)| *i == 0)
-                    .map_or_else(String::new, |(_, url)| url),
-                _ => s.upload_id,
-            })
+            .as_ref()
+            .and_then(|s| s.url().map(str::to_owned))
             .or_else(|| match &lock(&self.state).mode {
                 Mode::Stream(url) => Some(url.to_string()),
                 _ => None,
@@ -640,9 +635,10 @@ impl Session {
                         self.name, self.total
                     )));
                 }
-                state.mode = Mode::Stream(url);
+                state.mode = Mode::Stream(url.clone());
                 state.offset = offset;
                 if offset == self.total && held.complete != Some(false) {
+                    state.landed_at = Some(url.to_string());
                     return Ok(Holding::Landed(self.landed(&held)));
                 }
                 return Ok(Holding::Ranges(vec![(0, offset)]));
@@ -701,7 +697,10 @@ impl Session {
             return Ok(None);
         };
         Ok(match self.held(transport, &url).await? {
-            Some(held) if held.offset == self.total => Some(self.landed(&held)),
+            Some(held) if held.offset == self.total => {
+                lock(&self.state).landed_at = Some(url.to_string());
+                Some(self.landed(&held))
+            }
             _ => None,
         })
     }
@@ -721,10 +720,7 @@ impl Session {
     }
 
     fn content_type(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Ietf(v) if v >= 6 => PARTIAL_UPLOAD,
-            _ => OFFSET_OCTET_STREAM,
-        }
+        self.dialect.append_type()
     }
 }
 
@@ -783,7 +779,7 @@ impl UploadSession for Session {
         let sum = match (checksum, data.bytes()) {
             (Some(algorithm), Some(bytes)) => Some(Checksum {
                 algorithm: algorithm.name().to_owned(),
-                digest: digest(algorithm, bytes),
+                digest: algorithm.digest(bytes),
             }),
             _ => None,
         };
@@ -945,7 +941,10 @@ impl UploadSession for Session {
                 complete: Some(false),
                 ..
             }) if offset == self.total => self.complete(transport, &url).await,
-            Some(held) if held.offset == self.total => Ok(Finish::Landed(self.landed(&held))),
+            Some(held) if held.offset == self.total => {
+                lock(&self.state).landed_at = Some(url.to_string());
+                Ok(Finish::Landed(self.landed(&held)))
+            }
             Some(Held { offset, .. }) => Ok(Finish::Resync(Error::new(
                 ErrorKind::Status,
                 code::NOT_FINISHED,
@@ -987,11 +986,77 @@ impl UploadSession for Session {
         std::mem::take(&mut *lock(&self.notices))
     }
 
+    fn location(&self) -> Option<String> {
+        lock(&self.state).landed_at.clone()
+    }
+
     fn saved(&self) -> SavedSession {
         match &lock(&self.state).mode {
             Mode::Stream(url) => SavedSession::new(url.to_string()),
             Mode::Creating => SavedSession::new(format!("{FIRST_BLOCK} {}", self.key)),
             _ => SavedSession::new(CONCATENATED),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(id: &str, receipts: &[(u64, &str)]) -> SavedSession {
+        let mut saved = SavedSession::new(id);
+        saved.receipts = receipts.iter().map(|&(i, r)| (i, r.to_owned())).collect();
+        saved
+    }
+
+    #[test]
+    fn each_saved_shape_reads_back_as_what_the_session_saved() {
+        let url = "http://127.0.0.1:9/files/abc";
+        assert_eq!(
+            Resumed::from_saved(&saved(url, &[])),
+            Resumed::Stream(url.to_owned())
+        );
+        let first = Resumed::from_saved(&saved("creation-with-upload k1", &[(0, url)]));
+        assert_eq!(
+            first,
+            Resumed::FirstBlock {
+                key: "k1".into(),
+                url: Some(url.into())
+            }
+        );
+        assert_eq!(first.url(), Some(url));
+        let unsent = Resumed::from_saved(&saved("creation-with-upload k1", &[]));
+        assert_eq!(unsent.url(), None, "its first block was never acknowledged");
+        let parts = Resumed::from_saved(&saved(
+            "concatenation",
+            &[
+                (0, "0 10 http://h/p0"),
+                (1, "10 20 http://h/p1"),
+                (2, "torn"),
+            ],
+        ));
+        assert_eq!(
+            parts,
+            Resumed::Concatenated(vec![
+                Part {
+                    start: 0,
+                    end: 10,
+                    url: "http://h/p0".into()
+                },
+                Part {
+                    start: 10,
+                    end: 20,
+                    url: "http://h/p1".into()
+                },
+            ]),
+            "an unreadable receipt is skipped"
+        );
+        assert_eq!(parts.url(), None);
+        let part = Part {
+            start: 5,
+            end: 9,
+            url: "http://h/x y".into(),
+        };
+        assert_eq!(Part::from_receipt(&part.receipt()), Some(part));
     }
 }
