@@ -1,5 +1,7 @@
 //! The synchronous front-end of fileuploader, shaped like the reference
 //! FileUploader API so plain sequential code with callbacks ports line by line.
+//! It owns a runtime thread and the calls across to it; every upload is the
+//! core's, through the hyper transport.
 //!
 //! ```no_run
 //! use fileuploader_blocking::{init, UploadManager};
@@ -36,7 +38,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -45,6 +47,7 @@ pub use fileuploader_core::{
 };
 use fileuploader_core::{EventDispatcher, JobHandle, JobId, Transport};
 pub use fileuploader_transport_hyper::{HyperTransport, HyperTransportBuilder};
+use fileuploader_wire::sync::lock;
 
 /// How long dropping the manager waits for cancelled jobs to report.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -86,10 +89,6 @@ struct Shared {
 enum Callback {
     Call(Box<dyn FnOnce() + Send>),
     Stop,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn setup_error(what: &str, e: impl std::fmt::Display) -> Error {

@@ -72,7 +72,7 @@ struct SignArgs {
 #[derive(Debug, Clone, Args)]
 struct TransferArgs {
     /// Bytes per block, each block one request; takes suffixes like 64KiB or
-    /// 8MiB. The library's default is 10240; the command's is larger.
+    /// 8MiB, as the library's default.
     #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = size::parse_block_size)]
     block_size: u64,
     /// Blocks in flight at once (1 to 16). The library's default is 1.
@@ -428,7 +428,15 @@ fn main() -> ExitCode {
                         )
                         .exit();
                 }
-                log_to_stderr(args.verbose, "fileuploader_server=warn");
+                // Retries are said as they happen (a silent server is
+                // heard of at its first idle timeout, not when retries end),
+                // unless --quiet.
+                let quiet = if args.transfer.quiet {
+                    "fileuploader_server=warn"
+                } else {
+                    "fileuploader::retry=warn,fileuploader_server=warn"
+                };
+                log_to_stderr(args.verbose, quiet);
                 upload::run(args).await
             }
             Command::Completions { shell } => {
@@ -669,6 +677,7 @@ async fn bucket(
     let options = fileuploader_store_s3::S3Options {
         endpoint: args.s3_endpoint.clone(),
         region: args.s3_region.clone(),
+        key: None,
     };
     let store = fileuploader_store_s3::S3Store::connect(&location, &options)
         .await

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fileuploader_core::protocol::{discover, IetfDraft, Protocol, SegmentedMultipart, Tus};
-use fileuploader_core::{FileSource, Integrity, Job, Progress, Resume, RetryPolicy, UploadManager};
+use fileuploader_core::{
+    default_journal_dir, FileSource, Integrity, Job, Progress, Resume, RetryPolicy, UploadManager,
+};
 use fileuploader_transport_hyper::HyperTransport;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::files::{self, Entry, Selection};
 use crate::size::human;
@@ -20,8 +23,12 @@ pub(crate) struct Summary {
     pub(crate) file: PathBuf,
     pub(crate) progress: Progress,
     pub(crate) http_version: &'static str,
+    /// The name the file was sent under.
+    pub(crate) sent_as: String,
     /// The name the receiver says the file landed under, when it says.
     pub(crate) landed_as: Option<String>,
+    /// The upload's URL on the receiver, where the protocol has one.
+    pub(crate) url: Option<String>,
 }
 
 impl Summary {
@@ -52,7 +59,11 @@ impl Summary {
         };
         let landed_as = match &self.landed_as {
             Some(name) => format!(" as {name:?}"),
-            None => String::new(),
+            None => format!(" sent as {:?}", self.sent_as),
+        };
+        let landed_as = match &self.url {
+            Some(url) => format!("{landed_as} at {url}"),
+            None => landed_as,
         };
         format!(
             "uploaded {}{landed_as}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries, HTTP/{}, {landing}",
@@ -77,7 +88,9 @@ impl Summary {
             "resumed_blocks": p.resumed_blocks,
             "resumed_from": if p.journal_trusted { "journal" } else { "receiver" },
             "landing": self.landing(),
+            "sent_as": self.sent_as,
             "landed_as": self.landed_as,
+            "url": self.url,
             "retries": p.retries,
             "http_version": self.http_version,
         })
@@ -374,11 +387,17 @@ pub(crate) async fn drive(
         }
     }
     outcome?;
+    let landing = job.landings().into_iter().next();
     Ok(Summary {
         file: file.to_owned(),
         progress: job.progress(),
         http_version: job.http_version(),
-        landed_as: job.landings().into_iter().find_map(|l| l.name),
+        sent_as: landing
+            .as_ref()
+            .map(|l| l.source.clone())
+            .unwrap_or_default(),
+        landed_as: landing.as_ref().and_then(|l| l.name.clone()),
+        url: landing.and_then(|l| l.url),
     })
 }
 
@@ -437,7 +456,9 @@ fn job_for(
             .insert("Authorization", format!("Bearer {token}"));
     }
     if args.resume {
-        job.resume = Resume::on();
+        // Kept until the whole run is done: a run interrupted after some
+        // files landed resumes by asking the receiver about them.
+        job.resume = Resume::KeptIn(default_journal_dir());
     }
     if args.no_checksum {
         job.integrity = Integrity::None;
@@ -462,6 +483,14 @@ fn job_for(
 /// lands or fails on its own; the run fails if any did, with code -3 on
 /// Ctrl-C (exit 130) and 11 past `--timeout`.
 pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
+    // Watched from the start and for the whole run: a Ctrl-C that comes
+    // while a file's outcome is being told is still heard.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::FAILED,
+            format!("cannot watch Ctrl-C: {e}"),
+        )
+    })?;
     let selection = Selection {
         recursive: args.recursive,
         hidden: args.hidden,
@@ -511,6 +540,7 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     let args = Arc::new(args);
     let mut running = tokio::task::JoinSet::new();
     let mut outcomes = Vec::new();
+    let mut jobs = Vec::new();
     for entry in entries {
         if let Some(problem) = entry.problem {
             outcomes.push(Outcome::Failed(entry.path, problem));
@@ -523,6 +553,7 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
                 continue;
             }
         };
+        jobs.push(job.clone());
         let (manager, args, display, permits) = (
             manager.clone(),
             args.clone(),
@@ -569,7 +600,7 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
                     return Err(Failure::new(fileuploader_core::code::FAILED, e.to_string()))
                 }
             },
-            _ = tokio::signal::ctrl_c(), if stopped.is_none() => {
+            _ = interrupt.recv(), if stopped.is_none() => {
                 stopped = Some(Failure::new(
                     fileuploader_core::code::CANCELLED,
                     "interrupted: blocks in flight were abandoned; --resume goes on from what the receiver holds",
@@ -592,6 +623,13 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
         .iter()
         .filter(|o| matches!(o, Outcome::Failed(..)))
         .count();
+    if stopped.is_none() && failed == 0 {
+        for job in &jobs {
+            if let Err(e) = job.remove_journals() {
+                eprintln!("warning: cannot remove a finished resume journal: {e}");
+            }
+        }
+    }
     match (stopped, failed) {
         (Some(stop), _) => Err(stop),
         (None, 0) => Ok(()),

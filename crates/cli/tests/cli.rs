@@ -554,15 +554,28 @@ fn each_file_is_reported_under_the_name_it_landed_as() {
         let plain = fileuploader(&[&args[..], &[path.to_str().unwrap()]].concat());
         assert!(plain.status.success(), "{}", stderr(&plain));
         let json = fileuploader(&[&args[..], &["--json", path.to_str().unwrap()]].concat());
-        let said = json_lines(&json)[0]["landed_as"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let line = &json_lines(&json)[0];
+        let said = line["landed_as"].as_str().unwrap().to_owned();
+        assert_eq!(line["sent_as"], "scan \"1\".pdf", "{protocol}");
         assert!(
             stderr(&plain).contains(" as \"scan \\\"1\\\" ("),
             "{protocol}: {}",
             stderr(&plain)
         );
+        // tus and the draft have an upload URL, and both outputs give it.
+        match protocol {
+            "segmented" => assert!(line["url"].is_null(), "{line}"),
+            _ => {
+                let at = line["url"].as_str().unwrap();
+                let base = url.trim_end_matches("/upload");
+                assert!(at.starts_with(base), "{protocol}: {at}");
+                assert!(
+                    stderr(&plain).contains(&format!(" at {base}/")),
+                    "{protocol}: {}",
+                    stderr(&plain)
+                );
+            }
+        }
         landed.push(said);
     }
     assert_eq!(
@@ -1237,6 +1250,44 @@ fn trickling_server(gap: std::time::Duration) -> String {
 }
 
 #[test]
+fn a_server_that_accepts_and_never_answers_is_said_at_its_first_idle_timeout() {
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("silent.bin");
+    std::fs::write(&path, b"to nobody").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/upload", listener.local_addr().unwrap());
+    // Takes connections and holds them, reading nothing, saying nothing.
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let upload = |extra: &[&str]| {
+        command()
+            .args(["upload", "--url", &url, "--idle-timeout", "300ms"])
+            .args(["--retries", "1"])
+            .args(extra)
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = upload(&[]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let said = lines
+        .iter()
+        .position(|l| l.contains("again") && l.contains("idle timeout"))
+        .unwrap_or_else(|| panic!("no line at the first idle timeout: {text}"));
+    let failed = lines
+        .iter()
+        .position(|l| l.contains("error 11"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(said < failed, "{text}");
+    let quiet = upload(&["--quiet"]);
+    assert!(!stderr(&quiet).contains("again"), "{}", stderr(&quiet));
+}
+
+#[test]
 fn a_trickling_server_is_given_up_on_at_the_idle_timeout_or_the_run_timeout() {
     let src = tempfile::tempdir().unwrap();
     let path = src.path().join("t.bin");
@@ -1622,6 +1673,92 @@ fn ctrl_c_and_the_run_timeout_stop_queued_files_too() {
     }
 }
 
+/// The receiver's URL for `protocol`: `/upload` for the segmented
+/// convention, `/files` (the creation URL) for tus and the draft.
+fn for_protocol(url: &str, protocol: &str) -> String {
+    match protocol {
+        "segmented" => url.to_owned(),
+        _ => url.replace("/upload", "/files"),
+    }
+}
+
+/// Files named `f*.bin` that landed in `dir`.
+fn landed_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('f'))
+        .count()
+}
+
+#[test]
+fn resuming_an_interrupted_folder_counts_what_landed_and_sends_the_rest() {
+    let src = folder_of(40, 16 * 1024);
+    for protocol in ["segmented", "tus", "ietf"] {
+        let (dir, journals) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let url = receiver(dir.path());
+        let url = for_protocol(&url, protocol);
+        let run = |rate: &str| {
+            let mut cmd = command();
+            cmd.args(["upload", "--url", &url, "--protocol", protocol, "-r"])
+                .args(["--files", "2", "--block-size", "4KiB", "--resume", "--json"])
+                .args(["--limit-rate", rate, "--speed-limit", "0"])
+                .arg(src.path())
+                .env("FILEUPLOADER_JOURNAL_DIR", journals.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd
+        };
+        // 40 files at 64 KiB/s would take 10 s: stopped once a few landed.
+        let child = run("64KiB").spawn().unwrap();
+        while landed_files(dir.path()) < 4 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let first = child.wait_with_output().unwrap();
+        assert_eq!(
+            first.status.code(),
+            Some(130),
+            "{protocol}: {}",
+            stderr(&first)
+        );
+        let landed_first = landed_files(dir.path());
+        assert!(
+            std::fs::read_dir(journals.path()).unwrap().count() >= landed_first,
+            "{protocol}: the journals of landed files stay until the run is done"
+        );
+
+        let second = run("1GiB").output().unwrap();
+        assert!(second.status.success(), "{protocol}: {}", stderr(&second));
+        let lines = json_lines(&second);
+        let files: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["file"].is_string()).collect();
+        assert_eq!(files.len(), 40, "{protocol}: every file reported once");
+        let whole = files
+            .iter()
+            .filter(|l| l["resumed_blocks"] == 4 && l["blocks"] == 4)
+            .count();
+        assert!(
+            whole >= landed_first,
+            "{protocol}: {whole} files counted as held, {landed_first} had landed"
+        );
+        for i in 0..40 {
+            let name = format!("f{i:03}.bin");
+            assert_eq!(
+                std::fs::read(dir.path().join(&name)).unwrap(),
+                vec![i as u8; 16 * 1024],
+                "{protocol}: {name}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(journals.path()).unwrap().count(),
+            0,
+            "{protocol}: journals removed once every file landed"
+        );
+    }
+}
+
 #[test]
 fn limit_rate_holds_for_every_protocol_and_landed_files_get_one_mode() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -1631,10 +1768,7 @@ fn limit_rate_holds_for_every_protocol_and_landed_files_get_one_mode() {
     for protocol in ["segmented", "tus", "ietf"] {
         let dir = tempfile::tempdir().unwrap();
         let url = receiver(dir.path());
-        let url = match protocol {
-            "segmented" => url,
-            _ => url.replace("/upload", "/files"),
-        };
+        let url = for_protocol(&url, protocol);
         let started = std::time::Instant::now();
         let out = fileuploader(&[
             "upload",
@@ -1801,15 +1935,23 @@ fn serve_logs_a_line_per_landed_file_and_listens_on_a_host_name() {
     let file = dir.path().join("logged.bin");
     std::fs::write(&file, vec![1u8; 3000]).unwrap();
     let url = format!("http://{addr}/upload");
-    for block in ["1KiB", "1MiB"] {
+    let runs = [
+        ("segmented", "1KiB", "segmented multipart"),
+        ("segmented", "1MiB", "segmented multipart"),
+        ("tus", "1KiB", "tus 1.0"),
+        ("ietf", "1KiB", "IETF draft"),
+    ];
+    for (protocol, block, _) in runs {
         let out = fileuploader(&[
             "upload",
             "--url",
             &url,
+            "--protocol",
+            protocol,
             "--block-size",
             block,
             "--name",
-            &format!("logged-{block}.bin"),
+            &format!("logged-{protocol}-{block}.bin"),
             file.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -1817,11 +1959,17 @@ fn serve_logs_a_line_per_landed_file_and_listens_on_a_host_name() {
     server.kill().unwrap();
     server.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
-    for block in ["1KiB", "1MiB"] {
-        assert!(
-            text.contains(&format!("landed \"logged-{block}.bin\": 3000 bytes")),
-            "{text}"
-        );
+    for (protocol, block, over) in runs {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.contains(&format!(
+                    "landed \"logged-{protocol}-{block}.bin\": 3000 bytes"
+                ))
+            })
+            .unwrap_or_else(|| panic!("{protocol} {block}: {text}"));
+        assert!(line.contains(&format!(" over {over}")), "{line}");
+        assert!(line.contains("sent by anyone (open access)"), "{line}");
     }
 }
 
