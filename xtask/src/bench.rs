@@ -827,11 +827,12 @@ fn store_figures(
             let mut kind_ports = Vec::new();
             for _ in 0..receivers {
                 let port = free_port();
+                let log = work.join(format!("serve-{kind}-{port}.log"));
                 let mut c = Command::new(bin);
                 c.args(["serve", "--on-conflict=overwrite"])
                     .args(["--addr", &format!("127.0.0.1:{port}")])
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null());
+                    .stderr(fs::File::create(&log).map_err(|e| e.to_string())?);
                 if kind == "s3" {
                     c.args([
                         "--store",
@@ -844,7 +845,12 @@ fn store_figures(
                 } else {
                     c.arg("--dir").arg(&landing);
                 }
-                started.push(crate::interop::start(&mut c, port, "fileuploader serve")?);
+                let peer =
+                    crate::interop::start(&mut c, port, "fileuploader serve").map_err(|e| {
+                        let said = fs::read_to_string(&log).unwrap_or_default();
+                        format!("{e}; it said: {}", said.trim())
+                    })?;
+                started.push(peer);
                 kind_ports.push(port);
             }
             ports.push(kind_ports);

@@ -40,7 +40,13 @@
 //!   naming one part many times, a duplicate block holding a range while
 //!   its upload's last block lands. Every honest upload must land, none may
 //!   hang, every attack must be answered within its bound, and the
-//!   receiver's peak memory must stay under 64 MiB.
+//!   receiver's peak memory must stay under 64 MiB;
+//! - `folder-kill`: one client sends the clients' files as a folder
+//!   (`-r --files 3`, one protocol), stopped by SIGINT (even seeds) or
+//!   SIGKILL (odd ones) at a seeded moment, then, if that stopped it, run
+//!   once more, the same command: the files that landed before the stop
+//!   count as landed (the receiver is asked), the rest are sent, and the
+//!   run must exit 0 with every file whole.
 //!
 //! After each run a receiver with a short expiry serves the directory for
 //! a moment: no partial data may be left, nor more than a few dozen files
@@ -65,7 +71,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "proxy",
     "receiver-kill",
     "receiver-term",
@@ -76,6 +82,7 @@ const SCENARIOS: [&str; 10] = [
     "liar",
     "concat-kill",
     "noisy-neighbour",
+    "folder-kill",
 ];
 /// The most memory a receiver may take (`VmHWM`) in `noisy-neighbour`.
 const MAX_RSS_KIB: u64 = 64 * 1024;
@@ -444,11 +451,7 @@ fn content(seed: u64, client: usize, len: usize) -> Vec<u8> {
 }
 
 fn client(bin: &Path, port: u16, u: &Upload) -> Command {
-    let path = if u.protocol == "segmented" {
-        "upload"
-    } else {
-        "files"
-    };
+    let path = url_path(u.protocol);
     let mut c = Command::new(bin);
     c.args(["upload", "--quiet", "--resume", "--retries", "8"])
         .args(["--idle-timeout", "3s", "--protocol", u.protocol])
@@ -465,6 +468,53 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
                 .create(true)
                 .append(true)
                 .open(u.said())
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        );
+    c
+}
+
+/// The receiver's path for `protocol`: the segmented convention's, or the
+/// creation URL of tus and the draft.
+fn url_path(protocol: &str) -> &'static str {
+    if protocol == "segmented" {
+        "upload"
+    } else {
+        "files"
+    }
+}
+
+/// The `folder-kill` client: every file of `src` at once, `--files 3`,
+/// its journals in `journals`, at most `rate` bytes a second when given.
+fn folder_client(
+    bin: &Path,
+    port: u16,
+    src: &Path,
+    journals: &Path,
+    u: &Upload,
+    rate: Option<&str>,
+) -> Command {
+    let path = url_path(u.protocol);
+    let mut c = Command::new(bin);
+    c.args(["upload", "--quiet", "--resume", "--retries", "8", "-r"])
+        .args([
+            "--files",
+            "3",
+            "--idle-timeout",
+            "3s",
+            "--protocol",
+            u.protocol,
+        ])
+        .args(["--url", &format!("http://127.0.0.1:{port}/{path}")])
+        .args(["--block-size", &u.block.to_string(), "--threads", "4"])
+        .args(rate.iter().flat_map(|r| ["--limit-rate", r]))
+        .arg(src)
+        .env("FILEUPLOADER_JOURNAL_DIR", journals)
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(journals.with_extension("stderr"))
                 .map_or_else(|_| Stdio::null(), Stdio::from),
         );
     c
@@ -1006,6 +1056,11 @@ fn run_once(
             protocol = "tus";
             block = block.min((len as u64 / 4).max(1024));
         }
+        if scenario == "folder-kill" {
+            // One command for the folder: one protocol and block size.
+            protocol = ["segmented", "tus", "ietf"][(seed % 3) as usize];
+            block = 64 << 10;
+        }
         uploads.push(Upload {
             path,
             name: match scenario {
@@ -1053,7 +1108,15 @@ fn run_once(
     let calm = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut children = Vec::new();
     let mut targets = Vec::new();
+    let folder_journals = work.join("journals-folder");
+    if scenario == "folder-kill" {
+        std::fs::create_dir_all(&folder_journals).map_err(|e| e.to_string())?;
+    }
     for (i, u) in uploads.iter().enumerate() {
+        if scenario == "folder-kill" {
+            targets.push(port);
+            continue;
+        }
         let target = match scenario {
             "proxy" | "liar" => {
                 let plan = match scenario {
@@ -1196,12 +1259,41 @@ fn run_once(
             }
             outcomes
         }
+        "folder-kill" => {
+            // Paced the first time, so the stop finds it mid-folder.
+            let folder = |rate| folder_client(bin, port, &src, &folder_journals, &uploads[0], rate);
+            let mut child = folder(Some("4MiB")).spawn().map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            let by_time = Duration::from_millis(50 + rng.below(1500));
+            while started.elapsed() < by_time && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if child.try_wait().ok().flatten().is_none() {
+                let signal = if seed % 2 == 0 {
+                    libc::SIGINT
+                } else {
+                    libc::SIGKILL
+                };
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child.id() as i32, signal) };
+            }
+            let finished = child.wait().is_ok_and(|s| s.success());
+            // Stopped: the same command again must land every file and
+            // say so.
+            let outcome = if finished {
+                Some(true)
+            } else {
+                folder(None).spawn().ok().and_then(wait_bounded)
+            };
+            vec![outcome; uploads.len()]
+        }
         _ => children.into_iter().map(wait_bounded).collect(),
     };
-    // A resumed file must land after at most one more run.
+    // A resumed file must land after at most one more run (the folder's
+    // was its second run already).
     let mut outcomes = first;
     for (i, u) in uploads.iter().enumerate() {
-        if outcomes[i] == Some(false) {
+        if outcomes[i] == Some(false) && scenario != "folder-kill" {
             calm.store(true, std::sync::atomic::Ordering::Relaxed);
             outcomes[i] = client(bin, targets[i], u)
                 .spawn()

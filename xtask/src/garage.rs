@@ -199,6 +199,17 @@ impl Garage {
 
     /// An S3 client on node `n`, to look into buckets.
     pub(crate) fn client(&self, n: usize) -> Bucketeer {
+        Bucketeer {
+            client: self.sdk(n),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime"),
+        }
+    }
+
+    /// The SDK's client on node `n`, for async code.
+    pub(crate) fn sdk(&self, n: usize) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
@@ -219,13 +230,7 @@ impl Garage {
                     .build_https(),
             )
             .build();
-        Bucketeer {
-            client: aws_sdk_s3::Client::from_conf(config),
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime"),
-        }
+        aws_sdk_s3::Client::from_conf(config)
     }
 }
 

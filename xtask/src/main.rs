@@ -16,6 +16,7 @@ mod garage;
 mod interop;
 mod raw_transport;
 mod s3;
+mod store_suite;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -185,6 +186,15 @@ fn transports() -> Vec<(&'static str, TransportFactory)> {
     ]
 }
 
+/// The reference receiver, for the suite's protocol scenarios.
+fn receiver() -> Option<conformance::ReceiverFactory> {
+    Some(conformance::receiver(|dir, listener| async move {
+        fileuploader_server::Receiver::new(dir)?
+            .serve(listener)
+            .await
+    }))
+}
+
 fn conformance() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -199,7 +209,7 @@ fn conformance() -> ExitCode {
     let results: Vec<(&str, Vec<Outcome>)> = runtime.block_on(async {
         let mut results = Vec::new();
         for (name, factory) in transports() {
-            results.push((name, conformance::run_all(factory).await));
+            results.push((name, conformance::run_all(factory, receiver()).await));
         }
         results
     });
@@ -249,6 +259,6 @@ mod tests {
         let factory: TransportFactory = Arc::new(|| {
             Arc::new(RawHttp1Transport::with_stall_timeout(STALL)) as Arc<dyn Transport>
         });
-        conformance::assert_all_passed(&conformance::run_all(factory).await);
+        conformance::assert_all_passed(&conformance::run_all(factory, receiver()).await);
     }
 }

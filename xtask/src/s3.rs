@@ -250,6 +250,11 @@ impl Balanced<'_> {
 pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<(), String> {
     let mut garage = Garage::start(&work.join("garage"), 3, &[BUCKET])?;
     let bucket = garage.client(1);
+    matrix.record(
+        "Garage",
+        "store conformance suite (S3Store)",
+        crate::store_suite::run(&garage, BUCKET),
+    );
     let sources = work.join("s3-sources");
     std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
 
