@@ -8,9 +8,13 @@ use std::sync::Mutex;
 
 use fileuploader_wire::resumable::{decode_text, encode_text};
 
+use crate::protocol::Handle;
 use crate::source::{lock, SourceIdentity};
 
-const MAGIC: &str = "fileuploader-journal 1";
+/// The first line's first field: the format, and its version.
+const MAGIC: &str = "fileuploader-journal 2";
+/// The first format, whose handle was text; read once, then rewritten.
+const MAGIC_V1: &str = "fileuploader-journal 1";
 
 /// Whether a job keeps a resume journal, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -67,17 +71,21 @@ pub fn default_journal_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("fileuploader-journals"))
 }
 
-/// One source's journal: a cache of its upload session (the upload id and
-/// the blocks acknowledged, with their CRC32Cs), never the judge of what the
-/// receiver holds.
+/// One source's journal: a cache of its upload session (its [`Handle`] and
+/// the blocks acknowledged, with their CRC32Cs and receipts), never the
+/// judge of what the receiver holds.
+///
+/// The first line is `fileuploader-journal 2`, the key (receiver URL,
+/// source path, block size), the source's fingerprint and the handle as
+/// JSON, separated by tabs; each line after it is one acknowledged block.
 #[derive(Debug)]
 pub(crate) struct Journal {
     dir: PathBuf,
     path: PathBuf,
-    /// The header line up to the upload id.
+    /// The header line up to the handle.
     header: String,
-    /// The open file and the upload id its header names.
-    file: Mutex<Option<(File, String)>>,
+    /// The open file and the handle its header names.
+    file: Mutex<Option<(File, Handle)>>,
 }
 
 /// One acknowledged block, as the journal keeps it.
@@ -94,8 +102,8 @@ pub(crate) struct JournaledAck {
 #[derive(Debug)]
 pub(crate) struct Resumed {
     pub(crate) journal: Journal,
-    /// The upload id of the interrupted run, if there was one.
-    pub(crate) upload_id: Option<String>,
+    /// The session of the interrupted run, if there was one.
+    pub(crate) handle: Option<Handle>,
     /// The blocks it saw acknowledged.
     pub(crate) acked: Vec<JournaledAck>,
     pub(crate) note: Option<String>,
@@ -132,23 +140,32 @@ impl Journal {
             crc32c::crc32c(key.as_bytes())
         ));
 
-        let (upload_id, acked, note) = match fs::read_to_string(&path) {
+        let header = format!("{MAGIC}\t{key}\t{fingerprint}");
+        let (handle, acked, note) = match fs::read_to_string(&path) {
             Ok(text) => {
                 // Only whole lines count: a crash leaves at worst a torn
                 // last line, which could be a prefix of another number.
                 let mut lines = text
                     .split_inclusive('\n')
                     .filter_map(|l| l.strip_suffix('\n'));
-                let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
-                let same_key = header.get(1..4).map(|k| k.join("\t")) == Some(key.clone());
+                let first: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
+                let same_key = first.get(1..4).map(|k| k.join("\t")) == Some(key.clone());
                 let same_content =
-                    header.get(4..7).map(|f| f.join("\t")) == Some(fingerprint.clone());
-                match (header.first() == Some(&MAGIC) && same_key, same_content, header.get(7)) {
-                    (true, true, Some(id)) => {
-                        let acked = lines.filter_map(parse_ack).collect();
-                        (Some(id.to_string()), acked, None)
+                    first.get(4..7).map(|f| f.join("\t")) == Some(fingerprint.clone());
+                let handle = match first.first().copied() {
+                    Some(MAGIC) => first.get(7).and_then(|h| serde_json::from_str(h).ok()),
+                    Some(MAGIC_V1) => first.get(7).map(|h| Handle::from_v1(h)),
+                    _ => None,
+                };
+                match (handle, same_key, same_content) {
+                    (Some(handle), true, true) => {
+                        let acked: Vec<JournaledAck> = lines.filter_map(parse_ack).collect();
+                        if first.first() == Some(&MAGIC_V1) {
+                            rewrite(dir, &path, &header, &handle, &acked)?;
+                        }
+                        (Some(handle), acked, None)
                     }
-                    (true, _, _) => (
+                    (Some(_), true, false) => (
                         None,
                         Vec::new(),
                         Some(format!(
@@ -162,35 +179,35 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Vec::new(), None),
             Err(e) => return Err(e),
         };
-        let file = match &upload_id {
-            Some(id) => Some((OpenOptions::new().append(true).open(&path)?, id.clone())),
+        let file = match &handle {
+            Some(handle) => Some((OpenOptions::new().append(true).open(&path)?, handle.clone())),
             None => None,
         };
         Ok(Resumed {
             journal: Journal {
                 dir: dir.to_owned(),
                 path,
-                header: format!("{MAGIC}\t{key}\t{fingerprint}"),
+                header,
                 file: Mutex::new(file),
             },
-            upload_id,
+            handle,
             acked,
             note,
         })
     }
 
-    /// Keeps `upload_id` as the session to resume; a new id starts the
+    /// Keeps `handle` as the session to resume; a new handle starts the
     /// journal over, durably.
-    pub(crate) fn keep_session(&self, upload_id: &str) -> io::Result<()> {
+    pub(crate) fn keep_session(&self, handle: &Handle) -> io::Result<()> {
         let mut file = lock(&self.file);
-        if file.as_ref().is_some_and(|(_, id)| id == upload_id) {
+        if file.as_ref().is_some_and(|(_, kept)| kept == handle) {
             return Ok(());
         }
         let mut f = File::create(&self.path)?;
-        writeln!(f, "{}\t{upload_id}", self.header)?;
+        f.write_all(first_line(&self.header, handle).as_bytes())?;
         f.sync_all()?;
         sync_dir(&self.dir);
-        *file = Some((f, upload_id.to_owned()));
+        *file = Some((f, handle.clone()));
         Ok(())
     }
 
@@ -201,13 +218,7 @@ impl Journal {
         let Some((file, _)) = file.as_mut() else {
             return Err(io::Error::other("the journal has no session yet"));
         };
-        let crc = ack
-            .crc32c
-            .map_or_else(|| "-".to_owned(), |c| format!("{c:08x}"));
-        let line = match &ack.receipt {
-            Some(receipt) => format!("ack {} {crc} {}\n", ack.index, encode_text(receipt)),
-            None => format!("ack {} {crc}\n", ack.index),
-        };
+        let line = ack_line(ack);
         // One write per line, so a crash leaves at worst a partial last
         // line, which reading skips.
         file.write_all(line.as_bytes())?;
@@ -227,6 +238,46 @@ impl Journal {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The journal's first line: `header`, then `handle` as JSON.
+fn first_line(header: &str, handle: &Handle) -> String {
+    let json = serde_json::to_string(handle).expect("a handle is plain strings");
+    format!("{header}\t{json}\n")
+}
+
+/// One acknowledged block's line.
+fn ack_line(ack: &JournaledAck) -> String {
+    let crc = ack
+        .crc32c
+        .map_or_else(|| "-".to_owned(), |c| format!("{c:08x}"));
+    match &ack.receipt {
+        Some(receipt) => format!("ack {} {crc} {}\n", ack.index, encode_text(receipt)),
+        None => format!("ack {} {crc}\n", ack.index),
+    }
+}
+
+/// Replaces the journal at `path` by one in this format, holding the same
+/// session and acknowledgements: written beside it, synced, renamed over
+/// it, so a crash leaves the old or the new one whole.
+fn rewrite(
+    dir: &Path,
+    path: &Path,
+    header: &str,
+    handle: &Handle,
+    acked: &[JournaledAck],
+) -> io::Result<()> {
+    let mut text = first_line(header, handle);
+    for ack in acked {
+        text.push_str(&ack_line(ack));
+    }
+    let temp = path.with_extension("journal.new");
+    let mut f = File::create(&temp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&temp, path)?;
+    sync_dir(dir);
+    Ok(())
 }
 
 /// `ack N`, `ack N CRC` or `ack N CRC RECEIPT`, with `-` for no CRC.
@@ -262,12 +313,18 @@ mod tests {
         }
     }
 
+    fn id(n: u32) -> Handle {
+        Handle::Id {
+            id: format!("id-{n}"),
+        }
+    }
+
     #[test]
     fn resumes_the_same_content_and_starts_changed_content_over() {
         let dir = tempfile::tempdir().unwrap();
         let url = "http://127.0.0.1/u";
         let first = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
-        assert_eq!((first.upload_id.as_deref(), first.acked.len()), (None, 0));
+        assert_eq!((first.handle.as_ref(), first.acked.len()), (None, 0));
         assert!(first.note.is_none());
         let ack = |index, crc32c, receipt: Option<&str>| JournaledAck {
             index,
@@ -278,7 +335,7 @@ mod tests {
             first.journal.ack(&ack(1, None, None)).is_err(),
             "no session kept yet"
         );
-        first.journal.keep_session("id-1").unwrap();
+        first.journal.keep_session(&id(1)).unwrap();
         first.journal.ack(&ack(3, Some(0xabc), None)).unwrap();
         first
             .journal
@@ -294,11 +351,7 @@ mod tests {
         drop(first);
 
         let again = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
-        assert_eq!(
-            again.upload_id.as_deref(),
-            Some("id-1"),
-            "the upload id survives"
-        );
+        assert_eq!(again.handle, Some(id(1)), "the session survives");
         assert_eq!(
             again.acked,
             [
@@ -307,7 +360,7 @@ mod tests {
             ],
             "receipts survive escaping; the torn line is skipped"
         );
-        again.journal.keep_session("id-1").unwrap();
+        again.journal.keep_session(&id(1)).unwrap();
         again.journal.ack(&ack(5, None, None)).unwrap();
         drop(again);
         let kept = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
@@ -317,18 +370,18 @@ mod tests {
             "the torn line stays unreadable: {:?}",
             kept.acked
         );
-        kept.journal.keep_session("id-2").unwrap();
+        kept.journal.keep_session(&id(2)).unwrap();
         drop(kept);
         let restarted = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
         assert_eq!(
-            (restarted.upload_id.as_deref(), restarted.acked.len()),
-            (Some("id-2"), 0),
+            (restarted.handle.clone(), restarted.acked.len()),
+            (Some(id(2)), 0),
             "a new session starts the journal over"
         );
         drop(restarted);
 
         let changed = Journal::open(dir.path(), url, &identity(100, 8), 10).unwrap();
-        assert_eq!((changed.upload_id, changed.acked.len()), (None, 0));
+        assert_eq!((changed.handle, changed.acked.len()), (None, 0));
         assert!(changed
             .note
             .unwrap()
@@ -336,12 +389,93 @@ mod tests {
 
         let other_blocks = Journal::open(dir.path(), url, &identity(100, 8), 20).unwrap();
         assert_eq!(
-            other_blocks.upload_id, None,
+            other_blocks.handle, None,
             "another block size is another journal"
         );
         assert_ne!(other_blocks.journal.path(), changed.journal.path());
         changed.journal.remove().unwrap();
         assert!(!changed.journal.path().exists());
         changed.journal.remove().unwrap();
+    }
+
+    #[test]
+    fn a_journal_of_the_first_format_is_read_once_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "http://127.0.0.1/files";
+        let made = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
+        let path = made.journal.path().to_owned();
+        drop(made);
+        let key = format!("{url}\t/data/scan.pdf\t10\t100\t42\t00000007");
+        let v1 = |handle: &str, acks: &str| {
+            fs::write(
+                &path,
+                format!("fileuploader-journal 1\t{key}\t{handle}\n{acks}"),
+            )
+            .unwrap();
+            Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap()
+        };
+        let cases = [
+            (
+                "http://127.0.0.1/files/ab%20c",
+                Handle::Url {
+                    url: "http://127.0.0.1/files/ab%20c".into(),
+                },
+            ),
+            (
+                "creation-with-upload k1",
+                Handle::FirstRequest { key: "k1".into() },
+            ),
+            ("concatenation", Handle::Parts),
+            (
+                "0f3a9c",
+                Handle::Id {
+                    id: "0f3a9c".into(),
+                },
+            ),
+        ];
+        for (text, handle) in cases {
+            let old = v1(text, "ack 0 0000abcd 0%2010%20http://h/p0\nack 1 -\nack 2");
+            assert_eq!(old.handle.as_ref(), Some(&handle), "{text}");
+            assert_eq!(
+                old.acked,
+                [
+                    JournaledAck {
+                        index: 0,
+                        crc32c: Some(0xabcd),
+                        receipt: Some("0 10 http://h/p0".into())
+                    },
+                    JournaledAck {
+                        index: 1,
+                        crc32c: None,
+                        receipt: None
+                    }
+                ],
+                "{text}: the torn last line is dropped"
+            );
+            old.journal
+                .ack(&JournaledAck {
+                    index: 3,
+                    crc32c: None,
+                    receipt: None,
+                })
+                .unwrap();
+            drop(old);
+            let text_now = fs::read_to_string(&path).unwrap();
+            assert!(
+                text_now.starts_with("fileuploader-journal 2\t"),
+                "rewritten: {text_now}"
+            );
+            let new = Journal::open(dir.path(), url, &identity(100, 7), 10).unwrap();
+            assert_eq!(new.handle, Some(handle), "read back from the new format");
+            assert_eq!(
+                new.acked.iter().map(|a| a.index).collect::<Vec<_>>(),
+                [0, 1, 3],
+                "appends go on after the rewrite"
+            );
+        }
+        assert!(
+            !path.with_extension("journal.new").exists(),
+            "no temporary file left"
+        );
     }
 }

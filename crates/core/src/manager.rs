@@ -280,7 +280,7 @@ impl UploadManager {
                 _ => None,
             };
             let saved = resumed.as_ref().and_then(|r| {
-                let mut saved = SavedSession::new(r.upload_id.clone()?);
+                let mut saved = SavedSession::of(r.handle.clone()?);
                 saved.receipts = r
                     .acked
                     .iter()

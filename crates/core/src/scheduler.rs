@@ -449,9 +449,10 @@ async fn begin(
         ctx.job.state.notice(notice);
     }
     if let Some(journal) = &source.journal {
-        let id = source.session.saved().upload_id;
+        let handle = source.session.saved().handle;
         let journal = journal.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.keep_session(&id)).await {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.keep_session(&handle)).await
+        {
             ctx.job.state.notice(format!(
                 "cannot keep the resume journal of {:?}: {e}",
                 source.name

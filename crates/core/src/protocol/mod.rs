@@ -153,23 +153,87 @@ pub(crate) fn header_value(s: &str) -> Result<http::HeaderValue, Error> {
     })
 }
 
-/// What a later run needs to find an upload again (kept in the resume
-/// journal).
+/// What a later run needs to find an upload again, kept in the resume
+/// journal (as JSON, beside the blocks' receipts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedSession {
-    /// The receiver's handle on the upload: an upload id, or an upload URL.
-    pub upload_id: String,
+    /// The receiver's handle on the upload, by kind.
+    pub handle: Handle,
     /// The receipts of blocks acknowledged in earlier runs, by block index
     /// (ETags, say, that a finish must name).
     pub receipts: Vec<(u64, String)>,
 }
 
 impl SavedSession {
-    /// A saved session with this handle and no receipts.
+    /// A saved session with this upload id ([`Handle::Id`]) and no
+    /// receipts.
     pub fn new(upload_id: impl Into<String>) -> Self {
+        SavedSession::of(Handle::Id {
+            id: upload_id.into(),
+        })
+    }
+
+    /// A saved session with this handle and no receipts.
+    pub fn of(handle: Handle) -> Self {
         SavedSession {
-            upload_id: upload_id.into(),
+            handle,
             receipts: Vec::new(),
+        }
+    }
+}
+
+/// How a session finds its upload again: the one thing it saves besides
+/// the blocks' receipts. Serialized by the resume journal as JSON tagged by
+/// `kind`, so a protocol's saved state is never split out of a string.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Handle {
+    /// An upload id (the segmented protocol's, which the client makes up),
+    /// or any handle a protocol outside this crate keeps as text.
+    Id {
+        /// The id.
+        id: String,
+    },
+    /// The upload's own URL on the receiver (tus, the IETF draft).
+    Url {
+        /// The URL, as the receiver gave it.
+        url: String,
+    },
+    /// An upload that its first request creates (creation with upload)
+    /// under an idempotency key; once that request is acknowledged, block
+    /// 0's receipt is the upload's URL.
+    FirstRequest {
+        /// The idempotency key the creation carries.
+        key: String,
+    },
+    /// An upload sent as partial uploads joined by a final request (tus
+    /// concatenation): each block's receipt names its part.
+    Parts,
+}
+
+impl Handle {
+    /// Reads a handle from the text the first journal format kept:
+    /// `concatenation`, `creation-with-upload KEY`, an upload URL, or an
+    /// upload id.
+    pub(crate) fn from_v1(text: &str) -> Self {
+        if text == "concatenation" {
+            return Handle::Parts;
+        }
+        if let Some(key) = text.strip_prefix("creation-with-upload") {
+            if key.is_empty() || key.starts_with(' ') {
+                return Handle::FirstRequest {
+                    key: key.trim_start().to_owned(),
+                };
+            }
+        }
+        if text.starts_with("http://") || text.starts_with("https://") {
+            return Handle::Url {
+                url: text.to_owned(),
+            };
+        }
+        Handle::Id {
+            id: text.to_owned(),
         }
     }
 }

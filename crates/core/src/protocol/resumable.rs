@@ -23,7 +23,7 @@ use fileuploader_wire::resumable::{
 };
 
 use super::{
-    header_value, Constraints, Finish, Holding, Landing, Protocol, Receipt, SavedSession,
+    header_value, Constraints, Finish, Handle, Holding, Landing, Protocol, Receipt, SavedSession,
     UploadSession, UploadTarget, Verdict,
 };
 use crate::body::{BlockData, UploadBody};
@@ -33,12 +33,6 @@ use crate::retry;
 use crate::source::lock;
 use crate::transport::{Request, Response, Transport};
 
-/// The saved handle of an upload sent by concatenation: its parts' URLs
-/// are the receipts.
-const CONCATENATED: &str = "concatenation";
-/// The saved handle of an upload its first block creates (creation with
-/// upload): that block's receipt is the upload's URL.
-const FIRST_BLOCK: &str = "creation-with-upload";
 /// The most partial uploads one final upload joins: their paths, about 45
 /// bytes each, must fit in one request header.
 const MAX_PARTS: u64 = 1000;
@@ -186,8 +180,8 @@ struct Part {
 }
 
 /// What a resumable session saved for a later run, read from its
-/// [`SavedSession`] in this one place (the journal keeps the handle and
-/// receipts as text).
+/// [`SavedSession`] in this one place: the handle says which kind, the
+/// receipts fill it in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Resumed {
     /// An upload at this URL, appended to in order.
@@ -201,24 +195,23 @@ enum Resumed {
 
 impl Resumed {
     fn from_saved(saved: &SavedSession) -> Self {
-        if saved.upload_id == CONCATENATED {
-            let parts = saved
-                .receipts
-                .iter()
-                .filter_map(|(_, r)| Part::from_receipt(r))
-                .collect();
-            return Resumed::Concatenated(parts);
-        }
-        match saved.upload_id.strip_prefix(FIRST_BLOCK) {
-            Some(rest) if rest.is_empty() || rest.starts_with(' ') => Resumed::FirstBlock {
-                key: rest.trim_start().to_owned(),
+        match &saved.handle {
+            Handle::Parts => Resumed::Concatenated(
+                saved
+                    .receipts
+                    .iter()
+                    .filter_map(|(_, r)| Part::from_receipt(r))
+                    .collect(),
+            ),
+            Handle::FirstRequest { key } => Resumed::FirstBlock {
+                key: key.clone(),
                 url: saved
                     .receipts
                     .iter()
                     .find(|(i, _)| *i == 0)
                     .map(|(_, url)| url.clone()),
             },
-            _ => Resumed::Stream(saved.upload_id.clone()),
+            Handle::Url { url } | Handle::Id { id: url } => Resumed::Stream(url.clone()),
         }
     }
 
@@ -992,9 +985,13 @@ impl UploadSession for Session {
 
     fn saved(&self) -> SavedSession {
         match &lock(&self.state).mode {
-            Mode::Stream(url) => SavedSession::new(url.to_string()),
-            Mode::Creating => SavedSession::new(format!("{FIRST_BLOCK} {}", self.key)),
-            _ => SavedSession::new(CONCATENATED),
+            Mode::Stream(url) => SavedSession::of(Handle::Url {
+                url: url.to_string(),
+            }),
+            Mode::Creating => SavedSession::of(Handle::FirstRequest {
+                key: self.key.clone(),
+            }),
+            _ => SavedSession::of(Handle::Parts),
         }
     }
 }
@@ -1003,8 +1000,8 @@ impl UploadSession for Session {
 mod tests {
     use super::*;
 
-    fn saved(id: &str, receipts: &[(u64, &str)]) -> SavedSession {
-        let mut saved = SavedSession::new(id);
+    fn saved(handle: Handle, receipts: &[(u64, &str)]) -> SavedSession {
+        let mut saved = SavedSession::of(handle);
         saved.receipts = receipts.iter().map(|&(i, r)| (i, r.to_owned())).collect();
         saved
     }
@@ -1012,11 +1009,13 @@ mod tests {
     #[test]
     fn each_saved_shape_reads_back_as_what_the_session_saved() {
         let url = "http://127.0.0.1:9/files/abc";
+        let at = || Handle::Url { url: url.into() };
         assert_eq!(
-            Resumed::from_saved(&saved(url, &[])),
+            Resumed::from_saved(&saved(at(), &[])),
             Resumed::Stream(url.to_owned())
         );
-        let first = Resumed::from_saved(&saved("creation-with-upload k1", &[(0, url)]));
+        let first_request = || Handle::FirstRequest { key: "k1".into() };
+        let first = Resumed::from_saved(&saved(first_request(), &[(0, url)]));
         assert_eq!(
             first,
             Resumed::FirstBlock {
@@ -1025,10 +1024,10 @@ mod tests {
             }
         );
         assert_eq!(first.url(), Some(url));
-        let unsent = Resumed::from_saved(&saved("creation-with-upload k1", &[]));
+        let unsent = Resumed::from_saved(&saved(first_request(), &[]));
         assert_eq!(unsent.url(), None, "its first block was never acknowledged");
         let parts = Resumed::from_saved(&saved(
-            "concatenation",
+            Handle::Parts,
             &[
                 (0, "0 10 http://h/p0"),
                 (1, "10 20 http://h/p1"),

@@ -16,7 +16,7 @@ use fileuploader_wire::{
 };
 
 use super::{
-    header_value, Finish, Holding, Integrity, Landing, Protocol, Receipt, SavedSession,
+    header_value, Finish, Handle, Holding, Integrity, Landing, Protocol, Receipt, SavedSession,
     UploadSession, UploadTarget, Verdict,
 };
 use crate::body::{BlockData, UploadBody};
@@ -45,9 +45,10 @@ impl Protocol for SegmentedMultipart {
             "fileuploader-{}",
             Alphanumeric.sample_string(&mut rand::rng(), 24)
         );
-        let upload_id = target
-            .saved
-            .map_or_else(new_upload_id, |s| s.upload_id.clone());
+        let upload_id = match target.saved.map(|s| &s.handle) {
+            Some(Handle::Id { id } | Handle::Url { url: id }) => id.clone(),
+            _ => new_upload_id(),
+        };
         let mut prefix = Vec::new();
         for (key, value) in target.fields.iter() {
             if key == BLOCK_CRC32C_FIELD {
