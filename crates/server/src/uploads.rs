@@ -2,8 +2,8 @@
 //! begin an upload for the credentials that ask, pour a block's bytes into
 //! its writer while counting them, and acknowledge, then land, what was
 //! checked. Whether an upload landed is decided here and nowhere else
-//! ([`Outcome`], [`settle`], [`land`], [`land_whole`]); every door answers
-//! from it in its own protocol.
+//! ([`Outcome`], [`settle`], and [`land_arrival`], which every landing goes
+//! through); every door answers from it in its own protocol.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,7 +11,8 @@ use http::StatusCode;
 
 use crate::refusal::Refusal;
 use crate::store::{
-    BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, Upload, WholeWriter, WriteBytes,
+    Arrival, BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
+    WholeWriter, WriteBytes,
 };
 use fileuploader_wire::Statement;
 
@@ -169,8 +170,7 @@ fn whole(upload: &Upload) -> bool {
     upload.complete() && !upload.begun.partial
 }
 
-/// Lands complete `upload` as `name` (else its own name), by `terms`: the
-/// one place an upload in blocks lands. A landing that fails stays on the
+/// Lands complete `upload` as `name` (else its own name), by `terms`. A landing that fails stays on the
 /// upload's record with its reason, and may be tried again.
 pub(crate) async fn land(
     store: &dyn Store,
@@ -187,11 +187,8 @@ pub(crate) async fn land(
             return Ok(Outcome::Failed(upload, refusal));
         }
     }
-    match store.land(&upload.begun.id, &name, policy).await {
-        Ok(statement) => {
-            told_landed(&statement, terms.via);
-            Ok(Outcome::Landed(statement))
-        }
+    match land_arrival(store, Arrival::blocks(&upload.begun.id), &name, terms).await {
+        Ok(statement) => Ok(Outcome::Landed(statement)),
         Err(refusal) => match store.upload(&upload.begun.id).await? {
             Some(after) if after.landing_error.is_some() => {
                 Ok(Outcome::Failed(after, refusal.into()))
@@ -272,7 +269,8 @@ pub(crate) async fn open_whole(
     Ok(None)
 }
 
-/// Lands a whole file's bytes as `name`: the one place a whole file lands.
+/// Lands a whole file's bytes as `name`, unless the same file landed under
+/// its id already.
 pub(crate) async fn land_whole(
     store: &dyn Store,
     writer: Box<dyn WholeWriter>,
@@ -283,10 +281,21 @@ pub(crate) async fn land_whole(
     if let Some(landed) = open_whole(store, id, name, allowance).await? {
         return Ok(landed);
     }
-    let landed = writer
-        .land(name, allowance.terms.policy, id, allowance.owner)
-        .await?;
-    told_landed(&landed, allowance.terms.via);
+    let arrival = Arrival::whole(writer, id, allowance.owner);
+    Ok(land_arrival(store, arrival, name, allowance.terms).await?)
+}
+
+/// Lands `arrival` as `name` by `terms`: the one place a file lands,
+/// whichever door it came through and however it was sent. The store
+/// lands it durably and records the landing; then the operator hears of it.
+async fn land_arrival(
+    store: &dyn Store,
+    arrival: Arrival,
+    name: &str,
+    terms: Terms,
+) -> Result<Landed, StoreError> {
+    let landed = store.land(arrival, name, terms.policy).await?;
+    told_landed(&landed, terms.via);
     Ok(landed)
 }
 

@@ -321,7 +321,11 @@ async fn a_client_that_never_reads_its_answers_loses_its_connection() {
     // they fill the socket's buffers both ways.
     let one = "GET /upload?upload_id=nobody-0000001 HTTP/1.1\r\nhost: x\r\n\r\n";
     let many = one.repeat(60_000);
-    let mut hog = TcpStream::connect(addr).await.unwrap();
+    // A small receive buffer fills after a few answers, not tens of
+    // thousands.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut hog = socket.connect(addr).await.unwrap();
     let hogging = tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(20), hog.write_all(many.as_bytes())).await;
         hog
@@ -344,7 +348,7 @@ async fn a_client_that_never_reads_its_answers_loses_its_connection() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(8), served_in_time)
+    tokio::time::timeout(Duration::from_secs(30), served_in_time)
         .await
         .expect("the other client is served once the hog's connection is closed");
     drop(hogging);

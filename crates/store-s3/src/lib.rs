@@ -1180,7 +1180,12 @@ impl Store for S3Store {
         }))
     }
 
-    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Landed, StoreError> {
+    async fn land_blocks(
+        &self,
+        id: &str,
+        name: &str,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError> {
         if let Some(landed) = self.landed(id).await? {
             return Ok(landed);
         }
@@ -1632,7 +1637,7 @@ impl WriteBytes for Whole {
 
 #[async_trait]
 impl WholeWriter for Whole {
-    async fn land(
+    async fn place(
         mut self: Box<Self>,
         name: &str,
         policy: OnConflict,

@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fileuploader_wire::ContentRange;
 
-use crate::{ErrorKind, NewUpload, OnConflict, Quota, Store, StoreError, Upload};
+use crate::{Arrival, ErrorKind, NewUpload, OnConflict, Quota, Store, StoreError, Upload};
 
 /// A store under test.
 #[async_trait]
@@ -157,7 +157,7 @@ pub async fn acknowledged_blocks_survive_reopening(fixture: &dyn Fixture) {
     assert_eq!(read.blocks[0].crc32c, Some(crc32c::crc32c(b"hello")));
     put(&*reopened, &read, 5, b", wo").await;
     let landed = reopened
-        .land("kept", "kept.bin", OnConflict::Refuse)
+        .land(Arrival::blocks("kept"), "kept.bin", OnConflict::Refuse)
         .await
         .expect("landed");
     assert_eq!(
@@ -224,7 +224,11 @@ pub async fn overlaps_are_compared_and_ranges_held_apart(fixture: &dyn Fixture) 
     }
     assert!(upload.complete(), "{:?}", upload.received);
     store
-        .land("overlap", "overlap.bin", OnConflict::Refuse)
+        .land(
+            Arrival::blocks("overlap"),
+            "overlap.bin",
+            OnConflict::Refuse,
+        )
         .await
         .expect("landed");
     assert_eq!(
@@ -265,7 +269,11 @@ pub async fn a_dropped_writer_leaves_no_trace(fixture: &dyn Fixture) {
     );
     put(&*store, &read, 0, b"kept").await;
     store
-        .land("dropped", "dropped.bin", OnConflict::Refuse)
+        .land(
+            Arrival::blocks("dropped"),
+            "dropped.bin",
+            OnConflict::Refuse,
+        )
         .await
         .expect("landed");
     assert_eq!(
@@ -283,7 +291,8 @@ pub async fn a_complete_upload_lands_once_however_many_ask(fixture: &dyn Fixture
         .await
         .expect("begun");
     put(&*store, &upload, 0, b"landed").await;
-    let askers = (0..8).map(|_| store.land("once", "once.bin", OnConflict::Rename));
+    let askers =
+        (0..8).map(|_| store.land(Arrival::blocks("once"), "once.bin", OnConflict::Rename));
     let said = futures_util::future::join_all(askers).await;
     for landed in &said {
         let landed = landed
@@ -324,7 +333,7 @@ pub async fn a_complete_upload_lands_once_however_many_ask(fixture: &dyn Fixture
         ("once", "bob", "once.bin")
     );
     let again = store
-        .land("once", "other.bin", OnConflict::Refuse)
+        .land(Arrival::blocks("once"), "other.bin", OnConflict::Refuse)
         .await
         .expect("landed before");
     assert_eq!(again.name, "once.bin");
@@ -352,14 +361,18 @@ pub async fn taken_names_follow_the_policy(fixture: &dyn Fixture) {
     };
     let first = complete(b"first").await;
     store
-        .land(&first, "a.txt", OnConflict::Refuse)
+        .land(Arrival::blocks(&first), "a.txt", OnConflict::Refuse)
         .await
         .expect("landed");
     assert!(store.name_taken("a.txt").await.expect("asked"));
 
     let refused = complete(b"second").await;
     assert_eq!(
-        kind(store.land(&refused, "a.txt", OnConflict::Refuse).await),
+        kind(
+            store
+                .land(Arrival::blocks(&refused), "a.txt", OnConflict::Refuse)
+                .await
+        ),
         ErrorKind::Conflict
     );
     let kept = store
@@ -371,7 +384,7 @@ pub async fn taken_names_follow_the_policy(fixture: &dyn Fixture) {
     assert_eq!(fixture.file("a.txt").await.as_deref(), Some(&b"first"[..]));
 
     let renamed = store
-        .land(&refused, "a.txt", OnConflict::Rename)
+        .land(Arrival::blocks(&refused), "a.txt", OnConflict::Rename)
         .await
         .expect("renamed");
     assert_eq!(renamed.name, "a (1).txt");
@@ -382,7 +395,7 @@ pub async fn taken_names_follow_the_policy(fixture: &dyn Fixture) {
 
     let over = complete(b"third").await;
     let landed = store
-        .land(&over, "a.txt", OnConflict::Overwrite)
+        .land(Arrival::blocks(&over), "a.txt", OnConflict::Overwrite)
         .await
         .expect("overwritten");
     assert_eq!(landed.name, "a.txt");
@@ -403,8 +416,12 @@ pub async fn whole_files_and_concatenations_land(fixture: &dyn Fixture) {
             .await
             .expect("taken");
     }
-    let landed = whole
-        .land("whole.txt", OnConflict::Refuse, Some("whole-1"), "carol")
+    let landed = store
+        .land(
+            Arrival::whole(whole, Some("whole-1"), "carol"),
+            "whole.txt",
+            OnConflict::Refuse,
+        )
         .await
         .expect("landed");
     assert_eq!(
@@ -445,7 +462,7 @@ pub async fn whole_files_and_concatenations_land(fixture: &dyn Fixture) {
     assert!(joined.complete());
     assert_eq!(joined.expected_crc32c(), Some(crc32c::crc32c(b"concat")));
     store
-        .land("joined", "joined.txt", OnConflict::Refuse)
+        .land(Arrival::blocks("joined"), "joined.txt", OnConflict::Refuse)
         .await
         .expect("landed");
     assert_eq!(
@@ -544,8 +561,12 @@ pub async fn quotas_refuse_before_anything_is_stored(fixture: &dyn Fixture) {
     // them in steps, so the refusal may come with the landing).
     let mut whole = store.write_whole("frank", quota).await.expect("opened");
     let over = match whole.write(Bytes::from(vec![0u8; 20])).await {
-        Ok(()) => whole
-            .land("over.bin", OnConflict::Refuse, Some("q5"), "frank")
+        Ok(()) => store
+            .land(
+                Arrival::whole(whole, Some("q5"), "frank"),
+                "over.bin",
+                OnConflict::Refuse,
+            )
             .await
             .map(|_| ()),
         Err(e) => Err(e),

@@ -21,7 +21,8 @@
 //!    [`BlockWriter::acknowledge`], which returns only once the block would
 //!    survive a crash; a writer dropped unacknowledged leaves no trace;
 //! 3. once the acknowledged ranges cover the upload, [`Store::land`] puts it
-//!    in place, fenced against writers still in flight.
+//!    in place, fenced against writers still in flight. A file sent whole
+//!    goes to a [`WholeWriter`] and lands through the same call.
 
 pub mod conformance;
 mod error;
@@ -246,11 +247,36 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         quota: Quota,
     ) -> Result<Box<dyn WholeWriter>, StoreError>;
 
-    /// Lands complete upload `id` as `name`: checks the stored bytes
-    /// against the acknowledged blocks, puts them in place by `policy`, and
-    /// records the landing, all fenced against writers in flight. A failed
-    /// landing is recorded on the upload and may be tried again.
-    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Landed, StoreError>;
+    /// Lands `arrival` as `name` by `policy`, durably, and records the
+    /// landing: the one way a file lands in a store. A complete upload in
+    /// blocks lands by [`land_blocks`](Self::land_blocks), a whole file's
+    /// bytes by their writer ([`WholeWriter::place`]).
+    async fn land(
+        &self,
+        arrival: Arrival,
+        name: &str,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError> {
+        match arrival {
+            Arrival::Blocks(id) => self.land_blocks(&id, name, policy).await,
+            Arrival::Whole { writer, id, owner } => {
+                writer.place(name, policy, id.as_deref(), &owner).await
+            }
+        }
+    }
+
+    /// Lands complete upload `id` as `name`, for [`land`](Self::land):
+    /// checks the stored bytes against the acknowledged blocks, puts them in
+    /// place by `policy`, and records the landing, all fenced against
+    /// writers in flight. A failed landing is recorded on the upload and
+    /// may be tried again; an upload that landed already answers its
+    /// landing.
+    async fn land_blocks(
+        &self,
+        id: &str,
+        name: &str,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError>;
 
     /// The landing of upload `id`, if it landed.
     async fn landed(&self, id: &str) -> Result<Option<Landed>, StoreError>;
@@ -293,12 +319,58 @@ pub trait BlockWriter: WriteBytes {
     ) -> Result<Upload, StoreError>;
 }
 
+/// What [`Store::land`] lands.
+pub enum Arrival {
+    /// Complete upload `id`, sent in blocks.
+    Blocks(String),
+    /// A whole file's bytes, as its writer took them, recorded under `id`
+    /// for `owner` when there is an id.
+    Whole {
+        /// The writer that took the bytes.
+        writer: Box<dyn WholeWriter>,
+        /// The upload id the file was sent under, if any.
+        id: Option<String>,
+        /// Whose credentials sent it.
+        owner: String,
+    },
+}
+
+impl Arrival {
+    /// Complete upload `id`.
+    pub fn blocks(id: impl Into<String>) -> Self {
+        Arrival::Blocks(id.into())
+    }
+
+    /// The bytes `writer` took, from `owner`, under `id` if any.
+    pub fn whole(writer: Box<dyn WholeWriter>, id: Option<&str>, owner: &str) -> Self {
+        Arrival::Whole {
+            writer,
+            id: id.map(str::to_owned),
+            owner: owner.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Arrival {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arrival::Blocks(id) => f.debug_tuple("Blocks").field(id).finish(),
+            Arrival::Whole { id, owner, .. } => f
+                .debug_struct("Whole")
+                .field("id", id)
+                .field("owner", owner)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// Takes the bytes of a file sent whole; dropping it keeps nothing.
 #[async_trait]
 pub trait WholeWriter: WriteBytes {
-    /// Lands the bytes as `name` by `policy`, durably, recording the
-    /// landing under `id` for `owner` when there is an id.
-    async fn land(
+    /// Places the bytes as `name` by `policy`, durably, recording the
+    /// landing under `id` for `owner` when there is an id. Its store's
+    /// [`Store::land`] calls it, for [`Arrival::Whole`].
+    async fn place(
         self: Box<Self>,
         name: &str,
         policy: OnConflict,

@@ -216,7 +216,12 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Landed, StoreError> {
+    async fn land_blocks(
+        &self,
+        id: &str,
+        name: &str,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError> {
         let mut held = self.held();
         let Some(kept) = held.uploads.get(id) else {
             return held.landed.get(id).cloned().ok_or_else(|| {
@@ -411,7 +416,7 @@ impl WriteBytes for MemoryWhole {
 
 #[async_trait]
 impl WholeWriter for MemoryWhole {
-    async fn land(
+    async fn place(
         self: Box<Self>,
         name: &str,
         policy: OnConflict,

@@ -122,8 +122,13 @@ impl Store for Hasty {
     ) -> Result<Box<dyn WholeWriter>, StoreError> {
         self.0.write_whole(owner, quota).await
     }
-    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Landed, StoreError> {
-        self.0.land(id, name, policy).await
+    async fn land_blocks(
+        &self,
+        id: &str,
+        name: &str,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError> {
+        self.0.land_blocks(id, name, policy).await
     }
     async fn landed(&self, id: &str) -> Result<Option<Landed>, StoreError> {
         self.0.landed(id).await

@@ -467,7 +467,12 @@ impl Store for FsStore {
         }))
     }
 
-    async fn land(&self, id: &str, name: &str, policy: OnConflict) -> Result<Landed, StoreError> {
+    async fn land_blocks(
+        &self,
+        id: &str,
+        name: &str,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError> {
         // The lock is tried, not waited for on a thread of the blocking
         // pool: a request holding a range of the file for long must not
         // pin a thread per landing that waits behind it.
@@ -767,7 +772,7 @@ impl WriteBytes for FsWhole {
 
 #[async_trait]
 impl WholeWriter for FsWhole {
-    async fn land(
+    async fn place(
         mut self: Box<Self>,
         name: &str,
         policy: OnConflict,
