@@ -69,6 +69,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fileuploader_core::protocol::Handle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SCENARIOS: [&str; 11] = [
@@ -567,18 +568,30 @@ impl Verdict {
     }
 }
 
-/// What a client's journal says the receiver acknowledged: the session
-/// (an upload id, a URL, or how a resumable upload was sent) and each
-/// acknowledged block with its receipt.
+/// What a client's journal says the receiver acknowledged: the session's
+/// handle (an upload id, a URL, or how a resumable upload was sent) and
+/// each acknowledged block with its receipt.
 struct Journaled {
-    session: String,
+    handle: Handle,
     acked: Vec<(u64, Option<String>)>,
+}
+
+impl Journaled {
+    /// The upload id or URL the handle names, if it names one.
+    fn named(&self) -> Option<&str> {
+        match &self.handle {
+            Handle::Id { id } => Some(id),
+            Handle::Url { url } => Some(url),
+            _ => None,
+        }
+    }
 }
 
 fn journaled(journals: &Path) -> Option<Journaled> {
     let entry = std::fs::read_dir(journals).ok()?.next()?.ok()?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
-    let session = text.lines().next()?.split('\t').nth(7)?.to_owned();
+    // The first line's eighth field is the handle, as JSON.
+    let handle = serde_json::from_str(text.lines().next()?.split('\t').nth(7)?).ok()?;
     // A line without its end is one a killed client was writing.
     let acked = text
         .split_inclusive('\n')
@@ -589,7 +602,7 @@ fn journaled(journals: &Path) -> Option<Journaled> {
             Some((index, words.nth(1).map(unescape)))
         })
         .collect();
-    Some(Journaled { session, acked })
+    Some(Journaled { handle, acked })
 }
 
 /// A journal's receipt with its `%XX` escapes undone.
@@ -677,7 +690,7 @@ fn acks_kept(port: u16, u: &Upload, journal: &Journaled) -> bool {
             let Some((_, body)) = ask(
                 port,
                 "GET",
-                &format!("/upload?upload_id={}", journal.session),
+                &format!("/upload?upload_id={}", journal.named().unwrap_or("")),
                 "",
             ) else {
                 return false;
@@ -695,7 +708,7 @@ fn acks_kept(port: u16, u: &Upload, journal: &Journaled) -> bool {
                     .any(|&(hs, he)| hs <= b * u.block && end(b) <= he)
             })
         }
-        _ if journal.session == "concatenation" => journal.acked.iter().all(|(_, receipt)| {
+        _ if journal.handle == Handle::Parts => journal.acked.iter().all(|(_, receipt)| {
             let mut words = receipt.as_deref().unwrap_or("").splitn(3, ' ');
             let (Some(start), Some(stop), Some(url)) = (words.next(), words.next(), words.next())
             else {
@@ -707,13 +720,13 @@ fn acks_kept(port: u16, u: &Upload, journal: &Journaled) -> bool {
         _ => {
             // A creation with upload is journaled with its idempotency key
             // until block 0's receipt names the URL.
-            let url = match journal.session.split(' ').next() {
-                Some("creation-with-upload") => journal
+            let url = match journal.named() {
+                Some(url) => url.to_owned(),
+                None => journal
                     .acked
                     .iter()
                     .find_map(|(i, r)| (*i == 0).then(|| r.clone()).flatten())
                     .unwrap_or_default(),
-                _ => journal.session.clone(),
             };
             let needed = journal.acked.iter().map(|&(b, _)| end(b)).max();
             needed.is_none_or(|needed| offset(port, &url).is_some_and(|o| o >= needed))
@@ -780,7 +793,9 @@ fn form(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
 /// The upload ids and URLs a client's journal names: what a stranger who
 /// watched the wire would know.
 fn live(u: &Upload, journal: &Journaled) -> (Vec<String>, Vec<String>) {
-    let words = std::iter::once(journal.session.as_str())
+    let words = journal
+        .named()
+        .into_iter()
         .chain(journal.acked.iter().filter_map(|(_, r)| r.as_deref()))
         .flat_map(|w| w.split(' '));
     let urls: Vec<String> = words
@@ -791,8 +806,8 @@ fn live(u: &Upload, journal: &Journaled) -> (Vec<String>, Vec<String>) {
         .iter()
         .filter_map(|u| u.split('?').next()?.rsplit('/').next().map(str::to_owned))
         .collect();
-    if u.protocol == "segmented" {
-        ids.push(journal.session.clone());
+    if let (Handle::Id { id }, "segmented") = (&journal.handle, u.protocol) {
+        ids.push(id.clone());
     }
     (ids, urls)
 }

@@ -667,7 +667,11 @@ fn status_of(addr: &str, id: &str) -> serde_json::Value {
 fn journaled(dir: &Path) -> Option<(String, Vec<u64>)> {
     let entry = std::fs::read_dir(dir).ok()?.next()?.ok()?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
-    let id = text.lines().next()?.split('\t').nth(7)?.to_owned();
+    // The first line's eighth field is the session's handle, as JSON.
+    let handle = text.lines().next()?.split('\t').nth(7)?;
+    let id = serde_json::from_str::<serde_json::Value>(handle).ok()?["id"]
+        .as_str()?
+        .to_owned();
     let acked = text
         .split_inclusive('\n')
         .filter_map(|l| l.strip_suffix('\n')?.strip_prefix("ack "))

@@ -7,8 +7,24 @@
 //! With tus, several blocks in flight use the concatenation extension when
 //! the server advertises it (each block a partial upload, joined by a final
 //! `POST`), and one stream otherwise, with a notice.
+//!
+//! One session speaks both, in the dialect of its
+//! [`Version`](fileuploader_wire::resumable::Version) (which the wire crate
+//! owns: headers, completion flag, content types). Its rooms: this module
+//! (the protocols, the session's state and what every request shares:
+//! discovery by `OPTIONS`, `HEAD`, answers that do not follow the
+//! protocol), `stream` (create, append, complete), `concat` (parts and the
+//! final `POST`), `saved` (what a later run reads back). `Mode` is where a
+//! session is: `Unknown` until begun, then `Stream`, `Creating` (the first
+//! block creates the upload, then `Stream`) or `Concatenated`; the tests
+//! take each transition against a scripted server.
+
+mod concat;
+mod saved;
+mod stream;
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -16,14 +32,14 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{
-    decode_text, parse_offset, Checksum, ChecksumAlgorithm, Concat, Metadata, Version,
-    IDEMPOTENCY_KEY, INTEROP_VERSION, LANDED_NAME, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM,
-    TUS_EXTENSION, TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT,
-    UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    decode_text, parse_offset, Checksum, ChecksumAlgorithm, Metadata, Version, IDEMPOTENCY_KEY,
+    INTEROP_VERSION, LANDED_NAME, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION,
+    TUS_RESUMABLE, TUS_V1, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH,
+    UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 
 use super::{
-    header_value, Constraints, Finish, Handle, Holding, Landing, Protocol, Receipt, SavedSession,
+    header_value, Constraints, Finish, Handle, Holding, Landing, Protocol, SavedSession,
     UploadSession, UploadTarget, Verdict,
 };
 use crate::body::{BlockData, UploadBody};
@@ -32,6 +48,9 @@ use crate::plan::Block;
 use crate::retry;
 use crate::source::lock;
 use crate::transport::{Request, Response, Transport};
+
+use self::concat::Part;
+use self::saved::Resumed;
 
 /// The most partial uploads one final upload joins: their paths, about 45
 /// bytes each, must fit in one request header.
@@ -147,18 +166,6 @@ struct State {
     checksum: Option<ChecksumAlgorithm>,
 }
 
-/// Whether `parts` cover `0..total` exactly, one after another.
-fn covers(parts: &[Part], total: u64) -> bool {
-    let mut spans: Vec<(u64, u64)> = parts.iter().map(|p| (p.start, p.end)).collect();
-    spans.sort_unstable();
-    let mut next = 0;
-    spans.iter().all(|&(start, end)| {
-        let follows = start == next;
-        next = end;
-        follows
-    }) && next == total
-}
-
 /// What a `HEAD` says of an upload.
 #[derive(Debug)]
 struct Held {
@@ -168,75 +175,6 @@ struct Held {
     name: Option<String>,
     /// Whether the server counts it finished, where the protocol says.
     complete: Option<bool>,
-}
-
-/// A block sent as a partial upload: its byte range and its URL. Its
-/// receipt, `START END URL`, is what a resumed run finds it by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Part {
-    start: u64,
-    end: u64,
-    url: String,
-}
-
-/// What a resumable session saved for a later run, read from its
-/// [`SavedSession`] in this one place: the handle says which kind, the
-/// receipts fill it in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Resumed {
-    /// An upload at this URL, appended to in order.
-    Stream(String),
-    /// An upload its first block creates under an idempotency key: that
-    /// block's receipt, when it was acknowledged, is the upload's URL.
-    FirstBlock { key: String, url: Option<String> },
-    /// Parts sent apart (concatenation), each with its range and URL.
-    Concatenated(Vec<Part>),
-}
-
-impl Resumed {
-    fn from_saved(saved: &SavedSession) -> Self {
-        match &saved.handle {
-            Handle::Parts => Resumed::Concatenated(
-                saved
-                    .receipts
-                    .iter()
-                    .filter_map(|(_, r)| Part::from_receipt(r))
-                    .collect(),
-            ),
-            Handle::FirstRequest { key } => Resumed::FirstBlock {
-                key: key.clone(),
-                url: saved
-                    .receipts
-                    .iter()
-                    .find(|(i, _)| *i == 0)
-                    .map(|(_, url)| url.clone()),
-            },
-            Handle::Url { url } | Handle::Id { id: url } => Resumed::Stream(url.clone()),
-        }
-    }
-
-    /// The URL to ask the server about, when there is one.
-    fn url(&self) -> Option<&str> {
-        match self {
-            Resumed::Stream(url) => Some(url),
-            Resumed::FirstBlock { url, .. } => url.as_deref(),
-            Resumed::Concatenated(_) => None,
-        }
-    }
-}
-
-impl Part {
-    fn receipt(&self) -> String {
-        format!("{} {} {}", self.start, self.end, self.url)
-    }
-
-    fn from_receipt(receipt: &str) -> Option<Self> {
-        let mut words = receipt.splitn(3, ' ');
-        let start = words.next()?.parse().ok()?;
-        let end = words.next()?.parse().ok()?;
-        let url = words.next()?.to_owned();
-        Some(Part { start, end, url })
-    }
 }
 
 impl Session {
@@ -438,21 +376,6 @@ impl Session {
         Ok(())
     }
 
-    /// Creates a streamed upload: its URL.
-    async fn create(&self, transport: &dyn Transport) -> Result<Uri, Error> {
-        let mut request = self.request(Method::POST, &self.url, UploadBody::new());
-        let headers = request.headers_mut();
-        headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
-        headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
-        headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
-        self.mark_complete(headers, self.total == 0);
-        let response = transport.send(request).await?;
-        if !response.status().is_success() {
-            return Err(self.refused("creation", &response));
-        }
-        self.location(&response)
-    }
-
     /// The idempotency key as its header carries it: a quoted string.
     fn key_value(&self) -> Result<HeaderValue, Error> {
         header_value(&format!("\"{}\"", self.key))
@@ -513,38 +436,6 @@ impl Session {
         self.dialect.complete_in(header).ok().flatten()
     }
 
-    /// Sends the empty append that completes an upload whose every byte the
-    /// server holds but which it does not count finished (the append that
-    /// said so never reached it).
-    async fn complete(&self, transport: &dyn Transport, url: &Uri) -> Result<Finish, Error> {
-        let mut request = self.request(Method::PATCH, url, UploadBody::new());
-        let headers = request.headers_mut();
-        headers.insert(UPLOAD_OFFSET, HeaderValue::from(self.total));
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
-        self.mark_complete(headers, true);
-        let response = transport.send(request).await?;
-        let status = response.status();
-        if status.is_success() && self.complete_of(&response) != Some(false) {
-            lock(&self.state).landed_at = Some(url.to_string());
-            return Ok(Finish::Landed(Landing::confirmed(
-                None,
-                Some(self.total),
-                None,
-            )));
-        }
-        if status.is_success() || retry::is_retryable_status(status) {
-            return Ok(Finish::Resync(Error::new(
-                ErrorKind::Status,
-                code::NOT_FINISHED,
-                format!(
-                    "the server holds every byte of {:?} but did not count it complete",
-                    self.name
-                ),
-            )));
-        }
-        Err(self.refused("completing append", &response))
-    }
-
     /// Finds the upload `saved` names (or the one this run began) and what
     /// the server holds of it, or creates one.
     async fn find_or_create(
@@ -565,151 +456,9 @@ impl Session {
         };
         if concatenate {
             lock(&self.state).mode = Mode::Concatenated;
-            let known: Vec<Part> = match &saved {
-                Some(Resumed::Concatenated(parts)) => parts.clone(),
-                _ => lock(&self.state).parts.values().cloned().collect(),
-            };
-            let mut parts = BTreeMap::new();
-            let mut held = Vec::new();
-            for part in &known {
-                let Ok(uri) = part.url.parse::<Uri>() else {
-                    continue;
-                };
-                if let Some(Held {
-                    offset,
-                    length: Some(length),
-                    ..
-                }) = self.held(transport, &uri).await?
-                {
-                    if offset == length && length == part.end - part.start {
-                        held.push((part.start, part.end));
-                        parts.insert(part.start, part.clone());
-                    }
-                }
-            }
-            if held.len() < known.len() && covers(&known, self.total) {
-                // A server may delete parts once they make a final upload:
-                // gone parts that made the whole file may have landed. The
-                // same final request says so where it did.
-                if let Some(landing) = self.landed_from(transport, &known).await? {
-                    return Ok(Holding::Landed(landing));
-                }
-            }
-            lock(&self.state).parts = parts;
-            return Ok(Holding::Ranges(held));
+            return self.begin_parts(transport, saved).await;
         }
-        let resumed = saved
-            .as_ref()
-            .and_then(|s| s.url().map(str::to_owned))
-            .or_else(|| match &lock(&self.state).mode {
-                Mode::Stream(url) => Some(url.to_string()),
-                _ => None,
-            })
-            .and_then(|u| u.parse::<Uri>().ok());
-        if let Some(url) = resumed {
-            if let Some(held) = self.held(transport, &url).await? {
-                let (offset, length) = (held.offset, held.length);
-                if length.is_some_and(|l| l != self.total) {
-                    return Err(Error::new(
-                        ErrorKind::Status,
-                        code::HTTP_OTHER,
-                        format!(
-                            "the server holds {url} as {} bytes, but {:?} has {}",
-                            length.unwrap_or(0),
-                            self.name,
-                            self.total
-                        ),
-                    ));
-                }
-                let state = &mut *lock(&self.state);
-                if offset > self.total {
-                    return Err(self.violation(&format!(
-                        "it holds {offset} bytes of {url}, but {:?} has {}",
-                        self.name, self.total
-                    )));
-                }
-                state.mode = Mode::Stream(url.clone());
-                state.offset = offset;
-                if offset == self.total && held.complete != Some(false) {
-                    state.landed_at = Some(url.to_string());
-                    return Ok(Holding::Landed(self.landed(&held)));
-                }
-                return Ok(Holding::Ranges(vec![(0, offset)]));
-            }
-        }
-        {
-            let state = &mut *lock(&self.state);
-            if self.total > 0 && state.creates_with_upload {
-                state.mode = Mode::Creating;
-                state.offset = 0;
-                return Ok(Holding::Ranges(Vec::new()));
-            }
-        }
-        let url = self.create(transport).await?;
-        let state = &mut *lock(&self.state);
-        state.mode = Mode::Stream(url);
-        state.offset = 0;
-        if self.total == 0 {
-            return Ok(Holding::Landed(Landing::confirmed(None, Some(0), None)));
-        }
-        Ok(Holding::Ranges(Vec::new()))
-    }
-
-    /// Asks for the final upload of `parts`, in their order.
-    async fn final_request(
-        &self,
-        transport: &dyn Transport,
-        parts: &[Part],
-    ) -> Result<Response, Error> {
-        let urls = parts.iter().map(|p| self.shortest(&p.url)).collect();
-        let mut request = self.request(Method::POST, &self.url, UploadBody::new());
-        let headers = request.headers_mut();
-        headers.insert(
-            UPLOAD_CONCAT,
-            header_value(&Concat::Final(urls).to_string())?,
-        );
-        headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
-        Ok(transport.send(request).await?)
-    }
-
-    /// The landing of the final upload of `parts` when the server has it
-    /// whole already; `None` when it does not (it refuses the request, or
-    /// the upload it names is short).
-    async fn landed_from(
-        &self,
-        transport: &dyn Transport,
-        parts: &[Part],
-    ) -> Result<Option<Landing>, Error> {
-        let mut parts = parts.to_vec();
-        parts.sort_by_key(|p| p.start);
-        let response = self.final_request(transport, &parts).await?;
-        if !response.status().is_success() {
-            return Ok(None);
-        }
-        let Ok(url) = self.location(&response) else {
-            return Ok(None);
-        };
-        Ok(match self.held(transport, &url).await? {
-            Some(held) if held.offset == self.total => {
-                lock(&self.state).landed_at = Some(url.to_string());
-                Some(self.landed(&held))
-            }
-            _ => None,
-        })
-    }
-
-    /// A part's URL as the final upload names it: its path when it is on
-    /// the creation URL's server, keeping the header short.
-    fn shortest(&self, url: &str) -> String {
-        match url.parse::<Uri>() {
-            Ok(uri)
-                if uri.authority() == self.url.authority() && uri.scheme() == self.url.scheme() =>
-            {
-                uri.path_and_query()
-                    .map_or_else(|| url.to_owned(), |p| p.as_str().to_owned())
-            }
-            _ => url.to_owned(),
-        }
+        self.begin_stream(transport, saved).await
     }
 
     fn content_type(&self) -> &'static str {
@@ -806,81 +555,14 @@ impl UploadSession for Session {
     fn judge(&self, block: &Block, response: &Response) -> Verdict {
         let status = response.status();
         let what = format!("block {} of {}", block.index + 1, block.count);
-        let end = block.offset + block.len;
         let mode = lock(&self.state).mode.clone();
         let concatenated = mode == Mode::Concatenated;
-        if status.is_success() && mode == Mode::Creating {
-            let created = self
-                .location(response)
-                .and_then(|url| Ok((url, self.offset_of(&what, response)?)));
-            let (url, offset) = match created {
-                Ok(created) => created,
-                Err(e) => return Verdict::Fail(e),
-            };
-            if offset > end {
-                return Verdict::Fail(self.violation(&format!(
-                    "{what} was created holding {offset} bytes, but only {end} were sent"
-                )));
-            }
-            let state = &mut *lock(&self.state);
-            state.mode = Mode::Stream(url.clone());
-            state.offset = offset;
-            if offset < end {
-                return Verdict::Resync(self.stranger(
-                    &format!("{what} (the server kept {offset} bytes, the block ends at {end})"),
-                    response,
-                ));
-            }
-            return Verdict::Ack(Receipt(Some(url.to_string())));
-        }
         if status.is_success() {
-            let offset = match self.offset_of(&what, response) {
-                Ok(offset) => offset,
-                Err(e) => return Verdict::Fail(e),
+            return match mode {
+                Mode::Creating => self.judge_created(block, response, &what),
+                Mode::Concatenated => self.judge_part(block, response, &what),
+                Mode::Stream(_) | Mode::Unknown => self.judge_append(block, response, &what),
             };
-            if concatenated && offset > block.len {
-                return Verdict::Fail(self.violation(&format!(
-                    "{what} was kept as {offset} bytes, but only {} were sent",
-                    block.len
-                )));
-            }
-            if offset > end {
-                return Verdict::Fail(self.violation(&format!(
-                    "{what} moved the offset to {offset}, but only {end} bytes were sent"
-                )));
-            }
-            if concatenated {
-                if offset != block.len {
-                    return Verdict::Retry {
-                        error: self.stranger(
-                            &format!("{what} (kept {offset} of {} bytes)", block.len),
-                            response,
-                        ),
-                        after: None,
-                    };
-                }
-                return match self.location(response) {
-                    Ok(url) => {
-                        let part = Part {
-                            start: block.offset,
-                            end,
-                            url: url.to_string(),
-                        };
-                        let receipt = part.receipt();
-                        lock(&self.state).parts.insert(block.offset, part);
-                        Verdict::Ack(Receipt(Some(receipt)))
-                    }
-                    Err(e) => Verdict::Fail(e),
-                };
-            }
-            lock(&self.state).offset = offset;
-            if offset < end {
-                return Verdict::Resync(self.stranger(
-                    &format!("{what} (the server holds {offset} bytes, the block ends at {end})"),
-                    response,
-                ));
-            }
-            return Verdict::Ack(Receipt::default());
         }
         let error = crate::error::status_error(response, &self.context(&what));
         match status {
@@ -909,23 +591,10 @@ impl UploadSession for Session {
         let mode = lock(&self.state).mode.clone();
         let url = match mode {
             Mode::Stream(url) => url,
-            Mode::Concatenated => {
-                let parts: Vec<Part> = lock(&self.state).parts.values().cloned().collect();
-                let response = self.final_request(transport, &parts).await?;
-                if response.status() == StatusCode::BAD_REQUEST
-                    || response.status() == StatusCode::NOT_FOUND
-                {
-                    // A part expired or is gone: find out which and resend.
-                    return Ok(Finish::Resync(crate::error::status_error(
-                        &response,
-                        &self.context("final concatenation"),
-                    )));
-                }
-                if !response.status().is_success() {
-                    return Err(self.refused("final concatenation", &response));
-                }
-                self.location(&response)?
-            }
+            Mode::Concatenated => match self.join(transport).await? {
+                ControlFlow::Continue(url) => url,
+                ControlFlow::Break(finish) => return Ok(finish),
+            },
             Mode::Unknown | Mode::Creating => return Ok(Finish::Landed(Landing::unconfirmed())),
         };
         match self.held(transport, &url).await? {
@@ -998,7 +667,15 @@ impl UploadSession for Session {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
+    use bytes::Bytes;
+
     use super::*;
+    use crate::form::FormField;
+    use crate::plan::BlockPlan;
+    use crate::protocol::Receipt;
+    use crate::transport::TransportError;
 
     fn saved(handle: Handle, receipts: &[(u64, &str)]) -> SavedSession {
         let mut saved = SavedSession::of(handle);
@@ -1057,5 +734,425 @@ mod tests {
             url: "http://h/x y".into(),
         };
         assert_eq!(Part::from_receipt(&part.receipt()), Some(part));
+    }
+
+    /// One transition per test, against a server played by a script: each
+    /// request is recorded as `METHOD path`, and answered by `reply`.
+    type Reply = dyn Fn(&Method, &str) -> Response + Send + Sync;
+
+    struct Scripted {
+        reply: Box<Reply>,
+        seen: Mutex<Vec<(String, HeaderMap)>>,
+    }
+
+    impl fmt::Debug for Scripted {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Scripted")
+        }
+    }
+
+    #[async_trait]
+    impl Transport for Scripted {
+        async fn send(&self, request: Request) -> Result<Response, TransportError> {
+            let path = request.uri().path().to_owned();
+            let seen = format!("{} {path}", request.method());
+            lock(&self.seen).push((seen, request.headers().clone()));
+            Ok((self.reply)(request.method(), &path))
+        }
+    }
+
+    fn scripted(reply: impl Fn(&Method, &str) -> Response + Send + Sync + 'static) -> Scripted {
+        Scripted {
+            reply: Box::new(reply),
+            seen: Mutex::default(),
+        }
+    }
+
+    impl Scripted {
+        /// The requests seen since last asked.
+        fn seen(&self) -> Vec<String> {
+            lock(&self.seen).drain(..).map(|(s, _)| s).collect()
+        }
+
+        /// The value of header `name` on the last request.
+        fn last(&self, name: &str) -> Option<String> {
+            let seen = lock(&self.seen);
+            let (_, headers) = seen.last()?;
+            Some(headers.get(name)?.to_str().ok()?.to_owned())
+        }
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> Response {
+        let mut response = http::Response::builder().status(status);
+        for (name, value) in headers {
+            response = response.header(*name, *value);
+        }
+        response.body(Bytes::new()).unwrap()
+    }
+
+    const URL: &str = "http://127.0.0.1:9/files/";
+
+    /// A session of a 20-byte source in 10-byte blocks.
+    fn session(
+        protocol: &dyn Protocol,
+        threads: usize,
+        saved: Option<&SavedSession>,
+    ) -> Box<dyn UploadSession> {
+        let url: Uri = URL.parse().unwrap();
+        protocol
+            .open(&UploadTarget {
+                url: &url,
+                headers: &HeaderMap::new(),
+                fields: &FormField::default(),
+                key: "file",
+                name: "a.bin",
+                total: 20,
+                integrity: crate::protocol::Integrity::None,
+                threads,
+                block_size: 10,
+                saved,
+            })
+            .unwrap()
+    }
+
+    fn block(index: u64) -> Block {
+        BlockPlan::new(vec![20], 10).block(0, index).unwrap()
+    }
+
+    fn data() -> BlockData {
+        BlockData::memory(Bytes::from_static(b"0123456789"))
+    }
+
+    fn acked(verdict: Verdict) -> Option<String> {
+        match verdict {
+            Verdict::Ack(Receipt(receipt)) => receipt,
+            other => panic!("not acknowledged: {other:?}"),
+        }
+    }
+
+    /// tus without concatenation: begin creates the upload (Unknown to
+    /// Stream), blocks are appended in order, finish asks `HEAD`.
+    #[tokio::test]
+    async fn tus_creates_then_appends_then_finishes_by_head() {
+        let server = scripted(|method, path| match (method.as_str(), path) {
+            ("OPTIONS", _) => answer(
+                204,
+                &[("tus-version", "1.0.0"), ("tus-extension", "creation")],
+            ),
+            ("POST", "/files/") => answer(201, &[("location", "/files/u1")]),
+            ("PATCH", "/files/u1") => answer(204, &[("upload-offset", "10")]),
+            ("HEAD", "/files/u1") => {
+                answer(200, &[("upload-offset", "20"), ("upload-length", "20")])
+            }
+            _ => answer(500, &[]),
+        });
+        let session = session(&Tus, 4, None);
+        assert_eq!(session.constraints().max_in_flight, usize::MAX, "not begun");
+        let holding = session.begin(&server).await.unwrap();
+        assert_eq!(holding, Holding::Ranges(Vec::new()));
+        assert_eq!(server.last("upload-length").as_deref(), Some("20"));
+        assert_eq!(server.seen(), ["OPTIONS /files/", "POST /files/"]);
+        assert_eq!(session.constraints().max_in_flight, 1, "one stream");
+        assert_eq!(
+            session.saved().handle,
+            Handle::Url {
+                url: "http://127.0.0.1:9/files/u1".into()
+            }
+        );
+        let notices = session.notices();
+        assert!(notices[0].contains("one stream"), "{notices:?}");
+
+        let request = session.encode(&block(0), data()).unwrap();
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (&Method::PATCH, "/files/u1")
+        );
+        assert_eq!(request.headers()[UPLOAD_OFFSET], "0");
+        let reply = answer(204, &[("upload-offset", "10")]);
+        assert_eq!(acked(session.judge(&block(0), &reply)), None);
+        let request = session.encode(&block(1), data()).unwrap();
+        assert_eq!(request.headers()[UPLOAD_OFFSET], "10");
+        let reply = answer(204, &[("upload-offset", "20")]);
+        assert_eq!(acked(session.judge(&block(1), &reply)), None);
+
+        let Finish::Landed(landing) = session.finish(&server).await.unwrap() else {
+            panic!("not landed");
+        };
+        assert_eq!((landing.confirmed, landing.length), (true, Some(20)));
+        assert_eq!(server.seen(), ["HEAD /files/u1"]);
+        assert_eq!(
+            session.location().as_deref(),
+            Some("http://127.0.0.1:9/files/u1")
+        );
+    }
+
+    /// An append the server kept only part of (Stream to Stream, resync);
+    /// an offset past what was sent (a violation, not progress); a moved
+    /// offset (409: resync).
+    #[tokio::test]
+    async fn an_append_is_judged_by_the_offset_it_moved_to() {
+        let server = scripted(|method, _| match method.as_str() {
+            "OPTIONS" => answer(204, &[("tus-version", "1.0.0")]),
+            _ => answer(201, &[("location", "/files/u1")]),
+        });
+        let session = session(&Tus, 1, None);
+        session.begin(&server).await.unwrap();
+        let short = answer(204, &[("upload-offset", "4")]);
+        assert!(matches!(
+            session.judge(&block(0), &short),
+            Verdict::Resync(_)
+        ));
+        let request = session.encode(&block(0), data()).unwrap();
+        assert_eq!(
+            (
+                request.headers()[UPLOAD_OFFSET].to_str().unwrap(),
+                request.body().len()
+            ),
+            ("4", 6),
+            "only what the server lacks is sent again"
+        );
+        let past = answer(204, &[("upload-offset", "11")]);
+        let Verdict::Fail(e) = session.judge(&block(0), &past) else {
+            panic!("an offset past the block is taken");
+        };
+        assert_eq!(e.code(), code::PROTOCOL_VIOLATION);
+        assert!(matches!(
+            session.judge(&block(0), &answer(409, &[])),
+            Verdict::Resync(_)
+        ));
+        assert!(matches!(
+            session.judge(&block(0), &answer(503, &[])),
+            Verdict::Retry { .. }
+        ));
+    }
+
+    /// The draft creates with the first block (Unknown to Creating, no
+    /// request), whose answer names the upload (Creating to Stream).
+    #[tokio::test]
+    async fn the_draft_creates_the_upload_with_its_first_block() {
+        let server = scripted(|_, _| answer(500, &[]));
+        let session = session(&IetfDraft::new(6), 1, None);
+        let holding = session.begin(&server).await.unwrap();
+        assert_eq!(holding, Holding::Ranges(Vec::new()));
+        assert!(
+            server.seen().is_empty(),
+            "nothing asked before the first block"
+        );
+        let Handle::FirstRequest { key } = session.saved().handle else {
+            panic!("the key is saved before the first answer");
+        };
+        let request = session.encode(&block(0), data()).unwrap();
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (&Method::POST, "/files/")
+        );
+        let headers = request.headers();
+        assert_eq!(
+            headers[IDEMPOTENCY_KEY].to_str().unwrap(),
+            format!("\"{key}\"")
+        );
+        assert_eq!(headers["upload-complete"], "?0", "one block of two");
+        let created = answer(201, &[("location", "/files/u9"), ("upload-offset", "10")]);
+        assert_eq!(
+            acked(session.judge(&block(0), &created)).as_deref(),
+            Some("http://127.0.0.1:9/files/u9"),
+            "the URL is the first block's receipt"
+        );
+        let request = session.encode(&block(1), data()).unwrap();
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (&Method::PATCH, "/files/u9")
+        );
+        assert_eq!(request.headers()["upload-complete"], "?1", "the last block");
+    }
+
+    /// A draft upload whose every byte the server holds but does not count
+    /// complete is completed by an empty append at finish.
+    #[tokio::test]
+    async fn a_draft_upload_held_whole_but_not_complete_is_completed() {
+        let server = scripted(|method, _| match method.as_str() {
+            "HEAD" => answer(204, &[("upload-offset", "20"), ("upload-complete", "?0")]),
+            "PATCH" => answer(204, &[("upload-offset", "20"), ("upload-complete", "?1")]),
+            _ => answer(500, &[]),
+        });
+        let saved = SavedSession::of(Handle::Url {
+            url: format!("{URL}u3"),
+        });
+        let session = session(&IetfDraft::new(6), 1, Some(&saved));
+        let holding = session.begin(&server).await.unwrap();
+        assert_eq!(holding, Holding::Ranges(vec![(0, 20)]), "held, not landed");
+        let Finish::Landed(landing) = session.finish(&server).await.unwrap() else {
+            panic!("not landed");
+        };
+        assert!(landing.confirmed);
+        assert_eq!(server.last("upload-offset").as_deref(), Some("20"));
+        assert_eq!(
+            server.seen(),
+            ["HEAD /files/u3", "HEAD /files/u3", "PATCH /files/u3"]
+        );
+    }
+
+    /// A resumed stream goes on from the server's offset (Unknown to
+    /// Stream by `HEAD`), and one the server holds whole has landed.
+    #[tokio::test]
+    async fn a_resumed_stream_goes_on_from_the_servers_offset() {
+        let server = scripted(|method, path| match (method.as_str(), path) {
+            ("OPTIONS", _) => answer(204, &[("tus-version", "1.0.0")]),
+            ("HEAD", "/files/half") => {
+                answer(200, &[("upload-offset", "10"), ("upload-length", "20")])
+            }
+            ("HEAD", "/files/whole") => {
+                answer(200, &[("upload-offset", "20"), ("upload-length", "20")])
+            }
+            _ => answer(404, &[]),
+        });
+        let at = |name: &str| {
+            SavedSession::of(Handle::Url {
+                url: format!("{URL}{name}"),
+            })
+        };
+        let half = session(&Tus, 1, Some(&at("half")));
+        assert_eq!(
+            half.begin(&server).await.unwrap(),
+            Holding::Ranges(vec![(0, 10)])
+        );
+        let request = half.encode(&block(1), data()).unwrap();
+        assert_eq!(request.uri().path(), "/files/half");
+        let whole = session(&Tus, 1, Some(&at("whole")));
+        assert!(matches!(
+            whole.begin(&server).await.unwrap(),
+            Holding::Landed(_)
+        ));
+        assert_eq!(
+            whole.location().as_deref(),
+            Some("http://127.0.0.1:9/files/whole")
+        );
+        let gone = scripted(|method, _| match method.as_str() {
+            "OPTIONS" => answer(204, &[("tus-version", "1.0.0")]),
+            "HEAD" => answer(404, &[]),
+            _ => answer(201, &[("location", "/files/new")]),
+        });
+        let again = session(&Tus, 1, Some(&at("half")));
+        assert_eq!(
+            again.begin(&gone).await.unwrap(),
+            Holding::Ranges(Vec::new())
+        );
+        assert_eq!(
+            gone.seen(),
+            ["OPTIONS /files/", "HEAD /files/half", "POST /files/"],
+            "gone: created anew"
+        );
+    }
+
+    /// Concatenation (Unknown to Concatenated): each block a partial upload
+    /// whose receipt is its part; finish joins them by the final `POST`.
+    #[tokio::test]
+    async fn tus_concatenation_sends_parts_and_joins_them() {
+        let server = scripted(|method, path| match (method.as_str(), path) {
+            ("OPTIONS", _) => answer(
+                204,
+                &[
+                    ("tus-version", "1.0.0"),
+                    (
+                        "tus-extension",
+                        "creation,creation-with-upload,concatenation",
+                    ),
+                ],
+            ),
+            ("POST", _) => answer(201, &[("location", "/files/final")]),
+            ("HEAD", "/files/final") => {
+                answer(200, &[("upload-offset", "20"), ("upload-length", "20")])
+            }
+            _ => answer(404, &[]),
+        });
+        let session = session(&Tus, 2, None);
+        assert_eq!(
+            session.begin(&server).await.unwrap(),
+            Holding::Ranges(Vec::new())
+        );
+        assert_eq!(
+            server.seen(),
+            ["OPTIONS /files/"],
+            "parts are created with their bytes"
+        );
+        assert_eq!(
+            session.constraints().max_in_flight,
+            usize::MAX,
+            "parts go in parallel"
+        );
+        assert!(
+            session.idempotent(&block(0)),
+            "a part sent twice is harmless"
+        );
+        let request = session.encode(&block(1), data()).unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.headers()[UPLOAD_CONCAT], "partial");
+        assert_eq!(request.headers()[UPLOAD_LENGTH], "10");
+        for (index, part) in [(1, "/files/p1"), (0, "/files/p0")] {
+            let made = answer(201, &[("location", part), ("upload-offset", "10")]);
+            let receipt = acked(session.judge(&block(index), &made)).unwrap();
+            assert_eq!(
+                receipt,
+                format!(
+                    "{} {} http://127.0.0.1:9{part}",
+                    index * 10,
+                    index * 10 + 10
+                )
+            );
+        }
+        let short = answer(201, &[("location", "/files/p2"), ("upload-offset", "3")]);
+        assert!(matches!(
+            session.judge(&block(0), &short),
+            Verdict::Retry { .. }
+        ));
+        assert_eq!(session.saved().handle, Handle::Parts);
+        let Finish::Landed(landing) = session.finish(&server).await.unwrap() else {
+            panic!("not landed");
+        };
+        assert_eq!(landing.length, Some(20));
+        let seen = lock(&server.seen).clone();
+        assert_eq!(seen[0].0, "POST /files/");
+        assert_eq!(
+            seen[0].1[UPLOAD_CONCAT], "final;/files/p0 /files/p1",
+            "the parts in their order, by path"
+        );
+        assert_eq!(
+            session.location().as_deref(),
+            Some("http://127.0.0.1:9/files/final")
+        );
+    }
+
+    /// A resumed concatenation keeps the parts the server holds whole and
+    /// sends the others again; a final refused for a gone part resyncs.
+    #[tokio::test]
+    async fn a_resumed_concatenation_keeps_the_parts_held_whole() {
+        let server = scripted(|method, path| match (method.as_str(), path) {
+            ("OPTIONS", _) => answer(
+                204,
+                &[
+                    ("tus-version", "1.0.0"),
+                    ("tus-extension", "creation-with-upload,concatenation"),
+                ],
+            ),
+            ("HEAD", "/files/p0") => {
+                answer(200, &[("upload-offset", "10"), ("upload-length", "10")])
+            }
+            ("HEAD", "/files/p1") => {
+                answer(200, &[("upload-offset", "4"), ("upload-length", "10")])
+            }
+            ("POST", _) => answer(400, &[]),
+            _ => answer(404, &[]),
+        });
+        let mut saved = SavedSession::of(Handle::Parts);
+        saved.receipts = vec![(0, format!("0 10 {URL}p0")), (1, format!("10 20 {URL}p1"))];
+        let session = session(&Tus, 2, Some(&saved));
+        assert_eq!(
+            session.begin(&server).await.unwrap(),
+            Holding::Ranges(vec![(0, 10)])
+        );
+        assert!(matches!(
+            session.finish(&server).await.unwrap(),
+            Finish::Resync(_)
+        ));
     }
 }

@@ -1,0 +1,190 @@
+//! One stream: the upload is created (alone, or carrying the first block
+//! where the server allows), then appended to in order with `PATCH` at
+//! `Upload-Offset`; `HEAD` says where a resumed upload goes on. The same in
+//! tus 1.0 and the draft; what differs is the dialect's
+//! ([`Version`](fileuploader_wire::resumable::Version)).
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Uri};
+
+use fileuploader_wire::resumable::{
+    IDEMPOTENCY_KEY, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+};
+
+use super::saved::Resumed;
+use super::{Mode, Session};
+use crate::body::UploadBody;
+use crate::error::{code, Error, ErrorKind};
+use crate::plan::Block;
+use crate::protocol::{header_value, Finish, Holding, Landing, Receipt, Verdict};
+use crate::retry;
+use crate::source::lock;
+use crate::transport::{Response, Transport};
+
+impl Session {
+    /// Begins an upload sent as one stream: finds the one `saved` names
+    /// (or this run began) and what the server holds of it, or creates one
+    /// (now, or with its first block).
+    pub(super) async fn begin_stream(
+        &self,
+        transport: &dyn Transport,
+        saved: Option<Resumed>,
+    ) -> Result<Holding, Error> {
+        let resumed = saved
+            .as_ref()
+            .and_then(|s| s.url().map(str::to_owned))
+            .or_else(|| match &lock(&self.state).mode {
+                Mode::Stream(url) => Some(url.to_string()),
+                _ => None,
+            })
+            .and_then(|u| u.parse::<Uri>().ok());
+        if let Some(url) = resumed {
+            if let Some(held) = self.held(transport, &url).await? {
+                let (offset, length) = (held.offset, held.length);
+                if length.is_some_and(|l| l != self.total) {
+                    return Err(Error::new(
+                        ErrorKind::Status,
+                        code::HTTP_OTHER,
+                        format!(
+                            "the server holds {url} as {} bytes, but {:?} has {}",
+                            length.unwrap_or(0),
+                            self.name,
+                            self.total
+                        ),
+                    ));
+                }
+                let state = &mut *lock(&self.state);
+                if offset > self.total {
+                    return Err(self.violation(&format!(
+                        "it holds {offset} bytes of {url}, but {:?} has {}",
+                        self.name, self.total
+                    )));
+                }
+                state.mode = Mode::Stream(url.clone());
+                state.offset = offset;
+                if offset == self.total && held.complete != Some(false) {
+                    state.landed_at = Some(url.to_string());
+                    return Ok(Holding::Landed(self.landed(&held)));
+                }
+                return Ok(Holding::Ranges(vec![(0, offset)]));
+            }
+        }
+        {
+            let state = &mut *lock(&self.state);
+            if self.total > 0 && state.creates_with_upload {
+                state.mode = Mode::Creating;
+                state.offset = 0;
+                return Ok(Holding::Ranges(Vec::new()));
+            }
+        }
+        let url = self.create(transport).await?;
+        let state = &mut *lock(&self.state);
+        state.mode = Mode::Stream(url);
+        state.offset = 0;
+        if self.total == 0 {
+            return Ok(Holding::Landed(Landing::confirmed(None, Some(0), None)));
+        }
+        Ok(Holding::Ranges(Vec::new()))
+    }
+
+    /// What the server made of the first block, sent with the creation:
+    /// the upload's URL, its receipt, once the server kept all of it.
+    pub(super) fn judge_created(&self, block: &Block, response: &Response, what: &str) -> Verdict {
+        let end = block.offset + block.len;
+        let created = self
+            .location(response)
+            .and_then(|url| Ok((url, self.offset_of(what, response)?)));
+        let (url, offset) = match created {
+            Ok(created) => created,
+            Err(e) => return Verdict::Fail(e),
+        };
+        if offset > end {
+            return Verdict::Fail(self.violation(&format!(
+                "{what} was created holding {offset} bytes, but only {end} were sent"
+            )));
+        }
+        let state = &mut *lock(&self.state);
+        state.mode = Mode::Stream(url.clone());
+        state.offset = offset;
+        if offset < end {
+            return Verdict::Resync(self.stranger(
+                &format!("{what} (the server kept {offset} bytes, the block ends at {end})"),
+                response,
+            ));
+        }
+        Verdict::Ack(Receipt(Some(url.to_string())))
+    }
+
+    /// What the server made of an append: acknowledged once the offset
+    /// reaches the block's end.
+    pub(super) fn judge_append(&self, block: &Block, response: &Response, what: &str) -> Verdict {
+        let end = block.offset + block.len;
+        let offset = match self.offset_of(what, response) {
+            Ok(offset) => offset,
+            Err(e) => return Verdict::Fail(e),
+        };
+        if offset > end {
+            return Verdict::Fail(self.violation(&format!(
+                "{what} moved the offset to {offset}, but only {end} bytes were sent"
+            )));
+        }
+        lock(&self.state).offset = offset;
+        if offset < end {
+            return Verdict::Resync(self.stranger(
+                &format!("{what} (the server holds {offset} bytes, the block ends at {end})"),
+                response,
+            ));
+        }
+        Verdict::Ack(Receipt::default())
+    }
+
+    /// Creates a streamed upload: its URL.
+    async fn create(&self, transport: &dyn Transport) -> Result<Uri, Error> {
+        let mut request = self.request(Method::POST, &self.url, UploadBody::new());
+        let headers = request.headers_mut();
+        headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
+        headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+        headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
+        self.mark_complete(headers, self.total == 0);
+        let response = transport.send(request).await?;
+        if !response.status().is_success() {
+            return Err(self.refused("creation", &response));
+        }
+        self.location(&response)
+    }
+    /// Sends the empty append that completes an upload whose every byte the
+    /// server holds but which it does not count finished (the append that
+    /// said so never reached it).
+    pub(super) async fn complete(
+        &self,
+        transport: &dyn Transport,
+        url: &Uri,
+    ) -> Result<Finish, Error> {
+        let mut request = self.request(Method::PATCH, url, UploadBody::new());
+        let headers = request.headers_mut();
+        headers.insert(UPLOAD_OFFSET, HeaderValue::from(self.total));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
+        self.mark_complete(headers, true);
+        let response = transport.send(request).await?;
+        let status = response.status();
+        if status.is_success() && self.complete_of(&response) != Some(false) {
+            lock(&self.state).landed_at = Some(url.to_string());
+            return Ok(Finish::Landed(Landing::confirmed(
+                None,
+                Some(self.total),
+                None,
+            )));
+        }
+        if status.is_success() || retry::is_retryable_status(status) {
+            return Ok(Finish::Resync(Error::new(
+                ErrorKind::Status,
+                code::NOT_FINISHED,
+                format!(
+                    "the server holds every byte of {:?} but did not count it complete",
+                    self.name
+                ),
+            )));
+        }
+        Err(self.refused("completing append", &response))
+    }
+}
