@@ -89,7 +89,6 @@
 
 #![warn(missing_docs)]
 
-mod attempt;
 mod body;
 mod error;
 mod events;
@@ -104,7 +103,6 @@ mod rate;
 mod resume;
 mod retry;
 mod run;
-mod scheduler;
 mod source;
 #[cfg(feature = "testing")]
 pub mod testing;

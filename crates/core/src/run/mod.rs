@@ -1,5 +1,17 @@
-//! The state one run shares between the scheduler and its attempts: the
-//! context, the cancel signal, and the in-flight guard.
+//! One run of a job, a room per concern: `scheduler` (workers, the
+//! job-wide bound, the one outcome), `cursor` (where each source stands,
+//! its `Phase` moved by one transition function), `begin` (the receiver
+//! says what it holds; the journal fills in only what it cannot say),
+//! `attempt` (one block: read, encode, send, judge, retry) and `landing`
+//! (the session's finish, checked against the source's length and CRC32C).
+//! This module holds what they share: the context, the cancel signal, and
+//! the in-flight guard.
+
+pub(crate) mod attempt;
+mod begin;
+mod cursor;
+mod landing;
+pub(crate) mod scheduler;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
