@@ -10,7 +10,7 @@ use http::{Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{Concat, UPLOAD_CONCAT, UPLOAD_METADATA};
 
-use super::saved::Resumed;
+use super::saved::{Part, Resumed};
 use super::{Held, Session};
 use crate::body::UploadBody;
 use crate::error::Error;
@@ -29,29 +29,6 @@ fn covers(parts: &[Part], total: u64) -> bool {
         next = end;
         follows
     }) && next == total
-}
-
-/// A block sent as a partial upload: its byte range and its URL. Its
-/// receipt, `START END URL`, is what a resumed run finds it by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Part {
-    pub(super) start: u64,
-    pub(super) end: u64,
-    pub(super) url: String,
-}
-
-impl Part {
-    pub(super) fn receipt(&self) -> String {
-        format!("{} {} {}", self.start, self.end, self.url)
-    }
-
-    pub(super) fn from_receipt(receipt: &str) -> Option<Self> {
-        let mut words = receipt.splitn(3, ' ');
-        let start = words.next()?.parse().ok()?;
-        let end = words.next()?.parse().ok()?;
-        let url = words.next()?.to_owned();
-        Some(Part { start, end, url })
-    }
 }
 
 impl Session {

@@ -49,8 +49,7 @@ use crate::retry;
 use crate::source::lock;
 use crate::transport::{Request, Response, Transport};
 
-use self::concat::Part;
-use self::saved::Resumed;
+use self::saved::{Part, Resumed};
 
 /// The most partial uploads one final upload joins: their paths, about 45
 /// bytes each, must fit in one request header.

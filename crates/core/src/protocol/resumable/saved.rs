@@ -2,8 +2,6 @@
 
 use crate::protocol::{Handle, SavedSession};
 
-use super::concat::Part;
-
 /// What a resumable session saved for a later run, read from its
 /// [`SavedSession`] in this one place: the handle says which kind, the
 /// receipts fill it in.
@@ -47,5 +45,28 @@ impl Resumed {
             Resumed::FirstBlock { url, .. } => url.as_deref(),
             Resumed::Concatenated(_) => None,
         }
+    }
+}
+
+/// A block sent as a partial upload: its byte range and its URL. Its
+/// receipt, `START END URL`, is what a resumed run finds it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Part {
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) url: String,
+}
+
+impl Part {
+    pub(super) fn receipt(&self) -> String {
+        format!("{} {} {}", self.start, self.end, self.url)
+    }
+
+    pub(super) fn from_receipt(receipt: &str) -> Option<Self> {
+        let mut words = receipt.splitn(3, ' ');
+        let start = words.next()?.parse().ok()?;
+        let end = words.next()?.parse().ok()?;
+        let url = words.next()?.to_owned();
+        Some(Part { start, end, url })
     }
 }
