@@ -120,12 +120,23 @@ pub struct UploadBody {
     /// Whether a digest part needs the CRC32C of the data handed out.
     checksummed: bool,
     crc: u32,
-    sent: Option<Arc<AtomicU64>>,
-    report: Option<Arc<BodyReport>>,
-    /// The byte rate shared with other bodies, if any.
-    rate: Option<Arc<RateLimit>>,
+    meter: Meter,
     /// A chunk the rate holds back, and until when.
     pace: Option<(Bytes, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+/// How a body is measured as its bytes leave: made by the run for each
+/// request and handed to the body once ([`UploadBody::measure`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Meter {
+    /// Counts the source's bytes as they leave (the job's progress).
+    pub(crate) sent: Option<Arc<AtomicU64>>,
+    /// Told how the sending went.
+    pub(crate) report: Option<Arc<BodyReport>>,
+    /// Whether the report carries the CRC32C of the source's bytes.
+    pub(crate) crc32c: bool,
+    /// The byte rate shared with every other body of the manager.
+    pub(crate) rate: Option<Arc<RateLimit>>,
 }
 
 /// What a body tells the core about its sending, once the transport is done
@@ -173,9 +184,7 @@ impl Clone for UploadBody {
             len: self.len,
             checksummed: self.checksummed,
             crc: self.crc,
-            sent: self.sent.clone(),
-            report: self.report.clone(),
-            rate: self.rate.clone(),
+            meter: self.meter.clone(),
             pace: None,
         }
     }
@@ -239,9 +248,11 @@ impl UploadBody {
         self.len == 0
     }
 
-    /// Hands out bytes no faster than `rate`, shared with other bodies.
-    pub(crate) fn limit_rate(&mut self, rate: Arc<RateLimit>) {
-        self.rate = Some(rate);
+    /// Measures the body by `meter` as its bytes leave: progress, the
+    /// report (with the CRC32C when asked) and the shared rate.
+    pub(crate) fn measure(&mut self, meter: Meter) {
+        self.checksummed |= meter.crc32c;
+        self.meter = meter;
     }
 
     /// Books a chunk on the shared rate and hands it out when the rate
@@ -252,7 +263,7 @@ impl UploadBody {
         chunk: Bytes,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        if let Some(until) = self.rate.as_ref().and_then(|r| r.book(chunk.len())) {
+        if let Some(until) = self.meter.rate.as_ref().and_then(|r| r.book(chunk.len())) {
             self.pace = Some((chunk, Box::pin(tokio::time::sleep_until(until))));
             return self.held(cx);
         }
@@ -269,21 +280,9 @@ impl UploadBody {
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
-    /// Counts the source's bytes into `counter` as they are handed out.
-    pub(crate) fn count_sent(&mut self, counter: Arc<AtomicU64>) {
-        self.sent = Some(counter);
-    }
-
-    /// Reports into `report` how the sending went; with `crc32c`, the
-    /// CRC32C of the source's bytes too, computed as they pass.
-    pub(crate) fn report_to(&mut self, report: Arc<BodyReport>, crc32c: bool) {
-        self.checksummed |= crc32c;
-        self.report = Some(report);
-    }
-
     /// The last part was handed out.
     fn finished(&self) {
-        if let Some(report) = &self.report {
+        if let Some(report) = &self.meter.report {
             if self.checksummed {
                 let _ = report.crc32c.set(self.crc);
             }
@@ -318,7 +317,7 @@ impl UploadBody {
 
     /// Accounts for source bytes handed out: progress and the digest.
     fn pass(&mut self, data: &Bytes) {
-        if let Some(sent) = &self.sent {
+        if let Some(sent) = &self.meter.sent {
             sent.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         if self.checksummed {
@@ -363,7 +362,7 @@ impl Body for UploadBody {
                         return this.paced(piece, cx);
                     }
                     Some(Err(e)) => {
-                        if let Some(report) = &this.report {
+                        if let Some(report) = &this.meter.report {
                             let _ = report.read_failure.set(e.clone());
                         }
                         return Poll::Ready(Some(Err(e)));
@@ -480,7 +479,10 @@ mod tests {
         body.push_data(data.clone());
         body.push(Bytes::from_static(b"<tail>"));
         let sent = Arc::new(AtomicU64::new(0));
-        body.count_sent(sent.clone());
+        body.measure(Meter {
+            sent: Some(sent.clone()),
+            ..Meter::default()
+        });
         assert_eq!(body.len(), 22);
         assert_eq!(body.size_hint().exact(), Some(22));
 
@@ -514,7 +516,10 @@ mod tests {
             len + 2
         );
         let sent = Arc::new(AtomicU64::new(0));
-        body.count_sent(sent.clone());
+        body.measure(Meter {
+            sent: Some(sent.clone()),
+            ..Meter::default()
+        });
 
         let mut chunks = Vec::new();
         while let Some(chunk) = body.next_chunk().await {
@@ -620,7 +625,11 @@ mod tests {
         body.push_data(Bytes::from_static(b"abc"));
         body.push(Bytes::from_static(b"<tail>"));
         let report = Arc::new(BodyReport::default());
-        body.report_to(report.clone(), true);
+        body.measure(Meter {
+            report: Some(report.clone()),
+            crc32c: true,
+            ..Meter::default()
+        });
         body.next_chunk().await.unwrap().unwrap();
         body.next_chunk().await.unwrap().unwrap();
         assert!(!report.complete.load(Ordering::SeqCst));
@@ -641,7 +650,11 @@ mod tests {
         let mut body = UploadBody::new();
         body.push_block(block);
         let report = Arc::new(BodyReport::default());
-        body.report_to(report.clone(), true);
+        body.measure(Meter {
+            report: Some(report.clone()),
+            crc32c: true,
+            ..Meter::default()
+        });
         assert_eq!(body.next_chunk().await.unwrap().unwrap().len(), READ_PIECE);
         let e = body.next_chunk().await.unwrap().unwrap_err();
         assert_eq!(e.code(), code::READ_FAILED);

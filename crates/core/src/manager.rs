@@ -55,6 +55,8 @@ pub struct UploadManager {
 
 struct Inner {
     transport: Arc<dyn Transport>,
+    /// The byte rate every body shares, if limited.
+    rate: Option<Arc<RateLimit>>,
     protocol: Arc<dyn Protocol>,
     events: Events,
     memory: MemoryRegistry,
@@ -128,11 +130,11 @@ impl UploadManagerBuilder {
             permits: self
                 .max_in_flight
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
-            rate: self.limit_rate.map(|r| Arc::new(RateLimit::new(r))),
         });
         UploadManager {
             inner: Arc::new(Inner {
                 transport,
+                rate: self.limit_rate.map(|r| Arc::new(RateLimit::new(r))),
                 protocol: self.protocol,
                 events: Events::new(self.dispatch),
                 memory: MemoryRegistry::default(),
@@ -319,6 +321,7 @@ impl UploadManager {
         Ok(Arc::new(RunContext {
             job: job.clone(),
             transport: self.inner.transport.clone(),
+            rate: self.inner.rate.clone(),
             retries_left: AtomicU64::new(job.retry.budget_for(plan.total_blocks())),
             sources,
             plan,

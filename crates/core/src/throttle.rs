@@ -1,15 +1,15 @@
 //! What a manager puts around its transport for all its jobs together: a
 //! log line per request and response (`tracing`, target `fileuploader`,
-//! level info), and the limits of how many requests are in flight and how
-//! fast body bytes leave, shared first come, first served, so no job
-//! starves another.
+//! level info), and the limit of how many requests are in flight, shared
+//! first come, first served, so no job starves another. (How fast body
+//! bytes leave is each body's [`Meter`](crate::body::Meter), sharing one
+//! rate.)
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use crate::rate::RateLimit;
 use crate::transport::{Request, Response, Transport, TransportError};
 
 /// A transport under a manager's limits, logging what passes.
@@ -18,19 +18,15 @@ pub(crate) struct Throttled {
     pub(crate) inner: Arc<dyn Transport>,
     /// One permit per request in flight.
     pub(crate) permits: Option<Arc<Semaphore>>,
-    pub(crate) rate: Option<Arc<RateLimit>>,
 }
 
 #[async_trait]
 impl Transport for Throttled {
-    async fn send(&self, mut request: Request) -> Result<Response, TransportError> {
+    async fn send(&self, request: Request) -> Result<Response, TransportError> {
         let _permit = match &self.permits {
             Some(permits) => permits.clone().acquire_owned().await.ok(),
             None => None,
         };
-        if let Some(rate) = &self.rate {
-            request.body_mut().limit_rate(rate.clone());
-        }
         let (method, uri, len) = (
             request.method().clone(),
             request.uri().clone(),

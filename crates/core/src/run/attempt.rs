@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::body::{BlockData, BodyReport};
+use crate::body::{BlockData, BodyReport, Meter};
 use crate::error::Error;
 use crate::plan::Block;
 use crate::protocol::{Integrity, Receipt, Verdict};
@@ -51,11 +51,13 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
             BlockData::read(&source.source, block.offset, block.len).await?
         };
         let mut request = session.encode(block, data)?;
-        request.body_mut().count_sent(state.sent.clone());
         let report = Arc::new(BodyReport::default());
-        request
-            .body_mut()
-            .report_to(report.clone(), ctx.job.integrity == Integrity::BlockCrc32c);
+        request.body_mut().measure(Meter {
+            sent: Some(state.sent.clone()),
+            report: Some(report.clone()),
+            crc32c: ctx.job.integrity == Integrity::BlockCrc32c,
+            rate: ctx.rate.clone(),
+        });
         if ctx.cancel.is_cancelled() {
             return Ok(Sent::Cancelled);
         }

@@ -23,6 +23,7 @@ use crate::job::{Job, JobState};
 use crate::journal::{Journal, JournaledAck};
 use crate::plan::BlockPlan;
 use crate::protocol::UploadSession;
+use crate::rate::RateLimit;
 use crate::source::Source;
 use crate::transport::Transport;
 
@@ -61,6 +62,8 @@ pub(crate) struct RunSource {
 pub(crate) struct RunContext {
     pub(crate) job: Job,
     pub(crate) transport: Arc<dyn Transport>,
+    /// The byte rate every body of the manager shares, if limited.
+    pub(crate) rate: Option<Arc<RateLimit>>,
     pub(crate) sources: Vec<RunSource>,
     pub(crate) plan: BlockPlan,
     pub(crate) total_bytes: u64,
