@@ -43,7 +43,8 @@ use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
 pub use fileuploader_core::{
-    code, Bytes, Error, ErrorKind, FileSource, Integrity, Job, Progress, Resume, RetryPolicy,
+    code, Bytes, Error, ErrorKind, FileSource, FinalAnswer, Integrity, Job, Progress, Resume,
+    RetryPolicy, SourceLanding,
 };
 use fileuploader_core::{EventDispatcher, JobHandle, JobId, Transport};
 pub use fileuploader_transport_hyper::{HyperTransport, HyperTransportBuilder};

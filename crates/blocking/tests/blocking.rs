@@ -222,3 +222,28 @@ async fn blocking_calls_inside_a_runtime_panic_clearly() {
     let job = manager.create_job();
     let _ = manager.wait(&job);
 }
+
+#[test]
+fn the_run_success_callback_sees_the_receivers_final_answer() {
+    let (_rt, server) = server(MockUploadServer::builder());
+    let log = EventLog::default();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let mut outcome = None;
+    init(
+        |manager| {
+            let (mut job, _) = job(&manager, server.url(), 10_000, 4096, &log);
+            let kept = seen.clone();
+            job.on_run_success(move |job| {
+                let landing = job.landings().into_iter().next();
+                *kept.lock().unwrap() = landing.and_then(|l| l.answer);
+            });
+            assert!(manager.run(&job));
+            outcome = Some(manager.wait(&job));
+        },
+        |code, message| panic!("init failed: {code} {message}"),
+    );
+    outcome.unwrap().unwrap();
+    let answer: Option<fileuploader_blocking::FinalAnswer> = seen.lock().unwrap().take();
+    let answer = answer.expect("the callback saw the final answer");
+    assert_eq!(answer.status.as_u16(), 200, "the last block's answer");
+}

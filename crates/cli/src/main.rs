@@ -129,6 +129,10 @@ struct UploadArgs {
     /// tools that send none. The receiver can then not refuse a block damaged on the way.
     #[arg(long)]
     no_checksum: bool,
+    /// Write the body of the receiver's final answer (the one that reported
+    /// the landing) to FILE, as curl's -o does; one file only.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
     /// Fail (error 36) unless the receiver confirms that each file landed.
     /// Without it, a receiver that acknowledges every block but cannot
     /// answer status queries counts as success, reported "unconfirmed".

@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::prelude::{Engine, BASE64_STANDARD};
 use fileuploader_core::protocol::{discover, IetfDraft, Protocol, SegmentedMultipart, Tus};
 use fileuploader_core::{
-    default_journal_dir, FileSource, Integrity, Job, Progress, Resume, RetryPolicy, UploadManager,
+    default_journal_dir, FileSource, FinalAnswer, Integrity, Job, Progress, Resume, RetryPolicy,
+    UploadManager,
 };
 use fileuploader_transport_hyper::HyperTransport;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -29,6 +31,8 @@ pub(crate) struct Summary {
     pub(crate) landed_as: Option<String>,
     /// The upload's URL on the receiver, where the protocol has one.
     pub(crate) url: Option<String>,
+    /// The receiver's answer that reported the landing.
+    pub(crate) answer: Option<FinalAnswer>,
 }
 
 impl Summary {
@@ -91,6 +95,14 @@ impl Summary {
             "sent_as": self.sent_as,
             "landed_as": self.landed_as,
             "url": self.url,
+            "status": self.answer.as_ref().map(|a| a.status.as_u16()),
+            "body": self.answer.as_ref().and_then(FinalAnswer::text),
+            "body_base64": self
+                .answer
+                .as_ref()
+                .filter(|a| a.text().is_none())
+                .map(|a| BASE64_STANDARD.encode(&a.body)),
+            "body_cut_from": self.answer.as_ref().and_then(|a| a.cut_from),
             "retries": p.retries,
             "http_version": self.http_version,
         })
@@ -306,7 +318,7 @@ impl Display {
         let landed: Vec<&Summary> = outcomes
             .iter()
             .filter_map(|o| match o {
-                Outcome::Landed(s) => Some(s),
+                Outcome::Landed(s) => Some(&**s),
                 Outcome::Failed(..) => None,
             })
             .collect();
@@ -397,13 +409,14 @@ pub(crate) async fn drive(
             .map(|l| l.source.clone())
             .unwrap_or_default(),
         landed_as: landing.as_ref().and_then(|l| l.name.clone()),
-        url: landing.and_then(|l| l.url),
+        url: landing.as_ref().and_then(|l| l.url.clone()),
+        answer: landing.and_then(|l| l.answer),
     })
 }
 
 /// How one file of a run ended.
 enum Outcome {
-    Landed(Summary),
+    Landed(Box<Summary>),
     Failed(PathBuf, Failure),
 }
 
@@ -512,6 +525,15 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
             eprintln!("note: {note}");
         }
     }
+    if args.output.is_some() && entries.len() != 1 {
+        return Err(Failure::new(
+            fileuploader_core::code::INVALID_OPTION,
+            format!(
+                "-o/--output takes the answer to one file, but there are {}",
+                entries.len()
+            ),
+        ));
+    }
     if args.name.is_some() && entries.len() != 1 {
         return Err(Failure::new(
             fileuploader_core::code::INVALID_OPTION,
@@ -569,7 +591,7 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
             }
             Some(
                 match drive(&manager, &job, &entry.path, &args.transfer, &display).await {
-                    Ok(summary) => Outcome::Landed(summary),
+                    Ok(summary) => Outcome::Landed(Box::new(summary)),
                     Err(e) => Outcome::Failed(entry.path, e),
                 },
             )
@@ -632,7 +654,10 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     }
     match (stopped, failed) {
         (Some(stop), _) => Err(stop),
-        (None, 0) => Ok(()),
+        (None, 0) => match &args.output {
+            Some(path) => write_answer(path, &outcomes),
+            None => Ok(()),
+        },
         (None, n) => {
             let single = outcomes.len() == 1;
             match outcomes.into_iter().find_map(|o| match o {
@@ -647,4 +672,25 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
             }
         }
     }
+}
+
+/// Writes the body of the final answer of the one file that landed to
+/// `path` (an empty file when the receiver's answer had no body).
+fn write_answer(path: &Path, outcomes: &[Outcome]) -> Result<(), Failure> {
+    let body = outcomes
+        .iter()
+        .find_map(|o| match o {
+            Outcome::Landed(summary) => summary.answer.as_ref().map(|a| a.body.clone()),
+            Outcome::Failed(..) => None,
+        })
+        .unwrap_or_default();
+    std::fs::write(path, &body).map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::FAILED,
+            format!(
+                "the file landed, but its answer cannot be written to {}: {e}",
+                path.display()
+            ),
+        )
+    })
 }

@@ -2059,3 +2059,53 @@ fn on_a_terminal_the_runs_bar_knows_its_total_before_the_first_file_starts() {
     );
     assert!(shown.contains("8 of 8 files landed"), "{shown}");
 }
+
+#[test]
+fn the_receivers_final_answer_reaches_json_and_output_in_every_protocol() {
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("answer.bin");
+    std::fs::write(&file, vec![7u8; 10_000]).unwrap();
+    for protocol in ["segmented", "tus", "ietf"] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = for_protocol(&receiver(dir.path()), protocol);
+        let out_file = src.path().join(format!("{protocol}.answer"));
+        let out = command()
+            .args(["upload", "--url", &url, "--protocol", protocol])
+            .args(["--block-size", "4KiB", "--json", "-o"])
+            .arg(&out_file)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{protocol}: {}", stderr(&out));
+        let line = &json_lines(&out)[0];
+        let status = line["status"].as_u64().expect("a status");
+        assert!((200..300).contains(&status), "{protocol}: {line}");
+        assert_eq!(line["landed_as"], "answer.bin", "{protocol}: {line}");
+        let body = line["body"].as_str().expect("a text body");
+        assert_eq!(
+            std::fs::read_to_string(&out_file).unwrap(),
+            body,
+            "{protocol}: -o writes the body --json shows"
+        );
+        if protocol == "segmented" {
+            let statement: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                (statement["state"].as_str(), statement["name"].as_str()),
+                (Some("landed"), Some("answer.bin")),
+                "the landing statement is the final answer: {body}"
+            );
+        }
+    }
+    let two = command()
+        .args(["upload", "--url", "http://127.0.0.1:9/upload", "-o", "x"])
+        .arg(&file)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!two.status.success());
+    assert!(
+        stderr(&two).contains("-o/--output takes the answer to one file, but there are 2"),
+        "{}",
+        stderr(&two)
+    );
+}

@@ -1,5 +1,6 @@
 //! The one error type of the core, and the reference error codes.
 
+use crate::answer::{FinalAnswer, DEFAULT_ANSWER_LIMIT};
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
@@ -129,6 +130,9 @@ struct Inner {
     status: Option<http::StatusCode>,
     /// How long the server asked to be left alone (`Retry-After`).
     retry_after: Option<std::time::Duration>,
+    /// The receiver's answer the error came of, its body cut to
+    /// [`DEFAULT_ANSWER_LIMIT`](crate::DEFAULT_ANSWER_LIMIT).
+    answer: Option<FinalAnswer>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
@@ -141,6 +145,7 @@ impl Error {
             message: message.into(),
             status: None,
             retry_after: None,
+            answer: None,
             source: None,
         }))
     }
@@ -217,6 +222,12 @@ impl Error {
         self.0.retry_after
     }
 
+    /// The receiver's answer this error came of (its status, headers and
+    /// body up to 64 KiB), when it came of one.
+    pub fn answer(&self) -> Option<&FinalAnswer> {
+        self.0.answer.as_ref()
+    }
+
     /// Whether the same request may succeed if tried again: a retryable
     /// transport failure or status.
     pub(crate) fn is_retryable(&self) -> bool {
@@ -261,6 +272,7 @@ pub(crate) fn status_error(response: &http::Response<bytes::Bytes>, context: &st
     let mut error = Error::from_status(response.status(), &context);
     error.0.retry_after =
         crate::retry::retry_after(response.headers(), std::time::SystemTime::now());
+    error.0.answer = Some(FinalAnswer::of(response).bounded(DEFAULT_ANSWER_LIMIT));
     error
 }
 
@@ -437,6 +449,22 @@ impl StdError for TransportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_from_an_answer_keeps_the_answer() {
+        let response = http::Response::builder()
+            .status(422)
+            .body(bytes::Bytes::from(vec![b'x'; DEFAULT_ANSWER_LIMIT + 5]))
+            .unwrap();
+        let error = status_error(&response, " to block 1");
+        let answer = error.answer().expect("the answer is kept");
+        assert_eq!(answer.status.as_u16(), 422);
+        assert_eq!(
+            (answer.body.len(), answer.cut_from),
+            (DEFAULT_ANSWER_LIMIT, Some(DEFAULT_ANSWER_LIMIT + 5))
+        );
+        assert!(Error::cancelled().answer().is_none());
+    }
 
     #[test]
     fn an_html_error_page_is_told_by_its_title() {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::answer::{FinalAnswer, DEFAULT_ANSWER_LIMIT};
 pub use crate::form::FormField;
 use crate::journal::{Journal, Resume};
 use crate::protocol::{Integrity, Protocol};
@@ -196,6 +197,11 @@ pub struct SourceLanding {
     /// The upload's URL on the receiver, where the protocol has one (tus
     /// and the IETF draft).
     pub url: Option<String>,
+    /// The receiver's answer that reported the landing (status, headers,
+    /// body up to [`Job::answer_limit`]), where there was one: in the
+    /// segmented protocol the landing statement, or what the receiver's
+    /// application put in its place.
+    pub answer: Option<FinalAnswer>,
 }
 
 /// A snapshot of a job's progress, for callers who want more than a percentage.
@@ -373,6 +379,12 @@ pub struct Job {
     /// file fails the job with [`code::UNCONFIRMED`](crate::code::UNCONFIRMED);
     /// when false, [`Progress::landings_unconfirmed`] counts such sources.
     pub require_confirmation: bool,
+    /// The most bytes of the receiver's final answer kept with each
+    /// landing ([`SourceLanding::answer`]) and with an error that came of
+    /// an answer (not a reference property; default
+    /// [`DEFAULT_ANSWER_LIMIT`], 64 KiB). A longer body is cut, and says
+    /// by how much.
+    pub answer_limit: usize,
     /// The wire protocol of this job (not a reference property; default
     /// `None`: the manager's, see
     /// [`UploadManagerBuilder::protocol`](crate::UploadManagerBuilder::protocol)).
@@ -398,6 +410,7 @@ impl Default for Job {
             integrity: Integrity::default(),
             resume: Resume::Off,
             require_confirmation: false,
+            answer_limit: DEFAULT_ANSWER_LIMIT,
             protocol: None,
             callbacks: Callbacks::default(),
             id: JobId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
@@ -516,6 +529,7 @@ impl fmt::Debug for Job {
             .field("integrity", &self.integrity)
             .field("resume", &self.resume)
             .field("require_confirmation", &self.require_confirmation)
+            .field("answer_limit", &self.answer_limit)
             .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }

@@ -89,6 +89,7 @@
 
 #![warn(missing_docs)]
 
+mod answer;
 mod body;
 mod error;
 mod events;
@@ -110,6 +111,7 @@ mod throttle;
 mod transport;
 mod validate;
 
+pub use answer::{FinalAnswer, DEFAULT_ANSWER_LIMIT};
 pub use body::{BlockData, UploadBody};
 /// The shared byte buffer type of block data and registered memory.
 pub use bytes::Bytes;

@@ -48,6 +48,8 @@ use crate::transport::{Request, Response, Transport};
 pub use resumable::{IetfDraft, Tus};
 pub use segmented::SegmentedMultipart;
 
+pub use crate::answer::FinalAnswer;
+
 /// Asks the server at `url` by `OPTIONS` which protocol it speaks: tus 1.0
 /// when it answers with `Tus-Version`, the IETF draft when it answers with
 /// `Upload-Draft-Interop-Version` (at that version), the segmented
@@ -333,6 +335,9 @@ pub struct Landing {
     pub length: Option<u64>,
     /// Its CRC32C, if stated.
     pub crc32c: Option<u32>,
+    /// The receiver's answer that reported the landing, where there was
+    /// one.
+    pub answer: Option<FinalAnswer>,
 }
 
 impl Landing {
@@ -343,7 +348,14 @@ impl Landing {
             name,
             length,
             crc32c,
+            answer: None,
         }
+    }
+
+    /// The landing, as `response` reported it.
+    pub fn answered(mut self, response: &Response) -> Self {
+        self.answer = Some(FinalAnswer::of(response));
+        self
     }
 
     /// A landing nobody can confirm.

@@ -16,8 +16,8 @@ use fileuploader_wire::{
 };
 
 use super::{
-    header_value, Finish, Handle, Holding, Integrity, Landing, Protocol, Receipt, SavedSession,
-    UploadSession, UploadTarget, Verdict,
+    header_value, FinalAnswer, Finish, Handle, Holding, Integrity, Landing, Protocol, Receipt,
+    SavedSession, UploadSession, UploadTarget, Verdict,
 };
 use crate::body::{BlockData, UploadBody};
 use crate::error::{code, Error};
@@ -89,6 +89,7 @@ impl Protocol for SegmentedMultipart {
             suffix: Bytes::from(format!("\r\n--{boundary}--\r\n")),
             answers: AtomicU8::new(NOT_ASKED),
             landing: Mutex::new(None),
+            last: Mutex::new(None),
         }))
     }
 }
@@ -162,6 +163,9 @@ struct Session {
     answers: AtomicU8,
     /// The landing a block's answer stated.
     landing: Mutex<Option<Landing>>,
+    /// The answer to the last block acknowledged: the final answer of a
+    /// receiver that states no landing.
+    last: Mutex<Option<FinalAnswer>>,
 }
 
 impl Session {
@@ -190,11 +194,11 @@ impl Session {
 
     /// Asks the receiver what it holds: its statement, or `None` when it
     /// cannot answer.
-    async fn ask(&self, transport: &dyn Transport) -> Result<Option<Statement>, Error> {
+    async fn ask(&self, transport: &dyn Transport) -> Result<Option<(Statement, Response)>, Error> {
         let response = transport.send(self.query(Method::GET)).await?;
         if let Some(statement) = self.statement(&response) {
             self.answers.store(ANSWERS, Ordering::Relaxed);
-            return Ok(Some(statement));
+            return Ok(Some((statement, response)));
         }
         if retry::is_retryable_status(response.status()) {
             return Err(crate::error::status_error(
@@ -231,11 +235,11 @@ impl Session {
 impl UploadSession for Session {
     async fn begin(&self, transport: &dyn Transport) -> Result<Holding, Error> {
         *lock(&self.landing) = None;
-        let Some(statement) = self.ask(transport).await? else {
+        let Some((statement, response)) = self.ask(transport).await? else {
             return Ok(Holding::Unknown);
         };
         if let Some(landing) = self.landing_of(&statement) {
-            return Ok(Holding::Landed(landing));
+            return Ok(Holding::Landed(landing.answered(&response)));
         }
         match statement {
             Statement::Partial {
@@ -277,9 +281,14 @@ impl UploadSession for Session {
     fn judge(&self, block: &Block, response: &Response) -> Verdict {
         let status = response.status();
         if status.is_success() {
-            if let Some(landing) = self.statement(response).and_then(|s| self.landing_of(&s)) {
+            if let Some(landing) = self
+                .statement(response)
+                .and_then(|s| self.landing_of(&s))
+                .map(|l| l.answered(response))
+            {
                 *lock(&self.landing) = Some(landing);
             }
+            *lock(&self.last) = Some(FinalAnswer::of(response));
             return Verdict::Ack(Receipt::default());
         }
         let error = crate::error::status_error(response, &self.context(block));
@@ -305,14 +314,18 @@ impl UploadSession for Session {
         if let Some(landing) = lock(&self.landing).clone() {
             return Ok(Finish::Landed(landing));
         }
+        let unconfirmed = || Landing {
+            answer: lock(&self.last).clone(),
+            ..Landing::unconfirmed()
+        };
         if self.answers.load(Ordering::Relaxed) == SILENT {
-            return Ok(Finish::Landed(Landing::unconfirmed()));
+            return Ok(Finish::Landed(unconfirmed()));
         }
-        let Some(statement) = self.ask(transport).await? else {
-            return Ok(Finish::Landed(Landing::unconfirmed()));
+        let Some((statement, response)) = self.ask(transport).await? else {
+            return Ok(Finish::Landed(unconfirmed()));
         };
         if let Some(landing) = self.landing_of(&statement) {
-            return Ok(Finish::Landed(landing));
+            return Ok(Finish::Landed(landing.answered(&response)));
         }
         let lost = |why: String| {
             Finish::Resync(Error::new(

@@ -79,6 +79,7 @@ pub(super) async fn conclude(
             name: landing.name.clone(),
             confirmed: true,
             url: source.session.location(),
+            answer: landing.answer.map(|a| a.bounded(ctx.job.answer_limit)),
         });
     } else if ctx.job.require_confirmation {
         return Err(Error::new(
@@ -96,6 +97,7 @@ pub(super) async fn conclude(
             name: None,
             confirmed: false,
             url: None,
+            answer: landing.answer.map(|a| a.bounded(ctx.job.answer_limit)),
         });
     }
     {

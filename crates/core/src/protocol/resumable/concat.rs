@@ -15,7 +15,7 @@ use super::{Held, Session};
 use crate::body::UploadBody;
 use crate::error::Error;
 use crate::plan::Block;
-use crate::protocol::{header_value, Finish, Holding, Landing, Receipt, Verdict};
+use crate::protocol::{header_value, FinalAnswer, Finish, Holding, Landing, Receipt, Verdict};
 use crate::source::lock;
 use crate::transport::{Response, Transport};
 
@@ -131,7 +131,9 @@ impl Session {
         if !response.status().is_success() {
             return Err(self.refused("final concatenation", &response));
         }
-        Ok(ControlFlow::Continue(self.location(&response)?))
+        let url = self.location(&response)?;
+        lock(&self.state).completed_by = Some(FinalAnswer::of(&response));
+        Ok(ControlFlow::Continue(url))
     }
 
     /// Asks for the final upload of `parts`, in their order.

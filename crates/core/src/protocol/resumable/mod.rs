@@ -39,8 +39,8 @@ use fileuploader_wire::resumable::{
 };
 
 use super::{
-    header_value, Constraints, Finish, Handle, Holding, Landing, Protocol, SavedSession,
-    UploadSession, UploadTarget, Verdict,
+    header_value, Constraints, FinalAnswer, Finish, Handle, Holding, Landing, Protocol,
+    SavedSession, UploadSession, UploadTarget, Verdict,
 };
 use crate::body::{BlockData, UploadBody};
 use crate::error::{code, Error, ErrorKind};
@@ -163,6 +163,10 @@ struct State {
     creates_with_upload: bool,
     /// The checksum algorithm both sides know, if any.
     checksum: Option<ChecksumAlgorithm>,
+    /// The answer to the request that completed the upload (its last
+    /// append, or the final `POST` of its parts): the final answer, rather
+    /// than the `HEAD` that confirms it.
+    completed_by: Option<FinalAnswer>,
 }
 
 /// What a `HEAD` says of an upload.
@@ -174,6 +178,8 @@ struct Held {
     name: Option<String>,
     /// Whether the server counts it finished, where the protocol says.
     complete: Option<bool>,
+    /// The `HEAD`'s answer.
+    answer: FinalAnswer,
 }
 
 impl Session {
@@ -242,6 +248,7 @@ impl Session {
                 // The draft's creation always may carry bytes.
                 creates_with_upload: dialect != Version::Tus,
                 checksum: None,
+                completed_by: None,
             }),
             checksums: target.integrity != super::Integrity::None,
             notices: Mutex::default(),
@@ -316,7 +323,10 @@ impl Session {
     /// (The caller records `url` as where it landed, under the state's lock
     /// it may hold already.)
     fn landed(&self, held: &Held) -> Landing {
-        Landing::confirmed(held.name.clone(), held.length.or(Some(self.total)), None)
+        let mut landing =
+            Landing::confirmed(held.name.clone(), held.length.or(Some(self.total)), None);
+        landing.answer = Some(held.answer.clone());
+        landing
     }
 
     fn offset_of(&self, what: &str, response: &Response) -> Result<u64, Error> {
@@ -412,6 +422,7 @@ impl Session {
                     length: header(UPLOAD_LENGTH).and_then(|v| parse_offset(v).ok()),
                     name: header(LANDED_NAME).map(decode_text),
                     complete: self.complete_of(&response),
+                    answer: FinalAnswer::of(&response),
                 };
                 let most = held.length.unwrap_or(self.total).min(self.total);
                 if held.offset > most {
@@ -603,8 +614,13 @@ impl UploadSession for Session {
                 ..
             }) if offset == self.total => self.complete(transport, &url).await,
             Some(held) if held.offset == self.total => {
-                lock(&self.state).landed_at = Some(url.to_string());
-                Ok(Finish::Landed(self.landed(&held)))
+                let mut landing = self.landed(&held);
+                let mut state = lock(&self.state);
+                state.landed_at = Some(url.to_string());
+                if let Some(answer) = state.completed_by.take() {
+                    landing.answer = Some(answer);
+                }
+                Ok(Finish::Landed(landing))
             }
             Some(Held { offset, .. }) => Ok(Finish::Resync(Error::new(
                 ErrorKind::Status,

@@ -16,7 +16,7 @@ use super::{Mode, Session};
 use crate::body::UploadBody;
 use crate::error::{code, Error, ErrorKind};
 use crate::plan::Block;
-use crate::protocol::{header_value, Finish, Holding, Landing, Receipt, Verdict};
+use crate::protocol::{header_value, FinalAnswer, Finish, Holding, Landing, Receipt, Verdict};
 use crate::retry;
 use crate::source::lock;
 use crate::transport::{Response, Transport};
@@ -112,6 +112,9 @@ impl Session {
                 response,
             ));
         }
+        if end == self.total {
+            state.completed_by = Some(FinalAnswer::of(response));
+        }
         Verdict::Ack(Receipt(Some(url.to_string())))
     }
 
@@ -128,12 +131,16 @@ impl Session {
                 "{what} moved the offset to {offset}, but only {end} bytes were sent"
             )));
         }
-        lock(&self.state).offset = offset;
+        let state = &mut *lock(&self.state);
+        state.offset = offset;
         if offset < end {
             return Verdict::Resync(self.stranger(
                 &format!("{what} (the server holds {offset} bytes, the block ends at {end})"),
                 response,
             ));
+        }
+        if end == self.total {
+            state.completed_by = Some(FinalAnswer::of(response));
         }
         Verdict::Ack(Receipt::default())
     }
@@ -169,11 +176,8 @@ impl Session {
         let status = response.status();
         if status.is_success() && self.complete_of(&response) != Some(false) {
             lock(&self.state).landed_at = Some(url.to_string());
-            return Ok(Finish::Landed(Landing::confirmed(
-                None,
-                Some(self.total),
-                None,
-            )));
+            let landing = Landing::confirmed(None, Some(self.total), None);
+            return Ok(Finish::Landed(landing.answered(&response)));
         }
         if status.is_success() || retry::is_retryable_status(status) {
             return Ok(Finish::Resync(Error::new(
