@@ -28,7 +28,7 @@ use crate::limits::{Cut, Guarded};
 use crate::receiver::Receiver;
 use crate::refusal::Refusal;
 use crate::request::{plain_name, RequestBody};
-use crate::store::{NewUpload, Upload};
+use crate::store::{BlockWriter, NewUpload, Upload};
 use crate::uploads::{self, Allowance, Chunks, Outcome, Via};
 
 /// The tus extensions this receiver supports.
@@ -586,15 +586,7 @@ impl Receiver {
                 && refusal.status() != StatusCode::PAYLOAD_TOO_LARGE
             {
                 // What arrived is kept: the client resumes from there.
-                uploads::acknowledge(
-                    self.store.as_ref(),
-                    writer,
-                    poured.len,
-                    Some(poured.crc32c),
-                    None,
-                    self.terms(dialect),
-                )
-                .await?;
+                self.keep(writer, poured, dialect).await?;
             }
             return Err(refusal);
         }
@@ -620,16 +612,20 @@ impl Receiver {
         if poured.len == 0 {
             return Ok((Outcome::InProgress(upload.clone()), offset));
         }
-        let outcome = uploads::acknowledge(
-            self.store.as_ref(),
-            writer,
-            poured.len,
-            Some(poured.crc32c),
-            None,
-            self.terms(dialect),
-        )
-        .await?;
-        Ok((outcome, end))
+        Ok((self.keep(writer, poured, dialect).await?, end))
+    }
+
+    /// Acknowledges the bytes `poured` into `writer`, landing the upload if
+    /// they complete it.
+    async fn keep(
+        &self,
+        writer: Box<dyn BlockWriter>,
+        poured: uploads::Poured,
+        dialect: Version,
+    ) -> Result<Outcome, Refusal> {
+        let terms = self.terms(dialect);
+        let store = self.store.as_ref();
+        uploads::acknowledge(store, writer, poured.len, Some(poured.crc32c), None, terms).await
     }
 
     async fn terminate(&self, uri: &http::Uri, grant: &Grant) -> Result<Answer, Refusal> {
