@@ -247,3 +247,24 @@ fn the_run_success_callback_sees_the_receivers_final_answer() {
     let answer = answer.expect("the callback saw the final answer");
     assert_eq!(answer.status.as_u16(), 200, "the last block's answer");
 }
+
+#[test]
+fn the_run_failure_callback_can_read_the_answer_the_run_failed_on() {
+    let (_rt, server) = server(MockUploadServer::builder().fault(Fault::new(
+        Target::RangeStart(0),
+        Attempt::Always,
+        Action::Status(403),
+    )));
+    let manager = UploadManager::new().unwrap();
+    let log = EventLog::default();
+    let (mut job, _) = job(&manager, server.url(), 10_000, 4096, &log);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let kept = seen.clone();
+    job.on_run_failure(move |job, code, _| {
+        *kept.lock().unwrap() = Some((code, job.failure_answer().map(|a| a.status.as_u16())));
+    });
+    assert!(manager.run(&job));
+    let err = manager.wait(&job).unwrap_err();
+    assert_eq!(err.answer().map(|a| a.status.as_u16()), Some(403));
+    assert_eq!(*seen.lock().unwrap(), Some((err.code(), Some(403))));
+}

@@ -519,6 +519,8 @@ fn log_to_stderr(verbose: u8, quiet: &str) {
 struct Failure {
     code: i32,
     message: String,
+    /// The receiver's answer the failure came of, if it came of one.
+    answer: Option<Box<fileuploader_core::FinalAnswer>>,
 }
 
 impl From<fileuploader_core::Error> for Failure {
@@ -536,6 +538,7 @@ impl From<fileuploader_core::Error> for Failure {
         Failure {
             code: e.code(),
             message,
+            answer: e.answer().cloned().map(Box::new),
         }
     }
 }
@@ -545,6 +548,7 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+            answer: None,
         }
     }
 }

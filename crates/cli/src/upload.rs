@@ -83,7 +83,7 @@ impl Summary {
 
     fn json(&self) -> serde_json::Value {
         let p = &self.progress;
-        serde_json::json!({
+        let json = serde_json::json!({
             "file": self.file.display().to_string(),
             "bytes": p.total_bytes,
             "seconds": p.elapsed.as_secs_f64(),
@@ -95,17 +95,10 @@ impl Summary {
             "sent_as": self.sent_as,
             "landed_as": self.landed_as,
             "url": self.url,
-            "status": self.answer.as_ref().map(|a| a.status.as_u16()),
-            "body": self.answer.as_ref().and_then(FinalAnswer::text),
-            "body_base64": self
-                .answer
-                .as_ref()
-                .filter(|a| a.text().is_none())
-                .map(|a| BASE64_STANDARD.encode(&a.body)),
-            "body_cut_from": self.answer.as_ref().and_then(|a| a.cut_from),
             "retries": p.retries,
             "http_version": self.http_version,
-        })
+        });
+        with_answer(json, self.answer.as_ref())
     }
 
     /// Prints the summary as the flags ask.
@@ -116,6 +109,26 @@ impl Summary {
             eprintln!("{}", self.line());
         }
     }
+}
+
+/// `json` with the receiver's final answer, where there was one: `status`,
+/// `body` (UTF-8) or `body_base64`, and `body_cut_from` when the body was
+/// cut to the bound.
+fn with_answer(mut json: serde_json::Value, answer: Option<&FinalAnswer>) -> serde_json::Value {
+    if let (Some(answer), Some(fields)) = (answer, json.as_object_mut()) {
+        fields.insert("status".into(), answer.status.as_u16().into());
+        match answer.text() {
+            Some(text) => fields.insert("body".into(), text.into()),
+            None => fields.insert(
+                "body_base64".into(),
+                BASE64_STANDARD.encode(&answer.body).into(),
+            ),
+        };
+        if let Some(len) = answer.cut_from {
+            fields.insert("body_cut_from".into(), len.into());
+        }
+    }
+    json
 }
 
 /// How requests reach the server.
@@ -288,13 +301,13 @@ impl Display {
         match outcome {
             Outcome::Landed(summary) if transfer.json => println!("{}", summary.json()),
             Outcome::Landed(summary) if !transfer.quiet => self.say(&summary.line()),
-            Outcome::Failed(file, e) if transfer.json => println!(
-                "{}",
-                serde_json::json!({
+            Outcome::Failed(file, e) if transfer.json => {
+                let json = serde_json::json!({
                     "file": file.display().to_string(),
                     "error": { "code": e.code, "message": e.message },
-                })
-            ),
+                });
+                println!("{}", with_answer(json, e.answer.as_deref()));
+            }
             // One file's failure is the run's: main prints it.
             Outcome::Failed(file, e) if self.inner.files > 1 => {
                 self.say(&format!(

@@ -2109,3 +2109,32 @@ fn the_receivers_final_answer_reaches_json_and_output_in_every_protocol() {
         stderr(&two)
     );
 }
+
+#[test]
+fn a_failed_files_json_carries_the_answer_it_failed_on() {
+    use fileuploader_mock_server::{Action, Attempt, Fault, MockUploadServer, Target};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(
+        MockUploadServer::builder()
+            .fault(Fault::new(
+                Target::RangeStart(0),
+                Attempt::Always,
+                Action::Status(403),
+            ))
+            .start(),
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![1u8; 1000]).unwrap();
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &server.url(),
+        "--json",
+        file.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let line = &json_lines(&out)[0];
+    assert_eq!(line["error"]["code"], 26, "{line}");
+    assert_eq!(line["status"], 403, "{line}");
+    assert!(line.get("body").is_some(), "{line}");
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::job::Job;
+use crate::source::lock;
 
 /// Runs a job's callbacks somewhere: it is handed each callback, already
 /// bound to its arguments, in the order the events happen. Without one,
@@ -53,7 +54,10 @@ impl Events {
         }
     }
 
+    /// Tells the job's failure callback, once the answer the run failed on
+    /// is kept on the job ([`Job::failure_answer`]).
     pub(crate) fn failure(&self, job: &Job, e: &Error) {
+        *lock(&job.state.failed_on) = e.answer().cloned().map(|a| a.bounded(job.answer_limit));
         if let Some(f) = job.callbacks.failure.clone() {
             let (job, e) = (job.clone(), e.clone());
             self.emit(move || f(&job, e.code(), e.message()));

@@ -267,6 +267,8 @@ pub(crate) struct JobState {
     pub(crate) journal_trusted: AtomicBool,
     pub(crate) notices: Mutex<Vec<String>>,
     pub(crate) landings: Mutex<Vec<SourceLanding>>,
+    /// The receiver's answer the last run failed on, if it failed on one.
+    pub(crate) failed_on: Mutex<Option<FinalAnswer>>,
     /// The resume journals of the current or last run.
     pub(crate) journals: Mutex<Vec<Arc<Journal>>>,
     pub(crate) times: Mutex<(Option<Instant>, Option<Instant>)>,
@@ -295,6 +297,7 @@ impl JobState {
     /// Forgets the notices of an earlier run.
     pub(crate) fn clear_notices(&self) {
         lock(&self.notices).clear();
+        *lock(&self.failed_on) = None;
     }
 
     /// Records something the caller should be told, such as a resumed
@@ -468,6 +471,13 @@ impl Job {
     /// order they landed, as the receiver said.
     pub fn landings(&self) -> Vec<SourceLanding> {
         lock(&self.state.landings).clone()
+    }
+
+    /// The receiver's answer the last run failed on (status, headers, body
+    /// up to [`answer_limit`](Self::answer_limit)), when it failed on one:
+    /// what a failure callback reads beside the code and message.
+    pub fn failure_answer(&self) -> Option<FinalAnswer> {
+        lock(&self.state.failed_on).clone()
     }
 
     /// Deletes the resume journals of the last run: for

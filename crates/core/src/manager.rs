@@ -385,6 +385,12 @@ impl JobHandle {
         &self.job
     }
 
+    /// Where each source of the run landed so far, with the receiver's
+    /// final answer for each ([`Job::landings`]).
+    pub fn landings(&self) -> Vec<crate::SourceLanding> {
+        self.job.landings()
+    }
+
     /// Waits for the run to end.
     ///
     /// # Errors
