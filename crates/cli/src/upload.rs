@@ -665,12 +665,13 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
             }
         }
     }
+    let written = match &args.output {
+        Some(path) if stopped.is_none() => write_answer(path, &outcomes),
+        _ => Ok(()),
+    };
     match (stopped, failed) {
         (Some(stop), _) => Err(stop),
-        (None, 0) => match &args.output {
-            Some(path) => write_answer(path, &outcomes),
-            None => Ok(()),
-        },
+        (None, 0) => written,
         (None, n) => {
             let single = outcomes.len() == 1;
             match outcomes.into_iter().find_map(|o| match o {
@@ -687,21 +688,30 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     }
 }
 
-/// Writes the body of the final answer of the one file that landed to
-/// `path` (an empty file when the receiver's answer had no body).
+/// Writes the body of the receiver's final answer to the one file to
+/// `path`, as curl's `-o` does: the answer that reported its landing (an
+/// empty file when it had no body), or the one it failed on; nothing when
+/// no answer came.
 fn write_answer(path: &Path, outcomes: &[Outcome]) -> Result<(), Failure> {
-    let body = outcomes
-        .iter()
-        .find_map(|o| match o {
-            Outcome::Landed(summary) => summary.answer.as_ref().map(|a| a.body.clone()),
-            Outcome::Failed(..) => None,
-        })
-        .unwrap_or_default();
+    let body = match outcomes.first() {
+        Some(Outcome::Landed(summary)) => Some(
+            summary
+                .answer
+                .as_ref()
+                .map(|a| a.body.clone())
+                .unwrap_or_default(),
+        ),
+        Some(Outcome::Failed(_, e)) => e.answer.as_ref().map(|a| a.body.clone()),
+        None => None,
+    };
+    let Some(body) = body else {
+        return Ok(());
+    };
     std::fs::write(path, &body).map_err(|e| {
         Failure::new(
             fileuploader_core::code::FAILED,
             format!(
-                "the file landed, but its answer cannot be written to {}: {e}",
+                "the receiver's answer cannot be written to {}: {e}",
                 path.display()
             ),
         )

@@ -2125,16 +2125,23 @@ fn a_failed_files_json_carries_the_answer_it_failed_on() {
     );
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), vec![1u8; 1000]).unwrap();
+    let answer = tempfile::NamedTempFile::new().unwrap();
     let out = fileuploader(&[
         "upload",
         "--url",
         &server.url(),
         "--json",
+        "-o",
+        answer.path().to_str().unwrap(),
         file.path().to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     let line = &json_lines(&out)[0];
     assert_eq!(line["error"]["code"], 26, "{line}");
     assert_eq!(line["status"], 403, "{line}");
-    assert!(line.get("body").is_some(), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(answer.path()).unwrap(),
+        line["body"].as_str().unwrap(),
+        "-o keeps the answer a failure came of, as curl does"
+    );
 }
