@@ -323,6 +323,13 @@ struct ServeArgs {
     /// protocols' own headers are always allowed; repeatable.
     #[arg(long, value_name = "NAME", requires = "cors_origin")]
     cors_allow_header: Vec<String>,
+    /// Tell the application of every file that lands: POST its event (JSON,
+    /// with an Idempotency-Key) to this http:// URL, or run this command
+    /// with the event on standard input. Each event is kept with its
+    /// landing until the hook takes it (2xx, or exit 0), and retried with
+    /// backoff meanwhile, across restarts; see docs/HOOKS.md.
+    #[arg(long, value_name = "URL|COMMAND")]
+    after_landing: Option<String>,
 }
 
 /// `upload --protocol`.
@@ -749,6 +756,19 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     let receiver = match cors(&args)? {
         Some(cors) => receiver.cors(cors),
+        None => receiver,
+    };
+    let receiver = match &args.after_landing {
+        Some(hook) => {
+            let hook = fileuploader_server::Hook::parse(hook)
+                .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, e))?;
+            receiver.after_landing(hook).map_err(|e| {
+                Failure::new(
+                    fileuploader_core::code::INVALID_OPTION,
+                    format!("--after-landing: {e}"),
+                )
+            })?
+        }
         None => receiver,
     };
     let listener = listen(args.addr).map_err(|e| {

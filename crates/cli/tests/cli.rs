@@ -2145,3 +2145,177 @@ fn a_failed_files_json_carries_the_answer_it_failed_on() {
         "-o keeps the answer a failure came of, as curl does"
     );
 }
+
+/// An application's hook endpoint on 127.0.0.1: records each event it
+/// takes (its idempotency key and JSON), answering 503 while `down`.
+struct HookEndpoint {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HookEndpoint {
+    fn start() -> HookEndpoint {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/landed", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kept, is_down) = (seen.clone(), down.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let (mut key, mut len) = (String::new(), 0usize);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(v) = lower.strip_prefix("idempotency-key:") {
+                        key = v.trim().to_owned();
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let status = if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    "503 Service Unavailable"
+                } else {
+                    let event = serde_json::from_slice(&body).unwrap_or_default();
+                    kept.lock().unwrap().push((key, event));
+                    "200 OK"
+                };
+                let _ = write!(
+                    &stream,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        HookEndpoint { url, seen, down }
+    }
+
+    /// The landed names the events told of, each once, and how many
+    /// events came in all.
+    fn names(&self) -> (std::collections::BTreeSet<String>, usize) {
+        let seen = self.seen.lock().unwrap();
+        let names = seen
+            .iter()
+            .filter(|(key, event)| event["key"] == key.as_str())
+            .filter_map(|(_, event)| event["name"].as_str().map(str::to_owned))
+            .collect();
+        (names, seen.len())
+    }
+}
+
+#[test]
+fn every_landing_reaches_the_hook_across_kill_9_and_a_hook_that_was_down() {
+    let src = folder_of(40, 32 * 1024);
+    let (dir, journals) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr = free_addr();
+    let hook = HookEndpoint::start();
+    hook.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let url = format!("http://{addr}/upload");
+    let serve = || {
+        let flag = [std::ffi::OsStr::new("--after-landing"), hook.url.as_ref()];
+        serve_with(dir.path(), &addr, &flag)
+    };
+    let upload = || {
+        command()
+            .args(["upload", "--url", &url, "-r", "--files", "4", "--resume"])
+            .args(["--block-size", "8KiB", "--limit-rate", "512KiB", "--quiet"])
+            .arg(src.path())
+            .env("FILEUPLOADER_JOURNAL_DIR", journals.path())
+            .spawn()
+            .unwrap()
+    };
+    let landed = || landed_files(dir.path());
+    // Three times: kill -9 the receiver once a few more files landed.
+    let mut receiver = serve();
+    for round in 1..=3 {
+        let mut client = upload();
+        let started = std::time::Instant::now();
+        while landed() < round * 8 && started.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        receiver.kill().unwrap();
+        receiver.wait().unwrap();
+        client.kill().unwrap();
+        client.wait().unwrap();
+        receiver = serve();
+    }
+    let finished = upload().wait().unwrap();
+    assert!(finished.success(), "the last run lands the rest");
+    assert_eq!(landed(), 40);
+    let (names, _) = hook.names();
+    assert!(names.is_empty(), "the hook was down: {names:?}");
+    hook.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let all: std::collections::BTreeSet<String> = (0..40).map(|i| format!("f{i:03}.bin")).collect();
+    while hook.names().0 != all {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the hook heard of {:?} only",
+            hook.names()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    let (names, events) = hook.names();
+    assert_eq!(names, all, "every landing, by its key");
+    assert!(events >= 40, "{events} events");
+}
+
+#[test]
+fn a_command_hook_is_told_and_a_store_without_events_refuses_hooks() {
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = out.path().join("events.jsonl");
+    let addr = free_addr();
+    let hook = format!("cat >> {}; echo >> {}", log.display(), log.display());
+    let flag = [std::ffi::OsStr::new("--after-landing"), hook.as_ref()];
+    let mut receiver = serve_with(dir.path(), &addr, &flag);
+    let file = out.path().join("told.txt");
+    std::fs::write(&file, b"tell the application").unwrap();
+    let sent = fileuploader(&[
+        "upload",
+        "--url",
+        &format!("http://{addr}/upload"),
+        file.to_str().unwrap(),
+    ]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let started = std::time::Instant::now();
+    let event = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    assert_eq!(
+        (
+            event["type"].as_str(),
+            event["name"].as_str(),
+            event["length"].as_u64()
+        ),
+        (Some("landed"), Some("told.txt"), Some(20))
+    );
+    let https = fileuploader(&[
+        "serve",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--after-landing",
+        "https://app/landed",
+    ]);
+    assert!(!https.status.success());
+    assert!(
+        stderr(&https).contains("https hooks are not supported yet"),
+        "{}",
+        stderr(&https)
+    );
+}

@@ -51,6 +51,7 @@ mod auth;
 mod cors;
 mod doors;
 mod fs;
+mod hooks;
 mod limits;
 mod linger;
 mod receiver;
@@ -66,6 +67,7 @@ use std::time::Duration;
 
 pub use crate::auth::{sign_url, Access, BlankSecret, NameRule};
 pub use crate::cors::{BadCors, Cors};
+pub use crate::hooks::Hook;
 pub use crate::limits::Limits;
 pub use crate::receiver::{partial_dir, Receiver};
 pub use crate::refusal::Refusal;

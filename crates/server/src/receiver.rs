@@ -9,9 +9,10 @@ use std::time::Duration;
 use crate::appends;
 pub use crate::auth::Access;
 pub use crate::cors::Cors;
+use crate::hooks::Hook;
 use crate::limits::Admission;
 pub use crate::limits::Limits;
-use crate::store::{FsStore, Store};
+use crate::store::{FsStore, Store, StoreError};
 pub use crate::store::{OnConflict, Quota};
 use crate::{Refusal, DEFAULT_EXPIRE, DEFAULT_MAX_UPLOAD_SIZE};
 pub use fileuploader_wire::RangeSet;
@@ -31,6 +32,8 @@ pub struct Receiver {
     pub(crate) tls: Option<Tls>,
     pub(crate) grace: Duration,
     pub(crate) cors: Cors,
+    /// Who is told of each landing, if anyone.
+    pub(crate) after_landing: Option<Hook>,
     /// Appends in flight, which a newer request for their upload ends.
     pub(crate) appends: appends::Appends,
     /// Requests in flight, all together and per credential.
@@ -73,6 +76,7 @@ impl Receiver {
             tls: None,
             grace: Duration::from_secs(30),
             cors: Cors::default(),
+            after_landing: None,
             appends: appends::Appends::default(),
             requests: Arc::default(),
         }
@@ -185,6 +189,19 @@ impl Receiver {
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Tells `hook` of every file that lands from now on, at least once,
+    /// through the store's outbox (see [`Hook`]): each landing's event is
+    /// kept in its own commit and delivered by [`serve`](Self::serve).
+    ///
+    /// # Errors
+    ///
+    /// A store that keeps no events (the S3 store, for now).
+    pub fn after_landing(mut self, hook: Hook) -> Result<Self, StoreError> {
+        self.store.keep_events()?;
+        self.after_landing = Some(hook);
+        Ok(self)
     }
 
     /// Reads and discards every body, answering 200: a sink for benchmarks.

@@ -65,6 +65,12 @@ impl Receiver {
                 tokio::time::sleep(every).await;
             }
         }));
+        let _delivery = self.after_landing.clone().map(|hook| {
+            AbortOnDrop(tokio::spawn(crate::hooks::deliver(
+                self.store.clone(),
+                hook,
+            )))
+        });
         let mut backoff = ACCEPT_BACKOFF;
         tokio::pin!(shutdown);
         loop {
@@ -244,7 +250,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Aborts a task when dropped, so the janitor ends with `serve`.
+/// Aborts a task when dropped, so the janitor and the hooks' delivery end
+/// with `serve`.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

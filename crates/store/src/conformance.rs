@@ -70,6 +70,7 @@ where
     whole_files_and_concatenations_land(&*make().await).await;
     discarded_and_expired_uploads_are_gone(&*make().await).await;
     quotas_refuse_before_anything_is_stored(&*make().await).await;
+    landings_leave_events_until_delivered(&*make().await).await;
 }
 
 fn new_upload(id: &str, total: u64, name: &str, owner: &str) -> NewUpload {
@@ -573,4 +574,71 @@ pub async fn quotas_refuse_before_anything_is_stored(fixture: &dyn Fixture) {
     };
     assert_eq!(kind(over), ErrorKind::Full, "a whole file over the quota");
     assert_eq!(fixture.file("over.bin").await, None, "nothing landed");
+}
+
+/// A store that keeps events leaves one per landing, in the landing's own
+/// commit, kept across reopening until delivered; a failed delivery is
+/// due again later. A store without an outbox says so.
+pub async fn landings_leave_events_until_delivered(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    if let Err(e) = store.keep_events() {
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+        assert!(store.pending_events(10).await.expect("asked").is_empty());
+        return;
+    }
+    let upload = store
+        .begin(new_upload("told", 4, "told.bin", "erin"), Quota::none())
+        .await
+        .expect("begun");
+    put(&*store, &upload, 0, b"tell").await;
+    store
+        .land(Arrival::blocks("told"), "told.bin", OnConflict::Refuse)
+        .await
+        .expect("landed");
+    store
+        .land(Arrival::blocks("told"), "told.bin", OnConflict::Refuse)
+        .await
+        .expect("asked again, it answers its landing");
+    let mut whole = store
+        .write_whole("erin", Quota::none())
+        .await
+        .expect("opened");
+    whole
+        .write(Bytes::from_static(b"all"))
+        .await
+        .expect("taken");
+    store
+        .land(
+            Arrival::whole(whole, None, "erin"),
+            "whole.bin",
+            OnConflict::Refuse,
+        )
+        .await
+        .expect("landed");
+    let store = fixture.reopen().await;
+    let events = store.pending_events(10).await.expect("read");
+    let names: Vec<&str> = events.iter().map(|e| e.landed.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["told.bin", "whole.bin"],
+        "one event per landing, kept"
+    );
+    let told = &events[0];
+    assert_eq!(
+        (told.key.as_str(), told.landed.length, told.attempts),
+        ("told", 4, 0),
+        "the upload id is the event's key"
+    );
+    assert!(
+        !events[1].key.is_empty(),
+        "a whole file's event has a key too"
+    );
+    store
+        .event_failed("told", Duration::from_secs(3600))
+        .await
+        .expect("recorded");
+    let due = store.pending_events(10).await.expect("read");
+    assert_eq!(due.len(), 1, "a failed delivery waits its turn: {due:?}");
+    store.event_delivered(&due[0].key).await.expect("recorded");
+    assert!(store.pending_events(10).await.expect("read").is_empty());
 }

@@ -290,6 +290,65 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Whether a landed file is called `name` already.
     async fn name_taken(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// From now on, keeps an event for each landing in the landing's own
+    /// commit (an outbox), until [`event_delivered`](Self::event_delivered):
+    /// what the receiver's after-landing hooks are told. A store without
+    /// an outbox refuses ([`ErrorKind::Invalid`]).
+    fn keep_events(&self) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            ErrorKind::Invalid,
+            "this store keeps no events of what landed, so it cannot feed hooks",
+        ))
+    }
+
+    /// Landing events not delivered yet whose time has come, oldest first,
+    /// at most `limit`.
+    async fn pending_events(&self, _limit: usize) -> Result<Vec<Event>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Event `key` was delivered: it is kept no more.
+    async fn event_delivered(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Event `key` could not be delivered: it is tried again after
+    /// `retry_in`.
+    async fn event_failed(&self, _key: &str, _retry_in: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A landing the application is to hear of, as the store's outbox keeps
+/// it until it is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its idempotency key: the upload id (or, for a file sent whole
+    /// without one, a key of its own). A consumer drops a repeat by it.
+    pub key: String,
+    /// What landed.
+    pub landed: Landed,
+    /// How many deliveries failed so far.
+    pub attempts: u32,
+}
+
+impl Event {
+    /// The event as the hooks receive it: one JSON object.
+    pub fn to_json(&self) -> String {
+        let landed = &self.landed;
+        serde_json::json!({
+            "type": "landed",
+            "key": self.key,
+            "upload_id": landed.id,
+            "name": landed.name,
+            "length": landed.length,
+            "crc32c": landed.crc32c.map(fileuploader_wire::format_crc32c),
+            "owner": landed.owner,
+            "attempt": self.attempts + 1,
+        })
+        .to_string()
+    }
 }
 
 /// Takes bytes in order: what the two writers share.

@@ -12,7 +12,7 @@ use fileuploader_wire::sync::lock;
 use fileuploader_wire::{ContentRange, RangeSet};
 
 use crate::{
-    numbered, Block, BlockWriter, ErrorKind, Landed, NewUpload, OnConflict, Quota, Store,
+    numbered, Block, BlockWriter, ErrorKind, Event, Landed, NewUpload, OnConflict, Quota, Store,
     StoreError, Upload, WholeWriter, WriteBytes,
 };
 
@@ -32,6 +32,34 @@ struct Held {
     writing: HashMap<String, Vec<(u64, u64)>>,
     /// Bytes of whole files arriving, by owner.
     arriving: HashMap<String, u64>,
+    /// The outbox, when events are kept: each event and when it is due.
+    events: Option<BTreeMap<String, (Event, Instant)>>,
+    /// How many files sent whole without an id were told of.
+    told_whole: u64,
+}
+
+impl Held {
+    /// Leaves the event of `landed` in the outbox, when events are kept;
+    /// a landing told twice leaves one.
+    fn tell(&mut self, landed: &Landed) {
+        if let Some(events) = &mut self.events {
+            let key = match landed.id.as_str() {
+                "" => {
+                    self.told_whole += 1;
+                    format!("whole-{}", self.told_whole)
+                }
+                id => id.to_owned(),
+            };
+            events.entry(key.clone()).or_insert_with(|| {
+                let event = Event {
+                    key,
+                    landed: landed.clone(),
+                    attempts: 0,
+                };
+                (event, Instant::now())
+            });
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -264,6 +292,7 @@ impl Store for MemoryStore {
                 );
                 held.uploads.remove(id);
                 held.landed.insert(id.to_owned(), landed.clone());
+                held.tell(&landed);
                 Ok(landed)
             }
             Err(refusal) => {
@@ -298,6 +327,43 @@ impl Store for MemoryStore {
 
     async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.held().files.contains_key(name))
+    }
+
+    fn keep_events(&self) -> Result<(), StoreError> {
+        self.held().events.get_or_insert_with(BTreeMap::new);
+        Ok(())
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let held = self.held();
+        let now = Instant::now();
+        let mut due: Vec<&(Event, Instant)> = held
+            .events
+            .iter()
+            .flat_map(|events| events.values())
+            .filter(|(_, at)| *at <= now)
+            .collect();
+        due.sort_by_key(|(_, at)| *at);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|(e, _)| e.clone())
+            .collect())
+    }
+
+    async fn event_delivered(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(events) = &mut self.held().events {
+            events.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn event_failed(&self, key: &str, retry_in: Duration) -> Result<(), StoreError> {
+        if let Some((event, at)) = self.held().events.as_mut().and_then(|e| e.get_mut(key)) {
+            event.attempts += 1;
+            *at = Instant::now() + retry_in;
+        }
+        Ok(())
     }
 }
 
@@ -431,6 +497,7 @@ impl WholeWriter for MemoryWhole {
         if let Some(id) = id {
             held.landed.insert(id.to_owned(), landed.clone());
         }
+        held.tell(&landed);
         Ok(landed)
     }
 }

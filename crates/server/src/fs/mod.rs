@@ -23,6 +23,7 @@ use std::io::{self, Read as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -35,7 +36,7 @@ mod state;
 
 use self::state::{now_ms, Change, State};
 use fileuploader_store::{
-    BlockWriter, ErrorKind, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
+    BlockWriter, ErrorKind, Event, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
     WholeWriter, WriteBytes,
 };
 
@@ -65,6 +66,8 @@ struct Inner {
     state: State,
     /// Uploads as last read, with the newest block `seq` read.
     cache: Mutex<HashMap<String, (i64, Upload)>>,
+    /// Whether each landing leaves an event in the outbox.
+    events: AtomicBool,
 }
 
 /// Runs file work on the blocking pool; a full disk is [`ErrorKind::Full`].
@@ -142,6 +145,7 @@ impl FsStore {
             partial,
             state,
             cache: Mutex::default(),
+            events: AtomicBool::new(false),
         };
         inner.clean_leftovers(Duration::ZERO)?;
         Ok(FsStore {
@@ -166,6 +170,19 @@ impl FsStore {
 }
 
 impl Inner {
+    /// The key of the event a landing of upload `id` leaves, when the
+    /// store keeps events: the id, or a key of its own for a file sent
+    /// whole without one.
+    fn event_key(&self, id: &str) -> Option<String> {
+        if !self.events.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(match id {
+            "" => format!("whole-{:032x}", rand::random::<u128>()),
+            id => id.to_owned(),
+        })
+    }
+
     fn temp_of(&self, id: &str) -> PathBuf {
         self.partial.join(format!("id-{id}.part"))
     }
@@ -258,7 +275,10 @@ impl Inner {
         match place(&temp, &self.dir, name, policy) {
             Ok(landed_as) => {
                 let landed = Landed::new(id, &upload.begun.owner, &landed_as, total, expected);
-                self.state.apply(Change::Landed(landed.clone()))?;
+                self.state.apply(Change::Landed {
+                    landed: landed.clone(),
+                    event: self.event_key(id),
+                })?;
                 lock(&self.cache).remove(id);
                 remove_if_there(&temp)?;
                 Ok(Landing::Landed(landed))
@@ -550,6 +570,32 @@ impl Store for FsStore {
         .await
     }
 
+    fn keep_events(&self) -> Result<(), StoreError> {
+        self.inner.events.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.with("read events", move |s| s.state.due_events(now_ms(), limit))
+            .await
+    }
+
+    async fn event_delivered(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.with("record a delivery", move |s| {
+            s.state.apply(Change::Delivered { key })
+        })
+        .await
+    }
+
+    async fn event_failed(&self, key: &str, retry_in: Duration) -> Result<(), StoreError> {
+        let (key, due) = (key.to_owned(), now_ms() + retry_in.as_millis() as i64);
+        self.with("record a failed delivery", move |s| {
+            s.state.apply(Change::Undelivered { key, due })
+        })
+        .await
+    }
+
     async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.with("look up name", move |s| {
@@ -800,8 +846,12 @@ impl WholeWriter for FsWhole {
                     Err(e) => return Ok(Err(landing_refusal(&name, &e))),
                 };
                 let landed = Landed::new(&key, &owner, &landed_as, size, Some(crc));
-                if !key.is_empty() {
-                    s.state.apply(Change::Landed(landed.clone()))?;
+                let event = s.event_key(&key);
+                if !key.is_empty() || event.is_some() {
+                    s.state.apply(Change::Landed {
+                        landed: landed.clone(),
+                        event,
+                    })?;
                 }
                 drop(charge);
                 Ok(Ok(landed))

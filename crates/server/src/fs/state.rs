@@ -16,7 +16,7 @@ use fileuploader_wire::sync::lock;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use fileuploader_store::{Block, Landed, NewUpload, Quota};
+use fileuploader_store::{Block, Event, Landed, NewUpload, Quota};
 
 /// The most changes one commit takes.
 const BATCH: usize = 512;
@@ -46,8 +46,17 @@ pub(crate) enum Change {
     },
     /// Why the complete upload could not land (or `None` to clear it).
     LandingError { id: String, error: Option<String> },
-    /// The upload landed: its records go, its landing record stays.
-    Landed(Landed),
+    /// The upload landed: its records go, its landing record stays (for an
+    /// upload with an id), and its event under `event`, its key, when the
+    /// store keeps events (the outbox), in the same commit.
+    Landed {
+        landed: Landed,
+        event: Option<String>,
+    },
+    /// Event `key` was delivered: it goes.
+    Delivered { key: String },
+    /// Event `key` could not be delivered: it is due again at `due` (ms).
+    Undelivered { key: String, due: i64 },
     /// The upload is in use (a request is writing it): not to expire yet.
     Touch { id: String },
     /// The upload is discarded.
@@ -99,7 +108,10 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
              id TEXT PRIMARY KEY, statement TEXT NOT NULL, at INTEGER NOT NULL,
              owner TEXT NOT NULL DEFAULT '');
          CREATE TABLE IF NOT EXISTS reserved (
-             key TEXT PRIMARY KEY, owner TEXT NOT NULL, bytes INTEGER NOT NULL);",
+             key TEXT PRIMARY KEY, owner TEXT NOT NULL, bytes INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS outbox (
+             key TEXT PRIMARY KEY, landed TEXT NOT NULL, owner TEXT NOT NULL,
+             attempts INTEGER NOT NULL DEFAULT 0, due INTEGER NOT NULL);",
     )?;
     // Records from before `acks` kept blocks in `blocks`: move them over.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -259,6 +271,33 @@ impl State {
             .query_map(params![before], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(failed)
+    }
+
+    /// Events due by `now` (ms), oldest first, at most `limit`.
+    pub(crate) fn due_events(&self, now: i64, limit: usize) -> io::Result<Vec<Event>> {
+        let conn = lock(&self.reader);
+        let mut query = conn
+            .prepare(
+                "SELECT key, landed, owner, attempts FROM outbox WHERE due <= ?1 ORDER BY due LIMIT ?2",
+            )
+            .map_err(failed)?;
+        let rows: Vec<(String, String, String, u32)> = query
+            .query_map(params![now, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(failed)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, text, owner, attempts)| {
+                let landed = Landed::from_record(&text, Some(&owner))?;
+                Some(Event {
+                    key,
+                    landed,
+                    attempts,
+                })
+            })
+            .collect())
     }
 
     /// The temporary files whole files are charged for.
@@ -448,13 +487,31 @@ fn commit(
                     params![id, error],
                 )?;
             }
-            Change::Landed(landed) => {
+            Change::Landed { landed, event } => {
                 let id = &landed.id;
-                tx.execute("DELETE FROM acks WHERE id = ?1", params![id])?;
-                tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
+                if !id.is_empty() {
+                    tx.execute("DELETE FROM acks WHERE id = ?1", params![id])?;
+                    tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO landed (id, statement, at, owner) VALUES (?1, ?2, ?3, ?4)",
+                        params![id, landed.to_record(), now_ms(), landed.owner],
+                    )?;
+                }
+                if let Some(key) = event {
+                    // Landed again (a retried landing): one event still.
+                    tx.execute(
+                        "INSERT OR IGNORE INTO outbox (key, landed, owner, due) VALUES (?1, ?2, ?3, ?4)",
+                        params![key, landed.to_record(), landed.owner, now_ms()],
+                    )?;
+                }
+            }
+            Change::Delivered { key } => {
+                tx.execute("DELETE FROM outbox WHERE key = ?1", params![key])?;
+            }
+            Change::Undelivered { key, due } => {
                 tx.execute(
-                    "INSERT OR REPLACE INTO landed (id, statement, at, owner) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, landed.to_record(), now_ms(), landed.owner],
+                    "UPDATE outbox SET attempts = attempts + 1, due = ?2 WHERE key = ?1",
+                    params![key, due],
                 )?;
             }
             Change::Touch { id } => {
