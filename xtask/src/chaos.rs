@@ -59,7 +59,9 @@
 //! with a non-zero exit and nothing landed under its name; anything else is
 //! a violation: a false success (exit 0, file missing or different),
 //! corruption, a lost acknowledgement, a file its extra run did not land,
-//! a hang (no exit within the bound), a leak. `--seed S --scenario NAME`
+//! a hang (no exit within the bound), a leak, or a landed file whose
+//! after-landing hook (a command every receiver runs) never heard of it
+//! (`LostEvent`). `--seed S --scenario NAME`
 //! replays one run's plan; the table and each violation's seed are printed
 //! and written to `target/chaos/report.json`.
 
@@ -539,6 +541,42 @@ fn wait_bounded(mut child: Child) -> Option<bool> {
     }
 }
 
+/// The files that landed in `dir` whose event the hook's log `events`
+/// does not name within 10 s (the receiver still runs, delivering what its
+/// outbox holds, from before any kill too).
+fn lost_events(dir: &Path, uploads: &[Upload], events: &Path) -> Vec<(String, Verdict)> {
+    let landed: BTreeSet<&str> = uploads
+        .iter()
+        .map(|u| u.name.as_str())
+        .filter(|name| dir.join(name).is_file())
+        .collect();
+    let told = || -> BTreeSet<String> {
+        std::fs::read_to_string(events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let started = Instant::now();
+    let mut heard = told();
+    while landed.iter().any(|n| !heard.contains(*n)) && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        heard = told();
+    }
+    landed
+        .into_iter()
+        .filter(|n| !heard.contains(*n))
+        .map(|n| {
+            (
+                format!("{n} landed; its hook never heard of it"),
+                Verdict::LostEvent,
+            )
+        })
+        .collect()
+}
+
 /// How one file's runs came out.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
@@ -551,6 +589,8 @@ enum Verdict {
     /// Partial data left after expiry, or a receiver that did not stop on
     /// SIGTERM.
     Leak,
+    /// A file landed, but its after-landing hook never heard of it.
+    LostEvent,
     /// A file whose one extra run did not land it and say so, though
     /// nothing stood in its way any more (every scenario but `disk-full`).
     NotResumed,
@@ -1113,7 +1153,17 @@ fn run_once(
             return Err("disk-full mounts a tmpfs and needs root".into());
         }
     }
-    let mut receiver = Some(serve(bin, &dir, port, tokens)?);
+    // Every receiver tells a command hook of each landing: the events'
+    // log must name every file that landed.
+    let events = work.join(format!("events-{scenario}-{seed}.jsonl"));
+    let _ = std::fs::remove_file(&events);
+    let hook = format!("cat >> '{0}'; echo >> '{0}'", events.display());
+    let flags: Vec<&str> = tokens
+        .iter()
+        .copied()
+        .chain(["--after-landing", &hook])
+        .collect();
+    let mut receiver = Some(serve(bin, &dir, port, &flags)?);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let log = FaultLog::default();
     // Each client has a proxy of its own, so the faults its connections
@@ -1198,7 +1248,7 @@ fn run_once(
             // acknowledged before it stopped.
             let said: Vec<Option<Journaled>> =
                 uploads.iter().map(|u| journaled(&u.journals)).collect();
-            receiver = Some(serve(bin, &dir, port, tokens)?);
+            receiver = Some(serve(bin, &dir, port, &flags)?);
             for (i, (u, journal)) in uploads.iter().zip(&said).enumerate() {
                 lost[i] = journal.as_ref().is_some_and(|j| {
                     // Checked before the file is looked for: a client may
@@ -1361,6 +1411,7 @@ fn run_once(
         }
         verdicts.push((file, verdict));
     }
+    verdicts.extend(lost_events(&dir, &uploads, &events));
     drop(receiver);
     verdicts.extend(unclean);
     // No part of a form of several file parts may land.
