@@ -170,6 +170,22 @@ impl FsStore {
 }
 
 impl Inner {
+    /// Takes the file placed as `landed_as` out of the directory again
+    /// unless its landing was `recorded`: a landing is what the record
+    /// says (a full disk, say, failed the record), so no file stands there
+    /// that the receiver, its status queries and its hooks do not know.
+    /// An upload in blocks keeps its bytes in its partial file and lands
+    /// when asked again.
+    fn unplace_unless(&self, recorded: &io::Result<()>, landed_as: &str) {
+        if recorded.is_err() {
+            if let Err(e) = fs::remove_file(self.dir.join(landed_as)) {
+                tracing::error!(
+                    "cannot take back {landed_as:?}, whose landing was not recorded: {e}"
+                );
+            }
+        }
+    }
+
     /// The key of the event a landing of upload `id` leaves, when the
     /// store keeps events: the id, or a key of its own for a file sent
     /// whole without one.
@@ -275,10 +291,12 @@ impl Inner {
         match place(&temp, &self.dir, name, policy) {
             Ok(landed_as) => {
                 let landed = Landed::new(id, &upload.begun.owner, &landed_as, total, expected);
-                self.state.apply(Change::Landed {
+                let recorded = self.state.apply(Change::Landed {
                     landed: landed.clone(),
                     event: self.event_key(id),
-                })?;
+                });
+                self.unplace_unless(&recorded, &landed_as);
+                recorded?;
                 lock(&self.cache).remove(id);
                 remove_if_there(&temp)?;
                 Ok(Landing::Landed(landed))
@@ -848,10 +866,12 @@ impl WholeWriter for FsWhole {
                 let landed = Landed::new(&key, &owner, &landed_as, size, Some(crc));
                 let event = s.event_key(&key);
                 if !key.is_empty() || event.is_some() {
-                    s.state.apply(Change::Landed {
+                    let recorded = s.state.apply(Change::Landed {
                         landed: landed.clone(),
                         event,
-                    })?;
+                    });
+                    s.unplace_unless(&recorded, &landed_as);
+                    recorded?;
                 }
                 drop(charge);
                 Ok(Ok(landed))
