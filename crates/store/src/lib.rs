@@ -22,7 +22,10 @@
 //!    survive a crash; a writer dropped unacknowledged leaves no trace;
 //! 3. once the acknowledged ranges cover the upload, [`Store::land`] puts it
 //!    in place, fenced against writers still in flight. A file sent whole
-//!    goes to a [`WholeWriter`] and lands through the same call.
+//!    goes to a [`WholeWriter`] and lands through the same call;
+//! 4. a store that keeps events ([`Store::keep_events`]) leaves an [`Event`]
+//!    for each landing in the landing's own commit, until the receiver's
+//!    hooks took it ([`Store::event_delivered`]).
 
 pub mod conformance;
 mod error;
