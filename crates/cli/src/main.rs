@@ -330,6 +330,14 @@ struct ServeArgs {
     /// backoff meanwhile, across restarts; see docs/HOOKS.md.
     #[arg(long, value_name = "URL|COMMAND")]
     after_landing: Option<String>,
+    /// Ask the application before each upload is created, before any of
+    /// its bytes are stored: POST the upload's JSON to this http:// URL, or
+    /// run this command with it on standard input. Its answer (JSON) may
+    /// refuse the upload with a status and message the client sees, settle
+    /// another name, or attach metadata to its landing; a hook that fails
+    /// or takes over 10 s refuses the upload (503). See docs/HOOKS.md.
+    #[arg(long, value_name = "URL|COMMAND")]
+    before_creation: Option<String>,
 }
 
 /// `upload --protocol`.
@@ -769,6 +777,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
                 )
             })?
         }
+        None => receiver,
+    };
+    let receiver = match &args.before_creation {
+        Some(hook) => receiver.before_creation(
+            fileuploader_server::Hook::parse(hook)
+                .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, e))?,
+        ),
         None => receiver,
     };
     let listener = listen(args.addr).map_err(|e| {

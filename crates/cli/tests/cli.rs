@@ -35,6 +35,20 @@ fn resuming(url: &str, file: &Path, block: &str, threads: &str, journals: &Path)
     command
 }
 
+/// `upload` to `url` over `protocol` in `block`-sized blocks: the
+/// arguments before the rest of a run's.
+fn upload_over<'a>(url: &'a str, protocol: &'a str, block: &'a str) -> [&'a str; 7] {
+    [
+        "upload",
+        "--url",
+        url,
+        "--protocol",
+        protocol,
+        "--block-size",
+        block,
+    ]
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -542,15 +556,7 @@ fn each_file_is_reported_under_the_name_it_landed_as() {
     let url = receiver_with(landing.path(), fileuploader_server::OnConflict::Rename);
     let mut landed = Vec::new();
     for protocol in ["segmented", "tus", "ietf"] {
-        let args = [
-            "upload",
-            "--url",
-            &url,
-            "--protocol",
-            protocol,
-            "--block-size",
-            "32KiB",
-        ];
+        let args = upload_over(&url, protocol, "32KiB");
         let plain = fileuploader(&[&args[..], &[path.to_str().unwrap()]].concat());
         assert!(plain.status.success(), "{}", stderr(&plain));
         let json = fileuploader(&[&args[..], &["--json", path.to_str().unwrap()]].concat());
@@ -2326,4 +2332,131 @@ fn a_command_hook_is_told_and_a_store_without_events_refuses_hooks() {
         "{}",
         stderr(&https)
     );
+}
+
+/// The before-creation hook of these tests: refuses programs, lands
+/// `scan-X.pdf` as `claims/X.pdf` tagged with its claim, names an unsafe
+/// name for `bad.txt`, and lets anything else in as it is.
+const ADMISSION_HOOK: &str = r#"in=$(cat)
+claim=$(printf '%s' "$in" | sed -n 's/.*"name":"scan-\([a-z0-9]*\)\.pdf".*/\1/p')
+case "$in" in
+  *'"name":"virus.exe"'*) echo '{"refuse":{"status":415,"message":"programs are not taken here"}}' ;;
+  *'"name":"bad.txt"'*) echo '{"name":"../escape.txt"}' ;;
+  *) if [ -n "$claim" ]; then echo "{\"name\":\"claims/$claim.pdf\",\"metadata\":{\"claim\":\"$claim\"}}"; fi ;;
+esac"#;
+
+#[test]
+fn a_before_creation_hook_refuses_renames_and_tags_uploads_in_every_protocol() {
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let script = out.path().join("admit.sh");
+    std::fs::write(&script, ADMISSION_HOOK).unwrap();
+    let log = out.path().join("events.jsonl");
+    let (admit, tell) = (
+        format!("sh {}", script.display()),
+        format!("cat >> {}; echo >> {}", log.display(), log.display()),
+    );
+    let addr = free_addr();
+    let flags = ["--before-creation", &admit, "--after-landing", &tell].map(std::ffi::OsStr::new);
+    let _receiver = Reaped(serve_with(dir.path(), &addr, &flags));
+    let url = format!("http://{addr}/upload");
+    let send = |name: &str, protocol: &str| {
+        let file = out.path().join(name);
+        std::fs::write(
+            &file,
+            format!("the bytes of {name} over {protocol}").repeat(100),
+        )
+        .unwrap();
+        let args = upload_over(&url, protocol, "1KiB");
+        fileuploader(&[&args[..], &["--no-retry", "--json", file.to_str().unwrap()]].concat())
+    };
+    for protocol in ["segmented", "tus", "ietf"] {
+        let refused = send("virus.exe", protocol);
+        assert!(!refused.status.success(), "{protocol}");
+        assert!(
+            stderr(&refused).contains("programs are not taken here")
+                || String::from_utf8_lossy(&refused.stdout).contains("programs are not taken here"),
+            "{protocol}: {}",
+            stderr(&refused)
+        );
+        let claim = format!("scan-{}.pdf", &protocol[..3]);
+        let landed = send(&claim, protocol);
+        assert!(landed.status.success(), "{protocol}: {}", stderr(&landed));
+        let line = &json_lines(&landed)[0];
+        let settled = format!("claims/{}.pdf", &protocol[..3]);
+        assert_eq!(line["landed_as"].as_str(), Some(settled.as_str()), "{line}");
+        assert_eq!(
+            std::fs::read(dir.path().join(&settled)).unwrap(),
+            std::fs::read(out.path().join(&claim)).unwrap()
+        );
+        let unsafe_name = send("bad.txt", protocol);
+        assert!(!unsafe_name.status.success(), "{protocol}");
+        let said = format!(
+            "{}{}",
+            stderr(&unsafe_name),
+            String::from_utf8_lossy(&unsafe_name.stdout)
+        );
+        assert!(said.contains("answer it cannot use"), "{protocol}: {said}");
+    }
+    assert!(!dir.path().join("virus.exe").exists() && !out.path().join("escape.txt").exists());
+    // A whole file in one request is asked about too.
+    let body = "--B\r\nContent-Disposition: form-data; name=\"RemoteFile\"; filename=\"virus.exe\"\r\n\r\nMZ\r\n--B--\r\n";
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: multipart/form-data; boundary=B\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    assert_eq!(raw_request(&addr, &head, body.as_bytes()), Some(415));
+    // Each landing's event carries the metadata the hook attached.
+    let started = std::time::Instant::now();
+    let events = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if events.len() >= 3 {
+            break events;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{events:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut claims: Vec<&str> = events
+        .iter()
+        .map(|e| e["metadata"]["claim"].as_str().unwrap())
+        .collect();
+    claims.sort_unstable();
+    assert_eq!(claims, ["iet", "seg", "tus"]);
+}
+
+#[test]
+fn a_before_creation_hook_that_cannot_be_asked_refuses_uploads() {
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (addr, down) = (free_addr(), free_addr());
+    let hook = format!("http://{down}/admit");
+    let flags = ["--before-creation", &hook].map(std::ffi::OsStr::new);
+    let _receiver = Reaped(serve_with(dir.path(), &addr, &flags));
+    let file = out.path().join("a.txt");
+    std::fs::write(&file, b"nobody may say yes").unwrap();
+    let url = format!("http://{addr}/upload");
+    for protocol in ["segmented", "tus"] {
+        let sent = fileuploader(&[
+            "upload",
+            "--url",
+            &url,
+            "--protocol",
+            protocol,
+            "--no-retry",
+            file.to_str().unwrap(),
+        ]);
+        assert!(!sent.status.success(), "{protocol}");
+        assert!(
+            stderr(&sent).contains("cannot ask its application"),
+            "{protocol}: {}",
+            stderr(&sent)
+        );
+    }
+    assert!(!dir.path().join("a.txt").exists());
 }

@@ -1,6 +1,16 @@
-//! After-landing hooks: the receiver tells the application what landed.
+//! Hooks: the receiver asks the application before an upload is created,
+//! and tells it what landed.
 //!
-//! Each landing leaves an event in the store's outbox in the landing's own
+//! Before creation ([`Receiver::before_creation`]), the hook is asked
+//! about each upload that is to land (not the parts of a later
+//! concatenation) before any of its bytes are stored: its answer may refuse
+//! it with a status and message the client sees, settle another name, or
+//! attach metadata that travels with the landing's event. A hook that does
+//! not answer in time, fails, or answers what the receiver cannot use
+//! fails closed: the upload is refused (503, or 502 for an answer that is
+//! not of the form), never let in unasked.
+//!
+//! After landing, each landing leaves an event in the store's outbox in the landing's own
 //! commit ([`Store::keep_events`]); a delivery task of [`serve`] takes the
 //! events that are due and hands each to the hook: a `POST` of its JSON to
 //! a URL (answered 2xx), or a command run with the JSON on standard input
@@ -11,20 +21,30 @@
 //! `key` (the upload id) so that a consumer can drop a repeat.
 //!
 //! [`serve`]: crate::Receiver::serve
+//! [`Receiver::before_creation`]: crate::Receiver::before_creation
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::AsyncWriteExt;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::store::{Event, Store};
+use crate::refusal::Refusal;
+use crate::store::Store;
+use crate::uploads::Via;
 
 /// How long one delivery may take before it counts as failed.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the before-creation hook may take to answer; past it the
+/// upload is refused (503) and the client may try again.
+const ADMISSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest answer a hook may give.
+const MAX_ANSWER: usize = 64 * 1024;
 /// The longest wait between two tries of one event.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the outbox is looked at when it was empty.
@@ -67,9 +87,146 @@ impl Hook {
     }
 }
 
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// A hook with the client that reaches it: cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Teller {
+    hook: Hook,
+    client: HttpClient,
+}
+
+impl Teller {
+    pub(crate) fn new(hook: Hook) -> Self {
+        Teller {
+            hook,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+/// What the before-creation hook is asked about: an upload about to be
+/// created.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Creating<'a> {
+    /// Its upload id, if the protocol has one.
+    pub(crate) id: Option<&'a str>,
+    /// The name the client asks for.
+    pub(crate) name: &'a str,
+    /// Its length, when declared.
+    pub(crate) length: Option<u64>,
+    /// Whose credentials ask.
+    pub(crate) owner: &'a str,
+    pub(crate) via: Via,
+}
+
+impl Creating<'_> {
+    fn to_json(self) -> String {
+        serde_json::json!({
+            "type": "creating",
+            "upload_id": self.id,
+            "name": self.name,
+            "length": self.length,
+            "owner": self.owner,
+            "protocol": self.via.to_string(),
+        })
+        .to_string()
+    }
+}
+
+/// What the before-creation hook let in: the name the upload lands under
+/// and the metadata it carries (a JSON object, `{}` when none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Admission {
+    pub(crate) name: String,
+    pub(crate) metadata: String,
+}
+
+/// The before-creation hook's answer, as it may write it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Word {
+    #[serde(default)]
+    refuse: Option<Refuse>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refuse {
+    status: u16,
+    message: String,
+}
+
+/// Asks the hook of `teller` about `creating`: `Ok` with the name and
+/// metadata it settles, or the refusal the client gets, whether the hook
+/// refused or could not be asked.
+pub(crate) async fn admit(teller: &Teller, creating: Creating<'_>) -> Result<Admission, Refusal> {
+    let json = creating.to_json();
+    let asking = Asking {
+        key: None,
+        answer: true,
+    };
+    let asked = tokio::time::timeout(ADMISSION_TIMEOUT, tell(teller, &json, asking));
+    let unavailable = |why: String| {
+        tracing::warn!(
+            "the before-creation hook could not be asked about {:?} ({why}): refused",
+            creating.name
+        );
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the receiver cannot ask its application about this upload now; try again later",
+        )
+    };
+    let answer = match asked.await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(why)) => return Err(unavailable(why)),
+        Err(_) => return Err(unavailable(format!("no answer in {ADMISSION_TIMEOUT:?}"))),
+    };
+    read_word(&answer, creating.name).map_err(|why| {
+        tracing::warn!(
+            "the before-creation hook's answer about {:?} cannot be used: {why}",
+            creating.name
+        );
+        Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the receiver's application gave an answer it cannot use ({why}); the upload was not created"),
+        )
+    })?
+}
+
+/// Reads the hook's answer about an upload asked for as `asked`: an empty
+/// answer (or `{}`) lets it in as it is. `Err` says why the answer cannot
+/// be used; `Ok(Err)` is the hook's refusal.
+fn read_word(answer: &[u8], asked: &str) -> Result<Result<Admission, Refusal>, String> {
+    let word: Word = if answer.iter().all(u8::is_ascii_whitespace) {
+        Word::default()
+    } else {
+        serde_json::from_slice(answer).map_err(|e| format!("not the JSON of a hook answer: {e}"))?
+    };
+    if let Some(refuse) = word.refuse {
+        let status = StatusCode::from_u16(refuse.status)
+            .ok()
+            .filter(StatusCode::is_client_error)
+            .ok_or_else(|| format!("a refusal's status must be 4xx, not {}", refuse.status))?;
+        return Ok(Err(Refusal::new(status, refuse.message)));
+    }
+    let name = match word.name {
+        Some(name) => match crate::request::plain_name(&name) {
+            Ok(plain) if plain == name => name,
+            _ => return Err(format!("{name:?} is not a safe file name")),
+        },
+        None => asked.to_owned(),
+    };
+    let metadata = serde_json::Value::Object(word.metadata.unwrap_or_default()).to_string();
+    Ok(Ok(Admission { name, metadata }))
+}
+
 /// Delivers the store's due events to `hook`, for as long as it runs.
-pub(crate) async fn deliver(store: std::sync::Arc<dyn Store>, hook: Hook) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+pub(crate) async fn deliver(store: std::sync::Arc<dyn Store>, teller: Teller) {
     loop {
         let events = match store.pending_events(32).await {
             Ok(events) => events,
@@ -83,13 +240,25 @@ pub(crate) async fn deliver(store: std::sync::Arc<dyn Store>, hook: Hook) {
             continue;
         }
         for event in events {
-            let told =
-                match tokio::time::timeout(DELIVERY_TIMEOUT, tell(&client, &hook, &event)).await {
-                    Ok(told) => told,
-                    Err(_) => Err(format!("no answer in {DELIVERY_TIMEOUT:?}")),
-                };
+            let json = event.to_json();
+            let told = match tokio::time::timeout(
+                DELIVERY_TIMEOUT,
+                tell(
+                    &teller,
+                    &json,
+                    Asking {
+                        key: Some(&event.key),
+                        answer: false,
+                    },
+                ),
+            )
+            .await
+            {
+                Ok(told) => told,
+                Err(_) => Err(format!("no answer in {DELIVERY_TIMEOUT:?}")),
+            };
             let result = match told {
-                Ok(()) => store.event_delivered(&event.key).await,
+                Ok(_) => store.event_delivered(&event.key).await,
                 Err(why) => {
                     let wait = backoff(event.attempts);
                     tracing::warn!(
@@ -112,29 +281,54 @@ fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(6)).min(MAX_BACKOFF)
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+/// How a hook is asked: with what idempotency key, and whether its answer
+/// is read (else a command's output goes where the receiver's goes).
+#[derive(Debug, Clone, Copy)]
+struct Asking<'a> {
+    key: Option<&'a str>,
+    answer: bool,
+}
 
-/// Hands `event` to `hook` once: `Err` says why it was not taken.
-async fn tell(client: &HttpClient, hook: &Hook, event: &Event) -> Result<(), String> {
-    let json = event.to_json();
-    match hook {
+/// Hands `json` to the hook once: its answer (a 2xx body, or a command's
+/// standard output, at most [`MAX_ANSWER`] bytes, when asked for), or why
+/// it was not taken.
+async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Bytes, String> {
+    match &teller.hook {
         Hook::Url(url) => {
-            let request = http::Request::post(url.clone())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header("idempotency-key", &event.key)
-                .body(Full::new(Bytes::from(json)))
-                .map_err(|e| e.to_string())?;
-            let answer = client.request(request).await.map_err(|e| e.to_string())?;
-            match answer.status() {
-                s if s.is_success() => Ok(()),
-                s => Err(format!("{url} answered {s}")),
+            let mut request = http::Request::post(url.clone())
+                .header(http::header::CONTENT_TYPE, "application/json");
+            if let Some(key) = asking.key {
+                request = request.header("idempotency-key", key);
             }
+            let request = request
+                .body(Full::new(Bytes::from(json.to_owned())))
+                .map_err(|e| e.to_string())?;
+            let answer = teller
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !answer.status().is_success() {
+                return Err(format!("{url} answered {}", answer.status()));
+            }
+            if !asking.answer {
+                return Ok(Bytes::new());
+            }
+            Limited::new(answer.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .map_err(|e| format!("{url}: its answer: {e} (at most {MAX_ANSWER} bytes)"))
         }
         Hook::Command(command) => {
             let mut child = tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(command)
                 .stdin(Stdio::piped())
+                .stdout(match asking.answer {
+                    true => Stdio::piped(),
+                    false => Stdio::inherit(),
+                })
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("cannot run {command:?}: {e}"))?;
@@ -142,9 +336,20 @@ async fn tell(client: &HttpClient, hook: &Hook, event: &Event) -> Result<(), Str
                 // A command that does not read its input is its own affair.
                 let _ = stdin.write_all(json.as_bytes()).await;
             }
+            let mut out = Vec::new();
+            if let Some(stdout) = child.stdout.take() {
+                let mut bounded = stdout.take(MAX_ANSWER as u64 + 1);
+                bounded
+                    .read_to_end(&mut out)
+                    .await
+                    .map_err(|e| format!("{command:?}: its output: {e}"))?;
+            }
+            if out.len() > MAX_ANSWER {
+                return Err(format!("{command:?} wrote more than {MAX_ANSWER} bytes"));
+            }
             let status = child.wait().await.map_err(|e| e.to_string())?;
             match status.success() {
-                true => Ok(()),
+                true => Ok(Bytes::from(out)),
                 false => Err(format!("{command:?} exited with {status}")),
             }
         }
@@ -169,6 +374,42 @@ mod tests {
             .unwrap_err()
             .contains("not supported yet"));
         assert!(Hook::parse(" ").is_err());
+    }
+
+    #[test]
+    fn the_before_creation_hooks_answer_is_read_strictly() {
+        let word = |text: &str| read_word(text.as_bytes(), "a.pdf");
+        let admitted = |name: &str, metadata: &str| {
+            Ok(Ok(Admission {
+                name: name.into(),
+                metadata: metadata.into(),
+            }))
+        };
+        assert_eq!(word(""), admitted("a.pdf", "{}"));
+        assert_eq!(word(" {}\n"), admitted("a.pdf", "{}"));
+        assert_eq!(
+            word(r#"{"name":"claims/7.pdf","metadata":{"claim":7}}"#),
+            admitted("claims/7.pdf", r#"{"claim":7}"#)
+        );
+        let refused = word(r#"{"refuse":{"status":451,"message":"not here"}}"#);
+        let refusal = refused.unwrap().unwrap_err();
+        assert_eq!(
+            (refusal.status().as_u16(), refusal.message()),
+            (451, "not here")
+        );
+        for bad in [
+            "yes",
+            r#"{"refuse":{"status":200,"message":"ok?"}}"#,
+            r#"{"refuse":{"status":503,"message":"busy"}}"#,
+            r#"{"name":"../x"}"#,
+            r#"{"name":"a/../../x"}"#,
+            r#"{"name":"/etc/passwd"}"#,
+            r#"{"name":""}"#,
+            r#"{"metadata":[1]}"#,
+            r#"{"rename":"x"}"#,
+        ] {
+            assert!(word(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::appends;
 pub use crate::auth::Access;
 pub use crate::cors::Cors;
-use crate::hooks::Hook;
+use crate::hooks::{Hook, Teller};
 use crate::limits::Admission;
 pub use crate::limits::Limits;
 use crate::store::{FsStore, Store, StoreError};
@@ -32,6 +32,8 @@ pub struct Receiver {
     pub(crate) tls: Option<Tls>,
     pub(crate) grace: Duration,
     pub(crate) cors: Cors,
+    /// Who is asked before an upload is created, if anyone.
+    pub(crate) before_creation: Option<Teller>,
     /// Who is told of each landing, if anyone.
     pub(crate) after_landing: Option<Hook>,
     /// Appends in flight, which a newer request for their upload ends.
@@ -76,6 +78,7 @@ impl Receiver {
             tls: None,
             grace: Duration::from_secs(30),
             cors: Cors::default(),
+            before_creation: None,
             after_landing: None,
             appends: appends::Appends::default(),
             requests: Arc::default(),
@@ -188,6 +191,18 @@ impl Receiver {
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Asks `hook` before each upload that is to land is created, before
+    /// any of its bytes are stored: it may refuse it (with a 4xx status
+    /// and a message the client sees), settle the name it lands under, or
+    /// attach metadata carried to its after-landing event. A hook that
+    /// fails or does not answer in 10 s refuses the upload (503); see
+    /// `docs/HOOKS.md` for what it is sent and may answer.
+    #[must_use]
+    pub fn before_creation(mut self, hook: Hook) -> Self {
+        self.before_creation = Some(Teller::new(hook));
         self
     }
 

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::hooks::{Admission, Creating, Teller};
 use crate::refusal::Refusal;
 use crate::store::{
     Arrival, BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
@@ -25,6 +26,33 @@ pub(crate) struct Allowance<'a> {
     pub(crate) terms: Terms,
     /// The most bytes uploads in progress may hold.
     pub(crate) quota: Quota,
+    /// The hook asked before an upload is created, if any.
+    pub(crate) gate: Option<&'a Teller>,
+}
+
+impl Allowance<'_> {
+    /// Asks the before-creation hook, if there is one, about an upload to
+    /// be created as `name` (under `id`, of `length` bytes): `None` when
+    /// there is no hook, else the name and metadata it settled; refused as
+    /// the hook says, or when it cannot be asked.
+    pub(crate) async fn admit(
+        &self,
+        id: Option<&str>,
+        name: &str,
+        length: Option<u64>,
+    ) -> Result<Option<Admission>, Refusal> {
+        let Some(gate) = self.gate else {
+            return Ok(None);
+        };
+        let creating = Creating {
+            id,
+            name,
+            length,
+            owner: self.owner,
+            via: self.terms.via,
+        };
+        crate::hooks::admit(gate, creating).await.map(Some)
+    }
 }
 
 /// How a request lands what it completes: by the same-name policy, and
@@ -170,8 +198,10 @@ fn whole(upload: &Upload) -> bool {
     upload.complete() && !upload.begun.partial
 }
 
-/// Lands complete `upload` as `name` (else its own name), by `terms`. A landing that fails stays on the
-/// upload's record with its reason, and may be tried again.
+/// Lands complete `upload` as `name` (else its own name; always its own
+/// when the before-creation hook settled it), by `terms`. A landing that
+/// fails stays on the upload's record with its reason, and may be tried
+/// again.
 pub(crate) async fn land(
     store: &dyn Store,
     upload: Upload,
@@ -179,7 +209,10 @@ pub(crate) async fn land(
     terms: Terms,
 ) -> Result<Outcome, Refusal> {
     let policy = terms.policy;
-    let name = name.unwrap_or_else(|| upload.begun.name.clone());
+    let name = match name {
+        Some(name) if upload.begun.metadata.is_none() => name,
+        _ => upload.begun.name.clone(),
+    };
     if let Some(error) = &upload.landing_error {
         // Failed before, and the name is still taken: nothing to try.
         if policy == OnConflict::Refuse && store.name_taken(&name).await? {
@@ -236,6 +269,14 @@ pub(crate) async fn open(
             {
                 return Ok(Outcome::Landed(statement));
             }
+            let mut new = new;
+            if !new.partial {
+                let length = Some(new.total);
+                if let Some(admitted) = allowance.admit(Some(&new.id), &new.name, length).await? {
+                    new.name = admitted.name;
+                    new.metadata = Some(admitted.metadata);
+                }
+            }
             check_name(store, &new.name, allowance.terms.policy).await?;
             Ok(Outcome::InProgress(
                 store.begin(new, allowance.quota).await?,
@@ -270,18 +311,20 @@ pub(crate) async fn open_whole(
 }
 
 /// Lands a whole file's bytes as `name`, unless the same file landed under
-/// its id already.
+/// its id already; with the before-creation hook's `metadata`, if it was
+/// asked.
 pub(crate) async fn land_whole(
     store: &dyn Store,
     writer: Box<dyn WholeWriter>,
     name: &str,
     id: Option<&str>,
     allowance: Allowance<'_>,
+    metadata: Option<String>,
 ) -> Result<Landed, Refusal> {
     if let Some(landed) = open_whole(store, id, name, allowance).await? {
         return Ok(landed);
     }
-    let arrival = Arrival::whole(writer, id, allowance.owner);
+    let arrival = Arrival::whole(writer, id, allowance.owner).with_metadata(metadata);
     Ok(land_arrival(store, arrival, name, allowance.terms).await?)
 }
 

@@ -1197,6 +1197,7 @@ async fn acknowledged_not_landed(receiver: &Receiver, dir: &std::path::Path, id:
         name: "five.txt".into(),
         owner: String::new(),
         partial: false,
+        metadata: None,
     };
     let upload = store
         .begin(new, fileuploader_server::Quota::none())

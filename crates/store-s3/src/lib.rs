@@ -196,6 +196,8 @@ struct Meta {
     name: String,
     owner: String,
     partial: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<String>,
 }
 
 /// A multipart upload that lands a file at `key`.
@@ -213,6 +215,7 @@ impl Meta {
             name: self.name.clone(),
             owner: self.owner.clone(),
             partial: self.partial,
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -997,7 +1000,8 @@ impl S3Store {
                     &landed_as,
                     stored.meta.total,
                     stored.upload.expected_crc32c(),
-                );
+                )
+                .with_metadata(stored.meta.metadata.clone());
                 self.put_small(
                     "record the landing",
                     &layout.landed(&id),
@@ -1078,6 +1082,7 @@ impl Store for S3Store {
             name: new.name.clone(),
             owner: new.owner.clone(),
             partial: new.partial,
+            metadata: new.metadata.clone(),
         };
         let json = serde_json::to_vec(&meta).map_err(|e| StoreError::io("record", e))?;
         self.put_small("record an upload", &layout.meta(&new.id, new.total), json)
@@ -1643,6 +1648,7 @@ impl WholeWriter for Whole {
         policy: OnConflict,
         id: Option<&str>,
         owner: &str,
+        metadata: Option<&str>,
     ) -> Result<Landed, StoreError> {
         self.pieces.flush().await?;
         let pieces = &self.pieces;
@@ -1664,7 +1670,8 @@ impl WholeWriter for Whole {
         let landed = store.compose(&marker, &tiles, name, policy, None).await;
         store.delete_below(&layout.data(&pieces.data)).await?;
         let landed_as = landed?;
-        let landed = Landed::new(id.unwrap_or(""), owner, &landed_as, pieces.at, Some(crc));
+        let landed = Landed::new(id.unwrap_or(""), owner, &landed_as, pieces.at, Some(crc))
+            .with_metadata(metadata.map(str::to_owned));
         if let Some(id) = id {
             store
                 .put_small("record the landing", &layout.landed(id), landed.to_record())

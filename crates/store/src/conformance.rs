@@ -80,6 +80,7 @@ fn new_upload(id: &str, total: u64, name: &str, owner: &str) -> NewUpload {
         name: name.to_owned(),
         owner: owner.to_owned(),
         partial: false,
+        metadata: None,
     }
 }
 
@@ -586,10 +587,9 @@ pub async fn landings_leave_events_until_delivered(fixture: &dyn Fixture) {
         assert!(store.pending_events(10).await.expect("asked").is_empty());
         return;
     }
-    let upload = store
-        .begin(new_upload("told", 4, "told.bin", "erin"), Quota::none())
-        .await
-        .expect("begun");
+    let mut new = new_upload("told", 4, "told.bin", "erin");
+    new.metadata = Some(r#"{"claim":1}"#.to_owned());
+    let upload = store.begin(new, Quota::none()).await.expect("begun");
     put(&*store, &upload, 0, b"tell").await;
     store
         .land(Arrival::blocks("told"), "told.bin", OnConflict::Refuse)
@@ -609,7 +609,7 @@ pub async fn landings_leave_events_until_delivered(fixture: &dyn Fixture) {
         .expect("taken");
     store
         .land(
-            Arrival::whole(whole, None, "erin"),
+            Arrival::whole(whole, None, "erin").with_metadata(Some(r#"{"claim":2}"#.into())),
             "whole.bin",
             OnConflict::Refuse,
         )
@@ -632,6 +632,24 @@ pub async fn landings_leave_events_until_delivered(fixture: &dyn Fixture) {
     assert!(
         !events[1].key.is_empty(),
         "a whole file's event has a key too"
+    );
+    let metadata: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.landed.metadata.as_deref())
+        .collect();
+    assert_eq!(
+        metadata,
+        [Some(r#"{"claim":1}"#), Some(r#"{"claim":2}"#)],
+        "the before-creation hook's metadata travels with each landing"
+    );
+    assert_eq!(
+        store
+            .landed("told")
+            .await
+            .expect("read")
+            .and_then(|l| l.metadata),
+        Some(r#"{"claim":1}"#.to_owned()),
+        "and stays on its record"
     );
     store
         .event_failed("told", Duration::from_secs(3600))

@@ -20,6 +20,8 @@ pub struct Landed {
     pub length: u64,
     /// Its CRC32C, when the store knows it.
     pub crc32c: Option<u32>,
+    /// What the receiver's before-creation hook attached (a JSON object).
+    pub metadata: Option<String>,
 }
 
 /// The record's form: version 2, one JSON object.
@@ -33,6 +35,8 @@ struct Record {
     length: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     crc32c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<String>,
 }
 
 /// The form before version 2: the segmented protocol's landing statement,
@@ -64,7 +68,15 @@ impl Landed {
             name: name.to_owned(),
             length,
             crc32c,
+            metadata: None,
         }
+    }
+
+    /// The same landing with the before-creation hook's `metadata`.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Option<String>) -> Self {
+        self.metadata = metadata;
+        self
     }
 
     /// The record a store keeps: a JSON object that says its version.
@@ -76,6 +88,7 @@ impl Landed {
             name: self.name.clone(),
             length: self.length,
             crc32c: self.crc32c.map(format_crc32c),
+            metadata: self.metadata.clone(),
         };
         serde_json::to_string(&record).expect("a record serializes")
     }
@@ -93,6 +106,7 @@ impl Landed {
                 name: record.name,
                 length: record.length,
                 crc32c: crc(record.crc32c),
+                metadata: record.metadata,
             });
         }
         let (kept_owner, statement) = match serde_json::from_str::<Before>(text).ok()? {
@@ -105,6 +119,7 @@ impl Landed {
             name: statement.name,
             length: statement.length,
             crc32c: crc(statement.crc32c),
+            metadata: None,
         })
     }
 }
@@ -119,6 +134,9 @@ mod tests {
         let text = landed.to_record();
         assert!(text.contains("\"v\":2"), "{text}");
         assert_eq!(Landed::from_record(&text, None).as_ref(), Some(&landed));
+        let tagged = landed.clone().with_metadata(Some(r#"{"claim":7}"#.into()));
+        let read = Landed::from_record(&tagged.to_record(), None);
+        assert_eq!(read.as_ref(), Some(&tagged));
         assert_eq!(
             Landed::from_record(&text, Some("bob")).unwrap().owner,
             "bob",

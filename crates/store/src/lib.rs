@@ -89,6 +89,10 @@ pub struct NewUpload {
     /// A part of a later concatenation: complete, it waits for
     /// [`Store::concatenate`] instead of landing.
     pub partial: bool,
+    /// What the receiver's before-creation hook attached to it (a JSON
+    /// object), carried to its landing and the landing's event; `Some`
+    /// also says the hook settled its name.
+    pub metadata: Option<String>,
 }
 
 /// How many bytes uploads in progress may hold: all together, and those of
@@ -262,8 +266,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Landed, StoreError> {
         match arrival {
             Arrival::Blocks(id) => self.land_blocks(&id, name, policy).await,
-            Arrival::Whole { writer, id, owner } => {
-                writer.place(name, policy, id.as_deref(), &owner).await
+            Arrival::Whole {
+                writer,
+                id,
+                owner,
+                metadata,
+            } => {
+                writer
+                    .place(name, policy, id.as_deref(), &owner, metadata.as_deref())
+                    .await
             }
         }
     }
@@ -348,6 +359,7 @@ impl Event {
             "length": landed.length,
             "crc32c": landed.crc32c.map(fileuploader_wire::format_crc32c),
             "owner": landed.owner,
+            "metadata": landed.metadata.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
             "attempt": self.attempts + 1,
         })
         .to_string()
@@ -394,6 +406,8 @@ pub enum Arrival {
         id: Option<String>,
         /// Whose credentials sent it.
         owner: String,
+        /// What the before-creation hook attached, if it was asked.
+        metadata: Option<String>,
     },
 }
 
@@ -409,7 +423,19 @@ impl Arrival {
             writer,
             id: id.map(str::to_owned),
             owner: owner.to_owned(),
+            metadata: None,
         }
+    }
+
+    /// The same arrival with `metadata` from the before-creation hook
+    /// (only a whole file carries its own; an upload in blocks keeps its
+    /// metadata from [`NewUpload::metadata`]).
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Option<String>) -> Self {
+        if let Arrival::Whole { metadata: kept, .. } = &mut self {
+            *kept = metadata;
+        }
+        self
     }
 }
 
@@ -430,14 +456,16 @@ impl fmt::Debug for Arrival {
 #[async_trait]
 pub trait WholeWriter: WriteBytes {
     /// Places the bytes as `name` by `policy`, durably, recording the
-    /// landing under `id` for `owner` when there is an id. Its store's
-    /// [`Store::land`] calls it, for [`Arrival::Whole`].
+    /// landing under `id` for `owner` when there is an id, with the
+    /// before-creation hook's `metadata`. Its store's [`Store::land`]
+    /// calls it, for [`Arrival::Whole`].
     async fn place(
         self: Box<Self>,
         name: &str,
         policy: OnConflict,
         id: Option<&str>,
         owner: &str,
+        metadata: Option<&str>,
     ) -> Result<Landed, StoreError>;
 }
 
@@ -452,6 +480,7 @@ mod tests {
             name: "n".into(),
             owner: String::new(),
             partial: false,
+            metadata: None,
         })
     }
 

@@ -289,7 +289,8 @@ impl Store for MemoryStore {
                     &landed_as,
                     upload.begun.total,
                     expected,
-                );
+                )
+                .with_metadata(upload.begun.metadata.clone());
                 held.uploads.remove(id);
                 held.landed.insert(id.to_owned(), landed.clone());
                 held.tell(&landed);
@@ -488,12 +489,14 @@ impl WholeWriter for MemoryWhole {
         policy: OnConflict,
         id: Option<&str>,
         owner: &str,
+        metadata: Option<&str>,
     ) -> Result<Landed, StoreError> {
         let mut held = self.store.held();
         let length = self.bytes.len() as u64;
         let crc = crc32c_of(&self.bytes);
         let landed_as = held.place(name, policy, self.bytes.clone())?;
-        let landed = Landed::new(id.unwrap_or(""), owner, &landed_as, length, Some(crc));
+        let landed = Landed::new(id.unwrap_or(""), owner, &landed_as, length, Some(crc))
+            .with_metadata(metadata.map(str::to_owned));
         if let Some(id) = id {
             held.landed.insert(id.to_owned(), landed.clone());
         }

@@ -281,6 +281,7 @@ impl Receiver {
             name,
             owner: grant.owner.clone(),
             partial,
+            metadata: None,
         };
         let allowance = self.allowance(grant, dialect);
         let answer = Answer::new(StatusCode::CREATED)
@@ -346,9 +347,10 @@ impl Receiver {
                     return told(answer, Version::Tus, outcome, 0)
                 }
                 // Begun but not built whole (the receiver stopped while it
-                // joined the parts): built again from the parts.
-                Outcome::InProgress(_) => true,
-                Outcome::Unknown => false,
+                // joined the parts): built again from the parts, as it was
+                // let in.
+                Outcome::InProgress(upload) => Some(upload.begun),
+                Outcome::Unknown => None,
             };
         let mut parts = Vec::with_capacity(ids.len());
         for id in ids {
@@ -372,18 +374,28 @@ impl Receiver {
         if total > max_size {
             return Err(crate::refusal::too_large(max_size));
         }
-        let name = name_of(headers, grant, &id)?;
-        if !begun {
-            uploads::check_name(store, &name, self.on_conflict)
-                .await
-                .map_err(not_to_retry)?;
-        }
+        let (name, metadata) = match begun {
+            Some(begun) => (begun.name, begun.metadata),
+            None => {
+                let name = name_of(headers, grant, &id)?;
+                let allowance = self.allowance(grant, Version::Tus);
+                let (name, metadata) = match allowance.admit(Some(&id), &name, Some(total)).await? {
+                    Some(admitted) => (admitted.name, Some(admitted.metadata)),
+                    None => (name, None),
+                };
+                uploads::check_name(store, &name, self.on_conflict)
+                    .await
+                    .map_err(not_to_retry)?;
+                (name, metadata)
+            }
+        };
         let new = NewUpload {
             id: id.clone(),
             total,
             name: name.clone(),
             owner: grant.owner.clone(),
             partial: false,
+            metadata,
         };
         let whole = store.concatenate(new, &parts, self.quota).await?;
         let outcome = uploads::land(store, whole, Some(name), self.terms(Version::Tus)).await?;
@@ -395,11 +407,12 @@ impl Receiver {
         told(answer, Version::Tus, outcome, 0)
     }
 
-    fn allowance<'a>(&self, grant: &'a Grant, dialect: Version) -> Allowance<'a> {
+    fn allowance<'a>(&'a self, grant: &'a Grant, dialect: Version) -> Allowance<'a> {
         Allowance {
             owner: &grant.owner,
             terms: self.terms(dialect),
             quota: self.quota,
+            gate: self.before_creation.as_ref(),
         }
     }
 

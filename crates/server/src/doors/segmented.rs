@@ -164,6 +164,7 @@ impl Receiver {
             owner: &grant.owner,
             terms: self.terms(Via::Segmented),
             quota: self.quota,
+            gate: self.before_creation.as_ref(),
         };
         let stream = SettledEnd::new(Guarded::new(
             Box::pin(request.into_body().into_data_stream().map_err(Into::into)),
@@ -198,7 +199,7 @@ impl Receiver {
                             })
                             .await?
                         }
-                        Part::Whole(writer, _) => {
+                        Part::Whole(writer, ..) => {
                             uploads::pour(&mut field, writer.as_mut(), max, || too_large(max))
                                 .await?
                         }
@@ -258,9 +259,14 @@ impl Receiver {
             ));
         }
         match (part, range) {
-            (Part::Whole(writer, part_name), _) => {
-                let name = name_field.unwrap_or(part_name);
-                uploads::land_whole(self.store.as_ref(), writer, &name, id.as_deref(), allowance)
+            (Part::Whole(writer, part_name, metadata), _) => {
+                // A name the hook settled stays; else a later field may name another.
+                let name = match &metadata {
+                    Some(_) => part_name,
+                    None => name_field.unwrap_or(part_name),
+                };
+                let store = self.store.as_ref();
+                uploads::land_whole(store, writer, &name, id.as_deref(), allowance, metadata)
                     .await
                     .map(|landed| Some(uploads::landed_statement(&landed)))
             }
@@ -314,8 +320,15 @@ impl Receiver {
             if let Some(landed) = uploads::open_whole(store, id, &name, allowance).await? {
                 return Ok(Err(landed));
             }
+            let (name, metadata) = match allowance.admit(id, &name, None).await? {
+                Some(admitted) => {
+                    uploads::check_name(store, &admitted.name, allowance.terms.policy).await?;
+                    (admitted.name, Some(admitted.metadata))
+                }
+                None => (name, None),
+            };
             let writer = store.write_whole(allowance.owner, allowance.quota).await?;
-            return Ok(Ok(Part::Whole(writer, name)));
+            return Ok(Ok(Part::Whole(writer, name, metadata)));
         };
         let id = id.ok_or_else(|| {
             Refusal::new(
@@ -329,6 +342,7 @@ impl Receiver {
             name,
             owner: allowance.owner.to_owned(),
             partial: false,
+            metadata: None,
         };
         match uploads::open(self.store.as_ref(), new, allowance).await? {
             Outcome::Landed(landed) => Ok(Err(landed)),
@@ -345,8 +359,9 @@ impl Receiver {
 /// A request's file part on its way into the store.
 enum Part {
     Block(Box<dyn BlockWriter>),
-    /// A whole file and the name its part gave.
-    Whole(Box<dyn WholeWriter>, String),
+    /// A whole file, the name its part gave (or the before-creation hook
+    /// settled), and the hook's metadata if it was asked.
+    Whole(Box<dyn WholeWriter>, String, Option<String>),
 }
 
 fn malformed(e: multer::Error) -> Refusal {

@@ -290,7 +290,8 @@ impl Inner {
         }
         match place(&temp, &self.dir, name, policy) {
             Ok(landed_as) => {
-                let landed = Landed::new(id, &upload.begun.owner, &landed_as, total, expected);
+                let landed = Landed::new(id, &upload.begun.owner, &landed_as, total, expected)
+                    .with_metadata(upload.begun.metadata.clone());
                 let recorded = self.state.apply(Change::Landed {
                     landed: landed.clone(),
                     event: self.event_key(id),
@@ -842,6 +843,7 @@ impl WholeWriter for FsWhole {
         policy: OnConflict,
         id: Option<&str>,
         owner: &str,
+        metadata: Option<&str>,
     ) -> Result<Landed, StoreError> {
         self.flush().await?;
         let FsWhole {
@@ -853,6 +855,7 @@ impl WholeWriter for FsWhole {
         } = *self;
         let (key, name) = (id.unwrap_or("").to_owned(), name.to_owned());
         let owner = owner.to_owned();
+        let metadata = metadata.map(str::to_owned);
         store
             .with("land file", move |s| {
                 file.sync_all()?;
@@ -863,7 +866,8 @@ impl WholeWriter for FsWhole {
                     Ok(landed_as) => landed_as,
                     Err(e) => return Ok(Err(landing_refusal(&name, &e))),
                 };
-                let landed = Landed::new(&key, &owner, &landed_as, size, Some(crc));
+                let landed =
+                    Landed::new(&key, &owner, &landed_as, size, Some(crc)).with_metadata(metadata);
                 let event = s.event_key(&key);
                 if !key.is_empty() || event.is_some() {
                     let recorded = s.state.apply(Change::Landed {

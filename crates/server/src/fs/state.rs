@@ -98,7 +98,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
         "CREATE TABLE IF NOT EXISTS uploads (
              id TEXT PRIMARY KEY, total INTEGER NOT NULL, name TEXT NOT NULL,
              owner TEXT NOT NULL, touched INTEGER NOT NULL, landing_error TEXT,
-             partial INTEGER NOT NULL DEFAULT 0);
+             partial INTEGER NOT NULL DEFAULT 0, metadata TEXT);
          CREATE TABLE IF NOT EXISTS acks (
              seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
              start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER,
@@ -126,6 +126,11 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     let has_partial = tx.prepare("SELECT partial FROM uploads LIMIT 0").is_ok();
     if !has_partial {
         tx.execute_batch("ALTER TABLE uploads ADD COLUMN partial INTEGER NOT NULL DEFAULT 0")?;
+    }
+    // Records from before hooks have no `metadata` column.
+    let has_metadata = tx.prepare("SELECT metadata FROM uploads LIMIT 0").is_ok();
+    if !has_metadata {
+        tx.execute_batch("ALTER TABLE uploads ADD COLUMN metadata TEXT")?;
     }
     // Landings from before owners were recorded with them have no `owner`.
     let has_owner = tx.prepare("SELECT owner FROM landed LIMIT 0").is_ok();
@@ -200,7 +205,7 @@ impl State {
     pub(crate) fn head(&self, id: &str) -> io::Result<Option<Head>> {
         let conn = lock(&self.reader);
         conn.query_row(
-            "SELECT total, name, owner, landing_error, partial FROM uploads WHERE id = ?1",
+            "SELECT total, name, owner, landing_error, partial, metadata FROM uploads WHERE id = ?1",
             params![id],
             |r| {
                 Ok(Head {
@@ -210,6 +215,7 @@ impl State {
                         name: r.get(1)?,
                         owner: r.get(2)?,
                         partial: r.get(4)?,
+                        metadata: r.get(5)?,
                     },
                     landing_error: r.get(3)?,
                 })
@@ -437,8 +443,8 @@ fn commit(
                     Some(why) if !known => outcome = Err((io::ErrorKind::QuotaExceeded, why)),
                     _ => {
                         tx.execute(
-                            "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched, partial) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![new.id, new.total as i64, new.name, new.owner, now_ms(), new.partial],
+                            "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched, partial, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                            params![new.id, new.total as i64, new.name, new.owner, now_ms(), new.partial, new.metadata],
                         )?;
                     }
                 }
@@ -585,6 +591,7 @@ mod tests {
                 name: "n".into(),
                 owner: String::new(),
                 partial: false,
+                metadata: None,
             },
             Quota::none(),
         )
