@@ -71,6 +71,7 @@ where
     discarded_and_expired_uploads_are_gone(&*make().await).await;
     quotas_refuse_before_anything_is_stored(&*make().await).await;
     landings_leave_events_until_delivered(&*make().await).await;
+    landings_are_digested_when_asked(&*make().await).await;
 }
 
 fn new_upload(id: &str, total: u64, name: &str, owner: &str) -> NewUpload {
@@ -659,4 +660,62 @@ pub async fn landings_leave_events_until_delivered(fixture: &dyn Fixture) {
     assert_eq!(due.len(), 1, "a failed delivery waits its turn: {due:?}");
     store.event_delivered(&due[0].key).await.expect("recorded");
     assert!(store.pending_events(10).await.expect("read").is_empty());
+}
+
+/// A store that digests landings keeps each landed file's SHA-256 on its
+/// record, for blocks and whole files alike, across a reopening; one that
+/// cannot says so.
+pub async fn landings_are_digested_when_asked(fixture: &dyn Fixture) {
+    use sha2::Digest;
+    let store = fixture.store();
+    if let Err(e) = store.keep_digests() {
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+        return;
+    }
+    let upload = store
+        .begin(
+            new_upload("digested", 9, "digested.bin", "gina"),
+            Quota::none(),
+        )
+        .await
+        .expect("begun");
+    put(&*store, &upload, 4, b"after").await;
+    put(&*store, &upload, 0, b"four").await;
+    let landed = store
+        .land(
+            Arrival::blocks("digested"),
+            "digested.bin",
+            OnConflict::Refuse,
+        )
+        .await
+        .expect("landed");
+    let expected: [u8; 32] = sha2::Sha256::digest(b"fourafter").into();
+    assert_eq!(landed.sha256, Some(expected), "the landing is digested");
+    let mut whole = store
+        .write_whole("gina", Quota::none())
+        .await
+        .expect("opened");
+    whole
+        .write(Bytes::from_static(b"whole"))
+        .await
+        .expect("taken");
+    let whole = store
+        .land(
+            Arrival::whole(whole, Some("digested-whole"), "gina"),
+            "whole.bin",
+            OnConflict::Refuse,
+        )
+        .await
+        .expect("landed");
+    let expected_whole: [u8; 32] = sha2::Sha256::digest(b"whole").into();
+    assert_eq!(whole.sha256, Some(expected_whole), "a whole file too");
+    let store = fixture.reopen().await;
+    for (id, digest) in [("digested", expected), ("digested-whole", expected_whole)] {
+        let kept = store.landed(id).await.expect("read").expect("landed");
+        assert_eq!(
+            kept.sha256,
+            Some(digest),
+            "{id}: the digest is on its record"
+        );
+    }
 }

@@ -22,6 +22,9 @@ pub struct Landed {
     pub crc32c: Option<u32>,
     /// What the receiver's before-creation hook attached (a JSON object).
     pub metadata: Option<String>,
+    /// The SHA-256 of the landed bytes, when the store digests landings
+    /// ([`Store::keep_digests`](crate::Store::keep_digests)).
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// The record's form: version 2, one JSON object.
@@ -37,6 +40,8 @@ struct Record {
     crc32c: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metadata: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
 }
 
 /// The form before version 2: the segmented protocol's landing statement,
@@ -69,7 +74,15 @@ impl Landed {
             length,
             crc32c,
             metadata: None,
+            sha256: None,
         }
+    }
+
+    /// The same landing with the SHA-256 of its bytes.
+    #[must_use]
+    pub fn with_sha256(mut self, sha256: Option<[u8; 32]>) -> Self {
+        self.sha256 = sha256;
+        self
     }
 
     /// The same landing with the before-creation hook's `metadata`.
@@ -89,6 +102,7 @@ impl Landed {
             length: self.length,
             crc32c: self.crc32c.map(format_crc32c),
             metadata: self.metadata.clone(),
+            sha256: self.sha256.map(hex::encode),
         };
         serde_json::to_string(&record).expect("a record serializes")
     }
@@ -107,6 +121,10 @@ impl Landed {
                 length: record.length,
                 crc32c: crc(record.crc32c),
                 metadata: record.metadata,
+                sha256: record.sha256.and_then(|h| {
+                    let mut digest = [0; 32];
+                    hex::decode_to_slice(h, &mut digest).ok().map(|()| digest)
+                }),
             });
         }
         let (kept_owner, statement) = match serde_json::from_str::<Before>(text).ok()? {
@@ -120,6 +138,7 @@ impl Landed {
             length: statement.length,
             crc32c: crc(statement.crc32c),
             metadata: None,
+            sha256: None,
         })
     }
 }
@@ -134,7 +153,10 @@ mod tests {
         let text = landed.to_record();
         assert!(text.contains("\"v\":2"), "{text}");
         assert_eq!(Landed::from_record(&text, None).as_ref(), Some(&landed));
-        let tagged = landed.clone().with_metadata(Some(r#"{"claim":7}"#.into()));
+        let tagged = landed
+            .clone()
+            .with_metadata(Some(r#"{"claim":7}"#.into()))
+            .with_sha256(Some([7; 32]));
         let read = Landed::from_record(&tagged.to_record(), None);
         assert_eq!(read.as_ref(), Some(&tagged));
         assert_eq!(

@@ -305,6 +305,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Whether a landed file is called `name` already.
     async fn name_taken(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// From now on, digests each landing's bytes with SHA-256 as it lands
+    /// and keeps the digest on its record ([`Landed::sha256`]): what the
+    /// receiver's signed receipts vouch for. A store that cannot refuses
+    /// ([`ErrorKind::Invalid`]).
+    fn keep_digests(&self) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            ErrorKind::Invalid,
+            "this store does not digest the files it lands (SHA-256), so it cannot back receipts",
+        ))
+    }
+
     /// From now on, keeps an event for each landing in the landing's own
     /// commit (an outbox), until [`event_delivered`](Self::event_delivered):
     /// what the receiver's after-landing hooks are told. A store without

@@ -36,9 +36,17 @@ struct Held {
     events: Option<BTreeMap<String, (Event, Instant)>>,
     /// How many files sent whole without an id were told of.
     told_whole: u64,
+    /// Whether landings are digested with SHA-256.
+    digests: bool,
 }
 
 impl Held {
+    /// The SHA-256 of landed `bytes`, when landings are digested.
+    fn digest(&self, bytes: &[u8]) -> Option<[u8; 32]> {
+        use sha2::Digest;
+        self.digests.then(|| sha2::Sha256::digest(bytes).into())
+    }
+
     /// Leaves the event of `landed` in the outbox, when events are kept;
     /// a landing told twice leaves one.
     fn tell(&mut self, landed: &Landed) {
@@ -290,7 +298,8 @@ impl Store for MemoryStore {
                     upload.begun.total,
                     expected,
                 )
-                .with_metadata(upload.begun.metadata.clone());
+                .with_metadata(upload.begun.metadata.clone())
+                .with_sha256(held.digest(&held.files[&landed_as]));
                 held.uploads.remove(id);
                 held.landed.insert(id.to_owned(), landed.clone());
                 held.tell(&landed);
@@ -328,6 +337,11 @@ impl Store for MemoryStore {
 
     async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.held().files.contains_key(name))
+    }
+
+    fn keep_digests(&self) -> Result<(), StoreError> {
+        self.held().digests = true;
+        Ok(())
     }
 
     fn keep_events(&self) -> Result<(), StoreError> {
@@ -496,7 +510,8 @@ impl WholeWriter for MemoryWhole {
         let crc = crc32c_of(&self.bytes);
         let landed_as = held.place(name, policy, self.bytes.clone())?;
         let landed = Landed::new(id.unwrap_or(""), owner, &landed_as, length, Some(crc))
-            .with_metadata(metadata.map(str::to_owned));
+            .with_metadata(metadata.map(str::to_owned))
+            .with_sha256(held.digest(&self.bytes));
         if let Some(id) = id {
             held.landed.insert(id.to_owned(), landed.clone());
         }

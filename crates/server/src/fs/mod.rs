@@ -68,6 +68,8 @@ struct Inner {
     cache: Mutex<HashMap<String, (i64, Upload)>>,
     /// Whether each landing leaves an event in the outbox.
     events: AtomicBool,
+    /// Whether each landing's bytes are digested with SHA-256.
+    digests: AtomicBool,
 }
 
 /// Runs file work on the blocking pool; a full disk is [`ErrorKind::Full`].
@@ -146,6 +148,7 @@ impl FsStore {
             state,
             cache: Mutex::default(),
             events: AtomicBool::new(false),
+            digests: AtomicBool::new(false),
         };
         inner.clean_leftovers(Duration::ZERO)?;
         Ok(FsStore {
@@ -281,9 +284,14 @@ impl Inner {
         let expected = upload.expected_crc32c();
         file.sync_all()?;
         let total = upload.begun.total;
+        let sha = self.digests.load(Ordering::Relaxed);
+        let digests = match (expected, sha) {
+            (None, false) => None,
+            _ => Some(digests_of(&file, sha)?),
+        };
         if !upload.complete()
             || file.metadata()?.len() != total
-            || expected.is_some_and(|crc| crc_of(&file).ok() != Some(crc))
+            || expected.is_some_and(|crc| digests.map(|(read, _)| read) != Some(crc))
         {
             self.discard(id)?;
             return Ok(Landing::Mismatch);
@@ -291,7 +299,8 @@ impl Inner {
         match place(&temp, &self.dir, name, policy) {
             Ok(landed_as) => {
                 let landed = Landed::new(id, &upload.begun.owner, &landed_as, total, expected)
-                    .with_metadata(upload.begun.metadata.clone());
+                    .with_metadata(upload.begun.metadata.clone())
+                    .with_sha256(digests.and_then(|(_, sha256)| sha256));
                 let recorded = self.state.apply(Change::Landed {
                     landed: landed.clone(),
                     event: self.event_key(id),
@@ -589,6 +598,11 @@ impl Store for FsStore {
         .await
     }
 
+    fn keep_digests(&self) -> Result<(), StoreError> {
+        self.inner.digests.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn keep_events(&self) -> Result<(), StoreError> {
         self.inner.events.store(true, Ordering::Relaxed);
         Ok(())
@@ -860,14 +874,15 @@ impl WholeWriter for FsWhole {
             .with("land file", move |s| {
                 file.sync_all()?;
                 let size = file.metadata()?.len();
-                let crc = crc_of(&file)?;
+                let (crc, sha256) = digests_of(&file, s.digests.load(Ordering::Relaxed))?;
                 let path = temp.into_temp_path();
                 let landed_as = match place(&path, &s.dir, &name, policy) {
                     Ok(landed_as) => landed_as,
                     Err(e) => return Ok(Err(landing_refusal(&name, &e))),
                 };
-                let landed =
-                    Landed::new(&key, &owner, &landed_as, size, Some(crc)).with_metadata(metadata);
+                let landed = Landed::new(&key, &owner, &landed_as, size, Some(crc))
+                    .with_metadata(metadata)
+                    .with_sha256(sha256);
                 let event = s.event_key(&key);
                 if !key.is_empty() || event.is_some() {
                     let recorded = s.state.apply(Change::Landed {
@@ -1026,15 +1041,21 @@ fn remove_if_there(path: &Path) -> io::Result<()> {
 }
 
 /// The CRC32C of a whole file, read from its start in 1 MiB pieces.
-fn crc_of(file: &File) -> io::Result<u32> {
+/// The CRC32C of `file`'s bytes and, if `sha`, their SHA-256: one read.
+fn digests_of(file: &File, sha: bool) -> io::Result<(u32, Option<[u8; 32]>)> {
+    use sha2::Digest;
     let mut crc = 0;
+    let mut sha256 = sha.then(sha2::Sha256::new);
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;
     loop {
         match file.read_at(&mut buf, at)? {
-            0 => return Ok(crc),
+            0 => return Ok((crc, sha256.map(|h| h.finalize().into()))),
             n => {
                 crc = crc32c::crc32c_append(crc, &buf[..n]);
+                if let Some(h) = &mut sha256 {
+                    h.update(&buf[..n]);
+                }
                 at += n as u64;
             }
         }
