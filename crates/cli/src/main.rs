@@ -3,6 +3,7 @@
 
 mod demo;
 mod files;
+mod receipts;
 mod size;
 mod upload;
 
@@ -11,6 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use fileuploader_server::receipts::ReceiptKey;
+use fileuploader_server::Hook;
 
 use crate::size::{parse_duration, parse_positive_size, parse_size};
 
@@ -36,6 +39,13 @@ enum Command {
     /// Print an upload URL signed with the receiver's signing key, for an
     /// application backend to hand to a client.
     Sign(SignArgs),
+    /// Make an Ed25519 key for `serve --receipt-key`: the private key in
+    /// FILE (mode 0600), the public key, which checks receipts, in FILE.pub.
+    ReceiptKey(receipts::KeyArgs),
+    /// Check a receipt a receiver signed: its signature against the
+    /// receiver's public key and, given FILE, that it is that file's (exit 0
+    /// when it holds; otherwise says what does not, and exits 1).
+    Verify(receipts::VerifyArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -133,6 +143,13 @@ struct UploadArgs {
     /// the landing) to FILE, as curl's -o does; one file only.
     #[arg(short = 'o', long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Keep each file's signed receipt (from a receiver run with
+    /// --receipt-key) in DIR, as DIR/NAME.receipt (NAME the landed name); a file whose
+    /// receiver sends none fails (error 39). Receipts are checked against
+    /// the bytes sent whether kept or not; `fileuploader verify` checks one
+    /// later.
+    #[arg(long, value_name = "DIR")]
+    receipt_dir: Option<PathBuf>,
     /// Fail (error 36) unless the receiver confirms that each file landed.
     /// Without it, a receiver that acknowledges every block but cannot
     /// answer status queries counts as success, reported "unconfirmed".
@@ -324,20 +341,32 @@ struct ServeArgs {
     #[arg(long, value_name = "NAME", requires = "cors_origin")]
     cors_allow_header: Vec<String>,
     /// Tell the application of every file that lands: POST its event (JSON,
-    /// with an Idempotency-Key) to this http:// URL, or run this command
+    /// with an Idempotency-Key) to this http:// or https:// URL, or run this command
     /// with the event on standard input. Each event is kept with its
     /// landing until the hook takes it (2xx, or exit 0), and retried with
     /// backoff meanwhile, across restarts; see docs/HOOKS.md.
     #[arg(long, value_name = "URL|COMMAND")]
     after_landing: Option<String>,
     /// Ask the application before each upload is created, before any of
-    /// its bytes are stored: POST the upload's JSON to this http:// URL, or
+    /// its bytes are stored: POST the upload's JSON to this http(s):// URL, or
     /// run this command with it on standard input. Its answer (JSON) may
     /// refuse the upload with a status and message the client sees, settle
     /// another name, or attach metadata to its landing; a hook that fails
     /// or takes over 10 s refuses the upload (503). See docs/HOOKS.md.
     #[arg(long, value_name = "URL|COMMAND")]
     before_creation: Option<String>,
+    /// Trust the CA certificates in this PEM file, beside the system's
+    /// roots, for https:// hooks (a private CA's).
+    #[arg(long, value_name = "FILE")]
+    hook_cacert: Option<PathBuf>,
+    /// Sign a receipt for every file that lands with the Ed25519 key in
+    /// FILE (PKCS#8 PEM, as `fileuploader receipt-key` or `openssl genpkey
+    /// -algorithm ed25519` writes it): upload id, landed name, length,
+    /// CRC32C and SHA-256 of the landed bytes, the sender's subject and the
+    /// time, in the Upload-Receipt header of the answer that reports the
+    /// landing.
+    #[arg(long, value_name = "FILE")]
+    receipt_key: Option<PathBuf>,
 }
 
 /// `upload --protocol`.
@@ -475,6 +504,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sign(args) => sign(&args),
+            Command::ReceiptKey(args) => receipts::make_key(&args),
+            Command::Verify(args) => receipts::verify(&args),
         }
     });
     match result {
@@ -604,6 +635,14 @@ fn sign(args: &SignArgs) -> Result<(), Failure> {
     })?;
     println!("{url}");
     Ok(())
+}
+
+/// A flag whose value cannot be used: error -10, naming the flag.
+fn bad_flag(flag: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::new(
+        fileuploader_core::code::INVALID_OPTION,
+        format!("{flag}: {e}"),
+    )
 }
 
 /// The receiver's access rules from the flags. A token file that holds no
@@ -766,24 +805,33 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         Some(cors) => receiver.cors(cors),
         None => receiver,
     };
+    let receiver = match &args.hook_cacert {
+        Some(path) => receiver
+            .hook_ca(path)
+            .map_err(|e| bad_flag("--hook-cacert", e))?,
+        None => receiver,
+    };
     let receiver = match &args.after_landing {
         Some(hook) => {
-            let hook = fileuploader_server::Hook::parse(hook)
-                .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, e))?;
-            receiver.after_landing(hook).map_err(|e| {
-                Failure::new(
-                    fileuploader_core::code::INVALID_OPTION,
-                    format!("--after-landing: {e}"),
-                )
-            })?
+            let hook = Hook::parse(hook).map_err(|e| bad_flag("--after-landing", e))?;
+            receiver
+                .after_landing(hook)
+                .map_err(|e| bad_flag("--after-landing", e))?
         }
         None => receiver,
     };
     let receiver = match &args.before_creation {
-        Some(hook) => receiver.before_creation(
-            fileuploader_server::Hook::parse(hook)
-                .map_err(|e| Failure::new(fileuploader_core::code::INVALID_OPTION, e))?,
-        ),
+        Some(hook) => receiver
+            .before_creation(Hook::parse(hook).map_err(|e| bad_flag("--before-creation", e))?),
+        None => receiver,
+    };
+    let receiver = match &args.receipt_key {
+        Some(path) => {
+            let key = ReceiptKey::from_pem_file(path).map_err(|e| bad_flag("--receipt-key", e))?;
+            receiver
+                .receipts(key)
+                .map_err(|e| bad_flag("--receipt-key", e))?
+        }
         None => receiver,
     };
     let listener = listen(args.addr).map_err(|e| {

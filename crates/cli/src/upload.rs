@@ -33,6 +33,10 @@ pub(crate) struct Summary {
     pub(crate) url: Option<String>,
     /// The receiver's answer that reported the landing.
     pub(crate) answer: Option<FinalAnswer>,
+    /// The receiver's signed receipt, checked against the bytes sent.
+    pub(crate) receipt: Option<String>,
+    /// Where the receipt was kept (`--receipt-dir`).
+    pub(crate) receipt_file: Option<PathBuf>,
 }
 
 impl Summary {
@@ -69,6 +73,10 @@ impl Summary {
             Some(url) => format!("{landed_as} at {url}"),
             None => landed_as,
         };
+        let landing = match &self.receipt_file {
+            Some(kept) => format!("{landing}, receipt kept in {}", kept.display()),
+            None => landing.to_owned(),
+        };
         format!(
             "uploaded {}{landed_as}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries, HTTP/{}, {landing}",
             self.file.display(),
@@ -97,6 +105,8 @@ impl Summary {
             "url": self.url,
             "retries": p.retries,
             "http_version": self.http_version,
+            "receipt": self.receipt,
+            "receipt_file": self.receipt_file.as_ref().map(|f| f.display().to_string()),
         });
         with_answer(json, self.answer.as_ref())
     }
@@ -423,8 +433,59 @@ pub(crate) async fn drive(
             .unwrap_or_default(),
         landed_as: landing.as_ref().and_then(|l| l.name.clone()),
         url: landing.as_ref().and_then(|l| l.url.clone()),
+        receipt: landing.as_ref().and_then(|l| l.receipt.clone()),
         answer: landing.and_then(|l| l.answer),
+        receipt_file: None,
     })
+}
+
+/// Keeps the receipt of the file `summary` tells of in `dir`, as
+/// `dir/<landed name>.receipt` (folders made as needed); a landing that
+/// came without one fails (error 39), as does a receipt that cannot be
+/// written.
+fn keep_receipt(dir: &Path, mut summary: Summary) -> Result<Summary, Failure> {
+    let Some(receipt) = &summary.receipt else {
+        return Err(Failure::new(
+            fileuploader_core::code::RECEIPT_MISMATCH,
+            format!(
+                "{} landed, but the receiver sent no receipt for it (it signs receipts when run with --receipt-key)",
+                summary.file.display()
+            ),
+        ));
+    };
+    // The receiver names the file: only plain parts of that name are
+    // taken, so no answer can put a receipt outside `dir`.
+    let name = summary.landed_as.as_deref().unwrap_or(&summary.sent_as);
+    let plain: PathBuf = Path::new(name)
+        .components()
+        .filter_map(|part| match part {
+            std::path::Component::Normal(part) => Some(part),
+            _ => None,
+        })
+        .collect();
+    let plain = match plain.file_name() {
+        Some(_) => plain,
+        None => PathBuf::from(summary.file.file_name().unwrap_or_default()),
+    };
+    let mut path = dir.join(plain).into_os_string();
+    path.push(".receipt");
+    let path = PathBuf::from(path);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&path, format!("{receipt}\n")));
+    written.map_err(|e| {
+        Failure::new(
+            fileuploader_core::code::FAILED,
+            format!(
+                "{} landed, but its receipt cannot be kept in {}: {e}",
+                summary.file.display(),
+                path.display()
+            ),
+        )
+    })?;
+    summary.receipt_file = Some(path);
+    Ok(summary)
 }
 
 /// How one file of a run ended.
@@ -603,7 +664,12 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
                 return None;
             }
             Some(
-                match drive(&manager, &job, &entry.path, &args.transfer, &display).await {
+                match drive(&manager, &job, &entry.path, &args.transfer, &display)
+                    .await
+                    .and_then(|summary| match &args.receipt_dir {
+                        Some(dir) => keep_receipt(dir, summary),
+                        None => Ok(summary),
+                    }) {
                     Ok(summary) => Outcome::Landed(Box::new(summary)),
                     Err(e) => Outcome::Failed(entry.path, e),
                 },

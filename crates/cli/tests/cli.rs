@@ -2319,18 +2319,20 @@ fn a_command_hook_is_told_and_a_store_without_events_refuses_hooks() {
         ),
         (Some("landed"), Some("told.txt"), Some(20))
     );
-    let https = fileuploader(&[
+    let no_ca = fileuploader(&[
         "serve",
         "--dir",
         dir.path().to_str().unwrap(),
         "--after-landing",
         "https://app/landed",
+        "--hook-cacert",
+        "/nonexistent/ca.pem",
     ]);
-    assert!(!https.status.success());
+    assert!(!no_ca.status.success());
     assert!(
-        stderr(&https).contains("https hooks are not supported yet"),
+        stderr(&no_ca).contains("error -10: --hook-cacert: /nonexistent/ca.pem"),
         "{}",
-        stderr(&https)
+        stderr(&no_ca)
     );
 }
 
@@ -2459,4 +2461,139 @@ fn a_before_creation_hook_that_cannot_be_asked_refuses_uploads() {
         );
     }
     assert!(!dir.path().join("a.txt").exists());
+}
+
+#[test]
+fn receipts_are_signed_kept_and_verified_and_each_kind_of_tampering_is_caught() {
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = out.path().join("receipts.key");
+    let made = fileuploader(&["receipt-key", key.to_str().unwrap()]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let public = out.path().join("receipts.key.pub");
+    assert!(
+        stderr(&made).contains(public.to_str().unwrap()),
+        "{}",
+        stderr(&made)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = fileuploader(&["receipt-key", key.to_str().unwrap()]);
+    assert!(!again.status.success(), "a key is never written over");
+
+    let addr = free_addr();
+    let flags = ["--receipt-key", key.to_str().unwrap()].map(std::ffi::OsStr::new);
+    let _receiver = Reaped(serve_with(dir.path(), &addr, &flags));
+    let url = format!("http://{addr}/upload");
+    let kept = out.path().join("kept");
+    let file = out.path().join("contract.pdf");
+    std::fs::write(&file, b"signed, sealed, delivered".repeat(3000)).unwrap();
+    let public = public.to_str().unwrap();
+    for protocol in ["segmented", "tus", "ietf"] {
+        let args = upload_over(&url, protocol, "16KiB");
+        let name = format!("{protocol}/contract.pdf");
+        let extra = [
+            "--name",
+            &name,
+            "--receipt-dir",
+            kept.to_str().unwrap(),
+            "--json",
+        ];
+        let sent = fileuploader(&[&args[..], &extra, &[file.to_str().unwrap()]].concat());
+        assert!(sent.status.success(), "{protocol}: {}", stderr(&sent));
+        let line = &json_lines(&sent)[0];
+        let receipt = kept.join(format!("{protocol}/contract.pdf.receipt"));
+        assert_eq!(line["receipt_file"].as_str(), receipt.to_str(), "{line}");
+        assert_eq!(
+            std::fs::read_to_string(&receipt).unwrap().trim(),
+            line["receipt"].as_str().unwrap()
+        );
+        let checked = fileuploader(&[
+            "verify",
+            receipt.to_str().unwrap(),
+            file.to_str().unwrap(),
+            "--key",
+            public,
+        ]);
+        assert!(checked.status.success(), "{protocol}: {}", stderr(&checked));
+        let said = String::from_utf8_lossy(&checked.stdout).into_owned();
+        assert!(
+            said.contains("the receipt holds") && said.contains(&name),
+            "{said}"
+        );
+    }
+    let receipt = kept.join("segmented/contract.pdf.receipt");
+    let compact = std::fs::read_to_string(&receipt).unwrap();
+    let verify = |receipt: &Path, file: Option<&Path>, key: &str| {
+        let mut args = vec!["verify", receipt.to_str().unwrap()];
+        args.extend(file.map(|f| f.to_str().unwrap()));
+        fileuploader(&[&args[..], &["--key", key]].concat())
+    };
+    let refused = |out: Output, why: &str| {
+        assert!(!out.status.success(), "{why}");
+        assert!(stderr(&out).starts_with("error 39:"), "{}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    };
+    // A truncated file.
+    let truncated = out.path().join("truncated.pdf");
+    std::fs::write(&truncated, &std::fs::read(&file).unwrap()[..1000]).unwrap();
+    refused(
+        verify(&receipt, Some(&truncated), public),
+        "not for this file",
+    );
+    // Another key.
+    let other = out.path().join("other.key");
+    assert!(fileuploader(&["receipt-key", other.to_str().unwrap()])
+        .status
+        .success());
+    let other_public = out.path().join("other.key.pub");
+    refused(
+        verify(&receipt, None, other_public.to_str().unwrap()),
+        "another key",
+    );
+    // A payload changed after signing: one more byte claimed.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = compact.trim().split('.').collect();
+    let payload = String::from_utf8(b64.decode(parts[1]).unwrap()).unwrap();
+    let length = std::fs::metadata(&file).unwrap().len();
+    let changed = payload.replace(
+        &format!("\"length\":{length}"),
+        &format!("\"length\":{}", length + 1),
+    );
+    assert_ne!(changed, payload);
+    let tampered = out.path().join("tampered.receipt");
+    std::fs::write(
+        &tampered,
+        format!("{}.{}.{}", parts[0], b64.encode(changed), parts[2]),
+    )
+    .unwrap();
+    refused(
+        verify(&tampered, None, public),
+        "changed after it was signed",
+    );
+    // Not a receipt at all.
+    std::fs::write(&tampered, "hello").unwrap();
+    refused(
+        verify(&tampered, None, public),
+        "not a fileuploader receipt",
+    );
+    // A receiver without receipts fails an upload that asks to keep them.
+    let plain = receiver(dir.path());
+    let args = upload_over(&plain, "segmented", "16KiB");
+    let extra = [
+        "--name",
+        "unsigned.pdf",
+        "--receipt-dir",
+        kept.to_str().unwrap(),
+    ];
+    let sent = fileuploader(&[&args[..], &extra, &[file.to_str().unwrap()]].concat());
+    assert!(!sent.status.success());
+    assert!(
+        stderr(&sent).contains("sent no receipt"),
+        "{}",
+        stderr(&sent)
+    );
 }

@@ -93,6 +93,10 @@ pub mod code {
     /// offset past the bytes sent, a length other than the file's): a
     /// server bug or a hostile server, never taken as progress.
     pub const PROTOCOL_VIOLATION: i32 = 38;
+    /// *Added*: the receiver's signed receipt for a landed file does not
+    /// vouch for the bytes sent (another length, CRC32C or SHA-256), or is
+    /// not a receipt: the landing is not taken as proof.
+    pub const RECEIPT_MISMATCH: i32 = 39;
 }
 
 /// What went wrong, in broad classes. Finer detail is in [`Error::code`] and

@@ -202,6 +202,11 @@ pub struct SourceLanding {
     /// segmented protocol the landing statement, or what the receiver's
     /// application put in its place.
     pub answer: Option<FinalAnswer>,
+    /// The receiver's signed receipt for the file (compact JWS, see
+    /// [`fileuploader_wire::receipt`]), when it signs them; checked
+    /// against the source's length, CRC32C and SHA-256 before the source
+    /// counted as landed.
+    pub receipt: Option<String>,
 }
 
 /// A snapshot of a job's progress, for callers who want more than a percentage.

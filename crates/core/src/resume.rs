@@ -79,3 +79,18 @@ pub(crate) async fn crc32c_of(source: &dyn Source, offset: u64, len: u64) -> Res
     }
     Ok(crc)
 }
+
+/// The CRC32C and SHA-256 of all of `source`'s bytes, read once.
+pub(crate) async fn digests_of(source: &dyn Source) -> Result<(u32, [u8; 32]), Error> {
+    use sha2::Digest;
+    let (mut crc, mut sha) = (0, sha2::Sha256::new());
+    let mut at = 0;
+    while at < source.len() {
+        let n = (source.len() - at).min(1 << 20);
+        let bytes = source.read_at(at, n as usize).await?;
+        crc = crc32c::crc32c_append(crc, &bytes);
+        sha.update(&bytes);
+        at += n;
+    }
+    Ok((crc, sha.finalize().into()))
+}

@@ -12,7 +12,7 @@ const ALLOW_HEADERS: &str = "authorization, content-type, content-range, x-uploa
 /// Headers of the receiver's answers a page may read.
 const EXPOSE_HEADERS: &str = "location, tus-resumable, tus-version, tus-extension, tus-max-size, \
      tus-checksum-algorithm, upload-offset, upload-length, upload-expires, upload-complete, \
-     upload-incomplete, upload-draft-interop-version, x-landed-name";
+     upload-incomplete, upload-draft-interop-version, x-landed-name, upload-receipt";
 const ALLOW_METHODS: &str = "GET, HEAD, POST, PATCH, DELETE, OPTIONS";
 
 /// Which origins may upload from a browser (default: none; the CORS

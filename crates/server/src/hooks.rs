@@ -31,6 +31,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -54,8 +55,11 @@ const IDLE: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Hook {
-    /// `POST` each event's JSON to this `http://` URL, with an
-    /// `Idempotency-Key` header; a 2xx answer is a delivery.
+    /// `POST` each event's JSON to this `http://` or `https://` URL (after
+    /// landing with an `Idempotency-Key` header); a 2xx answer is a
+    /// delivery. An `https://` hook's certificate is checked against the
+    /// system's roots and any the receiver was given
+    /// ([`Receiver::hook_ca`](crate::Receiver::hook_ca)).
     Url(http::Uri),
     /// Run this command with `sh -c`, each event's JSON on its standard
     /// input; exit status 0 is a delivery.
@@ -63,18 +67,13 @@ pub enum Hook {
 }
 
 impl Hook {
-    /// A hook from its flag: an `http://` URL, or a command.
+    /// A hook from its flag: an `http://` or `https://` URL, or a command.
     ///
     /// # Errors
     ///
-    /// An `https://` URL (not supported yet) or one that does not parse.
+    /// A URL that does not parse, or an empty command.
     pub fn parse(text: &str) -> Result<Hook, String> {
-        if text.starts_with("https://") {
-            return Err(format!(
-                "hook {text}: https hooks are not supported yet; use http:// on a trusted network, or a command"
-            ));
-        }
-        if text.starts_with("http://") {
+        if text.starts_with("http://") || text.starts_with("https://") {
             return text
                 .parse()
                 .map(Hook::Url)
@@ -87,21 +86,46 @@ impl Hook {
     }
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
 
 /// A hook with the client that reaches it: cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Teller {
     hook: Hook,
-    client: HttpClient,
+    /// The client, or why there is none (each telling then fails so).
+    client: Result<HttpClient, String>,
 }
 
 impl Teller {
-    pub(crate) fn new(hook: Hook) -> Self {
-        Teller {
-            hook,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+    /// A teller of `hook`, trusting the system's roots and `roots` for an
+    /// `https://` hook.
+    pub(crate) fn new(hook: Hook, roots: &[CertificateDer<'static>]) -> Self {
+        let mut store = rustls::RootCertStore::empty();
+        // Roots the system cannot read are left out; a hook whose
+        // certificate they would have vouched for is then refused, and
+        // each telling says so.
+        store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        store.add_parsable_certificates(roots.iter().cloned());
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|config| {
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(config.with_root_certificates(store).with_no_client_auth())
+                    .https_or_http()
+                    .enable_http1()
+                    .build();
+                Client::builder(TokioExecutor::new()).build(connector)
+            })
+            .map_err(|e| format!("cannot set up TLS: {e}"));
+        Teller { hook, client }
+    }
+
+    pub(crate) fn hook(&self) -> &Hook {
+        &self.hook
     }
 }
 
@@ -303,11 +327,8 @@ async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Bytes, 
             let request = request
                 .body(Full::new(Bytes::from(json.to_owned())))
                 .map_err(|e| e.to_string())?;
-            let answer = teller
-                .client
-                .request(request)
-                .await
-                .map_err(|e| e.to_string())?;
+            let client = teller.client.as_ref().map_err(Clone::clone)?;
+            let answer = client.request(request).await.map_err(|e| e.to_string())?;
             if !answer.status().is_success() {
                 return Err(format!("{url} answered {}", answer.status()));
             }
@@ -370,9 +391,11 @@ mod tests {
             Hook::parse("cat >> log"),
             Ok(Hook::Command("cat >> log".into()))
         );
-        assert!(Hook::parse("https://app/landed")
-            .unwrap_err()
-            .contains("not supported yet"));
+        assert!(matches!(
+            Hook::parse("https://app/landed"),
+            Ok(Hook::Url(_))
+        ));
+        assert!(Hook::parse("http://[::1/x").is_err());
         assert!(Hook::parse(" ").is_err());
     }
 

@@ -54,6 +54,7 @@ mod fs;
 mod hooks;
 mod limits;
 mod linger;
+pub mod receipts;
 mod receiver;
 mod refusal;
 mod request;

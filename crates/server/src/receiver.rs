@@ -12,10 +12,12 @@ pub use crate::cors::Cors;
 use crate::hooks::{Hook, Teller};
 use crate::limits::Admission;
 pub use crate::limits::Limits;
+use crate::receipts::ReceiptKey;
 use crate::store::{FsStore, Store, StoreError};
 pub use crate::store::{OnConflict, Quota};
 use crate::{Refusal, DEFAULT_EXPIRE, DEFAULT_MAX_UPLOAD_SIZE};
 pub use fileuploader_wire::RangeSet;
+use rustls_pki_types::CertificateDer;
 
 /// The receiver: a store, a size limit, and the rules of who may upload
 /// what. Cheap to clone; clones share the store.
@@ -34,8 +36,13 @@ pub struct Receiver {
     pub(crate) cors: Cors,
     /// Who is asked before an upload is created, if anyone.
     pub(crate) before_creation: Option<Teller>,
+    /// What an `https://` hook's certificate may chain to, beside the
+    /// system's roots.
+    pub(crate) hook_roots: Vec<CertificateDer<'static>>,
     /// Who is told of each landing, if anyone.
     pub(crate) after_landing: Option<Hook>,
+    /// The key that signs each landing's receipt, if any.
+    pub(crate) receipts: Option<ReceiptKey>,
     /// Appends in flight, which a newer request for their upload ends.
     pub(crate) appends: appends::Appends,
     /// Requests in flight, all together and per credential.
@@ -79,7 +86,9 @@ impl Receiver {
             grace: Duration::from_secs(30),
             cors: Cors::default(),
             before_creation: None,
+            hook_roots: Vec::new(),
             after_landing: None,
+            receipts: None,
             appends: appends::Appends::default(),
             requests: Arc::default(),
         }
@@ -202,8 +211,30 @@ impl Receiver {
     /// `docs/HOOKS.md` for what it is sent and may answer.
     #[must_use]
     pub fn before_creation(mut self, hook: Hook) -> Self {
-        self.before_creation = Some(Teller::new(hook));
+        self.before_creation = Some(Teller::new(hook, &self.hook_roots));
         self
+    }
+
+    /// Trusts the certificates in PEM file `path` (a private CA's), beside
+    /// the system's roots, for `https://` hooks.
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read or holds no certificate.
+    pub fn hook_ca(mut self, path: &Path) -> std::io::Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        let bad = |e: &dyn fmt::Display| std::io::Error::other(format!("{}: {e}", path.display()));
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(&e))?;
+        if certs.is_empty() {
+            return Err(bad(&"no certificate in it"));
+        }
+        self.hook_roots = certs;
+        if let Some(teller) = self.before_creation.take() {
+            self.before_creation = Some(Teller::new(teller.hook().clone(), &self.hook_roots));
+        }
+        Ok(self)
     }
 
     /// Tells `hook` of every file that lands from now on, at least once,
@@ -217,6 +248,26 @@ impl Receiver {
         self.store.keep_events()?;
         self.after_landing = Some(hook);
         Ok(self)
+    }
+
+    /// Signs a receipt with `key` for every file that lands from now on,
+    /// sent in the `Upload-Receipt` header of each answer that reports its
+    /// landing (see [`receipts`](crate::receipts)); the store digests each
+    /// landing (SHA-256) for it.
+    ///
+    /// # Errors
+    ///
+    /// A store that does not digest landings (the S3 store, for now).
+    pub fn receipts(mut self, key: ReceiptKey) -> Result<Self, StoreError> {
+        self.store.keep_digests()?;
+        self.receipts = Some(key);
+        Ok(self)
+    }
+
+    /// The receipt of `landed` as this receiver signs it, if it signs
+    /// receipts.
+    pub(crate) fn receipt_of(&self, landed: &crate::store::Landed) -> Option<String> {
+        self.receipts.as_ref().and_then(|key| key.sign(landed))
     }
 
     /// Reads and discards every body, answering 200: a sink for benchmarks.

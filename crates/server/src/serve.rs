@@ -68,7 +68,7 @@ impl Receiver {
         let _delivery = self.after_landing.clone().map(|hook| {
             AbortOnDrop(tokio::spawn(crate::hooks::deliver(
                 self.store.clone(),
-                crate::hooks::Teller::new(hook),
+                crate::hooks::Teller::new(hook, &self.hook_roots),
             )))
         });
         let mut backoff = ACCEPT_BACKOFF;

@@ -520,3 +520,90 @@ async fn names_land_as_browsers_meant_them_and_the_landed_name_is_reported() {
         assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"quoted");
     }
 }
+
+/// A receiver that signs receipts, with the key's public half.
+fn signing(dir: &std::path::Path) -> (Receiver, Vec<u8>) {
+    use fileuploader_server::receipts::{public_key_from_pem_file, ReceiptKey};
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = ReceiptKey::generate().unwrap();
+    std::fs::write(keys.path().join("k"), private).unwrap();
+    std::fs::write(keys.path().join("k.pub"), public).unwrap();
+    let key = ReceiptKey::from_pem_file(&keys.path().join("k")).unwrap();
+    let public = public_key_from_pem_file(&keys.path().join("k.pub")).unwrap();
+    let receiver = Receiver::new(dir).unwrap().receipts(key).unwrap();
+    (receiver, public)
+}
+
+/// The three protocols, and the path each is served at.
+fn protocols() -> [(Option<Arc<dyn Protocol>>, &'static str); 3] {
+    [
+        (None, "upload"),
+        (Some(Arc::new(Tus)), "files"),
+        (Some(Arc::new(IetfDraft::default())), "files"),
+    ]
+}
+
+#[tokio::test]
+async fn every_protocol_carries_a_receipt_that_verifies_for_the_bytes_sent() {
+    use sha2::Digest;
+    for (protocol, path) in protocols() {
+        let dir = tempfile::tempdir().unwrap();
+        let (receiver, public) = signing(dir.path());
+        let addr = serve(receiver).await;
+        let manager = UploadManager::new(HyperTransport::new().unwrap());
+        let data = sample(3 * 1024 * 1024 + 5, 3);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &data).unwrap();
+        let mut job = manager.create_job();
+        job.server_url = format!("http://{addr}/{path}");
+        job.block_size = 1024 * 1024;
+        job.protocol = protocol;
+        job.source_value.add(file.path(), "vouched.bin", None);
+        manager.run(&job).unwrap().wait().await.unwrap();
+        let receipt = job.landings()[0].receipt.clone().expect("a receipt");
+        let bytes = (
+            data.len() as u64,
+            crc32c::crc32c(&data),
+            sha2::Sha256::digest(&data).into(),
+        );
+        let said = fileuploader_server::receipts::verify(&receipt, &public, Some(bytes)).unwrap();
+        assert_eq!((said.name.as_str(), said.length), ("vouched.bin", bytes.0));
+    }
+}
+
+#[tokio::test]
+async fn a_receipt_for_other_bytes_fails_the_upload_in_every_protocol() {
+    use fileuploader_wire::receipt::{Signed, RECEIPT_HEADER};
+    for (protocol, path) in protocols() {
+        let dir = tempfile::tempdir().unwrap();
+        let (receiver, public) = signing(dir.path());
+        let addr = serve(receiver).await;
+        // The answer's receipt swapped for one that vouches for other bytes.
+        let liar = Meddling::new(
+            |_, _| None,
+            move |_, _, mut answer| {
+                if let Some(real) = answer.headers().get(RECEIPT_HEADER) {
+                    let mut receipt = Signed::parse(real.to_str().unwrap()).unwrap().receipt;
+                    receipt.sha256 = "00".repeat(32);
+                    let forged = receipt.sign(&public, |_| vec![0; 64]);
+                    answer
+                        .headers_mut()
+                        .insert(RECEIPT_HEADER, forged.parse().unwrap());
+                }
+                Ok(answer)
+            },
+        );
+        let manager = UploadManager::new(liar);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), sample(70_000, 9)).unwrap();
+        let mut job = manager.create_job();
+        job.server_url = format!("http://{addr}/{path}");
+        job.block_size = 32 * 1024;
+        job.protocol = protocol;
+        job.source_value.add(file.path(), "doubted.bin", None);
+        let error = manager.run(&job).unwrap().wait().await.unwrap_err();
+        assert_eq!(error.code(), code::RECEIPT_MISMATCH, "{error}");
+        assert!(error.message().contains("SHA-256"), "{error}");
+        assert!(job.landings().is_empty());
+    }
+}

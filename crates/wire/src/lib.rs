@@ -31,6 +31,7 @@
 mod crc;
 mod escape;
 mod ranges;
+pub mod receipt;
 pub mod resumable;
 mod statement;
 pub mod sync;

@@ -10,10 +10,11 @@ use super::attempt;
 use super::begin::covered;
 use super::cursor::{Event, Scheduler};
 use super::RunContext;
+use crate::answer::FinalAnswer;
 use crate::error::{code, Error, ErrorKind};
 use crate::job::SourceLanding;
 use crate::protocol::{Finish, Integrity, Landing};
-use crate::resume::crc32c_of;
+use crate::resume::{crc32c_of, digests_of};
 use crate::source::lock;
 
 /// How a source's finish came out.
@@ -73,6 +74,7 @@ pub(super) async fn conclude(
                 )));
             }
         }
+        let receipt = checked_receipt(ctx, i, landing.answer.as_ref()).await?;
         state.confirmed.fetch_add(1, Ordering::Relaxed);
         lock(&state.landings).push(SourceLanding {
             source: source.name.clone(),
@@ -80,6 +82,7 @@ pub(super) async fn conclude(
             confirmed: true,
             url: source.session.location(),
             answer: landing.answer.map(|a| a.bounded(ctx.job.answer_limit)),
+            receipt,
         });
     } else if ctx.job.require_confirmation {
         return Err(Error::new(
@@ -98,6 +101,7 @@ pub(super) async fn conclude(
             confirmed: false,
             url: None,
             answer: landing.answer.map(|a| a.bounded(ctx.job.answer_limit)),
+            receipt: None,
         });
     }
     {
@@ -117,6 +121,44 @@ pub(super) async fn conclude(
     // source landed resumes by asking the receiver, not by sending it again.
     scheduler.changed();
     Ok(())
+}
+
+/// The receipt in the answer that reported source `i`'s landing, if the
+/// receiver signed one, once it is checked against the source: its length,
+/// CRC32C and SHA-256 (the source is read again for them). A receipt that
+/// does not vouch for these bytes, or is not a receipt, fails the source
+/// ([`code::RECEIPT_MISMATCH`]). The signature is the reader's to check,
+/// with the receiver's public key (`fileuploader verify`).
+async fn checked_receipt(
+    ctx: &RunContext,
+    i: usize,
+    answer: Option<&FinalAnswer>,
+) -> Result<Option<String>, Error> {
+    use fileuploader_wire::receipt::{Signed, RECEIPT_HEADER};
+    let Some(value) = answer.and_then(|a| a.headers.get(RECEIPT_HEADER)) else {
+        return Ok(None);
+    };
+    let source = &ctx.sources[i];
+    let refused = |why: String| {
+        Error::new(
+            ErrorKind::Status,
+            code::RECEIPT_MISMATCH,
+            format!(
+                "the receiver's receipt for {:?} does not vouch for what was sent: {why}",
+                source.name
+            ),
+        )
+    };
+    let compact = value
+        .to_str()
+        .map_err(|_| refused("it is not text".to_owned()))?;
+    let signed = Signed::parse(compact).map_err(|e| refused(e.to_string()))?;
+    let (crc, sha256) = digests_of(&*source.source).await?;
+    signed
+        .receipt
+        .check(source.source.len(), crc, &sha256)
+        .map_err(refused)?;
+    Ok(Some(compact.to_owned()))
 }
 
 /// The CRC32C of the whole source as the blocks sent make it up, reading

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use fileuploader_wire::receipt::RECEIPT_HEADER;
 use fileuploader_wire::resumable::{
     encode_text, parse_offset, Checksum, ChecksumAlgorithm, Concat, Hasher, Metadata, Version,
     IDEMPOTENCY_KEY, INTEROP_VERSION, LANDED_NAME, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM,
@@ -291,13 +292,13 @@ impl Receiver {
         let upload = match opened.map_err(not_to_retry)? {
             Outcome::InProgress(upload) => upload,
             // Created and landed before: the answer that said so was lost.
-            landed => return told(answer, dialect, landed, 0),
+            landed => return self.told(answer, dialect, landed, 0),
         };
         if length == 0 && !partial {
             // Nothing will ever be appended: it is complete as created.
             let outcome =
                 uploads::land(self.store.as_ref(), upload, None, self.terms(dialect)).await?;
-            return told(answer, dialect, outcome, 0);
+            return self.told(answer, dialect, outcome, 0);
         }
         if !with_body {
             return Ok(answer.header(UPLOAD_OFFSET, 0));
@@ -305,7 +306,7 @@ impl Receiver {
         let (outcome, end) = self
             .pour_append(request, &upload, 0, complete, dialect)
             .await?;
-        told(answer, dialect, outcome, end)
+        self.told(answer, dialect, outcome, end)
     }
 
     /// Creates a final upload from complete partial ones (the tus
@@ -344,7 +345,7 @@ impl Receiver {
             match uploads::settle(store, &id, &grant.owner, self.terms(Version::Tus)).await? {
                 // Built before: landed, or failed to land (tried again now).
                 outcome @ (Outcome::Landed(_) | Outcome::Failed(..)) => {
-                    return told(answer, Version::Tus, outcome, 0)
+                    return self.told(answer, Version::Tus, outcome, 0)
                 }
                 // Begun but not built whole (the receiver stopped while it
                 // joined the parts): built again from the parts, as it was
@@ -404,7 +405,41 @@ impl Receiver {
                 store.discard(&part.begun.id).await?;
             }
         }
-        told(answer, Version::Tus, outcome, 0)
+        self.told(answer, Version::Tus, outcome, 0)
+    }
+
+    /// What an upload has come to, as a creation's, an append's or a
+    /// `HEAD`'s answer says it: landed, its length as the offset (complete,
+    /// in the IETF dialect), the name it landed under and its receipt; in
+    /// progress, its offset (at least `at`, where the bytes this request
+    /// took end); a failed landing, refused (422 for what the client cannot
+    /// mend, the cause's status else), never with an offset that would say
+    /// it is complete.
+    fn told(
+        &self,
+        answer: Answer,
+        dialect: Version,
+        outcome: Outcome,
+        at: u64,
+    ) -> Result<Answer, Refusal> {
+        match outcome {
+            Outcome::Landed(landed) => {
+                let answer = finished(answer, dialect, landed.length, true)
+                    .header(LANDED_NAME, encode_text(&landed.name));
+                Ok(match self.receipt_of(&landed) {
+                    Some(receipt) => answer.header(RECEIPT_HEADER, receipt),
+                    None => answer,
+                })
+            }
+            Outcome::InProgress(upload) => {
+                Ok(finished(answer, dialect, offset_of(&upload).max(at), false))
+            }
+            Outcome::Failed(_, refusal) => Err(landing_failed(&refusal)),
+            Outcome::Unknown => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "the upload is unknown, expired or ended",
+            )),
+        }
     }
 
     fn allowance<'a>(&'a self, grant: &'a Grant, dialect: Version) -> Allowance<'a> {
@@ -445,7 +480,7 @@ impl Receiver {
             }
             _ => {}
         }
-        told(answer, dialect, outcome, 0)
+        self.told(answer, dialect, outcome, 0)
     }
 
     async fn append<B: RequestBody>(
@@ -479,7 +514,7 @@ impl Receiver {
                     // Complete already: an empty append at its end is no change.
                     if offset == length && request_is_empty(headers) {
                         let answer = Answer::new(StatusCode::NO_CONTENT);
-                        return told(answer, dialect, Outcome::Landed(landed), 0);
+                        return self.told(answer, dialect, Outcome::Landed(landed), 0);
                     }
                     return Err(Refusal::new(
                         StatusCode::CONFLICT,
@@ -487,7 +522,9 @@ impl Receiver {
                     )
                     .with_offset(length));
                 }
-                outcome => return told(Answer::new(StatusCode::NO_CONTENT), dialect, outcome, 0),
+                outcome => {
+                    return self.told(Answer::new(StatusCode::NO_CONTENT), dialect, outcome, 0)
+                }
             };
         let held = offset_of(&upload);
         if offset != held {
@@ -501,7 +538,7 @@ impl Receiver {
         let (outcome, end) = self
             .pour_append(request, &upload, offset, complete, dialect)
             .await?;
-        told(answer, dialect, outcome, end)
+        self.told(answer, dialect, outcome, end)
     }
 
     /// Appends a request's body at `offset`: checked against its
@@ -732,27 +769,6 @@ fn completes(headers: &HeaderMap, dialect: Version) -> Result<Option<bool>, Refu
 
 fn request_is_empty(headers: &HeaderMap) -> bool {
     text(headers, header::CONTENT_LENGTH.as_str()).is_none_or(|v| v.trim() == "0")
-}
-
-/// What an upload has come to, as a creation's, an append's or a `HEAD`'s
-/// answer says it: landed, its length as the offset (complete, in the IETF
-/// dialect) and the name it landed under; in progress, its offset (at
-/// least `at`, where the bytes this request took end); a failed landing,
-/// refused (422 for what the client cannot mend, the cause's status else),
-/// never with an offset that would say it is complete.
-fn told(answer: Answer, dialect: Version, outcome: Outcome, at: u64) -> Result<Answer, Refusal> {
-    match outcome {
-        Outcome::Landed(landed) => Ok(finished(answer, dialect, landed.length, true)
-            .header(LANDED_NAME, encode_text(&landed.name))),
-        Outcome::InProgress(upload) => {
-            Ok(finished(answer, dialect, offset_of(&upload).max(at), false))
-        }
-        Outcome::Failed(_, refusal) => Err(landing_failed(&refusal)),
-        Outcome::Unknown => Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            "the upload is unknown, expired or ended",
-        )),
-    }
 }
 
 /// A creation's conflict no retry can mend (its name taken, its id begun

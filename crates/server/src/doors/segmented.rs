@@ -18,6 +18,7 @@ use crate::settled::SettledEnd;
 use crate::store::{BlockWriter, Landed, NewUpload, WholeWriter};
 use crate::uploads;
 use crate::uploads::{Allowance, Chunks, Outcome, Via};
+use fileuploader_wire::receipt::RECEIPT_HEADER;
 use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 pub use fileuploader_wire::{ContentRange, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH};
 
@@ -41,8 +42,13 @@ impl Receiver {
                 )),
             },
         };
+        let mut receipt = None;
         let (status, content_type, body) = match result {
-            Ok(statement) => {
+            Ok(said) => {
+                let statement = said.map(|said| {
+                    receipt = said.receipt;
+                    said.statement
+                });
                 let status = match statement {
                     Some(Statement::Unknown { .. }) => StatusCode::NOT_FOUND,
                     _ => StatusCode::OK,
@@ -62,7 +68,18 @@ impl Receiver {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static(content_type),
         );
+        if let Some(value) = receipt.and_then(|r| header::HeaderValue::from_str(&r).ok()) {
+            response.headers_mut().insert(RECEIPT_HEADER, value);
+        }
         response
+    }
+
+    /// What the segmented protocol says of a landed file, with its receipt.
+    fn said_landed(&self, landed: &Landed) -> Said {
+        Said {
+            statement: uploads::landed_statement(landed),
+            receipt: self.receipt_of(landed),
+        }
     }
 
     /// The upload a status query or discard names.
@@ -77,11 +94,7 @@ impl Receiver {
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))
     }
 
-    async fn status_of(
-        &self,
-        uri: &http::Uri,
-        grant: &Grant,
-    ) -> Result<Option<Statement>, Refusal> {
+    async fn status_of(&self, uri: &http::Uri, grant: &Grant) -> Result<Option<Said>, Refusal> {
         let id = Self::queried_id(uri)?;
         self.appends.take_over(id, &grant.owner).await;
         let outcome = uploads::settle(
@@ -91,14 +104,17 @@ impl Receiver {
             self.terms(Via::Segmented),
         )
         .await?;
-        Ok(Some(outcome.statement(id)))
+        Ok(Some(match outcome {
+            Outcome::Landed(landed) => self.said_landed(&landed),
+            outcome => outcome.statement(id).into(),
+        }))
     }
 
     async fn discard_upload(
         &self,
         uri: &http::Uri,
         grant: &Grant,
-    ) -> Result<Option<Statement>, Refusal> {
+    ) -> Result<Option<Said>, Refusal> {
         let id = Self::queried_id(uri)?;
         self.appends.take_over(id, &grant.owner).await;
         if uploads::find_owned(self.store.as_ref(), id, &grant.owner)
@@ -107,16 +123,16 @@ impl Receiver {
         {
             self.store.discard(id).await?;
         }
-        Ok(Some(Statement::Unknown {
-            upload_id: id.to_owned(),
-        }))
+        Ok(Some(
+            Statement::Unknown {
+                upload_id: id.to_owned(),
+            }
+            .into(),
+        ))
     }
 
     /// Reads a whole body and keeps nothing (discard mode).
-    async fn sink<B: RequestBody>(
-        &self,
-        request: Request<B>,
-    ) -> Result<Option<Statement>, Refusal> {
+    async fn sink<B: RequestBody>(&self, request: Request<B>) -> Result<Option<Said>, Refusal> {
         let mut body = std::pin::pin!(request.into_body());
         while let Some(frame) = body.frame().await {
             frame.map_err(|e| {
@@ -130,7 +146,7 @@ impl Receiver {
         &self,
         request: Request<B>,
         grant: &Grant,
-    ) -> Result<Option<Statement>, Refusal> {
+    ) -> Result<Option<Said>, Refusal> {
         let headers = request.headers();
         let content_type = headers
             .get(header::CONTENT_TYPE)
@@ -185,7 +201,7 @@ impl Receiver {
                         Ok(part) => part,
                         Err(landed) => {
                             while field.chunk().await.map_err(malformed)?.is_some() {}
-                            return Ok(Some(uploads::landed_statement(&landed)));
+                            return Ok(Some(self.said_landed(&landed)));
                         }
                     };
                     let max = range.map_or(max_size, |r| r.len());
@@ -268,7 +284,7 @@ impl Receiver {
                 let store = self.store.as_ref();
                 uploads::land_whole(store, writer, &name, id.as_deref(), allowance, metadata)
                     .await
-                    .map(|landed| Some(uploads::landed_statement(&landed)))
+                    .map(|landed| Some(self.said_landed(&landed)))
             }
             (Part::Block(writer), Some(r)) => {
                 if poured.len != r.len() {
@@ -291,12 +307,15 @@ impl Receiver {
                 )
                 .await?;
                 match outcome {
-                    Outcome::Landed(landed) => Ok(Some(uploads::landed_statement(&landed))),
-                    Outcome::InProgress(upload) => Ok(Some(Statement::Received {
-                        upload_id: upload.begun.id,
-                        start: r.start,
-                        end: r.end,
-                    })),
+                    Outcome::Landed(landed) => Ok(Some(self.said_landed(&landed))),
+                    Outcome::InProgress(upload) => Ok(Some(
+                        Statement::Received {
+                            upload_id: upload.begun.id,
+                            start: r.start,
+                            end: r.end,
+                        }
+                        .into(),
+                    )),
                     Outcome::Failed(_, refusal) => Err(refusal),
                     Outcome::Unknown => Err(Refusal::internal("receive", "the upload vanished")),
                 }
@@ -352,6 +371,22 @@ impl Receiver {
             Outcome::Failed(..) | Outcome::Unknown => {
                 Err(Refusal::internal("open upload", "neither begun nor landed"))
             }
+        }
+    }
+}
+
+/// What a request is answered: a statement, with the receipt of the
+/// landing it reports, if any.
+struct Said {
+    statement: Statement,
+    receipt: Option<String>,
+}
+
+impl From<Statement> for Said {
+    fn from(statement: Statement) -> Self {
+        Said {
+            statement,
+            receipt: None,
         }
     }
 }
