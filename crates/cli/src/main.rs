@@ -359,6 +359,14 @@ struct ServeArgs {
     /// roots, for https:// hooks (a private CA's).
     #[arg(long, value_name = "FILE")]
     hook_cacert: Option<PathBuf>,
+    /// Ask the application for its word on each landing while the client
+    /// waits (10 s at most): what this http(s):// URL answers (2xx) to the
+    /// landing's event, or this command prints, becomes the body of the
+    /// answer that reports the landing, in every protocol (the client's
+    /// --json body and -o). A hook that fails leaves the receiver's own
+    /// answer; the file has landed either way.
+    #[arg(long, value_name = "URL|COMMAND")]
+    landing_answer: Option<String>,
     /// Sign a receipt for every file that lands with the Ed25519 key in
     /// FILE (PKCS#8 PEM, as `fileuploader receipt-key` or `openssl genpkey
     /// -algorithm ed25519` writes it): upload id, landed name, length,
@@ -823,6 +831,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let receiver = match &args.before_creation {
         Some(hook) => receiver
             .before_creation(Hook::parse(hook).map_err(|e| bad_flag("--before-creation", e))?),
+        None => receiver,
+    };
+    let receiver = match &args.landing_answer {
+        Some(hook) => {
+            receiver.landing_answer(Hook::parse(hook).map_err(|e| bad_flag("--landing-answer", e))?)
+        }
         None => receiver,
     };
     let receiver = match &args.receipt_key {

@@ -2597,3 +2597,37 @@ fn receipts_are_signed_kept_and_verified_and_each_kind_of_tampering_is_caught() 
         stderr(&sent)
     );
 }
+
+#[test]
+fn the_applications_word_is_the_landing_answer_in_every_protocol() {
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr = free_addr();
+    // The application files each landing and answers with its own id.
+    let hook = r#"sed -n 's/.*"name":"\([^"]*\)".*/{"filed_as":"doc-\1"}/p'"#;
+    let flags = ["--landing-answer", hook].map(std::ffi::OsStr::new);
+    let _receiver = Reaped(serve_with(dir.path(), &addr, &flags));
+    let url = format!("http://{addr}/upload");
+    let file = out.path().join("page.pdf");
+    std::fs::write(&file, b"a scanned page".repeat(5000)).unwrap();
+    for protocol in ["segmented", "tus", "ietf"] {
+        let name = format!("{protocol}.pdf");
+        let args = upload_over(&url, protocol, "16KiB");
+        let saved = out.path().join(format!("{protocol}.answer"));
+        let extra = ["--name", &name, "--json", "-o", saved.to_str().unwrap()];
+        let sent = fileuploader(&[&args[..], &extra, &[file.to_str().unwrap()]].concat());
+        assert!(sent.status.success(), "{protocol}: {}", stderr(&sent));
+        let line = &json_lines(&sent)[0];
+        let word = format!("{{\"filed_as\":\"doc-{name}\"}}");
+        assert_eq!(
+            line["body"].as_str(),
+            Some(word.as_str()),
+            "{protocol}: {line}"
+        );
+        assert_eq!(line["landing"], "confirmed", "{protocol}: {line}");
+        assert_eq!(std::fs::read_to_string(&saved).unwrap(), word, "{protocol}");
+        assert_eq!(
+            std::fs::read(dir.path().join(&name)).unwrap(),
+            std::fs::read(&file).unwrap()
+        );
+    }
+}

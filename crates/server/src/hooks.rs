@@ -36,14 +36,15 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::refusal::Refusal;
-use crate::store::Store;
+use crate::store::{Event, Landed, Store};
 use crate::uploads::Via;
 
 /// How long one delivery may take before it counts as failed.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the before-creation hook may take to answer; past it the
-/// upload is refused (503) and the client may try again.
-const ADMISSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a hook asked while a request waits may take to answer: past
+/// it, an upload is refused (503) before creation, and a landing answered
+/// with the receiver's own word.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest answer a hook may give.
 const MAX_ANSWER: usize = 64 * 1024;
 /// The longest wait between two tries of one event.
@@ -169,7 +170,7 @@ pub(crate) struct Admission {
 /// The before-creation hook's answer, as it may write it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Word {
+struct Verdict {
     #[serde(default)]
     refuse: Option<Refuse>,
     #[serde(default)]
@@ -194,7 +195,7 @@ pub(crate) async fn admit(teller: &Teller, creating: Creating<'_>) -> Result<Adm
         key: None,
         answer: true,
     };
-    let asked = tokio::time::timeout(ADMISSION_TIMEOUT, tell(teller, &json, asking));
+    let asked = tokio::time::timeout(ASK_TIMEOUT, tell(teller, &json, asking));
     let unavailable = |why: String| {
         tracing::warn!(
             "the before-creation hook could not be asked about {:?} ({why}): refused",
@@ -208,9 +209,9 @@ pub(crate) async fn admit(teller: &Teller, creating: Creating<'_>) -> Result<Adm
     let answer = match asked.await {
         Ok(Ok(answer)) => answer,
         Ok(Err(why)) => return Err(unavailable(why)),
-        Err(_) => return Err(unavailable(format!("no answer in {ADMISSION_TIMEOUT:?}"))),
+        Err(_) => return Err(unavailable(format!("no answer in {ASK_TIMEOUT:?}"))),
     };
-    read_word(&answer, creating.name).map_err(|why| {
+    read_word(&answer.body, creating.name).map_err(|why| {
         tracing::warn!(
             "the before-creation hook's answer about {:?} cannot be used: {why}",
             creating.name
@@ -226,8 +227,8 @@ pub(crate) async fn admit(teller: &Teller, creating: Creating<'_>) -> Result<Adm
 /// answer (or `{}`) lets it in as it is. `Err` says why the answer cannot
 /// be used; `Ok(Err)` is the hook's refusal.
 fn read_word(answer: &[u8], asked: &str) -> Result<Result<Admission, Refusal>, String> {
-    let word: Word = if answer.iter().all(u8::is_ascii_whitespace) {
-        Word::default()
+    let word: Verdict = if answer.iter().all(u8::is_ascii_whitespace) {
+        Verdict::default()
     } else {
         serde_json::from_slice(answer).map_err(|e| format!("not the JSON of a hook answer: {e}"))?
     };
@@ -247,6 +248,34 @@ fn read_word(answer: &[u8], asked: &str) -> Result<Result<Admission, Refusal>, S
     };
     let metadata = serde_json::Value::Object(word.metadata.unwrap_or_default()).to_string();
     Ok(Ok(Admission { name, metadata }))
+}
+
+/// Asks the landing-answer hook of `teller` what to answer for `landed`,
+/// which has landed: its word, or `None` (logged) when it fails or takes
+/// over [`ASK_TIMEOUT`]; the landing stands either way.
+pub(crate) async fn word_on(teller: &Teller, landed: &Landed) -> Option<Word> {
+    let event = Event {
+        key: landed.id.clone(),
+        landed: landed.clone(),
+        attempts: 0,
+    };
+    let asking = Asking {
+        key: Some(&event.key)
+            .filter(|key| !key.is_empty())
+            .map(String::as_str),
+        answer: true,
+    };
+    let json = event.to_json();
+    let why = match tokio::time::timeout(ASK_TIMEOUT, tell(teller, &json, asking)).await {
+        Ok(Ok(word)) => return Some(word),
+        Ok(Err(why)) => why,
+        Err(_) => format!("no answer in {ASK_TIMEOUT:?}"),
+    };
+    tracing::warn!(
+        "the landing-answer hook gave no word on {:?} ({why}); the receiver's own answer goes out",
+        landed.name
+    );
+    None
 }
 
 /// Delivers the store's due events to `hook`, for as long as it runs.
@@ -313,10 +342,29 @@ struct Asking<'a> {
     answer: bool,
 }
 
-/// Hands `json` to the hook once: its answer (a 2xx body, or a command's
-/// standard output, at most [`MAX_ANSWER`] bytes, when asked for), or why
-/// it was not taken.
-async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Bytes, String> {
+/// What a hook answered: a 2xx answer's body and its `Content-Type`, or a
+/// command's standard output (its type then said by [`Word::content_type`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Word {
+    pub(crate) body: Bytes,
+    content_type: Option<String>,
+}
+
+impl Word {
+    /// The type of the body: as the hook said it, else text when it is
+    /// UTF-8, else bytes.
+    pub(crate) fn content_type(&self) -> &str {
+        match &self.content_type {
+            Some(given) => given,
+            None if std::str::from_utf8(&self.body).is_ok() => "text/plain; charset=utf-8",
+            None => "application/octet-stream",
+        }
+    }
+}
+
+/// Hands `json` to the hook once: its answer (at most [`MAX_ANSWER`]
+/// bytes, when asked for), or why it was not taken.
+async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Word, String> {
     match &teller.hook {
         Hook::Url(url) => {
             let mut request = http::Request::post(url.clone())
@@ -333,13 +381,19 @@ async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Bytes, 
                 return Err(format!("{url} answered {}", answer.status()));
             }
             if !asking.answer {
-                return Ok(Bytes::new());
+                return Ok(Word::default());
             }
-            Limited::new(answer.into_body(), MAX_ANSWER)
+            let content_type = answer
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = Limited::new(answer.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map(|body| body.to_bytes())
-                .map_err(|e| format!("{url}: its answer: {e} (at most {MAX_ANSWER} bytes)"))
+                .map_err(|e| format!("{url}: its answer: {e} (at most {MAX_ANSWER} bytes)"))?
+                .to_bytes();
+            Ok(Word { body, content_type })
         }
         Hook::Command(command) => {
             let mut child = tokio::process::Command::new("sh")
@@ -370,7 +424,10 @@ async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Bytes, 
             }
             let status = child.wait().await.map_err(|e| e.to_string())?;
             match status.success() {
-                true => Ok(Bytes::from(out)),
+                true => Ok(Word {
+                    body: Bytes::from(out),
+                    content_type: None,
+                }),
                 false => Err(format!("{command:?} exited with {status}")),
             }
         }

@@ -41,6 +41,8 @@ pub struct Receiver {
     pub(crate) hook_roots: Vec<CertificateDer<'static>>,
     /// Who is told of each landing, if anyone.
     pub(crate) after_landing: Option<Hook>,
+    /// Whose word answers a landing, if anyone's.
+    pub(crate) landing_answer: Option<Teller>,
     /// The key that signs each landing's receipt, if any.
     pub(crate) receipts: Option<ReceiptKey>,
     /// Appends in flight, which a newer request for their upload ends.
@@ -88,6 +90,7 @@ impl Receiver {
             before_creation: None,
             hook_roots: Vec::new(),
             after_landing: None,
+            landing_answer: None,
             receipts: None,
             appends: appends::Appends::default(),
             requests: Arc::default(),
@@ -231,10 +234,26 @@ impl Receiver {
             return Err(bad(&"no certificate in it"));
         }
         self.hook_roots = certs;
-        if let Some(teller) = self.before_creation.take() {
-            self.before_creation = Some(Teller::new(teller.hook().clone(), &self.hook_roots));
+        for teller in [&mut self.before_creation, &mut self.landing_answer] {
+            if let Some(told) = teller.take() {
+                *teller = Some(Teller::new(told.hook().clone(), &self.hook_roots));
+            }
         }
         Ok(self)
+    }
+
+    /// Asks `hook` for its word on each landing as the request that landed
+    /// it waits (10 s at most): the body it answers (2xx, or a command's
+    /// output, at most 64 KiB) becomes the body of the answer that reports
+    /// the landing, in every protocol, so that the client's final answer
+    /// is the application's (the id it filed the document under, say). A
+    /// hook that fails or is late leaves the receiver's own answer; the
+    /// file has landed either way. For notifications that must not be
+    /// lost, use [`after_landing`](Self::after_landing).
+    #[must_use]
+    pub fn landing_answer(mut self, hook: Hook) -> Self {
+        self.landing_answer = Some(Teller::new(hook, &self.hook_roots));
+        self
     }
 
     /// Tells `hook` of every file that lands from now on, at least once,

@@ -77,10 +77,11 @@ impl Receiver {
     }
 
     /// How a request over `via` lands what it completes.
-    pub(crate) fn terms(&self, via: impl Into<Via>) -> Terms {
+    pub(crate) fn terms(&self, via: impl Into<Via>) -> Terms<'_> {
         Terms {
             policy: self.on_conflict,
             via: via.into(),
+            answerer: self.landing_answer.as_ref(),
         }
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::hooks::{Admission, Creating, Teller};
+use crate::hooks::{Admission, Creating, Teller, Word};
 use crate::refusal::Refusal;
 use crate::store::{
     Arrival, BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
@@ -23,7 +23,7 @@ use fileuploader_wire::Statement;
 pub(crate) struct Allowance<'a> {
     /// Who asks; an upload answers only to who began it.
     pub(crate) owner: &'a str,
-    pub(crate) terms: Terms,
+    pub(crate) terms: Terms<'a>,
     /// The most bytes uploads in progress may hold.
     pub(crate) quota: Quota,
     /// The hook asked before an upload is created, if any.
@@ -55,12 +55,15 @@ impl Allowance<'_> {
     }
 }
 
-/// How a request lands what it completes: by the same-name policy, and
-/// through which protocol (for the operator's line).
+/// How a request lands what it completes: by the same-name policy,
+/// through which protocol (for the operator's line), and who gives the
+/// answer's word.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Terms {
+pub(crate) struct Terms<'a> {
     pub(crate) policy: OnConflict,
     pub(crate) via: Via,
+    /// The hook whose word answers a landing, if any.
+    pub(crate) answerer: Option<&'a Teller>,
 }
 
 /// The protocol a request speaks.
@@ -93,8 +96,9 @@ pub(crate) enum Outcome {
     /// Some of its bytes are missing, or it is a part waiting to be
     /// concatenated.
     InProgress(Upload),
-    /// It landed, as this record says.
-    Landed(Landed),
+    /// It landed, as this record says; with the application's word on it
+    /// when this request landed it and the landing-answer hook spoke.
+    Landed(Landed, Option<Word>),
     /// Every byte is here but it could not land, for this reason; asking
     /// again tries again (a name freed, a disk mended).
     Failed(Upload, Refusal),
@@ -108,7 +112,7 @@ impl Outcome {
                 upload_id: id.to_owned(),
             },
             Outcome::InProgress(upload) => partial(&upload),
-            Outcome::Landed(landed) => landed_statement(&landed),
+            Outcome::Landed(landed, _) => landed_statement(&landed),
             Outcome::Failed(upload, refusal) => {
                 let mut statement = partial(&upload);
                 if let Statement::Partial { error, .. } = &mut statement {
@@ -179,7 +183,7 @@ pub(crate) async fn settle(
     store: &dyn Store,
     id: &str,
     owner: &str,
-    terms: Terms,
+    terms: Terms<'_>,
 ) -> Result<Outcome, Refusal> {
     if let Some(upload) = find_owned(store, id, owner).await? {
         if whole(&upload) {
@@ -188,7 +192,7 @@ pub(crate) async fn settle(
         return Ok(Outcome::InProgress(upload));
     }
     Ok(match landed_for(store, id, owner).await? {
-        Some(statement) => Outcome::Landed(statement),
+        Some(statement) => Outcome::Landed(statement, None),
         None => Outcome::Unknown,
     })
 }
@@ -206,7 +210,7 @@ pub(crate) async fn land(
     store: &dyn Store,
     upload: Upload,
     name: Option<String>,
-    terms: Terms,
+    terms: Terms<'_>,
 ) -> Result<Outcome, Refusal> {
     let policy = terms.policy;
     let name = match name {
@@ -221,7 +225,7 @@ pub(crate) async fn land(
         }
     }
     match land_arrival(store, Arrival::blocks(&upload.begun.id), &name, terms).await {
-        Ok(statement) => Ok(Outcome::Landed(statement)),
+        Ok((landed, word)) => Ok(Outcome::Landed(landed, word)),
         Err(refusal) => match store.upload(&upload.begun.id).await? {
             Some(after) if after.landing_error.is_some() => {
                 Ok(Outcome::Failed(after, refusal.into()))
@@ -267,7 +271,7 @@ pub(crate) async fn open(
         None => {
             if let Some(statement) = landed_unless_anothers(store, &new.id, allowance.owner).await?
             {
-                return Ok(Outcome::Landed(statement));
+                return Ok(Outcome::Landed(statement, None));
             }
             let mut new = new;
             if !new.partial {
@@ -312,7 +316,7 @@ pub(crate) async fn open_whole(
 
 /// Lands a whole file's bytes as `name`, unless the same file landed under
 /// its id already; with the before-creation hook's `metadata`, if it was
-/// asked.
+/// asked; with the application's word on it, if it spoke.
 pub(crate) async fn land_whole(
     store: &dyn Store,
     writer: Box<dyn WholeWriter>,
@@ -320,9 +324,9 @@ pub(crate) async fn land_whole(
     id: Option<&str>,
     allowance: Allowance<'_>,
     metadata: Option<String>,
-) -> Result<Landed, Refusal> {
+) -> Result<(Landed, Option<Word>), Refusal> {
     if let Some(landed) = open_whole(store, id, name, allowance).await? {
-        return Ok(landed);
+        return Ok((landed, None));
     }
     let arrival = Arrival::whole(writer, id, allowance.owner).with_metadata(metadata);
     Ok(land_arrival(store, arrival, name, allowance.terms).await?)
@@ -330,16 +334,21 @@ pub(crate) async fn land_whole(
 
 /// Lands `arrival` as `name` by `terms`: the one place a file lands,
 /// whichever door it came through and however it was sent. The store
-/// lands it durably and records the landing; then the operator hears of it.
+/// lands it durably and records the landing; then the operator hears of
+/// it, and the landing-answer hook, if any, is asked for its word.
 async fn land_arrival(
     store: &dyn Store,
     arrival: Arrival,
     name: &str,
-    terms: Terms,
-) -> Result<Landed, StoreError> {
+    terms: Terms<'_>,
+) -> Result<(Landed, Option<Word>), StoreError> {
     let landed = store.land(arrival, name, terms.policy).await?;
     told_landed(&landed, terms.via);
-    Ok(landed)
+    let word = match terms.answerer {
+        Some(teller) => crate::hooks::word_on(teller, &landed).await,
+        None => None,
+    };
+    Ok((landed, word))
 }
 
 /// The operator's line for a file that landed: name, bytes, upload, the
@@ -401,7 +410,7 @@ pub(crate) async fn acknowledge(
     len: u64,
     crc32c: Option<u32>,
     name: Option<String>,
-    terms: Terms,
+    terms: Terms<'_>,
 ) -> Result<Outcome, Refusal> {
     if !writer.finish().await? {
         return Err(Refusal::new(

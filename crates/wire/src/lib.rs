@@ -58,6 +58,10 @@ pub const BLOCK_CRC32C_FIELD: &str = "X-Block-CRC32C";
 pub const DIGEST_MISMATCH: u16 = 460;
 /// The media type of a receiver's statements.
 pub const STATEMENT_MEDIA_TYPE: &str = "application/json";
+/// The response header that carries a receiver's statement (its JSON,
+/// escaped as [`resumable::encode_text`] does) when the body is the
+/// application's word instead; a client reads it before the body.
+pub const STATEMENT_HEADER: &str = "upload-statement";
 
 /// Bytes on the wire that do not follow the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,9 +10,10 @@ use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use rand::distr::{Alphanumeric, SampleString};
 
+use fileuploader_wire::resumable::decode_text;
 use fileuploader_wire::{
-    put_escaped, Statement, BLOCK_CRC32C_FIELD, STATEMENT_MEDIA_TYPE, UPLOAD_ID_HEADER,
-    UPLOAD_ID_QUERY,
+    put_escaped, Statement, BLOCK_CRC32C_FIELD, STATEMENT_HEADER, STATEMENT_MEDIA_TYPE,
+    UPLOAD_ID_HEADER, UPLOAD_ID_QUERY,
 };
 
 use super::{
@@ -180,13 +181,21 @@ impl Session {
 
     /// The receiver's statement in `response`, if it made one about this
     /// upload.
+    /// A statement in the `Upload-Statement` header comes first: the body
+    /// is then the receiver's application's.
     fn statement(&self, response: &Response) -> Option<Statement> {
-        let json = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with(STATEMENT_MEDIA_TYPE));
-        let statement = Statement::from_json(response.body()).filter(|_| json)?;
+        let header = response.headers().get(STATEMENT_HEADER);
+        let statement = match header.and_then(|v| v.to_str().ok()) {
+            Some(escaped) => Statement::from_json(decode_text(escaped).as_bytes())?,
+            None => {
+                let json = response
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with(STATEMENT_MEDIA_TYPE));
+                Statement::from_json(response.body()).filter(|_| json)?
+            }
+        };
         let id = statement.upload_id();
         (id == self.upload_id || (id.is_empty() && matches!(statement, Statement::Landed { .. })))
             .then_some(statement)

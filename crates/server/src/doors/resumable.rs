@@ -66,7 +66,7 @@ pub(crate) fn version_of(
 pub(crate) struct Answer {
     status: StatusCode,
     headers: HeaderMap,
-    body: String,
+    body: Bytes,
 }
 
 impl Answer {
@@ -74,7 +74,7 @@ impl Answer {
         Answer {
             status,
             headers: HeaderMap::new(),
-            body: String::new(),
+            body: Bytes::new(),
         }
     }
 
@@ -87,12 +87,12 @@ impl Answer {
 
     pub(crate) fn refused(refusal: &Refusal) -> Self {
         let mut answer = Answer::new(refusal.status());
-        answer.body = format!("{}\n", refusal.message());
+        answer.body = Bytes::from(format!("{}\n", refusal.message()));
         answer.header("content-type", "text/plain; charset=utf-8")
     }
 
     pub(crate) fn into_response(self, dialect: Option<Version>) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(Bytes::from(self.body)));
+        let mut response = Response::new(Full::new(self.body));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
         match dialect {
@@ -344,7 +344,7 @@ impl Receiver {
         let begun =
             match uploads::settle(store, &id, &grant.owner, self.terms(Version::Tus)).await? {
                 // Built before: landed, or failed to land (tried again now).
-                outcome @ (Outcome::Landed(_) | Outcome::Failed(..)) => {
+                outcome @ (Outcome::Landed(..) | Outcome::Failed(..)) => {
                     return self.told(answer, Version::Tus, outcome, 0)
                 }
                 // Begun but not built whole (the receiver stopped while it
@@ -400,7 +400,7 @@ impl Receiver {
         };
         let whole = store.concatenate(new, &parts, self.quota).await?;
         let outcome = uploads::land(store, whole, Some(name), self.terms(Version::Tus)).await?;
-        if let Outcome::Landed(_) = outcome {
+        if let Outcome::Landed(..) = outcome {
             for part in &parts {
                 store.discard(&part.begun.id).await?;
             }
@@ -414,7 +414,8 @@ impl Receiver {
     /// progress, its offset (at least `at`, where the bytes this request
     /// took end); a failed landing, refused (422 for what the client cannot
     /// mend, the cause's status else), never with an offset that would say
-    /// it is complete.
+    /// it is complete. The application's word, if it spoke, is the body
+    /// (a 204 becomes a 200 to carry it).
     fn told(
         &self,
         answer: Answer,
@@ -423,13 +424,21 @@ impl Receiver {
         at: u64,
     ) -> Result<Answer, Refusal> {
         match outcome {
-            Outcome::Landed(landed) => {
-                let answer = finished(answer, dialect, landed.length, true)
+            Outcome::Landed(landed, word) => {
+                let mut answer = finished(answer, dialect, landed.length, true)
                     .header(LANDED_NAME, encode_text(&landed.name));
-                Ok(match self.receipt_of(&landed) {
-                    Some(receipt) => answer.header(RECEIPT_HEADER, receipt),
-                    None => answer,
-                })
+                if let Some(receipt) = self.receipt_of(&landed) {
+                    answer = answer.header(RECEIPT_HEADER, receipt);
+                }
+                if let Some(word) = word {
+                    // The application's word is the body; a 204 cannot carry one.
+                    if answer.status == StatusCode::NO_CONTENT {
+                        answer.status = StatusCode::OK;
+                    }
+                    answer = answer.header("content-type", word.content_type());
+                    answer.body = word.body;
+                }
+                Ok(answer)
             }
             Outcome::InProgress(upload) => {
                 Ok(finished(answer, dialect, offset_of(&upload).max(at), false))
@@ -475,7 +484,7 @@ impl Receiver {
                 }
                 answer = answer.header(UPLOAD_LENGTH, upload.begun.total);
             }
-            Outcome::Landed(landed) => {
+            Outcome::Landed(landed, _) => {
                 answer = answer.header(UPLOAD_LENGTH, landed.length);
             }
             _ => {}
@@ -509,12 +518,12 @@ impl Receiver {
                 .await?
             {
                 Outcome::InProgress(upload) => upload,
-                Outcome::Landed(landed) => {
+                Outcome::Landed(landed, word) => {
                     let length = landed.length;
                     // Complete already: an empty append at its end is no change.
                     if offset == length && request_is_empty(headers) {
                         let answer = Answer::new(StatusCode::NO_CONTENT);
-                        return self.told(answer, dialect, Outcome::Landed(landed), 0);
+                        return self.told(answer, dialect, Outcome::Landed(landed, word), 0);
                     }
                     return Err(Refusal::new(
                         StatusCode::CONFLICT,

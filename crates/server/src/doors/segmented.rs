@@ -8,6 +8,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::auth::Grant;
+use crate::hooks::Word;
 use crate::limits::{Cut, Guarded};
 use crate::receiver::Receiver;
 use crate::refusal::Refusal;
@@ -19,8 +20,11 @@ use crate::store::{BlockWriter, Landed, NewUpload, WholeWriter};
 use crate::uploads;
 use crate::uploads::{Allowance, Chunks, Outcome, Via};
 use fileuploader_wire::receipt::RECEIPT_HEADER;
+use fileuploader_wire::resumable::encode_text;
+use fileuploader_wire::STATEMENT_HEADER;
 use fileuploader_wire::{parse_crc32c, STATEMENT_MEDIA_TYPE, UPLOAD_ID_QUERY};
 pub use fileuploader_wire::{ContentRange, Statement, BLOCK_CRC32C_FIELD, DIGEST_MISMATCH};
+use http::HeaderValue;
 
 impl Receiver {
     /// Serves one request of the segmented multipart convention.
@@ -42,43 +46,63 @@ impl Receiver {
                 )),
             },
         };
-        let mut receipt = None;
+        let mut headers = http::HeaderMap::new();
         let (status, content_type, body) = match result {
             Ok(said) => {
-                let statement = said.map(|said| {
-                    receipt = said.receipt;
-                    said.statement
-                });
+                let (statement, word) = match said {
+                    Some(said) => {
+                        let value = said.receipt.and_then(|r| HeaderValue::from_str(&r).ok());
+                        headers.extend(
+                            value.map(|v| (header::HeaderName::from_static(RECEIPT_HEADER), v)),
+                        );
+                        (Some(said.statement), said.word)
+                    }
+                    None => (None, None),
+                };
                 let status = match statement {
                     Some(Statement::Unknown { .. }) => StatusCode::NOT_FOUND,
                     _ => StatusCode::OK,
                 };
-                let body = statement.map_or_else(|| "ok\n".to_owned(), |s| s.to_json());
-                (status, STATEMENT_MEDIA_TYPE, body)
+                let json = statement.map_or_else(|| "ok\n".to_owned(), |s| s.to_json());
+                match word {
+                    // The application's word is the body; the statement
+                    // moves to its header.
+                    Some(word) => {
+                        let escaped = HeaderValue::from_str(&encode_text(&json)).ok();
+                        headers.extend(
+                            escaped.map(|v| (header::HeaderName::from_static(STATEMENT_HEADER), v)),
+                        );
+                        (status, word.content_type().to_owned(), word.body)
+                    }
+                    None => (status, STATEMENT_MEDIA_TYPE.to_owned(), Bytes::from(json)),
+                }
             }
             Err(refusal) => {
                 tracing::debug!(%refusal, "refused");
                 let body = format!("{}\n", refusal.message());
-                (refusal.status(), "text/plain; charset=utf-8", body)
+                (
+                    refusal.status(),
+                    "text/plain; charset=utf-8".to_owned(),
+                    Bytes::from(body),
+                )
             }
         };
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static(content_type),
-        );
-        if let Some(value) = receipt.and_then(|r| header::HeaderValue::from_str(&r).ok()) {
-            response.headers_mut().insert(RECEIPT_HEADER, value);
+        if let Ok(value) = HeaderValue::from_str(&content_type) {
+            headers.insert(header::CONTENT_TYPE, value);
         }
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
         response
     }
 
-    /// What the segmented protocol says of a landed file, with its receipt.
-    fn said_landed(&self, landed: &Landed) -> Said {
+    /// What the segmented protocol says of a landed file, with its receipt
+    /// and the application's word on it, if it spoke.
+    fn said_landed(&self, landed: &Landed, word: Option<Word>) -> Said {
         Said {
             statement: uploads::landed_statement(landed),
             receipt: self.receipt_of(landed),
+            word,
         }
     }
 
@@ -105,7 +129,7 @@ impl Receiver {
         )
         .await?;
         Ok(Some(match outcome {
-            Outcome::Landed(landed) => self.said_landed(&landed),
+            Outcome::Landed(landed, word) => self.said_landed(&landed, word),
             outcome => outcome.statement(id).into(),
         }))
     }
@@ -201,7 +225,7 @@ impl Receiver {
                         Ok(part) => part,
                         Err(landed) => {
                             while field.chunk().await.map_err(malformed)?.is_some() {}
-                            return Ok(Some(self.said_landed(&landed)));
+                            return Ok(Some(self.said_landed(&landed, None)));
                         }
                     };
                     let max = range.map_or(max_size, |r| r.len());
@@ -284,7 +308,7 @@ impl Receiver {
                 let store = self.store.as_ref();
                 uploads::land_whole(store, writer, &name, id.as_deref(), allowance, metadata)
                     .await
-                    .map(|landed| Some(self.said_landed(&landed)))
+                    .map(|(landed, word)| Some(self.said_landed(&landed, word)))
             }
             (Part::Block(writer), Some(r)) => {
                 if poured.len != r.len() {
@@ -307,7 +331,7 @@ impl Receiver {
                 )
                 .await?;
                 match outcome {
-                    Outcome::Landed(landed) => Ok(Some(self.said_landed(&landed))),
+                    Outcome::Landed(landed, word) => Ok(Some(self.said_landed(&landed, word))),
                     Outcome::InProgress(upload) => Ok(Some(
                         Statement::Received {
                             upload_id: upload.begun.id,
@@ -364,7 +388,7 @@ impl Receiver {
             metadata: None,
         };
         match uploads::open(self.store.as_ref(), new, allowance).await? {
-            Outcome::Landed(landed) => Ok(Err(landed)),
+            Outcome::Landed(landed, _) => Ok(Err(landed)),
             Outcome::InProgress(upload) => Ok(Ok(Part::Block(
                 self.store.write_block(&upload, range, true).await?,
             ))),
@@ -376,10 +400,13 @@ impl Receiver {
 }
 
 /// What a request is answered: a statement, with the receipt of the
-/// landing it reports, if any.
+/// landing it reports, if any, and the application's word on it.
 struct Said {
     statement: Statement,
     receipt: Option<String>,
+    /// The application's word: the body in the statement's place (which
+    /// then travels in the `Upload-Statement` header).
+    word: Option<Word>,
 }
 
 impl From<Statement> for Said {
@@ -387,6 +414,7 @@ impl From<Statement> for Said {
         Said {
             statement,
             receipt: None,
+            word: None,
         }
     }
 }
