@@ -59,9 +59,13 @@
 //! with a non-zero exit and nothing landed under its name; anything else is
 //! a violation: a false success (exit 0, file missing or different),
 //! corruption, a lost acknowledgement, a file its extra run did not land,
-//! a hang (no exit within the bound), a leak, or a landed file whose
+//! a hang (no exit within the bound), a leak, a landed file whose
 //! after-landing hook (a command every receiver runs) never heard of it
-//! (`LostEvent`). `--seed S --scenario NAME`
+//! (`LostEvent`), or a file a client says landed whose kept receipt (every
+//! receiver signs them, every client keeps them) does not verify against
+//! the landed bytes with the receiver's key (`BadReceipt`). Every receiver
+//! also asks a before-creation hook (a command that lets all in) about each
+//! upload. `--seed S --scenario NAME`
 //! replays one run's plan; the table and each violation's seed are printed
 //! and written to `target/chaos/report.json`.
 
@@ -428,6 +432,8 @@ struct Upload {
     protocol: &'static str,
     http2: bool,
     journals: PathBuf,
+    /// Where its client keeps receipts (`--receipt-dir`).
+    receipts: PathBuf,
     token: Option<&'static str>,
 }
 
@@ -462,6 +468,8 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
         .args(["--block-size", &u.block.to_string(), "--threads", "4"])
         .args(u.http2.then_some("--http2"))
         .args(["--name", &u.name])
+        .arg("--receipt-dir")
+        .arg(&u.receipts)
         .args(u.token.iter().flat_map(|t| ["--token", t]))
         .arg(&u.path)
         .env("FILEUPLOADER_JOURNAL_DIR", &u.journals)
@@ -510,6 +518,8 @@ fn folder_client(
         .args(["--url", &format!("http://127.0.0.1:{port}/{path}")])
         .args(["--block-size", &u.block.to_string(), "--threads", "4"])
         .args(rate.iter().flat_map(|r| ["--limit-rate", r]))
+        .arg("--receipt-dir")
+        .arg(&u.receipts)
         .arg(src)
         .env("FILEUPLOADER_JOURNAL_DIR", journals)
         .stdout(Stdio::null())
@@ -577,6 +587,36 @@ fn lost_events(dir: &Path, uploads: &[Upload], events: &Path) -> Vec<(String, Ve
         .collect()
 }
 
+/// Whether the receipt `u`'s client kept (found by the landed name under
+/// its receipts folder) verifies with the receiver's `public` key against
+/// the bytes sent, which landed; `Err` says why not.
+fn receipt_holds(u: &Upload, public: &[u8]) -> Result<(), String> {
+    use sha2::Digest;
+    let wanted = format!("{}.receipt", u.name);
+    let mut folders = vec![u.receipts.clone()];
+    let mut found = None;
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if entry.file_name().to_string_lossy() == wanted {
+                found = Some(path);
+            }
+        }
+    }
+    let path = found.ok_or_else(|| format!("no receipt kept under {}", u.receipts.display()))?;
+    let compact = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+    let bytes = (
+        u.data.len() as u64,
+        crc32c::crc32c(&u.data),
+        sha2::Sha256::digest(&u.data).into(),
+    );
+    fileuploader_server::receipts::verify(&compact, public, Some(bytes))
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// How one file's runs came out.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
@@ -591,6 +631,9 @@ enum Verdict {
     Leak,
     /// A file landed, but its after-landing hook never heard of it.
     LostEvent,
+    /// A file a client says landed has no receipt, or one that does not
+    /// verify against the landed bytes with the receiver's key.
+    BadReceipt,
     /// A file whose one extra run did not land it and say so, though
     /// nothing stood in its way any more (every scenario but `disk-full`).
     NotResumed,
@@ -1127,6 +1170,10 @@ fn run_once(
             protocol,
             http2,
             journals,
+            receipts: work.join(match scenario {
+                "folder-kill" => "receipts-folder".to_owned(),
+                _ => format!("receipts-{i}"),
+            }),
             token: matches!(scenario, "stranger" | "noisy-neighbour").then_some(TOKENS[0]),
         });
     }
@@ -1158,10 +1205,25 @@ fn run_once(
     let events = work.join(format!("events-{scenario}-{seed}.jsonl"));
     let _ = std::fs::remove_file(&events);
     let hook = format!("cat >> '{0}'; echo >> '{0}'", events.display());
+    // Every receiver signs receipts with a key of this run's.
+    let key = work.join(format!("receipts-{scenario}-{seed}.key"));
+    let public = key.with_extension("key.pub");
+    let _ = (std::fs::remove_file(&key), std::fs::remove_file(&public));
+    let made = Command::new(bin)
+        .arg("receipt-key")
+        .arg(&key)
+        .stderr(Stdio::null())
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        return Err("fileuploader receipt-key failed".into());
+    }
+    let public = fileuploader_server::receipts::public_key_from_pem_file(&public)?;
+    let key_flag = key.display().to_string();
     let flags: Vec<&str> = tokens
         .iter()
         .copied()
-        .chain(["--after-landing", &hook])
+        .chain(["--after-landing", &hook, "--receipt-key", &key_flag])
+        .chain(["--before-creation", "cat > /dev/null"])
         .collect();
     let mut receiver = Some(serve(bin, &dir, port, &flags)?);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -1396,6 +1458,16 @@ fn run_once(
             (Some(false), _) if !tmpfs => Verdict::NotResumed,
             (Some(false), Some(_)) => Verdict::Landed,
             (Some(false), None) => Verdict::FailedCleanly,
+        };
+        let verdict = match (verdict, outcome) {
+            (Verdict::Landed, Some(true)) => match receipt_holds(u, &public) {
+                Ok(()) => Verdict::Landed,
+                Err(why) => {
+                    verdicts.push((format!("{}: {why}", u.name), Verdict::BadReceipt));
+                    Verdict::Landed
+                }
+            },
+            (verdict, _) => verdict,
         };
         let mut file = format!(
             "{} {}, {} B, {} B blocks{}",
