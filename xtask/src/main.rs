@@ -66,7 +66,10 @@ fn release_binary() -> Result<std::path::PathBuf, String> {
     if !built.is_ok_and(|s| s.success()) {
         return Err("cargo build --release -p fileuploader-cli --features s3 failed".into());
     }
-    Ok(root().join("target/release/fileuploader"))
+    // Where cargo put it: its target directory may be set elsewhere.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), |dir| root().join(dir));
+    Ok(target.join("release/fileuploader"))
 }
 
 /// The targets in `fuzz/fuzz_targets`.

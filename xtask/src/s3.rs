@@ -199,6 +199,52 @@ fn eventually(within: Duration, check: impl Fn() -> Result<(), String>) -> Resul
     }
 }
 
+/// Whether the hook's log `events` names `landings` landings of the
+/// `balanced-`/`plain-` files, each once but for at most `repeats` told
+/// twice (a receiver killed between telling and recording it).
+fn told_once(events: &Path, landings: usize, repeats: usize) -> Result<(), String> {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    let mut told: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let event: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        *told
+            .entry(event["key"].as_str().unwrap_or("").to_owned())
+            .or_default() += 1;
+    }
+    let twice = told.values().filter(|&&n| n > 1).count();
+    match (told.len(), twice) {
+        (n, t) if n == landings && t <= repeats => Ok(()),
+        (n, t) => Err(format!(
+            "{n} landings told of ({landings} landed), {t} of them more than once"
+        )),
+    }
+}
+
+/// Whether the receipt kept for `name` in `receipts` verifies with the
+/// receivers' key (`KEY.pub`) against `file`.
+fn receipt_holds(
+    binary: &Path,
+    receipts: &Path,
+    name: &str,
+    file: &Path,
+    key: &str,
+) -> Result<(), String> {
+    let out = Command::new(binary)
+        .arg("verify")
+        .arg(receipts.join(format!("{name}.receipt")))
+        .arg(file)
+        .args(["--key", &format!("{key}.pub")])
+        .output()
+        .map_err(|e| e.to_string())?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "the receipt of {name}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
 /// Two receivers behind nginx; the upload runs through nginx, and one
 /// receiver is killed with SIGKILL in the middle of it, then started
 /// again for the next case.
@@ -207,6 +253,8 @@ struct Balanced<'a> {
     garage: &'a Garage,
     ports: [u16; 2],
     receivers: [Option<Peer>; 2],
+    /// The receivers' flags.
+    flags: &'a [&'a str],
     nginx_port: u16,
     _nginx: Peer,
 }
@@ -239,7 +287,7 @@ impl Balanced<'_> {
             victim,
             self.ports[victim],
             "in",
-            BALANCED,
+            self.flags,
         )?);
         result?;
         landed_as(&self.garage.client(2), "in", name, file)
@@ -397,9 +445,30 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
 
     {
         let ports = [free_port(), free_port()];
+        // Both receivers tell one hook of each landing, through the
+        // bucket's outbox, and sign receipts with one key.
+        let events = work.join("s3-events.jsonl");
+        let _ = std::fs::remove_file(&events);
+        // One write per event (awk's buffer), so two receivers' lines
+        // never interleave.
+        let hook = format!("awk 1 >> '{}'", events.display());
+        let key = work.join("s3-receipts.key");
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(key.with_extension("key.pub"));
+        let made = Command::new(binary).arg("receipt-key").arg(&key).output();
+        if !made.as_ref().is_ok_and(|o| o.status.success()) {
+            return Err(format!("fileuploader receipt-key: {made:?}"));
+        }
+        let key = key.display().to_string();
+        let flags: Vec<&str> = BALANCED
+            .iter()
+            .copied()
+            .chain(["--after-landing", &hook, "--receipt-key", &key])
+            .collect();
+        let receipts = work.join("s3-receipts");
         let receivers = [
-            Some(serve(binary, &garage, 0, ports[0], "in", BALANCED)?),
-            Some(serve(binary, &garage, 1, ports[1], "in", BALANCED)?),
+            Some(serve(binary, &garage, 0, ports[0], "in", &flags)?),
+            Some(serve(binary, &garage, 1, ports[1], "in", &flags)?),
         ];
         let nginx_port = free_port();
         let nginx = nginx(&work.join("nginx"), nginx_port, &ports)?;
@@ -408,6 +477,7 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
             garage: &garage,
             ports,
             receivers,
+            flags: &flags,
             nginx_port,
             _nginx: nginx,
         };
@@ -442,7 +512,10 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
             let name = format!("balanced-{n}.bin");
             let file = make_file(&sources, &name, len)?;
             let mut client = upload(binary, &url, &file, protocol, threads, block);
-            client.args(["--limit-rate", rate]);
+            client
+                .args(["--limit-rate", rate])
+                .arg("--receipt-dir")
+                .arg(&receipts);
             let result = balanced.kill_during(n % 2, case, client, &file, &name);
             matrix.record("2 receivers, nginx, Garage x3", case, result);
         }
@@ -482,13 +555,24 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
             let name = format!("plain-{n}.bin");
             let result = make_file(&sources, &name, len).and_then(|file| {
                 let child = upload(binary, &url, &file, protocol, threads, block)
+                    .arg("--receipt-dir")
+                    .arg(&receipts)
                     .spawn()
                     .map_err(|e| e.to_string())?;
                 finish(child, case)?;
-                landed_as(&bucket, "in", &name, &file)
+                landed_as(&bucket, "in", &name, &file)?;
+                receipt_holds(binary, &receipts, &name, &file, &key)
             });
             matrix.record("2 receivers, nginx, Garage x3", case, result);
         }
+        let result = eventually(Duration::from_secs(60), || {
+            told_once(&events, cases.len() + plain.len(), 3)
+        });
+        matrix.record(
+            "2 receivers, nginx, Garage x3",
+            "every landing's event told once by the two (kills aside), receipts signed",
+            result,
+        );
         // What the killed receivers' requests in flight left (tus parts
         // sent again, bytes never acknowledged) goes with expiry.
         let result = eventually(Duration::from_secs(90), || nothing_partial(&bucket, "in"));

@@ -49,8 +49,16 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER: usize = 64 * 1024;
 /// The longest wait between two tries of one event.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How often the outbox is looked at when it was empty.
+/// How many events one receiver claims and tells at once.
+const AT_ONCE: usize = 8;
+/// How long a claimed event is kept from other receivers: longer than
+/// one delivery may take, so that only a receiver that died with it
+/// makes the others wait, that long.
+const LEASE: Duration = Duration::from_secs(35);
+/// How soon the outbox is looked at again when it was empty, doubling
+/// while it stays so, up to [`MAX_IDLE`].
 const IDLE: Duration = Duration::from_millis(250);
+const MAX_IDLE: Duration = Duration::from_secs(2);
 
 /// Where the receiver tells the application what landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,10 +286,13 @@ pub(crate) async fn word_on(teller: &Teller, landed: &Landed) -> Option<Word> {
     None
 }
 
-/// Delivers the store's due events to `hook`, for as long as it runs.
+/// Delivers the store's due events to the hook of `teller`, for as long
+/// as it runs: a few at a time, claimed for [`LEASE`] so that no other
+/// receiver sharing the store delivers them meanwhile, each told at once.
 pub(crate) async fn deliver(store: std::sync::Arc<dyn Store>, teller: Teller) {
+    let mut idle = IDLE;
     loop {
-        let events = match store.pending_events(32).await {
+        let events = match store.claim_events(AT_ONCE, LEASE).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!("cannot read the events to deliver: {e}");
@@ -289,42 +300,42 @@ pub(crate) async fn deliver(store: std::sync::Arc<dyn Store>, teller: Teller) {
             }
         };
         if events.is_empty() {
-            tokio::time::sleep(IDLE).await;
+            // An outbox in a bucket costs a request a look: look less
+            // often while it stays empty.
+            tokio::time::sleep(idle).await;
+            idle = (idle * 2).min(MAX_IDLE);
             continue;
         }
-        for event in events {
-            let json = event.to_json();
-            let told = match tokio::time::timeout(
-                DELIVERY_TIMEOUT,
-                tell(
-                    &teller,
-                    &json,
-                    Asking {
-                        key: Some(&event.key),
-                        answer: false,
-                    },
-                ),
-            )
-            .await
-            {
-                Ok(told) => told,
-                Err(_) => Err(format!("no answer in {DELIVERY_TIMEOUT:?}")),
-            };
-            let result = match told {
-                Ok(_) => store.event_delivered(&event.key).await,
-                Err(why) => {
-                    let wait = backoff(event.attempts);
-                    tracing::warn!(
-                        "the hook did not take the event of {:?} ({why}); trying again in {wait:?}",
-                        event.landed.name
-                    );
-                    store.event_failed(&event.key, wait).await
-                }
-            };
-            if let Err(e) = result {
-                tracing::warn!("cannot record the delivery of {:?}: {e}", event.key);
-            }
+        idle = IDLE;
+        futures_util::future::join_all(events.iter().map(|e| deliver_one(&*store, &teller, e)))
+            .await;
+    }
+}
+
+/// Tells the hook of `event` once, and records how that went.
+async fn deliver_one(store: &dyn Store, teller: &Teller, event: &Event) {
+    let json = event.to_json();
+    let asking = Asking {
+        key: Some(&event.key),
+        answer: false,
+    };
+    let told = match tokio::time::timeout(DELIVERY_TIMEOUT, tell(teller, &json, asking)).await {
+        Ok(told) => told,
+        Err(_) => Err(format!("no answer in {DELIVERY_TIMEOUT:?}")),
+    };
+    let result = match told {
+        Ok(_) => store.event_delivered(&event.key).await,
+        Err(why) => {
+            let wait = backoff(event.attempts);
+            tracing::warn!(
+                "the hook did not take the event of {:?} ({why}); trying again in {wait:?}",
+                event.landed.name
+            );
+            store.event_failed(&event.key, wait).await
         }
+    };
+    if let Err(e) = result {
+        tracing::warn!("cannot record the delivery of {:?}: {e}", event.key);
     }
 }
 

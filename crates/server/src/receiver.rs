@@ -262,7 +262,7 @@ impl Receiver {
     ///
     /// # Errors
     ///
-    /// A store that keeps no events (the S3 store, for now).
+    /// A store that keeps no events.
     pub fn after_landing(mut self, hook: Hook) -> Result<Self, StoreError> {
         self.store.keep_events()?;
         self.after_landing = Some(hook);
@@ -276,7 +276,7 @@ impl Receiver {
     ///
     /// # Errors
     ///
-    /// A store that does not digest landings (the S3 store, for now).
+    /// A store that does not digest landings.
     pub fn receipts(mut self, key: ReceiptKey) -> Result<Self, StoreError> {
         self.store.keep_digests()?;
         self.receipts = Some(key);

@@ -9,7 +9,10 @@
 //!   landing, its id in hex; the object's key in the body;
 //! - `.fileuploader-state/u/ID/error`: why the last landing failed;
 //! - `.fileuploader-state/d/ID/NONCE`: bytes received for upload `ID`;
-//! - `.fileuploader-state/landed/ID`: the landing statement (JSON).
+//! - `.fileuploader-state/landed/ID`: the landing statement (JSON);
+//! - `.fileuploader-state/events/DUE.KEY`: a landing's event not yet
+//!   delivered (JSON), and `.fileuploader-state/claims/KEY/UNTIL.NONCE`,
+//!   a receiver's claim on delivering it (see `events.rs`).
 //!
 //! The receiver refuses names with a `.fileuploader-` part, so no landed
 //! file can be among these.
@@ -126,6 +129,28 @@ impl Layout {
 
     pub(crate) fn landed(&self, id: &str) -> String {
         format!("{}landed/{id}", self.state())
+    }
+
+    /// Every event of the outbox.
+    pub(crate) fn events(&self) -> String {
+        format!("{}events/", self.state())
+    }
+
+    /// Event `key`, due at `due` (ms since the Unix epoch): a landing
+    /// the application is to hear of.
+    pub(crate) fn event(&self, key: &str, due: u64) -> String {
+        format!("{}{due:020}.{key}", self.events())
+    }
+
+    /// When an event's object is due, and its key.
+    pub(crate) fn parse_event<'k>(&self, object: &'k str) -> Option<(u64, &'k str)> {
+        let (due, key) = object.strip_prefix(&self.events())?.split_once('.')?;
+        Some((due.parse().ok()?, key))
+    }
+
+    /// The claims on event `key`.
+    pub(crate) fn claims(&self, key: &str) -> String {
+        format!("{}claims/{key}/", self.state())
     }
 
     /// What a key below [`Layout::uploads`] says: its upload, and the rest.

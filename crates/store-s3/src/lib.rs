@@ -53,6 +53,7 @@
 //!   `Retry-After`); the client tries again.
 
 mod body;
+mod events;
 mod keys;
 mod plain_http;
 mod plan;
@@ -60,6 +61,7 @@ mod plan;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -75,8 +77,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use fileuploader_store::{
-    Block, BlockWriter, ErrorKind, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
-    WholeWriter, WriteBytes,
+    Block, BlockWriter, ErrorKind, Event, Landed, NewUpload, OnConflict, Quota, Store, StoreError,
+    Upload, WholeWriter, WriteBytes,
 };
 use fileuploader_wire::sync::lock;
 use fileuploader_wire::ContentRange;
@@ -183,6 +185,12 @@ struct Inner {
     /// while an upload lives, so a read lists only those past the run
     /// from its first byte.
     seen: Mutex<HashMap<String, Seen>>,
+    /// Whether each landing leaves an event in the outbox.
+    events: AtomicBool,
+    /// Whether each landing's bytes are read back and digested (SHA-256).
+    digests: AtomicBool,
+    /// The events this receiver holds a claim on, by key.
+    claims: Mutex<HashMap<String, events::Held>>,
 }
 
 /// An upload's record.
@@ -397,6 +405,9 @@ impl S3Store {
                 bucket: location.bucket.clone(),
                 layout: Layout::new(&location.prefix),
                 seen: Mutex::default(),
+                events: AtomicBool::new(false),
+                digests: AtomicBool::new(false),
+                claims: Mutex::default(),
             }),
         };
         store
@@ -424,6 +435,31 @@ impl S3Store {
     /// Every object below `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         self.list_after(prefix, None).await
+    }
+
+    /// The first objects below `prefix`, at most `max` (one page).
+    async fn list_first(&self, prefix: &str, max: i32) -> Result<Vec<Listed>, StoreError> {
+        let s = self.s();
+        let page = s
+            .control
+            .list_objects_v2()
+            .bucket(&s.bucket)
+            .prefix(prefix)
+            .max_keys(max)
+            .send()
+            .await
+            .map_err(|e| failed("list the store", &e))?;
+        Ok(page
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                Some(Listed {
+                    key: object.key()?.to_owned(),
+                    etag: object.e_tag().unwrap_or_default().to_owned(),
+                    modified: SystemTime::UNIX_EPOCH,
+                })
+            })
+            .collect())
     }
 
     /// The objects below `prefix` whose keys sort after `after`.
@@ -1001,7 +1037,9 @@ impl S3Store {
                     stored.meta.total,
                     stored.upload.expected_crc32c(),
                 )
-                .with_metadata(stored.meta.metadata.clone());
+                .with_metadata(stored.meta.metadata.clone())
+                .with_sha256(self.digest(&layout.landed_file(&landed_as)).await?);
+                self.leave_event(&landed).await?;
                 self.put_small(
                     "record the landing",
                     &layout.landed(&id),
@@ -1333,6 +1371,29 @@ impl Store for S3Store {
     async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
         let key = self.s().layout.landed_file(name);
         Ok(self.owner_of(&key).await?.is_some())
+    }
+
+    /// Digests by reading each landed object back once (a `GET` of it).
+    fn keep_digests(&self) -> Result<(), StoreError> {
+        self.s().digests.store(true, AtomicOrdering::Relaxed);
+        Ok(())
+    }
+
+    fn keep_events(&self) -> Result<(), StoreError> {
+        self.s().events.store(true, AtomicOrdering::Relaxed);
+        Ok(())
+    }
+
+    async fn claim_events(&self, limit: usize, lease: Duration) -> Result<Vec<Event>, StoreError> {
+        self.claim(limit, lease).await
+    }
+
+    async fn event_delivered(&self, key: &str) -> Result<(), StoreError> {
+        self.delivered(key).await
+    }
+
+    async fn event_failed(&self, key: &str, retry_in: Duration) -> Result<(), StoreError> {
+        self.undelivered(key, retry_in).await
     }
 }
 
@@ -1671,7 +1732,9 @@ impl WholeWriter for Whole {
         store.delete_below(&layout.data(&pieces.data)).await?;
         let landed_as = landed?;
         let landed = Landed::new(id.unwrap_or(""), owner, &landed_as, pieces.at, Some(crc))
-            .with_metadata(metadata.map(str::to_owned));
+            .with_metadata(metadata.map(str::to_owned))
+            .with_sha256(store.digest(&layout.landed_file(&landed_as)).await?);
+        store.leave_event(&landed).await?;
         if let Some(id) = id {
             store
                 .put_small("record the landing", &layout.landed(id), landed.to_record())

@@ -579,13 +579,18 @@ pub async fn quotas_refuse_before_anything_is_stored(fixture: &dyn Fixture) {
 }
 
 /// A store that keeps events leaves one per landing, in the landing's own
-/// commit, kept across reopening until delivered; a failed delivery is
-/// due again later. A store without an outbox says so.
+/// commit, kept across reopening until delivered; a claimed event goes to
+/// no other receiver until its claimant says how its delivery went, and a
+/// failed delivery is due again later. A store without an outbox says so.
 pub async fn landings_leave_events_until_delivered(fixture: &dyn Fixture) {
     let store = fixture.store();
     if let Err(e) = store.keep_events() {
         assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
-        assert!(store.pending_events(10).await.expect("asked").is_empty());
+        assert!(store
+            .claim_events(10, Duration::ZERO)
+            .await
+            .expect("asked")
+            .is_empty());
         return;
     }
     let mut new = new_upload("told", 4, "told.bin", "erin");
@@ -617,7 +622,9 @@ pub async fn landings_leave_events_until_delivered(fixture: &dyn Fixture) {
         .await
         .expect("landed");
     let store = fixture.reopen().await;
-    let events = store.pending_events(10).await.expect("read");
+    let hour = Duration::from_secs(3600);
+    let mut events = store.claim_events(10, hour).await.expect("read");
+    events.sort_by(|a, b| a.landed.name.cmp(&b.landed.name));
     let names: Vec<&str> = events.iter().map(|e| e.landed.name.as_str()).collect();
     assert_eq!(
         names,
@@ -652,14 +659,26 @@ pub async fn landings_leave_events_until_delivered(fixture: &dyn Fixture) {
         Some(r#"{"claim":1}"#.to_owned()),
         "and stays on its record"
     );
+    let other = fixture.reopen().await;
+    assert!(
+        other.claim_events(10, hour).await.expect("read").is_empty(),
+        "a claimed event goes to no other receiver"
+    );
+    store.event_failed("told", hour).await.expect("recorded");
     store
-        .event_failed("told", Duration::from_secs(3600))
+        .event_failed(&events[1].key, Duration::ZERO)
         .await
         .expect("recorded");
-    let due = store.pending_events(10).await.expect("read");
-    assert_eq!(due.len(), 1, "a failed delivery waits its turn: {due:?}");
-    store.event_delivered(&due[0].key).await.expect("recorded");
-    assert!(store.pending_events(10).await.expect("read").is_empty());
+    let due = other.claim_events(10, hour).await.expect("read");
+    assert_eq!(
+        due.iter()
+            .map(|e| (e.key.as_str(), e.attempts))
+            .collect::<Vec<_>>(),
+        [(events[1].key.as_str(), 1)],
+        "a failed delivery waits its turn; once told how it went, a claim ends"
+    );
+    other.event_delivered(&due[0].key).await.expect("recorded");
+    assert!(store.claim_events(10, hour).await.expect("read").is_empty());
 }
 
 /// A store that digests landings keeps each landed file's SHA-256 on its

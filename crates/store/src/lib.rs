@@ -327,9 +327,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
-    /// Landing events not delivered yet whose time has come, oldest first,
-    /// at most `limit`.
-    async fn pending_events(&self, _limit: usize) -> Result<Vec<Event>, StoreError> {
+    /// Claims, for this process to deliver, up to `limit` landing events
+    /// not delivered yet whose time has come, oldest first: no other
+    /// receiver sharing the store is given them for `lease`, unless this
+    /// one says first how their delivery went. So each event is delivered
+    /// once by the fleet, unless a deliverer outlives its lease.
+    async fn claim_events(
+        &self,
+        _limit: usize,
+        _lease: Duration,
+    ) -> Result<Vec<Event>, StoreError> {
         Ok(Vec::new())
     }
 

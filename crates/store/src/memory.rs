@@ -349,20 +349,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let held = self.held();
+    async fn claim_events(&self, limit: usize, lease: Duration) -> Result<Vec<Event>, StoreError> {
+        let mut held = self.held();
         let now = Instant::now();
-        let mut due: Vec<&(Event, Instant)> = held
+        let mut due: Vec<&mut (Event, Instant)> = held
             .events
-            .iter()
-            .flat_map(|events| events.values())
+            .iter_mut()
+            .flat_map(|events| events.values_mut())
             .filter(|(_, at)| *at <= now)
             .collect();
         due.sort_by_key(|(_, at)| *at);
         Ok(due
             .into_iter()
             .take(limit)
-            .map(|(e, _)| e.clone())
+            .map(|(event, at)| {
+                *at = now + lease;
+                event.clone()
+            })
             .collect())
     }
 

@@ -608,9 +608,12 @@ impl Store for FsStore {
         Ok(())
     }
 
-    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.with("read events", move |s| s.state.due_events(now_ms(), limit))
-            .await
+    async fn claim_events(&self, limit: usize, lease: Duration) -> Result<Vec<Event>, StoreError> {
+        let until = now_ms() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        self.with("claim events", move |s| {
+            s.state.claim_events(now_ms(), until, limit)
+        })
+        .await
     }
 
     async fn event_delivered(&self, key: &str) -> Result<(), StoreError> {

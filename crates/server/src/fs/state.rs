@@ -279,16 +279,28 @@ impl State {
             .map_err(failed)
     }
 
-    /// Events due by `now` (ms), oldest first, at most `limit`.
-    pub(crate) fn due_events(&self, now: i64, limit: usize) -> io::Result<Vec<Event>> {
+    /// Claims events due by `now` (ms), oldest first, at most `limit`:
+    /// each due again only at `until` (ms), unless its delivery is
+    /// recorded first.
+    pub(crate) fn claim_events(
+        &self,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> io::Result<Vec<Event>> {
         let conn = lock(&self.reader);
+        // One statement, so one transaction: of processes sharing the
+        // records, each event due goes to one, whose claim makes it due
+        // again only at `until`.
         let mut query = conn
             .prepare(
-                "SELECT key, landed, owner, attempts FROM outbox WHERE due <= ?1 ORDER BY due LIMIT ?2",
+                "UPDATE outbox SET due = ?3 WHERE key IN
+                     (SELECT key FROM outbox WHERE due <= ?1 ORDER BY due LIMIT ?2)
+                 RETURNING key, landed, owner, attempts",
             )
             .map_err(failed)?;
         let rows: Vec<(String, String, String, u32)> = query
-            .query_map(params![now, limit as i64], |r| {
+            .query_map(params![now, limit as i64, until], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .and_then(|rows| rows.collect())
