@@ -49,12 +49,13 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER: usize = 64 * 1024;
 /// The longest wait between two tries of one event.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How many events one receiver claims and tells at once.
-const AT_ONCE: usize = 8;
-/// How long a claimed event is kept from other receivers: longer than
-/// one delivery may take, so that only a receiver that died with it
-/// makes the others wait, that long.
-const LEASE: Duration = Duration::from_secs(35);
+/// How many events one receiver claims at a time.
+const AT_ONCE: usize = 4;
+/// How long claimed events are kept from other receivers: longer than
+/// their deliveries, one after another, may take, so that only a receiver
+/// that died holding them makes the others wait, that long (on a
+/// directory, not even that: see `FsStore`).
+const LEASE: Duration = Duration::from_secs(AT_ONCE as u64 * 30 + 5);
 /// How soon the outbox is looked at again when it was empty, doubling
 /// while it stays so, up to [`MAX_IDLE`].
 const IDLE: Duration = Duration::from_millis(250);
@@ -288,7 +289,7 @@ pub(crate) async fn word_on(teller: &Teller, landed: &Landed) -> Option<Word> {
 
 /// Delivers the store's due events to the hook of `teller`, for as long
 /// as it runs: a few at a time, claimed for [`LEASE`] so that no other
-/// receiver sharing the store delivers them meanwhile, each told at once.
+/// receiver sharing the store delivers them meanwhile.
 pub(crate) async fn deliver(store: std::sync::Arc<dyn Store>, teller: Teller) {
     let mut idle = IDLE;
     loop {
@@ -307,8 +308,11 @@ pub(crate) async fn deliver(store: std::sync::Arc<dyn Store>, teller: Teller) {
             continue;
         }
         idle = IDLE;
-        futures_util::future::join_all(events.iter().map(|e| deliver_one(&*store, &teller, e)))
-            .await;
+        // One after another: a command hook appending to a log writes
+        // each event whole.
+        for event in &events {
+            deliver_one(&*store, &teller, event).await;
+        }
     }
 }
 

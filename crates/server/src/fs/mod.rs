@@ -70,6 +70,9 @@ struct Inner {
     events: AtomicBool,
     /// Whether each landing's bytes are digested with SHA-256.
     digests: AtomicBool,
+    /// This process as a deliverer of events: its name, and the file it
+    /// holds locked while it lives.
+    deliverer: std::sync::OnceLock<(String, File)>,
 }
 
 /// Runs file work on the blocking pool; a full disk is [`ErrorKind::Full`].
@@ -149,6 +152,7 @@ impl FsStore {
             cache: Mutex::default(),
             events: AtomicBool::new(false),
             digests: AtomicBool::new(false),
+            deliverer: std::sync::OnceLock::new(),
         };
         inner.clean_leftovers(Duration::ZERO)?;
         Ok(FsStore {
@@ -264,6 +268,38 @@ impl Inner {
         self.state.apply(Change::Discard { id: id.to_owned() })?;
         lock(&self.cache).remove(id);
         Ok(())
+    }
+
+    /// This process's name as a deliverer of events, and those of the
+    /// deliverers that ended (their lock file no process holds, now
+    /// removed): their claims are free to take. Each deliverer holds a
+    /// lock on `.fileuploader-state/deliverers/NAME` while it lives.
+    fn deliverers(&self) -> io::Result<(String, Vec<String>)> {
+        let folder = self.dir.join(".fileuploader-state/deliverers");
+        let me = match self.deliverer.get() {
+            Some((me, _)) => me.clone(),
+            None => {
+                fs::create_dir_all(&folder)?;
+                let me = format!("{:032x}", rand::random::<u128>());
+                let file = File::create(folder.join(&me))?;
+                lock_range(&file, 0, 0)?;
+                let _ = self.deliverer.set((me, file));
+                self.deliverer
+                    .get()
+                    .map(|(me, _)| me.clone())
+                    .unwrap_or_default()
+            }
+        };
+        let mut dead = Vec::new();
+        for entry in fs::read_dir(&folder)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != me && !in_use(&entry.path())? {
+                remove_if_there(&entry.path())?;
+                dead.push(name);
+            }
+        }
+        Ok((me, dead))
     }
 
     /// Lands upload `id` under the whole file's lock.
@@ -609,9 +645,17 @@ impl Store for FsStore {
     }
 
     async fn claim_events(&self, limit: usize, lease: Duration) -> Result<Vec<Event>, StoreError> {
-        let until = now_ms() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         self.with("claim events", move |s| {
-            s.state.claim_events(now_ms(), until, limit)
+            let (me, dead) = s.deliverers()?;
+            let now = now_ms();
+            let claim = state::Claim {
+                now,
+                until: now + lease,
+                me: &me,
+                dead: &dead,
+            };
+            s.state.claim_events(claim, limit)
         })
         .await
     }
@@ -1105,6 +1149,54 @@ fn write_or_compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn events_a_deliverer_held_when_it_ended_go_to_the_next_at_once() {
+        use fileuploader_store::{Arrival, Quota, Store};
+        async fn land(store: &FsStore, keys: std::ops::Range<usize>) {
+            for n in keys {
+                let mut whole = store.write_whole("", Quota::none()).await.unwrap();
+                whole.write(Bytes::from_static(b"told")).await.unwrap();
+                let key = format!("held-{n}");
+                let arrival = Arrival::whole(whole, Some(&key), "");
+                let name = format!("{key}.bin");
+                store
+                    .land(arrival, &name, OnConflict::Refuse)
+                    .await
+                    .unwrap();
+            }
+        }
+        let keys = |events: Vec<fileuploader_store::Event>| {
+            let mut keys: Vec<String> = events.into_iter().map(|e| e.key).collect();
+            keys.sort();
+            keys
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let first = FsStore::new(dir.path()).unwrap();
+        first.keep_events().unwrap();
+        land(&first, 0..6).await;
+        let hour = Duration::from_secs(3600);
+        let held = keys(first.claim_events(4, hour).await.unwrap());
+        assert_eq!(held.len(), 4);
+        let second = FsStore::new(dir.path()).unwrap();
+        second.keep_events().unwrap();
+        let rest = keys(second.claim_events(4, hour).await.unwrap());
+        assert_eq!(rest.len(), 2, "only what no live deliverer holds: {rest:?}");
+        assert!(rest.iter().all(|k| !held.contains(k)));
+        drop(first);
+        // More due than one claim takes, beside what the ended one held.
+        land(&second, 6..10).await;
+        let mut taken = keys(second.claim_events(4, hour).await.unwrap());
+        taken.extend(keys(second.claim_events(4, hour).await.unwrap()));
+        taken.sort();
+        let mut expected = held.clone();
+        expected.extend((6..10).map(|n| format!("held-{n}")));
+        expected.sort();
+        assert_eq!(
+            taken, expected,
+            "an ended deliverer's claims do not wait out their lease"
+        );
+    }
 
     #[test]
     fn overlapping_acknowledged_bytes_are_compared_never_written() {

@@ -63,6 +63,16 @@ pub(crate) enum Change {
     Discard { id: String },
 }
 
+/// A deliverer's claim on due events: when, until when, who, and which
+/// deliverers ended holding claims.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim<'a> {
+    pub(crate) now: i64,
+    pub(crate) until: i64,
+    pub(crate) me: &'a str,
+    pub(crate) dead: &'a [String],
+}
+
 /// An upload's own record, without its blocks.
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
@@ -111,7 +121,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
              key TEXT PRIMARY KEY, owner TEXT NOT NULL, bytes INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS outbox (
              key TEXT PRIMARY KEY, landed TEXT NOT NULL, owner TEXT NOT NULL,
-             attempts INTEGER NOT NULL DEFAULT 0, due INTEGER NOT NULL);",
+             attempts INTEGER NOT NULL DEFAULT 0, due INTEGER NOT NULL,
+             claimed_by TEXT);",
     )?;
     // Records from before `acks` kept blocks in `blocks`: move them over.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -131,6 +142,11 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     let has_metadata = tx.prepare("SELECT metadata FROM uploads LIMIT 0").is_ok();
     if !has_metadata {
         tx.execute_batch("ALTER TABLE uploads ADD COLUMN metadata TEXT")?;
+    }
+    // Outboxes from before claims have no `claimed_by` column.
+    let has_claims = tx.prepare("SELECT claimed_by FROM outbox LIMIT 0").is_ok();
+    if !has_claims {
+        tx.execute_batch("ALTER TABLE outbox ADD COLUMN claimed_by TEXT")?;
     }
     // Landings from before owners were recorded with them have no `owner`.
     let has_owner = tx.prepare("SELECT owner FROM landed LIMIT 0").is_ok();
@@ -279,28 +295,34 @@ impl State {
             .map_err(failed)
     }
 
-    /// Claims events due by `now` (ms), oldest first, at most `limit`:
-    /// each due again only at `until` (ms), unless its delivery is
-    /// recorded first.
-    pub(crate) fn claim_events(
-        &self,
-        now: i64,
-        until: i64,
-        limit: usize,
-    ) -> io::Result<Vec<Event>> {
+    /// Claims for deliverer `me` events due by `now` (ms), or claimed by
+    /// deliverers in `dead` (processes that ended holding them), oldest
+    /// first, at most `limit`: each due again only at `until` (ms), unless
+    /// its delivery is recorded first.
+    pub(crate) fn claim_events(&self, claim: Claim<'_>, limit: usize) -> io::Result<Vec<Event>> {
         let conn = lock(&self.reader);
+        let (now, until, me) = (claim.now, claim.until, claim.me);
+        // What the ended deliverers held is due now, all of it at once:
+        // they are told of once only.
+        let dead = serde_json::to_string(claim.dead).map_err(io::Error::other)?;
+        conn.execute(
+            "UPDATE outbox SET due = ?1, claimed_by = NULL
+             WHERE claimed_by IN (SELECT value FROM json_each(?2))",
+            params![now, dead],
+        )
+        .map_err(failed)?;
         // One statement, so one transaction: of processes sharing the
-        // records, each event due goes to one, whose claim makes it due
-        // again only at `until`.
+        // records, each event goes to one, whose claim makes it due again
+        // only at `until`.
         let mut query = conn
             .prepare(
-                "UPDATE outbox SET due = ?3 WHERE key IN
+                "UPDATE outbox SET due = ?3, claimed_by = ?4 WHERE key IN
                      (SELECT key FROM outbox WHERE due <= ?1 ORDER BY due LIMIT ?2)
                  RETURNING key, landed, owner, attempts",
             )
             .map_err(failed)?;
         let rows: Vec<(String, String, String, u32)> = query
-            .query_map(params![now, limit as i64, until], |r| {
+            .query_map(params![now, limit as i64, until, me], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .and_then(|rows| rows.collect())
@@ -528,7 +550,7 @@ fn commit(
             }
             Change::Undelivered { key, due } => {
                 tx.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, due = ?2 WHERE key = ?1",
+                    "UPDATE outbox SET attempts = attempts + 1, due = ?2, claimed_by = NULL WHERE key = ?1",
                     params![key, due],
                 )?;
             }
