@@ -76,6 +76,11 @@ struct SignArgs {
     /// How long it stays valid.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     valid_for: std::time::Duration,
+    /// Whom the URL is for (a user of the application): every URL signed
+    /// for one subject reaches that subject's uploads (a fresh URL resumes
+    /// what an expired one began), and receipts name it.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    subject: Option<String>,
 }
 
 /// How blocks are sent; shared by `upload` and `demo`.
@@ -634,6 +639,7 @@ fn sign(args: &SignArgs) -> Result<(), Failure> {
         expires,
         rule.as_ref(),
         args.max_size,
+        args.subject.as_deref(),
     )
     .map_err(|e| {
         Failure::new(

@@ -4,10 +4,18 @@
 //! A signed URL carries, in its query: `fu_expires` (Unix seconds),
 //! optionally `fu_name` (the one name it may land) or `fu_prefix` (a prefix
 //! names must start with), optionally `fu_max` (the largest upload, in
-//! bytes), and `fu_sig`, the hex HMAC-SHA256 of
-//! `PATH \n EXPIRES \n RULE \n MAX` (RULE `name:N`, `prefix:P` or empty;
-//! MAX empty when absent). Other query parameters, such as the client's
-//! `upload_id`, are not signed.
+//! bytes), optionally `fu_sub` (whom the backend signed it for), and
+//! `fu_sig`, the hex HMAC-SHA256 of `PATH \n EXPIRES \n RULE \n MAX`
+//! (RULE `name:N`, `prefix:P` or empty; MAX empty when absent), followed by
+//! `\n SUBJECT` when there is one. Other query parameters, such as the
+//! client's `upload_id`, are not signed.
+//!
+//! The credentials' owner, who alone may touch an upload begun with them
+//! and whom receipts name, is `token:` and a digest of a bearer token;
+//! `subject:` and the subject of a signed URL that has one (so that every
+//! URL signed for one subject reaches that subject's uploads: a fresh URL
+//! resumes what an expired one began); else `signed:` and the signature's
+//! first bytes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -101,11 +109,15 @@ fn mac(
     expires: u64,
     rule: Option<&NameRule>,
     max: Option<u64>,
+    subject: Option<&str>,
 ) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     let rule = rule.map(NameRule::signed).unwrap_or_default();
     let max = max.map(|m| m.to_string()).unwrap_or_default();
     mac.update(format!("{path}\n{expires}\n{rule}\n{max}").as_bytes());
+    if let Some(subject) = subject {
+        mac.update(format!("\n{subject}").as_bytes());
+    }
     mac
 }
 
@@ -185,8 +197,10 @@ fn signed_grant(key: &[u8], uri: &Uri) -> Result<Grant, Refusal> {
     let mut rule = None;
     let mut max = None;
     let mut sig = None;
+    let mut subject = None;
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*k {
+            "fu_sub" => subject = Some(v.into_owned()),
             "fu_expires" => expires = v.parse::<u64>().ok(),
             "fu_name" => rule = Some(NameRule::Exactly(v.into_owned())),
             "fu_prefix" => rule = Some(NameRule::Prefix(v.into_owned())),
@@ -205,7 +219,7 @@ fn signed_grant(key: &[u8], uri: &Uri) -> Result<Grant, Refusal> {
     let path = uri.path();
     let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
     let valid = [path, parent].into_iter().any(|p| {
-        mac(key, p, expires, rule.as_ref(), max)
+        mac(key, p, expires, rule.as_ref(), max, subject.as_deref())
             .verify_slice(&sig)
             .is_ok()
     });
@@ -219,7 +233,10 @@ fn signed_grant(key: &[u8], uri: &Uri) -> Result<Grant, Refusal> {
         return Err(unauthorized("the upload URL has expired"));
     }
     Ok(Grant {
-        owner: format!("signed:{}", hex::encode(&sig[..16.min(sig.len())])),
+        owner: match subject {
+            Some(subject) => format!("subject:{subject}"),
+            None => format!("signed:{}", hex::encode(&sig[..16.min(sig.len())])),
+        },
         name: rule,
         max_size: max,
     })
@@ -227,13 +244,14 @@ fn signed_grant(key: &[u8], uri: &Uri) -> Result<Grant, Refusal> {
 
 /// Signs `url` (an upload URL of the receiver) with `key`: valid until
 /// `expires` (Unix seconds), for the names `rule` allows and uploads of at
-/// most `max` bytes.
+/// most `max` bytes, and for `subject` if given (whose uploads every URL
+/// signed for it reaches, and whom receipts name).
 ///
 /// ```
 /// use fileuploader_server::{sign_url, NameRule};
 ///
 /// let url = sign_url(b"secret", "http://127.0.0.1:8080/upload", 2_000_000_000,
-///                    Some(&NameRule::Exactly("scan.pdf".into())), Some(1 << 20)).unwrap();
+///                    Some(&NameRule::Exactly("scan.pdf".into())), Some(1 << 20), None).unwrap();
 /// assert!(url.starts_with("http://127.0.0.1:8080/upload?fu_expires=2000000000&fu_name=scan.pdf&fu_max=1048576&fu_sig="));
 /// ```
 ///
@@ -246,9 +264,10 @@ pub fn sign_url(
     expires: u64,
     rule: Option<&NameRule>,
     max: Option<u64>,
+    subject: Option<&str>,
 ) -> Result<String, url::ParseError> {
     let mut parsed = url::Url::parse(url)?;
-    let sig = mac(key, parsed.path(), expires, rule, max)
+    let sig = mac(key, parsed.path(), expires, rule, max, subject)
         .finalize()
         .into_bytes();
     {
@@ -265,6 +284,9 @@ pub fn sign_url(
         }
         if let Some(max) = max {
             query.append_pair("fu_max", &max.to_string());
+        }
+        if let Some(subject) = subject {
+            query.append_pair("fu_sub", subject);
         }
         query.append_pair("fu_sig", &hex::encode(sig));
     }

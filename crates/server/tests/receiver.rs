@@ -896,7 +896,7 @@ async fn without_valid_credentials_every_request_kind_gets_401_and_changes_nothi
         ask(&receiver, "POST", forged, &seg, block()).await,
         StatusCode::UNAUTHORIZED
     );
-    let expired = sign_url(b"key", "http://x/upload", 1, None, None).unwrap();
+    let expired = sign_url(b"key", "http://x/upload", 1, None, None, None).unwrap();
     let expired = &expired["http://x".len()..];
     assert_eq!(
         ask(&receiver, "POST", expired, &seg, block()).await,
@@ -915,6 +915,7 @@ async fn without_valid_credentials_every_request_kind_gets_401_and_changes_nothi
         u64::MAX / 2,
         Some(&NameRule::Exactly("t.bin".into())),
         Some(4),
+        None,
     )
     .unwrap();
     let signed = &signed["http://x".len()..];
@@ -958,6 +959,65 @@ async fn without_valid_credentials_every_request_kind_gets_401_and_changes_nothi
     assert!(
         receiver.status("a1").await.unwrap().is_some(),
         "not discarded by another"
+    );
+}
+
+#[tokio::test]
+async fn every_url_signed_for_one_subject_reaches_its_uploads_and_no_others() {
+    use fileuploader_server::{sign_url, Access};
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .access(Access::open().signing_key(&b"key"[..]).unwrap());
+    let url = |expires: u64, subject: &str| {
+        let signed = sign_url(
+            b"key",
+            "http://x/upload",
+            expires,
+            None,
+            None,
+            Some(subject),
+        );
+        signed.unwrap()["http://x".len()..].to_owned()
+    };
+    let block = |range: &'static str, bytes: &'static [u8]| {
+        let headers = [("content-range", range), ("x-upload-id", "s1")];
+        (headers, form(&[("RemoteFile", Some("s.bin"), bytes)]))
+    };
+    let (first, body) = block("bytes 0-1/4", b"ab");
+    let alice = url(u64::MAX / 2, "alice");
+    assert_eq!(
+        ask(&receiver, "POST", &alice, &first, body).await,
+        StatusCode::OK
+    );
+    // Another URL for bob reaches nothing of alice's.
+    let (second, body) = block("bytes 2-3/4", b"cd");
+    let bob = url(u64::MAX / 2, "bob");
+    assert_eq!(
+        ask(&receiver, "POST", &bob, &second, body).await,
+        StatusCode::FORBIDDEN
+    );
+    // A fresh URL for alice (another expiry, another signature) finishes
+    // what the first began.
+    let (second, body) = block("bytes 2-3/4", b"cd");
+    assert_eq!(
+        ask(
+            &receiver,
+            "POST",
+            &url(u64::MAX / 3, "alice"),
+            &second,
+            body
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(std::fs::read(dir.path().join("s.bin")).unwrap(), b"abcd");
+    // The subject is signed: changed, the URL is refused.
+    let forged = alice.replace("fu_sub=alice", "fu_sub=bob");
+    let (third, body) = block("bytes 0-1/4", b"ab");
+    assert_eq!(
+        ask(&receiver, "POST", &forged, &third, body).await,
+        StatusCode::UNAUTHORIZED
     );
 }
 

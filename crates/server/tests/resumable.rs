@@ -571,6 +571,7 @@ async fn a_signed_creation_url_covers_the_upload_it_creates_and_nothing_else() {
         4_000_000_000,
         Some(&fileuploader_server::NameRule::Exactly("s.txt".into())),
         None,
+        None,
     )
     .unwrap();
     let creation = &signed["http://receiver".len()..];
