@@ -647,15 +647,23 @@ impl Store for FsStore {
     async fn claim_events(&self, limit: usize, lease: Duration) -> Result<Vec<Event>, StoreError> {
         let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         self.with("claim events", move |s| {
-            let (me, dead) = s.deliverers()?;
             let now = now_ms();
-            let claim = state::Claim {
-                now,
-                until: now + lease,
-                me: &me,
-                dead: &dead,
-            };
-            s.state.claim_events(claim, limit)
+            let full = |e: &io::Error| e.kind() == io::ErrorKind::StorageFull;
+            let claimed = s.deliverers().and_then(|(me, dead)| {
+                let claim = state::Claim {
+                    now,
+                    until: now + lease,
+                    me: &me,
+                    dead: &dead,
+                };
+                s.state.claim_events(claim, limit)
+            });
+            match claimed {
+                // A full disk cannot record a claim: the events are told
+                // unclaimed, perhaps twice by a fleet, never late.
+                Err(e) if full(&e) => s.state.due_events(now, limit),
+                claimed => claimed,
+            }
         })
         .await
     }

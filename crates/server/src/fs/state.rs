@@ -188,6 +188,27 @@ fn failed(e: rusqlite::Error) -> io::Error {
     io::Error::new(kind, e.to_string())
 }
 
+/// An outbox row: key, landing record, owner, attempts.
+type EventRow = (String, String, String, u32);
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+/// The events of outbox rows; a row whose record cannot be read is left.
+fn events(rows: Vec<EventRow>) -> Vec<Event> {
+    rows.into_iter()
+        .filter_map(|(key, text, owner, attempts)| {
+            let landed = Landed::from_record(&text, Some(&owner))?;
+            Some(Event {
+                key,
+                landed,
+                attempts,
+            })
+        })
+        .collect()
+}
+
 fn closed() -> io::Error {
     io::Error::other("the receiver's records are closed")
 }
@@ -321,23 +342,26 @@ impl State {
                  RETURNING key, landed, owner, attempts",
             )
             .map_err(failed)?;
-        let rows: Vec<(String, String, String, u32)> = query
-            .query_map(params![now, limit as i64, until, me], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .and_then(|rows| rows.collect())
+        let rows = query
+            .query_map(params![now, limit as i64, until, me], event_row)
+            .and_then(|rows| rows.collect());
+        Ok(events(rows.map_err(failed)?))
+    }
+
+    /// Events due by `now` (ms), oldest first, at most `limit`, claimed by
+    /// nobody: what a deliverer takes when the records cannot be written
+    /// (a full disk), better told twice than not at all.
+    pub(crate) fn due_events(&self, now: i64, limit: usize) -> io::Result<Vec<Event>> {
+        let conn = lock(&self.reader);
+        let mut query = conn
+            .prepare(
+                "SELECT key, landed, owner, attempts FROM outbox WHERE due <= ?1 ORDER BY due LIMIT ?2",
+            )
             .map_err(failed)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(key, text, owner, attempts)| {
-                let landed = Landed::from_record(&text, Some(&owner))?;
-                Some(Event {
-                    key,
-                    landed,
-                    attempts,
-                })
-            })
-            .collect())
+        let rows = query
+            .query_map(params![now, limit as i64], event_row)
+            .and_then(|rows| rows.collect());
+        Ok(events(rows.map_err(failed)?))
     }
 
     /// The temporary files whole files are charged for.
