@@ -216,11 +216,12 @@ pub(crate) async fn admit(teller: &Teller, creating: Creating<'_>) -> Result<Adm
         )
     };
     let answer = match asked.await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(why)) => return Err(unavailable(why)),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(Untold::Unusable(why))) => Err(why),
+        Ok(Err(Untold::Unreachable(why))) => return Err(unavailable(why)),
         Err(_) => return Err(unavailable(format!("no answer in {ASK_TIMEOUT:?}"))),
     };
-    read_word(&answer.body, creating.name).map_err(|why| {
+    answer.and_then(|answer| read_word(&answer.body, creating.name)).map_err(|why| {
         tracing::warn!(
             "the before-creation hook's answer about {:?} cannot be used: {why}",
             creating.name
@@ -277,7 +278,7 @@ pub(crate) async fn word_on(teller: &Teller, landed: &Landed) -> Option<Word> {
     let json = event.to_json();
     let why = match tokio::time::timeout(ASK_TIMEOUT, tell(teller, &json, asking)).await {
         Ok(Ok(word)) => return Some(word),
-        Ok(Err(why)) => why,
+        Ok(Err(why)) => why.to_string(),
         Err(_) => format!("no answer in {ASK_TIMEOUT:?}"),
     };
     tracing::warn!(
@@ -325,7 +326,7 @@ async fn deliver_one(store: &dyn Store, teller: &Teller, event: &Event) {
     };
     let told = match tokio::time::timeout(DELIVERY_TIMEOUT, tell(teller, &json, asking)).await {
         Ok(told) => told,
-        Err(_) => Err(format!("no answer in {DELIVERY_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer in {DELIVERY_TIMEOUT:?}").into()),
     };
     let result = match told {
         Ok(_) => store.event_delivered(&event.key).await,
@@ -347,6 +348,29 @@ async fn deliver_one(store: &dyn Store, teller: &Teller, event: &Event) {
 /// deliveries: a second, doubling, at most [`MAX_BACKOFF`].
 fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(6)).min(MAX_BACKOFF)
+}
+
+/// Why a hook did not take what it was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Untold {
+    /// It could not be reached, failed, or refused (asking again may do).
+    Unreachable(String),
+    /// It answered more than [`MAX_ANSWER`] bytes.
+    Unusable(String),
+}
+
+impl std::fmt::Display for Untold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Untold::Unreachable(why) | Untold::Unusable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for Untold {
+    fn from(why: String) -> Self {
+        Untold::Unreachable(why)
+    }
 }
 
 /// How a hook is asked: with what idempotency key, and whether its answer
@@ -379,7 +403,7 @@ impl Word {
 
 /// Hands `json` to the hook once: its answer (at most [`MAX_ANSWER`]
 /// bytes, when asked for), or why it was not taken.
-async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Word, String> {
+async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Word, Untold> {
     match &teller.hook {
         Hook::Url(url) => {
             let mut request = http::Request::post(url.clone())
@@ -390,10 +414,13 @@ async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Word, S
             let request = request
                 .body(Full::new(Bytes::from(json.to_owned())))
                 .map_err(|e| e.to_string())?;
-            let client = teller.client.as_ref().map_err(Clone::clone)?;
+            let client = teller
+                .client
+                .as_ref()
+                .map_err(|e| Untold::from(e.clone()))?;
             let answer = client.request(request).await.map_err(|e| e.to_string())?;
             if !answer.status().is_success() {
-                return Err(format!("{url} answered {}", answer.status()));
+                return Err(format!("{url} answered {}", answer.status()).into());
             }
             if !asking.answer {
                 return Ok(Word::default());
@@ -406,7 +433,13 @@ async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Word, S
             let body = Limited::new(answer.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| format!("{url}: its answer: {e} (at most {MAX_ANSWER} bytes)"))?
+                .map_err(|e| {
+                    let why = format!("{url}: its answer: {e}");
+                    match e.is::<http_body_util::LengthLimitError>() {
+                        true => Untold::Unusable(format!("{why} (at most {MAX_ANSWER} bytes)")),
+                        false => Untold::Unreachable(why),
+                    }
+                })?
                 .to_bytes();
             Ok(Word { body, content_type })
         }
@@ -435,7 +468,9 @@ async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Word, S
                     .map_err(|e| format!("{command:?}: its output: {e}"))?;
             }
             if out.len() > MAX_ANSWER {
-                return Err(format!("{command:?} wrote more than {MAX_ANSWER} bytes"));
+                return Err(Untold::Unusable(format!(
+                    "{command:?} wrote more than {MAX_ANSWER} bytes"
+                )));
             }
             let status = child.wait().await.map_err(|e| e.to_string())?;
             match status.success() {
@@ -443,7 +478,7 @@ async fn tell(teller: &Teller, json: &str, asking: Asking<'_>) -> Result<Word, S
                     body: Bytes::from(out),
                     content_type: None,
                 }),
-                false => Err(format!("{command:?} exited with {status}")),
+                false => Err(format!("{command:?} exited with {status}").into()),
             }
         }
     }

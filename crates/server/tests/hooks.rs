@@ -121,3 +121,37 @@ async fn https_hooks_are_asked_and_told_through_a_private_ca() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_before_creation_hook_that_says_too_much_or_cannot_be_asked_refuses_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ask = |hook: &str| {
+        let receiver = Receiver::new(dir.path())
+            .unwrap()
+            .before_creation(Hook::parse(hook).unwrap());
+        async move {
+            let body = "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\r\nabc\r\n--B--\r\n";
+            let request = http::Request::post("/upload")
+                .header("content-type", "multipart/form-data; boundary=B")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let answer = receiver.handle(request).await;
+            let status = answer.status().as_u16();
+            let retry = answer.headers().contains_key("retry-after");
+            let text = answer.into_body().collect().await.unwrap().to_bytes();
+            (status, retry, String::from_utf8_lossy(&text).into_owned())
+        }
+    };
+    let (status, _, text) = ask("yes | head -c 70000").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("answer it cannot use"), "{text}");
+    let (status, retry, text) = ask("exit 3").await;
+    assert_eq!((status, retry), (503, true), "{text}");
+    assert!(text.contains("try again later"), "{text}");
+    let (status, _, text) = ask(r#"echo '{"refuse":{"status":451,"message":"not here"}}'"#).await;
+    assert_eq!((status, text.trim()), (451, "not here"));
+    assert!(!dir.path().join("a.txt").exists());
+    let (status, _, text) = ask("cat > /dev/null").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"abc");
+}
