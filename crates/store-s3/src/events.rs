@@ -93,10 +93,10 @@ impl S3Store {
                 continue;
             };
             let read = serde_json::from_slice::<Kept>(&bytes).ok();
-            let Some((kept, landed)) = read
-                .and_then(|kept| Some((Landed::from_record(&kept.landed, None)?, kept)))
-                .map(|(landed, kept)| (kept, landed))
-            else {
+            let Some((kept, landed)) = read.and_then(|kept| {
+                let landed = Landed::from_record(&kept.landed, None)?;
+                Some((kept, landed))
+            }) else {
                 tracing::warn!("event {key} cannot be read; it is left where it is");
                 continue;
             };
