@@ -199,6 +199,117 @@ fn eventually(within: Duration, check: impl Fn() -> Result<(), String>) -> Resul
     }
 }
 
+/// Posts `form` with `fields` changed as `change` says and a file part of
+/// `bytes` to node 0; the status.
+fn post_form(
+    garage: &Garage,
+    form: &fileuploader_store_s3::post_policy::PostForm,
+    change: &[(&str, &str)],
+    bytes: &[u8],
+) -> Result<u16, String> {
+    let mut body = Vec::new();
+    for (name, value) in &form.fields {
+        let value = change
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(value.as_str(), |(_, v)| v);
+        body.extend_from_slice(
+            format!("--p\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        b"--p\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n",
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(b"\r\n--p--\r\n");
+    let port: u16 = garage.endpoints[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or("no port in the endpoint")?;
+    let path = form
+        .url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_owned()))
+        .ok_or("no path in the form's URL")?;
+    let kind = [("content-type", "multipart/form-data; boundary=p".to_owned())];
+    request(port, "POST", &path, &kind, &body).map(|(status, _)| status)
+}
+
+/// A form signed for one key, 1 KiB, ten minutes: lands its bytes; a body
+/// too large, another key, an expired form and a changed signature are
+/// refused, and land nothing.
+fn post_policy(garage: &Garage, bucket: &Bucketeer) -> Result<(), String> {
+    use fileuploader_store_s3::post_policy::{PostPolicy, Signer};
+    let signer = Signer {
+        key_id: garage.key_id.clone(),
+        secret: garage.secret.clone(),
+        session_token: None,
+        region: REGION.to_owned(),
+    };
+    let policy = |key: &str, valid_for: Duration| PostPolicy {
+        bucket: BUCKET.to_owned(),
+        key: key.to_owned(),
+        max_size: 1024,
+        valid_for,
+    };
+    let url = format!("{}/{BUCKET}", garage.endpoints[0]);
+    let now = std::time::SystemTime::now();
+    let form = policy("post/small.bin", Duration::from_secs(600)).form(&url, &signer, now);
+    let status = post_form(garage, &form, &[], b"posted straight to the bucket")?;
+    if !(200..300).contains(&status) {
+        return Err(format!("the signed form was answered {status}"));
+    }
+    match bucket.get(BUCKET, "post/small.bin")? {
+        Some(got) if got == b"posted straight to the bucket" => {}
+        other => return Err(format!("the posted object reads {other:?}")),
+    }
+    let zeros = "0".repeat(64);
+    // What is wrong, the key the form is signed for, a field changed, the
+    // body, and the key that must stay empty.
+    let refusals: [(&str, &str, Option<(&str, &str)>, &[u8], &str); 3] = [
+        (
+            "too large a body",
+            "post/large.bin",
+            None,
+            &[7; 2048],
+            "post/large.bin",
+        ),
+        (
+            "another key",
+            "post/mine.bin",
+            Some(("key", "post/other.bin")),
+            b"x",
+            "post/other.bin",
+        ),
+        (
+            "a changed signature",
+            "post/forged.bin",
+            Some(("x-amz-signature", &zeros)),
+            b"x",
+            "post/forged.bin",
+        ),
+    ];
+    for (what, signed_for, change, bytes, empty) in refusals {
+        let form = policy(signed_for, Duration::from_secs(600)).form(&url, &signer, now);
+        let status = post_form(garage, &form, change.as_slice(), bytes)?;
+        if (200..300).contains(&status) || bucket.get(BUCKET, empty)?.is_some() {
+            return Err(format!("a form with {what} was let through ({status})"));
+        }
+    }
+    let stale = policy("post/stale.bin", Duration::from_secs(1)).form(
+        &url,
+        &signer,
+        now - Duration::from_secs(120),
+    );
+    let status = post_form(garage, &stale, &[], b"late")?;
+    if (200..300).contains(&status) || bucket.get(BUCKET, "post/stale.bin")?.is_some() {
+        return Err(format!("an expired form was let through ({status})"));
+    }
+    Ok(())
+}
+
 /// Whether the hook's log `events` names `landings` landings of the
 /// `balanced-`/`plain-` files, each once but for at most `repeats` told
 /// twice (a receiver killed between telling and recording it).
@@ -305,6 +416,11 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
     );
     let sources = work.join("s3-sources");
     std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
+    matrix.record(
+        "Garage",
+        "POST policy: a signed form lands its object, and no other key, size or time",
+        post_policy(&garage, &bucket),
+    );
 
     let port = free_port();
     {

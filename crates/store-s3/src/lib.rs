@@ -57,6 +57,7 @@ mod events;
 mod keys;
 mod plain_http;
 mod plan;
+pub mod post_policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
