@@ -268,7 +268,14 @@ fn post_policy(garage: &Garage, bucket: &Bucketeer) -> Result<(), String> {
     let zeros = "0".repeat(64);
     // What is wrong, the key the form is signed for, a field changed, the
     // body, and the key that must stay empty.
-    let refusals: [(&str, &str, Option<(&str, &str)>, &[u8], &str); 3] = [
+    type Refused<'a> = (
+        &'a str,
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        &'a [u8],
+        &'a str,
+    );
+    let refusals: [Refused; 3] = [
         (
             "too large a body",
             "post/large.bin",
