@@ -73,7 +73,10 @@ impl PostPolicy {
             .collect();
         let date = &stamp[..stamp.len().min(8)];
         let credential = format!("{}/{date}/{}/s3/aws4_request", signer.key_id, signer.region);
+        // Every field is bound by a condition of its own: stores check that
+        // each condition has its field (Garage, the bucket's too).
         let mut fixed = vec![
+            ("bucket", self.bucket.clone()),
             ("key", self.key.clone()),
             ("x-amz-algorithm", "AWS4-HMAC-SHA256".to_owned()),
             ("x-amz-credential", credential),
@@ -82,13 +85,10 @@ impl PostPolicy {
         if let Some(token) = &signer.session_token {
             fixed.push(("x-amz-security-token", token.clone()));
         }
-        let mut conditions: Vec<serde_json::Value> =
-            vec![serde_json::json!({ "bucket": self.bucket })];
-        conditions.extend(
-            fixed
-                .iter()
-                .map(|(name, value)| serde_json::json!({ *name: value })),
-        );
+        let mut conditions: Vec<serde_json::Value> = fixed
+            .iter()
+            .map(|(name, value)| serde_json::json!({ *name: value }))
+            .collect();
         conditions.push(serde_json::json!([
             "content-length-range",
             0,
@@ -193,6 +193,11 @@ mod tests {
             "{conditions}"
         );
         assert!(conditions.contains(r#"{"key":"in/a.pdf"}"#), "{conditions}");
+        assert!(
+            conditions.contains(r#"{"bucket":"uploads"}"#),
+            "{conditions}"
+        );
+        assert_eq!(field("bucket"), "uploads");
         assert_eq!(
             field("x-amz-signature"),
             sign(&field("policy"), "s", "20261206", "garage", "s3")
