@@ -62,8 +62,12 @@ impl PostPolicy {
     /// to `bucket_url` (the bucket's address: `https://BUCKET.s3…` or, on
     /// stores addressed by path, `ENDPOINT/BUCKET`).
     pub fn form(&self, bucket_url: &str, signer: &Signer, now: SystemTime) -> PostForm {
-        let when = DateTime::from(now);
-        let expires = DateTime::from(now + self.valid_for);
+        // Whole seconds: the date is `YYYYMMDDTHHMMSSZ`, no fraction.
+        let secs = |t: SystemTime| {
+            let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            DateTime::from_secs(since.as_secs() as i64)
+        };
+        let (when, expires) = (secs(now), secs(now + self.valid_for));
         // `2026-12-06T02:00:00Z` becomes `20261206T020000Z`.
         let stamp: String = when
             .fmt(Format::DateTime)
@@ -169,7 +173,7 @@ mod tests {
             session_token: None,
             region: "garage".into(),
         };
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_522_400);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_522_400_250);
         let form = policy.form("http://127.0.0.1:3900/uploads", &signer, now);
         let field = |name: &str| {
             form.fields
