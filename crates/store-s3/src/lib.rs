@@ -209,6 +209,16 @@ struct Meta {
     metadata: Option<String>,
 }
 
+/// Which page of a listing to ask for.
+struct Page<'a> {
+    /// Only keys after this one.
+    after: Option<&'a str>,
+    /// The token a page before gave.
+    token: Option<String>,
+    /// At most this many keys.
+    max: Option<i32>,
+}
+
 /// A multipart upload that lands a file at `key`.
 #[derive(Debug, Clone)]
 struct Landing {
@@ -440,27 +450,12 @@ impl S3Store {
 
     /// The first objects below `prefix`, at most `max` (one page).
     async fn list_first(&self, prefix: &str, max: i32) -> Result<Vec<Listed>, StoreError> {
-        let s = self.s();
-        let page = s
-            .control
-            .list_objects_v2()
-            .bucket(&s.bucket)
-            .prefix(prefix)
-            .max_keys(max)
-            .send()
-            .await
-            .map_err(|e| failed("list the store", &e))?;
-        Ok(page
-            .contents()
-            .iter()
-            .filter_map(|object| {
-                Some(Listed {
-                    key: object.key()?.to_owned(),
-                    etag: object.e_tag().unwrap_or_default().to_owned(),
-                    modified: SystemTime::UNIX_EPOCH,
-                })
-            })
-            .collect())
+        let first = Page {
+            after: None,
+            token: None,
+            max: Some(max),
+        };
+        Ok(self.list_page(prefix, first).await?.0)
     }
 
     /// The objects below `prefix` whose keys sort after `after`.
@@ -469,37 +464,62 @@ impl S3Store {
         prefix: &str,
         after: Option<&str>,
     ) -> Result<Vec<Listed>, StoreError> {
-        let s = self.s();
         let mut out = Vec::new();
         let mut token = None;
         loop {
-            let page = s
-                .control
-                .list_objects_v2()
-                .bucket(&s.bucket)
-                .prefix(prefix)
-                .set_start_after(after.map(str::to_owned))
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| failed("list the store", &e))?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
+            let page = Page {
+                after,
+                token,
+                max: None,
+            };
+            let (listed, next) = self.list_page(prefix, page).await?;
+            out.extend(listed);
+            match next {
+                Some(next) => token = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// One page of the objects below `prefix`, and the token of the next
+    /// page if there is one.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        page: Page<'_>,
+    ) -> Result<(Vec<Listed>, Option<String>), StoreError> {
+        let s = self.s();
+        let answer = s
+            .control
+            .list_objects_v2()
+            .bucket(&s.bucket)
+            .prefix(prefix)
+            .set_start_after(page.after.map(str::to_owned))
+            .set_continuation_token(page.token)
+            .set_max_keys(page.max)
+            .send()
+            .await
+            .map_err(|e| failed("list the store", &e))?;
+        let listed = answer
+            .contents()
+            .iter()
+            .filter_map(|object| {
                 let modified = object
                     .last_modified()
                     .and_then(|t| SystemTime::try_from(*t).ok())
                     .unwrap_or(SystemTime::UNIX_EPOCH);
-                out.push(Listed {
-                    key: key.to_owned(),
+                Some(Listed {
+                    key: object.key()?.to_owned(),
                     etag: object.e_tag().unwrap_or_default().to_owned(),
                     modified,
-                });
-            }
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() || page.is_truncated() != Some(true) {
-                return Ok(out);
-            }
-        }
+                })
+            })
+            .collect();
+        let next = answer
+            .next_continuation_token()
+            .filter(|_| answer.is_truncated() == Some(true))
+            .map(str::to_owned);
+        Ok((listed, next))
     }
 
     /// The whole of a small object, or `None` when it is not there.
