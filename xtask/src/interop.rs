@@ -38,6 +38,7 @@ const NPM: &[&str] = &[
     "@tus/file-store@1.5.1",
     "uppy@6.0.1",
     "puppeteer-core@25.16.0",
+    "@uppy/companion@6.2.2",
 ];
 /// The browser Uppy runs in: Debian's `chromium`, headless.
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -87,7 +88,7 @@ fn run(command: &mut Command, what: &str) -> Result<(), String> {
 /// Installs the peers that are missing.
 pub(crate) fn install(cache: &Path) -> Result<(), String> {
     let node = cache.join("node");
-    if !node.join("node_modules/puppeteer-core").exists() {
+    if !node.join("node_modules/@uppy/companion").exists() {
         std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
         eprintln!("interop: installing {} with npm", NPM.join(" "));
         run(
@@ -206,8 +207,10 @@ pub(crate) struct Matrix {
 
 impl Matrix {
     pub(crate) fn record(&mut self, peer: &str, case: &str, result: Result<(), String>) {
-        let mark = if result.is_ok() { "ok" } else { "FAIL" };
-        eprintln!("interop: {peer:<28} {case:<34} {mark}");
+        match &result {
+            Ok(()) => eprintln!("interop: {peer:<28} {case:<34} ok"),
+            Err(why) => eprintln!("interop: {peer:<28} {case:<34} FAIL: {why}"),
+        }
         self.rows.push((peer.to_owned(), case.to_owned(), result));
     }
 }
@@ -550,21 +553,50 @@ fn partial_uploads(store: &Path) -> usize {
     })
 }
 
-/// Runs the matrix (only the object-store part with `only_s3`); fails on
+/// Runs the matrix, or the part of it `scope` names; fails on
 /// any failed case.
-pub fn interop(only_s3: bool) -> Result<(), String> {
+pub fn interop(scope: Scope) -> Result<(), String> {
     let cache = cache();
     install(&cache)?;
     let binary = crate::release_binary()?;
     let work = std::env::temp_dir().join(format!("fileuploader-interop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let mut matrix = Matrix { rows: Vec::new() };
-    crate::s3::checks(&mut matrix, &binary, &work)?;
-    if !only_s3 {
+    if scope == Scope::Companion {
+        crate::s3::direct_checks(&mut matrix, &cache, &binary, &work)?;
+    } else {
+        crate::s3::checks(&mut matrix, &cache, &binary, &work)?;
+    }
+    if scope == Scope::All {
         peers(&mut matrix, &cache, &binary, &work)?;
     }
     let _ = std::fs::remove_dir_all(&work);
     report(&matrix)
+}
+
+/// Which checks `cargo xtask interop` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every one.
+    All,
+    /// Those on Garage.
+    S3,
+    /// Only the direct uploads to Garage (Companion routes and peers).
+    Companion,
+}
+
+impl Scope {
+    /// The scope its argument names.
+    pub fn from_arg(arg: Option<&str>) -> Result<Self, String> {
+        match arg {
+            None => Ok(Scope::All),
+            Some("s3") => Ok(Scope::S3),
+            Some("companion") => Ok(Scope::Companion),
+            Some(other) => Err(format!(
+                "no interop scope {other:?}; give s3, companion or none"
+            )),
+        }
+    }
 }
 
 /// Our client and receiver against the tus peers.

@@ -6,12 +6,15 @@
 //! - `bench [--quick] [--runs N]`: fileuploader against curl on 127.0.0.1.
 //! - `chaos`: seeded faults between and inside real processes, judged by
 //!   what landed.
-//! - `interop [s3]`: fileuploader against tus peers nobody here wrote (npm
-//!   and PyPI, installed when missing), both directions; receivers sharing
-//!   a Garage bucket behind nginx (only these with `s3`).
+//! - `interop [s3|companion]`: fileuploader against tus peers nobody here
+//!   wrote (npm and PyPI, installed when missing), both directions;
+//!   receivers sharing a Garage bucket behind nginx (only these with `s3`);
+//!   uploads straight to Garage, signed by our receiver and by Uppy's
+//!   Companion (only these with `companion`).
 
 mod bench;
 mod chaos;
+mod companion;
 mod garage;
 mod interop;
 mod raw_transport;
@@ -41,8 +44,8 @@ const TASKS: &[(&str, &str)] = &[
         "seeded faults (fault proxy, SIGKILL of receiver and clients) judged by what landed",
     ),
     (
-        "interop [s3]",
-        "our client and receiver against @tus/server, tuspyserver, resumable-upload and tus-js-client; receivers on a Garage cluster behind nginx (only those with s3)",
+        "interop [s3|companion]",
+        "our client and receiver against @tus/server, tuspyserver, resumable-upload and tus-js-client; receivers on a Garage cluster behind nginx (only those with s3); direct uploads to Garage signed by our receiver and by Companion (only those with companion)",
     ),
     (
         "fuzz [SECS]",
@@ -92,7 +95,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("interop") => match interop::interop(std::env::args().nth(2).as_deref() == Some("s3"))
+        Some("interop") => match interop::Scope::from_arg(std::env::args().nth(2).as_deref())
+            .and_then(interop::interop)
         {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

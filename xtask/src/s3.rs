@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use crate::garage::{nginx, Bucketeer, Garage, REGION};
 use crate::interop::{free_port, make_file, start, Matrix, Peer};
 
-const BUCKET: &str = "uploads";
+pub(crate) const BUCKET: &str = "uploads";
 /// The balanced receivers' settings: uploads abandoned by the kills expire
 /// within the run.
 const BALANCED: &[&str] = &["--expire", "30s"];
-const MIB: usize = 1 << 20;
+pub(crate) const MIB: usize = 1 << 20;
 
 /// `fileuploader serve` on the cluster's node `node`, files landing below
 /// `prefix`.
-fn serve(
+pub(crate) fn serve(
     binary: &Path,
     garage: &Garage,
     node: usize,
@@ -111,7 +111,7 @@ fn finish(child: Child, what: &str) -> Result<(), String> {
 
 /// One answer of a plain HTTP/1.1 request: status and head. Requests to
 /// the tus door (any path but the segmented `/upload`) say `Tus-Resumable`.
-fn request(
+pub(crate) fn request(
     port: u16,
     method: &str,
     path: &str,
@@ -188,7 +188,10 @@ fn begin_tus(port: u16, name: &str, total: usize, sent: usize) -> Result<String,
 }
 
 /// Waits up to `within` for `check` to pass.
-fn eventually(within: Duration, check: impl Fn() -> Result<(), String>) -> Result<(), String> {
+pub(crate) fn eventually(
+    within: Duration,
+    check: impl Fn() -> Result<(), String>,
+) -> Result<(), String> {
     let started = Instant::now();
     loop {
         match check() {
@@ -201,7 +204,7 @@ fn eventually(within: Duration, check: impl Fn() -> Result<(), String>) -> Resul
 
 /// Posts `form` with `fields` changed as `change` says and a file part of
 /// `bytes` to node 0; the status and the whole answer.
-fn post_form(
+pub(crate) fn post_form(
     garage: &Garage,
     form: &fileuploader_store_s3::post_policy::PostForm,
     change: &[(&str, &str)],
@@ -253,6 +256,8 @@ fn post_policy(garage: &Garage, bucket: &Bucketeer) -> Result<(), String> {
         key: key.to_owned(),
         max_size: 1024,
         valid_for,
+        content_type: None,
+        success_status: None,
     };
     let url = format!("{}/{BUCKET}", garage.endpoints[0]);
     let now = std::time::SystemTime::now();
@@ -413,7 +418,24 @@ impl Balanced<'_> {
 }
 
 /// The object-store checks, recorded in `matrix`.
-pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<(), String> {
+/// Only the direct uploads' checks, on a cluster of their own.
+pub(crate) fn direct_checks(
+    matrix: &mut Matrix,
+    cache: &Path,
+    binary: &Path,
+    work: &Path,
+) -> Result<(), String> {
+    let garage = Garage::start(&work.join("garage"), 3, &[BUCKET])?;
+    let bucket = garage.client(1);
+    crate::companion::checks(matrix, cache, binary, &garage, &bucket, work)
+}
+
+pub(crate) fn checks(
+    matrix: &mut Matrix,
+    cache: &Path,
+    binary: &Path,
+    work: &Path,
+) -> Result<(), String> {
     let mut garage = Garage::start(&work.join("garage"), 3, &[BUCKET])?;
     let bucket = garage.client(1);
     matrix.record(
@@ -428,6 +450,7 @@ pub(crate) fn checks(matrix: &mut Matrix, binary: &Path, work: &Path) -> Result<
         "POST policy: a signed form lands its object, and no other key, size or time",
         post_policy(&garage, &bucket),
     );
+    crate::companion::checks(matrix, cache, binary, &garage, &bucket, work)?;
 
     let port = free_port();
     {

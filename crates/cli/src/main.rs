@@ -380,6 +380,11 @@ struct ServeArgs {
     /// landing.
     #[arg(long, value_name = "FILE")]
     receipt_key: Option<PathBuf>,
+    /// With --store s3://…: serve the Companion routes (`@uppy/aws-s3`,
+    /// `upload --protocol companion`) below this path, so browsers send
+    /// their bytes straight to the bucket on URLs this receiver signs.
+    #[arg(long, value_name = "PATH", default_value = "/s3")]
+    companion_prefix: String,
 }
 
 /// `upload --protocol`.
@@ -806,6 +811,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             limits
         })
         .expire(args.expire)
+        .companion_prefix(&args.companion_prefix)
         .access(access(&args)?);
     let receiver = match args.quota {
         Some(bytes) => receiver.quota(bytes),

@@ -57,6 +57,25 @@ pub(crate) struct Grant {
     pub(crate) max_size: Option<u64>,
 }
 
+impl Grant {
+    /// The largest upload these credentials may send, under the
+    /// receiver's own `limit`.
+    pub(crate) fn largest(&self, limit: u64) -> u64 {
+        self.max_size.map_or(limit, |m| m.min(limit))
+    }
+
+    /// Refuses (403) a name the credentials do not allow.
+    pub(crate) fn check_name(&self, name: &str) -> Result<(), Refusal> {
+        match &self.name {
+            Some(rule) if !rule.allows(name) => Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                format!("the upload URL does not allow the name {name:?}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Which names a signed URL may land.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameRule {

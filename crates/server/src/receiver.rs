@@ -49,6 +49,9 @@ pub struct Receiver {
     pub(crate) appends: appends::Appends,
     /// Requests in flight, all together and per credential.
     pub(crate) requests: Arc<Admission>,
+    /// Where the Companion routes are served, when the store takes direct
+    /// uploads.
+    pub(crate) companion_prefix: String,
 }
 
 /// The TLS side of the receiver, when it serves HTTPS.
@@ -94,7 +97,26 @@ impl Receiver {
             receipts: None,
             appends: appends::Appends::default(),
             requests: Arc::default(),
+            companion_prefix: crate::doors::companion::DEFAULT_PREFIX.to_owned(),
         }
+    }
+
+    /// Serves the Companion routes (for `@uppy/aws-s3` and our client's
+    /// `companion` protocol) below `prefix` (default `/s3`), when the
+    /// store takes direct uploads (an S3 bucket): browsers then send their
+    /// bytes straight to the bucket, on URLs the receiver signs under its
+    /// rules. An empty prefix is taken as `/s3`.
+    #[must_use]
+    pub fn companion_prefix(mut self, prefix: &str) -> Self {
+        let prefix = prefix.trim_end_matches('/');
+        self.companion_prefix = if prefix.is_empty() {
+            crate::doors::companion::DEFAULT_PREFIX.to_owned()
+        } else if prefix.starts_with('/') {
+            prefix.to_owned()
+        } else {
+            format!("/{prefix}")
+        };
+        self
     }
 
     /// Refuses uploads larger than `bytes` with 413 (default 16 GiB).

@@ -50,7 +50,9 @@ impl Receiver {
                 Some(Ok(admitted)) => (grant, Some(admitted)),
                 None => (grant, None),
             };
+            let direct = self.is_companion(request.uri().path());
             match crate::doors::resumable::version_of(request.headers(), request.method()) {
+                _ if direct => self.companion(request, grant).await,
                 Some(Ok(dialect)) => self.resumable_response(request, grant, dialect).await,
                 Some(Err(refusal)) => {
                     crate::doors::resumable::Answer::refused(&refusal).into_response(None)

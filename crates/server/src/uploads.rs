@@ -12,8 +12,8 @@ use http::StatusCode;
 use crate::hooks::{Admission, Creating, Teller, Word};
 use crate::refusal::Refusal;
 use crate::store::{
-    Arrival, BlockWriter, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload,
-    WholeWriter, WriteBytes,
+    Arrival, BlockWriter, ClaimedPart, DirectUpload, Landed, NewUpload, OnConflict, Quota, Store,
+    StoreError, Upload, WholeWriter, WriteBytes,
 };
 use fileuploader_wire::Statement;
 
@@ -74,6 +74,9 @@ pub(crate) enum Via {
     Tus,
     /// The IETF resumable-upload draft, at this interop version.
     Draft(u32),
+    /// Straight to the store, on URLs the receiver signed (the Companion
+    /// routes).
+    Direct,
 }
 
 impl std::fmt::Display for Via {
@@ -82,6 +85,7 @@ impl std::fmt::Display for Via {
             Via::Segmented => f.write_str("segmented multipart"),
             Via::Tus => f.write_str("tus 1.0"),
             Via::Draft(v) => write!(f, "IETF draft (interop {v})"),
+            Via::Direct => f.write_str("S3 multipart, signed by the receiver"),
         }
     }
 }
@@ -150,7 +154,11 @@ pub(crate) async fn find_owned(
 }
 
 /// The landing of upload `id` if it landed for `owner`.
-async fn landed_for(store: &dyn Store, id: &str, owner: &str) -> Result<Option<Landed>, Refusal> {
+pub(crate) async fn landed_for(
+    store: &dyn Store,
+    id: &str,
+    owner: &str,
+) -> Result<Option<Landed>, Refusal> {
     Ok(store.landed(id).await?.filter(|l| l.owner == owner))
 }
 
@@ -330,6 +338,23 @@ pub(crate) async fn land_whole(
     }
     let arrival = Arrival::whole(writer, id, allowance.owner).with_metadata(metadata);
     Ok(land_arrival(store, arrival, name, allowance.terms).await?)
+}
+
+/// Lands direct upload `direct` from the `parts` its client names, no
+/// larger than `max_size`; its name was settled as it began.
+pub(crate) async fn land_direct(
+    store: &dyn Store,
+    direct: &DirectUpload,
+    parts: Vec<ClaimedPart>,
+    max_size: Option<u64>,
+    terms: Terms<'_>,
+) -> Result<(Landed, Option<Word>), Refusal> {
+    let arrival = Arrival::Direct {
+        id: direct.begun.id.clone(),
+        parts,
+        max_size,
+    };
+    Ok(land_arrival(store, arrival, &direct.begun.name, terms).await?)
 }
 
 /// Lands `arrival` as `name` by `terms`: the one place a file lands,

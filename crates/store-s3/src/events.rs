@@ -16,11 +16,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fileuploader_store::{ErrorKind, Event, Landed, StoreError};
+use fileuploader_store::{Event, Landed, StoreError};
 use fileuploader_wire::sync::lock;
 use serde::{Deserialize, Serialize};
 
-use crate::{failed, keys, S3Store};
+use crate::{keys, S3Store};
 
 /// An event as its object keeps it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,31 +160,10 @@ impl S3Store {
     /// The SHA-256 of the object at `key`, read through, when landings are
     /// digested.
     pub(crate) async fn digest(&self, key: &str) -> Result<Option<[u8; 32]>, StoreError> {
-        use sha2::Digest;
         if !self.s().digests.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let s = self.s();
-        let object = s
-            .data
-            .get_object()
-            .bucket(&s.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| failed("read a landed file back", &e))?;
-        let mut sha = sha2::Sha256::new();
-        let mut body = object.body;
-        let unread = |e: &dyn std::fmt::Display| {
-            StoreError::new(
-                ErrorKind::Unavailable,
-                format!("read a landed file back: {e}"),
-            )
-        };
-        while let Some(chunk) = body.try_next().await.map_err(|e| unread(&e))? {
-            sha.update(&chunk);
-        }
-        Ok(Some(sha.finalize().into()))
+        Ok(Some(self.read_back(key).await?.sha256))
     }
 }
 

@@ -7,6 +7,8 @@
 //!   and the data object holding them, `d/DATA/NONCE`;
 //! - `.fileuploader-state/u/ID/l/HEX`: a multipart upload begun for the
 //!   landing, its id in hex; the object's key in the body;
+//! - `.fileuploader-state/u/ID/direct-DECLARED`: direct upload `ID` as
+//!   begun (JSON; see `direct.rs`);
 //! - `.fileuploader-state/u/ID/error`: why the last landing failed;
 //! - `.fileuploader-state/d/ID/NONCE`: bytes received for upload `ID`;
 //! - `.fileuploader-state/landed/ID`: the landing statement (JSON);
@@ -93,6 +95,18 @@ impl Layout {
             ack.data,
             ack.nonce
         )
+    }
+
+    /// Direct upload `id`'s record, `declared` bytes long (0 when it
+    /// declared no length).
+    pub(crate) fn direct(&self, id: &str, declared: u64) -> String {
+        format!("{}direct-{declared}", self.upload(id))
+    }
+
+    /// A direct upload's declared length, if `rest` (below `u/ID/`) is
+    /// its record.
+    pub(crate) fn parse_direct(rest: &str) -> Option<u64> {
+        rest.strip_prefix("direct-")?.parse().ok()
     }
 
     /// The record of multipart upload `upload_id`, begun to land `id`.

@@ -53,6 +53,7 @@
 //!   `Retry-After`); the client tries again.
 
 mod body;
+mod direct;
 mod events;
 mod keys;
 mod plain_http;
@@ -181,6 +182,10 @@ struct Inner {
     /// For requests that stream bytes: bounded by their pieces' progress.
     data: Client,
     bucket: String,
+    /// The endpoint, when it is not AWS's.
+    endpoint: Option<String>,
+    /// The credentials requests are signed with, for forms signed here.
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
     layout: Layout,
     /// Uploads as last read, by id: acknowledgements are only ever added
     /// while an upload lives, so a read lists only those past the run
@@ -327,15 +332,20 @@ impl S3Store {
         for listed in self.list(&layout.uploads()).await? {
             let Some(total) = layout
                 .split_upload_key(&listed.key)
-                .and_then(|(_, rest)| Layout::parse_meta(rest))
+                .and_then(|(_, rest)| Layout::parse_meta(rest).or(Layout::parse_direct(rest)))
             else {
                 continue;
             };
             held += total;
             if by_owner {
                 let record = self.get_small(&listed.key).await?;
-                let meta = record.and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
-                if meta.is_some_and(|m| m.owner == owner) {
+                // An upload's record or a direct upload's: both name it.
+                #[derive(Deserialize)]
+                struct Whose {
+                    owner: String,
+                }
+                let whose = record.and_then(|b| serde_json::from_slice::<Whose>(&b).ok());
+                if whose.is_some_and(|w| w.owner == owner) {
                     mine += total;
                 }
             }
@@ -414,6 +424,8 @@ impl S3Store {
                 control,
                 data,
                 bucket: location.bucket.clone(),
+                endpoint: options.endpoint.clone(),
+                credentials: shared.credentials_provider(),
                 layout: Layout::new(&location.prefix),
                 seen: Mutex::default(),
                 events: AtomicBool::new(false),
@@ -650,8 +662,14 @@ impl S3Store {
         }
     }
 
-    /// Begins the multipart upload that lands upload `id` at `key`.
-    async fn begin_landing(&self, id: &str, key: &str) -> Result<Landing, StoreError> {
+    /// Begins the multipart upload that lands upload `id` at `key`, of
+    /// `content_type` when it is known.
+    async fn begin_landing(
+        &self,
+        id: &str,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> Result<Landing, StoreError> {
         let s = self.s();
         let created = s
             .control
@@ -659,6 +677,7 @@ impl S3Store {
             .bucket(&s.bucket)
             .key(key)
             .metadata(UPLOAD_METADATA, id)
+            .set_content_type(content_type.map(str::to_owned))
             .send()
             .await
             .map_err(|e| failed("begin a multipart upload", &e))?;
@@ -843,7 +862,7 @@ impl S3Store {
             }
             let landing = match begun {
                 Some(landing) if landing.key == key => landing.clone(),
-                _ => self.begin_landing(id, &key).await?,
+                _ => self.begin_landing(id, &key, None).await?,
             };
             let mut tries = 0;
             return loop {
@@ -1126,7 +1145,7 @@ impl Store for S3Store {
             // Recorded before the upload is: receivers beginning it at the
             // same moment each record theirs, and all land with the first.
             let key = layout.landed_file(&new.name);
-            let landing = self.begin_landing(&new.id, &key).await?;
+            let landing = self.begin_landing(&new.id, &key, None).await?;
             self.put_small(
                 "record a landing",
                 &layout.landing(&new.id, &landing.upload_id),
@@ -1314,7 +1333,8 @@ impl Store for S3Store {
             };
             let seen = uploads.entry(id.to_owned()).or_default();
             seen.touched = seen.touched.max(Some(listed.modified));
-            seen.recorded |= Layout::parse_meta(rest).is_some();
+            seen.recorded |=
+                Layout::parse_meta(rest).is_some() || Layout::parse_direct(rest).is_some();
             seen.landings.extend(Layout::parse_landing(rest));
         }
         // Bytes by upload: a request streaming pieces of an upload keeps
@@ -1387,6 +1407,20 @@ impl Store for S3Store {
             id_marker = page.next_upload_id_marker().map(str::to_owned);
         }
         Ok(stale)
+    }
+
+    fn direct(&self) -> Option<&dyn fileuploader_store::Direct> {
+        Some(self)
+    }
+
+    async fn land_direct(
+        &self,
+        id: &str,
+        parts: &[fileuploader_store::ClaimedPart],
+        max_size: Option<u64>,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError> {
+        self.land_direct_upload(id, parts, max_size, policy).await
     }
 
     async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {

@@ -23,6 +23,12 @@ pub struct PostPolicy {
     pub max_size: u64,
     /// How long the form is good for, from `now`.
     pub valid_for: Duration,
+    /// The object's media type, if the form sets one (a field of its own).
+    pub content_type: Option<String>,
+    /// The status the store answers a posted form with (201 answers with
+    /// the object's location, as browsers' uploaders expect), if not its
+    /// default (204).
+    pub success_status: Option<u16>,
 }
 
 /// Who signs: an access key, and the region its signature is for.
@@ -88,6 +94,12 @@ impl PostPolicy {
         ];
         if let Some(token) = &signer.session_token {
             fixed.push(("x-amz-security-token", token.clone()));
+        }
+        if let Some(kind) = &self.content_type {
+            fixed.push(("Content-Type", kind.clone()));
+        }
+        if let Some(status) = self.success_status {
+            fixed.push(("success_action_status", status.to_string()));
         }
         let mut conditions: Vec<serde_json::Value> = fixed
             .iter()
@@ -166,6 +178,8 @@ mod tests {
             key: "in/a.pdf".into(),
             max_size: 1 << 20,
             valid_for: Duration::from_secs(600),
+            content_type: None,
+            success_status: None,
         };
         let signer = Signer {
             key_id: "GK1".into(),

@@ -28,6 +28,7 @@
 //!    hooks took it ([`Store::event_delivered`]).
 
 pub mod conformance;
+pub mod direct;
 mod error;
 mod landed;
 mod memory;
@@ -39,6 +40,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fileuploader_wire::{ContentRange, CrcShift, RangeSet};
 
+pub use self::direct::{
+    ClaimedPart, Direct, DirectUpload, NewDirect, SignedForm, SignedUrl, StoredPart,
+};
 pub use self::error::{ErrorKind, StoreError};
 pub use self::landed::Landed;
 pub use self::memory::MemoryStore;
@@ -276,7 +280,40 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
                     .place(name, policy, id.as_deref(), &owner, metadata.as_deref())
                     .await
             }
+            Arrival::Direct {
+                id,
+                parts,
+                max_size,
+            } => self.land_direct(&id, &parts, max_size, policy).await,
         }
+    }
+
+    /// Direct uploads, if this store takes them: bytes that go straight
+    /// to it on URLs it signs.
+    fn direct(&self) -> Option<&dyn Direct> {
+        None
+    }
+
+    /// Lands direct upload `id` from `parts`, for [`land`](Self::land):
+    /// checks them against the parts the store holds (every one there,
+    /// with the tag the client was given, the whole no longer than
+    /// `max_size` nor other than declared), completes the object, digests
+    /// it as stored, and records the landing; refused ([`ErrorKind::Conflict`])
+    /// when its name went to another file since it began and `policy` is
+    /// not to overwrite. An upload that landed already answers its
+    /// landing.
+    async fn land_direct(
+        &self,
+        id: &str,
+        parts: &[ClaimedPart],
+        max_size: Option<u64>,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError> {
+        let _ = (parts, max_size, policy);
+        Err(StoreError::new(
+            ErrorKind::Invalid,
+            format!("upload {id}: this receiver's store takes no direct uploads"),
+        ))
     }
 
     /// Lands complete upload `id` as `name`, for [`land`](Self::land):
@@ -427,6 +464,15 @@ pub enum Arrival {
         /// What the before-creation hook attached, if it was asked.
         metadata: Option<String>,
     },
+    /// Direct upload `id`, its bytes sent straight to the store in parts.
+    Direct {
+        /// The upload.
+        id: String,
+        /// Its parts, as the client says it sent them.
+        parts: Vec<ClaimedPart>,
+        /// The most bytes a file may have, if the receiver sets a limit.
+        max_size: Option<u64>,
+    },
 }
 
 impl Arrival {
@@ -465,6 +511,11 @@ impl fmt::Debug for Arrival {
                 .debug_struct("Whole")
                 .field("id", id)
                 .field("owner", owner)
+                .finish_non_exhaustive(),
+            Arrival::Direct { id, parts, .. } => f
+                .debug_struct("Direct")
+                .field("id", id)
+                .field("parts", &parts.len())
                 .finish_non_exhaustive(),
         }
     }

@@ -176,7 +176,7 @@ fn derived_id(owner: &str, words: &[&str]) -> String {
 }
 
 /// A fresh upload id: 128 random bits in hex.
-fn fresh_id() -> String {
+pub(crate) fn fresh_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
@@ -252,9 +252,7 @@ impl Receiver {
                 })?,
             (None, _) => return Err(bad("Upload-Length is required")),
         };
-        let max_size = grant
-            .max_size
-            .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
+        let max_size = grant.largest(self.max_upload_size);
         if length > max_size {
             return Err(crate::refusal::too_large(max_size));
         }
@@ -369,9 +367,7 @@ impl Receiver {
             parts.push(part);
         }
         let total = parts.iter().map(|p| p.begun.total).sum::<u64>();
-        let max_size = grant
-            .max_size
-            .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
+        let max_size = grant.largest(self.max_upload_size);
         if total > max_size {
             return Err(crate::refusal::too_large(max_size));
         }
@@ -758,14 +754,7 @@ fn name_of(headers: &HeaderMap, grant: &Grant, id: &str) -> Result<String, Refus
         Some(name) => plain_name(&name)?,
         None => id.to_owned(),
     };
-    if let Some(rule) = &grant.name {
-        if !rule.allows(&name) {
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                format!("the upload URL does not allow the name {name:?}"),
-            ));
-        }
-    }
+    grant.check_name(&name)?;
     Ok(name)
 }
 

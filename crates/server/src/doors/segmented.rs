@@ -184,22 +184,11 @@ impl Receiver {
             .transpose()
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
         let id = upload_id(headers)?;
-        let max_size = grant
-            .max_size
-            .map_or(self.max_upload_size, |m| m.min(self.max_upload_size));
+        let max_size = grant.largest(self.max_upload_size);
         let limit = range.map_or(max_size, |r| r.total);
         if limit > max_size {
             return Err(too_large(max_size));
         }
-        let allowed = |name: &str| -> Result<(), Refusal> {
-            match &grant.name {
-                Some(rule) if !rule.allows(name) => Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    format!("the upload URL does not allow the name {name:?}"),
-                )),
-                _ => Ok(()),
-            }
-        };
         let allowance = Allowance {
             owner: &grant.owner,
             terms: self.terms(Via::Segmented),
@@ -220,7 +209,7 @@ impl Receiver {
             match (field.file_name(), &file) {
                 (Some(part_name), None) => {
                     let name = plain_name(&fileuploader_wire::unescape_name(part_name))?;
-                    allowed(&name)?;
+                    grant.check_name(&name)?;
                     let mut part = match self.part(id.as_deref(), name, range, allowance).await? {
                         Ok(part) => part,
                         Err(landed) => {
@@ -267,7 +256,7 @@ impl Receiver {
                     match key.as_str() {
                         "filename" => {
                             let name = plain_name(&text)?;
-                            allowed(&name)?;
+                            grant.check_name(&name)?;
                             name_field = Some(name);
                         }
                         BLOCK_CRC32C_FIELD if expected_crc.is_some() => {

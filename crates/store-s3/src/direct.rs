@@ -1,0 +1,543 @@
+//! Direct uploads on a bucket: a browser (or any client) sends parts
+//! straight to S3 on URLs the receiver asks this store to sign.
+//!
+//! - Begun as every landing here is: the multipart upload of the landed
+//!   object `PREFIX/NAME` is created with the upload and named in its
+//!   records (`u/ID/l/HEX`), so removing or expiring the upload aborts it;
+//!   its record is `u/ID/direct-DECLARED` (0 when no length was declared),
+//!   which quotas count like an upload's `meta-TOTAL`.
+//! - Landed by [`S3Store::land_direct_upload`]: the parts the bucket lists
+//!   are the truth; each the client names must be there with the tag it
+//!   was given, the total within the limits and as declared. The object is
+//!   completed, then read back once for its CRC32C and SHA-256: the bytes
+//!   never passed the receiver, so it vouches for what the bucket holds.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use fileuploader_store::direct::{
+    DirectUpload, NewDirect, SignedForm, SignedUrl, StoredPart, MAX_PARTS,
+};
+use fileuploader_store::{ClaimedPart, Direct, ErrorKind, Landed, OnConflict, Quota, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{Layout, UPLOAD_METADATA};
+use crate::post_policy::{PostPolicy, Signer};
+use crate::{failed, missing, Landing, S3Store};
+
+/// A direct upload's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DirectMeta {
+    id: String,
+    name: String,
+    owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    declared: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<String>,
+    key: String,
+    /// The bucket's id of the multipart upload.
+    multipart: String,
+}
+
+impl DirectMeta {
+    fn upload(&self, store: &S3Store) -> DirectUpload {
+        DirectUpload {
+            begun: NewDirect {
+                id: self.id.clone(),
+                name: self.name.clone(),
+                owner: self.owner.clone(),
+                declared: self.declared,
+                content_type: self.content_type.clone(),
+                metadata: self.metadata.clone(),
+            },
+            key: self.key.clone(),
+            bucket: store.s().bucket.clone(),
+            handle: self.multipart.clone(),
+            location: format!("{}/{}", store.bucket_url(), self.key),
+        }
+    }
+}
+
+/// What reading an object back found.
+pub(crate) struct ReadBack {
+    pub(crate) length: u64,
+    pub(crate) crc32c: u32,
+    pub(crate) sha256: [u8; 32],
+}
+
+impl S3Store {
+    /// Reads the object at `key` once, digesting it.
+    pub(crate) async fn read_back(&self, key: &str) -> Result<ReadBack, StoreError> {
+        use sha2::Digest;
+        let s = self.s();
+        let object = s
+            .data
+            .get_object()
+            .bucket(&s.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("read a landed file back", &e))?;
+        let mut sha = sha2::Sha256::new();
+        let (mut length, mut crc32c) = (0u64, 0u32);
+        let mut body = object.body;
+        while let Some(chunk) = body.try_next().await.map_err(|e| {
+            StoreError::new(
+                ErrorKind::Unavailable,
+                format!("read a landed file back: {e}"),
+            )
+        })? {
+            sha.update(&chunk);
+            crc32c = crc32c::crc32c_append(crc32c, &chunk);
+            length += chunk.len() as u64;
+        }
+        Ok(ReadBack {
+            length,
+            crc32c,
+            sha256: sha.finalize().into(),
+        })
+    }
+
+    async fn direct_meta(&self, id: &str) -> Result<Option<DirectMeta>, StoreError> {
+        let layout = &self.s().layout;
+        let record = self.list(&layout.upload(id)).await?.into_iter().find(|l| {
+            layout
+                .split_upload_key(&l.key)
+                .is_some_and(|(_, rest)| Layout::parse_direct(rest).is_some())
+        });
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.get_small(&record.key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::io("read a direct upload's record", e))
+    }
+
+    /// Completes direct upload `id` from `parts` and records its landing:
+    /// see [`Store::land_direct`](fileuploader_store::Store::land_direct).
+    pub(crate) async fn land_direct_upload(
+        &self,
+        id: &str,
+        parts: &[ClaimedPart],
+        max_size: Option<u64>,
+        policy: OnConflict,
+    ) -> Result<Landed, StoreError> {
+        let Some(meta) = self.direct_meta(id).await? else {
+            if let Some(landed) = fileuploader_store::Store::landed(self, id).await? {
+                return Ok(landed);
+            }
+            return Err(StoreError::new(
+                ErrorKind::NotFound,
+                format!("upload {id} is not here: never begun, aborted, or expired"),
+            ));
+        };
+        let upload = meta.upload(self);
+        let stored = match self.stored_parts(&upload).await {
+            Ok(stored) => Some(stored),
+            // Completed by a request before this one, stopped before it
+            // recorded the landing: the object says whose it is.
+            Err(e)
+                if e.kind() == ErrorKind::NotFound
+                    && self.owner_of(&meta.key).await?.as_deref() == Some(id) =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let s = self.s();
+        let mut total = None;
+        if let Some(stored) = stored {
+            total = Some(check_parts(&meta, parts, &stored, max_size)?);
+            match self.owner_of(&meta.key).await? {
+                Some(owner) if owner != id && policy != OnConflict::Overwrite => {
+                    return Err(StoreError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "cannot land the file: a file named {} landed in the bucket after this upload began; begin it again",
+                            meta.name
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+            if parts.is_empty() {
+                self.place_empty(&meta).await?;
+            } else {
+                self.complete_parts(&meta, parts).await?;
+            }
+        }
+        let read = self.read_back(&meta.key).await?;
+        if let Some(total) = total.filter(|&t| t != read.length) {
+            return Err(StoreError::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "upload {id}: the bucket holds {} bytes after completing {total} bytes of parts",
+                    read.length
+                ),
+            ));
+        }
+        let landed = Landed::new(id, &meta.owner, &meta.name, read.length, Some(read.crc32c))
+            .with_metadata(meta.metadata.clone())
+            .with_sha256(Some(read.sha256));
+        let layout = &s.layout;
+        self.leave_event(&landed).await?;
+        self.put_small("record the landing", &layout.landed(id), landed.to_record())
+            .await?;
+        // The multipart upload is complete: removing its records aborts
+        // nothing the bucket still has open.
+        if let Err(refusal) = self.remove(id).await {
+            tracing::warn!("upload {id} landed; removing its records: {refusal}");
+        }
+        Ok(landed)
+    }
+
+    /// Completes `meta`'s multipart upload from `parts`.
+    async fn complete_parts(
+        &self,
+        meta: &DirectMeta,
+        parts: &[ClaimedPart],
+    ) -> Result<(), StoreError> {
+        let s = self.s();
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        let done = s
+            .control
+            .complete_multipart_upload()
+            .bucket(&s.bucket)
+            .key(&meta.key)
+            .upload_id(&meta.multipart)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await;
+        done.map_err(|e| failed("complete a direct upload", &e))?;
+        Ok(())
+    }
+
+    /// Lands `meta` as an empty object, its multipart upload aborted: a
+    /// store need not take an empty part (Garage refuses one).
+    async fn place_empty(&self, meta: &DirectMeta) -> Result<(), StoreError> {
+        let s = self.s();
+        s.control
+            .put_object()
+            .bucket(&s.bucket)
+            .key(&meta.key)
+            .metadata(UPLOAD_METADATA, &meta.id)
+            .set_content_type(meta.content_type.clone())
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b""))
+            .send()
+            .await
+            .map_err(|e| failed("place an empty file", &e))?;
+        self.abort(&Landing {
+            key: meta.key.clone(),
+            upload_id: meta.multipart.clone(),
+        })
+        .await
+    }
+
+    /// The bucket's address for a form: path-style on an endpoint of its
+    /// own, else AWS's virtual host.
+    fn bucket_url(&self) -> String {
+        let s = self.s();
+        match &s.endpoint {
+            Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), s.bucket),
+            None => format!("https://{}.s3.{}.amazonaws.com", s.bucket, self.region()),
+        }
+    }
+
+    fn region(&self) -> String {
+        self.s()
+            .control
+            .config()
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string())
+    }
+}
+
+/// Checks the parts a client names against those the bucket holds, and
+/// returns the file's length: every named part there with its tag, in
+/// order, each but the last at least 5 MiB, the whole within `max_size`
+/// and as declared.
+fn check_parts(
+    meta: &DirectMeta,
+    claimed: &[ClaimedPart],
+    stored: &[StoredPart],
+    max_size: Option<u64>,
+) -> Result<u64, StoreError> {
+    let invalid = |why: String| StoreError::new(ErrorKind::Invalid, why);
+    if claimed.is_empty() {
+        // An empty file: not every store takes an empty part.
+        return match stored.first() {
+            None if meta.declared.unwrap_or(0) == 0 => Ok(0),
+            _ => Err(invalid(
+                "name the parts sent: only an empty file completes with none".into(),
+            )),
+        };
+    }
+    let mut total = 0u64;
+    let mut last = 0;
+    for (i, part) in claimed.iter().enumerate() {
+        if part.number <= last || part.number > MAX_PARTS {
+            return Err(invalid(format!(
+                "parts must be numbered 1 to {MAX_PARTS} in rising order; part {} follows {last}",
+                part.number
+            )));
+        }
+        last = part.number;
+        let Some(held) = stored.iter().find(|s| s.number == part.number) else {
+            return Err(invalid(format!(
+                "part {} is not in the bucket; send it again",
+                part.number
+            )));
+        };
+        if held.etag.trim_matches('"') != part.etag.trim_matches('"') {
+            return Err(invalid(format!(
+                "part {} in the bucket is not the one named (its tag is {}); send it again",
+                part.number, held.etag
+            )));
+        }
+        if i + 1 < claimed.len() && held.size < crate::plan::MIN_PART {
+            return Err(invalid(format!(
+                "part {} is {} bytes; every part but the last needs {} at least",
+                part.number,
+                held.size,
+                crate::plan::MIN_PART
+            )));
+        }
+        total += held.size;
+    }
+    if let Some(limit) = max_size.filter(|&l| total > l) {
+        return Err(StoreError::new(
+            ErrorKind::Full,
+            format!(
+                "the file is {total} bytes; this receiver takes files of {limit} bytes at most"
+            ),
+        ));
+    }
+    if let Some(declared) = meta.declared.filter(|&d| d != total) {
+        return Err(StoreError::new(
+            ErrorKind::Conflict,
+            format!(
+                "upload {} was declared {declared} bytes long, its parts hold {total}",
+                meta.id
+            ),
+        ));
+    }
+    Ok(total)
+}
+
+#[async_trait]
+impl Direct for S3Store {
+    async fn begin_direct(
+        &self,
+        new: NewDirect,
+        quota: Quota,
+        policy: OnConflict,
+    ) -> Result<DirectUpload, StoreError> {
+        let s = self.s();
+        if let Some(meta) = self.direct_meta(&new.id).await? {
+            return Ok(meta.upload(self));
+        }
+        self.charge(&quota, &new.owner, new.declared.unwrap_or(0))
+            .await?;
+        let layout = &s.layout;
+        let mut settled = None;
+        for n in 0..10_000 {
+            let candidate = fileuploader_store::numbered(&new.name, n);
+            match self.owner_of(&layout.landed_file(&candidate)).await? {
+                Some(_) if policy == OnConflict::Refuse => {
+                    return Err(StoreError::new(
+                        ErrorKind::Conflict,
+                        format!("a file named {} is in the bucket already", new.name),
+                    ))
+                }
+                Some(_) if policy == OnConflict::Rename => continue,
+                _ => {
+                    settled = Some(candidate);
+                    break;
+                }
+            }
+        }
+        let name = settled.ok_or_else(|| {
+            StoreError::new(
+                ErrorKind::Conflict,
+                format!("no free name like {}", new.name),
+            )
+        })?;
+        let key = layout.landed_file(&name);
+        let landing = self
+            .begin_landing(&new.id, &key, new.content_type.as_deref())
+            .await?;
+        self.put_small(
+            "record a landing",
+            &layout.landing(&new.id, &landing.upload_id),
+            key.clone(),
+        )
+        .await?;
+        let meta = DirectMeta {
+            id: new.id.clone(),
+            name,
+            owner: new.owner,
+            declared: new.declared,
+            content_type: new.content_type,
+            metadata: new.metadata,
+            key,
+            multipart: landing.upload_id,
+        };
+        let json = serde_json::to_vec(&meta).map_err(|e| StoreError::io("record", e))?;
+        self.put_small(
+            "record a direct upload",
+            &layout.direct(&new.id, new.declared.unwrap_or(0)),
+            json,
+        )
+        .await?;
+        Ok(meta.upload(self))
+    }
+
+    async fn direct_upload(&self, id: &str) -> Result<Option<DirectUpload>, StoreError> {
+        Ok(self.direct_meta(id).await?.map(|m| m.upload(self)))
+    }
+
+    async fn sign_part(
+        &self,
+        upload: &DirectUpload,
+        number: u32,
+        valid_for: Duration,
+    ) -> Result<SignedUrl, StoreError> {
+        if !(1..=MAX_PARTS).contains(&number) {
+            return Err(StoreError::new(
+                ErrorKind::Invalid,
+                format!("the part number must be 1 to {MAX_PARTS}, not {number}"),
+            ));
+        }
+        let s = self.s();
+        let config = PresigningConfig::expires_in(valid_for)
+            .map_err(|e| StoreError::new(ErrorKind::Invalid, format!("sign a part: {e}")))?;
+        let signed = s
+            .control
+            .upload_part()
+            .bucket(&s.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.handle)
+            .part_number(number as i32)
+            .presigned(config)
+            .await
+            .map_err(|e| failed("sign a part", &e))?;
+        Ok(SignedUrl {
+            url: signed.uri().to_owned(),
+            expires: SystemTime::now() + valid_for,
+        })
+    }
+
+    async fn stored_parts(&self, upload: &DirectUpload) -> Result<Vec<StoredPart>, StoreError> {
+        let s = self.s();
+        let mut parts = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = s
+                .control
+                .list_parts()
+                .bucket(&s.bucket)
+                .key(&upload.key)
+                .upload_id(&upload.handle)
+                .set_part_number_marker(marker)
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if missing(&e) => {
+                    return Err(StoreError::new(
+                        ErrorKind::NotFound,
+                        format!(
+                        "upload {}: the bucket has no such multipart upload (aborted or completed)",
+                        upload.begun.id
+                    ),
+                    ))
+                }
+                Err(e) => return Err(failed("list a direct upload's parts", &e)),
+            };
+            for part in page.parts() {
+                parts.push(StoredPart {
+                    number: part.part_number().unwrap_or_default().max(0) as u32,
+                    etag: part.e_tag().unwrap_or_default().to_owned(),
+                    size: part.size().unwrap_or_default().max(0) as u64,
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            marker = page.next_part_number_marker().map(str::to_owned);
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
+    async fn abort_direct(&self, upload: &DirectUpload) -> Result<(), StoreError> {
+        let landing = Landing {
+            key: upload.key.clone(),
+            upload_id: upload.handle.clone(),
+        };
+        self.abort(&landing).await?;
+        self.remove(&upload.begun.id).await
+    }
+
+    async fn sign_form(
+        &self,
+        name: &str,
+        content_type: Option<&str>,
+        max_size: u64,
+        valid_for: Duration,
+    ) -> Result<SignedForm, StoreError> {
+        use aws_sdk_s3::config::ProvideCredentials as _;
+        let s = self.s();
+        let provider = s.credentials.as_ref().ok_or_else(|| {
+            StoreError::new(
+                ErrorKind::Unavailable,
+                "sign a form: the receiver has no credentials for the bucket",
+            )
+        })?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| StoreError::new(ErrorKind::Unavailable, format!("sign a form: {e}")))?;
+        let signer = Signer {
+            key_id: credentials.access_key_id().to_owned(),
+            secret: credentials.secret_access_key().to_owned(),
+            session_token: credentials.session_token().map(str::to_owned),
+            region: self.region(),
+        };
+        let policy = PostPolicy {
+            bucket: s.bucket.clone(),
+            key: s.layout.landed_file(name),
+            max_size,
+            valid_for,
+            content_type: content_type.map(str::to_owned),
+            success_status: Some(201),
+        };
+        let now = SystemTime::now();
+        let form = policy.form(&self.bucket_url(), &signer, now);
+        Ok(SignedForm {
+            url: form.url,
+            fields: form.fields,
+            expires: now + valid_for,
+        })
+    }
+}

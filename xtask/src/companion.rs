@@ -1,0 +1,699 @@
+//! The Companion routes of `fileuploader serve --store s3://…`, driven as
+//! `@uppy/aws-s3` drives them, over plain HTTP/1.1, with the parts sent
+//! straight to Garage on the URLs the receiver signed: what lands, what is
+//! refused, and what the receiver records.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::garage::{Bucketeer, Garage};
+use crate::interop::{start, Peer};
+use crate::s3::{eventually, request, serve, BUCKET, MIB};
+
+const PREFIX: &str = "direct";
+
+/// A JSON request to the receiver on `port`, with bearer `token`: the
+/// status and the JSON answer.
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
+    let mut headers = vec![("authorization", format!("Bearer {token}"))];
+    let body = match body {
+        Some(body) => {
+            headers.push(("content-type", "application/json".to_owned()));
+            body.to_string().into_bytes()
+        }
+        None => Vec::new(),
+    };
+    let (status, answer) = request(port, method, path, &headers, &body)?;
+    let text = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let value = serde_json::from_str(text)
+        .map_err(|e| format!("{method} {path} answered {status} with no JSON ({e}): {answer}"))?;
+    Ok((status, value))
+}
+
+/// `PUT` of `bytes` to a URL the receiver signed, on Garage: the part's
+/// ETag.
+fn put_signed(url: &str, bytes: &[u8]) -> Result<String, String> {
+    let (port, path) = port_and_path(url)?;
+    let (status, answer) = request(port, "PUT", &path, &[], bytes)?;
+    if status != 200 {
+        return Err(format!("PUT of a signed part answered {status}: {answer}"));
+    }
+    answer
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("etag")
+                .then(|| value.trim().to_owned())
+        })
+        .ok_or_else(|| format!("no ETag in {answer:?}"))
+}
+
+fn port_and_path(url: &str) -> Result<(u16, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not a plain http URL: {url}"))?;
+    let at = rest.find('/').ok_or("no path")?;
+    let port = rest[..at]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("no port in {url}"))?;
+    Ok((port, rest[at..].to_owned()))
+}
+
+/// `s` with what a URL query cannot hold escaped.
+fn escaped(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One multipart upload through the routes: created, each part signed
+/// and sent, listed, completed. The completion's answer.
+fn send_direct(
+    port: u16,
+    token: &str,
+    name: &str,
+    bytes: &[u8],
+    part: usize,
+) -> Result<Value, String> {
+    let (status, created) = call(
+        port,
+        "POST",
+        "/s3/multipart",
+        token,
+        Some(json!({ "filename": name, "type": "application/octet-stream", "metadata": {} })),
+    )?;
+    if status != 200 {
+        return Err(format!("create answered {status}: {created}"));
+    }
+    let id = created["uploadId"]
+        .as_str()
+        .ok_or("no uploadId")?
+        .to_owned();
+    let key = created["key"].as_str().ok_or("no key")?.to_owned();
+    // An empty file completes with no part (not every store takes an
+    // empty one).
+    let chunks: Vec<&[u8]> = bytes.chunks(part.max(1)).collect();
+    let mut parts = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let number = i + 1;
+        let (status, signed) = call(
+            port,
+            "GET",
+            &format!("/s3/multipart/{id}/{number}?key={}", escaped(&key)),
+            token,
+            None,
+        )?;
+        if status != 200 {
+            return Err(format!("signing part {number} answered {status}: {signed}"));
+        }
+        let etag = put_signed(signed["url"].as_str().ok_or("no url")?, chunk)?;
+        parts.push(json!({ "PartNumber": number, "ETag": etag }));
+    }
+    let (status, listed) = call(
+        port,
+        "GET",
+        &format!("/s3/multipart/{id}?key={}", escaped(&key)),
+        token,
+        None,
+    )?;
+    let sizes: Vec<u64> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["Size"].as_u64()).collect())
+        .unwrap_or_default();
+    let want: Vec<u64> = chunks.iter().map(|c| c.len() as u64).collect();
+    if status != 200 || sizes != want {
+        return Err(format!(
+            "the listing answered {status}: {listed}, sizes {want:?} expected"
+        ));
+    }
+    let (status, done) = call(
+        port,
+        "POST",
+        &format!("/s3/multipart/{id}/complete?key={}", escaped(&key)),
+        token,
+        Some(json!({ "parts": parts })),
+    )?;
+    if status != 200 {
+        return Err(format!("complete answered {status}: {done}"));
+    }
+    Ok(done)
+}
+
+/// Multipart uploads through the receiver's routes land byte for byte,
+/// with a receipt, an event, and a status query that knows them.
+fn lands(port: u16, bucket: &Bucketeer, events: &Path) -> Result<(), String> {
+    let file: Vec<u8> = (0..5 * MIB + 1).map(|i| (i * 7 % 251) as u8).collect();
+    let done = send_direct(port, "token-a", "parts/five-plus-one.bin", &file, 5 * MIB)?;
+    let id = done["uploadId"].as_str().ok_or("no uploadId")?;
+    if done["key"] != json!(format!("{PREFIX}/parts/five-plus-one.bin"))
+        || done["bucket"] != json!(BUCKET)
+        || !done["location"]
+            .as_str()
+            .is_some_and(|l| l.ends_with("/parts/five-plus-one.bin"))
+        || !done["receipt"].is_string()
+    {
+        return Err(format!("the completion answered {done}"));
+    }
+    match bucket.get(BUCKET, &format!("{PREFIX}/parts/five-plus-one.bin"))? {
+        Some(got) if got == file => {}
+        Some(got) => return Err(format!("{} bytes landed, {} sent", got.len(), file.len())),
+        None => return Err("nothing landed".into()),
+    }
+    let (status, answer) = request(
+        port,
+        "GET",
+        &format!("/upload?upload_id={id}"),
+        &[("authorization", "Bearer token-a".to_owned())],
+        &[],
+    )?;
+    if status != 200
+        || !answer.contains("five-plus-one.bin")
+        || !answer.contains(&(5 * MIB + 1).to_string())
+    {
+        return Err(format!("the status query answered {status}: {answer}"));
+    }
+    eventually(Duration::from_secs(15), || {
+        let told = std::fs::read_to_string(events).unwrap_or_default();
+        match told.lines().filter(|l| l.contains(id)).count() {
+            1 => Ok(()),
+            n => Err(format!("the landing of {id} was told {n} times: {told}")),
+        }
+    })?;
+    // One byte, one part; and the 0-byte file, one empty part.
+    for (name, bytes) in [("one.bin", vec![9u8]), ("empty.bin", Vec::new())] {
+        send_direct(port, "token-a", name, &bytes, MIB)?;
+        let got = bucket.get(BUCKET, &format!("{PREFIX}/{name}"))?;
+        if got.as_deref() != Some(bytes.as_slice()) {
+            return Err(format!("{name} landed as {:?}", got.map(|g| g.len())));
+        }
+    }
+    Ok(())
+}
+
+/// What the receiver's rules refuse on these routes, with Companion's
+/// error shape: no credentials, another's upload, another key, a declared
+/// size over the limit, a taken name, a short part before the last, and
+/// an abort that leaves nothing open.
+fn refuses(port: u16, bucket: &Bucketeer) -> Result<(), String> {
+    let expect = |what: &str, got: (u16, Value), status: u16, says: &str| {
+        let message = got.1["error"].as_str().unwrap_or_default().to_owned();
+        if got.0 == status && message.starts_with("s3: ") && message.contains(says) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: answered {} {}, {status} saying {says:?} expected",
+                got.0, got.1
+            ))
+        }
+    };
+    let create = |token: &str, body: Value| call(port, "POST", "/s3/multipart", token, Some(body));
+    expect(
+        "no credentials",
+        create("wrong", json!({ "filename": "x.bin", "type": "" }))?,
+        401,
+        "",
+    )?;
+    expect(
+        "no filename",
+        create("token-a", json!({ "type": "" }))?,
+        400,
+        "\"filename\" field is required",
+    )?;
+    expect(
+        "declared too large",
+        create(
+            "token-a",
+            json!({ "filename": "big.bin", "type": "", "size": 64 * MIB }),
+        )?,
+        413,
+        "larger than the maximum",
+    )?;
+    expect(
+        "a taken name",
+        create("token-a", json!({ "filename": "one.bin", "type": "" }))?,
+        409,
+        "one.bin",
+    )?;
+    let (_, created) = create(
+        "token-a",
+        json!({ "filename": "../../escape.bin", "type": "" }),
+    )?;
+    let (id, key) = (
+        created["uploadId"]
+            .as_str()
+            .ok_or("no uploadId")?
+            .to_owned(),
+        created["key"].as_str().ok_or("no key")?.to_owned(),
+    );
+    if key != format!("{PREFIX}/escape.bin") {
+        return Err(format!("a name with ../ was given key {key}"));
+    }
+    let part = format!("/s3/multipart/{id}/1?key={}", escaped(&key));
+    expect(
+        "another's upload",
+        call(port, "GET", &part, "token-b", None)?,
+        404,
+        "not here",
+    )?;
+    expect(
+        "another key",
+        call(
+            port,
+            "GET",
+            &format!("/s3/multipart/{id}/1?key=elsewhere.bin"),
+            "token-a",
+            None,
+        )?,
+        400,
+        "lands at key",
+    )?;
+    expect(
+        "part 0",
+        call(
+            port,
+            "GET",
+            &format!("/s3/multipart/{id}/0?key={}", escaped(&key)),
+            "token-a",
+            None,
+        )?,
+        400,
+        "between 1 and 10000",
+    )?;
+    // Two parts of 1 KiB: the first is short of 5 MiB.
+    let mut parts = Vec::new();
+    for number in 1..=2 {
+        let (_, signed) = call(
+            port,
+            "GET",
+            &format!("/s3/multipart/{id}/{number}?key={}", escaped(&key)),
+            "token-a",
+            None,
+        )?;
+        let etag = put_signed(signed["url"].as_str().ok_or("no url")?, &[1u8; 1024])?;
+        parts.push(json!({ "PartNumber": number, "ETag": etag }));
+    }
+    let complete = format!("/s3/multipart/{id}/complete?key={}", escaped(&key));
+    expect(
+        "a wrong tag",
+        call(
+            port,
+            "POST",
+            &complete,
+            "token-a",
+            Some(json!({ "parts": [{ "PartNumber": 1, "ETag": "\"0\"" }] })),
+        )?,
+        400,
+        "not the one named",
+    )?;
+    expect(
+        "a short part before the last",
+        call(
+            port,
+            "POST",
+            &complete,
+            "token-a",
+            Some(json!({ "parts": parts })),
+        )?,
+        400,
+        "needs 5242880 at least",
+    )?;
+    let abort = format!("/s3/multipart/{id}?key={}", escaped(&key));
+    let (status, answer) = call(port, "DELETE", &abort, "token-a", None)?;
+    if status != 200 || answer != json!({}) {
+        return Err(format!("abort answered {status} {answer}"));
+    }
+    if bucket.keys(BUCKET, &format!("{PREFIX}/escape.bin"))?.len()
+        + bucket
+            .open_multipart(BUCKET, &format!("{PREFIX}/escape.bin"))?
+            .len()
+        + bucket
+            .keys(BUCKET, &format!("{PREFIX}/.fileuploader-state/u/{id}/"))?
+            .len()
+        > 0
+    {
+        return Err(
+            "an aborted upload left an object, a record or an open multipart upload".into(),
+        );
+    }
+    expect(
+        "after abort",
+        call(port, "GET", &abort, "token-a", None)?,
+        404,
+        "not here",
+    )
+}
+
+/// `GET params` signs a form for one small file; the form lands it in
+/// the bucket, and is refused past the receiver's size limit.
+fn form(port: u16, garage: &Garage, bucket: &Bucketeer) -> Result<(), String> {
+    let (status, params) = call(
+        port,
+        "GET",
+        "/s3/params?filename=small.txt&type=text%2Fplain",
+        "token-a",
+        None,
+    )?;
+    if status != 200 || params["method"] != json!("POST") || !params["expires"].is_u64() {
+        return Err(format!("params answered {status}: {params}"));
+    }
+    let fields: Vec<(String, String)> = params["fields"]
+        .as_object()
+        .ok_or("no fields")?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let signed = fileuploader_store_s3::post_policy::PostForm {
+        url: params["url"].as_str().ok_or("no url")?.to_owned(),
+        fields,
+    };
+    let (status, answer) = crate::s3::post_form(garage, &signed, &[], b"a small file")?;
+    if !(200..300).contains(&status) {
+        return Err(format!("the form was answered {answer}"));
+    }
+    if bucket
+        .get(BUCKET, &format!("{PREFIX}/small.txt"))?
+        .as_deref()
+        != Some(&b"a small file"[..])
+    {
+        return Err("the form's file did not land".into());
+    }
+    let (status, _) = crate::s3::post_form(garage, &signed, &[], &vec![0u8; 17 * MIB])?;
+    match status {
+        400..=499 => Ok(()),
+        _ => Err(format!("a form body past --max-size was answered {status}")),
+    }
+}
+
+/// Uppy's Companion (npm, under Node) on `port`, signing for the same
+/// bucket, its keys below `companion/`.
+fn companion(cache: &Path, garage: &Garage, port: u16, work: &Path) -> Result<Peer, String> {
+    let node = cache.join("node");
+    let data = work.join("companion-data");
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    let mut command = std::process::Command::new("node");
+    command
+        .arg(node.join("node_modules/@uppy/companion/bin/companion"))
+        .env("COMPANION_PORT", port.to_string())
+        .env("COMPANION_DOMAIN", format!("127.0.0.1:{port}"))
+        .env("COMPANION_PROTOCOL", "http")
+        .env("COMPANION_DATADIR", &data)
+        .env("COMPANION_SECRET", "interop-only")
+        .env("COMPANION_AWS_KEY", &garage.key_id)
+        .env("COMPANION_AWS_SECRET", &garage.secret)
+        .env("COMPANION_AWS_BUCKET", BUCKET)
+        .env("COMPANION_AWS_ENDPOINT", &garage.endpoints[0])
+        .env("COMPANION_AWS_REGION", crate::garage::REGION)
+        .env("COMPANION_AWS_FORCE_PATH_STYLE", "true")
+        .env("COMPANION_AWS_PREFIX", "companion/")
+        .env("COMPANION_CLIENT_ORIGINS", "true")
+        // Its JS SDK otherwise signs the CRC32 of an empty body into every
+        // part URL, which S3-compatible stores that check it (Garage)
+        // refuse for any part with bytes in it.
+        .env("AWS_REQUEST_CHECKSUM_CALCULATION", "WHEN_REQUIRED")
+        .stderr(std::process::Stdio::null());
+    start(&mut command, port, "@uppy/companion")
+}
+
+/// The top-level keys of a JSON object, or of an array's first element.
+fn keys_of(value: &Value) -> Vec<String> {
+    let object = match value {
+        Value::Array(items) => items.first().and_then(Value::as_object),
+        other => other.as_object(),
+    };
+    let mut keys: Vec<String> = object
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// The same requests to Companion and to our receiver, route by route:
+/// the same statuses, every key Uppy reads in both answers (ours may say
+/// more), and the same error messages.
+fn versus_companion(ours: u16, theirs: u16) -> Result<(), String> {
+    /// One backend, and the upload it is asked about.
+    struct Side {
+        port: u16,
+        id: String,
+        key: String,
+    }
+    impl Side {
+        /// `template` with its upload's `{id}` and `{key}`.
+        fn path(&self, template: &str) -> String {
+            template
+                .replace("{id}", &self.id)
+                .replace("{key}", &self.key)
+        }
+        fn call(
+            &self,
+            method: &str,
+            template: &str,
+            body: Option<Value>,
+        ) -> Result<(u16, Value), String> {
+            call(self.port, method, &self.path(template), "token-a", body)
+        }
+        /// Begins an upload of `name`: this side then asks about it.
+        fn create(&mut self, name: &str) -> Result<(u16, Value), String> {
+            let body =
+                json!({ "filename": name, "type": "application/octet-stream", "metadata": {} });
+            let created = self.call("POST", "/s3/multipart", Some(body))?;
+            self.id = created.1["uploadId"]
+                .as_str()
+                .ok_or("no uploadId")?
+                .to_owned();
+            self.key = escaped(created.1["key"].as_str().ok_or("no key")?);
+            Ok(created)
+        }
+    }
+    let mut differences = Vec::new();
+    // Every key of Companion's answer (or those Uppy reads, `needed`) in
+    // ours, the same status, the same error message.
+    let mut compare = |route: &str, theirs: (u16, Value), ours: (u16, Value), needed: &[&str]| {
+        let (their_keys, our_keys) = (keys_of(&theirs.1), keys_of(&ours.1));
+        let lacking = their_keys
+            .iter()
+            .filter(|k| needed.is_empty() || needed.contains(&k.as_str()))
+            .any(|k| !our_keys.contains(k));
+        let error_differs =
+            theirs.1.get("error").is_some() && theirs.1.get("error") != ours.1.get("error");
+        eprintln!(
+            "companion: {route:<34} Companion {} {their_keys:?} | ours {} {our_keys:?}",
+            theirs.0, ours.0
+        );
+        if theirs.0 != ours.0 || lacking || error_differs {
+            differences.push(format!(
+                "{route}: Companion answered {} {}, ours {} {}",
+                theirs.0, theirs.1, ours.0, ours.1
+            ));
+        }
+    };
+    let mut sides = [theirs, ours].map(|port| Side {
+        port,
+        id: String::new(),
+        key: String::new(),
+    });
+    let created = [
+        sides[0].create("versus.bin")?,
+        sides[1].create("versus.bin")?,
+    ];
+    let [their_created, our_created] = created;
+    compare("POST multipart", their_created, our_created, &[]);
+    // Each side's parts: 5 MiB and 1 byte, sent on the URLs it signed.
+    let mut parts = [Vec::new(), Vec::new()];
+    let mut batches = Vec::new();
+    for (side, parts) in sides.iter().zip(&mut parts) {
+        let batch = side.call(
+            "GET",
+            "/s3/multipart/{id}/batch?key={key}&partNumbers=1,2",
+            None,
+        )?;
+        for (i, bytes) in [vec![3u8; 5 * MIB], vec![4u8]].iter().enumerate() {
+            let url = batch.1["presignedUrls"][(i + 1).to_string()]
+                .as_str()
+                .ok_or_else(|| format!("no URL for part {} in {}", i + 1, batch.1))?;
+            parts.push(json!({ "PartNumber": i + 1, "ETag": put_signed(url, bytes)? }));
+        }
+        batches.push(batch);
+    }
+    let our_batch = batches.pop().ok_or("no batch")?;
+    compare(
+        "GET multipart/ID/batch",
+        batches.pop().ok_or("no batch")?,
+        our_batch,
+        &[],
+    );
+    // Route, method, path, body, and the keys Uppy reads if not all.
+    type Asked<'a> = (&'a str, &'a str, &'a str, Option<Value>, &'a [&'a str]);
+    let routes: &[Asked] = &[
+        (
+            "GET multipart/ID/1",
+            "GET",
+            "/s3/multipart/{id}/1?key={key}",
+            None,
+            &[],
+        ),
+        (
+            "GET multipart/ID (list)",
+            "GET",
+            "/s3/multipart/{id}?key={key}",
+            None,
+            &["PartNumber", "ETag", "Size"],
+        ),
+        (
+            "GET multipart/ID/1, no key",
+            "GET",
+            "/s3/multipart/{id}/1",
+            None,
+            &[],
+        ),
+        (
+            "GET multipart/ID/0",
+            "GET",
+            "/s3/multipart/{id}/0?key={key}",
+            None,
+            &[],
+        ),
+        (
+            "POST multipart, no filename",
+            "POST",
+            "/s3/multipart",
+            Some(json!({ "type": "" })),
+            &[],
+        ),
+        (
+            "POST multipart, no type",
+            "POST",
+            "/s3/multipart",
+            Some(json!({ "filename": "x.bin" })),
+            &[],
+        ),
+        (
+            "POST complete, parts not a list",
+            "POST",
+            "/s3/multipart/{id}/complete?key={key}",
+            Some(json!({ "parts": "none" })),
+            &[],
+        ),
+        (
+            "GET params",
+            "GET",
+            "/s3/params?filename=versus.txt&type=text%2Fplain",
+            None,
+            &[],
+        ),
+    ];
+    for (route, method, template, body, needed) in routes {
+        let their = sides[0].call(method, template, body.clone())?;
+        compare(
+            route,
+            their,
+            sides[1].call(method, template, body.clone())?,
+            needed,
+        );
+    }
+    let complete = "/s3/multipart/{id}/complete?key={key}";
+    let [their_parts, our_parts] = parts;
+    let their = sides[0].call("POST", complete, Some(json!({ "parts": their_parts })))?;
+    let ours = sides[1].call("POST", complete, Some(json!({ "parts": our_parts })))?;
+    compare("POST multipart/ID/complete", their, ours, &[]);
+    for side in &mut sides {
+        side.create("abandoned.bin")?;
+    }
+    let abort = "/s3/multipart/{id}?key={key}";
+    let their = sides[0].call("DELETE", abort, None)?;
+    compare(
+        "DELETE multipart/ID",
+        their,
+        sides[1].call("DELETE", abort, None)?,
+        &[],
+    );
+    match differences.as_slice() {
+        [] => Ok(()),
+        _ => Err(differences.join("\n")),
+    }
+}
+
+/// The Companion checks, each recorded in `matrix`.
+pub(crate) fn checks(
+    matrix: &mut crate::interop::Matrix,
+    cache: &Path,
+    binary: &Path,
+    garage: &Garage,
+    bucket: &Bucketeer,
+    work: &Path,
+) -> Result<(), String> {
+    let port = crate::interop::free_port();
+    let events = work.join("companion-events.jsonl");
+    let _ = std::fs::remove_file(&events);
+    let hook = format!("awk 1 >> '{}'", events.display());
+    let key = work.join("companion-receipts.key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(key.with_extension("key.pub"));
+    let made = std::process::Command::new(binary)
+        .arg("receipt-key")
+        .arg(&key)
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        return Err(format!("fileuploader receipt-key: {made:?}"));
+    }
+    let key = key.display().to_string();
+    let _receiver = serve(
+        binary,
+        garage,
+        0,
+        port,
+        PREFIX,
+        &[
+            "--token",
+            "token-a",
+            "--token",
+            "token-b",
+            "--max-size",
+            "16MiB",
+            "--after-landing",
+            &hook,
+            "--receipt-key",
+            &key,
+        ],
+    )?;
+    let row = "our receiver's Companion routes";
+    matrix.record(
+        "Garage",
+        &format!("{row}: 5 MiB + 1, 1 B, 0 B land, with receipt, event, status"),
+        lands(port, bucket, &events),
+    );
+    matrix.record(
+        "Garage",
+        &format!("{row}: credentials, keys, sizes, names, tags, abort"),
+        refuses(port, bucket),
+    );
+    matrix.record(
+        "Garage",
+        &format!("{row}: GET params signs a form that lands a small file"),
+        form(port, garage, bucket),
+    );
+    let companion_port = crate::interop::free_port();
+    let _companion = companion(cache, garage, companion_port, work)?;
+    matrix.record(
+        "@uppy/companion 6.2.2",
+        "the same requests, route by route: statuses, keys, errors alike",
+        versus_companion(port, companion_port),
+    );
+    Ok(())
+}
