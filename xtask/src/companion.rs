@@ -629,6 +629,137 @@ fn versus_companion(ours: u16, theirs: u16) -> Result<(), String> {
     }
 }
 
+/// `fileuploader upload --protocol companion` of `file` to the backend
+/// at `url`, answering its `--json` line.
+fn upload_direct(binary: &Path, url: &str, file: &Path, extra: &[&str]) -> Result<Value, String> {
+    let out = std::process::Command::new(binary)
+        .args(["upload", "--json", "--protocol", "companion", "--url", url])
+        .args(["--threads", "4", "--retries", "10"])
+        .args(extra)
+        .arg(file)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} to {url}: {}: {}",
+            file.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    // The file's line; the run's summary follows.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().next().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| format!("not a --json line ({e}): {stdout}"))
+}
+
+/// Our client sends each file of `sizes` through the backend at `url`;
+/// each lands byte for byte at the key the backend named, below `prefix`.
+fn client_lands(
+    binary: &Path,
+    url: &str,
+    extra: &[&str],
+    sizes: &[usize],
+    bucket: &Bucketeer,
+    prefix: &str,
+    work: &Path,
+) -> Result<(), String> {
+    let sources = work.join(format!("direct-sources-{}", url.len()));
+    std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
+    for &len in sizes {
+        let name = format!("client-{len}.bin");
+        let file = crate::interop::make_file(&sources, &name, len)?;
+        let told = upload_direct(binary, url, &file, extra)?;
+        let landed = told["landed_as"]
+            .as_str()
+            .ok_or_else(|| format!("no landed_as in {told}"))?;
+        let key = match landed.starts_with(prefix) {
+            true => landed.to_owned(),
+            false => format!("{prefix}/{landed}"),
+        };
+        let want = std::fs::read(&file).map_err(|e| e.to_string())?;
+        match bucket.get(BUCKET, &key)? {
+            Some(got) if got == want => {}
+            Some(got) => return Err(format!("{key}: {} bytes landed, {len} sent", got.len())),
+            None => return Err(format!("{len} B: nothing at {key} ({told})")),
+        }
+    }
+    Ok(())
+}
+
+/// A run killed mid-upload, then run again with `--resume`: the second
+/// run sends only the parts the bucket does not hold, so no part is sent
+/// twice beyond those in flight at the kill.
+fn client_resumes(binary: &Path, port: u16, bucket: &Bucketeer, work: &Path) -> Result<(), String> {
+    let sources = work.join("direct-resume");
+    std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
+    let file = crate::interop::make_file(&sources, "resumed.bin", 60 * MIB)?;
+    let url = format!("http://127.0.0.1:{port}/s3");
+    let journal = work.join("direct-journal");
+    let run = |limited: bool| {
+        let mut command = std::process::Command::new(binary);
+        command
+            .env("XDG_STATE_HOME", &journal)
+            .args([
+                "upload",
+                "--json",
+                "--resume",
+                "--protocol",
+                "companion",
+                "--url",
+                &url,
+            ])
+            .args(["--token", "token-a", "--threads", "2"]);
+        if limited {
+            command.args(["--limit-rate", "10MiB"]);
+        }
+        command
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let mut first = run(true).spawn().map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(3));
+    first.kill().map_err(|e| e.to_string())?;
+    let killed = first.wait_with_output().map_err(|e| e.to_string())?;
+    let held = bucket.parts_held(BUCKET, &format!("{PREFIX}/resumed.bin"))?;
+    if held == 0 {
+        return Err(format!(
+            "no part was in the bucket after 3 s at 10 MiB/s: {}",
+            String::from_utf8_lossy(&killed.stderr).trim()
+        ));
+    }
+    let out = run(false).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "the resumed run: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let told: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
+        .map_err(|e| format!("{e}: {stdout}"))?;
+    let resumed = told["resumed_blocks"].as_u64().unwrap_or_default();
+    eprintln!(
+        "companion: resumed from the bucket: {held} parts held at the kill, {resumed} of {} blocks not sent again",
+        told["blocks"]
+    );
+    if resumed as usize != held {
+        return Err(format!(
+            "{held} parts were in the bucket, the resumed run kept {resumed}: {told}"
+        ));
+    }
+    let want = std::fs::read(&file).map_err(|e| e.to_string())?;
+    match bucket.get(BUCKET, &format!("{PREFIX}/resumed.bin"))? {
+        Some(got) if got == want => Ok(()),
+        other => Err(format!(
+            "the resumed file landed as {:?} bytes",
+            other.map(|g| g.len())
+        )),
+    }
+}
+
 /// The Companion checks, each recorded in `matrix`.
 pub(crate) fn checks(
     matrix: &mut crate::interop::Matrix,
@@ -688,8 +819,44 @@ pub(crate) fn checks(
         &format!("{row}: GET params signs a form that lands a small file"),
         form(port, garage, bucket),
     );
+    // Our client's files, through a receiver with no --max-size.
+    let port = crate::interop::free_port();
+    let _unbounded = serve(
+        binary,
+        garage,
+        1,
+        port,
+        PREFIX,
+        &["--token", "token-a", "--receipt-key", &key],
+    )?;
+    let sizes = [0, 1, 5 * MIB - 1, 5 * MIB + 1, 200 * MIB];
+    let ours = format!("http://127.0.0.1:{port}/s3");
+    matrix.record(
+        "Garage",
+        "our client --protocol companion, our receiver: 0 B, 1 B, 5 MiB ± 1, 200 MiB",
+        client_lands(
+            binary,
+            &ours,
+            &["--token", "token-a"],
+            &sizes,
+            bucket,
+            PREFIX,
+            work,
+        ),
+    );
+    matrix.record(
+        "Garage",
+        "our client --protocol companion, killed and resumed from the bucket's parts",
+        client_resumes(binary, port, bucket, work),
+    );
     let companion_port = crate::interop::free_port();
     let _companion = companion(cache, garage, companion_port, work)?;
+    let theirs = format!("http://127.0.0.1:{companion_port}/s3");
+    matrix.record(
+        "@uppy/companion 6.2.2",
+        "our client --protocol companion: 1 B, 5 MiB ± 1, 200 MiB",
+        client_lands(binary, &theirs, &[], &sizes[1..], bucket, "companion", work),
+    );
     matrix.record(
         "@uppy/companion 6.2.2",
         "the same requests, route by route: statuses, keys, errors alike",

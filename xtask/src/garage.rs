@@ -327,6 +327,36 @@ impl Bucketeer {
         })
     }
 
+    /// The parts the bucket holds of the multipart uploads open below
+    /// `prefix`, all together.
+    pub(crate) fn parts_held(&self, bucket: &str, prefix: &str) -> Result<usize, String> {
+        self.runtime.block_on(async {
+            let err = |e: aws_sdk_s3::Error| aws_sdk_s3::error::DisplayErrorContext(e).to_string();
+            let open = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .map_err(|e| err(e.into()))?;
+            let mut held = 0;
+            for upload in open.uploads() {
+                let parts = self
+                    .client
+                    .list_parts()
+                    .bucket(bucket)
+                    .key(upload.key().unwrap_or_default())
+                    .upload_id(upload.upload_id().unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(|e| err(e.into()))?;
+                held += parts.parts().len();
+            }
+            Ok(held)
+        })
+    }
+
     /// Begins a multipart upload at `key` and leaves it open.
     pub(crate) fn leave_multipart_open(&self, bucket: &str, key: &str) -> Result<(), String> {
         self.runtime.block_on(async {

@@ -161,9 +161,12 @@ struct UploadArgs {
     #[arg(long)]
     require_confirmation: bool,
     /// The wire protocol: the segmented multipart convention, tus 1.0, the
-    /// IETF resumable-upload draft (interop version 6), or whichever the
-    /// server says it speaks when asked by OPTIONS. With tus and IETF, --url
-    /// is the creation endpoint and the file name travels as metadata.
+    /// IETF resumable-upload draft (interop version 6), S3 multipart parts
+    /// straight to a bucket on URLs a Companion backend signs (--url is the
+    /// backend's, such as https://host/s3; blocks grow to S3's 5 MiB parts
+    /// at least), or whichever the server says it speaks when asked by
+    /// OPTIONS. With tus and IETF, --url is the creation endpoint and the
+    /// file name travels as metadata.
     #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "segmented")]
     protocol: ProtocolArg,
     /// Upload what is in each FOLDER given, its subfolders too; each file's
@@ -393,6 +396,7 @@ enum ProtocolArg {
     Segmented,
     Tus,
     Ietf,
+    Companion,
     Auto,
 }
 

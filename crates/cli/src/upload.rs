@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::prelude::{Engine, BASE64_STANDARD};
-use fileuploader_core::protocol::{discover, IetfDraft, Protocol, SegmentedMultipart, Tus};
+use fileuploader_core::protocol::{
+    discover, Companion, IetfDraft, Protocol, SegmentedMultipart, Tus,
+};
 use fileuploader_core::{
     default_journal_dir, FileSource, FinalAnswer, Integrity, Job, Progress, Resume, RetryPolicy,
     UploadManager,
@@ -503,6 +505,7 @@ async fn protocol(
         ProtocolArg::Segmented => Arc::new(SegmentedMultipart),
         ProtocolArg::Tus => Arc::new(Tus),
         ProtocolArg::Ietf => Arc::new(IetfDraft::default()),
+        ProtocolArg::Companion => Arc::new(Companion),
         ProtocolArg::Auto => {
             let url = args.url.parse().map_err(|e| {
                 Failure::new(

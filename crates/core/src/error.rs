@@ -256,13 +256,17 @@ pub(crate) fn status_error(response: &http::Response<bytes::Bytes>, context: &st
     }
     let body = String::from_utf8_lossy(response.body());
     let body = body.trim();
+    let store_said = xml_error(body);
     let html = response
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/html"))
         || body.starts_with('<');
-    if html {
+    if let Some(said) = store_said {
+        // An object store's error document: its code and message.
+        context += &format!(": {said}");
+    } else if html {
         // Another server's error page (a proxy's, a web server's): its
         // title says what it is; its markup says nothing.
         context += &match html_title(body) {
@@ -278,6 +282,29 @@ pub(crate) fn status_error(response: &http::Response<bytes::Bytes>, context: &st
         crate::retry::retry_after(response.headers(), std::time::SystemTime::now());
     error.0.answer = Some(FinalAnswer::of(response).bounded(DEFAULT_ANSWER_LIMIT));
     error
+}
+
+/// What an S3 error document (`<Error><Code>…</Code><Message>…`) says.
+fn xml_error(body: &str) -> Option<String> {
+    if !body.starts_with("<?xml") {
+        return None;
+    }
+    let element = |name: &str| {
+        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = start + body[start..].find(&format!("</{name}>"))?;
+        Some(
+            body[start..end]
+                .trim()
+                .chars()
+                .take(200)
+                .collect::<String>(),
+        )
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (Some(code), None) => Some(code),
+        _ => None,
+    }
 }
 
 /// The text of an HTML page's `<title>`, white space folded.

@@ -274,6 +274,18 @@ impl UploadManager {
         job.state.clear_notices();
         let lens: Vec<u64> = run.sources.iter().map(|s| s.source.len()).collect();
         let total_bytes = lens.iter().sum();
+        let protocol = job.protocol.as_ref().unwrap_or(&self.inner.protocol);
+        let largest = lens.iter().copied().max().unwrap_or(0);
+        let block_size = protocol.block_size_for(job.block_size, largest);
+        let mut job = job.clone();
+        if block_size != job.block_size {
+            job.state.notice(format!(
+                "block size raised from {} to {block_size} bytes: the protocol's parts must be so large for these files",
+                job.block_size
+            ));
+            job.block_size = block_size;
+        }
+        let job = &job;
         let plan = BlockPlan::new(lens, job.block_size);
         let mut sources = Vec::with_capacity(run.sources.len());
         for (i, s) in run.sources.into_iter().enumerate() {
@@ -290,7 +302,6 @@ impl UploadManager {
                     .collect();
                 Some(saved)
             });
-            let protocol = job.protocol.as_ref().unwrap_or(&self.inner.protocol);
             let session = protocol.open(&UploadTarget {
                 url: &run.url,
                 headers: &run.headers,

@@ -30,6 +30,7 @@
 //! [`saved`](UploadSession::saved) is what a later run needs to find the
 //! upload again; the journal keeps it, as a cache, never as the judge.
 
+mod companion;
 mod resumable;
 mod segmented;
 
@@ -45,6 +46,7 @@ use crate::form::FormField;
 use crate::plan::Block;
 use crate::transport::{Request, Response, Transport};
 
+pub use companion::Companion;
 pub use resumable::{IetfDraft, Tus};
 pub use segmented::SegmentedMultipart;
 
@@ -212,6 +214,14 @@ pub enum Handle {
     /// An upload sent as partial uploads joined by a final request (tus
     /// concatenation): each block's receipt names its part.
     Parts,
+    /// An S3 multipart upload signed by a backend: its id there, and the
+    /// object's key; each block's receipt is its part's ETag.
+    Multipart {
+        /// The backend's upload id.
+        upload_id: String,
+        /// The object's key in the bucket.
+        key: String,
+    },
 }
 
 impl Handle {
@@ -373,6 +383,15 @@ pub trait Protocol: Send + Sync + fmt::Debug + 'static {
     ///
     /// When the source cannot be sent in this protocol (code -10).
     fn open(&self, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error>;
+
+    /// The block size a run sends sources of up to `largest` bytes in,
+    /// given the job's `requested` one: a protocol with rules on part
+    /// sizes (S3's: 5 MiB but the last, 10 000 parts) raises it to fit,
+    /// and the run says so in the job's notices. The job's, by default.
+    fn block_size_for(&self, requested: u64, largest: u64) -> u64 {
+        let _ = largest;
+        requested
+    }
 }
 
 /// One source's upload in one protocol. See the [module docs](self) for the

@@ -17,8 +17,9 @@ pub(super) enum Resumed {
 }
 
 impl Resumed {
-    pub(super) fn from_saved(saved: &SavedSession) -> Self {
-        match &saved.handle {
+    /// What `saved` says, unless another protocol saved it.
+    pub(super) fn from_saved(saved: &SavedSession) -> Option<Self> {
+        Some(match &saved.handle {
             Handle::Parts => Resumed::Concatenated(
                 saved
                     .receipts
@@ -35,7 +36,8 @@ impl Resumed {
                     .map(|(_, url)| url.clone()),
             },
             Handle::Url { url } | Handle::Id { id: url } => Resumed::Stream(url.clone()),
-        }
+            Handle::Multipart { .. } => return None,
+        })
     }
 
     /// The URL to ask the server about, when there is one.
