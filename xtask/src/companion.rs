@@ -760,6 +760,72 @@ fn client_resumes(binary: &Path, port: u16, bucket: &Bucketeer, work: &Path) -> 
     }
 }
 
+/// Uppy's `@uppy/aws-s3` in headless chromium, its page on an origin of
+/// its own, signing through our receiver on `port` (open access, any
+/// origin): each case the page ran, with Uppy's word and the bytes at the
+/// key it was told.
+fn uppy_in_a_browser(
+    cache: &Path,
+    port: u16,
+    bucket: &Bucketeer,
+) -> Vec<(String, Result<(), String>)> {
+    use crate::interop::CHROMIUM;
+    if !Path::new(CHROMIUM).exists() {
+        let missing = format!("{CHROMIUM} is missing (Debian: apt-get install chromium)");
+        return vec![("@uppy/aws-s3".into(), Err(missing))];
+    }
+    if let Err(e) = bucket.allow_browsers(BUCKET) {
+        return vec![("bucket CORS".into(), Err(e))];
+    }
+    let out = std::process::Command::new("node")
+        .env("NODE_PATH", cache.join("node/node_modules"))
+        .env("CHROMIUM", CHROMIUM)
+        .arg(crate::root().join("xtask/interop/uppy-s3-browser.cjs"))
+        .arg(format!("http://127.0.0.1:{port}"))
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return vec![("@uppy/aws-s3".into(), Err(format!("node: {e}")))],
+    };
+    let cases: Vec<(String, Result<(), String>)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|case| {
+            let name = format!("@uppy/aws-s3 {}", case["case"].as_str().unwrap_or("?"));
+            (name, landed_from_page(&case, bucket))
+        })
+        .collect();
+    if cases.is_empty() {
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return vec![(
+            "@uppy/aws-s3".into(),
+            Err(format!("the page ran no case: {said}")),
+        )];
+    }
+    cases
+}
+
+/// Whether Uppy said the page's file landed, and the bucket holds its
+/// bytes at the key Uppy was given.
+fn landed_from_page(case: &Value, bucket: &Bucketeer) -> Result<(), String> {
+    if case["ok"] != true {
+        return Err(format!("Uppy said {case}"));
+    }
+    let name = case["file"].as_str().unwrap_or_default();
+    let size = case["size"].as_u64().unwrap_or_default() as u32;
+    let key = case["keys"][0]
+        .as_str()
+        .ok_or_else(|| format!("no key in {case}"))?;
+    let want: Vec<u8> = (0..size)
+        .map(|i| (i.wrapping_mul(31) + name.len() as u32) as u8)
+        .collect();
+    match bucket.get(BUCKET, key)? {
+        Some(got) if got == want => Ok(()),
+        Some(got) => Err(format!("{key}: {} bytes, not the page's {size}", got.len())),
+        None => Err(format!("nothing at {key}")),
+    }
+}
+
 /// The Companion checks, each recorded in `matrix`.
 pub(crate) fn checks(
     matrix: &mut crate::interop::Matrix,
@@ -849,6 +915,13 @@ pub(crate) fn checks(
         "our client --protocol companion, killed and resumed from the bucket's parts",
         client_resumes(binary, port, bucket, work),
     );
+    {
+        let port = crate::interop::free_port();
+        let _open = serve(binary, garage, 0, port, "browser", &["--cors-origin", "*"])?;
+        for (case, result) in uppy_in_a_browser(cache, port, bucket) {
+            matrix.record("Uppy in chromium", &case, result);
+        }
+    }
     let companion_port = crate::interop::free_port();
     let _companion = companion(cache, garage, companion_port, work)?;
     let theirs = format!("http://127.0.0.1:{companion_port}/s3");

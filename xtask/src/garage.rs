@@ -308,8 +308,8 @@ impl Bucketeer {
         })
     }
 
-    /// The keys of the multipart uploads open below `prefix`.
-    pub(crate) fn open_multipart(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+    /// The multipart uploads open below `prefix`: key and upload id.
+    fn open_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, String> {
         self.runtime.block_on(async {
             let page = self
                 .client
@@ -322,38 +322,67 @@ impl Bucketeer {
             Ok(page
                 .uploads()
                 .iter()
-                .filter_map(|u| u.key().map(str::to_owned))
+                .filter_map(|u| Some((u.key()?.to_owned(), u.upload_id()?.to_owned())))
                 .collect())
         })
+    }
+
+    /// The keys of the multipart uploads open below `prefix`.
+    pub(crate) fn open_multipart(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .open_uploads(bucket, prefix)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
     }
 
     /// The parts the bucket holds of the multipart uploads open below
     /// `prefix`, all together.
     pub(crate) fn parts_held(&self, bucket: &str, prefix: &str) -> Result<usize, String> {
-        self.runtime.block_on(async {
-            let err = |e: aws_sdk_s3::Error| aws_sdk_s3::error::DisplayErrorContext(e).to_string();
-            let open = self
-                .client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .prefix(prefix)
-                .send()
-                .await
-                .map_err(|e| err(e.into()))?;
-            let mut held = 0;
-            for upload in open.uploads() {
-                let parts = self
-                    .client
+        let mut held = 0;
+        for (key, upload_id) in self.open_uploads(bucket, prefix)? {
+            held += self.runtime.block_on(async {
+                self.client
                     .list_parts()
                     .bucket(bucket)
-                    .key(upload.key().unwrap_or_default())
-                    .upload_id(upload.upload_id().unwrap_or_default())
+                    .key(key)
+                    .upload_id(upload_id)
                     .send()
                     .await
-                    .map_err(|e| err(e.into()))?;
-                held += parts.parts().len();
-            }
-            Ok(held)
+                    .map(|parts| parts.parts().len())
+                    .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+            })?;
+        }
+        Ok(held)
+    }
+
+    /// Lets pages of any origin send objects to `bucket` from a browser,
+    /// reading each answer's ETag (as Uppy's S3 uploads need).
+    pub(crate) fn allow_browsers(&self, bucket: &str) -> Result<(), String> {
+        use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+        let rule = CorsRule::builder()
+            .allowed_origins("*")
+            .set_allowed_methods(Some(
+                ["GET", "PUT", "POST", "HEAD"].map(String::from).to_vec(),
+            ))
+            .allowed_headers("*")
+            .expose_headers("ETag")
+            .expose_headers("Location")
+            .build()
+            .map_err(|e| e.to_string())?;
+        let cors = CorsConfiguration::builder()
+            .cors_rules(rule)
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.runtime.block_on(async {
+            self.client
+                .put_bucket_cors()
+                .bucket(bucket)
+                .cors_configuration(cors)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
         })
     }
 

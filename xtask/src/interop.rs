@@ -41,7 +41,7 @@ const NPM: &[&str] = &[
     "@uppy/companion@6.2.2",
 ];
 /// The browser Uppy runs in: Debian's `chromium`, headless.
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 /// The PyPI packages, pinned.
 const PYPI: &[&str] = &[
     "resumable-upload==0.3.0",

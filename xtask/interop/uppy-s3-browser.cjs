@@ -1,0 +1,101 @@
+// Uppy's @uppy/aws-s3 in a real browser (Debian's chromium, headless,
+// driven by puppeteer-core), signing through our receiver's Companion
+// routes and sending the bytes straight to the bucket, as
+// `cargo xtask interop companion` runs it:
+//   node uppy-s3-browser.cjs RECEIVER_URL
+// The page is served from an origin of its own; the receiver (--cors-origin)
+// and the bucket (its CORS rules, ETag exposed) must allow it. Two cases,
+// each printed as one JSON line {case, ok, successful, failed, keys, errors}:
+// - "post-form": a 1 MiB file, sent whole with the form GET params signs;
+// - "multipart-pause": a 50 MiB file in 5 MiB parts, paused at a third and
+//   resumed a second later.
+// A file named N holds bytes (i * 31 + len(N)) & 255, for the harness to
+// compare with what landed.
+const fs = require('fs')
+const http = require('http')
+const puppeteer = require('puppeteer-core')
+
+const [receiver] = process.argv.slice(2)
+const bundle = require.resolve('uppy/dist/uppy.min.js')
+
+const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></script>
+<script>
+  window.runCase = async (kind, endpoint, name, size) => {
+    const uppy = new Uppy.Uppy({ autoProceed: false })
+    uppy.use(Uppy.AwsS3, {
+      companionEndpoint: endpoint,
+      shouldUseMultipart: kind === 'multipart',
+      getChunkSize: () => 5 << 20,
+    })
+    if (kind === 'multipart') {
+      let paused = false
+      uppy.on('upload-progress', (file, progress) => {
+        if (!paused && progress.bytesUploaded > progress.bytesTotal / 3) {
+          paused = true
+          uppy.pauseResume(file.id)
+          setTimeout(() => uppy.pauseResume(file.id), 1000)
+        }
+      })
+    }
+    const errors = []
+    uppy.on('upload-error', (file, error) => errors.push(file.name + ': ' + error.message))
+    const bytes = new Uint8Array(size)
+    for (let i = 0; i < size; i++) bytes[i] = (i * 31 + name.length) & 255
+    uppy.addFile({ name, type: 'application/octet-stream', data: new Blob([bytes]) })
+    try {
+      await uppy.upload()
+    } catch (e) {
+      errors.push('upload: ' + e.message)
+    }
+    const states = uppy.getFiles()
+    return {
+      successful: states.filter((f) => f.progress.uploadComplete && !f.error).length,
+      failed: states.filter((f) => f.error).length,
+      keys: states.map((f) => f.response && f.response.body && f.response.body.key),
+      errors,
+    }
+  }
+</script>`
+
+async function main () {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/uppy.min.js') {
+      res.writeHead(200, { 'content-type': 'text/javascript' })
+      fs.createReadStream(bundle).pipe(res)
+    } else {
+      res.writeHead(200, { 'content-type': 'text/html' })
+      res.end(page)
+    }
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const origin = `http://127.0.0.1:${server.address().port}`
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  })
+  let failures = 0
+  try {
+    const tab = await browser.newPage()
+    await tab.goto(origin + '/')
+    const endpoint = receiver.replace(/\/$/, '')
+    for (const [name, kind, file, size] of [
+      ['post-form', 'form', 'uppy-form.bin', 1 << 20],
+      ['multipart-pause', 'multipart', 'uppy-multipart.bin', 50 << 20],
+    ]) {
+      const got = await tab.evaluate((k, e, n, s) => window.runCase(k, e, n, s), kind, endpoint, file, size)
+      const ok = got.successful === 1 && got.failed === 0
+      if (!ok) failures++
+      console.log(JSON.stringify({ case: name, ok, file, size, ...got }))
+    }
+  } finally {
+    await browser.close()
+    server.close()
+  }
+  process.exitCode = failures ? 1 : 0
+}
+
+main().catch((e) => {
+  console.error(`uppy-s3-browser: ${e && e.stack || e}`)
+  process.exit(1)
+})
