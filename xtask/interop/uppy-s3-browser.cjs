@@ -8,15 +8,21 @@
 // each printed as one JSON line {case, ok, successful, failed, keys, errors}:
 // - "post-form": a 1 MiB file, sent whole with the form GET params signs;
 // - "multipart-pause": a 50 MiB file in 5 MiB parts, paused at a third and
-//   resumed a second later.
+//   resumed a second later;
+// - "example-page": examples/browser-s3/index.html as a user would use it:
+//   a 20 MiB file chosen in Uppy's Dashboard, sent with its upload button.
 // A file named N holds bytes (i * 31 + len(N)) & 255, for the harness to
 // compare with what landed.
 const fs = require('fs')
 const http = require('http')
 const puppeteer = require('puppeteer-core')
 
-const [receiver] = process.argv.slice(2)
+const os = require('os')
+const path = require('path')
+
+const [receiver, example] = process.argv.slice(2)
 const bundle = require.resolve('uppy/dist/uppy.min.js')
+const dist = path.dirname(bundle)
 
 const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></script>
 <script>
@@ -62,6 +68,14 @@ async function main () {
     if (req.url === '/uppy.min.js') {
       res.writeHead(200, { 'content-type': 'text/javascript' })
       fs.createReadStream(bundle).pipe(res)
+    } else if (req.url === '/example/uppy.min.mjs' || req.url === '/example/uppy.min.css') {
+      const css = req.url.endsWith('.css')
+      res.writeHead(200, { 'content-type': css ? 'text/css' : 'text/javascript' })
+      fs.createReadStream(path.join(dist, path.basename(req.url))).pipe(res)
+    } else if (req.url === '/example/') {
+      const html = fs.readFileSync(example, 'utf8').replace("'http://127.0.0.1:8080'", JSON.stringify(receiver))
+      res.writeHead(200, { 'content-type': 'text/html' })
+      res.end(html)
     } else {
       res.writeHead(200, { 'content-type': 'text/html' })
       res.end(page)
@@ -88,6 +102,25 @@ async function main () {
       if (!ok) failures++
       console.log(JSON.stringify({ case: name, ok, file, size, ...got }))
     }
+    // The example page, as a user would use it.
+    const name = 'uppy-example.bin'
+    const size = 20 << 20
+    const bytes = Buffer.alloc(size)
+    for (let i = 0; i < size; i++) bytes[i] = (i * 31 + name.length) & 255
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'uppy-example-')), name)
+    fs.writeFileSync(file, bytes)
+    await tab.goto(origin + '/example/')
+    const input = await tab.waitForSelector('.uppy-Dashboard-input', { timeout: 20000 })
+    await input.uploadFile(file)
+    const button = await tab.waitForSelector('.uppy-StatusBar-actionBtn--upload', { timeout: 20000 })
+    await button.click()
+    const landed = await tab
+      .waitForFunction(() => document.getElementById('landed').textContent.includes('landed as'), { timeout: 120000 })
+      .then(() => tab.$eval('#landed', (e) => e.textContent))
+      .catch((e) => 'not landed: ' + e.message)
+    const key = (landed.match(/landed as (\S+)/) || [])[1]
+    if (!key) failures++
+    console.log(JSON.stringify({ case: 'example-page', ok: !!key, file: name, size, keys: [key], said: landed }))
   } finally {
     await browser.close()
     server.close()

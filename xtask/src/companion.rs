@@ -782,6 +782,7 @@ fn uppy_in_a_browser(
         .env("CHROMIUM", CHROMIUM)
         .arg(crate::root().join("xtask/interop/uppy-s3-browser.cjs"))
         .arg(format!("http://127.0.0.1:{port}"))
+        .arg(crate::root().join("examples/browser-s3/index.html"))
         .output();
     let out = match out {
         Ok(out) => out,
