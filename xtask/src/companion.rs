@@ -629,53 +629,69 @@ fn versus_companion(ours: u16, theirs: u16) -> Result<(), String> {
     }
 }
 
-/// `fileuploader upload --protocol companion` of `file` to the backend
-/// at `url`, answering its `--json` line.
-fn upload_direct(binary: &Path, url: &str, file: &Path, extra: &[&str]) -> Result<Value, String> {
-    let out = std::process::Command::new(binary)
-        .args(["upload", "--json", "--protocol", "companion", "--url", url])
-        .args(["--threads", "4", "--retries", "10"])
-        .args(extra)
-        .arg(file)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} to {url}: {}: {}",
-            file.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+/// How our client reaches a bucket: `upload` with its `--protocol`,
+/// `--url` and their flags, and the cluster's keys when it signs itself.
+struct Way<'a> {
+    binary: &'a Path,
+    args: Vec<String>,
+    keys: Option<&'a Garage>,
+    /// Where below the bucket its files land.
+    prefix: &'a str,
+}
+
+impl Way<'_> {
+    fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(self.binary);
+        command.arg("upload").args(&self.args);
+        if let Some(garage) = self.keys {
+            garage.credentials(&mut command);
+        }
+        command
     }
-    // The file's line; the run's summary follows.
-    let stdout = String::from_utf8_lossy(&out.stdout);
+
+    /// The `--json` line of an upload of `file`.
+    fn upload(&self, file: &Path) -> Result<Value, String> {
+        let out = self
+            .command()
+            .args(["--json", "--threads", "4", "--retries", "10"])
+            .arg(file)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} by {:?}: {}: {}",
+                file.display(),
+                self.args,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        first_json_line(&out.stdout)
+    }
+}
+
+/// The file's line of `upload --json`; the run's summary follows.
+fn first_json_line(stdout: &[u8]) -> Result<Value, String> {
+    let stdout = String::from_utf8_lossy(stdout);
     let line = stdout.lines().next().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| format!("not a --json line ({e}): {stdout}"))
 }
 
-/// Our client sends each file of `sizes` through the backend at `url`;
-/// each lands byte for byte at the key the backend named, below `prefix`.
-fn client_lands(
-    binary: &Path,
-    url: &str,
-    extra: &[&str],
-    sizes: &[usize],
-    bucket: &Bucketeer,
-    prefix: &str,
-    work: &Path,
-) -> Result<(), String> {
-    let sources = work.join(format!("direct-sources-{}", url.len()));
+/// Our client sends each file of `sizes` the `way` says; each lands byte
+/// for byte at the key it was told.
+fn client_lands(way: &Way, sizes: &[usize], bucket: &Bucketeer, work: &Path) -> Result<(), String> {
+    let sources = work.join(format!("direct-sources-{}", way.prefix));
     std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
     for &len in sizes {
         let name = format!("client-{len}.bin");
         let file = crate::interop::make_file(&sources, &name, len)?;
-        let told = upload_direct(binary, url, &file, extra)?;
+        let told = way.upload(&file)?;
         let landed = told["landed_as"]
             .as_str()
             .ok_or_else(|| format!("no landed_as in {told}"))?;
-        let key = match landed.starts_with(prefix) {
+        let key = match landed.starts_with(way.prefix) {
             true => landed.to_owned(),
-            false => format!("{prefix}/{landed}"),
+            false => format!("{}/{landed}", way.prefix),
         };
         let want = std::fs::read(&file).map_err(|e| e.to_string())?;
         match bucket.get(BUCKET, &key)? {
@@ -690,26 +706,16 @@ fn client_lands(
 /// A run killed mid-upload, then run again with `--resume`: the second
 /// run sends only the parts the bucket does not hold, so no part is sent
 /// twice beyond those in flight at the kill.
-fn client_resumes(binary: &Path, port: u16, bucket: &Bucketeer, work: &Path) -> Result<(), String> {
-    let sources = work.join("direct-resume");
+fn client_resumes(way: &Way, bucket: &Bucketeer, work: &Path) -> Result<(), String> {
+    let sources = work.join(format!("direct-resume-{}", way.prefix));
     std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
     let file = crate::interop::make_file(&sources, "resumed.bin", 60 * MIB)?;
-    let url = format!("http://127.0.0.1:{port}/s3");
-    let journal = work.join("direct-journal");
+    let journal = work.join(format!("direct-journal-{}", way.prefix));
     let run = |limited: bool| {
-        let mut command = std::process::Command::new(binary);
+        let mut command = way.command();
         command
             .env("XDG_STATE_HOME", &journal)
-            .args([
-                "upload",
-                "--json",
-                "--resume",
-                "--protocol",
-                "companion",
-                "--url",
-                &url,
-            ])
-            .args(["--token", "token-a", "--threads", "2"]);
+            .args(["--json", "--resume", "--threads", "2"]);
         if limited {
             command.args(["--limit-rate", "10MiB"]);
         }
@@ -719,11 +725,12 @@ fn client_resumes(binary: &Path, port: u16, bucket: &Bucketeer, work: &Path) -> 
             .stderr(std::process::Stdio::piped());
         command
     };
+    let key = format!("{}/resumed.bin", way.prefix);
     let mut first = run(true).spawn().map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_secs(3));
     first.kill().map_err(|e| e.to_string())?;
     let killed = first.wait_with_output().map_err(|e| e.to_string())?;
-    let held = bucket.parts_held(BUCKET, &format!("{PREFIX}/resumed.bin"))?;
+    let held = bucket.parts_held(BUCKET, &key)?;
     if held == 0 {
         return Err(format!(
             "no part was in the bucket after 3 s at 10 MiB/s: {}",
@@ -737,12 +744,11 @@ fn client_resumes(binary: &Path, port: u16, bucket: &Bucketeer, work: &Path) -> 
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let told: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
-        .map_err(|e| format!("{e}: {stdout}"))?;
+    let told = first_json_line(&out.stdout)?;
     let resumed = told["resumed_blocks"].as_u64().unwrap_or_default();
     eprintln!(
-        "companion: resumed from the bucket: {held} parts held at the kill, {resumed} of {} blocks not sent again",
+        "companion: {:?} resumed from the bucket: {held} parts held at the kill, {resumed} of {} blocks not sent again",
+        way.args.get(1),
         told["blocks"]
     );
     if resumed as usize != held {
@@ -751,7 +757,7 @@ fn client_resumes(binary: &Path, port: u16, bucket: &Bucketeer, work: &Path) -> 
         ));
     }
     let want = std::fs::read(&file).map_err(|e| e.to_string())?;
-    match bucket.get(BUCKET, &format!("{PREFIX}/resumed.bin"))? {
+    match bucket.get(BUCKET, &key)? {
         Some(got) if got == want => Ok(()),
         other => Err(format!(
             "the resumed file landed as {:?} bytes",
@@ -897,24 +903,54 @@ pub(crate) fn checks(
         &["--token", "token-a", "--receipt-key", &key],
     )?;
     let sizes = [0, 1, 5 * MIB - 1, 5 * MIB + 1, 200 * MIB];
-    let ours = format!("http://127.0.0.1:{port}/s3");
+    let words = |list: &[&str]| list.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    let ours = Way {
+        binary,
+        args: words(&[
+            "--protocol",
+            "companion",
+            "--url",
+            &format!("http://127.0.0.1:{port}/s3"),
+            "--token",
+            "token-a",
+        ]),
+        keys: None,
+        prefix: PREFIX,
+    };
     matrix.record(
         "Garage",
         "our client --protocol companion, our receiver: 0 B, 1 B, 5 MiB ± 1, 200 MiB",
-        client_lands(
-            binary,
-            &ours,
-            &["--token", "token-a"],
-            &sizes,
-            bucket,
-            PREFIX,
-            work,
-        ),
+        client_lands(&ours, &sizes, bucket, work),
     );
     matrix.record(
         "Garage",
         "our client --protocol companion, killed and resumed from the bucket's parts",
-        client_resumes(binary, port, bucket, work),
+        client_resumes(&ours, bucket, work),
+    );
+    let straight = Way {
+        binary,
+        args: words(&[
+            "--protocol",
+            "s3",
+            "--url",
+            &format!("s3://{BUCKET}/straight/"),
+            "--s3-endpoint",
+            &garage.endpoints[2],
+            "--s3-region",
+            crate::garage::REGION,
+        ]),
+        keys: Some(garage),
+        prefix: "straight",
+    };
+    matrix.record(
+        "Garage",
+        "our client --protocol s3, straight: 0 B, 1 B, 5 MiB ± 1, 200 MiB, CRC32C per part",
+        client_lands(&straight, &sizes, bucket, work),
+    );
+    matrix.record(
+        "Garage",
+        "our client --protocol s3, killed and resumed from the bucket's parts",
+        client_resumes(&straight, bucket, work),
     );
     {
         let port = crate::interop::free_port();
@@ -925,11 +961,21 @@ pub(crate) fn checks(
     }
     let companion_port = crate::interop::free_port();
     let _companion = companion(cache, garage, companion_port, work)?;
-    let theirs = format!("http://127.0.0.1:{companion_port}/s3");
+    let theirs = Way {
+        binary,
+        args: words(&[
+            "--protocol",
+            "companion",
+            "--url",
+            &format!("http://127.0.0.1:{companion_port}/s3"),
+        ]),
+        keys: None,
+        prefix: "companion",
+    };
     matrix.record(
         "@uppy/companion 6.2.2",
         "our client --protocol companion: 1 B, 5 MiB ± 1, 200 MiB",
-        client_lands(binary, &theirs, &[], &sizes[1..], bucket, "companion", work),
+        client_lands(&theirs, &sizes[1..], bucket, work),
     );
     matrix.record(
         "@uppy/companion 6.2.2",

@@ -106,9 +106,18 @@ struct TransferArgs {
 
 #[derive(Debug, Args)]
 struct UploadArgs {
-    /// Where to POST the blocks (http or https).
+    /// Where to POST the blocks (http or https); with --protocol s3, the
+    /// bucket and key, s3://BUCKET/KEY (a key ending in / is a folder).
     #[arg(long, value_name = "URL")]
     url: String,
+    /// With --protocol s3: the address of the S3-compatible store (Garage,
+    /// MinIO, …); AWS S3 when not given.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// With --protocol s3: the region to sign for (default: AWS_REGION,
+    /// the profile's, else us-east-1).
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
     /// The form name of the file part.
     #[arg(long, value_name = "NAME", default_value = "RemoteFile")]
     key: String,
@@ -163,8 +172,9 @@ struct UploadArgs {
     /// The wire protocol: the segmented multipart convention, tus 1.0, the
     /// IETF resumable-upload draft (interop version 6), S3 multipart parts
     /// straight to a bucket on URLs a Companion backend signs (--url is the
-    /// backend's, such as https://host/s3; blocks grow to S3's 5 MiB parts
-    /// at least), or whichever the server says it speaks when asked by
+    /// backend's, such as https://host/s3) or with this machine's AWS keys
+    /// (s3, --url s3://BUCKET/KEY; needs the s3 feature), blocks grown to
+    /// S3's 5 MiB parts at least, or whichever the server says it speaks when asked by
     /// OPTIONS. With tus and IETF, --url is the creation endpoint and the
     /// file name travels as metadata.
     #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "segmented")]
@@ -397,6 +407,7 @@ enum ProtocolArg {
     Tus,
     Ietf,
     Companion,
+    S3,
     Auto,
 }
 
@@ -770,16 +781,67 @@ async fn bucket(
     Ok(fileuploader_server::Receiver::with_store(store))
 }
 
+/// `upload --protocol s3`: the bucket at `--url` as the parts' backend,
+/// and the `http(s)://` address its objects have there.
+#[cfg(feature = "s3")]
+async fn bucket_parts(
+    args: &UploadArgs,
+) -> Result<
+    (
+        std::sync::Arc<dyn fileuploader_core::protocol::Protocol>,
+        String,
+    ),
+    Failure,
+> {
+    use fileuploader_store_s3::client::{BucketParts, S3Target};
+    let target: S3Target = args
+        .url
+        .parse()
+        .map_err(|e| Failure::new(fileuploader_core::code::INVALID_URL, format!("--url: {e}")))?;
+    let options = fileuploader_store_s3::S3Options {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        key: None,
+    };
+    let backend = BucketParts::connect(&target, &options)
+        .await
+        .map_err(|e| Failure::new(fileuploader_core::code::ACCESS_DENIED, e.to_string()))?;
+    let url = backend.object_url(&target.key);
+    let parts = fileuploader_core::protocol::Parts::new(std::sync::Arc::new(backend));
+    Ok((std::sync::Arc::new(parts), url))
+}
+
+/// Without the `s3` feature: says how to get it.
+#[cfg(not(feature = "s3"))]
+async fn bucket_parts(
+    _args: &UploadArgs,
+) -> Result<
+    (
+        std::sync::Arc<dyn fileuploader_core::protocol::Protocol>,
+        String,
+    ),
+    Failure,
+> {
+    Err(without_s3())
+}
+
+/// Why a build without the `s3` feature cannot use a bucket, and how to
+/// get one that can.
+#[cfg(not(feature = "s3"))]
+fn without_s3() -> Failure {
+    Failure::new(
+        fileuploader_core::code::INVALID_OPTION,
+        "this fileuploader was built without S3 support; build it with the s3 feature: cargo install --path crates/cli --features s3 (or cargo build --release -p fileuploader-cli --features s3)",
+    )
+}
+
 /// Without the `s3` feature: says how to get it.
 #[cfg(not(feature = "s3"))]
 async fn bucket(
     _location: &str,
     _args: &ServeArgs,
 ) -> Result<fileuploader_server::Receiver, Failure> {
-    Err(Failure::new(
-        fileuploader_core::code::INVALID_OPTION,
-        "this fileuploader was built without S3 support; build it with the s3 feature: cargo install --path crates/cli --features s3 (or cargo build --release -p fileuploader-cli --features s3)",
-    ))
+    Err(without_s3())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Failure> {

@@ -496,12 +496,14 @@ enum Outcome {
     Failed(PathBuf, Failure),
 }
 
-/// The protocol `--protocol` names, asking the server for `auto`.
+/// The protocol `--protocol` names, asking the server for `auto`, and the
+/// URL its jobs go to (a bucket's own address for `s3`).
 async fn protocol(
     args: &UploadArgs,
     transport: &HyperTransport,
-) -> Result<Arc<dyn Protocol>, Failure> {
-    Ok(match args.protocol {
+) -> Result<(Arc<dyn Protocol>, String), Failure> {
+    let protocol: Arc<dyn Protocol> = match args.protocol {
+        ProtocolArg::S3 => return crate::bucket_parts(args).await,
         ProtocolArg::Segmented => Arc::new(SegmentedMultipart),
         ProtocolArg::Tus => Arc::new(Tus),
         ProtocolArg::Ietf => Arc::new(IetfDraft::default()),
@@ -521,18 +523,19 @@ async fn protocol(
             }
             discover(transport, &url, &headers).await?
         }
-    })
+    };
+    Ok((protocol, args.url.clone()))
 }
 
 /// The job for one file, as the flags say.
 fn job_for(
     manager: &UploadManager,
     args: &UploadArgs,
-    protocol: &Arc<dyn Protocol>,
+    (protocol, url): &(Arc<dyn Protocol>, String),
     entry: &Entry,
 ) -> Result<Job, Failure> {
     let mut job = manager.create_job();
-    job.server_url = args.url.clone();
+    job.server_url = url.clone();
     job.block_size = args.transfer.block_size;
     job.thread_num = args.transfer.threads.into();
     for (key, value) in &args.fields {

@@ -253,14 +253,10 @@ impl S3Store {
         .await
     }
 
-    /// The bucket's address for a form: path-style on an endpoint of its
-    /// own, else AWS's virtual host.
+    /// The bucket's address for a form.
     fn bucket_url(&self) -> String {
         let s = self.s();
-        match &s.endpoint {
-            Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), s.bucket),
-            None => format!("https://{}.s3.{}.amazonaws.com", s.bucket, self.region()),
-        }
+        crate::bucket_url(s.endpoint.as_deref(), &s.bucket, &self.region())
     }
 
     fn region(&self) -> String {

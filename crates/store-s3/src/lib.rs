@@ -53,6 +53,7 @@
 //!   `Retry-After`); the client tries again.
 
 mod body;
+pub mod client;
 mod direct;
 mod events;
 mod keys;
@@ -118,18 +119,25 @@ impl FromStr for S3Location {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let rest = s
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("{s:?} is not an s3://BUCKET/PREFIX location"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(format!("{s:?} names no bucket"));
-        }
+        let (bucket, prefix) = split_s3(s, "s3://BUCKET/PREFIX location")?;
         Ok(S3Location {
             bucket: bucket.to_owned(),
             prefix: prefix.trim_matches('/').to_owned(),
         })
     }
+}
+
+/// The bucket and the rest of `s3://BUCKET/REST`, or why `s` is not a
+/// `what`.
+pub(crate) fn split_s3<'s>(s: &'s str, what: &str) -> Result<(&'s str, &'s str), String> {
+    let rest = s
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{s:?} is not an {what}"))?;
+    let (bucket, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!("{s:?} names no bucket"));
+    }
+    Ok((bucket, rest))
 }
 
 impl fmt::Display for S3Location {
@@ -276,6 +284,96 @@ struct Listed {
     modified: SystemTime,
 }
 
+/// The AWS SDK set up for a store or a bucket client: its HTTP client
+/// (plain or rustls), region, credentials and endpoint.
+pub(crate) struct Sdk {
+    pub(crate) base: aws_sdk_s3::config::Builder,
+    pub(crate) credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+}
+
+impl Sdk {
+    pub(crate) async fn new(options: &S3Options) -> Self {
+        let plain = options
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        let http = if plain {
+            plain_http::client()
+        } else {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https()
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some((id, secret)) = &options.key {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "fileuploader",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut base = aws_sdk_s3::config::Builder::from(&shared)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if shared.region().is_none() {
+            base = base.region(Region::from_static("us-east-1"));
+        }
+        if let Some(endpoint) = &options.endpoint {
+            base = base.endpoint_url(endpoint).force_path_style(true);
+        }
+        Sdk {
+            base,
+            credentials: shared.credentials_provider(),
+        }
+    }
+
+    /// A client for requests that carry no stream: bounded in time.
+    pub(crate) fn control(&self) -> Client {
+        Client::from_conf(
+            self.base
+                .clone()
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(5))
+                        .operation_attempt_timeout(CONTROL_TIMEOUT)
+                        .build(),
+                )
+                .build(),
+        )
+    }
+}
+
+/// `key` as a URL path wants it: everything but unreserved characters and
+/// `/` escaped (S3 signs the path escaped once).
+pub(crate) fn escape_key(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A bucket's address: path-style on an `endpoint` of its own, else AWS's
+/// virtual host in `region`.
+pub(crate) fn bucket_url(endpoint: Option<&str>, bucket: &str, region: &str) -> String {
+    match endpoint {
+        Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+    }
+}
+
 /// A failed request to the store, as the client hears it: 503, try again.
 fn failed<E, R>(what: &str, e: &SdkError<E, R>) -> StoreError
 where
@@ -300,15 +398,7 @@ fn missing<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
 /// `key` as `x-amz-copy-source` wants it: the bucket, then the key with
 /// everything but unreserved characters and `/` escaped.
 fn copy_source(bucket: &str, key: &str) -> String {
-    let mut out = format!("{bucket}/");
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!("{bucket}/{}", escape_key(key))
 }
 
 /// `Range` for bytes `from..to`.
@@ -364,60 +454,17 @@ impl S3Store {
     /// When the bucket cannot be reached, does not exist, or refuses the
     /// credentials: the message says which.
     pub async fn connect(location: &S3Location, options: &S3Options) -> Result<Self, ConnectError> {
-        let plain = options
-            .endpoint
-            .as_deref()
-            .is_some_and(|e| e.starts_with("http://"));
-        let http = if plain {
-            plain_http::client()
-        } else {
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https()
-        };
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
-        if let Some(region) = &options.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some((id, secret)) = &options.key {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "fileuploader",
-            ));
-        }
-        let shared = loader.load().await;
-        let mut base = aws_sdk_s3::config::Builder::from(&shared)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if shared.region().is_none() {
-            base = base.region(Region::from_static("us-east-1"));
-        }
-        if let Some(endpoint) = &options.endpoint {
-            base = base.endpoint_url(endpoint).force_path_style(true);
-        }
-        let control = Client::from_conf(
-            base.clone()
+        let sdk = Sdk::new(options).await;
+        let control = sdk.control();
+        let data = Client::from_conf(
+            sdk.base
                 .timeout_config(
                     TimeoutConfig::builder()
                         .connect_timeout(Duration::from_secs(5))
-                        .operation_attempt_timeout(CONTROL_TIMEOUT)
                         .build(),
                 )
+                .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
                 .build(),
-        );
-        let data = Client::from_conf(
-            base.timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .build(),
-            )
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .build(),
         );
         let store = S3Store {
             inner: Arc::new(Inner {
@@ -425,7 +472,7 @@ impl S3Store {
                 data,
                 bucket: location.bucket.clone(),
                 endpoint: options.endpoint.clone(),
-                credentials: shared.credentials_provider(),
+                credentials: sdk.credentials,
                 layout: Layout::new(&location.prefix),
                 seen: Mutex::default(),
                 events: AtomicBool::new(false),

@@ -31,6 +31,7 @@
 //! upload again; the journal keeps it, as a cache, never as the judge.
 
 mod companion;
+pub mod parts;
 mod resumable;
 mod segmented;
 
@@ -47,6 +48,7 @@ use crate::plan::Block;
 use crate::transport::{Request, Response, Transport};
 
 pub use companion::Companion;
+pub use parts::{Parts, PartsBackend};
 pub use resumable::{IetfDraft, Tus};
 pub use segmented::SegmentedMultipart;
 

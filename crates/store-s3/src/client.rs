@@ -1,0 +1,446 @@
+//! Our client straight to a bucket: the [`PartsBackend`] of
+//! `fileuploader upload --protocol s3 s3://BUCKET/KEY`, with the keys the
+//! client holds (from the same places as the receiver's: the AWS SDK's).
+//!
+//! The multipart upload is created, listed, completed and aborted through
+//! the SDK; each part is a `PUT` the client's transport sends (so progress,
+//! rate limits and retries are the core's), signed here with Signature
+//! Version 4 over its `x-amz-checksum-crc32c`, which the bucket checks.
+//! The upload asks for CRC32C at creation, and completes naming each
+//! part's; success is the object there with the expected length (a `HEAD`
+//! after completion).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::ProvideCredentials as _;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use fileuploader_core::protocol::parts::{HeldPart, PartsBackend, PartsUpload};
+use fileuploader_core::protocol::Landing;
+use fileuploader_core::UploadBody;
+use fileuploader_core::{code, Error, ErrorKind};
+use fileuploader_core::{Request, Transport};
+use fileuploader_wire::sync::lock;
+use http::header::{CONTENT_LENGTH, USER_AGENT};
+use http::{HeaderValue, Method};
+
+use crate::{bucket_url, escape_key, missing, ConnectError, S3Options, Sdk};
+
+/// `s3://BUCKET/KEY`: where a file goes. A key that ends in `/` (or none)
+/// is a folder: the file's name follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Target {
+    /// The bucket.
+    pub bucket: String,
+    /// The object's key, or a folder's ending in `/`.
+    pub key: String,
+}
+
+impl std::str::FromStr for S3Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (bucket, key) = crate::split_s3(s, "s3://BUCKET/KEY address")?;
+        Ok(S3Target {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl S3Target {
+    /// The key a file named `name` lands at.
+    pub fn key_for(&self, name: &str) -> String {
+        if self.key.is_empty() || self.key.ends_with('/') {
+            format!("{}{name}", self.key)
+        } else {
+            self.key.clone()
+        }
+    }
+}
+
+/// The bucket as our client's backend: see the [module](self).
+#[derive(Debug)]
+pub struct BucketParts {
+    client: Client,
+    target: S3Target,
+    /// The bucket's address, for the parts' URLs.
+    url: String,
+    region: String,
+    credentials: aws_sdk_s3::config::SharedCredentialsProvider,
+    /// The credentials as last resolved, for signing parts.
+    resolved: Mutex<Option<aws_credential_types::Credentials>>,
+    /// Each part's CRC32C, by number, for the completion.
+    crcs: Mutex<HashMap<u32, u32>>,
+}
+
+fn failed<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    what: &str,
+    e: &SdkError<E, R>,
+) -> Error {
+    Error::new(
+        ErrorKind::Status,
+        code::UPLOAD_FAILED,
+        format!("{what}: the bucket refused: {}", DisplayErrorContext(e)),
+    )
+}
+
+fn crc_text(crc: u32) -> String {
+    STANDARD.encode(crc.to_be_bytes())
+}
+
+impl BucketParts {
+    /// The backend for files going to `target`, reached as `options` say;
+    /// checks that the bucket answers.
+    ///
+    /// # Errors
+    ///
+    /// When the bucket cannot be reached, does not exist, refuses the
+    /// credentials, or no credentials are found.
+    pub async fn connect(target: &S3Target, options: &S3Options) -> Result<Self, ConnectError> {
+        let sdk = Sdk::new(options).await;
+        let client = sdk.control();
+        let region = client
+            .config()
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string());
+        let credentials = sdk.credentials.ok_or_else(|| {
+            ConnectError("no credentials for the bucket: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".into())
+        })?;
+        client
+            .head_bucket()
+            .bucket(&target.bucket)
+            .send()
+            .await
+            .map_err(|e| {
+                ConnectError(format!(
+                    "cannot use bucket {}: {}",
+                    target.bucket,
+                    DisplayErrorContext(&e)
+                ))
+            })?;
+        Ok(BucketParts {
+            url: bucket_url(options.endpoint.as_deref(), &target.bucket, &region),
+            client,
+            target: target.clone(),
+            region,
+            credentials,
+            resolved: Mutex::default(),
+            crcs: Mutex::default(),
+        })
+    }
+
+    /// The `http(s)://` address of `key`, for the job's URL.
+    pub fn object_url(&self, key: &str) -> String {
+        format!("{}/{}", self.url, escape_key(key))
+    }
+
+    /// A `PUT` of `body` to `key` (with `query`), its CRC32C in a header,
+    /// signed with the credentials last resolved.
+    fn signed_put(
+        &self,
+        key: &str,
+        query: &str,
+        body: UploadBody,
+        crc32c: u32,
+    ) -> Result<Request, Error> {
+        let unsigned = |why: String| {
+            Error::new(
+                ErrorKind::Run,
+                code::FAILED,
+                format!("cannot sign a part: {why}"),
+            )
+        };
+        let credentials = lock(&self.resolved)
+            .clone()
+            .ok_or_else(|| unsigned("no credentials resolved".into()))?;
+        let uri = format!("{}{query}", self.object_url(key));
+        let length = body.len().to_string();
+        let checksum = crc_text(crc32c);
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let identity = credentials.into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| unsigned(e.to_string()))?
+            .into();
+        let headers = [
+            ("content-length", length.as_str()),
+            ("x-amz-checksum-crc32c", checksum.as_str()),
+        ];
+        let signable = SignableRequest::new(
+            "PUT",
+            uri.as_str(),
+            headers.iter().copied(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|e| unsigned(e.to_string()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| unsigned(e.to_string()))?
+            .into_parts();
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::PUT;
+        *request.uri_mut() = uri.parse().map_err(|e| unsigned(format!("{uri}: {e}")))?;
+        let headers_out = request.headers_mut();
+        headers_out.insert(
+            CONTENT_LENGTH,
+            HeaderValue::from_str(&length).map_err(|e| unsigned(e.to_string()))?,
+        );
+        headers_out.insert(
+            "x-amz-checksum-crc32c",
+            HeaderValue::from_str(&checksum).map_err(|e| unsigned(e.to_string()))?,
+        );
+        headers_out.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("fileuploader/", env!("CARGO_PKG_VERSION"))),
+        );
+        instructions.apply_to_request_http1x(&mut request);
+        Ok(request)
+    }
+}
+
+#[async_trait]
+impl PartsBackend for BucketParts {
+    async fn create(
+        &self,
+        _transport: &dyn Transport,
+        name: &str,
+        _total: u64,
+    ) -> Result<PartsUpload, Error> {
+        let key = self.target.key_for(name);
+        let kind = mime_guess::from_path(name).first_raw();
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.target.bucket)
+            .key(&key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .set_content_type(kind.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| failed("begin the multipart upload", &e))?;
+        let id = created.upload_id().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Status,
+                code::PROTOCOL_VIOLATION,
+                "the bucket began a multipart upload without an id",
+            )
+        })?;
+        lock(&self.crcs).clear();
+        Ok(PartsUpload {
+            id: id.to_owned(),
+            key,
+        })
+    }
+
+    async fn held(
+        &self,
+        _transport: &dyn Transport,
+        upload: &PartsUpload,
+    ) -> Result<Option<Vec<HeldPart>>, Error> {
+        let mut held = Vec::new();
+        let mut crcs = HashMap::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.target.bucket)
+                .key(&upload.key)
+                .upload_id(&upload.id)
+                .set_part_number_marker(marker)
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if missing(&e) || e.code() == Some("NoSuchUpload") => return Ok(None),
+                Err(e) => return Err(failed("list the parts", &e)),
+            };
+            for part in page.parts() {
+                let number = part.part_number().unwrap_or_default().max(0) as u32;
+                let crc = part
+                    .checksum_crc32_c()
+                    .and_then(|c| STANDARD.decode(c).ok())
+                    .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                    .map(u32::from_be_bytes);
+                // A part without its CRC32C cannot be named at completion:
+                // it is sent again.
+                if let Some(crc) = crc {
+                    crcs.insert(number, crc);
+                    held.push(HeldPart {
+                        number,
+                        etag: part.e_tag().unwrap_or_default().to_owned(),
+                        size: part.size().unwrap_or_default().max(0) as u64,
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            marker = page.next_part_number_marker().map(str::to_owned);
+        }
+        *lock(&self.crcs) = crcs;
+        Ok(Some(held))
+    }
+
+    async fn prepare(
+        &self,
+        _transport: &dyn Transport,
+        _upload: &PartsUpload,
+        _numbers: &[u32],
+    ) -> Result<(), Error> {
+        let credentials = self.credentials.provide_credentials().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Run,
+                code::ACCESS_DENIED,
+                format!("no credentials for the bucket: {e}"),
+            )
+        })?;
+        *lock(&self.resolved) = Some(credentials);
+        Ok(())
+    }
+
+    fn digests_parts(&self) -> bool {
+        true
+    }
+
+    fn part(
+        &self,
+        upload: &PartsUpload,
+        number: u32,
+        body: UploadBody,
+        crc32c: Option<u32>,
+    ) -> Result<Request, Error> {
+        let crc32c = crc32c.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Run,
+                code::FAILED,
+                "a part came without its CRC32C",
+            )
+        })?;
+        lock(&self.crcs).insert(number, crc32c);
+        let query = format!("?partNumber={number}&uploadId={}", url_escape(&upload.id));
+        self.signed_put(&upload.key, &query, body, crc32c)
+    }
+
+    fn empty(&self, upload: &PartsUpload) -> Result<Request, Error> {
+        self.signed_put(&upload.key, "", UploadBody::new(), 0)
+    }
+
+    async fn complete(
+        &self,
+        _transport: &dyn Transport,
+        upload: &PartsUpload,
+        parts: &[(u32, String)],
+        total: u64,
+    ) -> Result<Landing, Error> {
+        if parts.is_empty() {
+            // The empty object is in place: its multipart upload goes.
+            self.abort(_transport, upload).await?;
+        } else {
+            let crcs = lock(&self.crcs).clone();
+            let completed: Vec<CompletedPart> = parts
+                .iter()
+                .map(|(number, etag)| {
+                    CompletedPart::builder()
+                        .part_number(*number as i32)
+                        .e_tag(etag)
+                        .set_checksum_crc32_c(crcs.get(number).map(|&c| crc_text(c)))
+                        .build()
+                })
+                .collect();
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.target.bucket)
+                .key(&upload.key)
+                .upload_id(&upload.id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(completed))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| failed("complete the multipart upload", &e))?;
+        }
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(&upload.key)
+            .send()
+            .await
+            .map_err(|e| failed("look at the landed object", &e))?;
+        let length = head.content_length().unwrap_or_default().max(0) as u64;
+        if length != total {
+            return Err(Error::new(
+                ErrorKind::Status,
+                code::PARTIAL_FILE,
+                format!(
+                    "the bucket holds {length} bytes at {}, {total} were sent",
+                    upload.key
+                ),
+            ));
+        }
+        Ok(Landing::confirmed(
+            Some(upload.key.clone()),
+            Some(length),
+            None,
+        ))
+    }
+
+    async fn abort(&self, _transport: &dyn Transport, upload: &PartsUpload) -> Result<(), Error> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.target.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if missing(&e) => Ok(()),
+            Err(e) => Err(failed("abort the multipart upload", &e)),
+        }
+    }
+}
+
+/// `s` as a URL query value (S3's upload ids may hold `+`, `/`, `=`).
+fn url_escape(s: &str) -> String {
+    escape_key(s).replace('/', "%2F")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_names_an_object_or_a_folder() {
+        let folder: S3Target = "s3://uploads/in/".parse().unwrap();
+        assert_eq!(folder.key_for("a/b.bin"), "in/a/b.bin");
+        let object: S3Target = "s3://uploads/in/x.bin".parse().unwrap();
+        assert_eq!(object.key_for("a.bin"), "in/x.bin");
+        let bare: S3Target = "s3://uploads".parse().unwrap();
+        assert_eq!(bare.key_for("a.bin"), "a.bin");
+        assert!("s3:///x".parse::<S3Target>().is_err());
+        assert!("http://uploads/x".parse::<S3Target>().is_err());
+    }
+}
