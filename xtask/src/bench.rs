@@ -14,6 +14,8 @@ const MIB: u64 = 1 << 20;
 /// Sizes and repetitions for one bench run.
 pub struct Plan {
     quick: bool,
+    /// Only the figures of uploads straight to a bucket (`--only direct`).
+    only_direct: bool,
     runs: usize,
     big_file: u64,
     big_block: u64,
@@ -25,10 +27,14 @@ pub struct Plan {
 impl Plan {
     /// The plan `--quick` and `--runs N` ask for.
     pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
-        let (mut quick, mut runs) = (false, None);
+        let (mut quick, mut runs, mut only_direct) = (false, None, false);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
+                "--only" => match args.next().as_deref() {
+                    Some("direct") => only_direct = true,
+                    _ => return Err("--only takes direct".into()),
+                },
                 "--runs" => {
                     let n = args.next().and_then(|n| n.parse::<usize>().ok());
                     match n {
@@ -41,12 +47,14 @@ impl Plan {
         }
         let mut plan = Plan::new(quick);
         plan.runs = runs.unwrap_or(plan.runs);
+        plan.only_direct = only_direct;
         Ok(plan)
     }
 
     fn new(quick: bool) -> Self {
         Plan {
             quick,
+            only_direct: false,
             runs: if quick { 3 } else { 5 },
             big_file: if quick { 256 * MIB } else { 1024 * MIB },
             big_block: 8 * MIB,
@@ -398,6 +406,25 @@ pub fn run(plan: Plan) -> Result<(), String> {
     let out_dir = root.join("target/bench");
     let work = out_dir.join("work");
     fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    if plan.only_direct {
+        let mut failures = Vec::new();
+        let garage_dir = work.join("garage");
+        let _ = fs::remove_dir_all(&garage_dir);
+        let garage = crate::garage::Garage::start(&garage_dir, 1, &["bench"])?;
+        let figures = direct_figures(&bin, &work, &plan, &garage, &mut failures)?;
+        println!(
+            "\n{} runs each, alternating; medians, with the range in parentheses.\n",
+            plan.runs
+        );
+        println!("| direct | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|");
+        for f in &figures {
+            println!("{}", f.row());
+        }
+        for failure in &failures {
+            eprintln!("bench: {failure}");
+        }
+        return Ok(());
+    }
     let big = work.join(format!("big-{}.bin", plan.big_file));
     let small = work.join(format!("small-{}.bin", plan.small_file));
     make_file(&big, plan.big_file).map_err(|e| e.to_string())?;
@@ -900,7 +927,113 @@ fn store_figures(
             let _ = fs::remove_file(&file);
         }
     }
+    figures.extend(direct_figures(bin, work, plan, &garage, failures)?);
     Ok(figures)
+}
+
+/// `upload --protocol s3` of `file` to `key` in Garage's bench bucket, in
+/// 8 MiB parts, 8 in flight.
+fn straight(bin: &Path, garage: &crate::garage::Garage, file: &Path, key: &str) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["upload", "--quiet", "--protocol", "s3"])
+        .args(["--url", &format!("s3://bench/{key}")])
+        .args(["--s3-endpoint", &garage.endpoints[0]])
+        .args(["--s3-region", crate::garage::REGION])
+        .args(["--block-size", "8MiB", "--threads", "8"])
+        .arg(file);
+    garage.credentials(&mut c);
+    c
+}
+
+/// 1 GiB to Garage in 8 MiB parts, 8 in flight: our client straight to
+/// the bucket (`--protocol s3`) against the same through our receiver's
+/// Companion routes, and against rclone (Debian's, when installed).
+fn direct_figures(
+    bin: &Path,
+    work: &Path,
+    plan: &Plan,
+    garage: &crate::garage::Garage,
+    failures: &mut Vec<String>,
+) -> Result<Vec<Figure>, String> {
+    let len = plan.big_file;
+    let file = work.join("direct.bin");
+    make_file(&file, len).map_err(|e| e.to_string())?;
+    let port = free_port();
+    let mut c = Command::new(bin);
+    c.args(["serve", "--on-conflict=overwrite"])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--store",
+            "s3://bench/signed",
+            "--s3-region",
+            crate::garage::REGION,
+        ])
+        .args(["--s3-endpoint", &garage.endpoints[0]])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    garage.credentials(&mut c);
+    let _receiver = crate::interop::start(&mut c, port, "fileuploader serve")?;
+    let size = format!("{} MiB", len / MIB);
+    let mut through = Figure {
+        name: format!("{size} to Garage in 8 MiB parts, 8 in flight: --protocol s3 straight (other: --protocol companion through our receiver)"),
+        unit: "MB/s",
+        ours: vec![],
+        curl: vec![],
+    };
+    let rclone = Command::new("rclone")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut versus = Figure {
+        name: format!("{size} to Garage in 8 MiB parts, 8 in flight: --protocol s3 (other: rclone copyto, Debian's)"),
+        unit: "MB/s",
+        ours: vec![],
+        curl: vec![],
+    };
+    if !rclone {
+        failures.push("rclone is not installed (apt-get install rclone): no rclone row".into());
+    }
+    let mbps = |s: Sample| len as f64 / 1e6 / s.seconds;
+    for _ in 0..plan.runs {
+        if let Some(s) = attempt(
+            straight(bin, garage, &file, "straight/direct.bin"),
+            failures,
+        ) {
+            through.ours.push(mbps(s));
+            versus.ours.push(mbps(s));
+        }
+        let mut signed = Command::new(bin);
+        signed
+            .args(["upload", "--quiet", "--protocol", "companion"])
+            .args(["--url", &format!("http://127.0.0.1:{port}/s3")])
+            .args(["--block-size", "8MiB", "--threads", "8"])
+            .arg(&file);
+        if let Some(s) = attempt(signed, failures) {
+            through.curl.push(mbps(s));
+        }
+        if rclone {
+            let mut r = Command::new("rclone");
+            r.args(["copyto", "--ignore-times", "--s3-chunk-size", "8M"])
+                .args(["--s3-upload-concurrency", "8"])
+                .args(["--s3-upload-cutoff", "0", "--s3-disable-checksum"])
+                .arg(&file)
+                .arg("garage:bench/rclone/direct.bin")
+                .env("RCLONE_CONFIG_GARAGE_TYPE", "s3")
+                .env("RCLONE_CONFIG_GARAGE_PROVIDER", "Other")
+                .env("RCLONE_CONFIG_GARAGE_ENDPOINT", &garage.endpoints[0])
+                .env("RCLONE_CONFIG_GARAGE_REGION", crate::garage::REGION)
+                .env("RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID", &garage.key_id)
+                .env("RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY", &garage.secret)
+                .env("RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE", "true")
+                // rclone cannot use a CA bundle on a plain-http endpoint.
+                .env_remove("AWS_CA_BUNDLE");
+            if let Some(s) = attempt(r, failures) {
+                versus.curl.push(mbps(s));
+            }
+        }
+    }
+    let _ = fs::remove_file(&file);
+    Ok(vec![through, versus])
 }
 
 #[cfg(test)]

@@ -766,6 +766,51 @@ fn client_resumes(way: &Way, bucket: &Bucketeer, work: &Path) -> Result<(), Stri
     }
 }
 
+/// Ctrl-C in the middle of an upload: without `--resume` the multipart
+/// upload is aborted (nothing left open in the bucket); with it, it stays
+/// for the next run.
+fn client_cancels(way: &Way, bucket: &Bucketeer, work: &Path) -> Result<(), String> {
+    let sources = work.join(format!("direct-cancel-{}", way.prefix));
+    std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
+    for resume in [false, true] {
+        let name = format!("cancelled-{resume}.bin");
+        let file = crate::interop::make_file(&sources, &name, 40 * MIB)?;
+        let mut command = way.command();
+        command
+            .env(
+                "XDG_STATE_HOME",
+                work.join(format!("cancel-journal-{}", way.prefix)),
+            )
+            .args(["--quiet", "--threads", "2", "--limit-rate", "10MiB"])
+            .args(resume.then_some("--resume"))
+            .arg(&file)
+            .stderr(std::process::Stdio::piped());
+        let child = command.spawn().map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: our own child, not yet waited for.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.code() != Some(130) {
+            return Err(format!(
+                "Ctrl-C ended the run with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let open = bucket.open_multipart(BUCKET, &format!("{}/{name}", way.prefix))?;
+        match (resume, open.len()) {
+            (false, 0) | (true, 1) => {}
+            (_, n) => {
+                return Err(format!(
+                    "after Ctrl-C {} --resume, {n} multipart uploads were open",
+                    if resume { "with" } else { "without" }
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Uppy's `@uppy/aws-s3` in headless chromium, its page on an origin of
 /// its own, signing through our receiver on `port` (open access, any
 /// origin): each case the page ran, with Uppy's word and the bytes at the
@@ -951,6 +996,11 @@ pub(crate) fn checks(
         "Garage",
         "our client --protocol s3, killed and resumed from the bucket's parts",
         client_resumes(&straight, bucket, work),
+    );
+    matrix.record(
+        "Garage",
+        "our client --protocol s3, Ctrl-C aborts the upload unless --resume",
+        client_cancels(&straight, bucket, work),
     );
     {
         let port = crate::interop::free_port();

@@ -3,7 +3,8 @@
 //! - `conformance`: the conformance suite against every transport in the
 //!   repository, as a table.
 //! - `fuzz [SECONDS]`: each cargo-fuzz target for SECONDS (default 60).
-//! - `bench [--quick] [--runs N]`: fileuploader against curl on 127.0.0.1.
+//! - `bench [--quick] [--runs N] [--only direct]`: fileuploader against curl
+//!   on 127.0.0.1 (only the uploads straight to a bucket with `--only direct`).
 //! - `chaos`: seeded faults between and inside real processes, judged by
 //!   what landed.
 //! - `interop [s3|companion]`: fileuploader against tus peers nobody here
@@ -36,8 +37,8 @@ const TASKS: &[(&str, &str)] = &[
         "run the conformance suite against every transport and print a table",
     ),
     (
-        "bench [--quick] [--runs N]",
-        "upload speed, request rate, CPU and memory against curl on 127.0.0.1 (N >= 3 alternating runs; 5, or 3 with --quick)",
+        "bench [--quick] [--runs N] [--only direct]",
+        "upload speed, request rate, CPU and memory against curl on 127.0.0.1 (N >= 3 alternating runs; 5, or 3 with --quick); only uploads straight to Garage with --only direct",
     ),
     (
         "chaos [--quick] [--runs N] [--jobs J] [--seed S --scenario NAME]",

@@ -493,13 +493,20 @@ pub(crate) fn checks(
         let result = (|| {
             begin_tus(port, "abandoned.bin", 2 * MIB, MIB)?;
             bucket.leave_multipart_open(BUCKET, "rules/left-open.bin")?;
+            // A direct upload a browser began and left.
+            let create = br#"{"filename": "left-direct.bin", "type": ""}"#;
+            let json = [("content-type", "application/json".to_owned())];
+            let (status, answer) = request(port, "POST", "/s3/multipart", &json, create)?;
+            if status != 200 {
+                return Err(format!("a direct upload's creation answered {answer}"));
+            }
             eventually(Duration::from_secs(20), || {
                 nothing_partial(&bucket, "rules")
             })
         })();
         matrix.record(
             "Garage",
-            "expiry removes stale uploads and open multipart uploads",
+            "expiry removes stale uploads (direct ones too) and open multipart uploads",
             result,
         );
 
