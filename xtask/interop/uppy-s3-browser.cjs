@@ -9,6 +9,9 @@
 // - "post-form": a 1 MiB file, sent whole with the form GET params signs;
 // - "multipart-pause": a 50 MiB file in 5 MiB parts, paused at a third and
 //   resumed a second later;
+// - "sign-request-put" and "sign-request-multipart": the same through
+//   @uppy/aws-s3's signRequest, each request to the bucket signed by the
+//   receiver's POST /s3/sign (1 MiB whole, 12 MiB in 5 MiB parts);
 // - "example-page": examples/browser-s3/index.html as a user would use it:
 //   a 20 MiB file chosen in Uppy's Dashboard, sent with its upload button.
 // A file named N holds bytes (i * 31 + len(N)) & 255, for the harness to
@@ -28,12 +31,27 @@ const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></
 <script>
   window.runCase = async (kind, endpoint, name, size) => {
     const uppy = new Uppy.Uppy({ autoProceed: false })
-    uppy.use(Uppy.AwsS3, {
+    const multipart = kind === 'multipart' || kind === 'sign-multipart'
+    const signing = kind === 'sign' || kind === 'sign-multipart'
+    uppy.use(Uppy.AwsS3, signing ? {
+      // Each request to the bucket signed by the receiver's one route.
+      signRequest: async (request) => {
+        const answer = await fetch(endpoint + '/s3/sign', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(request),
+        })
+        if (!answer.ok) throw new Error('signing answered ' + answer.status + ': ' + await answer.text())
+        return answer.json()
+      },
+      shouldUseMultipart: multipart,
+      getChunkSize: () => 5 << 20,
+    } : {
       companionEndpoint: endpoint,
-      shouldUseMultipart: kind === 'multipart',
+      shouldUseMultipart: multipart,
       getChunkSize: () => 5 << 20,
     })
-    if (kind === 'multipart') {
+    if (multipart) {
       let paused = false
       uppy.on('upload-progress', (file, progress) => {
         if (!paused && progress.bytesUploaded > progress.bytesTotal / 3) {
@@ -96,6 +114,8 @@ async function main () {
     for (const [name, kind, file, size] of [
       ['post-form', 'form', 'uppy-form.bin', 1 << 20],
       ['multipart-pause', 'multipart', 'uppy-multipart.bin', 50 << 20],
+      ['sign-request-put', 'sign', 'uppy-signed.bin', 1 << 20],
+      ['sign-request-multipart', 'sign-multipart', 'uppy-signed-parts.bin', 12 << 20],
     ]) {
       const got = await tab.evaluate((k, e, n, s) => window.runCase(k, e, n, s), kind, endpoint, file, size)
       const ok = got.successful === 1 && got.failed === 0

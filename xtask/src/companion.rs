@@ -250,6 +250,35 @@ fn refuses(port: u16, bucket: &Bucketeer) -> Result<(), String> {
         409,
         "one.bin",
     )?;
+    let sign = |body: Value| call(port, "POST", "/s3/sign", "token-a", Some(body));
+    expect(
+        "signing a part of a key outside the receiver's folder",
+        sign(
+            json!({ "method": "PUT", "key": "elsewhere/x.bin", "uploadId": "u", "partNumber": 1 }),
+        )?,
+        400,
+        "is not the key of a file below",
+    )?;
+    expect(
+        "signing a key in the receiver's records",
+        sign(
+            json!({ "method": "GET", "key": format!("{PREFIX}/.fileuploader-state/u/x"), "uploadId": "u" }),
+        )?,
+        400,
+        "is not the key of a file below",
+    )?;
+    expect(
+        "signing a deletion",
+        sign(json!({ "method": "DELETE", "key": format!("{PREFIX}/one.bin") }))?,
+        403,
+        "no deletion",
+    )?;
+    expect(
+        "signing a new file under a taken name",
+        sign(json!({ "method": "PUT", "key": "../one.bin" }))?,
+        409,
+        "one.bin",
+    )?;
     let (_, created) = create(
         "token-a",
         json!({ "filename": "../../escape.bin", "type": "" }),

@@ -12,17 +12,12 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::ProvideCredentials as _;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use fileuploader_core::protocol::parts::{HeldPart, PartsBackend, PartsUpload};
@@ -31,9 +26,10 @@ use fileuploader_core::UploadBody;
 use fileuploader_core::{code, Error, ErrorKind};
 use fileuploader_core::{Request, Transport};
 use fileuploader_wire::sync::lock;
-use http::header::{CONTENT_LENGTH, USER_AGENT};
+use http::header::USER_AGENT;
 use http::{HeaderValue, Method};
 
+use crate::sigv4::{sign_s3, Signed};
 use crate::{bucket_url, escape_key, missing, ConnectError, S3Options, Sdk};
 
 /// `s3://BUCKET/KEY`: where a file goes. A key that ends in `/` (or none)
@@ -167,51 +163,35 @@ impl BucketParts {
         let uri = format!("{}{query}", self.object_url(key));
         let length = body.len().to_string();
         let checksum = crc_text(crc32c);
-        let mut settings = SigningSettings::default();
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let identity = credentials.into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| unsigned(e.to_string()))?
-            .into();
         let headers = [
             ("content-length", length.as_str()),
             ("x-amz-checksum-crc32c", checksum.as_str()),
         ];
-        let signable = SignableRequest::new(
-            "PUT",
-            uri.as_str(),
-            headers.iter().copied(),
-            SignableBody::UnsignedPayload,
-        )
-        .map_err(|e| unsigned(e.to_string()))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| unsigned(e.to_string()))?
-            .into_parts();
+        let Signed::Headers(signature) =
+            sign_s3(credentials, &self.region, "PUT", &uri, &headers, None).map_err(unsigned)?
+        else {
+            return Err(unsigned("no signature headers".into()));
+        };
         let mut request = Request::new(body);
         *request.method_mut() = Method::PUT;
         *request.uri_mut() = uri.parse().map_err(|e| unsigned(format!("{uri}: {e}")))?;
-        let headers_out = request.headers_mut();
-        headers_out.insert(
-            CONTENT_LENGTH,
-            HeaderValue::from_str(&length).map_err(|e| unsigned(e.to_string()))?,
-        );
-        headers_out.insert(
-            "x-amz-checksum-crc32c",
-            HeaderValue::from_str(&checksum).map_err(|e| unsigned(e.to_string()))?,
-        );
-        headers_out.insert(
+        let out = request.headers_mut();
+        out.insert(
             USER_AGENT,
             HeaderValue::from_static(concat!("fileuploader/", env!("CARGO_PKG_VERSION"))),
         );
-        instructions.apply_to_request_http1x(&mut request);
+        for (name, value) in headers
+            .iter()
+            .copied()
+            .chain(signature.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| unsigned(e.to_string()))?;
+            out.insert(
+                name,
+                HeaderValue::from_str(value).map_err(|e| unsigned(e.to_string()))?,
+            );
+        }
         Ok(request)
     }
 }
@@ -336,7 +316,10 @@ impl PartsBackend for BucketParts {
             )
         })?;
         lock(&self.crcs).insert(number, crc32c);
-        let query = format!("?partNumber={number}&uploadId={}", url_escape(&upload.id));
+        let query = format!(
+            "?partNumber={number}&uploadId={}",
+            crate::direct::query_value(&upload.id)
+        );
         self.signed_put(&upload.key, &query, body, crc32c)
     }
 
@@ -421,11 +404,6 @@ impl PartsBackend for BucketParts {
             Err(e) => Err(failed("abort the multipart upload", &e)),
         }
     }
-}
-
-/// `s` as a URL query value (S3's upload ids may hold `+`, `/`, `=`).
-fn url_escape(s: &str) -> String {
-    escape_key(s).replace('/', "%2F")
 }
 
 #[cfg(test)]

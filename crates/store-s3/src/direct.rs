@@ -15,10 +15,9 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use fileuploader_store::direct::{
-    DirectUpload, NewDirect, SignedForm, SignedUrl, StoredPart, MAX_PARTS,
+    DirectUpload, NewDirect, SignedForm, SignedUrl, StoreRequest, StoredPart, MAX_PARTS,
 };
 use fileuploader_store::{ClaimedPart, Direct, ErrorKind, Landed, OnConflict, Quota, StoreError};
 use serde::{Deserialize, Serialize};
@@ -253,6 +252,39 @@ impl S3Store {
         .await
     }
 
+    /// `key`, if it is a file's below the store's folder (never one of the
+    /// store's own records).
+    fn own_key<'k>(&self, key: &'k str) -> Result<&'k str, StoreError> {
+        let prefix = self.s().layout.prefix();
+        let name = key.strip_prefix(prefix).unwrap_or("");
+        let plain = !name.is_empty()
+            && name.split('/').all(|p| {
+                !p.is_empty() && p != "." && p != ".." && !p.starts_with(".fileuploader-")
+            });
+        match plain {
+            true => Ok(key),
+            false => Err(StoreError::new(
+                ErrorKind::Invalid,
+                format!("{key:?} is not the key of a file below {prefix:?}"),
+            )),
+        }
+    }
+
+    /// The credentials requests are signed with, as now resolved.
+    async fn credentials(&self) -> Result<aws_credential_types::Credentials, StoreError> {
+        use aws_sdk_s3::config::ProvideCredentials as _;
+        let provider = self.s().credentials.as_ref().ok_or_else(|| {
+            StoreError::new(
+                ErrorKind::Unavailable,
+                "sign: the receiver has no credentials for the bucket",
+            )
+        })?;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|e| StoreError::new(ErrorKind::Unavailable, format!("sign: {e}")))
+    }
+
     /// The bucket's address for a form.
     fn bucket_url(&self) -> String {
         let s = self.s();
@@ -266,6 +298,11 @@ impl S3Store {
             .region()
             .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string())
     }
+}
+
+/// `s` as a URL query value (S3's upload ids may hold `+`, `/`, `=`).
+pub(crate) fn query_value(s: &str) -> String {
+    crate::escape_key(s).replace('/', "%2F")
 }
 
 /// Checks the parts a client names against those the bucket holds, and
@@ -418,29 +455,12 @@ impl Direct for S3Store {
         number: u32,
         valid_for: Duration,
     ) -> Result<SignedUrl, StoreError> {
-        if !(1..=MAX_PARTS).contains(&number) {
-            return Err(StoreError::new(
-                ErrorKind::Invalid,
-                format!("the part number must be 1 to {MAX_PARTS}, not {number}"),
-            ));
-        }
-        let s = self.s();
-        let config = PresigningConfig::expires_in(valid_for)
-            .map_err(|e| StoreError::new(ErrorKind::Invalid, format!("sign a part: {e}")))?;
-        let signed = s
-            .control
-            .upload_part()
-            .bucket(&s.bucket)
-            .key(&upload.key)
-            .upload_id(&upload.handle)
-            .part_number(number as i32)
-            .presigned(config)
-            .await
-            .map_err(|e| failed("sign a part", &e))?;
-        Ok(SignedUrl {
-            url: signed.uri().to_owned(),
-            expires: SystemTime::now() + valid_for,
-        })
+        let request = StoreRequest::UploadPart {
+            key: upload.key.clone(),
+            upload_id: upload.handle.clone(),
+            number,
+        };
+        self.sign_request(&request, valid_for).await
     }
 
     async fn stored_parts(&self, upload: &DirectUpload) -> Result<Vec<StoredPart>, StoreError> {
@@ -495,6 +515,71 @@ impl Direct for S3Store {
         self.remove(&upload.begun.id).await
     }
 
+    fn key_of(&self, name: &str) -> String {
+        self.s().layout.landed_file(name)
+    }
+
+    async fn sign_request(
+        &self,
+        request: &StoreRequest,
+        valid_for: Duration,
+    ) -> Result<SignedUrl, StoreError> {
+        let s = self.s();
+        let part =
+            |key: &str, upload_id: &str, rest: &str| -> Result<(String, String), StoreError> {
+                let key = self.own_key(key)?;
+                Ok((
+                    key.to_owned(),
+                    format!("?{rest}uploadId={}", query_value(upload_id)),
+                ))
+            };
+        let (method, (key, query)) = match request {
+            StoreRequest::PutObject { name } => {
+                ("PUT", (s.layout.landed_file(name), String::new()))
+            }
+            StoreRequest::CreateMultipart { name } => {
+                ("POST", (s.layout.landed_file(name), "?uploads".to_owned()))
+            }
+            StoreRequest::UploadPart {
+                key,
+                upload_id,
+                number,
+            } => {
+                if !(1..=MAX_PARTS).contains(number) {
+                    return Err(StoreError::new(
+                        ErrorKind::Invalid,
+                        format!("the part number must be 1 to {MAX_PARTS}, not {number}"),
+                    ));
+                }
+                (
+                    "PUT",
+                    part(key, upload_id, &format!("partNumber={number}&"))?,
+                )
+            }
+            StoreRequest::ListParts { key, upload_id } => ("GET", part(key, upload_id, "")?),
+            StoreRequest::Complete { key, upload_id } => ("POST", part(key, upload_id, "")?),
+            StoreRequest::Abort { key, upload_id } => ("DELETE", part(key, upload_id, "")?),
+        };
+        let url = format!("{}/{}{query}", self.bucket_url(), crate::escape_key(&key));
+        let credentials = self.credentials().await?;
+        let signed = crate::sigv4::sign_s3(
+            credentials,
+            &self.region(),
+            method,
+            &url,
+            &[],
+            Some(valid_for),
+        )
+        .map_err(|e| StoreError::new(ErrorKind::Invalid, format!("sign a request: {e}")))?;
+        let crate::sigv4::Signed::Url(url) = signed else {
+            return Err(StoreError::io("sign a request", "no URL"));
+        };
+        Ok(SignedUrl {
+            url,
+            expires: SystemTime::now() + valid_for,
+        })
+    }
+
     async fn sign_form(
         &self,
         name: &str,
@@ -502,18 +587,8 @@ impl Direct for S3Store {
         max_size: u64,
         valid_for: Duration,
     ) -> Result<SignedForm, StoreError> {
-        use aws_sdk_s3::config::ProvideCredentials as _;
         let s = self.s();
-        let provider = s.credentials.as_ref().ok_or_else(|| {
-            StoreError::new(
-                ErrorKind::Unavailable,
-                "sign a form: the receiver has no credentials for the bucket",
-            )
-        })?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| StoreError::new(ErrorKind::Unavailable, format!("sign a form: {e}")))?;
+        let credentials = self.credentials().await?;
         let signer = Signer {
             key_id: credentials.access_key_id().to_owned(),
             secret: credentials.secret_access_key().to_owned(),

@@ -60,6 +60,7 @@ mod keys;
 mod plain_http;
 mod plan;
 pub mod post_policy;
+mod sigv4;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

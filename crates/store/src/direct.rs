@@ -118,6 +118,21 @@ pub trait Direct: Send + Sync {
     /// Abandons `upload`: its parts and its record go.
     async fn abort_direct(&self, upload: &DirectUpload) -> Result<(), StoreError>;
 
+    /// The key a file named `name` lands at.
+    fn key_of(&self, name: &str) -> String;
+
+    /// A URL for one request a client makes of the store itself (Uppy's
+    /// `signRequest`), for `valid_for`. Only the keys of files below the
+    /// store's folder are signed; a new file's (`PutObject`,
+    /// `CreateMultipart`) is made from its name, the others must be such a
+    /// key. Bytes and completions sent this way bypass the receiver:
+    /// nothing records their landing.
+    async fn sign_request(
+        &self,
+        request: &StoreRequest,
+        valid_for: Duration,
+    ) -> Result<SignedUrl, StoreError>;
+
     /// A form a small file named `name` (of at most `max_size` bytes) may
     /// be posted to the store by, for `valid_for`. Such a file bypasses
     /// the receiver altogether: nothing records its landing.
@@ -128,6 +143,51 @@ pub trait Direct: Send + Sync {
         max_size: u64,
         valid_for: Duration,
     ) -> Result<SignedForm, StoreError>;
+}
+
+/// One request a client makes of the store itself, to be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRequest {
+    /// A whole file, `name`, in one `PUT`.
+    PutObject {
+        /// The file's name, settled by the receiver.
+        name: String,
+    },
+    /// Beginning a multipart upload of `name`.
+    CreateMultipart {
+        /// The file's name, settled by the receiver.
+        name: String,
+    },
+    /// A part of a multipart upload at `key`.
+    UploadPart {
+        /// The object's key, as the store gave it.
+        key: String,
+        /// The store's id of the upload.
+        upload_id: String,
+        /// The part's number, 1 to [`MAX_PARTS`].
+        number: u32,
+    },
+    /// The parts of a multipart upload at `key`.
+    ListParts {
+        /// The object's key.
+        key: String,
+        /// The store's id of the upload.
+        upload_id: String,
+    },
+    /// Completing a multipart upload at `key`.
+    Complete {
+        /// The object's key.
+        key: String,
+        /// The store's id of the upload.
+        upload_id: String,
+    },
+    /// Abandoning a multipart upload at `key`.
+    Abort {
+        /// The object's key.
+        key: String,
+        /// The store's id of the upload.
+        upload_id: String,
+    },
 }
 
 /// Part `number` of a direct upload as the client says it sent it.

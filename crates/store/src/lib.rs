@@ -41,7 +41,7 @@ use bytes::Bytes;
 use fileuploader_wire::{ContentRange, CrcShift, RangeSet};
 
 pub use self::direct::{
-    ClaimedPart, Direct, DirectUpload, NewDirect, SignedForm, SignedUrl, StoredPart,
+    ClaimedPart, Direct, DirectUpload, NewDirect, SignedForm, SignedUrl, StoreRequest, StoredPart,
 };
 pub use self::error::{ErrorKind, StoreError};
 pub use self::landed::Landed;

@@ -13,6 +13,7 @@
 //! | `GET multipart/ID/batch?key=&partNumbers=1,2` | `{presignedUrls: {"1": url, …}}` |
 //! | `POST multipart/ID/complete?key=` `{parts: [{PartNumber, ETag}]}` | `{location, key, bucket}`: landed |
 //! | `DELETE multipart/ID?key=` | `{}` |
+//! | `POST sign` `{method, key, uploadId?, partNumber?, expiresIn?}` | `{url, key}`: one request of `@uppy/aws-s3`'s `signRequest`, signed |
 //!
 //! Failures answer `{"error": "s3: …"}` with the status the receiver's
 //! other doors would give. The `uploadId` handed out is the receiver's own
@@ -33,7 +34,7 @@ use crate::auth::Grant;
 use crate::receiver::Receiver;
 use crate::refusal::Refusal;
 use crate::request::{plain_name, RequestBody};
-use crate::store::{ClaimedPart, Direct, DirectUpload, NewDirect, Store};
+use crate::store::{ClaimedPart, Direct, DirectUpload, NewDirect, Store, StoreRequest};
 use crate::uploads::{self, Allowance, Via};
 
 /// Where the routes are served unless the receiver is told otherwise.
@@ -56,6 +57,7 @@ enum Route<'a> {
     Sign(&'a str, &'a str),
     Batch(&'a str),
     Complete(&'a str),
+    SignRequest,
     Sts,
 }
 
@@ -66,6 +68,7 @@ impl<'a> Route<'a> {
             (&Method::GET, ["params"]) => Route::Params,
             (&Method::GET, ["sts"]) => Route::Sts,
             (&Method::POST, ["multipart"]) => Route::Create,
+            (&Method::POST, ["sign"]) => Route::SignRequest,
             (&Method::GET | &Method::DELETE, ["multipart", id]) => Route::Parts(id),
             (&Method::GET, ["multipart", id, "batch"]) => Route::Batch(id),
             (&Method::POST, ["multipart", id, "complete"]) => Route::Complete(id),
@@ -85,6 +88,18 @@ struct Create {
     metadata: Option<Value>,
     /// The file's length, when the client declares it (Uppy does not).
     size: Option<u64>,
+}
+
+/// What `POST sign` carries: one request `@uppy/aws-s3` is to make of
+/// the bucket.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToSign {
+    method: String,
+    key: String,
+    upload_id: Option<String>,
+    part_number: Option<u32>,
+    expires_in: Option<u64>,
 }
 
 /// What `POST multipart/ID/complete` carries.
@@ -189,6 +204,57 @@ impl Receiver {
             gate: self.before_creation.as_ref(),
         };
         match route {
+            Route::SignRequest => {
+                let asked: ToSign = read_json(request).await?;
+                let valid_for =
+                    SIGNED_FOR.min(Duration::from_secs(asked.expires_in.unwrap_or(u64::MAX)));
+                let new_name =
+                    |key: &str| -> Result<String, Refusal> { self.direct_name(grant, key, None) };
+                let store_request = match (asked.method.as_str(), asked.upload_id, asked.part_number) {
+                    ("PUT" | "POST", None, _) => {
+                        let name = new_name(&asked.key)?;
+                        let name = match allowance.admit(None, &name, None).await? {
+                            Some(admitted) => admitted.name,
+                            None => name,
+                        };
+                        uploads::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
+                        match asked.method.as_str() {
+                            "PUT" => StoreRequest::PutObject { name },
+                            _ => StoreRequest::CreateMultipart { name },
+                        }
+                    }
+                    ("PUT", Some(upload_id), Some(number)) => StoreRequest::UploadPart {
+                        key: asked.key,
+                        upload_id,
+                        number,
+                    },
+                    ("GET", Some(upload_id), None) => StoreRequest::ListParts { key: asked.key, upload_id },
+                    ("POST", Some(upload_id), None) => StoreRequest::Complete { key: asked.key, upload_id },
+                    ("DELETE", Some(upload_id), None) => StoreRequest::Abort { key: asked.key, upload_id },
+                    ("DELETE", None, _) => {
+                        return Err(Refusal::new(
+                            StatusCode::FORBIDDEN,
+                            "s3: this receiver signs no deletion of a file",
+                        ))
+                    }
+                    (method, ..) => {
+                        return Err(bad(&format!(
+                            "cannot sign {method} with these fields: a new file is PUT or POST with a key, a part PUT with uploadId and partNumber, a list GET, a completion POST and an abort DELETE with uploadId"
+                        )))
+                    }
+                };
+                let key = match &store_request {
+                    StoreRequest::PutObject { name } | StoreRequest::CreateMultipart { name } => {
+                        Some(direct.key_of(name))
+                    }
+                    _ => None,
+                };
+                let signed = direct.sign_request(&store_request, valid_for).await?;
+                Ok(match key {
+                    Some(key) => json!({ "url": signed.url, "key": key }),
+                    None => json!({ "url": signed.url }),
+                })
+            }
             Route::Sts => Err(bad(
                 "this receiver signs each request and hands out no credentials",
             )),
