@@ -1,0 +1,296 @@
+//! S3 multipart sessions (`Parts`), whoever signs them, judged by what a
+//! bucket in memory holds: parts of S3's sizes, resume from the parts the
+//! bucket lists, a refused signature signed afresh, an empty file, and an
+//! abort when nothing could resume. The bucket's own rules are checked
+//! against real stores in `cargo xtask interop companion`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fileuploader_core::protocol::parts::{HeldPart, PartsBackend, PartsUpload, MIN_PART};
+use fileuploader_core::protocol::{Landing, Parts};
+use fileuploader_core::{
+    Error, ErrorKind, Request, Response, Transport, TransportError, UploadBody, UploadManager,
+};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+const MIB: usize = 1 << 20;
+
+/// A bucket in memory, and the backend that signs for it: parts arrive as
+/// `PUT http://bucket/ID/N` through the transport.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Parts by upload id and number.
+    parts: Mutex<BTreeMap<(String, u32), Bytes>>,
+    /// Objects completed, by key.
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Part numbers to refuse once with 403 (an expired signature).
+    refuse_once: Mutex<Vec<u32>>,
+    /// Part numbers to refuse for good with 400.
+    refuse_always: Mutex<Vec<u32>>,
+    /// Every signing round, and aborts.
+    prepared: Mutex<Vec<Vec<u32>>>,
+    aborted: Mutex<u32>,
+    created: Mutex<u32>,
+    /// Parts sent, all runs together.
+    sent: Mutex<u32>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap()
+}
+
+#[async_trait]
+impl PartsBackend for Bucket {
+    async fn create(
+        &self,
+        _transport: &dyn Transport,
+        name: &str,
+        _total: u64,
+    ) -> Result<PartsUpload, Error> {
+        *lock(&self.created) += 1;
+        Ok(PartsUpload {
+            id: "up".into(),
+            key: format!("in/{name}"),
+        })
+    }
+
+    async fn held(
+        &self,
+        _transport: &dyn Transport,
+        upload: &PartsUpload,
+    ) -> Result<Option<Vec<HeldPart>>, Error> {
+        Ok(Some(
+            lock(&self.parts)
+                .iter()
+                .filter(|((id, _), _)| *id == upload.id)
+                .map(|((_, number), bytes)| HeldPart {
+                    number: *number,
+                    etag: format!("\"{number}-{}\"", bytes.len()),
+                    size: bytes.len() as u64,
+                })
+                .collect(),
+        ))
+    }
+
+    async fn prepare(
+        &self,
+        _transport: &dyn Transport,
+        _upload: &PartsUpload,
+        numbers: &[u32],
+    ) -> Result<(), Error> {
+        lock(&self.prepared).push(numbers.to_vec());
+        Ok(())
+    }
+
+    fn part(
+        &self,
+        upload: &PartsUpload,
+        number: u32,
+        body: UploadBody,
+        _crc32c: Option<u32>,
+    ) -> Result<Request, Error> {
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::PUT;
+        *request.uri_mut() = format!("http://bucket/{}/{number}", upload.id)
+            .parse()
+            .unwrap();
+        Ok(request)
+    }
+
+    fn empty(&self, upload: &PartsUpload) -> Result<Request, Error> {
+        let mut request = Request::new(UploadBody::new());
+        *request.method_mut() = Method::PUT;
+        *request.uri_mut() = format!("http://bucket/{}/empty", upload.id)
+            .parse()
+            .unwrap();
+        Ok(request)
+    }
+
+    async fn complete(
+        &self,
+        _transport: &dyn Transport,
+        upload: &PartsUpload,
+        parts: &[(u32, String)],
+        total: u64,
+    ) -> Result<Landing, Error> {
+        let held = lock(&self.parts);
+        let mut object = Vec::new();
+        for (number, etag) in parts {
+            let bytes = &held[&(upload.id.clone(), *number)];
+            assert_eq!(
+                etag,
+                &format!("\"{number}-{}\"", bytes.len()),
+                "the tag given"
+            );
+            object.extend_from_slice(bytes);
+        }
+        assert_eq!(object.len() as u64, total);
+        lock(&self.objects).insert(upload.key.clone(), object);
+        Ok(Landing::confirmed(
+            Some(upload.key.clone()),
+            Some(total),
+            None,
+        ))
+    }
+
+    async fn abort(&self, _transport: &dyn Transport, _upload: &PartsUpload) -> Result<(), Error> {
+        *lock(&self.aborted) += 1;
+        Ok(())
+    }
+}
+
+/// The bucket's side of the wire: takes parts, answers with their tags.
+#[derive(Debug, Clone)]
+struct Wire(Arc<Bucket>);
+
+#[async_trait]
+impl Transport for Wire {
+    async fn send(&self, request: Request) -> Result<Response, TransportError> {
+        let path = request.uri().path().to_owned();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let mut segments = path.trim_start_matches('/').split('/');
+        let (id, part) = (segments.next().unwrap(), segments.next().unwrap());
+        let answer = |status: StatusCode| {
+            let mut response = Response::new(Bytes::new());
+            *response.status_mut() = status;
+            response
+        };
+        if part == "empty" {
+            return Ok(answer(StatusCode::OK));
+        }
+        let number: u32 = part.parse().unwrap();
+        if lock(&self.0.refuse_always).contains(&number) {
+            return Ok(answer(StatusCode::BAD_REQUEST));
+        }
+        let mut once = lock(&self.0.refuse_once);
+        if let Some(at) = once.iter().position(|n| *n == number) {
+            once.remove(at);
+            return Ok(answer(StatusCode::FORBIDDEN));
+        }
+        *lock(&self.0.sent) += 1;
+        let etag = format!("\"{number}-{}\"", body.len());
+        lock(&self.0.parts).insert((id.to_owned(), number), body);
+        let mut response = answer(StatusCode::OK);
+        response.headers_mut().insert("etag", etag.parse().unwrap());
+        Ok(response)
+    }
+}
+
+fn file(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Uploads `bytes` as `a.bin` in blocks of `block` bytes through `bucket`.
+async fn upload(
+    bucket: &Arc<Bucket>,
+    bytes: Vec<u8>,
+    block: u64,
+) -> (Result<(), Error>, Vec<String>) {
+    let manager = manager(bucket);
+    let mut job = manager.create_job();
+    job.server_url = "http://bucket/".into();
+    job.block_size = block;
+    job.thread_num = 3;
+    job.source_value
+        .add(manager.generate_url_for_upload_data(bytes), "a.bin", None);
+    let outcome = manager.run(&job).unwrap().wait().await;
+    (outcome, job.notices())
+}
+
+fn manager(bucket: &Arc<Bucket>) -> UploadManager {
+    UploadManager::builder(Wire(bucket.clone()))
+        .protocol(Parts::new(bucket.clone()))
+        .build()
+}
+
+#[tokio::test]
+async fn a_file_lands_in_parts_of_five_mib_and_the_block_size_grows_to_fit() {
+    let bucket = Arc::new(Bucket::default());
+    let bytes = file(11 * MIB + 3);
+    let (outcome, notices) = upload(&bucket, bytes.clone(), 1 << 20).await;
+    outcome.unwrap();
+    assert_eq!(lock(&bucket.objects)["in/a.bin"], bytes);
+    let sizes: Vec<usize> = lock(&bucket.parts).values().map(Bytes::len).collect();
+    assert_eq!(sizes, [MIN_PART as usize, MIN_PART as usize, MIB + 3]);
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("block size raised from 1048576 to 5242880")),
+        "{notices:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_upload_sends_only_the_parts_the_bucket_lacks() {
+    let bucket = Arc::new(Bucket::default());
+    let bytes = file(3 * MIN_PART as usize);
+    let mut source = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut source, &bytes).unwrap();
+    let journals = tempfile::tempdir().unwrap();
+    let run = || {
+        let manager = manager(&bucket);
+        let mut job = manager.create_job();
+        job.server_url = "http://bucket/".into();
+        job.block_size = MIN_PART;
+        job.thread_num = 1;
+        job.retry = fileuploader_core::RetryPolicy::none();
+        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+        job.source_value.add(source.path(), "a.bin", None);
+        async move { manager.run(&job).unwrap().wait().await }
+    };
+    // The bucket refuses part 3 for good: the run fails, the upload is
+    // kept for the next run (not aborted), parts 1 and 2 are in the bucket.
+    lock(&bucket.refuse_always).push(3);
+    run().await.unwrap_err();
+    assert_eq!(*lock(&bucket.aborted), 0, "kept for the next run");
+    assert_eq!(*lock(&bucket.sent), 2);
+    lock(&bucket.refuse_always).clear();
+    run().await.unwrap();
+    assert_eq!(lock(&bucket.objects)["in/a.bin"], bytes);
+    assert_eq!(*lock(&bucket.sent), 3, "only part 3 was sent again");
+    assert_eq!(
+        *lock(&bucket.created),
+        1,
+        "the same upload, found by its saved id"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_signature_begins_again_and_signs_afresh() {
+    let bucket = Arc::new(Bucket::default());
+    lock(&bucket.refuse_once).push(2);
+    let bytes = file(2 * MIN_PART as usize + 10);
+    let (outcome, _) = upload(&bucket, bytes.clone(), MIN_PART).await;
+    outcome.unwrap();
+    assert_eq!(lock(&bucket.objects)["in/a.bin"], bytes);
+    let prepared = lock(&bucket.prepared).clone();
+    assert_eq!(prepared.len(), 2, "signed once, then again: {prepared:?}");
+    assert!(
+        prepared[1].contains(&2) && !prepared[1].contains(&1),
+        "{prepared:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_file_sends_no_part() {
+    let bucket = Arc::new(Bucket::default());
+    let (outcome, _) = upload(&bucket, Vec::new(), MIN_PART).await;
+    outcome.unwrap();
+    assert_eq!(lock(&bucket.objects)["in/a.bin"], Vec::<u8>::new());
+    assert!(lock(&bucket.parts).is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_upload_without_resume_is_aborted() {
+    let bucket = Arc::new(Bucket::default());
+    lock(&bucket.refuse_always).push(2);
+    let (outcome, _) = upload(&bucket, file(2 * MIN_PART as usize), MIN_PART).await;
+    let error = outcome.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Status, "{error}");
+    assert_eq!(*lock(&bucket.aborted), 1);
+    assert!(lock(&bucket.objects).is_empty());
+}
