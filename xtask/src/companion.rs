@@ -206,6 +206,131 @@ fn lands(port: u16, bucket: &Bucketeer, events: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Two completions of one upload at the same moment, through two
+/// receivers: both answer the landing, the bucket holds the file, and the
+/// application hears of it once.
+fn races(ports: [u16; 2], bucket: &Bucketeer, events: &Path) -> Result<(), String> {
+    let (status, created) = call(
+        ports[0],
+        "POST",
+        "/s3/multipart",
+        "token-a",
+        Some(json!({ "filename": "raced.bin", "type": "" })),
+    )?;
+    if status != 200 {
+        return Err(format!("create answered {status}: {created}"));
+    }
+    let id = created["uploadId"]
+        .as_str()
+        .ok_or("no uploadId")?
+        .to_owned();
+    let key = escaped(created["key"].as_str().ok_or("no key")?);
+    let file: Vec<u8> = (0..6 * MIB).map(|i| (i % 253) as u8).collect();
+    let mut parts = Vec::new();
+    for (i, chunk) in file.chunks(5 * MIB).enumerate() {
+        let path = format!("/s3/multipart/{id}/{}?key={key}", i + 1);
+        let (_, signed) = call(ports[1], "GET", &path, "token-a", None)?;
+        let etag = put_signed(signed["url"].as_str().ok_or("no url")?, chunk)?;
+        parts.push(json!({ "PartNumber": i + 1, "ETag": etag }));
+    }
+    let complete = format!("/s3/multipart/{id}/complete?key={key}");
+    let body = json!({ "parts": parts });
+    let answers: Vec<Result<(u16, Value), String>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = ports
+            .iter()
+            .map(|&port| {
+                let (complete, body) = (&complete, body.clone());
+                scope.spawn(move || call(port, "POST", complete, "token-a", Some(body)))
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|r| r.join().unwrap_or_else(|_| Err("panicked".into())))
+            .collect()
+    });
+    for answer in answers {
+        let (status, said) = answer?;
+        if status != 200 || said["uploadId"] != json!(id) {
+            return Err(format!("a racing completion answered {status}: {said}"));
+        }
+    }
+    if bucket
+        .get(BUCKET, &format!("{PREFIX}/raced.bin"))?
+        .as_deref()
+        != Some(&file[..])
+    {
+        return Err("the raced file is not in the bucket whole".into());
+    }
+    eventually(Duration::from_secs(15), || {
+        let told = std::fs::read_to_string(events).unwrap_or_default();
+        match told.lines().filter(|l| l.contains(&id)).count() {
+            1 => Ok(()),
+            n => Err(format!("the raced landing was told {n} times")),
+        }
+    })?;
+    // And stays told once.
+    std::thread::sleep(Duration::from_secs(3));
+    let told = std::fs::read_to_string(events).unwrap_or_default();
+    match told.lines().filter(|l| l.contains(&id)).count() {
+        1 => Ok(()),
+        n => Err(format!("the raced landing was told {n} times")),
+    }
+}
+
+/// A receiver that completed an upload in the bucket and died before it
+/// recorded the landing: the client's next completion (through any
+/// receiver) finds the object the upload's and records the landing then.
+fn completed_then_killed(port: u16, bucket: &Bucketeer, events: &Path) -> Result<(), String> {
+    let (_, created) = call(
+        port,
+        "POST",
+        "/s3/multipart",
+        "token-a",
+        Some(json!({ "filename": "orphaned.bin", "type": "" })),
+    )?;
+    let id = created["uploadId"]
+        .as_str()
+        .ok_or("no uploadId")?
+        .to_owned();
+    let full_key = created["key"].as_str().ok_or("no key")?.to_owned();
+    let key = escaped(&full_key);
+    let (_, signed) = call(
+        port,
+        "GET",
+        &format!("/s3/multipart/{id}/1?key={key}"),
+        "token-a",
+        None,
+    )?;
+    let file = vec![42u8; 3000];
+    let etag = put_signed(signed["url"].as_str().ok_or("no url")?, &file)?;
+    bucket.complete_open(BUCKET, &full_key, &[(1, etag.clone())])?;
+    let body = json!({ "parts": [{ "PartNumber": 1, "ETag": etag }] });
+    let complete = format!("/s3/multipart/{id}/complete?key={key}");
+    let (status, said) = call(port, "POST", &complete, "token-a", Some(body))?;
+    if status != 200 || said["name"] != json!("orphaned.bin") {
+        return Err(format!(
+            "the completion after the store completed answered {status}: {said}"
+        ));
+    }
+    let (status, answer) = request(
+        port,
+        "GET",
+        &format!("/upload?upload_id={id}"),
+        &[("authorization", "Bearer token-a".to_owned())],
+        &[],
+    )?;
+    if status != 200 || !answer.contains("\"landed\"") {
+        return Err(format!("the status query answered {status}: {answer}"));
+    }
+    eventually(Duration::from_secs(15), || {
+        let told = std::fs::read_to_string(events).unwrap_or_default();
+        match told.lines().filter(|l| l.contains(&id)).count() {
+            1 => Ok(()),
+            n => Err(format!("the landing was told {n} times")),
+        }
+    })
+}
+
 /// What the receiver's rules refuse on these routes, with Companion's
 /// error shape: no credentials, another's upload, another key, a declared
 /// size over the limit, a taken name, a short part before the last, and
@@ -803,7 +928,7 @@ fn client_cancels(way: &Way, bucket: &Bucketeer, work: &Path) -> Result<(), Stri
     std::fs::create_dir_all(&sources).map_err(|e| e.to_string())?;
     for resume in [false, true] {
         let name = format!("cancelled-{resume}.bin");
-        let file = crate::interop::make_file(&sources, &name, 40 * MIB)?;
+        let file = crate::interop::make_file(&sources, &name, 80 * MIB)?;
         let mut command = way.command();
         command
             .env(
@@ -815,7 +940,17 @@ fn client_cancels(way: &Way, bucket: &Bucketeer, work: &Path) -> Result<(), Stri
             .arg(&file)
             .stderr(std::process::Stdio::piped());
         let child = command.spawn().map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_secs(2));
+        // Interrupted once its upload is open in the bucket (a Ctrl-C
+        // before the bucket answers the creation cannot abort what it has
+        // not yet heard of).
+        let key = format!("{}/{name}", way.prefix);
+        eventually(Duration::from_secs(20), || {
+            match bucket.open_multipart(BUCKET, &key)?.len() {
+                0 => Err(format!("no multipart upload open at {key}")),
+                _ => Ok(()),
+            }
+        })?;
+        std::thread::sleep(Duration::from_millis(500));
         // SAFETY: our own child, not yet waited for.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
@@ -826,7 +961,7 @@ fn client_cancels(way: &Way, bucket: &Bucketeer, work: &Path) -> Result<(), Stri
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        let open = bucket.open_multipart(BUCKET, &format!("{}/{name}", way.prefix))?;
+        let open = bucket.open_multipart(BUCKET, &key)?;
         match (resume, open.len()) {
             (false, 0) | (true, 1) => {}
             (_, n) => {
@@ -951,6 +1086,7 @@ pub(crate) fn checks(
         ],
     )?;
     let row = "our receiver's Companion routes";
+    let first_port = port;
     matrix.record(
         "Garage",
         &format!("{row}: 5 MiB + 1, 1 B, 0 B land, with receipt, event, status"),
@@ -960,6 +1096,11 @@ pub(crate) fn checks(
         "Garage",
         &format!("{row}: credentials, keys, sizes, names, tags, abort"),
         refuses(port, bucket),
+    );
+    matrix.record(
+        "Garage",
+        &format!("{row}: completed in the bucket, not recorded: the next completion records it"),
+        completed_then_killed(port, bucket, &events),
     );
     matrix.record(
         "Garage",
@@ -974,8 +1115,20 @@ pub(crate) fn checks(
         1,
         port,
         PREFIX,
-        &["--token", "token-a", "--receipt-key", &key],
+        &[
+            "--token",
+            "token-a",
+            "--receipt-key",
+            &key,
+            "--after-landing",
+            &hook,
+        ],
     )?;
+    matrix.record(
+        "Garage",
+        &format!("{row}: two completions at once through two receivers: one landing, told once"),
+        races([first_port, port], bucket, &events),
+    );
     let sizes = [0, 1, 5 * MIB - 1, 5 * MIB + 1, 200 * MIB];
     let words = |list: &[&str]| list.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
     let ours = Way {

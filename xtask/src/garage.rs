@@ -386,6 +386,42 @@ impl Bucketeer {
         })
     }
 
+    /// Completes the multipart upload open at `key` from `parts` (number
+    /// and ETag), as a receiver that then died would have.
+    pub(crate) fn complete_open(
+        &self,
+        bucket: &str,
+        key: &str,
+        parts: &[(i32, String)],
+    ) -> Result<(), String> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let (_, upload_id) = self
+            .open_uploads(bucket, key)?
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .ok_or_else(|| format!("no multipart upload open at {key}"))?;
+        let parts = parts
+            .iter()
+            .map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build())
+            .collect();
+        self.runtime.block_on(async {
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+        })
+    }
+
     /// Begins a multipart upload at `key` and leaves it open.
     pub(crate) fn leave_multipart_open(&self, bucket: &str, key: &str) -> Result<(), String> {
         self.runtime.block_on(async {
