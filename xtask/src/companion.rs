@@ -82,6 +82,21 @@ fn escaped(s: &str) -> String {
     out
 }
 
+/// Begins a direct upload of `name` through the receiver on `port`: its
+/// upload id and its key.
+fn create_direct(port: u16, token: &str, name: &str) -> Result<(String, String), String> {
+    let body = json!({ "filename": name, "type": "application/octet-stream", "metadata": {} });
+    let (status, created) = call(port, "POST", "/s3/multipart", token, Some(body))?;
+    match (
+        status,
+        created["uploadId"].as_str(),
+        created["key"].as_str(),
+    ) {
+        (200, Some(id), Some(key)) => Ok((id.to_owned(), key.to_owned())),
+        _ => Err(format!("create answered {status}: {created}")),
+    }
+}
+
 /// One multipart upload through the routes: created, each part signed
 /// and sent, listed, completed. The completion's answer.
 fn send_direct(
@@ -91,21 +106,7 @@ fn send_direct(
     bytes: &[u8],
     part: usize,
 ) -> Result<Value, String> {
-    let (status, created) = call(
-        port,
-        "POST",
-        "/s3/multipart",
-        token,
-        Some(json!({ "filename": name, "type": "application/octet-stream", "metadata": {} })),
-    )?;
-    if status != 200 {
-        return Err(format!("create answered {status}: {created}"));
-    }
-    let id = created["uploadId"]
-        .as_str()
-        .ok_or("no uploadId")?
-        .to_owned();
-    let key = created["key"].as_str().ok_or("no key")?.to_owned();
+    let (id, key) = create_direct(port, token, name)?;
     // An empty file completes with no part (not every store takes an
     // empty one).
     let chunks: Vec<&[u8]> = bytes.chunks(part.max(1)).collect();
@@ -210,21 +211,8 @@ fn lands(port: u16, bucket: &Bucketeer, events: &Path) -> Result<(), String> {
 /// receivers: both answer the landing, the bucket holds the file, and the
 /// application hears of it once.
 fn races(ports: [u16; 2], bucket: &Bucketeer, events: &Path) -> Result<(), String> {
-    let (status, created) = call(
-        ports[0],
-        "POST",
-        "/s3/multipart",
-        "token-a",
-        Some(json!({ "filename": "raced.bin", "type": "" })),
-    )?;
-    if status != 200 {
-        return Err(format!("create answered {status}: {created}"));
-    }
-    let id = created["uploadId"]
-        .as_str()
-        .ok_or("no uploadId")?
-        .to_owned();
-    let key = escaped(created["key"].as_str().ok_or("no key")?);
+    let (id, key) = create_direct(ports[0], "token-a", "raced.bin")?;
+    let key = escaped(&key);
     let file: Vec<u8> = (0..6 * MIB).map(|i| (i % 253) as u8).collect();
     let mut parts = Vec::new();
     for (i, chunk) in file.chunks(5 * MIB).enumerate() {
@@ -281,18 +269,7 @@ fn races(ports: [u16; 2], bucket: &Bucketeer, events: &Path) -> Result<(), Strin
 /// recorded the landing: the client's next completion (through any
 /// receiver) finds the object the upload's and records the landing then.
 fn completed_then_killed(port: u16, bucket: &Bucketeer, events: &Path) -> Result<(), String> {
-    let (_, created) = call(
-        port,
-        "POST",
-        "/s3/multipart",
-        "token-a",
-        Some(json!({ "filename": "orphaned.bin", "type": "" })),
-    )?;
-    let id = created["uploadId"]
-        .as_str()
-        .ok_or("no uploadId")?
-        .to_owned();
-    let full_key = created["key"].as_str().ok_or("no key")?.to_owned();
+    let (id, full_key) = create_direct(port, "token-a", "orphaned.bin")?;
     let key = escaped(&full_key);
     let (_, signed) = call(
         port,
