@@ -347,6 +347,28 @@ impl Session {
         let response = transport
             .send(self.request(Method::OPTIONS, &self.url, UploadBody::new()))
             .await?;
+        let discovery_refused = matches!(
+            response.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+        );
+        if !response.headers().contains_key(TUS_VERSION) && discovery_refused {
+            // Discovery is optional for a client: a server that refuses it
+            // still gets the core protocol and creation, and nothing that
+            // needs announcing (concatenation, checksums).
+            let assumed = format!(
+                "the tus server answered OPTIONS with {}: assuming tus 1.0 with creation only (no concatenation, no checksums); {:?} goes as one stream",
+                response.status(),
+                self.name
+            );
+            tracing::info!("{assumed}");
+            lock(&self.notices).push(assumed);
+            let state = &mut *lock(&self.state);
+            state.asked = true;
+            state.concatenates = false;
+            state.creates_with_upload = false;
+            state.checksum = None;
+            return Ok(());
+        }
         if !response.headers().contains_key(TUS_VERSION) {
             if retry::is_retryable_status(response.status()) {
                 return Err(crate::error::status_error(
@@ -850,6 +872,40 @@ mod tests {
             Verdict::Ack(Receipt(receipt)) => receipt,
             other => panic!("not acknowledged: {other:?}"),
         }
+    }
+
+    /// A server that refuses `OPTIONS` (tuspyserver's `/files` answers
+    /// 405) still gets tus with creation, one stream, and the run says
+    /// what was assumed; a server that answers it as no tus server is
+    /// still refused.
+    #[tokio::test]
+    async fn tus_without_discovery_assumes_creation_only() {
+        for refused in [404, 405, 501] {
+            let server = scripted(move |method, path| match (method.as_str(), path) {
+                ("OPTIONS", _) => answer(refused, &[]),
+                ("POST", "/files/") => answer(201, &[("location", "/files/u1")]),
+                _ => answer(500, &[]),
+            });
+            let session = session(&Tus, 4, None);
+            let holding = session.begin(&server).await.unwrap();
+            assert_eq!(holding, Holding::Ranges(Vec::new()));
+            assert_eq!(server.seen(), ["OPTIONS /files/", "POST /files/"]);
+            assert_eq!(session.constraints().max_in_flight, 1, "one stream");
+            let notices = session.notices();
+            assert!(
+                notices[0].contains(&format!("answered OPTIONS with {refused}"))
+                    && notices[0].contains("creation only"),
+                "{notices:?}"
+            );
+            let request = session.encode(&block(0), data()).unwrap();
+            assert!(request.headers().get("upload-checksum").is_none());
+        }
+        let stranger = scripted(|method, _| match method.as_str() {
+            "OPTIONS" => answer(200, &[]),
+            _ => answer(500, &[]),
+        });
+        let error = session(&Tus, 4, None).begin(&stranger).await.unwrap_err();
+        assert_eq!(error.code(), code::PROTOCOL_MISMATCH, "{error}");
     }
 
     /// tus without concatenation: begin creates the upload (Unknown to
