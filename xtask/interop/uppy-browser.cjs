@@ -12,12 +12,10 @@
 //   a 50 MiB file in one PATCH, paused at a third and resumed; it must
 //   land (the harness counts the bytes nginx took).
 const fs = require('fs')
-const http = require('http')
 const path = require('path')
-const puppeteer = require('puppeteer-core')
+const { openPage } = require('./browser.cjs')
 
 const [receiver, store, balancer] = process.argv.slice(2)
-const bundle = require.resolve('uppy/dist/uppy.min.js')
 
 const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></script>
 <script>
@@ -65,26 +63,9 @@ const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></
 </script>`
 
 async function main () {
-  const server = http.createServer((req, res) => {
-    if (req.url === '/uppy.min.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' })
-      fs.createReadStream(bundle).pipe(res)
-    } else {
-      res.writeHead(200, { 'content-type': 'text/html' })
-      res.end(page)
-    }
-  })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const origin = `http://127.0.0.1:${server.address().port}`
-  const browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  })
+  const { tab, close } = await openPage(page)
   let failures = 0
   try {
-    const tab = await browser.newPage()
-    await tab.goto(origin + '/')
     const run = async (name, kind, endpoint, files, chunkSize, expect, during) => {
       const pending = tab.evaluate((k, e, f, c) => window.runCase(k, e, f, c), kind, endpoint, files, chunkSize)
       if (during) await during()
@@ -115,8 +96,7 @@ async function main () {
       await run('pause-resume', 'pause', through, [['uppy-paused.bin', 50 << 20]], 0, { successful: 1, failed: 0 })
     }
   } finally {
-    await browser.close()
-    server.close()
+    await close()
   }
   process.exitCode = failures ? 1 : 0
 }

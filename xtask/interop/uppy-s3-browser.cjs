@@ -2,7 +2,7 @@
 // driven by puppeteer-core), signing through our receiver's Companion
 // routes and sending the bytes straight to the bucket, as
 // `cargo xtask interop companion` runs it:
-//   node uppy-s3-browser.cjs RECEIVER_URL
+//   node uppy-s3-browser.cjs RECEIVER_URL EXAMPLE_PAGE
 // The page is served from an origin of its own; the receiver (--cors-origin)
 // and the bucket (its CORS rules, ETag exposed) must allow it. Two cases,
 // each printed as one JSON line {case, ok, successful, failed, keys, errors}:
@@ -17,14 +17,11 @@
 // A file named N holds bytes (i * 31 + len(N)) & 255, for the harness to
 // compare with what landed.
 const fs = require('fs')
-const http = require('http')
-const puppeteer = require('puppeteer-core')
-
 const os = require('os')
 const path = require('path')
+const { bundle, openPage } = require('./browser.cjs')
 
-const [receiver, example] = process.argv.slice(2)
-const bundle = require.resolve('uppy/dist/uppy.min.js')
+const [receiver, examplePage] = process.argv.slice(2)
 const dist = path.dirname(bundle)
 
 const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></script>
@@ -82,34 +79,25 @@ const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></
 </script>`
 
 async function main () {
-  const server = http.createServer((req, res) => {
-    if (req.url === '/uppy.min.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' })
-      fs.createReadStream(bundle).pipe(res)
-    } else if (req.url === '/example/uppy.min.mjs' || req.url === '/example/uppy.min.css') {
+  // The example page, and Uppy's ES module and styles beside it.
+  const example = (req, res) => {
+    if (req.url === '/example/uppy.min.mjs' || req.url === '/example/uppy.min.css') {
       const css = req.url.endsWith('.css')
       res.writeHead(200, { 'content-type': css ? 'text/css' : 'text/javascript' })
       fs.createReadStream(path.join(dist, path.basename(req.url))).pipe(res)
-    } else if (req.url === '/example/') {
-      const html = fs.readFileSync(example, 'utf8').replace("'http://127.0.0.1:8080'", JSON.stringify(receiver))
+      return true
+    }
+    if (req.url === '/example/') {
+      const html = fs.readFileSync(examplePage, 'utf8').replace("'http://127.0.0.1:8080'", JSON.stringify(receiver))
       res.writeHead(200, { 'content-type': 'text/html' })
       res.end(html)
-    } else {
-      res.writeHead(200, { 'content-type': 'text/html' })
-      res.end(page)
+      return true
     }
-  })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const origin = `http://127.0.0.1:${server.address().port}`
-  const browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  })
+    return false
+  }
+  const { tab, origin, close } = await openPage(page, example)
   let failures = 0
   try {
-    const tab = await browser.newPage()
-    await tab.goto(origin + '/')
     const endpoint = receiver.replace(/\/$/, '')
     for (const [name, kind, file, size] of [
       ['post-form', 'form', 'uppy-form.bin', 1 << 20],
@@ -142,8 +130,7 @@ async function main () {
     if (!key) failures++
     console.log(JSON.stringify({ case: 'example-page', ok: !!key, file: name, size, keys: [key], said: landed }))
   } finally {
-    await browser.close()
-    server.close()
+    await close()
   }
   process.exitCode = failures ? 1 : 0
 }
