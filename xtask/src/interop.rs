@@ -715,6 +715,13 @@ fn report(matrix: &Matrix) -> Result<(), String> {
         println!("\n{} cases, all passed", matrix.rows.len());
         Ok(())
     } else {
+        // Last, so a log cut to its tail still says which case failed and why.
+        println!("\nfailed:");
+        for (peer, case, result) in &failed {
+            if let Err(why) = result {
+                println!("- {peer}, {case}: {why}");
+            }
+        }
         Err(format!(
             "{} of {} cases failed",
             failed.len(),
