@@ -1,7 +1,7 @@
 //! S3 multipart sessions (`Parts`), whoever signs them, judged by what a
 //! bucket in memory holds: parts of S3's sizes, resume from the parts the
 //! bucket lists, a refused signature signed afresh, an empty file, and an
-//! abort when nothing could resume. The bucket's own rules are checked
+//! abort when nothing could resume (a cancel during the creation too). The bucket's own rules are checked
 //! against real stores in `cargo xtask interop companion`.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fileuploader_core::protocol::parts::{HeldPart, PartsBackend, PartsUpload, MIN_PART};
+use fileuploader_core::protocol::parts::{
+    Completion, HeldPart, PartsBackend, PartsUpload, MIN_PART,
+};
 use fileuploader_core::protocol::{Landing, Parts};
 use fileuploader_core::{
     Error, ErrorKind, Request, Response, Transport, TransportError, UploadBody, UploadManager,
@@ -37,6 +39,16 @@ struct Bucket {
     created: Mutex<u32>,
     /// Parts sent, all runs together.
     sent: Mutex<u32>,
+    /// Completions to refuse as naming parts it does not hold.
+    refuse_completions: Mutex<u32>,
+    /// Completions whose answer is lost on the way back.
+    lose_completions: Mutex<u32>,
+    /// Uploads completed, by id: no longer open.
+    completed: Mutex<Vec<String>>,
+    /// Whether a creation waits for `release` (told by `creating`).
+    hold_create: Mutex<bool>,
+    creating: tokio::sync::Notify,
+    release: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -51,9 +63,18 @@ impl PartsBackend for Bucket {
         name: &str,
         _total: u64,
     ) -> Result<PartsUpload, Error> {
-        *lock(&self.created) += 1;
+        let number = {
+            let mut created = lock(&self.created);
+            *created += 1;
+            *created
+        };
+        let held = *lock(&self.hold_create);
+        if held {
+            self.creating.notify_one();
+            self.release.notified().await;
+        }
         Ok(PartsUpload {
-            id: "up".into(),
+            id: format!("up{number}"),
             key: format!("in/{name}"),
         })
     }
@@ -63,6 +84,9 @@ impl PartsBackend for Bucket {
         _transport: &dyn Transport,
         upload: &PartsUpload,
     ) -> Result<Option<Vec<HeldPart>>, Error> {
+        if lock(&self.completed).contains(&upload.id) {
+            return Ok(None);
+        }
         Ok(Some(
             lock(&self.parts)
                 .iter()
@@ -116,7 +140,24 @@ impl PartsBackend for Bucket {
         upload: &PartsUpload,
         parts: &[(u32, String)],
         total: u64,
-    ) -> Result<Landing, Error> {
+    ) -> Result<Completion, Error> {
+        {
+            let mut refuse = lock(&self.refuse_completions);
+            if *refuse > 0 {
+                *refuse -= 1;
+                let why = Error::from_status(StatusCode::BAD_REQUEST, ": InvalidPart");
+                return Ok(Completion::PartsRefused(why));
+            }
+        }
+        let landing = Completion::Landed(Landing::confirmed(
+            Some(upload.key.clone()),
+            Some(total),
+            None,
+        ));
+        if lock(&self.completed).contains(&upload.id) {
+            // Asked again: the backend says it landed.
+            return Ok(landing);
+        }
         let held = lock(&self.parts);
         let mut object = Vec::new();
         for (number, etag) in parts {
@@ -130,11 +171,17 @@ impl PartsBackend for Bucket {
         }
         assert_eq!(object.len() as u64, total);
         lock(&self.objects).insert(upload.key.clone(), object);
-        Ok(Landing::confirmed(
-            Some(upload.key.clone()),
-            Some(total),
-            None,
-        ))
+        lock(&self.completed).push(upload.id.clone());
+        let mut lose = lock(&self.lose_completions);
+        if *lose > 0 {
+            *lose -= 1;
+            return Err(Error::new(
+                ErrorKind::Status,
+                fileuploader_core::code::UPLOAD_FAILED,
+                "the completion's answer was lost",
+            ));
+        }
+        Ok(landing)
     }
 
     async fn abort(&self, _transport: &dyn Transport, _upload: &PartsUpload) -> Result<(), Error> {
@@ -260,6 +307,31 @@ async fn a_resumed_upload_sends_only_the_parts_the_bucket_lacks() {
 }
 
 #[tokio::test]
+async fn a_completion_whose_answer_was_lost_is_found_landed_by_the_next_run() {
+    let bucket = Arc::new(Bucket::default());
+    *lock(&bucket.lose_completions) = 1;
+    let bytes = file(2 * MIN_PART as usize + 1);
+    let mut source = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut source, &bytes).unwrap();
+    let journals = tempfile::tempdir().unwrap();
+    let run = || {
+        let manager = manager(&bucket);
+        let mut job = manager.create_job();
+        job.server_url = "http://bucket/".into();
+        job.block_size = MIN_PART;
+        job.retry = fileuploader_core::RetryPolicy::none();
+        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+        job.source_value.add(source.path(), "a.bin", None);
+        async move { manager.run(&job).unwrap().wait().await }
+    };
+    run().await.unwrap_err();
+    run().await.unwrap();
+    assert_eq!(lock(&bucket.objects)["in/a.bin"], bytes);
+    assert_eq!(*lock(&bucket.created), 1, "no fresh upload");
+    assert_eq!(*lock(&bucket.sent), 3, "no part sent again");
+}
+
+#[tokio::test]
 async fn a_refused_signature_begins_again_and_signs_afresh() {
     let bucket = Arc::new(Bucket::default());
     lock(&bucket.refuse_once).push(2);
@@ -293,4 +365,43 @@ async fn a_failed_upload_without_resume_is_aborted() {
     assert_eq!(error.kind(), ErrorKind::Status, "{error}");
     assert_eq!(*lock(&bucket.aborted), 1);
     assert!(lock(&bucket.objects).is_empty());
+}
+
+#[tokio::test]
+async fn parts_refused_at_completion_are_sent_again_in_a_fresh_upload() {
+    let bucket = Arc::new(Bucket::default());
+    *lock(&bucket.refuse_completions) = 1;
+    let bytes = file(2 * MIN_PART as usize + 10);
+    let (outcome, _) = upload(&bucket, bytes.clone(), MIN_PART).await;
+    outcome.unwrap();
+    assert_eq!(lock(&bucket.objects)["in/a.bin"], bytes);
+    assert_eq!(*lock(&bucket.created), 2, "a fresh upload");
+    assert_eq!(*lock(&bucket.aborted), 1, "the refused one aborted");
+    assert_eq!(*lock(&bucket.sent), 6, "every part sent again");
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_bucket_creates_the_upload_aborts_what_it_created() {
+    let bucket = Arc::new(Bucket::default());
+    *lock(&bucket.hold_create) = true;
+    let manager = manager(&bucket);
+    let mut job = manager.create_job();
+    job.server_url = "http://bucket/".into();
+    job.block_size = MIN_PART;
+    let bytes = manager.generate_url_for_upload_data(file(2 * MIN_PART as usize));
+    job.source_value.add(bytes, "a.bin", None);
+    let handle = manager.run(&job).unwrap();
+    bucket.creating.notified().await;
+    assert!(handle.cancel());
+    // The bucket answers the creation after the cancel.
+    bucket.release.notify_one();
+    let error = handle.wait().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Cancelled, "{error}");
+    assert_eq!(*lock(&bucket.created), 1);
+    assert_eq!(
+        *lock(&bucket.aborted),
+        1,
+        "the upload the creation made is aborted, not left open"
+    );
+    assert_eq!(*lock(&bucket.sent), 0, "no part is sent after the cancel");
 }

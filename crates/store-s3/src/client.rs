@@ -6,28 +6,32 @@
 //! the SDK; each part is a `PUT` the client's transport sends (so progress,
 //! rate limits and retries are the core's), signed here with Signature
 //! Version 4 over its `x-amz-checksum-crc32c`, which the bucket checks.
-//! The upload asks for CRC32C at creation, and completes naming each
-//! part's; success is the object there with the expected length (a `HEAD`
-//! after completion).
+//! The upload asks for a full-object CRC32C at creation, names each part's
+//! at completion with the whole file's (combined from the parts'), which
+//! the bucket checks; success is the object there with the expected length
+//! and, where the bucket keeps it, that CRC32C (a `HEAD` after completion).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::ProvideCredentials as _;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+};
 use aws_sdk_s3::Client;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use fileuploader_core::protocol::parts::{HeldPart, PartsBackend, PartsUpload};
+use fileuploader_core::protocol::parts::{Completion, HeldPart, PartsBackend, PartsUpload};
 use fileuploader_core::protocol::Landing;
 use fileuploader_core::UploadBody;
 use fileuploader_core::{code, Error, ErrorKind};
-use fileuploader_core::{Request, Transport};
+use fileuploader_core::{Request, Transport, TransportError, TransportErrorKind};
 use fileuploader_wire::sync::lock;
 use http::header::USER_AGENT;
-use http::{HeaderValue, Method};
+use http::{HeaderValue, Method, StatusCode};
 
 use crate::sigv4::{sign_s3, Signed};
 use crate::{bucket_url, escape_key, missing, ConnectError, S3Options, Sdk};
@@ -76,19 +80,41 @@ pub struct BucketParts {
     credentials: aws_sdk_s3::config::SharedCredentialsProvider,
     /// The credentials as last resolved, for signing parts.
     resolved: Mutex<Option<aws_credential_types::Credentials>>,
-    /// Each part's CRC32C, by number, for the completion.
-    crcs: Mutex<HashMap<u32, u32>>,
+    /// Each part's CRC32C and length, by number, for the completion.
+    crcs: Mutex<HashMap<u32, (u32, u64)>>,
 }
 
-fn failed<E: std::error::Error + 'static, R: std::fmt::Debug>(
+/// The SDK's failure to `what`, as the run judges it: a bucket that did
+/// not answer is a transport's failure, an answer is its status (so an
+/// overloaded bucket is asked again, a refusal is not).
+fn failed<E: std::error::Error + ProvideErrorMetadata + 'static>(
     what: &str,
-    e: &SdkError<E, R>,
+    e: &SdkError<E, HttpResponse>,
 ) -> Error {
-    Error::new(
-        ErrorKind::Status,
-        code::UPLOAD_FAILED,
-        format!("{what}: the bucket refused: {}", DisplayErrorContext(e)),
-    )
+    let said = e
+        .as_service_error()
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s.code().unwrap_or("an error"),
+                s.message().unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| DisplayErrorContext(e).to_string());
+    let transport = |kind| Error::from(TransportError::new(kind, format!("{what}: {said}")));
+    match (e, e.raw_response()) {
+        (SdkError::TimeoutError(_), _) => transport(TransportErrorKind::Timeout),
+        (SdkError::DispatchFailure(_), _) => transport(TransportErrorKind::Reset),
+        (_, Some(raw)) => match StatusCode::from_u16(raw.status().as_u16()) {
+            Ok(status) => Error::from_status(status, &format!(" to {what}: {said}")),
+            Err(_) => Error::new(ErrorKind::Status, code::FAILED, format!("{what}: {said}")),
+        },
+        _ => Error::new(
+            ErrorKind::Status,
+            code::UPLOAD_FAILED,
+            format!("{what}: the bucket refused: {said}"),
+        ),
+    }
 }
 
 fn crc_text(crc: u32) -> String {
@@ -212,6 +238,7 @@ impl PartsBackend for BucketParts {
             .bucket(&self.target.bucket)
             .key(&key)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .checksum_type(ChecksumType::FullObject)
             .set_content_type(kind.map(str::to_owned))
             .send()
             .await
@@ -263,11 +290,12 @@ impl PartsBackend for BucketParts {
                 // A part without its CRC32C cannot be named at completion:
                 // it is sent again.
                 if let Some(crc) = crc {
-                    crcs.insert(number, crc);
+                    let size = part.size().unwrap_or_default().max(0) as u64;
+                    crcs.insert(number, (crc, size));
                     held.push(HeldPart {
                         number,
                         etag: part.e_tag().unwrap_or_default().to_owned(),
-                        size: part.size().unwrap_or_default().max(0) as u64,
+                        size,
                     });
                 }
             }
@@ -315,7 +343,7 @@ impl PartsBackend for BucketParts {
                 "a part came without its CRC32C",
             )
         })?;
-        lock(&self.crcs).insert(number, crc32c);
+        lock(&self.crcs).insert(number, (crc32c, body.len()));
         let query = format!(
             "?partNumber={number}&uploadId={}",
             crate::direct::query_value(&upload.id)
@@ -333,41 +361,69 @@ impl PartsBackend for BucketParts {
         upload: &PartsUpload,
         parts: &[(u32, String)],
         total: u64,
-    ) -> Result<Landing, Error> {
-        if parts.is_empty() {
+    ) -> Result<Completion, Error> {
+        // The whole file's CRC32C, from the parts' in order.
+        let whole = if parts.is_empty() {
             // The empty object is in place: its multipart upload goes.
             self.abort(_transport, upload).await?;
+            0
         } else {
             let crcs = lock(&self.crcs).clone();
-            let completed: Vec<CompletedPart> = parts
-                .iter()
-                .map(|(number, etag)| {
+            let mut whole = 0;
+            let mut completed = Vec::with_capacity(parts.len());
+            for (number, etag) in parts {
+                let &(crc, size) = crcs.get(number).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Run,
+                        code::FAILED,
+                        format!("part {number} is to be completed without its CRC32C"),
+                    )
+                })?;
+                whole = crc32c::crc32c_combine(whole, crc, size as usize);
+                completed.push(
                     CompletedPart::builder()
                         .part_number(*number as i32)
                         .e_tag(etag)
-                        .set_checksum_crc32_c(crcs.get(number).map(|&c| crc_text(c)))
-                        .build()
-                })
-                .collect();
-            self.client
+                        .checksum_crc32_c(crc_text(crc))
+                        .build(),
+                );
+            }
+            let completed = self
+                .client
                 .complete_multipart_upload()
                 .bucket(&self.target.bucket)
                 .key(&upload.key)
                 .upload_id(&upload.id)
+                .checksum_crc32_c(crc_text(whole))
+                .checksum_type(ChecksumType::FullObject)
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
                         .set_parts(Some(completed))
                         .build(),
                 )
                 .send()
-                .await
-                .map_err(|e| failed("complete the multipart upload", &e))?;
-        }
+                .await;
+            match completed {
+                Ok(_) => {}
+                // Listed, yet refused: a part of the same number is still
+                // being written by an attempt given up on (Garage 2.5
+                // completes from the newest attempt, finished or not).
+                Err(e) if e.code() == Some("InvalidPart") => {
+                    return Ok(Completion::PartsRefused(failed(
+                        "complete the multipart upload",
+                        &e,
+                    )))
+                }
+                Err(e) => return Err(failed("complete the multipart upload", &e)),
+            }
+            whole
+        };
         let head = self
             .client
             .head_object()
             .bucket(&self.target.bucket)
             .key(&upload.key)
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .map_err(|e| failed("look at the landed object", &e))?;
@@ -382,11 +438,26 @@ impl PartsBackend for BucketParts {
                 ),
             ));
         }
-        Ok(Landing::confirmed(
+        // A bucket that keeps no full-object checksum (or an empty object,
+        // put whole) says nothing here; the length above still holds.
+        if let Some(held) = head.checksum_crc32_c() {
+            if head.checksum_type() == Some(&ChecksumType::FullObject) && held != crc_text(whole) {
+                return Err(Error::new(
+                    ErrorKind::Status,
+                    code::PARTIAL_FILE,
+                    format!(
+                        "the bucket holds {} with CRC32C {held}, the file sent has {}",
+                        upload.key,
+                        crc_text(whole)
+                    ),
+                ));
+            }
+        }
+        Ok(Completion::Landed(Landing::confirmed(
             Some(upload.key.clone()),
             Some(length),
-            None,
-        ))
+            Some(whole),
+        )))
     }
 
     async fn abort(&self, _transport: &dyn Transport, upload: &PartsUpload) -> Result<(), Error> {

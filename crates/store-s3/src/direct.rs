@@ -15,6 +15,7 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use fileuploader_store::direct::{
     DirectUpload, NewDirect, SignedForm, SignedUrl, StoreRequest, StoredPart, MAX_PARTS,
@@ -236,6 +237,18 @@ impl S3Store {
             {
                 Ok(())
             }
+            // Listed, yet refused: a part of the same number is still being
+            // written by an attempt its client gave up on (Garage 2.5
+            // completes from the newest attempt, finished or not). Only the
+            // client can cure it, by sending its parts again.
+            Err(e) if e.code() == Some("InvalidPart") => Err(StoreError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "upload {}: the bucket refused the parts named, though it lists them (InvalidPart: {}); send them again in a new upload",
+                    meta.id,
+                    e.message().unwrap_or_default()
+                ),
+            )),
             Err(e) => Err(failed("complete a direct upload", &e)),
         }
     }

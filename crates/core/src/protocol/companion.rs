@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::body::UploadBody;
 use crate::error::{code, Error};
-use crate::protocol::parts::{violation, HeldPart, Parts, PartsBackend, PartsUpload};
+use crate::protocol::parts::{violation, Completion, HeldPart, Parts, PartsBackend, PartsUpload};
 use crate::protocol::{Landing, Protocol, UploadSession, UploadTarget};
 use crate::source::lock;
 use crate::transport::{Request, Response, Transport};
@@ -280,13 +280,13 @@ impl PartsBackend for Backend {
         upload: &PartsUpload,
         parts: &[(u32, String)],
         _total: u64,
-    ) -> Result<Landing, Error> {
+    ) -> Result<Completion, Error> {
         let parts: Vec<Value> = parts
             .iter()
             .map(|(number, etag)| json!({ "PartNumber": number, "ETag": etag }))
             .collect();
         let path = self.path(upload, "/complete");
-        let (response, done) = self
+        let asked = self
             .ask(
                 transport,
                 Method::POST,
@@ -294,13 +294,26 @@ impl PartsBackend for Backend {
                 Some(json!({ "parts": parts })),
                 "the completion",
             )
-            .await?;
+            .await;
+        let (response, done) = match asked {
+            // The bucket's own refusal of parts it lists, passed on: the
+            // parts go again, in a new upload.
+            Err(e)
+                if e.status() == Some(StatusCode::BAD_REQUEST)
+                    && e.message().contains("InvalidPart") =>
+            {
+                return Ok(Completion::PartsRefused(e))
+            }
+            asked => asked?,
+        };
         // Our receiver names the landed file; Companion, the key.
         let name = done["name"]
             .as_str()
             .or_else(|| done["key"].as_str())
             .map(str::to_owned);
-        Ok(Landing::confirmed(name, None, None).answered(&response))
+        Ok(Completion::Landed(
+            Landing::confirmed(name, None, None).answered(&response),
+        ))
     }
 
     async fn abort(&self, transport: &dyn Transport, upload: &PartsUpload) -> Result<(), Error> {

@@ -62,6 +62,18 @@ pub struct HeldPart {
     pub size: u64,
 }
 
+/// How a backend's completion came out.
+#[derive(Debug)]
+pub enum Completion {
+    /// The object is complete: how it landed.
+    Landed(Landing),
+    /// The bucket refused the parts named, though they were acknowledged
+    /// (one still being written by an attempt the client gave up on, or
+    /// replaced): the upload is aborted and sent again afresh, for this
+    /// reason.
+    PartsRefused(Error),
+}
+
 /// Who creates, signs, lists, completes and aborts S3 multipart uploads
 /// for a [`Parts`] session: a Companion backend over HTTP
 /// ([`Companion`](super::Companion)), or the bucket itself with keys the
@@ -134,7 +146,7 @@ pub trait PartsBackend: Send + Sync + fmt::Debug + 'static {
     fn empty(&self, upload: &PartsUpload) -> Result<Request, Error>;
 
     /// Completes `upload` of `total` bytes from `parts` (number and tag,
-    /// in order; none for an empty file) and says how it landed.
+    /// in order; none for an empty file) and says how it came out.
     ///
     /// # Errors
     ///
@@ -145,7 +157,7 @@ pub trait PartsBackend: Send + Sync + fmt::Debug + 'static {
         upload: &PartsUpload,
         parts: &[(u32, String)],
         total: u64,
-    ) -> Result<Landing, Error>;
+    ) -> Result<Completion, Error>;
 
     /// Abandons `upload`, its parts too.
     ///
@@ -183,15 +195,18 @@ impl Protocol for Parts {
             }),
             _ => None,
         };
+        // The tags of parts acknowledged before: should the upload be
+        // gone, they can still ask whether it completed.
+        let etags = match (&upload, target.saved) {
+            (Some(_), Some(saved)) => saved.receipts.iter().cloned().collect(),
+            _ => BTreeMap::new(),
+        };
         Ok(Box::new(Session {
             backend: self.backend.clone(),
             name: target.name.to_owned(),
             total: target.total,
             block_size: target.block_size,
-            state: Mutex::new(State {
-                upload,
-                etags: BTreeMap::new(),
-            }),
+            state: Mutex::new(State { upload, etags }),
         }))
     }
 }
@@ -221,6 +236,18 @@ impl Session {
     fn range(&self, index: u64) -> (u64, u64) {
         let start = index * self.block_size;
         (start, (start + self.block_size).min(self.total))
+    }
+
+    /// Every part by number with its tag (none for an empty file), if
+    /// every one was acknowledged.
+    fn named_parts(&self) -> Option<Vec<(u32, String)>> {
+        if self.total == 0 {
+            return Some(Vec::new());
+        }
+        let etags = &lock(&self.state).etags;
+        (0..self.blocks())
+            .map(|i| etags.get(&i).map(|e| (i as u32 + 1, e.clone())))
+            .collect()
     }
 
     fn upload(&self) -> Result<PartsUpload, Error> {
@@ -267,14 +294,32 @@ impl UploadSession for Session {
             Some(upload) => self.backend.held(transport, upload).await?,
             None => None,
         };
+        if let (Some(upload), None) = (&known, &found) {
+            // Gone from the bucket's open uploads: completed by a run whose
+            // answer was lost, perhaps. With every part's tag known, asking
+            // for the completion again says (a backend that landed it
+            // answers with the landing; a bucket checks the object).
+            if let Some(parts) = self.named_parts() {
+                let again = self
+                    .backend
+                    .complete(transport, upload, &parts, self.total)
+                    .await;
+                if let Ok(Completion::Landed(landing)) = again {
+                    return Ok(Holding::Landed(landing));
+                }
+            }
+        }
         let (upload, held) = match (known, found) {
             (Some(upload), Some(parts)) => (upload, parts),
-            _ => (
-                self.backend
+            _ => {
+                let created = self
+                    .backend
                     .create(transport, &self.name, self.total)
-                    .await?,
-                Vec::new(),
-            ),
+                    .await?;
+                // Known at once: whatever fails next, it can be aborted.
+                lock(&self.state).upload = Some(created.clone());
+                (created, Vec::new())
+            }
         };
         // A part of another size than this run's block there is sent
         // again: the plan, not the bucket, says where parts start.
@@ -349,21 +394,33 @@ impl UploadSession for Session {
 
     async fn finish(&self, transport: &dyn Transport) -> Result<Finish, Error> {
         let upload = self.upload()?;
-        let etags = lock(&self.state).etags.clone();
-        let parts: Vec<(u32, String)> = match self.total {
-            0 => Vec::new(),
-            _ => (0..self.blocks())
-                .map(|i| etags.get(&i).map(|e| (i as u32 + 1, e.clone())).ok_or(i))
-                .collect::<Result<_, _>>()
-                .map_err(|i| {
-                    violation(&self.name, format!("part {} was never acknowledged", i + 1))
-                })?,
-        };
-        let landing = self
+        let parts = self.named_parts().ok_or_else(|| {
+            let etags = &lock(&self.state).etags;
+            let missing = (0..self.blocks()).find(|i| !etags.contains_key(i));
+            violation(
+                &self.name,
+                format!(
+                    "part {} was never acknowledged",
+                    missing.unwrap_or_default() + 1
+                ),
+            )
+        })?;
+        match self
             .backend
             .complete(transport, &upload, &parts, self.total)
-            .await?;
-        Ok(Finish::Landed(landing))
+            .await?
+        {
+            Completion::Landed(landing) => Ok(Finish::Landed(landing)),
+            Completion::PartsRefused(reason) => {
+                if let Err(e) = self.backend.abort(transport, &upload).await {
+                    tracing::warn!("cannot abort the refused upload of {:?}: {e}", self.name);
+                }
+                let mut state = lock(&self.state);
+                state.upload = None;
+                state.etags.clear();
+                Ok(Finish::Resync(reason))
+            }
+        }
     }
 
     async fn abort(&self, transport: &dyn Transport) -> Result<(), Error> {

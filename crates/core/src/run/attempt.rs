@@ -63,7 +63,10 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
         }
         let sent = {
             let _in_flight = InFlight::enter(state);
-            ctx.transport.send(request).await
+            tokio::select! {
+                sent = ctx.transport.send(request) => sent,
+                () = ctx.cancel.cancelled() => return Ok(Sent::Cancelled),
+            }
         };
         // A piece of the source that could not be read is the block's
         // error, whatever the transport or the server made of the cut body.

@@ -27,24 +27,39 @@ use crate::rate::RateLimit;
 use crate::source::Source;
 use crate::transport::Transport;
 
-/// Tells a running job to stop: a flag workers check before each block, and
-/// a wake-up for the task that aborts the requests in flight.
+/// Tells a running job to stop: a flag workers check before each task, and
+/// a wake-up for everyone waiting on it (the run, the blocks in flight).
 #[derive(Debug, Default)]
 pub(crate) struct CancelSignal {
     cancelled: AtomicBool,
-    pub(crate) notify: Notify,
+    notify: Notify,
 }
 
 impl CancelSignal {
     /// Returns whether this call cancelled the job (false if it already was).
     pub(crate) fn cancel(&self) -> bool {
         let first = !self.cancelled.swap(true, Ordering::SeqCst);
-        self.notify.notify_one();
+        self.notify.notify_waiters();
         first
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Ready once the job is cancelled (at once if it is already).
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read: a cancel in between
+            // still wakes this waiter.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

@@ -57,7 +57,7 @@ pub(crate) async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
     let outcome = loop {
         tokio::select! {
             biased;
-            () = ctx.cancel.notify.notified() => break Err(Error::cancelled()),
+            () = ctx.cancel.cancelled() => break Err(Error::cancelled()),
             Some(()) = pings.recv() => {
                 let acked = state.acked.load(Ordering::Relaxed);
                 ctx.events.percent(&ctx.job, percentage.advance(acked, ctx.total_bytes));
@@ -74,6 +74,15 @@ pub(crate) async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
             },
         }
     };
+    if ctx.cancel.is_cancelled() {
+        // Workers stop at their next turn, a block in flight at once; a
+        // creation or completion in flight ends first (within a bound), so
+        // what the receiver made of it is known: discarded below, or kept
+        // for a resume.
+        scheduler.changed();
+        let stopped = async { while workers.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(ABORT_WAIT, stopped).await;
+    }
     workers.abort_all();
     while workers.join_next().await.is_some() {}
     let all_done = lock(&scheduler.cursors)

@@ -380,30 +380,34 @@ impl Receiver {
                         let landed = uploads::landed_for(store, id, &grant.owner)
                             .await?
                             .ok_or(refusal)?;
-                        return Ok(json!({
-                            "key": key,
-                            "uploadId": landed.id,
-                            "name": landed.name,
-                        }));
+                        let key = direct.key_of(&landed.name);
+                        return Ok(self.completion_answer(&landed, &key));
                     }
                     Err(refusal) => return Err(refusal),
                 };
                 let max_size = Some(grant.largest(self.max_upload_size));
                 let (landed, _word) =
                     uploads::land_direct(store, &upload, parts, max_size, allowance.terms).await?;
-                let mut answer = json!({
-                    "location": upload.location,
-                    "key": upload.key,
-                    "bucket": upload.bucket,
-                    "uploadId": landed.id,
-                    "name": landed.name,
-                });
-                if let Some(receipt) = self.receipt_of(&landed) {
-                    answer["receipt"] = Value::String(receipt);
-                }
+                let mut answer = self.completion_answer(&landed, &upload.key);
+                answer["location"] = Value::String(upload.location);
+                answer["bucket"] = Value::String(upload.bucket);
                 Ok(answer)
             }
         }
+    }
+
+    /// What a completion answers for `landed` at `key`, however often it is
+    /// asked: the key, the upload, the landed name and the receipt.
+    fn completion_answer(&self, landed: &fileuploader_store::Landed, key: &str) -> Value {
+        let mut answer = json!({
+            "key": key,
+            "uploadId": landed.id,
+            "name": landed.name,
+        });
+        if let Some(receipt) = self.receipt_of(landed) {
+            answer["receipt"] = Value::String(receipt);
+        }
+        answer
     }
 
     /// The name a direct upload of `filename` (or `relative`, a path below
