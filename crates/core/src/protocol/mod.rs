@@ -447,6 +447,15 @@ pub trait UploadSession: Send + Sync + fmt::Debug {
     /// What a later run needs to find this upload again.
     fn saved(&self) -> SavedSession;
 
+    /// Whether a begin may make something at the receiver that only its
+    /// answer names, and that nothing would find again (an S3 multipart
+    /// upload's creation; a tus creation carries an idempotency key
+    /// instead). A cancel then lets a begin in flight end, within a bound,
+    /// so that what it made can be discarded.
+    fn begin_may_create(&self) -> bool {
+        false
+    }
+
     /// What the user should hear of how the session went (a protocol
     /// feature the server lacks, say); the core asks after each begin.
     fn notices(&self) -> Vec<String> {

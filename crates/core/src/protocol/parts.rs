@@ -431,6 +431,10 @@ impl UploadSession for Session {
         }
     }
 
+    fn begin_may_create(&self) -> bool {
+        true
+    }
+
     fn saved(&self) -> SavedSession {
         let state = lock(&self.state);
         let handle = match &state.upload {

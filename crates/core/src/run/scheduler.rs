@@ -75,13 +75,29 @@ pub(crate) async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
         }
     };
     if ctx.cancel.is_cancelled() {
-        // Workers stop at their next turn, a block in flight at once; a
-        // creation or completion in flight ends first (within a bound), so
-        // what the receiver made of it is known: discarded below, or kept
-        // for a resume.
-        scheduler.changed();
-        let stopped = async { while workers.join_next().await.is_some() {} };
-        let _ = tokio::time::timeout(ABORT_WAIT, stopped).await;
+        // A source being begun by a creation nothing could find again ends
+        // its beginning first (within a bound): what it made is then known,
+        // to be discarded below or kept for a resume. Blocks in flight
+        // stopped at once.
+        let begun = async {
+            loop {
+                let changed = scheduler.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                let beginning = lock(&scheduler.cursors)
+                    .iter()
+                    .zip(&ctx.sources)
+                    .any(|(c, s)| c.phase == Phase::Beginning && s.session.begin_may_create());
+                if !beginning {
+                    break;
+                }
+                tokio::select! {
+                    () = &mut changed => {}
+                    joined = workers.join_next() => if joined.is_none() { break },
+                }
+            }
+        };
+        let _ = tokio::time::timeout(ABORT_WAIT, begun).await;
     }
     workers.abort_all();
     while workers.join_next().await.is_some() {}
