@@ -46,7 +46,11 @@
 //!   SIGKILL (odd ones) at a seeded moment, then, if that stopped it, run
 //!   once more, the same command: the files that landed before the stop
 //!   count as landed (the receiver is asked), the rest are sent, and the
-//!   run must exit 0 with every file whole.
+//!   run must exit 0 with every file whole;
+//! - `bucket`: files go straight to a bucket of the run's own Garage,
+//!   signed by a receiver's Companion routes or by the clients themselves,
+//!   every connection to the bucket through a fault proxy, the receiver or
+//!   the clients killed with SIGKILL (see [`bucket`]).
 //!
 //! After each run a receiver with a short expiry serves the directory for
 //! a moment: no partial data may be left, nor more than a few dozen files
@@ -78,7 +82,9 @@ use std::time::{Duration, Instant};
 use fileuploader_core::protocol::Handle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SCENARIOS: [&str; 11] = [
+mod bucket;
+
+const SCENARIOS: [&str; 12] = [
     "proxy",
     "receiver-kill",
     "receiver-term",
@@ -90,6 +96,7 @@ const SCENARIOS: [&str; 11] = [
     "concat-kill",
     "noisy-neighbour",
     "folder-kill",
+    "bucket",
 ];
 /// The most memory a receiver may take (`VmHWM`) in `noisy-neighbour`.
 const MAX_RSS_KIB: u64 = 64 * 1024;
@@ -551,15 +558,10 @@ fn wait_bounded(mut child: Child) -> Option<bool> {
     }
 }
 
-/// The files that landed in `dir` whose event the hook's log `events`
+/// The landed files of `landed` whose event the hook's log `events`
 /// does not name within 10 s (the receiver still runs, delivering what its
 /// outbox holds, from before any kill too).
-fn lost_events(dir: &Path, uploads: &[Upload], events: &Path) -> Vec<(String, Verdict)> {
-    let landed: BTreeSet<&str> = uploads
-        .iter()
-        .map(|u| u.name.as_str())
-        .filter(|name| dir.join(name).is_file())
-        .collect();
+fn lost_events(landed: BTreeSet<&str>, events: &Path) -> Vec<(String, Verdict)> {
     let told = || -> BTreeSet<String> {
         std::fs::read_to_string(events)
             .unwrap_or_default()
@@ -1129,6 +1131,12 @@ fn run_once(
     };
     let work = root.join(format!("fileuploader-chaos-{scenario}-{seed}"));
     let _ = std::fs::remove_dir_all(&work);
+    if scenario == "bucket" {
+        std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+        let verdicts = bucket::run_once(bin, seed, clients, max_size, &work, out);
+        let _ = std::fs::remove_dir_all(&work);
+        return verdicts;
+    }
     let (dir, src) = (work.join("landing"), work.join("sources"));
     std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
     let mut rng = Rng(seed);
@@ -1483,7 +1491,12 @@ fn run_once(
         }
         verdicts.push((file, verdict));
     }
-    verdicts.extend(lost_events(&dir, &uploads, &events));
+    let landed = uploads
+        .iter()
+        .map(|u| u.name.as_str())
+        .filter(|name| dir.join(name).is_file())
+        .collect();
+    verdicts.extend(lost_events(landed, &events));
     drop(receiver);
     verdicts.extend(unclean);
     // No part of a form of several file parts may land.

@@ -1,0 +1,311 @@
+//! The `bucket` scenario: uploads straight to a bucket, judged by what
+//! the bucket holds.
+//!
+//! A one-node Garage cluster of the run's own holds the files. Clients
+//! send them as direct multipart uploads, either signed by a receiver on
+//! the bucket (`--protocol companion`, through its Companion routes, its
+//! landings recorded, told to its after-landing hook and signed as
+//! receipts) or signed by themselves (`--protocol s3`). Every connection
+//! to the bucket (the receiver's own and every part) passes a fault
+//! proxy; odd seeds kill the receiver with SIGKILL at a seeded moment and
+//! start it again, even seeds kill each client with SIGKILL at one of its
+//! own. A client that failed is run once more, calm by then.
+//!
+//! Each file then must be in the bucket byte for byte if its client said
+//! so, and after the extra run in any case; a receiver's landing must
+//! have been told to its hook and its receipt verify. A receiver with a
+//! short expiry then must leave no direct upload's record nor any open
+//! multipart upload behind.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{
+    content, fault_proxy, free_port, lost_events, receipt_holds, wait_bounded, FaultLog, Faults,
+    Rng, Upload, Verdict,
+};
+use crate::garage::{Garage, REGION};
+
+/// The run's bucket.
+const BUCKET: &str = "chaos";
+/// S3's smallest part but the last: blocks are at least this.
+const PART: u64 = 5 << 20;
+
+/// A receiver on the run's bucket, its S3 traffic through `endpoint`.
+fn serve_on_bucket(
+    bin: &Path,
+    garage: &Garage,
+    endpoint: &str,
+    port: u16,
+    prefix: &str,
+    flags: &[&str],
+) -> Result<Child, String> {
+    let mut command = Command::new(bin);
+    command
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args(["--store", &format!("s3://{BUCKET}/{prefix}")])
+        .args(["--s3-endpoint", endpoint, "--s3-region", REGION])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    garage.credentials(&mut command);
+    let mut child = command.spawn().map_err(|e| format!("serve: {e}"))?;
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(20) || child.try_wait().ok().flatten().is_some()
+        {
+            let _ = (child.kill(), child.wait());
+            return Err("serve --store s3:// did not listen".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+/// The client of `u`: `--protocol companion` through the receiver on
+/// `port`, or `--protocol s3` through the bucket's `endpoint` to `key`.
+fn client(
+    bin: &Path,
+    garage: &Garage,
+    port: u16,
+    endpoint: &str,
+    u: &Upload,
+    key: &str,
+) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["upload", "--quiet", "--resume", "--retries", "8"])
+        .args(["--idle-timeout", "3s", "--protocol", u.protocol])
+        .args(["--block-size", &u.block.to_string(), "--threads", "4"])
+        .args(["--name", &u.name]);
+    if u.protocol == "s3" {
+        c.args(["--url", &format!("s3://{BUCKET}/{key}")]).args([
+            "--s3-endpoint",
+            endpoint,
+            "--s3-region",
+            REGION,
+        ]);
+        garage.credentials(&mut c);
+    } else {
+        c.args(["--url", &format!("http://127.0.0.1:{port}/s3")])
+            .arg("--receipt-dir")
+            .arg(&u.receipts);
+    }
+    c.arg(&u.path)
+        .env("FILEUPLOADER_JOURNAL_DIR", &u.journals)
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(u.said())
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        );
+    c
+}
+
+/// One run of the `bucket` scenario in `work`: each file's verdict.
+pub(super) fn run_once(
+    bin: &Path,
+    seed: u64,
+    clients: usize,
+    max_size: u64,
+    work: &Path,
+    out: &Path,
+) -> Result<Vec<(String, Verdict)>, String> {
+    let garage = Garage::start(&work.join("garage"), 1, &[BUCKET])?;
+    let bucket = garage.client(0);
+    let prefix = format!("run-{seed}");
+    let src = work.join("sources");
+    std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+    let mut rng = Rng(seed ^ 0xb0c4);
+    let mut uploads = Vec::new();
+    let mut keys = Vec::new();
+    for i in 0..clients {
+        // Past one part often: up to three parts in a quick run.
+        let len = match rng.below(5) {
+            0 => rng.below(2),
+            _ => rng.below((max_size * 4).max(3 * PART)),
+        } as usize;
+        let data = content(seed, i, len);
+        let path = src.join(format!("c{i}.bin"));
+        std::fs::write(&path, &data).map_err(|e| e.to_string())?;
+        let journals = work.join(format!("journals-{i}"));
+        std::fs::create_dir_all(&journals).map_err(|e| e.to_string())?;
+        let protocol = ["companion", "s3"][rng.below(2) as usize];
+        let name = format!("c{i}.bin");
+        keys.push(match protocol {
+            "s3" => format!("{prefix}/straight/{name}"),
+            _ => format!("{prefix}/{name}"),
+        });
+        uploads.push(Upload {
+            path,
+            name,
+            data,
+            block: PART,
+            protocol,
+            http2: false,
+            journals,
+            receipts: work.join(format!("receipts-{i}")),
+            token: None,
+        });
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let log = FaultLog::default();
+    let calm = Arc::new(AtomicBool::new(false));
+    let garage_port: u16 = garage.endpoints[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or("Garage's endpoint has no port")?;
+    // The bucket as the receiver reaches it (and the parts it signs), and
+    // as each `--protocol s3` client does: a proxy each.
+    let proxy = |n: u64, name: String| -> Result<String, String> {
+        let plan = (Rng(seed ^ 0x00b0_c4e7).next() ^ n, Faults::Network);
+        let port = runtime
+            .block_on(fault_proxy(
+                garage_port,
+                plan,
+                log.clone(),
+                name,
+                calm.clone(),
+            ))
+            .map_err(|e| e.to_string())?;
+        Ok(format!("http://127.0.0.1:{port}"))
+    };
+    let receiver_endpoint = proxy(u64::MAX, "receiver".into())?;
+    let endpoints: Vec<String> = uploads
+        .iter()
+        .enumerate()
+        .map(|(i, u)| match u.protocol {
+            "s3" => proxy(i as u64, u.name.clone()),
+            _ => Ok(receiver_endpoint.clone()),
+        })
+        .collect::<Result<_, _>>()?;
+
+    let events = work.join("events.jsonl");
+    let hook = format!("cat >> '{0}'; echo >> '{0}'", events.display());
+    let key = work.join("receipts.key");
+    let made = Command::new(bin)
+        .arg("receipt-key")
+        .arg(&key)
+        .stderr(Stdio::null())
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        return Err("fileuploader receipt-key failed".into());
+    }
+    let public =
+        fileuploader_server::receipts::public_key_from_pem_file(&key.with_extension("key.pub"))?;
+    let key_flag = key.display().to_string();
+    let flags = ["--after-landing", &hook, "--receipt-key", &key_flag];
+    let port = free_port();
+    let serve =
+        |flags: &[&str]| serve_on_bucket(bin, &garage, &receiver_endpoint, port, &prefix, flags);
+    let mut receiver = serve(&flags)?;
+    let spawn = |i: usize| client(bin, &garage, port, &endpoints[i], &uploads[i], &keys[i]).spawn();
+    let children = (0..uploads.len())
+        .map(spawn)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+
+    let started = Instant::now();
+    let first: Vec<Option<bool>> = if seed % 2 == 1 {
+        let by_time = Duration::from_millis(300 + rng.below(2500));
+        while started.elapsed() < by_time {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = (receiver.kill(), receiver.wait());
+        receiver = serve(&flags)?;
+        children.into_iter().map(wait_bounded).collect()
+    } else {
+        let times: Vec<Duration> = uploads
+            .iter()
+            .map(|_| Duration::from_millis(300 + rng.below(2500)))
+            .collect();
+        children
+            .into_iter()
+            .zip(times)
+            .map(|(mut c, at)| {
+                while started.elapsed() < at && c.try_wait().ok().flatten().is_none() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = c.kill();
+                wait_bounded(c)
+            })
+            .collect()
+    };
+    let mut outcomes = first;
+    for (i, outcome) in outcomes.iter_mut().enumerate() {
+        if *outcome == Some(false) {
+            calm.store(true, Ordering::Relaxed);
+            *outcome = spawn(i).ok().and_then(wait_bounded);
+        }
+    }
+
+    let mut verdicts = Vec::new();
+    let mut landed_here = BTreeSet::new();
+    for (i, u) in uploads.iter().enumerate() {
+        let held = bucket.get(BUCKET, &keys[i])?;
+        let found = match &held {
+            None => "nothing in the bucket".to_owned(),
+            Some(l) if *l == u.data => "in the bucket whole".to_owned(),
+            Some(l) => format!(
+                "{} B in the bucket, first differing at byte {}",
+                l.len(),
+                l.iter().zip(&u.data).take_while(|(a, b)| a == b).count()
+            ),
+        };
+        let verdict = match (outcomes[i], &held) {
+            (None, _) => Verdict::Hang,
+            (Some(true), Some(l)) if *l == u.data => Verdict::Landed,
+            (Some(true), _) => Verdict::FalseSuccess,
+            (Some(false), Some(l)) if *l != u.data => Verdict::Corruption,
+            (Some(false), _) => Verdict::NotResumed,
+        };
+        if verdict == Verdict::Landed && u.protocol == "companion" {
+            landed_here.insert(u.name.as_str());
+            if let Err(why) = receipt_holds(u, &public) {
+                verdicts.push((format!("{}: {why}", u.name), Verdict::BadReceipt));
+            }
+        }
+        let mut file = format!("{} {}, {} B", u.name, u.protocol, u.data.len());
+        if verdict.is_violation() {
+            let said = std::fs::read_to_string(u.said()).unwrap_or_default();
+            file += &format!(": {found}; the client said {:?}", said.trim());
+        }
+        verdicts.push((file, verdict));
+    }
+    verdicts.extend(lost_events(landed_here, &events));
+    let _ = (receiver.kill(), receiver.wait());
+
+    // Whatever the kills left open, a receiver's expiry removes: its
+    // records of direct uploads, and every multipart upload below its
+    // prefix (the straight clients' too).
+    calm.store(true, Ordering::Relaxed);
+    let mut expiring = serve(&["--expire", "1s"])?;
+    let state = format!("{prefix}/.fileuploader-state/u/");
+    let left = crate::s3::eventually(Duration::from_secs(20), || {
+        let mut left = bucket.keys(BUCKET, &state)?;
+        left.extend(bucket.open_multipart(BUCKET, &format!("{prefix}/"))?);
+        match left.as_slice() {
+            [] => Ok(()),
+            [first, ..] => Err(format!("{} left after expiry, such as {first}", left.len())),
+        }
+    });
+    let _ = (expiring.kill(), expiring.wait());
+    if let Err(e) = left {
+        verdicts.push((e, Verdict::Leak));
+    }
+    let lines = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let faults = out.join(format!("faults-bucket-{seed}.log"));
+    std::fs::write(&faults, lines.join("\n") + "\n").map_err(|e| e.to_string())?;
+    eprintln!(
+        "chaos: bucket seed {seed}: {} faults fired, logged in {}",
+        lines.len(),
+        faults.display()
+    );
+    Ok(verdicts)
+}
