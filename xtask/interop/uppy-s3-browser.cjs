@@ -2,7 +2,9 @@
 // driven by puppeteer-core), signing through our receiver's Companion
 // routes and sending the bytes straight to the bucket, as
 // `cargo xtask interop companion` runs it:
-//   node uppy-s3-browser.cjs RECEIVER_URL EXAMPLE_PAGE
+//   node uppy-s3-browser.cjs RECEIVER_URL EXAMPLE_PAGE BUNDLE_DIR
+// BUNDLE_DIR holds Uppy as the harness bundled it (uppy.min.js, .mjs, .css:
+// core, Dashboard and the @uppy/aws-s3 under test).
 // The page is served from an origin of its own; the receiver (--cors-origin)
 // and the bucket (its CORS rules, ETag exposed) must allow it. Two cases,
 // each printed as one JSON line {case, ok, successful, failed, keys, errors}:
@@ -19,10 +21,9 @@
 const fs = require('fs')
 const os = require('os')
 const path = require('path')
-const { bundle, openPage } = require('./browser.cjs')
+const { openPage } = require('./browser.cjs')
 
-const [receiver, examplePage] = process.argv.slice(2)
-const dist = path.dirname(bundle)
+const [receiver, examplePage, dist] = process.argv.slice(2)
 
 const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></script>
 <script>
@@ -79,9 +80,10 @@ const page = `<!doctype html><meta charset="utf-8"><script src="/uppy.min.js"></
 </script>`
 
 async function main () {
-  // The example page, and Uppy's ES module and styles beside it.
+  // The bundle the page loads; the example page, with the ES module and
+  // styles beside it.
   const example = (req, res) => {
-    if (req.url === '/example/uppy.min.mjs' || req.url === '/example/uppy.min.css') {
+    if (['/uppy.min.js', '/example/uppy.min.mjs', '/example/uppy.min.css'].includes(req.url)) {
       const css = req.url.endsWith('.css')
       res.writeHead(200, { 'content-type': css ? 'text/css' : 'text/javascript' })
       fs.createReadStream(path.join(dist, path.basename(req.url))).pipe(res)

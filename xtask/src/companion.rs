@@ -980,6 +980,7 @@ fn uppy_in_a_browser(
         .arg(crate::root().join("xtask/interop/uppy-s3-browser.cjs"))
         .arg(format!("http://127.0.0.1:{port}"))
         .arg(crate::root().join("examples/browser-s3/index.html"))
+        .arg(crate::interop::aws_s3_bundle(cache))
         .output();
     let out = match out {
         Ok(out) => out,
@@ -989,7 +990,11 @@ fn uppy_in_a_browser(
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .map(|case| {
-            let name = format!("@uppy/aws-s3 {}", case["case"].as_str().unwrap_or("?"));
+            let name = format!(
+                "{} {}",
+                crate::interop::AWS_S3,
+                case["case"].as_str().unwrap_or("?")
+            );
             (name, landed_from_page(&case, bucket))
         })
         .collect();

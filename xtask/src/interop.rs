@@ -40,6 +40,18 @@ const NPM: &[&str] = &[
     "puppeteer-core@25.16.0",
     "@uppy/companion@6.2.2",
 ];
+/// Uppy as a page that uploads straight to a bucket loads it: its core,
+/// Dashboard and `@uppy/aws-s3`, bundled here with esbuild (no `uppy`
+/// bundle carries this `@uppy/aws-s3` yet), apart from the packages above
+/// (whose `uppy` bundle pins an older core).
+const NPM_AWS_S3: &[&str] = &[
+    "@uppy/core@6.3.1",
+    AWS_S3,
+    "@uppy/dashboard@6.0.3",
+    "esbuild@0.28.2",
+];
+/// The `@uppy/aws-s3` the browser checks run.
+pub(crate) const AWS_S3: &str = "@uppy/aws-s3@6.3.1";
 /// The browser Uppy runs in: Debian's `chromium`, headless.
 pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 /// The PyPI packages, pinned.
@@ -99,6 +111,41 @@ pub(crate) fn install(cache: &Path) -> Result<(), String> {
             "npm install",
         )?;
     }
+    let bundled = aws_s3_bundle(cache);
+    if !bundled.join("uppy.min.css").exists() {
+        let node = cache.join("node-aws-s3");
+        std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
+        eprintln!("interop: installing {} with npm", NPM_AWS_S3.join(" "));
+        run(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&node)
+                .args(NPM_AWS_S3),
+            "npm install",
+        )?;
+        // Beside its packages, for esbuild to find them.
+        let entry = node.join("uppy-aws-s3.mjs");
+        std::fs::copy(root().join("xtask/interop/uppy-aws-s3.mjs"), &entry)
+            .map_err(|e| e.to_string())?;
+        let esbuild = node.join("node_modules/.bin/esbuild");
+        for (format, out) in [("esm", "uppy.min.mjs"), ("iife", "uppy.min.js")] {
+            run(
+                Command::new(&esbuild)
+                    .arg(&entry)
+                    .args(["--bundle", "--minify", "--global-name=Uppy"])
+                    .arg(format!("--format={format}"))
+                    .arg(format!("--outfile={}", bundled.join(out).display())),
+                "esbuild",
+            )?;
+        }
+        let mut css = Vec::new();
+        for package in ["core", "dashboard"] {
+            let style = node.join(format!("node_modules/@uppy/{package}/dist/style.min.css"));
+            css.extend(std::fs::read(&style).map_err(|e| format!("{}: {e}", style.display()))?);
+            css.push(b'\n');
+        }
+        std::fs::write(bundled.join("uppy.min.css"), css).map_err(|e| e.to_string())?;
+    }
     let venv = cache.join("venv");
     if !venv.join("bin/uvicorn").exists() {
         eprintln!("interop: installing {} with pip", PYPI.join(" "));
@@ -114,6 +161,13 @@ pub(crate) fn install(cache: &Path) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// Where the bundle of [`NPM_AWS_S3`] is: `uppy.min.js` (the global
+/// `Uppy`), `uppy.min.mjs` and `uppy.min.css`.
+pub(crate) fn aws_s3_bundle(cache: &Path) -> PathBuf {
+    let version = AWS_S3.rsplit('@').next().unwrap_or_default();
+    cache.join(format!("node-aws-s3/dist-{version}"))
 }
 
 pub(crate) fn free_port() -> u16 {
