@@ -487,11 +487,50 @@ fn refuses(port: u16, bucket: &Bucketeer) -> Result<(), String> {
         call(port, "GET", &abort, "token-a", None)?,
         404,
         "not here",
-    )
+    )?;
+    signed_completion_past_the_limit(&sign)
 }
 
-/// `GET params` signs a form for one small file; the form lands it in
-/// the bucket, and is refused past the receiver's size limit.
+/// A multipart upload begun through `POST /s3/sign` whose parts outgrow
+/// `--max-size` (16 MiB): its completion is not signed, its abort is.
+fn signed_completion_past_the_limit(
+    sign: &dyn Fn(Value) -> Result<(u16, Value), String>,
+) -> Result<(), String> {
+    let (_, created) = sign(json!({ "method": "POST", "key": "signed-big.bin" }))?;
+    let key = created["key"].as_str().ok_or("no key")?.to_owned();
+    let (bucket_port, path) = port_and_path(created["url"].as_str().ok_or("no url")?)?;
+    let (status, answer) = request(bucket_port, "POST", &path, &[], b"")?;
+    let upload_id = answer
+        .split("<UploadId>")
+        .nth(1)
+        .and_then(|rest| rest.split("</UploadId>").next())
+        .filter(|_| status == 200)
+        .ok_or_else(|| format!("the signed creation answered {status}: {answer}"))?
+        .to_owned();
+    for number in 1..=4 {
+        let (_, part) = sign(
+            json!({ "method": "PUT", "key": key, "uploadId": upload_id, "partNumber": number }),
+        )?;
+        put_signed(part["url"].as_str().ok_or("no url")?, &vec![7u8; 5 * MIB])?;
+    }
+    let (status, refused) = sign(json!({ "method": "POST", "key": key, "uploadId": upload_id }))?;
+    let said = refused["error"].as_str().unwrap_or_default();
+    if status != 413 || !said.contains("20971520 bytes") {
+        return Err(format!(
+            "signing the completion of 20 MiB of parts past --max-size 16 MiB answered {status} {refused}"
+        ));
+    }
+    let (_, abort) = sign(json!({ "method": "DELETE", "key": key, "uploadId": upload_id }))?;
+    let (bucket_port, path) = port_and_path(abort["url"].as_str().ok_or("no url")?)?;
+    match request(bucket_port, "DELETE", &path, &[], b"")? {
+        (204, _) => Ok(()),
+        (status, answer) => Err(format!("the signed abort answered {status}: {answer}")),
+    }
+}
+
+/// `GET params` signs a form for one small file, and `POST /s3/sign` one
+/// for a new file's `PUT`; each form lands its file in the bucket, and is
+/// refused past the receiver's size limit.
 fn form(port: u16, garage: &Garage, bucket: &Bucketeer) -> Result<(), String> {
     let (status, params) = call(
         port,
@@ -503,6 +542,30 @@ fn form(port: u16, garage: &Garage, bucket: &Bucketeer) -> Result<(), String> {
     if status != 200 || params["method"] != json!("POST") || !params["expires"].is_u64() {
         return Err(format!("params answered {status}: {params}"));
     }
+    form_lands(garage, bucket, &params, "small.txt")?;
+    let (status, signed) = call(
+        port,
+        "POST",
+        "/s3/sign",
+        "token-a",
+        Some(json!({ "method": "PUT", "key": "signed-small.txt", "contentType": "text/plain" })),
+    )?;
+    if status != 200 || signed["key"] != json!(format!("{PREFIX}/signed-small.txt")) {
+        return Err(format!(
+            "signing a new file's PUT answered {status}: {signed}"
+        ));
+    }
+    form_lands(garage, bucket, &signed, "signed-small.txt")
+}
+
+/// The form `params` answered lands a small file as `name`, and refuses
+/// one past `--max-size` (16 MiB).
+fn form_lands(
+    garage: &Garage,
+    bucket: &Bucketeer,
+    params: &Value,
+    name: &str,
+) -> Result<(), String> {
     let fields: Vec<(String, String)> = params["fields"]
         .as_object()
         .ok_or("no fields")?
@@ -517,12 +580,8 @@ fn form(port: u16, garage: &Garage, bucket: &Bucketeer) -> Result<(), String> {
     if !(200..300).contains(&status) {
         return Err(format!("the form was answered {answer}"));
     }
-    if bucket
-        .get(BUCKET, &format!("{PREFIX}/small.txt"))?
-        .as_deref()
-        != Some(&b"a small file"[..])
-    {
-        return Err("the form's file did not land".into());
+    if bucket.get(BUCKET, &format!("{PREFIX}/{name}"))?.as_deref() != Some(&b"a small file"[..]) {
+        return Err(format!("the form's file did not land as {name}"));
     }
     let (status, _) = crate::s3::post_form(garage, &signed, &[], &vec![0u8; 17 * MIB])?;
     match status {
@@ -1091,7 +1150,7 @@ pub(crate) fn checks(
     );
     matrix.record(
         "Garage",
-        &format!("{row}: GET params signs a form that lands a small file"),
+        &format!("{row}: GET params and a signed PUT are forms bound to --max-size"),
         form(port, garage, bucket),
     );
     // Our client's files, through a receiver with no --max-size.

@@ -103,6 +103,55 @@ impl S3Store {
         })
     }
 
+    /// The parts the bucket holds of multipart upload `upload_id` at
+    /// `key` (`what`, for messages), by number.
+    async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        what: &str,
+    ) -> Result<Vec<StoredPart>, StoreError> {
+        let s = self.s();
+        let mut parts = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = s
+                .control
+                .list_parts()
+                .bucket(&s.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker)
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if missing(&e) => {
+                    return Err(StoreError::new(
+                        ErrorKind::NotFound,
+                        format!(
+                        "{what}: the bucket has no such multipart upload (aborted or completed)"
+                    ),
+                    ))
+                }
+                Err(e) => return Err(failed("list a direct upload's parts", &e)),
+            };
+            for part in page.parts() {
+                parts.push(StoredPart {
+                    number: part.part_number().unwrap_or_default().max(0) as u32,
+                    etag: part.e_tag().unwrap_or_default().to_owned(),
+                    size: part.size().unwrap_or_default().max(0) as u64,
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            marker = page.next_part_number_marker().map(str::to_owned);
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
     async fn direct_meta(&self, id: &str) -> Result<Option<DirectMeta>, StoreError> {
         let layout = &self.s().layout;
         let record = self.list(&layout.upload(id)).await?.into_iter().find(|l| {
@@ -486,46 +535,18 @@ impl Direct for S3Store {
     }
 
     async fn stored_parts(&self, upload: &DirectUpload) -> Result<Vec<StoredPart>, StoreError> {
-        let s = self.s();
-        let mut parts = Vec::new();
-        let mut marker = None;
-        loop {
-            let page = s
-                .control
-                .list_parts()
-                .bucket(&s.bucket)
-                .key(&upload.key)
-                .upload_id(&upload.handle)
-                .set_part_number_marker(marker)
-                .send()
-                .await;
-            let page = match page {
-                Ok(page) => page,
-                Err(e) if missing(&e) => {
-                    return Err(StoreError::new(
-                        ErrorKind::NotFound,
-                        format!(
-                        "upload {}: the bucket has no such multipart upload (aborted or completed)",
-                        upload.begun.id
-                    ),
-                    ))
-                }
-                Err(e) => return Err(failed("list a direct upload's parts", &e)),
-            };
-            for part in page.parts() {
-                parts.push(StoredPart {
-                    number: part.part_number().unwrap_or_default().max(0) as u32,
-                    etag: part.e_tag().unwrap_or_default().to_owned(),
-                    size: part.size().unwrap_or_default().max(0) as u64,
-                });
-            }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            marker = page.next_part_number_marker().map(str::to_owned);
-        }
-        parts.sort_by_key(|p| p.number);
-        Ok(parts)
+        self.list_parts(
+            &upload.key,
+            &upload.handle,
+            &format!("upload {}", upload.begun.id),
+        )
+        .await
+    }
+
+    async fn parts_at(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, StoreError> {
+        let key = self.own_key(key)?;
+        self.list_parts(key, upload_id, &format!("the upload at {key}"))
+            .await
     }
 
     async fn abort_direct(&self, upload: &DirectUpload) -> Result<(), StoreError> {

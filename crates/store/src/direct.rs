@@ -115,6 +115,13 @@ pub trait Direct: Send + Sync {
     /// The parts the store holds of `upload`, by number.
     async fn stored_parts(&self, upload: &DirectUpload) -> Result<Vec<StoredPart>, StoreError>;
 
+    /// The parts the store holds of multipart upload `upload_id` at `key`,
+    /// one a client began itself on a request [`sign_request`] signed
+    /// (only keys of files below the store's folder).
+    ///
+    /// [`sign_request`]: Direct::sign_request
+    async fn parts_at(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, StoreError>;
+
     /// Abandons `upload`: its parts and its record go.
     async fn abort_direct(&self, upload: &DirectUpload) -> Result<(), StoreError>;
 

@@ -100,12 +100,24 @@ struct ToSign {
     upload_id: Option<String>,
     part_number: Option<u32>,
     expires_in: Option<u64>,
+    /// A new file's type, for its `PUT`.
+    content_type: Option<String>,
 }
 
 /// What `POST multipart/ID/complete` carries.
 #[derive(Deserialize)]
 struct Complete {
     parts: Option<Value>,
+}
+
+/// A signed form's fields as the answer carries them.
+fn form_fields(fields: Vec<(String, String)>) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
 }
 
 fn bad(message: &str) -> Refusal {
@@ -229,7 +241,25 @@ impl Receiver {
                         number,
                     },
                     ("GET", Some(upload_id), None) => StoreRequest::ListParts { key: asked.key, upload_id },
-                    ("POST", Some(upload_id), None) => StoreRequest::Complete { key: asked.key, upload_id },
+                    ("POST", Some(upload_id), None) => {
+                        // Sizes a signature cannot bind are checked here:
+                        // what the parts hold when their completion is
+                        // signed.
+                        let held: u64 = direct
+                            .parts_at(&asked.key, &upload_id)
+                            .await?
+                            .iter()
+                            .map(|p| p.size)
+                            .sum();
+                        let largest = grant.largest(self.max_upload_size);
+                        if held > largest {
+                            return Err(Refusal::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("s3: the parts of this upload hold {held} bytes, more than the {largest} this receiver takes; abort it"),
+                            ));
+                        }
+                        StoreRequest::Complete { key: asked.key, upload_id }
+                    }
                     ("DELETE", Some(upload_id), None) => StoreRequest::Abort { key: asked.key, upload_id },
                     ("DELETE", None, _) => {
                         return Err(Refusal::new(
@@ -243,10 +273,25 @@ impl Receiver {
                         )))
                     }
                 };
+                if let StoreRequest::PutObject { name } = &store_request {
+                    // A whole file goes as a form, whose policy binds its
+                    // size (a signed PUT cannot): @uppy/aws-s3 posts it.
+                    let form = direct
+                        .sign_form(
+                            name,
+                            asked.content_type.as_deref(),
+                            grant.largest(self.max_upload_size),
+                            valid_for,
+                        )
+                        .await?;
+                    return Ok(json!({
+                        "url": form.url,
+                        "fields": form_fields(form.fields),
+                        "key": direct.key_of(name),
+                    }));
+                }
                 let key = match &store_request {
-                    StoreRequest::PutObject { name } | StoreRequest::CreateMultipart { name } => {
-                        Some(direct.key_of(name))
-                    }
+                    StoreRequest::CreateMultipart { name } => Some(direct.key_of(name)),
                     _ => None,
                 };
                 let signed = direct.sign_request(&store_request, valid_for).await?;
@@ -272,15 +317,10 @@ impl Receiver {
                 let form = direct
                     .sign_form(&name, asked("type"), max_size, SIGNED_FOR)
                     .await?;
-                let fields: serde_json::Map<String, Value> = form
-                    .fields
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
                 Ok(json!({
                     "method": "POST",
                     "url": form.url,
-                    "fields": fields,
+                    "fields": form_fields(form.fields),
                     "expires": seconds_until(form.expires),
                 }))
             }
