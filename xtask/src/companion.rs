@@ -491,12 +491,13 @@ fn refuses(port: u16, bucket: &Bucketeer) -> Result<(), String> {
     signed_completion_past_the_limit(&sign)
 }
 
-/// A multipart upload begun through `POST /s3/sign` whose parts outgrow
-/// `--max-size` (16 MiB): its completion is not signed, its abort is.
-fn signed_completion_past_the_limit(
-    sign: &dyn Fn(Value) -> Result<(u16, Value), String>,
-) -> Result<(), String> {
-    let (_, created) = sign(json!({ "method": "POST", "key": "signed-big.bin" }))?;
+/// Signs requests of the bucket through `POST /s3/sign`, as one token.
+type Signer<'a> = &'a dyn Fn(Value) -> Result<(u16, Value), String>;
+
+/// A multipart upload of `name` begun on a request `sign` signed, the
+/// client's own: its key and the bucket's upload id.
+fn signed_multipart(sign: Signer, name: &str) -> Result<(String, String), String> {
+    let (_, created) = sign(json!({ "method": "POST", "key": name }))?;
     let key = created["key"].as_str().ok_or("no key")?.to_owned();
     let (bucket_port, path) = port_and_path(created["url"].as_str().ok_or("no url")?)?;
     let (status, answer) = request(bucket_port, "POST", &path, &[], b"")?;
@@ -507,12 +508,53 @@ fn signed_completion_past_the_limit(
         .filter(|_| status == 200)
         .ok_or_else(|| format!("the signed creation answered {status}: {answer}"))?
         .to_owned();
-    for number in 1..=4 {
+    Ok((key, upload_id))
+}
+
+/// Sends `parts` (numbered from `first`) of the upload on URLs `sign`
+/// signed; their tags.
+fn signed_parts(
+    sign: Signer,
+    (key, upload_id): (&str, &str),
+    first: u32,
+    parts: &[Vec<u8>],
+) -> Result<Vec<String>, String> {
+    let mut tags = Vec::new();
+    for (number, bytes) in (first..).zip(parts) {
         let (_, part) = sign(
             json!({ "method": "PUT", "key": key, "uploadId": upload_id, "partNumber": number }),
         )?;
-        put_signed(part["url"].as_str().ok_or("no url")?, &vec![7u8; 5 * MIB])?;
+        tags.push(put_signed(part["url"].as_str().ok_or("no url")?, bytes)?);
     }
+    Ok(tags)
+}
+
+/// Completes the upload with the bucket, naming `tags` (parts 1, 2, …),
+/// on the URL `signed` (what signing its completion answered).
+fn complete_signed(signed: &Value, tags: &[String]) -> Result<(), String> {
+    let parts: String = tags
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| {
+            format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>{tag}</ETag></Part>",
+                i + 1
+            )
+        })
+        .collect();
+    let body = format!("<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>");
+    let (bucket_port, path) = port_and_path(signed["url"].as_str().ok_or("no url")?)?;
+    match request(bucket_port, "POST", &path, &[], body.as_bytes())? {
+        (200, answer) if !answer.contains("<Error>") => Ok(()),
+        (status, answer) => Err(format!("the signed completion answered {status}: {answer}")),
+    }
+}
+
+/// A multipart upload begun through `POST /s3/sign` whose parts outgrow
+/// `--max-size` (16 MiB): its completion is not signed, its abort is.
+fn signed_completion_past_the_limit(sign: Signer) -> Result<(), String> {
+    let (key, upload_id) = signed_multipart(sign, "signed-big.bin")?;
+    signed_parts(sign, (&key, &upload_id), 1, &vec![vec![7u8; 5 * MIB]; 4])?;
     let (status, refused) = sign(json!({ "method": "POST", "key": key, "uploadId": upload_id }))?;
     let said = refused["error"].as_str().unwrap_or_default();
     if status != 413 || !said.contains("20971520 bytes") {
@@ -525,6 +567,71 @@ fn signed_completion_past_the_limit(
     match request(bucket_port, "DELETE", &path, &[], b"")? {
         (204, _) => Ok(()),
         (status, answer) => Err(format!("the signed abort answered {status}: {answer}")),
+    }
+}
+
+/// How many events of the hook's log `events` name a landed `name`.
+fn told(events: &Path, name: &str) -> usize {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["name"] == json!(name))
+        .count()
+}
+
+/// Within 15 s, the hook hears once of `name`'s landing.
+fn told_once(events: &Path, name: &str) -> Result<(), String> {
+    eventually(Duration::from_secs(15), || match told(events, name) {
+        1 => Ok(()),
+        n => Err(format!("the landing of {name} was told {n} times")),
+    })
+}
+
+/// Files clients place in the bucket themselves, on what the receiver
+/// signed (a form of `GET params`, a `PUT` and a multipart upload through
+/// `POST /s3/sign`), are recorded as they arrive: the hook hears of each
+/// once. One that outgrew `--max-size` after its completion was signed is
+/// removed, and nobody hears of it.
+fn signed_files_are_recorded(port: u16, bucket: &Bucketeer, events: &Path) -> Result<(), String> {
+    for name in ["small.txt", "signed-small.txt"] {
+        told_once(events, name)?;
+    }
+    let sign = |body: Value| call(port, "POST", "/s3/sign", "token-a", Some(body));
+    let (key, upload_id) = signed_multipart(&sign, "signed-parts.bin")?;
+    let parts = [vec![3u8; 5 * MIB], vec![4u8; 10]];
+    let tags = signed_parts(&sign, (&key, &upload_id), 1, &parts)?;
+    let (_, signed) = sign(json!({ "method": "POST", "key": key, "uploadId": upload_id }))?;
+    complete_signed(&signed, &tags)?;
+    told_once(events, "signed-parts.bin")?;
+    // 15 MiB when its completion is signed; 20 MiB when it completes.
+    let (key, upload_id) = signed_multipart(&sign, "signed-grown.bin")?;
+    let mut tags = signed_parts(&sign, (&key, &upload_id), 1, &vec![vec![5u8; 5 * MIB]; 3])?;
+    let (status, signed) = sign(json!({ "method": "POST", "key": key, "uploadId": upload_id }))?;
+    if status != 200 {
+        return Err(format!(
+            "signing a completion of 15 MiB answered {status} {signed}"
+        ));
+    }
+    tags.extend(signed_parts(
+        &sign,
+        (&key, &upload_id),
+        4,
+        &[vec![6u8; 5 * MIB]],
+    )?);
+    complete_signed(&signed, &tags)?;
+    eventually(Duration::from_secs(15), || {
+        match bucket.get(BUCKET, &key)? {
+            None => Ok(()),
+            Some(got) => Err(format!(
+                "{key} stays with {} bytes past --max-size",
+                got.len()
+            )),
+        }
+    })?;
+    match told(events, "signed-grown.bin") {
+        0 => Ok(()),
+        n => Err(format!("a file removed past --max-size was told {n} times")),
     }
 }
 
@@ -1152,6 +1259,11 @@ pub(crate) fn checks(
         "Garage",
         &format!("{row}: GET params and a signed PUT are forms bound to --max-size"),
         form(port, garage, bucket),
+    );
+    matrix.record(
+        "Garage",
+        &format!("{row}: files placed on its signatures are recorded, told once; one past --max-size removed"),
+        signed_files_are_recorded(port, bucket, &events),
     );
     // Our client's files, through a receiver with no --max-size.
     let port = crate::interop::free_port();

@@ -221,6 +221,26 @@ impl Receiver {
         Ok(self.store.expire(self.expire).await?)
     }
 
+    /// Records the landings of files clients placed in the store
+    /// themselves, on forms and requests the receiver signed for them (see
+    /// `docs/DEPLOYING.md`, "Browsers straight to the bucket"); returns
+    /// how many landed. [`serve`](Receiver::serve) does this every second
+    /// when its store takes direct uploads.
+    ///
+    /// # Errors
+    ///
+    /// When the store's watches cannot be listed.
+    pub async fn settle_watches_now(&self) -> Result<usize, Refusal> {
+        let Some(direct) = self.store.direct() else {
+            return Ok(0);
+        };
+        let landed = direct.settle_watches().await?;
+        for one in &landed {
+            crate::uploads::told_landed(one, crate::uploads::Via::Direct);
+        }
+        Ok(landed.len())
+    }
+
     /// Sets the limits on connections, time and memory per request.
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {

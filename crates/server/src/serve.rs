@@ -21,6 +21,9 @@ const H2_STREAM_WINDOW: u32 = 1 << 20;
 const H2_MAX_FRAME: u32 = 256 << 10;
 /// The first wait after a failed `accept`; it doubles up to a second.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// How often the store is asked for files placed on the receiver's
+/// signatures.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 impl Receiver {
     /// Serves HTTP/1.1 and HTTP/2 on `listener` until the task is dropped.
@@ -65,6 +68,19 @@ impl Receiver {
                 tokio::time::sleep(every).await;
             }
         }));
+        // Files clients place in the store on what it signed: recorded as
+        // they arrive.
+        let watcher = self.clone();
+        let _watcher = self.store.direct().is_some().then(|| {
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    if let Err(e) = watcher.settle_watches_now().await {
+                        tracing::warn!("cannot look for files placed on signatures: {e}");
+                    }
+                    tokio::time::sleep(WATCH_EVERY).await;
+                }
+            }))
+        });
         let _delivery = self.after_landing.clone().map(|hook| {
             AbortOnDrop(tokio::spawn(crate::hooks::deliver(
                 self.store.clone(),

@@ -378,7 +378,7 @@ async fn land_arrival(
 
 /// The operator's line for a file that landed: name, bytes, upload, the
 /// protocol and whose credentials sent it.
-fn told_landed(landed: &Landed, via: Via) {
+pub(crate) fn told_landed(landed: &Landed, via: Via) {
     let by = if landed.owner.is_empty() {
         "anyone (open access)"
     } else {

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use fileuploader_store::direct::{
-    DirectUpload, NewDirect, SignedForm, SignedUrl, StoreRequest, StoredPart, MAX_PARTS,
+    DirectUpload, NewDirect, SignedForm, SignedUrl, StoreRequest, StoredPart, Watch, MAX_PARTS,
 };
 use fileuploader_store::{ClaimedPart, Direct, ErrorKind, Landed, OnConflict, Quota, StoreError};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,27 @@ impl DirectMeta {
     }
 }
 
+/// A watch's record: see [`Watch`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WatchRecord {
+    id: String,
+    name: String,
+    owner: String,
+    key: String,
+    max_size: u64,
+    /// When the watch began, and until when it holds (ms since the epoch).
+    since_ms: u64,
+    until_ms: u64,
+}
+
+/// How long a watch outlives its signature: a request signed at its last
+/// moment still gets to arrive.
+const WATCH_GRACE: Duration = Duration::from_secs(60);
+
+/// How much older than its watch an arriving object may look: S3 gives
+/// its time in whole seconds, and the bucket's clock is not ours.
+const WATCH_SKEW: Duration = Duration::from_secs(2);
+
 /// What reading an object back found.
 pub(crate) struct ReadBack {
     pub(crate) length: u64,
@@ -101,6 +122,78 @@ impl S3Store {
             crc32c,
             sha256: sha.finalize().into(),
         })
+    }
+
+    /// Settles one watch (see [`Direct::settle_watches`]): its landing,
+    /// if the file arrived within its bounds.
+    async fn settle_watch(&self, record_key: &str) -> Result<Option<Landed>, StoreError> {
+        let s = self.s();
+        let Some(bytes) = self.get_small(record_key).await? else {
+            return Ok(None);
+        };
+        let drop_watch = || self.delete(vec![record_key.to_owned()]);
+        let Ok(watch) = serde_json::from_slice::<WatchRecord>(&bytes) else {
+            drop_watch().await?;
+            return Ok(None);
+        };
+        let head = s
+            .control
+            .head_object()
+            .bucket(&s.bucket)
+            .key(&watch.key)
+            .send()
+            .await;
+        let modified = match head {
+            Ok(head) => head
+                .last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok()),
+            Err(e) if missing(&e) => None,
+            Err(e) => return Err(failed("look for a watched file", &e)),
+        };
+        let since = SystemTime::UNIX_EPOCH + Duration::from_millis(watch.since_ms);
+        let arrived = modified.is_some_and(|m| m + WATCH_SKEW >= since);
+        if !arrived {
+            if crate::events::now_ms() > watch.until_ms {
+                drop_watch().await?;
+            }
+            return Ok(None);
+        }
+        if fileuploader_store::Store::landed(self, &watch.id)
+            .await?
+            .is_some()
+        {
+            drop_watch().await?;
+            return Ok(None);
+        }
+        let read = self.read_back(&watch.key).await?;
+        if read.length > watch.max_size {
+            tracing::warn!(
+                "{} arrived with {} bytes, past the {} its signature allowed: removed",
+                watch.key,
+                read.length,
+                watch.max_size
+            );
+            self.delete(vec![watch.key.clone(), record_key.to_owned()])
+                .await?;
+            return Ok(None);
+        }
+        let landed = Landed::new(
+            &watch.id,
+            &watch.owner,
+            &watch.name,
+            read.length,
+            Some(read.crc32c),
+        )
+        .with_sha256(Some(read.sha256));
+        self.leave_event(&landed).await?;
+        self.put_small(
+            "record the landing",
+            &s.layout.landed(&watch.id),
+            landed.to_record(),
+        )
+        .await?;
+        drop_watch().await?;
+        Ok(Some(landed))
     }
 
     /// The parts the bucket holds of multipart upload `upload_id` at
@@ -560,6 +653,53 @@ impl Direct for S3Store {
 
     fn key_of(&self, name: &str) -> String {
         self.s().layout.landed_file(name)
+    }
+
+    async fn watch(&self, watch: Watch) -> Result<String, StoreError> {
+        let s = self.s();
+        let key = self.own_key(&watch.key)?.to_owned();
+        let record_key = s.layout.watch(&key);
+        let now = crate::events::now_ms();
+        let until = now + (watch.valid_for + WATCH_GRACE).as_millis() as u64;
+        let known = self
+            .get_small(&record_key)
+            .await?
+            .and_then(|b| serde_json::from_slice::<WatchRecord>(&b).ok());
+        let record = match known {
+            Some(mut known) => {
+                known.until_ms = known.until_ms.max(until);
+                known.owner = watch.owner;
+                known.max_size = watch.max_size;
+                known
+            }
+            None => WatchRecord {
+                id: watch.id,
+                name: key
+                    .strip_prefix(s.layout.prefix())
+                    .unwrap_or(&key)
+                    .to_owned(),
+                owner: watch.owner,
+                key,
+                max_size: watch.max_size,
+                since_ms: now,
+                until_ms: until,
+            },
+        };
+        let json = serde_json::to_vec(&record).map_err(|e| StoreError::io("record", e))?;
+        self.put_small("record a watch", &record_key, json).await?;
+        Ok(record.id)
+    }
+
+    async fn settle_watches(&self) -> Result<Vec<Landed>, StoreError> {
+        let mut landed = Vec::new();
+        for listed in self.list(&self.s().layout.watches()).await? {
+            match self.settle_watch(&listed.key).await {
+                Ok(Some(one)) => landed.push(one),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot settle the watch {}: {e}", listed.key),
+            }
+        }
+        Ok(landed)
     }
 
     async fn sign_request(

@@ -145,6 +145,16 @@ impl Layout {
         format!("{}landed/{id}", self.state())
     }
 
+    /// Every watch for a file clients place themselves.
+    pub(crate) fn watches(&self) -> String {
+        format!("{}w/", self.state())
+    }
+
+    /// The watch for a file at `key`.
+    pub(crate) fn watch(&self, key: &str) -> String {
+        format!("{}{}", self.watches(), hex(key.as_bytes()))
+    }
+
     /// Every event of the outbox.
     pub(crate) fn events(&self) -> String {
         format!("{}events/", self.state())

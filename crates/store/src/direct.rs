@@ -8,6 +8,11 @@
 //! store holds when it completes the upload: the parts the store lists,
 //! their sizes against what was declared, and the landed object's digests
 //! as the store reads it back.
+//!
+//! A client may also place a file itself, on a form or requests the store
+//! signed ([`Direct::sign_form`], [`Direct::sign_request`]), completing it
+//! with the store: the receiver then [watches](Watch) for it, and records
+//! its landing when it arrives.
 
 use std::time::{Duration, SystemTime};
 
@@ -52,6 +57,24 @@ pub struct DirectUpload {
     pub handle: String,
     /// The URL of the object once it lands.
     pub location: String,
+}
+
+/// A file a client places in the store itself, on what the receiver signed
+/// for it (a form, or a multipart upload the client begins and completes
+/// with the store): nothing tells the receiver when it lands, so it watches
+/// for it ([`Direct::watch`], [`Direct::settle_watches`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// The id its landing takes, unless its key is watched already.
+    pub id: String,
+    /// Where the file lands: a key [`Direct::key_of`] gave.
+    pub key: String,
+    /// Whose credentials signed for it.
+    pub owner: String,
+    /// The most bytes it may hold: a larger file is removed, not landed.
+    pub max_size: u64,
+    /// How long the client may still take (its signature's lifetime).
+    pub valid_for: Duration,
 }
 
 /// A part the store holds of a direct upload.
@@ -114,6 +137,17 @@ pub trait Direct: Send + Sync {
 
     /// The parts the store holds of `upload`, by number.
     async fn stored_parts(&self, upload: &DirectUpload) -> Result<Vec<StoredPart>, StoreError>;
+
+    /// Watches for the file `watch` describes, durably (before the
+    /// signature that places it is handed out); watching a key again
+    /// extends its watch. Returns the id its landing takes.
+    async fn watch(&self, watch: Watch) -> Result<String, StoreError>;
+
+    /// Settles every watch: a file that arrived since its watch began is
+    /// landed (read back, recorded, its event left), or removed if larger
+    /// than its watch allows; a watch whose time ran out with nothing
+    /// arrived is dropped. Returns the landings.
+    async fn settle_watches(&self) -> Result<Vec<crate::Landed>, StoreError>;
 
     /// The parts the store holds of multipart upload `upload_id` at `key`,
     /// one a client began itself on a request [`sign_request`] signed

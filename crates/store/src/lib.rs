@@ -42,6 +42,7 @@ use fileuploader_wire::{ContentRange, CrcShift, RangeSet};
 
 pub use self::direct::{
     ClaimedPart, Direct, DirectUpload, NewDirect, SignedForm, SignedUrl, StoreRequest, StoredPart,
+    Watch,
 };
 pub use self::error::{ErrorKind, StoreError};
 pub use self::landed::Landed;

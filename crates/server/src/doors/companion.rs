@@ -34,7 +34,7 @@ use crate::auth::Grant;
 use crate::receiver::Receiver;
 use crate::refusal::Refusal;
 use crate::request::{plain_name, RequestBody};
-use crate::store::{ClaimedPart, Direct, DirectUpload, NewDirect, Store, StoreRequest};
+use crate::store::{ClaimedPart, Direct, DirectUpload, NewDirect, Store, StoreRequest, Watch};
 use crate::uploads::{self, Allowance, Via};
 
 /// Where the routes are served unless the receiver is told otherwise.
@@ -258,6 +258,9 @@ impl Receiver {
                                 format!("s3: the parts of this upload hold {held} bytes, more than the {largest} this receiver takes; abort it"),
                             ));
                         }
+                        // The client completes it with the bucket: watched
+                        // until it lands, to be recorded then.
+                        self.watch(direct, grant, &asked.key, valid_for).await?;
                         StoreRequest::Complete { key: asked.key, upload_id }
                     }
                     ("DELETE", Some(upload_id), None) => StoreRequest::Abort { key: asked.key, upload_id },
@@ -273,6 +276,12 @@ impl Receiver {
                         )))
                     }
                 };
+                if let StoreRequest::PutObject { name } | StoreRequest::CreateMultipart { name } =
+                    &store_request
+                {
+                    self.watch(direct, grant, &direct.key_of(name), valid_for)
+                        .await?;
+                }
                 if let StoreRequest::PutObject { name } = &store_request {
                     // A whole file goes as a form, whose policy binds its
                     // size (a signed PUT cannot): @uppy/aws-s3 posts it.
@@ -314,6 +323,8 @@ impl Receiver {
                     None => name,
                 };
                 uploads::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
+                self.watch(direct, grant, &direct.key_of(&name), SIGNED_FOR)
+                    .await?;
                 let form = direct
                     .sign_form(&name, asked("type"), max_size, SIGNED_FOR)
                     .await?;
@@ -434,6 +445,27 @@ impl Receiver {
                 Ok(answer)
             }
         }
+    }
+
+    /// Watches for the file a client is to place at `key` itself, on a
+    /// signature valid for `valid_for`: its landing is recorded when it
+    /// arrives (see [`Receiver::settle_watches_now`]).
+    async fn watch(
+        &self,
+        direct: &dyn Direct,
+        grant: &Grant,
+        key: &str,
+        valid_for: Duration,
+    ) -> Result<(), Refusal> {
+        let watch = Watch {
+            id: crate::doors::resumable::fresh_id(),
+            key: key.to_owned(),
+            owner: grant.owner.clone(),
+            max_size: grant.largest(self.max_upload_size),
+            valid_for,
+        };
+        direct.watch(watch).await?;
+        Ok(())
     }
 
     /// What a completion answers for `landed` at `key`, however often it is
