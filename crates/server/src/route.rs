@@ -37,7 +37,9 @@ impl Receiver {
             *request.method_mut() = method;
         }
         let mut response = if preflight {
-            crate::doors::resumable::options(self.max_upload_size)
+            let dialect = crate::doors::resumable::version_of(request.headers(), request.method())
+                .and_then(Result::ok);
+            crate::doors::resumable::options(self.upload_limit(None), dialect)
                 .into_response(Some(fileuploader_wire::resumable::Version::Tus))
         } else {
             let grant = self.access.check(request.headers(), request.uri());

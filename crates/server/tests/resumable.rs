@@ -337,6 +337,153 @@ async fn an_ietf_upload_lands_in_one_request_or_in_appends() {
     );
 }
 
+/// Interop 9 (draft -12), as its text says the server behaves: limits
+/// announced on OPTIONS, creation, offset retrieval and 413; the offset by
+/// GET as by HEAD; a mismatching offset as a problem with both offsets;
+/// the name from Content-Disposition; Content-Digest checked before an
+/// append is kept; Repr-Digest of the landed file when wanted. Interop 6
+/// names the lifetime `expires`.
+#[tokio::test]
+async fn interop_9_announces_limits_reads_offsets_by_get_and_explains_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .max_upload_size(1000)
+        .expire(std::time::Duration::from_secs(3600));
+    let options = Request::options("/up")
+        .header("upload-draft-interop-version", "9")
+        .body(Full::default())
+        .unwrap();
+    let options = send(&receiver, options).await;
+    assert_eq!(
+        header(&options, "accept-patch"),
+        "application/partial-upload"
+    );
+    assert_eq!(
+        header(&options, "upload-limit"),
+        "max-size=1000, max-age=3600"
+    );
+
+    let begun = ietf("POST", "/up", "9")
+        .header("upload-complete", "?0")
+        .header("upload-length", "6")
+        .header(
+            "content-disposition",
+            "inline; filename=\"x.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt",
+        )
+        .body(Full::new(Bytes::from_static(b"abc")))
+        .unwrap();
+    let begun = send(&receiver, begun).await;
+    assert_eq!(begun.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&begun, "upload-limit"),
+        "max-size=1000, max-age=3600"
+    );
+    let url = header(&begun, "location").to_owned();
+    for method in ["HEAD", "GET"] {
+        let asked = send(
+            &receiver,
+            ietf(method, &url, "9").body(Full::default()).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (
+                asked.status(),
+                header(&asked, "upload-offset"),
+                header(&asked, "upload-complete"),
+                header(&asked, "upload-length"),
+                header(&asked, "upload-limit"),
+            ),
+            (
+                StatusCode::NO_CONTENT,
+                "3",
+                "?0",
+                "6",
+                "max-size=1000, max-age=3600"
+            ),
+            "{method}"
+        );
+    }
+    let append = |offset: u64, body: &'static [u8], digest: Option<&str>| {
+        let mut request = ietf("PATCH", &url, "9")
+            .header("content-type", "application/partial-upload")
+            .header("upload-offset", offset)
+            .header("upload-complete", "?1")
+            .header("want-repr-digest", "sha-256=5, crc32c=9");
+        if let Some(digest) = digest {
+            request = request.header("content-digest", digest);
+        }
+        request.body(Full::new(Bytes::from_static(body))).unwrap()
+    };
+    let wrong = send(&receiver, append(5, b"def", None)).await;
+    assert_eq!(wrong.status(), StatusCode::CONFLICT);
+    assert_eq!(header(&wrong, "content-type"), "application/problem+json");
+    assert_eq!(header(&wrong, "upload-offset"), "3");
+    let problem: serde_json::Value = serde_json::from_slice(wrong.body()).unwrap();
+    assert_eq!(
+        (
+            problem["type"].as_str(),
+            problem["expected-offset"].as_u64(),
+            problem["provided-offset"].as_u64()
+        ),
+        (
+            Some("https://iana.org/assignments/http-problem-types#mismatching-upload-offset"),
+            Some(3),
+            Some(5)
+        )
+    );
+    let sha = |bytes: &[u8]| {
+        use sha2::Digest as _;
+        format!("sha-256=:{}:", base64(&sha2::Sha256::digest(bytes)))
+    };
+    let damaged = send(&receiver, append(3, b"deX", Some(&sha(b"def")))).await;
+    assert_eq!(
+        damaged.status(),
+        StatusCode::BAD_REQUEST,
+        "a digest that does not match"
+    );
+    let head = send(
+        &receiver,
+        ietf("HEAD", &url, "9").body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(header(&head, "upload-offset"), "3", "nothing of it kept");
+    let last = send(&receiver, append(3, b"def", Some(&sha(b"def")))).await;
+    assert_eq!(header(&last, "upload-complete"), "?1");
+    let crc = crc32c::crc32c(b"abcdef").to_be_bytes();
+    assert_eq!(
+        header(&last, "repr-digest"),
+        format!("crc32c=:{}:", base64(&crc)),
+        "the landed file's digests it keeps (a directory keeps no SHA-256 unless it signs receipts)"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("résumé.txt")).unwrap(),
+        b"abcdef",
+        "named by filename*"
+    );
+
+    let too_large = ietf("POST", "/up", "9")
+        .header("upload-complete", "?0")
+        .header("upload-length", "5000")
+        .body(Full::default())
+        .unwrap();
+    let too_large = send(&receiver, too_large).await;
+    assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        header(&too_large, "upload-limit"),
+        "max-size=1000, max-age=3600"
+    );
+    let old = ietf("POST", "/up", "6")
+        .header("upload-complete", "?0")
+        .header("upload-length", "1")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        header(&send(&receiver, old).await, "upload-limit"),
+        "max-size=1000, expires=3600"
+    );
+}
+
 #[tokio::test]
 async fn browsers_of_allowed_origins_get_cors_headers() {
     let dir = tempfile::tempdir().unwrap();

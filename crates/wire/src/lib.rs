@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod crc;
+pub mod draft;
 mod escape;
 mod ranges;
 pub mod receipt;

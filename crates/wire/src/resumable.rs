@@ -55,10 +55,13 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const UPLOAD_INCOMPLETE: &str = "upload-incomplete";
 /// The media type of an IETF append from interop version 6.
 pub const PARTIAL_UPLOAD: &str = "application/partial-upload";
-/// The interop versions of the IETF draft spoken here: 3 (draft -01), 5
-/// (draft -03) and 6 (draft -05); tus-js-client's `ietf-draft-03` and
-/// `ietf-draft-05` modes send 5 and 6.
-pub const INTEROP_VERSIONS: [u32; 3] = [3, 5, 6];
+/// The interop versions of the IETF draft spoken here, oldest first: 3
+/// (draft -01), 5 (-03), 6 (-04 and -05), 7 (-06 to -08), 8 (-09 to -11)
+/// and 9 (-12); tus-js-client's `ietf-draft-03` and `ietf-draft-05` modes
+/// send 5 and 6. `docs/PROTOCOL.md` tabulates what changed.
+pub const INTEROP_VERSIONS: [u32; 6] = [3, 5, 6, 7, 8, 9];
+/// The newest interop version spoken here: what our client sends first.
+pub const NEWEST_INTEROP_VERSION: u32 = INTEROP_VERSIONS[INTEROP_VERSIONS.len() - 1];
 
 /// Which resumable protocol a request speaks, and the rules that differ
 /// between them: the one place a new interop version of the IETF draft is
@@ -131,6 +134,41 @@ impl Version {
         header(name)
             .map(|v| parse_flag(v).map(|flag| flag != inverted))
             .transpose()
+    }
+
+    /// The name `Upload-Limit` gives the upload's remaining lifetime
+    /// (`expires` in interop 6, `max-age` from 7), or `None` where the
+    /// version has no `Upload-Limit` (tus, and the draft before interop 6).
+    pub fn limit_age_key(self) -> Option<&'static str> {
+        match self {
+            Version::Ietf(v) if v >= 7 => Some("max-age"),
+            Version::Ietf(6) => Some("expires"),
+            _ => None,
+        }
+    }
+
+    /// Whether errors carry the draft's problem types (from interop 6).
+    pub fn has_problem_types(self) -> bool {
+        matches!(self, Version::Ietf(v) if v >= 6)
+    }
+
+    /// Whether the offset may be read with `GET` as well as `HEAD` (from
+    /// interop 9).
+    pub fn offset_by_get(self) -> bool {
+        matches!(self, Version::Ietf(v) if v >= 9)
+    }
+
+    /// The interop version one older than this one that is spoken here,
+    /// to fall back to when a server refuses this one.
+    pub fn older(self) -> Option<Self> {
+        match self {
+            Version::Tus => None,
+            Version::Ietf(v) => INTEROP_VERSIONS
+                .iter()
+                .rev()
+                .find(|&&older| older < v)
+                .map(|&older| Version::Ietf(older)),
+        }
     }
 
     /// The media type of an append's body.
@@ -469,7 +507,7 @@ mod tests {
             read(Version::Ietf(3), UPLOAD_INCOMPLETE, "?0"),
             Ok(Some(true))
         );
-        for v in [5, 6] {
+        for v in [5, 6, 7, 8, 9] {
             assert_eq!(
                 Version::Ietf(v).completion(false),
                 Some((UPLOAD_COMPLETE, "?0"))
@@ -488,7 +526,18 @@ mod tests {
         assert!(Version::ietf("4")
             .unwrap_err()
             .to_string()
-            .contains("[3, 5, 6]"));
+            .contains("[3, 5, 6, 7, 8, 9]"));
+        // What each version adds, and where a refused one falls back to.
+        assert_eq!(Version::Ietf(5).limit_age_key(), None);
+        assert_eq!(Version::Ietf(6).limit_age_key(), Some("expires"));
+        assert_eq!(Version::Ietf(7).limit_age_key(), Some("max-age"));
+        assert!(!Version::Ietf(5).has_problem_types() && Version::Ietf(6).has_problem_types());
+        assert!(!Version::Ietf(8).offset_by_get() && Version::Ietf(9).offset_by_get());
+        assert_eq!(Version::Ietf(NEWEST_INTEROP_VERSION), Version::Ietf(9));
+        assert_eq!(Version::Ietf(9).older(), Some(Version::Ietf(8)));
+        assert_eq!(Version::Ietf(5).older(), Some(Version::Ietf(3)));
+        assert_eq!(Version::Ietf(3).older(), None);
+        assert_eq!(Version::Tus.older(), None);
     }
 
     #[test]

@@ -10,6 +10,10 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use fileuploader_wire::draft::{
+    disposition_name, format_digests, parse_digests, wanted_digests, Problem, UploadLimit,
+    CONTENT_DIGEST, PROBLEM_JSON, REPR_DIGEST, UPLOAD_LIMIT, WANT_REPR_DIGEST,
+};
 use fileuploader_wire::receipt::RECEIPT_HEADER;
 use fileuploader_wire::resumable::{
     encode_text, parse_offset, Checksum, ChecksumAlgorithm, Concat, Hasher, Metadata, Version,
@@ -67,6 +71,9 @@ pub(crate) struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    /// The landed file's digests, when the answer reports a landing: for
+    /// `Repr-Digest`, if the request wants it.
+    digests: Vec<(ChecksumAlgorithm, Vec<u8>)>,
 }
 
 impl Answer {
@@ -75,6 +82,7 @@ impl Answer {
             status,
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            digests: Vec::new(),
         }
     }
 
@@ -83,6 +91,13 @@ impl Answer {
             self.headers.insert(HeaderName::from_static(name), value);
         }
         self
+    }
+
+    /// A refusal as one of the draft's problem types.
+    fn problem(refusal: &Refusal, problem: Problem) -> Self {
+        let mut answer = Answer::new(refusal.status());
+        answer.body = Bytes::from(problem.to_json(refusal.message()));
+        answer.header("content-type", PROBLEM_JSON)
     }
 
     pub(crate) fn refused(refusal: &Refusal) -> Self {
@@ -110,14 +125,29 @@ impl Answer {
     }
 }
 
-/// The `OPTIONS` answer: what the receiver speaks.
-pub(crate) fn options(max_size: u64) -> Answer {
+/// The `OPTIONS` answer: what the receiver speaks, tus and the draft
+/// alike (the draft's `Accept-Patch` and `Upload-Limit`, its lifetime
+/// named as `dialect` names it, the newest's way without one).
+pub(crate) fn options(limits: UploadLimit, dialect: Option<Version>) -> Answer {
     let algorithms: Vec<&str> = ChecksumAlgorithm::ALL.iter().map(|a| a.name()).collect();
-    Answer::new(StatusCode::NO_CONTENT)
+    let answer = Answer::new(StatusCode::NO_CONTENT)
         .header(TUS_VERSION, TUS_V1)
         .header(TUS_EXTENSION, TUS_EXTENSIONS)
-        .header(TUS_MAX_SIZE, max_size)
+        .header(TUS_MAX_SIZE, limits.max_size.unwrap_or(u64::MAX))
         .header(TUS_CHECKSUM_ALGORITHM, algorithms.join(","))
+        .header("accept-patch", fileuploader_wire::resumable::PARTIAL_UPLOAD);
+    let dialect = dialect.unwrap_or(Version::Ietf(
+        fileuploader_wire::resumable::NEWEST_INTEROP_VERSION,
+    ));
+    with_limits(answer, dialect, limits)
+}
+
+/// `answer` with `Upload-Limit`, where `dialect` has it.
+fn with_limits(answer: Answer, dialect: Version, limits: UploadLimit) -> Answer {
+    match dialect.limit_age_key().and_then(|key| limits.format(key)) {
+        Some(value) => answer.header(UPLOAD_LIMIT, value),
+        None => answer,
+    }
 }
 
 /// A raw request body as chunks, each within the idle timeout, feeding a
@@ -194,16 +224,36 @@ impl Receiver {
         {
             return Ok(Answer::new(StatusCode::PRECONDITION_FAILED).header(TUS_VERSION, TUS_V1));
         }
-        match *request.method() {
+        let wanted = match dialect {
+            Version::Tus => Vec::new(),
+            Version::Ietf(_) => text(request.headers(), WANT_REPR_DIGEST)
+                .map(wanted_digests)
+                .unwrap_or_default(),
+        };
+        let answer = match *request.method() {
             Method::POST => self.create(request, grant, dialect).await,
             Method::HEAD => self.offset(request.uri(), grant, dialect).await,
+            // The draft reads the offset with GET too (from interop 9;
+            // earlier versions never send it).
+            Method::GET if dialect != Version::Tus => {
+                self.offset(request.uri(), grant, dialect).await
+            }
             Method::PATCH => self.append(request, grant, dialect).await,
             Method::DELETE => self.terminate(request.uri(), grant).await,
             _ => Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "use POST, HEAD, PATCH or DELETE",
             )),
-        }
+        }?;
+        // The landed file's digests, those asked for that it has.
+        let given: Vec<_> = wanted
+            .iter()
+            .filter_map(|w| answer.digests.iter().find(|(a, _)| a == w).cloned())
+            .collect();
+        Ok(match given.as_slice() {
+            [] => answer,
+            _ => answer.header(REPR_DIGEST, format_digests(&given)),
+        })
     }
 
     /// The upload a URL names: its last path segment.
@@ -221,6 +271,15 @@ impl Receiver {
     /// When an upload touched now expires.
     fn expires(&self) -> String {
         httpdate::fmt_http_date(SystemTime::now() + self.expire)
+    }
+
+    /// The limits an upload of `grant`'s has here.
+    pub(crate) fn upload_limit(&self, grant: Option<&Grant>) -> UploadLimit {
+        UploadLimit {
+            max_size: Some(grant.map_or(self.max_upload_size, |g| g.largest(self.max_upload_size))),
+            max_age: Some(self.expire.as_secs()),
+            ..UploadLimit::default()
+        }
     }
 
     async fn create<B: RequestBody>(
@@ -286,6 +345,7 @@ impl Receiver {
         let answer = Answer::new(StatusCode::CREATED)
             .header("location", &location)
             .header(UPLOAD_EXPIRES, self.expires());
+        let answer = with_limits(answer, dialect, self.upload_limit(Some(grant)));
         let opened = uploads::open(self.store.as_ref(), new, allowance).await;
         let upload = match opened.map_err(not_to_retry)? {
             Outcome::InProgress(upload) => upload,
@@ -423,6 +483,17 @@ impl Receiver {
             Outcome::Landed(landed, word) => {
                 let mut answer = finished(answer, dialect, landed.length, true)
                     .header(LANDED_NAME, encode_text(&landed.name));
+                answer.digests = [
+                    landed
+                        .crc32c
+                        .map(|c| (ChecksumAlgorithm::Crc32c, c.to_be_bytes().to_vec())),
+                    landed
+                        .sha256
+                        .map(|s| (ChecksumAlgorithm::Sha256, s.to_vec())),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
                 if let Some(receipt) = self.receipt_of(&landed) {
                     answer = answer.header(RECEIPT_HEADER, receipt);
                 }
@@ -469,6 +540,7 @@ impl Receiver {
             Version::Ietf(_) => StatusCode::NO_CONTENT,
         };
         let mut answer = Answer::new(status).header("cache-control", "no-store");
+        answer = with_limits(answer, dialect, self.upload_limit(Some(grant)));
         // A whole upload that has not landed lands first: telling its
         // offset before would tell the client it landed.
         let outcome =
@@ -533,11 +605,18 @@ impl Receiver {
             };
         let held = offset_of(&upload);
         if offset != held {
-            return Err(Refusal::new(
+            let refusal = Refusal::new(
                 StatusCode::CONFLICT,
                 format!("Upload-Offset is {offset}, but the receiver holds {held} bytes"),
-            )
-            .with_offset(held));
+            );
+            if dialect.has_problem_types() {
+                let problem = Problem::MismatchingOffset {
+                    expected: held,
+                    provided: offset,
+                };
+                return Ok(Answer::problem(&refusal, problem).header(UPLOAD_OFFSET, held));
+            }
+            return Err(refusal.with_offset(held));
         }
         let answer = Answer::new(StatusCode::NO_CONTENT).header(UPLOAD_EXPIRES, self.expires());
         let (outcome, end) = self
@@ -559,10 +638,23 @@ impl Receiver {
         complete: Option<bool>,
         dialect: Version,
     ) -> Result<(Outcome, u64), Refusal> {
-        let checksum = text(request.headers(), UPLOAD_CHECKSUM)
+        let mut checksum = text(request.headers(), UPLOAD_CHECKSUM)
             .map(Checksum::parse)
             .transpose()
             .map_err(|e| bad(e.to_string()))?;
+        if dialect != Version::Tus && checksum.is_none() {
+            // The draft's own: a digest of this request's content.
+            let digests = text(request.headers(), CONTENT_DIGEST)
+                .map(parse_digests)
+                .transpose()
+                .map_err(|e| bad(e.to_string()))?;
+            checksum = digests
+                .and_then(|d| d.into_iter().next())
+                .map(|(algorithm, digest)| Checksum {
+                    algorithm: algorithm.name().to_owned(),
+                    digest,
+                });
+        }
         let algorithm = match &checksum {
             None => None,
             Some(c) => Some(ChecksumAlgorithm::from_name(&c.algorithm).ok_or_else(|| {
@@ -648,9 +740,15 @@ impl Receiver {
         if let (Some(expected), Some(hasher)) = (&checksum, body.hasher.take()) {
             let digest = hasher.finish();
             if digest != expected.digest {
-                return Err(Refusal::new(
-                    StatusCode::from_u16(fileuploader_wire::DIGEST_MISMATCH)
+                // tus names its own status; the draft's digests are
+                // plain bad requests.
+                let status = match dialect {
+                    Version::Tus => StatusCode::from_u16(fileuploader_wire::DIGEST_MISMATCH)
                         .unwrap_or(StatusCode::BAD_REQUEST),
+                    Version::Ietf(_) => StatusCode::BAD_REQUEST,
+                };
+                return Err(Refusal::new(
+                    status,
                     format!(
                         "the body does not match its {} checksum",
                         expected.algorithm
@@ -711,10 +809,15 @@ impl Receiver {
             Ok(grant) => self.resumable(request, &grant, dialect).await,
             Err(refusal) => Err(refusal),
         };
+        let limits = self.upload_limit(None);
         let answer = result.unwrap_or_else(|refusal| {
             tracing::debug!(%refusal, "refused");
             let offset = refusal.offset();
-            let answer = Answer::refused(&refusal);
+            let mut answer = Answer::refused(&refusal);
+            if refusal.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                // The draft's 413 says which limits it keeps.
+                answer = with_limits(answer, dialect, limits);
+            }
             match offset {
                 Some(offset) => answer.header(UPLOAD_OFFSET, offset),
                 None => answer,
@@ -734,11 +837,20 @@ fn location(uri: &http::Uri, id: &str) -> String {
     }
 }
 
-/// The name an upload lands under: its metadata's `relativePath` (a path
-/// below a folder, as Uppy and our client send it for a folder's files),
-/// else `filename` (or `name`), made a name inside the receiver's directory
-/// and allowed by the credentials; else its id.
+/// The name an upload lands under: its `Content-Disposition` file name (the
+/// draft's way), else its metadata's `relativePath` (a path below a folder,
+/// as Uppy and our client send it for a folder's files), else `filename`
+/// (or `name`), made a name inside the receiver's directory and allowed by
+/// the credentials; else its id.
 fn name_of(headers: &HeaderMap, grant: &Grant, id: &str) -> Result<String, Refusal> {
+    // The draft's way: Content-Disposition (tus clients send none).
+    if let Some(name) =
+        text(headers, header::CONTENT_DISPOSITION.as_str()).and_then(disposition_name)
+    {
+        let name = plain_name(&name)?;
+        grant.check_name(&name)?;
+        return Ok(name);
+    }
     let metadata = text(headers, UPLOAD_METADATA)
         .map(Metadata::parse)
         .transpose()
