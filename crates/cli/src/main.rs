@@ -170,8 +170,8 @@ struct UploadArgs {
     #[arg(long)]
     require_confirmation: bool,
     /// The wire protocol: the segmented multipart convention, tus 1.0, the
-    /// IETF resumable-upload draft (interop version 6), S3 multipart parts
-    /// straight to a bucket on URLs a Companion backend signs (--url is the
+    /// IETF resumable-upload draft (interop version 9, or the older one a
+    /// server takes), S3 multipart parts straight to a bucket on URLs a Companion backend signs (--url is the
     /// backend's, such as https://host/s3) or with this machine's AWS keys
     /// (s3, --url s3://BUCKET/KEY; needs the s3 feature), blocks grown to
     /// S3's 5 MiB parts at least, or whichever the server says it speaks when asked by

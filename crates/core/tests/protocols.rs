@@ -16,7 +16,7 @@ async fn a_server_that_is_not_tus_or_ietf_gets_a_clear_error_37() {
         (
             Arc::new(IetfDraft::default()),
             1,
-            "did not answer as an IETF resumable-upload (interop version 6) server: creating the upload (no Location) got 200 OK",
+            "did not answer as an IETF resumable-upload (interop version 9) server: creating the upload (no Location) got 200 OK",
         ),
     ];
     for (protocol, threads, message) in cases {

@@ -837,20 +837,12 @@ fn location(uri: &http::Uri, id: &str) -> String {
     }
 }
 
-/// The name an upload lands under: its `Content-Disposition` file name (the
-/// draft's way), else its metadata's `relativePath` (a path below a folder,
-/// as Uppy and our client send it for a folder's files), else `filename`
-/// (or `name`), made a name inside the receiver's directory and allowed by
-/// the credentials; else its id.
+/// The name an upload lands under: its metadata's `relativePath` (a path
+/// below a folder, as Uppy and our client send it for a folder's files),
+/// else its `Content-Disposition` file name (the draft's way), else its
+/// metadata's `filename` (or `name`), made a name inside the receiver's
+/// directory and allowed by the credentials; else its id.
 fn name_of(headers: &HeaderMap, grant: &Grant, id: &str) -> Result<String, Refusal> {
-    // The draft's way: Content-Disposition (tus clients send none).
-    if let Some(name) =
-        text(headers, header::CONTENT_DISPOSITION.as_str()).and_then(disposition_name)
-    {
-        let name = plain_name(&name)?;
-        grant.check_name(&name)?;
-        return Ok(name);
-    }
     let metadata = text(headers, UPLOAD_METADATA)
         .map(Metadata::parse)
         .transpose()
@@ -859,7 +851,11 @@ fn name_of(headers: &HeaderMap, grant: &Grant, id: &str) -> Result<String, Refus
     let relative = metadata
         .text("relativePath")
         .filter(|p| p.contains('/') && p != "null");
+    // The draft's way, a file name without folders: Content-Disposition
+    // (tus clients send none).
+    let disposed = text(headers, header::CONTENT_DISPOSITION.as_str()).and_then(disposition_name);
     let name = match relative
+        .or(disposed)
         .or_else(|| metadata.text("filename"))
         .or_else(|| metadata.text("name"))
     {

@@ -28,7 +28,8 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use fileuploader_wire::draft::disposition;
+use http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use fileuploader_wire::resumable::{
@@ -73,18 +74,21 @@ fn server_of(version: Version) -> String {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tus;
 
-/// The IETF resumable-upload draft at an interop version (6 by default,
-/// what tus-js-client's `ietf-draft-05` mode and tusd speak; 3 and 5 also
-/// work): `POST` with `Upload-Complete` creates (with the whole source when
-/// it is one block), `PATCH` with `application/partial-upload` appends,
-/// `HEAD` tells the offset. Appends go in order, one at a time.
+/// The IETF resumable-upload draft at an interop version (the newest
+/// spoken, 9, by default; a server that refuses a creation at one without
+/// echoing it gets the next older, down to 3): `POST` with
+/// `Upload-Complete` creates (with the whole source when it is one block,
+/// the name in `Content-Disposition`), `PATCH` with
+/// `application/partial-upload` appends, `HEAD` tells the offset. Appends
+/// go in order, one at a time.
 #[derive(Debug, Clone, Copy)]
 pub struct IetfDraft {
     version: u32,
 }
 
 impl IetfDraft {
-    /// The draft at interop `version` (3, 5 or 6 are known to work).
+    /// The draft at interop `version` (one of
+    /// [`INTEROP_VERSIONS`](fileuploader_wire::resumable::INTEROP_VERSIONS)).
     pub fn new(version: u32) -> Self {
         IetfDraft { version }
     }
@@ -92,7 +96,7 @@ impl IetfDraft {
 
 impl Default for IetfDraft {
     fn default() -> Self {
-        IetfDraft::new(6)
+        IetfDraft::new(fileuploader_wire::resumable::NEWEST_INTEROP_VERSION)
     }
 }
 
@@ -123,7 +127,9 @@ enum Mode {
 
 #[derive(Debug)]
 struct Session {
-    dialect: Version,
+    /// The protocol spoken: a server that refuses an interop version of
+    /// the draft gets an older one.
+    dialect: Mutex<Version>,
     url: Uri,
     name: String,
     total: u64,
@@ -185,13 +191,8 @@ struct Held {
 impl Session {
     fn open(dialect: Version, target: &UploadTarget<'_>) -> Result<Box<dyn UploadSession>, Error> {
         let mut headers = target.base_headers();
-        match dialect {
-            Version::Tus => {
-                headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_V1));
-            }
-            Version::Ietf(v) => {
-                headers.insert(INTEROP_VERSION, HeaderValue::from(v));
-            }
+        if dialect == Version::Tus {
+            headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_V1));
         }
         // `filename` and `filetype`, as tus-js-client and Uppy send them
         // (some servers require both).
@@ -227,7 +228,7 @@ impl Session {
             _ => format!("{:032x}", rand::random::<u128>()),
         };
         Ok(Box::new(Session {
-            dialect,
+            dialect: Mutex::new(dialect),
             url: target.url.clone(),
             name: target.name.to_owned(),
             total: target.total,
@@ -255,9 +256,65 @@ impl Session {
         }))
     }
 
+    fn dialect(&self) -> Version {
+        *lock(&self.dialect)
+    }
+
+    /// Names the file in a creation as the draft does, in
+    /// `Content-Disposition` (tus names it in its metadata only).
+    fn name_it(&self, headers: &mut HeaderMap) -> Result<(), Error> {
+        if self.dialect() != Version::Tus {
+            let base = self.name.rsplit('/').next().unwrap_or(&self.name);
+            headers.insert(CONTENT_DISPOSITION, header_value(&disposition(base))?);
+        }
+        Ok(())
+    }
+
+    /// The offset an append's answer moved the upload to: its
+    /// `Upload-Offset`, or, from interop version 7 (where an append's
+    /// success needs only `Upload-Complete`), the end of what was sent.
+    fn offset_after(&self, what: &str, response: &Response, end: u64) -> Result<u64, Error> {
+        match self.dialect() {
+            Version::Ietf(v) if v >= 7 && !response.headers().contains_key(UPLOAD_OFFSET) => {
+                Ok(end)
+            }
+            _ => self.offset_of(what, response),
+        }
+    }
+
+    /// Steps down to the next older interop version of the draft when a
+    /// creation's refusal suggests the server does not speak this one (a
+    /// 400, 412 or 415 that does not echo the version sent); whether it
+    /// did.
+    fn step_down(&self, response: &Response) -> bool {
+        let Version::Ietf(sent) = self.dialect() else {
+            return false;
+        };
+        let echoed = response
+            .headers()
+            .get(INTEROP_VERSION)
+            .is_some_and(|v| v.as_bytes() == sent.to_string().as_bytes());
+        let refusal = matches!(response.status().as_u16(), 400 | 412 | 415);
+        let Some(older) = Version::Ietf(sent).older().filter(|_| refusal && !echoed) else {
+            return false;
+        };
+        *lock(&self.dialect) = older;
+        lock(&self.notices).push(format!(
+            "the server refused the creation of {:?} at {} ({}); trying {}",
+            self.name,
+            Version::Ietf(sent).name(),
+            response.status(),
+            older.name()
+        ));
+        true
+    }
+
     fn request(&self, method: Method, url: &Uri, body: UploadBody) -> Request {
         let mut headers = self.headers.clone();
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Version::Ietf(v) = self.dialect() {
+            headers.insert(INTEROP_VERSION, HeaderValue::from(v));
+        }
         let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = url.clone();
@@ -266,7 +323,11 @@ impl Session {
     }
 
     fn context(&self, what: &str) -> String {
-        format!(" to the {} {what} of {:?}", self.dialect.name(), self.name)
+        format!(
+            " to the {} {what} of {:?}",
+            self.dialect().name(),
+            self.name
+        )
     }
 
     /// An answer that does not follow the protocol.
@@ -278,7 +339,7 @@ impl Session {
             code::PROTOCOL_MISMATCH,
             format!(
                 "the server did not answer as {}: {what} got {}{}{body}",
-                server_of(self.dialect),
+                server_of(self.dialect()),
                 response.status(),
                 if body.is_empty() { "" } else { ": " }
             ),
@@ -313,7 +374,7 @@ impl Session {
             code::PROTOCOL_VIOLATION,
             format!(
                 "the {} server's answer cannot be true: {what}; nothing it said is taken as progress",
-                self.dialect.name()
+                self.dialect().name()
             ),
         )
     }
@@ -341,7 +402,7 @@ impl Session {
     /// Asks a tus server by `OPTIONS`, once, whether it can concatenate
     /// (with creation-with-upload) and which checksum algorithms it takes.
     async fn ask(&self, transport: &dyn Transport) -> Result<(), Error> {
-        if self.dialect != Version::Tus || lock(&self.state).asked {
+        if self.dialect() != Version::Tus || lock(&self.state).asked {
             return Ok(());
         }
         let response = transport
@@ -418,14 +479,16 @@ impl Session {
             StatusCode::PRECONDITION_FAILED | StatusCode::METHOD_NOT_ALLOWED => {
                 self.stranger(what, response)
             }
-            StatusCode::NOT_FOUND if self.dialect != Version::Tus => self.stranger(what, response),
+            StatusCode::NOT_FOUND if self.dialect() != Version::Tus => {
+                self.stranger(what, response)
+            }
             _ => crate::error::status_error(response, &self.context(what)),
         }
     }
 
     /// Says in the IETF dialect whether this request ends the upload.
     fn mark_complete(&self, headers: &mut HeaderMap, complete: bool) {
-        if let Some((name, flag)) = self.dialect.completion(complete) {
+        if let Some((name, flag)) = self.dialect().completion(complete) {
             headers.insert(name, HeaderValue::from_static(flag));
         }
     }
@@ -465,7 +528,7 @@ impl Session {
     /// not say.
     fn complete_of(&self, response: &Response) -> Option<bool> {
         let header = |name: &str| response.headers().get(name)?.to_str().ok();
-        self.dialect.complete_in(header).ok().flatten()
+        self.dialect().complete_in(header).ok().flatten()
     }
 
     /// Finds the upload `saved` names (or the one this run began) and what
@@ -494,7 +557,7 @@ impl Session {
     }
 
     fn content_type(&self) -> &'static str {
-        self.dialect.append_type()
+        self.dialect().append_type()
     }
 }
 
@@ -573,6 +636,7 @@ impl UploadSession for Session {
         } else if mode == Mode::Creating {
             headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
             headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+            self.name_it(headers)?;
             headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
             self.mark_complete(headers, block.offset + block.len == self.total);
@@ -597,6 +661,10 @@ impl UploadSession for Session {
             };
         }
         let error = crate::error::status_error(response, &self.context(&what));
+        if mode == Mode::Creating && self.step_down(response) {
+            // Created again, in an older interop version.
+            return Verdict::Resync(error);
+        }
         match status {
             // The offset moved, or the upload is gone: ask again.
             StatusCode::CONFLICT | StatusCode::NOT_FOUND | StatusCode::GONE if !concatenated => {
@@ -1042,6 +1110,45 @@ mod tests {
             (&Method::PATCH, "/files/u9")
         );
         assert_eq!(request.headers()["upload-complete"], "?1", "the last block");
+    }
+
+    /// The newest interop version first, named in Content-Disposition; a
+    /// creation refused without the version echoed steps down one version
+    /// (and the run says so), one refused with it echoed does not; from
+    /// interop 7 an append's success needs no Upload-Offset.
+    #[tokio::test]
+    async fn the_draft_steps_down_to_the_version_a_server_takes() {
+        let session = session(&IetfDraft::default(), 1, None);
+        session
+            .begin(&scripted(|_, _| answer(500, &[])))
+            .await
+            .unwrap();
+        let request = session.encode(&block(0), data()).unwrap();
+        let headers = request.headers();
+        assert_eq!(headers[INTEROP_VERSION], "9");
+        assert_eq!(
+            headers["content-disposition"],
+            "inline; filename=\"a.bin\"; filename*=UTF-8''a.bin"
+        );
+        assert!(matches!(
+            session.judge(&block(0), &answer(400, &[])),
+            Verdict::Resync(_)
+        ));
+        let request = session.encode(&block(0), data()).unwrap();
+        assert_eq!(request.headers()[INTEROP_VERSION], "8");
+        assert!(
+            session.notices()[0].contains("interop version 9) (400 Bad Request); trying IETF resumable-upload (interop version 8)"),
+            "said"
+        );
+        // Refused in its own version: a refusal, not a version to drop.
+        assert!(matches!(
+            session.judge(&block(0), &answer(400, &[(INTEROP_VERSION, "8")])),
+            Verdict::Fail(_)
+        ));
+        let created = answer(201, &[("location", "/files/u9"), (INTEROP_VERSION, "8")]);
+        acked(session.judge(&block(0), &created));
+        let appended = answer(204, &[("upload-complete", "?1")]);
+        acked(session.judge(&block(1), &appended));
     }
 
     /// A draft upload whose every byte the server holds but does not count

@@ -93,7 +93,7 @@ impl Session {
         let end = block.offset + block.len;
         let created = self
             .location(response)
-            .and_then(|url| Ok((url, self.offset_of(what, response)?)));
+            .and_then(|url| Ok((url, self.offset_after(what, response, end)?)));
         let (url, offset) = match created {
             Ok(created) => created,
             Err(e) => return Verdict::Fail(e),
@@ -122,7 +122,7 @@ impl Session {
     /// reaches the block's end.
     pub(super) fn judge_append(&self, block: &Block, response: &Response, what: &str) -> Verdict {
         let end = block.offset + block.len;
-        let offset = match self.offset_of(what, response) {
+        let offset = match self.offset_after(what, response, end) {
             Ok(offset) => offset,
             Err(e) => return Verdict::Fail(e),
         };
@@ -147,17 +147,22 @@ impl Session {
 
     /// Creates a streamed upload: its URL.
     async fn create(&self, transport: &dyn Transport) -> Result<Uri, Error> {
-        let mut request = self.request(Method::POST, &self.url, UploadBody::new());
-        let headers = request.headers_mut();
-        headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
-        headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
-        headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
-        self.mark_complete(headers, self.total == 0);
-        let response = transport.send(request).await?;
-        if !response.status().is_success() {
-            return Err(self.refused("creation", &response));
+        loop {
+            let mut request = self.request(Method::POST, &self.url, UploadBody::new());
+            let headers = request.headers_mut();
+            headers.insert(UPLOAD_LENGTH, HeaderValue::from(self.total));
+            headers.insert(UPLOAD_METADATA, header_value(&self.metadata)?);
+            headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
+            self.name_it(headers)?;
+            self.mark_complete(headers, self.total == 0);
+            let response = transport.send(request).await?;
+            if response.status().is_success() {
+                return self.location(&response);
+            }
+            if !self.step_down(&response) {
+                return Err(self.refused("creation", &response));
+            }
         }
-        self.location(&response)
     }
     /// Sends the empty append that completes an upload whose every byte the
     /// server holds but which it does not count finished (the append that
