@@ -52,6 +52,7 @@ mod cors;
 mod doors;
 mod fs;
 mod hooks;
+mod interim;
 mod limits;
 mod linger;
 pub mod receipts;

@@ -168,8 +168,13 @@ impl Receiver {
         let receiver = self;
         let activity = Arc::new(Activity::new());
         let busy = activity.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let (io, interim) = crate::interim::InterimIo::new(io);
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             let (receiver, busy) = (receiver.clone(), busy.clone());
+            // Interim answers go on the connection itself: HTTP/1.1 only.
+            if req.version() == http::Version::HTTP_11 {
+                req.extensions_mut().insert(interim.clone());
+            }
             async move {
                 let _request = busy.begin();
                 Ok::<_, Infallible>(receiver.handle(req).await)

@@ -484,6 +484,115 @@ async fn interop_9_announces_limits_reads_offsets_by_get_and_explains_conflicts(
     );
 }
 
+/// As Apple's URLSession uploads: the whole file in one creation, its
+/// connection cut after 40 % of the body. The receiver's `104` told where
+/// the upload is before the final answer; the offset read there is what
+/// arrived, the rest goes in one append, and the file lands having cost
+/// at most 1.1 times its bytes.
+#[test]
+fn an_optimistic_creation_cut_mid_body_resumes_from_its_104() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _rt) = serving(dir.path(), "127.0.0.1:0");
+    let file: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0usize;
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /files HTTP/1.1\r\nhost: x\r\nupload-draft-interop-version: 9\r\n\
+         upload-complete: ?1\r\ncontent-length: {}\r\n\
+         content-disposition: inline; filename=\"phone.mov\"\r\n\r\n",
+        file.len()
+    );
+    socket.write_all(head.as_bytes()).unwrap();
+    let cut = file.len() * 4 / 10;
+    socket.write_all(&file[..cut]).unwrap();
+    sent += cut;
+    // The interim answer, before any final one.
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        socket.read_exact(&mut byte).unwrap();
+        interim.push(byte[0]);
+    }
+    let interim = String::from_utf8(interim).unwrap();
+    assert!(
+        interim.starts_with("HTTP/1.1 104 "),
+        "the first answer: {interim}"
+    );
+    let location = interim
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap()
+        .to_owned();
+    assert!(
+        interim.contains("upload-draft-interop-version: 9"),
+        "{interim}"
+    );
+    assert!(interim.contains("upload-limit: max-size="), "{interim}");
+    // The connection breaks: no more of the body will come (a FIN, so the
+    // receiver has all that was sent; a reset would lose what was in
+    // flight, as on any network).
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = socket.read_to_end(&mut rest);
+    drop(socket);
+
+    let ask = |request: String, body: &[u8]| {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket.write_all(request.as_bytes()).unwrap();
+        socket.write_all(body).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+            let n = socket.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let head = std::iter::repeat_with(|| {
+        ask(
+            format!(
+                "HEAD {location} HTTP/1.1\r\nhost: x\r\nupload-draft-interop-version: 9\r\n\r\n"
+            ),
+            b"",
+        )
+    })
+    .find(|answer| answer.starts_with("HTTP/1.1 204"))
+    .unwrap();
+    let offset: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("upload-offset: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(offset, cut, "every byte that arrived is kept");
+    let rest = &file[offset..];
+    let append = ask(
+        format!(
+            "PATCH {location} HTTP/1.1\r\nhost: x\r\nupload-draft-interop-version: 9\r\n\
+             content-type: application/partial-upload\r\nupload-offset: {offset}\r\n\
+             upload-complete: ?1\r\ncontent-length: {}\r\n\r\n",
+            rest.len()
+        ),
+        rest,
+    );
+    sent += rest.len();
+    assert!(append.contains("upload-complete: ?1"), "{append}");
+    assert_eq!(std::fs::read(dir.path().join("phone.mov")).unwrap(), file);
+    assert!(
+        sent as f64 <= 1.1 * file.len() as f64,
+        "{sent} bytes sent for {}",
+        file.len()
+    );
+}
+
 #[tokio::test]
 async fn browsers_of_allowed_origins_get_cors_headers() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,12 +29,19 @@ use http_body_util::{BodyExt, Full};
 use sha2::Digest as _;
 
 use crate::auth::Grant;
+use crate::interim::Interim;
 use crate::limits::{Cut, Guarded};
 use crate::receiver::Receiver;
 use crate::refusal::Refusal;
 use crate::request::{plain_name, RequestBody};
 use crate::store::{BlockWriter, NewUpload, Upload};
 use crate::uploads::{self, Allowance, Chunks, Outcome, Via};
+
+/// `104 (Upload Resumption Supported)`, the draft's interim answer.
+const UPLOAD_RESUMPTION_SUPPORTED: StatusCode = match StatusCode::from_u16(104) {
+    Ok(status) => status,
+    Err(_) => StatusCode::CONTINUE,
+};
 
 /// The tus extensions this receiver supports.
 pub(crate) const TUS_EXTENSIONS: &str =
@@ -360,6 +367,19 @@ impl Receiver {
         }
         if !with_body {
             return Ok(answer.header(UPLOAD_OFFSET, 0));
+        }
+        if let (Version::Ietf(v), Some(interim)) = (dialect, request.extensions().get::<Interim>())
+        {
+            // Where the upload is, before its bytes: a client whose
+            // connection breaks mid-body resumes there.
+            let told = with_limits(
+                Answer::new(StatusCode::CREATED)
+                    .header("location", &location)
+                    .header(INTEROP_VERSION, v),
+                dialect,
+                self.upload_limit(Some(grant)),
+            );
+            interim.send(UPLOAD_RESUMPTION_SUPPORTED, &told.headers);
         }
         let (outcome, end) = self
             .pour_append(request, &upload, 0, complete, dialect)
