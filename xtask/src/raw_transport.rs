@@ -97,9 +97,23 @@ impl Transport for RawHttp1Transport {
                 n => raw.extend_from_slice(&piece[..n]),
             }
         }
+        // Interim answers (1xx: the draft's 104) come before the final one.
+        let mut raw = &raw[..];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut interim = httparse::Response::new(&mut headers);
+            match interim.parse(raw) {
+                Ok(httparse::Status::Complete(len))
+                    if interim.code.is_some_and(|c| c / 100 == 1) =>
+                {
+                    raw = &raw[len..];
+                }
+                _ => break,
+            }
+        }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Response::new(&mut headers);
-        let Ok(httparse::Status::Complete(head_len)) = parsed.parse(&raw) else {
+        let Ok(httparse::Status::Complete(head_len)) = parsed.parse(raw) else {
             return Err(TransportError::new(
                 Kind::Reset,
                 format!("{authority} closed without a whole response"),

@@ -130,7 +130,9 @@ pub use protocol::{Integrity, SegmentedMultipart};
 pub use retry::RetryPolicy;
 pub use source::READ_PIECE;
 pub use source::{FileSource, MemorySource, Source, SourceIdentity, MEMORY_URL_PREFIX};
-pub use transport::{Request, Response, Transport, TransportError, TransportErrorKind};
+pub use transport::{
+    InterimAnswers, Request, Response, Transport, TransportError, TransportErrorKind,
+};
 
 /// The public types can be shared across threads (and a body, which one
 /// task drives, sent to another); checked at compile time.

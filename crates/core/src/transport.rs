@@ -17,6 +17,27 @@ pub type Request = http::Request<UploadBody>;
 /// version and the (small) body, read whole.
 pub type Response = http::Response<Bytes>;
 
+/// The interim answers (`1xx`) to one request, for the session that sent
+/// it: the IETF draft's `104` says where an upload is before its final
+/// answer, so that a request cut short can be resumed there. A session
+/// puts one in a request's extensions; a transport that sees interim
+/// answers records each (the hyper transport does, over HTTP/1.1), one
+/// that cannot leaves it empty.
+#[derive(Debug, Clone, Default)]
+pub struct InterimAnswers(Arc<std::sync::Mutex<Vec<(http::StatusCode, http::HeaderMap)>>>);
+
+impl InterimAnswers {
+    /// Records an interim answer.
+    pub fn record(&self, status: http::StatusCode, headers: http::HeaderMap) {
+        crate::source::lock(&self.0).push((status, headers));
+    }
+
+    /// The interim answers recorded so far, in order.
+    pub fn recorded(&self) -> Vec<(http::StatusCode, http::HeaderMap)> {
+        crate::source::lock(&self.0).clone()
+    }
+}
+
 /// Sends one request and returns its response.
 ///
 /// A transport reports every response it receives, whatever the status: a 404

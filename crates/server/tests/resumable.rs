@@ -1279,3 +1279,126 @@ async fn the_idempotency_key_of_a_lost_creation_outlives_the_run_in_its_journal(
     assert!(!dir.path().join("kept (1).bin").exists());
     rt.shutdown_background();
 }
+
+/// Our client as URLSession uploads: the whole file in one creation, the
+/// link lost (a proxy stops passing it on, and closes) after 40 % of it
+/// went up and the receiver's `104` came down. The 104 told the client
+/// where the upload is, so it reads the offset there and appends the
+/// rest: what went over the link stays within 1.1 times the file, where
+/// sending it all again would cost 1.4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_resumes_a_creation_cut_mid_body_from_its_104() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let data = pattern(4 << 20);
+    let file = temp_file(&data);
+    let cut_at = data.len() * 4 / 10;
+    let up = std::sync::Arc::new(AtomicUsize::new(0));
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let counted = up.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = proxy.accept().await {
+            let server = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let cut = std::mem::take(&mut first);
+            let counted = counted.clone();
+            // Whether an answer (the 104) came down yet, and the order to
+            // close the client's side.
+            let (answered, mut heard) = tokio::sync::watch::channel(false);
+            let (close, mut closing) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    tokio::select! {
+                        read = server_read.read(&mut buf) => match read {
+                            Ok(n @ 1..) => {
+                                if client_write.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                                let _ = answered.send(true);
+                            }
+                            _ => break,
+                        },
+                        _ = closing.changed() => {
+                            // The receiver's final answer to the body it saw
+                            // end is lost with the link: once it is given
+                            // (all that arrived is kept by then), the
+                            // client's side closes.
+                            let mut lost = Vec::new();
+                            let given = async {
+                                while !lost.windows(4).any(|w| w == b"\r\n\r\n") {
+                                    match server_read.read(&mut buf).await {
+                                        Ok(n @ 1..) => lost.extend_from_slice(&buf[..n]),
+                                        _ => break,
+                                    }
+                                }
+                            };
+                            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), given).await;
+                            break;
+                        }
+                    }
+                }
+                // A FIN: what came down before it is the client's to read.
+                let _ = client_write.shutdown().await;
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut passed = 0;
+                let mut linked = true;
+                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                    if !linked {
+                        // Lost on the way: the receiver never sees it.
+                        continue;
+                    }
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    passed += n;
+                    counted.fetch_add(n, Ordering::SeqCst);
+                    if cut && passed >= cut_at {
+                        // Nothing more passes until the receiver's 104 has
+                        // come down (a link lost well into a long body).
+                        let came = async {
+                            while !*heard.borrow_and_update() {
+                                if heard.changed().await.is_err() {
+                                    break;
+                                }
+                            }
+                        };
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(10), came).await;
+                        // The link is lost: the receiver sees the body end
+                        // there, the client its connection close.
+                        let _ = server_write.shutdown().await;
+                        let _ = close.send(true);
+                        linked = false;
+                    }
+                }
+            });
+        }
+    });
+    let manager = fileuploader_core::UploadManager::new(
+        fileuploader_transport_hyper::HyperTransport::new().unwrap(),
+    );
+    let mut job = manager.create_job();
+    job.server_url = format!("http://{proxy_addr}/files");
+    job.block_size = 8 << 20;
+    job.protocol = Some(std::sync::Arc::new(
+        fileuploader_core::protocol::IetfDraft::default(),
+    ));
+    job.source_value.add(file.path(), "phone.mov", None);
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("phone.mov")).unwrap(), data);
+    let sent = up.load(Ordering::SeqCst) as f64;
+    assert!(
+        sent <= 1.1 * data.len() as f64,
+        "{sent} bytes went over the link for a file of {}",
+        data.len()
+    );
+    rt.shutdown_background();
+}

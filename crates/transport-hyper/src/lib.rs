@@ -49,7 +49,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use fileuploader_core::{Request, Response, Transport, TransportError, TransportErrorKind};
+use fileuploader_core::{
+    InterimAnswers, Request, Response, Transport, TransportError, TransportErrorKind,
+};
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
@@ -365,7 +367,14 @@ impl HyperTransport {
                 .insert(http::header::PROXY_AUTHORIZATION, auth);
         }
         let (body, body_gone) = SlicedBody::new(body, activity.clone());
-        let request = http::Request::from_parts(parts, body);
+        let interim = parts.extensions.get::<InterimAnswers>().cloned();
+        let mut request = http::Request::from_parts(parts, body);
+        if let Some(interim) = interim {
+            // Seen over HTTP/1.1; hyper's HTTP/2 client passes them over.
+            hyper::ext::on_informational(&mut request, move |answer| {
+                interim.record(answer.status(), answer.headers().clone());
+            });
+        }
         let response = self
             .client_for(&uri)
             .request(request)

@@ -428,6 +428,14 @@ pub trait UploadSession: Send + Sync + fmt::Debug {
     /// is unknown may simply be sent again.
     fn idempotent(&self, block: &Block) -> bool;
 
+    /// Whether `block`'s request, cut short by the connection, is better
+    /// resumed where the receiver said it keeps the upload (an interim
+    /// answer told it) than sent again: the core then asks the receiver
+    /// again ([`begin`](Self::begin)) instead of retrying.
+    fn resumable_after_cut(&self, _block: &Block) -> bool {
+        false
+    }
+
     /// Confirms, once every block is acknowledged, that the file landed.
     ///
     /// # Errors

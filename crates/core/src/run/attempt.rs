@@ -87,6 +87,9 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
             }
             Err(e) => {
                 let error = Error::from(e);
+                if error.is_retryable() && session.resumable_after_cut(block) {
+                    return Ok(Sent::Resync(error, false));
+                }
                 let body_left = report.complete.load(Ordering::SeqCst);
                 if body_left && error.is_retryable() && !session.idempotent(block) {
                     // The receiver may have it: only it can say.

@@ -48,7 +48,7 @@ use crate::error::{code, Error, ErrorKind};
 use crate::plan::Block;
 use crate::retry;
 use crate::source::lock;
-use crate::transport::{Request, Response, Transport};
+use crate::transport::{InterimAnswers, Request, Response, Transport};
 
 use self::saved::{Part, Resumed};
 
@@ -173,6 +173,9 @@ struct State {
     /// append, or the final `POST` of its parts): the final answer, rather
     /// than the `HEAD` that confirms it.
     completed_by: Option<FinalAnswer>,
+    /// The interim answers to the last creation sent with content: a
+    /// `104` there says where the upload is, should the creation be cut.
+    creation_interim: Option<InterimAnswers>,
 }
 
 /// What a `HEAD` says of an upload.
@@ -250,10 +253,48 @@ impl Session {
                 creates_with_upload: dialect != Version::Tus,
                 checksum: None,
                 completed_by: None,
+                creation_interim: None,
             }),
             checksums: target.integrity != super::Integrity::None,
             notices: Mutex::default(),
         }))
+    }
+
+    /// Goes on at the upload a `104` of this interop version told of (one
+    /// of another version is to be ignored), for a creation with content
+    /// cut short or failed by the server: whether one did.
+    fn resume_where_told(&self) -> bool {
+        let Version::Ietf(version) = self.dialect() else {
+            return false;
+        };
+        let state = &mut *lock(&self.state);
+        if state.mode != Mode::Creating {
+            return false;
+        }
+        let told = state.creation_interim.take().and_then(|interim| {
+            interim
+                .recorded()
+                .into_iter()
+                .find_map(|(status, headers)| {
+                    let ours = headers
+                        .get(INTEROP_VERSION)
+                        .is_some_and(|v| v.as_bytes() == version.to_string().as_bytes());
+                    (status.as_u16() == 104 && ours)
+                        .then(|| headers.get(LOCATION)?.to_str().ok().map(str::to_owned))
+                        .flatten()
+                })
+        });
+        let url = told.and_then(|location| {
+            let base = url::Url::parse(&self.url.to_string()).ok()?;
+            base.join(&location).ok()?.as_str().parse::<Uri>().ok()
+        });
+        match url {
+            Some(url) => {
+                state.mode = Mode::Stream(url);
+                true
+            }
+            None => false,
+        }
     }
 
     fn dialect(&self) -> Version {
@@ -640,6 +681,9 @@ impl UploadSession for Session {
             headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
             self.mark_complete(headers, block.offset + block.len == self.total);
+            let interim = InterimAnswers::default();
+            request.extensions_mut().insert(interim.clone());
+            lock(&self.state).creation_interim = Some(interim);
         } else {
             headers.insert(UPLOAD_OFFSET, HeaderValue::from(start));
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
@@ -661,6 +705,11 @@ impl UploadSession for Session {
             };
         }
         let error = crate::error::status_error(response, &self.context(&what));
+        let failed_by_server = status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT;
+        if mode == Mode::Creating && failed_by_server && self.resume_where_told() {
+            // Told where the upload is before it failed: go on there.
+            return Verdict::Resync(error);
+        }
         if mode == Mode::Creating && self.step_down(response) {
             // Created again, in an older interop version.
             return Verdict::Resync(error);
@@ -679,6 +728,10 @@ impl UploadSession for Session {
             }
             _ => Verdict::Fail(error),
         }
+    }
+
+    fn resumable_after_cut(&self, _block: &Block) -> bool {
+        self.resume_where_told()
     }
 
     fn idempotent(&self, _block: &Block) -> bool {
