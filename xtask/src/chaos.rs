@@ -453,6 +453,23 @@ impl Upload {
     fn said(&self) -> PathBuf {
         self.journals.with_extension("stderr")
     }
+
+    /// A run of this upload's client: `upload` in the journals it keeps,
+    /// its messages appended to [`said`](Self::said).
+    fn command(&self, bin: &Path) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("upload")
+            .env("FILEUPLOADER_JOURNAL_DIR", &self.journals)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.said())
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            );
+        c
+    }
 }
 
 /// A file's seeded bytes: every 8 bytes drawn afresh, so a block written
@@ -468,8 +485,8 @@ fn content(seed: u64, client: usize, len: usize) -> Vec<u8> {
 
 fn client(bin: &Path, port: u16, u: &Upload) -> Command {
     let path = url_path(u.protocol);
-    let mut c = Command::new(bin);
-    c.args(["upload", "--quiet", "--resume", "--retries", "8"])
+    let mut c = u.command(bin);
+    c.args(["--quiet", "--resume", "--retries", "8"])
         .args(["--idle-timeout", "3s", "--protocol", u.protocol])
         .args(["--url", &format!("http://127.0.0.1:{port}/{path}")])
         .args(["--block-size", &u.block.to_string(), "--threads", "4"])
@@ -478,16 +495,7 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
         .arg("--receipt-dir")
         .arg(&u.receipts)
         .args(u.token.iter().flat_map(|t| ["--token", t]))
-        .arg(&u.path)
-        .env("FILEUPLOADER_JOURNAL_DIR", &u.journals)
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(u.said())
-                .map_or_else(|_| Stdio::null(), Stdio::from),
-        );
+        .arg(&u.path);
     c
 }
 

@@ -76,8 +76,8 @@ fn client(
     u: &Upload,
     key: &str,
 ) -> Command {
-    let mut c = Command::new(bin);
-    c.args(["upload", "--quiet", "--resume", "--retries", "8"])
+    let mut c = u.command(bin);
+    c.args(["--quiet", "--resume", "--retries", "8"])
         .args(["--idle-timeout", "3s", "--protocol", u.protocol])
         .args(["--block-size", &u.block.to_string(), "--threads", "4"])
         .args(["--name", &u.name]);
@@ -94,16 +94,7 @@ fn client(
             .arg("--receipt-dir")
             .arg(&u.receipts);
     }
-    c.arg(&u.path)
-        .env("FILEUPLOADER_JOURNAL_DIR", &u.journals)
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(u.said())
-                .map_or_else(|_| Stdio::null(), Stdio::from),
-        );
+    c.arg(&u.path);
     c
 }
 
