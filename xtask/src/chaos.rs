@@ -627,6 +627,22 @@ fn receipt_holds(u: &Upload, public: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A receipt key made afresh at `key` (`fileuploader receipt-key`): its
+/// public half, to verify receipts with.
+fn receipt_key(bin: &Path, key: &Path) -> Result<Vec<u8>, String> {
+    let public = key.with_extension("key.pub");
+    let _ = (std::fs::remove_file(key), std::fs::remove_file(&public));
+    let made = Command::new(bin)
+        .arg("receipt-key")
+        .arg(key)
+        .stderr(Stdio::null())
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        return Err("fileuploader receipt-key failed".into());
+    }
+    fileuploader_server::receipts::public_key_from_pem_file(&public)
+}
+
 /// How one file's runs came out.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
@@ -1223,17 +1239,7 @@ fn run_once(
     let hook = format!("cat >> '{0}'; echo >> '{0}'", events.display());
     // Every receiver signs receipts with a key of this run's.
     let key = work.join(format!("receipts-{scenario}-{seed}.key"));
-    let public = key.with_extension("key.pub");
-    let _ = (std::fs::remove_file(&key), std::fs::remove_file(&public));
-    let made = Command::new(bin)
-        .arg("receipt-key")
-        .arg(&key)
-        .stderr(Stdio::null())
-        .status();
-    if !made.is_ok_and(|s| s.success()) {
-        return Err("fileuploader receipt-key failed".into());
-    }
-    let public = fileuploader_server::receipts::public_key_from_pem_file(&public)?;
+    let public = receipt_key(bin, &key)?;
     let key_flag = key.display().to_string();
     let flags: Vec<&str> = tokens
         .iter()

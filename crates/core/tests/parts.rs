@@ -248,6 +248,24 @@ async fn upload(
     (outcome, job.notices())
 }
 
+/// A run of `source` as `a.bin` in parts of 5 MiB, one at a time, without
+/// retries, resumed from `journals`.
+async fn resumed_run(
+    bucket: &Arc<Bucket>,
+    source: &tempfile::NamedTempFile,
+    journals: &tempfile::TempDir,
+) -> Result<(), Error> {
+    let manager = manager(bucket);
+    let mut job = manager.create_job();
+    job.server_url = "http://bucket/".into();
+    job.block_size = MIN_PART;
+    job.thread_num = 1;
+    job.retry = fileuploader_core::RetryPolicy::none();
+    job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+    job.source_value.add(source.path(), "a.bin", None);
+    manager.run(&job).unwrap().wait().await
+}
+
 fn manager(bucket: &Arc<Bucket>) -> UploadManager {
     UploadManager::builder(Wire(bucket.clone()))
         .protocol(Parts::new(bucket.clone()))
@@ -278,17 +296,7 @@ async fn a_resumed_upload_sends_only_the_parts_the_bucket_lacks() {
     let mut source = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut source, &bytes).unwrap();
     let journals = tempfile::tempdir().unwrap();
-    let run = || {
-        let manager = manager(&bucket);
-        let mut job = manager.create_job();
-        job.server_url = "http://bucket/".into();
-        job.block_size = MIN_PART;
-        job.thread_num = 1;
-        job.retry = fileuploader_core::RetryPolicy::none();
-        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
-        job.source_value.add(source.path(), "a.bin", None);
-        async move { manager.run(&job).unwrap().wait().await }
-    };
+    let run = || resumed_run(&bucket, &source, &journals);
     // The bucket refuses part 3 for good: the run fails, the upload is
     // kept for the next run (not aborted), parts 1 and 2 are in the bucket.
     lock(&bucket.refuse_always).push(3);
@@ -314,16 +322,7 @@ async fn a_completion_whose_answer_was_lost_is_found_landed_by_the_next_run() {
     let mut source = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut source, &bytes).unwrap();
     let journals = tempfile::tempdir().unwrap();
-    let run = || {
-        let manager = manager(&bucket);
-        let mut job = manager.create_job();
-        job.server_url = "http://bucket/".into();
-        job.block_size = MIN_PART;
-        job.retry = fileuploader_core::RetryPolicy::none();
-        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
-        job.source_value.add(source.path(), "a.bin", None);
-        async move { manager.run(&job).unwrap().wait().await }
-    };
+    let run = || resumed_run(&bucket, &source, &journals);
     run().await.unwrap_err();
     run().await.unwrap();
     assert_eq!(lock(&bucket.objects)["in/a.bin"], bytes);

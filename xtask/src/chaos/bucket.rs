@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    content, fault_proxy, free_port, lost_events, receipt_holds, wait_bounded, FaultLog, Faults,
-    Rng, Upload, Verdict,
+    content, fault_proxy, free_port, lost_events, receipt_holds, receipt_key, wait_bounded,
+    FaultLog, Faults, Rng, Upload, Verdict,
 };
 use crate::garage::{Garage, REGION};
 
@@ -180,16 +180,7 @@ pub(super) fn run_once(
     let events = work.join("events.jsonl");
     let hook = format!("cat >> '{0}'; echo >> '{0}'", events.display());
     let key = work.join("receipts.key");
-    let made = Command::new(bin)
-        .arg("receipt-key")
-        .arg(&key)
-        .stderr(Stdio::null())
-        .status();
-    if !made.is_ok_and(|s| s.success()) {
-        return Err("fileuploader receipt-key failed".into());
-    }
-    let public =
-        fileuploader_server::receipts::public_key_from_pem_file(&key.with_extension("key.pub"))?;
+    let public = receipt_key(bin, &key)?;
     let key_flag = key.display().to_string();
     let flags = ["--after-landing", &hook, "--receipt-key", &key_flag];
     let port = free_port();
