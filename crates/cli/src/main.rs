@@ -280,6 +280,10 @@ struct ServeArgs {
     /// Refuse uploads larger than this with 413.
     #[arg(long, value_name = "BYTES", default_value = "16GiB", value_parser = parse_size)]
     max_size: u64,
+    /// The most one request of the resumable-upload draft (a creation or an
+    /// append) may carry; announced in Upload-Limit, refused with 413 beyond.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    max_append_size: Option<u64>,
     /// Read and discard every body, answering 200: a sink for benchmarks.
     #[arg(long)]
     discard: bool,
@@ -861,6 +865,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     let receiver = receiver
         .max_upload_size(args.max_size)
+        .max_append_size(args.max_append_size)
         .discard(args.discard)
         .on_conflict(args.on_conflict.into())
         .limits({

@@ -81,6 +81,26 @@ impl BlockData {
         }
     }
 
+    /// The first `n` bytes (all of them if `n` is more).
+    #[must_use]
+    pub fn take(self, n: u64) -> Self {
+        match self.0 {
+            BlockBytes::Memory(bytes) => {
+                let n = (n as usize).min(bytes.len());
+                BlockData::memory(bytes.slice(..n))
+            }
+            BlockBytes::Source {
+                source,
+                offset,
+                len,
+            } => BlockData(BlockBytes::Source {
+                source,
+                offset,
+                len: len.min(n),
+            }),
+        }
+    }
+
     /// The bytes, when they are in memory.
     pub fn bytes(&self) -> Option<&Bytes> {
         match &self.0 {
@@ -236,6 +256,19 @@ impl UploadBody {
         self.len += head.len() as u64 + DIGEST_LEN;
         self.checksummed = true;
         self.parts.push_back(Part::Digest(head));
+    }
+
+    /// The source's bytes the body has left to send (its length without
+    /// framing and digests).
+    pub(crate) fn carried(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Data(b) => b.len() as u64,
+                Part::Read(r) => r.left,
+                Part::Framing(_) | Part::Digest(_) => 0,
+            })
+            .sum()
     }
 
     /// The exact length of the body in bytes.

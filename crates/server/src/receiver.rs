@@ -25,6 +25,8 @@ use rustls_pki_types::CertificateDer;
 pub struct Receiver {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) max_upload_size: u64,
+    /// The most one creation or append of the draft may carry, if bounded.
+    pub(crate) max_append_size: Option<u64>,
     pub(crate) discard: bool,
     pub(crate) on_conflict: OnConflict,
     pub(crate) limits: Limits,
@@ -81,6 +83,7 @@ impl Receiver {
         Receiver {
             store: Arc::new(store),
             max_upload_size: DEFAULT_MAX_UPLOAD_SIZE,
+            max_append_size: None,
             discard: false,
             on_conflict: OnConflict::default(),
             limits: Limits::default(),
@@ -123,6 +126,17 @@ impl Receiver {
     #[must_use]
     pub fn max_upload_size(mut self, bytes: u64) -> Self {
         self.max_upload_size = bytes;
+        self
+    }
+
+    /// Bounds what one creation or append of the resumable-upload draft
+    /// may carry to `bytes`, announced as `Upload-Limit: max-append-size`
+    /// (interop 6 on) and refused with 413 beyond (default: unbounded but
+    /// by the upload's size). tus has no way to announce it, so tus
+    /// requests are bounded by the upload's size only.
+    #[must_use]
+    pub fn max_append_size(mut self, bytes: Option<u64>) -> Self {
+        self.max_append_size = bytes.map(|b| b.max(1));
         self
     }
 

@@ -1402,3 +1402,93 @@ async fn our_client_resumes_a_creation_cut_mid_body_from_its_104() {
     );
     rt.shutdown_background();
 }
+
+/// A receiver that bounds what one request of the draft carries says so in
+/// `Upload-Limit` and refuses more with 413 (a body of unstated length
+/// too, keeping none of it); our client, its blocks far larger, is refused
+/// once, then sends each block in pieces within the bound, and the file
+/// lands whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_cuts_its_appends_to_the_receivers_max_append_size() {
+    use std::sync::{Arc, Mutex};
+    const MOST: u64 = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path())
+        .unwrap()
+        .max_append_size(Some(MOST))
+        .expire(std::time::Duration::from_secs(3600));
+    let options = Request::options("/files")
+        .header("upload-draft-interop-version", "9")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        header(&send(&receiver, options).await, "upload-limit"),
+        "max-size=17179869184, max-append-size=65536, max-age=3600"
+    );
+    let unstated = ietf("POST", "/files", "9")
+        .header("upload-complete", "?1")
+        .header("upload-length", 100 << 10)
+        .header("content-disposition", "inline; filename=\"big.bin\"")
+        .body(StreamBody::new(futures_util::stream::iter((0..10).map(
+            |_| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![7u8; 10 << 10]))),
+        ))))
+        .unwrap();
+    let refused = receiver.handle(unstated).await;
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(refused.headers()["upload-limit"]
+        .to_str()
+        .unwrap()
+        .contains("max-append-size=65536"));
+    assert!(!dir.path().join("big.bin").exists());
+
+    let (addr, rt) = support::serve_on(receiver, "127.0.0.1:0", 1);
+    let data = pattern(300 << 10 | 17);
+    let file = temp_file(&data);
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let seen = statuses.clone();
+    let transport = Meddling::new(
+        |_, _| None,
+        move |_, _, answer| {
+            seen.lock().unwrap().push(answer.status().as_u16());
+            Ok(answer)
+        },
+    );
+    let sent = transport.sent.clone();
+    let manager = fileuploader_core::UploadManager::new(transport);
+    let mut job = manager.create_job();
+    job.server_url = format!("http://{addr}/files");
+    job.block_size = 1 << 20;
+    job.protocol = Some(Arc::new(fileuploader_core::protocol::IetfDraft::default()));
+    job.source_value.add(file.path(), "bounded.bin", None);
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("bounded.bin")).unwrap(), data);
+    let lengths: Vec<(http::Method, u64)> = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, _)| m == http::Method::POST || m == http::Method::PATCH)
+        .map(|(m, h)| {
+            (
+                m.clone(),
+                h["content-length"].to_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lengths[0],
+        (http::Method::POST, data.len() as u64),
+        "the first try, unbounded"
+    );
+    assert!(
+        lengths[1..].iter().all(|(_, len)| *len <= MOST),
+        "{lengths:?}"
+    );
+    assert_eq!(lengths.len(), 1 + data.len().div_ceil(MOST as usize));
+    let statuses = statuses.lock().unwrap().clone();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 413).count(),
+        1,
+        "{statuses:?}"
+    );
+    rt.shutdown_background();
+}

@@ -305,6 +305,10 @@ pub enum Holding {
 pub enum Verdict {
     /// Stored; the receipt is kept with the acknowledgement.
     Ack(Receipt),
+    /// The receiver took this request's bytes, but not yet the whole
+    /// block (it bounds what one request may carry): send the rest now.
+    /// Not a retry: nothing failed.
+    More,
     /// Send the same block again, after at least this long.
     Retry {
         /// Why, for the message if retries run out.

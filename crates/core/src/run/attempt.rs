@@ -51,6 +51,9 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
             BlockData::read(&source.source, block.offset, block.len).await?
         };
         let mut request = session.encode(block, data)?;
+        // A body that carries part of the block (the receiver holds the
+        // rest, or takes it in pieces) has no CRC of the block's own.
+        let whole = request.body().carried() == block.len;
         let report = Arc::new(BodyReport::default());
         request.body_mut().measure(Meter {
             sent: Some(state.sent.clone()),
@@ -78,8 +81,10 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
                 state.set_version(response.version());
                 match session.judge(block, &response) {
                     Verdict::Ack(receipt) => {
-                        return Ok(Sent::Acked(report.crc32c.get().copied(), receipt))
+                        let crc = report.crc32c.get().copied().filter(|_| whole);
+                        return Ok(Sent::Acked(crc, receipt));
                     }
+                    Verdict::More => continue,
                     Verdict::Resync(e) => return Ok(Sent::Resync(e, false)),
                     Verdict::Retry { error, after } => Next::Retry(error, after),
                     Verdict::Fail(e) => Next::Fail(e),

@@ -285,6 +285,7 @@ impl Receiver {
         UploadLimit {
             max_size: Some(grant.map_or(self.max_upload_size, |g| g.largest(self.max_upload_size))),
             max_age: Some(self.expire.as_secs()),
+            max_append_size: self.max_append_size,
             ..UploadLimit::default()
         }
     }
@@ -322,6 +323,7 @@ impl Receiver {
         if length > max_size {
             return Err(crate::refusal::too_large(max_size));
         }
+        self.append_bound(headers, dialect)?;
         // A creation sent again (its answer lost) names the same upload.
         let id = match text(headers, IDEMPOTENCY_KEY) {
             Some(key) => derived_id(&grant.owner, &[IDEMPOTENCY_KEY, key]),
@@ -689,11 +691,9 @@ impl Receiver {
             // Nothing more to take (a part waiting for its concatenation).
             return Ok((Outcome::InProgress(upload.clone()), offset));
         }
+        let bound = self.append_bound(request.headers(), dialect)?;
         // A body that says its length reserves just that much.
-        let sized = request
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let sized = content_length(request.headers());
         let end = match sized {
             Some(len) if len > total - offset => {
                 return Err(Refusal::new(
@@ -702,7 +702,7 @@ impl Receiver {
                 ))
             }
             Some(len) => offset + len,
-            None => total,
+            None => bound.map_or(total, |most| total.min(offset + most)),
         };
         let range = ContentRange {
             start: offset,
@@ -735,10 +735,13 @@ impl Receiver {
                 Ok(None) => break None,
                 Ok(Some(chunk)) => {
                     if poured.len + chunk.len() as u64 > range.len() {
-                        break Some(Refusal::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("the body runs past the upload's {total} bytes"),
-                        ));
+                        break Some(match bound {
+                            Some(most) if range.end < total => too_much(most),
+                            _ => Refusal::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("the body runs past the upload's {total} bytes"),
+                            ),
+                        });
                     }
                     poured.len += chunk.len() as u64;
                     poured.crc32c = crc32c::crc32c_append(poured.crc32c, &chunk);
@@ -786,6 +789,19 @@ impl Receiver {
             return Ok((Outcome::InProgress(upload.clone()), offset));
         }
         Ok((self.keep(writer, poured, dialect).await?, end))
+    }
+
+    /// The most one request of the draft may carry here (`None`: up to
+    /// the upload's end); refused with 413 now when its `Content-Length`
+    /// says more.
+    fn append_bound(&self, headers: &HeaderMap, dialect: Version) -> Result<Option<u64>, Refusal> {
+        let Some(most) = self.max_append_size.filter(|_| dialect != Version::Tus) else {
+            return Ok(None);
+        };
+        match content_length(headers) {
+            Some(len) if len > most => Err(too_much(most)),
+            _ => Ok(Some(most)),
+        }
     }
 
     /// Acknowledges the bytes `poured` into `writer`, landing the upload if
@@ -845,6 +861,21 @@ impl Receiver {
         });
         answer.into_response(Some(dialect))
     }
+}
+
+/// A request's `Content-Length`, where it gives one.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+}
+
+/// A request of the draft carrying more than `most` bytes.
+fn too_much(most: u64) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("one creation or append may carry at most {most} bytes here (Upload-Limit max-append-size): send the rest in further appends"),
+    )
 }
 
 /// Where a new upload `id` lives: below the creation URL's path, with its

@@ -28,7 +28,7 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use fileuploader_wire::draft::disposition;
+use fileuploader_wire::draft::{disposition, UploadLimit, UPLOAD_LIMIT};
 use http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
@@ -176,6 +176,11 @@ struct State {
     /// The interim answers to the last creation sent with content: a
     /// `104` there says where the upload is, should the creation be cut.
     creation_interim: Option<InterimAnswers>,
+    /// The limits the draft's server announced last (`Upload-Limit`).
+    limits: UploadLimit,
+    /// The bytes the last creation or append carried, as `(start, end)`:
+    /// a block goes in several when the server bounds what one may carry.
+    piece: Option<(u64, u64)>,
 }
 
 /// What a `HEAD` says of an upload.
@@ -254,6 +259,8 @@ impl Session {
                 checksum: None,
                 completed_by: None,
                 creation_interim: None,
+                limits: UploadLimit::default(),
+                piece: None,
             }),
             checksums: target.integrity != super::Integrity::None,
             notices: Mutex::default(),
@@ -299,6 +306,59 @@ impl Session {
 
     fn dialect(&self) -> Version {
         *lock(&self.dialect)
+    }
+
+    /// Keeps the limits an answer of the draft announces (`Upload-Limit`;
+    /// the newest answer's stand), and fails when the file is larger than
+    /// the server takes.
+    fn learn_limits(&self, headers: &HeaderMap) -> Result<(), Error> {
+        if self.dialect().limit_age_key().is_none() {
+            return Ok(());
+        }
+        let Some(limits) = headers
+            .get(UPLOAD_LIMIT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(UploadLimit::parse)
+        else {
+            return Ok(());
+        };
+        lock(&self.state).limits = limits;
+        match limits.max_size {
+            Some(most) if most < self.total => Err(Error::new(
+                ErrorKind::Status,
+                code::TOO_LARGE,
+                format!(
+                    "the server takes files of at most {most} bytes (its Upload-Limit max-size), but {:?} has {}",
+                    self.name, self.total
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the content of the last creation or append of `block` ended:
+    /// the piece it carried, or (before any) the block's end.
+    fn sent_end(&self, block: &Block) -> u64 {
+        let end = block.offset + block.len;
+        lock(&self.state)
+            .piece
+            .filter(|&(start, _)| (block.offset..end).contains(&start))
+            .map_or(end, |(_, piece_end)| piece_end)
+    }
+
+    /// Whether the last creation or append carried more than the server's
+    /// limits now allow.
+    fn sent_too_much(&self) -> bool {
+        let piece = lock(&self.state).piece;
+        matches!((self.max_append(), piece), (Some(most), Some((start, end))) if end - start > most)
+    }
+
+    /// The most one creation or append may carry, where the server says.
+    fn max_append(&self) -> Option<u64> {
+        lock(&self.state)
+            .limits
+            .max_append_size
+            .map(|most| most.max(1))
     }
 
     /// Names the file in a creation as the draft does, in
@@ -542,6 +602,7 @@ impl Session {
             .await?;
         match response.status() {
             s if s.is_success() => {
+                self.learn_limits(response.headers())?;
                 let header = |name: &str| response.headers().get(name)?.to_str().ok();
                 let held = Held {
                     offset: self.offset_of("HEAD", &response)?,
@@ -639,7 +700,7 @@ impl UploadSession for Session {
             let state = lock(&self.state);
             (state.mode.clone(), state.offset, state.checksum)
         };
-        let (method, url, data) = match mode {
+        let (method, url, data) = match mode.clone() {
             Mode::Concatenated | Mode::Creating => (Method::POST, self.url.clone(), data),
             // The server may hold part of this block (a body cut short is
             // kept): send only the rest.
@@ -654,6 +715,15 @@ impl UploadSession for Session {
                 ))
             }
         };
+        let start = block.offset + block.len - data.len();
+        // A server that bounds what one request carries gets the block in
+        // pieces, each answered before the next.
+        let data = match self.max_append() {
+            Some(most) if mode != Mode::Concatenated && data.len() > most => data.take(most),
+            _ => data,
+        };
+        let end = start + data.len();
+        lock(&self.state).piece = Some((start, end));
         let sum = match (checksum, data.bytes()) {
             (Some(algorithm), Some(bytes)) => Some(Checksum {
                 algorithm: algorithm.name().to_owned(),
@@ -661,7 +731,6 @@ impl UploadSession for Session {
             }),
             _ => None,
         };
-        let start = block.offset + block.len - data.len();
         let mut body = UploadBody::new();
         body.push_block(data);
         let mut request = self.request(method, &url, body);
@@ -680,14 +749,14 @@ impl UploadSession for Session {
             self.name_it(headers)?;
             headers.insert(IDEMPOTENCY_KEY, self.key_value()?);
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
-            self.mark_complete(headers, block.offset + block.len == self.total);
+            self.mark_complete(headers, end == self.total);
             let interim = InterimAnswers::default();
             request.extensions_mut().insert(interim.clone());
             lock(&self.state).creation_interim = Some(interim);
         } else {
             headers.insert(UPLOAD_OFFSET, HeaderValue::from(start));
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
-            self.mark_complete(headers, block.offset + block.len == self.total);
+            self.mark_complete(headers, end == self.total);
         }
         Ok(request)
     }
@@ -697,6 +766,13 @@ impl UploadSession for Session {
         let what = format!("block {} of {}", block.index + 1, block.count);
         let mode = lock(&self.state).mode.clone();
         let concatenated = mode == Mode::Concatenated;
+        if let Err(e) = self.learn_limits(response.headers()) {
+            return Verdict::Fail(e);
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE && !concatenated && self.sent_too_much() {
+            // Refused for carrying more than the limits it now announces.
+            return Verdict::More;
+        }
         if status.is_success() {
             return match mode {
                 Mode::Creating => self.judge_created(block, response, &what),
@@ -1202,6 +1278,80 @@ mod tests {
         acked(session.judge(&block(0), &created));
         let appended = answer(204, &[("upload-complete", "?1")]);
         acked(session.judge(&block(1), &appended));
+    }
+
+    /// A server's `Upload-Limit` is obeyed: a creation refused with 413 for
+    /// carrying more than its `max-append-size` goes again smaller (not a
+    /// failure, not a retry), each block then goes in pieces, each answered
+    /// before the next, and only the request that ends the file says it
+    /// completes it; a `max-size` under the file's fails it with 413's code.
+    #[tokio::test]
+    async fn the_draft_obeys_the_limits_a_server_announces() {
+        let bounded = session(&IetfDraft::default(), 1, None);
+        bounded
+            .begin(&scripted(|_, _| answer(500, &[])))
+            .await
+            .unwrap();
+        let request = bounded.encode(&block(0), data()).unwrap();
+        assert_eq!(request.body().len(), 10, "no limits known yet");
+        let refused = answer(413, &[("upload-limit", "max-size=100, max-append-size=4")]);
+        assert!(matches!(bounded.judge(&block(0), &refused), Verdict::More));
+        let mut sent = Vec::new();
+        let mut verdicts = Vec::new();
+        for b in 0..2 {
+            loop {
+                let request = bounded.encode(&block(b), data()).unwrap();
+                let headers = request.headers();
+                let start = headers
+                    .get(UPLOAD_OFFSET)
+                    .map_or(0, |v| v.to_str().unwrap().parse::<u64>().unwrap());
+                let end = start + request.body().len();
+                sent.push((
+                    request.method().to_string(),
+                    start,
+                    end,
+                    headers["upload-complete"].to_str().unwrap().to_owned(),
+                ));
+                let end = end.to_string();
+                let reply = if request.method() == Method::POST {
+                    answer(201, &[("location", "/files/u9"), ("upload-offset", &end)])
+                } else {
+                    answer(204, &[("upload-offset", &end)])
+                };
+                let verdict = bounded.judge(&block(b), &reply);
+                verdicts.push(matches!(verdict, Verdict::More));
+                if !matches!(verdict, Verdict::More) {
+                    assert!(matches!(verdict, Verdict::Ack(_)), "{verdict:?}");
+                    break;
+                }
+            }
+        }
+        let piece = |m: &str, s: u64, e: u64, c: &str| (m.to_owned(), s, e, c.to_owned());
+        assert_eq!(
+            sent,
+            [
+                piece("POST", 0, 4, "?0"),
+                piece("PATCH", 4, 8, "?0"),
+                piece("PATCH", 8, 10, "?0"),
+                piece("PATCH", 10, 14, "?0"),
+                piece("PATCH", 14, 18, "?0"),
+                piece("PATCH", 18, 20, "?1"),
+            ]
+        );
+        assert_eq!(verdicts, [true, true, false, true, true, false]);
+
+        let small = session(&IetfDraft::default(), 1, None);
+        small
+            .begin(&scripted(|_, _| answer(500, &[])))
+            .await
+            .unwrap();
+        let _ = small.encode(&block(0), data()).unwrap();
+        let refused = answer(413, &[("upload-limit", "max-size=16")]);
+        let Verdict::Fail(e) = small.judge(&block(0), &refused) else {
+            panic!("a file past max-size goes on");
+        };
+        assert_eq!(e.code(), code::TOO_LARGE);
+        assert!(e.message().contains("at most 16 bytes"), "{e}");
     }
 
     /// A draft upload whose every byte the server holds but does not count

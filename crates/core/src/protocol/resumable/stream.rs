@@ -91,21 +91,26 @@ impl Session {
     /// the upload's URL, its receipt, once the server kept all of it.
     pub(super) fn judge_created(&self, block: &Block, response: &Response, what: &str) -> Verdict {
         let end = block.offset + block.len;
+        let sent = self.sent_end(block);
         let created = self
             .location(response)
-            .and_then(|url| Ok((url, self.offset_after(what, response, end)?)));
+            .and_then(|url| Ok((url, self.offset_after(what, response, sent)?)));
         let (url, offset) = match created {
             Ok(created) => created,
             Err(e) => return Verdict::Fail(e),
         };
-        if offset > end {
+        if offset > sent {
             return Verdict::Fail(self.violation(&format!(
-                "{what} was created holding {offset} bytes, but only {end} were sent"
+                "{what} was created holding {offset} bytes, but only {sent} were sent"
             )));
         }
         let state = &mut *lock(&self.state);
         state.mode = Mode::Stream(url.clone());
         state.offset = offset;
+        if offset < end && offset == sent && offset > block.offset {
+            // The first piece of a block the server takes in pieces.
+            return Verdict::More;
+        }
         if offset < end {
             return Verdict::Resync(self.stranger(
                 &format!("{what} (the server kept {offset} bytes, the block ends at {end})"),
@@ -122,17 +127,23 @@ impl Session {
     /// reaches the block's end.
     pub(super) fn judge_append(&self, block: &Block, response: &Response, what: &str) -> Verdict {
         let end = block.offset + block.len;
-        let offset = match self.offset_after(what, response, end) {
+        let sent = self.sent_end(block);
+        let offset = match self.offset_after(what, response, sent) {
             Ok(offset) => offset,
             Err(e) => return Verdict::Fail(e),
         };
-        if offset > end {
+        if offset > sent {
             return Verdict::Fail(self.violation(&format!(
-                "{what} moved the offset to {offset}, but only {end} bytes were sent"
+                "{what} moved the offset to {offset}, but only {sent} bytes were sent"
             )));
         }
         let state = &mut *lock(&self.state);
+        let before = state.offset;
         state.offset = offset;
+        if offset < end && offset == sent && offset > before {
+            // One more piece of a block the server takes in pieces.
+            return Verdict::More;
+        }
         if offset < end {
             return Verdict::Resync(self.stranger(
                 &format!("{what} (the server holds {offset} bytes, the block ends at {end})"),
@@ -156,6 +167,7 @@ impl Session {
             self.name_it(headers)?;
             self.mark_complete(headers, self.total == 0);
             let response = transport.send(request).await?;
+            self.learn_limits(response.headers())?;
             if response.status().is_success() {
                 return self.location(&response);
             }
