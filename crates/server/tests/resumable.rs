@@ -419,6 +419,11 @@ async fn interop_9_announces_limits_reads_offsets_by_get_and_explains_conflicts(
     assert_eq!(wrong.status(), StatusCode::CONFLICT);
     assert_eq!(header(&wrong, "content-type"), "application/problem+json");
     assert_eq!(header(&wrong, "upload-offset"), "3");
+    assert_eq!(
+        header(&wrong, "upload-complete"),
+        "?0",
+        "a refusal is the upload protocol's"
+    );
     let problem: serde_json::Value = serde_json::from_slice(wrong.body()).unwrap();
     assert_eq!(
         (

@@ -848,17 +848,26 @@ impl Receiver {
         let limits = self.upload_limit(None);
         let answer = result.unwrap_or_else(|refusal| {
             tracing::debug!(%refusal, "refused");
-            let offset = refusal.offset();
             let mut answer = Answer::refused(&refusal);
             if refusal.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 // The draft's 413 says which limits it keeps.
                 answer = with_limits(answer, dialect, limits);
             }
-            match offset {
-                Some(offset) => answer.header(UPLOAD_OFFSET, offset),
-                None => answer,
+            if let Some(offset) = refusal.offset() {
+                answer = answer.header(UPLOAD_OFFSET, offset);
             }
+            answer
         });
+        let refused = answer.status.is_client_error() || answer.status.is_server_error();
+        let answer = match dialect.completion(false) {
+            // The draft's refusals are the upload protocol's, not the
+            // file's (a landing that failed is tried again): the upload
+            // is not complete.
+            Some((name, flag)) if refused && !answer.headers.contains_key(name) => {
+                answer.header(name, flag)
+            }
+            _ => answer,
+        };
         answer.into_response(Some(dialect))
     }
 }

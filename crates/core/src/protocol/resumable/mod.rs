@@ -781,6 +781,11 @@ impl UploadSession for Session {
             };
         }
         let error = crate::error::status_error(response, &self.context(&what));
+        if self.complete_of(response) == Some(true) {
+            // The draft's server ended the upload with this answer (the
+            // file was refused for what it is): resuming cannot mend it.
+            return Verdict::Fail(error);
+        }
         let failed_by_server = status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT;
         if mode == Mode::Creating && failed_by_server && self.resume_where_told() {
             // Told where the upload is before it failed: go on there.
@@ -1285,6 +1290,7 @@ mod tests {
     /// failure, not a retry), each block then goes in pieces, each answered
     /// before the next, and only the request that ends the file says it
     /// completes it; a `max-size` under the file's fails it with 413's code.
+    /// An error answer that says the upload is complete is not retried.
     #[tokio::test]
     async fn the_draft_obeys_the_limits_a_server_announces() {
         let bounded = session(&IetfDraft::default(), 1, None);
@@ -1339,6 +1345,12 @@ mod tests {
             ]
         );
         assert_eq!(verdicts, [true, true, false, true, true, false]);
+
+        let ended = answer(503, &[("upload-complete", "?1")]);
+        assert!(
+            matches!(bounded.judge(&block(1), &ended), Verdict::Fail(_)),
+            "an error that ends the upload is the file's answer, not one to retry"
+        );
 
         let small = session(&IetfDraft::default(), 1, None);
         small
