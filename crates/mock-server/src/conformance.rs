@@ -36,6 +36,16 @@ use fileuploader_core::testing::{CountedSource, EventLog};
 use fileuploader_core::{Job, RetryPolicy, Transport, UploadManager};
 
 use crate::answers::{Answers, Query};
+use crate::draft::{
+    draft9_104_only_in_the_requests_version, draft9_a_cancelled_upload_is_gone,
+    draft9_a_mismatching_offset_is_a_409_with_the_offset,
+    draft9_an_interrupted_append_is_not_complete,
+    draft9_an_offset_told_during_a_hung_append_is_accepted,
+    draft9_creation_names_the_upload_and_records_its_length,
+    draft9_inconsistent_lengths_are_refused, draft9_offset_retrieval_by_head_and_get,
+    draft9_options_announces_limits, draft9_our_client_keeps_the_clients_musts,
+    draft9_the_completing_append_says_complete, draft9_the_offset_never_passes_the_length,
+};
 use crate::faults::{Action, Attempt, Fault, Target};
 use crate::protocols::{
     protocol_ietf_lands_every_size, protocol_ietf_resumes_after_cancel,
@@ -151,6 +161,18 @@ scenarios![
     protocol_segmented_resumes_after_cancel,
     protocol_tus_resumes_after_cancel,
     protocol_ietf_resumes_after_cancel,
+    draft9_options_announces_limits,
+    draft9_creation_names_the_upload_and_records_its_length,
+    draft9_offset_retrieval_by_head_and_get,
+    draft9_a_mismatching_offset_is_a_409_with_the_offset,
+    draft9_inconsistent_lengths_are_refused,
+    draft9_the_offset_never_passes_the_length,
+    draft9_the_completing_append_says_complete,
+    draft9_an_interrupted_append_is_not_complete,
+    draft9_an_offset_told_during_a_hung_append_is_accepted,
+    draft9_104_only_in_the_requests_version,
+    draft9_a_cancelled_upload_is_gone,
+    draft9_our_client_keeps_the_clients_musts,
 ];
 
 /// Runs one scenario on its own task, catching its panic as a failure;

@@ -23,6 +23,7 @@
 
 mod answers;
 pub mod conformance;
+mod draft;
 mod faults;
 mod protocols;
 mod raw;

@@ -323,6 +323,14 @@ impl Receiver {
         if length > max_size {
             return Err(crate::refusal::too_large(max_size));
         }
+        if let (Some(true), Some(carried)) = (complete, content_length(headers)) {
+            if carried != length {
+                return inconsistent(
+                    dialect,
+                    format!("this request completes the upload with {carried} bytes, but Upload-Length says {length}"),
+                );
+            }
+        }
         self.append_bound(headers, dialect)?;
         // A creation sent again (its answer lost) names the same upload.
         let id = match text(headers, IDEMPOTENCY_KEY) {
@@ -625,6 +633,18 @@ impl Receiver {
                     return self.told(Answer::new(StatusCode::NO_CONTENT), dialect, outcome, 0)
                 }
             };
+        if let Some(said) = text(headers, UPLOAD_LENGTH) {
+            let said = parse_offset(said).map_err(|e| bad(e.to_string()))?;
+            if said != upload.begun.total {
+                return inconsistent(
+                    dialect,
+                    format!(
+                        "Upload-Length says {said} bytes, but the upload was created with {}",
+                        upload.begun.total
+                    ),
+                );
+            }
+        }
         let held = offset_of(&upload);
         if offset != held {
             let refusal = Refusal::new(
@@ -870,6 +890,17 @@ impl Receiver {
         };
         answer.into_response(Some(dialect))
     }
+}
+
+/// A request whose lengths disagree with each other or with the upload's:
+/// a 400, the draft's `inconsistent-upload-length` problem where the
+/// dialect has problem types.
+fn inconsistent(dialect: Version, message: String) -> Result<Answer, Refusal> {
+    let refusal = bad(message);
+    if dialect.has_problem_types() {
+        return Ok(Answer::problem(&refusal, Problem::InconsistentLength));
+    }
+    Err(refusal)
 }
 
 /// A request's `Content-Length`, where it gives one.
