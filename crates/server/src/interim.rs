@@ -1,59 +1,81 @@
-//! Interim answers (`1xx`) over HTTP/1.1, which hyper's server cannot send
-//! itself: the draft's `104 (Upload Resumption Supported)` tells a client
-//! where its upload is before the final answer, so that a client whose
-//! connection breaks mid-body (Apple's URLSession) resumes instead of
-//! starting again.
+//! Interim answers (`1xx`), which hyper's server cannot send itself: the
+//! draft's `104 (Upload Resumption Supported)` tells a client where its
+//! upload is before the final answer, so that a client whose connection
+//! breaks mid-body (Apple's URLSession) resumes instead of starting again.
 //!
-//! A connection's bytes pass [`InterimIo`]; a handler given its
-//! connection's [`Interim`] (in the request's extensions, for HTTP/1.1
-//! requests only) queues an interim head, which goes out on the socket
-//! before anything hyper writes next, and at once if hyper is reading the
-//! request's body meanwhile. Over HTTP/1.1 nothing of the final answer is
-//! written while a request's body is read, so the head never lands inside
-//! another message.
+//! Over HTTP/1.1 a connection's bytes pass [`InterimIo`]; a handler given
+//! its connection's [`Interim`] (in the request's extensions) queues an
+//! interim head, which goes out on the socket before anything hyper writes
+//! next, and at once if hyper is reading the request's body meanwhile.
+//! Over HTTP/1.1 nothing of the final answer is written while a request's
+//! body is read, so the head never lands inside another message. Over
+//! HTTP/2 (served by [`crate::http2`]) the stream's own handle sends it as
+//! a `HEADERS` frame.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use fileuploader_wire::sync::lock;
 use http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// The interim heads an HTTP/1.1 connection has yet to write.
 #[derive(Debug, Default)]
-struct Pending {
+pub(crate) struct Pending {
     bytes: Vec<u8>,
     /// The connection's task, to wake when a head is queued.
     waker: Option<Waker>,
 }
 
-/// The interim answers queued for one HTTP/1.1 connection.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Interim(Arc<Mutex<Pending>>);
+/// Where a request's interim answers go: its HTTP/1.1 connection's queue,
+/// or its HTTP/2 stream.
+#[derive(Debug, Clone)]
+pub(crate) enum Interim {
+    /// Queued for the connection's socket.
+    Http1(Arc<Mutex<Pending>>),
+    /// Sent on the stream, before its final answer.
+    Http2(Arc<Mutex<h2::server::SendResponse<Bytes>>>),
+}
 
 impl Interim {
-    /// Queues an interim answer of `status` with `headers`.
+    /// Sends an interim answer of `status` with `headers`, as far as the
+    /// connection allows (one it cannot take is left out: the final
+    /// answer still comes).
     pub(crate) fn send(&self, status: StatusCode, headers: &HeaderMap) {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\n",
-            status.as_u16(),
-            status
-                .canonical_reason()
-                .unwrap_or("Upload Resumption Supported")
-        )
-        .into_bytes();
-        for (name, value) in headers {
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        let mut pending = lock(&self.0);
-        pending.bytes.extend_from_slice(&head);
-        if let Some(waker) = pending.waker.take() {
-            waker.wake();
+        match self {
+            Interim::Http1(pending) => {
+                let mut head = format!(
+                    "HTTP/1.1 {} {}\r\n",
+                    status.as_u16(),
+                    status
+                        .canonical_reason()
+                        .unwrap_or("Upload Resumption Supported")
+                )
+                .into_bytes();
+                for (name, value) in headers {
+                    head.extend_from_slice(name.as_str().as_bytes());
+                    head.extend_from_slice(b": ");
+                    head.extend_from_slice(value.as_bytes());
+                    head.extend_from_slice(b"\r\n");
+                }
+                head.extend_from_slice(b"\r\n");
+                let mut pending = lock(pending);
+                pending.bytes.extend_from_slice(&head);
+                if let Some(waker) = pending.waker.take() {
+                    waker.wake();
+                }
+            }
+            Interim::Http2(stream) => {
+                let mut head = http::Response::new(());
+                *head.status_mut() = status;
+                *head.headers_mut() = headers.clone();
+                if let Err(e) = lock(stream).send_informational(head) {
+                    tracing::debug!("an interim answer could not be sent: {e}");
+                }
+            }
         }
     }
 }
@@ -61,19 +83,19 @@ impl Interim {
 /// A connection that writes queued interim answers before anything else.
 pub(crate) struct InterimIo<I> {
     inner: I,
-    interim: Interim,
+    pending: Arc<Mutex<Pending>>,
 }
 
 impl<I> InterimIo<I> {
     /// `inner`, and the handle its handlers queue interim answers with.
     pub(crate) fn new(inner: I) -> (Self, Interim) {
-        let interim = Interim::default();
+        let pending = Arc::new(Mutex::new(Pending::default()));
         (
             InterimIo {
                 inner,
-                interim: interim.clone(),
+                pending: pending.clone(),
             },
-            interim,
+            Interim::Http1(pending),
         )
     }
 }
@@ -81,7 +103,7 @@ impl<I> InterimIo<I> {
 impl<I: AsyncWrite + Unpin> InterimIo<I> {
     /// Writes what is queued; ready once nothing is.
     fn write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut pending = lock(&self.interim.0);
+        let mut pending = lock(&self.pending);
         pending.waker = Some(cx.waker().clone());
         if pending.bytes.is_empty() {
             return Poll::Ready(Ok(()));

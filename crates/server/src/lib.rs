@@ -52,6 +52,7 @@ mod cors;
 mod doors;
 mod fs;
 mod hooks;
+mod http2;
 mod interim;
 mod limits;
 mod linger;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fileuploader_wire::sync::lock;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::limits::SendGuarded;
@@ -16,9 +16,9 @@ use crate::Receiver;
 
 /// How many bytes of one HTTP/2 request body a client may send ahead of the
 /// receiver's reads; four times this for a whole connection.
-const H2_STREAM_WINDOW: u32 = 1 << 20;
+pub(crate) const H2_STREAM_WINDOW: u32 = 1 << 20;
 /// The largest HTTP/2 frame a client may send.
-const H2_MAX_FRAME: u32 = 256 << 10;
+pub(crate) const H2_MAX_FRAME: u32 = 256 << 10;
 /// The first wait after a failed `accept`; it doubles up to a second.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// How often the store is asked for files placed on the receiver's
@@ -148,11 +148,18 @@ impl Receiver {
             return;
         }
         match self.tls.clone() {
-            None => self.serve_io(tcp, stopping).await,
+            None => {
+                let http2 = opens_http2(&tcp, limits.header_timeout).await;
+                self.serve_io(tcp, http2, stopping).await;
+            }
             Some(Tls(acceptor)) => {
                 let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp));
                 match handshake.await {
-                    Ok(Ok(tls)) => self.serve_io(tls, stopping).await,
+                    Ok(Ok(tls)) => {
+                        // Over TLS, HTTP/2 is chosen by ALPN.
+                        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        self.serve_io(tls, http2, stopping).await;
+                    }
                     Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
@@ -160,18 +167,24 @@ impl Receiver {
         }
     }
 
-    async fn serve_io<I>(self, io: I, mut stopping: tokio::sync::watch::Receiver<bool>)
+    /// Serves HTTP/2 (`http2`) or HTTP/1.1 on `io`.
+    async fn serve_io<I>(self, io: I, http2: bool, mut stopping: tokio::sync::watch::Receiver<bool>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let limits = self.limits;
+        if http2 {
+            let io = SendGuarded::new(io, limits.send_timeout);
+            return crate::http2::serve(self, io, stopping).await;
+        }
         let receiver = self;
         let activity = Arc::new(Activity::new());
         let busy = activity.clone();
         let (io, interim) = crate::interim::InterimIo::new(io);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             let (receiver, busy) = (receiver.clone(), busy.clone());
-            // Interim answers go on the connection itself: HTTP/1.1 only.
+            // Interim answers go on the connection itself, between messages
+            // of HTTP/1.1 (an HTTP/1.0 client would not expect them).
             if req.version() == http::Version::HTTP_11 {
                 req.extensions_mut().insert(interim.clone());
             }
@@ -180,22 +193,11 @@ impl Receiver {
                 Ok::<_, Infallible>(receiver.handle(req).await)
             }
         });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper::server::conn::http1::Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .max_buf_size(limits.max_header_bytes.max(8192));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(limits.header_timeout))
-            .keep_alive_timeout(limits.header_timeout)
-            .max_header_list_size(limits.max_header_bytes as u32)
-            .max_concurrent_streams(limits.max_streams)
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_STREAM_WINDOW * 4)
-            .max_frame_size(H2_MAX_FRAME);
         let io = SendGuarded::new(io, limits.send_timeout);
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -220,23 +222,23 @@ impl Receiver {
 
 /// The requests of one connection: how many are in flight, and when the
 /// last one ended.
-struct Activity {
+pub(crate) struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
     last: std::sync::Mutex<tokio::time::Instant>,
 }
 
 /// One request in flight; it ends when dropped.
-struct InFlight<'a>(&'a Activity);
+pub(crate) struct InFlight<'a>(&'a Activity);
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             in_flight: 0.into(),
             last: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
     }
 
-    fn begin(&self) -> InFlight<'_> {
+    pub(crate) fn begin(&self) -> InFlight<'_> {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         InFlight(self)
@@ -247,7 +249,7 @@ impl Activity {
     }
 
     /// Completes once no request has been in flight for `timeout`.
-    async fn idle_for(&self, timeout: Duration) {
+    pub(crate) async fn idle_for(&self, timeout: Duration) {
         loop {
             let quiet_until = self.last() + timeout;
             tokio::time::sleep_until(quiet_until).await;
@@ -269,6 +271,30 @@ impl Drop for InFlight<'_> {
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// The first bytes of an HTTP/2 connection without TLS (its preface); no
+/// HTTP/1.1 request begins so (`PRI` is reserved for it).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Whether a connection without TLS opens with HTTP/2's preface: its
+/// first bytes are looked at, not taken, for at most `timeout`.
+async fn opens_http2(tcp: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let looked = async {
+        let mut first = [0u8; HTTP2_PREFACE.len()];
+        loop {
+            let n = tcp.peek(&mut first).await.unwrap_or(0);
+            if n == 0 || first[..n] != HTTP2_PREFACE[..n] {
+                return false;
+            }
+            if n == HTTP2_PREFACE.len() {
+                return true;
+            }
+            // Part of the preface is here: wait for the rest.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(timeout, looked).await.unwrap_or(false)
 }
 
 /// Aborts a task when dropped, so the janitor and the hooks' delivery end

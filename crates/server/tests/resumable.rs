@@ -1497,3 +1497,103 @@ async fn our_client_cuts_its_appends_to_the_receivers_max_append_size() {
     );
     rt.shutdown_background();
 }
+
+/// Over HTTP/2 too, a creation of the draft is answered `104` with its
+/// `Location`, interop version and `Upload-Limit` before its body is read
+/// (a `HEADERS` frame on its stream), in the request's version. As
+/// URLSession over HTTP/2: the link is lost after 40 % of the body; the
+/// offset read at the `104`'s `Location` is what arrived (no more than was
+/// sent), the rest goes in one append, and the file lands whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_creation_is_answered_104_and_resumes_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rt) = serving(dir.path(), "127.0.0.1:0");
+    let data = Bytes::from(pattern(1 << 20));
+    let cut_at = data.len() * 4 / 10;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let creation = |version: &str, name: &str| {
+        Request::post(format!("http://{addr}/files"))
+            .header("upload-draft-interop-version", version)
+            .header("upload-complete", "?1")
+            .header("content-length", data.len())
+            .header(
+                "content-disposition",
+                format!("inline; filename=\"{name}\""),
+            )
+            .body(())
+            .unwrap()
+    };
+    let mut client = client.ready().await.unwrap();
+    let (mut answer, mut body) = client.send_request(creation("9", "h2.mov"), false).unwrap();
+    body.send_data(data.slice(..cut_at), false).unwrap();
+    let interim = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        std::future::poll_fn(|cx| answer.poll_informational(cx)),
+    )
+    .await
+    .expect("an interim answer before the final one")
+    .expect("a 104")
+    .unwrap();
+    assert_eq!(interim.status().as_u16(), 104);
+    let of = |name: &str| interim.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(of("upload-draft-interop-version"), "9");
+    assert!(of("upload-limit").contains("max-size="));
+    let location = of("location");
+    // The link is lost once what was sent has arrived: the offset says.
+    let client_http = fileuploader_transport_hyper::HyperTransport::builder()
+        .http2(true)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}{location}");
+    // What was sent has time to arrive; then the offset is asked for
+    // while the stream is alive (the receiver ends it and tells what it
+    // kept, whatever that is).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let head = http::Request::head(&url)
+        .header("upload-draft-interop-version", "9")
+        .body(fileuploader_core::UploadBody::new())
+        .unwrap();
+    let head = fileuploader_core::Transport::send(&client_http, head)
+        .await
+        .unwrap();
+    let arrived: usize = head.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(arrived <= cut_at, "{arrived} bytes kept of {cut_at} sent");
+    body.send_reset(h2::Reason::CANCEL);
+    let mut rest = fileuploader_core::UploadBody::new();
+    rest.push_data(data.slice(arrived..));
+    let append = http::Request::patch(&url)
+        .header("upload-draft-interop-version", "9")
+        .header("upload-offset", arrived)
+        .header("upload-complete", "?1")
+        .header("content-type", "application/partial-upload")
+        .header("content-length", data.len() - arrived)
+        .body(rest)
+        .unwrap();
+    let appended = fileuploader_core::Transport::send(&client_http, append)
+        .await
+        .unwrap();
+    assert!(appended.status().is_success(), "{}", appended.status());
+    assert_eq!(appended.headers()["upload-complete"], "?1");
+    assert_eq!(std::fs::read(dir.path().join("h2.mov")).unwrap(), data);
+
+    // Another interop version: its 104 carries that version.
+    let (answer, mut body) = client
+        .send_request(creation("8", "old.mov"), false)
+        .unwrap();
+    body.send_data(data.clone(), true).unwrap();
+    let mut answer = answer;
+    let first = std::future::poll_fn(|cx| answer.poll_informational(cx))
+        .await
+        .expect("a 104")
+        .unwrap();
+    assert_eq!(first.headers()["upload-draft-interop-version"], "8");
+    let answer = answer.await.unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    rt.shutdown_background();
+}
