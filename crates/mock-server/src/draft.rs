@@ -454,8 +454,9 @@ pub(crate) async fn draft9_an_interrupted_append_is_not_complete(
     let last = draft.append(&url, held, true, rest, &[]).await;
     assert!(
         last.status().is_success(),
-        "the resumed append: {}",
-        last.status()
+        "the resumed append at {held}: {} {}",
+        last.status(),
+        String::from_utf8_lossy(last.body())
     );
     let name = landed_name(&draft, total);
     let landed = std::fs::read(draft.served.dir.join(&name)).expect("the landed file");

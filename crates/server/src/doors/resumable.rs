@@ -28,6 +28,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use http_body_util::{BodyExt, Full};
 use sha2::Digest as _;
 
+use crate::appends::Appending;
 use crate::auth::Grant;
 use crate::interim::Interim;
 use crate::limits::{Cut, Guarded};
@@ -378,6 +379,9 @@ impl Receiver {
         if !with_body {
             return Ok(answer.header(UPLOAD_OFFSET, 0));
         }
+        // Registered before the upload is told of: a request for it ends
+        // this one and waits for what it keeps.
+        let appending = self.appends.begin(&id, &grant.owner).await;
         if let (Version::Ietf(v), Some(interim)) = (dialect, request.extensions().get::<Interim>())
         {
             // Where the upload is, before its bytes: a client whose
@@ -392,7 +396,7 @@ impl Receiver {
             interim.send(UPLOAD_RESUMPTION_SUPPORTED, &told.headers);
         }
         let (outcome, end) = self
-            .pour_append(request, &upload, 0, complete, dialect)
+            .pour_append(request, &upload, appending, 0, complete, dialect)
             .await?;
         self.told(answer, dialect, outcome, end)
     }
@@ -610,7 +614,10 @@ impl Receiver {
             .and_then(|v| parse_offset(v).map_err(|e| bad(e.to_string())))?;
         let complete = completes(headers, dialect)?;
         let id = Self::upload_of(request.uri())?.to_owned();
-        self.appends.take_over(&id, &grant.owner).await;
+        // Registered before anything is looked up: a request for the
+        // upload arriving from now on ends this one and waits for what it
+        // keeps, so no offset told meanwhile is outdated.
+        let appending = self.appends.begin(&id, &grant.owner).await;
         let upload =
             match uploads::settle(self.store.as_ref(), &id, &grant.owner, self.terms(dialect))
                 .await?
@@ -662,7 +669,7 @@ impl Receiver {
         }
         let answer = Answer::new(StatusCode::NO_CONTENT).header(UPLOAD_EXPIRES, self.expires());
         let (outcome, end) = self
-            .pour_append(request, &upload, offset, complete, dialect)
+            .pour_append(request, &upload, appending, offset, complete, dialect)
             .await?;
         self.told(answer, dialect, outcome, end)
     }
@@ -676,6 +683,7 @@ impl Receiver {
         &self,
         request: Request<B>,
         upload: &Upload,
+        mut appending: Appending,
         offset: u64,
         complete: Option<bool>,
         dialect: Version,
@@ -729,10 +737,6 @@ impl Receiver {
             end,
             total,
         };
-        let mut appending = self
-            .appends
-            .begin(&upload.begun.id, &upload.begun.owner)
-            .await;
         let mut writer = self
             .store
             .write_block(upload, range, sized.is_some())
