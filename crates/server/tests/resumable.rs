@@ -1597,3 +1597,49 @@ async fn over_http2_a_creation_is_answered_104_and_resumes_from_it() {
     assert!(answer.status().is_success(), "{}", answer.status());
     rt.shutdown_background();
 }
+
+/// An append with content to a landed upload: interop 6 to 8 answer the
+/// 400 problem `completed-upload`; interop 9 (whose draft dropped the
+/// type) refuses it by its offset, 409 with the length; each says the
+/// upload protocol answered (`Upload-Complete: ?0`).
+#[tokio::test]
+async fn an_append_to_a_completed_upload_is_refused_in_each_versions_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::new(dir.path()).unwrap();
+    for (version, status) in [("7", StatusCode::BAD_REQUEST), ("9", StatusCode::CONFLICT)] {
+        let created = ietf("POST", "/files", version)
+            .header("upload-complete", "?1")
+            .header("upload-length", "3")
+            .header(
+                "content-disposition",
+                format!("inline; filename=\"done-{version}.txt\""),
+            )
+            .body(Full::new(Bytes::from_static(b"abc")))
+            .unwrap();
+        let created = send(&receiver, created).await;
+        assert!(created.status().is_success(), "{}", created.status());
+        let url = header(&created, "location").to_owned();
+        let more = ietf("PATCH", &url, version)
+            .header("content-type", "application/partial-upload")
+            .header("upload-offset", "3")
+            .header("upload-complete", "?1")
+            .body(Full::new(Bytes::from_static(b"d")))
+            .unwrap();
+        let more = send(&receiver, more).await;
+        assert_eq!(more.status(), status, "interop {version}");
+        assert_eq!(header(&more, "upload-complete"), "?0", "interop {version}");
+        if version == "7" {
+            let problem: serde_json::Value = serde_json::from_slice(more.body()).unwrap();
+            assert_eq!(
+                problem["type"],
+                "https://iana.org/assignments/http-problem-types#completed-upload"
+            );
+        } else {
+            assert_eq!(header(&more, "upload-offset"), "3");
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("done-{version}.txt"))).unwrap(),
+            b"abc"
+        );
+    }
+}

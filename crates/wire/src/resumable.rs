@@ -152,6 +152,13 @@ impl Version {
         matches!(self, Version::Ietf(v) if v >= 6)
     }
 
+    /// Whether an append to a completed upload is the 400 problem
+    /// `completed-upload` (interop 6 to 8; -12 dropped the type, and the
+    /// append is refused by its offset).
+    pub fn has_completed_problem(self) -> bool {
+        matches!(self, Version::Ietf(6..=8))
+    }
+
     /// Whether the offset may be read with `GET` as well as `HEAD` (from
     /// interop 9).
     pub fn offset_by_get(self) -> bool {

@@ -626,15 +626,16 @@ impl Receiver {
                 Outcome::Landed(landed, word) => {
                     let length = landed.length;
                     // Complete already: an empty append at its end is no change.
-                    if offset == length && request_is_empty(headers) {
+                    if offset == length && request_is_empty(&request) {
                         let answer = Answer::new(StatusCode::NO_CONTENT);
                         return self.told(answer, dialect, Outcome::Landed(landed, word), 0);
                     }
-                    return Err(Refusal::new(
-                        StatusCode::CONFLICT,
-                        format!("upload {id} is complete at {length} bytes"),
-                    )
-                    .with_offset(length));
+                    let message = format!("upload {id} is complete at {length} bytes");
+                    if dialect.has_completed_problem() {
+                        let refusal = bad(message);
+                        return Ok(Answer::problem(&refusal, Problem::CompletedUpload));
+                    }
+                    return Err(Refusal::new(StatusCode::CONFLICT, message).with_offset(length));
                 }
                 outcome => {
                     return self.told(Answer::new(StatusCode::NO_CONTENT), dialect, outcome, 0)
@@ -968,8 +969,13 @@ fn completes(headers: &HeaderMap, dialect: Version) -> Result<Option<bool>, Refu
         .map_err(|e| bad(format!("the completion header: {e}")))
 }
 
-fn request_is_empty(headers: &HeaderMap) -> bool {
-    text(headers, header::CONTENT_LENGTH.as_str()).is_none_or(|v| v.trim() == "0")
+/// Whether a request carries no content, as its body says (a body of
+/// unstated length, chunked, is not taken for empty).
+fn request_is_empty<B: RequestBody>(request: &Request<B>) -> bool {
+    let body = request.body();
+    body.is_end_stream()
+        || body.size_hint().exact() == Some(0)
+        || content_length(request.headers()) == Some(0)
 }
 
 /// A creation's conflict no retry can mend (its name taken, its id begun
