@@ -181,6 +181,12 @@ struct State {
     /// The bytes the last creation or append carried, as `(start, end)`:
     /// a block goes in several when the server bounds what one may carry.
     piece: Option<(u64, u64)>,
+    /// Whether a creation under the idempotency key may have reached the
+    /// server before (in this run or one the journal tells of).
+    key_sent: bool,
+    /// Whether the last creation was such a creation sent again: the
+    /// server may hold more of the upload than it carried.
+    resent: bool,
 }
 
 /// What a `HEAD` says of an upload.
@@ -231,9 +237,9 @@ impl Session {
             pairs.push((key.to_owned(), Some(value.as_bytes().to_vec())));
         }
         let saved = target.saved.and_then(Resumed::from_saved);
-        let key = match &saved {
-            Some(Resumed::FirstBlock { key, .. }) if !key.is_empty() => key.clone(),
-            _ => format!("{:032x}", rand::random::<u128>()),
+        let (key, key_sent) = match &saved {
+            Some(Resumed::FirstBlock { key, .. }) if !key.is_empty() => (key.clone(), true),
+            _ => (format!("{:032x}", rand::random::<u128>()), false),
         };
         Ok(Box::new(Session {
             dialect: Mutex::new(dialect),
@@ -261,6 +267,8 @@ impl Session {
                 creation_interim: None,
                 limits: UploadLimit::default(),
                 piece: None,
+                key_sent,
+                resent: false,
             }),
             checksums: target.integrity != super::Integrity::None,
             notices: Mutex::default(),
@@ -752,7 +760,9 @@ impl UploadSession for Session {
             self.mark_complete(headers, end == self.total);
             let interim = InterimAnswers::default();
             request.extensions_mut().insert(interim.clone());
-            lock(&self.state).creation_interim = Some(interim);
+            let state = &mut *lock(&self.state);
+            state.creation_interim = Some(interim);
+            state.resent = std::mem::replace(&mut state.key_sent, true);
         } else {
             headers.insert(UPLOAD_OFFSET, HeaderValue::from(start));
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
@@ -1149,7 +1159,11 @@ mod tests {
         );
         assert_eq!(request.headers()[UPLOAD_OFFSET], "0");
         let reply = answer(204, &[("upload-offset", "10")]);
-        assert_eq!(acked(session.judge(&block(0), &reply)), None);
+        assert_eq!(
+            acked(session.judge(&block(0), &reply)).as_deref(),
+            Some("http://127.0.0.1:9/files/u1"),
+            "the first block's receipt is the upload's URL"
+        );
         let request = session.encode(&block(1), data()).unwrap();
         assert_eq!(request.headers()[UPLOAD_OFFSET], "10");
         let reply = answer(204, &[("upload-offset", "20")]);
@@ -1304,6 +1318,7 @@ mod tests {
         assert!(matches!(bounded.judge(&block(0), &refused), Verdict::More));
         let mut sent = Vec::new();
         let mut verdicts = Vec::new();
+        let mut receipts = Vec::new();
         for b in 0..2 {
             loop {
                 let request = bounded.encode(&block(b), data()).unwrap();
@@ -1327,7 +1342,7 @@ mod tests {
                 let verdict = bounded.judge(&block(b), &reply);
                 verdicts.push(matches!(verdict, Verdict::More));
                 if !matches!(verdict, Verdict::More) {
-                    assert!(matches!(verdict, Verdict::Ack(_)), "{verdict:?}");
+                    receipts.push(acked(verdict));
                     break;
                 }
             }
@@ -1345,6 +1360,11 @@ mod tests {
             ]
         );
         assert_eq!(verdicts, [true, true, false, true, true, false]);
+        assert_eq!(
+            receipts,
+            [Some("http://127.0.0.1:9/files/u9".to_owned()), None],
+            "the first block's receipt is the upload's URL, though its last piece was an append"
+        );
 
         let ended = answer(503, &[("upload-complete", "?1")]);
         assert!(
@@ -1364,6 +1384,42 @@ mod tests {
         };
         assert_eq!(e.code(), code::TOO_LARGE);
         assert!(e.message().contains("at most 16 bytes"), "{e}");
+    }
+
+    /// A creation sent again under the key a stopped run saved may find
+    /// the server holding more than it carried (the earlier run's pieces):
+    /// that is where the upload goes on (begin again, at its URL), not a
+    /// lie; a first creation answered so is one.
+    #[tokio::test]
+    async fn a_creation_sent_again_may_find_more_than_it_carried() {
+        let stopped = saved(Handle::FirstRequest { key: "k".into() }, &[]);
+        let resumed = session(&IetfDraft::default(), 1, Some(&stopped));
+        resumed
+            .begin(&scripted(|_, _| answer(500, &[])))
+            .await
+            .unwrap();
+        let request = resumed.encode(&block(0), data()).unwrap();
+        assert_eq!(request.headers()[IDEMPOTENCY_KEY], "\"k\"");
+        let more = answer(201, &[("location", "/files/u9"), ("upload-offset", "15")]);
+        assert!(matches!(
+            resumed.judge(&block(0), &more),
+            Verdict::Resync(_)
+        ));
+        let Handle::Url { url } = resumed.saved().handle else {
+            panic!("the upload's URL is kept");
+        };
+        assert_eq!(url, "http://127.0.0.1:9/files/u9");
+
+        let fresh = session(&IetfDraft::default(), 1, None);
+        fresh
+            .begin(&scripted(|_, _| answer(500, &[])))
+            .await
+            .unwrap();
+        let _ = fresh.encode(&block(0), data()).unwrap();
+        let Verdict::Fail(e) = fresh.judge(&block(0), &more) else {
+            panic!("a first creation holding more than it carried is taken");
+        };
+        assert_eq!(e.code(), code::PROTOCOL_VIOLATION);
     }
 
     /// A draft upload whose every byte the server holds but does not count

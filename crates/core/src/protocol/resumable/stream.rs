@@ -99,14 +99,27 @@ impl Session {
             Ok(created) => created,
             Err(e) => return Verdict::Fail(e),
         };
-        if offset > sent {
+        let state = &mut *lock(&self.state);
+        if offset > sent && !(state.resent && offset <= self.total) {
             return Verdict::Fail(self.violation(&format!(
                 "{what} was created holding {offset} bytes, but only {sent} were sent"
             )));
         }
-        let state = &mut *lock(&self.state);
         state.mode = Mode::Stream(url.clone());
         state.offset = offset;
+        if offset > sent {
+            // A creation sent again under its key: an earlier one (its
+            // answer lost, or a run stopped) delivered more. Where the
+            // upload goes on is the server's to say.
+            return Verdict::Resync(Error::new(
+                ErrorKind::Status,
+                code::NOT_FINISHED,
+                format!(
+                    "the server holds {offset} bytes of {:?}, more than this creation carried: an earlier one under the same key delivered them; going on from there",
+                    self.name
+                ),
+            ));
+        }
         if offset < end && offset == sent && offset > block.offset {
             // The first piece of a block the server takes in pieces.
             return Verdict::More;
@@ -153,7 +166,13 @@ impl Session {
         if end == self.total {
             state.completed_by = Some(FinalAnswer::of(response));
         }
-        Verdict::Ack(Receipt::default())
+        // The first block's receipt is the upload's URL, however it went
+        // (created with it, or in pieces after its creation): a later run
+        // finds the upload by it.
+        match &state.mode {
+            Mode::Stream(url) if block.offset == 0 => Verdict::Ack(Receipt(Some(url.to_string()))),
+            _ => Verdict::Ack(Receipt::default()),
+        }
     }
 
     /// Creates a streamed upload: its URL.
