@@ -159,8 +159,9 @@ pub struct Block {
 pub struct Upload {
     /// What it was begun with.
     pub begun: NewUpload,
-    /// Its acknowledged blocks, by first byte.
-    pub blocks: Vec<Block>,
+    /// Its acknowledged blocks, by first byte; shared between copies, so
+    /// a copy of an upload of many blocks costs no copy of its list.
+    pub blocks: std::sync::Arc<Vec<Block>>,
     /// The byte ranges its acknowledged blocks cover.
     pub received: RangeSet,
     /// Why its last landing failed, if it did.
@@ -172,7 +173,7 @@ impl Upload {
     pub fn new(begun: NewUpload) -> Self {
         Upload {
             begun,
-            blocks: Vec::new(),
+            blocks: std::sync::Arc::default(),
             received: RangeSet::default(),
             landing_error: None,
         }
@@ -180,9 +181,10 @@ impl Upload {
 
     /// Adds an acknowledged block (replacing one that starts where it does).
     pub fn add(&mut self, block: Block) {
-        match self.blocks.binary_search_by_key(&block.start, |b| b.start) {
-            Ok(i) => self.blocks[i] = block,
-            Err(i) => self.blocks.insert(i, block),
+        let blocks = std::sync::Arc::make_mut(&mut self.blocks);
+        match blocks.binary_search_by_key(&block.start, |b| b.start) {
+            Ok(i) => blocks[i] = block,
+            Err(i) => blocks.insert(i, block),
         }
         self.received.insert(block.start, block.end);
     }
@@ -199,7 +201,7 @@ impl Upload {
         let mut at = 0;
         let mut crc = 0;
         let mut shift = CrcShift::new(0);
-        for block in &self.blocks {
+        for block in self.blocks.iter() {
             if block.start != at {
                 return None;
             }

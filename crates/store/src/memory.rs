@@ -219,7 +219,7 @@ impl Store for MemoryStore {
                 )
             })?;
             let at = bytes.len() as u64;
-            for block in &kept.upload.blocks {
+            for block in kept.upload.blocks.iter() {
                 upload.add(Block {
                     start: at + block.start,
                     end: at + block.end,

@@ -217,17 +217,23 @@ impl Inner {
             lock(&self.cache).remove(id);
             return Ok(None);
         };
-        let (mut seen, mut upload) = match lock(&self.cache).remove(id) {
-            Some((seen, upload)) if upload.begun == head.begun => (seen, upload),
-            _ => (0, Upload::new(head.begun.clone())),
-        };
-        for (seq, block) in self.state.acks_after(id, seen)? {
+        // Brought up to date in place: requests for one upload at once
+        // each read only the blocks acknowledged since (taking the entry
+        // out would make every other one read them all again).
+        let mut cache = lock(&self.cache);
+        let (seen, upload) = cache
+            .entry(id.to_owned())
+            .or_insert_with(|| (0, Upload::new(head.begun.clone())));
+        if upload.begun != head.begun {
+            *seen = 0;
+            *upload = Upload::new(head.begun.clone());
+        }
+        for (seq, block) in self.state.acks_after(id, *seen)? {
             upload.add(block);
-            seen = seq;
+            *seen = seq;
         }
         upload.landing_error = head.landing_error;
-        lock(&self.cache).insert(id.to_owned(), (seen, upload.clone()));
-        Ok(Some(upload))
+        Ok(Some(upload.clone()))
     }
 
     /// Removes partial files no record owns and older than `min_age`.
