@@ -836,12 +836,19 @@ fn a_receiver_out_of_descriptors_keeps_serving_and_closes_idle_connections() {
     let data = vec![9u8; 3 * 1024 * 1024];
     std::fs::write(&path, &data).unwrap();
     let url = format!("http://{addr}/upload");
+    // Until the idle connections time out (2 s) the receiver turns new
+    // ones away: one block at a time, with retries enough to outlast that
+    // within the job's retry budget.
     let out = fileuploader(&[
         "upload",
         "--url",
         &url,
         "--block-size",
         "256KiB",
+        "--threads",
+        "1",
+        "--retries",
+        "10",
         path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1672,14 +1679,16 @@ fn ctrl_c_and_the_run_timeout_stop_queued_files_too() {
             stderr(&out)
         );
         let landed = std::fs::read_dir(dir.path()).unwrap().count();
-        // Give anything still being sent a moment to show up: none does.
+        // Give anything still being sent a moment to show up: at most the
+        // one file in flight, whose bytes may all have arrived just before
+        // the stop (the receiver lands it); nothing queued starts.
         std::thread::sleep(std::time::Duration::from_millis(500));
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            landed,
-            "{stop}"
+        let after = std::fs::read_dir(dir.path()).unwrap().count();
+        assert!(
+            after <= landed + 1,
+            "{stop}: {landed} entries at the stop, {after} after"
         );
-        assert!(landed < 20, "{stop}: {landed} entries landed");
+        assert!(after < 20, "{stop}: {after} entries landed");
     }
 }
 

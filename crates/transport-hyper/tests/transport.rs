@@ -390,16 +390,15 @@ async fn http_goes_through_the_proxy_in_absolute_form() {
     send(transport, server.url("http", "127.0.0.1"), 10, 100)
         .await
         .unwrap();
-    // The first request on the proxy's connection is the status query, in
-    // absolute form; the block follows on the same connection.
+    // The first request on the proxy's connection is the block, in
+    // absolute form (a new upload asks nothing first).
     let line = &proxy.seen()[0].0;
-    let start = format!(
-        "GET http://127.0.0.1:{}/upload?upload_id=",
-        server.addr.port()
-    );
-    assert!(
-        line.starts_with(&start) && line.ends_with(" HTTP/1.1"),
-        "{line}"
+    assert_eq!(
+        line,
+        &format!(
+            "POST http://127.0.0.1:{}/upload HTTP/1.1",
+            server.addr.port()
+        )
     );
     assert_eq!(server.seen().len(), 1);
 }

@@ -1,7 +1,7 @@
 //! The segmented multipart convention of the reference FileUploader, with
 //! the answers of a receiver that can give them (`docs/PROTOCOL.md`).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -32,9 +32,10 @@ use crate::transport::{Request, Response, Transport};
 /// part, and a `Content-Range` header when the source has several blocks.
 ///
 /// A receiver that answers status queries (`GET url?upload_id=ID`, as the
-/// reference receiver does) is asked what it holds when a source begins,
-/// and, unless a block's answer already stated the landing, whether the file
-/// landed when it finishes. A receiver that cannot answer gets the same
+/// reference receiver does) is asked what it holds when a resumed source
+/// begins (a new upload id has nothing to ask about), and, unless a block's
+/// answer already stated the landing, whether the file landed when it
+/// finishes. A receiver that cannot answer gets the same
 /// blocks as ever, and its landings are reported unconfirmed. See
 /// `docs/PROTOCOL.md`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,9 +47,9 @@ impl Protocol for SegmentedMultipart {
             "fileuploader-{}",
             Alphanumeric.sample_string(&mut rand::rng(), 24)
         );
-        let upload_id = match target.saved.map(|s| &s.handle) {
-            Some(Handle::Id { id } | Handle::Url { url: id }) => id.clone(),
-            _ => new_upload_id(),
+        let (upload_id, fresh) = match target.saved.map(|s| &s.handle) {
+            Some(Handle::Id { id } | Handle::Url { url: id }) => (id.clone(), false),
+            _ => (new_upload_id(), true),
         };
         let mut prefix = Vec::new();
         for (key, value) in target.fields.iter() {
@@ -89,6 +90,7 @@ impl Protocol for SegmentedMultipart {
             digest_head,
             suffix: Bytes::from(format!("\r\n--{boundary}--\r\n")),
             answers: AtomicU8::new(NOT_ASKED),
+            fresh: AtomicBool::new(fresh),
             landing: Mutex::new(None),
             last: Mutex::new(None),
         }))
@@ -162,6 +164,9 @@ struct Session {
     digest_head: Option<Bytes>,
     suffix: Bytes,
     answers: AtomicU8,
+    /// Whether the upload id is new and nothing was sent under it yet: no
+    /// receiver can hold anything of it, so there is nothing to ask.
+    fresh: AtomicBool,
     /// The landing a block's answer stated.
     landing: Mutex<Option<Landing>>,
     /// The answer to the last block acknowledged: the final answer of a
@@ -244,6 +249,12 @@ impl Session {
 impl UploadSession for Session {
     async fn begin(&self, transport: &dyn Transport) -> Result<Holding, Error> {
         *lock(&self.landing) = None;
+        if self.fresh.swap(false, Ordering::Relaxed) {
+            // A new id: the status query could only say it is unknown.
+            // Whether the receiver answers queries is learnt at the end,
+            // if a block's answer does not state the landing first.
+            return Ok(Holding::Ranges(Vec::new()));
+        }
         let Some((statement, response)) = self.ask(transport).await? else {
             return Ok(Holding::Unknown);
         };
@@ -290,8 +301,13 @@ impl UploadSession for Session {
     fn judge(&self, block: &Block, response: &Response) -> Verdict {
         let status = response.status();
         if status.is_success() {
-            if let Some(landing) = self
-                .statement(response)
+            let statement = self.statement(response);
+            if statement.is_some() {
+                // A receiver that states what it made of this upload's
+                // blocks speaks the convention: it answers queries too.
+                self.answers.store(ANSWERS, Ordering::Relaxed);
+            }
+            if let Some(landing) = statement
                 .and_then(|s| self.landing_of(&s))
                 .map(|l| l.answered(response))
             {
@@ -364,6 +380,8 @@ impl UploadSession for Session {
     }
 
     async fn abort(&self, transport: &dyn Transport) -> Result<(), Error> {
+        // Only a receiver known to speak the convention (it answered a
+        // query, or stated what it made of a block) is sent a discard.
         if self.answers.load(Ordering::Relaxed) != ANSWERS {
             return Ok(());
         }
