@@ -954,7 +954,7 @@ pub async fn session_begins_with_the_ranges_the_receiver_holds(transport: Transp
     };
     // Stopped after its first block (one the receiver holds anyway).
     let stopped = manager.run(&job_of()).expect("the job starts");
-    while server.recording().len() < 1 {
+    while server.recording().is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stopped.cancel();
