@@ -19,7 +19,7 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::sync::Notify;
 
 use crate::conformance::TransportFactory;
-use crate::protocols::{ReceiverFactory, Served};
+use crate::protocols::{land, ReceiverFactory, Sent, Served};
 
 /// The interop version these scenarios speak.
 const VERSION: &str = "9";
@@ -110,7 +110,8 @@ impl Draft {
         (created, url)
     }
 
-    /// Appends `content` at `offset` to the upload at `url`.
+    /// Appends `body` at `offset` to the upload at `url`, with `more`
+    /// headers.
     async fn append(
         &self,
         url: &str,
@@ -119,6 +120,22 @@ impl Draft {
         body: UploadBody,
         more: &[(&str, String)],
     ) -> Response {
+        let request = self.append_request(url, offset, complete, body, more);
+        self.transport
+            .send(request)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: the request failed: {e}"))
+    }
+
+    /// The request that appends `body` at `offset` to the upload at `url`.
+    fn append_request(
+        &self,
+        url: &str,
+        offset: u64,
+        complete: bool,
+        body: UploadBody,
+        more: &[(&str, String)],
+    ) -> Request {
         let mut headers = vec![
             ("upload-offset", offset.to_string()),
             (
@@ -128,7 +145,7 @@ impl Draft {
             ("content-type", "application/partial-upload".into()),
         ];
         headers.extend(more.iter().cloned());
-        self.send(Method::PATCH, url, &headers, body).await
+        self.request(Method::PATCH, url, &headers, body)
     }
 
     /// Retrieves the upload's offset with `method` (`HEAD` or `GET`).
@@ -429,16 +446,7 @@ pub(crate) async fn draft9_an_interrupted_append_is_not_complete(
         release: Arc::default(),
     })
     .await;
-    let request = draft.request(
-        Method::PATCH,
-        &url,
-        &[
-            ("upload-offset", "0".into()),
-            ("upload-complete", "?1".into()),
-            ("content-type", "application/partial-upload".into()),
-        ],
-        cut,
-    );
+    let request = draft.append_request(&url, 0, true, cut, &[]);
     let _ = draft.transport.send(request).await;
     let head = draft.offset(Method::HEAD, &url).await;
     assert!(head.status().is_success(), "HEAD: {}", head.status());
@@ -496,16 +504,7 @@ pub(crate) async fn draft9_an_offset_told_during_a_hung_append_is_accepted(
         release: release.clone(),
     })
     .await;
-    let request = draft.request(
-        Method::PATCH,
-        &url,
-        &[
-            ("upload-offset", "0".into()),
-            ("upload-complete", "?1".into()),
-            ("content-type", "application/partial-upload".into()),
-        ],
-        hung,
-    );
+    let request = draft.append_request(&url, 0, true, hung, &[]);
     let sender = draft.clone();
     let first = tokio::spawn(async move { sender.transport.send(request).await });
     // The first piece on its way; whatever of it arrived, the offset told
@@ -665,23 +664,14 @@ pub(crate) async fn draft9_our_client_keeps_the_clients_musts(
     for len in [0, 1, 3 * PIECE + 5] {
         let name = format!("client-{len}.bin");
         let data = pattern(0, len as usize);
-        let mut job = manager.create_job();
-        job.server_url = served.url.clone();
-        job.block_size = PIECE;
-        job.thread_num = 3;
-        job.protocol = Some(Arc::new(fileuploader_core::protocol::IetfDraft::new(9)));
-        job.require_confirmation = true;
-        job.source_value.add(
-            manager.generate_url_for_upload_data(data.clone()),
-            &name,
-            None,
-        );
-        let outcome = manager.run(&job).expect("the job starts").wait().await;
-        if let Err(e) = outcome {
+        let sent = Sent {
+            protocol: Arc::new(fileuploader_core::protocol::IetfDraft::new(9)),
+            block: PIECE,
+            threads: 3,
+        };
+        if let Err(e) = land(&manager, &served, &sent, &name, &data).await {
             panic!("{len} bytes: {e}");
         }
-        let landed = std::fs::read(served.dir.join(&name)).expect("the landed file");
-        assert_eq!(landed, data, "{len} bytes: the landed file differs");
     }
     let seen = seen.lock().expect("the watch");
     assert!(seen.requests.len() >= 5, "{} requests", seen.requests.len());

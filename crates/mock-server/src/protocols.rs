@@ -106,27 +106,51 @@ async fn lands_every_size(
         for threads in [1, 3] {
             let name = format!("{what}-{len}-{threads}.bin");
             let data = pattern(len, i as u32);
-            let mut job = manager.create_job();
-            job.server_url = served.url.clone();
-            job.block_size = BLOCK as u64;
-            job.thread_num = threads;
-            job.protocol = Some(protocol.clone());
-            job.require_confirmation = true;
-            job.source_value.add(
-                manager.generate_url_for_upload_data(data.clone()),
-                &name,
-                None,
-            );
-            let outcome = manager.run(&job).expect("the job starts").wait().await;
-            if let Err(e) = outcome {
+            let sent = Sent {
+                protocol: protocol.clone(),
+                block: BLOCK as u64,
+                threads,
+            };
+            if let Err(e) = land(&manager, &served, &sent, &name, &data).await {
                 panic!("{what}: {len} bytes, {threads} in flight: {e}");
             }
-            let landed = std::fs::read(served.dir.join(&name));
-            assert!(
-                landed.as_ref().is_ok_and(|l| *l == data),
-                "{what}: {len} bytes, {threads} in flight: the landed file differs or is missing"
-            );
         }
+    }
+}
+
+/// How a scenario's file goes: its protocol, block size, blocks in flight.
+pub(crate) struct Sent {
+    pub(crate) protocol: Arc<dyn Protocol>,
+    pub(crate) block: u64,
+    pub(crate) threads: usize,
+}
+
+/// Uploads `data` from memory as `name` to `served` as `sent` says,
+/// requiring the receiver's confirmation; the job's error, or that the
+/// landed file differs or is missing.
+pub(crate) async fn land(
+    manager: &UploadManager,
+    served: &Served,
+    sent: &Sent,
+    name: &str,
+    data: &[u8],
+) -> Result<(), String> {
+    let mut job = manager.create_job();
+    job.server_url = served.url.clone();
+    job.block_size = sent.block;
+    job.thread_num = sent.threads;
+    job.protocol = Some(sent.protocol.clone());
+    job.require_confirmation = true;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(data.to_vec()),
+        name,
+        None,
+    );
+    let outcome = manager.run(&job).expect("the job starts").wait().await;
+    outcome.map_err(|e| e.to_string())?;
+    match std::fs::read(served.dir.join(name)) {
+        Ok(landed) if landed == data => Ok(()),
+        _ => Err("the landed file differs or is missing".into()),
     }
 }
 
