@@ -854,3 +854,42 @@ async fn a_block_whose_answer_was_lost_is_sent_again_since_ranges_are_idempotent
     );
     assert_eq!(transport.bodies.load(Ordering::SeqCst), 3, "retried");
 }
+
+/// A new upload id someone else took before any block of ours arrived
+/// (403, "belongs to other credentials"): the upload begins again under
+/// another id and lands; nothing of it stays under the taken one.
+#[tokio::test]
+async fn a_new_upload_id_taken_by_someone_else_is_replaced() {
+    let taken = std::sync::Mutex::new(None::<String>);
+    let transport = MemoryTransport::scripted(Duration::ZERO, move |r, _| {
+        let id = r.headers["x-upload-id"].to_str().unwrap().to_owned();
+        let first = taken.lock().unwrap().get_or_insert(id.clone()).clone();
+        if id == first {
+            Reply::Status(
+                StatusCode::FORBIDDEN,
+                "this upload id belongs to other credentials",
+            )
+        } else {
+            Reply::Status(StatusCode::OK, "")
+        }
+    });
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.block_size = 10;
+    job.thread_num = 1;
+    job.source_value.add(
+        manager.generate_url_for_upload_data(pattern(50)),
+        "t.bin",
+        None,
+    );
+    manager.run(&job).unwrap().wait().await.unwrap();
+    let ids: Vec<String> = transport
+        .requests()
+        .iter()
+        .map(|r| r.headers["x-upload-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 6, "one refused block, then five: {ids:?}");
+    assert!(ids[1..].iter().all(|id| *id == ids[1] && *id != ids[0]));
+    assert_eq!(events.terminals(), ["success"]);
+}

@@ -65,14 +65,9 @@ impl Protocol for SegmentedMultipart {
         }
         put_part_head(&mut prefix, &boundary, target.key, Some(target.name));
 
-        let mut query_headers = target.base_headers();
-        query_headers.insert(
-            HeaderName::from_static(UPLOAD_ID_HEADER),
-            header_value(&upload_id)?,
-        );
-        let mut headers = query_headers.clone();
+        let base = target.base_headers();
         let content_type = format!("multipart/form-data; boundary={boundary}");
-        headers.insert(CONTENT_TYPE, header_value(&content_type)?);
+        let named = Named::new(target.url, &base, &content_type, upload_id)?;
         let digest_head = (target.integrity == Integrity::BlockCrc32c).then(|| {
             let mut head = b"\r\n".to_vec();
             put_part_head(&mut head, &boundary, BLOCK_CRC32C_FIELD, None);
@@ -80,17 +75,17 @@ impl Protocol for SegmentedMultipart {
         });
         Ok(Box::new(Session {
             url: target.url.clone(),
-            status_url: status_url(target.url, &upload_id)?,
-            upload_id,
+            named: Mutex::new(named),
+            base,
+            content_type,
             name: target.name.to_owned(),
             total: target.total,
-            headers,
-            query_headers,
             prefix: Bytes::from(prefix),
             digest_head,
             suffix: Bytes::from(format!("\r\n--{boundary}--\r\n")),
             answers: AtomicU8::new(NOT_ASKED),
             fresh: AtomicBool::new(fresh),
+            acked: AtomicBool::new(!fresh),
             landing: Mutex::new(None),
             last: Mutex::new(None),
         }))
@@ -149,16 +144,52 @@ const NOT_ASKED: u8 = 0;
 const ANSWERS: u8 = 1;
 const SILENT: u8 = 2;
 
+/// What names a session's upload on the wire: its id, the status URL
+/// and the headers that carry it.
 #[derive(Debug)]
-struct Session {
-    url: Uri,
-    status_url: Uri,
+struct Named {
     upload_id: String,
-    name: String,
-    total: u64,
+    status_url: Uri,
+    /// The headers of blocks.
     headers: HeaderMap,
     /// The headers of status queries and discards.
     query_headers: HeaderMap,
+}
+
+impl Named {
+    fn new(
+        url: &Uri,
+        base: &HeaderMap,
+        content_type: &str,
+        upload_id: String,
+    ) -> Result<Self, Error> {
+        let mut query_headers = base.clone();
+        query_headers.insert(
+            HeaderName::from_static(UPLOAD_ID_HEADER),
+            header_value(&upload_id)?,
+        );
+        let mut headers = query_headers.clone();
+        headers.insert(CONTENT_TYPE, header_value(content_type)?);
+        Ok(Named {
+            status_url: status_url(url, &upload_id)?,
+            upload_id,
+            headers,
+            query_headers,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    url: Uri,
+    /// The upload's id and what carries it: another when a new id turns
+    /// out to be someone else's.
+    named: Mutex<Named>,
+    /// The headers every request starts from, and the blocks' type.
+    base: HeaderMap,
+    content_type: String,
+    name: String,
+    total: u64,
     prefix: Bytes,
     /// The framing before the digest field's value, when there is one.
     digest_head: Option<Bytes>,
@@ -167,6 +198,9 @@ struct Session {
     /// Whether the upload id is new and nothing was sent under it yet: no
     /// receiver can hold anything of it, so there is nothing to ask.
     fresh: AtomicBool,
+    /// Whether a block under this id was acknowledged (in this run or, for
+    /// a saved id, an earlier one): the id is this client's.
+    acked: AtomicBool,
     /// The landing a block's answer stated.
     landing: Mutex<Option<Landing>>,
     /// The answer to the last block acknowledged: the final answer of a
@@ -179,8 +213,9 @@ impl Session {
     fn query(&self, method: Method) -> Request {
         let mut request = Request::new(UploadBody::new());
         *request.method_mut() = method;
-        *request.uri_mut() = self.status_url.clone();
-        *request.headers_mut() = self.query_headers.clone();
+        let named = lock(&self.named);
+        *request.uri_mut() = named.status_url.clone();
+        *request.headers_mut() = named.query_headers.clone();
         request
     }
 
@@ -202,8 +237,9 @@ impl Session {
             }
         };
         let id = statement.upload_id();
-        (id == self.upload_id || (id.is_empty() && matches!(statement, Statement::Landed { .. })))
-            .then_some(statement)
+        (id == lock(&self.named).upload_id
+            || (id.is_empty() && matches!(statement, Statement::Landed { .. })))
+        .then_some(statement)
     }
 
     /// Asks the receiver what it holds: its statement, or `None` when it
@@ -265,14 +301,16 @@ impl UploadSession for Session {
             Statement::Partial {
                 total, received, ..
             } if total == self.total => Ok(Holding::Ranges(received)),
-            Statement::Partial { total, .. } => Err(Error::new(
-                crate::ErrorKind::Status,
-                code::HTTP_OTHER,
-                format!(
+            Statement::Partial { total, .. } => {
+                Err(Error::new(
+                    crate::ErrorKind::Status,
+                    code::HTTP_OTHER,
+                    format!(
                     "the receiver holds upload {} of {:?} as {total} bytes, but the source has {}",
-                    self.upload_id, self.name, self.total
+                    lock(&self.named).upload_id, self.name, self.total
                 ),
-            )),
+                ))
+            }
             _ => Ok(Holding::Ranges(Vec::new())),
         }
     }
@@ -286,7 +324,7 @@ impl UploadSession for Session {
         }
         body.push(self.suffix.clone());
 
-        let mut headers = self.headers.clone();
+        let mut headers = lock(&self.named).headers.clone();
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         if let Some(range) = block.content_range() {
             headers.insert(CONTENT_RANGE, header_value(&range.to_string())?);
@@ -314,9 +352,23 @@ impl UploadSession for Session {
                 *lock(&self.landing) = Some(landing);
             }
             *lock(&self.last) = Some(FinalAnswer::of(response));
+            self.acked.store(true, Ordering::Relaxed);
             return Verdict::Ack(Receipt::default());
         }
         let error = crate::error::status_error(response, &self.context(block));
+        if status == StatusCode::FORBIDDEN && !self.acked.load(Ordering::Relaxed) {
+            // A new id someone else's before any block of ours arrived
+            // (ids can leak): nothing of ours is under it, so the upload
+            // begins again under another. A client refused for itself is
+            // refused again, and its retries end.
+            if let Ok(named) =
+                Named::new(&self.url, &self.base, &self.content_type, new_upload_id())
+            {
+                *lock(&self.named) = named;
+                self.fresh.store(true, Ordering::Relaxed);
+                return Verdict::Resync(error);
+            }
+        }
         if status == StatusCode::UNPROCESSABLE_ENTITY {
             // The receiver discarded the upload: what it holds is not what
             // was acknowledged.
@@ -390,7 +442,7 @@ impl UploadSession for Session {
     }
 
     fn saved(&self) -> SavedSession {
-        SavedSession::new(self.upload_id.clone())
+        SavedSession::new(lock(&self.named).upload_id.clone())
     }
 }
 
