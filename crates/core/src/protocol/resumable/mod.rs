@@ -1071,6 +1071,18 @@ mod tests {
             .unwrap()
     }
 
+    /// A draft session of the newest version, begun: the draft asks the
+    /// server nothing before its first block (a server that answered
+    /// would fail the begin).
+    async fn draft_begun(saved: Option<&SavedSession>) -> Box<dyn UploadSession> {
+        let begun = session(&IetfDraft::default(), 1, saved);
+        begun
+            .begin(&scripted(|_, _| answer(500, &[])))
+            .await
+            .unwrap();
+        begun
+    }
+
     fn block(index: u64) -> Block {
         BlockPlan::new(vec![20], 10).block(0, index).unwrap()
     }
@@ -1266,11 +1278,7 @@ mod tests {
     /// interop 7 an append's success needs no Upload-Offset.
     #[tokio::test]
     async fn the_draft_steps_down_to_the_version_a_server_takes() {
-        let session = session(&IetfDraft::default(), 1, None);
-        session
-            .begin(&scripted(|_, _| answer(500, &[])))
-            .await
-            .unwrap();
+        let session = draft_begun(None).await;
         let request = session.encode(&block(0), data()).unwrap();
         let headers = request.headers();
         assert_eq!(headers[INTEROP_VERSION], "9");
@@ -1307,11 +1315,7 @@ mod tests {
     /// An error answer that says the upload is complete is not retried.
     #[tokio::test]
     async fn the_draft_obeys_the_limits_a_server_announces() {
-        let bounded = session(&IetfDraft::default(), 1, None);
-        bounded
-            .begin(&scripted(|_, _| answer(500, &[])))
-            .await
-            .unwrap();
+        let bounded = draft_begun(None).await;
         let request = bounded.encode(&block(0), data()).unwrap();
         assert_eq!(request.body().len(), 10, "no limits known yet");
         let refused = answer(413, &[("upload-limit", "max-size=100, max-append-size=4")]);
@@ -1372,11 +1376,7 @@ mod tests {
             "an error that ends the upload is the file's answer, not one to retry"
         );
 
-        let small = session(&IetfDraft::default(), 1, None);
-        small
-            .begin(&scripted(|_, _| answer(500, &[])))
-            .await
-            .unwrap();
+        let small = draft_begun(None).await;
         let _ = small.encode(&block(0), data()).unwrap();
         let refused = answer(413, &[("upload-limit", "max-size=16")]);
         let Verdict::Fail(e) = small.judge(&block(0), &refused) else {
@@ -1393,11 +1393,7 @@ mod tests {
     #[tokio::test]
     async fn a_creation_sent_again_may_find_more_than_it_carried() {
         let stopped = saved(Handle::FirstRequest { key: "k".into() }, &[]);
-        let resumed = session(&IetfDraft::default(), 1, Some(&stopped));
-        resumed
-            .begin(&scripted(|_, _| answer(500, &[])))
-            .await
-            .unwrap();
+        let resumed = draft_begun(Some(&stopped)).await;
         let request = resumed.encode(&block(0), data()).unwrap();
         assert_eq!(request.headers()[IDEMPOTENCY_KEY], "\"k\"");
         let more = answer(201, &[("location", "/files/u9"), ("upload-offset", "15")]);
@@ -1410,11 +1406,7 @@ mod tests {
         };
         assert_eq!(url, "http://127.0.0.1:9/files/u9");
 
-        let fresh = session(&IetfDraft::default(), 1, None);
-        fresh
-            .begin(&scripted(|_, _| answer(500, &[])))
-            .await
-            .unwrap();
+        let fresh = draft_begun(None).await;
         let _ = fresh.encode(&block(0), data()).unwrap();
         let Verdict::Fail(e) = fresh.judge(&block(0), &more) else {
             panic!("a first creation holding more than it carried is taken");
