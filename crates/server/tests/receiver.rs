@@ -1104,7 +1104,9 @@ async fn two_receivers_on_one_directory_see_the_same_uploads() {
     // once the writer is gone.
     let upload = one.store().upload("shared").await.unwrap().unwrap();
     let range = fileuploader_server::ContentRange::parse("bytes 4-7/16").unwrap();
-    let writer = one.store().write_block(&upload, range, true).await.unwrap();
+    let mut writer = one.store().write_block(&upload, range, true).await.unwrap();
+    writer.write(Bytes::from_static(b"4")).await.unwrap();
+    writer.finish().await.unwrap();
     let (s, text) = block(&two, "bytes 2-5/16", b"2345").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{text}");
     drop(writer);

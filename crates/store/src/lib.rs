@@ -228,8 +228,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// progress already is returned as it is.
     async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, StoreError>;
 
-    /// Reserves `range` of `upload` for one writer ([`ErrorKind::Busy`]
-    /// while another writes any byte of it) and returns that writer. Bytes the upload has
+    /// Returns the one writer of `range` of `upload`: the range is
+    /// reserved for it when its first bytes are written, or soon after this
+    /// call if they are slow to come, and stays so until it is dropped
+    /// ([`ErrorKind::Busy`], from this call or from the writer's first
+    /// write, while another writes any byte of it). Bytes the upload has
     /// acknowledged already are compared with, never overwritten. `sized`
     /// says the request declared it carries all of `range` (a body that may
     /// end sooner, such as a chunked `PATCH`, is not sized); a store that

@@ -17,19 +17,17 @@
 //!   committed (see `state`).
 //! - Files are opened per request, not held per upload.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fileuploader_wire::sync::lock;
 use fileuploader_wire::{ContentRange, RangeSet};
 
 mod state;
@@ -64,8 +62,6 @@ struct Inner {
     dir: PathBuf,
     partial: PathBuf,
     state: State,
-    /// Uploads as last read, with the newest block `seq` read.
-    cache: Mutex<HashMap<String, (i64, Upload)>>,
     /// Whether each landing leaves an event in the outbox.
     events: AtomicBool,
     /// Whether each landing's bytes are digested with SHA-256.
@@ -149,7 +145,6 @@ impl FsStore {
             dir: dir.to_owned(),
             partial,
             state,
-            cache: Mutex::default(),
             events: AtomicBool::new(false),
             digests: AtomicBool::new(false),
             deliverer: std::sync::OnceLock::new(),
@@ -210,30 +205,46 @@ impl Inner {
         self.partial.join(format!("id-{id}.part"))
     }
 
-    /// Upload `id` as recorded now: its record, and the blocks cached
-    /// before plus those acknowledged since.
+    /// Upload `id` as recorded now.
     fn read(&self, id: &str) -> io::Result<Option<Upload>> {
-        let Some(head) = self.state.head(id)? else {
-            lock(&self.cache).remove(id);
-            return Ok(None);
-        };
-        // Brought up to date in place: requests for one upload at once
-        // each read only the blocks acknowledged since (taking the entry
-        // out would make every other one read them all again).
-        let mut cache = lock(&self.cache);
-        let (seen, upload) = cache
-            .entry(id.to_owned())
-            .or_insert_with(|| (0, Upload::new(head.begun.clone())));
-        if upload.begun != head.begun {
-            *seen = 0;
-            *upload = Upload::new(head.begun.clone());
+        self.state.upload(id)
+    }
+
+    /// Reserves `range` of upload `id`'s partial file for one writer, and
+    /// reads the upload under that reservation: no other writer can change
+    /// the range now, and a landing either finished before or waits.
+    fn reserve(&self, id: &str, range: ContentRange) -> Result<Held, StoreError> {
+        let refused = |e: io::Error| io_refusal("open partial file", &e);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.temp_of(id))
+            .map_err(refused)?;
+        if !range.is_empty() && !lock_range(&file, range.start, range.len()).map_err(refused)? {
+            return Err(StoreError::new(
+                ErrorKind::Busy,
+                "another request is writing this range of the upload; try again",
+            ));
         }
-        for (seq, block) in self.state.acks_after(id, *seen)? {
-            upload.add(block);
-            *seen = seq;
+        match self.read(id).map_err(refused)? {
+            Some(upload) => {
+                let mut acked = RangeSet::default();
+                for &(s, e) in upload.received.ranges() {
+                    acked.insert(s.max(range.start), e.min(range.end));
+                }
+                Ok(Held {
+                    file,
+                    id: id.to_owned(),
+                    acked,
+                })
+            }
+            None => Err(StoreError::new(
+                ErrorKind::Conflict,
+                format!("upload {id} ended while this block came"),
+            )),
         }
-        upload.landing_error = head.landing_error;
-        Ok(Some(upload.clone()))
     }
 
     /// Removes partial files no record owns and older than `min_age`.
@@ -272,7 +283,7 @@ impl Inner {
         // fails there is tried again by the next expiry pass).
         remove_if_there(&self.temp_of(id))?;
         self.state.apply(Change::Discard { id: id.to_owned() })?;
-        lock(&self.cache).remove(id);
+        self.state.forget(id);
         Ok(())
     }
 
@@ -349,7 +360,7 @@ impl Inner {
                 });
                 self.unplace_unless(&recorded, &landed_as);
                 recorded?;
-                lock(&self.cache).remove(id);
+                self.state.forget(id);
                 remove_if_there(&temp)?;
                 Ok(Landing::Landed(landed))
             }
@@ -416,48 +427,10 @@ impl Store for FsStore {
         range: ContentRange,
         _sized: bool,
     ) -> Result<Box<dyn BlockWriter>, StoreError> {
-        let id = upload.begun.id.clone();
-        let reserved = self
-            .with("open partial file", move |s| {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(s.temp_of(&id))?;
-                if !range.is_empty() && !lock_range(&file, range.start, range.len())? {
-                    return Ok(None);
-                }
-                // Read under the lock: no other writer can change this range
-                // now, and a landing either finished before or waits.
-                Ok(Some((file, s.read(&id)?)))
-            })
-            .await?;
-        let (file, upload) = match reserved {
-            None => {
-                return Err(StoreError::new(
-                    ErrorKind::Busy,
-                    "another request is writing this range of the upload; try again",
-                ))
-            }
-            Some((_, None)) => {
-                return Err(StoreError::new(
-                    ErrorKind::Conflict,
-                    format!("upload {} ended while this block came", upload.begun.id),
-                ))
-            }
-            Some((file, Some(upload))) => (file, upload),
-        };
-        let mut acked = RangeSet::default();
-        for &(s, e) in upload.received.ranges() {
-            acked.insert(s.max(range.start), e.min(range.end));
-        }
         Ok(Box::new(FsBlock {
             store: self.clone(),
-            file: Arc::new(file),
-            id: upload.begun.id,
+            reservation: Reservation::start(self.clone(), upload.begun.id.clone(), range),
             range,
-            acked,
             written: 0,
             batch: Batch::default(),
             same: true,
@@ -503,9 +476,7 @@ impl Store for FsStore {
             // The joined bytes are durable before any block says so.
             whole.sync_all()?;
             File::open(&s.partial)?.sync_all()?;
-            for change in changes {
-                s.state.apply(change)?;
-            }
+            s.state.apply_all(changes)?;
             s.read(&id)?
                 .ok_or_else(|| io::Error::other("the upload was discarded as it began"))
         })
@@ -720,17 +691,26 @@ impl Batch {
         at: u64,
         acked: &RangeSet,
     ) -> Result<(u64, bool), StoreError> {
-        if self.len == 0 {
+        let Some((chunks, len)) = self.take() else {
             return Ok((0, true));
-        }
-        let chunks = std::mem::take(&mut self.chunks);
-        let len = std::mem::take(&mut self.len) as u64;
+        };
         let (file, acked) = (file.clone(), acked.clone());
         let same = blocking("write block", move || {
             write_or_compare(&file, &chunks, at, &acked)
         })
         .await?;
         Ok((len, same))
+    }
+
+    /// What is gathered, and how many bytes, if anything is.
+    fn take(&mut self) -> Option<(Vec<Bytes>, u64)> {
+        match self.len {
+            0 => None,
+            len => {
+                self.len = 0;
+                Some((std::mem::take(&mut self.chunks), len as u64))
+            }
+        }
     }
 
     /// Gathers `bytes`; says whether it is time to flush.
@@ -741,14 +721,116 @@ impl Batch {
     }
 }
 
-/// One block going into a partial file, its range locked until dropped.
+/// A block's range of its partial file, reserved for its writer until
+/// dropped.
+struct Held {
+    file: File,
+    /// The upload's id.
+    id: String,
+    /// The parts of the range acknowledged already: compared, not written.
+    acked: RangeSet,
+}
+
+/// How long a block's bytes may take to come before its range is reserved
+/// without them: a request whose bytes arrive slowly holds its range, so
+/// expiry and the sweep leave its upload alone, while a block that comes at
+/// once is reserved, read and written in one trip to the blocking pool.
+const RESERVE_AFTER: Duration = Duration::from_millis(100);
+
+/// A block's reservation of its range: taken with its first bytes, or by
+/// a timer when they are slow, whichever comes first.
+enum Reservation {
+    /// Not taken yet: the timer's task, and who claimed the taking.
+    Pending {
+        timer: tokio::task::JoinHandle<Result<Held, StoreError>>,
+        claimed: Arc<AtomicBool>,
+        id: String,
+    },
+    Taken(Arc<Held>),
+}
+
+impl Reservation {
+    fn start(store: FsStore, id: String, range: ContentRange) -> Reservation {
+        let claimed = Arc::new(AtomicBool::new(false));
+        let (by_timer, key) = (claimed.clone(), id.clone());
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(RESERVE_AFTER).await;
+            if by_timer.swap(true, Ordering::AcqRel) {
+                return Err(StoreError::io("reserve block", "taken with the bytes"));
+            }
+            store
+                .with("open partial file", move |s| Ok(s.reserve(&key, range)))
+                .await?
+        });
+        Reservation::Pending { timer, claimed, id }
+    }
+
+    /// The upload's id.
+    fn id(&self) -> &str {
+        match self {
+            Reservation::Pending { id, .. } => id,
+            Reservation::Taken(held) => &held.id,
+        }
+    }
+
+    /// The reservation, and the first bytes written under it: taken here
+    /// (with the bytes, in one trip) unless the timer took it already.
+    async fn write(
+        &mut self,
+        store: &FsStore,
+        range: ContentRange,
+        chunks: Vec<Bytes>,
+        at: u64,
+    ) -> Result<bool, StoreError> {
+        let held = match self {
+            Reservation::Taken(held) => Some(held.clone()),
+            Reservation::Pending { timer, claimed, .. } => {
+                if claimed.swap(true, Ordering::AcqRel) {
+                    Some(Arc::new(
+                        timer
+                            .await
+                            .map_err(|e| StoreError::io("reserve block", e))??,
+                    ))
+                } else {
+                    timer.abort();
+                    None
+                }
+            }
+        };
+        let id = self.id().to_owned();
+        let inner = store.inner.clone();
+        let (held, same) = blocking("write block", move || {
+            let held = match held {
+                Some(held) => held,
+                None => match inner.reserve(&id, range) {
+                    Ok(held) => Arc::new(held),
+                    Err(refused) => return Ok(Err(refused)),
+                },
+            };
+            let same = write_or_compare(&held.file, &chunks, at, &held.acked)?;
+            Ok(Ok((held, same)))
+        })
+        .await??;
+        *self = Reservation::Taken(held);
+        Ok(same)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Reservation::Pending { timer, claimed, .. } = self {
+            if !claimed.swap(true, Ordering::AcqRel) {
+                timer.abort();
+            }
+        }
+    }
+}
+
+/// One block going into a partial file.
 struct FsBlock {
     store: FsStore,
-    file: Arc<File>,
-    id: String,
+    reservation: Reservation,
     range: ContentRange,
-    /// The parts of `range` acknowledged already: compared, not written.
-    acked: RangeSet,
     written: u64,
     batch: Batch,
     same: bool,
@@ -756,8 +838,14 @@ struct FsBlock {
 
 impl FsBlock {
     async fn flush(&mut self) -> Result<(), StoreError> {
+        let Some((chunks, len)) = self.batch.take() else {
+            return Ok(());
+        };
         let at = self.range.start + self.written;
-        let (len, same) = self.batch.flush(&self.file, at, &self.acked).await?;
+        let same = self
+            .reservation
+            .write(&self.store, self.range, chunks, at)
+            .await?;
         self.same &= same;
         self.written += len;
         Ok(())
@@ -788,10 +876,8 @@ impl BlockWriter for FsBlock {
     ) -> Result<Upload, StoreError> {
         let FsBlock {
             store,
-            file,
-            id,
+            reservation,
             range,
-            acked,
             written,
             ..
         } = *self;
@@ -802,24 +888,29 @@ impl BlockWriter for FsBlock {
             ));
         }
         let end = range.start + len;
-        store
-            .with("acknowledge block", move |s| {
-                if !acked.contains(range.start, end) {
-                    let change = Change::Ack {
-                        id: id.clone(),
-                        start: range.start,
-                        end,
-                        crc: crc32c,
-                        file: s.temp_of(&id),
-                    };
-                    s.state.apply(change)?;
-                }
-                let upload = s.read(&id)?;
-                // The range stays locked until the record says it is here.
-                drop(file);
-                upload.ok_or_else(|| io::Error::other(format!("upload {id} was discarded")))
-            })
-            .await
+        let upload = match &reservation {
+            Reservation::Taken(held) if !held.acked.contains(range.start, end) => {
+                let id = held.id.clone();
+                let change = Change::Ack {
+                    file: store.inner.temp_of(&id),
+                    id,
+                    start: range.start,
+                    end,
+                    crc: crc32c,
+                };
+                let recorded = store.inner.state.acknowledge(change).await;
+                recorded.map_err(|e| io_refusal("acknowledge block", &e))?
+            }
+            // Nothing new (no bytes, or all acknowledged already): no
+            // record to write, the upload as it is now.
+            _ => {
+                let key = reservation.id().to_owned();
+                store.with("read records", move |s| s.read(&key)).await?
+            }
+        };
+        // The range stays reserved until the record says it is here.
+        drop(reservation);
+        upload.ok_or_else(|| StoreError::io("acknowledge block", "the upload was discarded"))
     }
 }
 

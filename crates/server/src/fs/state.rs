@@ -4,22 +4,26 @@
 //! change, so concurrent blocks share one sync of each file and one commit
 //! (group commit), and each caller learns when its change is durable.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fileuploader_wire::sync::lock;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use fileuploader_store::{Block, Event, Landed, NewUpload, Quota};
+use fileuploader_store::{Block, Event, Landed, NewUpload, Quota, Upload};
 
 /// The most changes one commit takes.
 const BATCH: usize = 512;
+/// How stale an upload's `touched` may be before a block updates it (ms).
+const TOUCH_EVERY_MS: i64 = 1000;
+/// The most idle reader connections kept open.
+const IDLE_READERS: usize = 16;
 
 /// A change to the records.
 #[derive(Debug)]
@@ -80,13 +84,24 @@ pub(crate) struct Head {
     pub(crate) landing_error: Option<String>,
 }
 
-type Reply = oneshot::Sender<io::Result<()>>;
+/// What a change's caller learns once it is durable: for a block, its
+/// upload as recorded then.
+type Reply = oneshot::Sender<io::Result<Option<Upload>>>;
 
-/// The records: a reader for queries and the committer for changes.
+/// Uploads as last read, each with the newest block `seq` read, shared by
+/// every reader and the committer.
+type Cache = Arc<Mutex<HashMap<String, (i64, Upload)>>>;
+
+/// The records: readers for queries, the committer for changes, and what
+/// this process read of each upload.
 #[derive(Debug)]
 pub(crate) struct State {
-    reader: Mutex<Connection>,
-    changes: Mutex<mpsc::Sender<(Change, Reply)>>,
+    path: PathBuf,
+    /// Idle reader connections: each query takes one, so queries of
+    /// different requests do not wait for each other.
+    readers: Mutex<Vec<Connection>>,
+    changes: mpsc::Sender<(Change, Reply)>,
+    cache: Cache,
 }
 
 /// Milliseconds since the epoch.
@@ -94,6 +109,13 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A connection that only reads: the records were set up by [`open`].
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -213,91 +235,191 @@ fn closed() -> io::Error {
     io::Error::other("the receiver's records are closed")
 }
 
+/// The record of upload `id`, if it is in progress.
+fn head(conn: &Connection, id: &str) -> rusqlite::Result<Option<Head>> {
+    conn.prepare_cached(
+        "SELECT total, name, owner, landing_error, partial, metadata FROM uploads WHERE id = ?1",
+    )?
+    .query_row(params![id], |r| {
+        Ok(Head {
+            begun: NewUpload {
+                id: id.to_owned(),
+                total: r.get::<_, i64>(0)? as u64,
+                name: r.get(1)?,
+                owner: r.get(2)?,
+                partial: r.get(4)?,
+                metadata: r.get(5)?,
+            },
+            landing_error: r.get(3)?,
+        })
+    })
+    .optional()
+}
+
+/// The blocks of upload `id` acknowledged after `seq`, each with its own
+/// `seq`, oldest first.
+fn acks_after(conn: &Connection, id: &str, seq: i64) -> rusqlite::Result<Vec<(i64, Block)>> {
+    conn.prepare_cached(
+        "SELECT seq, start, end, crc FROM acks WHERE id = ?1 AND seq > ?2 ORDER BY seq",
+    )?
+    .query_map(params![id, seq], |r| {
+        let crc: Option<i64> = r.get(3)?;
+        Ok((
+            r.get(0)?,
+            Block {
+                start: r.get::<_, i64>(1)? as u64,
+                end: r.get::<_, i64>(2)? as u64,
+                crc32c: crc.map(|c| c as u32),
+            },
+        ))
+    })?
+    .collect()
+}
+
+/// Upload `id` as recorded now: its record, and the blocks `cache` held
+/// before plus those acknowledged since. The cache entry is brought up to
+/// date in place, never taken out, so that requests for one upload at once
+/// each read only the blocks acknowledged since (taking it out would make
+/// every other one read them all again); it is locked only while it
+/// changes, not while the records are read.
+fn read_upload(conn: &Connection, cache: &Cache, id: &str) -> rusqlite::Result<Option<Upload>> {
+    let Some(head) = head(conn, id)? else {
+        lock(cache).remove(id);
+        return Ok(None);
+    };
+    let seen = match lock(cache).get(id) {
+        Some((seen, upload)) if upload.begun == head.begun => *seen,
+        _ => 0,
+    };
+    let newer = acks_after(conn, id, seen)?;
+    let mut cache = lock(cache);
+    let (cached, upload) = cache
+        .entry(id.to_owned())
+        .or_insert_with(|| (0, Upload::new(head.begun.clone())));
+    if upload.begun != head.begun {
+        *cached = 0;
+        *upload = Upload::new(head.begun.clone());
+    }
+    // Begun again meanwhile (another reader found it so): what was read
+    // after `seen` is not all there is.
+    let newer = match *cached < seen {
+        true => acks_after(conn, id, *cached)?,
+        false => newer,
+    };
+    for (seq, block) in newer {
+        if seq > *cached {
+            upload.add(block);
+            *cached = seq;
+        }
+    }
+    upload.landing_error = head.landing_error;
+    Ok(Some(upload.clone()))
+}
+
 impl State {
     /// Opens (or creates) the records at `path` and starts the committer.
     pub(crate) fn open(path: &Path) -> io::Result<State> {
         let writer = open(path).map_err(failed)?;
-        let reader = open(path).map_err(failed)?;
         let (tx, rx) = mpsc::channel::<(Change, Reply)>();
+        // One batch synced ahead of the one committing, no more.
+        let (synced_tx, synced_rx) = mpsc::sync_channel::<Synced>(0);
+        let cache = Cache::default();
+        let committed = cache.clone();
+        std::thread::Builder::new()
+            .name("fu-syncer".into())
+            .spawn(move || sync_loop(rx, synced_tx))?;
         std::thread::Builder::new()
             .name("fu-committer".into())
-            .spawn(move || commit_loop(writer, rx))?;
+            .spawn(move || commit_loop(writer, synced_rx, &committed))?;
         Ok(State {
-            reader: Mutex::new(reader),
-            changes: Mutex::new(tx),
+            path: path.to_owned(),
+            readers: Mutex::default(),
+            changes: tx,
+            cache,
         })
+    }
+
+    /// Runs `query` on an idle reader connection (a new one if none is).
+    fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> io::Result<T> {
+        let idle = lock(&self.readers).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_reader(&self.path).map_err(failed)?,
+        };
+        let result = query(&conn).map_err(failed);
+        let mut readers = lock(&self.readers);
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+
+    /// Hands `change` to the committer; the receiver says when it is
+    /// durable.
+    fn send(&self, change: Change) -> io::Result<oneshot::Receiver<io::Result<Option<Upload>>>> {
+        let (reply, done) = oneshot::channel();
+        self.changes.send((change, reply)).map_err(|_| closed())?;
+        Ok(done)
     }
 
     /// Applies `change` durably; returns once it is committed. Blocks:
     /// call it from the blocking pool.
     pub(crate) fn apply(&self, change: Change) -> io::Result<()> {
-        let (reply, done) = oneshot::channel();
-        lock(&self.changes)
-            .send((change, reply))
-            .map_err(|_| closed())?;
-        done.blocking_recv().map_err(|_| closed())?
+        self.send(change)?.blocking_recv().map_err(|_| closed())??;
+        Ok(())
+    }
+
+    /// Applies `changes` durably, committed together where they can be;
+    /// returns once all are, or with the first one refused. Blocks: call it
+    /// from the blocking pool.
+    pub(crate) fn apply_all(&self, changes: Vec<Change>) -> io::Result<()> {
+        let sent: Vec<_> = changes
+            .into_iter()
+            .map(|change| self.send(change))
+            .collect::<io::Result<_>>()?;
+        for done in sent {
+            done.blocking_recv().map_err(|_| closed())??;
+        }
+        Ok(())
+    }
+
+    /// Records a block (a [`Change::Ack`]) durably, without holding a
+    /// thread while it waits; returns its upload as recorded once it is
+    /// committed, or `None` if the upload is gone.
+    pub(crate) async fn acknowledge(&self, change: Change) -> io::Result<Option<Upload>> {
+        self.send(change)?.await.map_err(|_| closed())?
+    }
+
+    /// Upload `id` as recorded now, if it is in progress.
+    pub(crate) fn upload(&self, id: &str) -> io::Result<Option<Upload>> {
+        self.read(|conn| read_upload(conn, &self.cache, id))
+    }
+
+    /// Forgets what was read of upload `id` (it landed or was discarded).
+    pub(crate) fn forget(&self, id: &str) {
+        lock(&self.cache).remove(id);
     }
 
     /// The record of upload `id`, if it is in progress.
+    #[cfg(test)]
     pub(crate) fn head(&self, id: &str) -> io::Result<Option<Head>> {
-        let conn = lock(&self.reader);
-        conn.query_row(
-            "SELECT total, name, owner, landing_error, partial, metadata FROM uploads WHERE id = ?1",
-            params![id],
-            |r| {
-                Ok(Head {
-                    begun: NewUpload {
-                        id: id.to_owned(),
-                        total: r.get::<_, i64>(0)? as u64,
-                        name: r.get(1)?,
-                        owner: r.get(2)?,
-                        partial: r.get(4)?,
-                        metadata: r.get(5)?,
-                    },
-                    landing_error: r.get(3)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(failed)
+        self.read(|conn| head(conn, id))
     }
 
     /// The blocks of upload `id` acknowledged after `seq`, each with its
     /// own `seq`, oldest first.
+    #[cfg(test)]
     pub(crate) fn acks_after(&self, id: &str, seq: i64) -> io::Result<Vec<(i64, Block)>> {
-        let conn = lock(&self.reader);
-        let mut query = conn
-            .prepare_cached(
-                "SELECT seq, start, end, crc FROM acks WHERE id = ?1 AND seq > ?2 ORDER BY seq",
-            )
-            .map_err(failed)?;
-        query
-            .query_map(params![id, seq], |r| {
-                let crc: Option<i64> = r.get(3)?;
-                Ok((
-                    r.get(0)?,
-                    Block {
-                        start: r.get::<_, i64>(1)? as u64,
-                        end: r.get::<_, i64>(2)? as u64,
-                        crc32c: crc.map(|c| c as u32),
-                    },
-                ))
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(failed)
+        self.read(|conn| acks_after(conn, id, seq))
     }
 
     /// The landing of upload `id`, if it landed.
     pub(crate) fn landed(&self, id: &str) -> io::Result<Option<Landed>> {
-        let conn = lock(&self.reader);
-        let row: Option<(String, String)> = conn
-            .query_row(
-                "SELECT owner, statement FROM landed WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(failed)?;
+        let row: Option<(String, String)> = self.read(|conn| {
+            conn.prepare_cached("SELECT owner, statement FROM landed WHERE id = ?1")?
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })?;
         // The column keeps the record (version 2), or the landing statement
         // a receiver before it wrote there: both read.
         Ok(row.and_then(|(owner, text)| Landed::from_record(&text, Some(&owner))))
@@ -306,14 +428,11 @@ impl State {
     /// The ids of uploads in progress untouched since `before` (ms since
     /// the epoch).
     pub(crate) fn untouched_since(&self, before: i64) -> io::Result<Vec<String>> {
-        let conn = lock(&self.reader);
-        let mut query = conn
-            .prepare("SELECT id FROM uploads WHERE touched < ?1")
-            .map_err(failed)?;
-        query
-            .query_map(params![before], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(failed)
+        self.read(|conn| {
+            conn.prepare("SELECT id FROM uploads WHERE touched < ?1")?
+                .query_map(params![before], |r| r.get(0))?
+                .collect()
+        })
     }
 
     /// Claims for deliverer `me` events due by `now` (ms), or claimed by
@@ -321,75 +440,74 @@ impl State {
     /// first, at most `limit`: each due again only at `until` (ms), unless
     /// its delivery is recorded first.
     pub(crate) fn claim_events(&self, claim: Claim<'_>, limit: usize) -> io::Result<Vec<Event>> {
-        let conn = lock(&self.reader);
         let (now, until, me) = (claim.now, claim.until, claim.me);
         // What the ended deliverers held is due now, all of it at once:
         // they are told of once only.
         let dead = serde_json::to_string(claim.dead).map_err(io::Error::other)?;
-        conn.execute(
-            "UPDATE outbox SET due = ?1, claimed_by = NULL
-             WHERE claimed_by IN (SELECT value FROM json_each(?2))",
-            params![now, dead],
-        )
-        .map_err(failed)?;
-        // One statement, so one transaction: of processes sharing the
-        // records, each event goes to one, whose claim makes it due again
-        // only at `until`.
-        let mut query = conn
-            .prepare(
+        let rows = self.read(|conn| {
+            conn.execute(
+                "UPDATE outbox SET due = ?1, claimed_by = NULL
+                 WHERE claimed_by IN (SELECT value FROM json_each(?2))",
+                params![now, dead],
+            )?;
+            // One statement, so one transaction: of processes sharing the
+            // records, each event goes to one, whose claim makes it due
+            // again only at `until`.
+            conn.prepare(
                 "UPDATE outbox SET due = ?3, claimed_by = ?4 WHERE key IN
                      (SELECT key FROM outbox WHERE due <= ?1 ORDER BY due LIMIT ?2)
                  RETURNING key, landed, owner, attempts",
-            )
-            .map_err(failed)?;
-        let rows = query
-            .query_map(params![now, limit as i64, until, me], event_row)
-            .and_then(|rows| rows.collect());
-        Ok(events(rows.map_err(failed)?))
+            )?
+            .query_map(params![now, limit as i64, until, me], event_row)?
+            .collect()
+        })?;
+        Ok(events(rows))
     }
 
     /// Events due by `now` (ms), oldest first, at most `limit`, claimed by
     /// nobody: what a deliverer takes when the records cannot be written
     /// (a full disk), better told twice than not at all.
     pub(crate) fn due_events(&self, now: i64, limit: usize) -> io::Result<Vec<Event>> {
-        let conn = lock(&self.reader);
-        let mut query = conn
-            .prepare(
+        let rows = self.read(|conn| {
+            conn.prepare(
                 "SELECT key, landed, owner, attempts FROM outbox WHERE due <= ?1 ORDER BY due LIMIT ?2",
-            )
-            .map_err(failed)?;
-        let rows = query
-            .query_map(params![now, limit as i64], event_row)
-            .and_then(|rows| rows.collect());
-        Ok(events(rows.map_err(failed)?))
+            )?
+            .query_map(params![now, limit as i64], event_row)?
+            .collect()
+        })?;
+        Ok(events(rows))
     }
 
     /// The temporary files whole files are charged for.
     pub(crate) fn reservations(&self) -> io::Result<Vec<String>> {
-        let conn = lock(&self.reader);
-        let mut query = conn.prepare("SELECT key FROM reserved").map_err(failed)?;
-        query
-            .query_map([], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(failed)
+        self.read(|conn| {
+            conn.prepare("SELECT key FROM reserved")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
     }
 
     /// The ids of every upload in progress.
     pub(crate) fn uploads(&self) -> io::Result<Vec<String>> {
-        let conn = lock(&self.reader);
-        let mut query = conn.prepare("SELECT id FROM uploads").map_err(failed)?;
-        query
-            .query_map([], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(failed)
+        self.read(|conn| {
+            conn.prepare("SELECT id FROM uploads")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
     }
 }
 
-/// Takes changes as they come, a batch at a time: syncs each file the batch
-/// wrote, commits the batch in one transaction, then answers each caller.
-/// A file that cannot be synced (removed by a discard meanwhile, a failing
-/// disk) fails only the changes that wrote it; the others commit.
-fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
+/// A batch of changes whose files are synced, with the changes whose file
+/// could not be, and why.
+type Synced = (Vec<(Change, Reply)>, Vec<(Change, Reply, io::Error)>);
+
+/// The first stage of the committer: takes changes as they come, a batch
+/// at a time, and syncs each file the batch wrote (the blocks' bytes are
+/// durable before any record says so). It syncs the next batch while the
+/// second stage commits this one, so that neither waits for the other's
+/// disk. A file that cannot be synced (removed by a discard meanwhile, a
+/// failing disk) fails only the changes that wrote it.
+fn sync_loop(changes: mpsc::Receiver<(Change, Reply)>, synced: mpsc::SyncSender<Synced>) {
     while let Ok(first) = changes.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -415,25 +533,54 @@ fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>) {
                 })
             })
             .collect();
-        let sync_failure = |change: &Change| match change {
-            Change::Ack { file, .. } => unsynced.iter().find(|(f, _)| f == file),
-            _ => None,
-        };
-        let (failed_sync, to_commit): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .partition(|(change, _)| sync_failure(change).is_some());
-        for (change, reply) in failed_sync {
-            if let Some((_, e)) = sync_failure(&change) {
-                let _ = reply.send(Err(io::Error::new(e.kind(), e.to_string())));
+        let mut ready = (Vec::with_capacity(batch.len()), Vec::new());
+        for (change, reply) in batch {
+            let failed = match &change {
+                Change::Ack { file, .. } => unsynced.iter().find(|(f, _)| f == file),
+                _ => None,
+            };
+            match failed {
+                Some((_, e)) => {
+                    ready
+                        .1
+                        .push((change, reply, io::Error::new(e.kind(), e.to_string())))
+                }
+                None => ready.0.push((change, reply)),
             }
         }
+        if synced.send(ready).is_err() {
+            return;
+        }
+    }
+}
+
+/// The second stage of the committer: commits each synced batch in one
+/// transaction, then answers each caller (a block's with its upload as
+/// recorded then, read once per upload and batch).
+fn commit_loop(mut conn: Connection, synced: mpsc::Receiver<Synced>, cache: &Cache) {
+    while let Ok((to_commit, failed_sync)) = synced.recv() {
+        for (_, reply, e) in failed_sync {
+            let _ = reply.send(Err(e));
+        }
         let results = commit(&mut conn, &to_commit).map_err(failed);
-        for (i, (_, reply)) in to_commit.into_iter().enumerate() {
+        let mut read: HashMap<String, Option<Upload>> = HashMap::new();
+        for (i, (change, reply)) in to_commit.into_iter().enumerate() {
             let result = match &results {
                 Ok(each) => each[i]
                     .clone()
                     .map_err(|(kind, why)| io::Error::new(kind, why)),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            let result = match (result, change) {
+                (Ok(()), Change::Ack { id, .. }) => match read.get(&id) {
+                    Some(upload) => Ok(upload.clone()),
+                    None => read_upload(&conn, cache, &id)
+                        .map_err(failed)
+                        .inspect(|upload| {
+                            read.insert(id, upload.clone());
+                        }),
+                },
+                (result, _) => result.map(|()| None),
             };
             let _ = reply.send(result);
         }
@@ -531,18 +678,28 @@ fn commit(
                 crc,
                 ..
             } => {
-                let touched = tx.execute(
-                    "UPDATE uploads SET touched = ?2 WHERE id = ?1",
-                    params![id, now_ms()],
-                )?;
-                if touched == 0 {
+                let touched: Option<i64> = tx
+                    .prepare_cached("SELECT touched FROM uploads WHERE id = ?1")?
+                    .query_row(params![id], |r| r.get(0))
+                    .optional()?;
+                let now = now_ms();
+                match touched {
                     // Expired or discarded while the block was on its way.
-                    outcome = Err((io::ErrorKind::Other, format!("upload {id} was discarded")));
-                } else {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO acks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
-                        params![id, *start as i64, *end as i64, crc.map(i64::from)],
-                    )?;
+                    None => {
+                        outcome = Err((io::ErrorKind::Other, format!("upload {id} was discarded")))
+                    }
+                    Some(touched) => {
+                        // Touched at most once a second: expiry counts in
+                        // minutes, and a page less to write per commit.
+                        if now - touched >= TOUCH_EVERY_MS {
+                            tx.prepare_cached("UPDATE uploads SET touched = ?2 WHERE id = ?1")?
+                                .execute(params![id, now])?;
+                        }
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO acks (id, start, end, crc) VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![id, *start as i64, *end as i64, crc.map(i64::from)])?;
+                    }
                 }
             }
             Change::LandingError { id, error } => {
@@ -712,7 +869,9 @@ mod tests {
             .unwrap();
         tx.send((ack("kept", kept), ok)).unwrap();
         drop(tx);
-        commit_loop(writer, rx);
+        let (synced_tx, synced_rx) = mpsc::sync_channel(1);
+        sync_loop(rx, synced_tx);
+        commit_loop(writer, synced_rx, &Cache::default());
         let e = bad_done.blocking_recv().unwrap().unwrap_err();
         assert!(e.to_string().contains("removed meanwhile"), "{e}");
         ok_done.blocking_recv().unwrap().unwrap();
