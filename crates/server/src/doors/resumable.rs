@@ -491,9 +491,9 @@ impl Receiver {
         let whole = store.concatenate(new, &parts, self.quota).await?;
         let outcome = uploads::land(store, whole, Some(name), self.terms(Version::Tus)).await?;
         if let Outcome::Landed(..) = outcome {
-            for part in &parts {
-                store.discard(&part.begun.id).await?;
-            }
+            // All at once: the store records them together.
+            let discards = parts.iter().map(|part| store.discard(&part.begun.id));
+            futures_util::future::try_join_all(discards).await?;
         }
         self.told(answer, Version::Tus, outcome, 0)
     }
