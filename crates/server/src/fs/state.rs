@@ -630,7 +630,11 @@ fn commit(
     conn: &mut Connection,
     batch: &[(Change, Reply)],
 ) -> rusqlite::Result<Vec<Result<(), Refused>>> {
-    let tx = conn.transaction()?;
+    // Immediate: the write lock is taken (waiting as long as the busy
+    // timeout) before anything is read. A transaction that read first and
+    // then wrote would fail at once ("database is locked") whenever another
+    // process sharing the records committed in between.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (change, _) in batch {
         let mut outcome = Ok(());
@@ -842,6 +846,37 @@ mod tests {
         assert!(late.to_string().contains("discarded"), "{late}");
         assert!(state.head("u").unwrap().is_none(), "no orphan record");
         assert!(state.acks_after("u", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn two_committers_on_one_database_wait_for_each_other_instead_of_failing() {
+        // Two receivers sharing a directory: each has its own committer.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let (one, two) = (State::open(&path).unwrap(), State::open(&path).unwrap());
+        let file = dir.path().join("part");
+        std::fs::write(&file, b"abcd").unwrap();
+        one.apply(begin("u1")).unwrap();
+        two.apply(begin("u2")).unwrap();
+        let acks = |state: &State, id: &str| {
+            for start in 0..300u64 {
+                state
+                    .apply(Change::Ack {
+                        id: id.into(),
+                        start,
+                        end: start + 1,
+                        crc: None,
+                        file: file.clone(),
+                    })
+                    .unwrap();
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| acks(&one, "u1"));
+            s.spawn(|| acks(&two, "u2"));
+        });
+        assert_eq!(one.acks_after("u2", 0).unwrap().len(), 300);
+        assert_eq!(two.acks_after("u1", 0).unwrap().len(), 300);
     }
 
     #[test]
