@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::curl8::Curl;
+
 const MIB: u64 = 1 << 20;
 
 /// Sizes and repetitions for one bench run.
@@ -16,6 +18,9 @@ pub struct Plan {
     quick: bool,
     /// Only the figures of uploads straight to a bucket (`--only direct`).
     only_direct: bool,
+    /// Only the figures of receivers on a bucket and on a directory
+    /// (`--only stores`).
+    only_stores: bool,
     runs: usize,
     big_file: u64,
     big_block: u64,
@@ -27,13 +32,14 @@ pub struct Plan {
 impl Plan {
     /// The plan `--quick` and `--runs N` ask for.
     pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
-        let (mut quick, mut runs, mut only_direct) = (false, None, false);
+        let (mut quick, mut runs, mut only_direct, mut only_stores) = (false, None, false, false);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
                 "--only" => match args.next().as_deref() {
                     Some("direct") => only_direct = true,
-                    _ => return Err("--only takes direct".into()),
+                    Some("stores") => only_stores = true,
+                    _ => return Err("--only takes direct or stores".into()),
                 },
                 "--runs" => {
                     let n = args.next().and_then(|n| n.parse::<usize>().ok());
@@ -48,6 +54,7 @@ impl Plan {
         let mut plan = Plan::new(quick);
         plan.runs = runs.unwrap_or(plan.runs);
         plan.only_direct = only_direct;
+        plan.only_stores = only_stores;
         Ok(plan)
     }
 
@@ -55,6 +62,7 @@ impl Plan {
         Plan {
             quick,
             only_direct: false,
+            only_stores: false,
             runs: if quick { 3 } else { 5 },
             big_file: if quick { 256 * MIB } else { 1024 * MIB },
             big_block: 8 * MIB,
@@ -159,8 +167,13 @@ impl Drop for Sink {
 
 /// nginx answering 200 to every POST after reading and discarding the body.
 fn nginx(work: &Path) -> Result<Sink, String> {
+    nginx_serving(work, None)
+}
+
+/// [`nginx`], over TLS when given a certificate.
+fn nginx_serving(work: &Path, tls: Option<&Tls>) -> Result<Sink, String> {
     let port = free_port();
-    let dir = work.join("nginx");
+    let dir = work.join(if tls.is_some() { "nginx-tls" } else { "nginx" });
     fs::create_dir_all(dir.join("body")).map_err(|e| e.to_string())?;
     let d = dir.display();
     let conf = format!(
@@ -168,7 +181,12 @@ fn nginx(work: &Path) -> Result<Sink, String> {
          events {{ worker_connections 1024; }}\n\
          http {{ access_log off; client_body_temp_path {d}/body; client_max_body_size 0;\n\
          keepalive_requests 1000000;\n\
-         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+         server {{ listen 127.0.0.1:{port}{ssl}; location / {{ return 200 \"ok\\n\"; }} }} }}\n",
+        ssl = tls.map_or(String::new(), |t| format!(
+            " ssl; ssl_certificate {}; ssl_certificate_key {}",
+            t.cert.display(),
+            t.key.display()
+        ))
     );
     fs::write(dir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
     let child = Command::new("nginx")
@@ -184,8 +202,15 @@ fn nginx(work: &Path) -> Result<Sink, String> {
         .map_err(|e| format!("nginx: {e}"))?;
     let sink = Sink {
         child,
-        url: format!("http://127.0.0.1:{port}/upload"),
-        name: "nginx 'return 200'",
+        url: format!(
+            "{}://127.0.0.1:{port}/upload",
+            if tls.is_some() { "https" } else { "http" }
+        ),
+        name: if tls.is_some() {
+            "nginx 'return 200' over TLS"
+        } else {
+            "nginx 'return 200'"
+        },
     };
     wait_for_port(port)?;
     Ok(sink)
@@ -193,6 +218,16 @@ fn nginx(work: &Path) -> Result<Sink, String> {
 
 /// Our receiver in discard mode (HTTP/1.1 and HTTP/2 by prior knowledge).
 fn serve_sink(bin: &Path, work: &Path, discard: bool) -> Result<Sink, String> {
+    serve_sink_over(bin, work, discard, None)
+}
+
+/// [`serve_sink`], over TLS when given a certificate.
+fn serve_sink_over(
+    bin: &Path,
+    work: &Path,
+    discard: bool,
+    tls: Option<&Tls>,
+) -> Result<Sink, String> {
     let port = free_port();
     let mode = if discard {
         "--discard"
@@ -200,7 +235,8 @@ fn serve_sink(bin: &Path, work: &Path, discard: bool) -> Result<Sink, String> {
         // Each run lands the same name again.
         "--on-conflict=overwrite"
     };
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args([
             "serve",
             mode,
@@ -208,22 +244,124 @@ fn serve_sink(bin: &Path, work: &Path, discard: bool) -> Result<Sink, String> {
             &format!("127.0.0.1:{port}"),
             "--dir",
         ])
-        .arg(work.join(if discard { "landing" } else { "landing-disk" }))
+        .arg(work.join(if discard { "landing" } else { "landing-disk" }));
+    if let Some(tls) = tls {
+        command
+            .arg("--cert")
+            .arg(&tls.cert)
+            .arg("--key")
+            .arg(&tls.key);
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("fileuploader serve: {e}"))?;
     let sink = Sink {
         child,
-        url: format!("http://127.0.0.1:{port}/upload"),
-        name: if discard {
-            "fileuploader serve --discard"
-        } else {
-            "fileuploader serve, landing on disk"
+        url: format!(
+            "{}://127.0.0.1:{port}/upload",
+            if tls.is_some() { "https" } else { "http" }
+        ),
+        name: match (discard, tls.is_some()) {
+            (true, false) => "fileuploader serve --discard",
+            (true, true) => "fileuploader serve --discard over TLS",
+            (false, _) => "fileuploader serve, landing on disk",
         },
     };
     wait_for_port(port)?;
     Ok(sink)
+}
+
+/// A CA and a server certificate it signed for 127.0.0.1 (ECDSA P-256),
+/// made with the openssl command.
+struct Tls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Tls {
+    fn make(work: &Path) -> Result<Tls, String> {
+        let dir = work.join("tls");
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let tls = Tls {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        let ext = dir.join("ext.cnf");
+        fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let openssl = |args: &[&str], what: &str| {
+            crate::interop::run(Command::new("openssl").current_dir(&dir).args(args), what)
+        };
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &key,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "30",
+                    "-subj",
+                    "/CN=fileuploader bench CA",
+                ],
+            ]
+            .concat(),
+            "openssl req (CA)",
+        )?;
+        openssl(
+            &[
+                &["req"][..],
+                &key,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+            "openssl req (server)",
+        )?;
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "30",
+                "-extfile",
+                "ext.cnf",
+            ],
+            "openssl x509",
+        )?;
+        Ok(tls)
+    }
 }
 
 /// Writes `len` pseudo-random bytes (xorshift) to `path`.
@@ -248,6 +386,18 @@ fn make_file(path: &Path, len: u64) -> std::io::Result<()> {
 /// Cuts `file` into block files and writes a curl config that posts each as
 /// multipart with its `Content-Range`, as fileuploader does.
 fn curl_config(file: &Path, block: u64, url: &str, dir: &Path) -> Result<PathBuf, String> {
+    curl_config_trusting(file, block, url, dir, None)
+}
+
+/// [`curl_config`], each transfer trusting the CA in `ca` (curl's `next`
+/// ends every option given before it, so each transfer names it).
+fn curl_config_trusting(
+    file: &Path,
+    block: u64,
+    url: &str,
+    dir: &Path,
+    ca: Option<&Path>,
+) -> Result<PathBuf, String> {
     let total = fs::metadata(file).map_err(|e| e.to_string())?.len();
     let blocks = dir.join(format!("blocks-{block}"));
     fs::create_dir_all(&blocks).map_err(|e| e.to_string())?;
@@ -274,8 +424,11 @@ fn curl_config(file: &Path, block: u64, url: &str, dir: &Path) -> Result<PathBuf
             "url = \"{url}\"\nform = \"RemoteFile=@{};filename=bench.bin\"\nheader = \"Content-Range: bytes {first}-{last}/{total}\"\nheader = \"Expect:\"\noutput = \"/dev/null\"\n",
             path.display()
         );
+        if let Some(ca) = ca {
+            let _ = writeln!(config, "cacert = \"{}\"", ca.display());
+        }
     }
-    let path = dir.join(format!("curl-{block}-{}.cfg", url.len()));
+    let path = dir.join(format!("curl-{block}-{}-{}.cfg", url.len(), ca.is_some()));
     fs::write(&path, config).map_err(|e| e.to_string())?;
     Ok(path)
 }
@@ -301,8 +454,8 @@ fn ours(bin: &Path, url: &str, file: &Path, block: u64, threads: u32, http2: boo
     c
 }
 
-fn curl(config: &Path, threads: u32, http2: bool) -> Command {
-    let mut c = Command::new("curl");
+fn curl(curl: &Curl, config: &Path, threads: u32, http2: bool) -> Command {
+    let mut c = curl.command();
     c.args([
         "--silent",
         "--show-error",
@@ -316,6 +469,39 @@ fn curl(config: &Path, threads: u32, http2: bool) -> Command {
     }
     c.arg("-K").arg(config).env("NO_PROXY", "*");
     c
+}
+
+/// The most requests a second the sink at `url` answers: h2load over
+/// HTTP/1.1, `threads` connections, each request posting `body` (installed
+/// from Debian's nghttp2-client when missing).
+fn request_ceiling(url: &str, body: &Path, requests: u64, threads: u32) -> Result<f64, String> {
+    if !has("h2load") {
+        eprintln!("bench: installing nghttp2-client (h2load) with apt-get");
+        crate::interop::run(
+            Command::new("apt-get").args(["install", "-y", "nghttp2-client"]),
+            "apt-get install nghttp2-client",
+        )?;
+    }
+    let out = Command::new("h2load")
+        .args([
+            "--h1",
+            "-n",
+            &requests.to_string(),
+            "-c",
+            &threads.to_string(),
+            "-d",
+        ])
+        .arg(body)
+        .arg(url)
+        .output()
+        .map_err(|e| format!("h2load: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "finished in 1.23s, 8123.45 req/s, 80.12MB/s"
+    text.lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .and_then(|l| l.split(", ").nth(1)?.strip_suffix(" req/s")?.parse().ok())
+        .filter(|_| text.contains(&format!("{requests} succeeded")))
+        .ok_or_else(|| format!("h2load did not finish every request: {text}"))
 }
 
 /// The loopback ceiling from iperf3, in MB/s.
@@ -348,7 +534,10 @@ struct Figure {
     name: String,
     unit: &'static str,
     ours: Vec<f64>,
+    /// curl 8 (or the other contender).
     curl: Vec<f64>,
+    /// The system's curl 7.88, where it ran too.
+    old: Vec<f64>,
 }
 
 /// The median of a figure's values, if any were measured.
@@ -364,10 +553,12 @@ impl Figure {
             unit,
             ours,
             curl: vec![],
+            old: vec![],
         }
     }
 
-    fn row(&self) -> String {
+    /// The figure as a table row; with `old`, a column for curl 7.88.
+    fn row(&self, old: bool) -> String {
         let stat = |v: &[f64]| -> Option<(f64, f64, f64)> {
             let mut v = v.to_vec();
             if v.is_empty() {
@@ -387,11 +578,20 @@ impl Figure {
         };
         let solo = self.curl.is_empty() && !self.ours.is_empty();
         let curl_cell = if solo { "–".to_owned() } else { cell(c) };
-        format!("| {} | {} | {curl_cell} | {ratio} |", self.name, cell(o))
+        let old_cell = match (old, self.old.is_empty()) {
+            (false, _) => String::new(),
+            (true, true) => " – |".to_owned(),
+            (true, false) => format!(" {} |", cell(stat(&self.old))),
+        };
+        format!(
+            "| {} | {} | {curl_cell} |{old_cell} {ratio} |",
+            self.name,
+            cell(o)
+        )
     }
 
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({ "figure": self.name, "unit": self.unit, "ours": self.ours, "curl": self.curl })
+        serde_json::json!({ "figure": self.name, "unit": self.unit, "ours": self.ours, "curl": self.curl, "curl_7_88": self.old })
     }
 }
 
@@ -403,9 +603,28 @@ pub fn run(plan: Plan) -> Result<(), String> {
     if !has("curl") {
         return Err("curl is not installed (apt-get install curl)".into());
     }
+    let curl7 = Curl::system()?;
+    let curl8 = crate::curl8::curl8(&crate::interop::cache())?;
+    println!("curls: {} (the baseline), {}", curl8.version, curl7.version);
     let out_dir = root.join("target/bench");
     let work = out_dir.join("work");
     fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    if plan.only_stores {
+        let mut failures = Vec::new();
+        let figures = store_figures(&bin, &work, &plan, &curl8, false, &mut failures)?;
+        println!(
+            "\n{} runs each, alternating; medians, with the range in parentheses.\n",
+            plan.runs
+        );
+        println!("| stores | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|");
+        for f in &figures {
+            println!("{}", f.row(false));
+        }
+        for failure in &failures {
+            eprintln!("bench: {failure}");
+        }
+        return Ok(());
+    }
     if plan.only_direct {
         let mut failures = Vec::new();
         let garage_dir = work.join("garage");
@@ -418,7 +637,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
         );
         println!("| direct | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|");
         for f in &figures {
-            println!("{}", f.row());
+            println!("{}", f.row(false));
         }
         for failure in &failures {
             eprintln!("bench: {failure}");
@@ -440,6 +659,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
     println!("sink over HTTP/1.1: {}; over HTTP/2: {} (nginx's 'return 200' does not drain HTTP/2 bodies)", h1.name, receiver.name);
     let iperf3 = has("iperf3");
     let mut ceilings = Vec::new();
+    let mut request_ceilings = Vec::new();
 
     let mut figures = Vec::new();
     let mut shares = String::new();
@@ -461,6 +681,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
             unit: "MB/s",
             ours: vec![],
             curl: vec![],
+            old: vec![],
         };
         let mut rps = Figure {
             name: format!(
@@ -471,6 +692,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
             unit: "req/s",
             ours: vec![],
             curl: vec![],
+            old: vec![],
         };
         // curl sends no checksum; ours without one is the like-for-like
         // figure, measured over HTTP/1.1.
@@ -479,6 +701,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
             unit: "MB/s",
             ours: vec![],
             curl: vec![],
+            old: vec![],
         };
         for _ in 0..plan.runs {
             let big_ours = ours(&bin, &sink.url, &big, plan.big_block, plan.threads, http2);
@@ -499,11 +722,14 @@ pub fn run(plan: Plan) -> Result<(), String> {
                     unchecked.ours.push(plan.big_file as f64 / 1e6 / s.seconds);
                 }
             }
-            if let Some(s) = attempt(curl(&big_cfg, plan.threads, http2), &mut failures) {
+            if let Some(s) = attempt(curl(&curl8, &big_cfg, plan.threads, http2), &mut failures) {
                 mbps.curl.push(plan.big_file as f64 / 1e6 / s.seconds);
                 if !http2 {
                     curl_cpu_gib.push(s.cpu_seconds / gib);
                 }
+            }
+            if let Some(s) = attempt(curl(&curl7, &big_cfg, plan.threads, http2), &mut failures) {
+                mbps.old.push(plan.big_file as f64 / 1e6 / s.seconds);
             }
             let small_ours = ours(
                 &bin,
@@ -519,14 +745,25 @@ pub fn run(plan: Plan) -> Result<(), String> {
                     our_cpu_k.push(s.cpu_seconds / small_requests * 1000.0);
                 }
             }
-            if let Some(s) = attempt(curl(&small_cfg, plan.threads, http2), &mut failures) {
+            if let Some(s) = attempt(curl(&curl8, &small_cfg, plan.threads, http2), &mut failures) {
                 rps.curl.push(small_requests / s.seconds);
                 if !http2 {
                     curl_cpu_k.push(s.cpu_seconds / small_requests * 1000.0);
                 }
             }
+            if let Some(s) = attempt(curl(&curl7, &small_cfg, plan.threads, http2), &mut failures) {
+                rps.old.push(small_requests / s.seconds);
+            }
+            if !http2 {
+                let block = work.join(format!("blocks-{}/000000", plan.small_block));
+                match request_ceiling(&sink.url, &block, small_requests as u64, plan.threads) {
+                    Ok(ceiling) => request_ceilings.push(ceiling),
+                    Err(e) => failures.push(e),
+                }
+            }
         }
         unchecked.curl = mbps.curl.clone();
+        unchecked.old = mbps.old.clone();
         if !http2 {
             if let Some(ceiling) = median_of(&ceilings) {
                 let share = |v: &[f64]| median_of(v).map_or(0.0, |m| m / ceiling);
@@ -538,6 +775,18 @@ pub fn run(plan: Plan) -> Result<(), String> {
                     share(&mbps.curl)
                 );
             }
+            if let Some(ceiling) = median_of(&request_ceilings) {
+                let share = |v: &[f64]| median_of(v).map_or(0.0, |m| m / ceiling);
+                let _ = writeln!(
+                    shares,
+                    "Share of the request-rate ceiling, 10 KiB blocks over HTTP/1.1: ours {:.2}, {} {:.2}, {} {:.2}.",
+                    share(&rps.ours),
+                    curl8.version,
+                    share(&rps.curl),
+                    curl7.version,
+                    share(&rps.old)
+                );
+            }
         }
         figures.push(mbps);
         if !unchecked.ours.is_empty() {
@@ -545,6 +794,14 @@ pub fn run(plan: Plan) -> Result<(), String> {
         }
         figures.push(rps);
     }
+    figures.extend(https_figures(
+        &bin,
+        &work,
+        &big,
+        &plan,
+        [&curl8, &curl7],
+        &mut failures,
+    )?);
     // The receiver's own cost: durable acknowledgements and landing on disk.
     let disk = serve_sink(&bin, &work, false)?;
     let (mut ingest_mbps, mut ingest_rps) = (Vec::new(), Vec::new());
@@ -589,12 +846,14 @@ pub fn run(plan: Plan) -> Result<(), String> {
         unit: "s",
         ours: our_cpu_gib,
         curl: curl_cpu_gib,
+        old: vec![],
     });
     figures.push(Figure {
         name: "client CPU seconds per 1000 requests (10 KiB, HTTP/1.1)".into(),
         unit: "s",
         ours: our_cpu_k,
         curl: curl_cpu_k,
+        old: vec![],
     });
     let bound = (plan.threads as u64 * plan.big_block + 32 * MIB) as f64 / MIB as f64;
     figures.push(Figure::solo(
@@ -612,29 +871,46 @@ pub fn run(plan: Plan) -> Result<(), String> {
             ceilings.clone(),
         ));
     }
+    figures.push(Figure::solo(
+        format!(
+            "request-rate ceiling (h2load --h1, {} connections, 10 KiB POST bodies, once per run)",
+            plan.threads
+        ),
+        "req/s",
+        request_ceilings.clone(),
+    ));
 
     figures.extend(many_files_figures(
         &bin,
         &work,
         &h1.url,
         &plan,
+        [&curl8, &curl7],
         &mut failures,
     )?);
     let mut protocols = protocol_figures(&bin, &work, &big, &plan, &mut failures)?;
-    protocols.extend(store_figures(&bin, &work, &plan, &mut failures)?);
+    protocols.extend(store_figures(
+        &bin,
+        &work,
+        &plan,
+        &curl8,
+        true,
+        &mut failures,
+    )?);
 
-    let mut table = String::from(
-        "| figure | ours (min–max) | curl (min–max) | ours / curl |\n|---|---|---|---|\n",
+    let mut table = format!(
+        "| figure | ours (min–max) | {} (min–max) | {} (min–max) | ours / {} |\n|---|---|---|---|---|\n",
+        curl8.version, curl7.version, curl8.version
     );
     for f in &figures {
-        table.push_str(&f.row());
+        table.push_str(&f.row(true));
         table.push('\n');
     }
     table.push_str(
         "\n| protocols | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|\n",
     );
     for f in &protocols {
-        table.push_str(&f.row());
+        table.push_str(&f.row(false));
         table.push('\n');
     }
     println!(
@@ -647,6 +923,9 @@ pub fn run(plan: Plan) -> Result<(), String> {
         "sink_http1": h1.name,
         "sink_http2": receiver.name,
         "loopback_mb_per_s": ceilings,
+        "request_ceiling_per_s": request_ceilings,
+        "curl": curl8.version,
+        "curl_old": curl7.version,
         "figures": figures.iter().chain(&protocols).map(Figure::json).collect::<Vec<_>>(),
         "failed_runs": failures,
     });
@@ -664,6 +943,68 @@ pub fn run(plan: Plan) -> Result<(), String> {
     Ok(())
 }
 
+/// HTTPS: the big file to nginx over TLS (HTTP/1.1) and to our receiver
+/// over TLS (HTTP/2, which nginx's 'return 200' does not drain), ours
+/// against both curls, with each client's CPU per GiB over HTTP/1.1.
+fn https_figures(
+    bin: &Path,
+    work: &Path,
+    big: &Path,
+    plan: &Plan,
+    [curl8, curl7]: [&Curl; 2],
+    failures: &mut Vec<String>,
+) -> Result<Vec<Figure>, String> {
+    let tls = Tls::make(work)?;
+    let h1 = nginx_serving(work, Some(&tls))?;
+    let h2 = serve_sink_over(bin, work, true, Some(&tls))?;
+    let gib = plan.big_file as f64 / (1u64 << 30) as f64;
+    let mut figures = Vec::new();
+    let (mut ours_cpu, mut curl_cpu) = (Vec::new(), Vec::new());
+    for (label, http2, sink) in [("HTTP/1.1", false, &h1), ("HTTP/2", true, &h2)] {
+        let cfg = curl_config_trusting(big, plan.big_block, &sink.url, work, Some(&tls.ca))?;
+        let mut mbps = Figure {
+            name: format!(
+                "HTTPS: {} MiB file, 8 MiB blocks, {} in flight, {label} ({})",
+                plan.big_file / MIB,
+                plan.threads,
+                sink.name
+            ),
+            unit: "MB/s",
+            ours: vec![],
+            curl: vec![],
+            old: vec![],
+        };
+        for _ in 0..plan.runs {
+            let mut c = ours(bin, &sink.url, big, plan.big_block, plan.threads, http2);
+            c.arg("--cacert").arg(&tls.ca);
+            if let Some(s) = attempt(c, failures) {
+                mbps.ours.push(plan.big_file as f64 / 1e6 / s.seconds);
+                if !http2 {
+                    ours_cpu.push(s.cpu_seconds / gib);
+                }
+            }
+            if let Some(s) = attempt(curl(curl8, &cfg, plan.threads, http2), failures) {
+                mbps.curl.push(plan.big_file as f64 / 1e6 / s.seconds);
+                if !http2 {
+                    curl_cpu.push(s.cpu_seconds / gib);
+                }
+            }
+            if let Some(s) = attempt(curl(curl7, &cfg, plan.threads, http2), failures) {
+                mbps.old.push(plan.big_file as f64 / 1e6 / s.seconds);
+            }
+        }
+        figures.push(mbps);
+    }
+    figures.push(Figure {
+        name: "HTTPS: client CPU seconds per GiB (8 MiB blocks, HTTP/1.1)".into(),
+        unit: "s",
+        ours: ours_cpu,
+        curl: curl_cpu,
+        old: vec![],
+    });
+    Ok(figures)
+}
+
 /// Many small files: 1 000 files of 64 KiB, 4 in flight, ours (one run,
 /// `--files 4`) against curl `--parallel --parallel-max 4` (one form post
 /// per file); and how closely `--limit-rate` holds an upload to its rate.
@@ -672,6 +1013,7 @@ fn many_files_figures(
     work: &Path,
     url: &str,
     plan: &Plan,
+    [curl8, curl7]: [&Curl; 2],
     failures: &mut Vec<String>,
 ) -> Result<Vec<Figure>, String> {
     const FILES: usize = 1000;
@@ -699,6 +1041,7 @@ fn many_files_figures(
         unit: "files/s",
         ours: vec![],
         curl: vec![],
+        old: vec![],
     };
     for _ in 0..plan.runs {
         let mut ours = Command::new(bin);
@@ -719,8 +1062,11 @@ fn many_files_figures(
         if let Some(s) = attempt(ours, failures) {
             many.ours.push(FILES as f64 / s.seconds);
         }
-        if let Some(s) = attempt(curl(&curl_cfg, 4, false), failures) {
+        if let Some(s) = attempt(curl(curl8, &curl_cfg, 4, false), failures) {
             many.curl.push(FILES as f64 / s.seconds);
+        }
+        if let Some(s) = attempt(curl(curl7, &curl_cfg, 4, false), failures) {
+            many.old.push(FILES as f64 / s.seconds);
         }
     }
     // --limit-rate: 200 MiB at 20 MiB/s is 10 s (the quick run: 50 MiB,
@@ -782,6 +1128,7 @@ fn protocol_figures(
         unit: "MB/s",
         ours: vec![],
         curl: vec![],
+        old: vec![],
     };
     for _ in 0..plan.runs {
         if let Some(s) = attempt(tus_upload(&url, 1), failures) {
@@ -814,6 +1161,7 @@ fn protocol_figures(
         unit: "MB/s",
         ours: vec![],
         curl: vec![],
+        old: vec![],
     };
     for _ in 0..plan.runs {
         if let Some(s) = attempt(tus_upload(&tus_url, plan.threads), failures) {
@@ -835,11 +1183,20 @@ fn store_figures(
     bin: &Path,
     work: &Path,
     plan: &Plan,
+    curl: &Curl,
+    direct: bool,
     failures: &mut Vec<String>,
 ) -> Result<Vec<Figure>, String> {
     let garage_dir = work.join("garage");
     let _ = fs::remove_dir_all(&garage_dir);
     let garage = crate::garage::Garage::start(&garage_dir, 1, &["bench"])?;
+    let mut latencies = Vec::new();
+    for _ in 0..plan.runs {
+        match put_latency(curl, &garage, work) {
+            Ok(seconds) => latencies.push(seconds * 1000.0),
+            Err(e) => failures.push(e),
+        }
+    }
     let files = [
         (1024 * MIB, 8 * MIB, "1 GiB in 8 MiB blocks"),
         (100 * MIB, 64 * 1024, "100 MiB in 64 KiB blocks"),
@@ -910,6 +1267,7 @@ fn store_figures(
                 unit: "MB/s",
                 ours: vec![],
                 curl: vec![],
+                old: vec![],
             };
             for _ in 0..plan.runs {
                 for (i, url) in urls.iter().enumerate() {
@@ -927,8 +1285,53 @@ fn store_figures(
             let _ = fs::remove_file(&file);
         }
     }
-    figures.extend(direct_figures(bin, work, plan, &garage, failures)?);
+    let bound: Vec<f64> = latencies
+        .iter()
+        .map(|ms| 8.0 * 65_536.0 / 1e6 / (ms / 1000.0))
+        .collect();
+    figures.push(Figure::solo(
+        "Garage PUT of 64 KiB, one at a time on one connection (curl --aws-sigv4)".into(),
+        "ms",
+        latencies,
+    ));
+    figures.push(Figure::solo(
+        "bound for 64 KiB blocks, 8 in flight: 8 × 64 KiB ÷ PUT latency".into(),
+        "MB/s",
+        bound,
+    ));
+    if direct {
+        figures.extend(direct_figures(bin, work, plan, &garage, failures)?);
+    }
     Ok(figures)
+}
+
+/// Garage's latency for one `PUT` of 64 KiB, in seconds: the mean of 50,
+/// one after another on one connection.
+fn put_latency(curl: &Curl, garage: &crate::garage::Garage, work: &Path) -> Result<f64, String> {
+    const PUTS: usize = 50;
+    let body = work.join("put-64k.bin");
+    make_file(&body, 65_536).map_err(|e| e.to_string())?;
+    let mut config = format!(
+        "aws-sigv4 = \"aws:amz:{}:s3\"\nuser = \"{}:{}\"\n",
+        crate::garage::REGION,
+        garage.key_id,
+        garage.secret
+    );
+    for i in 0..PUTS {
+        let _ = write!(
+            config,
+            "url = \"{}/bench/put-latency-{i}\"\nupload-file = \"{}\"\noutput = \"/dev/null\"\n",
+            garage.endpoints[0],
+            body.display()
+        );
+    }
+    let cfg = work.join("curl-put-latency.cfg");
+    fs::write(&cfg, config).map_err(|e| e.to_string())?;
+    let mut c = curl.command();
+    c.args(["--silent", "--show-error", "--fail", "-K"])
+        .arg(&cfg)
+        .env("NO_PROXY", "*");
+    Ok(measure(&mut c)?.seconds / PUTS as f64)
 }
 
 /// `upload --protocol s3` of `file` to `key` in Garage's bench bucket, in
@@ -979,6 +1382,7 @@ fn direct_figures(
         unit: "MB/s",
         ours: vec![],
         curl: vec![],
+        old: vec![],
     };
     let rclone = Command::new("rclone")
         .arg("version")
@@ -989,6 +1393,7 @@ fn direct_figures(
         unit: "MB/s",
         ours: vec![],
         curl: vec![],
+        old: vec![],
     };
     if !rclone {
         failures.push("rclone is not installed (apt-get install rclone): no rclone row".into());

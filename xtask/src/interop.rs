@@ -82,7 +82,7 @@ pub(crate) fn cache() -> PathBuf {
         })
 }
 
-fn run(command: &mut Command, what: &str) -> Result<(), String> {
+pub(crate) fn run(command: &mut Command, what: &str) -> Result<(), String> {
     let out = command
         .output()
         .map_err(|e| format!("{what}: cannot start: {e}"))?;

@@ -16,6 +16,7 @@
 mod bench;
 mod chaos;
 mod companion;
+mod curl8;
 mod garage;
 mod interop;
 mod raw_transport;
