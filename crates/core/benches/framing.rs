@@ -46,6 +46,7 @@ fn encoder(integrity: Integrity) -> Box<dyn UploadSession> {
             threads: 1,
             block_size: 10240,
             saved: None,
+            endpoints: &Default::default(),
         })
         .unwrap()
 }

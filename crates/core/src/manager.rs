@@ -16,7 +16,9 @@ use crate::error::{code, Error, ErrorKind};
 use crate::events::{EventDispatcher, Events};
 use crate::job::{Job, JobId};
 use crate::plan::BlockPlan;
-use crate::protocol::{Constraints, Protocol, SavedSession, SegmentedMultipart, UploadTarget};
+use crate::protocol::{
+    Constraints, Endpoints, Protocol, SavedSession, SegmentedMultipart, UploadTarget,
+};
 use crate::resume::open_journal;
 use crate::run::scheduler::supervise;
 use crate::run::{CancelSignal, RunContext, RunSource};
@@ -58,6 +60,8 @@ struct Inner {
     /// The byte rate every body shares, if limited.
     rate: Option<Arc<RateLimit>>,
     protocol: Arc<dyn Protocol>,
+    /// What the sessions of its jobs learnt of their endpoints.
+    endpoints: Arc<Endpoints>,
     events: Events,
     memory: MemoryRegistry,
     running: Mutex<HashMap<JobId, Arc<CancelSignal>>>,
@@ -136,6 +140,7 @@ impl UploadManagerBuilder {
                 transport,
                 rate: self.limit_rate.map(|r| Arc::new(RateLimit::new(r))),
                 protocol: self.protocol,
+                endpoints: Arc::default(),
                 events: Events::new(self.dispatch),
                 memory: MemoryRegistry::default(),
                 running: Mutex::default(),
@@ -313,6 +318,7 @@ impl UploadManager {
                 threads: job.thread_num,
                 block_size: job.block_size,
                 saved: saved.as_ref(),
+                endpoints: &self.inner.endpoints,
             })?;
             let constraints = session.constraints();
             check_constraints(&constraints, &plan, i, job.block_size, &s.name)?;

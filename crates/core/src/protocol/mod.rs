@@ -35,7 +35,9 @@ pub mod parts;
 mod resumable;
 mod segmented;
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,6 +47,7 @@ use crate::body::BlockData;
 use crate::error::Error;
 use crate::form::FormField;
 use crate::plan::Block;
+use crate::source::lock;
 use crate::transport::{Request, Response, Transport};
 
 pub use companion::Companion;
@@ -105,6 +108,35 @@ pub enum Integrity {
     BlockCrc32c,
 }
 
+/// What a manager's sessions learnt of the endpoints they upload to,
+/// shared by every job of the manager: so that the many files of a run do
+/// not each find out the same thing with a request of their own. Kept per
+/// manager, not per process: the same address may be another server an
+/// hour later.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    /// Endpoints found not to answer status queries, by URL.
+    silent: Mutex<HashSet<String>>,
+}
+
+impl Endpoints {
+    /// Whether `url` was found not to answer status queries (and has not
+    /// answered one since).
+    pub fn is_silent(&self, url: &Uri) -> bool {
+        lock(&self.silent).contains(&url.to_string())
+    }
+
+    /// Records whether `url` answers status queries.
+    pub fn set_answers(&self, url: &Uri, answers: bool) {
+        let mut silent = lock(&self.silent);
+        if answers {
+            silent.remove(&url.to_string());
+        } else {
+            silent.insert(url.to_string());
+        }
+    }
+}
+
 /// What a protocol needs to know about one source of a job.
 #[derive(Debug)]
 pub struct UploadTarget<'a> {
@@ -128,6 +160,8 @@ pub struct UploadTarget<'a> {
     pub block_size: u64,
     /// What an earlier, interrupted run kept to find its upload again.
     pub saved: Option<&'a SavedSession>,
+    /// What the manager's sessions learnt of the endpoints they upload to.
+    pub endpoints: &'a Arc<Endpoints>,
 }
 
 impl UploadTarget<'_> {

@@ -2,7 +2,7 @@
 //! the answers of a receiver that can give them (`docs/PROTOCOL.md`).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,8 +17,8 @@ use fileuploader_wire::{
 };
 
 use super::{
-    header_value, FinalAnswer, Finish, Handle, Holding, Integrity, Landing, Protocol, Receipt,
-    SavedSession, UploadSession, UploadTarget, Verdict,
+    header_value, Endpoints, FinalAnswer, Finish, Handle, Holding, Integrity, Landing, Protocol,
+    Receipt, SavedSession, UploadSession, UploadTarget, Verdict,
 };
 use crate::body::{BlockData, UploadBody};
 use crate::error::{code, Error};
@@ -84,6 +84,7 @@ impl Protocol for SegmentedMultipart {
             digest_head,
             suffix: Bytes::from(format!("\r\n--{boundary}--\r\n")),
             answers: AtomicU8::new(NOT_ASKED),
+            endpoints: target.endpoints.clone(),
             fresh: AtomicBool::new(fresh),
             acked: AtomicBool::new(!fresh),
             landing: Mutex::new(None),
@@ -195,6 +196,8 @@ struct Session {
     digest_head: Option<Bytes>,
     suffix: Bytes,
     answers: AtomicU8,
+    /// What the manager's sessions learnt of their endpoints.
+    endpoints: Arc<Endpoints>,
     /// Whether the upload id is new and nothing was sent under it yet: no
     /// receiver can hold anything of it, so there is nothing to ask.
     fresh: AtomicBool,
@@ -247,7 +250,7 @@ impl Session {
     async fn ask(&self, transport: &dyn Transport) -> Result<Option<(Statement, Response)>, Error> {
         let response = transport.send(self.query(Method::GET)).await?;
         if let Some(statement) = self.statement(&response) {
-            self.answers.store(ANSWERS, Ordering::Relaxed);
+            self.learnt(true);
             return Ok(Some((statement, response)));
         }
         if retry::is_retryable_status(response.status()) {
@@ -256,8 +259,17 @@ impl Session {
                 &format!(" to the status query for {:?}", self.name),
             ));
         }
-        self.answers.store(SILENT, Ordering::Relaxed);
+        self.learnt(false);
         Ok(None)
+    }
+
+    /// Records whether the receiver answers status queries, for this
+    /// session and the manager's others to the same URL.
+    fn learnt(&self, answers: bool) {
+        let state = if answers { ANSWERS } else { SILENT };
+        if self.answers.swap(state, Ordering::Relaxed) != state {
+            self.endpoints.set_answers(&self.url, answers);
+        }
     }
 
     fn landing_of(&self, statement: &Statement) -> Option<Landing> {
@@ -343,7 +355,7 @@ impl UploadSession for Session {
             if statement.is_some() {
                 // A receiver that states what it made of this upload's
                 // blocks speaks the convention: it answers queries too.
-                self.answers.store(ANSWERS, Ordering::Relaxed);
+                self.learnt(true);
             }
             if let Some(landing) = statement
                 .and_then(|s| self.landing_of(&s))
@@ -395,7 +407,13 @@ impl UploadSession for Session {
             answer: lock(&self.last).clone(),
             ..Landing::unconfirmed()
         };
-        if self.answers.load(Ordering::Relaxed) == SILENT {
+        // A receiver this session, or another of the manager's, found
+        // silent is not asked (unless it has spoken since).
+        let silent = match self.answers.load(Ordering::Relaxed) {
+            NOT_ASKED => self.endpoints.is_silent(&self.url),
+            answers => answers == SILENT,
+        };
+        if silent {
             return Ok(Finish::Landed(unconfirmed()));
         }
         let Some((statement, response)) = self.ask(transport).await? else {
@@ -471,6 +489,8 @@ mod tests {
             threads: 1,
             block_size: 10240,
             saved: Some(saved()),
+            // Each test's own: what one learns must not reach another.
+            endpoints: Box::leak(Box::default()),
         }
     }
 

@@ -1067,6 +1067,7 @@ mod tests {
                 threads,
                 block_size: 10,
                 saved,
+                endpoints: &Default::default(),
             })
             .unwrap()
     }
