@@ -1190,10 +1190,14 @@ fn store_figures(
     let garage_dir = work.join("garage");
     let _ = fs::remove_dir_all(&garage_dir);
     let garage = crate::garage::Garage::start(&garage_dir, 1, &["bench"])?;
-    let mut latencies = Vec::new();
+    let (mut latencies, mut rates) = (Vec::new(), Vec::new());
     for _ in 0..plan.runs {
-        match put_latency(curl, &garage, work) {
+        match put_latency(curl, &garage, work, 1) {
             Ok(seconds) => latencies.push(seconds * 1000.0),
+            Err(e) => failures.push(e),
+        }
+        match put_latency(curl, &garage, work, 8) {
+            Ok(seconds) => rates.push(1.0 / seconds),
             Err(e) => failures.push(e),
         }
     }
@@ -1299,16 +1303,27 @@ fn store_figures(
         "MB/s",
         bound,
     ));
+    figures.push(Figure::solo(
+        "Garage PUTs of 64 KiB a second, 8 at a time (curl --parallel-max 8)".into(),
+        "PUT/s",
+        rates,
+    ));
     if direct {
         figures.extend(direct_figures(bin, work, plan, &garage, failures)?);
     }
     Ok(figures)
 }
 
-/// Garage's latency for one `PUT` of 64 KiB, in seconds: the mean of 50,
-/// one after another on one connection.
-fn put_latency(curl: &Curl, garage: &crate::garage::Garage, work: &Path) -> Result<f64, String> {
-    const PUTS: usize = 50;
+/// Garage's time per `PUT` of 64 KiB, in seconds: 100 of them, `at_once`
+/// at a time (one: the latency of one on one connection; more: the time
+/// the store takes per `PUT` when they overlap).
+fn put_latency(
+    curl: &Curl,
+    garage: &crate::garage::Garage,
+    work: &Path,
+    at_once: u32,
+) -> Result<f64, String> {
+    const PUTS: usize = 100;
     let body = work.join("put-64k.bin");
     make_file(&body, 65_536).map_err(|e| e.to_string())?;
     let mut config = format!(
@@ -1328,9 +1343,11 @@ fn put_latency(curl: &Curl, garage: &crate::garage::Garage, work: &Path) -> Resu
     let cfg = work.join("curl-put-latency.cfg");
     fs::write(&cfg, config).map_err(|e| e.to_string())?;
     let mut c = curl.command();
-    c.args(["--silent", "--show-error", "--fail", "-K"])
-        .arg(&cfg)
-        .env("NO_PROXY", "*");
+    c.args(["--silent", "--show-error", "--fail"]);
+    if at_once > 1 {
+        c.args(["--parallel", "--parallel-max", &at_once.to_string()]);
+    }
+    c.arg("-K").arg(&cfg).env("NO_PROXY", "*");
     Ok(measure(&mut c)?.seconds / PUTS as f64)
 }
 
