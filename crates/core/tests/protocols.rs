@@ -48,7 +48,7 @@ async fn a_receiver_found_silent_is_not_asked_again_by_the_other_files_of_the_ma
     for i in 0..5u8 {
         job.source_value.add(
             manager.generate_url_for_upload_data(vec![i; 100]),
-            &format!("f{i}.bin"),
+            format!("f{i}.bin"),
             None,
         );
     }
