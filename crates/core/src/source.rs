@@ -109,9 +109,10 @@ impl FileSource {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
+        let path = canonical(&file, path);
         Ok(FileSource {
             file: Arc::new(file),
-            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+            path,
             len: meta.len(),
             modified_ns,
         })
@@ -121,6 +122,25 @@ impl FileSource {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The absolute path, symbolic links resolved, of `file` opened from
+/// `path`: on Linux what the kernel knows of the open file (one `readlink`,
+/// where resolving the path walks each of its components), else resolved
+/// from `path`; `path` itself when neither can be had.
+fn canonical(file: &File, path: &Path) -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let known = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if let Ok(known) = known {
+            if known.is_absolute() && known.exists() {
+                return known;
+            }
+        }
+    }
+    let _ = file;
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
 fn open_error(path: &Path, e: io::Error) -> Error {
