@@ -134,6 +134,20 @@ fn wait_for_port(port: u16) -> Result<(), String> {
     Ok(())
 }
 
+/// Installs Debian's `package` when `program` is missing.
+fn ensure(program: &str, package: &str) -> Result<(), String> {
+    if has(program) {
+        return Ok(());
+    }
+    eprintln!("bench: installing {package} ({program}) with apt-get");
+    crate::interop::run(
+        Command::new("apt-get")
+            .args(["install", "-y", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {package}"),
+    )
+}
+
 fn has(program: &str) -> bool {
     Command::new(program)
         .arg("--version")
@@ -475,13 +489,7 @@ fn curl(curl: &Curl, config: &Path, threads: u32, http2: bool) -> Command {
 /// HTTP/1.1, `threads` connections, each request posting `body` (installed
 /// from Debian's nghttp2-client when missing).
 fn request_ceiling(url: &str, body: &Path, requests: u64, threads: u32) -> Result<f64, String> {
-    if !has("h2load") {
-        eprintln!("bench: installing nghttp2-client (h2load) with apt-get");
-        crate::interop::run(
-            Command::new("apt-get").args(["install", "-y", "nghttp2-client"]),
-            "apt-get install nghttp2-client",
-        )?;
-    }
+    ensure("h2load", "nghttp2-client")?;
     let out = Command::new("h2load")
         .args([
             "--h1",
@@ -657,7 +665,13 @@ pub fn run(plan: Plan) -> Result<(), String> {
     };
     let h1 = nginx.as_ref().unwrap_or(&receiver);
     println!("sink over HTTP/1.1: {}; over HTTP/2: {} (nginx's 'return 200' does not drain HTTP/2 bodies)", h1.name, receiver.name);
-    let iperf3 = has("iperf3");
+    let iperf3 = match ensure("iperf3", "iperf3") {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("bench: no loopback ceiling: {e}");
+            false
+        }
+    };
     let mut ceilings = Vec::new();
     let mut request_ceilings = Vec::new();
 
