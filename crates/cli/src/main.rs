@@ -228,9 +228,16 @@ struct UploadArgs {
     /// never retries: --no-retry).
     #[arg(long, value_name = "N", conflicts_with = "no_retry")]
     retries: Option<u32>,
-    /// Never send a failed block again (the reference behaviour).
+    /// Never send a failed block again (the reference behaviour; also no
+    /// --hedge).
     #[arg(long)]
     no_retry: bool,
+    /// Do not send a block again beside a request that runs far past the
+    /// recent ones (by default one such block at a time is, on another
+    /// connection, for protocols whose blocks may arrive twice; each takes
+    /// one from the retry budget).
+    #[arg(long)]
+    no_hedge: bool,
     /// Present this client certificate chain (PEM, with --cert-key) for
     /// mutual TLS.
     #[arg(long, value_name = "PEM", requires = "cert_key")]

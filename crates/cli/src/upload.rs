@@ -80,7 +80,7 @@ impl Summary {
             None => landing.to_owned(),
         };
         format!(
-            "uploaded {}{landed_as}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries, HTTP/{}, {landing}",
+            "uploaded {}{landed_as}: {} in {:.2} s ({}), {} blocks{resumed}, {} retries{hedged}, HTTP/{}, {landing}",
             self.file.display(),
             human(p.total_bytes as f64),
             p.elapsed.as_secs_f64(),
@@ -88,6 +88,10 @@ impl Summary {
             p.total_blocks,
             p.retries,
             self.http_version,
+            hedged = match p.hedges {
+                0 => String::new(),
+                n => format!(", {n} sent again beside a stalled request"),
+            },
         )
     }
 
@@ -106,6 +110,7 @@ impl Summary {
             "landed_as": self.landed_as,
             "url": self.url,
             "retries": p.retries,
+            "hedges": p.hedges,
             "http_version": self.http_version,
             "receipt": self.receipt,
             "receipt_file": self.receipt_file.as_ref().map(|f| f.display().to_string()),
@@ -560,6 +565,9 @@ fn job_for(
         job.retry = RetryPolicy::none();
     } else if let Some(n) = args.retries {
         job.retry = job.retry.with_max_attempts(n.saturating_add(1));
+    }
+    if args.no_hedge {
+        job.retry = job.retry.with_hedging(false);
     }
     job.require_confirmation = args.require_confirmation;
     job.protocol = Some(protocol.clone());

@@ -227,6 +227,9 @@ pub struct Progress {
     pub in_flight: u64,
     /// Requests sent again after a failure.
     pub retries: u64,
+    /// Blocks sent again beside a request that ran far past the job's
+    /// recent ones ([`RetryPolicy::hedge`]).
+    pub hedges: u64,
     /// Blocks the receiver already held when the run began (from a
     /// previous, interrupted run), not sent again.
     pub resumed_blocks: u64,
@@ -266,6 +269,7 @@ pub(crate) struct JobState {
     pub(crate) total_blocks: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) retries: AtomicU64,
+    pub(crate) hedges: AtomicU64,
     pub(crate) resumed_blocks: AtomicU64,
     pub(crate) confirmed: AtomicU64,
     pub(crate) unconfirmed: AtomicU64,
@@ -462,6 +466,7 @@ impl Job {
             total_blocks: s.total_blocks.load(Ordering::Relaxed),
             in_flight: s.in_flight.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
+            hedges: s.hedges.load(Ordering::Relaxed),
             resumed_blocks: s.resumed_blocks.load(Ordering::Relaxed),
             landings_confirmed: s.confirmed.load(Ordering::Relaxed),
             landings_unconfirmed: s.unconfirmed.load(Ordering::Relaxed),

@@ -42,6 +42,12 @@ pub struct RetryPolicy {
     /// The longest `Retry-After` waited for; a longer one fails the block.
     /// Default 60 s.
     pub max_retry_after: Duration,
+    /// Whether a block whose request runs far past the job's recent ones
+    /// is sent again beside it, on another connection, the first answer
+    /// winning: only blocks the protocol may send twice (ranged blocks, not
+    /// appends at an offset), one at a time per job, each taken from the
+    /// retry budget. Default true.
+    pub hedge: bool,
 }
 
 impl Default for RetryPolicy {
@@ -52,6 +58,7 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(60),
+            hedge: true,
         }
     }
 }
@@ -62,8 +69,16 @@ impl RetryPolicy {
         RetryPolicy {
             max_attempts: 1,
             budget: Some(0),
+            hedge: false,
             ..RetryPolicy::default()
         }
+    }
+
+    /// With slow blocks sent again beside themselves, or not.
+    #[must_use]
+    pub fn with_hedging(mut self, hedge: bool) -> Self {
+        self.hedge = hedge;
+        self
     }
 
     /// With `n` attempts per block, the first included.

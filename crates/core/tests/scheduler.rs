@@ -893,3 +893,73 @@ async fn a_new_upload_id_taken_by_someone_else_is_replaced() {
     assert!(ids[1..].iter().all(|id| *id == ids[1] && *id != ids[0]));
     assert_eq!(events.terminals(), ["success"]);
 }
+
+/// The script for the hedging tests: blocks answer after the transport's
+/// delay, but the first request for block 30 never answers.
+fn stalls_block_30(r: &RecordedRequest, attempt: usize) -> Reply {
+    let stalled = r.content_range() == Some("bytes 300-309/500");
+    if stalled && attempt == 1 {
+        Reply::Hang
+    } else {
+        Reply::Status(StatusCode::OK, "")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_block_stalled_far_past_the_recent_ones_is_sent_again_beside_itself() {
+    let data = pattern(500);
+    let file = temp_file(&data);
+    let transport = MemoryTransport::scripted(Duration::from_millis(10), stalls_block_30);
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.retry = fileuploader_core::RetryPolicy::default();
+    job.block_size = 10;
+    job.thread_num = 2;
+    job.source_value
+        .add(file.path().to_str().unwrap(), "stall.bin", None);
+    let started = tokio::time::Instant::now();
+    manager.run(&job).unwrap().wait().await.unwrap();
+    // 50 blocks of 10 ms, two at a time, and one wait of 4 × the recent
+    // 95th percentile (10 ms), at least 250 ms, before the hedge.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let requests = transport.requests();
+    let stalled: Vec<_> = requests
+        .iter()
+        .filter(|r| r.content_range() == Some("bytes 300-309/500"))
+        .collect();
+    assert_eq!(stalled.len(), 2, "the stalled block went twice");
+    assert_eq!(stalled[1].body, stalled[0].body, "the same bytes");
+    assert_eq!(requests.len(), 51);
+    assert_eq!(job.progress().hedges, 1);
+    assert_eq!(job.progress().bytes_acknowledged, 500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_hedging_a_stalled_block_is_waited_for() {
+    let data = pattern(500);
+    let file = temp_file(&data);
+    let transport = MemoryTransport::scripted(Duration::from_millis(10), stalls_block_30);
+    let manager = UploadManager::new(transport.clone());
+    let events = EventLog::default();
+    let mut job = job(&manager, &events);
+    job.retry = fileuploader_core::RetryPolicy::default().with_hedging(false);
+    job.block_size = 10;
+    job.thread_num = 2;
+    job.source_value
+        .add(file.path().to_str().unwrap(), "stall.bin", None);
+    let running = manager.run(&job).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(running.outcome().is_none(), "still waiting");
+    assert_eq!(job.progress().hedges, 0);
+    assert_eq!(
+        job.progress().bytes_acknowledged,
+        490,
+        "all but the stalled block"
+    );
+    assert!(manager.cancel(&job));
+}

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::plan::Block;
 use crate::protocol::{Integrity, Receipt, Verdict};
 use crate::run::{InFlight, RunContext};
+use crate::transport::{Request, Response, TransportError};
 
 /// How a block's sending ended, short of failing the job.
 #[derive(Debug)]
@@ -40,34 +41,15 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
     let session = &*source.session;
     let mut attempt = 1;
     loop {
-        let data = if session.constraints().in_memory {
-            BlockData::memory(
-                source
-                    .source
-                    .read_at(block.offset, block.len as usize)
-                    .await?,
-            )
-        } else {
-            BlockData::read(&source.source, block.offset, block.len).await?
-        };
-        let mut request = session.encode(block, data)?;
-        // A body that carries part of the block (the receiver holds the
-        // rest, or takes it in pieces) has no CRC of the block's own.
-        let whole = request.body().carried() == block.len;
-        let report = Arc::new(BodyReport::default());
-        request.body_mut().measure(Meter {
-            sent: Some(state.sent.clone()),
-            report: Some(report.clone()),
-            crc32c: ctx.job.integrity == Integrity::BlockCrc32c,
-            rate: ctx.rate.clone(),
-        });
+        let prepared = prepare(ctx, block).await?;
         if ctx.cancel.is_cancelled() {
             return Ok(Sent::Cancelled);
         }
-        let sent = {
+        let started = tokio::time::Instant::now();
+        let (sent, report, whole) = {
             let _in_flight = InFlight::enter(state);
             tokio::select! {
-                sent = ctx.transport.send(request) => sent,
+                raced = race(ctx, block, prepared) => raced?,
                 () = ctx.cancel.cancelled() => return Ok(Sent::Cancelled),
             }
         };
@@ -81,6 +63,7 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
                 state.set_version(response.version());
                 match session.judge(block, &response) {
                     Verdict::Ack(receipt) => {
+                        ctx.hedging.record(started.elapsed());
                         let crc = report.crc32c.get().copied().filter(|_| whole);
                         return Ok(Sent::Acked(crc, receipt));
                     }
@@ -126,6 +109,105 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
             }
         }
     }
+}
+
+/// A block's request ready to go, with what its body reports and whether
+/// the body carries the whole block (a body that carries part of it, the
+/// receiver holding the rest or taking it in pieces, has no CRC of the
+/// block's own).
+struct Prepared {
+    request: Request,
+    report: Arc<BodyReport>,
+    whole: bool,
+}
+
+/// Reads (or starts reading) block's bytes and encodes its request.
+async fn prepare(ctx: &RunContext, block: &Block) -> Result<Prepared, Error> {
+    let source = &ctx.sources[block.source];
+    let session = &*source.session;
+    let data = if session.constraints().in_memory {
+        BlockData::memory(
+            source
+                .source
+                .read_at(block.offset, block.len as usize)
+                .await?,
+        )
+    } else {
+        BlockData::read(&source.source, block.offset, block.len).await?
+    };
+    let mut request = session.encode(block, data)?;
+    let whole = request.body().carried() == block.len;
+    let report = Arc::new(BodyReport::default());
+    request.body_mut().measure(Meter {
+        sent: Some(ctx.job.state.sent.clone()),
+        report: Some(report.clone()),
+        crc32c: ctx.job.integrity == Integrity::BlockCrc32c,
+        rate: ctx.rate.clone(),
+    });
+    Ok(Prepared {
+        request,
+        report,
+        whole,
+    })
+}
+
+/// What a block's request (or its hedge, if that answered well first)
+/// came to, with its body's report and whether it carried the whole block.
+type Raced = (Result<Response, TransportError>, Arc<BodyReport>, bool);
+
+/// Sends `first`; if it runs far past the job's recent requests, sends the
+/// block again beside it (blocks the protocol may send twice only, one
+/// hedge at a time per job, each taken from the retry budget) and takes the
+/// first good answer, or else the other's.
+async fn race(ctx: &RunContext, block: &Block, first: Prepared) -> Result<Raced, Error> {
+    let session = &*ctx.sources[block.source].session;
+    let Prepared {
+        request,
+        report,
+        whole,
+    } = first;
+    let one = ctx.transport.send(request);
+    let Some(after) = ctx.hedging.after().filter(|_| session.idempotent(block)) else {
+        return Ok((one.await, report, whole));
+    };
+    tokio::pin!(one);
+    tokio::select! {
+        sent = &mut one => return Ok((sent, report, whole)),
+        () = tokio::time::sleep(after) => {}
+    }
+    let Some(_slot) = ctx.hedging.take() else {
+        return Ok((one.await, report, whole));
+    };
+    if !ctx.take_retry() {
+        return Ok((one.await, report, whole));
+    }
+    ctx.job.state.hedges.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        target: "fileuploader::retry",
+        "block {} of {} of {:?} has waited {:.1} s, far past the recent requests: sending it again beside itself",
+        block.index + 1,
+        block.count,
+        ctx.sources[block.source].name,
+        after.as_secs_f64()
+    );
+    let other = prepare(ctx, block).await?;
+    let two = ctx.transport.send(other.request);
+    tokio::pin!(two);
+    let good = |sent: &Result<Response, TransportError>| {
+        sent.as_ref().is_ok_and(|r| r.status().is_success())
+    };
+    Ok(tokio::select! {
+        sent = &mut one => if good(&sent) {
+            (sent, report, whole)
+        } else {
+            (two.await, other.report, other.whole)
+        },
+        sent = &mut two => if good(&sent) {
+            (sent, other.report, other.whole)
+        } else {
+            (one.await, report, whole)
+        },
+    })
 }
 
 /// Runs one of a session's own exchanges (begin, finish), retrying

@@ -2,7 +2,8 @@
 //! job-wide bound, the one outcome), `cursor` (where each source stands,
 //! its `Phase` moved by one transition function), `begin` (the receiver
 //! says what it holds; the journal fills in only what it cannot say),
-//! `attempt` (one block: read, encode, send, judge, retry) and `landing`
+//! `attempt` (one block: read, encode, send, judge, retry), `hedge` (a
+//! slow block sent again beside itself) and `landing`
 //! (the session's finish, checked against the source's length and CRC32C).
 //! This module holds what they share: the context, the cancel signal, and
 //! the in-flight guard.
@@ -10,6 +11,7 @@
 pub(crate) mod attempt;
 mod begin;
 mod cursor;
+pub(crate) mod hedge;
 mod landing;
 pub(crate) mod scheduler;
 
@@ -85,6 +87,8 @@ pub(crate) struct RunContext {
     pub(crate) cancel: Arc<CancelSignal>,
     pub(crate) events: Events,
     pub(crate) retries_left: AtomicU64,
+    /// When a slow block is sent again beside itself.
+    pub(crate) hedging: hedge::Hedging,
 }
 
 impl RunContext {
