@@ -13,14 +13,22 @@ use crate::curl8::Curl;
 
 const MIB: u64 = 1 << 20;
 
+/// A part of the bench run alone (`--only NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    /// Uploads straight to a bucket (`direct`).
+    Direct,
+    /// Receivers on a bucket and on a directory (`stores`).
+    Stores,
+    /// The big file through a stalling proxy, with and without hedging
+    /// (`stalls`).
+    Stalls,
+}
+
 /// Sizes and repetitions for one bench run.
 pub struct Plan {
     quick: bool,
-    /// Only the figures of uploads straight to a bucket (`--only direct`).
-    only_direct: bool,
-    /// Only the figures of receivers on a bucket and on a directory
-    /// (`--only stores`).
-    only_stores: bool,
+    only: Option<Only>,
     runs: usize,
     big_file: u64,
     big_block: u64,
@@ -32,15 +40,18 @@ pub struct Plan {
 impl Plan {
     /// The plan `--quick` and `--runs N` ask for.
     pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
-        let (mut quick, mut runs, mut only_direct, mut only_stores) = (false, None, false, false);
+        let (mut quick, mut runs, mut only) = (false, None, None);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
-                "--only" => match args.next().as_deref() {
-                    Some("direct") => only_direct = true,
-                    Some("stores") => only_stores = true,
-                    _ => return Err("--only takes direct or stores".into()),
-                },
+                "--only" => {
+                    only = Some(match args.next().as_deref() {
+                        Some("direct") => Only::Direct,
+                        Some("stores") => Only::Stores,
+                        Some("stalls") => Only::Stalls,
+                        _ => return Err("--only takes direct, stores or stalls".into()),
+                    })
+                }
                 "--runs" => {
                     let n = args.next().and_then(|n| n.parse::<usize>().ok());
                     match n {
@@ -53,16 +64,14 @@ impl Plan {
         }
         let mut plan = Plan::new(quick);
         plan.runs = runs.unwrap_or(plan.runs);
-        plan.only_direct = only_direct;
-        plan.only_stores = only_stores;
+        plan.only = only;
         Ok(plan)
     }
 
     fn new(quick: bool) -> Self {
         Plan {
             quick,
-            only_direct: false,
-            only_stores: false,
+            only: None,
             runs: if quick { 3 } else { 5 },
             big_file: if quick { 256 * MIB } else { 1024 * MIB },
             big_block: 8 * MIB,
@@ -617,33 +626,31 @@ pub fn run(plan: Plan) -> Result<(), String> {
     let out_dir = root.join("target/bench");
     let work = out_dir.join("work");
     fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    if plan.only_stores {
+    if let Some(only) = plan.only {
         let mut failures = Vec::new();
-        let figures = store_figures(&bin, &work, &plan, &curl8, false, &mut failures)?;
+        let figures = match only {
+            Only::Stores => store_figures(&bin, &work, &plan, &curl8, false, &mut failures)?,
+            Only::Direct => {
+                let garage_dir = work.join("garage");
+                let _ = fs::remove_dir_all(&garage_dir);
+                let garage = crate::garage::Garage::start(&garage_dir, 1, &["bench"])?;
+                direct_figures(&bin, &work, &plan, &garage, &mut failures)?
+            }
+            Only::Stalls => {
+                let big = work.join(format!("big-{}.bin", plan.big_file));
+                make_file(&big, plan.big_file).map_err(|e| e.to_string())?;
+                ensure("nginx", "nginx-light")?;
+                let sink = nginx(&work)?;
+                vec![stall_figure(&bin, &big, &sink, &plan, &mut failures)?]
+            }
+        };
         println!(
             "\n{} runs each, alternating; medians, with the range in parentheses.\n",
             plan.runs
         );
-        println!("| stores | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|");
-        for f in &figures {
-            println!("{}", f.row(false));
-        }
-        for failure in &failures {
-            eprintln!("bench: {failure}");
-        }
-        return Ok(());
-    }
-    if plan.only_direct {
-        let mut failures = Vec::new();
-        let garage_dir = work.join("garage");
-        let _ = fs::remove_dir_all(&garage_dir);
-        let garage = crate::garage::Garage::start(&garage_dir, 1, &["bench"])?;
-        let figures = direct_figures(&bin, &work, &plan, &garage, &mut failures)?;
         println!(
-            "\n{} runs each, alternating; medians, with the range in parentheses.\n",
-            plan.runs
+            "| {only:?} | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|"
         );
-        println!("| direct | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|");
         for f in &figures {
             println!("{}", f.row(false));
         }
@@ -808,6 +815,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
         }
         figures.push(rps);
     }
+    let stalls = stall_figure(&bin, &big, h1, &plan, &mut failures)?;
     figures.extend(https_figures(
         &bin,
         &work,
@@ -902,7 +910,8 @@ pub fn run(plan: Plan) -> Result<(), String> {
         [&curl8, &curl7],
         &mut failures,
     )?);
-    let mut protocols = protocol_figures(&bin, &work, &big, &plan, &mut failures)?;
+    let mut protocols = vec![stalls];
+    protocols.extend(protocol_figures(&bin, &work, &big, &plan, &mut failures)?);
     protocols.extend(store_figures(
         &bin,
         &work,
@@ -955,6 +964,57 @@ pub fn run(plan: Plan) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("written to {}", path.display());
     Ok(())
+}
+
+/// Tail latency: the big file through a proxy that stalls about one 8 MiB
+/// request in fifty for 2 s, ours without hedging (the "other" column)
+/// against ours with it.
+fn stall_figure(
+    bin: &Path,
+    big: &Path,
+    sink: &Sink,
+    plan: &Plan,
+    failures: &mut Vec<String>,
+) -> Result<Figure, String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let upstream: u16 = sink
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next()?.parse().ok())
+        .ok_or_else(|| format!("no port in {}", sink.url))?;
+    let mut figure = Figure {
+        name: format!(
+            "{} MiB file, 8 MiB blocks, {} in flight, HTTP/1.1, through a proxy stalling about 2 % of requests for 2 s: hedging (other: --no-hedge)",
+            plan.big_file / MIB,
+            plan.threads
+        ),
+        unit: "MB/s",
+        ours: vec![],
+        curl: vec![],
+        old: vec![],
+    };
+    for run in 0..plan.runs {
+        // Alike stalls for both: each run's two proxies have one seed.
+        for hedge in [true, false] {
+            let port = crate::chaos::stalling_proxy(&runtime, upstream, run as u64 + 1)
+                .map_err(|e| e.to_string())?;
+            let url = format!("http://127.0.0.1:{port}/upload");
+            let mut c = ours(bin, &url, big, plan.big_block, plan.threads, false);
+            if !hedge {
+                c.arg("--no-hedge");
+            }
+            if let Some(s) = attempt(c, failures) {
+                let mbps = plan.big_file as f64 / 1e6 / s.seconds;
+                if hedge {
+                    figure.ours.push(mbps);
+                } else {
+                    figure.curl.push(mbps);
+                }
+            }
+        }
+    }
+    Ok(figure)
 }
 
 /// HTTPS: the big file to nginx over TLS (HTTP/1.1) and to our receiver

@@ -168,6 +168,12 @@ enum Fault {
         at: u64,
         stall: Duration,
     },
+    /// Each read, one time in this many, waits `stall` before it passes on
+    /// (the bench's stalls: about one request in fifty of 8 MiB).
+    Stalls {
+        one_in: u64,
+        stall: Duration,
+    },
     /// This direction ends (FIN) after this many bytes; the other goes on.
     HalfClose(u64),
     /// Every answer lies (see [`lie`]).
@@ -220,6 +226,8 @@ enum Faults {
     Network,
     /// Lies in the answers of a third of the connections (`liar`).
     Lies,
+    /// Requests stall now and then, answers pass (`cargo xtask bench`).
+    Stalls,
 }
 
 impl Faults {
@@ -228,8 +236,33 @@ impl Faults {
             Faults::Network => (Fault::pick(rng, 8 << 20), Fault::pick(rng, 4096)),
             Faults::Lies if rng.below(3) == 0 => (Fault::None, Fault::Lie),
             Faults::Lies => (Fault::None, Fault::None),
+            Faults::Stalls => (STALLS, Fault::None),
         }
     }
+}
+
+/// The bench's stalls: 2 s, one read of up to 64 KiB in 6 400, so about
+/// one request of 8 MiB in fifty.
+const STALLS: Fault = Fault::Stalls {
+    one_in: 6_400,
+    stall: Duration::from_secs(2),
+};
+
+/// A proxy to `upstream` whose requests stall as [`Faults::Stalls`] says,
+/// seeded by `seed`; its port. It runs on `runtime` until that ends.
+pub(crate) fn stalling_proxy(
+    runtime: &tokio::runtime::Runtime,
+    upstream: u16,
+    seed: u64,
+) -> std::io::Result<u16> {
+    let calm = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    runtime.block_on(fault_proxy(
+        upstream,
+        (seed, Faults::Stalls),
+        FaultLog::default(),
+        "stalls".into(),
+        calm,
+    ))
 }
 
 /// The faults a proxy fired, one line each.
@@ -280,6 +313,10 @@ async fn pump(
             Fault::Latency { base, jitter: j } => {
                 let extra = jitter.below(j.as_micros() as u64 + 1);
                 tokio::time::sleep(base + Duration::from_micros(extra)).await;
+            }
+            Fault::Stalls { one_in, stall } if jitter.below(one_in) == 0 => {
+                fire(format!("stall of {stall:?}"));
+                tokio::time::sleep(stall).await;
             }
             Fault::Cap(rate) => {
                 tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
