@@ -56,7 +56,8 @@ impl Refusal {
 impl From<StoreError> for Refusal {
     /// The answer to a store's failure: 404 not found, 503 busy or
     /// unavailable (the client tries again), 409 conflict, 507 full, 400
-    /// invalid, 422 corrupt (the bytes were discarded), 500 otherwise.
+    /// invalid, 422 corrupt (the bytes were discarded), 403 another's, 500
+    /// otherwise.
     fn from(e: StoreError) -> Self {
         let status = match e.kind() {
             StoreErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -65,6 +66,7 @@ impl From<StoreError> for Refusal {
             StoreErrorKind::Full => StatusCode::INSUFFICIENT_STORAGE,
             StoreErrorKind::Invalid => StatusCode::BAD_REQUEST,
             StoreErrorKind::Corrupt => StatusCode::UNPROCESSABLE_ENTITY,
+            StoreErrorKind::Forbidden => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Refusal::new(status, e.message())

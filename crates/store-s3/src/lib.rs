@@ -1126,6 +1126,11 @@ impl S3Store {
     ) -> Result<Landed, StoreError> {
         let id = stored.meta.id.clone();
         let layout = &self.s().layout;
+        if let Some(landed) = self.landed(&id).await? {
+            if landed.owner != stored.meta.owner {
+                return Err(StoreError::others_id(&id));
+            }
+        }
         let Some(pieces) = tile(&stored, layout) else {
             return Err(StoreError::new(
                 ErrorKind::Conflict,
@@ -1850,6 +1855,12 @@ impl WholeWriter for Whole {
         self.pieces.flush().await?;
         let pieces = &self.pieces;
         let store = &pieces.store;
+        if let Some(id) = id {
+            // Checked, not held: receivers share no lock (see the crate's
+            // documentation); what the check misses, landing at the same
+            // moment, the bucket cannot refuse.
+            fileuploader_store::refuse_others(store, id, owner).await?;
+        }
         let layout = &store.s().layout;
         let tiles: Vec<Piece> = pieces
             .stored

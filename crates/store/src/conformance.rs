@@ -72,6 +72,7 @@ where
     quotas_refuse_before_anything_is_stored(&*make().await).await;
     landings_leave_events_until_delivered(&*make().await).await;
     landings_are_digested_when_asked(&*make().await).await;
+    an_id_others_hold_is_never_landed_over(&*make().await).await;
 }
 
 fn new_upload(id: &str, total: u64, name: &str, owner: &str) -> NewUpload {
@@ -736,5 +737,68 @@ pub async fn landings_are_digested_when_asked(fixture: &dyn Fixture) {
             Some(digest),
             "{id}: the digest is on its record"
         );
+    }
+}
+
+/// Two uploads of one id by different credentials, each begun before the
+/// other was known (a whole file and blocks, say): the id stays with the
+/// one that holds it, in progress or landed, and the other's landing is
+/// refused ([`ErrorKind::Forbidden`]) with nothing placed; the holder lands
+/// as its own, with its own event.
+pub async fn an_id_others_hold_is_never_landed_over(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let events = store.keep_events().is_ok();
+    let upload = store
+        .begin(new_upload("held", 4, "mine.bin", "ann"), Quota::none())
+        .await
+        .expect("begun");
+    put(&*store, &upload, 0, b"mine").await;
+    let whole_of_bob = || async {
+        let mut whole = store
+            .write_whole("bob", Quota::none())
+            .await
+            .expect("opened");
+        whole
+            .write(Bytes::from_static(b"evil"))
+            .await
+            .expect("taken");
+        store
+            .land(
+                Arrival::whole(whole, Some("held"), "bob"),
+                "mine.bin",
+                OnConflict::Overwrite,
+            )
+            .await
+    };
+    let refused = whole_of_bob().await.expect_err("ann's upload holds the id");
+    assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+    assert_eq!(fixture.file("mine.bin").await, None, "nothing placed");
+    let landed = store
+        .land(Arrival::blocks("held"), "mine.bin", OnConflict::Overwrite)
+        .await
+        .expect("ann's lands");
+    assert_eq!(
+        (landed.owner.as_str(), landed.name.as_str()),
+        ("ann", "mine.bin")
+    );
+    let refused = whole_of_bob()
+        .await
+        .expect_err("ann's landing holds the id");
+    assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+    assert_eq!(
+        fixture.file("mine.bin").await.as_deref(),
+        Some(&b"mine"[..]),
+        "the landed file is untouched"
+    );
+    if events {
+        let told = store
+            .claim_events(10, Duration::from_secs(3600))
+            .await
+            .expect("read");
+        let names: Vec<(&str, &str)> = told
+            .iter()
+            .map(|e| (e.landed.owner.as_str(), e.landed.name.as_str()))
+            .collect();
+        assert_eq!(names, [("ann", "mine.bin")], "one event, ann's");
     }
 }

@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Invalid,
     /// The stored bytes do not match what was acknowledged of them.
     Corrupt,
+    /// It belongs to other credentials (an upload id another landed).
+    Forbidden,
     /// Anything else the storage failed at.
     Io,
 }
@@ -49,6 +51,17 @@ impl StoreError {
     /// An [`ErrorKind::Io`] failure: `what` failed because of `e`.
     pub fn io(what: &str, e: impl fmt::Display) -> Self {
         StoreError::new(ErrorKind::Io, format!("{what}: {e}"))
+    }
+
+    /// An [`ErrorKind::Forbidden`] failure: upload id `id` belongs to
+    /// other credentials (landed, or in progress).
+    pub fn others_id(id: &str) -> Self {
+        StoreError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "upload id {id} belongs to other credentials; send the upload under another id"
+            ),
+        )
     }
 
     /// What kind of failure it is.

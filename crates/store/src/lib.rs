@@ -64,6 +64,26 @@ pub enum OnConflict {
     Rename,
 }
 
+/// Refuses ([`StoreError::others_id`]) to land under `id` for `owner` when
+/// other credentials hold `id`, landed or in progress: what a store checks
+/// before it lands anything under an id (two uploads of one id by different
+/// credentials can each be begun before the other is known).
+///
+/// # Errors
+///
+/// [`ErrorKind::Forbidden`], or the store's failure to read.
+pub async fn refuse_others(store: &dyn Store, id: &str, owner: &str) -> Result<(), StoreError> {
+    if id.is_empty() {
+        return Ok(());
+    }
+    let in_progress = store.upload(id).await?.map(|u| u.begun.owner);
+    let landed = store.landed(id).await?.map(|l| l.owner);
+    match in_progress.into_iter().chain(landed).any(|o| o != owner) {
+        true => Err(StoreError::others_id(id)),
+        false => Ok(()),
+    }
+}
+
 /// The `n`th name [`OnConflict::Rename`] tries for `name`: `name` itself,
 /// then `name (1).ext`, `name (2).ext`, …, the number before the last
 /// part's extension (not a folder's).

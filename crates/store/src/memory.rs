@@ -113,6 +113,17 @@ impl Held {
     }
 
     /// Puts `bytes` in place as `name` by `policy`; the name it took.
+    /// Refuses to land under `id` for `owner` when other credentials hold
+    /// it, landed or in progress.
+    fn refuse_others(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        let in_progress = self.uploads.get(id).map(|k| &k.upload.begun.owner);
+        let landed = self.landed.get(id).map(|l| &l.owner);
+        match in_progress.into_iter().chain(landed).any(|o| o != owner) {
+            true => Err(StoreError::others_id(id)),
+            false => Ok(()),
+        }
+    }
+
     fn place(
         &mut self,
         name: &str,
@@ -280,6 +291,7 @@ impl Store for MemoryStore {
                 format!("upload {id} is not complete"),
             ));
         }
+        held.refuse_others(id, &upload.begun.owner)?;
         let expected = upload.expected_crc32c();
         let bytes = kept.bytes.clone();
         if expected.is_some_and(|crc| crc != crc32c_of(&bytes)) {
@@ -509,6 +521,9 @@ impl WholeWriter for MemoryWhole {
         metadata: Option<&str>,
     ) -> Result<Landed, StoreError> {
         let mut held = self.store.held();
+        if let Some(id) = id {
+            held.refuse_others(id, owner)?;
+        }
         let length = self.bytes.len() as u64;
         let crc = crc32c_of(&self.bytes);
         let landed_as = held.place(name, policy, self.bytes.clone())?;

@@ -84,6 +84,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub(super) fn io_refusal(what: &str, e: &io::Error) -> StoreError {
+    if let Some(others) = e
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<state::OthersId>())
+    {
+        return StoreError::new(ErrorKind::Forbidden, others.to_string());
+    }
     if e.kind() == io::ErrorKind::QuotaExceeded {
         return StoreError::new(ErrorKind::Full, e.to_string());
     }
@@ -319,6 +325,26 @@ impl Inner {
         Ok((me, dead))
     }
 
+    /// Refuses to land under `id` when credentials other than `owner` hold
+    /// it, landed or in progress: checked before the file is placed, so
+    /// that nothing in the directory is replaced for a landing its record
+    /// would refuse (the record's commit checks again, for landings at the
+    /// same moment).
+    fn not_anothers(&self, id: &str, owner: &str) -> io::Result<()> {
+        if id.is_empty() {
+            return Ok(());
+        }
+        let landed = self.state.landed(id)?.map(|l| l.owner);
+        let in_progress = self.read(id)?.map(|u| u.begun.owner);
+        if landed.into_iter().chain(in_progress).any(|o| o != owner) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                state::OthersId(StoreError::others_id(id).message().to_owned()),
+            ));
+        }
+        Ok(())
+    }
+
     /// Lands upload `id` under the whole file's lock.
     fn land_fenced(&self, id: &str, name: &str, policy: OnConflict) -> io::Result<Landing> {
         let temp = self.temp_of(id);
@@ -349,6 +375,7 @@ impl Inner {
             self.discard(id)?;
             return Ok(Landing::Mismatch);
         }
+        self.not_anothers(id, &upload.begun.owner)?;
         match place(&temp, &self.dir, name, policy) {
             Ok(landed_as) => {
                 let landed = Landed::new(id, &upload.begun.owner, &landed_as, total, expected)
@@ -1028,6 +1055,7 @@ impl WholeWriter for FsWhole {
                 let size = file.metadata()?.len();
                 let (crc, sha256) = digests_of(&file, s.digests.load(Ordering::Relaxed))?;
                 let path = temp.into_temp_path();
+                s.not_anothers(&key, &owner)?;
                 let landed_as = match place(&path, &s.dir, &name, policy) {
                     Ok(landed_as) => landed_as,
                     Err(e) => return Ok(Err(landing_refusal(&name, &e))),
@@ -1311,6 +1339,68 @@ fn write_or_compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_id_other_credentials_hold_is_refused_a_landing_and_theirs_keeps_its_file_and_event()
+    {
+        use fileuploader_store::{Arrival, NewUpload, Quota, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path()).unwrap();
+        store.keep_events().unwrap();
+        // Client A's upload under id X is complete, not yet landed...
+        let new = NewUpload {
+            id: "X".into(),
+            total: 4,
+            name: "a.bin".into(),
+            owner: "A".into(),
+            partial: false,
+            metadata: None,
+        };
+        let upload = store.begin(new, Quota::none()).await.unwrap();
+        let range = ContentRange::parse("bytes 0-3/4").unwrap();
+        let mut block = store.write_block(&upload, range, true).await.unwrap();
+        block.write(Bytes::from_static(b"mine")).await.unwrap();
+        assert!(block.finish().await.unwrap());
+        assert!(block.acknowledge(4, None).await.unwrap().complete());
+        // ...when B's whole file under X, begun before A's upload was
+        // known, comes to land: refused, and A's upload is untouched.
+        let mut whole = store.write_whole("B", Quota::none()).await.unwrap();
+        whole.write(Bytes::from_static(b"evil")).await.unwrap();
+        let arrival = Arrival::whole(whole, Some("X"), "B");
+        let refused = store
+            .land(arrival, "a.bin", OnConflict::Overwrite)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+        assert!(!dir.path().join("a.bin").exists(), "nothing placed");
+        assert!(store.landed("X").await.unwrap().is_none());
+        // A's lands, told as A's, with its event.
+        let landed = store
+            .land(Arrival::blocks("X"), "a.bin", OnConflict::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(
+            (landed.owner.as_str(), landed.name.as_str()),
+            ("A", "a.bin")
+        );
+        assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), b"mine");
+        // B, landing under X afterwards, is refused too.
+        let mut whole = store.write_whole("B", Quota::none()).await.unwrap();
+        whole.write(Bytes::from_static(b"evil")).await.unwrap();
+        let arrival = Arrival::whole(whole, Some("X"), "B");
+        let refused = store
+            .land(arrival, "a.bin", OnConflict::Overwrite)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+        assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), b"mine");
+        let events = store
+            .claim_events(10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let names: Vec<_> = events.iter().map(|e| e.landed.name.as_str()).collect();
+        assert_eq!(names, ["a.bin"]);
+    }
 
     #[tokio::test]
     async fn events_a_deliverer_held_when_it_ended_go_to_the_next_at_once() {

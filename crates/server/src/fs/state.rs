@@ -566,9 +566,7 @@ fn commit_loop(mut conn: Connection, synced: mpsc::Receiver<Synced>, cache: &Cac
         let mut read: HashMap<String, Option<Upload>> = HashMap::new();
         for (i, (change, reply)) in to_commit.into_iter().enumerate() {
             let result = match &results {
-                Ok(each) => each[i]
-                    .clone()
-                    .map_err(|(kind, why)| io::Error::new(kind, why)),
+                Ok(each) => each[i].clone().map_err(refused),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
             let result = match (result, change) {
@@ -623,6 +621,28 @@ fn over_quota(
 /// What a change's refusal is: its kind (the receiver's status follows from
 /// it) and why.
 type Refused = (io::ErrorKind, String);
+
+/// A change refused because its upload id belongs to other credentials
+/// (inside an [`io::Error`], so that it is told apart from a file the
+/// receiver may not open).
+#[derive(Debug)]
+pub(crate) struct OthersId(pub(crate) String);
+
+impl std::fmt::Display for OthersId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OthersId {}
+
+/// A change's refusal as the error its caller gets.
+fn refused((kind, why): Refused) -> io::Error {
+    match kind {
+        io::ErrorKind::PermissionDenied => io::Error::new(kind, OthersId(why)),
+        kind => io::Error::new(kind, why),
+    }
+}
 
 /// Applies a batch in one transaction; each change's own outcome, or the
 /// transaction's failure.
@@ -714,20 +734,39 @@ fn commit(
             }
             Change::Landed { landed, event } => {
                 let id = &landed.id;
+                let mut holders: Vec<String> = Vec::new();
                 if !id.is_empty() {
-                    tx.execute("DELETE FROM acks WHERE id = ?1", params![id])?;
-                    tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
-                    tx.execute(
-                        "INSERT OR REPLACE INTO landed (id, statement, at, owner) VALUES (?1, ?2, ?3, ?4)",
-                        params![id, landed.to_record(), now_ms(), landed.owner],
-                    )?;
+                    for table in ["landed", "uploads"] {
+                        let sql = format!("SELECT owner FROM {table} WHERE id = ?1");
+                        holders.extend(tx.query_row(&sql, params![id], |r| r.get(0)).optional()?);
+                    }
                 }
-                if let Some(key) = event {
-                    // Landed again (a retried landing): one event still.
-                    tx.execute(
-                        "INSERT OR IGNORE INTO outbox (key, landed, owner, due) VALUES (?1, ?2, ?3, ?4)",
-                        params![key, landed.to_record(), landed.owner, now_ms()],
-                    )?;
+                if holders.iter().any(|o| *o != landed.owner) {
+                    // Two uploads of one id by different credentials, each
+                    // begun before the other's was known (a whole file and
+                    // blocks, say): the id stays with the one that holds it,
+                    // landed or in progress, with its record and its event;
+                    // the other is refused.
+                    let why = fileuploader_store::StoreError::others_id(id)
+                        .message()
+                        .to_owned();
+                    outcome = Err((io::ErrorKind::PermissionDenied, why));
+                } else {
+                    if !id.is_empty() {
+                        tx.execute("DELETE FROM acks WHERE id = ?1", params![id])?;
+                        tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
+                        tx.execute(
+                            "INSERT OR REPLACE INTO landed (id, statement, at, owner) VALUES (?1, ?2, ?3, ?4)",
+                            params![id, landed.to_record(), now_ms(), landed.owner],
+                        )?;
+                    }
+                    if let Some(key) = event {
+                        // Landed again (a retried landing): one event still.
+                        tx.execute(
+                            "INSERT OR IGNORE INTO outbox (key, landed, owner, due) VALUES (?1, ?2, ?3, ?4)",
+                            params![key, landed.to_record(), landed.owner, now_ms()],
+                        )?;
+                    }
                 }
             }
             Change::Delivered { key } => {
