@@ -447,12 +447,19 @@ impl Drop for Serve {
 }
 
 fn serve(bin: &Path, dir: &Path, port: u16, extra: &[&str]) -> Result<Serve, String> {
+    // Its log beside its directory, appended across restarts: what a
+    // violation's replay reads first.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))
+        .map_err(|e| format!("serve's log: {e}"))?;
     let child = Command::new(bin)
         .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
         .arg(dir)
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .map_err(|e| format!("serve: {e}"))?;
     let served = Serve(child);

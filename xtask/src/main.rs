@@ -38,8 +38,8 @@ const TASKS: &[(&str, &str)] = &[
         "run the conformance suite against every transport and print a table",
     ),
     (
-        "bench [--quick] [--runs N] [--only direct]",
-        "upload speed, request rate, CPU and memory against curl on 127.0.0.1 (N >= 3 alternating runs; 5, or 3 with --quick); only uploads straight to Garage with --only direct",
+        "bench [--quick] [--runs N] [--only direct|stores|stalls]",
+        "upload speed, request rate, CPU and memory against curl 8.14 and 7.88 on 127.0.0.1, plain and over TLS (N >= 3 alternating runs; 5, or 3 with --quick); --only: uploads straight to Garage, receivers on Garage and on a directory, or the stalling proxy with and without hedging",
     ),
     (
         "chaos [--quick] [--runs N] [--jobs J] [--seed S --scenario NAME]",
