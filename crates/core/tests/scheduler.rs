@@ -905,19 +905,25 @@ fn stalls_block_30(r: &RecordedRequest, attempt: usize) -> Reply {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_block_stalled_far_past_the_recent_ones_is_sent_again_beside_itself() {
-    let data = pattern(500);
-    let file = temp_file(&data);
+/// A job of 50 blocks of 10 bytes, two in flight, to a transport that
+/// answers after 10 ms but stalls block 30's first request; hedging as
+/// `hedge` says. The temporary file must outlive the job.
+fn stalling_job(hedge: bool) -> (MemoryTransport, UploadManager, Job, tempfile::NamedTempFile) {
+    let file = temp_file(&pattern(500));
     let transport = MemoryTransport::scripted(Duration::from_millis(10), stalls_block_30);
     let manager = UploadManager::new(transport.clone());
-    let events = EventLog::default();
-    let mut job = job(&manager, &events);
-    job.retry = fileuploader_core::RetryPolicy::default();
+    let mut job = job(&manager, &EventLog::default());
+    job.retry = fileuploader_core::RetryPolicy::default().with_hedging(hedge);
     job.block_size = 10;
     job.thread_num = 2;
     job.source_value
         .add(file.path().to_str().unwrap(), "stall.bin", None);
+    (transport, manager, job, file)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_block_stalled_far_past_the_recent_ones_is_sent_again_beside_itself() {
+    let (transport, manager, job, _file) = stalling_job(true);
     let started = tokio::time::Instant::now();
     manager.run(&job).unwrap().wait().await.unwrap();
     // 50 blocks of 10 ms, two at a time, and one wait of 4 × the recent
@@ -941,17 +947,7 @@ async fn a_block_stalled_far_past_the_recent_ones_is_sent_again_beside_itself() 
 
 #[tokio::test(start_paused = true)]
 async fn without_hedging_a_stalled_block_is_waited_for() {
-    let data = pattern(500);
-    let file = temp_file(&data);
-    let transport = MemoryTransport::scripted(Duration::from_millis(10), stalls_block_30);
-    let manager = UploadManager::new(transport.clone());
-    let events = EventLog::default();
-    let mut job = job(&manager, &events);
-    job.retry = fileuploader_core::RetryPolicy::default().with_hedging(false);
-    job.block_size = 10;
-    job.thread_num = 2;
-    job.source_value
-        .add(file.path().to_str().unwrap(), "stall.bin", None);
+    let (_transport, manager, job, _file) = stalling_job(false);
     let running = manager.run(&job).unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(running.outcome().is_none(), "still waiting");

@@ -1362,16 +1362,19 @@ mod tests {
         block.write(Bytes::from_static(b"mine")).await.unwrap();
         assert!(block.finish().await.unwrap());
         assert!(block.acknowledge(4, None).await.unwrap().complete());
-        // ...when B's whole file under X, begun before A's upload was
-        // known, comes to land: refused, and A's upload is untouched.
-        let mut whole = store.write_whole("B", Quota::none()).await.unwrap();
-        whole.write(Bytes::from_static(b"evil")).await.unwrap();
-        let arrival = Arrival::whole(whole, Some("X"), "B");
-        let refused = store
-            .land(arrival, "a.bin", OnConflict::Overwrite)
-            .await
-            .unwrap_err();
-        assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+        // B's whole file under X, begun before A's upload was known.
+        let refused_to_b = || async {
+            let mut whole = store.write_whole("B", Quota::none()).await.unwrap();
+            whole.write(Bytes::from_static(b"evil")).await.unwrap();
+            let arrival = Arrival::whole(whole, Some("X"), "B");
+            let refused = store
+                .land(arrival, "a.bin", OnConflict::Overwrite)
+                .await
+                .unwrap_err();
+            assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+        };
+        // It comes to land first: refused, and A's upload is untouched.
+        refused_to_b().await;
         assert!(!dir.path().join("a.bin").exists(), "nothing placed");
         assert!(store.landed("X").await.unwrap().is_none());
         // A's lands, told as A's, with its event.
@@ -1385,14 +1388,7 @@ mod tests {
         );
         assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), b"mine");
         // B, landing under X afterwards, is refused too.
-        let mut whole = store.write_whole("B", Quota::none()).await.unwrap();
-        whole.write(Bytes::from_static(b"evil")).await.unwrap();
-        let arrival = Arrival::whole(whole, Some("X"), "B");
-        let refused = store
-            .land(arrival, "a.bin", OnConflict::Overwrite)
-            .await
-            .unwrap_err();
-        assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+        refused_to_b().await;
         assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), b"mine");
         let events = store
             .claim_events(10, Duration::from_secs(60))
