@@ -563,14 +563,22 @@ fn median_of(values: &[f64]) -> Option<f64> {
 }
 
 impl Figure {
-    /// A figure curl has no counterpart for.
-    fn solo(name: String, unit: &'static str, ours: Vec<f64>) -> Self {
+    /// A figure to measure, nothing measured yet.
+    fn new(name: String, unit: &'static str) -> Self {
         Figure {
             name,
             unit,
-            ours,
+            ours: vec![],
             curl: vec![],
             old: vec![],
+        }
+    }
+
+    /// A figure curl has no counterpart for.
+    fn solo(name: String, unit: &'static str, ours: Vec<f64>) -> Self {
+        Figure {
+            ours,
+            ..Figure::new(name, unit)
         }
     }
 
@@ -693,37 +701,25 @@ pub fn run(plan: Plan) -> Result<(), String> {
     for (label, http2, sink) in [("HTTP/1.1", false, h1), ("HTTP/2", true, &receiver)] {
         let big_cfg = curl_config(&big, plan.big_block, &sink.url, &work)?;
         let small_cfg = curl_config(&small, plan.small_block, &sink.url, &work)?;
-        let mut mbps = Figure {
-            name: format!(
+        let mut mbps = Figure::new(
+            format!(
                 "{} MiB file, 8 MiB blocks, {} in flight, {label}",
                 plan.big_file / MIB,
                 plan.threads
             ),
-            unit: "MB/s",
-            ours: vec![],
-            curl: vec![],
-            old: vec![],
-        };
-        let mut rps = Figure {
-            name: format!(
+            "MB/s",
+        );
+        let mut rps = Figure::new(
+            format!(
                 "{} MiB file, 10 KiB blocks, {} in flight, {label}",
                 plan.small_file / MIB,
                 plan.threads
             ),
-            unit: "req/s",
-            ours: vec![],
-            curl: vec![],
-            old: vec![],
-        };
+            "req/s",
+        );
         // curl sends no checksum; ours without one is the like-for-like
         // figure, measured over HTTP/1.1.
-        let mut unchecked = Figure {
-            name: format!("{}, no checksum (as curl)", mbps.name),
-            unit: "MB/s",
-            ours: vec![],
-            curl: vec![],
-            old: vec![],
-        };
+        let mut unchecked = Figure::new(format!("{}, no checksum (as curl)", mbps.name), "MB/s");
         for _ in 0..plan.runs {
             let big_ours = ours(&bin, &sink.url, &big, plan.big_block, plan.threads, http2);
             if let Some(s) = attempt(big_ours, &mut failures) {
@@ -983,17 +979,11 @@ fn stall_figure(
         .next()
         .and_then(|p| p.split('/').next()?.parse().ok())
         .ok_or_else(|| format!("no port in {}", sink.url))?;
-    let mut figure = Figure {
-        name: format!(
+    let mut figure = Figure::new(format!(
             "{} MiB file, 8 MiB blocks, {} in flight, HTTP/1.1, through a proxy stalling about 2 % of requests for 2 s: hedging (other: --no-hedge)",
             plan.big_file / MIB,
             plan.threads
-        ),
-        unit: "MB/s",
-        ours: vec![],
-        curl: vec![],
-        old: vec![],
-    };
+        ), "MB/s");
     for run in 0..plan.runs {
         // Alike stalls for both: each run's two proxies have one seed.
         for hedge in [true, false] {
@@ -1036,18 +1026,15 @@ fn https_figures(
     let (mut ours_cpu, mut curl_cpu) = (Vec::new(), Vec::new());
     for (label, http2, sink) in [("HTTP/1.1", false, &h1), ("HTTP/2", true, &h2)] {
         let cfg = curl_config_trusting(big, plan.big_block, &sink.url, work, Some(&tls.ca))?;
-        let mut mbps = Figure {
-            name: format!(
+        let mut mbps = Figure::new(
+            format!(
                 "HTTPS: {} MiB file, 8 MiB blocks, {} in flight, {label} ({})",
                 plan.big_file / MIB,
                 plan.threads,
                 sink.name
             ),
-            unit: "MB/s",
-            ours: vec![],
-            curl: vec![],
-            old: vec![],
-        };
+            "MB/s",
+        );
         for _ in 0..plan.runs {
             let mut c = ours(bin, &sink.url, big, plan.big_block, plan.threads, http2);
             c.arg("--cacert").arg(&tls.ca);
@@ -1110,13 +1097,10 @@ fn many_files_figures(
     }
     let curl_cfg = work.join("curl-many.cfg");
     fs::write(&curl_cfg, config).map_err(|e| e.to_string())?;
-    let mut many = Figure {
-        name: format!("{FILES} files of 64 KiB, 4 in flight (curl --parallel-max 4)"),
-        unit: "files/s",
-        ours: vec![],
-        curl: vec![],
-        old: vec![],
-    };
+    let mut many = Figure::new(
+        format!("{FILES} files of 64 KiB, 4 in flight (curl --parallel-max 4)"),
+        "files/s",
+    );
     for _ in 0..plan.runs {
         let mut ours = Command::new(bin);
         ours.args([
@@ -1193,17 +1177,14 @@ fn protocol_figures(
     fs::create_dir_all(&store).map_err(|e| e.to_string())?;
     let (peer, port) = crate::interop::tus_server(&cache, &store)?;
     let url = format!("http://127.0.0.1:{port}/files");
-    let mut vs_js = Figure {
-        name: format!(
+    let mut vs_js = Figure::new(
+        format!(
             "to @tus/server: {} MiB file, {} MiB chunks, one stream (other: tus-js-client 4.3)",
             plan.big_file / MIB,
             block / MIB
         ),
-        unit: "MB/s",
-        ours: vec![],
-        curl: vec![],
-        old: vec![],
-    };
+        "MB/s",
+    );
     for _ in 0..plan.runs {
         if let Some(s) = attempt(tus_upload(&url, 1), failures) {
             vs_js.ours.push(size / 1e6 / s.seconds);
@@ -1225,18 +1206,12 @@ fn protocol_figures(
 
     let disk = serve_sink(bin, work, false)?;
     let tus_url = disk.url.replace("/upload", "/files");
-    let mut tus_vs_segmented = Figure {
-        name: format!(
+    let mut tus_vs_segmented = Figure::new(format!(
             "to our receiver, landing on disk: {} MiB file, {} MiB blocks, {} in flight, tus by concatenation (other: segmented)",
             plan.big_file / MIB,
             block / MIB,
             plan.threads
-        ),
-        unit: "MB/s",
-        ours: vec![],
-        curl: vec![],
-        old: vec![],
-    };
+        ), "MB/s");
     for _ in 0..plan.runs {
         if let Some(s) = attempt(tus_upload(&tus_url, plan.threads), failures) {
             tus_vs_segmented.ours.push(size / 1e6 / s.seconds);
@@ -1337,16 +1312,10 @@ fn store_figures(
         for (len, block, what) in files {
             let file = work.join(format!("store-{len}.bin"));
             make_file(&file, len).map_err(|e| e.to_string())?;
-            let mut figure = Figure {
-                name: format!(
+            let mut figure = Figure::new(format!(
                     "ingest, {what}, 8 in flight, {receivers} receiver{}: Garage (other: a directory)",
                     if receivers == 1 { "" } else { "s behind nginx" }
-                ),
-                unit: "MB/s",
-                ours: vec![],
-                curl: vec![],
-                old: vec![],
-            };
+                ), "MB/s");
             for _ in 0..plan.runs {
                 for (i, url) in urls.iter().enumerate() {
                     if let Some(s) = attempt(ours(bin, url, &file, block, 8, false), failures) {
@@ -1468,24 +1437,12 @@ fn direct_figures(
     garage.credentials(&mut c);
     let _receiver = crate::interop::start(&mut c, port, "fileuploader serve")?;
     let size = format!("{} MiB", len / MIB);
-    let mut through = Figure {
-        name: format!("{size} to Garage in 8 MiB parts, 8 in flight: --protocol s3 straight (other: --protocol companion through our receiver)"),
-        unit: "MB/s",
-        ours: vec![],
-        curl: vec![],
-        old: vec![],
-    };
+    let mut through = Figure::new(format!("{size} to Garage in 8 MiB parts, 8 in flight: --protocol s3 straight (other: --protocol companion through our receiver)"), "MB/s");
     let rclone = Command::new("rclone")
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let mut versus = Figure {
-        name: format!("{size} to Garage in 8 MiB parts, 8 in flight: --protocol s3 (other: rclone copyto, Debian's)"),
-        unit: "MB/s",
-        ours: vec![],
-        curl: vec![],
-        old: vec![],
-    };
+    let mut versus = Figure::new(format!("{size} to Garage in 8 MiB parts, 8 in flight: --protocol s3 (other: rclone copyto, Debian's)"), "MB/s");
     if !rclone {
         failures.push("rclone is not installed (apt-get install rclone): no rclone row".into());
     }
