@@ -228,14 +228,14 @@ struct UploadArgs {
     /// never retries: --no-retry).
     #[arg(long, value_name = "N", conflicts_with = "no_retry")]
     retries: Option<u32>,
-    /// Never send a failed block again (the reference behaviour; also no
-    /// --hedge).
+    /// Never send a failed block again (the reference behaviour; no
+    /// hedging either).
     #[arg(long)]
     no_retry: bool,
     /// Do not send a block again beside a request that runs far past the
     /// recent ones (by default one such block at a time is, on another
-    /// connection, for protocols whose blocks may arrive twice; each takes
-    /// one from the retry budget).
+    /// connection, for protocols whose blocks may arrive twice: one block
+    /// in twenty at most, none while the run is retrying failures).
     #[arg(long)]
     no_hedge: bool,
     /// Present this client certificate chain (PEM, with --cert-key) for

@@ -340,7 +340,7 @@ impl UploadManager {
             transport: self.inner.transport.clone(),
             rate: self.inner.rate.clone(),
             retries_left: AtomicU64::new(job.retry.budget_for(plan.total_blocks())),
-            hedging: crate::run::hedge::Hedging::new(job.retry.hedge),
+            hedging: crate::run::hedge::Hedging::new(job.retry.hedge, plan.total_blocks()),
             sources,
             plan,
             total_bytes,

@@ -45,8 +45,9 @@ pub struct RetryPolicy {
     /// Whether a block whose request runs far past the job's recent ones
     /// is sent again beside it, on another connection, the first answer
     /// winning: only blocks the protocol may send twice (ranged blocks, not
-    /// appends at an offset), one at a time per job, each taken from the
-    /// retry budget. Default true.
+    /// appends at an offset), one at a time per job, one block in twenty at
+    /// most (at least two), and none while the job is retrying failures.
+    /// Default true.
     pub hedge: bool,
 }
 

@@ -959,3 +959,31 @@ async fn without_hedging_a_stalled_block_is_waited_for() {
     );
     assert!(manager.cancel(&job));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_block_is_not_hedged_while_the_job_retries_failures() {
+    // Block 30 stalls while block 31 is refused once (503): the receiver
+    // is failing, not straggling, and a hedge would only add to its load.
+    let file = temp_file(&pattern(500));
+    let transport = MemoryTransport::scripted(Duration::from_millis(10), |r, attempt| {
+        match (r.content_range(), attempt) {
+            (Some("bytes 300-309/500"), 1) => Reply::Hang,
+            (Some("bytes 310-319/500"), 1) => Reply::Status(StatusCode::SERVICE_UNAVAILABLE, ""),
+            _ => Reply::Status(StatusCode::OK, ""),
+        }
+    });
+    let manager = UploadManager::new(transport.clone());
+    let mut job = job(&manager, &EventLog::default());
+    job.retry = fileuploader_core::RetryPolicy::default();
+    job.block_size = 10;
+    job.thread_num = 2;
+    job.source_value
+        .add(file.path().to_str().unwrap(), "stall.bin", None);
+    let running = manager.run(&job).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(running.outcome().is_none(), "still waiting for block 30");
+    let progress = job.progress();
+    assert_eq!((progress.retries, progress.hedges), (1, 0));
+    assert_eq!(progress.bytes_acknowledged, 490);
+    assert!(manager.cancel(&job));
+}

@@ -157,8 +157,9 @@ type Raced = (Result<Response, TransportError>, Arc<BodyReport>, bool);
 
 /// Sends `first`; if it runs far past the job's recent requests, sends the
 /// block again beside it (blocks the protocol may send twice only, one
-/// hedge at a time per job, each taken from the retry budget) and takes the
-/// first good answer, or else the other's.
+/// hedge at a time per job, one block in twenty at most, and none while
+/// the job is retrying failures: a failing receiver is not a straggler) and
+/// takes the first good answer, or else the other's.
 async fn race(ctx: &RunContext, block: &Block, first: Prepared) -> Result<Raced, Error> {
     let session = &*ctx.sources[block.source].session;
     let Prepared {
@@ -166,6 +167,7 @@ async fn race(ctx: &RunContext, block: &Block, first: Prepared) -> Result<Raced,
         report,
         whole,
     } = first;
+    let retries = ctx.job.state.retries.load(Ordering::Relaxed);
     let one = ctx.transport.send(request);
     let Some(after) = ctx.hedging.after().filter(|_| session.idempotent(block)) else {
         return Ok((one.await, report, whole));
@@ -175,12 +177,10 @@ async fn race(ctx: &RunContext, block: &Block, first: Prepared) -> Result<Raced,
         sent = &mut one => return Ok((sent, report, whole)),
         () = tokio::time::sleep(after) => {}
     }
-    let Some(_slot) = ctx.hedging.take() else {
+    let failing = ctx.job.state.retries.load(Ordering::Relaxed) != retries;
+    let Some(_slot) = ctx.hedging.take().filter(|_| !failing) else {
         return Ok((one.await, report, whole));
     };
-    if !ctx.take_retry() {
-        return Ok((one.await, report, whole));
-    }
     ctx.job.state.hedges.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         target: "fileuploader::retry",

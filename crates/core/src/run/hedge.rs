@@ -4,7 +4,7 @@
 //! then costs one more request instead of the whole wait.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,14 +19,17 @@ const FACTOR: u32 = 4;
 /// ...and never sooner than this.
 const FLOOR: Duration = Duration::from_millis(250);
 
-/// A job's hedging: the times of its recent acknowledged requests, and
-/// whether a hedge is out (one at a time, so memory stays within one block
-/// more than the job's bound).
+/// A job's hedging: the times of its recent acknowledged requests, whether
+/// a hedge is out (one at a time, so memory stays within one block more
+/// than the job's bound), and how many hedges are left (one block in
+/// twenty, at least two: hedges are for stragglers, not for a receiver
+/// that is failing, and they leave the retry budget to failures).
 #[derive(Debug)]
 pub(crate) struct Hedging {
     enabled: bool,
     recent: Mutex<VecDeque<Duration>>,
     out: AtomicBool,
+    left: AtomicU64,
 }
 
 /// A hedge out; the next may go once it is dropped.
@@ -39,11 +42,13 @@ impl Drop for Slot<'_> {
 }
 
 impl Hedging {
-    pub(crate) fn new(enabled: bool) -> Self {
+    /// Hedging for a job of `blocks` blocks, or none.
+    pub(crate) fn new(enabled: bool, blocks: u64) -> Self {
         Hedging {
             enabled,
             recent: Mutex::new(VecDeque::with_capacity(WINDOW)),
             out: AtomicBool::new(false),
+            left: AtomicU64::new((blocks / 20).max(2)),
         }
     }
 
@@ -74,12 +79,16 @@ impl Hedging {
         Some((p95 * FACTOR).max(FLOOR))
     }
 
-    /// The one hedge slot, if it is free.
+    /// The one hedge slot, if it is free and the job has hedges left.
     pub(crate) fn take(&self) -> Option<Slot<'_>> {
         self.out
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let slot = Slot(&self.out);
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .ok()
-            .map(|_| Slot(&self.out))
+            .map(|_| slot)
     }
 }
 
@@ -89,7 +98,7 @@ mod tests {
 
     #[test]
     fn hedges_wait_for_enough_requests_then_go_far_past_their_95th_percentile() {
-        let h = Hedging::new(true);
+        let h = Hedging::new(true, 60);
         for _ in 0..MIN_SAMPLES - 1 {
             h.record(Duration::from_millis(100));
         }
@@ -103,7 +112,9 @@ mod tests {
         let slot = h.take().expect("free");
         assert!(h.take().is_none(), "one hedge at a time");
         drop(slot);
+        assert!(h.take().is_some(), "60 blocks: 3 hedges");
         assert!(h.take().is_some());
-        assert_eq!(Hedging::new(false).after(), None);
+        assert!(h.take().is_none(), "no more than one block in twenty");
+        assert_eq!(Hedging::new(false, 60).after(), None);
     }
 }
