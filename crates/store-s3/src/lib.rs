@@ -278,19 +278,6 @@ struct Seen {
     run: Option<String>,
 }
 
-/// The upload `meta` records with blocks `acks` (by key).
-fn upload_of(meta: &Meta, acks: &[(String, Ack)]) -> Upload {
-    let mut upload = Upload::new(meta.begun());
-    for (_, ack) in acks {
-        upload.add(Block {
-            start: ack.start,
-            end: ack.end,
-            crc32c: ack.crc32c,
-        });
-    }
-    upload
-}
-
 /// One listed object.
 struct Listed {
     key: String,
@@ -808,13 +795,18 @@ impl S3Store {
             acks.extend(fresh);
             acks.sort_by(|a, b| a.0.cmp(&b.0));
             acks.dedup_by(|a, b| a.0 == b.0);
-            let mut upload = upload_of(&meta, &acks);
+            let mut upload = Upload::new(meta.begun());
             let (mut run, mut at) = (None, Some(0));
             for (key, ack) in &acks {
                 at = at.filter(|&at| ack.start <= at).map(|at| at.max(ack.end));
                 if at.is_some() {
                     run = Some(key.clone());
                 }
+                upload.add(Block {
+                    start: ack.start,
+                    end: ack.end,
+                    crc32c: ack.crc32c,
+                });
             }
             if error {
                 upload.landing_error = self
@@ -861,20 +853,6 @@ impl S3Store {
             .buffer_unordered(FAN_OUT)
             .try_collect::<Vec<()>>()
             .await?;
-        // As this receiver saw the upload, with these blocks: no listing
-        // per block. What other receivers acknowledged since is read when
-        // it matters: by status queries, and by the landing, which reads
-        // afresh (an upload complete in this view is complete).
-        if !acks.is_empty() {
-            let mut all = lock(&self.s().seen);
-            if let Some(seen) = all.get_mut(id) {
-                seen.acks
-                    .extend(acks.iter().map(|ack| (layout.ack(id, ack), ack.clone())));
-                seen.acks.sort_by(|a, b| a.0.cmp(&b.0));
-                seen.acks.dedup_by(|a, b| a.0 == b.0);
-                return Ok(upload_of(&seen.meta, &seen.acks));
-            }
-        }
         match self.read(id).await? {
             Some(stored) => Ok(stored.upload),
             None => Err(StoreError::new(
@@ -1086,7 +1064,6 @@ impl S3Store {
     /// Removes upload `id`'s records, bytes and multipart uploads: its
     /// record last, so nothing it owned outlives it unseen.
     async fn remove(&self, id: &str) -> Result<(), StoreError> {
-        lock(&self.s().seen).remove(id);
         let layout = &self.s().layout;
         let (metas, rest): (Vec<String>, Vec<String>) = self
             .list(&layout.upload(id))
@@ -1209,16 +1186,6 @@ fn tile(stored: &Stored, layout: &Layout) -> Option<Vec<Piece>> {
 impl Store for S3Store {
     async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
         Ok(self.read(id).await?.map(|s| s.upload))
-    }
-
-    async fn upload_for_block(&self, id: &str) -> Result<Option<Upload>, StoreError> {
-        let seen = lock(&self.s().seen)
-            .get(id)
-            .map(|seen| upload_of(&seen.meta, &seen.acks));
-        match seen {
-            Some(upload) => Ok(Some(upload)),
-            None => self.upload(id).await,
-        }
     }
 
     async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, StoreError> {

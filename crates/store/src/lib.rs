@@ -243,15 +243,6 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Upload `id` in progress, as stored now.
     async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError>;
 
-    /// Upload `id` in progress, for a block about to be written to it: as
-    /// stored now, or as this store last saw it where asking costs a round
-    /// trip (an upload never changes its owner or length, its acknowledged
-    /// bytes only grow, and [`BlockWriter::acknowledge`] and landing read
-    /// what they need afresh). By default, [`Store::upload`].
-    async fn upload_for_block(&self, id: &str) -> Result<Option<Upload>, StoreError> {
-        self.upload(id).await
-    }
-
     /// Begins an upload, durably, charging its length to `quota`
     /// ([`ErrorKind::Full`] when it does not fit); an upload of that id in
     /// progress already is returned as it is.
