@@ -980,7 +980,7 @@ fn stall_figure(
         .and_then(|p| p.split('/').next()?.parse().ok())
         .ok_or_else(|| format!("no port in {}", sink.url))?;
     let mut figure = Figure::new(format!(
-            "{} MiB file, 8 MiB blocks, {} in flight, HTTP/1.1, through a proxy stalling about 2 % of requests for 2 s: hedging (other: --no-hedge)",
+            "{} MiB file, 8 MiB blocks, {} in flight, HTTP/1.1, through a proxy stalling about 2 % of requests for 2 s: --hedge (other: without)",
             plan.big_file / MIB,
             plan.threads
         ), "MB/s");
@@ -991,8 +991,8 @@ fn stall_figure(
                 .map_err(|e| e.to_string())?;
             let url = format!("http://127.0.0.1:{port}/upload");
             let mut c = ours(bin, &url, big, plan.big_block, plan.threads, false);
-            if !hedge {
-                c.arg("--no-hedge");
+            if hedge {
+                c.arg("--hedge");
             }
             if let Some(s) = attempt(c, failures) {
                 let mbps = plan.big_file as f64 / 1e6 / s.seconds;

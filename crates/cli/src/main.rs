@@ -228,16 +228,16 @@ struct UploadArgs {
     /// never retries: --no-retry).
     #[arg(long, value_name = "N", conflicts_with = "no_retry")]
     retries: Option<u32>,
-    /// Never send a failed block again (the reference behaviour; no
-    /// hedging either).
-    #[arg(long)]
+    /// Never send a failed block again (the reference behaviour).
+    #[arg(long, conflicts_with = "hedge")]
     no_retry: bool,
-    /// Do not send a block again beside a request that runs far past the
-    /// recent ones (by default one such block at a time is, on another
-    /// connection, for protocols whose blocks may arrive twice: one block
-    /// in twenty at most, none while the run is retrying failures).
+    /// Send a block again beside a request that runs far past the recent
+    /// ones, on another connection (one at a time, one block in twenty at
+    /// most, none while the run is retrying failures), for protocols whose
+    /// blocks may arrive twice. Off by default: a receiver must take two
+    /// copies of a block at once.
     #[arg(long)]
-    no_hedge: bool,
+    hedge: bool,
     /// Present this client certificate chain (PEM, with --cert-key) for
     /// mutual TLS.
     #[arg(long, value_name = "PEM", requires = "cert_key")]

@@ -566,8 +566,8 @@ fn job_for(
     } else if let Some(n) = args.retries {
         job.retry = job.retry.with_max_attempts(n.saturating_add(1));
     }
-    if args.no_hedge {
-        job.retry = job.retry.with_hedging(false);
+    if args.hedge {
+        job.retry = job.retry.with_hedging(true);
     }
     job.require_confirmation = args.require_confirmation;
     job.protocol = Some(protocol.clone());

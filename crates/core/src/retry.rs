@@ -47,7 +47,9 @@ pub struct RetryPolicy {
     /// winning: only blocks the protocol may send twice (ranged blocks, not
     /// appends at an offset), one at a time per job, one block in twenty at
     /// most (at least two), and none while the job is retrying failures.
-    /// Default true.
+    /// Default false: two copies of a block in flight at once are more
+    /// than some receivers take (a bucket's receivers may tile their
+    /// landing from different copies), so it is asked for.
     pub hedge: bool,
 }
 
@@ -59,7 +61,7 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(60),
-            hedge: true,
+            hedge: false,
         }
     }
 }

@@ -974,7 +974,7 @@ async fn a_stalled_block_is_not_hedged_while_the_job_retries_failures() {
     });
     let manager = UploadManager::new(transport.clone());
     let mut job = job(&manager, &EventLog::default());
-    job.retry = fileuploader_core::RetryPolicy::default();
+    job.retry = fileuploader_core::RetryPolicy::default().with_hedging(true);
     job.block_size = 10;
     job.thread_num = 2;
     job.source_value
