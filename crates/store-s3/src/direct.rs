@@ -370,20 +370,24 @@ impl S3Store {
             )
             .send()
             .await;
-        match done {
-            Ok(_) => Ok(()),
-            // Completed by another request at the same moment (through
-            // another receiver): the object says whose it is.
-            Err(e)
-                if missing(&e) && self.owner_of(&meta.key).await?.as_deref() == Some(&meta.id) =>
-            {
-                Ok(())
-            }
+        let refused = match done {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        // Completed by another request at the same moment (through another
+        // receiver): the upload is gone, or its parts are (Garage drops a
+        // completed upload's parts while the other request reads them), and
+        // the object says whose it is once the bucket agrees.
+        let raced = missing(&refused) || refused.code() == Some("InvalidPart");
+        if raced && self.completed_as(meta).await? {
+            return Ok(());
+        }
+        match refused {
             // Listed, yet refused: a part of the same number is still being
             // written by an attempt its client gave up on (Garage 2.5
             // completes from the newest attempt, finished or not). Only the
             // client can cure it, by sending its parts again.
-            Err(e) if e.code() == Some("InvalidPart") => Err(StoreError::new(
+            e if e.code() == Some("InvalidPart") => Err(StoreError::new(
                 ErrorKind::Invalid,
                 format!(
                     "upload {}: the bucket refused the parts named, though it lists them (InvalidPart: {}); send them again in a new upload",
@@ -391,8 +395,21 @@ impl S3Store {
                     e.message().unwrap_or_default()
                 ),
             )),
-            Err(e) => Err(failed("complete a direct upload", &e)),
+            e => Err(failed("complete a direct upload", &e)),
         }
+    }
+
+    /// Whether `meta`'s key holds its upload's object, asked a few times
+    /// over a second: a completion that raced this one may be seen by some
+    /// of the bucket's nodes before the others.
+    async fn completed_as(&self, meta: &DirectMeta) -> Result<bool, StoreError> {
+        for pause in [0, 50, 100, 200, 300, 350] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            if self.owner_of(&meta.key).await?.as_deref() == Some(&meta.id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Lands `meta` as an empty object, its multipart upload aborted: a
