@@ -33,6 +33,10 @@ struct Bucket {
     refuse_once: Mutex<Vec<u32>>,
     /// Part numbers to refuse for good with 400.
     refuse_always: Mutex<Vec<u32>>,
+    /// Part numbers whose first request never ends.
+    stall_once: Mutex<Vec<u32>>,
+    /// Requests per part number, all runs together.
+    tries: Mutex<BTreeMap<u32, u32>>,
     /// Every signing round, and aborts.
     prepared: Mutex<Vec<Vec<u32>>>,
     aborted: Mutex<u32>,
@@ -210,6 +214,15 @@ impl Transport for Wire {
             return Ok(answer(StatusCode::OK));
         }
         let number: u32 = part.parse().unwrap();
+        *lock(&self.0.tries).entry(number).or_default() += 1;
+        let stalled = {
+            let mut stall = lock(&self.0.stall_once);
+            let at = stall.iter().position(|n| *n == number);
+            at.map(|at| stall.remove(at))
+        };
+        if stalled.is_some() {
+            std::future::pending::<()>().await;
+        }
         if lock(&self.0.refuse_always).contains(&number) {
             return Ok(answer(StatusCode::BAD_REQUEST));
         }
@@ -403,4 +416,29 @@ async fn a_cancel_while_the_bucket_creates_the_upload_aborts_what_it_created() {
         "the upload the creation made is aborted, not left open"
     );
     assert_eq!(*lock(&bucket.sent), 0, "no part is sent after the cancel");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_part_is_waited_for_never_sent_beside_itself() {
+    // With hedging on, 20 parts, the 18th stalled: a copy abandoned mid-body
+    // could be the attempt a bucket completes from.
+    let bucket = Arc::new(Bucket::default());
+    lock(&bucket.stall_once).push(18);
+    let manager = manager(&bucket);
+    let mut job = manager.create_job();
+    job.server_url = "http://bucket/".into();
+    job.block_size = MIN_PART;
+    job.thread_num = 1;
+    job.retry = fileuploader_core::RetryPolicy::default().with_hedging(true);
+    job.source_value.add(
+        manager.generate_url_for_upload_data(file(20 * MIN_PART as usize)),
+        "a.bin",
+        None,
+    );
+    let running = manager.run(&job).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    assert!(running.outcome().is_none(), "still waiting");
+    assert_eq!(lock(&bucket.tries).get(&18), Some(&1), "sent once");
+    assert_eq!(job.progress().hedges, 0);
+    assert!(manager.cancel(&job));
 }

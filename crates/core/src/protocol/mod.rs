@@ -466,6 +466,14 @@ pub trait UploadSession: Send + Sync + fmt::Debug {
     /// is unknown may simply be sent again.
     fn idempotent(&self, block: &Block) -> bool;
 
+    /// Whether `block` may be sent again while its first request is still
+    /// in flight, the slower copy then abandoned mid-body (a hedge, see
+    /// [`RetryPolicy::hedge`](crate::RetryPolicy::hedge)): by default,
+    /// when it is [idempotent](Self::idempotent).
+    fn hedgeable(&self, block: &Block) -> bool {
+        self.idempotent(block)
+    }
+
     /// Whether `block`'s request, cut short by the connection, is better
     /// resumed where the receiver said it keeps the upload (an interim
     /// answer told it) than sent again: the core then asks the receiver

@@ -392,6 +392,13 @@ impl UploadSession for Session {
         true
     }
 
+    fn hedgeable(&self, _block: &Block) -> bool {
+        // Not beside itself: a bucket may complete from the newest attempt
+        // at a part, finished or not (Garage does), and refuses the
+        // completion when that is a copy abandoned mid-body.
+        false
+    }
+
     async fn finish(&self, transport: &dyn Transport) -> Result<Finish, Error> {
         let upload = self.upload()?;
         let parts = self.named_parts().ok_or_else(|| {

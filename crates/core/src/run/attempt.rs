@@ -156,7 +156,7 @@ async fn prepare(ctx: &RunContext, block: &Block) -> Result<Prepared, Error> {
 type Raced = (Result<Response, TransportError>, Arc<BodyReport>, bool);
 
 /// Sends `first`; if it runs far past the job's recent requests, sends the
-/// block again beside it (blocks the protocol may send twice only, one
+/// block again beside it (blocks the protocol may send twice at once only, one
 /// hedge at a time per job, one block in twenty at most, and none while
 /// the job is retrying failures: a failing receiver is not a straggler) and
 /// takes the first good answer, or else the other's.
@@ -169,7 +169,7 @@ async fn race(ctx: &RunContext, block: &Block, first: Prepared) -> Result<Raced,
     } = first;
     let retries = ctx.job.state.retries.load(Ordering::Relaxed);
     let one = ctx.transport.send(request);
-    let Some(after) = ctx.hedging.after().filter(|_| session.idempotent(block)) else {
+    let Some(after) = ctx.hedging.after().filter(|_| session.hedgeable(block)) else {
         return Ok((one.await, report, whole));
     };
     tokio::pin!(one);
