@@ -456,7 +456,16 @@ fn curl_config_trusting(
     Ok(path)
 }
 
-fn ours(bin: &Path, url: &str, file: &Path, block: u64, threads: u32, http2: bool) -> Command {
+/// Our client uploading `file` to `url`, `threads` (a number or `auto`)
+/// blocks in flight.
+fn ours(
+    bin: &Path,
+    url: &str,
+    file: &Path,
+    block: u64,
+    threads: impl std::fmt::Display,
+    http2: bool,
+) -> Command {
     let mut c = Command::new(bin);
     c.args([
         "upload",
@@ -656,11 +665,17 @@ pub fn run(plan: Plan) -> Result<(), String> {
             "\n{} runs each, alternating; medians, with the range in parentheses.\n",
             plan.runs
         );
-        println!(
-            "| {only:?} | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|"
-        );
+        let third = figures.iter().any(|f| !f.old.is_empty());
+        match third {
+            true => println!(
+                "| {only:?} | ours (min–max) | other (min–max) | third (min–max) | ours / other |\n|---|---|---|---|---|"
+            ),
+            false => println!(
+                "| {only:?} | ours (min–max) | other (min–max) | ours / other |\n|---|---|---|---|"
+            ),
+        }
         for f in &figures {
-            println!("{}", f.row(false));
+            println!("{}", f.row(third));
         }
         for failure in &failures {
             eprintln!("bench: {failure}");
@@ -963,8 +978,9 @@ pub fn run(plan: Plan) -> Result<(), String> {
 }
 
 /// Tail latency: the big file through a proxy that stalls about one 8 MiB
-/// request in fifty for 2 s, ours without hedging (the "other" column)
-/// against ours with it.
+/// request in fifty for 2 s: ours with `--threads auto --hedge` against
+/// ours with fixed threads (the "other" column) and fixed threads with
+/// `--hedge` (the third).
 fn stall_figure(
     bin: &Path,
     big: &Path,
@@ -980,27 +996,27 @@ fn stall_figure(
         .and_then(|p| p.split('/').next()?.parse().ok())
         .ok_or_else(|| format!("no port in {}", sink.url))?;
     let mut figure = Figure::new(format!(
-            "{} MiB file, 8 MiB blocks, {} in flight, HTTP/1.1, through a proxy stalling about 2 % of requests for 2 s: --hedge (other: without)",
+            "{} MiB file, 8 MiB blocks, HTTP/1.1, through a proxy stalling about 2 % of requests for 2 s: --threads auto --hedge (other: --threads {n}; third: --threads {n} --hedge)",
             plan.big_file / MIB,
-            plan.threads
+            n = plan.threads
         ), "MB/s");
+    let fixed = plan.threads.to_string();
     for run in 0..plan.runs {
-        // Alike stalls for both: each run's two proxies have one seed.
-        for hedge in [true, false] {
+        // Alike stalls for all three: each run's proxies have one seed.
+        for (threads, hedge, column) in [
+            ("auto", true, &mut figure.ours),
+            (fixed.as_str(), false, &mut figure.curl),
+            (fixed.as_str(), true, &mut figure.old),
+        ] {
             let port = crate::chaos::stalling_proxy(&runtime, upstream, run as u64 + 1)
                 .map_err(|e| e.to_string())?;
             let url = format!("http://127.0.0.1:{port}/upload");
-            let mut c = ours(bin, &url, big, plan.big_block, plan.threads, false);
+            let mut c = ours(bin, &url, big, plan.big_block, threads, false);
             if hedge {
                 c.arg("--hedge");
             }
             if let Some(s) = attempt(c, failures) {
-                let mbps = plan.big_file as f64 / 1e6 / s.seconds;
-                if hedge {
-                    figure.ours.push(mbps);
-                } else {
-                    figure.curl.push(mbps);
-                }
+                column.push(plan.big_file as f64 / 1e6 / s.seconds);
             }
         }
     }

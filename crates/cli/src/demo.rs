@@ -98,7 +98,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     let mut job = manager.create_job();
     job.server_url = url;
     job.block_size = t.block_size;
-    job.thread_num = t.threads.into();
+    job.thread_num = t.threads.most.into();
+    job.auto_threads = t.threads.auto;
     job.source_value.add(&source, name.as_str(), None);
     let summary = drive(&manager, &job, &source, t, &Display::new(t, 1, 0)).await?;
     server.abort();
@@ -123,10 +124,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         eprintln!("  time        {:.3} s", p.elapsed.as_secs_f64());
         eprintln!("  throughput  {}", summary.rate());
         eprintln!(
-            "  blocks      {} of {}, {} in flight, HTTP/{}",
+            "  blocks      {} of {}, {} in flight{}, HTTP/{}",
             p.total_blocks,
             human(t.block_size as f64),
             t.threads,
+            match t.threads.auto {
+                true => format!(", {} at the end", p.thread_limit),
+                false => String::new(),
+            },
             summary.http_version
         );
         eprintln!("  retries     {}", p.retries);

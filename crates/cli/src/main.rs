@@ -90,9 +90,11 @@ struct TransferArgs {
     /// 8MiB, as the library's default.
     #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = size::parse_block_size)]
     block_size: u64,
-    /// Blocks in flight at once (1 to 16). The library's default is 1.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]
-    threads: u16,
+    /// Blocks in flight at once: 1 to 16, or auto (found while sending:
+    /// grown while throughput grows, cut on failures and when requests
+    /// start to wait; 16 at most). The library's default is 1.
+    #[arg(long, value_name = "N|auto", default_value = "4", value_parser = Threads::parse)]
+    threads: Threads,
     /// Use HTTP/2: by ALPN over https, by prior knowledge over http.
     #[arg(long)]
     http2: bool,
@@ -102,6 +104,48 @@ struct TransferArgs {
     /// Print a JSON summary per file on standard output.
     #[arg(long)]
     json: bool,
+}
+
+/// How many blocks may be in flight (`--threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Threads {
+    /// The most at once.
+    most: u16,
+    /// Whether the job finds its own limit below `most`.
+    auto: bool,
+}
+
+impl Threads {
+    /// The ceiling of `--threads`, and of `auto`.
+    const MOST: u16 = 16;
+
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Threads {
+                most: Self::MOST,
+                auto: true,
+            });
+        }
+        match text.parse::<u16>() {
+            Ok(n @ 1..=Self::MOST) => Ok(Threads {
+                most: n,
+                auto: false,
+            }),
+            _ => Err(format!(
+                "{text:?} is not a number of blocks in flight: give 1 to {}, or auto",
+                Self::MOST
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.auto {
+            true => write!(f, "auto (at most {})", self.most),
+            false => write!(f, "{}", self.most),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -111,6 +111,7 @@ impl Summary {
             "url": self.url,
             "retries": p.retries,
             "hedges": p.hedges,
+            "thread_limit": p.thread_limit,
             "http_version": self.http_version,
             "receipt": self.receipt,
             "receipt_file": self.receipt_file.as_ref().map(|f| f.display().to_string()),
@@ -187,7 +188,7 @@ impl<'a> Connection<'a> {
 /// the limit the user asked for never reads as a stall).
 fn low_speed_limit(args: &UploadArgs) -> u64 {
     let share = args.limit_rate.map_or(u64::MAX, |rate| {
-        rate / u64::from(args.transfer.threads.max(1)) / 2
+        rate / u64::from(args.transfer.threads.most.max(1)) / 2
     });
     args.speed_limit.min(share)
 }
@@ -542,7 +543,8 @@ fn job_for(
     let mut job = manager.create_job();
     job.server_url = url.clone();
     job.block_size = args.transfer.block_size;
-    job.thread_num = args.transfer.threads.into();
+    job.thread_num = args.transfer.threads.most.into();
+    job.auto_threads = args.transfer.threads.auto;
     for (key, value) in &args.fields {
         job.form_field.add(key, value);
     }
@@ -634,7 +636,8 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     let route = args.proxy.as_deref().map_or(Route::FromEnv, Route::Proxy);
     let transport = transport(&args.transfer, &Connection::of(&args), route)?;
     let protocol = protocol(&args, &transport).await?;
-    let mut builder = UploadManager::builder(transport).max_in_flight(args.transfer.threads.into());
+    let mut builder =
+        UploadManager::builder(transport).max_in_flight(args.transfer.threads.most.into());
     if let Some(rate) = args.limit_rate {
         builder = builder.limit_rate(rate);
     }

@@ -157,6 +157,34 @@ fn upload_lands_files_with_names_and_prints_json() {
 }
 
 #[test]
+fn threads_auto_lands_the_file_and_says_where_it_settled() {
+    let landing = tempfile::tempdir().unwrap();
+    let url = receiver(landing.path());
+    let src = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let path = src.path().join("paced.bin");
+    std::fs::write(&path, &data).unwrap();
+    let out = fileuploader(&[
+        "upload",
+        "--url",
+        &url,
+        "--block-size",
+        "16KiB",
+        "--threads",
+        "auto",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(landing.path().join("paced.bin")).unwrap(),
+        data
+    );
+    let limit = json_lines(&out)[0]["thread_limit"].as_u64().unwrap();
+    assert!((1..=16).contains(&limit), "{limit}");
+}
+
+#[test]
 fn plain_output_is_one_line_per_file() {
     let landing = tempfile::tempdir().unwrap();
     let url = receiver(landing.path());
@@ -179,7 +207,7 @@ fn bad_input_gets_a_code_and_a_message_never_a_panic() {
     std::fs::write(&file, b"x").unwrap();
     let f = file.to_str().unwrap();
     let d = dir.path().to_str().unwrap();
-    let cases: [(&[&str], i32, &str); 9] = [
+    let cases: [(&[&str], i32, &str); 10] = [
         (
             &[
                 "upload",
@@ -191,6 +219,18 @@ fn bad_input_gets_a_code_and_a_message_never_a_panic() {
             ],
             2,
             "--threads",
+        ),
+        (
+            &[
+                "upload",
+                "--url",
+                "http://127.0.0.1:9/u",
+                "--threads",
+                "17",
+                f,
+            ],
+            2,
+            "give 1 to 16, or auto",
         ),
         (
             &[

@@ -225,6 +225,9 @@ pub struct Progress {
     pub total_blocks: u64,
     /// Requests in flight now.
     pub in_flight: u64,
+    /// How many blocks may be in flight now: `thread_num`, or where
+    /// [`Job::auto_threads`] has taken the limit.
+    pub thread_limit: u64,
     /// Requests sent again after a failure.
     pub retries: u64,
     /// Blocks sent again beside a request that ran far past the job's
@@ -268,6 +271,7 @@ pub(crate) struct JobState {
     pub(crate) blocks_acked: AtomicU64,
     pub(crate) total_blocks: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    pub(crate) threads: Arc<AtomicU64>,
     pub(crate) retries: AtomicU64,
     pub(crate) hedges: AtomicU64,
     pub(crate) resumed_blocks: AtomicU64,
@@ -376,6 +380,13 @@ pub struct Job {
     /// `ThreadNum`: how many blocks may be in flight at once (default 1, at
     /// most [`MAX_THREAD_NUM`]).
     pub thread_num: usize,
+    /// Whether the job finds how many blocks to keep in flight by itself,
+    /// `thread_num` at most (not a reference property; default false): it
+    /// begins with four, doubles while throughput grows, keeps to the
+    /// last limit that paid and tries one more now and then, halves on a
+    /// retried failure and steps back when requests slow down.
+    /// [`Progress::thread_limit`] says where it stands.
+    pub auto_threads: bool,
     /// How failed blocks are retried (not a reference property; the
     /// reference never retries, [`RetryPolicy::none`] restores that).
     pub retry: RetryPolicy,
@@ -418,6 +429,7 @@ impl Default for Job {
             server_url: String::new(),
             source_value: SourceValue::default(),
             thread_num: 1,
+            auto_threads: false,
             retry: RetryPolicy::default(),
             integrity: Integrity::default(),
             resume: Resume::Off,
@@ -465,6 +477,7 @@ impl Job {
             blocks_acknowledged: s.blocks_acked.load(Ordering::Relaxed),
             total_blocks: s.total_blocks.load(Ordering::Relaxed),
             in_flight: s.in_flight.load(Ordering::Relaxed),
+            thread_limit: s.threads.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             hedges: s.hedges.load(Ordering::Relaxed),
             resumed_blocks: s.resumed_blocks.load(Ordering::Relaxed),
@@ -545,6 +558,7 @@ impl fmt::Debug for Job {
             .field("server_url", &self.server_url)
             .field("source_value", &self.source_value)
             .field("thread_num", &self.thread_num)
+            .field("auto_threads", &self.auto_threads)
             .field("retry", &self.retry)
             .field("integrity", &self.integrity)
             .field("resume", &self.resume)

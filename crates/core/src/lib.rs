@@ -40,7 +40,7 @@
 //! | `Job.HttpVersion` (read-only) | [`Job::http_version`] |
 //! | `Job.ServerUrl` | [`Job::server_url`] |
 //! | `Job.SourceValue.Add(source, name, key?)` | [`Job::source_value`]`.`[`add`](SourceValue::add) |
-//! | `Job.ThreadNum` | [`Job::thread_num`] (default 1, at most [`MAX_THREAD_NUM`]) |
+//! | `Job.ThreadNum` | [`Job::thread_num`] (default 1, at most [`MAX_THREAD_NUM`]; with [`Job::auto_threads`] the ceiling of a limit the job finds itself) |
 //! | `Job.Version` (read-only) | [`Job::version`] |
 //! | `Job.OnUploadTransferPercentage` | [`Job::on_upload_transfer_percentage`]; [`Job::progress`] for bytes and rate |
 //! | `Job.OnRunSuccess` | [`Job::on_run_success`] |

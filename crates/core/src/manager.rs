@@ -341,6 +341,11 @@ impl UploadManager {
             rate: self.inner.rate.clone(),
             retries_left: AtomicU64::new(job.retry.budget_for(plan.total_blocks())),
             hedging: crate::run::hedge::Hedging::new(job.retry.hedge, plan.total_blocks()),
+            pace: crate::run::pace::Pace::new(
+                job.auto_threads,
+                job.thread_num,
+                job.state.threads.clone(),
+            ),
             sources,
             plan,
             total_bytes,

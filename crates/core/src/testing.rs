@@ -74,6 +74,8 @@ struct Shared {
     in_flight: AtomicUsize,
     peak: AtomicUsize,
     delay: Duration,
+    /// How many requests are worked on at once, if that is bounded.
+    capacity: Option<tokio::sync::Semaphore>,
     version: http::Version,
     script: Box<Script>,
 }
@@ -106,6 +108,14 @@ impl MemoryTransport {
         delay: Duration,
         script: impl Fn(&RecordedRequest, usize) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::build(delay, None, Box::new(script))
+    }
+
+    fn build(
+        delay: Duration,
+        capacity: Option<tokio::sync::Semaphore>,
+        script: Box<Script>,
+    ) -> Self {
         MemoryTransport {
             inner: Arc::new(Shared {
                 requests: Mutex::default(),
@@ -114,10 +124,23 @@ impl MemoryTransport {
                 in_flight: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
                 delay,
+                capacity,
                 version: http::Version::HTTP_11,
-                script: Box::new(script),
+                script,
             }),
         }
+    }
+
+    /// A transport that answers 200 to every request after `delay`, but
+    /// works on at most `capacity` at once: the others wait their turn, as
+    /// at a receiver or on a link that more requests no longer speed up.
+    pub fn saturating(delay: Duration, capacity: usize) -> Self {
+        let capacity = tokio::sync::Semaphore::new(capacity.max(1));
+        Self::build(
+            delay,
+            Some(capacity),
+            Box::new(|_, _| Reply::Status(StatusCode::OK, "")),
+        )
     }
 
     /// Every block request received so far, in order of arrival.
@@ -198,6 +221,15 @@ impl Transport for MemoryTransport {
         };
         let reply = (s.script)(&recorded, attempt);
         lock(&s.requests).push(recorded);
+        let _turn = match &s.capacity {
+            Some(capacity) => Some(
+                capacity
+                    .acquire()
+                    .await
+                    .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?,
+            ),
+            None => None,
+        };
         if !s.delay.is_zero() {
             tokio::time::sleep(s.delay).await;
         }

@@ -987,3 +987,76 @@ async fn a_stalled_block_is_not_hedged_while_the_job_retries_failures() {
     assert_eq!(progress.bytes_acknowledged, 490);
     assert!(manager.cancel(&job));
 }
+
+/// A job of 400 blocks of 10 bytes, at most 16 in flight, to a receiver
+/// that works on five requests at once, 10 ms each.
+fn saturating_job(auto: bool) -> (MemoryTransport, UploadManager, Job, tempfile::NamedTempFile) {
+    let file = temp_file(&pattern(4000));
+    let transport = MemoryTransport::saturating(Duration::from_millis(10), 5);
+    let manager = UploadManager::new(transport.clone());
+    let mut job = job(&manager, &EventLog::default());
+    job.block_size = 10;
+    job.thread_num = 16;
+    job.auto_threads = auto;
+    job.source_value
+        .add(file.path().to_str().unwrap(), "paced.bin", None);
+    (transport, manager, job, file)
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_threads_grow_to_what_the_receiver_takes_and_no_further() {
+    let (transport, manager, job, _file) = saturating_job(true);
+    let started = tokio::time::Instant::now();
+    manager.run(&job).unwrap().wait().await.unwrap();
+    let took = started.elapsed();
+    let progress = job.progress();
+    assert_eq!(progress.bytes_acknowledged, 4000);
+    // Five at a time, 10 ms each: 800 ms at best; the search costs a little.
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    // All its requests answer at the same instants, so its throughput
+    // reads a little off either way: near five, not at the ceiling.
+    let limit = progress.thread_limit;
+    assert!((4..=10).contains(&limit), "settled at {limit}");
+    let late = &transport.requests()[200..];
+    let most = late.iter().map(|r| r.in_flight).max().unwrap();
+    assert!(most <= 10, "{most} in flight after the search; 16 allowed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_threads_keep_every_one_in_flight() {
+    let (transport, manager, job, _file) = saturating_job(false);
+    manager.run(&job).unwrap().wait().await.unwrap();
+    assert_eq!(job.progress().thread_limit, 16);
+    assert_eq!(transport.peak_in_flight(), 16);
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_threads_halve_on_a_failure() {
+    let file = temp_file(&pattern(2000));
+    let transport = MemoryTransport::scripted(Duration::from_millis(10), |r, attempt| {
+        match (r.content_range(), attempt) {
+            (Some("bytes 1500-1509/2000"), 1) => Reply::Status(StatusCode::SERVICE_UNAVAILABLE, ""),
+            _ => Reply::Status(StatusCode::OK, ""),
+        }
+    });
+    let manager = UploadManager::new(transport.clone());
+    let mut job = manager.create_job();
+    job.server_url = URL.into();
+    job.block_size = 10;
+    job.thread_num = 16;
+    job.auto_threads = true;
+    job.source_value
+        .add(file.path().to_str().unwrap(), "failing.bin", None);
+    let mut limits = Vec::new();
+    let running = manager.run(&job).unwrap();
+    while running.outcome().is_none() {
+        limits.extend(Some(job.progress().thread_limit).filter(|&l| l > 0));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    running.wait().await.unwrap();
+    assert_eq!(job.progress().retries, 1);
+    assert_eq!(limits[0], 4, "begins with four");
+    // No limit to the receiver: it doubles to the ceiling, then halves once.
+    let top = limits.iter().position(|&l| l == 16).expect("reached 16");
+    assert!(limits[top..].contains(&8), "{limits:?}");
+}

@@ -64,6 +64,7 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
                 match session.judge(block, &response) {
                     Verdict::Ack(receipt) => {
                         ctx.hedging.record(started.elapsed());
+                        ctx.pace.acked(block.len, started.elapsed());
                         let crc = report.crc32c.get().copied().filter(|_| whole);
                         return Ok(Sent::Acked(crc, receipt));
                     }
@@ -262,5 +263,6 @@ fn may_retry(
         return Err(error.extend_message(" (the job's retry budget is spent)"));
     }
     ctx.job.state.retries.fetch_add(1, Ordering::Relaxed);
+    ctx.pace.failed();
     Ok(policy.backoff(attempt).max(server_wait.unwrap_or_default()))
 }

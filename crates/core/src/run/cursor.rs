@@ -165,6 +165,7 @@ pub(super) struct Scheduler {
 impl Scheduler {
     pub(super) fn take(&self, ctx: &RunContext) -> Task {
         let mut cursors = lock(&self.cursors);
+        let busy: usize = cursors.iter().map(|c| c.in_flight).sum();
         let mut all_done = true;
         for (i, c) in cursors.iter_mut().enumerate() {
             all_done &= c.phase == Phase::Done;
@@ -182,7 +183,7 @@ impl Scheduler {
                     } else {
                         limits.max_in_flight
                     };
-                    if c.in_flight < limit {
+                    if c.in_flight < limit && busy < ctx.pace.limit() {
                         if let Some(index) = c.todo.pop_first() {
                             c.in_flight += 1;
                             if let Some(block) = ctx.plan.block(i, index) {

@@ -3,7 +3,8 @@
 //! its `Phase` moved by one transition function), `begin` (the receiver
 //! says what it holds; the journal fills in only what it cannot say),
 //! `attempt` (one block: read, encode, send, judge, retry), `hedge` (a
-//! slow block sent again beside itself) and `landing`
+//! slow block sent again beside itself), `pace` (how many blocks may be
+//! in flight) and `landing`
 //! (the session's finish, checked against the source's length and CRC32C).
 //! This module holds what they share: the context, the cancel signal, and
 //! the in-flight guard.
@@ -13,6 +14,7 @@ mod begin;
 mod cursor;
 pub(crate) mod hedge;
 mod landing;
+pub(crate) mod pace;
 pub(crate) mod scheduler;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -89,6 +91,8 @@ pub(crate) struct RunContext {
     pub(crate) retries_left: AtomicU64,
     /// When a slow block is sent again beside itself.
     pub(crate) hedging: hedge::Hedging,
+    /// How many blocks may be in flight.
+    pub(crate) pace: pace::Pace,
 }
 
 impl RunContext {
