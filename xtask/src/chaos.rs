@@ -168,10 +168,12 @@ enum Fault {
         at: u64,
         stall: Duration,
     },
-    /// Each read, one time in this many, waits `stall` before it passes on
-    /// (the bench's stalls: about one request in fifty of 8 MiB).
+    /// A read waits `stall` before it passes on, about once in this many
+    /// bytes (by bytes, not reads: reads shrink as more connections share
+    /// the proxy, and a stall per read would fall more often on more of
+    /// them; the bench's stalls: about one request in fifty of 8 MiB).
     Stalls {
-        one_in: u64,
+        every: u64,
         stall: Duration,
     },
     /// This direction ends (FIN) after this many bytes; the other goes on.
@@ -241,10 +243,9 @@ impl Faults {
     }
 }
 
-/// The bench's stalls: 2 s, one read of up to 64 KiB in 6 400, so about
-/// one request of 8 MiB in fifty.
+/// The bench's stalls: 2 s, about once in fifty requests of 8 MiB.
 const STALLS: Fault = Fault::Stalls {
-    one_in: 6_400,
+    every: 50 * (8 << 20),
     stall: Duration::from_secs(2),
 };
 
@@ -314,7 +315,7 @@ async fn pump(
                 let extra = jitter.below(j.as_micros() as u64 + 1);
                 tokio::time::sleep(base + Duration::from_micros(extra)).await;
             }
-            Fault::Stalls { one_in, stall } if jitter.below(one_in) == 0 => {
+            Fault::Stalls { every, stall } if jitter.below(every) < n as u64 => {
                 fire(format!("stall of {stall:?}"));
                 tokio::time::sleep(stall).await;
             }
