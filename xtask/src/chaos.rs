@@ -58,7 +58,8 @@
 //!
 //! Several clients upload at once (sizes from 0 bytes up, block sizes from
 //! 1 KiB, the segmented protocol, tus and the IETF draft, HTTP/1.1 and
-//! HTTP/2), each with `--resume`; a client that fails is run once more.
+//! HTTP/2, 4 blocks in flight or `--threads auto`, half of them with
+//! `--hedge`), each with `--resume`; a client that fails is run once more.
 //! Every file then is landed byte-identical, or (on a full disk) failed
 //! with a non-zero exit and nothing landed under its name; anything else is
 //! a violation: a false success (exit 0, file missing or different),
@@ -483,6 +484,10 @@ struct Upload {
     block: u64,
     protocol: &'static str,
     http2: bool,
+    /// `--threads`: 4, or `auto`.
+    threads: &'static str,
+    /// Whether it sends a stalled block again beside itself (`--hedge`).
+    hedge: bool,
     journals: PathBuf,
     /// Where its client keeps receipts (`--receipt-dir`).
     receipts: PathBuf,
@@ -534,8 +539,9 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
     c.args(["--quiet", "--resume", "--retries", "8"])
         .args(["--idle-timeout", "3s", "--protocol", u.protocol])
         .args(["--url", &format!("http://127.0.0.1:{port}/{path}")])
-        .args(["--block-size", &u.block.to_string(), "--threads", "4"])
+        .args(["--block-size", &u.block.to_string(), "--threads", u.threads])
         .args(u.http2.then_some("--http2"))
+        .args(u.hedge.then_some("--hedge"))
         .args(["--name", &u.name])
         .arg("--receipt-dir")
         .arg(&u.receipts)
@@ -1236,8 +1242,15 @@ fn run_once(
             protocol = ["segmented", "tus", "ietf"][(seed % 3) as usize];
             block = 64 << 10;
         }
+        // Drawn apart from the plan above, so a seed's files, blocks and
+        // protocols stay what they were.
+        let mut knobs = Rng(seed.rotate_left(17) ^ (i as u64 + 1));
+        let threads = ["4", "4", "auto"][knobs.below(3) as usize];
+        let hedge = knobs.below(2) == 1;
         uploads.push(Upload {
             path,
+            threads,
+            hedge,
             name: match scenario {
                 "same-name" => format!("shared-{}.bin", i / 2),
                 _ => format!("c{i}.bin"),

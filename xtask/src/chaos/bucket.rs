@@ -79,7 +79,8 @@ fn client(
     let mut c = u.command(bin);
     c.args(["--quiet", "--resume", "--retries", "8"])
         .args(["--idle-timeout", "3s", "--protocol", u.protocol])
-        .args(["--block-size", &u.block.to_string(), "--threads", "4"])
+        .args(["--block-size", &u.block.to_string(), "--threads", u.threads])
+        .args(u.hedge.then_some("--hedge"))
         .args(["--name", &u.name]);
     if u.protocol == "s3" {
         c.args(["--url", &format!("s3://{BUCKET}/{key}")]).args([
@@ -132,6 +133,9 @@ pub(super) fn run_once(
             "s3" => format!("{prefix}/straight/{name}"),
             _ => format!("{prefix}/{name}"),
         });
+        // Apart from the plan, as in the other scenarios; --hedge must
+        // leave parts alone.
+        let mut knobs = Rng(seed.rotate_left(17) ^ (i as u64 + 1));
         uploads.push(Upload {
             path,
             name,
@@ -139,6 +143,8 @@ pub(super) fn run_once(
             block: PART,
             protocol,
             http2: false,
+            threads: ["4", "4", "auto"][knobs.below(3) as usize],
+            hedge: knobs.below(2) == 1,
             journals,
             receipts: work.join(format!("receipts-{i}")),
             token: None,
