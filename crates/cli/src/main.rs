@@ -98,6 +98,12 @@ struct TransferArgs {
     /// Use HTTP/2: by ALPN over https, by prior knowledge over http.
     #[arg(long)]
     http2: bool,
+    /// With --http2, spread the blocks over N connections (1 to 16), in
+    /// turn: each is encrypted (over TLS) and parsed by the receiver on its
+    /// own, so both ends use more than one core; 1 is HTTP/2's own way,
+    /// and the library's default.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    http2_connections: u16,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,

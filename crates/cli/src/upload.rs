@@ -199,7 +199,9 @@ pub(crate) fn transport(
     connection: &Connection<'_>,
     route: Route<'_>,
 ) -> Result<HyperTransport, Failure> {
-    let mut builder = HyperTransport::builder().http2(transfer.http2);
+    let mut builder = HyperTransport::builder()
+        .http2(transfer.http2)
+        .http2_connections(transfer.http2_connections.into());
     builder = match route {
         Route::Direct => builder,
         Route::Proxy(url) => builder.proxy(url),

@@ -74,10 +74,14 @@ type HyperClient = Client<HttpsConnector<ProxyConnector>, SlicedBody>;
 /// connection pool.
 #[derive(Clone)]
 pub struct HyperTransport {
-    /// HTTP/1.1, or HTTP/2 negotiated by ALPN over TLS.
-    client: HyperClient,
-    /// HTTP/2 by prior knowledge, for cleartext URLs when HTTP/2 is asked for.
-    h2c: Option<HyperClient>,
+    /// HTTP/1.1, or HTTP/2 negotiated by ALPN over TLS: one pool each of
+    /// the HTTP/2 connections a host gets (one pool under HTTP/1.1).
+    clients: Vec<HyperClient>,
+    /// HTTP/2 by prior knowledge, for cleartext URLs when HTTP/2 is asked
+    /// for: as many pools.
+    h2c: Vec<HyperClient>,
+    /// The pool the next request takes.
+    next: Arc<std::sync::atomic::AtomicUsize>,
     /// Which targets go through which proxy, if proxies are set.
     proxies: Option<Arc<Matcher>>,
     options: Options,
@@ -102,7 +106,8 @@ struct LowSpeed {
 impl fmt::Debug for HyperTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HyperTransport")
-            .field("http2", &self.h2c.is_some())
+            .field("http2", &!self.h2c.is_empty())
+            .field("http2_connections", &self.h2c.len())
             .field("proxy", &self.proxies.is_some())
             .field("options", &self.options)
             .finish_non_exhaustive()
@@ -133,6 +138,7 @@ impl HyperTransport {
 pub struct HyperTransportBuilder {
     tls: tls::TlsOptions,
     http2: bool,
+    http2_connections: usize,
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
     stall_timeout: Option<Duration>,
@@ -148,6 +154,7 @@ impl Default for HyperTransportBuilder {
         HyperTransportBuilder {
             tls: tls::TlsOptions::default(),
             http2: false,
+            http2_connections: 1,
             connect_timeout: Some(Duration::from_secs(10)),
             request_timeout: None,
             stall_timeout: Some(Duration::from_secs(30)),
@@ -187,6 +194,15 @@ impl HyperTransportBuilder {
     /// and by prior knowledge over cleartext. Off by default.
     pub fn http2(mut self, on: bool) -> Self {
         self.http2 = on;
+        self
+    }
+
+    /// Under HTTP/2, spreads requests over `n` connections to a host, in
+    /// turn (default 1, HTTP/2's own way: every request on one). Over TLS
+    /// each connection is encrypted, and decrypted at the receiver, apart,
+    /// so more than one lets both ends use more than one core.
+    pub fn http2_connections(mut self, n: usize) -> Self {
+        self.http2_connections = n.max(1);
         self
     }
 
@@ -295,13 +311,22 @@ impl HyperTransportBuilder {
                 .http2_keep_alive_interval(stall / 4)
                 .http2_keep_alive_timeout(stall / 2);
         }
-        let client = builder.build(https.clone());
-        let h2c = self
-            .http2
-            .then(|| builder.clone().http2_only(true).build(https));
+        let pools = if self.http2 {
+            self.http2_connections.max(1)
+        } else {
+            1
+        };
+        let clients = (0..pools).map(|_| builder.build(https.clone())).collect();
+        let h2c = match self.http2 {
+            true => (0..pools)
+                .map(|_| builder.clone().http2_only(true).build(https.clone()))
+                .collect(),
+            false => Vec::new(),
+        };
         Ok(HyperTransport {
-            client,
+            clients,
             h2c,
+            next: Arc::default(),
             proxies,
             options: Options {
                 request_timeout: self.request_timeout,
@@ -338,11 +363,14 @@ impl BuildError {
 }
 
 impl HyperTransport {
+    /// The pool for a request to `uri`: under HTTP/2, each in turn.
     fn client_for(&self, uri: &http::Uri) -> &HyperClient {
-        match (&self.h2c, uri.scheme_str()) {
-            (Some(h2c), Some("http")) => h2c,
-            _ => &self.client,
-        }
+        let pools = match uri.scheme_str() {
+            Some("http") if !self.h2c.is_empty() => &self.h2c,
+            _ => &self.clients,
+        };
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &pools[turn % pools.len()]
     }
 
     /// One exchange: send, then read at most [`MAX_RESPONSE_BODY`] bytes of

@@ -81,6 +81,27 @@ async fn cleartext_http2_by_prior_knowledge() {
 }
 
 #[tokio::test]
+async fn http2_blocks_spread_over_the_connections_asked_for() {
+    let server = TestServer::start(None, ok).await;
+    let manager = UploadManager::new(
+        HyperTransport::builder()
+            .http2(true)
+            .http2_connections(2)
+            .build()
+            .unwrap(),
+    );
+    let job = job(&manager, server.url("http", "127.0.0.1"), 6000, 1000, 3);
+    upload(&manager, &job).await.unwrap();
+    assert!(server.seen().iter().all(|s| s.version == Version::HTTP_2));
+    assert_eq!(server.seen().len(), 6);
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        2,
+        "two multiplexed connections"
+    );
+}
+
+#[tokio::test]
 async fn untrusted_certificate_and_wrong_host_are_refused_with_code_35() {
     let ca = TestCa::new();
     let server = TestServer::start(Some(ca.server_config(&["localhost"])), ok).await;
