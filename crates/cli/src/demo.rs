@@ -101,7 +101,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     job.thread_num = t.threads.most.into();
     job.auto_threads = t.threads.auto;
     job.source_value.add(&source, name.as_str(), None);
-    let summary = drive(&manager, &job, &source, t, &Display::new(t, 1, 0)).await?;
+    let summary = drive(&manager, &job, &source, t, &Display::new(t, 1, || 0)).await?;
     server.abort();
 
     let landed = landing.join(&name);

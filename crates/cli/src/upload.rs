@@ -252,14 +252,15 @@ fn bar_style() -> ProgressStyle {
 }
 
 impl Display {
-    /// The display of a run of `files` files of `bytes` bytes in all,
+    /// The display of a run of `files` files of `bytes()` bytes in all,
     /// known before the first one starts (so the run's bar, its
-    /// percentage and ETA are right from the start).
-    pub(crate) fn new(transfer: &TransferArgs, files: usize, bytes: u64) -> Self {
+    /// percentage and ETA are right from the start); asked only when a
+    /// bar shows them.
+    pub(crate) fn new(transfer: &TransferArgs, files: usize, bytes: impl FnOnce() -> u64) -> Self {
         let terminal = !transfer.quiet && !transfer.json && std::io::stderr().is_terminal();
         let bars = terminal.then(MultiProgress::new);
         let overall = bars.as_ref().filter(|_| files > 1).map(|m| {
-            let bar = m.add(ProgressBar::new(bytes).with_style(bar_style()));
+            let bar = m.add(ProgressBar::new(bytes()).with_style(bar_style()));
             bar.set_message(format!("0/{files} files"));
             bar
         });
@@ -644,12 +645,14 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
         builder = builder.limit_rate(rate);
     }
     let manager = builder.build();
-    let bytes = entries
-        .iter()
-        .filter(|e| e.problem.is_none())
-        .filter_map(|e| std::fs::metadata(&e.path).ok())
-        .map(|m| m.len())
-        .sum();
+    let bytes = || {
+        entries
+            .iter()
+            .filter(|e| e.problem.is_none())
+            .filter_map(|e| std::fs::metadata(&e.path).ok())
+            .map(|m| m.len())
+            .sum()
+    };
     let display = Display::new(&args.transfer, entries.len(), bytes);
     let files_at_once = Arc::new(tokio::sync::Semaphore::new(args.files.into()));
     let args = Arc::new(args);

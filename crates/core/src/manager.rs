@@ -294,8 +294,10 @@ impl UploadManager {
         let plan = BlockPlan::new(lens, job.block_size);
         let mut sources = Vec::with_capacity(run.sources.len());
         for (i, s) in run.sources.into_iter().enumerate() {
-            let resumed = match (job.resume.dir(), s.source.identity()) {
-                (Some(dir), Some(identity)) => open_journal(job, dir, &*s.source, identity).await,
+            // Asked only for a journal: a file's identity is its canonical
+            // path, which costs a look-up.
+            let resumed = match job.resume.dir().map(|dir| (dir, s.source.identity())) {
+                Some((dir, Some(identity))) => open_journal(job, dir, &*s.source, identity).await,
                 _ => None,
             };
             let saved = resumed.as_ref().and_then(|r| {

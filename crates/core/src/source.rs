@@ -81,7 +81,12 @@ pub struct SourceIdentity {
 #[derive(Debug)]
 pub struct FileSource {
     file: Arc<File>,
-    path: PathBuf,
+    /// The path it was opened from, for messages.
+    opened: PathBuf,
+    /// Its canonical path, found when first asked for (a resume journal
+    /// names the source by it): a run of many small files that keeps no
+    /// journal never pays for it.
+    path: std::sync::OnceLock<PathBuf>,
     len: u64,
     modified_ns: u128,
 }
@@ -109,18 +114,19 @@ impl FileSource {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        let path = canonical(&file, path);
         Ok(FileSource {
             file: Arc::new(file),
-            path,
+            opened: path.to_owned(),
+            path: std::sync::OnceLock::new(),
             len: meta.len(),
             modified_ns,
         })
     }
 
-    /// The path the file was opened from.
+    /// The file's absolute path, symbolic links resolved.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.path
+            .get_or_init(|| canonical(&self.file, &self.opened))
     }
 }
 
@@ -175,14 +181,14 @@ impl Source for FileSource {
     }
 
     fn default_name(&self) -> Option<String> {
-        self.path
+        self.path()
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
     }
 
     fn identity(&self) -> Option<SourceIdentity> {
         Some(SourceIdentity {
-            path: self.path.to_string_lossy().into_owned(),
+            path: self.path().to_string_lossy().into_owned(),
             len: self.len,
             modified_ns: self.modified_ns,
             sample_crc32c: 0,
@@ -194,10 +200,10 @@ impl Source for FileSource {
         if read_cached(&self.file, &mut buf, offset) {
             // Bytes in the page cache are read here, without a trip to the
             // blocking pool; the length check is the same.
-            check_len(&self.file, &self.path, self.len)?;
+            check_len(&self.file, &self.opened, self.len)?;
             return Ok(Bytes::from_owner(Pooled(buf)));
         }
-        let (file, path, expected) = (self.file.clone(), self.path.clone(), self.len);
+        let (file, path, expected) = (self.file.clone(), self.opened.clone(), self.len);
         self.blocking(move || {
             check_len(&file, &path, expected)?;
             read_piece(&file, &path, expected, &mut buf, offset)?;
@@ -217,7 +223,7 @@ impl FileSource {
             Error::new(
                 ErrorKind::Source,
                 code::READ_FAILED,
-                format!("read of {} did not finish: {e}", self.path.display()),
+                format!("read of {} did not finish: {e}", self.opened.display()),
             )
         })?
     }
