@@ -1588,7 +1588,18 @@ fn serve_fits_its_limits_to_the_files_it_may_open_and_never_runs_out() {
         .spawn()
         .unwrap();
     let mut server = listening(child, &addr);
-    let warned = std::fs::read_to_string(&log).unwrap();
+    // Logged lines reach the file by their own writer, maybe after the
+    // port opens: wait for the warning within a bound.
+    let started = std::time::Instant::now();
+    let warned = loop {
+        let warned = std::fs::read_to_string(&log).unwrap();
+        if warned.contains("raise `ulimit -n`")
+            || started.elapsed() > std::time::Duration::from_secs(20)
+        {
+            break warned;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!(warned.contains("raise `ulimit -n`"), "{warned}");
     // Far more connections than descriptors, each holding its request back.
     let hogs: Vec<_> = (0..400)
