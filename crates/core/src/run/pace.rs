@@ -92,20 +92,7 @@ impl Pace {
         Pace {
             max,
             limit,
-            adapt: auto.then(|| {
-                Mutex::new(Adapt {
-                    settling: 0,
-                    began: Instant::now(),
-                    bytes: 0,
-                    times: Vec::new(),
-                    doubling: true,
-                    trying: None,
-                    best: 0.0,
-                    chosen_at: None,
-                    fewer_next: false,
-                    windows: 0,
-                })
-            }),
+            adapt: auto.then(|| Mutex::new(Adapt::new())),
         }
     }
 
@@ -166,6 +153,22 @@ impl Pace {
 }
 
 impl Adapt {
+    /// Nothing learnt yet: doubling, from a window that begins now.
+    fn new() -> Self {
+        Adapt {
+            settling: 0,
+            began: Instant::now(),
+            bytes: 0,
+            times: Vec::new(),
+            doubling: true,
+            trying: None,
+            best: 0.0,
+            chosen_at: None,
+            fewer_next: false,
+            windows: 0,
+        }
+    }
+
     /// The limit after a window at `limit` moved `rate` bytes a second,
     /// its requests taking `median`.
     fn judge(&mut self, limit: usize, max: usize, rate: f64, median: Duration) -> usize {
@@ -230,26 +233,11 @@ impl Adapt {
 mod tests {
     use super::*;
 
-    fn adapt() -> Adapt {
-        Adapt {
-            settling: 0,
-            began: Instant::now(),
-            bytes: 0,
-            times: Vec::new(),
-            doubling: true,
-            trying: None,
-            best: 0.0,
-            chosen_at: None,
-            fewer_next: false,
-            windows: 0,
-        }
-    }
-
     const MS: Duration = Duration::from_millis(10);
 
     #[test]
     fn doubles_while_it_pays_then_goes_back_and_tries_fewer_and_more_in_turn() {
-        let mut a = adapt();
+        let mut a = Adapt::new();
         assert_eq!(a.judge(2, 16, 100.0, MS), 4, "the first window: double");
         assert_eq!(a.judge(4, 16, 190.0, MS), 8, "paid: double again");
         assert_eq!(a.judge(8, 16, 200.0, MS), 4, "did not pay: back");
@@ -269,7 +257,7 @@ mod tests {
     /// that moves `rate(limit)` bytes a second, and the highest it reached
     /// in the second half.
     fn run(windows: usize, max: usize, rate: impl Fn(usize) -> f64) -> (usize, usize) {
-        let mut a = adapt();
+        let mut a = Adapt::new();
         let (mut limit, mut highest) = (START.min(max), 0);
         for w in 0..windows {
             limit = a.judge(limit, max, rate(limit), MS);
@@ -295,7 +283,7 @@ mod tests {
 
     #[test]
     fn steps_back_when_requests_come_to_take_twice_as_long() {
-        let mut a = adapt();
+        let mut a = Adapt::new();
         a.doubling = false;
         assert_eq!(a.judge(6, 16, 100.0, MS), 6);
         assert_eq!(a.judge(6, 16, 100.0, MS * 3), 5);
