@@ -165,7 +165,13 @@ pub(super) struct Scheduler {
 impl Scheduler {
     pub(super) fn take(&self, ctx: &RunContext) -> Task {
         let mut cursors = lock(&self.cursors);
-        let busy: usize = cursors.iter().map(|c| c.in_flight).sum();
+        // Blocks in flight are counted only while the limit is below the
+        // workers' number, which bounds them otherwise.
+        let pace_limit = ctx.pace.limit();
+        let busy: usize = match pace_limit < ctx.job.thread_num {
+            true => cursors.iter().map(|c| c.in_flight).sum(),
+            false => 0,
+        };
         let mut all_done = true;
         for (i, c) in cursors.iter_mut().enumerate() {
             all_done &= c.phase == Phase::Done;
@@ -183,7 +189,7 @@ impl Scheduler {
                     } else {
                         limits.max_in_flight
                     };
-                    if c.in_flight < limit && busy < ctx.pace.limit() {
+                    if c.in_flight < limit && busy < pace_limit {
                         if let Some(index) = c.todo.pop_first() {
                             c.in_flight += 1;
                             if let Some(block) = ctx.plan.block(i, index) {
