@@ -218,7 +218,7 @@ async fn slow_honest_uploads_outlive_expiry_and_the_orphan_sweep_while_their_byt
     let dir = tempfile::tempdir().unwrap();
     let receiver = fileuploader_server::Receiver::new(dir.path())
         .unwrap()
-        .expire(Duration::from_millis(400));
+        .expire(Duration::from_millis(800));
     let served = Served::new(receiver);
     let addr = served.addr;
     let data: Vec<u8> = (0..40u8).collect();

@@ -69,6 +69,7 @@ where
     taken_names_follow_the_policy(&*make().await).await;
     whole_files_and_concatenations_land(&*make().await).await;
     discarded_and_expired_uploads_are_gone(&*make().await).await;
+    an_acknowledged_block_restarts_the_expiry_clock(&*make().await).await;
     quotas_refuse_before_anything_is_stored(&*make().await).await;
     landings_leave_events_until_delivered(&*make().await).await;
     landings_are_digested_when_asked(&*make().await).await;
@@ -518,6 +519,41 @@ pub async fn discarded_and_expired_uploads_are_gone(fixture: &dyn Fixture) {
             .await
             .expect("read"),
         None
+    );
+}
+
+/// An upload's time to expiry counts from its newest acknowledged block,
+/// however short that time and however recently the upload was begun:
+/// a store that records activity coarsely must still never expire early.
+pub async fn an_acknowledged_block_restarts_the_expiry_clock(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let upload = store
+        .begin(new_upload("active", 4, "active.bin", ""), Quota::none())
+        .await
+        .expect("begun");
+    std::thread::sleep(Duration::from_millis(150));
+    put(&*store, &upload, 0, b"ab").await;
+    assert_eq!(
+        store
+            .expire(Duration::from_millis(100))
+            .await
+            .expect("expired"),
+        0,
+        "its block came just now"
+    );
+    let upload = store
+        .upload("active")
+        .await
+        .expect("read")
+        .expect("still there");
+    put(&*store, &upload, 2, b"cd").await;
+    store
+        .land(Arrival::blocks("active"), "active.bin", OnConflict::Refuse)
+        .await
+        .expect("landed");
+    assert_eq!(
+        fixture.file("active.bin").await.as_deref(),
+        Some(&b"abcd"[..])
     );
 }
 

@@ -20,8 +20,6 @@ use fileuploader_store::{Block, Event, Landed, NewUpload, Quota, Upload};
 
 /// The most changes one commit takes.
 const BATCH: usize = 512;
-/// How stale an upload's `touched` may be before a block updates it (ms).
-const TOUCH_EVERY_MS: i64 = 1000;
 /// The most idle reader connections kept open.
 const IDLE_READERS: usize = 16;
 
@@ -713,9 +711,10 @@ fn commit(
                         outcome = Err((io::ErrorKind::Other, format!("upload {id} was discarded")))
                     }
                     Some(touched) => {
-                        // Touched at most once a second: expiry counts in
-                        // minutes, and a page less to write per commit.
-                        if now - touched >= TOUCH_EVERY_MS {
+                        // Every block restarts the expiry clock, to the
+                        // millisecond: a store-wide sweep may run with any
+                        // time to live, however short.
+                        if touched < now {
                             tx.prepare_cached("UPDATE uploads SET touched = ?2 WHERE id = ?1")?
                                 .execute(params![id, now])?;
                         }
