@@ -47,6 +47,10 @@
 //!   once more, the same command: the files that landed before the stop
 //!   count as landed (the receiver is asked), the rest are sent, and the
 //!   run must exit 0 with every file whole;
+//! - `expiring`: the receiver expires uploads untouched for 1 s while
+//!   every client is paced (`--limit-rate`) to take 2-4 s, half of them
+//!   one block at a time: an upload expired while its bytes still came
+//!   is a violation (`Expired`), whatever the client made of it;
 //! - `bucket`: files go straight to a bucket of the run's own Garage,
 //!   signed by a receiver's Companion routes or by the clients themselves,
 //!   every connection to the bucket through a fault proxy, the receiver or
@@ -85,7 +89,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod bucket;
 
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "proxy",
     "receiver-kill",
     "receiver-term",
@@ -97,8 +101,12 @@ const SCENARIOS: [&str; 12] = [
     "concat-kill",
     "noisy-neighbour",
     "folder-kill",
+    "expiring",
     "bucket",
 ];
+/// The receiver's time to live for uploads in `expiring`: shorter than
+/// every client's upload, longer than any pause between its requests.
+const EXPIRING_TTL: &str = "1s";
 /// The most memory a receiver may take (`VmHWM`) in `noisy-neighbour`.
 const MAX_RSS_KIB: u64 = 64 * 1024;
 /// The receiver's limits in `noisy-neighbour`, tightened so attacks bite
@@ -488,6 +496,8 @@ struct Upload {
     threads: &'static str,
     /// Whether it sends a stalled block again beside itself (`--hedge`).
     hedge: bool,
+    /// `--limit-rate`, when its bytes are paced.
+    rate: Option<String>,
     journals: PathBuf,
     /// Where its client keeps receipts (`--receipt-dir`).
     receipts: PathBuf,
@@ -542,6 +552,7 @@ fn client(bin: &Path, port: u16, u: &Upload) -> Command {
         .args(["--block-size", &u.block.to_string(), "--threads", u.threads])
         .args(u.http2.then_some("--http2"))
         .args(u.hedge.then_some("--hedge"))
+        .args(u.rate.iter().flat_map(|r| ["--limit-rate", r.as_str()]))
         .args(["--name", &u.name])
         .arg("--receipt-dir")
         .arg(&u.receipts)
@@ -720,6 +731,8 @@ enum Verdict {
     /// A bound the receiver promises did not hold under a noisy tenant:
     /// an attack answered late or let through, or memory over its bound.
     Unbounded,
+    /// An upload was expired while its client was sending it (`expiring`).
+    Expired,
 }
 
 impl Verdict {
@@ -1245,12 +1258,24 @@ fn run_once(
         // Drawn apart from the plan above, so a seed's files, blocks and
         // protocols stay what they were.
         let mut knobs = Rng(seed.rotate_left(17) ^ (i as u64 + 1));
-        let threads = ["4", "4", "auto"][knobs.below(3) as usize];
+        let mut threads = ["4", "4", "auto"][knobs.below(3) as usize];
         let hedge = knobs.below(2) == 1;
+        let mut rate = None;
+        if scenario == "expiring" {
+            // Paced to last 2-4 times the time to live, one block at a
+            // time for half of them (gaps between blocks where no
+            // request holds the upload).
+            let seconds = 2 + knobs.below(3);
+            rate = Some((len as u64 / seconds).max(8 << 10).to_string());
+            if i % 2 == 0 {
+                threads = "1";
+            }
+        }
         uploads.push(Upload {
             path,
             threads,
             hedge,
+            rate,
             name: match scenario {
                 "same-name" => format!("shared-{}.bin", i / 2),
                 _ => format!("c{i}.bin"),
@@ -1274,6 +1299,7 @@ fn run_once(
     let tokens: &[&str] = match scenario {
         "stranger" => &["--token", TOKENS[0], "--token", TOKENS[1]],
         "noisy-neighbour" => &noisy_flags,
+        "expiring" => &["--expire", EXPIRING_TTL],
         _ => &[],
     };
     let port = free_port();
@@ -1576,6 +1602,16 @@ fn run_once(
             file += &format!(": {found}; the client said {:?}", said.trim());
         }
         verdicts.push((file, verdict));
+    }
+    if scenario == "expiring" {
+        // No client pauses as long as the time to live: whatever expired
+        // was being sent.
+        let said = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+        verdicts.extend(
+            said.lines()
+                .filter(|l| l.contains("expired partial uploads"))
+                .map(|l| (l.to_owned(), Verdict::Expired)),
+        );
     }
     let landed = uploads
         .iter()

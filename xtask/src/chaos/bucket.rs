@@ -145,6 +145,7 @@ pub(super) fn run_once(
             http2: false,
             threads: ["4", "4", "auto"][knobs.below(3) as usize],
             hedge: knobs.below(2) == 1,
+            rate: None,
             journals,
             receipts: work.join(format!("receipts-{i}")),
             token: None,
