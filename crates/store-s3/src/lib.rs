@@ -62,7 +62,7 @@ mod plan;
 pub mod post_policy;
 mod sigv4;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -738,6 +738,45 @@ impl S3Store {
         })
     }
 
+    /// Of the recorded uploads `untouched` says are stale, the parts of
+    /// concatenations whose owner touched a part since: a part done early
+    /// waits for its final, which comes once the owner's last part is
+    /// done. Records are read only when some stale upload is a part.
+    async fn parts_kept_by_owner<F>(
+        &self,
+        uploads: &HashMap<String, F>,
+        untouched: impl Fn(&str, &F) -> bool,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut stale_parts = Vec::new();
+        for (id, found) in uploads {
+            if untouched(id, found) {
+                if let Some(stored) = self.read(id).await? {
+                    if stored.meta.partial {
+                        stale_parts.push((id.clone(), stored.meta.owner));
+                    }
+                }
+            }
+        }
+        if stale_parts.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut writing = HashSet::new();
+        for (id, found) in uploads {
+            if !untouched(id, found) {
+                if let Some(stored) = self.read(id).await? {
+                    if stored.meta.partial {
+                        writing.insert(stored.meta.owner);
+                    }
+                }
+            }
+        }
+        Ok(stale_parts
+            .into_iter()
+            .filter(|(_, owner)| writing.contains(owner))
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// Upload `id` as stored now: what this process read of it before,
     /// and the listing of what follows the run from its first byte.
     async fn read(&self, id: &str) -> Result<Option<Stored>, StoreError> {
@@ -1404,12 +1443,17 @@ impl Store for S3Store {
             let newest = data.entry(id.to_owned()).or_insert(SystemTime::UNIX_EPOCH);
             *newest = (*newest).max(listed.modified);
         }
+        let untouched = |id: &str, seen: &Found| {
+            let age = if seen.recorded { ttl } else { orphan_age };
+            seen.touched
+                .max(data.get(id).copied())
+                .is_some_and(|t| older(t, age))
+        };
+        let kept = self.parts_kept_by_owner(&uploads, untouched).await?;
         let mut stale = 0;
         let mut live_landings = Vec::new();
         for (id, seen) in &uploads {
-            let age = if seen.recorded { ttl } else { orphan_age };
-            let touched = seen.touched.max(data.get(id).copied());
-            if touched.is_some_and(|t| older(t, age)) {
+            if untouched(id, seen) && !kept.contains(id) {
                 self.remove(id).await?;
                 stale += usize::from(seen.recorded);
             } else {

@@ -70,6 +70,7 @@ where
     whole_files_and_concatenations_land(&*make().await).await;
     discarded_and_expired_uploads_are_gone(&*make().await).await;
     an_acknowledged_block_restarts_the_expiry_clock(&*make().await).await;
+    a_part_done_early_waits_for_its_final(&*make().await).await;
     quotas_refuse_before_anything_is_stored(&*make().await).await;
     landings_leave_events_until_delivered(&*make().await).await;
     landings_are_digested_when_asked(&*make().await).await;
@@ -554,6 +555,64 @@ pub async fn an_acknowledged_block_restarts_the_expiry_clock(fixture: &dyn Fixtu
     assert_eq!(
         fixture.file("active.bin").await.as_deref(),
         Some(&b"abcd"[..])
+    );
+}
+
+/// A part of a concatenation done early outlives the time to live while
+/// its owner writes other parts (its final comes once they are done);
+/// another owner's idle part does not.
+pub async fn a_part_done_early_waits_for_its_final(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let part = |id: &str, total: u64, owner: &str| NewUpload {
+        partial: true,
+        ..new_upload(id, total, id, owner)
+    };
+    let early = store
+        .begin(part("early", 2, "erin"), Quota::none())
+        .await
+        .expect("begun");
+    let early = put(&*store, &early, 0, b"ab").await;
+    let late = store
+        .begin(part("late", 4, "erin"), Quota::none())
+        .await
+        .expect("begun");
+    store
+        .begin(part("idle", 4, "frank"), Quota::none())
+        .await
+        .expect("begun");
+    std::thread::sleep(Duration::from_millis(150));
+    let late = put(&*store, &late, 0, b"cd").await;
+    assert_eq!(
+        store
+            .expire(Duration::from_millis(100))
+            .await
+            .expect("expired"),
+        1,
+        "frank's idle part went"
+    );
+    assert_eq!(store.upload("idle").await.expect("read"), None);
+    assert!(store.upload("early").await.expect("read").is_some());
+    let late = put(&*store, &late, 2, b"ef").await;
+    let joined = store
+        .concatenate(
+            new_upload("joined-late", 6, "joined-late.bin", "erin"),
+            &[early, late],
+            Quota::none(),
+        )
+        .await
+        .expect("concatenated");
+    assert!(joined.complete());
+    store
+        .land(
+            Arrival::blocks("joined-late"),
+            "joined-late.bin",
+            OnConflict::Refuse,
+        )
+        .await
+        .expect("landed");
+    assert_eq!(
+        fixture.file("joined-late.bin").await.as_deref(),
+        Some(&b"abcdef"[..])
     );
 }
 

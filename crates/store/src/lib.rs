@@ -362,7 +362,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn discard(&self, id: &str) -> Result<(), StoreError>;
 
     /// Discards every upload untouched for `ttl`, and partial data no
-    /// upload owns; returns how many uploads went.
+    /// upload owns; returns how many uploads went. A part of a
+    /// concatenation ([`NewUpload::partial`]) stays while any part of the
+    /// same owner was touched within `ttl`: a part done early waits for
+    /// its final, which comes once the owner's last part is done.
     async fn expire(&self, ttl: Duration) -> Result<usize, StoreError>;
 
     /// Whether a landed file is called `name` already.

@@ -341,8 +341,18 @@ impl Store for MemoryStore {
             uploads, writing, ..
         } = &mut *held;
         let before = uploads.len();
-        uploads.retain(|id, kept| {
+        let live = |id: &str, kept: &Kept| {
             kept.touched.elapsed() < ttl || writing.get(id).is_some_and(|w| !w.is_empty())
+        };
+        // Parts of a concatenation stay while their owner writes parts.
+        let writing_parts: std::collections::HashSet<String> = uploads
+            .iter()
+            .filter(|(id, kept)| kept.upload.begun.partial && live(id, kept))
+            .map(|(_, kept)| kept.upload.begun.owner.clone())
+            .collect();
+        uploads.retain(|id, kept| {
+            live(id, kept)
+                || (kept.upload.begun.partial && writing_parts.contains(&kept.upload.begun.owner))
         });
         Ok(before - uploads.len())
     }

@@ -618,6 +618,11 @@ impl Store for FsStore {
                     Err(e) => return Err(e),
                 }
             }
+            // Parts of a concatenation stay while their owner writes parts
+            // (looked up after the touches above).
+            let ids: Vec<String> = stale.iter().map(|(id, _)| id.clone()).collect();
+            let kept = s.state.parts_kept_by_owner(&ids, before)?;
+            stale.retain(|(id, _)| !kept.contains(id));
             // Every stale upload's bytes go before any record is written:
             // on a full disk the records need the room they free.
             for (id, _) in &stale {

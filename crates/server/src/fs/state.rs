@@ -433,6 +433,26 @@ impl State {
         })
     }
 
+    /// Of the uploads `ids`, the parts of concatenations (partial uploads)
+    /// whose owner touched a part since `before` (ms since the epoch): a
+    /// part done early waits for its final, which comes once the owner's
+    /// last part is done.
+    pub(crate) fn parts_kept_by_owner(
+        &self,
+        ids: &[String],
+        before: i64,
+    ) -> io::Result<Vec<String>> {
+        let ids = serde_json::to_string(ids).map_err(io::Error::other)?;
+        self.read(|conn| {
+            conn.prepare(
+                "SELECT u.id FROM uploads u WHERE u.partial AND u.id IN (SELECT value FROM json_each(?1))
+                 AND EXISTS (SELECT 1 FROM uploads v WHERE v.partial AND v.owner = u.owner AND v.touched >= ?2)",
+            )?
+            .query_map(params![ids, before], |r| r.get(0))?
+            .collect()
+        })
+    }
+
     /// Claims for deliverer `me` events due by `now` (ms), or claimed by
     /// deliverers in `dead` (processes that ended holding them), oldest
     /// first, at most `limit`: each due again only at `until` (ms), unless
