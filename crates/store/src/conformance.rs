@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fileuploader_wire::ContentRange;
 
-use crate::{Arrival, ErrorKind, NewUpload, OnConflict, Quota, Store, StoreError, Upload};
+use crate::{Arrival, ErrorKind, Landed, NewUpload, OnConflict, Quota, Store, StoreError, Upload};
 
 /// A store under test.
 #[async_trait]
@@ -75,6 +75,31 @@ where
     landings_leave_events_until_delivered(&*make().await).await;
     landings_are_digested_when_asked(&*make().await).await;
     an_id_others_hold_is_never_landed_over(&*make().await).await;
+}
+
+/// Lands upload `id` of `store` as `name` (refusing a taken name), and
+/// checks that the file there holds `bytes`; returns the landing.
+async fn lands_as(
+    fixture: &dyn Fixture,
+    store: &dyn Store,
+    id: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Landed {
+    let landed = store
+        .land(Arrival::blocks(id), name, OnConflict::Refuse)
+        .await
+        .unwrap_or_else(|e| panic!("land {id} as {name}: {e}"));
+    assert_eq!(fixture.file(name).await.as_deref(), Some(bytes), "{name}");
+    landed
+}
+
+/// How many uploads `store` expires with a time to live of `ms`.
+async fn expired(store: &dyn Store, ms: u64) -> usize {
+    store
+        .expire(Duration::from_millis(ms))
+        .await
+        .expect("expired")
 }
 
 fn new_upload(id: &str, total: u64, name: &str, owner: &str) -> NewUpload {
@@ -162,14 +187,7 @@ pub async fn acknowledged_blocks_survive_reopening(fixture: &dyn Fixture) {
     assert_eq!(read.blocks.len(), 2);
     assert_eq!(read.blocks[0].crc32c, Some(crc32c::crc32c(b"hello")));
     put(&*reopened, &read, 5, b", wo").await;
-    let landed = reopened
-        .land(Arrival::blocks("kept"), "kept.bin", OnConflict::Refuse)
-        .await
-        .expect("landed");
-    assert_eq!(
-        fixture.file("kept.bin").await.as_deref(),
-        Some(&b"hello, world"[..])
-    );
+    let landed = lands_as(fixture, &*reopened, "kept", "kept.bin", b"hello, world").await;
     assert_eq!((landed.length, landed.owner.as_str()), (12, "alice"));
     assert_eq!(reopened.upload("missing").await.expect("read"), None);
 }
@@ -467,14 +485,7 @@ pub async fn whole_files_and_concatenations_land(fixture: &dyn Fixture) {
         .expect("concatenated");
     assert!(joined.complete());
     assert_eq!(joined.expected_crc32c(), Some(crc32c::crc32c(b"concat")));
-    store
-        .land(Arrival::blocks("joined"), "joined.txt", OnConflict::Refuse)
-        .await
-        .expect("landed");
-    assert_eq!(
-        fixture.file("joined.txt").await.as_deref(),
-        Some(&b"concat"[..])
-    );
+    lands_as(fixture, &*store, "joined", "joined.txt", b"concat").await;
 }
 
 /// Discarded uploads are gone at once; expiry takes those untouched for
@@ -494,23 +505,10 @@ pub async fn discarded_and_expired_uploads_are_gone(fixture: &dyn Fixture) {
         .discard("never-begun")
         .await
         .expect("nothing to discard is no error");
-    assert_eq!(
-        store
-            .expire(Duration::from_secs(3600))
-            .await
-            .expect("expired"),
-        0,
-        "all fresh"
-    );
+    assert_eq!(expired(&*store, 3_600_000).await, 0, "all fresh");
     // Expiry counts time in milliseconds: let some pass.
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(
-        store
-            .expire(Duration::from_millis(10))
-            .await
-            .expect("expired"),
-        1
-    );
+    assert_eq!(expired(&*store, 10).await, 1);
     assert_eq!(store.upload("expired").await.expect("read"), None);
     assert_eq!(
         fixture
@@ -534,28 +532,14 @@ pub async fn an_acknowledged_block_restarts_the_expiry_clock(fixture: &dyn Fixtu
         .expect("begun");
     std::thread::sleep(Duration::from_millis(150));
     put(&*store, &upload, 0, b"ab").await;
-    assert_eq!(
-        store
-            .expire(Duration::from_millis(100))
-            .await
-            .expect("expired"),
-        0,
-        "its block came just now"
-    );
+    assert_eq!(expired(&*store, 100).await, 0, "its block came just now");
     let upload = store
         .upload("active")
         .await
         .expect("read")
         .expect("still there");
     put(&*store, &upload, 2, b"cd").await;
-    store
-        .land(Arrival::blocks("active"), "active.bin", OnConflict::Refuse)
-        .await
-        .expect("landed");
-    assert_eq!(
-        fixture.file("active.bin").await.as_deref(),
-        Some(&b"abcd"[..])
-    );
+    lands_as(fixture, &*store, "active", "active.bin", b"abcd").await;
 }
 
 /// A part of a concatenation done early outlives the time to live while
@@ -582,14 +566,7 @@ pub async fn a_part_done_early_waits_for_its_final(fixture: &dyn Fixture) {
         .expect("begun");
     std::thread::sleep(Duration::from_millis(150));
     let late = put(&*store, &late, 0, b"cd").await;
-    assert_eq!(
-        store
-            .expire(Duration::from_millis(100))
-            .await
-            .expect("expired"),
-        1,
-        "frank's idle part went"
-    );
+    assert_eq!(expired(&*store, 100).await, 1, "frank's idle part went");
     assert_eq!(store.upload("idle").await.expect("read"), None);
     assert!(store.upload("early").await.expect("read").is_some());
     let late = put(&*store, &late, 2, b"ef").await;
@@ -602,18 +579,14 @@ pub async fn a_part_done_early_waits_for_its_final(fixture: &dyn Fixture) {
         .await
         .expect("concatenated");
     assert!(joined.complete());
-    store
-        .land(
-            Arrival::blocks("joined-late"),
-            "joined-late.bin",
-            OnConflict::Refuse,
-        )
-        .await
-        .expect("landed");
-    assert_eq!(
-        fixture.file("joined-late.bin").await.as_deref(),
-        Some(&b"abcdef"[..])
-    );
+    lands_as(
+        fixture,
+        &*store,
+        "joined-late",
+        "joined-late.bin",
+        b"abcdef",
+    )
+    .await;
 }
 
 /// Quotas refuse an upload that does not fit, all together and per
