@@ -383,7 +383,8 @@ struct ServeArgs {
     /// answered 503.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_requests_per_credential: u32,
-    /// Discard partial uploads untouched this long.
+    /// Discard partial uploads untouched this long (a part of a tus
+    /// concatenation: while no part of its owner is touched).
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     expire: std::time::Duration,
     /// Refuse (507) an upload that would bring the bytes held by uploads
