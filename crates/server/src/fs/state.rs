@@ -319,16 +319,11 @@ impl State {
     pub(crate) fn open(path: &Path) -> io::Result<State> {
         let writer = open(path).map_err(failed)?;
         let (tx, rx) = mpsc::channel::<(Change, Reply)>();
-        // One batch synced ahead of the one committing, no more.
-        let (synced_tx, synced_rx) = mpsc::sync_channel::<Synced>(0);
         let cache = Cache::default();
         let committed = cache.clone();
         std::thread::Builder::new()
-            .name("fu-syncer".into())
-            .spawn(move || sync_loop(rx, synced_tx))?;
-        std::thread::Builder::new()
             .name("fu-committer".into())
-            .spawn(move || commit_loop(writer, synced_rx, &committed))?;
+            .spawn(move || commit_loop(writer, rx, &committed))?;
         Ok(State {
             path: path.to_owned(),
             readers: Mutex::default(),
@@ -519,13 +514,16 @@ impl State {
 /// could not be, and why.
 type Synced = (Vec<(Change, Reply)>, Vec<(Change, Reply, io::Error)>);
 
-/// The first stage of the committer: takes changes as they come, a batch
-/// at a time, and syncs each file the batch wrote (the blocks' bytes are
-/// durable before any record says so). It syncs the next batch while the
-/// second stage commits this one, so that neither waits for the other's
-/// disk. A file that cannot be synced (removed by a discard meanwhile, a
-/// failing disk) fails only the changes that wrote it.
-fn sync_loop(changes: mpsc::Receiver<(Change, Reply)>, synced: mpsc::SyncSender<Synced>) {
+/// The committer: takes changes as they come, a batch at a time, syncs
+/// each file the batch wrote (the blocks' bytes are durable before any
+/// record says so), commits the batch in one transaction, then answers
+/// each caller. One thread does both, one after the other: on this
+/// machine's disk two syncs at once (the files' and the records') each
+/// take about three times as long as one alone, so overlapping the next
+/// batch's files with this batch's commit was slower (100 MiB in 10 KiB
+/// blocks: 4.2-4.7 s against 3.8-3.9 s at 4 in flight, 2.2-2.4 s against
+/// 2.0-2.1 s at 16).
+fn commit_loop(mut conn: Connection, changes: mpsc::Receiver<(Change, Reply)>, cache: &Cache) {
     while let Ok(first) = changes.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -534,72 +532,73 @@ fn sync_loop(changes: mpsc::Receiver<(Change, Reply)>, synced: mpsc::SyncSender<
                 Err(_) => break,
             }
         }
-        let files: BTreeSet<&PathBuf> = batch
-            .iter()
-            .filter_map(|(c, _)| match c {
-                Change::Ack { file, .. } => Some(file),
-                _ => None,
-            })
-            .collect();
-        let unsynced: Vec<(PathBuf, io::Error)> = files
-            .into_iter()
-            .filter_map(|f| {
-                let synced = File::open(f).and_then(|file| file.sync_data());
-                synced.err().map(|e| {
-                    let e = io::Error::new(e.kind(), format!("sync {}: {e}", f.display()));
-                    (f.clone(), e)
-                })
-            })
-            .collect();
-        let mut ready = (Vec::with_capacity(batch.len()), Vec::new());
-        for (change, reply) in batch {
-            let failed = match &change {
-                Change::Ack { file, .. } => unsynced.iter().find(|(f, _)| f == file),
-                _ => None,
-            };
-            match failed {
-                Some((_, e)) => {
-                    ready
-                        .1
-                        .push((change, reply, io::Error::new(e.kind(), e.to_string())))
-                }
-                None => ready.0.push((change, reply)),
-            }
-        }
-        if synced.send(ready).is_err() {
-            return;
-        }
+        commit_synced(&mut conn, sync_files(batch), cache);
     }
 }
 
-/// The second stage of the committer: commits each synced batch in one
-/// transaction, then answers each caller (a block's with its upload as
-/// recorded then, read once per upload and batch).
-fn commit_loop(mut conn: Connection, synced: mpsc::Receiver<Synced>, cache: &Cache) {
-    while let Ok((to_commit, failed_sync)) = synced.recv() {
-        for (_, reply, e) in failed_sync {
-            let _ = reply.send(Err(e));
+/// Syncs each file `batch` wrote. A file that cannot be synced (removed
+/// by a discard meanwhile, a failing disk) fails only the changes that
+/// wrote it.
+fn sync_files(batch: Vec<(Change, Reply)>) -> Synced {
+    let files: BTreeSet<&PathBuf> = batch
+        .iter()
+        .filter_map(|(c, _)| match c {
+            Change::Ack { file, .. } => Some(file),
+            _ => None,
+        })
+        .collect();
+    let unsynced: Vec<(PathBuf, io::Error)> = files
+        .into_iter()
+        .filter_map(|f| {
+            let synced = File::open(f).and_then(|file| file.sync_data());
+            synced.err().map(|e| {
+                let e = io::Error::new(e.kind(), format!("sync {}: {e}", f.display()));
+                (f.clone(), e)
+            })
+        })
+        .collect();
+    let mut ready = (Vec::with_capacity(batch.len()), Vec::new());
+    for (change, reply) in batch {
+        let failed = match &change {
+            Change::Ack { file, .. } => unsynced.iter().find(|(f, _)| f == file),
+            _ => None,
+        };
+        match failed {
+            Some((_, e)) => ready
+                .1
+                .push((change, reply, io::Error::new(e.kind(), e.to_string()))),
+            None => ready.0.push((change, reply)),
         }
-        let results = commit(&mut conn, &to_commit).map_err(failed);
-        let mut read: HashMap<String, Option<Upload>> = HashMap::new();
-        for (i, (change, reply)) in to_commit.into_iter().enumerate() {
-            let result = match &results {
-                Ok(each) => each[i].clone().map_err(refused),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            };
-            let result = match (result, change) {
-                (Ok(()), Change::Ack { id, .. }) => match read.get(&id) {
-                    Some(upload) => Ok(upload.clone()),
-                    None => read_upload(&conn, cache, &id)
-                        .map_err(failed)
-                        .inspect(|upload| {
-                            read.insert(id, upload.clone());
-                        }),
-                },
-                (result, _) => result.map(|()| None),
-            };
-            let _ = reply.send(result);
-        }
+    }
+    ready
+}
+
+/// Commits a synced batch in one transaction, then answers each caller (a
+/// block's with its upload as recorded then, read once per upload and
+/// batch).
+fn commit_synced(conn: &mut Connection, (to_commit, failed_sync): Synced, cache: &Cache) {
+    for (_, reply, e) in failed_sync {
+        let _ = reply.send(Err(e));
+    }
+    let results = commit(conn, &to_commit).map_err(failed);
+    let mut read: HashMap<String, Option<Upload>> = HashMap::new();
+    for (i, (change, reply)) in to_commit.into_iter().enumerate() {
+        let result = match &results {
+            Ok(each) => each[i].clone().map_err(refused),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        };
+        let result = match (result, change) {
+            (Ok(()), Change::Ack { id, .. }) => match read.get(&id) {
+                Some(upload) => Ok(upload.clone()),
+                None => read_upload(conn, cache, &id)
+                    .map_err(failed)
+                    .inspect(|upload| {
+                        read.insert(id, upload.clone());
+                    }),
+            },
+            (result, _) => result.map(|()| None),
+        };
+        let _ = reply.send(result);
     }
 }
 
@@ -962,9 +961,7 @@ mod tests {
             .unwrap();
         tx.send((ack("kept", kept), ok)).unwrap();
         drop(tx);
-        let (synced_tx, synced_rx) = mpsc::sync_channel(1);
-        sync_loop(rx, synced_tx);
-        commit_loop(writer, synced_rx, &Cache::default());
+        commit_loop(writer, rx, &Cache::default());
         let e = bad_done.blocking_recv().unwrap().unwrap_err();
         assert!(e.to_string().contains("removed meanwhile"), "{e}");
         ok_done.blocking_recv().unwrap().unwrap();
