@@ -741,7 +741,8 @@ impl S3Store {
     /// Of the recorded uploads `untouched` says are stale, the parts of
     /// concatenations whose owner touched a part since: a part done early
     /// waits for its final, which comes once the owner's last part is
-    /// done. Records are read only when some stale upload is a part.
+    /// done. Records are read only when some stale upload is a part, and
+    /// only until each stale part's owner is found at work.
     async fn parts_kept_by_owner<F>(
         &self,
         uploads: &HashMap<String, F>,
@@ -760,11 +761,15 @@ impl S3Store {
         if stale_parts.is_empty() {
             return Ok(HashSet::new());
         }
+        let mut unheard: HashSet<String> = stale_parts.iter().map(|(_, o)| o.clone()).collect();
         let mut writing = HashSet::new();
         for (id, found) in uploads {
+            if unheard.is_empty() {
+                break;
+            }
             if !untouched(id, found) {
                 if let Some(stored) = self.read(id).await? {
-                    if stored.meta.partial {
+                    if stored.meta.partial && unheard.remove(&stored.meta.owner) {
                         writing.insert(stored.meta.owner);
                     }
                 }
