@@ -132,6 +132,9 @@ const TOKENS: [&str; 2] = ["victim-token", "stranger-token"];
 const MAX_IDLE_FDS: usize = 64;
 /// How long one client run may take before it counts as a hang.
 const RUN_BOUND: Duration = Duration::from_secs(90);
+/// How long a landing's event may take to reach the hook before it
+/// counts as lost, where no receiver died holding it.
+const EVENTS_WAIT: Duration = Duration::from_secs(10);
 /// The most blocks one file is cut into.
 const MAX_BLOCKS: u64 = 2048;
 
@@ -629,9 +632,9 @@ fn wait_bounded(mut child: Child) -> Option<bool> {
 }
 
 /// The landed files of `landed` whose event the hook's log `events`
-/// does not name within 10 s (the receiver still runs, delivering what its
-/// outbox holds, from before any kill too).
-fn lost_events(landed: BTreeSet<&str>, events: &Path) -> Vec<(String, Verdict)> {
+/// does not name within `wait` (the receiver still runs, delivering what
+/// its outbox holds, from before any kill too).
+fn lost_events(landed: BTreeSet<&str>, events: &Path, wait: Duration) -> Vec<(String, Verdict)> {
     let told = || -> BTreeSet<String> {
         std::fs::read_to_string(events)
             .unwrap_or_default()
@@ -642,8 +645,7 @@ fn lost_events(landed: BTreeSet<&str>, events: &Path) -> Vec<(String, Verdict)> 
     };
     let started = Instant::now();
     let mut heard = told();
-    while landed.iter().any(|n| !heard.contains(*n)) && started.elapsed() < Duration::from_secs(10)
-    {
+    while landed.iter().any(|n| !heard.contains(*n)) && started.elapsed() < wait {
         std::thread::sleep(Duration::from_millis(50));
         heard = told();
     }
@@ -1618,7 +1620,9 @@ fn run_once(
         .map(|u| u.name.as_str())
         .filter(|name| dir.join(name).is_file())
         .collect();
-    verdicts.extend(lost_events(landed, &events));
+    // On a directory a receiver that died holding events is known dead at
+    // once: its events are told again within moments.
+    verdicts.extend(lost_events(landed, &events, EVENTS_WAIT));
     drop(receiver);
     verdicts.extend(unclean);
     // No part of a form of several file parts may land.

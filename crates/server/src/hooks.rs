@@ -55,7 +55,7 @@ const AT_ONCE: usize = 4;
 /// their deliveries, one after another, may take, so that only a receiver
 /// that died holding them makes the others wait, that long (on a
 /// directory, not even that: see `FsStore`).
-const LEASE: Duration = Duration::from_secs(AT_ONCE as u64 * 30 + 5);
+pub const LEASE: Duration = Duration::from_secs(AT_ONCE as u64 * 30 + 5);
 /// How soon the outbox is looked at again when it was empty, doubling
 /// while it stays so, up to [`MAX_IDLE`].
 const IDLE: Duration = Duration::from_millis(250);

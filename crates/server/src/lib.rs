@@ -70,7 +70,7 @@ use std::time::Duration;
 
 pub use crate::auth::{sign_url, Access, BlankSecret, NameRule};
 pub use crate::cors::{BadCors, Cors};
-pub use crate::hooks::Hook;
+pub use crate::hooks::{Hook, LEASE as EVENT_LEASE};
 pub use crate::limits::Limits;
 pub use crate::receiver::{partial_dir, Receiver};
 pub use crate::refusal::Refusal;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     content, fault_proxy, free_port, lost_events, receipt_holds, receipt_key, wait_bounded,
-    FaultLog, Faults, Rng, Upload, Verdict,
+    FaultLog, Faults, Rng, Upload, Verdict, EVENTS_WAIT,
 };
 use crate::garage::{Garage, REGION};
 
@@ -267,7 +267,14 @@ pub(super) fn run_once(
         }
         verdicts.push((file, verdict));
     }
-    verdicts.extend(lost_events(landed_here, &events));
+    // A receiver killed holding a claim on an event keeps it from the
+    // one started after it until the claim runs out (a bucket cannot
+    // tell a dead receiver from a slow one): told late is not lost.
+    let wait = match seed % 2 {
+        1 => fileuploader_server::EVENT_LEASE + EVENTS_WAIT,
+        _ => EVENTS_WAIT,
+    };
+    verdicts.extend(lost_events(landed_here, &events, wait));
     let _ = (receiver.kill(), receiver.wait());
 
     // Whatever the kills left open, a receiver's expiry removes: its
