@@ -1,14 +1,15 @@
 //! The store conformance suite (`fileuploader_store::conformance`) on the
 //! S3 store against the Garage cluster of `cargo xtask interop`, each
-//! scenario under a prefix of its own; and a landing record in the form
-//! older receivers wrote, read and rewritten.
+//! scenario under a prefix of its own; a landing record in the form older
+//! receivers wrote, read and rewritten; and a damaged upload record, which
+//! does not stop expiry.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use fileuploader_store::conformance::{self, Fixture};
-use fileuploader_store::{Landed, Store};
+use fileuploader_store::{Landed, NewUpload, Quota, Store};
 use fileuploader_store_s3::{S3Location, S3Options, S3Store};
 
 use crate::garage::{Garage, REGION};
@@ -115,6 +116,45 @@ impl InBucket {
             "an older landing record is rewritten in this version's form"
         );
     }
+
+    /// An upload record that cannot be read (damaged in the bucket) does
+    /// not stop the expiry sweep: it expires with the other stale uploads.
+    async fn a_damaged_record_does_not_stop_expiry(&self) {
+        for id in ["sound", "damaged"] {
+            let new = NewUpload {
+                id: id.to_owned(),
+                total: 4,
+                name: format!("{id}.bin"),
+                owner: String::new(),
+                partial: false,
+                metadata: None,
+            };
+            self.store.begin(new, Quota::none()).await.expect("begun");
+        }
+        let key = format!(
+            "{}/.fileuploader-state/u/damaged/meta-4",
+            self.location.prefix
+        );
+        self.sdk
+            .put_object()
+            .bucket(&self.location.bucket)
+            .key(&key)
+            .body(b"{not a record".to_vec().into())
+            .send()
+            .await
+            .expect("the record is damaged");
+        // The bucket keeps times to the second.
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        let expired = self
+            .store
+            .expire(std::time::Duration::from_secs(1))
+            .await
+            .expect("a damaged record does not stop expiry");
+        assert_eq!(expired, 2, "the sound and the damaged upload expire");
+        for id in ["sound", "damaged"] {
+            assert_eq!(self.store.upload(id).await.expect("read"), None, "{id}");
+        }
+    }
 }
 
 /// Runs the suite on `bucket`; the first broken promise, as its panic said.
@@ -145,6 +185,10 @@ pub(crate) fn run(garage: &Garage, bucket: &str) -> Result<(), String> {
         InBucket::open(&options, &sdk, &bucket, "conformance-old".to_owned())
             .await
             .older_records_read_and_rewritten()
+            .await;
+        InBucket::open(&options, &sdk, &bucket, "conformance-damaged".to_owned())
+            .await
+            .a_damaged_record_does_not_stop_expiry()
             .await;
     };
     runtime.block_on(async {

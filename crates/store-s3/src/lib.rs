@@ -742,7 +742,9 @@ impl S3Store {
     /// concatenations whose owner touched a part since: a part done early
     /// waits for its final, which comes once the owner's last part is
     /// done. Records are read only when some stale upload is a part, and
-    /// only until each stale part's owner is found at work.
+    /// only until each stale part's owner is found at work. A record that
+    /// cannot be read counts as no part (a stale one then expires), so one
+    /// damaged record does not stop the sweep; an unreachable store does.
     async fn parts_kept_by_owner<F>(
         &self,
         uploads: &HashMap<String, F>,
@@ -751,10 +753,8 @@ impl S3Store {
         let mut stale_parts = Vec::new();
         for (id, found) in uploads {
             if untouched(id, found) {
-                if let Some(stored) = self.read(id).await? {
-                    if stored.meta.partial {
-                        stale_parts.push((id.clone(), stored.meta.owner));
-                    }
+                if let Some(owner) = self.part_owner(id).await? {
+                    stale_parts.push((id.clone(), owner));
                 }
             }
         }
@@ -768,9 +768,9 @@ impl S3Store {
                 break;
             }
             if !untouched(id, found) {
-                if let Some(stored) = self.read(id).await? {
-                    if stored.meta.partial && unheard.remove(&stored.meta.owner) {
-                        writing.insert(stored.meta.owner);
+                if let Some(owner) = self.part_owner(id).await? {
+                    if unheard.remove(&owner) {
+                        writing.insert(owner);
                     }
                 }
             }
@@ -780,6 +780,20 @@ impl S3Store {
             .filter(|(_, owner)| writing.contains(owner))
             .map(|(id, _)| id)
             .collect())
+    }
+
+    /// The owner of upload `id` if it is a part of a concatenation. A
+    /// record that cannot be read is no part, and says so in the log; only
+    /// a store that cannot be reached fails.
+    async fn part_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        match self.read(id).await {
+            Ok(stored) => Ok(stored.filter(|s| s.meta.partial).map(|s| s.meta.owner)),
+            Err(e) if e.kind() == ErrorKind::Unavailable => Err(e),
+            Err(e) => {
+                tracing::warn!("upload {id}: its record cannot be read ({e}); expiry treats it as no part of a concatenation");
+                Ok(None)
+            }
+        }
     }
 
     /// Upload `id` as stored now: what this process read of it before,
