@@ -49,13 +49,15 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER: usize = 64 * 1024;
 /// The longest wait between two tries of one event.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How many events one receiver claims at a time.
-const AT_ONCE: usize = 4;
-/// How long claimed events are kept from other receivers: longer than
-/// their deliveries, one after another, may take, so that only a receiver
-/// that died holding them makes the others wait, that long (on a
-/// directory, not even that: see `FsStore`).
-pub const LEASE: Duration = Duration::from_secs(AT_ONCE as u64 * 30 + 5);
+/// How many events one receiver claims at a time: one, claimed just
+/// before it is told, so that its claim need outlast one delivery only.
+const AT_ONCE: usize = 1;
+/// How long a claimed event is kept from other receivers: longer than its
+/// delivery may take, so that only a receiver that died holding it makes
+/// the others wait, that long (on a directory, not even that: see
+/// `FsStore`).
+pub const LEASE: Duration = Duration::from_secs(DELIVERY_TIMEOUT.as_secs() + 5);
+const _: () = assert!(LEASE.as_secs() > DELIVERY_TIMEOUT.as_secs() * AT_ONCE as u64);
 /// How soon the outbox is looked at again when it was empty, doubling
 /// while it stays so, up to [`MAX_IDLE`].
 const IDLE: Duration = Duration::from_millis(250);
@@ -289,7 +291,7 @@ pub(crate) async fn word_on(teller: &Teller, landed: &Landed) -> Option<Word> {
 }
 
 /// Delivers the store's due events to the hook of `teller`, for as long
-/// as it runs: a few at a time, claimed for [`LEASE`] so that no other
+/// as it runs: one at a time, claimed for [`LEASE`] so that no other
 /// receiver sharing the store delivers them meanwhile.
 pub(crate) async fn deliver(store: std::sync::Arc<dyn Store>, teller: Teller) {
     let mut idle = IDLE;
