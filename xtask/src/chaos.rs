@@ -1600,7 +1600,12 @@ fn run_once(
             }
         );
         if verdict.is_violation() {
-            let said = std::fs::read_to_string(u.said()).unwrap_or_default();
+            // The folder's one client speaks for every file of it.
+            let said = match scenario {
+                "folder-kill" => folder_journals.with_extension("stderr"),
+                _ => u.said(),
+            };
+            let said = std::fs::read_to_string(said).unwrap_or_default();
             file += &format!(": {found}; the client said {:?}", said.trim());
         }
         verdicts.push((file, verdict));
