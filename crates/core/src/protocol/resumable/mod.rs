@@ -499,6 +499,18 @@ impl Session {
         landing
     }
 
+    /// The landing `response` reports of the whole upload: the name it
+    /// landed under where the server says, and the answer itself (its
+    /// receipt, the application's word).
+    fn landed_by(&self, response: &Response) -> Landing {
+        let name = response
+            .headers()
+            .get(LANDED_NAME)
+            .and_then(|v| v.to_str().ok())
+            .map(decode_text);
+        Landing::confirmed(name, Some(self.total), None).answered(response)
+    }
+
     fn offset_of(&self, what: &str, response: &Response) -> Result<u64, Error> {
         response
             .headers()

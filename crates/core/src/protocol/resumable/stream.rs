@@ -16,7 +16,7 @@ use super::{Mode, Session};
 use crate::body::UploadBody;
 use crate::error::{code, Error, ErrorKind};
 use crate::plan::Block;
-use crate::protocol::{header_value, FinalAnswer, Finish, Holding, Landing, Receipt, Verdict};
+use crate::protocol::{header_value, FinalAnswer, Finish, Holding, Receipt, Verdict};
 use crate::retry;
 use crate::source::lock;
 use crate::transport::{Response, Transport};
@@ -77,12 +77,17 @@ impl Session {
                 return Ok(Holding::Ranges(Vec::new()));
             }
         }
-        let url = self.create(transport).await?;
+        let (url, created) = self.create(transport).await?;
         let state = &mut *lock(&self.state);
-        state.mode = Mode::Stream(url);
+        state.mode = Mode::Stream(url.clone());
         state.offset = 0;
-        if self.total == 0 {
-            return Ok(Holding::Landed(Landing::confirmed(None, Some(0), None)));
+        // An empty upload is whole once created, where the server counts it
+        // finished: its creation's answer reports the landing (name,
+        // receipt). One the server holds unfinished is completed at the
+        // finish, as any other.
+        if self.total == 0 && self.complete_of(&created) != Some(false) {
+            state.landed_at = Some(url.to_string());
+            return Ok(Holding::Landed(self.landed_by(&created)));
         }
         Ok(Holding::Ranges(Vec::new()))
     }
@@ -175,8 +180,8 @@ impl Session {
         }
     }
 
-    /// Creates a streamed upload: its URL.
-    async fn create(&self, transport: &dyn Transport) -> Result<Uri, Error> {
+    /// Creates a streamed upload: its URL, and the server's answer.
+    async fn create(&self, transport: &dyn Transport) -> Result<(Uri, Response), Error> {
         loop {
             let mut request = self.request(Method::POST, &self.url, UploadBody::new());
             let headers = request.headers_mut();
@@ -188,7 +193,7 @@ impl Session {
             let response = transport.send(request).await?;
             self.learn_limits(response.headers())?;
             if response.status().is_success() {
-                return self.location(&response);
+                return Ok((self.location(&response)?, response));
             }
             if !self.step_down(&response) {
                 return Err(self.refused("creation", &response));
@@ -212,8 +217,7 @@ impl Session {
         let status = response.status();
         if status.is_success() && self.complete_of(&response) != Some(false) {
             lock(&self.state).landed_at = Some(url.to_string());
-            let landing = Landing::confirmed(None, Some(self.total), None);
-            return Ok(Finish::Landed(landing.answered(&response)));
+            return Ok(Finish::Landed(self.landed_by(&response)));
         }
         if status.is_success() || retry::is_retryable_status(status) {
             return Ok(Finish::Resync(Error::new(
