@@ -2,7 +2,10 @@
 //! upload (a client resuming after a pause, a page reload or a broken
 //! connection) ends the old one instead of waiting behind it: the old
 //! append keeps what it delivered, durably, and the newer request answers
-//! with the true offset at once.
+//! with the true offset at once. A segmented block is registered the same
+//! way under [`block_key`]: the same block sent again (a retry after a
+//! connection that stalled) ends the request still holding its range,
+//! which keeps nothing of it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +21,12 @@ const HANDOVER: Duration = Duration::from_secs(10);
 
 /// Numbers every append.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The registry's key for the block of upload `id` at `start..end`: apart
+/// from every upload's own key (a line break is in no header's value).
+pub(crate) fn block_key(id: &str, start: u64, end: u64) -> String {
+    format!("{id}\n{start}-{end}")
+}
 
 /// The appends in flight, by upload id.
 #[derive(Debug, Clone, Default)]

@@ -214,6 +214,39 @@ async fn a_request_holding_part_of_a_complete_upload_delays_its_landing_boundedl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_sent_again_ends_the_request_that_stalled_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::new(fileuploader_server::Receiver::new(dir.path()).unwrap());
+    let addr = served.addr;
+    let (a, b) = ([3u8; 100], [4u8; 100]);
+    let first = support::form(&[("file", Some("retried.bin"), &a)]);
+    let id = "retried-upload-01";
+    // The first block's request stalls half way (a connection a network
+    // dropped without a word): it holds the block's range.
+    let head = segmented(id, Some((0, 100, 200)), first.len());
+    let mut stalled = open(addr, &head, &first[..first.len() / 2]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client sends the block again: the newer request takes its place.
+    let started = std::time::Instant::now();
+    let again = ask(addr, &head, &first).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    let ended = answer(&mut stalled, Duration::from_secs(5)).await;
+    assert_eq!(ended.status, 503, "the stalled one ended: {}", ended.text);
+    assert!(ended.header("retry-after").is_some(), "{}", ended.text);
+    let last = support::form(&[("file", Some("retried.bin"), &b)]);
+    let landed = ask(
+        addr,
+        &segmented(id, Some((100, 200, 200)), last.len()),
+        &last,
+    )
+    .await;
+    assert_eq!(landed.status, 200, "{}", landed.text);
+    let file = std::fs::read(dir.path().join("retried.bin")).unwrap();
+    assert_eq!(file, [a, b].concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_honest_uploads_outlive_expiry_and_the_orphan_sweep_while_their_bytes_flow() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = fileuploader_server::Receiver::new(dir.path())

@@ -7,6 +7,7 @@ use futures_util::TryStreamExt;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::appends;
 use crate::auth::Grant;
 use crate::hooks::Word;
 use crate::limits::{Cut, Guarded};
@@ -201,6 +202,16 @@ impl Receiver {
             &self.limits,
         ));
         let mut form = multer::Multipart::new(stream, boundary);
+        // Registered before its range is reserved, and dropped after its
+        // writer: the same block sent again ends this request while its
+        // bytes are on their way, and waits for its range to be free.
+        let mut sending = match (&id, range) {
+            (Some(id), Some(r)) => {
+                let key = appends::block_key(id, r.start, r.end);
+                Some(self.appends.begin(&key, &grant.owner).await)
+            }
+            _ => None,
+        };
         let mut file: Option<(Part, uploads::Poured)> = None;
         let mut name_field = None;
         let mut expected_crc = None;
@@ -220,13 +231,28 @@ impl Receiver {
                     let max = range.map_or(max_size, |r| r.len());
                     let poured = match &mut part {
                         Part::Block(writer) => {
-                            uploads::pour(&mut field, writer.as_mut(), max, || {
+                            let pour = uploads::pour(&mut field, writer.as_mut(), max, || {
                                 Refusal::new(
                                     StatusCode::BAD_REQUEST,
                                     "file part is longer than its Content-Range",
                                 )
-                            })
-                            .await?
+                            });
+                            let taken_over = async {
+                                match &mut sending {
+                                    Some(sending) => sending.taken_over().await,
+                                    None => std::future::pending().await,
+                                }
+                            };
+                            tokio::select! {
+                                poured = pour => poured?,
+                                // Answered as busy: a client that still
+                                // waits for it (another run under the same
+                                // id) tries again and finds the block held.
+                                () = taken_over => return Err(Refusal::new(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "the same block came again in a newer request, which takes its place; none of this one was kept; try again",
+                                )),
+                            }
                         }
                         Part::Whole(writer, ..) => {
                             uploads::pour(&mut field, writer.as_mut(), max, || too_large(max))
