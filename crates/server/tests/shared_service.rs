@@ -202,6 +202,19 @@ async fn a_request_holding_part_of_a_complete_upload_delays_its_landing_boundedl
     // The holder goes; the block sent again lands the file.
     holder.write_all(&tail).await.unwrap();
     let _ = answer(&mut holder, Duration::from_secs(5)).await;
+    second_block_lands(addr, dir.path(), id, "held.bin", [a, b]).await;
+}
+
+/// Sends the second of the two 100-byte blocks of upload `id` (`blocks`),
+/// and checks that it lands `name` holding both.
+async fn second_block_lands(
+    addr: SocketAddr,
+    dir: &std::path::Path,
+    id: &str,
+    name: &str,
+    blocks: [[u8; 100]; 2],
+) {
+    let last = support::form(&[("file", Some(name), &blocks[1])]);
     let landed = ask(
         addr,
         &segmented(id, Some((100, 200, 200)), last.len()),
@@ -209,8 +222,8 @@ async fn a_request_holding_part_of_a_complete_upload_delays_its_landing_boundedl
     )
     .await;
     assert_eq!(landed.status, 200, "{}", landed.text);
-    let file = std::fs::read(dir.path().join("held.bin")).unwrap();
-    assert_eq!(file, [a, b].concat());
+    let file = std::fs::read(dir.join(name)).unwrap();
+    assert_eq!(file, blocks.concat());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,16 +247,7 @@ async fn a_block_sent_again_ends_the_request_that_stalled_holding_it() {
     let ended = answer(&mut stalled, Duration::from_secs(5)).await;
     assert_eq!(ended.status, 503, "the stalled one ended: {}", ended.text);
     assert!(ended.header("retry-after").is_some(), "{}", ended.text);
-    let last = support::form(&[("file", Some("retried.bin"), &b)]);
-    let landed = ask(
-        addr,
-        &segmented(id, Some((100, 200, 200)), last.len()),
-        &last,
-    )
-    .await;
-    assert_eq!(landed.status, 200, "{}", landed.text);
-    let file = std::fs::read(dir.path().join("retried.bin")).unwrap();
-    assert_eq!(file, [a, b].concat());
+    second_block_lands(addr, dir.path(), id, "retried.bin", [a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
