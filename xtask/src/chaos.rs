@@ -49,8 +49,8 @@
 //!   run must exit 0 with every file whole;
 //! - `expiring`: the receiver expires uploads untouched for 1 s while
 //!   every client is paced (`--limit-rate`) to take 2-4 s, half of them
-//!   one block at a time: an upload expired while its bytes still came
-//!   is a violation (`Expired`), whatever the client made of it;
+//!   one block at a time: an upload expired before the last client's file
+//!   landed is a violation (`Expired`), whatever the client made of it;
 //! - `bucket`: files go straight to a bucket of the run's own Garage,
 //!   signed by a receiver's Companion routes or by the clients themselves,
 //!   every connection to the bucket through a fault proxy, the receiver or
@@ -1612,12 +1612,18 @@ fn run_once(
     }
     if scenario == "expiring" {
         // No client pauses as long as the time to live: whatever expired
-        // was being sent.
+        // while a client was still to land its file was being sent. Once
+        // the last file landed, what is left (a part sent twice, which no
+        // final names) may go.
         let said = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = said.lines().collect();
+        let last_landing = lines.iter().rposition(|l| l.contains(" landed \""));
         verdicts.extend(
-            said.lines()
-                .filter(|l| l.contains("expired partial uploads"))
-                .map(|l| (l.to_owned(), Verdict::Expired)),
+            lines
+                .iter()
+                .take(last_landing.unwrap_or(0))
+                .filter(|l| l.contains(" expired: "))
+                .map(|l| ((*l).to_owned(), Verdict::Expired)),
         );
     }
     let landed = uploads

@@ -1473,6 +1473,9 @@ impl Store for S3Store {
         let mut live_landings = Vec::new();
         for (id, seen) in &uploads {
             if untouched(id, seen) && !kept.contains(id) {
+                if seen.recorded {
+                    tracing::info!("upload {id} expired: nothing was written to it for {ttl:?}");
+                }
                 self.remove(id).await?;
                 stale += usize::from(seen.recorded);
             } else {

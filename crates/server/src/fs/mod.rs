@@ -626,6 +626,7 @@ impl Store for FsStore {
             // Every stale upload's bytes go before any record is written:
             // on a full disk the records need the room they free.
             for (id, _) in &stale {
+                tracing::info!("upload {id} expired: nothing was written to it for {ttl:?}");
                 remove_if_there(&s.temp_of(id))?;
             }
             let mut failed = None;
