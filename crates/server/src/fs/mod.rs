@@ -17,6 +17,7 @@
 //!   committed (see `state`).
 //! - Files are opened per request, not held per upload.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -28,6 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use fileuploader_wire::sync::lock;
 use fileuploader_wire::{ContentRange, RangeSet};
 
 mod state;
@@ -69,6 +71,9 @@ struct Inner {
     /// This process as a deliverer of events: its name, and the file it
     /// holds locked while it lives.
     deliverer: std::sync::OnceLock<(String, File)>,
+    /// Events this process told while a full disk kept it from recording
+    /// so: not told again by it, and recorded once there is room.
+    told_unrecorded: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Runs file work on the blocking pool; a full disk is [`ErrorKind::Full`].
@@ -154,6 +159,7 @@ impl FsStore {
             events: AtomicBool::new(false),
             digests: AtomicBool::new(false),
             deliverer: std::sync::OnceLock::new(),
+            told_unrecorded: std::sync::Mutex::default(),
         };
         inner.clean_leftovers(Duration::ZERO)?;
         Ok(FsStore {
@@ -659,6 +665,16 @@ impl Store for FsStore {
         self.with("claim events", move |s| {
             let now = now_ms();
             let full = |e: &io::Error| e.kind() == io::ErrorKind::StorageFull;
+            let told: Vec<String> = lock(&s.told_unrecorded).iter().cloned().collect();
+            for key in told {
+                match s.state.apply(Change::Delivered { key: key.clone() }) {
+                    Ok(()) => {
+                        lock(&s.told_unrecorded).remove(&key);
+                    }
+                    Err(e) if full(&e) => break,
+                    Err(e) => return Err(e),
+                }
+            }
             let claimed = s.deliverers().and_then(|(me, dead)| {
                 let claim = state::Claim {
                     now,
@@ -670,8 +686,17 @@ impl Store for FsStore {
             });
             match claimed {
                 // A full disk cannot record a claim: the events are told
-                // unclaimed, perhaps twice by a fleet, never late.
-                Err(e) if full(&e) => s.state.due_events(now, limit),
+                // unclaimed, perhaps twice by a fleet, never late; those
+                // this process told already wait for room to record it.
+                Err(e) if full(&e) => {
+                    let told = lock(&s.told_unrecorded).clone();
+                    let due = s.state.due_events(now, limit + told.len())?;
+                    Ok(due
+                        .into_iter()
+                        .filter(|event| !told.contains(&event.key))
+                        .take(limit)
+                        .collect())
+                }
                 claimed => claimed,
             }
         })
@@ -681,7 +706,14 @@ impl Store for FsStore {
     async fn event_delivered(&self, key: &str) -> Result<(), StoreError> {
         let key = key.to_owned();
         self.with("record a delivery", move |s| {
-            s.state.apply(Change::Delivered { key })
+            match s.state.apply(Change::Delivered { key: key.clone() }) {
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                    tracing::warn!("event {key} was told, but the disk is full: it is recorded once there is room, and not told again meanwhile");
+                    lock(&s.told_unrecorded).insert(key);
+                    Ok(())
+                }
+                recorded => recorded,
+            }
         })
         .await
     }
