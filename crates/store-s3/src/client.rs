@@ -407,7 +407,9 @@ impl PartsBackend for BucketParts {
                 Ok(_) => {}
                 // Listed, yet refused: a part of the same number is still
                 // being written by an attempt given up on (Garage 2.5
-                // completes from the newest attempt, finished or not).
+                // completes from the newest attempt, finished or not), or
+                // an attempt cut off just after the part was recorded
+                // (Garage 2.5's clean-up of it drops the part's bytes).
                 Err(e) if e.code() == Some("InvalidPart") => {
                     return Ok(Completion::PartsRefused(failed(
                         "complete the multipart upload",

@@ -385,8 +385,11 @@ impl S3Store {
         match refused {
             // Listed, yet refused: a part of the same number is still being
             // written by an attempt its client gave up on (Garage 2.5
-            // completes from the newest attempt, finished or not). Only the
-            // client can cure it, by sending its parts again.
+            // completes from the newest attempt, finished or not), or the
+            // part's own request was cut off just as it ended, after the
+            // part was recorded (Garage 2.5's clean-up of the cut request
+            // then drops the recorded part's bytes). Only the client can
+            // cure it, by sending its parts again.
             e if e.code() == Some("InvalidPart") => Err(StoreError::new(
                 ErrorKind::Invalid,
                 format!(
