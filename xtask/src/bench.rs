@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: `fileuploader upload` side by side with curl, against
 //! the same sink on 127.0.0.1, alternating runs, with the loopback ceiling.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -1271,6 +1272,9 @@ fn store_figures(
         (100 * MIB, 64 * 1024, "100 MiB in 64 KiB blocks"),
     ];
     let mut figures = Vec::new();
+    // What one receiver asks of the store per 64 KiB block, from Garage's
+    // own request counts: listings, writes and reads.
+    let mut per_block: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for receivers in [1, 2] {
         let landing = work.join("landing-shared");
         let _ = fs::remove_dir_all(&landing);
@@ -1332,9 +1336,20 @@ fn store_figures(
                     "ingest, {what}, 8 in flight, {receivers} receiver{}: Garage (other: a directory)",
                     if receivers == 1 { "" } else { "s behind nginx" }
                 ), "MB/s");
+            let counted = receivers == 1 && block < MIB;
             for _ in 0..plan.runs {
                 for (i, url) in urls.iter().enumerate() {
+                    let before = (counted && i == 0).then(|| garage.requests()).transpose()?;
                     if let Some(s) = attempt(ours(bin, url, &file, block, 8, false), failures) {
+                        if let Some(before) = &before {
+                            let after = garage.requests()?;
+                            let blocks = len.div_ceil(block) as f64;
+                            for kind in STORE_REQUESTS {
+                                let n =
+                                    after.get(kind).unwrap_or(&0) - before.get(kind).unwrap_or(&0);
+                                per_block.entry(kind).or_default().push(n as f64 / blocks);
+                            }
+                        }
                         let mbps = len as f64 / 1e6 / s.seconds;
                         if i == 0 {
                             figure.ours.push(mbps);
@@ -1347,6 +1362,13 @@ fn store_figures(
             figures.push(figure);
             let _ = fs::remove_file(&file);
         }
+    }
+    for (kind, counts) in per_block {
+        figures.push(Figure::solo(
+            format!("Garage {kind} requests per 64 KiB block, one receiver"),
+            "requests",
+            counts,
+        ));
     }
     let bound: Vec<f64> = latencies
         .iter()
@@ -1372,6 +1394,9 @@ fn store_figures(
     }
     Ok(figures)
 }
+
+/// The kinds of request the store rows count per block.
+const STORE_REQUESTS: [&str; 3] = ["ListObjectsV2", "PutObject", "GetObject"];
 
 /// Garage's time per `PUT` of 64 KiB, in seconds: 100 of them, `at_once`
 /// at a time (one: the latency of one on one connection; more: the time

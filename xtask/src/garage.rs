@@ -3,6 +3,7 @@
 //! and nginx in front of receivers: what the object-store checks of
 //! `cargo xtask interop` and the bench rows of `cargo xtask bench` run on.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,6 +56,8 @@ pub(crate) struct Garage {
     pub(crate) key_id: String,
     pub(crate) secret: String,
     s3_ports: Vec<u16>,
+    /// Each node's admin API (its metrics).
+    admin_ports: Vec<u16>,
     nodes: Vec<Option<Peer>>,
 }
 
@@ -68,6 +71,7 @@ impl Garage {
         let mut endpoints = Vec::new();
         let mut peers = Vec::new();
         let mut s3_ports = Vec::new();
+        let mut admin_ports = Vec::new();
         for n in 0..nodes {
             let node = dir.join(format!("node{n}"));
             std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
@@ -90,6 +94,7 @@ impl Garage {
             peers.push(Some(node_process(&binary, &config, s3)?));
             configs.push(config);
             s3_ports.push(s3);
+            admin_ports.push(admin);
             endpoints.push(format!("http://127.0.0.1:{s3}"));
         }
         let mut garage = Garage {
@@ -99,6 +104,7 @@ impl Garage {
             key_id: String::new(),
             secret: String::new(),
             s3_ports,
+            admin_ports,
             nodes: peers,
         };
         let ids = (0..nodes)
@@ -187,6 +193,32 @@ impl Garage {
 
     fn cli(&self, args: &[&str]) -> Result<String, String> {
         self.cli_on(0, args)
+    }
+
+    /// How many S3 requests of each kind (`ListObjectsV2`, `PutObject`,
+    /// …) the nodes have served, from their metrics.
+    pub(crate) fn requests(&self) -> Result<BTreeMap<String, u64>, String> {
+        let mut counts = BTreeMap::new();
+        for &port in &self.admin_ports {
+            let (status, answer) = crate::s3::request(port, "GET", "/metrics", &[], b"")?;
+            if status != 200 {
+                return Err(format!("garage metrics answered {status}"));
+            }
+            for line in answer.lines() {
+                let Some(rest) = line.strip_prefix("api_s3_request_counter{api_endpoint=\"") else {
+                    continue;
+                };
+                let Some((kind, count)) = rest.split_once("\"} ") else {
+                    continue;
+                };
+                let count: u64 = count
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("metrics: {line}"))?;
+                *counts.entry(kind.to_owned()).or_default() += count;
+            }
+        }
+        Ok(counts)
     }
 
     /// The environment a receiver needs to use the cluster's key.

@@ -49,6 +49,12 @@
 //! - Two requests for the same range at the same moment, through different
 //!   receivers, are not held apart as a directory's locks hold them: each
 //!   stores its own copy, and a landing uses the first.
+//! - A block lists its upload once, as it arrives (its owner, length and
+//!   offset are checked against that listing), and is answered with that
+//!   listing plus itself: blocks other receivers acknowledged meanwhile may
+//!   be missing from the answer. A landing lists again; an upload whose
+//!   completing block did not see it complete lands when its status is
+//!   asked.
 //! - A request the store does not serve in time is answered 503 (with
 //!   `Retry-After`); the client tries again.
 
@@ -894,8 +900,19 @@ impl S3Store {
         }
     }
 
-    /// Records `ack` for upload `id` and returns the upload as it is then.
-    async fn acknowledge_all(&self, id: &str, acks: &[Ack]) -> Result<Upload, StoreError> {
+    /// Records `acks` for upload `id`, and returns `seen` (the upload as
+    /// the request that brought them read it) with them: no listing on a
+    /// block's way, so blocks that other receivers acknowledged since that
+    /// read may be missing from the answer. Nothing that decides reads it:
+    /// a landing lists the upload again, and an upload whose completing
+    /// block was answered without seeing it complete lands when its status
+    /// is asked, as after a listing that lagged.
+    async fn acknowledge_all(
+        &self,
+        id: &str,
+        acks: &[Ack],
+        mut seen: Upload,
+    ) -> Result<Upload, StoreError> {
         let layout = &self.s().layout;
         let puts: Vec<_> = acks
             .iter()
@@ -911,13 +928,14 @@ impl S3Store {
             .buffer_unordered(FAN_OUT)
             .try_collect::<Vec<()>>()
             .await?;
-        match self.read(id).await? {
-            Some(stored) => Ok(stored.upload),
-            None => Err(StoreError::new(
-                ErrorKind::Conflict,
-                format!("upload {id} was discarded while this block came"),
-            )),
+        for ack in acks {
+            seen.add(Block {
+                start: ack.start,
+                end: ack.end,
+                crc32c: ack.crc32c,
+            });
         }
+        Ok(seen)
     }
 
     /// Stores `bytes` as a data object of upload `data`; returns its nonce.
@@ -1316,8 +1334,7 @@ impl Store for S3Store {
                 ));
             }
             return Ok(Box::new(Compare {
-                store: self.clone(),
-                id,
+                seen: upload.clone(),
                 blocks,
                 at: range.start,
                 crc: 0,
@@ -1325,9 +1342,11 @@ impl Store for S3Store {
             }));
         }
         if sized {
-            return Ok(Box::new(Streaming::start(self.clone(), id, range)));
+            return Ok(Box::new(Streaming::start(self.clone(), upload, range)));
         }
-        Ok(Box::new(Pieces::new(self.clone(), id, range.start)))
+        let mut pieces = Pieces::new(self.clone(), id, range.start);
+        pieces.seen = Some(upload.clone());
+        Ok(Box::new(pieces))
     }
 
     async fn concatenate(
@@ -1355,8 +1374,8 @@ impl Store for S3Store {
         }
         let id = new.id.clone();
         // Charged above, before the parts were read.
-        self.begin(new, Quota::none()).await?;
-        self.acknowledge_all(&id, &acks).await
+        let upload = self.begin(new, Quota::none()).await?;
+        self.acknowledge_all(&id, &acks, upload).await
     }
 
     async fn write_whole(
@@ -1573,8 +1592,9 @@ impl Store for S3Store {
 
 /// A block over acknowledged blocks: compared by CRC32C, block by block.
 struct Compare {
-    store: S3Store,
-    id: String,
+    /// The upload as the request read it: nothing new to record, so the
+    /// answer.
+    seen: Upload,
     blocks: Vec<Block>,
     at: u64,
     crc: u32,
@@ -1621,14 +1641,15 @@ impl BlockWriter for Compare {
         _len: u64,
         _crc32c: Option<u32>,
     ) -> Result<Upload, StoreError> {
-        self.store.acknowledge_all(&self.id, &[]).await
+        Ok(self.seen)
     }
 }
 
 /// A block of known length streaming into one data object.
 struct Streaming {
     store: S3Store,
-    id: String,
+    /// The upload as the request read it.
+    seen: Upload,
     range: ContentRange,
     nonce: String,
     feed: Option<body::Feed>,
@@ -1639,11 +1660,11 @@ struct Streaming {
 }
 
 impl Streaming {
-    fn start(store: S3Store, id: String, range: ContentRange) -> Self {
+    fn start(store: S3Store, seen: &Upload, range: ContentRange) -> Self {
         let nonce = keys::nonce();
         let (feed, body) = body::channel(range.len());
         let s = store.clone();
-        let key = s.s().layout.data_object(&id, &nonce);
+        let key = s.s().layout.data_object(&seen.begun.id, &nonce);
         let put = tokio::spawn(async move {
             let s = s.s();
             s.data
@@ -1661,7 +1682,7 @@ impl Streaming {
         });
         Streaming {
             store,
-            id,
+            seen: seen.clone(),
             range,
             nonce,
             feed: Some(feed),
@@ -1758,10 +1779,14 @@ impl BlockWriter for Streaming {
             start: self.range.start,
             end: self.range.end,
             crc32c: Some(self.crc),
-            data: self.id.clone(),
+            data: self.seen.begun.id.clone(),
             nonce: self.nonce.clone(),
         };
-        self.store.acknowledge_all(&self.id, &[ack]).await
+        // Moved out (the writer's drop still runs): its blocks, not copied.
+        let begun = self.seen.begun.clone();
+        let id = begun.id.clone();
+        let seen = std::mem::replace(&mut self.seen, Upload::new(begun));
+        self.store.acknowledge_all(&id, &[ack], seen).await
     }
 }
 
@@ -1770,6 +1795,8 @@ struct Pieces {
     store: S3Store,
     /// The upload whose data folder takes the objects.
     data: String,
+    /// For a block: its upload as the request read it.
+    seen: Option<Upload>,
     at: u64,
     buffer: BytesMut,
     stored: Vec<Ack>,
@@ -1780,6 +1807,7 @@ impl Pieces {
         Pieces {
             store,
             data,
+            seen: None,
             at,
             buffer: BytesMut::new(),
             stored: Vec::new(),
@@ -1840,7 +1868,11 @@ impl BlockWriter for Pieces {
             .filter(|a| a.end <= start + len)
             .cloned()
             .collect();
-        self.store.acknowledge_all(&self.data, &acks).await
+        let seen = self
+            .seen
+            .take()
+            .ok_or_else(|| StoreError::io("acknowledge a block", "these bytes are not a block"))?;
+        self.store.acknowledge_all(&self.data, &acks, seen).await
     }
 }
 

@@ -469,7 +469,10 @@ pub trait BlockWriter: WriteBytes {
     /// Records the first `len` bytes of the reserved range as a block
     /// (all of them for a block that arrived whole), with its CRC32C if it
     /// had one, once its bytes and its record are durable; returns the
-    /// upload as it is then.
+    /// upload as it is then, or at least as the writer was given it plus
+    /// this block (a store shared by several receivers may not look again
+    /// on a block's way, so blocks others acknowledged meanwhile can be
+    /// missing; a landing reads the upload again).
     async fn acknowledge(
         self: Box<Self>,
         len: u64,
