@@ -5,7 +5,9 @@
 //! send them as direct multipart uploads, either signed by a receiver on
 //! the bucket (`--protocol companion`, through its Companion routes, its
 //! landings recorded, told to its after-landing hook and signed as
-//! receipts) or signed by themselves (`--protocol s3`). Every connection
+//! receipts) or signed by themselves (`--protocol s3`), or in blocks
+//! through the receiver, which stores them in the bucket (segmented, tus
+//! and the draft; blocks of 64 KiB to 5 MiB). Every connection
 //! to the bucket (the receiver's own and every part) passes a fault
 //! proxy; odd seeds kill the receiver with SIGKILL at a seeded moment and
 //! start it again, even seeds kill each client with SIGKILL at one of its
@@ -66,8 +68,9 @@ fn serve_on_bucket(
     Ok(child)
 }
 
-/// The client of `u`: `--protocol companion` through the receiver on
-/// `port`, or `--protocol s3` through the bucket's `endpoint` to `key`.
+/// The client of `u`: `--protocol companion` (or a protocol in blocks)
+/// through the receiver on `port`, or `--protocol s3` through the
+/// bucket's `endpoint` to `key`.
 fn client(
     bin: &Path,
     garage: &Garage,
@@ -76,6 +79,9 @@ fn client(
     u: &Upload,
     key: &str,
 ) -> Command {
+    if !matches!(u.protocol, "s3" | "companion") {
+        return super::client(bin, port, u);
+    }
     let mut c = u.command(bin);
     c.args(["--quiet", "--resume", "--retries", "8"])
         .args(["--idle-timeout", "3s", "--protocol", u.protocol])
@@ -127,7 +133,7 @@ pub(super) fn run_once(
         std::fs::write(&path, &data).map_err(|e| e.to_string())?;
         let journals = work.join(format!("journals-{i}"));
         std::fs::create_dir_all(&journals).map_err(|e| e.to_string())?;
-        let protocol = ["companion", "s3"][rng.below(2) as usize];
+        let protocol = ["companion", "s3", "segmented", "tus", "ietf"][rng.below(5) as usize];
         let name = format!("c{i}.bin");
         keys.push(match protocol {
             "s3" => format!("{prefix}/straight/{name}"),
@@ -136,11 +142,17 @@ pub(super) fn run_once(
         // Apart from the plan, as in the other scenarios; --hedge must
         // leave parts alone.
         let mut knobs = Rng(seed.rotate_left(17) ^ (i as u64 + 1));
+        // Blocks through the receiver: small ones too, many listings and
+        // acknowledgements in the bucket; parts are 5 MiB at least.
+        let block = match protocol {
+            "companion" | "s3" => PART,
+            _ => [64 << 10, 1 << 20, PART][rng.below(3) as usize],
+        };
         uploads.push(Upload {
             path,
             name,
             data,
-            block: PART,
+            block,
             protocol,
             http2: false,
             threads: ["4", "4", "auto"][knobs.below(3) as usize],
@@ -254,7 +266,7 @@ pub(super) fn run_once(
             (Some(false), Some(l)) if *l != u.data => Verdict::Corruption,
             (Some(false), _) => Verdict::NotResumed,
         };
-        if verdict == Verdict::Landed && u.protocol == "companion" {
+        if verdict == Verdict::Landed && u.protocol != "s3" {
             landed_here.insert(u.name.as_str());
             if let Err(why) = receipt_holds(u, &public) {
                 verdicts.push((format!("{}: {why}", u.name), Verdict::BadReceipt));
