@@ -1,15 +1,16 @@
 //! The store conformance suite (`fileuploader_store::conformance`) on the
 //! S3 store against the Garage cluster of `cargo xtask interop`, each
 //! scenario under a prefix of its own; a landing record in the form older
-//! receivers wrote, read and rewritten; and a damaged upload record, which
-//! does not stop expiry.
+//! receivers wrote, read and rewritten; a damaged upload record, which
+//! does not stop expiry; and a whole file cut off before its landing was
+//! recorded, landed again under its id.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use fileuploader_store::conformance::{self, Fixture};
-use fileuploader_store::{Landed, NewUpload, Quota, Store};
+use fileuploader_store::{Arrival, Landed, NewUpload, OnConflict, Quota, Store};
 use fileuploader_store_s3::{S3Location, S3Options, S3Store};
 
 use crate::garage::{Garage, REGION};
@@ -157,6 +158,57 @@ impl InBucket {
     }
 }
 
+impl InBucket {
+    /// A whole file whose landing was cut off between its object and its
+    /// record (its request's client gone, the store failing) leaves its
+    /// object at the name, marked as its upload's: the same upload sent
+    /// again is not refused the name, and its bytes replace the object.
+    async fn a_whole_file_cut_off_before_its_record_lands_again(&self) {
+        let land = |bytes: &'static [u8]| async move {
+            let mut writer = self
+                .store
+                .write_whole("", Quota::none())
+                .await
+                .expect("a writer");
+            writer
+                .write(bytes::Bytes::from_static(bytes))
+                .await
+                .expect("taken");
+            let arrival = Arrival::whole(writer, Some("cut"), "");
+            self.store
+                .land(arrival, "cut.bin", OnConflict::Refuse)
+                .await
+        };
+        land(b"first").await.expect("landed");
+        let record = format!("{}/.fileuploader-state/landed/cut", self.location.prefix);
+        self.sdk
+            .delete_object()
+            .bucket(&self.location.bucket)
+            .key(&record)
+            .send()
+            .await
+            .expect("the record is gone, as if never written");
+        let taken = |id| self.store.name_taken("cut.bin", id);
+        assert!(
+            !taken(Some("cut")).await.expect("asked"),
+            "not taken for its own upload"
+        );
+        assert!(
+            taken(Some("other")).await.expect("asked"),
+            "taken for another"
+        );
+        assert!(
+            taken(None).await.expect("asked"),
+            "taken for a file without an id"
+        );
+        let landed = land(b"second").await.expect("landed again");
+        assert_eq!((landed.name.as_str(), landed.length), ("cut.bin", 6));
+        assert_eq!(self.file("cut.bin").await.as_deref(), Some(&b"second"[..]));
+        let recorded = self.store.landed("cut").await.expect("read");
+        assert_eq!(recorded.map(|l| l.length), Some(6), "recorded this time");
+    }
+}
+
 /// Runs the suite on `bucket`; the first broken promise, as its panic said.
 pub(crate) fn run(garage: &Garage, bucket: &str) -> Result<(), String> {
     let options = S3Options {
@@ -189,6 +241,10 @@ pub(crate) fn run(garage: &Garage, bucket: &str) -> Result<(), String> {
         InBucket::open(&options, &sdk, &bucket, "conformance-damaged".to_owned())
             .await
             .a_damaged_record_does_not_stop_expiry()
+            .await;
+        InBucket::open(&options, &sdk, &bucket, "conformance-cut".to_owned())
+            .await
+            .a_whole_file_cut_off_before_its_record_lands_again()
             .await;
     };
     runtime.block_on(async {

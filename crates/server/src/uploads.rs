@@ -227,7 +227,8 @@ pub(crate) async fn land(
     };
     if let Some(error) = &upload.landing_error {
         // Failed before, and the name is still taken: nothing to try.
-        if policy == OnConflict::Refuse && store.name_taken(&name).await? {
+        let id = Some(upload.begun.id.as_str());
+        if policy == OnConflict::Refuse && store.name_taken(&name, id).await? {
             let refusal = Refusal::new(StatusCode::CONFLICT, error.clone());
             return Ok(Outcome::Failed(upload, refusal));
         }
@@ -243,13 +244,15 @@ pub(crate) async fn land(
     }
 }
 
-/// Refuses (409) a name taken already when the policy is to refuse.
+/// Refuses (409) a name taken already when the policy is to refuse (a
+/// file upload `id` left there unrecorded does not take it).
 pub(crate) async fn check_name(
     store: &dyn Store,
     name: &str,
     policy: OnConflict,
+    id: Option<&str>,
 ) -> Result<(), Refusal> {
-    if policy == OnConflict::Refuse && store.name_taken(name).await? {
+    if policy == OnConflict::Refuse && store.name_taken(name, id).await? {
         return Err(Refusal::new(
             StatusCode::CONFLICT,
             format!("a file named {name} is in the receiver's directory already"),
@@ -289,7 +292,7 @@ pub(crate) async fn open(
                     new.metadata = Some(admitted.metadata);
                 }
             }
-            check_name(store, &new.name, allowance.terms.policy).await?;
+            check_name(store, &new.name, allowance.terms.policy, Some(&new.id)).await?;
             Ok(Outcome::InProgress(
                 store.begin(new, allowance.quota).await?,
             ))
@@ -318,7 +321,7 @@ pub(crate) async fn open_whole(
             }
         }
     }
-    check_name(store, name, allowance.terms.policy).await?;
+    check_name(store, name, allowance.terms.policy, id).await?;
     Ok(None)
 }
 

@@ -39,7 +39,12 @@
 //!   request is bounded either way.
 //! - Landing makes the file one object, `PREFIX/NAME`, by a multipart
 //!   upload: stored objects of 5 MiB or more become parts by copies inside
-//!   the store; smaller ones are read and joined into parts of 5 MiB.
+//!   the store; smaller ones are read and joined into parts of 5 MiB. An
+//!   empty file is one empty object. A landing runs to its end on a task
+//!   of its own, whether or not its request is still there; one cut off
+//!   anyway (the store failing between the object and its record) leaves
+//!   an object marked as its upload's, which that upload sent again
+//!   replaces.
 //! - Written once: the multipart upload of an upload's landing is begun
 //!   with the upload and named in its record, so receivers that see the
 //!   last block at the same moment complete the same multipart upload; the
@@ -958,7 +963,10 @@ impl S3Store {
 
     /// Makes `pieces` (tiling `total` bytes) one object, landing it by
     /// `policy` under `name` or the first free name after it; returns the
-    /// name it landed under. Upload `id` is what the object says it is.
+    /// name it landed under. Upload `id` is what the object says it is. An
+    /// object of `id`'s there already is this landing, done by another
+    /// request (the same acknowledged blocks), unless `again`: a whole file
+    /// sent again replaces what an attempt before it left unrecorded.
     async fn compose(
         &self,
         id: &str,
@@ -966,13 +974,15 @@ impl S3Store {
         name: &str,
         policy: OnConflict,
         begun: Option<&Landing>,
+        again: bool,
     ) -> Result<String, StoreError> {
         let layout = &self.s().layout;
         for n in 0..10_000 {
             let candidate = fileuploader_store::numbered(name, n);
             let key = layout.landed_file(&candidate);
             match self.owner_of(&key).await? {
-                Some(owner) if owner == id => return Ok(candidate),
+                Some(owner) if owner == id && !again => return Ok(candidate),
+                Some(owner) if owner == id => {}
                 Some(_) if policy == OnConflict::Refuse => {
                     return Err(StoreError::new(
                         ErrorKind::Conflict,
@@ -983,6 +993,17 @@ impl S3Store {
                 }
                 Some(_) if policy == OnConflict::Rename => continue,
                 _ => {}
+            }
+            if pieces.iter().all(|p| p.len == 0) {
+                self.put_empty(id, &key).await?;
+                if let Some(landing) = begun {
+                    // Not needed: what expiry or the upload's removal
+                    // would abort anyway.
+                    if let Err(e) = self.abort(landing).await {
+                        tracing::warn!("upload {id} landed empty; {e}");
+                    }
+                }
+                return Ok(candidate);
             }
             let landing = match begun {
                 Some(landing) if landing.key == key => landing.clone(),
@@ -996,7 +1017,7 @@ impl S3Store {
                 };
                 // Another receiver completing the same landing replaces
                 // parts under this one, or completes it first.
-                if self.owner_of(&key).await?.is_some_and(|owner| owner == id) {
+                if !again && self.owner_of(&key).await?.is_some_and(|owner| owner == id) {
                     break Ok(candidate);
                 }
                 tries += 1;
@@ -1012,15 +1033,29 @@ impl S3Store {
         ))
     }
 
-    /// Uploads the parts of `pieces` to `landing` and completes it.
+    /// Lands an empty file at `key` for upload `id`: one empty object, not
+    /// a multipart upload, which needs a part (and Garage 2.5 refuses an
+    /// empty one).
+    async fn put_empty(&self, id: &str, key: &str) -> Result<(), StoreError> {
+        let s = self.s();
+        s.control
+            .put_object()
+            .bucket(&s.bucket)
+            .key(key)
+            .metadata(UPLOAD_METADATA, id)
+            .body(ByteStream::from(Bytes::new()))
+            .send()
+            .await
+            .map_err(|e| failed("land an empty file", &e))?;
+        Ok(())
+    }
+
+    /// Uploads the parts of `pieces` to `landing` and completes it (at
+    /// least one byte).
     async fn complete(&self, landing: &Landing, pieces: &[Piece]) -> Result<(), StoreError> {
         let s = self.s();
         let total = pieces.iter().map(|p| p.len).sum();
-        let mut parts = plan::plan(pieces, plan::min_part(total));
-        if parts.is_empty() {
-            // An empty file is one empty part.
-            parts.push(Part::Join(Vec::new()));
-        }
+        let parts = plan::plan(pieces, plan::min_part(total));
         let puts: Vec<_> = parts
             .iter()
             .enumerate()
@@ -1195,7 +1230,7 @@ impl S3Store {
             upload_id: upload_id.clone(),
         });
         match self
-            .compose(&id, &pieces, name, policy, begun.as_ref())
+            .compose(&id, &pieces, name, policy, begun.as_ref(), false)
             .await
         {
             Ok(landed_as) => {
@@ -1233,6 +1268,18 @@ impl S3Store {
             }
         }
     }
+}
+
+/// Runs a landing to its end even if the request that awaits it goes (its
+/// client gone, the request's future dropped): cut off between its object
+/// and its record, it would leave a file no record names. A directory's
+/// landing runs on a blocking thread, which nothing cuts off either.
+async fn detached<T: Send + 'static>(
+    landing: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(landing)
+        .await
+        .map_err(|e| StoreError::io("land", e))?
 }
 
 /// The data objects that tile upload `stored` from its first byte to its
@@ -1403,7 +1450,10 @@ impl Store for S3Store {
             return Ok(landed);
         }
         match self.read(id).await? {
-            Some(stored) => self.land_stored(stored, name, policy).await,
+            Some(stored) => {
+                let (store, name) = (self.clone(), name.to_owned());
+                detached(async move { store.land_stored(stored, &name, policy).await }).await
+            }
             None => match self.landed(id).await? {
                 Some(landed) => Ok(landed),
                 None => Err(StoreError::new(
@@ -1561,9 +1611,15 @@ impl Store for S3Store {
         self.land_direct_upload(id, parts, max_size, policy).await
     }
 
-    async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
+    /// An object says which upload it is: one of upload `id`'s, with no
+    /// landing recorded (else `id` would be found landed first), is a
+    /// landing cut off before its record, and does not take the name.
+    async fn name_taken(&self, name: &str, id: Option<&str>) -> Result<bool, StoreError> {
         let key = self.s().layout.landed_file(name);
-        Ok(self.owner_of(&key).await?.is_some())
+        Ok(self
+            .owner_of(&key)
+            .await?
+            .is_some_and(|owner| Some(owner.as_str()) != id))
     }
 
     /// Digests by reading each landed object back once (a `GET` of it).
@@ -1910,6 +1966,26 @@ impl WriteBytes for Whole {
 #[async_trait]
 impl WholeWriter for Whole {
     async fn place(
+        self: Box<Self>,
+        name: &str,
+        policy: OnConflict,
+        id: Option<&str>,
+        owner: &str,
+        metadata: Option<&str>,
+    ) -> Result<Landed, StoreError> {
+        let (name, id) = (name.to_owned(), id.map(str::to_owned));
+        let (owner, metadata) = (owner.to_owned(), metadata.map(str::to_owned));
+        detached(async move {
+            self.place_here(&name, policy, id.as_deref(), &owner, metadata.as_deref())
+                .await
+        })
+        .await
+    }
+}
+
+impl Whole {
+    /// [`WholeWriter::place`], on the task that runs it to its end.
+    async fn place_here(
         mut self: Box<Self>,
         name: &str,
         policy: OnConflict,
@@ -1940,7 +2016,9 @@ impl WholeWriter for Whole {
             crc = crc32c_combine(crc, a.crc32c.unwrap_or(0), a.end - a.start);
         }
         let marker = id.map_or_else(|| pieces.data.clone(), str::to_owned);
-        let landed = store.compose(&marker, &tiles, name, policy, None).await;
+        let landed = store
+            .compose(&marker, &tiles, name, policy, None, true)
+            .await;
         store.delete_below(&layout.data(&pieces.data)).await?;
         let landed_as = landed?;
         let landed = Landed::new(id.unwrap_or(""), owner, &landed_as, pieces.at, Some(crc))

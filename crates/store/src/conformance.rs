@@ -68,6 +68,7 @@ where
     a_complete_upload_lands_once_however_many_ask(&*make().await).await;
     taken_names_follow_the_policy(&*make().await).await;
     whole_files_and_concatenations_land(&*make().await).await;
+    empty_files_land(&*make().await).await;
     discarded_and_expired_uploads_are_gone(&*make().await).await;
     an_acknowledged_block_restarts_the_expiry_clock(&*make().await).await;
     a_part_done_early_waits_for_its_final(&*make().await).await;
@@ -338,7 +339,7 @@ pub async fn a_complete_upload_lands_once_however_many_ask(fixture: &dyn Fixture
         );
     }
     assert!(
-        !store.name_taken("once (1).bin").await.expect("asked"),
+        !store.name_taken("once (1).bin", None).await.expect("asked"),
         "landed twice"
     );
     assert_eq!(
@@ -397,7 +398,7 @@ pub async fn taken_names_follow_the_policy(fixture: &dyn Fixture) {
         .land(Arrival::blocks(&first), "a.txt", OnConflict::Refuse)
         .await
         .expect("landed");
-    assert!(store.name_taken("a.txt").await.expect("asked"));
+    assert!(store.name_taken("a.txt", None).await.expect("asked"));
 
     let refused = complete(b"second").await;
     assert_eq!(
@@ -495,6 +496,36 @@ pub async fn whole_files_and_concatenations_land(fixture: &dyn Fixture) {
     assert!(joined.complete());
     assert_eq!(joined.expected_crc32c(), Some(crc32c::crc32c(b"concat")));
     lands_as(fixture, &*store, "joined", "joined.txt", b"concat").await;
+}
+
+/// An empty file lands, sent whole and as an upload of no bytes, and
+/// reads back empty.
+pub async fn empty_files_land(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let whole = store
+        .write_whole("dave", Quota::none())
+        .await
+        .expect("opened");
+    let landed = store
+        .land(
+            Arrival::whole(whole, Some("empty-whole"), "dave"),
+            "empty-whole.txt",
+            OnConflict::Refuse,
+        )
+        .await
+        .expect("an empty whole file landed");
+    assert_eq!((landed.length, landed.crc32c), (0, Some(0)));
+    assert_eq!(
+        fixture.file("empty-whole.txt").await.as_deref(),
+        Some(&b""[..])
+    );
+    let upload = store
+        .begin(new_upload("empty", 0, "empty.txt", "dave"), Quota::none())
+        .await
+        .expect("begun");
+    assert!(upload.complete(), "no bytes to wait for");
+    let landed = lands_as(fixture, &*store, "empty", "empty.txt", b"").await;
+    assert_eq!(landed.length, 0);
 }
 
 /// Discarded uploads are gone at once; expiry takes those untouched for

@@ -368,8 +368,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// its final, which comes once the owner's last part is done.
     async fn expire(&self, ttl: Duration) -> Result<usize, StoreError>;
 
-    /// Whether a landed file is called `name` already.
-    async fn name_taken(&self, name: &str) -> Result<bool, StoreError>;
+    /// Whether a landed file is called `name` already. A file that
+    /// upload `id` placed there and never recorded as landed (its landing
+    /// cut off between the two, on a store that cannot do both at once)
+    /// does not count: landing `id` again takes its place.
+    async fn name_taken(&self, name: &str, id: Option<&str>) -> Result<bool, StoreError>;
 
     /// From now on, digests each landing's bytes with SHA-256 as it lands
     /// and keeps the digest on its record ([`Landed::sha256`]): what the

@@ -357,7 +357,7 @@ impl Store for MemoryStore {
         Ok(before - uploads.len())
     }
 
-    async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
+    async fn name_taken(&self, name: &str, _id: Option<&str>) -> Result<bool, StoreError> {
         Ok(self.held().files.contains_key(name))
     }
 

@@ -139,8 +139,8 @@ impl Store for Hasty {
     async fn expire(&self, ttl: std::time::Duration) -> Result<usize, StoreError> {
         self.0.expire(ttl).await
     }
-    async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
-        self.0.name_taken(name).await
+    async fn name_taken(&self, name: &str, id: Option<&str>) -> Result<bool, StoreError> {
+        self.0.name_taken(name, id).await
     }
 }
 

@@ -229,7 +229,7 @@ impl Receiver {
                             Some(admitted) => admitted.name,
                             None => name,
                         };
-                        uploads::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
+                        uploads::check_name(self.store.as_ref(), &name, self.on_conflict, None).await?;
                         match asked.method.as_str() {
                             "PUT" => StoreRequest::PutObject { name },
                             _ => StoreRequest::CreateMultipart { name },
@@ -322,7 +322,7 @@ impl Receiver {
                     Some(admitted) => admitted.name,
                     None => name,
                 };
-                uploads::check_name(self.store.as_ref(), &name, self.on_conflict).await?;
+                uploads::check_name(self.store.as_ref(), &name, self.on_conflict, None).await?;
                 self.watch(direct, grant, &direct.key_of(&name), SIGNED_FOR)
                     .await?;
                 let form = direct

@@ -474,7 +474,7 @@ impl Receiver {
                     Some(admitted) => (admitted.name, Some(admitted.metadata)),
                     None => (name, None),
                 };
-                uploads::check_name(store, &name, self.on_conflict)
+                uploads::check_name(store, &name, self.on_conflict, Some(&id))
                     .await
                     .map_err(not_to_retry)?;
                 (name, metadata)

@@ -380,7 +380,7 @@ impl Receiver {
             }
             let (name, metadata) = match allowance.admit(id, &name, None).await? {
                 Some(admitted) => {
-                    uploads::check_name(store, &admitted.name, allowance.terms.policy).await?;
+                    uploads::check_name(store, &admitted.name, allowance.terms.policy, id).await?;
                     (admitted.name, Some(admitted.metadata))
                 }
                 None => (name, None),

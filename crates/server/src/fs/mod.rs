@@ -726,7 +726,9 @@ impl Store for FsStore {
         .await
     }
 
-    async fn name_taken(&self, name: &str) -> Result<bool, StoreError> {
+    /// A file here is always a recorded landing, or another's (a landing
+    /// whose record fails takes its file back).
+    async fn name_taken(&self, name: &str, _id: Option<&str>) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.with("look up name", move |s| {
             match s.dir.join(name).try_exists() {
