@@ -1973,13 +1973,9 @@ impl WholeWriter for Whole {
         owner: &str,
         metadata: Option<&str>,
     ) -> Result<Landed, StoreError> {
-        let (name, id) = (name.to_owned(), id.map(str::to_owned));
-        let (owner, metadata) = (owner.to_owned(), metadata.map(str::to_owned));
-        detached(async move {
-            self.place_here(&name, policy, id.as_deref(), &owner, metadata.as_deref())
-                .await
-        })
-        .await
+        let owned = |s: &str| s.to_owned();
+        let (name, id, owner) = (owned(name), id.map(owned), owned(owner));
+        detached(self.place_here(name, policy, id, owner, metadata.map(owned))).await
     }
 }
 
@@ -1987,12 +1983,14 @@ impl Whole {
     /// [`WholeWriter::place`], on the task that runs it to its end.
     async fn place_here(
         mut self: Box<Self>,
-        name: &str,
+        name: String,
         policy: OnConflict,
-        id: Option<&str>,
-        owner: &str,
-        metadata: Option<&str>,
+        id: Option<String>,
+        owner: String,
+        metadata: Option<String>,
     ) -> Result<Landed, StoreError> {
+        let (name, id, owner) = (name.as_str(), id.as_deref(), owner.as_str());
+        let metadata = metadata.as_deref();
         self.pieces.flush().await?;
         let pieces = &self.pieces;
         let store = &pieces.store;
