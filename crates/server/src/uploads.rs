@@ -292,7 +292,11 @@ pub(crate) async fn open(
                     new.metadata = Some(admitted.metadata);
                 }
             }
-            check_name(store, &new.name, allowance.terms.policy, Some(&new.id)).await?;
+            // A new upload in blocks: a file an earlier beginning of its
+            // id left unrecorded (since expired) still takes the name, or
+            // the landing would take that file for its own. Only a whole
+            // file's bytes replace one.
+            check_name(store, &new.name, allowance.terms.policy, None).await?;
             Ok(Outcome::InProgress(
                 store.begin(new, allowance.quota).await?,
             ))

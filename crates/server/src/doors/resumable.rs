@@ -474,7 +474,7 @@ impl Receiver {
                     Some(admitted) => (admitted.name, Some(admitted.metadata)),
                     None => (name, None),
                 };
-                uploads::check_name(store, &name, self.on_conflict, Some(&id))
+                uploads::check_name(store, &name, self.on_conflict, None)
                     .await
                     .map_err(not_to_retry)?;
                 (name, metadata)
