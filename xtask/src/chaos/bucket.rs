@@ -123,17 +123,25 @@ pub(super) fn run_once(
     let mut uploads = Vec::new();
     let mut keys = Vec::new();
     for i in 0..clients {
-        // Past one part often: up to three parts in a quick run.
+        let protocol = ["companion", "s3", "segmented", "tus", "ietf"][rng.below(5) as usize];
+        let straight = matches!(protocol, "companion" | "s3");
+        // Past one part often: up to three parts in a quick run. Bytes
+        // through the receiver, every block a listing and two writes in
+        // the bucket, are held to the other scenarios' sizes, so that a
+        // run's every client ends within the bound.
+        let most = match straight {
+            true => (max_size * 4).max(3 * PART),
+            false => max_size.max(PART),
+        };
         let len = match rng.below(5) {
             0 => rng.below(2),
-            _ => rng.below((max_size * 4).max(3 * PART)),
+            _ => rng.below(most),
         } as usize;
         let data = content(seed, i, len);
         let path = src.join(format!("c{i}.bin"));
         std::fs::write(&path, &data).map_err(|e| e.to_string())?;
         let journals = work.join(format!("journals-{i}"));
         std::fs::create_dir_all(&journals).map_err(|e| e.to_string())?;
-        let protocol = ["companion", "s3", "segmented", "tus", "ietf"][rng.below(5) as usize];
         let name = format!("c{i}.bin");
         keys.push(match protocol {
             "s3" => format!("{prefix}/straight/{name}"),
@@ -142,11 +150,13 @@ pub(super) fn run_once(
         // Apart from the plan, as in the other scenarios; --hedge must
         // leave parts alone.
         let mut knobs = Rng(seed.rotate_left(17) ^ (i as u64 + 1));
-        // Blocks through the receiver: small ones too, many listings and
-        // acknowledgements in the bucket; parts are 5 MiB at least.
-        let block = match protocol {
-            "companion" | "s3" => PART,
-            _ => [64 << 10, 1 << 20, PART][rng.below(3) as usize],
+        // Blocks through the receiver: small ones too (for small files),
+        // many listings and acknowledgements in the bucket; parts are 5 MiB
+        // at least.
+        let block = match (straight, len < 8 << 20) {
+            (true, _) => PART,
+            (false, true) => [64 << 10, 1 << 20, PART][rng.below(3) as usize],
+            (false, false) => [1 << 20, PART][rng.below(2) as usize],
         };
         uploads.push(Upload {
             path,
