@@ -8,9 +8,9 @@ use fileuploader_wire::RangeSet;
 
 use super::attempt;
 use super::cursor::{Event, Scheduler, MAX_RESYNCS};
-use super::RunContext;
+use super::{RunContext, RunSource};
 use crate::error::Error;
-use crate::protocol::{Holding, Landing};
+use crate::protocol::{Handle, Holding, Landing};
 use crate::source::lock;
 
 /// Asks the receiver what it holds of source `i` and plans what to send;
@@ -40,21 +40,19 @@ pub(super) async fn begin(
             source.name
         );
     }
+    let created_under_key = matches!(source.session.saved().handle, Handle::FirstRequest { .. });
+    if resync.is_none() && source.source.is_empty() && created_under_key {
+        // An empty upload created under a key lands as it is created, in
+        // `begin`: the key is kept first, so that a run stopped before the
+        // answer creates under it again and finds that landing, rather
+        // than its name taken.
+        keep_session(ctx, source).await;
+    }
     let holding = attempt::exchange(ctx, || source.session.begin(&*ctx.transport)).await?;
     for notice in source.session.notices() {
         ctx.job.state.notice(notice);
     }
-    if let Some(journal) = &source.journal {
-        let handle = source.session.saved().handle;
-        let journal = journal.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.keep_session(&handle)).await
-        {
-            ctx.job.state.notice(format!(
-                "cannot keep the resume journal of {:?}: {e}",
-                source.name
-            ));
-        }
-    }
+    keep_session(ctx, source).await;
     let count = ctx.plan.count(i);
     let acked = match holding {
         Holding::Landed(landing) => return Ok(Some(landing)),
@@ -143,4 +141,19 @@ pub(super) async fn begin(
 /// How many block indices `set` holds.
 pub(super) fn covered(set: &RangeSet) -> u64 {
     set.ranges().iter().map(|&(s, e)| e - s).sum()
+}
+
+/// Keeps `source`'s session as it is now in its journal, if it has one; a
+/// journal that cannot be written is told, and the run goes on.
+async fn keep_session(ctx: &RunContext, source: &RunSource) {
+    let Some(journal) = source.journal.clone() else {
+        return;
+    };
+    let handle = source.session.saved().handle;
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.keep_session(&handle)).await {
+        ctx.job.state.notice(format!(
+            "cannot keep the resume journal of {:?}: {e}",
+            source.name
+        ));
+    }
 }

@@ -356,6 +356,17 @@ impl Inner {
         let temp = self.temp_of(id);
         let file = match OpenOptions::new().read(true).write(true).open(&temp) {
             Ok(file) => file,
+            // An empty upload's partial file is made after its record, and
+            // no block makes it: a process stopped in between leaves an
+            // empty upload whose file is the empty file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.empty_in_progress(id)? => {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&temp)?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return self.gone(id),
             Err(e) => return Err(e),
         };
@@ -407,6 +418,11 @@ impl Inner {
                 Ok(Landing::Failed(refusal))
             }
         }
+    }
+
+    /// Whether upload `id` is in progress with no bytes to come.
+    fn empty_in_progress(&self, id: &str) -> io::Result<bool> {
+        Ok(self.read(id)?.is_some_and(|u| u.begun.total == 0))
     }
 
     /// What landing says of an upload no longer in progress.
@@ -488,7 +504,9 @@ impl Store for FsStore {
                 .open(&temp)?;
             let mut changes = Vec::new();
             let mut at = 0;
-            for part in &parts {
+            // An empty part adds nothing, and its partial file may never
+            // have been made (see `land_fenced`).
+            for part in parts.iter().filter(|p| p.begun.total > 0) {
                 let bytes = File::open(s.temp_of(&part.begun.id))?;
                 let copied = clone_or_copy(&bytes, &whole, at, part.begun.total)?;
                 if copied != part.begun.total {
@@ -1436,6 +1454,49 @@ mod tests {
             .unwrap();
         let names: Vec<_> = events.iter().map(|e| e.landed.name.as_str()).collect();
         assert_eq!(names, ["a.bin"]);
+    }
+
+    /// A receiver stopped between an empty upload's record and its partial
+    /// file (`kill -9` in `begin`) left that upload unable to land: every
+    /// landing of it answered "not in progress".
+    #[tokio::test]
+    async fn an_empty_upload_whose_partial_file_was_never_made_lands_empty() {
+        use fileuploader_store::{Arrival, NewUpload, Quota, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path()).unwrap();
+        let new = NewUpload {
+            id: "E".into(),
+            total: 0,
+            name: "empty.bin".into(),
+            owner: "A".into(),
+            partial: false,
+            metadata: None,
+        };
+        store.begin(new, Quota::none()).await.unwrap();
+        std::fs::remove_file(store.inner.temp_of("E")).unwrap();
+        let landed = store
+            .land(Arrival::blocks("E"), "empty.bin", OnConflict::Refuse)
+            .await
+            .unwrap();
+        assert_eq!((landed.name.as_str(), landed.length), ("empty.bin", 0));
+        assert_eq!(std::fs::read(dir.path().join("empty.bin")).unwrap(), b"");
+        assert!(!store.inner.temp_of("E").exists());
+        // An upload with bytes to come is still gone without its file.
+        let new = NewUpload {
+            id: "F".into(),
+            total: 4,
+            name: "four.bin".into(),
+            owner: "A".into(),
+            partial: false,
+            metadata: None,
+        };
+        store.begin(new, Quota::none()).await.unwrap();
+        std::fs::remove_file(store.inner.temp_of("F")).unwrap();
+        let refused = store
+            .land(Arrival::blocks("F"), "four.bin", OnConflict::Refuse)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::NotFound, "{refused}");
     }
 
     #[tokio::test]

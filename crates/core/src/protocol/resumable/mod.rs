@@ -921,6 +921,12 @@ impl UploadSession for Session {
             Mode::Creating => SavedSession::of(Handle::FirstRequest {
                 key: self.key.clone(),
             }),
+            // An empty upload is created by `begin`, under its key, and may
+            // land there: kept before, a run stopped before the creation's
+            // answer creates under the same key again and finds the landing.
+            Mode::Unknown if self.total == 0 => SavedSession::of(Handle::FirstRequest {
+                key: self.key.clone(),
+            }),
             _ => SavedSession::of(Handle::Parts),
         }
     }
@@ -1425,6 +1431,44 @@ mod tests {
             panic!("a first creation holding more than it carried is taken");
         };
         assert_eq!(e.code(), code::PROTOCOL_VIOLATION);
+    }
+
+    /// An empty upload is created, and lands, in `begin`: its key is what
+    /// it saves before, and a session opened from that save (a run stopped
+    /// before the creation's answer) creates under the same key, which
+    /// finds the landing instead of a name taken.
+    #[tokio::test]
+    async fn an_empty_upload_saves_its_key_before_it_is_created() {
+        let url: Uri = URL.parse().unwrap();
+        let open = |saved: Option<&SavedSession>| {
+            IetfDraft::default()
+                .open(&UploadTarget {
+                    url: &url,
+                    headers: &HeaderMap::new(),
+                    fields: &FormField::default(),
+                    key: "file",
+                    name: "empty.bin",
+                    total: 0,
+                    integrity: crate::protocol::Integrity::None,
+                    threads: 1,
+                    block_size: 10,
+                    saved,
+                    endpoints: &Default::default(),
+                })
+                .unwrap()
+        };
+        let stopped = open(None).saved();
+        let Handle::FirstRequest { key } = &stopped.handle else {
+            panic!("an empty upload saves its key before it is created: {stopped:?}");
+        };
+        let server = scripted(|method, _| match method.as_str() {
+            "POST" => answer(201, &[("location", "/files/e1"), ("upload-complete", "?1")]),
+            _ => answer(500, &[]),
+        });
+        let resumed = open(Some(&stopped));
+        let holding = resumed.begin(&server).await.unwrap();
+        assert!(matches!(holding, Holding::Landed(_)), "{holding:?}");
+        assert_eq!(server.last(IDEMPOTENCY_KEY), Some(format!("\"{key}\"")));
     }
 
     /// A draft upload whose every byte the server holds but does not count
