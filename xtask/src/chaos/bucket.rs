@@ -7,9 +7,11 @@
 //! landings recorded, told to its after-landing hook and signed as
 //! receipts) or signed by themselves (`--protocol s3`), or in blocks
 //! through the receiver, which stores them in the bucket (segmented, tus
-//! and the draft; blocks of 64 KiB to 5 MiB). Every connection
-//! to the bucket (the receiver's own and every part) passes a fault
-//! proxy; odd seeds kill the receiver with SIGKILL at a seeded moment and
+//! and the draft; blocks of 64 KiB to 5 MiB). Two seeds in four put two
+//! receivers on the bucket behind nginx (round robin, no stickiness), so
+//! that one upload's requests cross both. Every connection
+//! to the bucket (the receivers' own and every part) passes a fault
+//! proxy; odd seeds kill a receiver with SIGKILL at a seeded moment and
 //! start it again, even seeds kill each client with SIGKILL at one of its
 //! own. A client that failed is run once more, calm by then.
 //!
@@ -207,15 +209,32 @@ pub(super) fn run_once(
         .collect::<Result<_, _>>()?;
 
     let events = work.join("events.jsonl");
-    let hook = format!("cat >> '{0}'; echo >> '{0}'", events.display());
+    // One write per event (awk's buffer): two receivers' lines never
+    // interleave.
+    let hook = format!("awk 1 >> '{}'", events.display());
     let key = work.join("receipts.key");
     let public = receipt_key(bin, &key)?;
     let key_flag = key.display().to_string();
     let flags = ["--after-landing", &hook, "--receipt-key", &key_flag];
-    let port = free_port();
-    let serve =
-        |flags: &[&str]| serve_on_bucket(bin, &garage, &receiver_endpoint, port, &prefix, flags);
-    let mut receiver = serve(&flags)?;
+    let ports: Vec<u16> = match seed % 4 {
+        2 | 3 => vec![free_port(), free_port()],
+        _ => vec![free_port()],
+    };
+    let serve = |port: u16, flags: &[&str]| {
+        serve_on_bucket(bin, &garage, &receiver_endpoint, port, &prefix, flags)
+    };
+    let mut receivers = ports
+        .iter()
+        .map(|&p| serve(p, &flags))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (port, _balancer) = match ports.as_slice() {
+        [one] => (*one, None),
+        two => {
+            let port = free_port();
+            let nginx = crate::garage::nginx(&work.join("nginx"), port, two)?;
+            (port, Some(nginx))
+        }
+    };
     let spawn = |i: usize| client(bin, &garage, port, &endpoints[i], &uploads[i], &keys[i]).spawn();
     let children = (0..uploads.len())
         .map(spawn)
@@ -228,8 +247,10 @@ pub(super) fn run_once(
         while started.elapsed() < by_time {
             std::thread::sleep(Duration::from_millis(5));
         }
+        let victim = rng.below(ports.len() as u64) as usize;
+        let receiver = &mut receivers[victim];
         let _ = (receiver.kill(), receiver.wait());
-        receiver = serve(&flags)?;
+        *receiver = serve(ports[victim], &flags)?;
         children.into_iter().map(wait_bounded).collect()
     } else {
         let times: Vec<Duration> = uploads
@@ -297,13 +318,15 @@ pub(super) fn run_once(
         _ => EVENTS_WAIT,
     };
     verdicts.extend(lost_events(landed_here, &events, wait));
-    let _ = (receiver.kill(), receiver.wait());
+    for mut receiver in receivers {
+        let _ = (receiver.kill(), receiver.wait());
+    }
 
     // Whatever the kills left open, a receiver's expiry removes: its
     // records of direct uploads, and every multipart upload below its
     // prefix (the straight clients' too).
     calm.store(true, Ordering::Relaxed);
-    let mut expiring = serve(&["--expire", "1s"])?;
+    let mut expiring = serve(ports[0], &["--expire", "1s"])?;
     let state = format!("{prefix}/.fileuploader-state/u/");
     let left = crate::s3::eventually(Duration::from_secs(20), || {
         let mut left = bucket.keys(BUCKET, &state)?;
@@ -321,7 +344,8 @@ pub(super) fn run_once(
     let faults = out.join(format!("faults-bucket-{seed}.log"));
     std::fs::write(&faults, lines.join("\n") + "\n").map_err(|e| e.to_string())?;
     eprintln!(
-        "chaos: bucket seed {seed}: {} faults fired, logged in {}",
+        "chaos: bucket seed {seed}: {} receiver(s), {} faults fired, logged in {}",
+        ports.len(),
         lines.len(),
         faults.display()
     );
