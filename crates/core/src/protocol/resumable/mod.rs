@@ -52,9 +52,22 @@ use crate::transport::{InterimAnswers, Request, Response, Transport};
 
 use self::saved::{Part, Resumed};
 
-/// The most partial uploads one final upload joins: their paths, about 45
-/// bytes each, must fit in one request header.
-const MAX_PARTS: u64 = 1000;
+/// The most bytes the final upload's `Upload-Concat` header may take:
+/// what front ends take in one header field by default (nginx's
+/// `large_client_header_buffers` of 8 KiB, Apache's 8 190 bytes; Node
+/// takes 16 KiB for all of a request's headers). A longer header is
+/// refused after every part was sent, and again on every run.
+const MAX_CONCAT_HEADER: u64 = 8000;
+/// What one part's path is taken to add to the creation URL's path in the
+/// final's header: its id (32 hex digits at our receiver and tusd), a
+/// slash and a space, with room to spare.
+const PART_ID_BYTES: u64 = 48;
+
+/// The most partial uploads one final upload at `url` may join: their
+/// paths must fit in [`MAX_CONCAT_HEADER`].
+fn max_parts(url: &Uri) -> u64 {
+    MAX_CONCAT_HEADER / (url.path().len() as u64 + PART_ID_BYTES)
+}
 
 /// "a tus 1.0 server", "an IETF … server".
 fn server_of(version: Version) -> String {
@@ -237,6 +250,17 @@ impl Session {
             pairs.push((key.to_owned(), Some(value.as_bytes().to_vec())));
         }
         let saved = target.saved.and_then(Resumed::from_saved);
+        let blocks = target.total.div_ceil(target.block_size.max(1));
+        let parallel = dialect == Version::Tus && target.threads > 1 && blocks >= 2;
+        let most = max_parts(target.url);
+        let mut notices = Vec::new();
+        if parallel && blocks > most {
+            notices.push(format!(
+                "{:?} has {blocks} blocks, more than one final request can join ({most} parts keep its header under {MAX_CONCAT_HEADER} bytes); it goes as one stream, one block at a time (blocks of {} bytes or more would go in parallel)",
+                target.name,
+                target.total.div_ceil(most),
+            ));
+        }
         let (key, key_sent) = match &saved {
             Some(Resumed::FirstBlock { key, .. }) if !key.is_empty() => (key.clone(), true),
             _ => (format!("{:032x}", rand::random::<u128>()), false),
@@ -249,9 +273,7 @@ impl Session {
             headers,
             metadata: Metadata(pairs).to_string(),
             key,
-            parallel: dialect == Version::Tus
-                && target.threads > 1
-                && (2..=MAX_PARTS).contains(&target.total.div_ceil(target.block_size.max(1))),
+            parallel: parallel && blocks <= most,
             state: Mutex::new(State {
                 mode: Mode::Unknown,
                 landed_at: None,
@@ -271,7 +293,7 @@ impl Session {
                 resent: false,
             }),
             checksums: target.integrity != super::Integrity::None,
-            notices: Mutex::default(),
+            notices: Mutex::new(notices),
         }))
     }
 
@@ -1431,6 +1453,66 @@ mod tests {
             panic!("a first creation holding more than it carried is taken");
         };
         assert_eq!(e.code(), code::PROTOCOL_VIOLATION);
+    }
+
+    /// A file of more blocks than one final request's header can name
+    /// (which front ends refuse after every part was sent) goes as one
+    /// stream, and says so; one block fewer than that goes in parts.
+    #[tokio::test]
+    async fn a_file_of_more_parts_than_a_final_header_takes_goes_as_one_stream() {
+        let url: Uri = URL.parse().unwrap();
+        let most = max_parts(&url);
+        let open = |blocks: u64| {
+            Tus.open(&UploadTarget {
+                url: &url,
+                headers: &HeaderMap::new(),
+                fields: &FormField::default(),
+                key: "file",
+                name: "many.bin",
+                total: blocks * 10,
+                integrity: crate::protocol::Integrity::None,
+                threads: 4,
+                block_size: 10,
+                saved: None,
+                endpoints: &Default::default(),
+            })
+            .unwrap()
+        };
+        let server = || {
+            scripted(|method, _| match method.as_str() {
+                "OPTIONS" => answer(
+                    204,
+                    &[
+                        ("tus-version", "1.0.0"),
+                        (
+                            "tus-extension",
+                            "creation,creation-with-upload,concatenation",
+                        ),
+                    ],
+                ),
+                "POST" => answer(201, &[("location", "/files/u1")]),
+                _ => answer(500, &[]),
+            })
+        };
+        let within = open(most);
+        within.begin(&server()).await.unwrap();
+        assert_eq!(within.constraints().max_in_flight, usize::MAX, "in parts");
+        assert!(within.notices().is_empty());
+
+        let beyond = open(most + 1);
+        beyond.begin(&server()).await.unwrap();
+        assert_eq!(beyond.constraints().max_in_flight, 1, "one stream");
+        let notices = beyond.notices();
+        assert!(
+            notices[0].contains(&format!(
+                "{} blocks, more than one final request can join ({most} parts",
+                most + 1
+            )),
+            "{notices:?}"
+        );
+        // The header of `most` parts of ids as long as ours fits.
+        let path = format!("{}{:032x} ", url.path(), 0);
+        assert!(most * path.len() as u64 <= MAX_CONCAT_HEADER);
     }
 
     /// An empty upload is created, and lands, in `begin`: its key is what
