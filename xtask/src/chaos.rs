@@ -13,6 +13,10 @@
 //!   still be there;
 //! - `receiver-term`: the same with SIGTERM: the receiver must exit 0
 //!   within its grace;
+//! - `pair-kill`: two receivers share the directory behind nginx (round
+//!   robin, no stickiness), so one upload's requests cross both; one of
+//!   them is killed as in `receiver-kill` and started again while the
+//!   other serves on;
 //! - `client-kill`: each client is killed with SIGKILL, half of them by
 //!   time, half by progress (once their journal lists a seeded number of
 //!   acknowledged blocks, from one to all);
@@ -89,7 +93,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod bucket;
 
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 14] = [
     "proxy",
     "receiver-kill",
     "receiver-term",
@@ -103,6 +107,7 @@ const SCENARIOS: [&str; 13] = [
     "folder-kill",
     "expiring",
     "bucket",
+    "pair-kill",
 ];
 /// The receiver's time to live for uploads in `expiring`: shorter than
 /// every client's upload, longer than any pause between its requests.
@@ -137,6 +142,9 @@ const RUN_BOUND: Duration = Duration::from_secs(90);
 const EVENTS_WAIT: Duration = Duration::from_secs(10);
 /// The most blocks one file is cut into.
 const MAX_BLOCKS: u64 = 2048;
+/// The most blocks of a `concat-kill` file: fewer than the client joins
+/// in one final request (145 parts at `/files/`).
+const CONCAT_PARTS: u64 = 128;
 
 /// A small seeded generator (splitmix64): the same seed, the same run.
 #[derive(Debug, Clone)]
@@ -1246,11 +1254,17 @@ fn run_once(
         let mut block = (1024 << rng.below(if max_size > 8 << 20 { 14 } else { 11 }))
             .max((len as u64).div_ceil(MAX_BLOCKS).next_power_of_two());
         let mut protocol = ["segmented", "tus", "ietf"][rng.below(3) as usize];
-        let http2 = rng.below(2) == 1 && scenario != "liar";
+        // The liar's proxy and nginx (before `pair-kill`'s receivers)
+        // speak HTTP/1.1 only.
+        let http2 = rng.below(2) == 1 && !matches!(scenario, "liar" | "pair-kill");
         if scenario == "concat-kill" {
-            // Parts in parallel: tus, and a few blocks at least.
+            // Parts in parallel: tus, a few blocks at least, and few
+            // enough for one final request to name (the client sends more
+            // as one stream).
             protocol = "tus";
-            block = block.min((len as u64 / 4).max(1024));
+            block = block
+                .min((len as u64 / 4).max(1024))
+                .max((len as u64).div_ceil(CONCAT_PARTS));
         }
         if scenario == "folder-kill" {
             // One command for the folder: one protocol and block size.
@@ -1322,7 +1336,9 @@ fn run_once(
     // log must name every file that landed.
     let events = work.join(format!("events-{scenario}-{seed}.jsonl"));
     let _ = std::fs::remove_file(&events);
-    let hook = format!("cat >> '{0}'; echo >> '{0}'", events.display());
+    // One write per event (awk's buffer): two receivers' lines never
+    // interleave.
+    let hook = format!("awk 1 >> '{}'", events.display());
     // Every receiver signs receipts with a key of this run's.
     let key = work.join(format!("receipts-{scenario}-{seed}.key"));
     let public = receipt_key(bin, &key)?;
@@ -1342,7 +1358,22 @@ fn run_once(
                 .flatten(),
         )
         .collect();
-    let mut receiver = Some(serve(bin, &dir, port, &flags)?);
+    // `pair-kill`: the receiver the run stops listens on a port of its
+    // own, its partner on another, and nginx in front of both on `port`.
+    let own_port = match scenario {
+        "pair-kill" => free_port(),
+        _ => port,
+    };
+    let mut receiver = Some(serve(bin, &dir, own_port, &flags)?);
+    let partner = match scenario {
+        "pair-kill" => {
+            let other = free_port();
+            let partner = serve(bin, &dir, other, &flags)?;
+            let balancer = crate::garage::nginx(&work.join("nginx"), port, &[own_port, other])?;
+            Some((partner, balancer))
+        }
+        _ => None,
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let log = FaultLog::default();
     // Each client has a proxy of its own, so the faults its connections
@@ -1378,7 +1409,7 @@ fn run_once(
     let mut lost = vec![false; uploads.len()];
     let mut unclean = Vec::new();
     let first: Vec<Option<bool>> = match scenario {
-        "concat-kill" | "receiver-kill" | "receiver-term" => {
+        "concat-kill" | "receiver-kill" | "receiver-term" | "pair-kill" => {
             let started = Instant::now();
             if scenario == "concat-kill" {
                 // Once one client's journal lists every part, its final
@@ -1427,7 +1458,7 @@ fn run_once(
             // acknowledged before it stopped.
             let said: Vec<Option<Journaled>> =
                 uploads.iter().map(|u| journaled(&u.journals)).collect();
-            receiver = Some(serve(bin, &dir, port, &flags)?);
+            receiver = Some(serve(bin, &dir, own_port, &flags)?);
             for (i, (u, journal)) in uploads.iter().zip(&said).enumerate() {
                 lost[i] = journal.as_ref().is_some_and(|j| {
                     // Checked before the file is looked for: a client may
@@ -1635,6 +1666,7 @@ fn run_once(
     // once: its events are told again within moments.
     verdicts.extend(lost_events(landed, &events, EVENTS_WAIT));
     drop(receiver);
+    drop(partner);
     verdicts.extend(unclean);
     // No part of a form of several file parts may land.
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
