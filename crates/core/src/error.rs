@@ -269,9 +269,10 @@ pub(crate) fn status_error(response: &http::Response<bytes::Bytes>, context: &st
     } else if html {
         // Another server's error page (a proxy's, a web server's): its
         // title says what it is; its markup says nothing.
+        let hint = html_hint(response.status());
         context += &match html_title(body) {
-            Some(title) => format!(": an HTML page titled {title:?} (is the URL the receiver's?)"),
-            None => ": an HTML page (is the URL the receiver's?)".to_owned(),
+            Some(title) => format!(": an HTML page titled {title:?} ({hint})"),
+            None => format!(": an HTML page ({hint})"),
         };
     } else if !body.is_empty() {
         let short: String = body.chars().take(200).collect();
@@ -282,6 +283,24 @@ pub(crate) fn status_error(response: &http::Response<bytes::Bytes>, context: &st
         crate::retry::retry_after(response.headers(), std::time::SystemTime::now());
     error.0.answer = Some(FinalAnswer::of(response).bounded(DEFAULT_ANSWER_LIMIT));
     error
+}
+
+/// What to do about an HTML error page answering with `status`: a page a
+/// proxy or a web server sends, not the receiver.
+fn html_hint(status: http::StatusCode) -> &'static str {
+    use http::StatusCode as S;
+    match status {
+        S::PAYLOAD_TOO_LARGE => {
+            "a server before the receiver refuses bodies this large: send smaller blocks, or raise its limit (nginx: client_max_body_size)"
+        }
+        S::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            "a server before the receiver refuses headers this large (nginx: large_client_header_buffers)"
+        }
+        S::BAD_GATEWAY | S::GATEWAY_TIMEOUT => {
+            "a proxy could not reach the receiver behind it: is the receiver up?"
+        }
+        _ => "is the URL the receiver's?",
+    }
 }
 
 /// What an S3 error document (`<Error><Code>…</Code><Message>…`) says.
@@ -510,11 +529,25 @@ mod tests {
         let error = status_error(&response, " to the POST");
         assert!(
             error.message().ends_with(
-                ": an HTML page titled \"502 Bad Gateway\" (is the URL the receiver's?)"
+                ": an HTML page titled \"502 Bad Gateway\" (a proxy could not reach the receiver behind it: is the receiver up?)"
             ),
             "{}",
             error.message()
         );
+        // A proxy's limit says which, and what to do.
+        for (status, title, says) in [
+            (413, "413 Request Entity Too Large", "send smaller blocks"),
+            (404, "404 Not Found", "is the URL the receiver's?"),
+        ] {
+            let page = format!("<html><head><title>{title}</title></head></html>");
+            let response = http::Response::builder()
+                .status(status)
+                .header("content-type", "text/html")
+                .body(bytes::Bytes::from(page))
+                .unwrap();
+            let message = status_error(&response, " to block 2").message().to_owned();
+            assert!(message.contains(says), "{message}");
+        }
     }
     use http::StatusCode;
 

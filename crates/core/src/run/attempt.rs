@@ -61,7 +61,13 @@ pub(crate) async fn send_block(ctx: &RunContext, block: &Block) -> Result<Sent, 
         let next = match sent {
             Ok(response) => {
                 state.set_version(response.version());
-                match session.judge(block, &response) {
+                let verdict = session.judge(block, &response);
+                // What the answer taught the session (a limit, a version
+                // stepped down to) is told as it is learnt.
+                for notice in session.notices() {
+                    state.notice(notice);
+                }
+                match verdict {
                     Verdict::Ack(receipt) => {
                         ctx.hedging.record(started.elapsed());
                         ctx.pace.acked(block.len, started.elapsed());

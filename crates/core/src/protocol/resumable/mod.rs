@@ -63,6 +63,10 @@ const MAX_CONCAT_HEADER: u64 = 8000;
 /// slash and a space, with room to spare.
 const PART_ID_BYTES: u64 = 48;
 
+/// The smallest piece a block is cut into after a `413` that names no
+/// limit: a front end that takes less is not one to upload through.
+const MIN_PIECE: u64 = 64 << 10;
+
 /// The most partial uploads one final upload at `url` may join: their
 /// paths must fit in [`MAX_CONCAT_HEADER`].
 fn max_parts(url: &Uri) -> u64 {
@@ -191,6 +195,9 @@ struct State {
     creation_interim: Option<InterimAnswers>,
     /// The limits the draft's server announced last (`Upload-Limit`).
     limits: UploadLimit,
+    /// The most one request may carry through a front end that refused
+    /// more with a `413` naming no limit (see `halve_pieces`).
+    front_limit: Option<u64>,
     /// The bytes the last creation or append carried, as `(start, end)`:
     /// a block goes in several when the server bounds what one may carry.
     piece: Option<(u64, u64)>,
@@ -288,6 +295,7 @@ impl Session {
                 completed_by: None,
                 creation_interim: None,
                 limits: UploadLimit::default(),
+                front_limit: None,
                 piece: None,
                 key_sent,
                 resent: false,
@@ -383,12 +391,45 @@ impl Session {
         matches!((self.max_append(), piece), (Some(most), Some((start, end))) if end - start > most)
     }
 
-    /// The most one creation or append may carry, where the server says.
+    /// After a `413` the protocol's server did not send (no
+    /// `Tus-Resumable`, no `Upload-Limit`: a proxy's or a web server's,
+    /// such as nginx's `client_max_body_size`): the next requests carry
+    /// half of what this one did, unless that is under [`MIN_PIECE`].
+    /// Whether they will.
+    fn halve_pieces(&self, response: &Response) -> bool {
+        if response.headers().contains_key(TUS_RESUMABLE)
+            || response.headers().contains_key(UPLOAD_LIMIT)
+        {
+            return false;
+        }
+        let (sent, half) = {
+            let state = &mut *lock(&self.state);
+            let Some((start, end)) = state.piece else {
+                return false;
+            };
+            let half = (end - start) / 2;
+            if half < MIN_PIECE {
+                return false;
+            }
+            state.front_limit = Some(half);
+            (end - start, half)
+        };
+        lock(&self.notices).push(format!(
+            "a server before the receiver refused {sent} bytes in one request (413); {:?} goes on in pieces of {half} bytes",
+            self.name
+        ));
+        true
+    }
+
+    /// The most one creation or append may carry, where the server says
+    /// or a front end made it known.
     fn max_append(&self) -> Option<u64> {
-        lock(&self.state)
-            .limits
-            .max_append_size
-            .map(|most| most.max(1))
+        let state = lock(&self.state);
+        let said = state.limits.max_append_size.map(|most| most.max(1));
+        match (said, state.front_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Names the file in a creation as the draft does, in
@@ -813,8 +854,12 @@ impl UploadSession for Session {
         if let Err(e) = self.learn_limits(response.headers()) {
             return Verdict::Fail(e);
         }
-        if status == StatusCode::PAYLOAD_TOO_LARGE && !concatenated && self.sent_too_much() {
-            // Refused for carrying more than the limits it now announces.
+        if status == StatusCode::PAYLOAD_TOO_LARGE
+            && !concatenated
+            && (self.sent_too_much() || self.halve_pieces(response))
+        {
+            // Refused for carrying more than the limits it now announces,
+            // or than a limit it did not name: the block goes in pieces.
             return Verdict::More;
         }
         if status.is_success() {
@@ -1346,6 +1391,103 @@ mod tests {
         acked(session.judge(&block(0), &created));
         let appended = answer(204, &[("upload-complete", "?1")]);
         acked(session.judge(&block(1), &appended));
+    }
+
+    /// A 413 the upload's server did not send (a proxy's body limit, which
+    /// names none) sends the block on in pieces of half as much each time,
+    /// down to 64 KiB: then it fails with the refusal, which says what to
+    /// do. A 413 with the protocol's headers is the server's own word.
+    #[tokio::test]
+    async fn a_proxys_413_sends_the_block_on_in_smaller_pieces() {
+        const KIB: u64 = 1024;
+        let url: Uri = URL.parse().unwrap();
+        let session = IetfDraft::default()
+            .open(&UploadTarget {
+                url: &url,
+                headers: &HeaderMap::new(),
+                fields: &FormField::default(),
+                key: "file",
+                name: "big.bin",
+                total: 256 * KIB,
+                integrity: crate::protocol::Integrity::None,
+                threads: 1,
+                block_size: 256 * KIB,
+                saved: None,
+                endpoints: &Default::default(),
+            })
+            .unwrap();
+        session
+            .begin(&scripted(|_, _| answer(500, &[])))
+            .await
+            .unwrap();
+        let block = BlockPlan::new(vec![256 * KIB], 256 * KIB)
+            .block(0, 0)
+            .unwrap();
+        let data = || BlockData::memory(Bytes::from(vec![7u8; 256 * 1024]));
+        let proxy = || {
+            http::Response::builder()
+                .status(413)
+                .header("content-type", "text/html")
+                .body(Bytes::from_static(
+                    b"<html><head><title>413 Request Entity Too Large</title></head></html>",
+                ))
+                .unwrap()
+        };
+        // (what was sent: method, start, end; the answer) in turn.
+        let mut sent = Vec::new();
+        let mut send = |reply: Response| {
+            let request = session.encode(&block, data()).unwrap();
+            let start = request
+                .headers()
+                .get(UPLOAD_OFFSET)
+                .map_or(0, |v| v.to_str().unwrap().parse::<u64>().unwrap());
+            sent.push((
+                request.method().to_string(),
+                start,
+                start + request.body().len(),
+            ));
+            session.judge(&block, &reply)
+        };
+        assert!(matches!(send(proxy()), Verdict::More));
+        let created = answer(
+            201,
+            &[("location", "/files/u1"), ("upload-offset", "131072")],
+        );
+        assert!(matches!(send(created), Verdict::More));
+        assert!(matches!(send(proxy()), Verdict::More));
+        assert!(matches!(
+            send(answer(204, &[("upload-offset", "196608")])),
+            Verdict::More
+        ));
+        let Verdict::Fail(refused) = send(proxy()) else {
+            panic!("64 KiB is the smallest piece");
+        };
+        assert!(
+            refused.message().contains("send smaller blocks"),
+            "{refused}"
+        );
+        // The server's own 413 (here: tus's) is its word, not a proxy's.
+        let own = answer(413, &[("tus-resumable", "1.0.0")]);
+        assert!(matches!(send(own), Verdict::Fail(_)));
+        let bytes = |s: u64, e: u64| (s * KIB, e * KIB);
+        let ranges: Vec<(u64, u64)> = sent.iter().map(|(_, s, e)| (*s, *e)).collect();
+        assert_eq!(
+            ranges,
+            [
+                bytes(0, 256),
+                bytes(0, 128),
+                bytes(128, 256),
+                bytes(128, 192),
+                bytes(192, 256),
+                bytes(192, 256),
+            ]
+        );
+        assert_eq!(sent[1].0, "POST", "the creation went again, smaller");
+        let notices = session.notices();
+        assert!(
+            notices[0].contains("refused 262144 bytes in one request (413)"),
+            "{notices:?}"
+        );
     }
 
     /// A server's `Upload-Limit` is obeyed: a creation refused with 413 for
