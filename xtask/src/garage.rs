@@ -474,6 +474,17 @@ impl Bucketeer {
 /// as `METHOD STATUS BYTES` (the request's length, head and body as far as
 /// nginx read it); stopped when dropped.
 pub(crate) fn nginx(dir: &Path, port: u16, upstreams: &[u16]) -> Result<Peer, String> {
+    nginx_bounded(dir, port, upstreams, "0")
+}
+
+/// [`nginx`] with its `client_max_body_size` at `max_body` ("0": none;
+/// nginx's own default is "1m").
+pub(crate) fn nginx_bounded(
+    dir: &Path,
+    port: u16,
+    upstreams: &[u16],
+    max_body: &str,
+) -> Result<Peer, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let servers: String = upstreams
         .iter()
@@ -487,7 +498,7 @@ pub(crate) fn nginx(dir: &Path, port: u16, upstreams: &[u16]) -> Result<Peer, St
          \x20 access_log {d}/requests.log sizes;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          \x20 upstream receivers {{\n{servers}    keepalive 32;\n  }}\n\
-         \x20 server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size {max_body};\n\
          \x20   proxy_request_buffering off;\n    proxy_buffering off;\n    proxy_http_version 1.1;\n\
          \x20   location / {{\n      proxy_pass http://receivers;\n      proxy_set_header Host $http_host;\n\
          \x20     proxy_set_header Connection \"\";\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"

@@ -616,12 +616,12 @@ pub fn interop(scope: Scope) -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("fileuploader-interop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let mut matrix = Matrix { rows: Vec::new() };
-    if scope == Scope::Companion {
-        crate::s3::direct_checks(&mut matrix, &cache, &binary, &work)?;
-    } else {
-        crate::s3::checks(&mut matrix, &cache, &binary, &work)?;
+    match scope {
+        Scope::Companion => crate::s3::direct_checks(&mut matrix, &cache, &binary, &work)?,
+        Scope::All | Scope::S3 => crate::s3::checks(&mut matrix, &cache, &binary, &work)?,
+        Scope::Peers => {}
     }
-    if scope == Scope::All {
+    if matches!(scope, Scope::All | Scope::Peers) {
         peers(&mut matrix, &cache, &binary, &work)?;
     }
     let _ = std::fs::remove_dir_all(&work);
@@ -637,6 +637,9 @@ pub enum Scope {
     S3,
     /// Only the direct uploads to Garage (Companion routes and peers).
     Companion,
+    /// Those with no Garage: tus peers, browsers, nginx before our
+    /// receiver.
+    Peers,
 }
 
 impl Scope {
@@ -646,8 +649,9 @@ impl Scope {
             None => Ok(Scope::All),
             Some("s3") => Ok(Scope::S3),
             Some("companion") => Ok(Scope::Companion),
+            Some("peers") => Ok(Scope::Peers),
             Some(other) => Err(format!(
-                "no interop scope {other:?}; give s3, companion or none"
+                "no interop scope {other:?}; give s3, companion, peers or none"
             )),
         }
     }
@@ -736,6 +740,21 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
         );
     }
     {
+        let (port, store) = (free_port(), dir("body-limit")?);
+        let _serve = start(
+            Command::new(binary)
+                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
+                .arg(&store),
+            port,
+            "fileuploader serve",
+        )?;
+        let (front, front_dir) = (free_port(), dir("body-limit-nginx")?);
+        let _nginx = crate::garage::nginx_bounded(&front_dir, front, &[port], "1m")?;
+        for (case, result) in behind_a_body_limit(binary, front, &store, &files[2].1) {
+            matrix.record("nginx, 1 MiB body limit", &case, result);
+        }
+    }
+    {
         let (port, store) = (free_port(), dir("browser")?);
         let _serve = start(
             Command::new(binary)
@@ -752,6 +771,59 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
         }
     }
     Ok(())
+}
+
+/// Our client through nginx on `front` with nginx's default body limit
+/// (1 MiB) before our receiver landing in `store`, `file` in blocks of 2
+/// MiB: the draft and tus in one stream go on in smaller pieces once the
+/// limit's 413 comes, and land; the segmented protocol (one request a
+/// block) fails, and its message says to send smaller blocks.
+fn behind_a_body_limit(
+    binary: &Path,
+    front: u16,
+    store: &Path,
+    file: &Path,
+) -> Vec<(String, Result<(), String>)> {
+    let send = |protocol: &str, path: &str, threads: &str| {
+        Command::new(binary)
+            .args(["upload", "--protocol", protocol, "--quiet"])
+            .args(["--url", &format!("http://127.0.0.1:{front}{path}")])
+            .args(["--threads", threads, "--block-size", "2MiB"])
+            .args(["--name", &format!("{protocol}.bin")])
+            .arg(file)
+            .output()
+            .map_err(|e| format!("fileuploader upload: {e}"))
+    };
+    let want = std::fs::read(file).unwrap_or_default();
+    let mut cases = Vec::new();
+    for (protocol, threads) in [("ietf", "4"), ("tus", "1")] {
+        let result = send(protocol, "/files", threads).and_then(|out| {
+            let landed = std::fs::read(store.join(format!("{protocol}.bin"))).ok();
+            match (out.status.success(), landed) {
+                (true, Some(l)) if l == want => Ok(()),
+                (ok, _) => Err(format!(
+                    "exit {ok}, no identical file landed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            }
+        });
+        cases.push((format!("{protocol}, 2 MiB blocks, land in pieces"), result));
+    }
+    let result = send("segmented", "/upload", "4").and_then(|out| {
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        match (out.status.success(), store.join("segmented.bin").exists()) {
+            (false, false) if said.contains("send smaller blocks") => Ok(()),
+            (ok, landed) => Err(format!(
+                "exit {ok}, landed {landed}, said {:?}",
+                said.trim()
+            )),
+        }
+    });
+    cases.push((
+        "segmented, 2 MiB blocks, fails saying what to do".to_owned(),
+        result,
+    ));
+    cases
 }
 
 /// Prints the matrix; fails on any failed case.

@@ -7,11 +7,12 @@
 //!   on 127.0.0.1 (only the uploads straight to a bucket with `--only direct`).
 //! - `chaos`: seeded faults between and inside real processes, judged by
 //!   what landed.
-//! - `interop [s3|companion]`: fileuploader against tus peers nobody here
-//!   wrote (npm and PyPI, installed when missing), both directions;
-//!   receivers sharing a Garage bucket behind nginx (only these with `s3`);
-//!   uploads straight to Garage, signed by our receiver and by Uppy's
-//!   Companion (only these with `companion`).
+//! - `interop [s3|companion|peers]`: fileuploader against tus peers nobody
+//!   here wrote (npm and PyPI, installed when missing), both directions,
+//!   Uppy in a browser and nginx before our receiver (only these with
+//!   `peers`); receivers sharing a Garage bucket behind nginx (only these
+//!   with `s3`); uploads straight to Garage, signed by our receiver and by
+//!   Uppy's Companion (only these with `companion`).
 
 mod bench;
 mod chaos;
@@ -46,8 +47,8 @@ const TASKS: &[(&str, &str)] = &[
         "seeded faults (fault proxy, SIGKILL of receiver and clients) judged by what landed",
     ),
     (
-        "interop [s3|companion]",
-        "our client and receiver against @tus/server, tuspyserver, resumable-upload and tus-js-client; receivers on a Garage cluster behind nginx (only those with s3); direct uploads to Garage signed by our receiver and by Companion (only those with companion)",
+        "interop [s3|companion|peers]",
+        "our client and receiver against @tus/server, tuspyserver, resumable-upload, tus-js-client, Uppy in chromium and nginx before our receiver (only those with peers); receivers on a Garage cluster behind nginx (only those with s3); direct uploads to Garage signed by our receiver and by Companion (only those with companion)",
     ),
     (
         "fuzz [SECS]",
