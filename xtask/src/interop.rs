@@ -722,14 +722,8 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
         }
     }
     {
-        let (port, store) = (free_port(), dir("serve")?);
-        let _serve = start(
-            Command::new(binary)
-                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
-                .arg(&store),
-            port,
-            "fileuploader serve",
-        )?;
+        let store = dir("serve")?;
+        let (_serve, port) = serve_dir(binary, &store, &[])?;
         let url = format!("http://127.0.0.1:{port}/files");
         js_client_to_us(matrix, &node, &url, &store, &files, &dir("js")?);
         let race = same_name_race(&node, binary, &url, &store, &dir("race")?);
@@ -740,14 +734,8 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
         );
     }
     {
-        let (port, store) = (free_port(), dir("body-limit")?);
-        let _serve = start(
-            Command::new(binary)
-                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
-                .arg(&store),
-            port,
-            "fileuploader serve",
-        )?;
+        let store = dir("body-limit")?;
+        let (_serve, port) = serve_dir(binary, &store, &[])?;
         let (front, front_dir) = (free_port(), dir("body-limit-nginx")?);
         let _nginx = crate::garage::nginx_bounded(&front_dir, front, &[port], "1m")?;
         for (case, result) in behind_a_body_limit(binary, front, &store, &files[2].1) {
@@ -755,15 +743,8 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
         }
     }
     {
-        let (port, store) = (free_port(), dir("browser")?);
-        let _serve = start(
-            Command::new(binary)
-                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
-                .arg(&store)
-                .args(["--cors-origin", "*"]),
-            port,
-            "fileuploader serve",
-        )?;
+        let store = dir("browser")?;
+        let (_serve, port) = serve_dir(binary, &store, &["--cors-origin", "*"])?;
         let (balancer, balancer_dir) = (free_port(), dir("browser-nginx")?);
         let _nginx = crate::garage::nginx(&balancer_dir, balancer, &[port])?;
         for (case, result) in uppy_in_a_browser(&node, port, &store, (balancer, &balancer_dir)) {
@@ -771,6 +752,20 @@ fn peers(matrix: &mut Matrix, cache: &Path, binary: &Path, work: &Path) -> Resul
         }
     }
     Ok(())
+}
+
+/// Our receiver on a port of its own, landing in `store`, with `flags`.
+fn serve_dir(binary: &Path, store: &Path, flags: &[&str]) -> Result<(Peer, u16), String> {
+    let port = free_port();
+    let served = start(
+        Command::new(binary)
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--dir"])
+            .arg(store)
+            .args(flags),
+        port,
+        "fileuploader serve",
+    )?;
+    Ok((served, port))
 }
 
 /// Our client through nginx on `front` with nginx's default body limit
