@@ -1464,38 +1464,32 @@ mod tests {
         use fileuploader_store::{Arrival, NewUpload, Quota, Store};
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::new(dir.path()).unwrap();
-        let new = NewUpload {
-            id: "E".into(),
-            total: 0,
-            name: "empty.bin".into(),
-            owner: "A".into(),
-            partial: false,
-            metadata: None,
+        // Begun, then its partial file gone as if never made; landed.
+        let land_without_file = |id: &'static str, total: u64| {
+            let store = store.clone();
+            async move {
+                let new = NewUpload {
+                    id: id.into(),
+                    total,
+                    name: format!("{id}.bin"),
+                    owner: "A".into(),
+                    partial: false,
+                    metadata: None,
+                };
+                store.begin(new, Quota::none()).await.unwrap();
+                std::fs::remove_file(store.inner.temp_of(id)).unwrap();
+                let name = format!("{id}.bin");
+                store
+                    .land(Arrival::blocks(id), &name, OnConflict::Refuse)
+                    .await
+            }
         };
-        store.begin(new, Quota::none()).await.unwrap();
-        std::fs::remove_file(store.inner.temp_of("E")).unwrap();
-        let landed = store
-            .land(Arrival::blocks("E"), "empty.bin", OnConflict::Refuse)
-            .await
-            .unwrap();
-        assert_eq!((landed.name.as_str(), landed.length), ("empty.bin", 0));
-        assert_eq!(std::fs::read(dir.path().join("empty.bin")).unwrap(), b"");
+        let landed = land_without_file("E", 0).await.unwrap();
+        assert_eq!((landed.name.as_str(), landed.length), ("E.bin", 0));
+        assert_eq!(std::fs::read(dir.path().join("E.bin")).unwrap(), b"");
         assert!(!store.inner.temp_of("E").exists());
         // An upload with bytes to come is still gone without its file.
-        let new = NewUpload {
-            id: "F".into(),
-            total: 4,
-            name: "four.bin".into(),
-            owner: "A".into(),
-            partial: false,
-            metadata: None,
-        };
-        store.begin(new, Quota::none()).await.unwrap();
-        std::fs::remove_file(store.inner.temp_of("F")).unwrap();
-        let refused = store
-            .land(Arrival::blocks("F"), "four.bin", OnConflict::Refuse)
-            .await
-            .unwrap_err();
+        let refused = land_without_file("F", 4).await.unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::NotFound, "{refused}");
     }
 

@@ -1139,6 +1139,16 @@ mod tests {
         threads: usize,
         saved: Option<&SavedSession>,
     ) -> Box<dyn UploadSession> {
+        session_of(protocol, (20, 10), threads, saved)
+    }
+
+    /// A session of `a.bin`, `total` bytes in blocks of `block_size`.
+    fn session_of(
+        protocol: &dyn Protocol,
+        (total, block_size): (u64, u64),
+        threads: usize,
+        saved: Option<&SavedSession>,
+    ) -> Box<dyn UploadSession> {
         let url: Uri = URL.parse().unwrap();
         protocol
             .open(&UploadTarget {
@@ -1147,10 +1157,10 @@ mod tests {
                 fields: &FormField::default(),
                 key: "file",
                 name: "a.bin",
-                total: 20,
+                total,
                 integrity: crate::protocol::Integrity::None,
                 threads,
-                block_size: 10,
+                block_size,
                 saved,
                 endpoints: &Default::default(),
             })
@@ -1400,22 +1410,7 @@ mod tests {
     #[tokio::test]
     async fn a_proxys_413_sends_the_block_on_in_smaller_pieces() {
         const KIB: u64 = 1024;
-        let url: Uri = URL.parse().unwrap();
-        let session = IetfDraft::default()
-            .open(&UploadTarget {
-                url: &url,
-                headers: &HeaderMap::new(),
-                fields: &FormField::default(),
-                key: "file",
-                name: "big.bin",
-                total: 256 * KIB,
-                integrity: crate::protocol::Integrity::None,
-                threads: 1,
-                block_size: 256 * KIB,
-                saved: None,
-                endpoints: &Default::default(),
-            })
-            .unwrap();
+        let session = session_of(&IetfDraft::default(), (256 * KIB, 256 * KIB), 1, None);
         session
             .begin(&scripted(|_, _| answer(500, &[])))
             .await
@@ -1604,22 +1599,7 @@ mod tests {
     async fn a_file_of_more_parts_than_a_final_header_takes_goes_as_one_stream() {
         let url: Uri = URL.parse().unwrap();
         let most = max_parts(&url);
-        let open = |blocks: u64| {
-            Tus.open(&UploadTarget {
-                url: &url,
-                headers: &HeaderMap::new(),
-                fields: &FormField::default(),
-                key: "file",
-                name: "many.bin",
-                total: blocks * 10,
-                integrity: crate::protocol::Integrity::None,
-                threads: 4,
-                block_size: 10,
-                saved: None,
-                endpoints: &Default::default(),
-            })
-            .unwrap()
-        };
+        let open = |blocks: u64| session_of(&Tus, (blocks * 10, 10), 4, None);
         let server = || {
             scripted(|method, _| match method.as_str() {
                 "OPTIONS" => answer(
@@ -1663,24 +1643,8 @@ mod tests {
     /// finds the landing instead of a name taken.
     #[tokio::test]
     async fn an_empty_upload_saves_its_key_before_it_is_created() {
-        let url: Uri = URL.parse().unwrap();
-        let open = |saved: Option<&SavedSession>| {
-            IetfDraft::default()
-                .open(&UploadTarget {
-                    url: &url,
-                    headers: &HeaderMap::new(),
-                    fields: &FormField::default(),
-                    key: "file",
-                    name: "empty.bin",
-                    total: 0,
-                    integrity: crate::protocol::Integrity::None,
-                    threads: 1,
-                    block_size: 10,
-                    saved,
-                    endpoints: &Default::default(),
-                })
-                .unwrap()
-        };
+        let open =
+            |saved: Option<&SavedSession>| session_of(&IetfDraft::default(), (0, 10), 1, saved);
         let stopped = open(None).saved();
         let Handle::FirstRequest { key } = &stopped.handle else {
             panic!("an empty upload saves its key before it is created: {stopped:?}");
