@@ -68,9 +68,10 @@ const PART_ID_BYTES: u64 = 48;
 const MIN_PIECE: u64 = 64 << 10;
 
 /// The most partial uploads one final upload at `url` may join: their
-/// paths must fit in [`MAX_CONCAT_HEADER`].
+/// paths must fit in [`MAX_CONCAT_HEADER`] (one, for a path too long for
+/// two: then no file goes in parts).
 fn max_parts(url: &Uri) -> u64 {
-    MAX_CONCAT_HEADER / (url.path().len() as u64 + PART_ID_BYTES)
+    (MAX_CONCAT_HEADER / (url.path().len() as u64 + PART_ID_BYTES)).max(1)
 }
 
 /// "a tus 1.0 server", "an IETF … server".
@@ -261,11 +262,19 @@ impl Session {
         let parallel = dialect == Version::Tus && target.threads > 1 && blocks >= 2;
         let most = max_parts(target.url);
         let mut notices = Vec::new();
-        if parallel && blocks > most {
+        // A run resuming parts an older version began goes on joining them.
+        let resuming_parts = matches!(saved, Some(Resumed::Concatenated(_)));
+        if parallel && blocks > most && !resuming_parts {
+            let instead = match most {
+                1 => "the creation URL's path leaves no room for two parts".to_owned(),
+                _ => format!(
+                    "blocks of {} bytes or more would go in parallel",
+                    target.total.div_ceil(most)
+                ),
+            };
             notices.push(format!(
-                "{:?} has {blocks} blocks, more than one final request can join ({most} parts keep its header under {MAX_CONCAT_HEADER} bytes); it goes as one stream, one block at a time (blocks of {} bytes or more would go in parallel)",
+                "{:?} has {blocks} blocks, more than one final request can join ({most} parts keep its header under {MAX_CONCAT_HEADER} bytes); it goes as one stream, one block at a time ({instead})",
                 target.name,
-                target.total.div_ceil(most),
             ));
         }
         let (key, key_sent) = match &saved {
@@ -1635,6 +1644,12 @@ mod tests {
         // The header of `most` parts of ids as long as ours fits.
         let path = format!("{}{:032x} ", url.path(), 0);
         assert!(most * path.len() as u64 <= MAX_CONCAT_HEADER);
+        // A creation URL too long for two parts sends every file as one
+        // stream, and says so without dividing by nothing.
+        let long: Uri = format!("http://127.0.0.1:9/{}", "p".repeat(9000))
+            .parse()
+            .unwrap();
+        assert_eq!(max_parts(&long), 1);
     }
 
     /// An empty upload is created, and lands, in `begin`: its key is what
