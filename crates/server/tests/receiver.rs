@@ -707,6 +707,79 @@ async fn a_resume_sends_exactly_what_the_receiver_lacks_whatever_the_journal_say
     assert_eq!(std::fs::read_dir(journals.path()).unwrap().count(), 0);
 }
 
+/// A journal keeps a new upload id before its first block arrives; other
+/// credentials that learn it then can land a file of theirs under it. The
+/// next run asks, hears the receiver knows nothing of ours under that id,
+/// and so takes the refusal of its block as the id being taken: the upload
+/// begins again under another id and lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_id_someone_else_took_before_any_block_arrived_is_replaced() {
+    use fileuploader_server::Access;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/upload", listener.local_addr().unwrap());
+    let access = || {
+        Access::open()
+            .token("ours")
+            .unwrap()
+            .token("theirs")
+            .unwrap()
+    };
+    let receiver = Receiver::new(dir.path()).unwrap().access(access());
+    tokio::spawn(receiver.serve(listener));
+    let (journals, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let path = src.path().join("ours.bin");
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let run = |fail_from: u64| {
+        let transport = std::sync::Arc::new(Counting {
+            inner: HyperTransport::new().unwrap(),
+            starts: Default::default(),
+            fail_from,
+        });
+        let manager = UploadManager::new(transport);
+        let mut job = manager.create_job();
+        job.server_url = url.clone();
+        job.block_size = 10_000;
+        job.http_header.insert("Authorization", "Bearer ours");
+        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
+        job.source_value.add(path.to_str().unwrap(), "", None);
+        (manager, job)
+    };
+    let (manager, first) = run(0);
+    let err = manager.run(&first).unwrap().wait().await.unwrap_err();
+    assert_eq!(err.message(), "interrupted");
+    let journal = std::fs::read_dir(journals.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let id = text.split('"').rev().nth(1).unwrap().to_owned();
+    assert_eq!(id.len(), 32, "{text}");
+
+    let other = Receiver::new(dir.path()).unwrap().access(access());
+    let theirs = [
+        ("x-upload-id", id.as_str()),
+        ("authorization", "Bearer theirs"),
+    ];
+    let body = form(&[("RemoteFile", Some("theirs.bin"), b"theirs")]);
+    assert_eq!(
+        ask(&other, "POST", "/upload", &theirs, body).await,
+        StatusCode::OK
+    );
+
+    let (manager, second) = run(u64::MAX);
+    manager.run(&second).unwrap().wait().await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("ours.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(dir.path().join("theirs.bin")).unwrap(),
+        b"theirs"
+    );
+    assert_eq!(std::fs::read_dir(journals.path()).unwrap().count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_resumed_after_a_later_source_failed_asks_about_the_one_that_landed() {
     let dir = tempfile::tempdir().unwrap();

@@ -201,8 +201,9 @@ struct Session {
     /// Whether the upload id is new and nothing was sent under it yet: no
     /// receiver can hold anything of it, so there is nothing to ask.
     fresh: AtomicBool,
-    /// Whether a block under this id was acknowledged (in this run or, for
-    /// a saved id, an earlier one): the id is this client's.
+    /// Whether the id is known to be this client's: a block under it was
+    /// acknowledged, in this run or (for a saved id the receiver cannot
+    /// ask about) an earlier one, or the receiver holds it in progress.
     acked: AtomicBool,
     /// The landing a block's answer stated.
     landing: Mutex<Option<Landing>>,
@@ -309,6 +310,13 @@ impl UploadSession for Session {
         if let Some(landing) = self.landing_of(&statement) {
             return Ok(Holding::Landed(landing.answered(&response)));
         }
+        // The receiver answers for these credentials only: an upload it
+        // holds in progress is ours, and one it knows nothing of holds
+        // nothing of ours, whatever an earlier run sent under the id.
+        self.acked.store(
+            matches!(statement, Statement::Partial { .. }),
+            Ordering::Relaxed,
+        );
         match statement {
             Statement::Partial {
                 total, received, ..
