@@ -1313,7 +1313,19 @@ impl Store for S3Store {
 
     async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, StoreError> {
         if let Some(stored) = self.read(&new.id).await? {
+            if stored.meta.owner != new.owner {
+                return Err(StoreError::others_id(&new.id));
+            }
             return Ok(stored.upload);
+        }
+        // Another's landing under the id: blocks begun under it could
+        // never land. (Two receivers beginning one id for two credentials
+        // at the same moment can still both record it; the landing then
+        // refuses the second.)
+        if let Some(landed) = self.landed(&new.id).await? {
+            if landed.owner != new.owner {
+                return Err(StoreError::others_id(&new.id));
+            }
         }
         self.charge(&quota, &new.owner, new.total).await?;
         let layout = &self.s().layout;

@@ -76,6 +76,7 @@ where
     landings_leave_events_until_delivered(&*make().await).await;
     landings_are_digested_when_asked(&*make().await).await;
     an_id_others_hold_is_never_landed_over(&*make().await).await;
+    an_id_others_hold_is_never_begun_again(&*make().await).await;
 }
 
 /// Lands upload `id` of `store` as `name` (refusing a taken name), and
@@ -909,4 +910,57 @@ pub async fn an_id_others_hold_is_never_landed_over(fixture: &dyn Fixture) {
             .collect();
         assert_eq!(names, [("ann", "mine.bin")], "one event, ann's");
     }
+}
+
+/// An id other credentials hold, landed or in progress, is refused
+/// ([`ErrorKind::Forbidden`]) to a beginning, with nothing recorded: a
+/// block of it acknowledged could never land (a whole file landed under
+/// the id after the door looked, say, and before the upload began).
+pub async fn an_id_others_hold_is_never_begun_again(fixture: &dyn Fixture) {
+    let store = fixture.store();
+    let mut whole = store
+        .write_whole("bob", Quota::none())
+        .await
+        .expect("opened");
+    whole
+        .write(Bytes::from_static(b"bobs"))
+        .await
+        .expect("taken");
+    store
+        .land(
+            Arrival::whole(whole, Some("landed"), "bob"),
+            "bob.bin",
+            OnConflict::Refuse,
+        )
+        .await
+        .expect("bob's whole file lands");
+    let refused = store
+        .begin(new_upload("landed", 4, "ann.bin", "ann"), Quota::none())
+        .await
+        .expect_err("bob's landing holds the id");
+    assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+    assert!(
+        store.upload("landed").await.expect("read").is_none(),
+        "nothing begun under bob's landing"
+    );
+
+    let upload = store
+        .begin(new_upload("held", 4, "bob2.bin", "bob"), Quota::none())
+        .await
+        .expect("begun");
+    let refused = store
+        .begin(new_upload("held", 4, "ann.bin", "ann"), Quota::none())
+        .await
+        .expect_err("bob's upload holds the id");
+    assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
+    put(&*store, &upload, 0, b"bob2").await;
+    let landed = store
+        .land(Arrival::blocks("held"), "bob2.bin", OnConflict::Refuse)
+        .await
+        .expect("bob's upload lands");
+    assert_eq!(landed.owner, "bob");
+    assert_eq!(
+        fixture.file("bob2.bin").await.as_deref(),
+        Some(&b"bob2"[..])
+    );
 }

@@ -245,7 +245,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Begins an upload, durably, charging its length to `quota`
     /// ([`ErrorKind::Full`] when it does not fit); an upload of that id in
-    /// progress already is returned as it is.
+    /// progress already is returned as it is. An id other credentials hold,
+    /// in progress or landed, is refused ([`ErrorKind::Forbidden`]) with
+    /// nothing recorded: blocks acknowledged under it could never land.
     async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, StoreError>;
 
     /// Returns the one writer of `range` of `upload`: the range is

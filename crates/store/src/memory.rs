@@ -157,6 +157,7 @@ impl Store for MemoryStore {
 
     async fn begin(&self, new: NewUpload, quota: Quota) -> Result<Upload, StoreError> {
         let mut held = self.held();
+        held.refuse_others(&new.id, &new.owner)?;
         if let Some(kept) = held.uploads.get(&new.id) {
             return Ok(kept.upload.clone());
         }

@@ -677,16 +677,32 @@ fn commit(
         let mut outcome = Ok(());
         match change {
             Change::Begin(new, quota) => {
-                let known = tx
+                let known: Option<String> = tx
                     .query_row(
-                        "SELECT 1 FROM uploads WHERE id = ?1",
+                        "SELECT owner FROM uploads WHERE id = ?1",
                         params![new.id],
-                        |_| Ok(()),
+                        |r| r.get(0),
                     )
-                    .optional()?
-                    .is_some();
+                    .optional()?;
+                let landed: Option<String> = tx
+                    .query_row(
+                        "SELECT owner FROM landed WHERE id = ?1",
+                        params![new.id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let others = known.iter().chain(&landed).any(|o| *o != new.owner);
                 match over_quota(&tx, quota, &new.owner, new.total, "")? {
-                    Some(why) if !known => outcome = Err((io::ErrorKind::QuotaExceeded, why)),
+                    // Checked in the transaction that records the upload:
+                    // a whole file landed under the id since the door
+                    // looked, or another's upload begun at the same moment.
+                    _ if others => {
+                        let why = fileuploader_store::StoreError::others_id(&new.id);
+                        outcome = Err((io::ErrorKind::PermissionDenied, why.message().to_owned()));
+                    }
+                    Some(why) if known.is_none() => {
+                        outcome = Err((io::ErrorKind::QuotaExceeded, why));
+                    }
                     _ => {
                         tx.execute(
                             "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched, partial, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
