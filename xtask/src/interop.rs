@@ -770,9 +770,10 @@ fn serve_dir(binary: &Path, store: &Path, flags: &[&str]) -> Result<(Peer, u16),
 
 /// Our client through nginx on `front` with nginx's default body limit
 /// (1 MiB) before our receiver landing in `store`, `file` in blocks of 2
-/// MiB: the draft and tus in one stream go on in smaller pieces once the
-/// limit's 413 comes, and land; the segmented protocol (one request a
-/// block) fails, and its message says to send smaller blocks.
+/// MiB: the draft, tus in one stream and tus in parts (concatenation) go
+/// on in smaller pieces once the limit's 413 comes, and land; the
+/// segmented protocol (one request a block) fails, and its message says
+/// to send smaller blocks.
 fn behind_a_body_limit(
     binary: &Path,
     front: u16,
@@ -784,16 +785,20 @@ fn behind_a_body_limit(
             .args(["upload", "--protocol", protocol, "--quiet"])
             .args(["--url", &format!("http://127.0.0.1:{front}{path}")])
             .args(["--threads", threads, "--block-size", "2MiB"])
-            .args(["--name", &format!("{protocol}.bin")])
+            .args(["--name", &format!("{protocol}-{threads}.bin")])
             .arg(file)
             .output()
             .map_err(|e| format!("fileuploader upload: {e}"))
     };
     let want = std::fs::read(file).unwrap_or_default();
     let mut cases = Vec::new();
-    for (protocol, threads) in [("ietf", "4"), ("tus", "1")] {
+    for (protocol, threads, how) in [
+        ("ietf", "4", "ietf"),
+        ("tus", "1", "tus in one stream"),
+        ("tus", "4", "tus in parts"),
+    ] {
         let result = send(protocol, "/files", threads).and_then(|out| {
-            let landed = std::fs::read(store.join(format!("{protocol}.bin"))).ok();
+            let landed = std::fs::read(store.join(format!("{protocol}-{threads}.bin"))).ok();
             match (out.status.success(), landed) {
                 (true, Some(l)) if l == want => Ok(()),
                 (ok, _) => Err(format!(
@@ -802,11 +807,11 @@ fn behind_a_body_limit(
                 )),
             }
         });
-        cases.push((format!("{protocol}, 2 MiB blocks, land in pieces"), result));
+        cases.push((format!("{how}, 2 MiB blocks, land in pieces"), result));
     }
     let result = send("segmented", "/upload", "4").and_then(|out| {
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
-        match (out.status.success(), store.join("segmented.bin").exists()) {
+        match (out.status.success(), store.join("segmented-4.bin").exists()) {
             (false, false) if said.contains("send smaller blocks") => Ok(()),
             (ok, landed) => Err(format!(
                 "exit {ok}, landed {landed}, said {:?}",

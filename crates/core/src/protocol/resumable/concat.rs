@@ -11,7 +11,7 @@ use http::{Method, StatusCode, Uri};
 use fileuploader_wire::resumable::{Concat, UPLOAD_CONCAT, UPLOAD_METADATA};
 
 use super::saved::{Part, Resumed};
-use super::{Held, Session};
+use super::{Held, PartPieces, Session};
 use crate::body::UploadBody;
 use crate::error::Error;
 use crate::plan::Block;
@@ -70,25 +70,62 @@ impl Session {
                 return Ok(Holding::Landed(landing));
             }
         }
-        lock(&self.state).parts = parts;
+        let state = &mut *lock(&self.state);
+        state.parts = parts;
+        state.part_pieces.clear();
         Ok(Holding::Ranges(held))
     }
 
     /// What the server made of a block sent as a partial upload: the
     /// part, acknowledged with its range and URL as its receipt, once the
     /// server kept all of it.
+    /// A part that goes in pieces (a front end bounds what one request
+    /// carries) is created with the first and appended to (`PATCH`) with
+    /// the others, each answered before the next.
     pub(super) fn judge_part(&self, block: &Block, response: &Response, what: &str) -> Verdict {
         let offset = match self.offset_of(what, response) {
             Ok(offset) => offset,
             Err(e) => return Verdict::Fail(e),
         };
-        if offset > block.len {
+        let pieces = self.part_pieces(block);
+        let sent = match pieces.sent_end {
+            0 => block.len,
+            end => end,
+        };
+        if offset > sent {
             return Verdict::Fail(self.violation(&format!(
-                "{what} was kept as {offset} bytes, but only {} were sent",
-                block.len
+                "{what} was kept as {offset} bytes, but only {sent} were sent"
             )));
         }
+        let url = match &pieces.url {
+            Some(url) => Ok(url.clone()),
+            None => self.location(response),
+        };
+        if offset < block.len && offset == sent && offset > pieces.held {
+            // One more piece of a part taken in pieces.
+            return match url {
+                Ok(url) => {
+                    let held = PartPieces {
+                        url: Some(url),
+                        held: offset,
+                        sent_end: offset,
+                    };
+                    lock(&self.state).part_pieces.insert(block.offset, held);
+                    Verdict::More
+                }
+                Err(e) => Verdict::Fail(e),
+            };
+        }
         if offset != block.len {
+            // Sent again from what the server holds: of a part created
+            // already, by appending; else by creating it again.
+            let state = &mut *lock(&self.state);
+            match state.part_pieces.get_mut(&block.offset) {
+                Some(held) if held.url.is_some() => held.held = offset,
+                _ => {
+                    state.part_pieces.remove(&block.offset);
+                }
+            }
             return Verdict::Retry {
                 error: self.stranger(
                     &format!("{what} (kept {offset} of {} bytes)", block.len),
@@ -97,7 +134,8 @@ impl Session {
                 after: None,
             };
         }
-        match self.location(response) {
+        lock(&self.state).part_pieces.remove(&block.offset);
+        match url {
             Ok(url) => {
                 let part = Part {
                     start: block.offset,

@@ -202,12 +202,24 @@ struct State {
     /// The bytes the last creation or append carried, as `(start, end)`:
     /// a block goes in several when the server bounds what one may carry.
     piece: Option<(u64, u64)>,
+    /// The parts going in pieces, by their block's first byte.
+    part_pieces: BTreeMap<u64, PartPieces>,
     /// Whether a creation under the idempotency key may have reached the
     /// server before (in this run or one the journal tells of).
     key_sent: bool,
     /// Whether the last creation was such a creation sent again: the
     /// server may hold more of the upload than it carried.
     resent: bool,
+}
+
+/// A part sent in pieces (a front end bounds what one request carries),
+/// in the part's own bytes: where it is once created, what the server
+/// holds of it, and where the last piece sent ends.
+#[derive(Debug, Clone, Default)]
+struct PartPieces {
+    url: Option<Uri>,
+    held: u64,
+    sent_end: u64,
 }
 
 /// What a `HEAD` says of an upload.
@@ -306,6 +318,7 @@ impl Session {
                 limits: UploadLimit::default(),
                 front_limit: None,
                 piece: None,
+                part_pieces: BTreeMap::new(),
                 key_sent,
                 resent: false,
             }),
@@ -393,11 +406,10 @@ impl Session {
             .map_or(end, |(_, piece_end)| piece_end)
     }
 
-    /// Whether the last creation or append carried more than the server's
-    /// limits now allow.
-    fn sent_too_much(&self) -> bool {
-        let piece = lock(&self.state).piece;
-        matches!((self.max_append(), piece), (Some(most), Some((start, end))) if end - start > most)
+    /// Whether a creation or append of `sent` bytes carried more than the
+    /// server's limits now allow.
+    fn sent_too_much(&self, sent: u64) -> bool {
+        self.max_append().is_some_and(|most| sent > most)
     }
 
     /// After a `413` the protocol's server did not send (no
@@ -405,29 +417,43 @@ impl Session {
     /// such as nginx's `client_max_body_size`): the next requests carry
     /// half of what this one did, unless that is under [`MIN_PIECE`].
     /// Whether they will.
-    fn halve_pieces(&self, response: &Response) -> bool {
+    fn halve_pieces(&self, response: &Response, sent: u64) -> bool {
         if response.headers().contains_key(TUS_RESUMABLE)
             || response.headers().contains_key(UPLOAD_LIMIT)
         {
             return false;
         }
-        let (sent, half) = {
+        let half = sent / 2;
+        if half < MIN_PIECE {
+            return false;
+        }
+        // Parts in flight at once may each be refused: the limit only
+        // shrinks, and is told when it does.
+        let lowered = {
             let state = &mut *lock(&self.state);
-            let Some((start, end)) = state.piece else {
-                return false;
-            };
-            let half = (end - start) / 2;
-            if half < MIN_PIECE {
-                return false;
+            let lowered = state.front_limit.is_none_or(|limit| half < limit);
+            if lowered {
+                state.front_limit = Some(half);
             }
-            state.front_limit = Some(half);
-            (end - start, half)
+            lowered
         };
-        lock(&self.notices).push(format!(
-            "a server before the receiver refused {sent} bytes in one request (413); {:?} goes on in pieces of {half} bytes",
-            self.name
-        ));
+        if lowered {
+            lock(&self.notices).push(format!(
+                "a server before the receiver refused {sent} bytes in one request (413); {:?} goes on in pieces of {half} bytes",
+                self.name
+            ));
+        }
         true
+    }
+
+    /// What was sent of `block`'s part in pieces (nothing, when it goes
+    /// in one request).
+    fn part_pieces(&self, block: &Block) -> PartPieces {
+        lock(&self.state)
+            .part_pieces
+            .get(&block.offset)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The most one creation or append may carry, where the server says
@@ -793,7 +819,14 @@ impl UploadSession for Session {
             (state.mode.clone(), state.offset, state.checksum)
         };
         let (method, url, data) = match mode.clone() {
-            Mode::Concatenated | Mode::Creating => (Method::POST, self.url.clone(), data),
+            Mode::Concatenated => match self.part_pieces(block).url {
+                Some(url) => {
+                    let held = self.part_pieces(block).held.min(block.len);
+                    (Method::PATCH, url, data.skip(held))
+                }
+                None => (Method::POST, self.url.clone(), data),
+            },
+            Mode::Creating => (Method::POST, self.url.clone(), data),
             // The server may hold part of this block (a body cut short is
             // kept): send only the rest.
             Mode::Stream(url) => {
@@ -811,11 +844,20 @@ impl UploadSession for Session {
         // A server that bounds what one request carries gets the block in
         // pieces, each answered before the next.
         let data = match self.max_append() {
-            Some(most) if mode != Mode::Concatenated && data.len() > most => data.take(most),
+            Some(most) if data.len() > most => data.take(most),
             _ => data,
         };
         let end = start + data.len();
-        lock(&self.state).piece = Some((start, end));
+        {
+            let state = &mut *lock(&self.state);
+            if mode == Mode::Concatenated {
+                // Parts go at once: each keeps what it was sent apart.
+                let pieces = state.part_pieces.entry(block.offset).or_default();
+                pieces.sent_end = end - block.offset;
+            } else {
+                state.piece = Some((start, end));
+            }
+        }
         let sum = match (checksum, data.bytes()) {
             (Some(algorithm), Some(bytes)) => Some(Checksum {
                 algorithm: algorithm.name().to_owned(),
@@ -825,13 +867,17 @@ impl UploadSession for Session {
         };
         let mut body = UploadBody::new();
         body.push_block(data);
+        let appends_to_part = mode == Mode::Concatenated && method == Method::PATCH;
         let mut request = self.request(method, &url, body);
         let headers = request.headers_mut();
         if let Some(sum) = sum {
             headers.insert(UPLOAD_CHECKSUM, header_value(&sum.to_string())?);
         }
         let mode = lock(&self.state).mode.clone();
-        if mode == Mode::Concatenated {
+        if appends_to_part {
+            headers.insert(UPLOAD_OFFSET, HeaderValue::from(start - block.offset));
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(OFFSET_OCTET_STREAM));
+        } else if mode == Mode::Concatenated {
             headers.insert(UPLOAD_LENGTH, HeaderValue::from(block.len));
             headers.insert(UPLOAD_CONCAT, HeaderValue::from_static("partial"));
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(OFFSET_OCTET_STREAM));
@@ -863,13 +909,21 @@ impl UploadSession for Session {
         if let Err(e) = self.learn_limits(response.headers()) {
             return Verdict::Fail(e);
         }
-        if status == StatusCode::PAYLOAD_TOO_LARGE
-            && !concatenated
-            && (self.sent_too_much() || self.halve_pieces(response))
-        {
-            // Refused for carrying more than the limits it now announces,
-            // or than a limit it did not name: the block goes in pieces.
-            return Verdict::More;
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            let sent = if concatenated {
+                let pieces = self.part_pieces(block);
+                pieces.sent_end - pieces.held.min(pieces.sent_end)
+            } else {
+                lock(&self.state)
+                    .piece
+                    .map_or(0, |(start, end)| end - start)
+            };
+            if self.sent_too_much(sent) || self.halve_pieces(response, sent) {
+                // Refused for carrying more than the limits it now
+                // announces, or than a limit it did not name: the block
+                // goes in pieces.
+                return Verdict::More;
+            }
         }
         if status.is_success() {
             return match mode {
@@ -897,6 +951,17 @@ impl UploadSession for Session {
             // The offset moved, or the upload is gone: ask again.
             StatusCode::CONFLICT | StatusCode::NOT_FOUND | StatusCode::GONE if !concatenated => {
                 Verdict::Resync(error)
+            }
+            // A part going in pieces whose offset moved (a piece cut off
+            // that the server kept some of), or that is gone: the part
+            // begins again.
+            StatusCode::CONFLICT | StatusCode::NOT_FOUND | StatusCode::GONE
+                if lock(&self.state)
+                    .part_pieces
+                    .remove(&block.offset)
+                    .is_some_and(|p| p.url.is_some()) =>
+            {
+                Verdict::Retry { error, after: None }
             }
             s if s.as_u16() == fileuploader_wire::DIGEST_MISMATCH
                 || s == StatusCode::LOCKED
@@ -1492,6 +1557,99 @@ mod tests {
             notices[0].contains("refused 262144 bytes in one request (413)"),
             "{notices:?}"
         );
+    }
+
+    /// A part of a tus concatenation refused by a proxy's 413 goes in
+    /// pieces too: created with the first, appended to with the rest; the
+    /// part is acknowledged once it holds its whole block, with its URL.
+    /// A part whose append finds its offset moved begins again.
+    #[tokio::test]
+    async fn a_proxys_413_sends_a_part_on_in_pieces() {
+        const KIB: u64 = 1024;
+        let session = session_of(&Tus, (512 * KIB, 256 * KIB), 2, None);
+        let server = scripted(|_, _| {
+            answer(
+                204,
+                &[
+                    ("tus-version", "1.0.0"),
+                    (
+                        "tus-extension",
+                        "creation,creation-with-upload,concatenation",
+                    ),
+                ],
+            )
+        });
+        session.begin(&server).await.unwrap();
+        let plan = BlockPlan::new(vec![512 * KIB], 256 * KIB);
+        let (first, second) = (plan.block(0, 0).unwrap(), plan.block(0, 1).unwrap());
+        let data = || BlockData::memory(Bytes::from(vec![7u8; 256 * 1024]));
+        let proxy = || {
+            http::Response::builder()
+                .status(413)
+                .body(Bytes::from_static(b"<html><title>413</title></html>"))
+                .unwrap()
+        };
+        // (method, path, offset in the part, length) of each request.
+        let mut sent = Vec::new();
+        let mut send = |block: &Block, reply: Response| {
+            let request = session.encode(block, data()).unwrap();
+            let offset = request
+                .headers()
+                .get(UPLOAD_OFFSET)
+                .map(|v| v.to_str().unwrap().to_owned());
+            sent.push((
+                request.method().to_string(),
+                request.uri().path().to_owned(),
+                offset,
+                request.body().len() / 1024,
+            ));
+            session.judge(block, &reply)
+        };
+        // Both parts went at once with all their bytes; both are refused.
+        let (a, b) = (
+            session.encode(&first, data()).unwrap(),
+            session.encode(&second, data()).unwrap(),
+        );
+        assert_eq!((a.body().len(), b.body().len()), (256 * 1024, 256 * 1024));
+        assert!(matches!(session.judge(&first, &proxy()), Verdict::More));
+        assert!(matches!(session.judge(&second, &proxy()), Verdict::More));
+        let created = |part: &str| answer(201, &[("location", part), ("upload-offset", "131072")]);
+        assert!(matches!(send(&first, created("/files/p0")), Verdict::More));
+        assert!(matches!(send(&second, created("/files/p1")), Verdict::More));
+        let whole = answer(204, &[("upload-offset", "262144")]);
+        let receipt = acked(send(&first, whole)).unwrap();
+        assert_eq!(
+            receipt,
+            format!("0 {} http://127.0.0.1:9/files/p0", 256 * KIB)
+        );
+        // The second part's append finds its offset moved (a piece cut
+        // off, partly kept): the part is created again, in pieces.
+        assert!(matches!(
+            send(&second, answer(409, &[])),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(send(&second, created("/files/p2")), Verdict::More));
+        let whole = answer(204, &[("upload-offset", "262144")]);
+        let receipt = acked(send(&second, whole)).unwrap();
+        assert_eq!(
+            receipt,
+            format!("{} {} http://127.0.0.1:9/files/p2", 256 * KIB, 512 * KIB)
+        );
+        let offset = |o: &str| Some(o.to_owned());
+        assert_eq!(
+            sent,
+            [
+                ("POST".into(), "/files/".into(), None, 128),
+                ("POST".into(), "/files/".into(), None, 128),
+                ("PATCH".into(), "/files/p0".into(), offset("131072"), 128),
+                ("PATCH".into(), "/files/p1".into(), offset("131072"), 128),
+                ("POST".into(), "/files/".into(), None, 128),
+                ("PATCH".into(), "/files/p2".into(), offset("131072"), 128),
+            ]
+        );
+        let notices = session.notices();
+        assert_eq!(notices.len(), 1, "told once: {notices:?}");
+        assert!(notices[0].contains("refused 262144 bytes"), "{notices:?}");
     }
 
     /// A server's `Upload-Limit` is obeyed: a creation refused with 413 for
