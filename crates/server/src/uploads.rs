@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
+use sha2::Digest as _;
 
 use crate::hooks::{Admission, Creating, Teller, Word};
 use crate::refusal::Refusal;
@@ -109,16 +110,17 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// What the segmented protocol's status query says of it.
+    /// What the segmented protocol's status query says of it, to the
+    /// client that named it `id`.
     pub(crate) fn statement(self, id: &str) -> Statement {
         match self {
             Outcome::Unknown => Statement::Unknown {
                 upload_id: id.to_owned(),
             },
-            Outcome::InProgress(upload) => partial(&upload),
-            Outcome::Landed(landed, _) => landed_statement(&landed),
+            Outcome::InProgress(upload) => partial(&upload, id),
+            Outcome::Landed(landed, _) => landed_statement(&landed, id),
             Outcome::Failed(upload, refusal) => {
-                let mut statement = partial(&upload);
+                let mut statement = partial(&upload, id);
                 if let Statement::Partial { error, .. } = &mut statement {
                     *error = Some(refusal.message().to_owned());
                 }
@@ -128,20 +130,49 @@ impl Outcome {
     }
 }
 
-/// What the segmented protocol says of an upload in progress.
-pub(crate) fn partial(upload: &Upload) -> Statement {
+/// What the segmented protocol says of an upload in progress, to the
+/// client that named it `id`.
+pub(crate) fn partial(upload: &Upload, id: &str) -> Statement {
     Statement::Partial {
-        upload_id: upload.begun.id.clone(),
+        upload_id: id.to_owned(),
         total: upload.begun.total,
         received: upload.received.ranges().to_vec(),
         error: upload.landing_error.clone(),
     }
 }
 
-/// What the segmented protocol says of a landed file.
-pub(crate) fn landed_statement(landed: &Landed) -> Statement {
-    Statement::landed(&landed.id, &landed.name, landed.length, landed.crc32c)
+/// What the segmented protocol says of a landed file, to the client that
+/// named its upload `id` ("" for a whole file sent without one).
+pub(crate) fn landed_statement(landed: &Landed, id: &str) -> Statement {
+    Statement::landed(id, &landed.name, landed.length, landed.crc32c)
 }
+
+/// An upload id that follows from `owner` and `words`: the final upload of
+/// the same parts, or the upload of the same idempotency key, is the same.
+pub(crate) fn derived_id(owner: &str, words: &[&str]) -> String {
+    let mut hash = sha2::Sha256::new();
+    hash.update(owner.as_bytes());
+    for word in words {
+        hash.update(b"\n");
+        hash.update(word.as_bytes());
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
+/// The id under which the upload a client names `id` is kept, for
+/// `owner`: the credentials' own, so that no others can begin, land or
+/// reach anything under it, even knowing `id` before its first block
+/// arrives. Where access is open (one owner, "") it is `id` itself.
+pub(crate) fn kept_as(owner: &str, id: &str) -> String {
+    match owner {
+        "" => id.to_owned(),
+        owner => derived_id(owner, &[UPLOAD_ID_WORD, id]),
+    }
+}
+
+/// What [`kept_as`] derives an id from, beside the owner and the client's
+/// id: no tus idempotency key or list of parts reads the same.
+const UPLOAD_ID_WORD: &str = "X-Upload-Id";
 
 /// Upload `id` in progress if `owner` began it: to anyone else it does not
 /// exist.

@@ -189,17 +189,21 @@ async fn two_clients_sending_one_name_at_once_one_lands_and_the_other_is_told_it
     }
 }
 
-/// A whole file sent by the stranger under upload id `id`.
-async fn whole_as_stranger(receiver: &Receiver, id: &str) -> Answer {
+/// A whole file `name` sent by the stranger under upload id `id`.
+async fn whole_as_stranger(receiver: &Receiver, id: &str, name: &str) -> Answer {
     let headers = [
         ("content-type", MULTIPART),
         ("authorization", "Bearer stranger"),
         ("x-upload-id", id),
     ];
-    let body = form(&[("RemoteFile", Some("taken.txt"), b"evil")]);
+    let body = form(&[("RemoteFile", Some(name), b"evil")]);
     send(receiver, "POST", "/upload", &headers, body).await
 }
 
+/// An upload id is its credentials' own: under the id another client
+/// named, a stranger asks about, discards, sends blocks and whole files to
+/// nothing but its own uploads, before and after the other's lands, and
+/// reaches no upload of another door.
 #[tokio::test]
 async fn an_upload_answers_only_to_the_credentials_that_began_it_at_every_door() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,20 +240,16 @@ async fn an_upload_answers_only_to_the_credentials_that_began_it_at_every_door()
 
     // Every door, every kind of request, by the stranger.
     for id in ["v1", tus_id.as_str()] {
-        let answer = whole_as_stranger(&receiver, id).await;
-        assert_eq!(
-            answer.status(),
-            StatusCode::FORBIDDEN,
-            "whole file onto {id}"
-        );
         let status = format!("/upload?upload_id={id}");
         let answer = send(&receiver, "GET", &status, &stranger, vec![]).await;
         assert_eq!(answer.status(), StatusCode::NOT_FOUND, "status of {id}");
         send(&receiver, "DELETE", &status, &stranger, vec![]).await;
     }
-    let theirs = block("bytes 2-3/4", b"cd", "Bearer stranger")();
+    // A block under the victim's id begins the stranger's own upload.
+    let theirs = block("bytes 2-3/4", b"EV", "Bearer stranger")();
     let answer = send(&receiver, "POST", "/upload", &theirs.0, theirs.1).await;
-    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "a block of v1");
+    assert_eq!(answer.status(), StatusCode::OK, "{}", text(&answer));
+    assert!(text(&answer).contains("\"received\""), "{}", text(&answer));
     for (ietf, url) in [(false, &tus_url), (true, &ietf_url)] {
         let head = send(
             &receiver,
@@ -293,29 +293,31 @@ async fn an_upload_answers_only_to_the_credentials_that_began_it_at_every_door()
     assert_eq!(answer.status(), StatusCode::OK, "{}", text(&answer));
     assert!(text(&answer).contains("\"landed\""), "{}", text(&answer));
     assert_eq!(std::fs::read(dir.path().join("seg.txt")).unwrap(), b"abcd");
-    assert!(!dir.path().join("taken.txt").exists());
     let answer = append(&receiver, false, &victim, &tus_url, 0, b"wxyz", true).await;
     assert_eq!(answer.status(), StatusCode::NO_CONTENT, "{}", text(&answer));
     assert_eq!(std::fs::read(dir.path().join("n.txt")).unwrap(), b"wxyz");
 
-    // Landed, they are still no one else's to read or write over.
-    for id in ["v1", tus_id.as_str()] {
+    // Landed, they are still no one else's to read or write over: a whole
+    // file under their ids is the stranger's own, and says so.
+    for (i, id) in ["v1", tus_id.as_str()].into_iter().enumerate() {
         let status = format!("/upload?upload_id={id}");
-        let answer = send(&receiver, "GET", &status, &stranger, vec![]).await;
-        assert_eq!(
-            answer.status(),
-            StatusCode::NOT_FOUND,
-            "status of landed {id}"
-        );
         let answer = send(&receiver, "GET", &status, &victim, vec![]).await;
         assert!(text(&answer).contains("\"landed\""), "{}", text(&answer));
-        let answer = whole_as_stranger(&receiver, id).await;
+        let name = format!("taken-{i}.txt");
+        let answer = whole_as_stranger(&receiver, id, &name).await;
         assert_eq!(
             answer.status(),
-            StatusCode::FORBIDDEN,
-            "whole file onto landed {id}"
+            StatusCode::OK,
+            "whole file under landed {id}"
         );
+        assert!(text(&answer).contains(&name), "{}", text(&answer));
+        let answer = send(&receiver, "GET", &status, &stranger, vec![]).await;
+        let said = text(&answer);
+        assert!(said.contains(&name) && !said.contains("seg.txt"), "{said}");
+        assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), b"evil");
     }
+    assert_eq!(std::fs::read(dir.path().join("seg.txt")).unwrap(), b"abcd");
+    assert_eq!(std::fs::read(dir.path().join("n.txt")).unwrap(), b"wxyz");
     let head = send(
         &receiver,
         "HEAD",

@@ -26,7 +26,6 @@ use fileuploader_wire::ContentRange;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use sha2::Digest as _;
 
 use crate::appends::Appending;
 use crate::auth::Grant;
@@ -201,18 +200,6 @@ fn offset_of(upload: &Upload) -> u64 {
     }
 }
 
-/// An upload id that follows from `owner` and `words`: the final upload of
-/// the same parts, or the upload of the same idempotency key, is the same.
-fn derived_id(owner: &str, words: &[&str]) -> String {
-    let mut hash = sha2::Sha256::new();
-    hash.update(owner.as_bytes());
-    for word in words {
-        hash.update(b"\n");
-        hash.update(word.as_bytes());
-    }
-    hex::encode(&hash.finalize()[..16])
-}
-
 /// A fresh upload id: 128 random bits in hex.
 pub(crate) fn fresh_id() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -335,7 +322,7 @@ impl Receiver {
         self.append_bound(headers, dialect)?;
         // A creation sent again (its answer lost) names the same upload.
         let id = match text(headers, IDEMPOTENCY_KEY) {
-            Some(key) => derived_id(&grant.owner, &[IDEMPOTENCY_KEY, key]),
+            Some(key) => uploads::derived_id(&grant.owner, &[IDEMPOTENCY_KEY, key]),
             None => fresh_id(),
         };
         let partial = concat == Some(Concat::Partial);
@@ -430,7 +417,7 @@ impl Receiver {
         }
         // The same parts make the same final upload: a request sent again
         // (its answer lost) finds the file it landed, not a name taken.
-        let id = derived_id(&grant.owner, &ids);
+        let id = uploads::derived_id(&grant.owner, &ids);
         let answer = Answer::new(StatusCode::CREATED).header("location", location(uri, &id));
         let store = self.store.as_ref();
         let begun =

@@ -97,12 +97,16 @@ impl Receiver {
         response
     }
 
-    /// What the segmented protocol says of a landed file, with its receipt
-    /// and the application's word on it, if it spoke.
-    fn said_landed(&self, landed: &Landed, word: Option<Word>) -> Said {
+    /// What the segmented protocol says of a landed file, to the client
+    /// that named its upload `id`, with its receipt and the application's
+    /// word on it, if it spoke.
+    fn said_landed(&self, landed: &Landed, id: &str, word: Option<Word>) -> Said {
+        // The receipt names the upload as its client did.
+        let mut named = landed.clone();
+        named.id = id.to_owned();
         Said {
-            statement: uploads::landed_statement(landed),
-            receipt: self.receipt_of(landed),
+            statement: uploads::landed_statement(landed, id),
+            receipt: self.receipt_of(&named),
             word,
         }
     }
@@ -119,18 +123,33 @@ impl Receiver {
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))
     }
 
+    /// Where a status query or a discard of upload `id` looks for
+    /// `grant`'s upload: where this door keeps it (see
+    /// [`uploads::kept_as`]), then under `id` itself, for an upload of
+    /// another door (tus, the draft, Companion), whose id the receiver
+    /// gave. Either answers only to the credentials that began it.
+    fn reached(grant: &Grant, id: &str) -> Vec<String> {
+        let kept = uploads::kept_as(&grant.owner, id);
+        match kept == id {
+            true => vec![kept],
+            false => vec![kept, id.to_owned()],
+        }
+    }
+
     async fn status_of(&self, uri: &http::Uri, grant: &Grant) -> Result<Option<Said>, Refusal> {
         let id = Self::queried_id(uri)?;
-        self.appends.take_over(id, &grant.owner).await;
-        let outcome = uploads::settle(
-            self.store.as_ref(),
-            id,
-            &grant.owner,
-            self.terms(Via::Segmented),
-        )
-        .await?;
+        let mut outcome = Outcome::Unknown;
+        for key in Self::reached(grant, id) {
+            self.appends.take_over(&key, &grant.owner).await;
+            let store = self.store.as_ref();
+            outcome =
+                uploads::settle(store, &key, &grant.owner, self.terms(Via::Segmented)).await?;
+            if !matches!(outcome, Outcome::Unknown) {
+                break;
+            }
+        }
         Ok(Some(match outcome {
-            Outcome::Landed(landed, word) => self.said_landed(&landed, word),
+            Outcome::Landed(landed, word) => self.said_landed(&landed, id, word),
             outcome => outcome.statement(id).into(),
         }))
     }
@@ -141,12 +160,15 @@ impl Receiver {
         grant: &Grant,
     ) -> Result<Option<Said>, Refusal> {
         let id = Self::queried_id(uri)?;
-        self.appends.take_over(id, &grant.owner).await;
-        if uploads::find_owned(self.store.as_ref(), id, &grant.owner)
-            .await?
-            .is_some()
-        {
-            self.store.discard(id).await?;
+        for key in Self::reached(grant, id) {
+            self.appends.take_over(&key, &grant.owner).await;
+            if uploads::find_owned(self.store.as_ref(), &key, &grant.owner)
+                .await?
+                .is_some()
+            {
+                self.store.discard(&key).await?;
+                break;
+            }
         }
         Ok(Some(
             Statement::Unknown {
@@ -185,6 +207,8 @@ impl Receiver {
             .transpose()
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
         let id = upload_id(headers)?;
+        let key = id.as_deref().map(|id| uploads::kept_as(&grant.owner, id));
+        let id = id.unwrap_or_default();
         let max_size = grant.largest(self.max_upload_size);
         let limit = range.map_or(max_size, |r| r.total);
         if limit > max_size {
@@ -205,10 +229,10 @@ impl Receiver {
         // Registered before its range is reserved, and dropped after its
         // writer: the same block sent again ends this request while its
         // bytes are on their way, and waits for its range to be free.
-        let mut sending = match (&id, range) {
-            (Some(id), Some(r)) => {
-                let key = appends::block_key(id, r.start, r.end);
-                Some(self.appends.begin(&key, &grant.owner).await)
+        let mut sending = match (&key, range) {
+            (Some(key), Some(r)) => {
+                let block = appends::block_key(key, r.start, r.end);
+                Some(self.appends.begin(&block, &grant.owner).await)
             }
             _ => None,
         };
@@ -221,11 +245,11 @@ impl Receiver {
                 (Some(part_name), None) => {
                     let name = plain_name(&fileuploader_wire::unescape_name(part_name))?;
                     grant.check_name(&name)?;
-                    let mut part = match self.part(id.as_deref(), name, range, allowance).await? {
+                    let mut part = match self.part(key.as_deref(), name, range, allowance).await? {
                         Ok(part) => part,
                         Err(landed) => {
                             while field.chunk().await.map_err(malformed)?.is_some() {}
-                            return Ok(Some(self.said_landed(&landed, None)));
+                            return Ok(Some(self.said_landed(&landed, &id, None)));
                         }
                     };
                     let max = range.map_or(max_size, |r| r.len());
@@ -321,9 +345,9 @@ impl Receiver {
                     None => name_field.unwrap_or(part_name),
                 };
                 let store = self.store.as_ref();
-                uploads::land_whole(store, writer, &name, id.as_deref(), allowance, metadata)
+                uploads::land_whole(store, writer, &name, key.as_deref(), allowance, metadata)
                     .await
-                    .map(|(landed, word)| Some(self.said_landed(&landed, word)))
+                    .map(|(landed, word)| Some(self.said_landed(&landed, &id, word)))
             }
             (Part::Block(writer), Some(r)) => {
                 if poured.len != r.len() {
@@ -346,10 +370,10 @@ impl Receiver {
                 )
                 .await?;
                 match outcome {
-                    Outcome::Landed(landed, word) => Ok(Some(self.said_landed(&landed, word))),
-                    Outcome::InProgress(upload) => Ok(Some(
+                    Outcome::Landed(landed, word) => Ok(Some(self.said_landed(&landed, &id, word))),
+                    Outcome::InProgress(_) => Ok(Some(
                         Statement::Received {
-                            upload_id: upload.begun.id,
+                            upload_id: id,
                             start: r.start,
                             end: r.end,
                         }
