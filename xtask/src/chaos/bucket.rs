@@ -13,7 +13,10 @@
 //! to the bucket (the receivers' own and every part) passes a fault
 //! proxy; odd seeds kill a receiver with SIGKILL at a seeded moment and
 //! start it again, even seeds kill each client with SIGKILL at one of its
-//! own. A client that failed is run once more, calm by then.
+//! own. Seeds 4 to 7 of every eight close the receivers to all but two
+//! tokens, give the clients one and a stranger the other, who aims
+//! requests at the clients' uploads throughout (as in `stranger`). A
+//! client that failed is run once more, calm by then.
 //!
 //! Each file then must be in the bucket byte for byte if its client said
 //! so, and after the extra run in any case; a receiver's landing must
@@ -29,8 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    content, fault_proxy, free_port, lost_events, receipt_holds, receipt_key, wait_bounded,
-    FaultLog, Faults, Rng, Upload, Verdict, EVENTS_WAIT,
+    content, fault_proxy, free_port, lost_events, receipt_holds, receipt_key, stranger,
+    wait_bounded, FaultLog, Faults, Rng, Upload, Verdict, EVENTS_WAIT, TOKENS,
 };
 use crate::garage::{Garage, REGION};
 
@@ -101,7 +104,8 @@ fn client(
     } else {
         c.args(["--url", &format!("http://127.0.0.1:{port}/s3")])
             .arg("--receipt-dir")
-            .arg(&u.receipts);
+            .arg(&u.receipts)
+            .args(u.token.iter().flat_map(|t| ["--token", t]));
     }
     c.arg(&u.path);
     c
@@ -122,6 +126,7 @@ pub(super) fn run_once(
     let src = work.join("sources");
     std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
     let mut rng = Rng(seed ^ 0xb0c4);
+    let strangers = seed % 8 >= 4;
     let mut uploads = Vec::new();
     let mut keys = Vec::new();
     for i in 0..clients {
@@ -172,7 +177,7 @@ pub(super) fn run_once(
             rate: None,
             journals,
             receipts: work.join(format!("receipts-{i}")),
-            token: None,
+            token: strangers.then_some(TOKENS[0]),
         });
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -215,7 +220,10 @@ pub(super) fn run_once(
     let key = work.join("receipts.key");
     let public = receipt_key(bin, &key)?;
     let key_flag = key.display().to_string();
-    let flags = ["--after-landing", &hook, "--receipt-key", &key_flag];
+    let mut flags = vec!["--after-landing", &hook, "--receipt-key", &key_flag];
+    if strangers {
+        flags.extend(["--token", TOKENS[0], "--token", TOKENS[1]]);
+    }
     let ports: Vec<u16> = match seed % 4 {
         2 | 3 => vec![free_port(), free_port()],
         _ => vec![free_port()],
@@ -242,34 +250,44 @@ pub(super) fn run_once(
         .map_err(|e| e.to_string())?;
 
     let started = Instant::now();
-    let first: Vec<Option<bool>> = if seed % 2 == 1 {
-        let by_time = Duration::from_millis(300 + rng.below(2500));
-        while started.elapsed() < by_time {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let victim = rng.below(ports.len() as u64) as usize;
-        let receiver = &mut receivers[victim];
-        let _ = (receiver.kill(), receiver.wait());
-        *receiver = serve(ports[victim], &flags)?;
-        children.into_iter().map(wait_bounded).collect()
-    } else {
-        let times: Vec<Duration> = uploads
-            .iter()
-            .map(|_| Duration::from_millis(300 + rng.below(2500)))
-            .collect();
-        children
-            .into_iter()
-            .zip(times)
-            .map(|(mut c, at)| {
-                while started.elapsed() < at && c.try_wait().ok().flatten().is_none() {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                let _ = c.kill();
-                wait_bounded(c)
-            })
-            .collect()
+    let first_run = || -> Result<Vec<Option<bool>>, String> {
+        Ok(if seed % 2 == 1 {
+            let by_time = Duration::from_millis(300 + rng.below(2500));
+            while started.elapsed() < by_time {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let victim = rng.below(ports.len() as u64) as usize;
+            let receiver = &mut receivers[victim];
+            let _ = (receiver.kill(), receiver.wait());
+            *receiver = serve(ports[victim], &flags)?;
+            children.into_iter().map(wait_bounded).collect()
+        } else {
+            let times: Vec<Duration> = uploads
+                .iter()
+                .map(|_| Duration::from_millis(300 + rng.below(2500)))
+                .collect();
+            children
+                .into_iter()
+                .zip(times)
+                .map(|(mut c, at)| {
+                    while started.elapsed() < at && c.try_wait().ok().flatten().is_none() {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let _ = c.kill();
+                    wait_bounded(c)
+                })
+                .collect()
+        })
     };
-    let mut outcomes = first;
+    let done = AtomicBool::new(false);
+    let (first, found) = std::thread::scope(|scope| {
+        let attacker = strangers.then(|| scope.spawn(|| stranger(port, &uploads, &done)));
+        let first = first_run();
+        done.store(true, Ordering::Relaxed);
+        let found = attacker.map_or_else(Vec::new, |a| a.join().unwrap_or_default());
+        (first, found)
+    });
+    let mut outcomes = first?;
     for (i, outcome) in outcomes.iter_mut().enumerate() {
         if *outcome == Some(false) {
             calm.store(true, Ordering::Relaxed);
@@ -277,7 +295,8 @@ pub(super) fn run_once(
         }
     }
 
-    let mut verdicts = Vec::new();
+    let mut verdicts: Vec<(String, Verdict)> =
+        found.into_iter().map(|f| (f, Verdict::Takeover)).collect();
     let mut landed_here = BTreeSet::new();
     for (i, u) in uploads.iter().enumerate() {
         let held = bucket.get(BUCKET, &keys[i])?;
@@ -344,8 +363,9 @@ pub(super) fn run_once(
     let faults = out.join(format!("faults-bucket-{seed}.log"));
     std::fs::write(&faults, lines.join("\n") + "\n").map_err(|e| e.to_string())?;
     eprintln!(
-        "chaos: bucket seed {seed}: {} receiver(s), {} faults fired, logged in {}",
+        "chaos: bucket seed {seed}: {} receiver(s){}, {} faults fired, logged in {}",
         ports.len(),
+        if strangers { " and a stranger" } else { "" },
         lines.len(),
         faults.display()
     );
