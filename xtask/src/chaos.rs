@@ -1227,7 +1227,12 @@ fn run_once(
     } else {
         std::env::temp_dir()
     };
-    let work = root.join(format!("fileuploader-chaos-{scenario}-{seed}"));
+    // Of this process: two harnesses (a replay beside a long run) never
+    // share a run's files.
+    let work = root.join(format!(
+        "fileuploader-chaos-{}-{scenario}-{seed}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&work);
     if scenario == "bucket" {
         std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
