@@ -1218,19 +1218,10 @@ fn run_once(
     max_size: u64,
     out: &Path,
 ) -> Result<Vec<(String, Verdict)>, String> {
-    // In memory where there is a tmpfs for it: a SIGKILL of a process
-    // leaves the page cache as it was, so what the scenarios test is the
-    // same, without waiting on a disk (fsync is free there).
-    let shm = Path::new("/dev/shm");
-    let root = if shm.is_dir() {
-        shm.to_owned()
-    } else {
-        std::env::temp_dir()
-    };
     // Of this process: two harnesses (a replay beside a long run) never
     // share a run's files.
-    let work = root.join(format!(
-        "fileuploader-chaos-{}-{scenario}-{seed}",
+    let work = work_root().join(format!(
+        "{WORK_PREFIX}{}-{scenario}-{seed}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&work);
@@ -1773,6 +1764,39 @@ impl Tally {
     }
 }
 
+/// Where runs work: in memory where there is a tmpfs for it (a SIGKILL of
+/// a process leaves the page cache as it was, so what the scenarios test
+/// is the same, without waiting on a disk; fsync is free there).
+fn work_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// How a run's work directory begins, before its harness's process id.
+const WORK_PREFIX: &str = "fileuploader-chaos-";
+
+/// Removes the work directories of harnesses no longer running (stopped
+/// by a kill, say): memory, where they are in a tmpfs.
+fn sweep_stale_work() {
+    let Ok(entries) = std::fs::read_dir(work_root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(WORK_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_none_or(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Runs the harness: `--quick` (a fixed set of seeds), `--runs N` (N runs
 /// in all, the scenarios taking turns, seeds counting up from 1; `--from
 /// K` starts at the run after the first K, to finish a long run stopped
@@ -1801,6 +1825,7 @@ pub fn chaos(args: impl Iterator<Item = String>) -> Result<(), String> {
     }
     let root = crate::root();
     let bin = crate::release_binary()?;
+    sweep_stale_work();
     let scenarios: Vec<&str> = match &only {
         Some(name) => vec![*SCENARIOS
             .iter()
