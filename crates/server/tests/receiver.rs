@@ -635,6 +635,43 @@ impl fileuploader_core::Transport for Counting {
     }
 }
 
+/// A job sending `path` to `url` in blocks of `block_size`, journaled in
+/// `journals`, through a [`Counting`] transport that fails every block
+/// from `fail_from` on.
+fn counted_job(
+    url: &str,
+    journals: &std::path::Path,
+    path: &std::path::Path,
+    block_size: u64,
+    fail_from: u64,
+) -> (
+    UploadManager,
+    fileuploader_core::Job,
+    std::sync::Arc<Counting>,
+) {
+    let transport = std::sync::Arc::new(Counting {
+        inner: HyperTransport::new().unwrap(),
+        starts: Default::default(),
+        fail_from,
+    });
+    let manager = UploadManager::new(transport.clone());
+    let mut job = manager.create_job();
+    job.server_url = url.to_owned();
+    job.block_size = block_size;
+    job.resume = fileuploader_core::Resume::In(journals.to_owned());
+    job.source_value.add(path.to_str().unwrap(), "", None);
+    (manager, job, transport)
+}
+
+/// The one resume journal in `journals`, and what it says.
+fn the_journal(journals: &std::path::Path) -> (std::path::PathBuf, String) {
+    let mut found = std::fs::read_dir(journals).unwrap();
+    let path = found.next().unwrap().unwrap().path();
+    assert!(found.next().is_none(), "one journal");
+    let text = std::fs::read_to_string(&path).unwrap();
+    (path, text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_sends_exactly_what_the_receiver_lacks_whatever_the_journal_says() {
     let dir = tempfile::tempdir().unwrap();
@@ -646,33 +683,14 @@ async fn a_resume_sends_exactly_what_the_receiver_lacks_whatever_the_journal_say
     let path = src.path().join("lacks.bin");
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 247) as u8).collect();
     std::fs::write(&path, &data).unwrap();
-    let run = |fail_from: u64| {
-        let transport = std::sync::Arc::new(Counting {
-            inner: HyperTransport::new().unwrap(),
-            starts: Default::default(),
-            fail_from,
-        });
-        let manager = UploadManager::new(transport.clone());
-        let mut job = manager.create_job();
-        job.server_url = url.clone();
-        job.block_size = 1000;
-        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
-        job.source_value.add(path.to_str().unwrap(), "", None);
-        (manager, job, transport)
-    };
+    let run = |fail_from: u64| counted_job(&url, journals.path(), &path, 1000, fail_from);
 
     let (manager, first, _) = run(60_000);
     let err = manager.run(&first).unwrap().wait().await.unwrap_err();
     assert_eq!(err.message(), "interrupted");
 
     // The journal now claims too little (blocks 0-9) and too much (90-99).
-    let journal = std::fs::read_dir(journals.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(&journal).unwrap();
+    let (journal, text) = the_journal(journals.path());
     let header = text.lines().next().unwrap();
     let mut edited = format!("{header}\n");
     for index in (0..10).chain(90..100) {
@@ -732,30 +750,14 @@ async fn a_journaled_id_someone_else_took_before_any_block_arrived_is_replaced()
     let data: Vec<u8> = (0..30_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&path, &data).unwrap();
     let run = |fail_from: u64| {
-        let transport = std::sync::Arc::new(Counting {
-            inner: HyperTransport::new().unwrap(),
-            starts: Default::default(),
-            fail_from,
-        });
-        let manager = UploadManager::new(transport);
-        let mut job = manager.create_job();
-        job.server_url = url.clone();
-        job.block_size = 10_000;
+        let (manager, mut job, _) = counted_job(&url, journals.path(), &path, 10_000, fail_from);
         job.http_header.insert("Authorization", "Bearer ours");
-        job.resume = fileuploader_core::Resume::In(journals.path().to_owned());
-        job.source_value.add(path.to_str().unwrap(), "", None);
         (manager, job)
     };
     let (manager, first) = run(0);
     let err = manager.run(&first).unwrap().wait().await.unwrap_err();
     assert_eq!(err.message(), "interrupted");
-    let journal = std::fs::read_dir(journals.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(&journal).unwrap();
+    let (_, text) = the_journal(journals.path());
     let id = text.split('"').rev().nth(1).unwrap().to_owned();
     assert_eq!(id.len(), 32, "{text}");
 

@@ -849,6 +849,26 @@ pub async fn landings_are_digested_when_asked(fixture: &dyn Fixture) {
     }
 }
 
+/// Lands a whole file `(id, name, bytes)` of `owner`'s by `policy`.
+async fn whole_under(
+    store: &dyn Store,
+    owner: &str,
+    (id, name, bytes): (Option<&str>, &str, &[u8]),
+    policy: OnConflict,
+) -> Result<Landed, StoreError> {
+    let mut whole = store
+        .write_whole(owner, Quota::none())
+        .await
+        .expect("opened");
+    whole
+        .write(Bytes::copy_from_slice(bytes))
+        .await
+        .expect("taken");
+    store
+        .land(Arrival::whole(whole, id, owner), name, policy)
+        .await
+}
+
 /// Two uploads of one id by different credentials, each begun before the
 /// other was known (a whole file and blocks, say): the id stays with the
 /// one that holds it, in progress or landed, and the other's landing is
@@ -862,22 +882,9 @@ pub async fn an_id_others_hold_is_never_landed_over(fixture: &dyn Fixture) {
         .await
         .expect("begun");
     put(&*store, &upload, 0, b"mine").await;
-    let whole_of_bob = || async {
-        let mut whole = store
-            .write_whole("bob", Quota::none())
-            .await
-            .expect("opened");
-        whole
-            .write(Bytes::from_static(b"evil"))
-            .await
-            .expect("taken");
-        store
-            .land(
-                Arrival::whole(whole, Some("held"), "bob"),
-                "mine.bin",
-                OnConflict::Overwrite,
-            )
-            .await
+    let whole_of_bob = || {
+        let file = (Some("held"), "mine.bin", &b"evil"[..]);
+        whole_under(&*store, "bob", file, OnConflict::Overwrite)
     };
     let refused = whole_of_bob().await.expect_err("ann's upload holds the id");
     assert_eq!(refused.kind(), ErrorKind::Forbidden, "{refused}");
@@ -918,20 +925,8 @@ pub async fn an_id_others_hold_is_never_landed_over(fixture: &dyn Fixture) {
 /// the id after the door looked, say, and before the upload began).
 pub async fn an_id_others_hold_is_never_begun_again(fixture: &dyn Fixture) {
     let store = fixture.store();
-    let mut whole = store
-        .write_whole("bob", Quota::none())
-        .await
-        .expect("opened");
-    whole
-        .write(Bytes::from_static(b"bobs"))
-        .await
-        .expect("taken");
-    store
-        .land(
-            Arrival::whole(whole, Some("landed"), "bob"),
-            "bob.bin",
-            OnConflict::Refuse,
-        )
+    let file = (Some("landed"), "bob.bin", &b"bobs"[..]);
+    whole_under(&*store, "bob", file, OnConflict::Refuse)
         .await
         .expect("bob's whole file lands");
     let refused = store

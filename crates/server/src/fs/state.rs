@@ -661,6 +661,19 @@ fn refused((kind, why): Refused) -> io::Error {
     }
 }
 
+/// Who holds upload id `id` in the records: the owner of its upload in
+/// progress, and the owner of its landing.
+fn holders(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+) -> rusqlite::Result<(Option<String>, Option<String>)> {
+    let owner = |table: &str| {
+        let sql = format!("SELECT owner FROM {table} WHERE id = ?1");
+        tx.query_row(&sql, params![id], |r| r.get(0)).optional()
+    };
+    Ok((owner("uploads")?, owner("landed")?))
+}
+
 /// Applies a batch in one transaction; each change's own outcome, or the
 /// transaction's failure.
 fn commit(
@@ -677,20 +690,7 @@ fn commit(
         let mut outcome = Ok(());
         match change {
             Change::Begin(new, quota) => {
-                let known: Option<String> = tx
-                    .query_row(
-                        "SELECT owner FROM uploads WHERE id = ?1",
-                        params![new.id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let landed: Option<String> = tx
-                    .query_row(
-                        "SELECT owner FROM landed WHERE id = ?1",
-                        params![new.id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let (known, landed) = holders(&tx, &new.id)?;
                 let others = known.iter().chain(&landed).any(|o| *o != new.owner);
                 match over_quota(&tx, quota, &new.owner, new.total, "")? {
                     // Checked in the transaction that records the upload:
@@ -768,14 +768,15 @@ fn commit(
             }
             Change::Landed { landed, event } => {
                 let id = &landed.id;
-                let mut holders: Vec<String> = Vec::new();
-                if !id.is_empty() {
-                    for table in ["landed", "uploads"] {
-                        let sql = format!("SELECT owner FROM {table} WHERE id = ?1");
-                        holders.extend(tx.query_row(&sql, params![id], |r| r.get(0)).optional()?);
-                    }
-                }
-                if holders.iter().any(|o| *o != landed.owner) {
+                let (in_progress, landed_by) = match id.is_empty() {
+                    true => (None, None),
+                    false => holders(&tx, id)?,
+                };
+                if in_progress
+                    .iter()
+                    .chain(&landed_by)
+                    .any(|o| *o != landed.owner)
+                {
                     // Two uploads of one id by different credentials, each
                     // begun before the other's was known (a whole file and
                     // blocks, say): the id stays with the one that holds it,
