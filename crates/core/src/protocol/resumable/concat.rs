@@ -79,6 +79,7 @@ impl Session {
     /// What the server made of a block sent as a partial upload: the
     /// part, acknowledged with its range and URL as its receipt, once the
     /// server kept all of it.
+    ///
     /// A part that goes in pieces (a front end bounds what one request
     /// carries) is created with the first and appended to (`PATCH`) with
     /// the others, each answered before the next.

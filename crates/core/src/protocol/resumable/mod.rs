@@ -819,12 +819,13 @@ impl UploadSession for Session {
             (state.mode.clone(), state.offset, state.checksum)
         };
         let (method, url, data) = match mode.clone() {
-            Mode::Concatenated => match self.part_pieces(block).url {
-                Some(url) => {
-                    let held = self.part_pieces(block).held.min(block.len);
-                    (Method::PATCH, url, data.skip(held))
-                }
-                None => (Method::POST, self.url.clone(), data),
+            Mode::Concatenated => match self.part_pieces(block) {
+                PartPieces {
+                    url: Some(url),
+                    held,
+                    ..
+                } => (Method::PATCH, url, data.skip(held.min(block.len))),
+                _ => (Method::POST, self.url.clone(), data),
             },
             Mode::Creating => (Method::POST, self.url.clone(), data),
             // The server may hold part of this block (a body cut short is
