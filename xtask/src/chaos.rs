@@ -998,9 +998,9 @@ fn live(u: &Upload, journal: &Journaled) -> (Vec<String>, Vec<String>) {
 /// The stranger of `stranger`: until `done`, aims requests with the other
 /// token at the clients' uploads, and forms of several file parts at the
 /// receiver; each answer that treated a client's upload as the stranger's.
-/// (An id a client no longer holds, such as a concatenated part's, is
-/// free: the stranger may land its own `evil-N.bin` under it, and hear of
-/// that landing, but of nothing of the client's.)
+/// (Upload ids are kept per credential: under any id a client names, the
+/// stranger may land its own `evil-N.bin`, and hear of that landing, but
+/// of nothing of the client's.)
 fn stranger(port: u16, uploads: &[Upload], done: &std::sync::atomic::AtomicBool) -> Vec<String> {
     let auth = format!("authorization: Bearer {}\r\n", TOKENS[1]);
     let tus = format!("{auth}tus-resumable: 1.0.0\r\n");
