@@ -3,8 +3,12 @@
 //! - `NAME`: a landed file, one object, its metadata naming its upload;
 //! - `.fileuploader-state/u/ID/meta-TOTAL`: upload `ID` as begun (JSON);
 //! - `.fileuploader-state/u/ID/a/START.END.CRC.DATA.NONCE`: an
-//!   acknowledged block, empty; its name says which bytes, their CRC32C,
-//!   and the data object holding them, `d/DATA/NONCE`;
+//!   acknowledged block; its name says which bytes, their CRC32C, and
+//!   where they are (see [`Layout::source`]): in the data object
+//!   `d/DATA/NONCE`, in this object itself when DATA is empty (a small
+//!   block, stored and acknowledged by one `PUT`), or, when NONCE has dots
+//!   in it, in upload DATA's acknowledgement `u/DATA/a/NONCE` (a part of a
+//!   concatenation that was such a small block);
 //! - `.fileuploader-state/u/ID/l/HEX`: a multipart upload begun for the
 //!   landing, its id in hex; the object's key in the body;
 //! - `.fileuploader-state/u/ID/direct-DECLARED`: direct upload `ID` as
@@ -28,9 +32,42 @@ pub(crate) struct Ack {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) crc32c: Option<u32>,
-    /// The upload whose data folder holds the bytes.
+    /// The upload whose data folder holds the bytes; empty when the
+    /// acknowledgement's own object does.
     pub(crate) data: String,
     pub(crate) nonce: String,
+}
+
+impl Ack {
+    /// This block's bytes, held in its own acknowledgement (`nonce` names
+    /// it among others of its range).
+    pub(crate) fn inline(start: u64, end: u64, crc32c: u32, nonce: String) -> Self {
+        Ack {
+            start,
+            end,
+            crc32c: Some(crc32c),
+            data: String::new(),
+            nonce,
+        }
+    }
+
+    /// The same bytes as a block of upload `into` at `at` past their place
+    /// in upload `from` (a part of a concatenation): they stay where they
+    /// are.
+    pub(crate) fn moved(&self, from: &str, at: u64) -> Self {
+        let (data, nonce) = if self.data.is_empty() {
+            (from.to_owned(), Layout::ack_name(self))
+        } else {
+            (self.data.clone(), self.nonce.clone())
+        };
+        Ack {
+            start: self.start + at,
+            end: self.end + at,
+            crc32c: self.crc32c,
+            data,
+            nonce,
+        }
+    }
 }
 
 /// The keys of one store, all below its prefix.
@@ -84,17 +121,30 @@ impl Layout {
     }
 
     pub(crate) fn ack(&self, id: &str, ack: &Ack) -> String {
+        format!("{}{}", self.acks(id), Layout::ack_name(ack))
+    }
+
+    /// An acknowledgement's key below [`Layout::acks`].
+    fn ack_name(ack: &Ack) -> String {
         let crc = ack
             .crc32c
             .map_or_else(|| "x".to_owned(), |c| format!("{c:08x}"));
         format!(
-            "{}{:020}.{:020}.{crc}.{}.{}",
-            self.acks(id),
-            ack.start,
-            ack.end,
-            ack.data,
-            ack.nonce
+            "{:020}.{:020}.{crc}.{}.{}",
+            ack.start, ack.end, ack.data, ack.nonce
         )
+    }
+
+    /// The object holding the bytes upload `id`'s acknowledgement `ack`
+    /// names.
+    pub(crate) fn source(&self, id: &str, ack: &Ack) -> String {
+        if ack.data.is_empty() {
+            self.ack(id, ack)
+        } else if ack.nonce.contains('.') {
+            format!("{}{}", self.acks(&ack.data), ack.nonce)
+        } else {
+            self.data_object(&ack.data, &ack.nonce)
+        }
     }
 
     /// Direct upload `id`'s record, `declared` bytes long (0 when it
@@ -243,7 +293,7 @@ mod tests {
             &Ack {
                 start: 10,
                 crc32c: None,
-                ..ack
+                ..ack.clone()
             },
         );
         assert!(later > key);
@@ -254,6 +304,27 @@ mod tests {
             Some(("u1", "meta-42"))
         );
         assert_eq!(Layout::parse_meta("meta-42"), Some(42));
+        // A small block's bytes are its acknowledgement; moved into a
+        // concatenation, they are still found there.
+        let small = Ack::inline(0, 10, 7, "00aa".into());
+        let own = layout.ack("part", &small);
+        assert!(own.ends_with("/a/00000000000000000000.00000000000000000010.00000007..00aa"));
+        assert_eq!(
+            Layout::parse_ack(own.strip_prefix(&layout.acks("part")).unwrap()),
+            Some(small.clone())
+        );
+        assert_eq!(layout.source("part", &small), own);
+        let moved = small.moved("part", 100);
+        assert_eq!((moved.start, moved.end, moved.crc32c), (100, 110, Some(7)));
+        let name = layout.ack("final", &moved);
+        let parsed = Layout::parse_ack(name.strip_prefix(&layout.acks("final")).unwrap());
+        assert_eq!(parsed.as_ref(), Some(&moved));
+        assert_eq!(layout.source("final", &moved), own);
+        // A block in a data object stays in it, wherever it is moved.
+        assert_eq!(
+            layout.source("final", &ack.moved("up-1_x", 3)),
+            layout.data_object("up-1_x", "00ff")
+        );
         let landing = layout.landing("u1", "a.B~1/x");
         let (_, rest) = layout.split_upload_key(&landing).unwrap();
         assert_eq!(Layout::parse_landing(rest).as_deref(), Some("a.B~1/x"));

@@ -915,17 +915,22 @@ impl S3Store {
     async fn acknowledge_all(
         &self,
         id: &str,
-        acks: &[Ack],
+        acks: Vec<(Ack, Bytes)>,
         mut seen: Upload,
     ) -> Result<Upload, StoreError> {
         let layout = &self.s().layout;
         let puts: Vec<_> = acks
             .iter()
-            .map(|ack| {
+            .map(|(ack, bytes)| {
                 let key = layout.ack(id, ack);
                 async move {
-                    self.put_small("acknowledge a block", &key, Bytes::new())
-                        .await
+                    match bytes.len() {
+                        0 => {
+                            self.put_small("acknowledge a block", &key, Bytes::new())
+                                .await
+                        }
+                        _ => self.put_bytes(&key, bytes.clone()).await,
+                    }
                 }
             })
             .collect();
@@ -933,7 +938,7 @@ impl S3Store {
             .buffer_unordered(FAN_OUT)
             .try_collect::<Vec<()>>()
             .await?;
-        for ack in acks {
+        for (ack, _) in acks {
             seen.add(Block {
                 start: ack.start,
                 end: ack.end,
@@ -945,12 +950,20 @@ impl S3Store {
 
     /// Stores `bytes` as a data object of upload `data`; returns its nonce.
     async fn put_piece(&self, data: &str, bytes: Bytes) -> Result<String, StoreError> {
-        let s = self.s();
         let nonce = keys::nonce();
+        self.put_bytes(&self.s().layout.data_object(data, &nonce), bytes)
+            .await?;
+        Ok(nonce)
+    }
+
+    /// Stores `bytes` as the object `key`, unsigned like every body of
+    /// bytes.
+    async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let s = self.s();
         s.data
             .put_object()
             .bucket(&s.bucket)
-            .key(s.layout.data_object(data, &nonce))
+            .key(key)
             .content_length(bytes.len() as i64)
             .body(ByteStream::from(bytes))
             .customize()
@@ -958,7 +971,7 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| failed("store bytes", &e))?;
-        Ok(nonce)
+        Ok(())
     }
 
     /// Makes `pieces` (tiling `total` bytes) one object, landing it by
@@ -1297,7 +1310,7 @@ fn tile(stored: &Stored, layout: &Layout) -> Option<Vec<Piece>> {
             return None;
         }
         pieces.push(Piece {
-            key: layout.data_object(&ack.data, &ack.nonce),
+            key: layout.source(&stored.meta.id, ack),
             len: ack.end - ack.start,
         });
         at = ack.end;
@@ -1400,6 +1413,15 @@ impl Store for S3Store {
                 same: true,
             }));
         }
+        if sized && range.len() <= INLINE_MAX {
+            return Ok(Box::new(Inline {
+                store: self.clone(),
+                seen: upload.clone(),
+                range,
+                bytes: BytesMut::with_capacity(range.len() as usize),
+                crc: 0,
+            }));
+        }
         if sized {
             return Ok(Box::new(Streaming::start(self.clone(), upload, range)));
         }
@@ -1424,17 +1446,14 @@ impl Store for S3Store {
                     format!("partial upload {} is gone", part.begun.id),
                 ));
             };
-            acks.extend(stored.acks.into_iter().map(|a| Ack {
-                start: a.start + at,
-                end: a.end + at,
-                ..a
-            }));
+            let moved = stored.acks.iter().map(|a| a.moved(&part.begun.id, at));
+            acks.extend(moved.map(|a| (a, Bytes::new())));
             at += part.begun.total;
         }
         let id = new.id.clone();
         // Charged above, before the parts were read.
         let upload = self.begin(new, Quota::none()).await?;
-        self.acknowledge_all(&id, &acks, upload).await
+        self.acknowledge_all(&id, acks, upload).await
     }
 
     async fn write_whole(
@@ -1826,23 +1845,8 @@ impl BlockWriter for Streaming {
         len: u64,
         crc32c: Option<u32>,
     ) -> Result<Upload, StoreError> {
-        if len != self.range.len() || self.written != len {
-            return Err(StoreError::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "the body ended after {} of its {} bytes; this store keeps only whole requests",
-                    self.written,
-                    self.range.len()
-                ),
-            ));
-        }
+        whole_request(self.range, self.written, len, self.crc, crc32c)?;
         self.stored().await?;
-        if crc32c.is_some_and(|c| c != self.crc) {
-            return Err(StoreError::io(
-                "acknowledge a block",
-                "its CRC32C is not the one computed",
-            ));
-        }
         let ack = Ack {
             start: self.range.start,
             end: self.range.end,
@@ -1854,7 +1858,96 @@ impl BlockWriter for Streaming {
         let begun = self.seen.begun.clone();
         let id = begun.id.clone();
         let seen = std::mem::replace(&mut self.seen, Upload::new(begun));
-        self.store.acknowledge_all(&id, &[ack], seen).await
+        self.store
+            .acknowledge_all(&id, vec![(ack, Bytes::new())], seen)
+            .await
+    }
+}
+
+/// Refuses a block that is not the whole request it said it was, or whose
+/// CRC32C is not the one `claimed`.
+fn whole_request(
+    range: ContentRange,
+    written: u64,
+    len: u64,
+    crc: u32,
+    claimed: Option<u32>,
+) -> Result<(), StoreError> {
+    if len != range.len() || written != len {
+        return Err(StoreError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the body ended after {written} of its {} bytes; this store keeps only whole requests",
+                range.len()
+            ),
+        ));
+    }
+    if claimed.is_some_and(|c| c != crc) {
+        return Err(StoreError::io(
+            "acknowledge a block",
+            "its CRC32C is not the one computed",
+        ));
+    }
+    Ok(())
+}
+
+/// The most bytes a block may have to be held until its end and stored
+/// with its acknowledgement in one `PUT` (see [`Inline`]).
+const INLINE_MAX: u64 = 256 * 1024;
+
+/// A small block of known length, held in memory until the request ends
+/// and then stored and acknowledged by one `PUT`: its bytes are the body
+/// of its acknowledgement's object. One write to the store on its way
+/// instead of two after one another, for at most [`INLINE_MAX`] bytes held
+/// a request.
+struct Inline {
+    store: S3Store,
+    /// The upload as the request read it.
+    seen: Upload,
+    range: ContentRange,
+    bytes: BytesMut,
+    crc: u32,
+}
+
+#[async_trait]
+impl WriteBytes for Inline {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
+        if (self.bytes.len() + bytes.len()) as u64 > self.range.len() {
+            return Err(StoreError::io(
+                "store a block",
+                format!("more than its {} bytes", self.range.len()),
+            ));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &bytes);
+        self.bytes.extend_from_slice(&bytes);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlockWriter for Inline {
+    async fn finish(&mut self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn acknowledge(
+        self: Box<Self>,
+        len: u64,
+        crc32c: Option<u32>,
+    ) -> Result<Upload, StoreError> {
+        let Inline {
+            store,
+            seen,
+            range,
+            bytes,
+            crc,
+        } = *self;
+        whole_request(range, bytes.len() as u64, len, crc, crc32c)?;
+        let ack = Ack::inline(range.start, range.end, crc, keys::nonce());
+        let id = seen.begun.id.clone();
+        store
+            .acknowledge_all(&id, vec![(ack, bytes.freeze())], seen)
+            .await
     }
 }
 
@@ -1930,17 +2023,17 @@ impl BlockWriter for Pieces {
     ) -> Result<Upload, StoreError> {
         self.flush().await?;
         let start = self.stored.first().map_or(self.at, |a| a.start);
-        let acks: Vec<Ack> = self
+        let acks: Vec<(Ack, Bytes)> = self
             .stored
             .iter()
             .filter(|a| a.end <= start + len)
-            .cloned()
+            .map(|a| (a.clone(), Bytes::new()))
             .collect();
         let seen = self
             .seen
             .take()
             .ok_or_else(|| StoreError::io("acknowledge a block", "these bytes are not a block"))?;
-        self.store.acknowledge_all(&self.data, &acks, seen).await
+        self.store.acknowledge_all(&self.data, acks, seen).await
     }
 }
 

@@ -133,8 +133,8 @@ pub(super) fn run_once(
         let protocol = ["companion", "s3", "segmented", "tus", "ietf"][rng.below(5) as usize];
         let straight = matches!(protocol, "companion" | "s3");
         // Past one part often: up to three parts in a quick run. Bytes
-        // through the receiver, every block a listing and two writes in
-        // the bucket, are held to the other scenarios' sizes, so that a
+        // through the receiver, every block a listing and one write (256
+        // KiB at most) or two in the bucket, are held to the other scenarios' sizes, so that a
         // run's every client ends within the bound.
         let most = match straight {
             true => (max_size * 4).max(3 * PART),
@@ -158,8 +158,9 @@ pub(super) fn run_once(
         // leave parts alone.
         let mut knobs = Rng(seed.rotate_left(17) ^ (i as u64 + 1));
         // Blocks through the receiver: small ones too (for small files),
-        // many listings and acknowledgements in the bucket; parts are 5 MiB
-        // at least.
+        // many listings and acknowledgements in the bucket, 64 KiB ones
+        // stored as their own acknowledgements (tus puts them together
+        // from its parts'); parts are 5 MiB at least.
         let block = match (straight, len < 8 << 20) {
             (true, _) => PART,
             (false, true) => [64 << 10, 1 << 20, PART][rng.below(3) as usize],
