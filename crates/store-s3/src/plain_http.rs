@@ -7,10 +7,12 @@
 //! listing and every small read waited that long. Asking for quick
 //! acknowledgements before each read removes the wait.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::body::SdkBody;
+use fileuploader_wire::sync::lock;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector as TcpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -28,17 +31,38 @@ use tokio::net::TcpStream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// An HTTP client for the AWS SDK on plain-HTTP endpoints.
+/// An HTTP client for the AWS SDK on plain-HTTP endpoints. The SDK asks
+/// it for a connector on every request: one is made per connect timeout
+/// and kept, so that requests share its pool of connections (a connector
+/// made per request opened a connection per request).
 pub(crate) fn client() -> SharedHttpClient {
-    aws_smithy_runtime_api::client::http::http_client_fn(|settings: &HttpConnectorSettings, _| {
-        let mut tcp = TcpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(settings.connect_timeout());
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(QuickAckConnector(tcp));
-        SharedHttpConnector::new(Plain(client))
-    })
+    let made = Connectors::default();
+    aws_smithy_runtime_api::client::http::http_client_fn(
+        move |settings: &HttpConnectorSettings, _| made.within(settings.connect_timeout()),
+    )
+}
+
+/// The connectors made so far, by connect timeout.
+#[derive(Default)]
+struct Connectors(Mutex<HashMap<Option<Duration>, SharedHttpConnector>>);
+
+impl Connectors {
+    /// The connector that connects within `timeout`, with its pool.
+    fn within(&self, timeout: Option<Duration>) -> SharedHttpConnector {
+        let made = |timeout| {
+            let mut tcp = TcpConnector::new();
+            tcp.set_nodelay(true);
+            tcp.set_connect_timeout(timeout);
+            let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(QuickAckConnector(tcp));
+            SharedHttpConnector::new(Plain(client))
+        };
+        lock(&self.0)
+            .entry(timeout)
+            .or_insert_with(|| made(timeout))
+            .clone()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -146,5 +170,56 @@ impl Write for QuickAck {
 impl Connection for QuickAck {
     fn connected(&self) -> Connected {
         self.0.connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use std::io::{BufRead, BufReader, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A server on 127.0.0.1 answering every request 200 on the
+    /// connection it came on; counts the connections it accepted.
+    fn counting_server() -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut stream = stream;
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                        if line == "\r\n" {
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if stream.write_all(answer).is_err() {
+                                return;
+                            }
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn requests_to_one_store_share_a_connection() {
+        let (url, accepted) = counting_server();
+        let made = Connectors::default();
+        for _ in 0..3 {
+            let request = http::Request::get(&url).body(SdkBody::empty()).unwrap();
+            let request = HttpRequest::try_from(request).unwrap();
+            let response = made.within(None).call(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }
