@@ -300,7 +300,7 @@ pub(crate) async fn open(
     new: NewUpload,
     allowance: Allowance<'_>,
 ) -> Result<Outcome, Refusal> {
-    match store.upload(&new.id).await? {
+    match store.upload_for_block(&new.id).await? {
         Some(upload) if upload.begun.owner != allowance.owner => Err(anothers()),
         Some(upload) if upload.begun.total != new.total => Err(Refusal::new(
             StatusCode::CONFLICT,

@@ -77,6 +77,7 @@ where
     landings_are_digested_when_asked(&*make().await).await;
     an_id_others_hold_is_never_landed_over(&*make().await).await;
     an_id_others_hold_is_never_begun_again(&*make().await).await;
+    a_block_is_never_given_a_beginning_that_is_gone(&*make().await).await;
 }
 
 /// Lands upload `id` of `store` as `name` (refusing a taken name), and
@@ -958,4 +959,53 @@ pub async fn an_id_others_hold_is_never_begun_again(fixture: &dyn Fixture) {
         fixture.file("bob2.bin").await.as_deref(),
         Some(&b"bob2"[..])
     );
+}
+
+/// What [`Store::upload_for_block`] answers is the upload as begun now:
+/// an upload another receiver discarded and began again under the same
+/// id, the same length and name, is the new one, with none of the old
+/// one's blocks, though this receiver saw them (a block it took for
+/// acknowledged would be compared, not stored, and lost).
+pub async fn a_block_is_never_given_a_beginning_that_is_gone(fixture: &dyn Fixture) {
+    let (store, other) = (fixture.store(), fixture.reopen().await);
+    let new = || new_upload("again", 8, "again.bin", "ann");
+    store.begin(new(), Quota::none()).await.expect("begun");
+    let first = store
+        .upload_for_block("again")
+        .await
+        .expect("read")
+        .expect("in progress");
+    let first = put(&*store, &first, 0, b"abcd").await;
+    assert_eq!(first.received.ranges(), [(0, 4)]);
+    let seen = store.upload_for_block("again").await.expect("read");
+    assert_eq!(seen.map(|u| u.received), Some(first.received));
+
+    other.discard("again").await.expect("discarded");
+    other
+        .begin(new(), Quota::none())
+        .await
+        .expect("begun again");
+    let again = store
+        .upload_for_block("again")
+        .await
+        .expect("read")
+        .expect("in progress again");
+    assert!(
+        again.received.ranges().is_empty(),
+        "the upload begun again holds nothing: {:?}",
+        again.received
+    );
+    put(&*store, &again, 0, b"wxyz").await;
+    let again = other
+        .upload("again")
+        .await
+        .expect("read")
+        .expect("in progress");
+    put(&*other, &again, 4, b"efgh").await;
+    lands_as(fixture, &*store, "again", "again.bin", b"wxyzefgh").await;
+    assert!(store
+        .upload_for_block("again")
+        .await
+        .expect("read")
+        .is_none());
 }

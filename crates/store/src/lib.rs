@@ -243,6 +243,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Upload `id` in progress, as stored now.
     async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError>;
 
+    /// Upload `id` in progress, for a block about to be written to it
+    /// ([`write_block`](Self::write_block)): as [`upload`](Self::upload),
+    /// except that a store shared by receivers may answer from what this
+    /// process read of the upload before, once it has checked that the
+    /// upload is still that same beginning. Such an answer may lack blocks
+    /// acknowledged since through other receivers, never has one too many:
+    /// nothing but a block's way may take it.
+    async fn upload_for_block(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+        self.upload(id).await
+    }
+
     /// Begins an upload, durably, charging its length to `quota`
     /// ([`ErrorKind::Full`] when it does not fit); an upload of that id in
     /// progress already is returned as it is. An id other credentials hold,

@@ -80,6 +80,10 @@ pub(crate) struct Claim<'a> {
 pub(crate) struct Head {
     pub(crate) begun: NewUpload,
     pub(crate) landing_error: Option<String>,
+    /// Random, one per beginning: an upload discarded and begun again
+    /// under the same id, even with the same length and name, is another
+    /// one, and nothing read of the first is kept for it.
+    pub(crate) beginning: i64,
 }
 
 /// What a change's caller learns once it is durable: for a block, its
@@ -88,7 +92,33 @@ type Reply = oneshot::Sender<io::Result<Option<Upload>>>;
 
 /// Uploads as last read, each with the newest block `seq` read, shared by
 /// every reader and the committer.
-type Cache = Arc<Mutex<HashMap<String, (i64, Upload)>>>;
+type Cache = Arc<Mutex<HashMap<String, Cached>>>;
+
+/// What this process read of one upload.
+#[derive(Debug)]
+struct Cached {
+    /// The newest block `seq` read.
+    seq: i64,
+    /// The beginning it is of ([`Head::beginning`]).
+    beginning: i64,
+    upload: Upload,
+}
+
+impl Cached {
+    /// Nothing read yet of the upload `head` records.
+    fn of(head: &Head) -> Self {
+        Cached {
+            seq: 0,
+            beginning: head.beginning,
+            upload: Upload::new(head.begun.clone()),
+        }
+    }
+
+    /// Whether this is what was read of the upload `head` records.
+    fn is_of(&self, head: &Head) -> bool {
+        self.beginning == head.beginning && self.upload.begun == head.begun
+    }
+}
 
 /// The records: readers for queries, the committer for changes, and what
 /// this process read of each upload.
@@ -128,7 +158,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
         "CREATE TABLE IF NOT EXISTS uploads (
              id TEXT PRIMARY KEY, total INTEGER NOT NULL, name TEXT NOT NULL,
              owner TEXT NOT NULL, touched INTEGER NOT NULL, landing_error TEXT,
-             partial INTEGER NOT NULL DEFAULT 0, metadata TEXT);
+             partial INTEGER NOT NULL DEFAULT 0, metadata TEXT,
+             beginning INTEGER NOT NULL DEFAULT 0);
          CREATE TABLE IF NOT EXISTS acks (
              seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
              start INTEGER NOT NULL, end INTEGER NOT NULL, crc INTEGER,
@@ -162,6 +193,11 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     let has_metadata = tx.prepare("SELECT metadata FROM uploads LIMIT 0").is_ok();
     if !has_metadata {
         tx.execute_batch("ALTER TABLE uploads ADD COLUMN metadata TEXT")?;
+    }
+    // Records from before beginnings were told apart have no `beginning`.
+    let has_beginning = tx.prepare("SELECT beginning FROM uploads LIMIT 0").is_ok();
+    if !has_beginning {
+        tx.execute_batch("ALTER TABLE uploads ADD COLUMN beginning INTEGER NOT NULL DEFAULT 0")?;
     }
     // Outboxes from before claims have no `claimed_by` column.
     let has_claims = tx.prepare("SELECT claimed_by FROM outbox LIMIT 0").is_ok();
@@ -236,7 +272,7 @@ fn closed() -> io::Error {
 /// The record of upload `id`, if it is in progress.
 fn head(conn: &Connection, id: &str) -> rusqlite::Result<Option<Head>> {
     conn.prepare_cached(
-        "SELECT total, name, owner, landing_error, partial, metadata FROM uploads WHERE id = ?1",
+        "SELECT total, name, owner, landing_error, partial, metadata, beginning FROM uploads WHERE id = ?1",
     )?
     .query_row(params![id], |r| {
         Ok(Head {
@@ -249,6 +285,7 @@ fn head(conn: &Connection, id: &str) -> rusqlite::Result<Option<Head>> {
                 metadata: r.get(5)?,
             },
             landing_error: r.get(3)?,
+            beginning: r.get(6)?,
         })
     })
     .optional()
@@ -286,32 +323,31 @@ fn read_upload(conn: &Connection, cache: &Cache, id: &str) -> rusqlite::Result<O
         return Ok(None);
     };
     let seen = match lock(cache).get(id) {
-        Some((seen, upload)) if upload.begun == head.begun => *seen,
+        Some(cached) if cached.is_of(&head) => cached.seq,
         _ => 0,
     };
     let newer = acks_after(conn, id, seen)?;
     let mut cache = lock(cache);
-    let (cached, upload) = cache
+    let cached = cache
         .entry(id.to_owned())
-        .or_insert_with(|| (0, Upload::new(head.begun.clone())));
-    if upload.begun != head.begun {
-        *cached = 0;
-        *upload = Upload::new(head.begun.clone());
+        .or_insert_with(|| Cached::of(&head));
+    if !cached.is_of(&head) {
+        *cached = Cached::of(&head);
     }
     // Begun again meanwhile (another reader found it so): what was read
     // after `seen` is not all there is.
-    let newer = match *cached < seen {
-        true => acks_after(conn, id, *cached)?,
+    let newer = match cached.seq < seen {
+        true => acks_after(conn, id, cached.seq)?,
         false => newer,
     };
     for (seq, block) in newer {
-        if seq > *cached {
-            upload.add(block);
-            *cached = seq;
+        if seq > cached.seq {
+            cached.upload.add(block);
+            cached.seq = seq;
         }
     }
-    upload.landing_error = head.landing_error;
-    Ok(Some(upload.clone()))
+    cached.upload.landing_error = head.landing_error;
+    Ok(Some(cached.upload.clone()))
 }
 
 impl State {
@@ -705,8 +741,8 @@ fn commit(
                     }
                     _ => {
                         tx.execute(
-                            "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched, partial, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                            params![new.id, new.total as i64, new.name, new.owner, now_ms(), new.partial, new.metadata],
+                            "INSERT OR IGNORE INTO uploads (id, total, name, owner, touched, partial, metadata, beginning) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                            params![new.id, new.total as i64, new.name, new.owner, now_ms(), new.partial, new.metadata, rand::random::<i64>()],
                         )?;
                     }
                 }
