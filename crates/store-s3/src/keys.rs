@@ -39,6 +39,15 @@ pub(crate) struct Ack {
 }
 
 impl Ack {
+    /// The block it acknowledges.
+    pub(crate) fn block(&self) -> fileuploader_store::Block {
+        fileuploader_store::Block {
+            start: self.start,
+            end: self.end,
+            crc32c: self.crc32c,
+        }
+    }
+
     /// This block's bytes, held in its own acknowledgement (`nonce` names
     /// it among others of its range).
     pub(crate) fn inline(start: u64, end: u64, crc32c: u32, nonce: String) -> Self {

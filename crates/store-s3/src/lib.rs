@@ -287,6 +287,9 @@ struct Seen {
     acks: Vec<(String, Ack)>,
     /// The key of the last acknowledgement of the run from byte 0.
     run: Option<String>,
+    /// The upload they make, with the blocks this process acknowledged
+    /// since (for [`Store::upload_for_block`]).
+    upload: Upload,
 }
 
 /// One listed object.
@@ -871,11 +874,7 @@ impl S3Store {
                 if at.is_some() {
                     run = Some(key.clone());
                 }
-                upload.add(Block {
-                    start: ack.start,
-                    end: ack.end,
-                    crc32c: ack.crc32c,
-                });
+                upload.add(ack.block());
             }
             if error {
                 upload.landing_error = self
@@ -888,6 +887,7 @@ impl S3Store {
                 meta: meta.clone(),
                 acks: acks.clone(),
                 run,
+                upload: upload.clone(),
             };
             {
                 let mut all = lock(&self.s().seen);
@@ -938,12 +938,16 @@ impl S3Store {
             .buffer_unordered(FAN_OUT)
             .try_collect::<Vec<()>>()
             .await?;
+        if let Some(kept) = lock(&self.s().seen).get_mut(id) {
+            // Only its own beginning's: the one that request read.
+            if kept.upload.begun == seen.begun {
+                for (ack, _) in &acks {
+                    kept.upload.add(ack.block());
+                }
+            }
+        }
         for (ack, _) in acks {
-            seen.add(Block {
-                start: ack.start,
-                end: ack.end,
-                crc32c: ack.crc32c,
-            });
+            seen.add(ack.block());
         }
         Ok(seen)
     }
@@ -1320,6 +1324,32 @@ fn tile(stored: &Stored, layout: &Layout) -> Option<Vec<Piece>> {
 
 #[async_trait]
 impl Store for S3Store {
+    /// What this process saw of the upload and acknowledged since, once a
+    /// `HEAD` of its record says it is the same beginning: a listing takes
+    /// a store such as Garage many times as long as a `HEAD`.
+    async fn upload_for_block(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+        let kept = lock(&self.s().seen)
+            .get(id)
+            .map(|seen| (seen.etag.clone(), seen.meta.total, seen.upload.clone()));
+        if let Some((etag, total, upload)) = kept {
+            let s = self.s();
+            let head = s
+                .control
+                .head_object()
+                .bucket(&s.bucket)
+                .key(s.layout.meta(id, total))
+                .send()
+                .await;
+            match head {
+                Ok(head) if head.e_tag() == Some(etag.as_str()) => return Ok(Some(upload)),
+                Ok(_) => {}
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(failed("read an upload record", &e)),
+            }
+        }
+        self.upload(id).await
+    }
+
     async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
         Ok(self.read(id).await?.map(|s| s.upload))
     }
