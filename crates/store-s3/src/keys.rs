@@ -60,9 +60,9 @@ impl Ack {
         }
     }
 
-    /// The same bytes as a block of upload `into` at `at` past their place
-    /// in upload `from` (a part of a concatenation): they stay where they
-    /// are.
+    /// The same bytes as a block `at` bytes past their place in upload
+    /// `from` (a part of a concatenation, moved into its final upload):
+    /// they stay where they are, and the block names them there.
     pub(crate) fn moved(&self, from: &str, at: u64) -> Self {
         let (data, nonce) = if self.data.is_empty() {
             (from.to_owned(), Layout::ack_name(self))
