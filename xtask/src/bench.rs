@@ -24,6 +24,9 @@ enum Only {
     /// The big file through a stalling proxy, with and without hedging
     /// (`stalls`).
     Stalls,
+    /// Small blocks into a receiver on a directory, durable, beside the
+    /// same receiver with `--discard` and the durable floor (`durable`).
+    Durable,
 }
 
 /// Sizes and repetitions for one bench run.
@@ -50,7 +53,8 @@ impl Plan {
                         Some("direct") => Only::Direct,
                         Some("stores") => Only::Stores,
                         Some("stalls") => Only::Stalls,
-                        _ => return Err("--only takes direct, stores or stalls".into()),
+                        Some("durable") => Only::Durable,
+                        _ => return Err("--only takes direct, stores, stalls or durable".into()),
                     })
                 }
                 "--runs" => {
@@ -661,6 +665,11 @@ pub fn run(plan: Plan) -> Result<(), String> {
                 let sink = nginx(&work)?;
                 vec![stall_figure(&bin, &big, &sink, &plan, &mut failures)?]
             }
+            Only::Durable => {
+                let small = work.join(format!("small-{}.bin", plan.small_file));
+                make_file(&small, plan.small_file).map_err(|e| e.to_string())?;
+                durable_figures(&bin, &work, &small, &plan, &mut failures)?
+            }
         };
         println!(
             "\n{} runs each, alternating; medians, with the range in parentheses.\n",
@@ -838,22 +847,11 @@ pub fn run(plan: Plan) -> Result<(), String> {
     )?);
     // The receiver's own cost: durable acknowledgements and landing on disk.
     let disk = serve_sink(&bin, &work, false)?;
-    let (mut ingest_mbps, mut ingest_rps) = (Vec::new(), Vec::new());
+    let mut ingest_mbps = Vec::new();
     for _ in 0..plan.runs {
         let big_ours = ours(&bin, &disk.url, &big, plan.big_block, plan.threads, false);
         if let Some(s) = attempt(big_ours, &mut failures) {
             ingest_mbps.push(plan.big_file as f64 / 1e6 / s.seconds);
-        }
-        let small_ours = ours(
-            &bin,
-            &disk.url,
-            &small,
-            plan.small_block,
-            plan.threads,
-            false,
-        );
-        if let Some(s) = attempt(small_ours, &mut failures) {
-            ingest_rps.push(small_requests / s.seconds);
         }
     }
     drop(disk);
@@ -865,15 +863,6 @@ pub fn run(plan: Plan) -> Result<(), String> {
         ),
         "MB/s",
         ingest_mbps,
-    ));
-    figures.push(Figure::solo(
-        format!(
-            "receiver landing on disk, durable acks: {} MiB file, 10 KiB blocks, {} in flight",
-            plan.small_file / MIB,
-            plan.threads
-        ),
-        "req/s",
-        ingest_rps,
     ));
     figures.push(Figure {
         name: "client CPU seconds per GiB (8 MiB blocks, HTTP/1.1)".into(),
@@ -923,6 +912,7 @@ pub fn run(plan: Plan) -> Result<(), String> {
         &mut failures,
     )?);
     let mut protocols = vec![stalls];
+    protocols.extend(durable_figures(&bin, &work, &small, &plan, &mut failures)?);
     protocols.extend(protocol_figures(&bin, &work, &big, &plan, &mut failures)?);
     protocols.extend(store_figures(
         &bin,
@@ -976,6 +966,90 @@ pub fn run(plan: Plan) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("written to {}", path.display());
     Ok(())
+}
+
+/// The durable floor (`crates/server/examples/durable_floor.rs`): a body
+/// written and group-synced before each answer, nothing else; the best a
+/// durable receiver can do on this machine and disk.
+fn durable_floor(work: &Path) -> Result<Sink, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .current_dir(crate::root())
+        .args(["build", "--release", "-q", "-p", "fileuploader-server"])
+        .args(["--example", "durable_floor"])
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        return Err("cargo build --release --example durable_floor failed".into());
+    }
+    let bin = crate::release_dir().join("examples/durable_floor");
+    let port = free_port();
+    let child = Command::new(&bin)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(work.join("durable-floor.bin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let sink = Sink {
+        child,
+        url: format!("http://127.0.0.1:{port}/upload"),
+        name: "durable floor",
+    };
+    wait_for_port(port)?;
+    Ok(sink)
+}
+
+/// The receiver's durable ingest of small blocks, 16 and 4 in flight: our
+/// receiver on a directory against the same receiver with `--discard` (the
+/// issue's ratio), with the durable floor third; and the floor against
+/// `--discard`, the most that ratio can be here.
+fn durable_figures(
+    bin: &Path,
+    work: &Path,
+    small: &Path,
+    plan: &Plan,
+    failures: &mut Vec<String>,
+) -> Result<Vec<Figure>, String> {
+    let discard = serve_sink(bin, work, true)?;
+    let disk = serve_sink(bin, work, false)?;
+    let floor = durable_floor(work)?;
+    let requests = plan.small_file.div_ceil(plan.small_block) as f64;
+    let mut figures = Vec::new();
+    for in_flight in [16, 4] {
+        let what = format!(
+            "{} MiB file, 10 KiB blocks, {in_flight} in flight",
+            plan.small_file / MIB
+        );
+        let mut ingest = Figure::new(
+            format!(
+                "receiver on a directory, durable: {what} (other: --discard; third: durable floor)"
+            ),
+            "req/s",
+        );
+        let mut most = Figure::new(
+            format!(
+                "durable floor, a write and a group fdatasync a block: {what} (other: --discard)"
+            ),
+            "req/s",
+        );
+        for _ in 0..plan.runs {
+            for (sink, into) in [
+                (&discard, &mut ingest.curl),
+                (&floor, &mut ingest.old),
+                (&disk, &mut ingest.ours),
+            ] {
+                let run = ours(bin, &sink.url, small, plan.small_block, in_flight, false);
+                if let Some(s) = attempt(run, failures) {
+                    into.push(requests / s.seconds);
+                }
+            }
+        }
+        most.ours = ingest.old.clone();
+        most.curl = ingest.curl.clone();
+        figures.push(ingest);
+        figures.push(most);
+    }
+    Ok(figures)
 }
 
 /// Tail latency: the big file through a proxy that stalls about one 8 MiB

@@ -39,8 +39,8 @@ const TASKS: &[(&str, &str)] = &[
         "run the conformance suite against every transport and print a table",
     ),
     (
-        "bench [--quick] [--runs N] [--only direct|stores|stalls]",
-        "upload speed, request rate, CPU and memory against curl 8.14 and 7.88 on 127.0.0.1, plain and over TLS (N >= 3 alternating runs; 5, or 3 with --quick); --only: uploads straight to Garage, receivers on Garage and on a directory, or the stalling proxy with and without hedging",
+        "bench [--quick] [--runs N] [--only direct|stores|stalls|durable]",
+        "upload speed, request rate, CPU and memory against curl 8.14 and 7.88 on 127.0.0.1, plain and over TLS (N >= 3 alternating runs; 5, or 3 with --quick); --only: uploads straight to Garage, receivers on Garage and on a directory, the stalling proxy with and without hedging, or small blocks into a durable receiver beside --discard and the durable floor",
     ),
     (
         "chaos [--quick] [--runs N] [--jobs J] [--seed S --scenario NAME]",
@@ -72,10 +72,15 @@ fn release_binary() -> Result<std::path::PathBuf, String> {
     if !built.is_ok_and(|s| s.success()) {
         return Err("cargo build --release -p fileuploader-cli --features s3 failed".into());
     }
-    // Where cargo put it: its target directory may be set elsewhere.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), |dir| root().join(dir));
-    Ok(target.join("release/fileuploader"))
+    Ok(release_dir().join("fileuploader"))
+}
+
+/// Where cargo puts release builds: its target directory may be set
+/// elsewhere.
+fn release_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), |dir| root().join(dir))
+        .join("release")
 }
 
 /// The targets in `fuzz/fuzz_targets`.
