@@ -54,6 +54,8 @@ pub struct Receiver {
     /// Where the Companion routes are served, when the store takes direct
     /// uploads.
     pub(crate) companion_prefix: String,
+    /// The landings the operator heard of lately, shared by clones.
+    pub(crate) told: Arc<crate::uploads::Told>,
 }
 
 /// The TLS side of the receiver, when it serves HTTPS.
@@ -101,6 +103,7 @@ impl Receiver {
             appends: appends::Appends::default(),
             requests: Arc::default(),
             companion_prefix: crate::doors::companion::DEFAULT_PREFIX.to_owned(),
+            told: Arc::default(),
         }
     }
 
@@ -250,7 +253,7 @@ impl Receiver {
         };
         let landed = direct.settle_watches().await?;
         for one in &landed {
-            crate::uploads::told_landed(one, crate::uploads::Via::Direct);
+            self.told.tell(one, crate::uploads::Via::Direct);
         }
         Ok(landed.len())
     }

@@ -86,6 +86,7 @@ impl Receiver {
             policy: self.on_conflict,
             via: via.into(),
             answerer: self.landing_answer.as_ref(),
+            told: &self.told,
         }
     }
 }

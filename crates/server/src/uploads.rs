@@ -65,6 +65,8 @@ pub(crate) struct Terms<'a> {
     pub(crate) via: Via,
     /// The hook whose word answers a landing, if any.
     pub(crate) answerer: Option<&'a Teller>,
+    /// The landings the operator heard of lately.
+    pub(crate) told: &'a Told,
 }
 
 /// The protocol a request speaks.
@@ -406,7 +408,7 @@ async fn land_arrival(
     terms: Terms<'_>,
 ) -> Result<(Landed, Option<Word>), StoreError> {
     let landed = store.land(arrival, name, terms.policy).await?;
-    told_landed(&landed, terms.via);
+    terms.told.tell(&landed, terms.via);
     let word = match terms.answerer {
         Some(teller) => crate::hooks::word_on(teller, &landed).await,
         None => None,
@@ -414,20 +416,57 @@ async fn land_arrival(
     Ok((landed, word))
 }
 
-/// The operator's line for a file that landed: name, bytes, upload, the
-/// protocol and whose credentials sent it.
-pub(crate) fn told_landed(landed: &Landed, via: Via) {
-    let by = if landed.owner.is_empty() {
-        "anyone (open access)"
-    } else {
-        &landed.owner
-    };
-    tracing::info!(
-        "landed {:?}: {} bytes, upload {:?} over {via}, sent by {by}",
-        landed.name,
-        landed.length,
-        landed.id
-    );
+/// How many landings [`Told`] remembers: far more than land at once.
+const TOLD_KEPT: usize = 1024;
+
+/// The landings this receiver told the operator of lately, so that each
+/// is told once: every request that finds an upload complete asks the
+/// store to land it (a block, the status query after it), and each gets
+/// the one landing back.
+#[derive(Debug, Default)]
+pub(crate) struct Told {
+    recent: std::sync::Mutex<std::collections::VecDeque<(String, String)>>,
+}
+
+impl Told {
+    /// The operator's line for a file that landed, unless this receiver
+    /// told it already: name, bytes, upload, the protocol and whose
+    /// credentials sent it.
+    pub(crate) fn tell(&self, landed: &Landed, via: Via) {
+        if !self.first_time(landed) {
+            return;
+        }
+        let by = if landed.owner.is_empty() {
+            "anyone (open access)"
+        } else {
+            &landed.owner
+        };
+        tracing::info!(
+            "landed {:?}: {} bytes, upload {:?} over {via}, sent by {by}",
+            landed.name,
+            landed.length,
+            landed.id
+        );
+    }
+
+    /// Whether `landed` is new to this receiver, remembering it. A whole
+    /// file sent without an upload id always is: each such landing is its
+    /// own.
+    fn first_time(&self, landed: &Landed) -> bool {
+        if landed.id.is_empty() {
+            return true;
+        }
+        let key = (landed.id.clone(), landed.name.clone());
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.contains(&key) {
+            return false;
+        }
+        if recent.len() == TOLD_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(key);
+        true
+    }
 }
 
 /// A request body's bytes, in pieces as they arrive.
@@ -486,4 +525,33 @@ pub(crate) async fn acknowledge(
         return Ok(Outcome::InProgress(upload));
     }
     land(store, upload, name, terms).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn landed(id: &str, name: &str) -> Landed {
+        Landed::new(id, "", name, 3, None)
+    }
+
+    #[test]
+    fn each_landing_is_told_once_and_each_whole_file_without_an_id_each_time() {
+        let told = Told::default();
+        assert!(told.first_time(&landed("u1", "a.bin")));
+        assert!(!told.first_time(&landed("u1", "a.bin")));
+        assert!(told.first_time(&landed("u2", "a.bin")));
+        assert!(told.first_time(&landed("", "b.bin")));
+        assert!(told.first_time(&landed("", "b.bin")));
+    }
+
+    #[test]
+    fn the_oldest_landing_is_forgotten_first_once_enough_are_told() {
+        let told = Told::default();
+        for i in 0..=TOLD_KEPT {
+            assert!(told.first_time(&landed(&format!("u{i}"), "a.bin")));
+        }
+        assert!(told.first_time(&landed("u0", "a.bin")));
+        assert!(!told.first_time(&landed(&format!("u{TOLD_KEPT}"), "a.bin")));
+    }
 }
