@@ -27,6 +27,11 @@ enum Only {
     /// Small blocks into a receiver on a directory, durable, beside the
     /// same receiver with `--discard` and the durable floor (`durable`).
     Durable,
+    /// The big file over TLS, HTTP/1.1 and HTTP/2, against both curls
+    /// (`https`).
+    Https,
+    /// Many small files and the rate limit, against both curls (`files`).
+    Files,
 }
 
 /// Sizes and repetitions for one bench run.
@@ -54,7 +59,14 @@ impl Plan {
                         Some("stores") => Only::Stores,
                         Some("stalls") => Only::Stalls,
                         Some("durable") => Only::Durable,
-                        _ => return Err("--only takes direct, stores, stalls or durable".into()),
+                        Some("https") => Only::Https,
+                        Some("files") => Only::Files,
+                        _ => {
+                            return Err(
+                                "--only takes direct, stores, stalls, durable, https or files"
+                                    .into(),
+                            )
+                        }
                     })
                 }
                 "--runs" => {
@@ -669,6 +681,18 @@ pub fn run(plan: Plan) -> Result<(), String> {
                 let small = work.join(format!("small-{}.bin", plan.small_file));
                 make_file(&small, plan.small_file).map_err(|e| e.to_string())?;
                 durable_figures(&bin, &work, &small, &plan, &mut failures)?
+            }
+            Only::Https => {
+                let big = work.join(format!("big-{}.bin", plan.big_file));
+                make_file(&big, plan.big_file).map_err(|e| e.to_string())?;
+                ensure("nginx", "nginx-light")?;
+                https_figures(&bin, &work, &big, &plan, [&curl8, &curl7], &mut failures)?
+            }
+            Only::Files => {
+                ensure("nginx", "nginx-light")?;
+                let sink = nginx(&work)?;
+                let curls = [&curl8, &curl7];
+                many_files_figures(&bin, &work, &sink.url, &plan, curls, &mut failures)?
             }
         };
         println!(

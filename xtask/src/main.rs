@@ -39,8 +39,8 @@ const TASKS: &[(&str, &str)] = &[
         "run the conformance suite against every transport and print a table",
     ),
     (
-        "bench [--quick] [--runs N] [--only direct|stores|stalls|durable]",
-        "upload speed, request rate, CPU and memory against curl 8.14 and 7.88 on 127.0.0.1, plain and over TLS (N >= 3 alternating runs; 5, or 3 with --quick); --only: uploads straight to Garage, receivers on Garage and on a directory, the stalling proxy with and without hedging, or small blocks into a durable receiver beside --discard and the durable floor",
+        "bench [--quick] [--runs N] [--only direct|stores|stalls|durable|https|files]",
+        "upload speed, request rate, CPU and memory against curl 8.14 and 7.88 on 127.0.0.1, plain and over TLS (N >= 3 alternating runs; 5, or 3 with --quick); --only: uploads straight to Garage, receivers on Garage and on a directory, the stalling proxy with and without hedging, small blocks into a durable receiver beside --discard and the durable floor, HTTPS alone, or many small files alone",
     ),
     (
         "chaos [--quick] [--runs N] [--jobs J] [--seed S --scenario NAME]",

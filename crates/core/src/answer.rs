@@ -1,6 +1,6 @@
 //! The receiver's final answer, as a landing or an error keeps it.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// How many bytes of a receiver's final answer a job keeps by default
 /// ([`Job::answer_limit`](crate::Job::answer_limit)): 64 KiB.
@@ -23,12 +23,20 @@ pub struct FinalAnswer {
 }
 
 impl FinalAnswer {
-    /// The answer `response` gives.
+    /// The answer `response` gives, in memory of its own. A transport may
+    /// hand out headers and a body that share the buffer it read them
+    /// into (hyper does); a job keeps its answers after the exchange, one
+    /// for each file, so sharing would keep a whole read buffer alive for
+    /// every file of a folder.
     pub fn of(response: &http::Response<bytes::Bytes>) -> Self {
         FinalAnswer {
             status: response.status(),
-            headers: response.headers().clone(),
-            body: response.body().clone(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(name, value)| (name.clone(), owned(value)))
+                .collect(),
+            body: bytes::Bytes::copy_from_slice(response.body()),
             cut_from: None,
         }
     }
@@ -37,7 +45,7 @@ impl FinalAnswer {
     pub fn bounded(mut self, limit: usize) -> Self {
         if self.body.len() > limit {
             self.cut_from = Some(self.body.len());
-            self.body.truncate(limit);
+            self.body = bytes::Bytes::copy_from_slice(&self.body[..limit]);
         }
         self
     }
@@ -46,6 +54,13 @@ impl FinalAnswer {
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.body).ok()
     }
+}
+
+/// `value` in memory of its own, sensitive if it was.
+fn owned(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
 }
 
 #[cfg(test)]
@@ -72,5 +87,27 @@ mod tests {
         let short = answer(b"ok").bounded(4);
         assert_eq!((short.text(), short.cut_from), (Some("ok"), None));
         assert_eq!(answer(b"\xff\xfe").text(), None, "not UTF-8");
+    }
+
+    #[test]
+    fn an_answer_keeps_nothing_of_the_buffer_it_was_read_into() {
+        let read = bytes::Bytes::from(vec![b'a'; 64 * 1024]);
+        let value = HeaderValue::from_maybe_shared(read.slice(0..8)).unwrap();
+        let response = http::Response::builder()
+            .header("x-app", value)
+            .body(read.slice(100..200))
+            .unwrap();
+        let kept = FinalAnswer::of(&response);
+        let cut = FinalAnswer::of(&response).bounded(10);
+        drop(response);
+        assert!(read.is_unique(), "the read buffer is still shared");
+        assert_eq!(
+            (
+                kept.headers["x-app"].as_bytes(),
+                kept.body.len(),
+                cut.body.len()
+            ),
+            (&b"aaaaaaaa"[..], 100, 10)
+        );
     }
 }
