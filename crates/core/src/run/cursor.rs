@@ -97,12 +97,42 @@ impl Cursor {
     }
 }
 
+/// Joins block CRC32Cs one after another. The shift for the job's block
+/// size is computed once, when first needed: joining onto nothing (a CRC
+/// of 0) gives the block's own CRC, so a file of one block never needs it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Joiner {
+    block_size: u64,
+    shift: Option<CrcShift>,
+}
+
+impl Joiner {
+    pub(super) fn new(block_size: u64) -> Self {
+        Joiner {
+            block_size,
+            shift: None,
+        }
+    }
+
+    /// The CRC32C of `A‖B` from `a` and `b`, `B` being `len` bytes long.
+    pub(super) fn join(&mut self, a: u32, b: u32, len: u64) -> u32 {
+        if a == 0 {
+            return b;
+        }
+        if len != self.block_size {
+            return crc32c_join(a, b, len);
+        }
+        self.shift
+            .get_or_insert_with(|| CrcShift::new(len))
+            .join(a, b)
+    }
+}
+
 /// Block CRC32Cs of one source, combined in order as they arrive.
 #[derive(Debug)]
 pub(super) struct CrcFold {
-    /// Joins a block of the job's block size, the length of all but the
-    /// last.
-    pub(super) shift: CrcShift,
+    /// Joins blocks onto what came before.
+    pub(super) joiner: Joiner,
     /// The first block not folded in yet.
     pub(super) next: u64,
     pub(super) crc: u32,
@@ -113,7 +143,7 @@ pub(super) struct CrcFold {
 impl CrcFold {
     pub(super) fn new(block_size: u64) -> Self {
         CrcFold {
-            shift: CrcShift::new(block_size),
+            joiner: Joiner::new(block_size),
             next: 0,
             crc: 0,
             pending: BTreeMap::new(),
@@ -126,22 +156,14 @@ impl CrcFold {
         }
         if index == self.next && self.pending.is_empty() {
             // In order, as most blocks arrive: nothing to keep.
-            self.crc = self.join(self.crc, crc, len);
+            self.crc = self.joiner.join(self.crc, crc, len);
             self.next += 1;
             return;
         }
         self.pending.insert(index, (crc, len));
         while let Some((crc, len)) = self.pending.remove(&self.next) {
-            self.crc = self.join(self.crc, crc, len);
+            self.crc = self.joiner.join(self.crc, crc, len);
             self.next += 1;
-        }
-    }
-
-    pub(super) fn join(&self, a: u32, b: u32, len: u64) -> u32 {
-        if len == self.shift.len() {
-            self.shift.join(a, b)
-        } else {
-            crc32c_join(a, b, len)
         }
     }
 }
@@ -220,7 +242,7 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests {
-    use super::{CrcFold, Event, Phase};
+    use super::{CrcFold, Event, Joiner, Phase};
 
     #[test]
     fn each_phase_moves_only_on_its_events() {
@@ -271,5 +293,25 @@ mod tests {
             assert!(fold.pending.is_empty());
             assert_eq!(fold.crc, crc32c::crc32c(&data), "{order:?}");
         }
+    }
+
+    #[test]
+    fn joining_onto_a_crc_of_zero_is_the_block_and_needs_no_shift() {
+        let mut joiner = Joiner::new(1024);
+        for (b, len) in [(0x1234_5678, 1024), (0xdead_beef, 100), (0, 1024)] {
+            assert_eq!(
+                joiner.join(0, b, len),
+                fileuploader_wire::crc32c_join(0, b, len)
+            );
+        }
+        assert!(
+            joiner.shift.is_none(),
+            "a one-block source computes no shift"
+        );
+        assert_eq!(
+            joiner.join(7, 9, 1024),
+            fileuploader_wire::crc32c_join(7, 9, 1024)
+        );
+        assert!(joiner.shift.is_some());
     }
 }

@@ -4,8 +4,6 @@
 
 use std::sync::atomic::Ordering;
 
-use fileuploader_wire::crc32c_join;
-
 use super::attempt;
 use super::begin::covered;
 use super::cursor::{Event, Scheduler};
@@ -165,10 +163,10 @@ async fn checked_receipt(
 /// from the source only blocks whose CRC was not seen (held from an earlier
 /// run without a journal receipt).
 async fn source_crc32c(ctx: &RunContext, scheduler: &Scheduler, i: usize) -> Result<u32, Error> {
-    let (mut crc, next, pending, shift) = {
+    let (mut crc, next, pending, mut joiner) = {
         let cursors = lock(&scheduler.cursors);
         let fold = &cursors[i].crcs;
-        (fold.crc, fold.next, fold.pending.clone(), fold.shift)
+        (fold.crc, fold.next, fold.pending.clone(), fold.joiner)
     };
     let source = &*ctx.sources[i].source;
     for index in next..ctx.plan.count(i) {
@@ -179,11 +177,7 @@ async fn source_crc32c(ctx: &RunContext, scheduler: &Scheduler, i: usize) -> Res
             Some(&(c, _)) => c,
             None => crc32c_of(source, block.offset, block.len).await?,
         };
-        crc = if block.len == shift.len() {
-            shift.join(crc, block_crc)
-        } else {
-            crc32c_join(crc, block_crc, block.len)
-        };
+        crc = joiner.join(crc, block_crc, block.len);
     }
     Ok(crc)
 }

@@ -1,7 +1,7 @@
 //! Workers, the job-wide bound, and the one outcome.
 //!
-//! Up to `thread_num` workers take tasks from the cursors, sources in the
-//! order they were added: begin a source (ask the receiver what it holds),
+//! Up to `thread_num` workers (no more than there can ever be tasks at
+//! once) take tasks from the cursors, sources in the order they were added: begin a source (ask the receiver what it holds),
 //! send one of its blocks within its session's constraints, or finish it
 //! once all its blocks are acknowledged. A resync re-plans one source from
 //! what the receiver says it holds.
@@ -50,7 +50,7 @@ pub(crate) async fn supervise(ctx: Arc<RunContext>) -> Result<(), Error> {
         progress,
     });
     let mut workers = JoinSet::new();
-    for _ in 0..ctx.job.thread_num {
+    for _ in 0..worker_count(ctx.job.thread_num, total_blocks, ctx.sources.len()) {
         workers.spawn(worker(ctx.clone(), scheduler.clone()));
     }
 
@@ -186,6 +186,15 @@ async fn worker(ctx: Arc<RunContext>, scheduler: Arc<Scheduler>) -> Result<(), E
     }
 }
 
+/// How many workers a run needs: `thread_num`, but never more than there
+/// can be tasks at once (a beginning or an end of each source, and its
+/// blocks), so a small file does not start workers that only wait: a
+/// folder of one-block files started four tasks a file where two do.
+fn worker_count(thread_num: usize, total_blocks: u64, sources: usize) -> usize {
+    let tasks = total_blocks.saturating_add(sources as u64).max(1);
+    thread_num.min(usize::try_from(tasks).unwrap_or(usize::MAX))
+}
+
 /// Sends one block and records its acknowledgement, or resyncs its source.
 async fn send(ctx: &RunContext, scheduler: &Scheduler, block: Block) -> Result<(), Error> {
     let sent = attempt::send_block(ctx, &block).await;
@@ -260,5 +269,20 @@ async fn send(ctx: &RunContext, scheduler: &Scheduler, block: Block) -> Result<(
             scheduler.changed();
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_count;
+
+    #[test]
+    fn a_run_starts_no_more_workers_than_it_can_ever_have_tasks() {
+        // One file of one block: its block, then its end.
+        assert_eq!(worker_count(4, 1, 1), 2);
+        // An empty file: its end only.
+        assert_eq!(worker_count(4, 0, 1), 1);
+        assert_eq!(worker_count(4, 100, 1), 4);
+        assert_eq!(worker_count(8, 3, 2), 5);
     }
 }
