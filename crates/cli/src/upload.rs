@@ -345,32 +345,18 @@ impl Display {
     /// Clears the bars and, for several files, says how the run went.
     /// The closing line (or JSON summary); `not_started` files were never
     /// begun because the run was stopped.
-    fn finish(&self, outcomes: &[Outcome], not_started: usize, skipped: files::Skipped) {
+    fn finish(&self, tally: &Tally, not_started: usize, skipped: files::Skipped) {
         if let Some(overall) = &self.inner.overall {
             overall.finish_and_clear();
         }
-        let landed: Vec<&Summary> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Landed(s) => Some(&**s),
-                Outcome::Failed(..) => None,
-            })
-            .collect();
-        let bytes: u64 = landed.iter().map(|s| s.progress.total_bytes).sum();
-        let failed: Vec<String> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Failed(f, _) => Some(f.display().to_string()),
-                Outcome::Landed(_) => None,
-            })
-            .collect();
+        let (bytes, failed) = (tally.bytes, &tally.failed);
         let seconds = self.inner.started.elapsed().as_secs_f64();
         if self.inner.json {
             println!(
                 "{}",
                 serde_json::json!({ "summary": {
-                    "files": outcomes.len(),
-                    "landed": landed.len(),
+                    "files": tally.files,
+                    "landed": tally.landed,
                     "failed": failed,
                     "not_started": not_started,
                     "left_out": {
@@ -382,11 +368,11 @@ impl Display {
                     "seconds": seconds,
                 }})
             );
-        } else if !self.inner.quiet && outcomes.len() + not_started > 1 {
+        } else if !self.inner.quiet && tally.files + not_started > 1 {
             eprintln!(
                 "{} of {} files landed, {} in {seconds:.2} s ({}/s){}{}",
-                landed.len(),
-                outcomes.len() + not_started,
+                tally.landed,
+                tally.files + not_started,
                 human(bytes as f64),
                 human(bytes as f64 / seconds.max(1e-9)),
                 if failed.is_empty() {
@@ -655,52 +641,30 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     };
     let display = Display::new(&args.transfer, entries.len(), bytes);
     let files_at_once = Arc::new(tokio::sync::Semaphore::new(args.files.into()));
+    // Tasks spawned ahead of their turn, so that a file ending starts the
+    // next at once, without a trip through this loop.
+    let ahead = 2 * usize::from(args.files);
     let args = Arc::new(args);
-    let mut running = tokio::task::JoinSet::new();
-    let mut outcomes = Vec::new();
-    let mut jobs = Vec::new();
-    for entry in entries {
-        if let Some(problem) = entry.problem {
-            outcomes.push(Outcome::Failed(entry.path, problem));
-            continue;
+    let mut tally = Tally::default();
+    // Jobs whose resume journals go once every file landed: only a run
+    // that keeps journals needs them kept.
+    let mut journaled = Vec::new();
+    let mut queued = Vec::with_capacity(entries.len());
+    for mut entry in entries {
+        match entry.problem.take() {
+            Some(problem) => {
+                let outcome = Outcome::Failed(entry.path, problem);
+                display.report(&outcome, &args.transfer);
+                tally.add(outcome);
+            }
+            None => queued.push(entry),
         }
-        let job = match job_for(&manager, &args, &protocol, &entry) {
-            Ok(job) => job,
-            Err(e) => {
-                outcomes.push(Outcome::Failed(entry.path, e));
-                continue;
-            }
-        };
-        jobs.push(job.clone());
-        let (manager, args, display, permits) = (
-            manager.clone(),
-            args.clone(),
-            display.clone(),
-            files_at_once.clone(),
-        );
-        running.spawn(async move {
-            // Closed when the run is stopped: a file still waiting for its
-            // turn is never begun.
-            let _turn = permits.clone().acquire_owned().await.ok()?;
-            if permits.is_closed() {
-                return None;
-            }
-            Some(
-                match drive(&manager, &job, &entry.path, &args.transfer, &display)
-                    .await
-                    .and_then(|summary| match &args.receipt_dir {
-                        Some(dir) => keep_receipt(dir, summary),
-                        None => Ok(summary),
-                    }) {
-                    Ok(summary) => Outcome::Landed(Box::new(summary)),
-                    Err(e) => Outcome::Failed(entry.path, e),
-                },
-            )
-        });
     }
-    for outcome in &outcomes {
-        display.report(outcome, &args.transfer);
-    }
+    // Files are begun as earlier ones end, never more than --files at once
+    // and only a few jobs ahead: a folder of any size is held as its list
+    // of paths, the files in flight and the closing line's counts.
+    queued.reverse();
+    let mut running = tokio::task::JoinSet::new();
     let deadline = async {
         match args.timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -711,12 +675,52 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
     let mut stopped: Option<Failure> = None;
     let mut not_started = 0;
     loop {
+        while stopped.is_none() && running.len() < ahead {
+            let Some(entry) = queued.pop() else { break };
+            let job = match job_for(&manager, &args, &protocol, &entry) {
+                Ok(job) => job,
+                Err(e) => {
+                    let outcome = Outcome::Failed(entry.path, e);
+                    display.report(&outcome, &args.transfer);
+                    tally.add(outcome);
+                    continue;
+                }
+            };
+            if args.resume {
+                journaled.push(job.clone());
+            }
+            let (manager, args, display, permits) = (
+                manager.clone(),
+                args.clone(),
+                display.clone(),
+                files_at_once.clone(),
+            );
+            running.spawn(async move {
+                // Closed when the run is stopped: a file still waiting for
+                // its turn is never begun.
+                let _turn = permits.clone().acquire_owned().await.ok()?;
+                if permits.is_closed() {
+                    return None;
+                }
+                Some(
+                    match drive(&manager, &job, &entry.path, &args.transfer, &display)
+                        .await
+                        .and_then(|summary| match &args.receipt_dir {
+                            Some(dir) => keep_receipt(dir, summary),
+                            None => Ok(summary),
+                        }) {
+                        Ok(summary) => Outcome::Landed(Box::new(summary)),
+                        Err(e) => Outcome::Failed(entry.path, e),
+                    },
+                )
+            });
+        }
         tokio::select! {
             next = running.join_next() => match next {
                 None => break,
                 Some(Ok(Some(outcome))) => {
                     display.report(&outcome, &args.transfer);
-                    outcomes.push(outcome);
+                    tally.add(outcome);
                 }
                 Some(Ok(None)) => not_started += 1,
                 Some(Err(e)) => {
@@ -741,37 +745,61 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
             }
         }
     }
-    display.finish(&outcomes, not_started, skipped);
-    let failed = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::Failed(..)))
-        .count();
+    // Files not yet given a task when the run was stopped are never begun
+    // either.
+    not_started += queued.len();
+    display.finish(&tally, not_started, skipped);
+    let failed = tally.failed.len();
     if stopped.is_none() && failed == 0 {
-        for job in &jobs {
+        for job in &journaled {
             if let Err(e) = job.remove_journals() {
                 eprintln!("warning: cannot remove a finished resume journal: {e}");
             }
         }
     }
     let written = match &args.output {
-        Some(path) if stopped.is_none() => write_answer(path, &outcomes),
+        Some(path) if stopped.is_none() => write_answer(path, tally.first.as_ref()),
         _ => Ok(()),
     };
     match (stopped, failed) {
         (Some(stop), _) => Err(stop),
         (None, 0) => written,
-        (None, n) => {
-            let single = outcomes.len() == 1;
-            match outcomes.into_iter().find_map(|o| match o {
-                Outcome::Failed(_, e) if single => Some(e),
-                _ => None,
-            }) {
-                Some(e) => Err(e),
-                None => Err(Failure::new(
-                    fileuploader_core::code::FAILED,
-                    format!("{n} of the files did not land"),
-                )),
+        (None, n) => match tally.first {
+            Some(Outcome::Failed(_, e)) if tally.files == 1 => Err(e),
+            _ => Err(Failure::new(
+                fileuploader_core::code::FAILED,
+                format!("{n} of the files did not land"),
+            )),
+        },
+    }
+}
+
+/// What the closing line, the exit and `-o` need of the files told so
+/// far: counts, the failed files' names and the first outcome whole, not
+/// every file's summary.
+#[derive(Default)]
+struct Tally {
+    files: usize,
+    landed: usize,
+    bytes: u64,
+    failed: Vec<String>,
+    /// The first file's outcome: `-o` writes its answer, and a run of one
+    /// file fails with its error.
+    first: Option<Outcome>,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: Outcome) {
+        self.files += 1;
+        match &outcome {
+            Outcome::Landed(summary) => {
+                self.landed += 1;
+                self.bytes += summary.progress.total_bytes;
             }
+            Outcome::Failed(file, _) => self.failed.push(file.display().to_string()),
+        }
+        if self.first.is_none() {
+            self.first = Some(outcome);
         }
     }
 }
@@ -780,8 +808,8 @@ pub(crate) async fn run(args: UploadArgs) -> Result<(), Failure> {
 /// `path`, as curl's `-o` does: the answer that reported its landing (an
 /// empty file when it had no body), or the one it failed on; nothing when
 /// no answer came.
-fn write_answer(path: &Path, outcomes: &[Outcome]) -> Result<(), Failure> {
-    let body = match outcomes.first() {
+fn write_answer(path: &Path, first: Option<&Outcome>) -> Result<(), Failure> {
+    let body = match first {
         Some(Outcome::Landed(summary)) => Some(
             summary
                 .answer

@@ -2691,3 +2691,74 @@ fn the_applications_word_is_the_landing_answer_in_every_protocol() {
         );
     }
 }
+
+/// Runs `command` to its end; whether it succeeded, and its peak resident
+/// memory in KiB as last read (`VmHWM`, every 10 ms). Not `wait4`'s
+/// figure: a child spawned with the parent's memory shared until `exec`
+/// counts the whole test process's peak as its own.
+fn peak_of_run(mut command: Command) -> (bool, u64) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let mut peak = 0;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+        let hwm = status.ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        });
+        peak = peak.max(hwm.unwrap_or(0));
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            return (status.success(), peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_folders_files_cost_the_command_almost_no_memory_each() {
+    let sink = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/upload", listener.local_addr().unwrap());
+    let receiver = fileuploader_server::Receiver::new(sink.path())
+        .unwrap()
+        .discard(true);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            receiver.serve(listener).await
+        })
+    });
+    let src = tempfile::tempdir().unwrap();
+    let peak = |files: u32| {
+        let tree = src.path().join(format!("tree-{files}"));
+        let files: Vec<(String, Vec<u8>)> = (0..files)
+            .map(|i| (format!("d{}/f{i}.bin", i % 10), vec![i as u8; 1024]))
+            .collect();
+        write_tree(&tree, &files);
+        let mut upload = command();
+        upload
+            .args(["upload", "--quiet", "-r", "--url", &url])
+            .arg(&tree);
+        let (ok, kib) = peak_of_run(upload);
+        assert!(ok, "the upload of {} files succeeded", files.len());
+        kib
+    };
+    let (few, many) = (peak(50), peak(2_000));
+    // Every file's job, answer and summary kept to the end held about 11
+    // KiB a file (22 MiB more for these 1 950 files); what is left is its
+    // path and the run's counts.
+    assert!(
+        many < few + 4 * 1024,
+        "2 000 files peaked at {many} KiB, 50 at {few} KiB"
+    );
+}
