@@ -68,11 +68,17 @@ fn receiver(dir: &Path) -> String {
 
 /// A receiver with a same-name policy; returns its upload URL.
 fn receiver_with(dir: &Path, policy: fileuploader_server::OnConflict) -> String {
+    serving(
+        fileuploader_server::Receiver::new(dir)
+            .unwrap()
+            .on_conflict(policy),
+    )
+}
+
+/// `receiver` on 127.0.0.1, on a thread of its own; returns its upload URL.
+fn serving(receiver: fileuploader_server::Receiver) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/upload", listener.local_addr().unwrap());
-    let receiver = fileuploader_server::Receiver::new(dir)
-        .unwrap()
-        .on_conflict(policy);
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -2721,23 +2727,11 @@ fn peak_of_run(mut command: Command) -> (bool, u64) {
 #[test]
 fn a_folders_files_cost_the_command_almost_no_memory_each() {
     let sink = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/upload", listener.local_addr().unwrap());
-    let receiver = fileuploader_server::Receiver::new(sink.path())
-        .unwrap()
-        .discard(true);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            receiver.serve(listener).await
-        })
-    });
+    let url = serving(
+        fileuploader_server::Receiver::new(sink.path())
+            .unwrap()
+            .discard(true),
+    );
     let src = tempfile::tempdir().unwrap();
     let peak = |files: u32| {
         let tree = src.path().join(format!("tree-{files}"));
