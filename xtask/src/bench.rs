@@ -8,6 +8,8 @@ use std::io::{BufWriter, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::curl8::Curl;
@@ -104,7 +106,7 @@ impl Plan {
 struct Sample {
     seconds: f64,
     cpu_seconds: f64,
-    max_rss_kib: i64,
+    max_rss_kib: u64,
 }
 
 /// Measures one run; a failed run is noted and left out of the figures.
@@ -112,7 +114,10 @@ fn attempt(mut command: Command, failures: &mut Vec<String>) -> Option<Sample> {
     measure(&mut command).map_err(|e| failures.push(e)).ok()
 }
 
-/// Runs a command to the end and measures it with `wait4`.
+/// Runs a command to the end and measures it: time, and CPU from `wait4`;
+/// peak memory from `VmHWM`, read every 10 ms while it runs, because
+/// `wait4`'s figure for a child spawned with this process's memory shared
+/// until `exec` counts this process's own peak.
 fn measure(command: &mut Command) -> Result<Sample, String> {
     let started = Instant::now();
     let child = command
@@ -121,12 +126,26 @@ fn measure(command: &mut Command) -> Result<Sample, String> {
         .spawn()
         .map_err(|e| format!("{command:?}: {e}"))?;
     let pid = child.id() as libc::pid_t;
+    let ended = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !ended.load(Ordering::Acquire) {
+                peak = crate::chaos::peak_rss_kib(pid as u32).map_or(peak, |kib| kib.max(peak));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: pid is our own child, not yet waited for; the pointers are valid.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let seconds = started.elapsed().as_secs_f64();
+    ended.store(true, Ordering::Release);
+    let peak_kib = watcher.join().unwrap_or(0);
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr {
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
@@ -138,7 +157,7 @@ fn measure(command: &mut Command) -> Result<Sample, String> {
     Ok(Sample {
         seconds,
         cpu_seconds: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib: peak_kib,
     })
 }
 
@@ -1634,6 +1653,21 @@ mod tests {
 
     fn plan(args: &[&str]) -> Result<Plan, String> {
         Plan::from_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn a_childs_peak_memory_is_its_own_not_the_benchs() {
+        // This process holds 64 MiB while a small child runs.
+        let held = vec![1u8; 64 << 20];
+        let mut sleep = std::process::Command::new("sleep");
+        sleep.arg("0.3");
+        let sample = super::measure(&mut sleep).unwrap();
+        assert!(held.iter().all(|&b| b == 1));
+        assert!(
+            sample.max_rss_kib > 0 && sample.max_rss_kib < 32 * 1024,
+            "sleep peaked at {} KiB",
+            sample.max_rss_kib
+        );
     }
 
     #[test]

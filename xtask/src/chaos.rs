@@ -1197,7 +1197,7 @@ fn noisy(port: u16, seed: u64, done: &std::sync::atomic::AtomicBool) -> Vec<Stri
 }
 
 /// The peak memory of process `pid`, in KiB (`VmHWM`).
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
